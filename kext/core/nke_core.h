@@ -1,0 +1,328 @@
+/*
+ * kext/core: the portable heart of the NKE Workbench filter.
+ *
+ * Compiled into the kext (kext/macos), into the Linux emulator (native/emu)
+ * and, for the queue consumer and the kev reassembler, into the addon
+ * (native/addon). C11, no libc allocation, no kernel calls: the platform
+ * supplies every byte of memory and does every OS operation through
+ * `struct nke_core_ops`.
+ *
+ * Locking: nothing in here locks. The platform serializes every call on one
+ * `struct nke_core` with its own lock (kext: one lck_mtx; emulator: its event
+ * loop thread). Callbacks in nke_core_ops run with that lock held and must not
+ * call back into the core. The queue consumer (nke_dq_dequeue) and the kev
+ * reassembler have no shared state with the core and run on the client side.
+ */
+#ifndef NKE_CORE_H
+#define NKE_CORE_H
+
+#include <nke/nke_abi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef __cplusplus
+#include <stdbool.h>
+#endif
+
+/* ======================================================================== */
+/* Notification queue in the IODataQueueMemory layout                        */
+/* ======================================================================== */
+/*
+ * Same algorithm as IOSharedDataQueue: entries are 4-byte aligned
+ * (NKE_DQ_ENTRY_HEADER_SIZE + size, rounded up); an entry that does not fit
+ * before the end is written at offset 0, and when a header fits at the old
+ * tail its size field is set so the consumer knows to wrap. One producer, one
+ * consumer, no locks: head is written only by the consumer, tail only by the
+ * producer, with release/acquire ordering.
+ *
+ * `data_size` is always the size the caller allocated and trusts, never the
+ * queue_size field in shared memory (the other side may forge it).
+ */
+void nke_dq_init(struct nke_dq_memory *q, uint32_t data_size);
+
+/* Producer. Returns NKE_OK, or NKE_ERR_NO_MEMORY when the entry does not fit
+ * (the caller counts a lost notification). *was_empty tells whether the
+ * consumer must be woken (IOSharedDataQueue notifies on empty -> non-empty). */
+int nke_dq_enqueue(struct nke_dq_memory *q, uint32_t data_size, const void *data, uint32_t len,
+                   bool *was_empty);
+
+enum nke_dq_result {
+    NKE_DQ_EMPTY   = 0,
+    NKE_DQ_OK      = 1,
+    NKE_DQ_CORRUPT = -1, /* head/tail/size forged or torn: the consumer must reset or close */
+    NKE_DQ_TOOBIG  = -2  /* entry larger than `cap`: skipped, head advanced */
+};
+/* Consumer. Copies the next entry into out[0..cap) and advances head. Every
+ * offset and size read from shared memory is bounds-checked against data_size
+ * before use; a hostile queue yields NKE_DQ_CORRUPT, never a wild access. */
+int nke_dq_dequeue(struct nke_dq_memory *q, uint32_t data_size, void *out, uint32_t cap,
+                   uint32_t *len);
+
+/* ======================================================================== */
+/* Buffer pool                                                               */
+/* ======================================================================== */
+
+struct nke_pool {
+    uint64_t owner[NKE_BUFFER_COUNT];      /* chunk id holding each buffer; 0 = free */
+    uint16_t free_stack[NKE_BUFFER_COUNT]; /* free buffer indices, top at nfree-1 */
+    uint32_t nfree;
+};
+
+void nke_pool_init(struct nke_pool *p);
+/* Allocates `n` (1..NKE_CHUNK_MAX_BUFFERS) buffers for chunk_id, all or none.
+ * out[] is filled with the indices and NKE_BUF_NONE after the last.
+ * Returns NKE_OK or NKE_ERR_NO_MEMORY. */
+int nke_pool_alloc(struct nke_pool *p, uint64_t chunk_id, uint32_t n,
+                   uint16_t out[NKE_CHUNK_MAX_BUFFERS]);
+/* Checks that `buf` may be released on behalf of chunk_id: NKE_OK,
+ * NKE_ERR_BUF_RANGE or NKE_ERR_BUF_FOREIGN. No state change. */
+int nke_pool_check(const struct nke_pool *p, uint64_t chunk_id, uint32_t buf);
+void nke_pool_free(struct nke_pool *p, uint16_t buf);
+uint32_t nke_pool_in_use(const struct nke_pool *p);
+
+/* ======================================================================== */
+/* Rules                                                                     */
+/* ======================================================================== */
+
+/* What a rule sees of one piece of data. */
+struct nke_flow {
+    int32_t pid;
+    char comm[NKE_COMM_LEN];
+    uint8_t direction;         /* enum nke_direction */
+    uint8_t protocol;          /* NKE_PROTO_* */
+    uint8_t family;            /* NKE_AF_* */
+    struct nke_addr local;
+    struct nke_addr remote;
+};
+
+/* NKE_OK or the distinct error for a malformed config (NKE_ERR_VERSION,
+ * NKE_ERR_MODE, NKE_ERR_COUNT, NKE_ERR_ACTION, NKE_ERR_RULE, NKE_ERR_RESERVED). */
+int nke_capture_validate(const struct nke_capture_config *cfg, uint32_t size);
+/* enum nke_rule_action for a flow under a validated config. */
+uint32_t nke_capture_classify(const struct nke_capture_config *cfg, const struct nke_flow *f);
+
+/* ======================================================================== */
+/* The filter core                                                           */
+/* ======================================================================== */
+
+struct nke_core;
+
+/* Platform operations. `sock_ctx` is the platform's per-socket pointer given
+ * at attach (kext: socket_t + its filter cookie; emulator: the shim link);
+ * `data_ctx` the platform's handle on one held piece of data (kext: the
+ * deferred mbuf chain; emulator: the shim's pending write/read). */
+struct nke_core_ops {
+    /* Enqueue one notification record; false when the queue is full. */
+    bool (*emit)(void *platform, const void *rec, uint32_t size);
+    /* Copy `len` bytes at `offset` of the data into `dst` (a shared buffer). */
+    void (*copy_data)(void *platform, void *data_ctx, uint32_t offset, uint32_t len, void *dst);
+    /* The verdict on a held chunk is final: re-inject the original
+     * (NKE_ACT_ALLOW), the staged bytes (NKE_ACT_ALLOW_MODIFIED: `staged`
+     * from put_data, `staged_len` bytes) or discard (NKE_ACT_DROP). `reason` is
+     * 0 for a client verdict, else enum nke_release_reason. Ownership of
+     * data_ctx and staged returns to the platform. */
+    void (*finish)(void *platform, void *sock_ctx, void *data_ctx, uint32_t action,
+                   void *staged, uint32_t staged_len, uint32_t reason);
+    /* Stage `len` bytes of modified data at `offset` for a held chunk.
+     * *staged is NULL on the first piece of a new staging (offset 0); the
+     * platform (re)allocates it to total_len bytes. Returns NKE_OK or
+     * NKE_ERR_NO_MEMORY. The core frees nothing: on a restart at offset 0 or a
+     * finish the platform owns *staged. */
+    int (*stage)(void *platform, void **staged, uint32_t total_len, uint32_t offset,
+                 const void *bytes, uint32_t len);
+    /* Discard staged bytes that will never be used (chunk gone). */
+    void (*unstage)(void *platform, void *staged);
+};
+
+struct nke_sock_info {
+    int32_t pid;
+    uint32_t uid;
+    uint8_t family, type, protocol;
+    char comm[NKE_COMM_LEN];
+};
+
+enum nke_chunk_state {
+    NKE_CHUNK_FREE     = 0,
+    NKE_CHUNK_HELD     = 1, /* awaiting a verdict; data_ctx owned by the core */
+    NKE_CHUNK_REPORTED = 2, /* copied and reported only; buffers still the client's */
+    NKE_CHUNK_DECIDED  = 3  /* verdict applied; waiting for the client to release buffers */
+};
+
+struct nke_chunk {
+    uint64_t id;
+    struct nke_sock_id sock;
+    uint32_t state;            /* enum nke_chunk_state */
+    uint32_t size;
+    uint8_t direction;
+    uint8_t nbuffers;
+    uint8_t released_mask;     /* bit i: buffers[i] already released */
+    uint8_t _pad;
+    uint16_t buffers[NKE_CHUNK_MAX_BUFFERS];
+    uint64_t deadline_ms;      /* HELD only */
+    void *data_ctx;            /* HELD only */
+    void *staged;              /* put_data staging */
+    uint32_t staged_len, staged_total;
+};
+
+enum nke_sock_state_flags {
+    NKE_SOCK_LIVE       = 0x1,
+    NKE_SOCK_CONNECTED  = 0x2,
+    NKE_SOCK_LISTENING  = 0x4,
+    NKE_SOCK_DETACHING  = 0x8
+};
+
+struct nke_sock {
+    uint32_t gen;              /* 0 = slot free */
+    uint32_t flags;            /* enum nke_sock_state_flags */
+    struct nke_sock_info info;
+    struct nke_addr local, remote;
+    uint64_t bytes_in, bytes_out;          /* seen by the filter */
+    uint64_t offset_in, offset_out;        /* stream offset of the next chunk */
+    uint32_t held;                          /* chunks HELD on this socket */
+    void *ctx;                              /* platform's per-socket pointer */
+};
+
+struct nke_core {
+    const struct nke_core_ops *ops;
+    void *platform;
+    uint8_t *buffers;          /* NKE_BUFFER_COUNT * NKE_BUFFER_SIZE shared bytes */
+    struct nke_sock *socks;    /* caller-supplied table */
+    uint32_t nsocks;
+    uint32_t sock_free_hint;
+    bool client_open;
+    uint64_t session_id;
+    uint64_t next_chunk_id;    /* starts at 1, never reused */
+    uint32_t kev_vendor_code;
+    uint32_t kev_msg_limit;
+    struct nke_pool pool;
+    struct nke_chunk chunks[NKE_BUFFER_COUNT]; /* a chunk holds >= 1 buffer */
+    struct nke_capture_config capture;
+    struct nke_filter_state stats;
+};
+
+/* `socks` must hold `nsocks` zeroed entries (slot 0 is never used, so a zero
+ * nke_sock_id means "none"). */
+void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *platform,
+                   uint8_t *buffers, struct nke_sock *socks, uint32_t nsocks,
+                   uint32_t kev_vendor_code, uint32_t kev_msg_limit);
+
+/* --- user client --------------------------------------------------------- */
+/* NKE_OK, NKE_ERR_BUSY, NKE_ERR_VERSION, NKE_ERR_RESERVED, NKE_ERR_FLAGS. */
+int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
+                         struct nke_open_reply *reply, uint64_t session_id);
+/* Close or death of the client: every held chunk re-injected as original
+ * (NKE_RELEASE_CLIENT_GONE), every buffer freed, capture mode back to
+ * NOTHING. Fail-open. */
+void nke_core_client_close(struct nke_core *c);
+
+/* Validates the whole message first; a malformed one returns its distinct
+ * error and changes nothing (stats.responses_rejected is counted). Then
+ * applies verdicts (ops->finish) and releases. */
+int nke_core_validate_response(const struct nke_core *c, const void *msg, uint32_t size);
+int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
+int nke_core_put_data(struct nke_core *c, const void *msg, uint32_t size);
+int nke_core_set_capture(struct nke_core *c, const struct nke_capture_config *cfg, uint32_t size);
+void nke_core_get_state(const struct nke_core *c, struct nke_filter_state *out);
+/* Emits an NKE_NT_STATE record (e.g. once a second while a client is open). */
+void nke_core_emit_state(struct nke_core *c, uint64_t now_ns);
+
+/* --- socket filter callbacks --------------------------------------------- */
+/* Returns the new socket's id; {0,0} when the table is full (the socket is
+ * then not filtered: counted in sockets_untracked). Emits NKE_NT_ATTACH. */
+struct nke_sock_id nke_core_attach(struct nke_core *c, const struct nke_sock_info *info,
+                                   void *sock_ctx, uint64_t now_ns);
+/* Held chunks of the socket are finished with NKE_ACT_DROP and
+ * NKE_RELEASE_SOCKET_GONE (the platform must have drained its in-flight
+ * injections first). Emits NKE_NT_DETACH and frees the slot. */
+void nke_core_detach(struct nke_core *c, struct nke_sock_id id, uint64_t now_ns);
+/* NKE_NT_CONNECT_IN/OUT, BOUND, LISTEN; updates the socket's addresses
+ * (either may be NULL: unchanged). */
+void nke_core_addrs(struct nke_core *c, struct nke_sock_id id, uint16_t type,
+                    const struct nke_addr *local, const struct nke_addr *remote, uint64_t now_ns);
+void nke_core_event(struct nke_core *c, struct nke_sock_id id, uint32_t event, uint64_t now_ns);
+void nke_core_option(struct nke_core *c, struct nke_sock_id id, uint32_t level, uint32_t name,
+                     bool is_set, uint64_t now_ns);
+struct nke_sock *nke_core_sock(struct nke_core *c, struct nke_sock_id id); /* NULL if stale */
+
+enum nke_data_result {
+    NKE_DATA_PASS     = 0, /* let the data through untouched */
+    NKE_DATA_REPORTED = 1, /* copied and reported; let it through untouched */
+    NKE_DATA_HELD     = 2  /* keep it (EJUSTRETURN): ops->finish will be called */
+};
+/* A piece of data in or out, size 1..NKE_CHUNK_MAX_BYTES (the platform splits
+ * larger data). `flags` are NKE_DATA_F_DATAGRAM / _OOB / _HAS_ADDR; `addr` may
+ * be NULL. Decides by client presence and capture mode; on pool exhaustion
+ * passes and counts. *chunk_id is set when reported or held. */
+int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
+                  uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
+                  uint64_t now_ns, uint64_t *chunk_id);
+
+/* Re-injects (original) every held chunk whose deadline passed
+ * (NKE_RELEASE_TIMEOUT). Returns ms until the next deadline, or UINT32_MAX. */
+uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
+
+/* ======================================================================== */
+/* Exec events over kernel event messages                                    */
+/* ======================================================================== */
+
+/* Path bytes carried per message under a total size limit (24-byte
+ * kern_event_msg header and nke_kev_exec_chunk included); 0 if the limit is
+ * too small to carry any. */
+uint32_t nke_kev_piece_size(uint32_t msg_limit);
+/* Messages needed for a path of path_len bytes (no NUL); 0 when it cannot be
+ * sent (path_len >= NKE_PATH_MAX or more than NKE_KEV_MAX_CHUNKS needed). */
+uint32_t nke_kev_chunk_count(uint32_t path_len, uint32_t msg_limit);
+/* Fills chunk header `index` (< count) and points piece and piece_len at its
+ * slice of path: the event data of message `index` is hdr followed by piece. */
+int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags,
+                        const char *path, uint32_t path_len, uint32_t msg_limit, uint32_t index,
+                        struct nke_kev_exec_chunk *hdr, const char **piece, uint32_t *piece_len);
+
+/* One reassembled exec. complete=false: some chunk never came (timeout or
+ * eviction); `path` then holds what arrived with the gaps zero, and
+ * received_mask says which chunks. A wrong path is never reported complete. */
+struct nke_exec_record {
+    uint32_t exec_id;
+    int32_t pid, ppid;
+    uint32_t uid;
+    uint16_t flags;
+    bool complete;
+    uint32_t path_len;
+    uint32_t chunk_count;
+    uint64_t received_mask;
+    char path[NKE_PATH_MAX]; /* NUL-terminated when complete */
+};
+
+#define NKE_KEV_REASM_SLOTS 32u
+
+struct nke_kev_reasm_slot {
+    bool in_use;
+    uint64_t first_ms;
+    struct nke_exec_record rec;
+};
+
+struct nke_kev_reasm {
+    uint32_t vendor_code;   /* messages of other vendors/classes are ignored */
+    uint32_t timeout_ms;
+    uint64_t duplicates, malformed, evicted;
+    struct nke_kev_reasm_slot slots[NKE_KEV_REASM_SLOTS];
+};
+
+typedef void (*nke_exec_cb)(void *arg, const struct nke_exec_record *rec);
+
+void nke_kev_reasm_init(struct nke_kev_reasm *r, uint32_t vendor_code, uint32_t timeout_ms);
+/* Feeds one whole kern_event_msg (header included) of `len` bytes. Emits
+ * complete records, and incomplete ones for evicted or conflicting slots.
+ * Returns NKE_OK, or an error for a malformed message (counted, ignored). */
+int nke_kev_reasm_feed(struct nke_kev_reasm *r, const void *msg, uint32_t len, uint64_t now_ms,
+                       nke_exec_cb cb, void *arg);
+/* Emits slots older than timeout_ms as incomplete records. */
+void nke_kev_reasm_expire(struct nke_kev_reasm *r, uint64_t now_ms, nke_exec_cb cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NKE_CORE_H */

@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// Builds the native parts that exist on this platform: the Linux emulator
+// (native/emu, make) and the addon (native/addon, node-gyp). Run by
+// `npm install` (postinstall) and `npm run build`. Fails loudly: a missing
+// compiler is an error with the command that fixes it, never a silent skip.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const jobs = String(Math.max(1, require('node:os').availableParallelism?.() ?? 2));
+
+function run(cmd, args, cwd) {
+  console.log(`[build-native] ${path.relative(root, cwd) || '.'}: ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd, stdio: 'inherit' });
+  if (r.error) {
+    console.error(`[build-native] cannot run ${cmd}: ${r.error.message}. Run: bash scripts/setup-system.sh`);
+    process.exit(1);
+  }
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+if (process.platform === 'linux' && fs.existsSync(path.join(root, 'native/emu/Makefile'))) {
+  run('make', ['-j', jobs], path.join(root, 'native/emu'));
+}
+if (fs.existsSync(path.join(root, 'native/addon/binding.gyp'))) {
+  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [root, process.env.npm_execpath ? path.dirname(process.env.npm_execpath) : root] });
+  run(process.execPath, [nodeGyp, 'rebuild', '-j', jobs], path.join(root, 'native/addon'));
+}

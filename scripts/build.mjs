@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+// Bundles every TypeScript runtime with esbuild, one entry per runtime:
+//   extension host  extension/src/extension.ts   -> dist/extension.js
+//   helper process  extension/src/helper/main.ts -> dist/helper.js
+//   headless CLI    extension/src/cli/nke.ts     -> dist/nke.js
+//   webview         webview/src/main.ts          -> dist/webview.js (browser)
+// and every test file (test/**/*.test.ts, test/integration/index.ts) into out/.
+// Types are checked separately by `tsc --noEmit` (npm run typecheck / lint).
+import * as esbuild from 'esbuild';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = new Set(process.argv.slice(2));
+const production = args.has('--production');
+const watch = args.has('--watch');
+
+const node = {
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  sourcemap: production ? false : 'linked',
+  minify: production,
+  // The native addon is loaded at run time from native/addon/build.
+  external: ['vscode', '*.node'],
+  logLevel: 'warning',
+};
+
+const runtimes = [
+  { in: 'extension/src/extension.ts', out: 'dist/extension.js', ...node },
+  { in: 'extension/src/helper/main.ts', out: 'dist/helper.js', ...node },
+  { in: 'extension/src/cli/nke.ts', out: 'dist/nke.js', ...node, banner: { js: '#!/usr/bin/env node' } },
+  {
+    in: 'webview/src/main.ts',
+    out: 'dist/webview.js',
+    bundle: true,
+    platform: 'browser',
+    format: 'iife',
+    target: 'es2022',
+    sourcemap: production ? false : 'linked',
+    minify: production,
+    logLevel: 'warning',
+  },
+];
+
+function findTests(dir, found = []) {
+  if (!fs.existsSync(dir)) return found;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) findTests(p, found);
+    else if (e.name.endsWith('.test.ts') || (e.name === 'index.ts' && dir.endsWith(`${path.sep}integration`))) found.push(p);
+  }
+  return found;
+}
+
+const configs = [];
+for (const { in: entry, out, ...opts } of runtimes) {
+  if (!fs.existsSync(path.join(root, entry))) continue;
+  configs.push({ ...opts, entryPoints: [path.join(root, entry)], outfile: path.join(root, out) });
+}
+if (!production) {
+  const tests = findTests(path.join(root, 'test'));
+  if (tests.length) {
+    configs.push({
+      ...node,
+      entryPoints: tests,
+      outdir: path.join(root, 'out'),
+      outbase: root,
+      external: [...node.external, 'mocha'],
+    });
+  }
+}
+
+if (watch) {
+  for (const c of configs) await (await esbuild.context(c)).watch();
+  console.log('[build] watching for changes');
+} else {
+  const t0 = Date.now();
+  await Promise.all(configs.map((c) => esbuild.build(c)));
+  const nke = path.join(root, 'dist/nke.js');
+  if (fs.existsSync(nke)) fs.chmodSync(nke, 0o755);
+  console.log(`[build] ${configs.length} bundles in ${Date.now() - t0} ms${production ? ' (production)' : ''}`);
+}

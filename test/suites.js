@@ -1,0 +1,16 @@
+// Every test suite `npm test` runs, in order. Each command must end its
+// output with a plain `N passed, N failed` line and exit non-zero on failure.
+// `npm test -- --suite name[,name]` runs a subset.
+'use strict';
+const mocha = (glob, extra = []) => [
+  'node',
+  'node_modules/mocha/bin/mocha.js',
+  '--reporter',
+  'test/support/summary-reporter.js',
+  ...extra,
+  glob,
+];
+
+module.exports = [
+  { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
+];
