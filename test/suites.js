@@ -13,4 +13,9 @@ const mocha = (glob, extra = []) => [
 
 module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
+  {
+    name: 'native',
+    what: 'kext/core C unit tests (plain and ASan+UBSan) and fuzz smoke',
+    cmd: ['node', 'test/native/run.js'],
+  },
 ];
