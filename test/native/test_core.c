@@ -1627,6 +1627,102 @@ static void test_kev_malformed(void)
     CHECK(sink.recs[0].complete);
 }
 
+static void test_socket_notifications(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_nt_addrs a;
+    struct nke_nt_event ev;
+    struct nke_nt_option op;
+    struct nke_nt_state st;
+    struct nke_nt_attach at;
+    struct nke_addr local;
+    struct nke_sock_info info;
+    struct nke_sock_id id;
+    struct nke_sock_id bogus = {3, 77};
+    memset(&local, 0, sizeof(local));
+    local.family = NKE_AF_INET;
+    local.port = 8080;
+    nke_core_addrs(&x->c, x->sid, NKE_NT_LISTEN, &local, NULL, 11);
+    nke_core_event(&x->c, x->sid, NKE_EV_CLOSING, 12);
+    nke_core_option(&x->c, x->sid, 6, 1, true, 13);
+    nke_core_emit_state(&x->c, 14);
+    /* stale ids and bad types emit nothing */
+    nke_core_addrs(&x->c, bogus, NKE_NT_LISTEN, &local, NULL, 0);
+    nke_core_addrs(&x->c, x->sid, NKE_NT_DATA, &local, NULL, 0);
+    nke_core_event(&x->c, bogus, NKE_EV_CLOSING, 0);
+    nke_core_option(&x->c, bogus, 6, 1, true, 0);
+    CHECK_EQ(x->f.nrecs, 4);
+    memcpy(&a, x->f.recs[0], sizeof(a));
+    CHECK_EQ(a.hdr.type, NKE_NT_LISTEN);
+    CHECK_EQ(a.hdr.size, sizeof(a));
+    CHECK_EQ(a.hdr.time_ns, 11);
+    CHECK_EQ(a.local.port, 8080);
+    CHECK(x->socks[x->sid.slot].flags & NKE_SOCK_LISTENING);
+    memcpy(&ev, x->f.recs[1], sizeof(ev));
+    CHECK_EQ(ev.hdr.type, NKE_NT_EVENT);
+    CHECK_EQ(ev.event, NKE_EV_CLOSING);
+    CHECK(x->socks[x->sid.slot].flags & NKE_SOCK_DETACHING);
+    memcpy(&op, x->f.recs[2], sizeof(op));
+    CHECK_EQ(op.hdr.type, NKE_NT_OPTION);
+    CHECK_EQ(op.level, 6);
+    CHECK_EQ(op.is_set, 1);
+    memcpy(&st, x->f.recs[3], sizeof(st));
+    CHECK_EQ(st.hdr.type, NKE_NT_STATE);
+    CHECK_EQ(st.hdr.size, sizeof(st));
+    CHECK_EQ(st.state.flags, NKE_STATE_F_CLIENT | NKE_STATE_F_CAPTURE);
+    CHECK_EQ(st.state.sockets_live, 1);
+    CHECK_EQ(st.hdr.sock.slot, 0);
+    /* attach record carries the process */
+    memset(&info, 0, sizeof(info));
+    info.pid = 77;
+    info.uid = 88;
+    info.family = NKE_AF_INET6;
+    info.protocol = NKE_PROTO_UDP;
+    info.type = 2;
+    memset(info.comm, 'z', NKE_COMM_LEN); /* unterminated from the platform */
+    id = nke_core_attach(&x->c, &info, NULL, 15);
+    memcpy(&at, x->f.recs[4], sizeof(at));
+    CHECK_EQ(at.hdr.type, NKE_NT_ATTACH);
+    CHECK_EQ(at.hdr.sock.slot, id.slot);
+    CHECK_EQ(at.hdr.sock.gen, id.gen);
+    CHECK_EQ(at.pid, 77);
+    CHECK_EQ(at.uid, 88);
+    CHECK_EQ(at.family, NKE_AF_INET6);
+    CHECK_EQ(at.protocol, NKE_PROTO_UDP);
+    CHECK_EQ(at.comm[NKE_COMM_LEN - 1], '\0');
+    /* without a client nothing is emitted */
+    nke_core_client_close(&x->c);
+    x->f.nrecs = 0;
+    nke_core_event(&x->c, x->sid, NKE_EV_CONNECTED, 0);
+    nke_core_emit_state(&x->c, 0);
+    CHECK_EQ(x->f.nrecs, 0);
+    fixture_free(x);
+}
+
+static void test_release_before_verdict(void)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t id = hold(x, 0, NKE_BUFFER_SIZE * 2, 0);
+    struct nke_filter_state st;
+    memset(&m, 0, sizeof(m));
+    add_releases_of(&m, x, id);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    /* buffers back in the pool, chunk still held for its verdict */
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_pending, 1);
+    CHECK(chunk_of(x, id) != NULL && chunk_of(x, id)->state == NKE_CHUNK_HELD);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_DROP, 0);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK(chunk_of(x, id) == NULL);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, 0);
+    fixture_free(x);
+}
+
 int main(void)
 {
     RUN(test_pool_alloc_all_or_none);
@@ -1671,6 +1767,8 @@ int main(void)
     RUN(test_queue_full_passes_and_counts);
     RUN(test_detach_drops_held);
     RUN(test_socket_table_full);
+    RUN(test_socket_notifications);
+    RUN(test_release_before_verdict);
     RUN(test_capture_validate_errors);
     RUN(test_capture_classify_rules);
     RUN(test_capture_modes_in_core);

@@ -116,7 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (size < 8)
                 break;
             memset(&h, 0, sizeof(h));
-            h.exec_id = data[0] % 4u;
+            /* 40 ids > NKE_KEV_REASM_SLOTS, so eviction is reachable */
+            h.exec_id = data[0] % 40u;
             h.pid = (int32_t)(data[0] % 4u);
             h.chunk_index = data[1];
             h.chunk_count = data[2];

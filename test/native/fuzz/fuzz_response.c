@@ -239,6 +239,8 @@ static void structured_response(const uint8_t **pd, size_t *ps)
                 v.modified_len += d[2] >> 1;
             if (d[2] == 0xFF)
                 v._pad0[0] = 1;
+            if (d[2] == 0xFD)
+                v.sock.gen ^= 1u;
             d += 3;
             s -= 3;
         }
@@ -388,6 +390,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (op & 0x80) {
                 nke_core_client_close(&C);
                 open_client();
+            } else {
+                /* switch between holding everything and reporting only */
+                static struct nke_capture_config cfg;
+                memset(&cfg, 0, sizeof(cfg));
+                cfg.abi_version = NKE_ABI_VERSION;
+                cfg.mode = (op & 0x40) ? NKE_CAPTURE_RULES : NKE_CAPTURE_ALL;
+                cfg.default_action = NKE_RULE_REPORT;
+                cfg.hold_timeout_ms = 50;
+                REQUIRE(nke_core_set_capture(&C, &cfg, sizeof(cfg)) == NKE_OK);
             }
             break;
         }
