@@ -291,6 +291,9 @@ export interface DecodeError {
   message: string;
   /** Byte offset of the record in the input. */
   offset: number;
+  /** Notification errors after the header was read: its type and size fields. */
+  type?: number;
+  size?: number;
 }
 
 export type DecodeResult<T> = { ok: true; value: T } | { ok: false; error: DecodeError };
@@ -1207,8 +1210,13 @@ export function notificationLayout(type: number): StructLayout | undefined {
   return NOTIFICATION_KINDS[type]?.layout;
 }
 
-function fail<T>(code: DecodeErrorCode, offset: number, message: string): DecodeResult<T> {
-  return { ok: false, error: { code, offset, message } };
+function fail<T>(
+  code: DecodeErrorCode,
+  offset: number,
+  message: string,
+  header?: { type: number; size: number },
+): DecodeResult<T> {
+  return { ok: false, error: { code, offset, message, ...header } };
 }
 
 function checkAddr(a: NkeAddr, what: string): string | undefined {
@@ -1281,6 +1289,7 @@ export function decodeNotification(buf: Bytes, offset = 0): DecodeResult<Notific
       'unknown_type',
       offset,
       `notification at ${offset}: unknown type ${type} (size ${size}); the filter is newer than this client, update the extension`,
+      { type, size },
     );
   }
   if (size !== known.layout.size) {
@@ -1288,6 +1297,7 @@ export function decodeNotification(buf: Bytes, offset = 0): DecodeResult<Notific
       'bad_size',
       offset,
       `notification at ${offset}: ${known.kind} (type ${type}) says size ${size}, the ABI size is ${known.layout.size}`,
+      { type, size },
     );
   }
   if (avail < size) {
@@ -1295,11 +1305,14 @@ export function decodeNotification(buf: Bytes, offset = 0): DecodeResult<Notific
       'truncated',
       offset,
       `notification at ${offset}: ${known.kind} needs ${size} bytes, ${avail} left`,
+      { type, size },
     );
   }
   const value = { kind: known.kind, ...readStructAt(v, offset, known.layout) } as Notification;
   const bad = checkNotification(value);
-  if (bad) return fail('bad_field', offset, `notification at ${offset}: ${known.kind}: ${bad}`);
+  if (bad) {
+    return fail('bad_field', offset, `notification at ${offset}: ${known.kind}: ${bad}`, { type, size });
+  }
   return { ok: true, value };
 }
 
