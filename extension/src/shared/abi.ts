@@ -1008,7 +1008,8 @@ function readField(v: DataView, base: number, f: FieldLayout): unknown {
     // (hostile or buggy producer: shown, not trusted as terminated).
     const bytes = new Uint8Array(v.buffer, v.byteOffset + off, f.length ?? 1);
     const nul = bytes.indexOf(0);
-    return utf8Decoder.decode(nul < 0 ? bytes : bytes.subarray(0, nul));
+    // slice(): copy first; TextDecoder refuses views of shared memory in browsers.
+    return utf8Decoder.decode((nul < 0 ? bytes : bytes.subarray(0, nul)).slice());
   }
   if (f.length === undefined) return readScalar(v, off, f.type);
   if (f.type === 'u8') {
@@ -1018,6 +1019,9 @@ function readField(v: DataView, base: number, f: FieldLayout): unknown {
   return Array.from({ length: f.length }, (_, i) => readScalar(v, off + i * size, f.type as ScalarType));
 }
 
+// Every decoded value is a copy (numbers, bigints, strings, fresh arrays), never
+// a view: records may be read straight from memory the filter shares and can
+// rewrite, and a value validated once must not change under the caller.
 function readStructAt(v: DataView, off: number, layout: StructLayout): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const f of layout.fields) {
