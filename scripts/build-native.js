@@ -25,6 +25,8 @@ if (process.platform === 'linux' && fs.existsSync(path.join(root, 'native/emu/Ma
   run('make', ['-j', jobs], path.join(root, 'native/emu'));
 }
 if (fs.existsSync(path.join(root, 'native/addon/binding.gyp'))) {
-  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [root, process.env.npm_execpath ? path.dirname(process.env.npm_execpath) : root] });
+  const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', {
+    paths: [root, process.env.npm_execpath ? path.dirname(process.env.npm_execpath) : root],
+  });
   run(process.execPath, [nodeGyp, 'rebuild', '-j', jobs], path.join(root, 'native/addon'));
 }

@@ -50,7 +50,8 @@ function findTests(dir, found = []) {
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) findTests(p, found);
-    else if (e.name.endsWith('.test.ts') || (e.name === 'index.ts' && dir.endsWith(`${path.sep}integration`))) found.push(p);
+    else if (e.name.endsWith('.test.ts') || (e.name === 'index.ts' && dir.endsWith(`${path.sep}integration`)))
+      found.push(p);
   }
   return found;
 }
@@ -81,5 +82,7 @@ if (watch) {
   await Promise.all(configs.map((c) => esbuild.build(c)));
   const nke = path.join(root, 'dist/nke.js');
   if (fs.existsSync(nke)) fs.chmodSync(nke, 0o755);
-  console.log(`[build] ${configs.length} bundles in ${Date.now() - t0} ms${production ? ' (production)' : ''}`);
+  console.log(
+    `[build] ${configs.length} bundles in ${Date.now() - t0} ms${production ? ' (production)' : ''}`,
+  );
 }

@@ -17,7 +17,9 @@ if (pick && selected.length !== pick.length) {
 }
 
 function fmt(ms) {
-  return ms >= 60000 ? `${Math.floor(ms / 60000)}m${((ms % 60000) / 1000).toFixed(0)}s` : `${(ms / 1000).toFixed(1)}s`;
+  return ms >= 60000
+    ? `${Math.floor(ms / 60000)}m${((ms % 60000) / 1000).toFixed(0)}s`
+    : `${(ms / 1000).toFixed(1)}s`;
 }
 
 function runSuite(s) {
@@ -71,7 +73,9 @@ function runSuite(s) {
   for (const s of selected) results.push(await runSuite(s));
   console.log('\n=== summary');
   for (const r of results) {
-    console.log(`  ${r.name.padEnd(10)} ${String(r.passed).padStart(5)} passed ${String(r.failed).padStart(4)} failed  ${fmt(r.ms).padStart(7)}${r.note}`);
+    console.log(
+      `  ${r.name.padEnd(10)} ${String(r.passed).padStart(5)} passed ${String(r.failed).padStart(4)} failed  ${fmt(r.ms).padStart(7)}${r.note}`,
+    );
   }
   const passed = results.reduce((a, r) => a + r.passed, 0);
   const failed = results.reduce((a, r) => a + r.failed, 0);
