@@ -14,5 +14,14 @@ const mocha = (glob, extra = []) => [
 module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
   // Both below install the private code-server on first use (~1 min, cached in .cache/).
-  { name: 'inhost', what: 'extension tests inside the real VS Code extension host (code-server)', cmd: ['node', 'test/integration/launch-codeserver.js'] },
+  {
+    name: 'inhost',
+    what: 'extension tests inside the real VS Code extension host (code-server)',
+    cmd: ['node', 'test/integration/launch-codeserver.js'],
+  },
+  {
+    name: 'ui',
+    what: 'UI end-to-end: code-server driven by headless Chromium (playwright-core)',
+    cmd: ['node', 'test/ui/run.js'],
+  },
 ];

@@ -9,7 +9,8 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
   const update = () => {
     const f = model.filter;
     const pending = model.pending().length;
-    const icon = f.status === 'connected' ? '$(plug)' : f.status === 'paused' ? '$(debug-pause)' : '$(debug-disconnect)';
+    const icon =
+      f.status === 'connected' ? '$(plug)' : f.status === 'paused' ? '$(debug-pause)' : '$(debug-disconnect)';
     item.text = `${icon} NKE: ${f.status}${pending ? ` · ${pending} held` : ''}`;
     item.tooltip = `NKE Workbench (${f.mode}): ${f.status}. Click to open the NKE views.`;
   };

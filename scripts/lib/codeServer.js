@@ -16,7 +16,8 @@ const chromiumPath = process.env.NKE_CHROMIUM || '/usr/bin/chromium';
 /** Installs code-server on first use; a no-op (a stamp check) afterwards. */
 function ensureCodeServer() {
   const r = spawnSync('bash', [path.join(root, 'scripts', 'install-code-server.sh')], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`installing code-server failed (exit ${r.status ?? r.signal}); see the output above`);
+  if (r.status !== 0)
+    throw new Error(`installing code-server failed (exit ${r.status ?? r.signal}); see the output above`);
   return codeServerBin;
 }
 
@@ -41,6 +42,8 @@ function makeProfile(base, extraSettings = {}) {
   fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
   const settings = {
     'workbench.startupEditor': 'none',
+    // An explicit theme, or 1.96 offers "try the new default theme" in a toast.
+    'workbench.colorTheme': 'Default Light Modern',
     'workbench.tips.enabled': false,
     'workbench.enableExperiments': false,
     'telemetry.telemetryLevel': 'off',
@@ -64,9 +67,12 @@ function codeServerEnv(extra = {}) {
 
 function commonArgs(profile, extensionsDir) {
   return [
-    '--config', profile.config,
-    '--user-data-dir', profile.userData,
-    '--extensions-dir', extensionsDir,
+    '--config',
+    profile.config,
+    '--user-data-dir',
+    profile.userData,
+    '--extensions-dir',
+    extensionsDir,
     '--disable-telemetry',
     '--disable-update-check',
     '--disable-workspace-trust',
@@ -75,11 +81,16 @@ function commonArgs(profile, extensionsDir) {
 
 /** `code-server --install-extension VSIX` into the given extensions dir. */
 function installExtension(vsix, profile, extensionsDir) {
-  const r = spawnSync(codeServerBin, [...commonArgs(profile, extensionsDir), '--install-extension', vsix, '--force'], {
-    env: codeServerEnv(),
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`code-server --install-extension ${vsix} failed:\n${r.stdout}${r.stderr}`);
+  const r = spawnSync(
+    codeServerBin,
+    [...commonArgs(profile, extensionsDir), '--install-extension', vsix, '--force'],
+    {
+      env: codeServerEnv(),
+      encoding: 'utf8',
+    },
+  );
+  if (r.status !== 0)
+    throw new Error(`code-server --install-extension ${vsix} failed:\n${r.stdout}${r.stderr}`);
   return r.stdout.trim();
 }
 
@@ -105,14 +116,26 @@ async function waitHealthy(url, child, timeoutMs) {
  * ends its extension hosts and terminals) and waits until it answers.
  * Returns { url, port, child, stop() }.
  */
-async function startCodeServer({ folder, profile, extensionsDir, port, env = {}, logFile, host = '127.0.0.1' }) {
+async function startCodeServer({
+  folder,
+  profile,
+  extensionsDir,
+  port,
+  env = {},
+  logFile,
+  host = '127.0.0.1',
+}) {
   port = port || (await freePort());
   const out = logFile ? fs.openSync(logFile, 'a') : 'ignore';
-  const child = spawn(codeServerBin, [...commonArgs(profile, extensionsDir), '--auth', 'none', '--bind-addr', `${host}:${port}`, folder], {
-    env: codeServerEnv(env),
-    stdio: ['ignore', out, out],
-    detached: true,
-  });
+  const child = spawn(
+    codeServerBin,
+    [...commonArgs(profile, extensionsDir), '--auth', 'none', '--bind-addr', `${host}:${port}`, folder],
+    {
+      env: codeServerEnv(env),
+      stdio: ['ignore', out, out],
+      detached: true,
+    },
+  );
   if (typeof out === 'number') fs.closeSync(out);
   const url = `http://${host}:${port}`;
   const stop = () => stopGroup(child);

@@ -36,11 +36,18 @@ export function run(): Promise<void> {
       const summary = `${passed} passed, ${failures} failed`;
       console.log(summary);
       const resultFile = process.env.NKE_INHOST_RESULT;
-      if (resultFile) fs.writeFileSync(resultFile, JSON.stringify({ files: files.length, passed, failed: failures, outcomes }, null, 2));
+      if (resultFile) {
+        fs.writeFileSync(
+          resultFile,
+          JSON.stringify({ files: files.length, passed, failed: failures, outcomes }, null, 2),
+        );
+      }
       if (failures) reject(new Error(`${failures} in-host test(s) failed`));
       else resolve();
     });
     runner.on('pass', (t) => outcomes.push({ title: t.fullTitle(), state: 'passed', ms: t.duration }));
-    runner.on('fail', (t, err: Error) => outcomes.push({ title: t.fullTitle(), state: 'failed', error: err.stack ?? String(err) }));
+    runner.on('fail', (t, err: Error) =>
+      outcomes.push({ title: t.fullTitle(), state: 'failed', error: err.stack ?? String(err) }),
+    );
   });
 }

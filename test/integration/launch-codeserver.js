@@ -21,7 +21,8 @@ function fail(message) {
 
 async function main() {
   if (!fs.existsSync(runner)) return fail(`${runner} not found: run npm run build first`);
-  if (!fs.existsSync(path.join(cs.root, 'dist', 'extension.js'))) return fail('dist/extension.js not found: run npm run build first');
+  if (!fs.existsSync(path.join(cs.root, 'dist', 'extension.js')))
+    return fail('dist/extension.js not found: run npm run build first');
   cs.ensureCodeServer();
 
   const t0 = Date.now();
@@ -84,7 +85,9 @@ async function main() {
       if (o.state === 'passed') console.log(`  ✓ ${o.title} (${o.ms} ms)`);
       else console.log(`  ✗ ${o.title}\n${o.error.replace(/^/gm, '      ')}`);
     }
-    console.log(`[inhost] ${result.files} file(s) in the extension host of code-server in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `[inhost] ${result.files} file(s) in the extension host of code-server in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     console.log(`${result.passed} passed, ${result.failed} failed`);
     process.exitCode = result.failed === 0 && exitCode === 0 ? 0 : 1;
   } catch (e) {

@@ -38,7 +38,18 @@ describe('NKE views in the extension host', () => {
   it('contributes the NKE commands, all registered by activation', async () => {
     await api();
     const all = await vscode.commands.getCommands(true);
-    for (const id of ['nke.loadFilter', 'nke.unloadFilter', 'nke.connect', 'nke.disconnect', 'nke.runUnderFilter', 'nke.exportCapture', 'nke.showKernelLog', 'nke.pauseInterception', 'nke.resumeInterception', 'nke.clear']) {
+    for (const id of [
+      'nke.loadFilter',
+      'nke.unloadFilter',
+      'nke.connect',
+      'nke.disconnect',
+      'nke.runUnderFilter',
+      'nke.exportCapture',
+      'nke.showKernelLog',
+      'nke.pauseInterception',
+      'nke.resumeInterception',
+      'nke.clear',
+    ]) {
       assert.ok(all.includes(id), `${id} is not registered`);
     }
   });
@@ -46,9 +57,22 @@ describe('NKE views in the extension host', () => {
   it('shows sockets grouped by process with addresses, state and bytes', async () => {
     const { model, trees } = await api();
     model.upsertSocket(curlSocket);
-    model.upsertSocket({ ...curlSocket, id: '4:1', protocol: 'udp', family: 6, local: '[::1]:5353', remote: undefined, state: 'bound', bytesIn: 0, bytesOut: 0 });
+    model.upsertSocket({
+      ...curlSocket,
+      id: '4:1',
+      protocol: 'udp',
+      family: 6,
+      local: '[::1]:5353',
+      remote: undefined,
+      state: 'bound',
+      bytesIn: 0,
+      bytesOut: 0,
+    });
     const roots = trees.sockets.getChildren();
-    assert.deepEqual(roots.map((r) => label(trees.sockets.getTreeItem(r))), ['curl (4242)']);
+    assert.deepEqual(
+      roots.map((r) => label(trees.sockets.getTreeItem(r))),
+      ['curl (4242)'],
+    );
     const items = trees.sockets.getChildren(roots[0]).map((n) => trees.sockets.getTreeItem(n));
     assert.deepEqual(items.map(label), ['TCP 127.0.0.1:50312 → 127.0.0.1:8080', 'UDP6 [::1]:5353']);
     assert.equal(items[0].description, 'connected · ↓2.0 KiB ↑77 B');
@@ -61,7 +85,10 @@ describe('NKE views in the extension host', () => {
     model.addExec({ pid: 100, ppid: 1, uid: 501, path: '/bin/sh', time: Date.now() });
     model.addExec({ pid: 101, ppid: 100, uid: 501, path: longPath, time: Date.now() });
     const roots = trees.execEvents.getChildren();
-    assert.deepEqual(roots.map((e) => e.path), ['/bin/sh']);
+    assert.deepEqual(
+      roots.map((e) => e.path),
+      ['/bin/sh'],
+    );
     const [child] = trees.execEvents.getChildren(roots[0]);
     assert.equal(child.path, longPath);
     const item = trees.execEvents.getTreeItem(child);
@@ -74,8 +101,13 @@ describe('NKE views in the extension host', () => {
     const config = vscode.workspace.getConfiguration('nke');
     await config.update('historyLimit', 3, vscode.ConfigurationTarget.Global);
     try {
-      for (let pid = 200; pid < 205; pid++) model.addExec({ pid, ppid: 1, uid: 0, path: `/usr/bin/p${pid}`, time: Date.now() });
-      assert.deepEqual(trees.execEvents.getChildren().map((e) => e.pid), [202, 203, 204]);
+      for (let pid = 200; pid < 205; pid++) {
+        model.addExec({ pid, ppid: 1, uid: 0, path: `/usr/bin/p${pid}`, time: Date.now() });
+      }
+      assert.deepEqual(
+        trees.execEvents.getChildren().map((e) => e.pid),
+        [202, 203, 204],
+      );
     } finally {
       await config.update('historyLimit', undefined, vscode.ConfigurationTarget.Global);
     }
@@ -84,7 +116,14 @@ describe('NKE views in the extension host', () => {
   it('lists pending payloads with direction, size, peer and time left, for the context menu', async () => {
     const { model, trees } = await api();
     model.upsertSocket(curlSocket);
-    model.addPending({ id: 'p1', socketId: curlSocket.id, direction: 'out', size: 77, heldAt: Date.now(), deadline: Date.now() + 60000 });
+    model.addPending({
+      id: 'p1',
+      socketId: curlSocket.id,
+      direction: 'out',
+      size: 77,
+      heldAt: Date.now(),
+      deadline: Date.now() + 60000,
+    });
     const [p] = trees.pendingPayloads.getChildren();
     const item = trees.pendingPayloads.getTreeItem(p);
     assert.equal(label(item), '↑ out 77 B 127.0.0.1:8080');
@@ -96,7 +135,11 @@ describe('NKE views in the extension host', () => {
   it('shows the filter counters once connected and nothing (welcome content) before', async () => {
     const { model, trees } = await api();
     assert.deepEqual(trees.filter.getChildren(), []);
-    model.setFilterState({ status: 'connected', abiVersion: 1, counters: { deferred: 5, passed: 10, dropped: 0, injected: 5, expired: 0, poolExhausted: 0 } });
+    model.setFilterState({
+      status: 'connected',
+      abiVersion: 1,
+      counters: { deferred: 5, passed: 10, dropped: 0, injected: 5, expired: 0, poolExhausted: 0 },
+    });
     const items = trees.filter.getChildren().map((n) => trees.filter.getTreeItem(n));
     const byLabel = Object.fromEntries(items.map((i) => [label(i), i.description]));
     assert.equal(byLabel['Status'], 'connected');
@@ -108,7 +151,14 @@ describe('NKE views in the extension host', () => {
     const { model, trees } = await api();
     model.upsertSocket(curlSocket);
     model.addExec({ pid: 1, ppid: 0, uid: 0, path: '/sbin/init', time: Date.now() });
-    model.addPending({ id: 'p1', socketId: curlSocket.id, direction: 'in', size: 1, heldAt: Date.now(), deadline: Date.now() + 1000 });
+    model.addPending({
+      id: 'p1',
+      socketId: curlSocket.id,
+      direction: 'in',
+      size: 1,
+      heldAt: Date.now(),
+      deadline: Date.now() + 1000,
+    });
     await vscode.commands.executeCommand('nke.clear');
     assert.equal(trees.sockets.getChildren().length, 0);
     assert.equal(trees.execEvents.getChildren().length, 0);

@@ -28,15 +28,22 @@ function isCancellation(e: unknown): boolean {
 
 const showLog = 'Show Log';
 
+/**
+ * A command handler. Its arguments come from whoever runs the command (the
+ * palette: none; a tree item: (node, selectedNodes)), so each handler declares
+ * what it accepts; `never[]` lets handlers of any parameter types register.
+ */
+export type CommandHandler = (...args: never[]) => unknown;
+
 export function registerNkeCommand(
   id: string,
-  handler: (...args: any[]) => unknown,
+  handler: CommandHandler,
   log: vscode.LogOutputChannel,
 ): vscode.Disposable {
   return vscode.commands.registerCommand(id, async (...args: unknown[]) => {
     log.debug(`${id}: started`);
     try {
-      const result = await handler(...args);
+      const result = await (handler as (...a: unknown[]) => unknown)(...args);
       log.debug(`${id}: done`);
       return result;
     } catch (e) {

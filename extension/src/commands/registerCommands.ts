@@ -6,7 +6,7 @@ import * as vscode from 'vscode';
 import type { HelperSlot } from '../helperClient/helperPort';
 import type { PendingPayload, WorkbenchModel } from '../model/workbenchModel';
 import { readSettings } from '../settings';
-import { ActionableError, registerNkeCommand, UserCancelled } from './commandWrapper';
+import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 
 export interface CommandDeps {
   model: WorkbenchModel;
@@ -21,19 +21,25 @@ function emulatorDir(extensionRoot: string): string {
 
 async function runUnderFilter({ extensionRoot }: CommandDeps): Promise<void> {
   if (readSettings().mode !== 'emulator') {
-    throw new ActionableError('Run Program Under Filter needs nke.mode "emulator"; under the kext every process is already filtered', {
-      title: 'Open Settings',
-      command: 'workbench.action.openSettings',
-      args: ['nke.mode'],
-    });
+    throw new ActionableError(
+      'Run Program Under Filter needs nke.mode "emulator"; under the kext every process is already filtered',
+      {
+        title: 'Open Settings',
+        command: 'workbench.action.openSettings',
+        args: ['nke.mode'],
+      },
+    );
   }
   const runner = path.join(emulatorDir(extensionRoot), 'nke-emu');
   if (!fs.existsSync(runner)) {
-    throw new ActionableError(`emulator not built: ${runner} is missing (run npm run build, or set nke.emulatorDir)`, {
-      title: 'Open Settings',
-      command: 'workbench.action.openSettings',
-      args: ['nke.emulatorDir'],
-    });
+    throw new ActionableError(
+      `emulator not built: ${runner} is missing (run npm run build, or set nke.emulatorDir)`,
+      {
+        title: 'Open Settings',
+        command: 'workbench.action.openSettings',
+        args: ['nke.emulatorDir'],
+      },
+    );
   }
   const commandLine = await vscode.window.showInputBox({
     title: 'NKE: Run Program Under Filter',
@@ -41,15 +47,20 @@ async function runUnderFilter({ extensionRoot }: CommandDeps): Promise<void> {
     placeHolder: 'curl -s http://example.com/',
   });
   if (!commandLine) throw new UserCancelled();
-  const term = vscode.window.createTerminal({ name: `NKE: ${commandLine}`, shellPath: runner, shellArgs: ['run', '--', 'sh', '-c', commandLine] });
+  const term = vscode.window.createTerminal({
+    name: `NKE: ${commandLine}`,
+    shellPath: runner,
+    shellArgs: ['run', '--', 'sh', '-c', commandLine],
+  });
   term.show();
 }
 
 async function exportCapture({ model, log }: CommandDeps): Promise<void> {
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
   const target = await vscode.window.showSaveDialog({
     title: 'NKE: Export Capture',
     filters: { 'NKE capture (JSON)': ['json'] },
-    defaultUri: vscode.Uri.file(path.join(vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? '', 'nke-capture.json')),
+    defaultUri: folder ? vscode.Uri.joinPath(folder, 'nke-capture.json') : undefined,
   });
   if (!target) throw new UserCancelled();
   const capture = {
@@ -61,12 +72,17 @@ async function exportCapture({ model, log }: CommandDeps): Promise<void> {
   };
   await vscode.workspace.fs.writeFile(target, Buffer.from(JSON.stringify(capture, null, 2) + '\n'));
   log.info(`capture exported to ${target.fsPath}`);
-  void vscode.window.showInformationMessage(`NKE: capture exported to ${target.fsPath}`);
+  // Show what was written: the capture is meant to be read and diffed.
+  await vscode.window.showTextDocument(target, { preview: false });
 }
 
 async function showKernelLog({ helper, log }: CommandDeps): Promise<void> {
   if (process.platform === 'darwin' && readSettings().mode === 'kext') {
-    const term = vscode.window.createTerminal({ name: 'NKE: kernel log', shellPath: '/usr/bin/log', shellArgs: ['stream', '--predicate', 'sender CONTAINS "NKEWorkbench"'] });
+    const term = vscode.window.createTerminal({
+      name: 'NKE: kernel log',
+      shellPath: '/usr/bin/log',
+      shellArgs: ['stream', '--predicate', 'sender CONTAINS "NKEWorkbench"'],
+    });
     term.show();
     return;
   }
@@ -83,7 +99,7 @@ function payloadsFrom(node?: PendingPayload, nodes?: PendingPayload[]): PendingP
 
 export function registerCommands(deps: CommandDeps): vscode.Disposable {
   const { model, helper, log } = deps;
-  const handlers: Record<string, (...args: any[]) => unknown> = {
+  const handlers: Record<string, CommandHandler> = {
     'nke.loadFilter': () => helper.require().loadFilter(),
     'nke.unloadFilter': () => helper.require().unloadFilter(),
     'nke.connect': () => helper.require().connect(),
@@ -99,7 +115,9 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
     },
     'nke.showLog': () => log.show(),
     'nke.reinjectOriginal': async (node?: PendingPayload, nodes?: PendingPayload[]) => {
-      for (const p of payloadsFrom(node, nodes)) await helper.require().releasePayload(p.id, 'reinjectOriginal');
+      for (const p of payloadsFrom(node, nodes)) {
+        await helper.require().releasePayload(p.id, 'reinjectOriginal');
+      }
     },
     'nke.dropPayload': async (node?: PendingPayload, nodes?: PendingPayload[]) => {
       for (const p of payloadsFrom(node, nodes)) await helper.require().releasePayload(p.id, 'drop');

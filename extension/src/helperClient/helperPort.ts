@@ -22,7 +22,11 @@ export interface HelperPort {
 
 export class HelperUnavailableError extends ActionableError {
   constructor(reason: string) {
-    super(`helper process not available: ${reason}`, { title: 'Open Settings', command: 'workbench.action.openSettings', args: ['nke.'] });
+    super(`helper process not available: ${reason}`, {
+      title: 'Open Settings',
+      command: 'workbench.action.openSettings',
+      args: ['nke.'],
+    });
     this.name = 'HelperUnavailableError';
   }
 }
@@ -48,6 +52,8 @@ export class HelperSlot {
     if (!fs.existsSync(entry)) {
       throw new HelperUnavailableError(`${entry} is not built (run npm run build in the extension's folder)`);
     }
-    throw new HelperUnavailableError('no helper process is connected to this window (the helper client is not part of this build yet)');
+    throw new HelperUnavailableError(
+      'no helper process is connected to this window (the helper client is not part of this build yet)',
+    );
   }
 }

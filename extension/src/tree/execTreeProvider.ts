@@ -26,7 +26,10 @@ export class ExecTreeProvider extends ModelTreeProvider<ExecRecord> {
   getTreeItem(e: ExecRecord): vscode.TreeItem {
     const hasChildren = this.getChildren(e).length > 0;
     const name = e.path.slice(e.path.lastIndexOf('/') + 1) || e.path;
-    const item = new vscode.TreeItem(name, hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+    const item = new vscode.TreeItem(
+      name,
+      hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+    );
     item.id = `exec:${e.seq}`;
     item.description = `pid ${e.pid} · uid ${e.uid}`;
     item.tooltip = `${e.path}\npid ${e.pid}, ppid ${e.ppid}, uid ${e.uid}\n${new Date(e.time).toISOString()}`;

@@ -31,7 +31,9 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       { kind: 'status', label: 'Status', value: f.status },
       { kind: 'mode', label: 'Mode', value: f.mode },
     ];
-    if (f.abiVersion !== undefined) nodes.push({ kind: 'abi', label: 'ABI version', value: String(f.abiVersion) });
+    if (f.abiVersion !== undefined) {
+      nodes.push({ kind: 'abi', label: 'ABI version', value: String(f.abiVersion) });
+    }
     for (const [key, label] of Object.entries(counterLabels) as [keyof FilterCounters, string][]) {
       nodes.push({ kind: 'counter', label, value: String(f.counters[key]) });
     }
@@ -42,7 +44,9 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
     const item = new vscode.TreeItem(n.label);
     item.description = n.value;
     item.contextValue = `filter.${n.kind}`;
-    if (n.kind === 'status') item.iconPath = new vscode.ThemeIcon(n.value === 'paused' ? 'debug-pause' : 'plug');
+    if (n.kind === 'status') {
+      item.iconPath = new vscode.ThemeIcon(n.value === 'paused' ? 'debug-pause' : 'plug');
+    }
     return item;
   }
 }

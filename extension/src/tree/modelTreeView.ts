@@ -50,7 +50,10 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
 
 /** Creates the view for a provider and keeps the provider told of its visibility. */
 export function registerModelTreeView<T>(viewId: string, provider: ModelTreeProvider<T>): vscode.Disposable {
-  const view = vscode.window.createTreeView(viewId, { treeDataProvider: provider, showCollapseAll: viewId === 'nke.execEvents' });
+  const view = vscode.window.createTreeView(viewId, {
+    treeDataProvider: provider,
+    showCollapseAll: viewId === 'nke.execEvents',
+  });
   provider.setVisible(view.visible);
   const visibility = view.onDidChangeVisibility((e) => provider.setVisible(e.visible));
   return vscode.Disposable.from(visibility, view, provider);

@@ -20,7 +20,9 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingPayload
   getTreeItem(p: PendingPayload): vscode.TreeItem {
     const s = this.model.socket(p.socketId);
     const peer = s ? (s.remote ?? s.local) : `socket ${p.socketId}`;
-    const item = new vscode.TreeItem(`${p.direction === 'in' ? '↓ in' : '↑ out'} ${formatBytes(p.size)} ${peer}`);
+    const item = new vscode.TreeItem(
+      `${p.direction === 'in' ? '↓ in' : '↑ out'} ${formatBytes(p.size)} ${peer}`,
+    );
     item.id = `pending:${p.id}`;
     const left = Math.max(0, p.deadline - this.now());
     item.description = `${s ? s.processName : 'unknown process'} · ${(left / 1000).toFixed(1)} s left`;

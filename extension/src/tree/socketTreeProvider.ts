@@ -4,7 +4,8 @@ import * as vscode from 'vscode';
 import type { SocketRecord, WorkbenchModel } from '../model/workbenchModel';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
 
-export type SocketNode = { kind: 'process'; pid: number; name: string } | { kind: 'socket'; socket: SocketRecord };
+export type SocketNode =
+  { kind: 'process'; pid: number; name: string } | { kind: 'socket'; socket: SocketRecord };
 
 export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   constructor(model: WorkbenchModel) {
