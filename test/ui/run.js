@@ -76,6 +76,18 @@ const steps = [
     },
   ],
   [
+    'Pending Payloads view: the time left before auto-release counts down',
+    async (page) => {
+      const row = wb.treeRow(page, 'Pending Payloads', '↑ out 77 B 127.0.0.1:8080');
+      const left = async () => Number(/([\d.]+) s left/.exec(await row.innerText())?.[1]);
+      const first = await left();
+      await page.waitForTimeout(2100);
+      const later = await left();
+      if (!(first > 3000 && later < first))
+        throw new Error(`time left did not count down: ${first} then ${later}`);
+    },
+  ],
+  [
     'Pending Payloads view: context menu offers the verdicts; Drop reports the missing helper',
     async (page) => {
       const row = wb.treeRow(page, 'Pending Payloads', '↑ out 77 B 127.0.0.1:8080');

@@ -31,6 +31,15 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
     if (visible && this.stale) this.scheduleRefresh();
   }
 
+  protected isVisible(): boolean {
+    return this.visible;
+  }
+
+  /** Asks for a (debounced) refresh that is not caused by a model change. */
+  protected requestRefresh(): void {
+    this.scheduleRefresh();
+  }
+
   private scheduleRefresh(): void {
     this.stale = true;
     if (!this.visible || this.timer) return;

@@ -4,12 +4,42 @@ import * as vscode from 'vscode';
 import type { PendingPayload, WorkbenchModel } from '../model/workbenchModel';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
 
+/** How often "s left" counts down while payloads are held and the view is visible. */
+const countdownMs = 1000;
+
 export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingPayload> {
+  private countdown: ReturnType<typeof setInterval> | undefined;
+  private readonly pendingChanges: { dispose(): void };
+
   constructor(
     model: WorkbenchModel,
     private readonly now: () => number = Date.now,
   ) {
     super(model, ['pending', 'sockets']);
+    this.pendingChanges = model.onDidChange((e) => {
+      if (e.part === 'pending') this.updateCountdown();
+    });
+  }
+
+  override setVisible(visible: boolean): void {
+    super.setVisible(visible);
+    this.updateCountdown();
+  }
+
+  /** The clock ticks only while someone can see it and something is held. */
+  private updateCountdown(): void {
+    const wanted = this.isVisible() && this.model.pending().length > 0;
+    if (wanted && !this.countdown) this.countdown = setInterval(() => this.requestRefresh(), countdownMs);
+    else if (!wanted && this.countdown) {
+      clearInterval(this.countdown);
+      this.countdown = undefined;
+    }
+  }
+
+  override dispose(): void {
+    if (this.countdown) clearInterval(this.countdown);
+    this.pendingChanges.dispose();
+    super.dispose();
   }
 
   getChildren(element?: PendingPayload): PendingPayload[] {
