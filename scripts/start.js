@@ -77,9 +77,14 @@ async function stopAll(code) {
   process.exit(code);
 }
 
-async function waitForFile(file, ms) {
+/**
+ * Waits for a socket file created after `since`: a stale ctl.sock left by an
+ * earlier nke-emud must not pass for the new one being ready.
+ */
+async function waitForFile(file, since, ms) {
   for (const end = Date.now() + ms; Date.now() < end;) {
-    if (fs.existsSync(file)) return true;
+    const st = fs.statSync(file, { throwIfNoEntry: false });
+    if (st && st.mtimeMs >= since - 1000) return true;
     await new Promise((r) => setTimeout(r, 100));
   }
   return false;
@@ -97,7 +102,7 @@ async function startEmulator(env) {
   const t = Date.now();
   startGroup('nke-emud', daemon, [], { env: { ...process.env, ...env } });
   const ctl = path.join(env.NKE_EMU_DIR, 'ctl.sock');
-  if (!(await waitForFile(ctl, 10000))) throw new Error(`nke-emud did not create ${ctl} within 10 s`);
+  if (!(await waitForFile(ctl, t, 10000))) throw new Error(`nke-emud did not create ${ctl} within 10 s`);
   say(`emulator nke-emud ready (${ctl}): ${secs(t)}`);
   if (process.env.NKE_NO_DEMO) return;
   const runner = path.join(emuBuild, 'nke-emu');
