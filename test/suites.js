@@ -18,4 +18,15 @@ module.exports = [
     what: 'kext/core C unit tests (plain and ASan+UBSan) and fuzz smoke',
     cmd: ['node', 'test/native/run.js'],
   },
+  // Both below install the private code-server on first use (~1 min, cached in .cache/).
+  {
+    name: 'inhost',
+    what: 'extension tests inside the real VS Code extension host (code-server)',
+    cmd: ['node', 'test/integration/launch-codeserver.js'],
+  },
+  {
+    name: 'ui',
+    what: 'UI end-to-end: code-server driven by headless Chromium (playwright-core)',
+    cmd: ['node', 'test/ui/run.js'],
+  },
 ];

@@ -1,0 +1,221 @@
+#!/usr/bin/env node
+// UI end-to-end suite: the extension under development in code-server, driven
+// through headless Chromium like a user would. Sample data comes from
+// test/ui/sample-feed.js, which feeds the extension's model in the real
+// extension host. Every step is screenshotted; the pictures are written to
+// test-results/ui/ when a step fails, or always with NKE_SCREENSHOTS=1.
+// Ends with `N passed, N failed`; exits non-zero on any failure.
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const cs = require('../../scripts/lib/codeServer');
+const wb = require('./workbench');
+
+const shotsDir = path.join(cs.root, 'test-results', 'ui');
+const alwaysShots = process.env.NKE_SCREENSHOTS === '1';
+const stepTimeout = 20000;
+
+/** The checks, in order; each gets the page and the workspace folder. */
+const steps = [
+  [
+    'the workbench loads with the NKE status bar item',
+    async (page) => wb.waitForWorkbench(page, 'NKE: disconnected'),
+  ],
+  [
+    'command palette: NKE: Connect reports that the helper is not available, with actions',
+    async (page) => {
+      await wb.runCommand(page, 'NKE: Connect');
+      const toast = wb.notification(page, 'helper process not available');
+      await toast.waitFor();
+      for (const action of ['Open Settings', 'Show Log'])
+        await toast.locator('.monaco-button', { hasText: action }).waitFor();
+      await wb.dismissNotifications(page);
+    },
+  ],
+  [
+    'activity bar: the NKE Workbench container shows its four views',
+    async (page) => {
+      await wb.openViewContainer(page, 'NKE Workbench');
+      for (const v of ['Filter', 'Sockets', 'Exec Events', 'Pending Payloads'])
+        await wb.viewPane(page, v).waitFor();
+    },
+  ],
+  [
+    'Filter view: welcome content says how to connect',
+    async (page) => {
+      const w = wb.welcome(page, 'Filter');
+      await w.locator('text=Not connected to a filter').waitFor();
+      await w.locator('.monaco-button', { hasText: 'Load Filter' }).waitFor();
+      await w.locator('.monaco-button', { hasText: 'Connect' }).waitFor();
+    },
+  ],
+  [
+    'Sockets view: sockets grouped by process',
+    async (page) => {
+      await wb.treeRow(page, 'Sockets', 'curl (4242)').waitFor();
+      const row = wb.treeRow(page, 'Sockets', 'TCP 127.0.0.1:50312 → 127.0.0.1:8080');
+      await row.waitFor();
+      const text = await row.innerText();
+      if (!text.includes('connected')) throw new Error(`socket row lacks its state: ${JSON.stringify(text)}`);
+      await wb.treeRow(page, 'Sockets', 'node (4100)').waitFor();
+    },
+  ],
+  [
+    'Exec Events view: children under their parent, long path item present',
+    async (page) => {
+      await wb.treeRow(page, 'Exec Events', 'sh').first().waitFor();
+      await wb.treeRow(page, 'Exec Events', 'curl').waitFor();
+      const long = wb.treeRow(page, 'Exec Events', 'long-path-tool');
+      await long.waitFor();
+      // A child row is indented deeper than its root.
+      const indent = async (row) =>
+        row.locator('.monaco-tl-indent').evaluate((e) => e.getBoundingClientRect().width);
+      const root = wb.treeRow(page, 'Exec Events', 'pid 4000');
+      if (!((await indent(long)) > (await indent(root))))
+        throw new Error('long-path-tool is not nested under sh');
+    },
+  ],
+  [
+    'Pending Payloads view: the time left before auto-release counts down',
+    async (page) => {
+      const row = wb.treeRow(page, 'Pending Payloads', '↑ out 77 B 127.0.0.1:8080');
+      const left = async () => Number(/([\d.]+) s left/.exec(await row.innerText())?.[1]);
+      const first = await left();
+      await page.waitForTimeout(2100);
+      const later = await left();
+      if (!(first > 3000 && later < first))
+        throw new Error(`time left did not count down: ${first} then ${later}`);
+    },
+  ],
+  [
+    'Pending Payloads view: context menu offers the verdicts; Drop reports the missing helper',
+    async (page) => {
+      const row = wb.treeRow(page, 'Pending Payloads', '↑ out 77 B 127.0.0.1:8080');
+      await row.waitFor();
+      const menu = await wb.openContextMenu(row);
+      await wb.menuItem(menu, 'Reinject Original').waitFor();
+      await wb.pickMenuItem(menu, 'Drop Payload');
+      await wb.notification(page, 'helper process not available').waitFor();
+      await wb.dismissNotifications(page);
+    },
+  ],
+  [
+    'editor: NKE: Export Capture writes the capture and opens it',
+    async (page, workspace) => {
+      const target = path.join(workspace, 'nke-capture.json');
+      await wb.runCommand(page, 'NKE: Export Capture');
+      // code-server's save dialog is a quick input prefilled with the
+      // command's default (workspace/nke-capture.json). Typing into it fights
+      // its path completion, so check the prefill and accept it.
+      const input = page.locator(wb.sel.quickInputBox);
+      await input.waitFor();
+      await page.waitForFunction(
+        (sel) => document.querySelector(sel)?.value.endsWith('nke-capture.json'),
+        wb.sel.quickInputBox,
+      );
+      await page.keyboard.press('Enter');
+      await wb.editorTab(page, 'nke-capture.json').waitFor();
+      await wb.activeEditorText(page).locator('text=127.0.0.1:50312').first().waitFor();
+      const written = JSON.parse(fs.readFileSync(target, 'utf8'));
+      if (written.sockets.length !== 2 || written.pending[0]?.id !== 'p1') {
+        throw new Error(
+          `capture on disk does not hold the fed model: ${JSON.stringify(written).slice(0, 300)}`,
+        );
+      }
+    },
+  ],
+  [
+    'command palette: NKE: Clear empties the views, which fall back to their welcome content',
+    async (page) => {
+      await wb.runCommand(page, 'NKE: Clear');
+      await wb.welcome(page, 'Sockets').locator('text=No sockets yet').waitFor();
+      await wb.welcome(page, 'Pending Payloads').locator('text=No payloads are held').waitFor();
+    },
+  ],
+];
+
+async function main() {
+  for (const f of ['dist/extension.js']) {
+    if (!fs.existsSync(path.join(cs.root, f))) {
+      console.error(`[ui] ${f} not found: run npm run build first`);
+      console.log('0 passed, 1 failed');
+      process.exit(1);
+    }
+  }
+  cs.ensureCodeServer();
+  const t0 = Date.now();
+  const tmp = cs.tempDir('nke-ui-');
+  const workspace = path.join(tmp, 'workspace');
+  fs.mkdirSync(workspace);
+  const profile = cs.makeProfile(tmp);
+  const extensionsDir = path.join(tmp, 'extensions');
+  fs.mkdirSync(extensionsDir);
+  const serverLog = path.join(tmp, 'code-server.log');
+  const shots = [];
+  let passed = 0;
+  let failed = 0;
+  let server;
+  let browser;
+  try {
+    server = await cs.startCodeServer({ folder: workspace, profile, extensionsDir, logFile: serverLog });
+    browser = await cs.launchChromium(path.join(tmp, 'chromium'));
+    const page = browser.pages()[0] ?? (await browser.newPage());
+    page.setDefaultTimeout(stepTimeout);
+    const hostErrors = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /nke/i.test(m.text())) hostErrors.push(m.text());
+    });
+    await page.goto(
+      cs.workbenchUrl(server.url, workspace, {
+        devPath: cs.root,
+        testsPath: path.join(__dirname, 'sample-feed.js'),
+      }),
+    );
+    for (const [i, [name, fn]] of steps.entries()) {
+      const s0 = Date.now();
+      let error;
+      try {
+        await fn(page, workspace);
+      } catch (e) {
+        error = e;
+      }
+      const file = `${String(i + 1).padStart(2, '0')}-${name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}.png`;
+      shots.push({ file, png: await page.screenshot().catch(() => undefined) });
+      const ms = Date.now() - s0;
+      if (!error) {
+        passed++;
+        console.log(`  ✓ ${name} (${ms} ms)`);
+      } else {
+        failed++;
+        console.log(`  ✗ ${name} (${ms} ms)\n      ${String(error.message).split('\n').join('\n      ')}`);
+        // Later steps may depend on this one's state; put the UI back to a
+        // known place (no open menu, palette or toast) and go on.
+        await page.keyboard.press('Escape').catch(() => {});
+        await wb.dismissNotifications(page).catch(() => {});
+      }
+    }
+    // Expected errors (the steps that check error toasts) appear here too;
+    // they are only worth reading when something failed.
+    if (failed && hostErrors.length)
+      console.log(`[ui] NKE errors in the browser console:\n  ${hostErrors.join('\n  ')}`);
+  } catch (e) {
+    failed++;
+    console.log(`  ✗ launching code-server and Chromium\n      ${e.stack ?? e}`);
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    if (server) await server.stop();
+  }
+  if (failed || alwaysShots) {
+    fs.rmSync(shotsDir, { recursive: true, force: true });
+    fs.mkdirSync(shotsDir, { recursive: true });
+    for (const s of shots) if (s.png) fs.writeFileSync(path.join(shotsDir, s.file), s.png);
+    if (failed) fs.copyFileSync(serverLog, path.join(shotsDir, 'code-server.log'));
+    console.log(`[ui] ${shots.length} screenshot(s) in ${path.relative(cs.root, shotsDir)}/`);
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+  console.log(`[ui] ${steps.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
+
+main();

@@ -1,0 +1,141 @@
+// Playwright helpers for the VS Code 1.96 workbench DOM (code-server 4.96.4).
+// Every selector the UI suite depends on lives here, so a workbench upgrade
+// is fixed in one file.
+'use strict';
+
+const sel = {
+  workbench: '.monaco-workbench',
+  quickInput: '.quick-input-widget',
+  quickInputBox: '.quick-input-widget .quick-input-box input.input',
+  quickInputRow: '.quick-input-widget .quick-input-list .monaco-list-row',
+  toast: '.notifications-toasts .notification-toast',
+  activityItem: (title) => `.activitybar .action-item a[aria-label^="${title}"]`,
+  sidebar: '.part.sidebar',
+  contextMenu: '.context-view .monaco-menu',
+  statusBar: '.part.statusbar',
+  tab: '.tabs-container .tab',
+  editorLines: '.editor-instance .view-lines',
+};
+
+/** Waits for the workbench and for the status bar item an extension shows. */
+async function waitForWorkbench(page, statusText, timeout = 60000) {
+  await page.locator(sel.workbench).waitFor({ timeout });
+  await page.locator(sel.statusBar, { hasText: statusText }).waitFor({ timeout });
+}
+
+/**
+ * Runs a command by its palette title. Retries because something (a welcome
+ * page, a notification) can steal focus right after the workbench loads.
+ */
+async function runCommand(page, title) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.keyboard.press('F1');
+      const input = page.locator(sel.quickInputBox);
+      await input.waitFor({ state: 'visible', timeout: 5000 });
+      await input.fill(`>${title}`);
+      await page.locator(sel.quickInputRow, { hasText: title }).first().waitFor({ timeout: 5000 });
+      await page.keyboard.press('Enter');
+      return;
+    } catch (e) {
+      if (attempt >= 4) throw new Error(`command palette: could not run "${title}": ${e.message}`);
+      await page.keyboard.press('Escape');
+    }
+  }
+}
+
+function notification(page, text) {
+  return page.locator(sel.toast, { hasText: text });
+}
+
+/**
+ * Clears every notification, so a later identical message shows a new toast
+ * (the workbench folds a repeat into a toast that is still there). The toast
+ * close buttons only appear on hover; the command is reliable.
+ */
+async function dismissNotifications(page) {
+  if ((await page.locator(sel.toast).count()) === 0) return;
+  await runCommand(page, 'Notifications: Clear All Notifications');
+  await page.locator(sel.toast).first().waitFor({ state: 'detached', timeout: 5000 });
+}
+
+async function openViewContainer(page, title) {
+  const item = page.locator(sel.activityItem(title));
+  await item.waitFor({ timeout: 15000 });
+  // Clicking an already open container closes the sidebar; open only if closed.
+  const checked = await item.evaluate((a) => a.closest('.action-item')?.classList.contains('checked'));
+  if (!checked) await item.click();
+  await page.locator(`${sel.sidebar} .composite.title`, { hasText: title }).waitFor({ timeout: 10000 });
+}
+
+/** The pane of one view in the sidebar, found by its header title. */
+function viewPane(page, viewName) {
+  return page.locator(`${sel.sidebar} .pane`, {
+    has: page.locator('.pane-header', { hasText: new RegExp(`^\\s*${viewName}`, 'i') }),
+  });
+}
+
+function treeRow(page, viewName, text) {
+  return viewPane(page, viewName).locator('.monaco-list-row', { hasText: text });
+}
+
+function welcome(page, viewName) {
+  return viewPane(page, viewName).locator('.welcome-view-content');
+}
+
+async function openContextMenu(locator) {
+  await locator.click({ button: 'right' });
+  const menu = locator.page().locator(sel.contextMenu);
+  await menu.waitFor({ timeout: 5000 });
+  return menu;
+}
+
+function menuItem(menu, label) {
+  return menu.locator('.action-item .action-label', { hasText: label });
+}
+
+/**
+ * Picks a context menu entry. A click right after the menu opens can be
+ * swallowed (the workbench ignores an early mouse-up so the right-click that
+ * opened the menu does not also pick from it); hovering focuses the entry
+ * and Enter runs it, which does not depend on that timing.
+ */
+async function pickMenuItem(menu, label) {
+  const item = menuItem(menu, label);
+  await item.hover();
+  await menu.locator('.action-item.focused', { hasText: label }).waitFor({ timeout: 5000 });
+  await menu.page().keyboard.press('Enter');
+  await menu.waitFor({ state: 'detached', timeout: 5000 });
+}
+
+function editorTab(page, name) {
+  return page.locator(sel.tab, { hasText: name });
+}
+
+/** The visible text of the active editor (what Monaco rendered). */
+function activeEditorText(page) {
+  return page.locator(`.editor-group-container.active ${sel.editorLines}`);
+}
+
+/** The element inside a webview's inner frame (two nested iframes). */
+function webviewLocator(page, selector) {
+  return page.frameLocator('iframe.webview.ready').frameLocator('iframe#active-frame').locator(selector);
+}
+
+module.exports = {
+  sel,
+  waitForWorkbench,
+  runCommand,
+  notification,
+  dismissNotifications,
+  openViewContainer,
+  viewPane,
+  treeRow,
+  welcome,
+  openContextMenu,
+  menuItem,
+  pickMenuItem,
+  editorTab,
+  activeEditorText,
+  webviewLocator,
+};
