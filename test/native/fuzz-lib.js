@@ -9,7 +9,11 @@ const root = path.resolve(__dirname, '..', '..');
 const outDir = path.join(root, 'out', 'native');
 const fuzzOut = path.join(outDir, 'fuzz');
 const targets = [
-  { name: 'response', bin: 'fuzz_response', what: 'response validation + apply, put_data, expiry on held chunks' },
+  {
+    name: 'response',
+    bin: 'fuzz_response',
+    what: 'response validation + apply, put_data, expiry on held chunks',
+  },
   { name: 'dq', bin: 'fuzz_dq', what: 'queue dequeue/enqueue against a forged queue' },
   { name: 'kev', bin: 'fuzz_kev', what: 'kev reassembler on arbitrary message sequences' },
 ];
@@ -45,13 +49,23 @@ function runOne(t, seconds, corpus) {
   const r = spawnSync(path.join(fuzzOut, t.bin), args, { encoding: 'utf8', maxBuffer: 64 << 20 });
   const text = `${r.stdout}${r.stderr}`;
   const execs = /stat::number_of_executed_units:\s*(\d+)/.exec(text);
-  const crashed = /ERROR: (libFuzzer|AddressSanitizer|UndefinedBehaviorSanitizer)|runtime error:|deadly signal/.test(text);
+  const crashed =
+    /ERROR: (libFuzzer|AddressSanitizer|UndefinedBehaviorSanitizer)|runtime error:|deadly signal/.test(text);
   const ok = r.status === 0 && !crashed && execs !== null;
   const n = execs ? Number(execs[1]) : 0;
-  console.log(`fuzz ${t.name.padEnd(9)} ${ok ? 'ok  ' : 'FAIL'} ${String(n).padStart(10)} execs in ${seconds}s  (${t.what})`);
+  console.log(
+    `fuzz ${t.name.padEnd(9)} ${ok ? 'ok  ' : 'FAIL'} ${String(n).padStart(10)} execs in ${seconds}s  (${t.what})`,
+  );
   if (!ok) {
-    const lines = text.split('\n').filter((l) => /ERROR|runtime error|SUMMARY|Test unit written|#\d+ 0x/.test(l));
-    console.log(lines.slice(0, 30).map((l) => `    ${l}`).join('\n'));
+    const lines = text
+      .split('\n')
+      .filter((l) => /ERROR|runtime error|SUMMARY|Test unit written|#\d+ 0x/.test(l));
+    console.log(
+      lines
+        .slice(0, 30)
+        .map((l) => `    ${l}`)
+        .join('\n'),
+    );
   }
   return { name: t.name, ok, execs: n };
 }
