@@ -95,6 +95,8 @@ struct nke_kext_globals {
     uint32_t kev_msg_limit;          /* mbuf_get_mlen(), set once in start */
     thread_call_t timer;
     bool timer_stopping;             /* g_nke.lock */
+    uint64_t timer_due_ms;           /* armed firing, 0 = none; g_nke.lock */
+    bool unloading;                  /* filters being unregistered: no new client; g_nke.lock */
     uint64_t last_state_ms;          /* g_nke.lock */
     volatile SInt32 filters_registered;  /* atomic: sflt_register'ed, not yet unregistered */
     volatile SInt32 kauth_inflight;      /* atomic: kauth callbacks running */
@@ -115,8 +117,13 @@ void nke_kext_run_injections(void);
 void nke_kext_timer_arm_locked(uint32_t ms);
 
 int nke_sflt_register_all(void);
-/* Unregisters; returns once every sf_unregistered callback has run. */
-void nke_sflt_unregister_all(void);
+/* Unregisters the handles; callbacks go on until every socket detached. */
+void nke_sflt_unregister_begin(void);
+/* Returns once every sf_unregistered callback has run. */
+void nke_sflt_wait_unregistered(void);
+void nke_kext_timer_fire(thread_call_param_t p0, thread_call_param_t p1);
+/* Serialized by g_nke.lock (IOSharedDataQueue has one producer). */
+bool nke_kext_queue_enqueue_locked(void *queue, const void *rec, uint32_t size);
 
 int nke_kauth_start(void);
 void nke_kauth_stop(void);

@@ -34,7 +34,6 @@ uint64_t nke_kext_now_ms(void) { return nke_kext_now_ns() / 1000000ull; }
 
 /* ---- core platform operations (all called with g_nke.lock held) -------- */
 
-extern bool nke_kext_queue_enqueue_locked(void *queue, const void *rec, uint32_t size);
 
 static bool op_emit(void *platform, const void *rec, uint32_t size)
 {
@@ -250,6 +249,44 @@ static void inject_one(struct nke_held *h)
     held_free(h);
 }
 
+void nke_kext_timer_arm_locked(uint32_t ms)
+{
+    uint64_t due, deadline;
+    if (g_nke.timer == NULL || g_nke.timer_stopping || ms == UINT32_MAX)
+        return;
+    due = nke_kext_now_ms() + ms;
+    if (g_nke.timer_due_ms != 0 && g_nke.timer_due_ms <= due)
+        return; /* an earlier firing is already armed; it re-arms itself */
+    g_nke.timer_due_ms = due;
+    clock_interval_to_deadline(ms ? ms : 1, kMillisecondScale, &deadline);
+    thread_call_enter_delayed(g_nke.timer, deadline);
+}
+
+/* thread_call: expires held chunks past their deadline and emits the
+ * periodic NKE_NT_STATE while a client is open. */
+void nke_kext_timer_fire(thread_call_param_t p0, thread_call_param_t p1)
+{
+    uint64_t now;
+    uint32_t next;
+    lck_mtx_lock(g_nke.lock);
+    g_nke.timer_due_ms = 0;
+    now = nke_kext_now_ms();
+    next = nke_core_expire(g_nke.core, now, nke_kext_now_ns());
+    if (g_nke.core->client_open) {
+        uint64_t since = now - g_nke.last_state_ms;
+        if (since >= NKE_STATE_PERIOD_MS) {
+            nke_core_emit_state(g_nke.core, nke_kext_now_ns());
+            g_nke.last_state_ms = now;
+            since = 0;
+        }
+        if (next > NKE_STATE_PERIOD_MS - since)
+            next = (uint32_t)(NKE_STATE_PERIOD_MS - since);
+    }
+    nke_kext_timer_arm_locked(next);
+    lck_mtx_unlock(g_nke.lock);
+    nke_kext_run_injections();
+}
+
 void nke_kext_run_injections(void)
 {
     for (;;) {
@@ -412,8 +449,8 @@ static int data_piece(struct nke_kext_sock *ks, struct nke_held *h, uint32_t nfl
     lck_mtx_lock(g_nke.lock);
     r = nke_core_data(g_nke.core, ks->id, h->direction, h->len, nflags, addr, h,
                       nke_kext_now_ms(), nke_kext_now_ns(), &chunk_id);
-    if (r == NKE_DATA_HELD)
-        nke_kext_timer_arm_locked(0);
+    if (r == NKE_DATA_HELD) /* make sure the timer fires by the new deadline */
+        nke_kext_timer_arm_locked(nke_core_expire(g_nke.core, nke_kext_now_ms(), nke_kext_now_ns()));
     lck_mtx_unlock(g_nke.lock);
     return r;
 }
@@ -669,7 +706,8 @@ int nke_sflt_register_all(void)
         if (err) {
             OSDecrementAtomic(&g_nke.filters_registered);
             printf("nke: sflt_register(%s) failed: %d\n", k_filters[i].name, err);
-            nke_sflt_unregister_all();
+            nke_sflt_unregister_begin();
+            nke_sflt_wait_unregistered();
             return err;
         }
         g_registered[i] = true;
@@ -677,7 +715,7 @@ int nke_sflt_register_all(void)
     return 0;
 }
 
-void nke_sflt_unregister_all(void)
+void nke_sflt_unregister_begin(void)
 {
     int i;
     for (i = 0; i < NKE_NUM_FILTERS; i++) {
@@ -687,6 +725,10 @@ void nke_sflt_unregister_all(void)
             printf("nke: sflt_unregister(%s) failed\n", k_filters[i].name);
         g_registered[i] = false;
     }
+}
+
+void nke_sflt_wait_unregistered(void)
+{
     /* Sockets keep our callbacks until each detaches; sf_unregistered runs
      * once the last one has. Wait for all four. */
     lck_mtx_lock(g_nke.lock);
