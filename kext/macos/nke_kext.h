@@ -11,7 +11,8 @@
  *    callbacks that run with the socket locked (notify, connect, bind, ...)
  *    take it after the socket lock, so no injection may run under it: the
  *    core's finish op only queues the work (nke_kext_inject_list) and the
- *    caller runs nke_kext_run_injections() after dropping the lock.
+ *    caller runs nke_kext_run_injections() after dropping the lock. The same
+ *    goes for sock_retain/sock_release (see nke_sflt.c, "Socket lifetime").
  *  - Counters touched without the lock are atomics and say so.
  */
 #ifndef NKE_KEXT_H
@@ -52,16 +53,18 @@ struct nke_kext_sock {
     uint8_t family;          /* NKE_AF_* */
     uint8_t protocol;        /* NKE_PROTO_* */
     uint8_t _pad[2];
-    uint32_t inflight;       /* injections queued or running; g_nke.lock */
-    bool detaching;          /* detach waits for inflight == 0; g_nke.lock */
+    uint32_t inflight;       /* nke_held of this socket queued or being injected; g_nke.lock */
+    bool detaching;          /* detach ran; the injection taking inflight to 0 frees us; g_nke.lock */
 };
 
 /* One deferred piece of data: the core's data_ctx. Owned by the core while
- * the chunk is HELD, then by the injection list, then freed by whoever
- * injects or drops it. */
+ * the chunk is HELD, then by the injection list (every finish, DROP too),
+ * then freed by nke_kext_run_injections outside g_nke.lock. */
 struct nke_held {
     struct nke_held *next;       /* injection list link; g_nke.lock */
     struct nke_kext_sock *ks;
+    socket_t so;                 /* a reference (sock_retain) until held_free */
+    uint64_t chunk_id;           /* 0 when the core never took it */
     mbuf_t data;
     mbuf_t control;
     sflt_data_flag_t sflags;

@@ -3,9 +3,20 @@
  * platform operations and re-injection of deferred data.
  *
  * Locking: see nke_kext.h. data_in/data_out run with the socket unlocked;
- * attach/notify/connect/bind/listen/options run with it locked and take
- * g_nke.lock after it. Injection (which takes the socket lock) therefore
- * never runs under g_nke.lock.
+ * attach/notify/connect/bind/listen/options and detach run with it locked
+ * and take g_nke.lock after it. Injection, sock_retain and sock_release
+ * (which take the socket lock; a last release runs detach) therefore never
+ * run under g_nke.lock.
+ *
+ * Socket lifetime: every nke_held takes a socket reference (sock_retain in
+ * data_in/out, where the socket is unlocked and in use) and gives it back
+ * when it is injected or dropped. So a socket cannot reach its last release,
+ * and the detach that follows, while one of its chunks is held or queued for
+ * injection: the normal close path never finds injections in flight.
+ * Unregistering the filter can detach live sockets, though; XNU calls detach
+ * with the socket locked, so waiting there for an injection that needs that
+ * lock would deadlock. Instead detach marks the cookie and the last
+ * in-flight injection frees it (nke_kext_sock.inflight/detaching).
  */
 #include "nke_kext.h"
 
@@ -51,8 +62,10 @@ static void op_copy_data(void *platform, void *data_ctx, uint32_t offset, uint32
         memset(dst, 0, len);
 }
 
+/* Frees h and gives back its socket reference. Never under g_nke.lock. */
 static void held_free(struct nke_held *h)
 {
+    socket_t so = h->so;
     if (h->data)
         mbuf_freem(h->data);
     if (h->control)
@@ -62,6 +75,8 @@ static void held_free(struct nke_held *h)
         IOFree(s, sizeof(*s) + s->total);
     }
     IOFree(h, sizeof(*h));
+    if (so)
+        sock_release(so);
 }
 
 static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t action,
@@ -72,13 +87,9 @@ static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t a
     h->staged = staged;
     h->staged_len = staged_len;
     h->reason = reason;
-    if (action == NKE_ACT_DROP) {
-        /* Freeing mbufs takes no socket lock: safe under g_nke.lock. */
-        held_free(h);
-        return;
-    }
-    /* Queue it; the caller injects after dropping g_nke.lock. The socket's
-     * detach waits for inflight to reach zero, so h->ks stays valid. */
+    /* Queue it, DROP included (dropping releases the socket reference, which
+     * may run detach): the caller runs the list after dropping g_nke.lock.
+     * inflight keeps h->ks alive until then. */
     h->ks->inflight++;
     h->next = NULL;
     if (g_nke.inject_tail)
@@ -199,20 +210,23 @@ static void inject_one(struct nke_held *h)
 {
     errno_t err = 0;
     struct nke_kext_sock *ks = h->ks;
-    mbuf_t m = take_chain(h, &err);
-    mbuf_t control = h->control;
+    mbuf_t m = NULL, control = NULL;
     const struct sockaddr *addr = h->has_addr ? (const struct sockaddr *)&h->addr : NULL;
-    h->control = NULL;
+    bool free_cookie = false;
 
+    if (h->action != NKE_ACT_DROP) {
+        m = take_chain(h, &err);
+        control = h->control;
+        h->control = NULL;
+    }
     if (m != NULL) {
-        /* The socket cannot finish detaching while ks->inflight > 0; the
-         * extra reference covers the stack's own teardown paths. */
-        sock_retain(ks->so);
+        /* h->so holds a reference: the socket is alive even if our filter
+         * was detached from it meanwhile (unregister). */
         if (h->direction == NKE_DIR_OUT) {
             /* always consumes data and control */
-            err = sock_inject_data_out(ks->so, addr, m, control, h->sflags);
+            err = sock_inject_data_out(h->so, addr, m, control, h->sflags);
         } else {
-            err = sock_inject_data_in(ks->so, addr, m, control, h->sflags);
+            err = sock_inject_data_in(h->so, addr, m, control, h->sflags);
             if (err) {
                 /* left to the caller on error */
                 mbuf_freem(m);
@@ -228,7 +242,7 @@ static void inject_one(struct nke_held *h)
                h->direction == NKE_DIR_OUT ? "out" : "in", h->len, err);
 
     lck_mtx_lock(g_nke.lock);
-    if (err && g_nke.core->client_open) {
+    if (err && g_nke.core->client_open && !ks->detaching) {
         /* Tell the client its verdict did not reach the stack. */
         struct nke_nt_chunk_released rec;
         memset(&rec, 0, sizeof(rec));
@@ -236,17 +250,35 @@ static void inject_one(struct nke_held *h)
         rec.hdr.size = sizeof(rec);
         rec.hdr.sock = ks->id;
         rec.hdr.time_ns = nke_kext_now_ns();
+        rec.chunk_id = h->chunk_id;
         rec.reason = NKE_RELEASE_INJECT_FAIL;
         rec.size = h->len;
         op_emit(NULL, &rec, sizeof(rec));
     }
     ks->inflight--;
-    if (ks->inflight == 0 && ks->detaching)
-        wakeup(&ks->inflight);
+    free_cookie = ks->inflight == 0 && ks->detaching;
     lck_mtx_unlock(g_nke.lock);
-    if (m != NULL)
-        sock_release(ks->so); /* after inflight--: a last release may run detach */
-    held_free(h);
+    if (free_cookie) /* detach already ran and handed the cookie to us */
+        IOFree(ks, sizeof(*ks));
+    held_free(h); /* sock_release last: it may run detach */
+}
+
+void nke_kext_run_injections(void)
+{
+    for (;;) {
+        struct nke_held *h;
+        lck_mtx_lock(g_nke.lock);
+        h = g_nke.inject_head;
+        if (h) {
+            g_nke.inject_head = h->next;
+            if (g_nke.inject_head == NULL)
+                g_nke.inject_tail = NULL;
+        }
+        lck_mtx_unlock(g_nke.lock);
+        if (h == NULL)
+            return;
+        inject_one(h);
+    }
 }
 
 void nke_kext_timer_arm_locked(uint32_t ms)
@@ -285,24 +317,6 @@ void nke_kext_timer_fire(thread_call_param_t p0, thread_call_param_t p1)
     nke_kext_timer_arm_locked(next);
     lck_mtx_unlock(g_nke.lock);
     nke_kext_run_injections();
-}
-
-void nke_kext_run_injections(void)
-{
-    for (;;) {
-        struct nke_held *h;
-        lck_mtx_lock(g_nke.lock);
-        h = g_nke.inject_head;
-        if (h) {
-            g_nke.inject_head = h->next;
-            if (g_nke.inject_head == NULL)
-                g_nke.inject_tail = NULL;
-        }
-        lck_mtx_unlock(g_nke.lock);
-        if (h == NULL)
-            return;
-        inject_one(h);
-    }
 }
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -391,15 +405,24 @@ static void nke_detach(void *cookie, socket_t so)
     struct nke_kext_sock *ks = (struct nke_kext_sock *)cookie;
     if (ks == NULL)
         return;
+    bool free_cookie;
     lck_mtx_lock(g_nke.lock);
     ks->detaching = true;
-    /* In-flight injections use ks->so: wait for them (they never wait on us). */
-    while (ks->inflight > 0)
-        msleep(&ks->inflight, g_nke.lock, PSOCK, "nkedetach", NULL);
-    if (tracked(ks))
-        nke_core_detach(g_nke.core, ks->id, nke_kext_now_ns()); /* held chunks: dropped */
+    if (tracked(ks)) {
+        /* Held chunks are finished with DROP: queued, like every finish. */
+        nke_core_detach(g_nke.core, ks->id, nke_kext_now_ns());
+    }
+    /* Injections in flight for this socket (only possible when the filter
+     * is being unregistered from a live socket) still use the cookie: the
+     * last one frees it. We cannot wait for them here: the socket is locked
+     * and they need its lock. The timer runs the queue, not us (a
+     * sock_release from here could re-enter the socket's teardown). */
+    free_cookie = ks->inflight == 0;
+    if (!free_cookie)
+        nke_kext_timer_arm_locked(0);
     lck_mtx_unlock(g_nke.lock);
-    IOFree(ks, sizeof(*ks));
+    if (free_cookie)
+        IOFree(ks, sizeof(*ks));
     OSDecrementAtomic(&g_nke.sockets_attached);
     wakeup((void *)&g_nke.sockets_attached);
 }
@@ -439,6 +462,48 @@ static void nke_notify(void *cookie, socket_t so, sflt_event_t event, void *para
     lck_mtx_unlock(g_nke.lock);
 }
 
+/* A new nke_held for `len` bytes of `chain`, with a socket reference
+ * (taken here, where the socket is unlocked). NULL when out of memory. */
+static struct nke_held *held_new(struct nke_kext_sock *ks, socket_t so, mbuf_t chain, uint32_t len,
+                                 uint8_t dir, sflt_data_flag_t flags, const struct sockaddr *sa)
+{
+    struct nke_held *h = (struct nke_held *)IOMalloc(sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    memset(h, 0, sizeof(*h));
+    sock_retain(so);
+    h->so = so;
+    h->ks = ks;
+    h->data = chain;
+    h->len = len;
+    h->direction = dir;
+    h->sflags = flags;
+    if (sa && sa->sa_len <= sizeof(h->addr)) {
+        memcpy(&h->addr, sa, sa->sa_len);
+        h->has_addr = true;
+    }
+    return h;
+}
+
+/* Queues `chain` for re-injection untouched (after pieces already taken). */
+static void queue_pass(struct nke_kext_sock *ks, socket_t so, mbuf_t chain, mbuf_t ctl,
+                       uint32_t len, uint8_t dir, sflt_data_flag_t flags)
+{
+    struct nke_held *h = held_new(ks, so, chain, len, dir, flags, NULL);
+    if (h == NULL) {
+        /* Nowhere to keep it and the stack no longer has it: lost, loudly. */
+        mbuf_freem(chain);
+        if (ctl)
+            mbuf_freem(ctl);
+        printf("nke: out of memory: %u bytes of socket data lost\n", len);
+        return;
+    }
+    h->control = ctl;
+    lck_mtx_lock(g_nke.lock);
+    op_finish(NULL, ks, h, NKE_ACT_ALLOW, NULL, 0, 0);
+    lck_mtx_unlock(g_nke.lock);
+}
+
 /* Hands one piece (<= NKE_CHUNK_MAX_BYTES) to the core. Returns the core's
  * result; on HELD the core owns h. */
 static int data_piece(struct nke_kext_sock *ks, struct nke_held *h, uint32_t nflags,
@@ -449,6 +514,7 @@ static int data_piece(struct nke_kext_sock *ks, struct nke_held *h, uint32_t nfl
     lck_mtx_lock(g_nke.lock);
     r = nke_core_data(g_nke.core, ks->id, h->direction, h->len, nflags, addr, h,
                       nke_kext_now_ms(), nke_kext_now_ns(), &chunk_id);
+    h->chunk_id = chunk_id;
     if (r == NKE_DATA_HELD) /* make sure the timer fires by the new deadline */
         nke_kext_timer_arm_locked(nke_core_expire(g_nke.core, nke_kext_now_ms(), nke_kext_now_ns()));
     lck_mtx_unlock(g_nke.lock);
@@ -462,20 +528,17 @@ static errno_t data_common(struct nke_kext_sock *ks, socket_t so, const struct s
     struct nke_addr addr, *paddr = NULL;
     uint32_t nflags = 0;
     mbuf_t rest;
-    struct nke_held *first = NULL;
+    bool taken = false; /* some piece left the stack: we return EJUSTRETURN */
     int r;
 
     if (!tracked(ks) || data == NULL || *data == NULL)
         return 0;
     if (is_ours(*data))
         return 0; /* our own re-injection coming back through the filter */
-    total = mbuf_pkthdr_len(*data);
-    if (!(mbuf_flags(*data) & MBUF_PKTHDR) || total == 0) {
-        mbuf_t m;
-        total = 0;
-        for (m = *data; m; m = mbuf_next(m))
-            total += mbuf_len(m);
-    }
+    /* Sum the chain: a packet header's length is not kept by every path. */
+    total = 0;
+    for (rest = *data; rest; rest = mbuf_next(rest))
+        total += mbuf_len(rest);
     if (total == 0)
         return 0;
     if (ks->protocol == NKE_PROTO_UDP)
@@ -494,92 +557,57 @@ static errno_t data_common(struct nke_kext_sock *ks, socket_t so, const struct s
         return 0;
 
     /*
-     * Split the chain into pieces of at most NKE_CHUNK_MAX_BYTES. The capture
-     * decision depends on the flow, not the bytes, so the pieces of one call
-     * are normally all held or all passed; a piece the core does not hold
-     * (pool exhausted) after a held one is re-injected at once, which may
-     * reorder it before the held piece: counted by the core as
-     * passed_pool_full, documented in docs/kext.md.
+     * Split the chain into pieces of at most NKE_CHUNK_MAX_BYTES, each its
+     * own chunk. The capture decision depends on the flow, not the bytes, so
+     * the pieces of one call are normally all held or all passed. Once we
+     * have taken any piece (returned EJUSTRETURN for the call), the pieces
+     * the core does not hold are re-injected in order through the same queue;
+     * one passed for lack of a buffer may overtake a held one (counted by
+     * the core in chunks_passed_pool_full; see docs/kext.md).
      */
     rest = *data;
     while (rest != NULL) {
         mbuf_t tail = NULL;
         uint32_t len = total > NKE_CHUNK_MAX_BYTES ? NKE_CHUNK_MAX_BYTES : (uint32_t)total;
+        bool whole = !taken && len == total;
         struct nke_held *h;
-        if (total > len && mbuf_split(rest, len, MBUF_WAITOK, &tail) != 0) {
-            /* cannot split: the remainder stays one piece we let through
-             * (or re-inject, if earlier pieces were taken) */
-            tail = NULL;
-            len = (uint32_t)total;
+
+        if (len < total && mbuf_split(rest, len, MBUF_WAITOK, &tail) != 0) {
+            if (!taken)
+                return 0; /* nothing taken yet: the stack keeps it all */
+            queue_pass(ks, so, rest, NULL, (uint32_t)total, dir, flags);
+            break;
         }
-        h = (struct nke_held *)IOMalloc(sizeof(*h));
-        if (h == NULL || len > NKE_CHUNK_MAX_BYTES) {
-            if (h)
-                IOFree(h, sizeof(*h));
-            if (first == NULL && tail == NULL)
-                return 0; /* nothing taken yet: the stack keeps the data */
-            goto pass_rest_via_injection;
-        }
-        memset(h, 0, sizeof(*h));
-        h->ks = ks;
-        h->data = rest;
-        h->len = len;
-        h->direction = dir;
-        h->sflags = flags;
-        if (sa && sa->sa_len <= sizeof(h->addr)) {
-            memcpy(&h->addr, sa, sa->sa_len);
-            h->has_addr = true;
-        }
-        if (first == NULL && control && *control) {
-            /* control travels with the first piece */
-            h->control = *control;
-        }
-        r = data_piece(ks, h, nflags, paddr);
-        if (r != NKE_DATA_HELD) {
-            if (first == NULL && tail == NULL) {
-                /* whole data, not held: give the chain back to the stack */
-                if (total == len && rest == *data) {
-                    IOFree(h, sizeof(*h));
+        h = held_new(ks, so, rest, len, dir, flags, sa);
+        if (h == NULL) {
+            if (whole)
+                return 0; /* out of memory before taking anything: pass */
+            /* already split (or partly taken): keep the order, send it on */
+            queue_pass(ks, so, rest, !taken && control ? *control : NULL, len, dir, flags);
+        } else {
+            if (!taken && control && *control)
+                h->control = *control; /* control travels with the first piece */
+            r = data_piece(ks, h, nflags, paddr);
+            if (r != NKE_DATA_HELD) {
+                if (whole) {
+                    h->data = NULL; /* the stack keeps data and control */
+                    h->control = NULL;
+                    held_free(h);
                     return 0;
                 }
+                /* a piece of a call we took: re-inject it untouched */
+                lck_mtx_lock(g_nke.lock);
+                op_finish(NULL, ks, h, NKE_ACT_ALLOW, NULL, 0, 0);
+                lck_mtx_unlock(g_nke.lock);
             }
-            /* part of a larger call that we already took: re-inject it */
-            h->action = NKE_ACT_ALLOW;
-            lck_mtx_lock(g_nke.lock);
-            op_finish(NULL, ks, h, NKE_ACT_ALLOW, NULL, 0, 0);
-            lck_mtx_unlock(g_nke.lock);
         }
-        if (first == NULL) {
-            first = h;
+        if (!taken) {
+            taken = true;
             if (control)
-                *control = NULL;
+                *control = NULL; /* now carried by the first piece */
         }
         rest = tail;
         total -= len;
-        continue;
-
-    pass_rest_via_injection:
-        {
-            /* Memory ran out mid-split: send what is left untouched. */
-            struct nke_held *p = (struct nke_held *)IOMalloc(sizeof(*p));
-            if (p == NULL) {
-                mbuf_freem(rest); /* cannot even queue it: lost, logged */
-                printf("nke: out of memory, %zu bytes lost\n", total);
-                break;
-            }
-            memset(p, 0, sizeof(*p));
-            p->ks = ks;
-            p->data = rest;
-            p->len = (uint32_t)total;
-            p->direction = dir;
-            p->sflags = flags;
-            if (tail)
-                mbuf_freem(tail); /* unreachable: split only succeeds with memory */
-            lck_mtx_lock(g_nke.lock);
-            op_finish(NULL, ks, p, NKE_ACT_ALLOW, NULL, 0, 0);
-            lck_mtx_unlock(g_nke.lock);
-            break;
-        }
     }
     nke_kext_run_injections();
     return EJUSTRETURN;
