@@ -450,15 +450,10 @@ static void nke_notify(void *cookie, socket_t so, sflt_event_t event, void *para
     uint32_t ev = map_event(event);
     if (!tracked(ks) || ev == 0)
         return;
+    /* The socket is locked here: no sock_getsockname (it locks again). The
+     * addresses are completed at the first data (fill_addrs). */
     lck_mtx_lock(g_nke.lock);
     nke_core_event(g_nke.core, ks->id, ev, nke_kext_now_ns());
-    if (event == sock_evt_connected) {
-        struct nke_addr local, remote;
-        lck_mtx_unlock(g_nke.lock);
-        sock_addrs(so, &local, &remote); /* socket lock held by caller: these do not relock */
-        lck_mtx_lock(g_nke.lock);
-        nke_core_addrs(g_nke.core, ks->id, 0, &local, &remote, nke_kext_now_ns());
-    }
     lck_mtx_unlock(g_nke.lock);
 }
 
@@ -501,6 +496,32 @@ static void queue_pass(struct nke_kext_sock *ks, socket_t so, mbuf_t chain, mbuf
     h->control = ctl;
     lck_mtx_lock(g_nke.lock);
     op_finish(NULL, ks, h, NKE_ACT_ALLOW, NULL, 0, 0);
+    lck_mtx_unlock(g_nke.lock);
+}
+
+/* Rules match on local and remote addresses: complete what the locked
+ * callbacks could not learn. Socket unlocked here (data_in/data_out). */
+static void fill_addrs(struct nke_kext_sock *ks, socket_t so)
+{
+    struct nke_sock *s;
+    bool need;
+    struct nke_addr local, remote;
+    lck_mtx_lock(g_nke.lock);
+    s = nke_core_sock(g_nke.core, ks->id);
+    need = s && (s->local.family == 0 || s->local.port == 0 ||
+                 (ks->protocol == NKE_PROTO_TCP && s->remote.family == 0));
+    lck_mtx_unlock(g_nke.lock);
+    if (!need)
+        return;
+    sock_addrs(so, &local, &remote);
+    lck_mtx_lock(g_nke.lock);
+    s = nke_core_sock(g_nke.core, ks->id); /* may have detached meanwhile */
+    if (s) {
+        if (local.family)
+            s->local = local;
+        if (remote.family)
+            s->remote = remote;
+    }
     lck_mtx_unlock(g_nke.lock);
 }
 
@@ -552,6 +573,7 @@ static errno_t data_common(struct nke_kext_sock *ks, socket_t so, const struct s
             nflags |= NKE_DATA_F_HAS_ADDR;
         }
     }
+    fill_addrs(ks, so);
     /* A datagram cannot be split; one larger than a chunk just passes. */
     if (total > NKE_CHUNK_MAX_BYTES && (nflags & NKE_DATA_F_DATAGRAM))
         return 0;
@@ -625,19 +647,20 @@ static errno_t nke_data_out(void *cookie, socket_t so, const struct sockaddr *to
     return data_common((struct nke_kext_sock *)cookie, so, to, data, control, flags, NKE_DIR_OUT);
 }
 
+/* connect/bind/listen run with the socket locked, so only the address the
+ * stack hands us is reported (sock_getsockname would lock the socket again);
+ * the other one is completed at the first data (fill_addrs). */
 static void report_addrs(struct nke_kext_sock *ks, socket_t so, uint16_t type,
                          const struct sockaddr *local_sa, const struct sockaddr *remote_sa)
 {
     struct nke_addr local, remote;
     if (!tracked(ks))
         return;
-    sock_addrs(so, &local, &remote);
-    if (local_sa)
-        addr_from_sockaddr(local_sa, &local);
-    if (remote_sa)
-        addr_from_sockaddr(remote_sa, &remote);
+    addr_from_sockaddr(local_sa, &local);
+    addr_from_sockaddr(remote_sa, &remote);
     lck_mtx_lock(g_nke.lock);
-    nke_core_addrs(g_nke.core, ks->id, type, &local, &remote, nke_kext_now_ns());
+    nke_core_addrs(g_nke.core, ks->id, type, local_sa ? &local : NULL, remote_sa ? &remote : NULL,
+                   nke_kext_now_ns());
     lck_mtx_unlock(g_nke.lock);
 }
 
