@@ -111,7 +111,7 @@ static int op_stage(void *platform, void **staged, uint32_t total_len, uint32_t 
         *staged = s;
     }
     if ((uint64_t)offset + len > s->total)
-        return NKE_ERR_PUT_LEN; /* the core checked already; never trust twice-removed math */
+        return NKE_ERR_PUT_LEN; /* the core checked this; a wild memcpy is not worth the bet */
     memcpy(s->bytes + offset, bytes, len);
     return NKE_OK;
 }
@@ -178,7 +178,14 @@ static mbuf_t take_chain(struct nke_held *h, errno_t *err)
         if (h->staged_len == 0)
             return NULL;
         *err = build_chain(s->bytes, h->staged_len, &m);
-        return *err ? NULL : (tag_mbuf(m) == 0 ? m : (mbuf_freem(m), *err = ENOMEM, (mbuf_t)NULL));
+        if (*err)
+            return NULL;
+        if (tag_mbuf(m) != 0) {
+            mbuf_freem(m);
+            *err = ENOMEM;
+            return NULL;
+        }
+        return m;
     }
     m = h->data;
     h->data = NULL;
@@ -211,7 +218,9 @@ static void inject_one(struct nke_held *h)
     errno_t err = 0;
     struct nke_kext_sock *ks = h->ks;
     mbuf_t m = NULL, control = NULL;
-    const struct sockaddr *addr = h->has_addr ? (const struct sockaddr *)&h->addr : NULL;
+    /* only a datagram goes to (or comes from) a given address */
+    const struct sockaddr *addr = h->has_addr && ks->protocol == NKE_PROTO_UDP
+                                      ? (const struct sockaddr *)&h->addr : NULL;
     bool free_cookie = false;
 
     if (h->action != NKE_ACT_DROP) {
