@@ -62,10 +62,20 @@ const kernelCommon = [
   '-Wall',
   '-Wextra',
   '-Wno-unused-parameter',
+  // Newer SDKs mark the kauth and NKE KPIs deprecated; they are still what
+  // the kext must use, so that warning alone is not an error.
+  '-Wno-deprecated-declarations',
   '-Werror',
 ];
 const kernelCxx = ['-fapple-kext', '-nostdinc++', '-fno-exceptions', '-fno-rtti', '-std=gnu++14'];
-const userCommon = [...target, '-Ikext/include', '-Ikext/core', '-Wall', '-Werror'];
+const userCommon = [
+  ...target,
+  '-Ikext/include',
+  '-Ikext/core',
+  '-Wall',
+  '-Wno-deprecated-declarations',
+  '-Werror',
+];
 
 const jobs = [];
 for (const f of list('kext/macos', (n) => /\.(c|cpp)$/.test(n))) {
@@ -80,7 +90,8 @@ for (const f of list('native/addon/src', (n) => /_macos\.(c|cc|cpp|m|mm)$/.test(
   const extra = [];
   const napi = path.join(root, 'node_modules/node-addon-api');
   if (fs.existsSync(napi)) extra.push(`-I${napi}`);
-  for (const d of [path.join(process.execPath, '../../include/node')]) if (fs.existsSync(d)) extra.push(`-I${d}`);
+  for (const d of [path.join(process.execPath, '../../include/node')])
+    if (fs.existsSync(d)) extra.push(`-I${d}`);
   jobs.push({
     file: f,
     cxx,
