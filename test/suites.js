@@ -14,6 +14,11 @@ const mocha = (glob, extra = []) => [
 module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
   {
+    name: 'macos',
+    what: 'compile-check kext/macos, kext/core and the macOS addon sources against NKE_MACOS_SDK (skipped when unset)',
+    cmd: ['node', 'scripts/check-macos.js'],
+  },
+  {
     name: 'native',
     what: 'kext/core C unit tests (plain and ASan+UBSan) and fuzz smoke',
     cmd: ['node', 'test/native/run.js'],

@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+// `npm run check:macos`: compile-checks the macOS-only code on Linux against
+// a macOS SDK given by NKE_MACOS_SDK (never committed, never fetched: see
+// docs/kext.md). Kernel code: every .c/.cpp of kext/macos and kext/core, with
+// the kernel flags, -fsyntax-only then -c to an object. User code: the
+// addon's *_macos.* and *.mm sources under native/addon/src, with the
+// user-code flags. One result per file, then `N passed, N failed`.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const sdk = process.env.NKE_MACOS_SDK;
+if (!sdk) {
+  console.log('skipped: NKE_MACOS_SDK not set (see docs/kext.md)');
+  console.log('0 passed, 0 failed');
+  process.exit(0);
+}
+const kernelHeaders = path.join(sdk, 'System/Library/Frameworks/Kernel.framework/Headers');
+if (!fs.existsSync(kernelHeaders)) {
+  console.error(`NKE_MACOS_SDK=${sdk}: no Kernel.framework headers at ${kernelHeaders}`);
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+
+function findClang(cxx) {
+  const names = cxx ? ['clang++', 'clang++-14'] : ['clang', 'clang-14'];
+  for (const n of names) {
+    if (spawnSync(n, ['--version'], { stdio: 'ignore' }).status === 0) return n;
+  }
+  return null;
+}
+
+function list(dir, pred) {
+  const abs = path.join(root, dir);
+  if (!fs.existsSync(abs)) return [];
+  const out = [];
+  for (const e of fs.readdirSync(abs, { withFileTypes: true })) {
+    const rel = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...list(rel, pred));
+    else if (pred(e.name)) out.push(rel);
+  }
+  return out.sort();
+}
+
+const target = ['-target', 'x86_64-apple-macos10.15', '-isysroot', sdk];
+const kernelCommon = [
+  ...target,
+  `-I${kernelHeaders}`,
+  '-Ikext/include',
+  '-Ikext/core',
+  '-mkernel',
+  '-fno-builtin',
+  '-fno-common',
+  '-DKERNEL',
+  '-DKERNEL_PRIVATE',
+  '-DDRIVER_PRIVATE',
+  '-DAPPLE',
+  '-DNeXT',
+  '-Wall',
+  '-Wextra',
+  '-Wno-unused-parameter',
+  // Newer SDKs mark the kauth and NKE KPIs deprecated; they are still what
+  // the kext must use, so that warning alone is not an error.
+  '-Wno-deprecated-declarations',
+  '-Werror',
+];
+const kernelCxx = ['-fapple-kext', '-nostdinc++', '-fno-exceptions', '-fno-rtti', '-std=gnu++14'];
+const userCommon = [
+  ...target,
+  '-Ikext/include',
+  '-Ikext/core',
+  '-Wall',
+  '-Wno-deprecated-declarations',
+  '-Werror',
+];
+
+const jobs = [];
+for (const f of list('kext/macos', (n) => /\.(c|cpp)$/.test(n))) {
+  const cxx = f.endsWith('.cpp');
+  jobs.push({ file: f, cxx, flags: [...kernelCommon, ...(cxx ? kernelCxx : ['-std=gnu11'])] });
+}
+for (const f of list('kext/core', (n) => /\.c$/.test(n))) {
+  jobs.push({ file: f, cxx: false, flags: [...kernelCommon, '-std=gnu11'] });
+}
+for (const f of list('native/addon/src', (n) => /_macos\.(c|cc|cpp|m|mm)$/.test(n) || n.endsWith('.mm'))) {
+  const cxx = /\.(cc|cpp|mm)$/.test(f);
+  const extra = [];
+  const napi = path.join(root, 'node_modules/node-addon-api');
+  if (fs.existsSync(napi)) extra.push(`-I${napi}`);
+  for (const d of [path.join(process.execPath, '../../include/node')])
+    if (fs.existsSync(d)) extra.push(`-I${d}`);
+  jobs.push({
+    file: f,
+    cxx,
+    flags: [...userCommon, ...extra, '-Inative/addon/src', ...(cxx ? ['-std=c++17'] : ['-std=gnu11'])],
+  });
+}
+
+const cc = findClang(false);
+const cxx = findClang(true);
+if (!cc || !cxx) {
+  console.error('clang not found: run scripts/setup-system.sh');
+  console.log(`0 passed, ${jobs.length || 1} failed`);
+  process.exit(1);
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-check-macos-'));
+let passed = 0;
+let failed = 0;
+for (const j of jobs) {
+  const compiler = j.cxx ? cxx : cc;
+  const obj = path.join(tmp, path.basename(j.file) + '.o');
+  let r = spawnSync(compiler, [...j.flags, '-fsyntax-only', j.file], { cwd: root, encoding: 'utf8' });
+  let step = 'syntax';
+  if (r.status === 0) {
+    step = 'object';
+    r = spawnSync(compiler, [...j.flags, '-c', '-o', obj, j.file], { cwd: root, encoding: 'utf8' });
+  }
+  if (r.status === 0) {
+    passed++;
+    console.log(`ok   ${j.file}`);
+  } else {
+    failed++;
+    console.log(`FAIL ${j.file} (${step})`);
+    process.stdout.write((r.stderr || r.error?.message || '') + '\n');
+  }
+}
+fs.rmSync(tmp, { recursive: true, force: true });
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
