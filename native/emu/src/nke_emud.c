@@ -430,9 +430,11 @@ static void shim_message(struct conn *c)
         memcpy(info.comm, a.comm, NKE_COMM_LEN);
         info.comm[NKE_COMM_LEN - 1] = 0;
         c->id = nke_core_attach(&g_core, &info, c, ns);
-        if (c->id.gen)
+        if (c->id.gen && a.protocol == NKE_PROTO_TCP)
             nke_core_addrs(&g_core, c->id, a.incoming ? NKE_NT_CONNECT_IN : NKE_NT_CONNECT_OUT, &a.local,
                            &a.remote, ns);
+        else if (c->id.gen && a.local.family)
+            nke_core_addrs(&g_core, c->id, NKE_NT_BOUND, &a.local, NULL, ns);
     } else if (h.type == SHIM_DATA && h.len == (size_t)n - sizeof(h) && h.len > 0 &&
                (h.direction == NKE_DIR_IN || h.direction == NKE_DIR_OUT)) {
         int res = NKE_DATA_PASS;
@@ -445,7 +447,11 @@ static void shim_message(struct conn *c)
                 hd->len = h.len;
                 memcpy(hd->bytes, in + sizeof(h), h.len);
                 uint64_t chunk = 0;
-                res = nke_core_data(&g_core, c->id, (uint8_t)h.direction, h.len, 0, NULL, hd, ns / 1000000u,
+                uint32_t fl = 0;
+                if (h.flags & SHIM_F_DATAGRAM)
+                    fl |= NKE_DATA_F_DATAGRAM | (h.addr.family ? NKE_DATA_F_HAS_ADDR : 0u);
+                res = nke_core_data(&g_core, c->id, (uint8_t)h.direction, h.len, fl,
+                                    h.addr.family ? &h.addr : NULL, hd, ns / 1000000u,
                                     ns, &chunk);
             }
         }

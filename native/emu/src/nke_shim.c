@@ -72,6 +72,11 @@ LIBC(int, getsockopt, (int, int, int, void *, socklen_t *))
 LIBC(int, shutdown, (int, int))
 LIBC(int, dup2, (int, int))
 LIBC(int, dup3, (int, int, int))
+LIBC(int, socket, (int, int, int))
+LIBC(ssize_t, sendto, (int, const void *, size_t, int, const struct sockaddr *, socklen_t))
+LIBC(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))
+LIBC(ssize_t, sendmsg, (int, const struct msghdr *, int))
+LIBC(ssize_t, recvmsg, (int, struct msghdr *, int))
 LIBC(int, execve, (const char *, char *const[], char *const[]))
 
 #define libc_call(name, ...) (sym_##name(), p_##name(__VA_ARGS__))
@@ -92,9 +97,20 @@ struct relay {
     int connect_err;
 };
 
+/* One UDP socket made by socket(): its datagrams are judged synchronously
+ * on its own link. lock serializes the round trips (one outstanding per
+ * link); link is -1 before first use and after nke-emud went away. */
+struct udp_state {
+    pthread_mutex_t lock;
+    int link;
+    bool tried;
+    uint8_t family;
+};
+
 #define MAX_FDS 65536
-/* fd -> relay. protected by g_fd_lock */
+/* fd -> relay, fd -> udp_state. protected by g_fd_lock */
 static struct relay *g_fds[MAX_FDS];
+static struct udp_state *g_udp[MAX_FDS];
 static pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_shim_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static int g_enabled = -1;    /* -1 unknown, 0 off, 1 on; set once in shim_init */
@@ -219,10 +235,13 @@ static void link_lost(struct relay *r, struct dir_state ds[2])
         }
 }
 
-static void link_verdict(struct relay *r, struct dir_state ds[2])
+/* msg: the relay thread's receive buffer of SHIM_MSG_MAX bytes (not TLS:
+ * a large static TLS block shrinks every thread's stack in the program, and
+ * node's small-stack threads then fail to start). */
+#define SHIM_MSG_MAX (sizeof(struct shim_hdr) + SHIM_PIECE)
+static void link_verdict(struct relay *r, struct dir_state ds[2], uint8_t *msg)
 {
-    static __thread uint8_t msg[sizeof(struct shim_hdr) + SHIM_PIECE];
-    ssize_t n = recv(r->link_fd, msg, sizeof(msg), 0);
+    ssize_t n = recv(r->link_fd, msg, SHIM_MSG_MAX, 0);
     if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
         link_lost(r, ds);
         return;
@@ -278,8 +297,12 @@ static void *relay_main(void *arg)
         /* attach was sent by the creator; nothing else to do here */
     }
     uint8_t *buf = malloc(NKE_BUFFER_SIZE);
-    if (!buf)
+    uint8_t *vmsg = malloc(SHIM_MSG_MAX);
+    if (!buf || !vmsg) {
+        free(buf);
+        free(vmsg);
         goto out;
+    }
     for (;;) {
         struct pollfd p[3];
         int np = 0, idx[2] = { -1, -1 }, li = -1;
@@ -303,7 +326,7 @@ static void *relay_main(void *arg)
             break;
         }
         if (li >= 0 && p[li].revents)
-            link_verdict(r, ds);
+            link_verdict(r, ds, vmsg);
         for (int i = 0; i < 2; i++) {
             struct dir_state *d = &ds[i];
             if (idx[i] < 0 || !p[idx[i]].revents)
@@ -343,6 +366,7 @@ static void *relay_main(void *arg)
         }
     }
     free(buf);
+    free(vmsg);
 out:
     for (int i = 0; i < 2; i++)
         dir_done_piece(&ds[i]);
@@ -480,9 +504,21 @@ static void fd_forget(int fd)
     pthread_mutex_lock(&g_fd_lock);
     struct relay *r = g_fds[fd];
     g_fds[fd] = NULL;
+    struct udp_state *u = g_udp[fd];
+    g_udp[fd] = NULL;
     pthread_mutex_unlock(&g_fd_lock);
     if (r)
         relay_put(r);
+    if (u) {
+        /* A thread still inside a round trip on this fd is the program's
+         * own use-after-close race; we wait for it rather than free under it. */
+        pthread_mutex_lock(&u->lock);
+        if (u->link >= 0)
+            libc_call(close, u->link);
+        pthread_mutex_unlock(&u->lock);
+        pthread_mutex_destroy(&u->lock);
+        free(u);
+    }
 }
 
 static void fd_copy(int from, int to)
@@ -496,6 +532,123 @@ static void fd_copy(int from, int to)
     pthread_mutex_unlock(&g_fd_lock);
     if (old)
         relay_put(old);
+}
+
+/* ---- UDP: synchronous verdicts ---------------------------------------- */
+
+enum { UDP_ALLOW = 1, UDP_MODIFIED = 2, UDP_DROP = 3 };
+
+/* Called with u->lock held. Opens the link and reports the socket. */
+static void udp_attach_locked(struct udp_state *u, int fd)
+{
+    u->tried = true;
+    int link = link_open();
+    if (link < 0)
+        return;
+    struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
+                             .family = u->family, .type = 2, .protocol = NKE_PROTO_UDP };
+    FILE *f = fopen("/proc/self/comm", "re");
+    if (f) {
+        if (fgets(a.comm, sizeof(a.comm), f))
+            a.comm[strcspn(a.comm, "\n")] = 0;
+        fclose(f);
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (libc_call(getsockname, fd, (struct sockaddr *)&ss, &sl) == 0)
+        to_nke_addr(&ss, &a.local);
+    if (send(link, &a, sizeof(a), MSG_NOSIGNAL) < 0) {
+        libc_call(close, link);
+        return;
+    }
+    u->link = link;
+}
+
+/* Asks nke-emud about one datagram. Returns UDP_ALLOW (use the original),
+ * UDP_MODIFIED (*mod malloc'd, *modlen bytes; caller frees) or UDP_DROP.
+ * Any link failure is UDP_ALLOW: fail open. Only the calling thread waits. */
+static int udp_verdict(int fd, uint32_t dir, const void *b, size_t n, const struct sockaddr *peer,
+                       uint8_t **mod, size_t *modlen)
+{
+    *mod = NULL;
+    *modlen = 0;
+    if (fd < 0 || fd >= MAX_FDS || n > NKE_BUFFER_SIZE || n == 0)
+        return UDP_ALLOW;
+    pthread_mutex_lock(&g_fd_lock);
+    struct udp_state *u = g_udp[fd];
+    if (u)
+        pthread_mutex_lock(&u->lock); /* lock order: g_fd_lock, then u->lock */
+    pthread_mutex_unlock(&g_fd_lock);
+    if (!u)
+        return UDP_ALLOW;
+    int verdict = UDP_ALLOW;
+    if (!u->tried)
+        udp_attach_locked(u, fd);
+    if (u->link < 0)
+        goto out;
+    uint8_t *msg = malloc(sizeof(struct shim_hdr) + SHIM_PIECE > n + sizeof(struct shim_hdr)
+                              ? sizeof(struct shim_hdr) + SHIM_PIECE
+                              : sizeof(struct shim_hdr) + n);
+    if (!msg)
+        goto out;
+    struct shim_hdr h = { .type = SHIM_DATA, .direction = dir, .len = (uint32_t)n, .flags = SHIM_F_DATAGRAM };
+    if (peer) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        memcpy(&ss, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        to_nke_addr(&ss, &h.addr);
+    }
+    memcpy(msg, &h, sizeof(h));
+    memcpy(msg + sizeof(h), b, n);
+    if (send(u->link, msg, sizeof(h) + n, MSG_NOSIGNAL) < 0)
+        goto lost;
+    for (;;) {
+        ssize_t r = recv(u->link, msg, sizeof(struct shim_hdr) + SHIM_PIECE, 0);
+        if (r < (ssize_t)sizeof(h))
+            goto lost;
+        memcpy(&h, msg, sizeof(h));
+        if (h.type != SHIM_VERDICT || h.len != (size_t)r - sizeof(h))
+            goto lost;
+        if (h.action == NKE_ACT_DROP) {
+            verdict = UDP_DROP;
+            break;
+        }
+        if (h.action != NKE_ACT_ALLOW_MODIFIED)
+            break;
+        uint8_t *m = realloc(*mod, *modlen + h.len + 1);
+        if (!m)
+            goto lost;
+        *mod = m;
+        memcpy(m + *modlen, msg + sizeof(h), h.len);
+        *modlen += h.len;
+        if (!(h.flags & SHIM_F_MORE)) {
+            verdict = UDP_MODIFIED;
+            break;
+        }
+    }
+    free(msg);
+    goto out;
+lost:
+    free(msg);
+    free(*mod);
+    *mod = NULL;
+    *modlen = 0;
+    SHIM_LOG("nke-emud link lost on UDP fd %d: failing open", fd);
+    libc_call(close, u->link);
+    u->link = -1;
+out:
+    pthread_mutex_unlock(&u->lock);
+    return verdict;
+}
+
+static bool is_udp(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return false;
+    /* Unlocked read of one pointer: a stale answer only means one datagram
+     * takes the other path, as if the close had raced it. */
+    return __atomic_load_n(&g_udp[fd], __ATOMIC_ACQUIRE) != NULL;
 }
 
 /* After fork the child has no relay threads; its copies of the relay fds
@@ -643,6 +796,166 @@ int shutdown(int fd, int how)
     int rc = libc_call(shutdown, fd, how);
     relay_put(r);
     return rc;
+}
+
+int socket(int domain, int type, int proto)
+{
+    int fd = libc_call(socket, domain, type, proto);
+    if (fd < 0 || fd >= MAX_FDS || (domain != AF_INET && domain != AF_INET6) || (type & 0xf) != SOCK_DGRAM)
+        return fd;
+    shim_init();
+    if (g_enabled != 1)
+        return fd;
+    struct udp_state *u = calloc(1, sizeof(*u));
+    if (!u)
+        return fd;
+    pthread_mutex_init(&u->lock, NULL);
+    u->link = -1;
+    u->family = domain == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET;
+    pthread_mutex_lock(&g_fd_lock);
+    struct udp_state *old = g_udp[fd];
+    __atomic_store_n(&g_udp[fd], u, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_fd_lock);
+    if (old) { /* fd number reused without our close(): forget the stale one */
+        if (old->link >= 0) libc_call(close, old->link);
+        free(old);
+    }
+    return fd;
+}
+
+ssize_t sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl)
+{
+    if (!is_udp(fd))
+        return libc_call(sendto, fd, b, n, flags, to, tl);
+    struct sockaddr_storage peer;
+    socklen_t pl = sizeof(peer);
+    const struct sockaddr *pa = to;
+    if (!pa && libc_call(getpeername, fd, (struct sockaddr *)&peer, &pl) == 0)
+        pa = (const struct sockaddr *)&peer;
+    uint8_t *mod;
+    size_t ml;
+    int v = udp_verdict(fd, NKE_DIR_OUT, b, n, pa, &mod, &ml);
+    if (v == UDP_DROP)
+        return (ssize_t)n; /* discarded after the program handed it over, like the kext */
+    if (v == UDP_MODIFIED) {
+        ssize_t r = libc_call(sendto, fd, mod, ml, flags, to, tl);
+        int e = errno;
+        free(mod);
+        errno = e;
+        return r < 0 ? r : (ssize_t)n;
+    }
+    return libc_call(sendto, fd, b, n, flags, to, tl);
+}
+
+ssize_t send(int fd, const void *b, size_t n, int flags)
+{
+    return sendto(fd, b, n, flags, NULL, 0);
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
+{
+    if (!is_udp(fd))
+        return libc_call(sendmsg, fd, m, flags);
+    size_t n = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        n += m->msg_iov[i].iov_len;
+    uint8_t *flat = malloc(n ? n : 1);
+    if (!flat)
+        return libc_call(sendmsg, fd, m, flags);
+    size_t o = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++) {
+        memcpy(flat + o, m->msg_iov[i].iov_base, m->msg_iov[i].iov_len);
+        o += m->msg_iov[i].iov_len;
+    }
+    ssize_t r = sendto(fd, flat, n, flags, m->msg_name, m->msg_namelen);
+    int e = errno;
+    free(flat);
+    errno = e;
+    return r;
+}
+
+static bool nonblocking(int fd, int flags)
+{
+    return (flags & MSG_DONTWAIT) || (fcntl(fd, F_GETFL) & O_NONBLOCK);
+}
+
+ssize_t recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from, socklen_t *fl)
+{
+    if (!is_udp(fd) || (flags & MSG_PEEK))
+        return libc_call(recvfrom, fd, b, n, flags, from, fl);
+    uint8_t *tmp = malloc(NKE_BUFFER_SIZE);
+    if (!tmp)
+        return libc_call(recvfrom, fd, b, n, flags, from, fl);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        ssize_t r = libc_call(recvfrom, fd, tmp, NKE_BUFFER_SIZE, flags & ~MSG_TRUNC, (struct sockaddr *)&ss, &sl);
+        if (r < 0) {
+            int e = errno;
+            free(tmp);
+            errno = e;
+            return r;
+        }
+        uint8_t *mod;
+        size_t ml;
+        int v = udp_verdict(fd, NKE_DIR_IN, tmp, (size_t)r, (struct sockaddr *)&ss, &mod, &ml);
+        if (v == UDP_DROP) {
+            if (nonblocking(fd, flags)) {
+                free(tmp);
+                errno = EAGAIN;
+                return -1;
+            }
+            continue;
+        }
+        const uint8_t *src = v == UDP_MODIFIED ? mod : tmp;
+        size_t len = v == UDP_MODIFIED ? ml : (size_t)r;
+        size_t c = len < n ? len : n;
+        memcpy(b, src, c);
+        if (from && fl) {
+            socklen_t cl = *fl < sl ? *fl : sl;
+            memcpy(from, &ss, cl);
+            *fl = sl;
+        }
+        free(mod);
+        free(tmp);
+        return (flags & MSG_TRUNC) ? (ssize_t)len : (ssize_t)c;
+    }
+}
+
+ssize_t recv(int fd, void *b, size_t n, int flags)
+{
+    return recvfrom(fd, b, n, flags, NULL, NULL);
+}
+
+ssize_t recvmsg(int fd, struct msghdr *m, int flags)
+{
+    if (!is_udp(fd) || (flags & MSG_PEEK))
+        return libc_call(recvmsg, fd, m, flags);
+    size_t n = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        n += m->msg_iov[i].iov_len;
+    uint8_t *flat = malloc(n ? n : 1);
+    if (!flat)
+        return libc_call(recvmsg, fd, m, flags);
+    socklen_t nl = m->msg_namelen;
+    ssize_t r = recvfrom(fd, flat, n, flags, m->msg_name, m->msg_name ? &nl : NULL);
+    if (r >= 0) {
+        size_t o = 0, left = (size_t)r < n ? (size_t)r : n;
+        for (size_t i = 0; i < m->msg_iovlen && left; i++) {
+            size_t c = m->msg_iov[i].iov_len < left ? m->msg_iov[i].iov_len : left;
+            memcpy(m->msg_iov[i].iov_base, flat + o, c);
+            o += c;
+            left -= c;
+        }
+        if (m->msg_name)
+            m->msg_namelen = nl;
+        m->msg_controllen = 0; /* ancillary data is not carried through the verdict */
+        m->msg_flags = (size_t)r > n ? MSG_TRUNC : 0;
+    }
+    int e = errno;
+    free(flat);
+    errno = e;
+    return r;
 }
 
 static void report_exec(const char *path)

@@ -10,7 +10,9 @@
  * verdict arrives, which is what "held data blocks only its socket" means).
  * emud -> shim: SHIM_VERDICT per SHIM_DATA, in order per direction; modified
  * bytes longer than SHIM_PIECE come in several messages, all but the last
- * with SHIM_F_MORE. Closing the connection is the socket's detach; emud
+ * with SHIM_F_MORE. UDP sockets are not relayed: the shim's send and receive
+ * calls ask for the verdict of each datagram synchronously on the socket's
+ * own link (only the calling thread waits). Closing the connection is the socket's detach; emud
  * closing it (death, restart) makes the shim fail open: pending data is sent
  * as it was and nothing more is reported.
  */
@@ -28,6 +30,7 @@ enum shim_msg_type {
 };
 
 #define SHIM_F_MORE 0x1u
+#define SHIM_F_DATAGRAM 0x2u  /* DATA: one UDP datagram (boundaries kept) */
 #define SHIM_PIECE (60u * 1024u)   /* bytes per message either way */
 
 struct shim_hdr {
@@ -37,6 +40,7 @@ struct shim_hdr {
     uint32_t len;         /* bytes following */
     uint32_t flags;       /* SHIM_F_* */
     uint32_t _pad0;
+    struct nke_addr addr; /* DATA of a UDP socket: the datagram's peer (family 0: none) */
 };
 
 struct shim_attach {
