@@ -23,6 +23,11 @@ module.exports = [
     what: 'kext/core C unit tests (plain and ASan+UBSan) and fuzz smoke',
     cmd: ['node', 'test/native/run.js'],
   },
+  {
+    name: 'emu',
+    what: 'Linux emulator (nke-emud + libnkeshim.so) against curl, python3 and node',
+    cmd: ['sh', '-c', 'make -s -C native/emu && exec "$0" "$@"', ...mocha('test/emu/*.test.js')],
+  },
   // Both below install the private code-server on first use (~1 min, cached in .cache/).
   {
     name: 'inhost',

@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// Emulator cost on loopback TCP: bulk throughput raw / under the shim with no
+// user client / under the shim with a pass-all client (every chunk held and
+// answered), and the hold-and-pass round trip (p50/p99) of 64-byte ping-pongs.
+// NKE_BENCH_BYTES sets the bulk size (default 1 GiB). socat and mitmdump
+// comparisons are not measured yet.
+'use strict';
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const build = path.resolve(__dirname, '../../native/emu/build');
+const BYTES = Number(process.env.NKE_BENCH_BYTES || 1024 * 1024 * 1024);
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-emu-bench-'));
+const rt = path.join(dir, 'rt');
+
+function waitReady(p, re) {
+  return new Promise((res, rej) => {
+    let b = '';
+    p.stdout.on('data', (d) => { b += d; if (re.test(b)) res(); });
+    p.on('exit', () => rej(new Error(`${p.spawnfile} exited early`)));
+  });
+}
+
+// The program measured: sends BYTES to a sink (or runs ping-pongs) and prints a JSON result.
+const SENDER = `
+const net = require('net');
+const [mode, port, n] = process.argv.slice(1);
+const s = net.connect(+port, '127.0.0.1', () => {
+  if (mode === 'bulk') {
+    const chunk = Buffer.alloc(1 << 20, 0x61); let sent = 0; const t0 = process.hrtime.bigint();
+    const pump = () => { while (sent < +n) { sent += chunk.length; if (!s.write(chunk)) return s.once('drain', pump); } s.end(); };
+    s.on('close', () => console.log(JSON.stringify({ ns: Number(process.hrtime.bigint() - t0) })));
+    s.on('data', () => {}); pump();
+  } else {
+    const lat = []; let t; const msg = Buffer.alloc(64, 0x62);
+    const one = () => { if (lat.length === +n) { s.end(); lat.sort((a, b) => a - b); console.log(JSON.stringify({ p50: lat[lat.length >> 1], p99: lat[Math.floor(lat.length * 0.99)] })); return; } t = process.hrtime.bigint(); s.write(msg); };
+    let got = 0; s.on('data', (d) => { got += d.length; if (got >= 64) { got -= 64; lat.push(Number(process.hrtime.bigint() - t) / 1e3); one(); } }); one();
+  }
+});`;
+
+function runSender(env, mode, port, n) {
+  return new Promise((res, rej) => {
+    const p = spawn('node', ['-e', SENDER, mode, String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`sender exit ${code}`))));
+  });
+}
+
+async function main() {
+  const sink = net.createServer((s) => { s.on('data', () => {}); s.on('end', () => s.end()); });
+  const echo = net.createServer((s) => s.pipe(s));
+  await new Promise((r) => sink.listen(0, '127.0.0.1', r));
+  await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+  const emud = spawn(path.join(build, 'nke-emud'), [], { env: { ...process.env, NKE_EMU_DIR: rt }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await waitReady(emud, /ready/);
+  const shim = { LD_PRELOAD: path.join(build, 'libnkeshim.so'), NKE_EMU_DIR: rt };
+  const mb = BYTES / (1 << 20);
+  const rate = (r) => mb / (r.ns / 1e9);
+  const raw = await runSender({}, 'bulk', sink.address().port, BYTES);
+  const rawLat = await runSender({}, 'pingpong', echo.address().port, 2000);
+  const none = await runSender(shim, 'bulk', sink.address().port, BYTES);
+  const client = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await waitReady(client, /ready/);
+  const all = await runSender(shim, 'bulk', sink.address().port, BYTES);
+  const holdLat = await runSender(shim, 'pingpong', echo.address().port, 2000);
+  client.kill('SIGKILL');
+  emud.kill('SIGKILL');
+  sink.close();
+  echo.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(`bulk ${mb} MiB loopback TCP:`);
+  console.log(`  raw                      ${rate(raw).toFixed(0)} MiB/s`);
+  console.log(`  shim, no user client     ${rate(none).toFixed(0)} MiB/s  (ratio ${(rate(none) / rate(raw)).toFixed(2)})`);
+  console.log(`  shim, all held + pass    ${rate(all).toFixed(0)} MiB/s  (ratio ${(rate(all) / rate(raw)).toFixed(2)})`);
+  console.log(`64-byte round trip (us):  raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; hold-and-pass both ways p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`);
+}
+main().catch((e) => { console.error(e); process.exit(1); });
