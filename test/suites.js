@@ -13,4 +13,9 @@ const mocha = (glob, extra = []) => [
 
 module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
+  {
+    name: 'helper',
+    what: 'helper process, model, rules, CLI; with the emulator and real programs',
+    cmd: mocha('out/test/helper/**/*.test.js', ['--timeout', '60000']),
+  },
 ];
