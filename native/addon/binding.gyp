@@ -19,7 +19,8 @@
         "../emu/include"
       ],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags": ["-std=c11", "-Wall", "-Wextra"],
+      "cflags": ["-Wall", "-Wextra"],
+      "cflags_c": ["-std=c11"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fexceptions"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
