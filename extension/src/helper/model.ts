@@ -110,7 +110,10 @@ export class LiveModel {
   }
 
   private record(e: NewEvent): void {
-    const ev = { ...e, seq: ++this.seq, time: Date.now() } as HistoryEvent;
+    // Completed in place: one allocation per event on the hot path.
+    const ev = e as HistoryEvent;
+    ev.seq = ++this.seq;
+    ev.time = Date.now();
     if (this.history.length < this.historyLimit) this.history.push(ev);
     else {
       this.history[this.historyStart] = ev;
@@ -276,7 +279,7 @@ export class LiveModel {
       process: s?.view.process ?? '',
       direction: n.direction === DIR_IN ? 'in' : 'out',
       size: n.size,
-      streamOffset: Number(n.streamOffset),
+      streamOffset: n.streamOffset,
       local: s?.view.local,
       remote: n.addr ? endpoint(n.addr) : s?.view.remote,
       deadline: Date.now() + n.deadlineMs,
@@ -304,7 +307,12 @@ export class LiveModel {
     else if (action === 'drop') this.counters.verdictsDrop++;
     else if (action === 'replace') this.counters.verdictsReplace++;
     else if (action === 'rewrite') this.counters.rewritten++;
-    else this.counters.autoPassed++;
+    else {
+      // Auto-passed chunks are the bulk of traffic: counted, and their data
+      // event is in the history already; no second event each.
+      this.counters.autoPassed++;
+      return;
+    }
     this.record({ kind: 'verdict', chunkId, action, size });
   }
 
