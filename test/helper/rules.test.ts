@@ -99,7 +99,7 @@ describe('helper rules', () => {
     assert.equal(b.readUInt32LE(24), 0x001 | 0x010); // PID | LOCAL_PORT
     assert.equal(b[28], RuleAction.Pass);
     assert.equal(b.readInt32LE(32), 7);
-    assert.equal(b.readUInt16LE(36), 22);
+    assert.equal(b.readUInt16LE(36), 22); // local_port_min
     assert.equal(b.readUInt16LE(38), 22);
   });
 });

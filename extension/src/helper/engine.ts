@@ -15,13 +15,12 @@ import {
   decodeBatch,
   decodeFilterState,
   encodeCaptureConfig,
-  encodePutData,
+  encodePutDataPieces,
   encodeResponse,
   type FilterState,
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
-  PUT_DATA_MAX_PIECE,
   type Release,
   RESPONSE_MAX_RELEASES,
   RESPONSE_MAX_VERDICTS,
@@ -272,13 +271,9 @@ export class FilterEngine extends EventEmitter {
     this.model.verdict(id, action, action === 'replace' ? bytes!.length : p.view.size);
   }
 
+  /** Stages modified bytes, in order, before the ALLOW_MODIFIED verdict that uses them. */
   private stage(chunkId: bigint, sock: { slot: number; gen: number }, bytes: Buffer): void {
-    let off = 0;
-    do {
-      const piece = bytes.subarray(off, off + PUT_DATA_MAX_PIECE);
-      this.client!.putData(encodePutData(chunkId, sock, bytes.length, off, piece));
-      off += piece.length;
-    } while (off < bytes.length);
+    for (const piece of encodePutDataPieces(chunkId, sock, bytes)) this.client!.putData(piece);
   }
 
   private flowOf(n: DataNotification): Flow {

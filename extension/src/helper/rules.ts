@@ -115,14 +115,14 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRu
     protocol: 0,
     family: 0,
     pid: 0,
-    localPortMin: 0,
-    localPortMax: 0,
-    remotePortMin: 0,
-    remotePortMax: 0,
-    localPrefix: 0,
-    remotePrefix: 0,
-    localAddr: new Uint8Array(16),
-    remoteAddr: new Uint8Array(16),
+    local_port_min: 0,
+    local_port_max: 0,
+    remote_port_min: 0,
+    remote_port_max: 0,
+    local_prefix: 0,
+    remote_prefix: 0,
+    local_addr: new Uint8Array(16),
+    remote_addr: new Uint8Array(16),
     comm: '',
   };
   if (m.pid !== undefined) {
@@ -149,11 +149,11 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRu
     r.protocol = p;
   }
   if (m.localPort !== undefined) {
-    [r.localPortMin, r.localPortMax] = parsePortRange(`${where}.localPort`, m.localPort);
+    [r.local_port_min, r.local_port_max] = parsePortRange(`${where}.localPort`, m.localPort);
     r.match |= MATCH.LOCAL_PORT;
   }
   if (m.remotePort !== undefined) {
-    [r.remotePortMin, r.remotePortMax] = parsePortRange(`${where}.remotePort`, m.remotePort);
+    [r.remote_port_min, r.remote_port_max] = parsePortRange(`${where}.remotePort`, m.remotePort);
     r.match |= MATCH.REMOTE_PORT;
   }
   for (const side of ['local', 'remote'] as const) {
@@ -164,11 +164,11 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRu
     r.family = c.family;
     r.match |= MATCH.FAMILY | (side === 'local' ? MATCH.LOCAL_ADDR : MATCH.REMOTE_ADDR);
     if (side === 'local') {
-      r.localAddr = c.addr;
-      r.localPrefix = c.prefix;
+      r.local_addr = c.addr;
+      r.local_prefix = c.prefix;
     } else {
-      r.remoteAddr = c.addr;
-      r.remotePrefix = c.prefix;
+      r.remote_addr = c.addr;
+      r.remote_prefix = c.prefix;
     }
   }
   return r;
@@ -181,11 +181,11 @@ export function ruleMatches(r: KernelRule, f: Flow): boolean {
   if (r.match & MATCH.DIRECTION && !(r.direction & f.direction)) return false;
   if (r.match & MATCH.PROTOCOL && r.protocol !== f.protocol) return false;
   if (r.match & MATCH.FAMILY && r.family !== f.family) return false;
-  if (r.match & MATCH.LOCAL_PORT && (f.localPort < r.localPortMin || f.localPort > r.localPortMax)) return false;
-  if (r.match & MATCH.REMOTE_PORT && (f.remotePort < r.remotePortMin || f.remotePort > r.remotePortMax))
+  if (r.match & MATCH.LOCAL_PORT && (f.localPort < r.local_port_min || f.localPort > r.local_port_max)) return false;
+  if (r.match & MATCH.REMOTE_PORT && (f.remotePort < r.remote_port_min || f.remotePort > r.remote_port_max))
     return false;
-  if (r.match & MATCH.LOCAL_ADDR && !prefixMatch(r.localAddr, f.localAddr, r.localPrefix)) return false;
-  if (r.match & MATCH.REMOTE_ADDR && !prefixMatch(r.remoteAddr, f.remoteAddr, r.remotePrefix)) return false;
+  if (r.match & MATCH.LOCAL_ADDR && !prefixMatch(r.local_addr, f.localAddr, r.local_prefix)) return false;
+  if (r.match & MATCH.REMOTE_ADDR && !prefixMatch(r.remote_addr, f.remoteAddr, r.remote_prefix)) return false;
   return true;
 }
 
