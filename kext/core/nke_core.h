@@ -77,9 +77,11 @@ void nke_pool_init(struct nke_pool *p);
 int nke_pool_alloc(struct nke_pool *p, uint64_t chunk_id, uint32_t n,
                    uint16_t out[NKE_CHUNK_MAX_BUFFERS]);
 /* Checks that `buf` may be released on behalf of chunk_id: NKE_OK,
- * NKE_ERR_BUF_RANGE or NKE_ERR_BUF_FOREIGN. No state change. */
+ * NKE_ERR_BUF_RANGE (index out of range), NKE_ERR_BUF_DOUBLE (buffer is free)
+ * or NKE_ERR_BUF_FOREIGN (another chunk owns it). No state change. */
 int nke_pool_check(const struct nke_pool *p, uint64_t chunk_id, uint32_t buf);
-void nke_pool_free(struct nke_pool *p, uint16_t buf);
+/* NKE_OK, NKE_ERR_BUF_RANGE or NKE_ERR_BUF_DOUBLE (already free: nothing changed). */
+int nke_pool_free(struct nke_pool *p, uint16_t buf);
 uint32_t nke_pool_in_use(const struct nke_pool *p);
 
 /* ======================================================================== */
@@ -158,12 +160,13 @@ struct nke_chunk {
     uint8_t direction;
     uint8_t nbuffers;
     uint8_t released_mask;     /* bit i: buffers[i] already released */
-    uint8_t _pad;
+    uint8_t staging;           /* put_data has begun (staged may be NULL for 0 bytes) */
     uint16_t buffers[NKE_CHUNK_MAX_BUFFERS];
     uint64_t deadline_ms;      /* HELD only */
     void *data_ctx;            /* HELD only */
-    void *staged;              /* put_data staging */
+    void *staged;              /* put_data staging, owned by the platform's allocator */
     uint32_t staged_len, staged_total;
+    int32_t pid;               /* of the socket at data time, for the platform's logs */
 };
 
 enum nke_sock_state_flags {
@@ -174,8 +177,8 @@ enum nke_sock_state_flags {
 };
 
 struct nke_sock {
-    uint32_t gen;              /* 0 = slot free */
-    uint32_t flags;            /* enum nke_sock_state_flags */
+    uint32_t gen;              /* generation; kept when the slot is freed, bumped on reuse */
+    uint32_t flags;            /* enum nke_sock_state_flags; 0 = slot free */
     struct nke_sock_info info;
     struct nke_addr local, remote;
     uint64_t bytes_in, bytes_out;          /* seen by the filter */
@@ -200,6 +203,9 @@ struct nke_core {
     struct nke_chunk chunks[NKE_BUFFER_COUNT]; /* a chunk holds >= 1 buffer */
     struct nke_capture_config capture;
     struct nke_filter_state stats;
+    /* Not in the ABI's nke_filter_state: response/put-data entries that named
+     * a chunk the filter already auto-released (skipped, not an error). */
+    uint64_t stale_entries;
 };
 
 /* `socks` must hold `nsocks` zeroed entries (slot 0 is never used, so a zero
@@ -300,13 +306,32 @@ struct nke_exec_record {
 struct nke_kev_reasm_slot {
     bool in_use;
     uint64_t first_ms;
+    uint32_t covered_bytes;                    /* path bytes received so far */
+    uint16_t piece_off[NKE_KEV_MAX_CHUNKS];    /* per received chunk, to tell a */
+    uint16_t piece_len[NKE_KEV_MAX_CHUNKS];    /* duplicate from a conflict */
+    uint8_t covered[NKE_PATH_MAX / 8u];        /* bit per path byte received */
     struct nke_exec_record rec;
+};
+
+/* Execs recently emitted (complete or not): late copies of their chunks are
+ * duplicates, not the start of a new record. */
+#define NKE_KEV_RECENT 64u
+struct nke_kev_recent {
+    uint32_t exec_id;
+    int32_t pid;
+    uint16_t total_len;
+    uint8_t chunk_count;
+    uint8_t used;
 };
 
 struct nke_kev_reasm {
     uint32_t vendor_code;   /* messages of other vendors/classes are ignored */
     uint32_t timeout_ms;
     uint64_t duplicates, malformed, evicted;
+    uint64_t conflicts;     /* chunks disagreeing with their exec: record flushed incomplete */
+    uint64_t completed, incomplete;  /* records emitted */
+    uint32_t recent_next;
+    struct nke_kev_recent recent[NKE_KEV_RECENT];
     struct nke_kev_reasm_slot slots[NKE_KEV_REASM_SLOTS];
 };
 
