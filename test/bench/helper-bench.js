@@ -84,7 +84,9 @@ const ms = Number(process.hrtime.bigint() - t0) / 1e6;
 const n = batches * perBatch;
 const rss = process.memoryUsage().rss / (1024 * 1024);
 console.log(`helper model: ${n} notifications in ${ms.toFixed(0)} ms = ${Math.round((n / ms) * 1000)} /s`);
-console.log(`history ${engine.model.historySize} events kept (limit ${engine.model.historyLimit}), ${engine.model.counters.historyDropped} dropped`);
+console.log(
+  `history ${engine.model.historySize} events kept (limit ${engine.model.historyLimit}), ${engine.model.counters.historyDropped} dropped`,
+);
 console.log(`RSS after ${n} events: ${rss.toFixed(1)} MB`);
 const ok = (n / ms) * 1000 >= 100_000 && rss <= 200;
 console.log(ok ? '1 passed, 0 failed' : '0 passed, 1 failed');

@@ -103,13 +103,24 @@ describe('helper live model', () => {
   it('holds a 1000-byte exec path and the tree by parent pid', () => {
     const m = new LiveModel();
     const long = `/${'d/'.repeat(499)}x`.slice(0, 1000);
-    m.addExec({ execId: 1, pid: 10, ppid: 1, uid: 0, flags: 0, complete: true, path: Buffer.from('/bin/sh') });
+    m.addExec({
+      execId: 1,
+      pid: 10,
+      ppid: 1,
+      uid: 0,
+      flags: 0,
+      complete: true,
+      path: Buffer.from('/bin/sh'),
+    });
     m.addExec({ execId: 2, pid: 11, ppid: 10, uid: 0, flags: 0, complete: true, path: Buffer.from(long) });
     const gap = Buffer.from('/usr/bin/ab');
     gap[5] = 0;
     m.addExec({ execId: 3, pid: 12, ppid: 10, uid: 0, flags: 0, complete: false, path: gap });
     const kids = m.execChildren(10);
-    assert.deepEqual(kids.map((k) => k.pid), [11, 12]);
+    assert.deepEqual(
+      kids.map((k) => k.pid),
+      [11, 12],
+    );
     assert.equal(kids[0].path.length, 1000);
     assert.equal(kids[0].path, long);
     assert.equal(kids[1].complete, false);
@@ -126,7 +137,10 @@ describe('helper live model', () => {
     assert.equal(h.length, 100);
     assert.equal(h[0].seq, 151);
     assert.equal(h[99].seq, 250);
-    assert.deepEqual(m.historySince(240, 1000).map((e) => e.seq), [241, 242, 243, 244, 245, 246, 247, 248, 249, 250]);
+    assert.deepEqual(
+      m.historySince(240, 1000).map((e) => e.seq),
+      [241, 242, 243, 244, 245, 246, 247, 248, 249, 250],
+    );
   });
 
   it('sends only changes in an update and nothing when idle', () => {
@@ -137,7 +151,10 @@ describe('helper live model', () => {
     assert.equal(m.isDirty, false);
     feed(m, data(2, 1, 1n, 10, false));
     const u2 = m.takeUpdate();
-    assert.deepEqual(u2.sockets.map((s) => s.id), ['2:1']);
+    assert.deepEqual(
+      u2.sockets.map((s) => s.id),
+      ['2:1'],
+    );
   });
 
   it('counts malformed records instead of trusting them', () => {

@@ -10,7 +10,13 @@ import path from 'node:path';
 import { ErrorCodes, RequestType, ResponseError } from 'vscode-jsonrpc';
 import { HelperClient } from '../../extension/src/helper-client/helperClient';
 import * as P from '../../extension/src/shared/helperProtocol';
-import { connectWithToken, makePrivateDir, newToken, RefusedError, TokenServer } from '../../extension/src/shared/tokenSocket';
+import {
+  connectWithToken,
+  makePrivateDir,
+  newToken,
+  RefusedError,
+  TokenServer,
+} from '../../extension/src/shared/tokenSocket';
 
 const root = path.resolve(__dirname, '../../..');
 const helperScript = path.join(root, 'dist/helper.js');
@@ -44,7 +50,10 @@ describe('helper protocol (real helper process)', function () {
   });
 
   it('answers an unknown method with MethodNotFound and keeps serving', async () => {
-    await rejectsWith(client.connection!.sendRequest(new RequestType<unknown, unknown, void>('nke/doesNotExist'), {}), ErrorCodes.MethodNotFound);
+    await rejectsWith(
+      client.connection!.sendRequest(new RequestType<unknown, unknown, void>('nke/doesNotExist'), {}),
+      ErrorCodes.MethodNotFound,
+    );
     assert.equal((await client.connection!.sendRequest(P.Hello)).pid, client.pid);
   });
 
@@ -53,20 +62,34 @@ describe('helper protocol (real helper process)', function () {
     const raw = new RequestType<unknown, unknown, void>('nke/verdict');
     await rejectsWith(c.sendRequest(raw, { id: 5, action: 'allow' }), ErrorCodes.InvalidParams, /id must be/);
     await rejectsWith(c.sendRequest(raw, { id: '5', action: 'maybe' }), ErrorCodes.InvalidParams, /action/);
-    await rejectsWith(c.sendRequest(raw, { id: '5', action: 'replace', base64: '%%%' }), ErrorCodes.InvalidParams, /base64/);
+    await rejectsWith(
+      c.sendRequest(raw, { id: '5', action: 'replace', base64: '%%%' }),
+      ErrorCodes.InvalidParams,
+      /base64/,
+    );
     await rejectsWith(c.sendRequest(raw, 'just a string'), ErrorCodes.InvalidParams);
     await rejectsWith(
       c.sendRequest(P.SetRules, { rules: { intercept: [{ action: 'hold', remotePort: -1 }] } }),
       ErrorCodes.InvalidParams,
       /intercept\[0\]\.remotePort/,
     );
-    await rejectsWith(c.sendRequest(new RequestType<unknown, unknown, void>('nke/setPaused'), { paused: 'yes' }), ErrorCodes.InvalidParams);
+    await rejectsWith(
+      c.sendRequest(new RequestType<unknown, unknown, void>('nke/setPaused'), { paused: 'yes' }),
+      ErrorCodes.InvalidParams,
+    );
     await rejectsWith(c.sendRequest(P.GetHistory, { since: -3 }), ErrorCodes.InvalidParams);
   });
 
   it('answers an unknown payload id with UnknownPayload', async () => {
-    await rejectsWith(client.connection!.sendRequest(P.Verdict, { id: '987654321', action: 'allow' }), P.HelperErrorCode.UnknownPayload, /987654321/);
-    await rejectsWith(client.connection!.sendRequest(P.GetPayload, { id: '987654321' }), P.HelperErrorCode.UnknownPayload);
+    await rejectsWith(
+      client.connection!.sendRequest(P.Verdict, { id: '987654321', action: 'allow' }),
+      P.HelperErrorCode.UnknownPayload,
+      /987654321/,
+    );
+    await rejectsWith(
+      client.connection!.sendRequest(P.GetPayload, { id: '987654321' }),
+      P.HelperErrorCode.UnknownPayload,
+    );
   });
 
   it('refuses a huge message without buffering it and keeps serving', async () => {
@@ -81,7 +104,11 @@ describe('helper protocol (real helper process)', function () {
   });
 
   it('accepts valid rules and reports them in the snapshot', async () => {
-    const rules: P.RulesConfig = { default: 'pass', intercept: [{ action: 'hold', remotePort: 8080 }], rewrite: [] };
+    const rules: P.RulesConfig = {
+      default: 'pass',
+      intercept: [{ action: 'hold', remotePort: 8080 }],
+      rewrite: [],
+    };
     await client.connection!.sendRequest(P.SetRules, { rules });
     const snap = await client.connection!.sendRequest(P.GetSnapshot);
     assert.deepEqual(snap.rules.intercept, rules.intercept);
@@ -121,7 +148,14 @@ describe('helper token proof', function () {
     const tokenFile = path.join(dir, 'token');
     fs.writeFileSync(tokenFile, newToken(), { mode: 0o600 });
     // Asynchronous: the server answering the helper runs in this process.
-    const child = spawn(process.execPath, [helperScript, '--socket', server.socketPath, '--token-file', tokenFile, '--no-connect']);
+    const child = spawn(process.execPath, [
+      helperScript,
+      '--socket',
+      server.socketPath,
+      '--token-file',
+      tokenFile,
+      '--no-connect',
+    ]);
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const status = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

@@ -2,8 +2,23 @@
 // helper's own matching agree on which chunk is held for a person, rewritten
 // or passed.
 import assert from 'node:assert/strict';
-import { compileRules, decideHeld, type Flow, parseCidr, rewriteBytes, RulesError } from '../../extension/src/helper/rules';
-import { AF_INET, DIR_IN, DIR_OUT, encodeCaptureConfig, PROTO_TCP, PROTO_UDP, RuleAction } from '../../extension/src/helper/wire';
+import {
+  compileRules,
+  decideHeld,
+  type Flow,
+  parseCidr,
+  rewriteBytes,
+  RulesError,
+} from '../../extension/src/helper/rules';
+import {
+  AF_INET,
+  DIR_IN,
+  DIR_OUT,
+  encodeCaptureConfig,
+  PROTO_TCP,
+  PROTO_UDP,
+  RuleAction,
+} from '../../extension/src/helper/wire';
 
 function flow(over: Partial<Flow> = {}): Flow {
   const local = new Uint8Array(16);
@@ -37,7 +52,10 @@ describe('helper rules', () => {
   });
 
   it('matches addresses by prefix and protocol', () => {
-    const r = compileRules({ default: 'pass', intercept: [{ action: 'hold', remoteAddr: '10.0.0.0/8', protocol: 'udp' }] });
+    const r = compileRules({
+      default: 'pass',
+      intercept: [{ action: 'hold', remoteAddr: '10.0.0.0/8', protocol: 'udp' }],
+    });
     assert.equal(decideHeld(r, flow({ protocol: PROTO_UDP })).kind, 'person');
     assert.equal(decideHeld(r, flow()).kind, 'pass');
     const other = new Uint8Array(16);
@@ -60,7 +78,10 @@ describe('helper rules', () => {
   });
 
   it('rewrites every occurrence, including growing and shrinking', () => {
-    assert.equal(rewriteBytes(Buffer.from('a-b-a-a'), Buffer.from('a'), Buffer.from('xyz'))?.toString(), 'xyz-b-xyz-xyz');
+    assert.equal(
+      rewriteBytes(Buffer.from('a-b-a-a'), Buffer.from('a'), Buffer.from('xyz'))?.toString(),
+      'xyz-b-xyz-xyz',
+    );
     assert.equal(rewriteBytes(Buffer.from('hello'), Buffer.from('ll'), Buffer.alloc(0))?.toString(), 'heo');
     assert.equal(rewriteBytes(Buffer.from('hello'), Buffer.from('zz'), Buffer.from('y')), undefined);
   });
@@ -79,7 +100,12 @@ describe('helper rules', () => {
       [{ rewrite: [{ find: 'zz', replace: 'x', encoding: 'hex' }] }, /hex/],
       [{ intercept: Array(65).fill({ action: 'hold' }) }, /at most 64/],
     ];
-    for (const [input, re] of bad) assert.throws(() => compileRules(input), (e: Error) => e instanceof RulesError && re.test(e.message));
+    for (const [input, re] of bad) {
+      assert.throws(
+        () => compileRules(input),
+        (e: Error) => e instanceof RulesError && re.test(e.message),
+      );
+    }
   });
 
   it('parses IPv6 CIDRs', () => {
@@ -89,8 +115,17 @@ describe('helper rules', () => {
   });
 
   it('encodes the capture config in the ABI layout', () => {
-    const r = compileRules({ default: 'hold', holdTimeoutMs: 1500, intercept: [{ action: 'pass', pid: 7, localPort: 22 }] });
-    const b = encodeCaptureConfig(r.kernel.mode, r.kernel.defaultAction, r.kernel.holdTimeoutMs, r.kernel.rules);
+    const r = compileRules({
+      default: 'hold',
+      holdTimeoutMs: 1500,
+      intercept: [{ action: 'pass', pid: 7, localPort: 22 }],
+    });
+    const b = encodeCaptureConfig(
+      r.kernel.mode,
+      r.kernel.defaultAction,
+      r.kernel.holdTimeoutMs,
+      r.kernel.rules,
+    );
     assert.equal(b.length, 24 + 88 * 64);
     assert.equal(b.readUInt32LE(4), 2); // RULES
     assert.equal(b.readUInt32LE(8), RuleAction.Hold);

@@ -38,12 +38,17 @@ const USAGE = `usage:
 function controlDir(create: boolean): string {
   const dir =
     process.env.NKE_CLI_DIR ??
-    (process.env.XDG_RUNTIME_DIR ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli') : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
+    (process.env.XDG_RUNTIME_DIR
+      ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli')
+      : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
   if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (fs.existsSync(dir)) {
     const st = fs.statSync(dir);
-    if (st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0)
-      throw new CliError(`${dir} is not a private directory of this user (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); remove it`);
+    if (st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
+      throw new CliError(
+        `${dir} is not a private directory of this user (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); remove it`,
+      );
+    }
   }
   return dir;
 }
@@ -102,7 +107,9 @@ function fmtEvent(ev: P.HistoryEvent): string {
 }
 
 function statusLines(s: P.FilterStatus): string {
-  const lines = [`filter: ${s.connected ? 'connected' : 'not connected'} (${s.transport})${s.paused ? ', paused' : ''}`];
+  const lines = [
+    `filter: ${s.connected ? 'connected' : 'not connected'} (${s.transport})${s.paused ? ', paused' : ''}`,
+  ];
   if (s.sessionId) lines.push(`session: ${s.sessionId}`);
   if (s.error) lines.push(`error: ${s.error.code}: ${s.error.message}`);
   if (s.state) for (const [k, v] of Object.entries(s.state)) lines.push(`  ${k}: ${v}`);
@@ -180,12 +187,13 @@ async function ownFilter(
   const out = (line: string) => process.stdout.write(`${line}\n`);
   engine.on('update', (b) => {
     for (const ev of b.events) out(json ? JSON.stringify(ev) : fmtEvent(ev));
-    for (const p of b.pendingAdded)
+    for (const p of b.pendingAdded) {
       out(
         json
           ? JSON.stringify({ kind: 'pending', ...p })
           : `pending ${p.id}: ${p.direction} ${p.size} bytes, pid ${p.pid} (${p.process}) ${fmtEndpoint(p.local)} -> ${fmtEndpoint(p.remote)}; nke verdict ${p.id} allow|drop|replace FILE`,
       );
+    }
   });
 
   return new Promise<number>((resolve) => {
@@ -215,14 +223,18 @@ function emuLauncher(): string {
     const p = path.resolve(__dirname, up, 'native/emu/build/nke-emu');
     if (fs.existsSync(p)) return p;
   }
-  throw new CliError('the emulator launcher native/emu/build/nke-emu is not built: run npm install (or set NKE_EMU_LAUNCHER)');
+  throw new CliError(
+    'the emulator launcher native/emu/build/nke-emu is not built: run npm install (or set NKE_EMU_LAUNCHER)',
+  );
 }
 
 async function cmdRun(json: boolean, rulesFile: string | undefined, cmd: string[]): Promise<number> {
   if (!cmd.length) throw new CliError(`nke run: no command after --\n${USAGE}`, 2);
   const launcher = emuLauncher();
   return ownFilter(json, rulesFile, undefined, (_engine, stop) => {
-    const child = spawn(launcher, ['--', ...cmd], { stdio: ['inherit', json ? 'ignore' : 'inherit', 'inherit'] });
+    const child = spawn(launcher, ['--', ...cmd], {
+      stdio: ['inherit', json ? 'ignore' : 'inherit', 'inherit'],
+    });
     child.on('error', (e) => {
       process.stderr.write(`nke run: cannot start ${launcher}: ${e.message}\n`);
       stop(127);
@@ -234,10 +246,17 @@ async function cmdRun(json: boolean, rulesFile: string | undefined, cmd: string[
   });
 }
 
-async function cmdVerdict(id: string | undefined, action: string | undefined, file: string | undefined): Promise<number> {
-  if (!id || !/^\d+$/.test(id)) throw new CliError(`nke verdict: ID must be a pending payload id (a number)\n${USAGE}`, 2);
-  if (action !== 'allow' && action !== 'drop' && action !== 'replace')
+async function cmdVerdict(
+  id: string | undefined,
+  action: string | undefined,
+  file: string | undefined,
+): Promise<number> {
+  if (!id || !/^\d+$/.test(id)) {
+    throw new CliError(`nke verdict: ID must be a pending payload id (a number)\n${USAGE}`, 2);
+  }
+  if (action !== 'allow' && action !== 'drop' && action !== 'replace') {
     throw new CliError(`nke verdict: action must be allow, drop or replace\n${USAGE}`, 2);
+  }
   let base64: string | undefined;
   if (action === 'replace') {
     if (!file) throw new CliError('nke verdict: replace needs FILE with the new bytes (- for stdin)', 2);
@@ -248,7 +267,9 @@ async function cmdVerdict(id: string | undefined, action: string | undefined, fi
     }
   } else if (file) throw new CliError(`nke verdict: FILE is only for replace`, 2);
   const conn = await connectControl();
-  if (!conn) throw new CliError(`no nke watch or nke run is running (no control socket in ${controlDir(false)})`);
+  if (!conn) {
+    throw new CliError(`no nke watch or nke run is running (no control socket in ${controlDir(false)})`);
+  }
   try {
     await conn.sendRequest(P.Verdict, { id, action, base64 });
   } catch (e) {
@@ -280,8 +301,9 @@ async function main(argv: string[]): Promise<number> {
   const rules = value('--rules');
   const historyArg = value('--history');
   const history = historyArg === undefined ? undefined : Number(historyArg);
-  if (history !== undefined && (!Number.isInteger(history) || history < 1))
+  if (history !== undefined && (!Number.isInteger(history) || history < 1)) {
     throw new CliError('--history must be a positive integer', 2);
+  }
   const noExtra = () => {
     if (args.length) throw new CliError(`unexpected argument ${args[0]}\n${USAGE}`, 2);
   };

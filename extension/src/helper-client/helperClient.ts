@@ -36,11 +36,6 @@ export interface HelperLaunchOptions {
   log?: (message: string) => void;
 }
 
-export interface HelperClient {
-  on(event: 'connected', l: (c: MessageConnection, hello: HelloResult) => void): this;
-  on(event: 'disconnected', l: (reason: string) => void): this;
-}
-
 /** Quotes one word for /bin/sh. */
 function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
@@ -51,7 +46,10 @@ function appleScriptString(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
-export class HelperClient extends EventEmitter {
+export class HelperClient extends EventEmitter<{
+  connected: [MessageConnection, HelloResult];
+  disconnected: [string];
+}> {
   private readonly dir = makePrivateDir('nke-helper-');
   private readonly socketPath = path.join(this.dir, 'helper.sock');
   private server?: TokenServer;
@@ -87,7 +85,10 @@ export class HelperClient extends EventEmitter {
 
     const connected = new Promise<[MessageConnection, net.Socket]>((resolve, reject) => {
       const timeout = this.opts.timeoutMs ?? (this.opts.asAdministrator ? 120_000 : 20_000);
-      const timer = setTimeout(() => reject(new Error(`the helper did not connect back within ${timeout} ms`)), timeout);
+      const timer = setTimeout(
+        () => reject(new Error(`the helper did not connect back within ${timeout} ms`)),
+        timeout,
+      );
       server.once('connection', (c: MessageConnection, sock: net.Socket) => {
         clearTimeout(timer);
         resolve([c, sock]);
@@ -141,8 +142,13 @@ export class HelperClient extends EventEmitter {
       let err = '';
       osa.stderr!.on('data', (d) => (err += d));
       osa.on('exit', (code) => {
-        if (code !== 0)
-          onFail(new Error(/-128/.test(err) ? 'the administrator prompt was cancelled' : `osascript failed: ${err.trim()}`));
+        if (code !== 0) {
+          onFail(
+            new Error(
+              /-128/.test(err) ? 'the administrator prompt was cancelled' : `osascript failed: ${err.trim()}`,
+            ),
+          );
+        }
       });
       return;
     }

@@ -6,8 +6,21 @@
 import { EventEmitter } from 'node:events';
 import type { FilterStatus, RulesConfig, Snapshot, UpdateBatch } from '../shared/helperProtocol';
 import { LiveModel, type PendingEntry, sockKey } from './model';
-import { loadAddon, type NativeAddon, type NativeError, type NativeFilterClient, type NativeKevSocket } from './native';
-import { compileRules, type CompiledRules, decideHeld, DEFAULT_RULES, type Flow, rewriteBytes } from './rules';
+import {
+  loadAddon,
+  type NativeAddon,
+  type NativeError,
+  type NativeFilterClient,
+  type NativeKevSocket,
+} from './native';
+import {
+  compileRules,
+  type CompiledRules,
+  decideHeld,
+  DEFAULT_RULES,
+  type Flow,
+  rewriteBytes,
+} from './rules';
 import {
   Action,
   CaptureMode,
@@ -47,13 +60,11 @@ export interface EngineOptions {
 
 type DataNotification = Extract<Notification, { type: NotifyType.Data }>;
 
-export interface FilterEngine {
-  on(event: 'update', l: (b: UpdateBatch) => void): this;
-  on(event: 'filterClosed', l: (e: { code: string; message: string }) => void): this;
-  on(event: 'pending', l: (p: PendingEntry) => void): this;
-}
-
-export class FilterEngine extends EventEmitter {
+export class FilterEngine extends EventEmitter<{
+  update: [UpdateBatch];
+  filterClosed: [{ code: string; message: string }];
+  pending: [PendingEntry];
+}> {
   readonly model: LiveModel;
   private rules: CompiledRules = compileRules(DEFAULT_RULES);
   private paused = false;
@@ -242,7 +253,9 @@ export class FilterEngine extends EventEmitter {
   /** Bytes of a pending chunk, read from the shared buffers on request only. */
   getPayload(id: string): Buffer {
     const p = this.model.pending.get(id);
-    if (!p) throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+    if (!p) {
+      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+    }
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
     return this.client.readChunk(p.buffers, p.view.size);
   }
@@ -250,12 +263,18 @@ export class FilterEngine extends EventEmitter {
   /** A person's verdict on a pending chunk. */
   verdict(id: string, action: 'allow' | 'drop' | 'replace', bytes?: Buffer): void {
     const p = this.model.pending.get(id);
-    if (!p) throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+    if (!p) {
+      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+    }
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
     if (action === 'replace') {
       if (!bytes) throw new EngineError('NKE_BAD_VERDICT', 'replace needs the new bytes');
-      if (bytes.length > MODIFIED_MAX_LEN)
-        throw new EngineError('NKE_BAD_VERDICT', `replacement of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`);
+      if (bytes.length > MODIFIED_MAX_LEN) {
+        throw new EngineError(
+          'NKE_BAD_VERDICT',
+          `replacement of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`,
+        );
+      }
     }
     const v: Verdict[] = [];
     const r: Release[] = [];
@@ -263,7 +282,12 @@ export class FilterEngine extends EventEmitter {
       this.stage(p.chunkId, p.sock, bytes!);
       v.push({ chunkId: p.chunkId, sock: p.sock, action: Action.AllowModified, modifiedLen: bytes!.length });
     } else {
-      v.push({ chunkId: p.chunkId, sock: p.sock, action: action === 'drop' ? Action.Drop : Action.Allow, modifiedLen: 0 });
+      v.push({
+        chunkId: p.chunkId,
+        sock: p.sock,
+        action: action === 'drop' ? Action.Drop : Action.Allow,
+        modifiedLen: 0,
+      });
     }
     for (const b of p.buffers) r.push({ chunkId: p.chunkId, buffer: b });
     this.client.respond(encodeResponse(v, r));
@@ -328,14 +352,22 @@ export class FilterEngine extends EventEmitter {
         const out = rewriteBytes(data, decision.rewrite.find, decision.rewrite.replace);
         if (out && out.length <= MODIFIED_MAX_LEN) {
           this.stage(n.chunkId, n.sock, out);
-          verdicts.push({ chunkId: n.chunkId, sock: n.sock, action: Action.AllowModified, modifiedLen: out.length });
+          verdicts.push({
+            chunkId: n.chunkId,
+            sock: n.sock,
+            action: Action.AllowModified,
+            modifiedLen: out.length,
+          });
           release();
           this.model.verdict(n.chunkId.toString(), 'rewrite', out.length);
           return;
         }
       } catch (e) {
         // Fail open: the original goes on.
-        this.log('warn', `rewrite of chunk ${n.chunkId} failed, passing the original: ${(e as Error).message}`);
+        this.log(
+          'warn',
+          `rewrite of chunk ${n.chunkId} failed, passing the original: ${(e as Error).message}`,
+        );
       }
     }
     verdicts.push({ chunkId: n.chunkId, sock: n.sock, action: Action.Allow, modifiedLen: 0 });

@@ -33,7 +33,9 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--token-file') a.tokenFile = v();
     else if (k === '--history') {
       a.history = Number(v());
-      if (!Number.isInteger(a.history) || a.history < 1) throw new Error('--history must be a positive integer');
+      if (!Number.isInteger(a.history) || a.history < 1) {
+        throw new Error('--history must be a positive integer');
+      }
     } else if (k === '--no-connect') a.connect = false;
     else throw new Error(`unknown argument ${k}`);
   }

@@ -13,10 +13,24 @@ import type {
   SocketView,
   UpdateBatch,
 } from '../shared/helperProtocol';
-import { AF_INET6, type Addr, DIR_IN, NotifyType, type Notification, PROTO_TCP, PROTO_UDP, SOCK_EVENTS, type SockId } from './wire';
+import {
+  AF_INET6,
+  type Addr,
+  DIR_IN,
+  NotifyType,
+  type Notification,
+  PROTO_TCP,
+  PROTO_UDP,
+  SOCK_EVENTS,
+  type SockId,
+} from './wire';
 
 /** A history event before it gets its sequence number and time. */
-type NewEvent = HistoryEvent extends infer E ? (E extends HistoryEvent ? Omit<E, 'seq' | 'time'> : never) : never;
+type NewEvent = HistoryEvent extends infer E
+  ? E extends HistoryEvent
+    ? Omit<E, 'seq' | 'time'>
+    : never
+  : never;
 
 export const DEFAULT_HISTORY_LIMIT = 100_000;
 const CLOSED_SOCKETS_KEPT = 1_000;
@@ -98,7 +112,9 @@ export class LiveModel {
   private dirty = false;
 
   constructor(public historyLimit = DEFAULT_HISTORY_LIMIT) {
-    if (!Number.isInteger(historyLimit) || historyLimit < 1) throw new RangeError('history limit must be >= 1');
+    if (!Number.isInteger(historyLimit) || historyLimit < 1) {
+      throw new RangeError('history limit must be >= 1');
+    }
   }
 
   get isDirty(): boolean {
@@ -166,7 +182,13 @@ export class LiveModel {
           remoteRaw: new Uint8Array(16),
         });
         this.touch(key);
-        this.record({ kind: 'socket-open', socketId: key, pid: n.pid, process: n.comm, protocol: view.protocol });
+        this.record({
+          kind: 'socket-open',
+          socketId: key,
+          pid: n.pid,
+          process: n.comm,
+          protocol: view.protocol,
+        });
         return;
       }
       case NotifyType.Detach: {
@@ -184,7 +206,12 @@ export class LiveModel {
           this.removedSockets.add(oldest);
         }
         this.touch(key);
-        this.record({ kind: 'socket-close', socketId: key, bytesIn: s.view.bytesIn, bytesOut: s.view.bytesOut });
+        this.record({
+          kind: 'socket-close',
+          socketId: key,
+          bytesIn: s.view.bytesIn,
+          bytesOut: s.view.bytesOut,
+        });
         return;
       }
       case NotifyType.ConnectIn:
@@ -205,13 +232,21 @@ export class LiveModel {
           n.type === NotifyType.Listen
             ? 'listening'
             : n.type === NotifyType.Bound
-              ? s.view.state === 'open' ? 'bound' : s.view.state
+              ? s.view.state === 'open'
+                ? 'bound'
+                : s.view.state
               : n.type === NotifyType.ConnectIn
                 ? 'connected'
                 : 'connecting';
         s.view.state = state;
         this.touch(key);
-        this.record({ kind: 'socket-state', socketId: key, state, local: s.view.local, remote: s.view.remote });
+        this.record({
+          kind: 'socket-state',
+          socketId: key,
+          state,
+          local: s.view.local,
+          remote: s.view.remote,
+        });
         return;
       }
       case NotifyType.Event: {
@@ -258,7 +293,8 @@ export class LiveModel {
       case NotifyType.ChunkReleased: {
         this.counters.releasedByFilter++;
         const id = n.chunkId.toString();
-        const reason = ['', 'timeout', 'client-gone', 'socket-gone', 'inject-failed'][n.reason] ?? `reason ${n.reason}`;
+        const reason =
+          ['', 'timeout', 'client-gone', 'socket-gone', 'inject-failed'][n.reason] ?? `reason ${n.reason}`;
         this.removePending(id, reason);
         this.record({ kind: 'released', chunkId: id, reason });
         return;
@@ -302,7 +338,11 @@ export class LiveModel {
     return e;
   }
 
-  verdict(chunkId: string, action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass', size: number): void {
+  verdict(
+    chunkId: string,
+    action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass',
+    size: number,
+  ): void {
     if (action === 'allow') this.counters.verdictsAllow++;
     else if (action === 'drop') this.counters.verdictsDrop++;
     else if (action === 'replace') this.counters.verdictsReplace++;
@@ -333,7 +373,14 @@ export class LiveModel {
     this.execs.set(view.id, view);
     if (this.execs.size > EXECS_KEPT) this.execs.delete(this.execs.keys().next().value as string);
     this.newExecs.push(view);
-    this.record({ kind: 'exec', execId: view.id, pid: r.pid, ppid: r.ppid, path: view.path, complete: r.complete });
+    this.record({
+      kind: 'exec',
+      execId: view.id,
+      pid: r.pid,
+      ppid: r.ppid,
+      path: view.path,
+      complete: r.complete,
+    });
     return view;
   }
 

@@ -81,7 +81,9 @@ export function loadAddon(): NativeAddon {
   if (cached) return cached;
   const p = addonPath();
   if (!fs.existsSync(p)) {
-    const e = new Error(`the native addon is not built (${p} missing): run npm install or npm run build`) as NativeError;
+    const e = new Error(
+      `the native addon is not built (${p} missing): run npm install or npm run build`,
+    ) as NativeError;
     e.code = 'NKE_ADDON_MISSING';
     throw e;
   }

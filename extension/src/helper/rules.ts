@@ -48,14 +48,19 @@ export interface CompiledRules {
 
 export const DEFAULT_RULES: RulesConfig = { default: 'report', intercept: [], rewrite: [] };
 
-const ACTIONS: Record<string, RuleAction> = { pass: RuleAction.Pass, report: RuleAction.Report, hold: RuleAction.Hold };
+const ACTIONS: Record<string, RuleAction> = {
+  pass: RuleAction.Pass,
+  report: RuleAction.Report,
+  hold: RuleAction.Hold,
+};
 
 function fail(where: string, msg: string): never {
   throw new RulesError(`${where}: ${msg}`);
 }
 
 function parsePortRange(where: string, v: unknown): [number, number] {
-  const ok = (p: unknown): p is number => typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 65535;
+  const ok = (p: unknown): p is number =>
+    typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 65535;
   if (ok(v)) return [v, v];
   if (Array.isArray(v) && v.length === 2 && ok(v[0]) && ok(v[1]) && v[0] <= v[1]) return [v[0], v[1]];
   fail(where, 'a port is 0..65535 or [min, max]');
@@ -69,7 +74,9 @@ export function parseCidr(where: string, s: unknown): { family: number; addr: Ui
   if (!v) fail(where, `"${ip}" is not an IP address`);
   const max = v === 4 ? 32 : 128;
   const prefix = bits === undefined ? max : Number(bits);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) fail(where, `prefix /${bits} out of 0..${max}`);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) {
+    fail(where, `prefix /${bits} out of 0..${max}`);
+  }
   const addr = new Uint8Array(16);
   if (v === 4) ip.split('.').forEach((p, i) => (addr[i] = Number(p)));
   else {
@@ -107,7 +114,11 @@ const KNOWN_MATCH_KEYS = new Set([
 
 function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRule {
   if (typeof m !== 'object' || m === null) fail(where, 'a rule is an object');
-  for (const k of Object.keys(m)) if (!KNOWN_MATCH_KEYS.has(k) && !['action', 'find', 'replace', 'encoding', 'name'].includes(k)) fail(where, `unknown field "${k}"`);
+  for (const k of Object.keys(m)) {
+    if (!KNOWN_MATCH_KEYS.has(k) && !['action', 'find', 'replace', 'encoding', 'name'].includes(k)) {
+      fail(where, `unknown field "${k}"`);
+    }
+  }
   const r: KernelRule = {
     match: 0,
     action,
@@ -131,8 +142,9 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRu
     r.pid = m.pid;
   }
   if (m.process !== undefined) {
-    if (typeof m.process !== 'string' || !m.process || Buffer.byteLength(m.process) >= COMM_LEN)
+    if (typeof m.process !== 'string' || !m.process || Buffer.byteLength(m.process) >= COMM_LEN) {
       fail(where, `process is an exact process name of 1..${COMM_LEN - 1} bytes`);
+    }
     r.match |= MATCH.COMM;
     r.comm = m.process;
   }
@@ -181,9 +193,12 @@ export function ruleMatches(r: KernelRule, f: Flow): boolean {
   if (r.match & MATCH.DIRECTION && !(r.direction & f.direction)) return false;
   if (r.match & MATCH.PROTOCOL && r.protocol !== f.protocol) return false;
   if (r.match & MATCH.FAMILY && r.family !== f.family) return false;
-  if (r.match & MATCH.LOCAL_PORT && (f.localPort < r.local_port_min || f.localPort > r.local_port_max)) return false;
-  if (r.match & MATCH.REMOTE_PORT && (f.remotePort < r.remote_port_min || f.remotePort > r.remote_port_max))
+  if (r.match & MATCH.LOCAL_PORT && (f.localPort < r.local_port_min || f.localPort > r.local_port_max)) {
     return false;
+  }
+  if (r.match & MATCH.REMOTE_PORT && (f.remotePort < r.remote_port_min || f.remotePort > r.remote_port_max)) {
+    return false;
+  }
   if (r.match & MATCH.LOCAL_ADDR && !prefixMatch(r.local_addr, f.localAddr, r.local_prefix)) return false;
   if (r.match & MATCH.REMOTE_ADDR && !prefixMatch(r.remote_addr, f.remoteAddr, r.remote_prefix)) return false;
   return true;
@@ -205,11 +220,15 @@ function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
  * intercept rules in order; the first match decides, as in the filter.
  */
 export function compileRules(input: unknown): CompiledRules {
-  if (typeof input !== 'object' || input === null || Array.isArray(input))
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new RulesError('rules: expected an object {default, intercept, rewrite, holdTimeoutMs}');
+  }
   const cfg = input as RulesConfig;
-  for (const k of Object.keys(cfg))
-    if (!['default', 'intercept', 'rewrite', 'holdTimeoutMs'].includes(k)) fail('rules', `unknown field "${k}"`);
+  for (const k of Object.keys(cfg)) {
+    if (!['default', 'intercept', 'rewrite', 'holdTimeoutMs'].includes(k)) {
+      fail('rules', `unknown field "${k}"`);
+    }
+  }
   const def = cfg.default ?? 'report';
   if (!(def in ACTIONS)) fail('rules.default', 'is "pass", "report" or "hold"');
   const intercept: InterceptRule[] = cfg.intercept ?? [];
@@ -218,8 +237,9 @@ export function compileRules(input: unknown): CompiledRules {
   if (!Array.isArray(rewrite)) fail('rules.rewrite', 'must be an array');
   const hold = cfg.holdTimeoutMs ?? 0;
   if (!Number.isInteger(hold) || hold < 0 || hold > 600000) fail('rules.holdTimeoutMs', 'is 0..600000');
-  if (intercept.length + rewrite.length > MAX_RULES)
+  if (intercept.length + rewrite.length > MAX_RULES) {
     fail('rules', `${intercept.length + rewrite.length} rules; the filter takes at most ${MAX_RULES}`);
+  }
   const rewrites: CompiledRewrite[] = [];
   const kernel: KernelRule[] = [];
   rewrite.forEach((r, i) => {
@@ -264,7 +284,8 @@ export function rewriteBytes(data: Buffer, find: Buffer, replace: Buffer): Buffe
  * default action, or the rules changed meanwhile) -> a person too when the
  * default is 'hold', else pass at once.
  */
-export type HeldDecision = { kind: 'rewrite'; rewrite: CompiledRewrite } | { kind: 'person' } | { kind: 'pass' };
+export type HeldDecision =
+  { kind: 'rewrite'; rewrite: CompiledRewrite } | { kind: 'person' } | { kind: 'pass' };
 
 export function decideHeld(rules: CompiledRules, flow: Flow): HeldDecision {
   const k = rules.kernel.rules;

@@ -13,7 +13,9 @@ function invalid(message: string): ResponseError<void> {
 }
 
 function asObject(p: unknown, method: string): Record<string, unknown> {
-  if (typeof p !== 'object' || p === null || Array.isArray(p)) throw invalid(`${method}: params must be an object`);
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) {
+    throw invalid(`${method}: params must be an object`);
+  }
   return p as Record<string, unknown>;
 }
 
@@ -70,7 +72,9 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
   conn.onRequest(P.GetPayload, (p: unknown) =>
     wrap(() => {
       const o = asObject(p, 'nke/getPayload');
-      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) throw invalid('nke/getPayload: id must be a decimal string');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/getPayload: id must be a decimal string');
+      }
       const b = engine.getPayload(o.id);
       return { id: o.id, size: b.length, base64: b.toString('base64') };
     }),
@@ -78,16 +82,21 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
   conn.onRequest(P.Verdict, (p: unknown) =>
     wrap(() => {
       const o = asObject(p, 'nke/verdict');
-      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) throw invalid('nke/verdict: id must be a decimal string');
-      if (o.action !== 'allow' && o.action !== 'drop' && o.action !== 'replace')
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/verdict: id must be a decimal string');
+      }
+      if (o.action !== 'allow' && o.action !== 'drop' && o.action !== 'replace') {
         throw invalid('nke/verdict: action must be "allow", "drop" or "replace"');
+      }
       let bytes: Buffer | undefined;
       if (o.action === 'replace') {
-        if (typeof o.base64 !== 'string' || !BASE64.test(o.base64))
+        if (typeof o.base64 !== 'string' || !BASE64.test(o.base64)) {
           throw invalid('nke/verdict: replace needs base64 (the new bytes, base64-encoded)');
+        }
         bytes = Buffer.from(o.base64, 'base64');
-        if (bytes.length > MODIFIED_MAX_LEN)
+        if (bytes.length > MODIFIED_MAX_LEN) {
           throw invalid(`nke/verdict: replacement of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`);
+        }
       } else if (o.base64 !== undefined) throw invalid('nke/verdict: base64 is only for replace');
       engine.verdict(o.id, o.action, bytes);
     }),
@@ -97,9 +106,12 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
       const o = p === undefined || p === null ? {} : asObject(p, 'nke/history');
       const since = o.since ?? 0;
       const limit = o.limit ?? 1000;
-      if (!Number.isInteger(since) || (since as number) < 0) throw invalid('nke/history: since must be an integer >= 0');
-      if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > 100000)
+      if (!Number.isInteger(since) || (since as number) < 0) {
+        throw invalid('nke/history: since must be an integer >= 0');
+      }
+      if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > 100000) {
         throw invalid('nke/history: limit must be 1..100000');
+      }
       return engine.model.historySince(since as number, limit as number);
     }),
   );

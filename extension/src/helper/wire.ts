@@ -196,7 +196,14 @@ function adapt(n: abi.Notification): Notification {
     case 'connect_out':
     case 'bound':
     case 'listen':
-      return { type: n.hdr.type as NotifyType.ConnectIn, flags, sock, timeNs, local: addr(n.local), remote: addr(n.remote) };
+      return {
+        type: n.hdr.type as NotifyType.ConnectIn,
+        flags,
+        sock,
+        timeNs,
+        local: addr(n.local),
+        remote: addr(n.remote),
+      };
     case 'event':
       return { type: NotifyType.Event, flags, sock, timeNs, event: n.event };
     case 'data':
@@ -214,11 +221,27 @@ function adapt(n: abi.Notification): Notification {
         buffers: n.buffers.slice(0, n.nbuffers),
       };
     case 'chunk_released':
-      return { type: NotifyType.ChunkReleased, flags, sock, timeNs, chunkId: n.chunk_id, reason: n.reason, size: n.size };
+      return {
+        type: NotifyType.ChunkReleased,
+        flags,
+        sock,
+        timeNs,
+        chunkId: n.chunk_id,
+        reason: n.reason,
+        size: n.size,
+      };
     case 'state':
       return { type: NotifyType.State, flags, sock, timeNs, state: state(n.state) };
     case 'option':
-      return { type: NotifyType.Option, flags, sock, timeNs, level: n.level, name: n.name, isSet: n.is_set === 1 };
+      return {
+        type: NotifyType.Option,
+        flags,
+        sock,
+        timeNs,
+        level: n.level,
+        name: n.name,
+        isSet: n.is_set === 1,
+      };
   }
 }
 
@@ -239,7 +262,12 @@ const toBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLe
 export function encodeResponse(verdicts: Verdict[], releases: Release[]): Buffer {
   return toBuffer(
     abi.encodeResponse(
-      verdicts.map((v) => ({ chunk_id: v.chunkId, sock: v.sock, action: v.action, modified_len: v.modifiedLen })),
+      verdicts.map((v) => ({
+        chunk_id: v.chunkId,
+        sock: v.sock,
+        action: v.action,
+        modified_len: v.modifiedLen,
+      })),
       releases.map((r) => ({ chunk_id: r.chunkId, buffer: r.buffer })),
     ),
   );
@@ -271,5 +299,7 @@ export function encodeCaptureConfig(
   holdTimeoutMs: number,
   rules: KernelRule[],
 ): Buffer {
-  return toBuffer(abi.encodeCaptureConfig({ mode, default_action: defaultAction, hold_timeout_ms: holdTimeoutMs, rules }));
+  return toBuffer(
+    abi.encodeCaptureConfig({ mode, default_action: defaultAction, hold_timeout_ms: holdTimeoutMs, rules }),
+  );
 }

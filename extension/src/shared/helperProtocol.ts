@@ -123,13 +123,54 @@ export interface Counters {
 }
 
 export type HistoryEvent =
-  | { seq: number; time: number; kind: 'socket-open'; socketId: string; pid: number; process: string; protocol: string }
-  | { seq: number; time: number; kind: 'socket-state'; socketId: string; state: SocketState; local?: Endpoint; remote?: Endpoint }
+  | {
+      seq: number;
+      time: number;
+      kind: 'socket-open';
+      socketId: string;
+      pid: number;
+      process: string;
+      protocol: string;
+    }
+  | {
+      seq: number;
+      time: number;
+      kind: 'socket-state';
+      socketId: string;
+      state: SocketState;
+      local?: Endpoint;
+      remote?: Endpoint;
+    }
   | { seq: number; time: number; kind: 'socket-close'; socketId: string; bytesIn: number; bytesOut: number }
-  | { seq: number; time: number; kind: 'data'; socketId: string; chunkId: string; direction: 'in' | 'out'; size: number; held: boolean }
-  | { seq: number; time: number; kind: 'verdict'; chunkId: string; action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass'; size: number }
+  | {
+      seq: number;
+      time: number;
+      kind: 'data';
+      socketId: string;
+      chunkId: string;
+      direction: 'in' | 'out';
+      size: number;
+      held: boolean;
+    }
+  | {
+      seq: number;
+      time: number;
+      kind: 'verdict';
+      chunkId: string;
+      action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass';
+      size: number;
+    }
   | { seq: number; time: number; kind: 'released'; chunkId: string; reason: string }
-  | { seq: number; time: number; kind: 'exec'; execId: string; pid: number; ppid: number; path: string; complete: boolean };
+  | {
+      seq: number;
+      time: number;
+      kind: 'exec';
+      execId: string;
+      pid: number;
+      ppid: number;
+      path: string;
+      complete: boolean;
+    };
 
 export interface FilterStatus {
   connected: boolean;
@@ -199,7 +240,9 @@ export const Verdict = new RequestType<
   void
 >('nke/verdict');
 /** History events with seq > since (at most limit). */
-export const GetHistory = new RequestType<{ since?: number; limit?: number }, HistoryEvent[], void>('nke/history');
+export const GetHistory = new RequestType<{ since?: number; limit?: number }, HistoryEvent[], void>(
+  'nke/history',
+);
 /** Forgets closed sockets, execs and history. */
 export const Clear = new RequestType0<void, void>('nke/clear');
 

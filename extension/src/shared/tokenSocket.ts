@@ -88,7 +88,10 @@ class SizeGuard extends Transform {
       if (this.mode === 'body') {
         if (take) this.push(this.buf.subarray(0, take));
       } else if (this.probe.length < 256) {
-        this.probe = Buffer.concat([this.probe, this.buf.subarray(0, Math.min(take, 256 - this.probe.length))]);
+        this.probe = Buffer.concat([
+          this.probe,
+          this.buf.subarray(0, Math.min(take, 256 - this.probe.length)),
+        ]);
       }
       this.buf = this.buf.subarray(take);
       this.remaining -= take;
@@ -111,7 +114,10 @@ export function connectionOver(socket: net.Socket, maxMessageBytes = MAX_MESSAGE
     void writer.write({
       jsonrpc: '2.0',
       id,
-      error: { code: MESSAGE_TOO_LARGE, message: `message of ${size} bytes exceeds the limit of ${maxMessageBytes}` },
+      error: {
+        code: MESSAGE_TOO_LARGE,
+        message: `message of ${size} bytes exceeds the limit of ${maxMessageBytes}`,
+      },
     } as never);
   });
   guard.on('error', () => socket.destroy());
@@ -145,13 +151,11 @@ function readLine(socket: net.Socket, timeoutMs: number): Promise<string> {
   });
 }
 
-export interface TokenServer {
-  on(event: 'connection', l: (c: MessageConnection, socket: net.Socket) => void): this;
-  on(event: 'refused', l: (reason: string) => void): this;
-}
-
 /** Listens on socketPath and accepts only connections proving `token`. */
-export class TokenServer extends EventEmitter {
+export class TokenServer extends EventEmitter<{
+  connection: [MessageConnection, net.Socket];
+  refused: [string];
+}> {
   private server?: net.Server;
   /** One-time: once a connection is accepted, the token is spent unless reusable. */
   private spent = false;
