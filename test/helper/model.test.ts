@@ -157,6 +157,15 @@ describe('helper live model', () => {
     );
   });
 
+  it('adopts sockets attached before the helper connected (restarted helper)', () => {
+    const m = new LiveModel();
+    feed(m, connectOut(5, 3, 443), data(5, 3, 11n, 99, false));
+    const s = m.sockets.get('5:3')!.view;
+    assert.deepEqual(s.remote, { address: '127.0.0.1', port: 443 });
+    assert.equal(s.bytesOut, 99);
+    assert.equal(m.counters.socketsAdopted, 1);
+  });
+
   it('counts malformed records instead of trusting them', () => {
     const bad = data(1, 1, 1n, 10, true);
     bad.writeUInt16LE(9, 46); // nbuffers > 8

@@ -140,7 +140,15 @@ export class FilterEngine extends EventEmitter<{
       addon = this.addon;
       client = new addon.FilterClient();
       const reply = client.open(
-        (records) => this.onRecords(records),
+        (records) => {
+          // Never let an exception escape into the addon's callback: log it,
+          // the filter's deadlines release whatever was not answered.
+          try {
+            this.onRecords(records);
+          } catch (e) {
+            this.log('error', `processing notifications failed: ${(e as Error).stack ?? e}`);
+          }
+        },
         (err) => this.onFilterClosed(err),
       );
       this.sessionId = reply.sessionId;

@@ -87,6 +87,7 @@ function zeroCounters(): Counters {
     execs: 0,
     execsIncomplete: 0,
     historyDropped: 0,
+    socketsAdopted: 0,
   };
 }
 
@@ -156,6 +157,38 @@ export class LiveModel {
     this.dirty = true;
   }
 
+  /**
+   * The socket of a notification; one attached before this helper connected
+   * (a restarted helper) is adopted with what is known so far, so the model
+   * rebuilds from the traffic that follows.
+   */
+  private adopt(key: string): SocketEntry {
+    let s = this.sockets.get(key);
+    if (!s) {
+      s = {
+        view: {
+          id: key,
+          pid: 0,
+          uid: 0,
+          process: '',
+          family: 'ipv4',
+          protocol: 'other',
+          state: 'connected',
+          bytesIn: 0,
+          bytesOut: 0,
+          openedAt: Date.now(),
+        },
+        familyCode: 0,
+        protocolCode: 0,
+        localRaw: new Uint8Array(16),
+        remoteRaw: new Uint8Array(16),
+      };
+      this.sockets.set(key, s);
+      this.counters.socketsAdopted++;
+    }
+    return s;
+  }
+
   /** Applies one notification to sockets and counters (not data decisions). */
   apply(n: Notification): void {
     this.counters.notifications++;
@@ -218,8 +251,11 @@ export class LiveModel {
       case NotifyType.ConnectOut:
       case NotifyType.Bound:
       case NotifyType.Listen: {
-        const s = this.sockets.get(key);
-        if (!s) return;
+        const s = this.adopt(key);
+        if (!s.familyCode && (n.local.family || n.remote.family)) {
+          s.familyCode = n.local.family || n.remote.family;
+          s.view.family = s.familyCode === AF_INET6 ? 'ipv6' : 'ipv4';
+        }
         if (n.local.family) {
           s.view.local = endpoint(n.local);
           s.localRaw = n.local.raw;
@@ -250,8 +286,7 @@ export class LiveModel {
         return;
       }
       case NotifyType.Event: {
-        const s = this.sockets.get(key);
-        if (!s) return;
+        const s = this.adopt(key);
         const name = SOCK_EVENTS[n.event];
         const state: SocketState | undefined =
           name === 'connected'
@@ -272,14 +307,12 @@ export class LiveModel {
       }
       case NotifyType.Data: {
         this.counters.dataChunks++;
-        const s = this.sockets.get(key);
+        const s = this.adopt(key);
         if (n.direction === DIR_IN) this.counters.bytesIn += n.size;
         else this.counters.bytesOut += n.size;
-        if (s) {
-          if (n.direction === DIR_IN) s.view.bytesIn += n.size;
-          else s.view.bytesOut += n.size;
-          this.touch(key);
-        }
+        if (n.direction === DIR_IN) s.view.bytesIn += n.size;
+        else s.view.bytesOut += n.size;
+        this.touch(key);
         this.record({
           kind: 'data',
           socketId: key,

@@ -120,6 +120,8 @@ export interface Counters {
   execs: number;
   execsIncomplete: number;
   historyDropped: number;
+  /** sockets first seen after attach (attached before this helper connected) */
+  socketsAdopted: number;
 }
 
 export type HistoryEvent =
