@@ -169,11 +169,10 @@ void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *
   std::unique_ptr<Message> own(m);
   if (env == nullptr) return;
   if (m->kind == Message::kBatch) {
-    // The vector moves into the Buffer; its finalizer frees it.
-    auto *bytes = new std::vector<uint8_t>(std::move(m->bytes));
-    Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::New(
-        env, bytes->data(), bytes->size(),
-        [](Napi::Env, uint8_t *, std::vector<uint8_t> *v) { delete v; }, bytes);
+    // Copied, not wrapped as an external buffer: Electron (VS Code's
+    // Electron-as-Node) forbids external ArrayBuffers, and one memcpy of at
+    // most kBatchBytes per batch costs nothing next to the hop to JS.
+    Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::Copy(env, m->bytes.data(), m->bytes.size());
     onBatch.Call({b, Napi::Number::New(env, m->skipped)});
     return;
   }
