@@ -102,6 +102,12 @@ export class HelperClient extends EventEmitter<{
     let sock: net.Socket;
     try {
       [conn, sock] = await connected;
+    } catch (e) {
+      // A helper that never proved itself must not linger (ours to kill;
+      // a root helper exits by itself once its connection is refused).
+      this.child?.kill('SIGKILL');
+      server.close();
+      throw e;
     } finally {
       fs.rmSync(tokenFile, { force: true });
     }
