@@ -15,7 +15,12 @@ module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
   {
     name: 'helper',
-    what: 'helper process, model, rules, CLI; with the emulator and real programs',
-    cmd: mocha('out/test/helper/**/*.test.js', ['--timeout', '60000']),
+    what: 'addon, helper process, protocol, model, rules, CLI (no emulator needed)',
+    cmd: mocha('out/test/helper/**/*.test.js', ['--ignore', 'out/test/helper/emu.test.js', '--timeout', '60000']),
+  },
+  {
+    name: 'helper-emu',
+    what: 'helper + addon against the real emulator and real programs',
+    cmd: mocha('out/test/helper/emu.test.js', ['--timeout', '60000']),
   },
 ];
