@@ -14,6 +14,11 @@ const mocha = (glob, extra = []) => [
 module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
   {
+    name: 'native',
+    what: 'kext/core C unit tests (plain and ASan+UBSan) and fuzz smoke',
+    cmd: ['node', 'test/native/run.js'],
+  },
+  {
     name: 'helper',
     what: 'addon, helper process, protocol, model, rules, CLI (no emulator needed)',
     cmd: mocha('out/test/helper/**/*.test.js', ['--ignore', 'out/test/helper/emu.test.js', '--timeout', '60000']),

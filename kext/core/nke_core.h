@@ -99,8 +99,14 @@ struct nke_flow {
     struct nke_addr remote;
 };
 
-/* NKE_OK or the distinct error for a malformed config (NKE_ERR_VERSION,
- * NKE_ERR_MODE, NKE_ERR_COUNT, NKE_ERR_ACTION, NKE_ERR_RULE, NKE_ERR_RESERVED). */
+/* NKE_OK or the distinct error for a malformed config: NKE_ERR_SIZE (size
+ * below the header + nrules rules, or above the struct), NKE_ERR_VERSION,
+ * NKE_ERR_RESERVED, NKE_ERR_MODE (unknown mode, or hold_timeout_ms above
+ * NKE_HOLD_TIMEOUT_MAX_MS: the ABI has no code of its own for it),
+ * NKE_ERR_ACTION, NKE_ERR_COUNT; per rule NKE_ERR_FLAGS (unknown match bits),
+ * NKE_ERR_ACTION, NKE_ERR_RESERVED, NKE_ERR_RULE (comm unterminated or empty
+ * when matched, direction/protocol/family invalid, port min > max, prefix too
+ * long). Address rules match only flows whose address family is known. */
 int nke_capture_validate(const struct nke_capture_config *cfg, uint32_t size);
 /* enum nke_rule_action for a flow under a validated config. */
 uint32_t nke_capture_classify(const struct nke_capture_config *cfg, const struct nke_flow *f);
@@ -116,7 +122,10 @@ struct nke_core;
  * `data_ctx` the platform's handle on one held piece of data (kext: the
  * deferred mbuf chain; emulator: the shim's pending write/read). */
 struct nke_core_ops {
-    /* Enqueue one notification record; false when the queue is full. */
+    /* Enqueue one notification record; false when the queue is full (the
+     * core counts stats.notifications_lost). Called only while a client is
+     * open. A NKE_NT_DATA record that cannot be queued is undone: the data
+     * passes untouched. */
     bool (*emit)(void *platform, const void *rec, uint32_t size);
     /* Copy `len` bytes at `offset` of the data into `dst` (a shared buffer). */
     void (*copy_data)(void *platform, void *data_ctx, uint32_t offset, uint32_t len, void *dst);
@@ -128,10 +137,12 @@ struct nke_core_ops {
     void (*finish)(void *platform, void *sock_ctx, void *data_ctx, uint32_t action,
                    void *staged, uint32_t staged_len, uint32_t reason);
     /* Stage `len` bytes of modified data at `offset` for a held chunk.
-     * *staged is NULL on the first piece of a new staging (offset 0); the
-     * platform (re)allocates it to total_len bytes. Returns NKE_OK or
-     * NKE_ERR_NO_MEMORY. The core frees nothing: on a restart at offset 0 or a
-     * finish the platform owns *staged. */
+     * *staged is NULL on the first piece (offset 0; a restart at offset 0
+     * first hands the old staging to unstage); the platform allocates
+     * total_len bytes then. Returns NKE_OK or NKE_ERR_NO_MEMORY; on failure
+     * the core passes any non-NULL *staged to unstage and the client must
+     * restart at offset 0. The core never frees: staged bytes go back through
+     * finish (ALLOW_MODIFIED only) or unstage. */
     int (*stage)(void *platform, void **staged, uint32_t total_len, uint32_t offset,
                  const void *bytes, uint32_t len);
     /* Discard staged bytes that will never be used (chunk gone). */
@@ -219,16 +230,33 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id);
 /* Close or death of the client: every held chunk re-injected as original
- * (NKE_RELEASE_CLIENT_GONE), every buffer freed, capture mode back to
- * NOTHING. Fail-open. */
+ * (ops->finish ALLOW, reason NKE_RELEASE_CLIENT_GONE; NKE_NT_CHUNK_RELEASED
+ * records are still offered to ops->emit), staged bytes unstaged, every
+ * buffer freed, capture mode back to NOTHING. Fail-open. */
 void nke_core_client_close(struct nke_core *c);
 
-/* Validates the whole message first; a malformed one returns its distinct
- * error and changes nothing (stats.responses_rejected is counted). Then
- * applies verdicts (ops->finish) and releases. */
+/* Response (NKE_SEL_RESPOND). The whole message is validated first; a
+ * malformed one returns its distinct error and changes nothing but
+ * stats.responses_rejected, and calls no op. Then verdicts are applied
+ * (ops->finish, reason 0) and buffers released. Errors, in check order:
+ * NOT_OPEN, SIZE (short), VERSION, FLAGS, COUNT, SIZE (size/counts);
+ * per verdict RESERVED, ACTION, UNKNOWN_CHUNK (id never issued), SOCK,
+ * NOT_HELD (reported only), DUP_VERDICT (twice here or already decided),
+ * MODIFIED_LEN; per release RESERVED, BUF_RANGE, BUF_DUP, UNKNOWN_CHUNK,
+ * BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
+ * auto-released meanwhile are stale: skipped and counted in
+ * c->stale_entries. Messages may be unaligned. */
 int nke_core_validate_response(const struct nke_core *c, const void *msg, uint32_t size);
 int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
+/* NKE_SEL_PUT_DATA: nke_put_data_hdr + len bytes. Errors: NOT_OPEN, SIZE,
+ * RESERVED, PUT_LEN (piece > NKE_PUT_DATA_MAX_PIECE, total >
+ * NKE_MODIFIED_MAX_LEN, total changed mid-staging, beyond total),
+ * UNKNOWN_CHUNK (not HELD), SOCK, PUT_OFFSET (offset != bytes staged so far;
+ * offset 0 restarts), NO_MEMORY (ops->stage failed). Rejections change
+ * nothing but stats.responses_rejected. */
 int nke_core_put_data(struct nke_core *c, const void *msg, uint32_t size);
+/* NKE_SEL_SET_CAPTURE: `size` may cover only the nrules rules in use.
+ * NOT_OPEN or nke_capture_validate's error; the old config stays then. */
 int nke_core_set_capture(struct nke_core *c, const struct nke_capture_config *cfg, uint32_t size);
 void nke_core_get_state(const struct nke_core *c, struct nke_filter_state *out);
 /* Emits an NKE_NT_STATE record (e.g. once a second while a client is open). */
@@ -240,8 +268,10 @@ void nke_core_emit_state(struct nke_core *c, uint64_t now_ns);
 struct nke_sock_id nke_core_attach(struct nke_core *c, const struct nke_sock_info *info,
                                    void *sock_ctx, uint64_t now_ns);
 /* Held chunks of the socket are finished with NKE_ACT_DROP and
- * NKE_RELEASE_SOCKET_GONE (the platform must have drained its in-flight
- * injections first). Emits NKE_NT_DETACH and frees the slot. */
+ * NKE_RELEASE_SOCKET_GONE, announced with NKE_NT_CHUNK_RELEASED and their
+ * buffers reclaimed (the platform must have drained its in-flight
+ * injections first). Reported/decided chunks keep their buffers until the
+ * client releases them. Emits NKE_NT_DETACH and frees the slot. */
 void nke_core_detach(struct nke_core *c, struct nke_sock_id id, uint64_t now_ns);
 /* NKE_NT_CONNECT_IN/OUT, BOUND, LISTEN; updates the socket's addresses
  * (either may be NULL: unchanged). */
@@ -266,7 +296,9 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
                   uint64_t now_ns, uint64_t *chunk_id);
 
 /* Re-injects (original) every held chunk whose deadline passed
- * (NKE_RELEASE_TIMEOUT). Returns ms until the next deadline, or UINT32_MAX. */
+ * (NKE_RELEASE_TIMEOUT), emits NKE_NT_CHUNK_RELEASED and reclaims its
+ * buffers (the client loses them, per the ABI). Returns ms until the next
+ * deadline, or UINT32_MAX. */
 uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
 
 /* ======================================================================== */
@@ -281,7 +313,9 @@ uint32_t nke_kev_piece_size(uint32_t msg_limit);
  * sent (path_len >= NKE_PATH_MAX or more than NKE_KEV_MAX_CHUNKS needed). */
 uint32_t nke_kev_chunk_count(uint32_t path_len, uint32_t msg_limit);
 /* Fills chunk header `index` (< count) and points piece and piece_len at its
- * slice of path: the event data of message `index` is hdr followed by piece. */
+ * slice of path: the event data of message `index` is hdr followed by piece.
+ * NKE_OK, NKE_ERR_SIZE (cannot be sent: see chunk_count) or NKE_ERR_COUNT
+ * (index >= count). */
 int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags,
                         const char *path, uint32_t path_len, uint32_t msg_limit, uint32_t index,
                         struct nke_kev_exec_chunk *hdr, const char **piece, uint32_t *piece_len);
@@ -340,7 +374,12 @@ typedef void (*nke_exec_cb)(void *arg, const struct nke_exec_record *rec);
 void nke_kev_reasm_init(struct nke_kev_reasm *r, uint32_t vendor_code, uint32_t timeout_ms);
 /* Feeds one whole kern_event_msg (header included) of `len` bytes. Emits
  * complete records, and incomplete ones for evicted or conflicting slots.
- * Returns NKE_OK, or an error for a malformed message (counted, ignored). */
+ * Complete means every chunk index arrived and the pieces tile the path
+ * exactly. An exact duplicate (also of a recently emitted exec) is counted
+ * and ignored; a chunk that disagrees with its exec (other header, other
+ * bytes for an index, overlapping range) flushes the exec as incomplete and
+ * starts anew. Other vendors/classes/events: NKE_OK, ignored. Malformed:
+ * NKE_ERR_SIZE or NKE_ERR_COUNT, counted in `malformed`. */
 int nke_kev_reasm_feed(struct nke_kev_reasm *r, const void *msg, uint32_t len, uint64_t now_ms,
                        nke_exec_cb cb, void *arg);
 /* Emits slots older than timeout_ms as incomplete records. */

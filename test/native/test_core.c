@@ -1,0 +1,1786 @@
+/*
+ * Unit tests of kext/core (plain C, no framework). Each TEST is a function;
+ * a test fails when any CHECK in it fails. The last line of output is
+ * `N passed, N failed` (tests, not checks).
+ *
+ * The fake platform below records every ops call so tests assert what the
+ * core asked the platform to do (finish, stage, emit), not internal state.
+ */
+#include "nke_core.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_passed, g_failed, g_cur_failed;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            g_cur_failed++;                                                          \
+            fprintf(stderr, "  %s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+#define CHECK_EQ(a, b)                                                                      \
+    do {                                                                                    \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                               \
+        if (va_ != vb_) {                                                                   \
+            g_cur_failed++;                                                                 \
+            fprintf(stderr, "  %s:%d: CHECK_EQ failed: %s == %lld, expected %s == %lld\n", \
+                    __FILE__, __LINE__, #a, va_, #b, vb_);                                  \
+        }                                                                                   \
+    } while (0)
+
+#define RUN(fn)                                  \
+    do {                                         \
+        g_cur_failed = 0;                        \
+        fn();                                    \
+        if (g_cur_failed) {                      \
+            g_failed++;                          \
+            printf("FAIL %s\n", #fn);            \
+        } else {                                 \
+            g_passed++;                          \
+            printf("ok   %s\n", #fn);            \
+        }                                        \
+    } while (0)
+
+/* ======================================================================== */
+/* Fake platform                                                             */
+/* ======================================================================== */
+
+#define MAX_RECS 1024
+#define MAX_FINISH 256
+
+struct held_data {          /* what data_ctx points at: the "original" bytes */
+    uint8_t *bytes;
+    uint32_t len;
+};
+
+struct finish_call {
+    void *sock_ctx;
+    void *data_ctx;
+    uint32_t action, reason, staged_len;
+    uint8_t staged[256];    /* first bytes of the staged data */
+};
+
+struct fake {
+    bool queue_full;
+    int nrecs;
+    uint8_t recs[MAX_RECS][NKE_NT_MAX_SIZE];
+    int nfinish;
+    struct finish_call finish[MAX_FINISH];
+    int stage_calls, unstage_calls, live_staged;
+    bool stage_fail;
+};
+
+static bool fake_emit(void *platform, const void *rec, uint32_t size)
+{
+    struct fake *f = (struct fake *)platform;
+    if (f->queue_full || f->nrecs >= MAX_RECS || size > NKE_NT_MAX_SIZE)
+        return false;
+    memcpy(f->recs[f->nrecs++], rec, size);
+    return true;
+}
+
+static void fake_copy(void *platform, void *data_ctx, uint32_t offset, uint32_t len, void *dst)
+{
+    struct held_data *d = (struct held_data *)data_ctx;
+    (void)platform;
+    memcpy(dst, d->bytes + offset, len);
+}
+
+static void fake_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t action,
+                        void *staged, uint32_t staged_len, uint32_t reason)
+{
+    struct fake *f = (struct fake *)platform;
+    struct finish_call *fc = &f->finish[f->nfinish++ % MAX_FINISH];
+    fc->sock_ctx = sock_ctx;
+    fc->data_ctx = data_ctx;
+    fc->action = action;
+    fc->reason = reason;
+    fc->staged_len = staged_len;
+    if (staged)
+        memcpy(fc->staged, staged, staged_len < sizeof(fc->staged) ? staged_len : sizeof(fc->staged));
+    if (staged) {
+        free(staged);
+        f->live_staged--;
+    }
+}
+
+static int fake_stage(void *platform, void **staged, uint32_t total_len, uint32_t offset,
+                      const void *bytes, uint32_t len)
+{
+    struct fake *f = (struct fake *)platform;
+    f->stage_calls++;
+    if (f->stage_fail)
+        return NKE_ERR_NO_MEMORY;
+    if (*staged == NULL) {
+        *staged = malloc(total_len ? total_len : 1);
+        if (*staged == NULL)
+            return NKE_ERR_NO_MEMORY;
+        f->live_staged++;
+    }
+    memcpy((uint8_t *)*staged + offset, bytes, len);
+    return NKE_OK;
+}
+
+static void fake_unstage(void *platform, void *staged)
+{
+    struct fake *f = (struct fake *)platform;
+    f->unstage_calls++;
+    f->live_staged--;
+    free(staged);
+}
+
+static const struct nke_core_ops fake_ops = {fake_emit, fake_copy, fake_finish, fake_stage,
+                                             fake_unstage};
+
+static uint8_t g_buffers[NKE_BUFFER_COUNT * NKE_BUFFER_SIZE];
+
+/* A core with a client open, capture ALL and one TCP socket. */
+struct fixture {
+    struct fake f;
+    struct nke_core c;
+    struct nke_sock socks[16];
+    struct nke_sock_id sid;
+    int sock_ctx_marker;
+    uint8_t payload[NKE_CHUNK_MAX_BYTES];
+    struct held_data data[64];
+};
+
+static struct fixture *fixture_new(uint32_t mode)
+{
+    struct fixture *x = (struct fixture *)calloc(1, sizeof(*x));
+    struct nke_open_request req;
+    struct nke_open_reply rep;
+    struct nke_sock_info info;
+    struct nke_capture_config cfg;
+    uint32_t i;
+    for (i = 0; i < sizeof(x->payload); i++)
+        x->payload[i] = (uint8_t)(i * 7u + 3u);
+    for (i = 0; i < 64; i++) {
+        x->data[i].bytes = x->payload;
+        x->data[i].len = sizeof(x->payload);
+    }
+    nke_core_init(&x->c, &fake_ops, &x->f, g_buffers, x->socks, 16, 0x1234, 224);
+    memset(&req, 0, sizeof(req));
+    req.abi_version = NKE_ABI_VERSION;
+    req.client_pid = 42;
+    if (nke_core_client_open(&x->c, &req, &rep, 99) != NKE_OK)
+        abort();
+    memset(&info, 0, sizeof(info));
+    info.pid = 500;
+    info.uid = 501;
+    info.family = NKE_AF_INET;
+    info.type = 1;
+    info.protocol = NKE_PROTO_TCP;
+    strcpy(info.comm, "curl");
+    x->sid = nke_core_attach(&x->c, &info, &x->sock_ctx_marker, 1);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.abi_version = NKE_ABI_VERSION;
+    cfg.mode = mode;
+    if (nke_core_set_capture(&x->c, &cfg, sizeof(cfg)) != NKE_OK)
+        abort();
+    x->f.nrecs = 0;
+    return x;
+}
+
+static void fixture_free(struct fixture *x)
+{
+    nke_core_client_close(&x->c);
+    free(x);
+}
+
+static uint64_t hold(struct fixture *x, int di, uint32_t size, uint64_t now_ms)
+{
+    uint64_t id = 0;
+    int r = nke_core_data(&x->c, x->sid, NKE_DIR_OUT, size, 0, NULL, &x->data[di], now_ms,
+                          now_ms * 1000000u, &id);
+    return r == NKE_DATA_HELD ? id : 0;
+}
+
+static const struct nke_chunk *chunk_of(struct fixture *x, uint64_t id)
+{
+    uint32_t i;
+    for (i = 0; i < NKE_BUFFER_COUNT; i++)
+        if (x->c.chunks[i].state != NKE_CHUNK_FREE && x->c.chunks[i].id == id)
+            return &x->c.chunks[i];
+    return NULL;
+}
+
+/* Response builder. */
+struct resp {
+    /* One entry more than allowed of each, to build over-long responses. */
+    uint8_t bytes[NKE_RESPONSE_MAX_SIZE + 64];
+    struct nke_response_hdr h;
+    struct nke_verdict v[NKE_RESPONSE_MAX_VERDICTS + 1];
+    struct nke_release r[NKE_RESPONSE_MAX_RELEASES + 1];
+};
+
+static uint32_t resp_build(struct resp *m)
+{
+    uint32_t size = (uint32_t)(sizeof(m->h) + m->h.nverdicts * sizeof(struct nke_verdict) +
+                               m->h.nreleases * sizeof(struct nke_release));
+    if (m->h.abi_version == 0)
+        m->h.abi_version = NKE_ABI_VERSION;
+    if (m->h.size == 0)
+        m->h.size = size;
+    memcpy(m->bytes, &m->h, sizeof(m->h));
+    memcpy(m->bytes + sizeof(m->h), m->v, m->h.nverdicts * sizeof(struct nke_verdict));
+    memcpy(m->bytes + sizeof(m->h) + m->h.nverdicts * sizeof(struct nke_verdict), m->r,
+           m->h.nreleases * sizeof(struct nke_release));
+    return size;
+}
+
+static void add_verdict(struct resp *m, uint64_t chunk, struct nke_sock_id sock, uint8_t action,
+                        uint32_t mod_len)
+{
+    struct nke_verdict *v = &m->v[m->h.nverdicts++];
+    memset(v, 0, sizeof(*v));
+    v->chunk_id = chunk;
+    v->sock = sock;
+    v->action = action;
+    v->modified_len = mod_len;
+}
+
+static void add_release(struct resp *m, uint64_t chunk, uint16_t buf)
+{
+    struct nke_release *r = &m->r[m->h.nreleases++];
+    memset(r, 0, sizeof(*r));
+    r->chunk_id = chunk;
+    r->buffer = buf;
+}
+
+static void add_releases_of(struct resp *m, struct fixture *x, uint64_t id)
+{
+    const struct nke_chunk *ch = chunk_of(x, id);
+    uint32_t i;
+    for (i = 0; ch && i < ch->nbuffers; i++)
+        add_release(m, id, ch->buffers[i]);
+}
+
+/* ======================================================================== */
+/* Pool                                                                      */
+/* ======================================================================== */
+
+static void test_pool_alloc_all_or_none(void)
+{
+    struct nke_pool p;
+    uint16_t out[NKE_CHUNK_MAX_BUFFERS];
+    uint8_t seen[NKE_BUFFER_COUNT] = {0};
+    uint32_t i, k;
+    nke_pool_init(&p);
+    for (i = 0; i < NKE_BUFFER_COUNT / NKE_CHUNK_MAX_BUFFERS; i++) {
+        CHECK_EQ(nke_pool_alloc(&p, i + 1, NKE_CHUNK_MAX_BUFFERS, out), NKE_OK);
+        for (k = 0; k < NKE_CHUNK_MAX_BUFFERS; k++) {
+            CHECK(out[k] < NKE_BUFFER_COUNT);
+            if (out[k] < NKE_BUFFER_COUNT) {
+                CHECK(!seen[out[k]]);
+                seen[out[k]] = 1;
+            }
+        }
+    }
+    CHECK_EQ(nke_pool_in_use(&p), NKE_BUFFER_COUNT);
+    CHECK_EQ(nke_pool_alloc(&p, 100, 1, out), NKE_ERR_NO_MEMORY);
+    CHECK_EQ(nke_pool_free(&p, 5), NKE_OK);
+    /* two wanted, one free: nothing taken */
+    CHECK_EQ(nke_pool_alloc(&p, 101, 2, out), NKE_ERR_NO_MEMORY);
+    CHECK_EQ(nke_pool_in_use(&p), NKE_BUFFER_COUNT - 1);
+    CHECK_EQ(nke_pool_alloc(&p, 102, 1, out), NKE_OK);
+    CHECK_EQ(out[0], 5);
+    CHECK_EQ(p.owner[5], 102);
+    CHECK_EQ(nke_pool_alloc(&p, 103, 0, out), NKE_ERR_SIZE);
+    CHECK_EQ(nke_pool_alloc(&p, 103, NKE_CHUNK_MAX_BUFFERS + 1, out), NKE_ERR_SIZE);
+    CHECK_EQ(nke_pool_alloc(&p, 0, 1, out), NKE_ERR_SIZE);
+}
+
+static void test_pool_terminator(void)
+{
+    struct nke_pool p;
+    uint16_t out[NKE_CHUNK_MAX_BUFFERS];
+    uint32_t k;
+    nke_pool_init(&p);
+    CHECK_EQ(nke_pool_alloc(&p, 1, 3, out), NKE_OK);
+    for (k = 3; k < NKE_CHUNK_MAX_BUFFERS; k++)
+        CHECK_EQ(out[k], NKE_BUF_NONE);
+    CHECK_EQ(nke_pool_alloc(&p, 2, NKE_CHUNK_MAX_BUFFERS, out), NKE_OK);
+    for (k = 0; k < NKE_CHUNK_MAX_BUFFERS; k++)
+        CHECK(out[k] != NKE_BUF_NONE);
+}
+
+static void test_pool_release_validation(void)
+{
+    struct nke_pool p;
+    uint16_t a[NKE_CHUNK_MAX_BUFFERS], b[NKE_CHUNK_MAX_BUFFERS];
+    nke_pool_init(&p);
+    CHECK_EQ(nke_pool_alloc(&p, 7, 2, a), NKE_OK);
+    CHECK_EQ(nke_pool_alloc(&p, 8, 1, b), NKE_OK);
+    CHECK_EQ(nke_pool_check(&p, 7, NKE_BUFFER_COUNT), NKE_ERR_BUF_RANGE);
+    CHECK_EQ(nke_pool_check(&p, 7, 0xFFFFFFFFu), NKE_ERR_BUF_RANGE);
+    CHECK_EQ(nke_pool_check(&p, 7, b[0]), NKE_ERR_BUF_FOREIGN);
+    CHECK_EQ(nke_pool_check(&p, 7, a[1]), NKE_OK);
+    CHECK_EQ(nke_pool_free(&p, a[1]), NKE_OK);
+    CHECK_EQ(nke_pool_check(&p, 7, a[1]), NKE_ERR_BUF_DOUBLE);
+    CHECK_EQ(nke_pool_free(&p, a[1]), NKE_ERR_BUF_DOUBLE);
+    CHECK_EQ(nke_pool_free(&p, NKE_BUFFER_COUNT), NKE_ERR_BUF_RANGE);
+    CHECK_EQ(nke_pool_in_use(&p), 2);
+}
+
+/* ======================================================================== */
+/* Queue                                                                     */
+/* ======================================================================== */
+
+static struct nke_dq_memory *dq_new(uint32_t data_size)
+{
+    /* Exactly the mapping: ASan flags any access past it. */
+    struct nke_dq_memory *q = (struct nke_dq_memory *)malloc(NKE_DQ_MEMORY_HEADER_SIZE + data_size);
+    memset(q, 0xAB, NKE_DQ_MEMORY_HEADER_SIZE + data_size);
+    nke_dq_init(q, data_size);
+    return q;
+}
+
+static void test_dq_roundtrip(void)
+{
+    struct nke_dq_memory *q = dq_new(1024);
+    uint8_t in[200], out[200];
+    uint32_t len, i, n;
+    bool was_empty;
+    for (i = 0; i < sizeof(in); i++)
+        in[i] = (uint8_t)i;
+    CHECK_EQ(nke_dq_dequeue(q, 1024, out, sizeof(out), &len), NKE_DQ_EMPTY);
+    CHECK_EQ(nke_dq_enqueue(q, 1024, in, 10, &was_empty), NKE_OK);
+    CHECK(was_empty);
+    CHECK_EQ(nke_dq_enqueue(q, 1024, in + 1, 7, &was_empty), NKE_OK);
+    CHECK(!was_empty);
+    CHECK_EQ(nke_dq_enqueue(q, 1024, in, 0, &was_empty), NKE_OK);
+    CHECK_EQ(q->tail, (4 + 12) + (4 + 8) + 4);
+    CHECK_EQ(nke_dq_dequeue(q, 1024, out, sizeof(out), &len), NKE_DQ_OK);
+    CHECK_EQ(len, 10);
+    CHECK(memcmp(out, in, 10) == 0);
+    CHECK_EQ(nke_dq_dequeue(q, 1024, out, sizeof(out), &len), NKE_DQ_OK);
+    CHECK_EQ(len, 7);
+    CHECK(memcmp(out, in + 1, 7) == 0);
+    CHECK_EQ(nke_dq_dequeue(q, 1024, out, sizeof(out), &len), NKE_DQ_OK);
+    CHECK_EQ(len, 0);
+    CHECK_EQ(nke_dq_dequeue(q, 1024, out, sizeof(out), &len), NKE_DQ_EMPTY);
+    /* too big for the reader's buffer: skipped, the next one still comes */
+    CHECK_EQ(nke_dq_enqueue(q, 1024, in, 100, NULL), NKE_OK);
+    CHECK_EQ(nke_dq_enqueue(q, 1024, in, 5, NULL), NKE_OK);
+    CHECK_EQ(nke_dq_dequeue(q, 1024, out, 50, &len), NKE_DQ_TOOBIG);
+    CHECK_EQ(len, 100);
+    n = nke_dq_dequeue(q, 1024, out, 50, &len);
+    CHECK_EQ(n, NKE_DQ_OK);
+    CHECK_EQ(len, 5);
+    free(q);
+}
+
+static void test_dq_wrap_around(void)
+{
+    /* Small queue, entries of varying size: every byte checked over many laps. */
+    const uint32_t ds = 128;
+    struct nke_dq_memory *q = dq_new(ds);
+    uint8_t in[64], out[64];
+    static uint32_t sizes[8192];
+    uint32_t len, i, seq_in = 0, seq_out = 0, wraps = 0, prev_tail = 0, markers = 0;
+    for (i = 0; i < 5000; i++) {
+        uint32_t sz = 1 + (i * 13u) % 40u;
+        uint32_t k;
+        for (k = 0; k < sz; k++)
+            in[k] = (uint8_t)(seq_in + k);
+        if (nke_dq_enqueue(q, ds, in, sz, NULL) == NKE_OK) {
+            if (q->tail < prev_tail) {
+                wraps++;
+                if (ds - prev_tail >= 4)
+                    markers++;
+            }
+            prev_tail = q->tail;
+            sizes[seq_in % 8192] = sz;
+            seq_in++;
+        }
+        if (i % 3 != 0) {
+            int r = nke_dq_dequeue(q, ds, out, sizeof(out), &len);
+            if (r == NKE_DQ_OK) {
+                bool ok = true;
+                for (k = 0; k < len; k++)
+                    if (out[k] != (uint8_t)(seq_out + k))
+                        ok = false;
+                CHECK(ok);
+                CHECK_EQ(len, sizes[seq_out % 8192]);
+                seq_out++;
+            } else {
+                CHECK_EQ(r, NKE_DQ_EMPTY);
+            }
+        }
+    }
+    CHECK(wraps > 50);
+    CHECK(markers > 10);
+    CHECK(seq_out > 1000);
+    free(q);
+}
+
+static void test_dq_full(void)
+{
+    const uint32_t ds = 256;
+    struct nke_dq_memory *q = dq_new(ds);
+    uint8_t in[28] = {1, 2, 3}, out[64];
+    uint32_t len, n = 0;
+    while (nke_dq_enqueue(q, ds, in, sizeof(in), NULL) == NKE_OK)
+        n++;
+    /* 32-byte entries in 256 bytes: 8 fit (tail ends at 256, head still 0) */
+    CHECK_EQ(n, 8);
+    CHECK_EQ(q->tail, ds);
+    CHECK(q->tail != q->head);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_OK);
+    CHECK_EQ(nke_dq_enqueue(q, ds, in, sizeof(in), NULL), NKE_ERR_NO_MEMORY);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_OK);
+    /* wrapping needs head strictly beyond the entry (64 > 32), else tail == head */
+    CHECK_EQ(nke_dq_enqueue(q, ds, in, sizeof(in), NULL), NKE_OK);
+    CHECK_EQ(q->tail, 32);
+    CHECK_EQ(nke_dq_enqueue(q, ds, in, ds, NULL), NKE_ERR_NO_MEMORY);
+    for (n = 0; nke_dq_dequeue(q, ds, out, sizeof(out), &len) == NKE_DQ_OK; n++)
+        CHECK(memcmp(out, in, sizeof(in)) == 0);
+    CHECK_EQ(n, 7);
+    free(q);
+}
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+
+static void test_dq_hostile(void)
+{
+    const uint32_t ds = 256;
+    struct nke_dq_memory *q = dq_new(ds);
+    uint8_t *base = (uint8_t *)q + NKE_DQ_MEMORY_HEADER_SIZE;
+    uint8_t out[512];
+    uint32_t len, i, v;
+
+#define SETQ(h, t) (q->head = (h), q->tail = (t))
+#define PUTSZ(at, sz) (v = (sz), memcpy(base + (at), &v, 4))
+    SETQ(ds + 4, 0);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    SETQ(0, ds + 4);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    SETQ(2, 40);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    SETQ(0xFFFFFFFCu, 8);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    /* entry size running past tail */
+    SETQ(0, 16);
+    PUTSZ(0, 100);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    /* huge size: would overflow 32-bit arithmetic */
+    SETQ(0, 16);
+    PUTSZ(0, 0xFFFFFFFEu);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    /* entry past the end but not wrapped (tail >= head) */
+    SETQ(240, 252);
+    PUTSZ(240, 30);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    /* head at the very end, tail ahead: impossible */
+    SETQ(ds, ds);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_EMPTY);
+    /* wrapped, entry at 0 running past tail */
+    SETQ(248, 8);
+    PUTSZ(248, 40);
+    PUTSZ(0, 40);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    /* a correct wrap is accepted */
+    SETQ(248, 44);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_OK);
+    CHECK_EQ(len, 40);
+    CHECK_EQ(q->head, 44);
+    /* caller's data size not a multiple of 4 */
+    CHECK_EQ(nke_dq_dequeue(q, 255, out, sizeof(out), &len), NKE_DQ_CORRUPT);
+    /* forged queue_size is ignored */
+    q->queue_size = 1u << 30;
+    SETQ(0, 0);
+    CHECK_EQ(nke_dq_dequeue(q, ds, out, sizeof(out), &len), NKE_DQ_EMPTY);
+    /* random forgeries: never out of bounds (ASan build), result always sane */
+    for (i = 0; i < 200000; i++) {
+        uint32_t h = rnd() % (ds + 16), t = rnd() % (ds + 16), k;
+        int r;
+        if (rnd() & 1) {
+            h &= ~3u;
+            t &= ~3u;
+        }
+        for (k = 0; k + 4 <= ds; k += 4)
+            if ((rnd() & 7) == 0)
+                PUTSZ(k, rnd() % (ds + 8));
+        SETQ(h, t);
+        r = nke_dq_dequeue(q, ds, out, 64, &len);
+        CHECK(r == NKE_DQ_OK || r == NKE_DQ_EMPTY || r == NKE_DQ_CORRUPT || r == NKE_DQ_TOOBIG);
+        if (r == NKE_DQ_OK)
+            CHECK(len <= 64);
+        if (r == NKE_DQ_OK || r == NKE_DQ_TOOBIG)
+            CHECK(q->head <= ds);
+        if (g_cur_failed)
+            break;
+    }
+#undef SETQ
+#undef PUTSZ
+    free(q);
+}
+
+/* ======================================================================== */
+/* Responses: validation                                                     */
+/* ======================================================================== */
+
+/* Core with three held chunks (c1: 1 buffer, c2: 2 buffers, c3: 1 buffer
+ * with complete staged data of 5 bytes) and one reported chunk (rep). */
+struct rfix {
+    struct fixture *x;
+    uint64_t c1, c2, c3, rep;
+};
+
+static void rfix_init(struct rfix *r)
+{
+    struct nke_capture_config cfg;
+    struct nke_put_data_hdr ph;
+    uint8_t msg[sizeof(ph) + 5];
+    uint64_t id = 0;
+    r->x = fixture_new(NKE_CAPTURE_ALL);
+    r->c1 = hold(r->x, 0, 100, 1000);
+    r->c2 = hold(r->x, 1, NKE_BUFFER_SIZE + 1, 1000);
+    r->c3 = hold(r->x, 2, 10, 1000);
+    memset(&ph, 0, sizeof(ph));
+    ph.chunk_id = r->c3;
+    ph.sock = r->x->sid;
+    ph.total_len = 5;
+    ph.len = 5;
+    memcpy(msg, &ph, sizeof(ph));
+    memcpy(msg + sizeof(ph), "HELLO", 5);
+    if (nke_core_put_data(&r->x->c, msg, sizeof(msg)) != NKE_OK)
+        abort();
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.abi_version = NKE_ABI_VERSION;
+    cfg.mode = NKE_CAPTURE_RULES;
+    cfg.default_action = NKE_RULE_REPORT;
+    nke_core_set_capture(&r->x->c, &cfg, sizeof(cfg));
+    if (nke_core_data(&r->x->c, r->x->sid, NKE_DIR_IN, 50, 0, NULL, &r->x->data[3], 1000, 1, &id) !=
+        NKE_DATA_REPORTED)
+        abort();
+    r->rep = id;
+    r->x->f.nrecs = 0;
+    r->x->f.nfinish = 0;
+}
+
+/* Sends a response that must be rejected with `want`; asserts the core and
+ * its socket table are byte-identical afterwards (but for the counter) and
+ * that the platform was asked to do nothing. */
+static void expect_reject(struct rfix *r, struct resp *m, uint32_t size, int want)
+{
+    static struct nke_core before;
+    static struct nke_sock socks_before[16];
+    struct fixture *x = r->x;
+    int got;
+    memcpy(&before, &x->c, sizeof(before));
+    memcpy(socks_before, x->socks, sizeof(socks_before));
+    CHECK_EQ(nke_core_validate_response(&x->c, m->bytes, size), want);
+    got = nke_core_respond(&x->c, m->bytes, size);
+    CHECK_EQ(got, want);
+    before.stats.responses_rejected++;
+    CHECK(memcmp(&before, &x->c, sizeof(before)) == 0);
+    CHECK(memcmp(socks_before, x->socks, sizeof(socks_before)) == 0);
+    CHECK_EQ(x->f.nfinish, 0);
+    CHECK_EQ(x->f.nrecs, 0);
+    CHECK_EQ(x->f.unstage_calls, 0);
+}
+
+#define REJECT_TEST(name, want, build)      \
+    static void name(void)                  \
+    {                                       \
+        static struct resp m;               \
+        struct rfix r;                      \
+        uint32_t size;                      \
+        rfix_init(&r);                      \
+        memset(&m, 0, sizeof(m));           \
+        build;                              \
+        size = resp_build(&m);              \
+        expect_reject(&r, &m, size, want);  \
+        fixture_free(r.x);                  \
+    }
+
+/* Every rejection also carries a valid verdict first: the whole response is refused. */
+#define GOOD_FIRST add_verdict(&m, r.c1, r.x->sid, NKE_ACT_ALLOW, 0); add_releases_of(&m, r.x, r.c1)
+
+REJECT_TEST(test_reject_version, NKE_ERR_VERSION, {
+    GOOD_FIRST;
+    m.h.abi_version = NKE_ABI_VERSION + 7;
+})
+REJECT_TEST(test_reject_size_mismatch, NKE_ERR_SIZE, { GOOD_FIRST; m.h.size = 16 + 24 + 16 + 8; })
+REJECT_TEST(test_reject_count, NKE_ERR_COUNT, { GOOD_FIRST; m.h.nverdicts = NKE_RESPONSE_MAX_VERDICTS + 1; m.h.size = 1; })
+REJECT_TEST(test_reject_flags, NKE_ERR_FLAGS, { GOOD_FIRST; m.h.flags = 1; })
+REJECT_TEST(test_reject_reserved_verdict, NKE_ERR_RESERVED, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW, 0);
+    m.v[1]._pad0[1] = 1;
+})
+REJECT_TEST(test_reject_reserved_release, NKE_ERR_RESERVED, { GOOD_FIRST; m.r[0]._pad1 = 2; })
+REJECT_TEST(test_reject_action, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 4, 0); })
+REJECT_TEST(test_reject_action_zero, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 0, 0); })
+REJECT_TEST(test_reject_sock, NKE_ERR_SOCK, {
+    struct nke_sock_id other = r.x->sid;
+    other.gen++;
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, other, NKE_ACT_DROP, 0);
+})
+REJECT_TEST(test_reject_not_held, NKE_ERR_NOT_HELD, { GOOD_FIRST; add_verdict(&m, r.rep, r.x->sid, NKE_ACT_ALLOW, 0); })
+REJECT_TEST(test_reject_dup_verdict, NKE_ERR_DUP_VERDICT, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW, 0);
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_DROP, 0);
+})
+REJECT_TEST(test_reject_modified_len, NKE_ERR_MODIFIED_LEN, { GOOD_FIRST; add_verdict(&m, r.c3, r.x->sid, NKE_ACT_ALLOW_MODIFIED, 4); })
+REJECT_TEST(test_reject_modified_unstaged, NKE_ERR_MODIFIED_LEN, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW_MODIFIED, 0); })
+REJECT_TEST(test_reject_len_on_allow, NKE_ERR_MODIFIED_LEN, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW, 3); })
+REJECT_TEST(test_reject_buf_range, NKE_ERR_BUF_RANGE, { GOOD_FIRST; add_release(&m, r.c2, NKE_BUFFER_COUNT); })
+REJECT_TEST(test_reject_buf_dup, NKE_ERR_BUF_DUP, { GOOD_FIRST; add_releases_of(&m, r.x, r.c1); })
+REJECT_TEST(test_reject_buf_foreign, NKE_ERR_BUF_FOREIGN, {
+    GOOD_FIRST;
+    add_release(&m, r.c2, chunk_of(r.x, r.c3)->buffers[0]);
+})
+REJECT_TEST(test_reject_unknown_chunk, NKE_ERR_UNKNOWN_CHUNK, { GOOD_FIRST; add_verdict(&m, 1000, r.x->sid, NKE_ACT_ALLOW, 0); })
+REJECT_TEST(test_reject_unknown_chunk_release, NKE_ERR_UNKNOWN_CHUNK, { GOOD_FIRST; add_release(&m, 0, 9); })
+
+static void test_reject_short_message(void)
+{
+    static struct resp m;
+    struct rfix r;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    resp_build(&m);
+    expect_reject(&r, &m, sizeof(struct nke_response_hdr) - 1, NKE_ERR_SIZE);
+    fixture_free(r.x);
+}
+
+static void test_reject_buf_double(void)
+{
+    static struct resp m;
+    struct rfix r;
+    uint32_t size;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    add_release(&m, r.c2, chunk_of(r.x, r.c2)->buffers[0]);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    memset(&m, 0, sizeof(m));
+    GOOD_FIRST;
+    add_release(&m, r.c2, chunk_of(r.x, r.c2)->buffers[0]);
+    size = resp_build(&m);
+    expect_reject(&r, &m, size, NKE_ERR_BUF_DOUBLE);
+    fixture_free(r.x);
+}
+
+static void test_reject_dup_verdict_across_responses(void)
+{
+    static struct resp m;
+    struct rfix r;
+    uint32_t size;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_DROP, 0);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    r.x->f.nfinish = 0;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW, 0);
+    size = resp_build(&m);
+    expect_reject(&r, &m, size, NKE_ERR_DUP_VERDICT);
+    fixture_free(r.x);
+}
+
+static void test_reject_not_open(void)
+{
+    static struct resp m;
+    struct rfix r;
+    rfix_init(&r);
+    nke_core_client_close(&r.x->c);
+    r.x->f.nfinish = 0;
+    r.x->f.nrecs = 0;
+    r.x->f.unstage_calls = 0;
+    memset(&m, 0, sizeof(m));
+    expect_reject(&r, &m, resp_build(&m), NKE_ERR_NOT_OPEN);
+    fixture_free(r.x);
+}
+
+/* ======================================================================== */
+/* Responses: apply                                                          */
+/* ======================================================================== */
+
+static void test_apply_allow_modified_drop(void)
+{
+    static struct resp m;
+    struct rfix r;
+    struct fixture *x;
+    struct nke_filter_state st;
+    rfix_init(&r);
+    x = r.x;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c1, x->sid, NKE_ACT_ALLOW, 0);
+    add_verdict(&m, r.c2, x->sid, NKE_ACT_DROP, 0);
+    add_verdict(&m, r.c3, x->sid, NKE_ACT_ALLOW_MODIFIED, 5);
+    add_releases_of(&m, x, r.c1);
+    add_releases_of(&m, x, r.c2);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.buffers_in_use, 1 + 2 + 1 + 1);
+    CHECK_EQ(st.chunks_pending, 3);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->f.nfinish, 3);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_ALLOW);
+    CHECK(x->f.finish[0].data_ctx == &x->data[0]);
+    CHECK(x->f.finish[0].sock_ctx == &x->sock_ctx_marker);
+    CHECK_EQ(x->f.finish[0].reason, 0);
+    CHECK_EQ(x->f.finish[1].action, NKE_ACT_DROP);
+    CHECK(x->f.finish[1].data_ctx == &x->data[1]);
+    CHECK_EQ(x->f.finish[2].action, NKE_ACT_ALLOW_MODIFIED);
+    CHECK_EQ(x->f.finish[2].staged_len, 5);
+    CHECK(memcmp(x->f.finish[2].staged, "HELLO", 5) == 0);
+    CHECK_EQ(x->f.live_staged, 0);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, 0);
+    CHECK_EQ(st.chunks_dropped, 1);
+    CHECK_EQ(st.chunks_modified, 1);
+    CHECK_EQ(st.buffers_in_use, 2); /* c3 and rep not released yet */
+    CHECK(chunk_of(x, r.c1) == NULL);
+    CHECK(chunk_of(x, r.c3) != NULL && chunk_of(x, r.c3)->state == NKE_CHUNK_DECIDED);
+    /* the reported chunk's buffer is released without a verdict */
+    memset(&m, 0, sizeof(m));
+    add_releases_of(&m, x, r.rep);
+    add_releases_of(&m, x, r.c3);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(x->c.stale_entries, 0);
+    fixture_free(x);
+}
+
+static void test_apply_buffers_hold_data(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint32_t size = 3 * NKE_BUFFER_SIZE + 17, i;
+    uint64_t id = hold(x, 0, size, 5);
+    struct nke_nt_data d;
+    bool same = true;
+    CHECK(id != 0);
+    CHECK_EQ(x->f.nrecs, 1);
+    memcpy(&d, x->f.recs[0], sizeof(d));
+    CHECK_EQ(d.hdr.type, NKE_NT_DATA);
+    CHECK_EQ(d.hdr.size, sizeof(d));
+    CHECK(d.hdr.flags & NKE_DATA_F_HELD);
+    CHECK_EQ(d.chunk_id, id);
+    CHECK_EQ(d.size, size);
+    CHECK_EQ(d.nbuffers, 4);
+    CHECK_EQ(d.deadline_ms, NKE_HOLD_TIMEOUT_DEFAULT_MS);
+    CHECK_EQ(d.buffers[4], NKE_BUF_NONE);
+    for (i = 0; i < size && same; i++) {
+        uint32_t b = d.buffers[i / NKE_BUFFER_SIZE];
+        same = g_buffers[b * NKE_BUFFER_SIZE + i % NKE_BUFFER_SIZE] == x->payload[i];
+    }
+    CHECK(same);
+    /* stream offsets advance per direction */
+    CHECK(hold(x, 1, 10, 5) != 0);
+    memcpy(&d, x->f.recs[1], sizeof(d));
+    CHECK_EQ(d.stream_offset, size);
+    fixture_free(x);
+}
+
+static void test_apply_stale_entries_skipped(void)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t a = hold(x, 0, 10, 1000), b = hold(x, 1, 10, 1500);
+    uint16_t abuf = chunk_of(x, a)->buffers[0];
+    struct nke_filter_state st;
+    nke_core_expire(&x->c, 1000 + NKE_HOLD_TIMEOUT_DEFAULT_MS, 7);
+    CHECK(chunk_of(x, a) == NULL);
+    CHECK(chunk_of(x, b) != NULL);
+    x->f.nfinish = 0;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, a, x->sid, NKE_ACT_DROP, 0);
+    add_release(&m, a, abuf);
+    add_verdict(&m, b, x->sid, NKE_ACT_DROP, 0);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->c.stale_entries, 2);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK(x->f.finish[0].data_ctx == &x->data[1]);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.responses_rejected, 0);
+    CHECK_EQ(st.chunks_dropped, 1);
+    fixture_free(x);
+}
+
+/* ======================================================================== */
+/* put_data                                                                  */
+/* ======================================================================== */
+
+static int put(struct fixture *x, uint64_t chunk, uint32_t total, uint32_t off, const char *bytes,
+               uint32_t len)
+{
+    static uint8_t msg[sizeof(struct nke_put_data_hdr) + NKE_PUT_DATA_MAX_PIECE + 16];
+    struct nke_put_data_hdr h;
+    memset(&h, 0, sizeof(h));
+    h.chunk_id = chunk;
+    h.sock = x->sid;
+    h.total_len = total;
+    h.offset = off;
+    h.len = len;
+    memcpy(msg, &h, sizeof(h));
+    if (len)
+        memcpy(msg + sizeof(h), bytes, len);
+    return nke_core_put_data(&x->c, msg, (uint32_t)sizeof(h) + len);
+}
+
+static void test_put_data_ordering(void)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t id = hold(x, 0, 10, 0);
+    uint8_t raw[sizeof(struct nke_put_data_hdr) + 4];
+    struct nke_put_data_hdr h;
+    CHECK_EQ(put(x, id, 9, 3, "abc", 3), NKE_ERR_PUT_OFFSET); /* nothing staged yet */
+    CHECK_EQ(put(x, id, 9, 0, "abc", 3), NKE_OK);
+    CHECK_EQ(put(x, id, 9, 4, "def", 3), NKE_ERR_PUT_OFFSET);
+    CHECK_EQ(put(x, id, 10, 3, "def", 3), NKE_ERR_PUT_LEN);   /* total changed */
+    CHECK_EQ(put(x, id, 9, 3, "defghij", 7), NKE_ERR_PUT_LEN); /* beyond total */
+    CHECK_EQ(put(x, id, 9, 3, "def", 3), NKE_OK);
+    /* verdict before staging is complete */
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_ALLOW_MODIFIED, 9);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_ERR_MODIFIED_LEN);
+    /* restart at 0 discards the old staging */
+    CHECK_EQ(put(x, id, 6, 0, "XYZ", 3), NKE_OK);
+    CHECK_EQ(x->f.unstage_calls, 1);
+    CHECK_EQ(put(x, id, 6, 3, "123", 3), NKE_OK);
+    CHECK_EQ(put(x, id, 6, 6, "", 0), NKE_OK);
+    CHECK_EQ(put(x, 999, 6, 0, "", 0), NKE_ERR_UNKNOWN_CHUNK);
+    CHECK_EQ(put(x, id, NKE_MODIFIED_MAX_LEN + 1, 0, "", 0), NKE_ERR_PUT_LEN);
+    /* malformed framing */
+    memset(&h, 0, sizeof(h));
+    h.chunk_id = id;
+    h.sock = x->sid;
+    h.total_len = 6;
+    h.len = 4;
+    memcpy(raw, &h, sizeof(h));
+    CHECK_EQ(nke_core_put_data(&x->c, raw, sizeof(raw) - 1), NKE_ERR_SIZE);
+    CHECK_EQ(nke_core_put_data(&x->c, raw, 8), NKE_ERR_SIZE);
+    h._pad0 = 1;
+    memcpy(raw, &h, sizeof(h));
+    CHECK_EQ(nke_core_put_data(&x->c, raw, sizeof(raw)), NKE_ERR_RESERVED);
+    h._pad0 = 0;
+    h.sock.gen++;
+    memcpy(raw, &h, sizeof(h));
+    CHECK_EQ(nke_core_put_data(&x->c, raw, sizeof(raw)), NKE_ERR_SOCK);
+    h.sock.gen--;
+    h.len = NKE_PUT_DATA_MAX_PIECE + 1;
+    memcpy(raw, &h, sizeof(h));
+    CHECK_EQ(nke_core_put_data(&x->c, raw, sizeof(raw)), NKE_ERR_PUT_LEN);
+    /* the rejected pieces changed nothing: the staged 6 bytes go out */
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_ALLOW_MODIFIED, 6);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].staged_len, 6);
+    CHECK(memcmp(x->f.finish[0].staged, "XYZ123", 6) == 0);
+    CHECK_EQ(x->f.live_staged, 0);
+    /* decided: no more staging */
+    CHECK_EQ(put(x, id, 1, 0, "a", 1), NKE_ERR_UNKNOWN_CHUNK);
+    fixture_free(x);
+}
+
+static void test_put_data_zero_length_and_failure(void)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t id = hold(x, 0, 10, 0), id2 = hold(x, 1, 10, 0);
+    CHECK_EQ(put(x, id, 0, 0, "", 0), NKE_OK);
+    x->f.stage_fail = true;
+    CHECK_EQ(put(x, id2, 4, 0, "abcd", 4), NKE_ERR_NO_MEMORY);
+    x->f.stage_fail = false;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_ALLOW_MODIFIED, 0);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_ALLOW_MODIFIED);
+    CHECK_EQ(x->f.finish[0].staged_len, 0);
+    /* failed staging left nothing to apply */
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id2, x->sid, NKE_ACT_ALLOW_MODIFIED, 4);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_ERR_MODIFIED_LEN);
+    fixture_free(x);
+}
+
+/* ======================================================================== */
+/* Deadlines, client close, detach, fail-open                                */
+/* ======================================================================== */
+
+static void test_deadline_expiry(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_capture_config cfg;
+    struct nke_nt_chunk_released rel;
+    struct nke_filter_state st;
+    uint64_t a, b;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.abi_version = NKE_ABI_VERSION;
+    cfg.mode = NKE_CAPTURE_ALL;
+    cfg.hold_timeout_ms = 100;
+    CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_OK);
+    CHECK_EQ(nke_core_expire(&x->c, 0, 0), UINT32_MAX);
+    a = hold(x, 0, 10, 1000);
+    b = hold(x, 1, 10, 1030);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_expire(&x->c, 1050, 0), 50);
+    CHECK_EQ(x->f.nfinish, 0);
+    CHECK_EQ(nke_core_expire(&x->c, 1100, 77), 30);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_ALLOW);
+    CHECK_EQ(x->f.finish[0].reason, NKE_RELEASE_TIMEOUT);
+    CHECK(x->f.finish[0].data_ctx == &x->data[0]);
+    CHECK_EQ(x->f.nrecs, 1);
+    memcpy(&rel, x->f.recs[0], sizeof(rel));
+    CHECK_EQ(rel.hdr.type, NKE_NT_CHUNK_RELEASED);
+    CHECK_EQ(rel.chunk_id, a);
+    CHECK_EQ(rel.reason, NKE_RELEASE_TIMEOUT);
+    CHECK_EQ(rel.size, 10);
+    CHECK_EQ(rel.hdr.time_ns, 77);
+    CHECK(chunk_of(x, a) == NULL);
+    CHECK_EQ(nke_core_expire(&x->c, 5000, 0), UINT32_MAX);
+    CHECK(chunk_of(x, b) == NULL);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_auto_released, 2);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_pending, 0);
+    fixture_free(x);
+}
+
+static void test_client_close_releases_all(void)
+{
+    struct rfix r;
+    struct fixture *x;
+    struct nke_filter_state st;
+    int i, released = 0;
+    uint64_t id = 0;
+    rfix_init(&r);
+    x = r.x;
+    nke_core_client_close(&x->c);
+    CHECK_EQ(x->f.nfinish, 3);
+    for (i = 0; i < x->f.nfinish; i++) {
+        CHECK_EQ(x->f.finish[i].action, NKE_ACT_ALLOW);
+        CHECK_EQ(x->f.finish[i].reason, NKE_RELEASE_CLIENT_GONE);
+        CHECK_EQ(x->f.finish[i].staged_len, 0);
+    }
+    for (i = 0; i < x->f.nrecs; i++) {
+        struct nke_nt_chunk_released rel;
+        memcpy(&rel, x->f.recs[i], sizeof(rel));
+        if (rel.hdr.type == NKE_NT_CHUNK_RELEASED && rel.reason == NKE_RELEASE_CLIENT_GONE)
+            released++;
+    }
+    CHECK_EQ(released, 3);
+    CHECK_EQ(x->f.live_staged, 0); /* c3's staging was discarded */
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_pending, 0);
+    CHECK_EQ(st.flags, 0);
+    CHECK_EQ(st.capture_mode, NKE_CAPTURE_NOTHING);
+    /* no client: nothing deferred, nothing emitted */
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(id, 0);
+    CHECK_EQ(x->f.nrecs, 0);
+    fixture_free(x);
+}
+
+static void test_client_open_errors(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_open_request req;
+    struct nke_open_reply rep;
+    memset(&req, 0, sizeof(req));
+    req.abi_version = NKE_ABI_VERSION;
+    CHECK_EQ(nke_core_client_open(&x->c, &req, &rep, 5), NKE_ERR_BUSY);
+    nke_core_client_close(&x->c);
+    req.abi_version = NKE_ABI_VERSION + 1;
+    CHECK_EQ(nke_core_client_open(&x->c, &req, &rep, 5), NKE_ERR_VERSION);
+    CHECK_EQ(rep.abi_version, NKE_ABI_VERSION);
+    req.abi_version = NKE_ABI_VERSION;
+    req.flags = 4;
+    CHECK_EQ(nke_core_client_open(&x->c, &req, &rep, 5), NKE_ERR_FLAGS);
+    req.flags = 0;
+    req._pad0 = 1;
+    CHECK_EQ(nke_core_client_open(&x->c, &req, &rep, 5), NKE_ERR_RESERVED);
+    req._pad0 = 0;
+    CHECK_EQ(nke_core_client_open(&x->c, &req, &rep, 6), NKE_OK);
+    CHECK_EQ(rep.buffer_count, NKE_BUFFER_COUNT);
+    CHECK_EQ(rep.buffer_size, NKE_BUFFER_SIZE);
+    CHECK_EQ(rep.queue_data_size, NKE_QUEUE_DATA_SIZE);
+    CHECK_EQ(rep.kev_vendor_code, 0x1234);
+    CHECK_EQ(rep.kev_msg_limit, 224);
+    CHECK_EQ(rep.session_id, 6);
+    fixture_free(x);
+}
+
+static void test_pool_exhausted_passes(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_filter_state st;
+    uint64_t id;
+    int i;
+    for (i = 0; i < 8; i++)
+        CHECK(hold(x, i, NKE_CHUNK_MAX_BYTES, 0) != 0);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.buffers_in_use, NKE_BUFFER_COUNT);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 1, 0, NULL, &x->data[9], 0, 0, &id),
+             NKE_DATA_PASS);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_passed_pool_full, 1);
+    CHECK_EQ(st.chunks_held, 8);
+    CHECK_EQ(x->f.nrecs, 0);
+    fixture_free(x);
+}
+
+static void test_queue_full_passes_and_counts(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_filter_state st;
+    uint64_t id;
+    x->f.queue_full = true;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 100, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    nke_core_event(&x->c, x->sid, NKE_EV_CONNECTED, 0);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.notifications_lost, 2);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_held, 0);
+    fixture_free(x);
+}
+
+static void test_detach_drops_held(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_sock_info info;
+    struct nke_sock_id old = x->sid, again;
+    struct nke_nt_detach det;
+    uint64_t a = hold(x, 0, 10, 0), id;
+    (void)a;
+    x->f.nrecs = 0;
+    nke_core_detach(&x->c, x->sid, 9);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_DROP);
+    CHECK_EQ(x->f.finish[0].reason, NKE_RELEASE_SOCKET_GONE);
+    CHECK_EQ(x->f.nrecs, 2);
+    memcpy(&det, x->f.recs[1], sizeof(det));
+    CHECK_EQ(det.hdr.type, NKE_NT_DETACH);
+    CHECK_EQ(det.bytes_out, 10);
+    CHECK(nke_core_sock(&x->c, old) == NULL);
+    CHECK_EQ(nke_core_data(&x->c, old, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id), NKE_DATA_PASS);
+    memset(&info, 0, sizeof(info));
+    again = nke_core_attach(&x->c, &info, NULL, 0);
+    CHECK_EQ(again.slot, old.slot);
+    CHECK(again.gen != old.gen && again.gen != 0);
+    fixture_free(x);
+}
+
+static void test_socket_table_full(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_sock_info info;
+    struct nke_filter_state st;
+    struct nke_sock_id id;
+    int i, ok = 0;
+    memset(&info, 0, sizeof(info));
+    for (i = 0; i < 20; i++) {
+        id = nke_core_attach(&x->c, &info, NULL, 0);
+        if (id.slot)
+            ok++;
+    }
+    CHECK_EQ(ok, 14); /* 16 slots, slot 0 unused, one taken by the fixture */
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.sockets_untracked, 6);
+    CHECK_EQ(st.sockets_live, 15);
+    fixture_free(x);
+}
+
+/* ======================================================================== */
+/* Capture modes and rules                                                   */
+/* ======================================================================== */
+
+static void cfg_init(struct nke_capture_config *cfg, uint32_t mode, uint32_t def)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->abi_version = NKE_ABI_VERSION;
+    cfg->mode = mode;
+    cfg->default_action = def;
+}
+
+static void test_capture_validate_errors(void)
+{
+    static struct nke_capture_config cfg;
+    struct nke_rule *r = &cfg.rules[0];
+    uint32_t one = (uint32_t)(offsetof(struct nke_capture_config, rules) + sizeof(struct nke_rule));
+    cfg_init(&cfg, NKE_CAPTURE_RULES, NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_OK);
+    CHECK_EQ(nke_capture_validate(&cfg, 23), NKE_ERR_SIZE);
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg) + 1), NKE_ERR_SIZE);
+    cfg.abi_version = 0;
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_VERSION);
+    cfg_init(&cfg, 3, NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_MODE);
+    cfg_init(&cfg, NKE_CAPTURE_ALL, NKE_RULE_PASS);
+    cfg.hold_timeout_ms = NKE_HOLD_TIMEOUT_MAX_MS + 1;
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_MODE);
+    cfg_init(&cfg, NKE_CAPTURE_RULES, 3);
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_ACTION);
+    cfg_init(&cfg, NKE_CAPTURE_RULES, 0);
+    cfg._pad0 = 1;
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_RESERVED);
+    cfg_init(&cfg, NKE_CAPTURE_RULES, 0);
+    cfg.nrules = NKE_MAX_RULES + 1;
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_COUNT);
+    cfg.nrules = 2;
+    CHECK_EQ(nke_capture_validate(&cfg, one), NKE_ERR_SIZE); /* 2 rules announced, 1 sent */
+    cfg.nrules = 1;
+    CHECK_EQ(nke_capture_validate(&cfg, one), NKE_OK);
+#define RULE_BAD(setup, want)                       \
+    do {                                            \
+        cfg_init(&cfg, NKE_CAPTURE_RULES, 0);       \
+        cfg.nrules = 1;                             \
+        setup;                                      \
+        CHECK_EQ(nke_capture_validate(&cfg, one), want); \
+    } while (0)
+    RULE_BAD(r->match = 0x200, NKE_ERR_FLAGS);
+    RULE_BAD(r->action = 3, NKE_ERR_ACTION);
+    RULE_BAD(r->_pad0 = 1, NKE_ERR_RESERVED);
+    RULE_BAD(memset(r->comm, 'a', NKE_COMM_LEN), NKE_ERR_RULE);
+    RULE_BAD(r->match = NKE_MATCH_COMM, NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_DIRECTION, r->direction = 4), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_DIRECTION, r->direction = 0), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_PROTOCOL, r->protocol = 1), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_FAMILY, r->family = 10), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_LOCAL_PORT, r->local_port_min = 9, r->local_port_max = 8), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_REMOTE_PORT, r->remote_port_min = 9, r->remote_port_max = 8), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_REMOTE_ADDR | NKE_MATCH_FAMILY, r->family = NKE_AF_INET,
+              r->remote_prefix = 33), NKE_ERR_RULE);
+    RULE_BAD((r->match = NKE_MATCH_LOCAL_ADDR, r->local_prefix = 129), NKE_ERR_RULE);
+#undef RULE_BAD
+}
+
+static void test_capture_classify_rules(void)
+{
+    static struct nke_capture_config cfg;
+    struct nke_flow f;
+    struct nke_rule *r;
+    cfg_init(&cfg, NKE_CAPTURE_RULES, NKE_RULE_PASS);
+    cfg.nrules = 3;
+    /* rule 0: outgoing TCP to 10.1.0.0/16 port 443 -> HOLD */
+    r = &cfg.rules[0];
+    r->match = NKE_MATCH_DIRECTION | NKE_MATCH_PROTOCOL | NKE_MATCH_REMOTE_PORT |
+               NKE_MATCH_REMOTE_ADDR | NKE_MATCH_FAMILY;
+    r->action = NKE_RULE_HOLD;
+    r->direction = NKE_DIR_OUT;
+    r->protocol = NKE_PROTO_TCP;
+    r->family = NKE_AF_INET;
+    r->remote_port_min = r->remote_port_max = 443;
+    r->remote_addr[0] = 10;
+    r->remote_addr[1] = 1;
+    r->remote_prefix = 16;
+    /* rule 1: process "curl" -> REPORT */
+    r = &cfg.rules[1];
+    r->match = NKE_MATCH_COMM;
+    r->action = NKE_RULE_REPORT;
+    strcpy(r->comm, "curl");
+    /* rule 2: pid 7, local ports 1000-2000 -> HOLD */
+    r = &cfg.rules[2];
+    r->match = NKE_MATCH_PID | NKE_MATCH_LOCAL_PORT;
+    r->action = NKE_RULE_HOLD;
+    r->pid = 7;
+    r->local_port_min = 1000;
+    r->local_port_max = 2000;
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_OK);
+
+    memset(&f, 0, sizeof(f));
+    f.pid = 1;
+    strcpy(f.comm, "curl");
+    f.direction = NKE_DIR_OUT;
+    f.protocol = NKE_PROTO_TCP;
+    f.family = NKE_AF_INET;
+    f.remote.family = NKE_AF_INET;
+    f.remote.port = 443;
+    f.remote.addr[0] = 10;
+    f.remote.addr[1] = 1;
+    f.remote.addr[2] = 200;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);     /* first match wins */
+    f.remote.addr[1] = 2;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);   /* prefix misses -> comm */
+    f.remote.addr[1] = 1;
+    f.direction = NKE_DIR_IN;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);   /* direction misses */
+    strcpy(f.comm, "wget");
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);     /* default */
+    f.pid = 7;
+    f.local.port = 2000;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    f.local.port = 2001;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    cfg.default_action = NKE_RULE_REPORT;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);
+    cfg.mode = NKE_CAPTURE_ALL;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    cfg.mode = NKE_CAPTURE_NOTHING;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    /* odd prefix length: 10.1.128.0/17 */
+    cfg_init(&cfg, NKE_CAPTURE_RULES, NKE_RULE_PASS);
+    cfg.nrules = 1;
+    cfg.rules[0].match = NKE_MATCH_REMOTE_ADDR;
+    cfg.rules[0].action = NKE_RULE_HOLD;
+    cfg.rules[0].remote_addr[0] = 10;
+    cfg.rules[0].remote_addr[1] = 1;
+    cfg.rules[0].remote_addr[2] = 128;
+    cfg.rules[0].remote_prefix = 17;
+    f.remote.addr[2] = 200;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    f.remote.addr[2] = 127;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    f.remote.family = 0; /* no address known: address rules cannot match */
+    f.remote.addr[2] = 200;
+    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+}
+
+static void test_capture_modes_in_core(void)
+{
+    static struct nke_capture_config cfg;
+    struct fixture *x = fixture_new(NKE_CAPTURE_NOTHING);
+    struct nke_addr remote;
+    uint64_t id;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, 0, NULL, &x->data[0], 0, 0, &id), NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 0);
+    memset(&remote, 0, sizeof(remote));
+    remote.family = NKE_AF_INET;
+    remote.port = 53;
+    nke_core_addrs(&x->c, x->sid, NKE_NT_CONNECT_OUT, NULL, &remote, 0);
+    cfg_init(&cfg, NKE_CAPTURE_RULES, NKE_RULE_PASS);
+    cfg.nrules = 2;
+    cfg.rules[0].match = NKE_MATCH_REMOTE_PORT | NKE_MATCH_DIRECTION;
+    cfg.rules[0].direction = NKE_DIR_OUT;
+    cfg.rules[0].remote_port_min = cfg.rules[0].remote_port_max = 53;
+    cfg.rules[0].action = NKE_RULE_HOLD;
+    cfg.rules[1].match = NKE_MATCH_REMOTE_PORT;
+    cfg.rules[1].remote_port_min = cfg.rules[1].remote_port_max = 53;
+    cfg.rules[1].action = NKE_RULE_REPORT;
+    CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_OK);
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, 0, NULL, &x->data[0], 0, 0, &id), NKE_DATA_HELD);
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[1], 0, 0, &id), NKE_DATA_REPORTED);
+    /* a datagram's own peer address decides, not the socket's */
+    remote.port = 54;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, NKE_DATA_F_HAS_ADDR | NKE_DATA_F_DATAGRAM,
+                           &remote, &x->data[2], 0, 0, &id), NKE_DATA_PASS);
+    cfg.rules[0].remote_port_min = 60;
+    cfg.rules[0].remote_port_max = 59;
+    CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_ERR_RULE);
+    CHECK_EQ(x->c.capture.rules[0].remote_port_min, 53); /* old config kept */
+    fixture_free(x);
+}
+
+/* ======================================================================== */
+/* Exec events                                                               */
+/* ======================================================================== */
+
+#define VENDOR 0x77u
+
+struct kev_msgs {
+    int n;
+    uint32_t len[NKE_KEV_MAX_CHUNKS];
+    uint8_t msg[NKE_KEV_MAX_CHUNKS][512];
+};
+
+static void kev_build_all(struct kev_msgs *out, uint32_t exec_id, int32_t pid, const char *path,
+                          uint32_t path_len, uint32_t limit)
+{
+    uint32_t count = nke_kev_chunk_count(path_len, limit), i;
+    out->n = 0;
+    for (i = 0; i < count; i++) {
+        struct nke_kern_event_msg km;
+        struct nke_kev_exec_chunk h;
+        const char *piece;
+        uint32_t plen;
+        if (nke_kev_chunk_build(exec_id, pid, 1, 501, 0, path, path_len, limit, i, &h, &piece, &plen) != NKE_OK)
+            abort();
+        memset(&km, 0, sizeof(km));
+        km.total_size = (uint32_t)(sizeof(km) + sizeof(h) + plen);
+        km.vendor_code = VENDOR;
+        km.kev_class = NKE_KEV_CLASS;
+        km.kev_subclass = NKE_KEV_SUBCLASS_EXEC;
+        km.event_code = NKE_KEV_EVENT_EXEC;
+        km.id = i;
+        memcpy(out->msg[i], &km, sizeof(km));
+        memcpy(out->msg[i] + sizeof(km), &h, sizeof(h));
+        memcpy(out->msg[i] + sizeof(km) + sizeof(h), piece, plen);
+        out->len[i] = km.total_size;
+        out->n++;
+    }
+}
+
+struct kev_sink {
+    int n;
+    struct nke_exec_record recs[64];
+};
+
+static void kev_collect(void *arg, const struct nke_exec_record *rec)
+{
+    struct kev_sink *s = (struct kev_sink *)arg;
+    if (s->n < 64)
+        s->recs[s->n] = *rec;
+    s->n++;
+}
+
+static void make_path(char *p, uint32_t len, uint32_t seed)
+{
+    uint32_t i;
+    for (i = 0; i < len; i++)
+        p[i] = (char)('a' + (i * 31u + seed) % 26u);
+    p[0] = '/';
+}
+
+static void test_kev_chunker_limits(void)
+{
+    char path[NKE_PATH_MAX];
+    struct nke_kev_exec_chunk h;
+    const char *piece;
+    uint32_t plen;
+    make_path(path, sizeof(path), 1);
+    CHECK_EQ(nke_kev_piece_size(NKE_KEV_MSG_LIMIT_X86_64), 176);
+    CHECK_EQ(nke_kev_piece_size(NKE_KEV_MSG_LIMIT_ARM64), 240);
+    CHECK_EQ(nke_kev_piece_size(48), 0);
+    CHECK_EQ(nke_kev_chunk_count(1023, 224), 6);
+    CHECK_EQ(nke_kev_chunk_count(1023, 288), 5);
+    CHECK_EQ(nke_kev_chunk_count(1024, 224), 0);
+    CHECK_EQ(nke_kev_chunk_count(0, 224), 1);
+    CHECK_EQ(nke_kev_chunk_count(100, 48), 0);
+    CHECK_EQ(nke_kev_chunk_count(1000, 60), 0); /* 12-byte pieces: 84 chunks > 64 */
+    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1023, 224, 6, &h, &piece, &plen), NKE_ERR_COUNT);
+    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1024, 224, 0, &h, &piece, &plen), NKE_ERR_SIZE);
+    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1023, 224, 5, &h, &piece, &plen), NKE_OK);
+    CHECK_EQ(plen, 1023 - 5 * 176);
+    CHECK_EQ(h.offset, 5 * 176);
+    CHECK(piece == path + 5 * 176);
+    CHECK_EQ(h.chunk_count, 6);
+    CHECK_EQ(h.chunk_index, 5);
+}
+
+static void kev_roundtrip(uint32_t limit, uint32_t expect_chunks)
+{
+    static struct kev_msgs m;
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    char path[1023];
+    int i;
+    uint32_t k;
+    make_path(path, sizeof(path), limit);
+    kev_build_all(&m, 42, 900, path, sizeof(path), limit);
+    CHECK_EQ(m.n, expect_chunks);
+    for (i = 0; i < m.n; i++)
+        CHECK(m.len[i] <= limit);
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    /* out of order: last first */
+    for (k = 0; k < (uint32_t)m.n; k++) {
+        uint32_t j = (uint32_t)m.n - 1u - k;
+        CHECK_EQ(nke_kev_reasm_feed(&r, m.msg[j], m.len[j], 5, kev_collect, &sink), NKE_OK);
+        CHECK_EQ(sink.n, k + 1 == (uint32_t)m.n ? 1 : 0);
+    }
+    CHECK_EQ(sink.n, 1);
+    CHECK(sink.recs[0].complete);
+    CHECK_EQ(sink.recs[0].path_len, 1023);
+    CHECK(memcmp(sink.recs[0].path, path, 1023) == 0);
+    CHECK_EQ(sink.recs[0].path[1023], '\0');
+    CHECK_EQ(sink.recs[0].pid, 900);
+    CHECK_EQ(sink.recs[0].exec_id, 42);
+    CHECK_EQ(sink.recs[0].chunk_count, expect_chunks);
+}
+
+static void test_kev_1023_under_224(void) { kev_roundtrip(NKE_KEV_MSG_LIMIT_X86_64, 6); }
+static void test_kev_1023_under_288(void) { kev_roundtrip(NKE_KEV_MSG_LIMIT_ARM64, 5); }
+
+static void test_kev_lost_middle_chunk(void)
+{
+    static struct kev_msgs m;
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    char path[1023];
+    int i;
+    make_path(path, sizeof(path), 3);
+    kev_build_all(&m, 7, 100, path, sizeof(path), 224);
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    for (i = 0; i < m.n; i++)
+        if (i != 2)
+            nke_kev_reasm_feed(&r, m.msg[i], m.len[i], 100, kev_collect, &sink);
+    CHECK_EQ(sink.n, 0);
+    nke_kev_reasm_expire(&r, 1099, kev_collect, &sink);
+    CHECK_EQ(sink.n, 0);
+    nke_kev_reasm_expire(&r, 1100, kev_collect, &sink);
+    CHECK_EQ(sink.n, 1);
+    CHECK(!sink.recs[0].complete);
+    CHECK_EQ(sink.recs[0].received_mask, 0x3Fu & ~(1u << 2));
+    CHECK(memcmp(sink.recs[0].path, path, 2 * 176) == 0);
+    {
+        bool gap_zero = true;
+        uint32_t k;
+        for (k = 2 * 176; k < 3 * 176; k++)
+            if (sink.recs[0].path[k] != 0)
+                gap_zero = false;
+        CHECK(gap_zero);
+    }
+    CHECK(memcmp(sink.recs[0].path + 3 * 176, path + 3 * 176, 1023 - 3 * 176) == 0);
+    /* the late chunk does not resurrect it as complete */
+    nke_kev_reasm_feed(&r, m.msg[2], m.len[2], 1200, kev_collect, &sink);
+    nke_kev_reasm_expire(&r, 5000, kev_collect, &sink);
+    for (i = 0; i < sink.n && i < 64; i++)
+        CHECK(!sink.recs[i].complete);
+}
+
+static void test_kev_interleaved_execs(void)
+{
+    static struct kev_msgs m[8];
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    static char paths[8][1023];
+    uint32_t lens[8];
+    int e, i, maxn = 0, found = 0;
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    for (e = 0; e < 8; e++) {
+        lens[e] = 300u + (uint32_t)e * 90u;
+        make_path(paths[e], lens[e], (uint32_t)e + 10u);
+        kev_build_all(&m[e], 1000u + (uint32_t)e, 2000 + e, paths[e], lens[e], 224);
+        if (m[e].n > maxn)
+            maxn = m[e].n;
+    }
+    for (i = 0; i < maxn; i++)
+        for (e = 0; e < 8; e++)
+            if (i < m[e].n)
+                CHECK_EQ(nke_kev_reasm_feed(&r, m[e].msg[i], m[e].len[i], 10, kev_collect, &sink), NKE_OK);
+    CHECK_EQ(sink.n, 8);
+    for (i = 0; i < sink.n && i < 8; i++) {
+        e = (int)(sink.recs[i].exec_id - 1000u);
+        CHECK(e >= 0 && e < 8);
+        if (e < 0 || e >= 8)
+            continue;
+        CHECK(sink.recs[i].complete);
+        CHECK_EQ(sink.recs[i].pid, 2000 + e);
+        CHECK_EQ(sink.recs[i].path_len, lens[e]);
+        if (memcmp(sink.recs[i].path, paths[e], lens[e]) == 0)
+            found++;
+    }
+    CHECK_EQ(found, 8);
+}
+
+static void test_kev_duplicates_ignored(void)
+{
+    static struct kev_msgs m;
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    char path[500];
+    int i;
+    make_path(path, sizeof(path), 5);
+    kev_build_all(&m, 9, 9, path, sizeof(path), 224);
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    for (i = 0; i < m.n; i++) {
+        nke_kev_reasm_feed(&r, m.msg[i], m.len[i], 0, kev_collect, &sink);
+        nke_kev_reasm_feed(&r, m.msg[i], m.len[i], 0, kev_collect, &sink);
+    }
+    /* and once more after completion */
+    nke_kev_reasm_feed(&r, m.msg[0], m.len[0], 0, kev_collect, &sink);
+    nke_kev_reasm_expire(&r, 10000, kev_collect, &sink);
+    CHECK_EQ(sink.n, 1);
+    CHECK(sink.recs[0].complete);
+    CHECK(memcmp(sink.recs[0].path, path, sizeof(path)) == 0);
+    CHECK_EQ(r.duplicates, (uint64_t)m.n + 1); /* n during, 1 after completion */
+}
+
+static void test_kev_conflicting_chunk(void)
+{
+    static struct kev_msgs m;
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    static uint8_t forged[512];
+    char path[500];
+    int i;
+    make_path(path, sizeof(path), 6);
+    kev_build_all(&m, 11, 11, path, sizeof(path), 224);
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    nke_kev_reasm_feed(&r, m.msg[0], m.len[0], 0, kev_collect, &sink);
+    /* same chunk index, other bytes */
+    memcpy(forged, m.msg[0], m.len[0]);
+    forged[NKE_KEV_HEADER_SIZE + NKE_KEV_EXEC_CHUNK_HEADER_SIZE + 3] ^= 0x20;
+    nke_kev_reasm_feed(&r, forged, m.len[0], 0, kev_collect, &sink);
+    for (i = 1; i < m.n; i++)
+        nke_kev_reasm_feed(&r, m.msg[i], m.len[i], 0, kev_collect, &sink);
+    nke_kev_reasm_expire(&r, 10000, kev_collect, &sink);
+    CHECK(r.conflicts >= 1);
+    for (i = 0; i < sink.n && i < 64; i++)
+        CHECK(!sink.recs[i].complete || memcmp(sink.recs[i].path, path, sizeof(path)) == 0);
+    /* a chunk whose range overlaps another's (offset shifted) never completes */
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    memcpy(forged, m.msg[1], m.len[1]);
+    {
+        struct nke_kev_exec_chunk h;
+        memcpy(&h, forged + NKE_KEV_HEADER_SIZE, sizeof(h));
+        h.offset = (uint16_t)(h.offset - 10);
+        h.exec_id = 12;
+        memcpy(forged + NKE_KEV_HEADER_SIZE, &h, sizeof(h));
+        memcpy(&h, m.msg[0] + NKE_KEV_HEADER_SIZE, sizeof(h));
+    }
+    for (i = 0; i < m.n; i++) {
+        static uint8_t copy[512];
+        struct nke_kev_exec_chunk h;
+        memcpy(copy, i == 1 ? forged : m.msg[i], m.len[i]);
+        memcpy(&h, copy + NKE_KEV_HEADER_SIZE, sizeof(h));
+        h.exec_id = 12;
+        memcpy(copy + NKE_KEV_HEADER_SIZE, &h, sizeof(h));
+        nke_kev_reasm_feed(&r, copy, m.len[i], 0, kev_collect, &sink);
+    }
+    nke_kev_reasm_expire(&r, 10000, kev_collect, &sink);
+    CHECK(sink.n >= 1);
+    for (i = 0; i < sink.n && i < 64; i++)
+        CHECK(!sink.recs[i].complete);
+}
+
+static void test_kev_eviction(void)
+{
+    static struct kev_msgs m;
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    char path[600];
+    uint32_t e;
+    make_path(path, sizeof(path), 8);
+    nke_kev_reasm_init(&r, VENDOR, 100000);
+    memset(&sink, 0, sizeof(sink));
+    for (e = 0; e < NKE_KEV_REASM_SLOTS + 1; e++) {
+        kev_build_all(&m, 500 + e, 1, path, sizeof(path), 224);
+        nke_kev_reasm_feed(&r, m.msg[0], m.len[0], 10 + e, kev_collect, &sink);
+    }
+    CHECK_EQ(sink.n, 1);
+    CHECK_EQ(r.evicted, 1);
+    CHECK_EQ(sink.recs[0].exec_id, 500); /* the oldest */
+    CHECK(!sink.recs[0].complete);
+    CHECK_EQ(sink.recs[0].received_mask, 1);
+    /* the newest still completes */
+    kev_build_all(&m, 500 + NKE_KEV_REASM_SLOTS, 1, path, sizeof(path), 224);
+    {
+        int i;
+        for (i = 1; i < m.n; i++)
+            nke_kev_reasm_feed(&r, m.msg[i], m.len[i], 50, kev_collect, &sink);
+    }
+    CHECK_EQ(sink.n, 2);
+    CHECK(sink.recs[1].complete);
+    CHECK(memcmp(sink.recs[1].path, path, sizeof(path)) == 0);
+}
+
+static void test_kev_malformed(void)
+{
+    static struct kev_msgs m;
+    static struct nke_kev_reasm r;
+    static struct kev_sink sink;
+    static uint8_t bad[512];
+    struct nke_kern_event_msg km;
+    struct nke_kev_exec_chunk h;
+    char path[100];
+    make_path(path, sizeof(path), 9);
+    kev_build_all(&m, 1, 1, path, sizeof(path), 224);
+    nke_kev_reasm_init(&r, VENDOR, 1000);
+    memset(&sink, 0, sizeof(sink));
+    CHECK_EQ(nke_kev_reasm_feed(&r, m.msg[0], 10, 0, kev_collect, &sink), NKE_ERR_SIZE);
+    CHECK_EQ(nke_kev_reasm_feed(&r, m.msg[0], m.len[0] - 1, 0, kev_collect, &sink), NKE_ERR_SIZE);
+#define MUTATE(stmt, want)                                                        \
+    do {                                                                          \
+        memcpy(bad, m.msg[0], m.len[0]);                                          \
+        memcpy(&km, bad, sizeof(km));                                             \
+        memcpy(&h, bad + sizeof(km), sizeof(h));                                  \
+        stmt;                                                                     \
+        memcpy(bad, &km, sizeof(km));                                             \
+        memcpy(bad + sizeof(km), &h, sizeof(h));                                  \
+        CHECK_EQ(nke_kev_reasm_feed(&r, bad, km.total_size, 0, kev_collect, &sink), want); \
+    } while (0)
+    MUTATE(h.chunk_count = 0, NKE_ERR_COUNT);
+    MUTATE(h.chunk_count = 65, NKE_ERR_COUNT);
+    MUTATE(h.chunk_index = 1, NKE_ERR_COUNT);
+    MUTATE(h.total_len = 1024, NKE_ERR_SIZE);
+    MUTATE(h.offset = 1, NKE_ERR_SIZE);
+    MUTATE(km.total_size = 30, NKE_ERR_SIZE);
+    CHECK_EQ(r.malformed, 8);
+    /* someone else's events are not ours: ignored, not counted */
+    MUTATE(km.vendor_code = VENDOR + 1, NKE_OK);
+    MUTATE(km.kev_subclass = 2, NKE_OK);
+    CHECK_EQ(r.malformed, 8);
+    CHECK_EQ(sink.n, 0);
+#undef MUTATE
+    CHECK_EQ(nke_kev_reasm_feed(&r, m.msg[0], m.len[0], 0, kev_collect, &sink), NKE_OK);
+    CHECK_EQ(sink.n, 1);
+    CHECK(sink.recs[0].complete);
+}
+
+static void test_socket_notifications(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_nt_addrs a;
+    struct nke_nt_event ev;
+    struct nke_nt_option op;
+    struct nke_nt_state st;
+    struct nke_nt_attach at;
+    struct nke_addr local;
+    struct nke_sock_info info;
+    struct nke_sock_id id;
+    struct nke_sock_id bogus = {3, 77};
+    memset(&local, 0, sizeof(local));
+    local.family = NKE_AF_INET;
+    local.port = 8080;
+    nke_core_addrs(&x->c, x->sid, NKE_NT_LISTEN, &local, NULL, 11);
+    nke_core_event(&x->c, x->sid, NKE_EV_CLOSING, 12);
+    nke_core_option(&x->c, x->sid, 6, 1, true, 13);
+    nke_core_emit_state(&x->c, 14);
+    /* stale ids and bad types emit nothing */
+    nke_core_addrs(&x->c, bogus, NKE_NT_LISTEN, &local, NULL, 0);
+    nke_core_addrs(&x->c, x->sid, NKE_NT_DATA, &local, NULL, 0);
+    nke_core_event(&x->c, bogus, NKE_EV_CLOSING, 0);
+    nke_core_option(&x->c, bogus, 6, 1, true, 0);
+    CHECK_EQ(x->f.nrecs, 4);
+    memcpy(&a, x->f.recs[0], sizeof(a));
+    CHECK_EQ(a.hdr.type, NKE_NT_LISTEN);
+    CHECK_EQ(a.hdr.size, sizeof(a));
+    CHECK_EQ(a.hdr.time_ns, 11);
+    CHECK_EQ(a.local.port, 8080);
+    CHECK(x->socks[x->sid.slot].flags & NKE_SOCK_LISTENING);
+    memcpy(&ev, x->f.recs[1], sizeof(ev));
+    CHECK_EQ(ev.hdr.type, NKE_NT_EVENT);
+    CHECK_EQ(ev.event, NKE_EV_CLOSING);
+    CHECK(x->socks[x->sid.slot].flags & NKE_SOCK_DETACHING);
+    memcpy(&op, x->f.recs[2], sizeof(op));
+    CHECK_EQ(op.hdr.type, NKE_NT_OPTION);
+    CHECK_EQ(op.level, 6);
+    CHECK_EQ(op.is_set, 1);
+    memcpy(&st, x->f.recs[3], sizeof(st));
+    CHECK_EQ(st.hdr.type, NKE_NT_STATE);
+    CHECK_EQ(st.hdr.size, sizeof(st));
+    CHECK_EQ(st.state.flags, NKE_STATE_F_CLIENT | NKE_STATE_F_CAPTURE);
+    CHECK_EQ(st.state.sockets_live, 1);
+    CHECK_EQ(st.hdr.sock.slot, 0);
+    /* attach record carries the process */
+    memset(&info, 0, sizeof(info));
+    info.pid = 77;
+    info.uid = 88;
+    info.family = NKE_AF_INET6;
+    info.protocol = NKE_PROTO_UDP;
+    info.type = 2;
+    memset(info.comm, 'z', NKE_COMM_LEN); /* unterminated from the platform */
+    id = nke_core_attach(&x->c, &info, NULL, 15);
+    memcpy(&at, x->f.recs[4], sizeof(at));
+    CHECK_EQ(at.hdr.type, NKE_NT_ATTACH);
+    CHECK_EQ(at.hdr.sock.slot, id.slot);
+    CHECK_EQ(at.hdr.sock.gen, id.gen);
+    CHECK_EQ(at.pid, 77);
+    CHECK_EQ(at.uid, 88);
+    CHECK_EQ(at.family, NKE_AF_INET6);
+    CHECK_EQ(at.protocol, NKE_PROTO_UDP);
+    CHECK_EQ(at.comm[NKE_COMM_LEN - 1], '\0');
+    /* without a client nothing is emitted */
+    nke_core_client_close(&x->c);
+    x->f.nrecs = 0;
+    nke_core_event(&x->c, x->sid, NKE_EV_CONNECTED, 0);
+    nke_core_emit_state(&x->c, 0);
+    CHECK_EQ(x->f.nrecs, 0);
+    fixture_free(x);
+}
+
+static void test_release_before_verdict(void)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t id = hold(x, 0, NKE_BUFFER_SIZE * 2, 0);
+    struct nke_filter_state st;
+    memset(&m, 0, sizeof(m));
+    add_releases_of(&m, x, id);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    /* buffers back in the pool, chunk still held for its verdict */
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_pending, 1);
+    CHECK(chunk_of(x, id) != NULL && chunk_of(x, id)->state == NKE_CHUNK_HELD);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_DROP, 0);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK(chunk_of(x, id) == NULL);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, 0);
+    fixture_free(x);
+}
+
+int main(void)
+{
+    RUN(test_pool_alloc_all_or_none);
+    RUN(test_pool_terminator);
+    RUN(test_pool_release_validation);
+    RUN(test_dq_roundtrip);
+    RUN(test_dq_wrap_around);
+    RUN(test_dq_full);
+    RUN(test_dq_hostile);
+    RUN(test_reject_version);
+    RUN(test_reject_size_mismatch);
+    RUN(test_reject_short_message);
+    RUN(test_reject_count);
+    RUN(test_reject_flags);
+    RUN(test_reject_reserved_verdict);
+    RUN(test_reject_reserved_release);
+    RUN(test_reject_action);
+    RUN(test_reject_action_zero);
+    RUN(test_reject_sock);
+    RUN(test_reject_not_held);
+    RUN(test_reject_dup_verdict);
+    RUN(test_reject_dup_verdict_across_responses);
+    RUN(test_reject_modified_len);
+    RUN(test_reject_modified_unstaged);
+    RUN(test_reject_len_on_allow);
+    RUN(test_reject_buf_range);
+    RUN(test_reject_buf_dup);
+    RUN(test_reject_buf_double);
+    RUN(test_reject_buf_foreign);
+    RUN(test_reject_unknown_chunk);
+    RUN(test_reject_unknown_chunk_release);
+    RUN(test_reject_not_open);
+    RUN(test_apply_allow_modified_drop);
+    RUN(test_apply_buffers_hold_data);
+    RUN(test_apply_stale_entries_skipped);
+    RUN(test_put_data_ordering);
+    RUN(test_put_data_zero_length_and_failure);
+    RUN(test_deadline_expiry);
+    RUN(test_client_close_releases_all);
+    RUN(test_client_open_errors);
+    RUN(test_pool_exhausted_passes);
+    RUN(test_queue_full_passes_and_counts);
+    RUN(test_detach_drops_held);
+    RUN(test_socket_table_full);
+    RUN(test_socket_notifications);
+    RUN(test_release_before_verdict);
+    RUN(test_capture_validate_errors);
+    RUN(test_capture_classify_rules);
+    RUN(test_capture_modes_in_core);
+    RUN(test_kev_chunker_limits);
+    RUN(test_kev_1023_under_224);
+    RUN(test_kev_1023_under_288);
+    RUN(test_kev_lost_middle_chunk);
+    RUN(test_kev_interleaved_execs);
+    RUN(test_kev_duplicates_ignored);
+    RUN(test_kev_conflicting_chunk);
+    RUN(test_kev_eviction);
+    RUN(test_kev_malformed);
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
