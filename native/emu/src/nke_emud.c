@@ -1,0 +1,627 @@
+/*
+ * nke-emud: the Linux stand-in for the kext. Hosts kext/core and exposes
+ * ctl.sock (user client), kev.sock (emulated event sockets) and shim.sock
+ * (libnkeshim.so's link) in a 0700 runtime directory.
+ *
+ * Threading: one thread, one epoll loop. Every call into the core happens on
+ * it, which is the serialization nke_core.h asks of the platform; nothing
+ * here locks.
+ *
+ * Usage: nke-emud [--kev-limit N]   (the hold deadline is the client's
+ * capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nke/nke_abi.h>
+#include "../../../kext/core/nke_core.h"
+#include "nke_emu_proto.h"
+#include "nke_shim_link.h"
+
+#define LOG(fmt, ...) fprintf(stderr, "nke-emud[%d] %s: " fmt "\n", (int)getpid(), __func__, ##__VA_ARGS__)
+
+#define NSOCKS 4096u
+#define MAX_KEV 64
+#define KEV_VENDOR_CODE 1000u
+
+enum conn_kind { K_LISTEN_CTL = 1, K_LISTEN_KEV, K_LISTEN_SHIM, K_CTL, K_KEV, K_SHIM };
+
+/* One accepted or listening descriptor. Owned by the loop. */
+struct conn {
+    enum conn_kind kind;
+    int fd;
+    bool dead;                  /* shim: closing; finish must not write */
+    struct nke_sock_id id;      /* shim: the core's socket */
+    /* kev: filter */
+    bool kev_set;
+    uint32_t kev_vendor, kev_class, kev_subclass;
+};
+
+/* Held piece of data: the core's data_ctx. Owned by the core while held,
+ * returned to us in finish. */
+struct held {
+    struct conn *c;
+    uint32_t dir, len;
+    uint8_t bytes[];
+};
+
+static struct nke_core g_core;
+static struct nke_sock *g_socks;
+static int g_ep = -1;
+static int g_qfd = -1, g_buffd = -1, g_evfd = -1;
+static struct nke_dq_memory *g_queue;
+static struct conn *g_ctl;          /* the one user client, or NULL */
+static struct conn *g_kev[MAX_KEV];
+static uint32_t g_kev_limit = NKE_KEV_MSG_LIMIT_X86_64;
+static uint32_t g_exec_id, g_kev_id;
+static uint64_t g_kev_lost, g_refused, g_session;
+static uid_t g_uid;
+/* Closed conns are freed at the end of a loop iteration, because finish()
+ * may still be handed a sock_ctx pointing at one. */
+static struct conn *g_graveyard[1024];
+static int g_ngrave;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- core ops ----------------------------------------------------------- */
+
+static bool op_emit(void *platform, const void *rec, uint32_t size)
+{
+    (void)platform;
+    bool was_empty = false;
+    if (nke_dq_enqueue(g_queue, NKE_QUEUE_DATA_SIZE, rec, size, &was_empty) != NKE_OK)
+        return false;
+    if (was_empty) {
+        uint64_t one = 1;
+        if (write(g_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            LOG("eventfd write: %s", strerror(errno));
+    }
+    return true;
+}
+
+static void op_copy(void *platform, void *data_ctx, uint32_t off, uint32_t len, void *dst)
+{
+    (void)platform;
+    struct held *h = data_ctx;
+    memcpy(dst, h->bytes + off, len);
+}
+
+static void send_verdict(struct conn *c, uint32_t dir, uint32_t action, const uint8_t *b, uint32_t len)
+{
+    uint8_t msg[sizeof(struct shim_hdr) + SHIM_PIECE];
+    uint32_t off = 0;
+    do {
+        uint32_t n = len - off > SHIM_PIECE ? SHIM_PIECE : len - off;
+        struct shim_hdr h = { .type = SHIM_VERDICT, .direction = dir, .action = action, .len = n,
+                              .flags = off + n < len ? SHIM_F_MORE : 0 };
+        memcpy(msg, &h, sizeof(h));
+        if (n)
+            memcpy(msg + sizeof(h), b + off, n);
+        /* Blocking send: the shim reads verdicts promptly; a shim that
+         * stops reading only stalls its own link's buffer (208 KiB). */
+        if (send(c->fd, msg, sizeof(h) + n, MSG_NOSIGNAL) < 0) {
+            LOG("verdict to shim fd %d: %s", c->fd, strerror(errno));
+            return;
+        }
+        off += n;
+    } while (off < len);
+}
+
+static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t action, void *staged,
+                      uint32_t staged_len, uint32_t reason)
+{
+    (void)platform; (void)reason;
+    struct conn *c = sock_ctx;
+    struct held *h = data_ctx;
+    if (c && !c->dead) {
+        if (action == NKE_ACT_ALLOW_MODIFIED)
+            send_verdict(c, h->dir, action, staged, staged_len);
+        else
+            send_verdict(c, h->dir, action, NULL, 0);
+    }
+    free(h);
+    free(staged);
+}
+
+static int op_stage(void *platform, void **staged, uint32_t total, uint32_t off, const void *b, uint32_t len)
+{
+    (void)platform;
+    if (*staged == NULL) {
+        *staged = malloc(total ? total : 1);
+        if (!*staged)
+            return NKE_ERR_NO_MEMORY;
+    }
+    memcpy((uint8_t *)*staged + off, b, len);
+    return NKE_OK;
+}
+
+static void op_unstage(void *platform, void *staged)
+{
+    (void)platform;
+    free(staged);
+}
+
+static const struct nke_core_ops g_ops = { op_emit, op_copy, op_finish, op_stage, op_unstage };
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void ep_add(struct conn *c)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+    if (epoll_ctl(g_ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        LOG("epoll_ctl: %s", strerror(errno));
+}
+
+static void conn_close(struct conn *c)
+{
+    epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->dead = true;
+    if (g_ngrave < (int)(sizeof(g_graveyard) / sizeof(g_graveyard[0])))
+        g_graveyard[g_ngrave++] = c;
+    /* else leaked: bounded by one loop iteration's closes, never hit in practice */
+}
+
+static int listen_at(const char *dir, const char *name)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, name) >= sizeof(sa.sun_path)) {
+        LOG("runtime dir path too long for a Unix socket: %s", dir);
+        exit(2);
+    }
+    unlink(sa.sun_path);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 512) < 0) {
+        LOG("cannot listen on %s: %s", sa.sun_path, strerror(errno));
+        exit(2);
+    }
+    return fd;
+}
+
+/* Same uid as ours, or root; anyone else is refused and logged. */
+static bool peer_ok(int fd)
+{
+    struct ucred cr;
+    socklen_t l = sizeof(cr);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) {
+        LOG("SO_PEERCRED: %s", strerror(errno));
+        return false;
+    }
+    if (cr.uid == g_uid || cr.uid == 0)
+        return true;
+    g_refused++;
+    LOG("refused peer pid %d uid %u (only uid %u or root may connect); %llu refused so far",
+        (int)cr.pid, (unsigned)cr.uid, (unsigned)g_uid, (unsigned long long)g_refused);
+    return false;
+}
+
+/* ---- kev ---------------------------------------------------------------- */
+
+static void kev_broadcast_exec(int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags, const char *path,
+                               uint32_t plen)
+{
+    uint32_t count = nke_kev_chunk_count(plen, g_kev_limit);
+    if (count == 0) {
+        LOG("exec path of %u bytes cannot be sent under limit %u", plen, g_kev_limit);
+        return;
+    }
+    uint32_t exec_id = ++g_exec_id;
+    for (uint32_t i = 0; i < count; i++) {
+        struct nke_kev_exec_chunk ch;
+        const char *piece;
+        uint32_t plen2;
+        if (nke_kev_chunk_build(exec_id, pid, ppid, uid, flags, path, plen, g_kev_limit, i, &ch, &piece,
+                                &plen2) != NKE_OK)
+            return;
+        uint8_t msg[1024];
+        struct nke_kern_event_msg h = {
+            .total_size = (uint32_t)(sizeof(h) + sizeof(ch) + plen2), .vendor_code = KEV_VENDOR_CODE,
+            .kev_class = NKE_KEV_CLASS, .kev_subclass = NKE_KEV_SUBCLASS_EXEC, .id = ++g_kev_id,
+            .event_code = NKE_KEV_EVENT_EXEC };
+        if (h.total_size > g_kev_limit || h.total_size > sizeof(msg))
+            return; /* the chunker promised otherwise: never send an oversized message */
+        memcpy(msg, &h, sizeof(h));
+        memcpy(msg + sizeof(h), &ch, sizeof(ch));
+        memcpy(msg + sizeof(h) + sizeof(ch), piece, plen2);
+        for (int k = 0; k < MAX_KEV; k++) {
+            struct conn *c = g_kev[k];
+            if (!c || !c->kev_set)
+                continue;
+            if ((c->kev_vendor != NKE_EMU_KEV_ANY && c->kev_vendor != h.vendor_code) ||
+                (c->kev_class != NKE_EMU_KEV_ANY && c->kev_class != h.kev_class) ||
+                (c->kev_subclass != NKE_EMU_KEV_ANY && c->kev_subclass != h.kev_subclass))
+                continue;
+            /* A slow reader loses events, like the kernel's socket buffer. */
+            if (send(c->fd, msg, h.total_size, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+                g_kev_lost++;
+        }
+    }
+}
+
+static void kev_request(struct conn *c)
+{
+    struct nke_emu_kev_ctl q;
+    ssize_t n = recv(c->fd, &q, sizeof(q), 0);
+    if (n <= 0) {
+        for (int k = 0; k < MAX_KEV; k++)
+            if (g_kev[k] == c)
+                g_kev[k] = NULL;
+        conn_close(c);
+        return;
+    }
+    struct nke_emu_kev_ctl r = q;
+    r.magic = NKE_EMU_MAGIC_REPLY;
+    r.msg_limit = g_kev_limit;
+    if (n != sizeof(q) || q.magic != NKE_EMU_MAGIC_REQ) {
+        r.status = NKE_EMU_KEV_EINVAL;
+    } else if (q.op == NKE_EMU_KEV_GET_VENDOR) {
+        q.vendor_string[NKE_EMU_KEV_VENDOR_LEN - 1] = 0;
+        if (strcmp(q.vendor_string, NKE_KEV_VENDOR) == 0) {
+            r.status = NKE_EMU_KEV_OK;
+            r.vendor_code = KEV_VENDOR_CODE;
+        } else {
+            r.status = NKE_EMU_KEV_ENOENT;
+        }
+    } else if (q.op == NKE_EMU_KEV_SET_FILTER) {
+        c->kev_set = true;
+        c->kev_vendor = q.vendor_code;
+        c->kev_class = q.kev_class;
+        c->kev_subclass = q.kev_subclass;
+        r.status = NKE_EMU_KEV_OK;
+    } else {
+        r.status = NKE_EMU_KEV_EINVAL;
+    }
+    send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* ---- ctl ---------------------------------------------------------------- */
+
+static void ctl_gone(struct conn *c)
+{
+    nke_core_client_close(&g_core);
+    g_ctl = NULL;
+    conn_close(c);
+    LOG("user client gone; held data released");
+}
+
+static void ctl_request(struct conn *c)
+{
+    static uint8_t in[NKE_EMU_MAX_REQ + 64];
+    ssize_t n = recv(c->fd, in, sizeof(in), 0);
+    if (n <= 0) {
+        ctl_gone(c);
+        return;
+    }
+    struct nke_emu_req q;
+    static uint8_t out[sizeof(struct nke_emu_reply) + sizeof(struct nke_filter_state) + 64];
+    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY };
+    uint32_t olen = 0;
+    int fds[3];
+    int nfds = 0;
+    if ((size_t)n < sizeof(q)) {
+        r.status = NKE_ERR_SIZE;
+        goto reply;
+    }
+    memcpy(&q, in, sizeof(q));
+    r.seq = q.seq;
+    const uint8_t *arg = in + sizeof(q);
+    uint32_t alen = (uint32_t)n - (uint32_t)sizeof(q);
+    if (q.magic != NKE_EMU_MAGIC_REQ || q.len != alen) {
+        r.status = NKE_ERR_SIZE;
+        goto reply;
+    }
+    if (!g_core.client_open && q.selector != NKE_SEL_OPEN) {
+        r.status = NKE_ERR_NOT_OPEN;
+        goto reply;
+    }
+    switch (q.selector) {
+    case NKE_SEL_OPEN: {
+        struct nke_open_request oq;
+        struct nke_open_reply orp;
+        if (alen != sizeof(oq)) {
+            r.status = NKE_ERR_SIZE;
+            break;
+        }
+        memcpy(&oq, arg, sizeof(oq));
+        if (g_core.client_open) {
+            r.status = NKE_ERR_BUSY;
+            break;
+        }
+        nke_dq_init(g_queue, NKE_QUEUE_DATA_SIZE);
+        uint64_t drain;
+        while (read(g_evfd, &drain, sizeof(drain)) > 0) {}
+        r.status = (uint32_t)nke_core_client_open(&g_core, &oq, &orp, ++g_session);
+        if (r.status == NKE_OK) {
+            memcpy(out + sizeof(r), &orp, sizeof(orp));
+            olen = sizeof(orp);
+            fds[0] = g_qfd; fds[1] = g_buffd; fds[2] = g_evfd;
+            nfds = 3;
+        }
+        break;
+    }
+    case NKE_SEL_RESPOND:
+        r.status = (uint32_t)nke_core_respond(&g_core, arg, alen);
+        break;
+    case NKE_SEL_PUT_DATA:
+        r.status = (uint32_t)nke_core_put_data(&g_core, arg, alen);
+        break;
+    case NKE_SEL_SET_CAPTURE:
+        r.status = (uint32_t)nke_core_set_capture(&g_core, (const void *)arg, alen);
+        break;
+    case NKE_SEL_GET_STATE: {
+        struct nke_filter_state st;
+        nke_core_get_state(&g_core, &st);
+        memcpy(out + sizeof(r), &st, sizeof(st));
+        olen = sizeof(st);
+        r.status = NKE_OK;
+        break;
+    }
+    default:
+        r.status = NKE_ERR_SELECTOR;
+    }
+reply:
+    r.len = olen;
+    memcpy(out, &r, sizeof(r));
+    struct iovec iov = { out, sizeof(r) + olen };
+    union { char b[CMSG_SPACE(sizeof(int) * 3)]; struct cmsghdr a; } cm;
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (nfds) {
+        mh.msg_control = cm.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(h), fds, sizeof(int) * nfds);
+    }
+    if (sendmsg(c->fd, &mh, MSG_NOSIGNAL) < 0) {
+        LOG("reply to user client: %s", strerror(errno));
+        ctl_gone(c);
+    }
+}
+
+/* ---- shim --------------------------------------------------------------- */
+
+static void shim_gone(struct conn *c)
+{
+    c->dead = true; /* finish() of this socket's held chunks must not write */
+    if (c->id.gen)
+        nke_core_detach(&g_core, c->id, now_ns());
+    conn_close(c);
+}
+
+static void shim_message(struct conn *c)
+{
+    static uint8_t in[sizeof(struct shim_exec) + 2 * NKE_BUFFER_SIZE];
+    ssize_t n = recv(c->fd, in, sizeof(in), 0);
+    if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
+        shim_gone(c);
+        return;
+    }
+    struct shim_hdr h;
+    memcpy(&h, in, sizeof(h));
+    uint64_t ns = now_ns();
+    if (h.type == SHIM_ATTACH && (size_t)n == sizeof(struct shim_attach) && !c->id.gen) {
+        struct shim_attach a;
+        memcpy(&a, in, sizeof(a));
+        struct nke_sock_info info = { .pid = a.pid, .uid = a.uid, .family = a.family, .type = a.type,
+                                      .protocol = a.protocol };
+        memcpy(info.comm, a.comm, NKE_COMM_LEN);
+        info.comm[NKE_COMM_LEN - 1] = 0;
+        c->id = nke_core_attach(&g_core, &info, c, ns);
+        if (c->id.gen)
+            nke_core_addrs(&g_core, c->id, a.incoming ? NKE_NT_CONNECT_IN : NKE_NT_CONNECT_OUT, &a.local,
+                           &a.remote, ns);
+    } else if (h.type == SHIM_DATA && h.len == (size_t)n - sizeof(h) && h.len > 0 &&
+               (h.direction == NKE_DIR_IN || h.direction == NKE_DIR_OUT)) {
+        int res = NKE_DATA_PASS;
+        struct held *hd = NULL;
+        if (c->id.gen && h.len <= NKE_CHUNK_MAX_BYTES) {
+            hd = malloc(sizeof(*hd) + h.len);
+            if (hd) {
+                hd->c = c;
+                hd->dir = h.direction;
+                hd->len = h.len;
+                memcpy(hd->bytes, in + sizeof(h), h.len);
+                uint64_t chunk = 0;
+                res = nke_core_data(&g_core, c->id, (uint8_t)h.direction, h.len, 0, NULL, hd, ns / 1000000u,
+                                    ns, &chunk);
+            }
+        }
+        if (res != NKE_DATA_HELD) {
+            free(hd);
+            send_verdict(c, h.direction, NKE_ACT_ALLOW, NULL, 0);
+        }
+    } else if (h.type == SHIM_EXEC && (size_t)n >= sizeof(struct shim_exec)) {
+        struct shim_exec e;
+        memcpy(&e, in, sizeof(e));
+        uint32_t plen = (uint32_t)n - (uint32_t)sizeof(e);
+        if (e.hdr.len == plen)
+            kev_broadcast_exec(e.pid, e.ppid, e.uid, NKE_EXEC_F_FROM_SHIM, (const char *)in + sizeof(e), plen);
+        shim_gone(c);
+    } else {
+        LOG("malformed shim message type %u size %zd: link closed (the shim fails open)", h.type, n);
+        shim_gone(c);
+    }
+}
+
+static void accept_on(struct conn *l)
+{
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (!peer_ok(fd)) {
+            close(fd);
+            continue;
+        }
+        struct conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        if (l->kind == K_LISTEN_CTL) {
+            c->kind = K_CTL;
+            if (g_ctl) {
+                /* One client at a time: answer its OPEN with BUSY, then it closes. */
+                LOG("second user client while one is open: its OPEN gets NKE_ERR_BUSY");
+            } else {
+                g_ctl = c;
+            }
+        } else if (l->kind == K_LISTEN_KEV) {
+            c->kind = K_KEV;
+            int k;
+            for (k = 0; k < MAX_KEV && g_kev[k]; k++) {}
+            if (k == MAX_KEV) {
+                LOG("too many event sockets (%d)", MAX_KEV);
+                close(fd);
+                free(c);
+                continue;
+            }
+            g_kev[k] = c;
+        } else {
+            c->kind = K_SHIM;
+        }
+        ep_add(c);
+    }
+}
+
+static void busy_request(struct conn *c)
+{
+    uint8_t in[NKE_EMU_MAX_REQ + 64];
+    ssize_t n = recv(c->fd, in, sizeof(in), 0);
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    struct nke_emu_req q = { 0 };
+    if ((size_t)n >= sizeof(q))
+        memcpy(&q, in, sizeof(q));
+    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = NKE_ERR_BUSY, .seq = q.seq };
+    send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static const char *runtime_dir(char *buf, size_t n)
+{
+    const char *e = getenv(NKE_EMU_DIR_ENV);
+    if (e && *e)
+        snprintf(buf, n, "%s", e);
+    else if ((e = getenv("XDG_RUNTIME_DIR")) && *e)
+        snprintf(buf, n, "%s/nke-emu", e);
+    else
+        snprintf(buf, n, "/tmp/nke-emu-%u", (unsigned)getuid());
+    return buf;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--kev-limit") && i + 1 < argc)
+            g_kev_limit = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else {
+            fprintf(stderr, "usage: nke-emud [--kev-limit N]\n");
+            return 2;
+        }
+    }
+    if (nke_kev_piece_size(g_kev_limit) == 0) {
+        fprintf(stderr, "nke-emud: --kev-limit %u cannot carry any path byte\n", g_kev_limit);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    g_uid = getuid();
+    char dir[PATH_MAX];
+    runtime_dir(dir, sizeof(dir));
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        LOG("cannot create %s: %s", dir, strerror(errno));
+        return 2;
+    }
+    struct stat st;
+    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != g_uid) {
+        LOG("%s is not a directory owned by uid %u: refusing to use it", dir, (unsigned)g_uid);
+        return 2;
+    }
+    if (chmod(dir, 0700) < 0) {
+        LOG("chmod 0700 %s: %s", dir, strerror(errno));
+        return 2;
+    }
+
+    g_qfd = memfd_create("nke-queue", MFD_CLOEXEC);
+    g_buffd = memfd_create("nke-buffers", MFD_CLOEXEC);
+    g_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    size_t bsz = (size_t)NKE_BUFFER_COUNT * NKE_BUFFER_SIZE;
+    if (g_qfd < 0 || g_buffd < 0 || g_evfd < 0 || ftruncate(g_qfd, NKE_QUEUE_MAP_SIZE) < 0 ||
+        ftruncate(g_buffd, (off_t)bsz) < 0) {
+        LOG("shared memory: %s", strerror(errno));
+        return 2;
+    }
+    g_queue = mmap(NULL, NKE_QUEUE_MAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, g_qfd, 0);
+    uint8_t *bufs = mmap(NULL, bsz, PROT_READ | PROT_WRITE, MAP_SHARED, g_buffd, 0);
+    g_socks = calloc(NSOCKS, sizeof(*g_socks));
+    if (g_queue == MAP_FAILED || bufs == MAP_FAILED || !g_socks) {
+        LOG("mmap: %s", strerror(errno));
+        return 2;
+    }
+    nke_dq_init(g_queue, NKE_QUEUE_DATA_SIZE);
+    nke_core_init(&g_core, &g_ops, NULL, bufs, g_socks, NSOCKS, KEV_VENDOR_CODE, g_kev_limit);
+
+    g_ep = epoll_create1(EPOLL_CLOEXEC);
+    static struct conn lctl = { .kind = K_LISTEN_CTL }, lkev = { .kind = K_LISTEN_KEV },
+                       lshim = { .kind = K_LISTEN_SHIM };
+    lctl.fd = listen_at(dir, NKE_EMU_CTL_SOCK);
+    lkev.fd = listen_at(dir, NKE_EMU_KEV_SOCK);
+    lshim.fd = listen_at(dir, NKE_EMU_SHIM_SOCK);
+    ep_add(&lctl);
+    ep_add(&lkev);
+    ep_add(&lshim);
+    printf("nke-emud ready %s\n", dir);
+    fflush(stdout);
+
+    uint64_t last_state = 0;
+    for (;;) {
+        uint64_t ns = now_ns();
+        uint32_t wait = nke_core_expire(&g_core, ns / 1000000u, ns);
+        if (g_core.client_open && ns - last_state >= 1000000000ull) {
+            nke_core_emit_state(&g_core, ns);
+            last_state = ns;
+        }
+        int timeout = wait > 1000 ? 1000 : (int)wait;
+        struct epoll_event evs[64];
+        int n = epoll_wait(g_ep, evs, 64, timeout);
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (c->dead)
+                continue;
+            switch (c->kind) {
+            case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
+            case K_CTL: if (c == g_ctl) ctl_request(c); else busy_request(c); break;
+            case K_KEV: kev_request(c); break;
+            case K_SHIM: shim_message(c); break;
+            }
+        }
+        for (int i = 0; i < g_ngrave; i++)
+            free(g_graveyard[i]);
+        g_ngrave = 0;
+    }
+}

@@ -1,0 +1,677 @@
+/*
+ * libnkeshim.so: LD_PRELOAD shim that puts the processes started under
+ * `nke-emu run` behind nke-emud's filter.
+ *
+ * Shape (b) of DESIGN.md: when a TCP socket (IPv4/IPv6) connects or is
+ * accepted, the program's descriptor is replaced (dup2) by one end of a
+ * Unix socketpair; a relay thread moves bytes between the other end and the
+ * real socket, asking nke-emud for a verdict on each piece. Readiness
+ * (poll/select/epoll/libuv) is then natural: the program sees a real socket
+ * whose bytes arrive when the verdict says so. Only calls that need the real
+ * socket (getsockname, getpeername, setsockopt, getsockopt, shutdown) are
+ * redirected. The swap happens before the program can register the fd with
+ * epoll (connect/accept return first).
+ *
+ * Layers (after Samba's socket_wrapper): libc_* passthroughs resolved lazily
+ * with dlsym(RTLD_NEXT); the relay implementation; thin public symbols that go
+ * straight to libc when the fd is not relayed or the shim is off.
+ *
+ * Fail open: no shim.sock, or nke-emud dying, means bytes flow unchanged.
+ *
+ * Lock order: g_fd_lock, then relay->lock. The relay thread takes only its
+ * relay->lock.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "nke_emu_proto.h"
+#include "nke_shim_link.h"
+
+#define SHIM_LOG(fmt, ...)                                                                   \
+    do {                                                                                     \
+        if (g_debug)                                                                         \
+            fprintf(stderr, "nkeshim[%d] %s: " fmt "\n", (int)getpid(), __func__, ##__VA_ARGS__); \
+    } while (0)
+
+static int g_debug;
+
+/* ---- layer 1: libc passthroughs ---------------------------------------- */
+
+#define LIBC(ret, name, params)                                                  \
+    static ret(*p_##name) params;                                                \
+    static void *sym_##name(void)                                                \
+    {                                                                            \
+        if (!p_##name)                                                           \
+            *(void **)&p_##name = dlsym(RTLD_NEXT, #name);                       \
+        return (void *)p_##name;                                                 \
+    }
+
+LIBC(int, connect, (int, const struct sockaddr *, socklen_t))
+LIBC(int, accept, (int, struct sockaddr *, socklen_t *))
+LIBC(int, accept4, (int, struct sockaddr *, socklen_t *, int))
+LIBC(int, close, (int))
+LIBC(int, getsockname, (int, struct sockaddr *, socklen_t *))
+LIBC(int, getpeername, (int, struct sockaddr *, socklen_t *))
+LIBC(int, setsockopt, (int, int, int, const void *, socklen_t))
+LIBC(int, getsockopt, (int, int, int, void *, socklen_t *))
+LIBC(int, shutdown, (int, int))
+LIBC(int, dup2, (int, int))
+LIBC(int, dup3, (int, int, int))
+LIBC(int, execve, (const char *, char *const[], char *const[]))
+
+#define libc_call(name, ...) (sym_##name(), p_##name(__VA_ARGS__))
+
+/* ---- state ------------------------------------------------------------- */
+
+/* One relayed socket. Refcounted: one ref per fd-table entry naming it and
+ * one for the relay thread; real_fd is closed with the last ref, so a
+ * getpeername on the program's fd never hits a reused descriptor. */
+struct relay {
+    pthread_mutex_t lock;     /* protects connect_done, connect_err */
+    pthread_cond_t cond;
+    atomic_int refs;
+    int real_fd;              /* the real TCP socket (owned) */
+    int pair_fd;              /* the relay's end of the socketpair (owned by the thread) */
+    int link_fd;              /* shim.sock connection, -1 once nke-emud is gone */
+    bool connect_done;
+    int connect_err;
+};
+
+#define MAX_FDS 65536
+/* fd -> relay. protected by g_fd_lock */
+static struct relay *g_fds[MAX_FDS];
+static pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_shim_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static int g_enabled = -1;    /* -1 unknown, 0 off, 1 on; set once in shim_init */
+
+static void relay_put(struct relay *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) == 1) {
+        libc_call(close, r->real_fd);
+        pthread_mutex_destroy(&r->lock);
+        pthread_cond_destroy(&r->cond);
+        free(r);
+    }
+}
+
+static void shim_init(void)
+{
+    if (g_enabled >= 0)
+        return;
+    g_debug = getenv("NKE_SHIM_DEBUG") != NULL;
+    const char *e = getenv(NKE_EMU_DIR_ENV);
+    char dir[PATH_MAX];
+    if (e && *e)
+        snprintf(dir, sizeof(dir), "%s", e);
+    else if ((e = getenv("XDG_RUNTIME_DIR")) && *e)
+        snprintf(dir, sizeof(dir), "%s/nke-emu", e);
+    else
+        snprintf(dir, sizeof(dir), "/tmp/nke-emu-%u", (unsigned)getuid());
+    int n = snprintf(g_shim_path, sizeof(g_shim_path), "%s/%s", dir, NKE_EMU_SHIM_SOCK);
+    g_enabled = (n > 0 && (size_t)n < sizeof(g_shim_path) && getenv("NKE_SHIM_OFF") == NULL) ? 1 : 0;
+}
+
+static int link_open(void)
+{
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    memcpy(sa.sun_path, g_shim_path, sizeof(g_shim_path));
+    if (libc_call(connect, fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        libc_call(close, fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)ss;
+        a->family = NKE_AF_INET;
+        a->port = ntohs(s->sin_port);
+        memcpy(a->addr, &s->sin_addr, 4);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const void *)ss;
+        a->family = NKE_AF_INET6;
+        a->port = ntohs(s->sin6_port);
+        a->scope_id = s->sin6_scope_id;
+        memcpy(a->addr, &s->sin6_addr, 16);
+    }
+}
+
+/* ---- layer 2: the relay ------------------------------------------------ */
+
+static bool send_all(int fd, const uint8_t *b, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                struct pollfd p = { fd, POLLOUT, 0 };
+                poll(&p, 1, -1);
+                continue;
+            }
+            return false;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Per direction: OUT reads pair_fd and writes real_fd; IN the reverse. */
+struct dir_state {
+    int src, dst;
+    uint32_t nke_dir;
+    bool eof;              /* src said EOF; dst shut down */
+    bool waiting;          /* a piece is with nke-emud */
+    uint8_t *orig;         /* the piece as read (owned) */
+    size_t orig_len;
+    uint8_t *mod;          /* modified bytes being assembled (owned) */
+    size_t mod_len;
+    bool dead;             /* dst failed: stop this direction */
+};
+
+static void dir_deliver(struct dir_state *d, const uint8_t *b, size_t n)
+{
+    if (!d->dead && n && !send_all(d->dst, b, n))
+        d->dead = true;
+}
+
+static void dir_done_piece(struct dir_state *d)
+{
+    free(d->orig);
+    free(d->mod);
+    d->orig = d->mod = NULL;
+    d->orig_len = d->mod_len = 0;
+    d->waiting = false;
+}
+
+static void link_lost(struct relay *r, struct dir_state ds[2])
+{
+    SHIM_LOG("nke-emud link lost: failing open");
+    libc_call(close, r->link_fd);
+    r->link_fd = -1;
+    for (int i = 0; i < 2; i++)
+        if (ds[i].waiting) {
+            dir_deliver(&ds[i], ds[i].orig, ds[i].orig_len);
+            dir_done_piece(&ds[i]);
+        }
+}
+
+static void link_verdict(struct relay *r, struct dir_state ds[2])
+{
+    static __thread uint8_t msg[sizeof(struct shim_hdr) + SHIM_PIECE];
+    ssize_t n = recv(r->link_fd, msg, sizeof(msg), 0);
+    if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
+        link_lost(r, ds);
+        return;
+    }
+    struct shim_hdr h;
+    memcpy(&h, msg, sizeof(h));
+    struct dir_state *d = h.direction == NKE_DIR_OUT ? &ds[0] : h.direction == NKE_DIR_IN ? &ds[1] : NULL;
+    if (h.type != SHIM_VERDICT || !d || !d->waiting || h.len != (size_t)n - sizeof(h)) {
+        link_lost(r, ds);
+        return;
+    }
+    if (h.action == NKE_ACT_ALLOW_MODIFIED) {
+        uint8_t *m = realloc(d->mod, d->mod_len + h.len + 1);
+        if (!m) {
+            link_lost(r, ds);
+            return;
+        }
+        d->mod = m;
+        memcpy(d->mod + d->mod_len, msg + sizeof(h), h.len);
+        d->mod_len += h.len;
+        if (h.flags & SHIM_F_MORE)
+            return;
+        dir_deliver(d, d->mod, d->mod_len);
+    } else if (h.action == NKE_ACT_ALLOW) {
+        dir_deliver(d, d->orig, d->orig_len);
+    } /* DROP: nothing */
+    dir_done_piece(d);
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    /* Wait for the real connect to finish before moving bytes (non-blocking
+     * connect returned EINPROGRESS to the program). */
+    struct pollfd cp = { r->real_fd, POLLOUT, 0 };
+    while (poll(&cp, 1, -1) < 0 && errno == EINTR) {}
+    int err = 0;
+    socklen_t el = sizeof(err);
+    libc_call(getsockopt, r->real_fd, SOL_SOCKET, SO_ERROR, &err, &el);
+    pthread_mutex_lock(&r->lock);
+    r->connect_done = true;
+    r->connect_err = err;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+
+    struct dir_state ds[2] = { { .src = r->pair_fd, .dst = r->real_fd, .nke_dir = NKE_DIR_OUT },
+                               { .src = r->real_fd, .dst = r->pair_fd, .nke_dir = NKE_DIR_IN } };
+    if (err) {
+        SHIM_LOG("connect failed: %s", strerror(err));
+        goto out;
+    }
+    if (r->link_fd >= 0) {
+        /* attach was sent by the creator; nothing else to do here */
+    }
+    uint8_t *buf = malloc(NKE_BUFFER_SIZE);
+    if (!buf)
+        goto out;
+    for (;;) {
+        struct pollfd p[3];
+        int np = 0, idx[2] = { -1, -1 }, li = -1;
+        for (int i = 0; i < 2; i++)
+            if (!ds[i].eof && !ds[i].waiting && !ds[i].dead) {
+                idx[i] = np;
+                p[np++] = (struct pollfd){ ds[i].src, POLLIN, 0 };
+            }
+        if (r->link_fd >= 0) {
+            li = np;
+            p[np++] = (struct pollfd){ r->link_fd, POLLIN, 0 };
+        }
+        bool busy = ds[0].waiting || ds[1].waiting;
+        if ((ds[0].eof || ds[0].dead) && (ds[1].eof || ds[1].dead) && !busy)
+            break;
+        if (np == 0)
+            break;
+        if (poll(p, (nfds_t)np, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (li >= 0 && p[li].revents)
+            link_verdict(r, ds);
+        for (int i = 0; i < 2; i++) {
+            struct dir_state *d = &ds[i];
+            if (idx[i] < 0 || !p[idx[i]].revents)
+                continue;
+            ssize_t n = recv(d->src, buf, NKE_BUFFER_SIZE, MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (n <= 0) {
+                d->eof = true;
+                /* EOF one way is a half-close the other side must see; for
+                 * the program's side (IN), only once nothing is pending. */
+                libc_call(shutdown, d->dst, SHUT_WR);
+                continue;
+            }
+            if (r->link_fd < 0) {
+                dir_deliver(d, buf, (size_t)n);
+                continue;
+            }
+            uint8_t *msg = malloc(sizeof(struct shim_hdr) + (size_t)n);
+            if (!msg) {
+                dir_deliver(d, buf, (size_t)n);
+                continue;
+            }
+            struct shim_hdr h = { .type = SHIM_DATA, .direction = d->nke_dir, .len = (uint32_t)n };
+            memcpy(msg, &h, sizeof(h));
+            memcpy(msg + sizeof(h), buf, (size_t)n);
+            if (send(r->link_fd, msg, sizeof(h) + (size_t)n, MSG_NOSIGNAL) < 0) {
+                free(msg);
+                link_lost(r, ds);
+                dir_deliver(d, buf, (size_t)n);
+                continue;
+            }
+            d->orig = msg;       /* keep the whole message; orig points past the header */
+            memmove(msg, msg + sizeof(h), (size_t)n);
+            d->orig_len = (size_t)n;
+            d->waiting = true;
+        }
+    }
+    free(buf);
+out:
+    for (int i = 0; i < 2; i++)
+        dir_done_piece(&ds[i]);
+    if (r->link_fd >= 0)
+        libc_call(close, r->link_fd);
+    r->link_fd = -1;
+    libc_call(shutdown, r->real_fd, SHUT_RDWR);
+    libc_call(close, r->pair_fd);
+    relay_put(r);
+    return NULL;
+}
+
+static bool is_tcp_inet(int fd, int *family)
+{
+    int type = 0, dom = 0;
+    socklen_t l = sizeof(type);
+    if (libc_call(getsockopt, fd, SOL_SOCKET, SO_TYPE, &type, &l) < 0 || type != SOCK_STREAM)
+        return false;
+    l = sizeof(dom);
+    if (libc_call(getsockopt, fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0)
+        return false;
+    *family = dom;
+    return dom == AF_INET || dom == AF_INET6;
+}
+
+/* Replaces fd by a relayed socketpair end. Called right after a successful
+ * (or in-progress) connect or accept, before the program has seen the fd
+ * for readiness. On any failure the fd is left as it was (fail open). */
+static void relay_start(int fd, bool incoming)
+{
+    int family;
+    shim_init();
+    if (g_enabled != 1 || fd < 0 || fd >= MAX_FDS || !is_tcp_inet(fd, &family))
+        return;
+    int link = link_open();
+    if (link < 0)
+        return; /* nke-emud absent: plain socket */
+    struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
+                             .family = family == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET, .type = 1,
+                             .protocol = NKE_PROTO_TCP, .incoming = incoming };
+    FILE *f = fopen("/proc/self/comm", "re");
+    if (f) {
+        if (fgets(a.comm, sizeof(a.comm), f))
+            a.comm[strcspn(a.comm, "\n")] = 0;
+        fclose(f);
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (libc_call(getsockname, fd, (struct sockaddr *)&ss, &sl) == 0)
+        to_nke_addr(&ss, &a.local);
+    sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (libc_call(getpeername, fd, (struct sockaddr *)&ss, &sl) == 0)
+        to_nke_addr(&ss, &a.remote);
+    if (send(link, &a, sizeof(a), MSG_NOSIGNAL) < 0) {
+        libc_call(close, link);
+        return;
+    }
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        libc_call(close, link);
+        return;
+    }
+    struct relay *r = calloc(1, sizeof(*r));
+    int real = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    if (!r || real < 0) {
+        free(r);
+        if (real >= 0) libc_call(close, real);
+        libc_call(close, sp[0]); libc_call(close, sp[1]); libc_call(close, link);
+        return;
+    }
+    /* The program's end keeps the program's flags on fd (O_NONBLOCK, CLOEXEC). */
+    int fl = fcntl(fd, F_GETFL);
+    int fdfl = fcntl(fd, F_GETFD);
+    fcntl(sp[0], F_SETFL, fl & O_NONBLOCK);
+    /* The real socket is driven by poll from the relay thread. */
+    fcntl(real, F_SETFL, fcntl(real, F_GETFL) & ~O_NONBLOCK);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    atomic_init(&r->refs, 2);
+    r->real_fd = real;
+    r->pair_fd = sp[1];
+    r->link_fd = link;
+    pthread_mutex_lock(&g_fd_lock);
+    if (libc_call(dup3, sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        pthread_mutex_unlock(&g_fd_lock);
+        SHIM_LOG("dup3: %s", strerror(errno));
+        libc_call(close, sp[0]); libc_call(close, sp[1]); libc_call(close, link); libc_call(close, real);
+        free(r);
+        return;
+    }
+    libc_call(close, sp[0]);
+    if (g_fds[fd])
+        relay_put(g_fds[fd]);
+    g_fds[fd] = r;
+    pthread_mutex_unlock(&g_fd_lock);
+    /* Blocking sends on the relay side: the relay waits, never the program. */
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&at, 256 * 1024);
+    pthread_t t;
+    if (pthread_create(&t, &at, relay_main, r) != 0) {
+        /* No thread: the bytes would never move. Undo by putting the real
+         * socket back at fd. */
+        pthread_mutex_lock(&g_fd_lock);
+        libc_call(dup3, real, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+        g_fds[fd] = NULL;
+        pthread_mutex_unlock(&g_fd_lock);
+        libc_call(close, sp[1]); libc_call(close, link);
+        atomic_store(&r->refs, 1);
+        relay_put(r);
+    }
+    pthread_attr_destroy(&at);
+}
+
+/* A ref on fd's relay, or NULL when fd is not relayed. */
+static struct relay *relay_get(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return NULL;
+    pthread_mutex_lock(&g_fd_lock);
+    struct relay *r = g_fds[fd];
+    if (r)
+        atomic_fetch_add(&r->refs, 1);
+    pthread_mutex_unlock(&g_fd_lock);
+    return r;
+}
+
+static void fd_forget(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    pthread_mutex_lock(&g_fd_lock);
+    struct relay *r = g_fds[fd];
+    g_fds[fd] = NULL;
+    pthread_mutex_unlock(&g_fd_lock);
+    if (r)
+        relay_put(r);
+}
+
+static void fd_copy(int from, int to)
+{
+    if (to < 0 || to >= MAX_FDS)
+        return;
+    struct relay *r = relay_get(from);
+    pthread_mutex_lock(&g_fd_lock);
+    struct relay *old = g_fds[to];
+    g_fds[to] = r;
+    pthread_mutex_unlock(&g_fd_lock);
+    if (old)
+        relay_put(old);
+}
+
+/* After fork the child has no relay threads; its copies of the relay fds
+ * would keep the parent's connections open, so they are closed. The child's
+ * program fds still reach the parent's relays (shared socketpair). */
+static void atfork_child(void)
+{
+    for (int fd = 0; fd < MAX_FDS; fd++) {
+        struct relay *r = g_fds[fd];
+        if (!r)
+            continue;
+        g_fds[fd] = NULL; /* the struct is the parent's thread's; left alone */
+        /* Each relay's descriptors are distinct numbers and nothing opened
+         * since fork, so closing one twice only yields EBADF. */
+        libc_call(close, r->real_fd);
+        libc_call(close, r->pair_fd);
+        if (r->link_fd >= 0)
+            libc_call(close, r->link_fd);
+    }
+    pthread_mutex_init(&g_fd_lock, NULL);
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&g_fd_lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g_fd_lock); }
+
+__attribute__((constructor)) static void shim_ctor(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* ---- layer 3: public symbols ------------------------------------------- */
+
+int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    int rc = libc_call(connect, fd, sa, len);
+    int e = errno;
+    if (rc == 0 || e == EINPROGRESS)
+        relay_start(fd, false);
+    errno = e;
+    return rc;
+}
+
+int accept(int fd, struct sockaddr *sa, socklen_t *len)
+{
+    int c = libc_call(accept, fd, sa, len);
+    if (c >= 0) {
+        int e = errno;
+        relay_start(c, true);
+        errno = e;
+    }
+    return c;
+}
+
+int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
+{
+    int c = libc_call(accept4, fd, sa, len, flags);
+    if (c >= 0) {
+        int e = errno;
+        relay_start(c, true);
+        errno = e;
+    }
+    return c;
+}
+
+int close(int fd)
+{
+    fd_forget(fd);
+    return libc_call(close, fd);
+}
+
+int dup2(int from, int to)
+{
+    int rc = libc_call(dup2, from, to);
+    if (rc >= 0 && from != to)
+        fd_copy(from, to);
+    return rc;
+}
+
+int dup3(int from, int to, int flags)
+{
+    int rc = libc_call(dup3, from, to, flags);
+    if (rc >= 0)
+        fd_copy(from, to);
+    return rc;
+}
+
+int getsockname(int fd, struct sockaddr *sa, socklen_t *len)
+{
+    struct relay *r = relay_get(fd);
+    int rc = libc_call(getsockname, r ? r->real_fd : fd, sa, len);
+    if (r) relay_put(r);
+    return rc;
+}
+
+int getpeername(int fd, struct sockaddr *sa, socklen_t *len)
+{
+    struct relay *r = relay_get(fd);
+    int rc = libc_call(getpeername, r ? r->real_fd : fd, sa, len);
+    if (r) relay_put(r);
+    return rc;
+}
+
+int setsockopt(int fd, int level, int name, const void *v, socklen_t l)
+{
+    struct relay *r = relay_get(fd);
+    int rc = libc_call(setsockopt, r ? r->real_fd : fd, level, name, v, l);
+    if (r) relay_put(r);
+    return rc;
+}
+
+int getsockopt(int fd, int level, int name, void *v, socklen_t *l)
+{
+    struct relay *r = relay_get(fd);
+    if (!r)
+        return libc_call(getsockopt, fd, level, name, v, l);
+    int rc;
+    if (level == SOL_SOCKET && name == SO_ERROR) {
+        /* The program polled its socketpair end writable; the real connect
+         * may still be in flight. Its answer is the real connect's. */
+        pthread_mutex_lock(&r->lock);
+        while (!r->connect_done)
+            pthread_cond_wait(&r->cond, &r->lock);
+        int err = r->connect_err;
+        r->connect_err = 0; /* SO_ERROR is read-and-clear */
+        pthread_mutex_unlock(&r->lock);
+        if (v && l && *l >= sizeof(int)) {
+            memcpy(v, &err, sizeof(int));
+            *l = sizeof(int);
+        }
+        rc = 0;
+    } else {
+        rc = libc_call(getsockopt, r->real_fd, level, name, v, l);
+    }
+    relay_put(r);
+    return rc;
+}
+
+int shutdown(int fd, int how)
+{
+    struct relay *r = relay_get(fd);
+    if (!r)
+        return libc_call(shutdown, fd, how);
+    /* Shutting the program's end down makes the relay see EOF and pass
+     * the half-close on after any pending data. */
+    int rc = libc_call(shutdown, fd, how);
+    relay_put(r);
+    return rc;
+}
+
+static void report_exec(const char *path)
+{
+    shim_init();
+    if (g_enabled != 1 || !path)
+        return;
+    char full[PATH_MAX];
+    const char *p = realpath(path, full) ? full : path;
+    size_t n = strlen(p);
+    int link = link_open();
+    if (link < 0)
+        return;
+    size_t total = sizeof(struct shim_exec) + n;
+    uint8_t *m = malloc(total);
+    if (m) {
+        struct shim_exec e = { .hdr = { .type = SHIM_EXEC, .len = (uint32_t)n }, .pid = getpid(),
+                               .ppid = getppid(), .uid = getuid() };
+        memcpy(m, &e, sizeof(e));
+        memcpy(m + sizeof(e), p, n);
+        send(link, m, total, MSG_NOSIGNAL);
+        free(m);
+    }
+    libc_call(close, link);
+}
+
+int execve(const char *path, char *const argv[], char *const envp[])
+{
+    if (access(path, X_OK) == 0)
+        report_exec(path);
+    return libc_call(execve, path, argv, envp);
+}

@@ -1,0 +1,58 @@
+/*
+ * shim.sock: the private link between libnkeshim.so and nke-emud
+ * (SOCK_SEQPACKET, one connection per relayed socket, plus one short-lived
+ * connection per execve). Private to native/emu: both ends are built from
+ * this one header in one Makefile, so no version field is needed.
+ *
+ * shim -> emud: first message SHIM_ATTACH (the socket as the kernel's attach
+ * + connect callbacks would see it), then SHIM_DATA messages, at most one
+ * outstanding per direction (the relay stops reading that direction until its
+ * verdict arrives, which is what "held data blocks only its socket" means).
+ * emud -> shim: SHIM_VERDICT per SHIM_DATA, in order per direction; modified
+ * bytes longer than SHIM_PIECE come in several messages, all but the last
+ * with SHIM_F_MORE. Closing the connection is the socket's detach; emud
+ * closing it (death, restart) makes the shim fail open: pending data is sent
+ * as it was and nothing more is reported.
+ */
+#ifndef NKE_SHIM_LINK_H
+#define NKE_SHIM_LINK_H
+
+#include <stdint.h>
+#include <nke/nke_abi.h>
+
+enum shim_msg_type {
+    SHIM_ATTACH  = 1,  /* shim: shim_attach */
+    SHIM_DATA    = 2,  /* shim: shim_hdr + len bytes */
+    SHIM_VERDICT = 3,  /* emud: shim_hdr(action) + len bytes (modified only) */
+    SHIM_EXEC    = 4   /* shim: shim_exec + path bytes (no NUL) */
+};
+
+#define SHIM_F_MORE 0x1u
+#define SHIM_PIECE (60u * 1024u)   /* bytes per message either way */
+
+struct shim_hdr {
+    uint32_t type;        /* enum shim_msg_type */
+    uint32_t direction;   /* enum nke_direction */
+    uint32_t action;      /* VERDICT: enum nke_action */
+    uint32_t len;         /* bytes following */
+    uint32_t flags;       /* SHIM_F_* */
+    uint32_t _pad0;
+};
+
+struct shim_attach {
+    struct shim_hdr hdr;
+    int32_t pid;
+    uint32_t uid;
+    uint8_t family, type, protocol, incoming; /* incoming: accepted (CONNECT_IN) */
+    char comm[NKE_COMM_LEN];
+    struct nke_addr local, remote;
+};
+
+struct shim_exec {
+    struct shim_hdr hdr;  /* len = path bytes following */
+    int32_t pid, ppid;
+    uint32_t uid;
+    uint32_t _pad0;
+};
+
+#endif

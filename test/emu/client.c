@@ -1,0 +1,331 @@
+/*
+ * Test user client for nke-emud: opens ctl.sock, maps the queue and buffer
+ * memfds, dequeues notifications with kext/core's nke_dq_dequeue and answers
+ * held data with a scripted policy per direction. With --kev it instead
+ * reads kev.sock and prints reassembled exec events.
+ *
+ *   test-client --dir D [--out P] [--in P] [--timeout-ms N] [--seed N]
+ *   test-client --dir D --kev
+ * Policies (per-byte transforms, so the expected bytes do not depend on how
+ * the stream was cut into chunks):
+ *   pass     ALLOW
+ *   drop     DROP
+ *   hold     never answer (the deadline or our death releases it)
+ *   upper    ALLOW_MODIFIED, a-z -> A-Z (same length)
+ *   double   ALLOW_MODIFIED, every byte twice (longer)
+ *   shrink   ALLOW_MODIFIED, every 'x' removed (shorter)
+ *   nul      ALLOW_MODIFIED, every '!' -> "\0BIN\377" (binary, longer)
+ *   random   per chunk: ALLOW now, ALLOW after 0-30 ms, or ALLOW_MODIFIED
+ *            with the same bytes (all byte-exact)
+ * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
+ * "released <reason>", "held-total <n>", "exec <pid> <ppid> <uid> <complete> <len> <path>".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nke/nke_abi.h>
+#include "nke_core.h"
+#include "nke_emu_proto.h"
+
+static int g_ctl = -1;
+static uint32_t g_seq;
+static const char *g_dir;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "test-client: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static int connect_to(const char *name)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", g_dir, name);
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        die(sa.sun_path);
+    return fd;
+}
+
+/* One request/reply on ctl.sock; returns the status; fds[] receives passed descriptors. */
+static uint32_t call(uint32_t sel, const void *in, uint32_t len, void *out, uint32_t outcap, int *fds)
+{
+    static uint8_t msg[NKE_EMU_MAX_REQ];
+    struct nke_emu_req q = { NKE_EMU_MAGIC_REQ, sel, ++g_seq, len };
+    memcpy(msg, &q, sizeof(q));
+    memcpy(msg + sizeof(q), in, len);
+    if (send(g_ctl, msg, sizeof(q) + len, MSG_NOSIGNAL) < 0)
+        die("send request");
+    uint8_t rep[sizeof(struct nke_emu_reply) + 512];
+    union { char b[CMSG_SPACE(sizeof(int) * 3)]; struct cmsghdr a; } cm;
+    struct iovec iov = { rep, sizeof(rep) };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+    ssize_t n = recvmsg(g_ctl, &mh, MSG_CMSG_CLOEXEC);
+    if (n < (ssize_t)sizeof(struct nke_emu_reply)) {
+        fprintf(stderr, "test-client: short reply (%zd) to selector %u\n", n, sel);
+        exit(1);
+    }
+    struct nke_emu_reply r;
+    memcpy(&r, rep, sizeof(r));
+    if (out && r.len <= outcap)
+        memcpy(out, rep + sizeof(r), r.len);
+    struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+    if (fds && h && h->cmsg_type == SCM_RIGHTS)
+        memcpy(fds, CMSG_DATA(h), sizeof(int) * 3);
+    return r.status;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+enum pol { P_PASS, P_DROP, P_HOLD, P_UPPER, P_DOUBLE, P_SHRINK, P_NUL, P_RANDOM };
+
+static enum pol parse_pol(const char *s)
+{
+    const char *names[] = { "pass", "drop", "hold", "upper", "double", "shrink", "nul", "random" };
+    for (int i = 0; i < 8; i++)
+        if (!strcmp(s, names[i]))
+            return (enum pol)i;
+    fprintf(stderr, "test-client: unknown policy '%s'\n", s);
+    exit(2);
+}
+
+static size_t transform(enum pol p, const uint8_t *in, size_t n, uint8_t *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = in[i];
+        switch (p) {
+        case P_UPPER: out[o++] = (b >= 'a' && b <= 'z') ? (uint8_t)(b - 32) : b; break;
+        case P_DOUBLE: out[o++] = b; out[o++] = b; break;
+        case P_SHRINK: if (b != 'x') out[o++] = b; break;
+        case P_NUL:
+            if (b == '!') { memcpy(out + o, "\0BIN\377", 5); o += 5; } else out[o++] = b;
+            break;
+        default: out[o++] = b;
+        }
+    }
+    return o;
+}
+
+static void respond(uint64_t chunk, struct nke_sock_id sock, uint8_t action, uint32_t modlen,
+                    const struct nke_nt_data *d)
+{
+    uint8_t msg[sizeof(struct nke_response_hdr) + sizeof(struct nke_verdict) +
+                NKE_CHUNK_MAX_BUFFERS * sizeof(struct nke_release)];
+    struct nke_response_hdr h = { NKE_ABI_VERSION, 0, 1, (uint16_t)d->nbuffers, 0 };
+    struct nke_verdict v = { .chunk_id = chunk, .sock = sock, .action = action, .modified_len = modlen };
+    size_t o = sizeof(h);
+    memcpy(msg + o, &v, sizeof(v));
+    o += sizeof(v);
+    for (unsigned i = 0; i < d->nbuffers; i++) {
+        struct nke_release r = { .chunk_id = chunk, .buffer = d->buffers[i] };
+        memcpy(msg + o, &r, sizeof(r));
+        o += sizeof(r);
+    }
+    h.size = (uint32_t)o;
+    memcpy(msg, &h, sizeof(h));
+    uint32_t st = call(NKE_SEL_RESPOND, msg, (uint32_t)o, NULL, 0, NULL);
+    if (st != NKE_OK && st != NKE_ERR_NOT_HELD)
+        fprintf(stderr, "test-client: respond chunk %llu: error %u\n", (unsigned long long)chunk, st);
+}
+
+static void put_modified(const struct nke_nt_data *d, const uint8_t *b, uint32_t len)
+{
+    static uint8_t msg[sizeof(struct nke_put_data_hdr) + NKE_PUT_DATA_MAX_PIECE];
+    uint32_t off = 0;
+    do {
+        uint32_t n = len - off > NKE_PUT_DATA_MAX_PIECE ? NKE_PUT_DATA_MAX_PIECE : len - off;
+        struct nke_put_data_hdr h = { d->chunk_id, d->hdr.sock, len, off, n, 0 };
+        memcpy(msg, &h, sizeof(h));
+        memcpy(msg + sizeof(h), b + off, n);
+        uint32_t st = call(NKE_SEL_PUT_DATA, msg, (uint32_t)(sizeof(h) + n), NULL, 0, NULL);
+        if (st != NKE_OK) {
+            fprintf(stderr, "test-client: put_data chunk %llu: error %u\n", (unsigned long long)d->chunk_id, st);
+            return;
+        }
+        off += n;
+    } while (off < len);
+    respond(d->chunk_id, d->hdr.sock, NKE_ACT_ALLOW_MODIFIED, len, d);
+}
+
+struct later { uint64_t at; struct nke_nt_data d; };
+
+static void print_exec(void *arg, const struct nke_exec_record *r)
+{
+    (void)arg;
+    printf("exec %d %d %u %d %u %.*s\n", r->pid, r->ppid, r->uid, r->complete ? 1 : 0, r->path_len,
+           (int)r->path_len, r->path);
+    fflush(stdout);
+}
+
+static int run_kev(void)
+{
+    int fd = connect_to(NKE_EMU_KEV_SOCK);
+    struct nke_emu_kev_ctl q = { .magic = NKE_EMU_MAGIC_REQ, .op = NKE_EMU_KEV_GET_VENDOR };
+    snprintf(q.vendor_string, sizeof(q.vendor_string), "%s", NKE_KEV_VENDOR);
+    struct nke_emu_kev_ctl r;
+    if (send(fd, &q, sizeof(q), 0) < 0 || recv(fd, &r, sizeof(r), 0) != sizeof(r) || r.status != NKE_EMU_KEV_OK) {
+        fprintf(stderr, "test-client: vendor lookup failed (status %u)\n", r.status);
+        return 1;
+    }
+    q.op = NKE_EMU_KEV_SET_FILTER;
+    q.vendor_code = r.vendor_code;
+    q.kev_class = NKE_KEV_CLASS;
+    q.kev_subclass = NKE_KEV_SUBCLASS_EXEC;
+    uint32_t limit;
+    if (send(fd, &q, sizeof(q), 0) < 0 || recv(fd, &r, sizeof(r), 0) != sizeof(r) || r.status != NKE_EMU_KEV_OK)
+        return 1;
+    limit = r.msg_limit;
+    static struct nke_kev_reasm re;
+    nke_kev_reasm_init(&re, q.vendor_code, 2000);
+    printf("ready kev limit %u\n", limit);
+    fflush(stdout);
+    uint8_t msg[4096];
+    for (;;) {
+        ssize_t n = recv(fd, msg, sizeof(msg), 0);
+        if (n <= 0)
+            return 0;
+        if ((uint32_t)n > limit) {
+            printf("oversize %zd\n", n);
+            fflush(stdout);
+        }
+        nke_kev_reasm_feed(&re, msg, (uint32_t)n, now_ms(), print_exec, NULL);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    enum pol pout = P_PASS, pin = P_PASS;
+    uint32_t timeout_ms = 0;
+    int kev = 0;
+    unsigned seed = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) pout = parse_pol(argv[++i]);
+        else if (!strcmp(argv[i], "--in") && i + 1 < argc) pin = parse_pol(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc) timeout_ms = (uint32_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kev")) kev = 1;
+        else { fprintf(stderr, "test-client: bad argument '%s'\n", argv[i]); return 2; }
+    }
+    if (!g_dir) { fprintf(stderr, "test-client: --dir is required\n"); return 2; }
+    srand(seed);
+    if (kev)
+        return run_kev();
+    g_ctl = connect_to(NKE_EMU_CTL_SOCK);
+    struct nke_open_request oq = { NKE_ABI_VERSION, 0, getpid(), 0 };
+    struct nke_open_reply orp;
+    int fds[3] = { -1, -1, -1 };
+    uint32_t st = call(NKE_SEL_OPEN, &oq, sizeof(oq), &orp, sizeof(orp), fds);
+    if (st != NKE_OK) {
+        printf("open-failed %u\n", st);
+        return 3;
+    }
+    struct nke_dq_memory *q = mmap(NULL, NKE_QUEUE_MAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    const uint8_t *bufs = mmap(NULL, (size_t)NKE_BUFFER_COUNT * NKE_BUFFER_SIZE, PROT_READ, MAP_SHARED, fds[1], 0);
+    if (q == MAP_FAILED || bufs == MAP_FAILED)
+        die("mmap");
+    static struct nke_capture_config cfg;
+    cfg.abi_version = NKE_ABI_VERSION;
+    cfg.mode = NKE_CAPTURE_ALL;
+    cfg.hold_timeout_ms = timeout_ms;
+    if ((st = call(NKE_SEL_SET_CAPTURE, &cfg, sizeof(cfg), NULL, 0, NULL)) != NKE_OK) {
+        printf("capture-failed %u\n", st);
+        return 3;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    static uint8_t data[NKE_CHUNK_MAX_BYTES], out[NKE_CHUNK_MAX_BYTES * 5];
+    static struct later later[4096];
+    int nlater = 0;
+    uint64_t held_total = 0;
+    for (;;) {
+        int wait = -1;
+        uint64_t t = now_ms();
+        for (int i = 0; i < nlater; i++) {
+            if (later[i].at <= t) {
+                respond(later[i].d.chunk_id, later[i].d.hdr.sock, NKE_ACT_ALLOW, 0, &later[i].d);
+                later[i--] = later[--nlater];
+                continue;
+            }
+            int w = (int)(later[i].at - t);
+            if (wait < 0 || w < wait) wait = w;
+        }
+        struct pollfd p[2] = { { fds[2], POLLIN, 0 }, { g_ctl, POLLIN, 0 } };
+        if (poll(p, 2, wait) < 0 && errno != EINTR)
+            die("poll");
+        if (p[1].revents & (POLLHUP | POLLIN)) {
+            printf("daemon-gone\n");
+            return 0;
+        }
+        uint64_t ev;
+        if (p[0].revents && read(fds[2], &ev, sizeof(ev)) < 0 && errno != EAGAIN)
+            die("eventfd");
+        uint8_t rec[NKE_NT_MAX_SIZE + 64];
+        uint32_t len;
+        int r;
+        while ((r = nke_dq_dequeue(q, NKE_QUEUE_DATA_SIZE, rec, sizeof(rec), &len)) == NKE_DQ_OK) {
+            struct nke_nt_hdr h;
+            memcpy(&h, rec, sizeof(h));
+            if (h.type == NKE_NT_CHUNK_RELEASED) {
+                struct nke_nt_chunk_released c;
+                memcpy(&c, rec, sizeof(c));
+                printf("released %u\n", c.reason);
+                fflush(stdout);
+                continue;
+            }
+            if (h.type != NKE_NT_DATA)
+                continue;
+            struct nke_nt_data d;
+            memcpy(&d, rec, sizeof(d));
+            uint32_t off = 0;
+            for (unsigned i = 0; i < d.nbuffers; i++) {
+                uint32_t n = d.size - off > NKE_BUFFER_SIZE ? NKE_BUFFER_SIZE : d.size - off;
+                memcpy(data + off, bufs + (size_t)d.buffers[i] * NKE_BUFFER_SIZE, n);
+                off += n;
+            }
+            int held = (h.flags & NKE_DATA_F_HELD) != 0;
+            printf("data %s %u %d\n", d.direction == NKE_DIR_OUT ? "out" : "in", d.size, held);
+            if (!held) {
+                respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
+                continue;
+            }
+            held_total++;
+            enum pol p0 = d.direction == NKE_DIR_OUT ? pout : pin;
+            switch (p0) {
+            case P_PASS: respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d); break;
+            case P_DROP: respond(d.chunk_id, h.sock, NKE_ACT_DROP, 0, &d); break;
+            case P_HOLD:
+                printf("held-total %llu\n", (unsigned long long)held_total);
+                break;
+            case P_RANDOM: {
+                int k = rand() % 3;
+                if (k == 0 || nlater == 4096) respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
+                else if (k == 1) { later[nlater].at = now_ms() + (uint64_t)(rand() % 30); later[nlater++].d = d; }
+                else put_modified(&d, data, d.size);
+                break;
+            }
+            default: put_modified(&d, out, (uint32_t)transform(p0, data, d.size, out));
+            }
+            fflush(stdout);
+        }
+        if (r == NKE_DQ_CORRUPT) {
+            fprintf(stderr, "test-client: queue corrupt\n");
+            return 1;
+        }
+    }
+}
