@@ -61,7 +61,7 @@ export function runUnder(
   emu: Emulator,
   argv: string[],
 ): { proc: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const proc = spawn(launcher, ['--', ...argv], { env: emu.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(launcher, ['run', '--', ...argv], { env: emu.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   proc.stdout!.on('data', (d) => (stdout += d));

@@ -232,7 +232,7 @@ async function cmdRun(json: boolean, rulesFile: string | undefined, cmd: string[
   if (!cmd.length) throw new CliError(`nke run: no command after --\n${USAGE}`, 2);
   const launcher = emuLauncher();
   return ownFilter(json, rulesFile, undefined, (_engine, stop) => {
-    const child = spawn(launcher, ['--', ...cmd], {
+    const child = spawn(launcher, ['run', '--', ...cmd], {
       stdio: ['inherit', json ? 'ignore' : 'inherit', 'inherit'],
     });
     child.on('error', (e) => {
