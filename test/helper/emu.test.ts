@@ -133,7 +133,9 @@ describe('helper with the emulator', function () {
       process.kill(client.pid!, 'SIGKILL');
       // The emulator re-injects the originals (client gone): byte-exact, in order.
       assert.equal((await prog.done).code, 0);
-      assert.equal((await server.whenBytes(24, 15000)).toString(), msgs.join(''));
+      assert.equal((await server.whenBytes(msgs.join('').length, 15000)).toString(), msgs.join(''));
+      await new Promise((r) => setTimeout(r, 200)); // nothing more (no duplicate re-injection)
+      assert.equal(Buffer.concat(server.received).toString(), msgs.join(''));
       const conn2 = await client.restart();
       const st = await conn2.sendRequest(P.GetStatus);
       assert.equal(st.connected, true);
