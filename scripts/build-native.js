@@ -28,5 +28,12 @@ if (fs.existsSync(path.join(root, 'native/addon/binding.gyp'))) {
   const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', {
     paths: [root, process.env.npm_execpath ? path.dirname(process.env.npm_execpath) : root],
   });
-  run(process.execPath, [nodeGyp, 'rebuild', '-j', jobs], path.join(root, 'native/addon'));
+  // Use the headers installed next to this node (e.g. /usr/include/node) when
+  // present: node-gyp would otherwise download them, which fails offline.
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  const gypArgs = ['rebuild', '-j', jobs];
+  if (!process.env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include/node/common.gypi'))) {
+    gypArgs.push(`--nodedir=${prefix}`);
+  }
+  run(process.execPath, [nodeGyp, ...gypArgs], path.join(root, 'native/addon'));
 }

@@ -9,6 +9,7 @@ set -euo pipefail
 pkgs=(
   build-essential make python3 pkg-config   # native addon, emulator, C tests
   clang lld llvm libclang-rt-14-dev          # libFuzzer, ASan/UBSan, macOS compile-check
+  libc++-14-dev                              # C++ headers for compile-checking *_macos.cpp
   curl socat iproute2 procps                 # real programs the emulator tests drive
   chromium                                   # UI end-to-end tests (playwright-core)
   ripgrep libkrb5-dev                        # private code-server: search; kerberos build (gssapi.h)

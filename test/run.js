@@ -30,7 +30,20 @@ function runSuite(s) {
       cwd: root,
       env: { ...process.env, ...(s.env ?? {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // own process group, so a hung suite is stopped with all it started
     });
+    // A suite that hangs must fail, not stall CI: stop its whole group.
+    const limitMs = (s.limitMin ?? 15) * 60000;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      console.error(`[run] suite ${s.name} exceeded ${limitMs / 60000} min: stopping it`);
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, limitMs);
     let tail = '';
     const keep = (chunk, out) => {
       out.write(chunk);
@@ -39,12 +52,16 @@ function runSuite(s) {
     child.stdout.on('data', (c) => keep(c, process.stdout));
     child.stderr.on('data', (c) => keep(c, process.stderr));
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
       const lines = [...tail.matchAll(/^(\d+) passed, (\d+) failed\s*$/gm)];
       const last = lines[lines.length - 1];
       const passed = last ? Number(last[1]) : 0;
       let failed = last ? Number(last[2]) : 0;
       let note = '';
-      if (!last) {
+      if (timedOut) {
+        note = ' (time limit exceeded)';
+        failed += 1;
+      } else if (!last) {
         note = ' (no summary line)';
         failed += 1;
       } else if (code !== 0 && failed === 0) {

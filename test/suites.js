@@ -28,6 +28,21 @@ module.exports = [
     what: 'Linux emulator (nke-emud + libnkeshim.so) against curl, python3 and node',
     cmd: ['sh', '-c', 'make -s -C native/emu && exec "$0" "$@"', ...mocha('test/emu/*.test.js')],
   },
+  {
+    name: 'helper',
+    what: 'addon, helper process, protocol, model, rules, CLI (no emulator needed)',
+    cmd: mocha('out/test/helper/**/*.test.js', [
+      '--ignore',
+      'out/test/helper/emu.test.js',
+      '--timeout',
+      '60000',
+    ]),
+  },
+  {
+    name: 'helper-emu',
+    what: 'helper + addon against the real emulator and real programs',
+    cmd: mocha('out/test/helper/emu.test.js', ['--timeout', '60000']),
+  },
   // Both below install the private code-server on first use (~1 min, cached in .cache/).
   {
     name: 'inhost',

@@ -1,0 +1,78 @@
+// The helper process: started by the extension (under plain Node or VS
+// Code's Electron-as-Node; as root through an administrator prompt on macOS),
+// it connects back to the extension's socket, proves the one-time token, and
+// serves the helper protocol for one FilterEngine until that connection ends.
+//
+//   node dist/helper.js --socket PATH --token-file PATH [--history N] [--no-connect]
+//
+// The token is passed in a 0600 file inside the extension's 0700 directory
+// (never on the command line, which every user can read with ps) and the
+// file is deleted once read.
+import fs from 'node:fs';
+import { Log } from '../shared/helperProtocol';
+import { connectWithToken } from '../shared/tokenSocket';
+import { FilterEngine } from './engine';
+import { serveHelperProtocol } from './service';
+
+interface Args {
+  socket: string;
+  tokenFile: string;
+  history?: number;
+  connect: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Partial<Args> = { connect: true };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      if (i + 1 >= argv.length) throw new Error(`${k} needs a value`);
+      return argv[++i];
+    };
+    if (k === '--socket') a.socket = v();
+    else if (k === '--token-file') a.tokenFile = v();
+    else if (k === '--history') {
+      a.history = Number(v());
+      if (!Number.isInteger(a.history) || a.history < 1) {
+        throw new Error('--history must be a positive integer');
+      }
+    } else if (k === '--no-connect') a.connect = false;
+    else throw new Error(`unknown argument ${k}`);
+  }
+  if (!a.socket || !a.tokenFile) throw new Error('--socket and --token-file are required');
+  return a as Args;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const token = fs.readFileSync(args.tokenFile, 'utf8').trim();
+  fs.rmSync(args.tokenFile, { force: true });
+  const { connection, socket } = await connectWithToken(args.socket, token);
+  const engine = new FilterEngine({
+    historyLimit: args.history,
+    log: (level, message) => void connection.sendNotification(Log, { level, message }).catch(() => {}),
+  });
+  serveHelperProtocol(connection, engine);
+  const stop = () => {
+    engine.dispose(); // closes the filter client: the filter releases held chunks
+    process.exit(0);
+  };
+  connection.onClose(stop);
+  socket.on('close', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  connection.listen();
+  if (args.connect) {
+    try {
+      engine.connect();
+    } catch (e) {
+      // Not fatal: the extension sees the cause in status and may retry.
+      void connection.sendNotification(Log, { level: 'error', message: (e as Error).message });
+    }
+  }
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`nke helper: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,471 @@
+// The helper's live model: sockets, exec tree, pending payloads, counters and
+// a bounded history. Fed by the engine with decoded notifications and exec
+// records; collects what changed since the last flush so updates go out in
+// batches. Memory is bounded: history is a ring of `historyLimit` events,
+// closed sockets and execs are capped too.
+import type {
+  Counters,
+  Endpoint,
+  ExecView,
+  HistoryEvent,
+  PendingView,
+  SocketState,
+  SocketView,
+  UpdateBatch,
+} from '../shared/helperProtocol';
+import {
+  AF_INET6,
+  type Addr,
+  DIR_IN,
+  NotifyType,
+  type Notification,
+  PROTO_TCP,
+  PROTO_UDP,
+  SOCK_EVENTS,
+  type SockId,
+} from './wire';
+
+/** A history event before it gets its sequence number and time. */
+type NewEvent = HistoryEvent extends infer E
+  ? E extends HistoryEvent
+    ? Omit<E, 'seq' | 'time'>
+    : never
+  : never;
+
+export const DEFAULT_HISTORY_LIMIT = 100_000;
+const CLOSED_SOCKETS_KEPT = 1_000;
+const EXECS_KEPT = 10_000;
+
+export interface ExecRecord {
+  execId: number;
+  pid: number;
+  ppid: number;
+  uid: number;
+  flags: number;
+  complete: boolean;
+  path: Buffer;
+}
+
+/** Internal socket state: the view plus raw addresses for rule matching. */
+export interface SocketEntry {
+  view: SocketView;
+  familyCode: number;
+  protocolCode: number;
+  localRaw: Uint8Array;
+  remoteRaw: Uint8Array;
+}
+
+export interface PendingEntry {
+  view: PendingView;
+  chunkId: bigint;
+  sock: SockId;
+  buffers: number[];
+}
+
+export function sockKey(s: SockId): string {
+  return `${s.slot}:${s.gen}`;
+}
+
+function endpoint(a: Addr): Endpoint | undefined {
+  return a.family ? { address: a.address, port: a.port } : undefined;
+}
+
+function zeroCounters(): Counters {
+  return {
+    notifications: 0,
+    malformedRecords: 0,
+    dataChunks: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    heldForPerson: 0,
+    autoPassed: 0,
+    rewritten: 0,
+    verdictsAllow: 0,
+    verdictsReplace: 0,
+    verdictsDrop: 0,
+    releasedByFilter: 0,
+    execs: 0,
+    execsIncomplete: 0,
+    historyDropped: 0,
+    socketsAdopted: 0,
+  };
+}
+
+export class LiveModel {
+  readonly sockets = new Map<string, SocketEntry>();
+  readonly closedSockets = new Map<string, SocketView>(); // insertion order = age
+  readonly execs = new Map<string, ExecView>();
+  readonly pending = new Map<string, PendingEntry>();
+  counters = zeroCounters();
+
+  // History ring: `history[(start + i) % limit]`, i < length.
+  private history: HistoryEvent[] = [];
+  private historyStart = 0;
+  private seq = 0;
+
+  // Changes since the last takeUpdate().
+  private dirtySockets = new Set<string>();
+  private removedSockets = new Set<string>();
+  private newExecs: ExecView[] = [];
+  private addedPending = new Map<string, PendingView>();
+  private removedPending: { id: string; reason: string }[] = [];
+  private newEvents: HistoryEvent[] = [];
+  private dirty = false;
+
+  constructor(public historyLimit = DEFAULT_HISTORY_LIMIT) {
+    if (!Number.isInteger(historyLimit) || historyLimit < 1) {
+      throw new RangeError('history limit must be >= 1');
+    }
+  }
+
+  get isDirty(): boolean {
+    return this.dirty;
+  }
+
+  get historySize(): number {
+    return this.history.length;
+  }
+
+  private record(e: NewEvent): void {
+    // Completed in place: one allocation per event on the hot path.
+    const ev = e as HistoryEvent;
+    ev.seq = ++this.seq;
+    ev.time = Date.now();
+    if (this.history.length < this.historyLimit) this.history.push(ev);
+    else {
+      this.history[this.historyStart] = ev;
+      this.historyStart = (this.historyStart + 1) % this.historyLimit;
+      this.counters.historyDropped++;
+    }
+    // Bound the pending batch too: a client that never drains must not grow us.
+    if (this.newEvents.length < this.historyLimit) this.newEvents.push(ev);
+    this.dirty = true;
+  }
+
+  historySince(since = 0, limit = 1000): HistoryEvent[] {
+    const out: HistoryEvent[] = [];
+    const n = this.history.length;
+    for (let i = 0; i < n && out.length < limit; i++) {
+      const ev = this.history[(this.historyStart + i) % n];
+      if (ev.seq > since) out.push(ev);
+    }
+    return out;
+  }
+
+  private touch(key: string): void {
+    this.dirtySockets.add(key);
+    this.dirty = true;
+  }
+
+  /**
+   * The socket of a notification; one attached before this helper connected
+   * (a restarted helper) is adopted with what is known so far, so the model
+   * rebuilds from the traffic that follows.
+   */
+  private adopt(key: string): SocketEntry {
+    let s = this.sockets.get(key);
+    if (!s) {
+      s = {
+        view: {
+          id: key,
+          pid: 0,
+          uid: 0,
+          process: '',
+          family: 'ipv4',
+          protocol: 'other',
+          state: 'connected',
+          bytesIn: 0,
+          bytesOut: 0,
+          openedAt: Date.now(),
+        },
+        familyCode: 0,
+        protocolCode: 0,
+        localRaw: new Uint8Array(16),
+        remoteRaw: new Uint8Array(16),
+      };
+      this.sockets.set(key, s);
+      this.counters.socketsAdopted++;
+    }
+    return s;
+  }
+
+  /** Applies one notification to sockets and counters (not data decisions). */
+  apply(n: Notification): void {
+    this.counters.notifications++;
+    const key = sockKey(n.sock);
+    switch (n.type) {
+      case NotifyType.Attach: {
+        const view: SocketView = {
+          id: key,
+          pid: n.pid,
+          uid: n.uid,
+          process: n.comm,
+          family: n.family === AF_INET6 ? 'ipv6' : 'ipv4',
+          protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
+          state: 'open',
+          bytesIn: 0,
+          bytesOut: 0,
+          openedAt: Date.now(),
+        };
+        this.sockets.set(key, {
+          view,
+          familyCode: n.family,
+          protocolCode: n.protocol,
+          localRaw: new Uint8Array(16),
+          remoteRaw: new Uint8Array(16),
+        });
+        this.touch(key);
+        this.record({
+          kind: 'socket-open',
+          socketId: key,
+          pid: n.pid,
+          process: n.comm,
+          protocol: view.protocol,
+        });
+        return;
+      }
+      case NotifyType.Detach: {
+        const s = this.sockets.get(key);
+        if (!s) return;
+        s.view.state = 'closed';
+        s.view.closedAt = Date.now();
+        s.view.bytesIn = Number(n.bytesIn);
+        s.view.bytesOut = Number(n.bytesOut);
+        this.sockets.delete(key);
+        this.closedSockets.set(key, s.view);
+        if (this.closedSockets.size > CLOSED_SOCKETS_KEPT) {
+          const oldest = this.closedSockets.keys().next().value as string;
+          this.closedSockets.delete(oldest);
+          this.removedSockets.add(oldest);
+        }
+        this.touch(key);
+        this.record({
+          kind: 'socket-close',
+          socketId: key,
+          bytesIn: s.view.bytesIn,
+          bytesOut: s.view.bytesOut,
+        });
+        return;
+      }
+      case NotifyType.ConnectIn:
+      case NotifyType.ConnectOut:
+      case NotifyType.Bound:
+      case NotifyType.Listen: {
+        const s = this.adopt(key);
+        if (!s.familyCode && (n.local.family || n.remote.family)) {
+          s.familyCode = n.local.family || n.remote.family;
+          s.view.family = s.familyCode === AF_INET6 ? 'ipv6' : 'ipv4';
+        }
+        if (n.local.family) {
+          s.view.local = endpoint(n.local);
+          s.localRaw = n.local.raw;
+        }
+        if (n.remote.family) {
+          s.view.remote = endpoint(n.remote);
+          s.remoteRaw = n.remote.raw;
+        }
+        const state: SocketState =
+          n.type === NotifyType.Listen
+            ? 'listening'
+            : n.type === NotifyType.Bound
+              ? s.view.state === 'open'
+                ? 'bound'
+                : s.view.state
+              : n.type === NotifyType.ConnectIn
+                ? 'connected'
+                : 'connecting';
+        s.view.state = state;
+        this.touch(key);
+        this.record({
+          kind: 'socket-state',
+          socketId: key,
+          state,
+          local: s.view.local,
+          remote: s.view.remote,
+        });
+        return;
+      }
+      case NotifyType.Event: {
+        const s = this.adopt(key);
+        const name = SOCK_EVENTS[n.event];
+        const state: SocketState | undefined =
+          name === 'connected'
+            ? 'connected'
+            : name === 'connecting'
+              ? 'connecting'
+              : name === 'disconnecting' || name === 'closing'
+                ? 'closing'
+                : name === 'disconnected'
+                  ? 'closing'
+                  : undefined;
+        if (state && state !== s.view.state) {
+          s.view.state = state;
+          this.touch(key);
+          this.record({ kind: 'socket-state', socketId: key, state });
+        }
+        return;
+      }
+      case NotifyType.Data: {
+        this.counters.dataChunks++;
+        const s = this.adopt(key);
+        if (n.direction === DIR_IN) this.counters.bytesIn += n.size;
+        else this.counters.bytesOut += n.size;
+        if (n.direction === DIR_IN) s.view.bytesIn += n.size;
+        else s.view.bytesOut += n.size;
+        this.touch(key);
+        this.record({
+          kind: 'data',
+          socketId: key,
+          chunkId: n.chunkId.toString(),
+          direction: n.direction === DIR_IN ? 'in' : 'out',
+          size: n.size,
+          held: (n.flags & 1) !== 0,
+        });
+        return;
+      }
+      case NotifyType.ChunkReleased: {
+        this.counters.releasedByFilter++;
+        const id = n.chunkId.toString();
+        const reason =
+          ['', 'timeout', 'client-gone', 'socket-gone', 'inject-failed'][n.reason] ?? `reason ${n.reason}`;
+        this.removePending(id, reason);
+        this.record({ kind: 'released', chunkId: id, reason });
+        return;
+      }
+      case NotifyType.State:
+      case NotifyType.Option:
+        return;
+    }
+  }
+
+  addPending(n: Extract<Notification, { type: NotifyType.Data }>): PendingEntry {
+    const key = sockKey(n.sock);
+    const s = this.sockets.get(key);
+    const view: PendingView = {
+      id: n.chunkId.toString(),
+      socketId: key,
+      pid: s?.view.pid ?? 0,
+      process: s?.view.process ?? '',
+      direction: n.direction === DIR_IN ? 'in' : 'out',
+      size: n.size,
+      streamOffset: n.streamOffset,
+      local: s?.view.local,
+      remote: n.addr ? endpoint(n.addr) : s?.view.remote,
+      deadline: Date.now() + n.deadlineMs,
+    };
+    const e: PendingEntry = { view, chunkId: n.chunkId, sock: n.sock, buffers: n.buffers };
+    this.pending.set(view.id, e);
+    this.addedPending.set(view.id, view);
+    this.counters.heldForPerson++;
+    this.dirty = true;
+    return e;
+  }
+
+  removePending(id: string, reason: string): PendingEntry | undefined {
+    const e = this.pending.get(id);
+    if (!e) return undefined;
+    this.pending.delete(id);
+    // Added and removed within one batch: the client never needs to see it.
+    if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
+    this.dirty = true;
+    return e;
+  }
+
+  verdict(
+    chunkId: string,
+    action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass',
+    size: number,
+  ): void {
+    if (action === 'allow') this.counters.verdictsAllow++;
+    else if (action === 'drop') this.counters.verdictsDrop++;
+    else if (action === 'replace') this.counters.verdictsReplace++;
+    else if (action === 'rewrite') this.counters.rewritten++;
+    else {
+      // Auto-passed chunks are the bulk of traffic: counted, and their data
+      // event is in the history already; no second event each.
+      this.counters.autoPassed++;
+      return;
+    }
+    this.record({ kind: 'verdict', chunkId, action, size });
+  }
+
+  addExec(r: ExecRecord): ExecView {
+    const view: ExecView = {
+      id: String(r.execId),
+      pid: r.pid,
+      ppid: r.ppid,
+      uid: r.uid,
+      // An incomplete path has zero bytes where chunks are missing: shown as U+FFFD.
+      path: r.complete ? r.path.toString('utf8') : r.path.toString('latin1').replace(/\0/g, '\ufffd'),
+      complete: r.complete,
+      spawnerContext: (r.flags & 1) !== 0,
+      time: Date.now(),
+    };
+    this.counters.execs++;
+    if (!r.complete) this.counters.execsIncomplete++;
+    this.execs.set(view.id, view);
+    if (this.execs.size > EXECS_KEPT) this.execs.delete(this.execs.keys().next().value as string);
+    this.newExecs.push(view);
+    this.record({
+      kind: 'exec',
+      execId: view.id,
+      pid: r.pid,
+      ppid: r.ppid,
+      path: view.path,
+      complete: r.complete,
+    });
+    return view;
+  }
+
+  /** Children of pid in the exec tree (by ppid), oldest first. */
+  execChildren(pid: number): ExecView[] {
+    return [...this.execs.values()].filter((e) => e.ppid === pid);
+  }
+
+  /** Forgets closed sockets, execs and history (live sockets and pending stay). */
+  clear(): void {
+    for (const k of this.closedSockets.keys()) this.removedSockets.add(k);
+    this.closedSockets.clear();
+    this.execs.clear();
+    this.history = [];
+    this.historyStart = 0;
+    this.dirty = true;
+  }
+
+  /** Drops everything that belonged to a filter session (on disconnect). */
+  resetSession(): void {
+    for (const k of this.sockets.keys()) this.removedSockets.add(k);
+    this.sockets.clear();
+    for (const id of [...this.pending.keys()]) this.removePending(id, 'client-gone');
+    this.dirty = true;
+  }
+
+  takeUpdate(): UpdateBatch {
+    const sockets: SocketView[] = [];
+    for (const k of this.dirtySockets) {
+      const v = this.sockets.get(k)?.view ?? this.closedSockets.get(k);
+      if (v) sockets.push(v);
+    }
+    const batch: UpdateBatch = {
+      sockets,
+      socketsRemoved: [...this.removedSockets],
+      execs: this.newExecs,
+      pendingAdded: [...this.addedPending.values()],
+      pendingRemoved: this.removedPending,
+      events: this.newEvents,
+      counters: { ...this.counters },
+    };
+    this.dirtySockets = new Set();
+    this.removedSockets = new Set();
+    this.newExecs = [];
+    this.addedPending = new Map();
+    this.removedPending = [];
+    this.newEvents = [];
+    this.dirty = false;
+    return batch;
+  }
+
+  socketViews(): SocketView[] {
+    return [...[...this.sockets.values()].map((s) => s.view), ...this.closedSockets.values()];
+  }
+}

@@ -1,0 +1,93 @@
+// Loads the native addon (native/addon, built by npm install) and types it.
+// The bundles live in dist/ and the addon in native/addon/build/Release, so
+// the path is resolved from this file's directory at run time; NKE_ADDON
+// overrides it (tests, packaged layouts).
+import fs from 'node:fs';
+import path from 'node:path';
+
+export interface OpenReply {
+  abiVersion: number;
+  bufferCount: number;
+  bufferSize: number;
+  queueDataSize: number;
+  kevVendorCode: number;
+  kevMsgLimit: number;
+  sessionId: bigint;
+}
+
+export interface NativeFilterClient {
+  readonly isOpen: boolean;
+  /** onBatch gets raw notification records (one Buffer per batch). */
+  open(onBatch: (records: Buffer, skipped: number) => void, onClosed: (err: NativeError) => void): OpenReply;
+  /** Copies a chunk's bytes out of the shared buffers. */
+  readChunk(buffers: number[], size: number): Buffer;
+  respond(message: Buffer): void;
+  putData(message: Buffer): void;
+  setCapture(config: Buffer): void;
+  getState(): Buffer;
+  close(): void;
+}
+
+export interface NativeExecRecord {
+  execId: number;
+  pid: number;
+  ppid: number;
+  uid: number;
+  flags: number;
+  complete: boolean;
+  pathLen: number;
+  chunkCount: number;
+  receivedMask: bigint;
+  path: Buffer;
+}
+
+export interface NativeKevSocket {
+  open(
+    vendor: string,
+    onExecs: (records: NativeExecRecord[]) => void,
+    onClosed: (err: NativeError) => void,
+    reassemblyTimeoutMs?: number,
+  ): { vendorCode: number; msgLimit: number };
+  close(): void;
+  stats(): { messages: number; duplicates: number; malformed: number; evicted: number };
+}
+
+export interface NativeError extends Error {
+  code: string;
+}
+
+export interface NativeAddon {
+  FilterClient: new () => NativeFilterClient;
+  KevSocket: new () => NativeKevSocket;
+  abiVersion: number;
+  kevVendor: string;
+  platform: 'emulator' | 'iokit';
+}
+
+let cached: NativeAddon | undefined;
+
+export function addonPath(): string {
+  if (process.env.NKE_ADDON) return process.env.NKE_ADDON;
+  // dist/helper.js, dist/nke.js and out/test/... all sit two levels or less
+  // below the project root.
+  for (const up of ['..', '../..', '../../..']) {
+    const p = path.resolve(__dirname, up, 'native/addon/build/Release/nke_addon.node');
+    if (fs.existsSync(p)) return p;
+  }
+  return path.resolve(__dirname, '..', 'native/addon/build/Release/nke_addon.node');
+}
+
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const p = addonPath();
+  if (!fs.existsSync(p)) {
+    const e = new Error(
+      `the native addon is not built (${p} missing): run npm install or npm run build`,
+    ) as NativeError;
+    e.code = 'NKE_ADDON_MISSING';
+    throw e;
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  cached = require(p) as NativeAddon;
+  return cached;
+}

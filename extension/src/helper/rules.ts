@@ -1,0 +1,298 @@
+// Intercept and rewrite rules: parsed from JSON (the extension's settings or
+// `nke run --rules FILE`), compiled into the filter's capture config so data
+// no one wants never leaves the kernel, and matched again here to decide, per
+// held chunk, whether a person must see it or the helper answers at once.
+import type { InterceptRule, RewriteRule, RulesConfig, RuleMatch } from '../shared/helperProtocol';
+import {
+  AF_INET,
+  AF_INET6,
+  CaptureMode,
+  DIR_IN,
+  DIR_OUT,
+  type KernelRule,
+  MATCH,
+  MAX_RULES,
+  PROTO_TCP,
+  PROTO_UDP,
+  RuleAction,
+  COMM_LEN,
+} from './wire';
+import { isIP } from 'node:net';
+
+export class RulesError extends Error {}
+
+/** What a rule sees of a chunk (the socket's identity from the live model). */
+export interface Flow {
+  pid: number;
+  comm: string;
+  direction: number; // DIR_IN / DIR_OUT
+  protocol: number;
+  family: number;
+  localAddr: Uint8Array;
+  localPort: number;
+  remoteAddr: Uint8Array;
+  remotePort: number;
+}
+
+export interface CompiledRewrite {
+  rule: RewriteRule;
+  find: Buffer;
+  replace: Buffer;
+}
+
+export interface CompiledRules {
+  config: RulesConfig;
+  rewrites: CompiledRewrite[];
+  kernel: { mode: CaptureMode; defaultAction: RuleAction; holdTimeoutMs: number; rules: KernelRule[] };
+}
+
+export const DEFAULT_RULES: RulesConfig = { default: 'report', intercept: [], rewrite: [] };
+
+const ACTIONS: Record<string, RuleAction> = {
+  pass: RuleAction.Pass,
+  report: RuleAction.Report,
+  hold: RuleAction.Hold,
+};
+
+function fail(where: string, msg: string): never {
+  throw new RulesError(`${where}: ${msg}`);
+}
+
+function parsePortRange(where: string, v: unknown): [number, number] {
+  const ok = (p: unknown): p is number =>
+    typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 65535;
+  if (ok(v)) return [v, v];
+  if (Array.isArray(v) && v.length === 2 && ok(v[0]) && ok(v[1]) && v[0] <= v[1]) return [v[0], v[1]];
+  fail(where, 'a port is 0..65535 or [min, max]');
+}
+
+/** "10.0.0.0/8", "::1", "127.0.0.1" -> family, 16 address bytes, prefix bits. */
+export function parseCidr(where: string, s: unknown): { family: number; addr: Uint8Array; prefix: number } {
+  if (typeof s !== 'string') fail(where, 'an address is a string like "127.0.0.1" or "10.0.0.0/8"');
+  const [ip, bits] = s.split('/');
+  const v = isIP(ip);
+  if (!v) fail(where, `"${ip}" is not an IP address`);
+  const max = v === 4 ? 32 : 128;
+  const prefix = bits === undefined ? max : Number(bits);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) {
+    fail(where, `prefix /${bits} out of 0..${max}`);
+  }
+  const addr = new Uint8Array(16);
+  if (v === 4) ip.split('.').forEach((p, i) => (addr[i] = Number(p)));
+  else {
+    const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
+    const h = head ? head.split(':') : [];
+    const t = tail ? tail.split(':') : [];
+    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+    groups.forEach((g, i) => {
+      const n = parseInt(g || '0', 16);
+      addr[2 * i] = n >> 8;
+      addr[2 * i + 1] = n & 0xff;
+    });
+  }
+  return { family: v === 4 ? AF_INET : AF_INET6, addr, prefix };
+}
+
+function prefixMatch(a: Uint8Array, b: Uint8Array, bits: number): boolean {
+  for (let i = 0; i < 16 && bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if ((a[i] & mask) !== (b[i] & mask)) return false;
+  }
+  return true;
+}
+
+const KNOWN_MATCH_KEYS = new Set([
+  'pid',
+  'process',
+  'direction',
+  'protocol',
+  'localPort',
+  'remotePort',
+  'localAddr',
+  'remoteAddr',
+]);
+
+function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRule {
+  if (typeof m !== 'object' || m === null) fail(where, 'a rule is an object');
+  for (const k of Object.keys(m)) {
+    if (!KNOWN_MATCH_KEYS.has(k) && !['action', 'find', 'replace', 'encoding', 'name'].includes(k)) {
+      fail(where, `unknown field "${k}"`);
+    }
+  }
+  const r: KernelRule = {
+    match: 0,
+    action,
+    direction: 0,
+    protocol: 0,
+    family: 0,
+    pid: 0,
+    local_port_min: 0,
+    local_port_max: 0,
+    remote_port_min: 0,
+    remote_port_max: 0,
+    local_prefix: 0,
+    remote_prefix: 0,
+    local_addr: new Uint8Array(16),
+    remote_addr: new Uint8Array(16),
+    comm: '',
+  };
+  if (m.pid !== undefined) {
+    if (!Number.isInteger(m.pid) || m.pid <= 0) fail(where, 'pid must be a positive integer');
+    r.match |= MATCH.PID;
+    r.pid = m.pid;
+  }
+  if (m.process !== undefined) {
+    if (typeof m.process !== 'string' || !m.process || Buffer.byteLength(m.process) >= COMM_LEN) {
+      fail(where, `process is an exact process name of 1..${COMM_LEN - 1} bytes`);
+    }
+    r.match |= MATCH.COMM;
+    r.comm = m.process;
+  }
+  if (m.direction !== undefined) {
+    const d = { in: DIR_IN, out: DIR_OUT, both: DIR_IN | DIR_OUT }[m.direction];
+    if (!d) fail(where, 'direction is "in", "out" or "both"');
+    r.match |= MATCH.DIRECTION;
+    r.direction = d;
+  }
+  if (m.protocol !== undefined) {
+    const p = { tcp: PROTO_TCP, udp: PROTO_UDP }[m.protocol];
+    if (!p) fail(where, 'protocol is "tcp" or "udp"');
+    r.match |= MATCH.PROTOCOL;
+    r.protocol = p;
+  }
+  if (m.localPort !== undefined) {
+    [r.local_port_min, r.local_port_max] = parsePortRange(`${where}.localPort`, m.localPort);
+    r.match |= MATCH.LOCAL_PORT;
+  }
+  if (m.remotePort !== undefined) {
+    [r.remote_port_min, r.remote_port_max] = parsePortRange(`${where}.remotePort`, m.remotePort);
+    r.match |= MATCH.REMOTE_PORT;
+  }
+  for (const side of ['local', 'remote'] as const) {
+    const v = side === 'local' ? m.localAddr : m.remoteAddr;
+    if (v === undefined) continue;
+    const c = parseCidr(`${where}.${side}Addr`, v);
+    if (r.family && r.family !== c.family) fail(where, 'localAddr and remoteAddr of different families');
+    r.family = c.family;
+    r.match |= MATCH.FAMILY | (side === 'local' ? MATCH.LOCAL_ADDR : MATCH.REMOTE_ADDR);
+    if (side === 'local') {
+      r.local_addr = c.addr;
+      r.local_prefix = c.prefix;
+    } else {
+      r.remote_addr = c.addr;
+      r.remote_prefix = c.prefix;
+    }
+  }
+  return r;
+}
+
+/** Same semantics as nke_capture_classify's per-rule test in kext/core. */
+export function ruleMatches(r: KernelRule, f: Flow): boolean {
+  if (r.match & MATCH.PID && r.pid !== f.pid) return false;
+  if (r.match & MATCH.COMM && r.comm !== f.comm) return false;
+  if (r.match & MATCH.DIRECTION && !(r.direction & f.direction)) return false;
+  if (r.match & MATCH.PROTOCOL && r.protocol !== f.protocol) return false;
+  if (r.match & MATCH.FAMILY && r.family !== f.family) return false;
+  if (r.match & MATCH.LOCAL_PORT && (f.localPort < r.local_port_min || f.localPort > r.local_port_max)) {
+    return false;
+  }
+  if (r.match & MATCH.REMOTE_PORT && (f.remotePort < r.remote_port_min || f.remotePort > r.remote_port_max)) {
+    return false;
+  }
+  if (r.match & MATCH.LOCAL_ADDR && !prefixMatch(r.local_addr, f.localAddr, r.local_prefix)) return false;
+  if (r.match & MATCH.REMOTE_ADDR && !prefixMatch(r.remote_addr, f.remoteAddr, r.remote_prefix)) return false;
+  return true;
+}
+
+function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
+  if (typeof s !== 'string') fail(where, 'must be a string');
+  if (encoding === 'hex') {
+    if (!/^([0-9a-fA-F]{2})*$/.test(s)) fail(where, 'is not an even-length hex string');
+    return Buffer.from(s, 'hex');
+  }
+  if (encoding !== undefined && encoding !== 'utf8') fail(where, 'encoding is "utf8" or "hex"');
+  return Buffer.from(s, 'utf8');
+}
+
+/**
+ * Validates a rules config and compiles it. Kernel rule order: rewrite rules
+ * first (their data must be held so the helper can edit it), then the
+ * intercept rules in order; the first match decides, as in the filter.
+ */
+export function compileRules(input: unknown): CompiledRules {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new RulesError('rules: expected an object {default, intercept, rewrite, holdTimeoutMs}');
+  }
+  const cfg = input as RulesConfig;
+  for (const k of Object.keys(cfg)) {
+    if (!['default', 'intercept', 'rewrite', 'holdTimeoutMs'].includes(k)) {
+      fail('rules', `unknown field "${k}"`);
+    }
+  }
+  const def = cfg.default ?? 'report';
+  if (!(def in ACTIONS)) fail('rules.default', 'is "pass", "report" or "hold"');
+  const intercept: InterceptRule[] = cfg.intercept ?? [];
+  const rewrite: RewriteRule[] = cfg.rewrite ?? [];
+  if (!Array.isArray(intercept)) fail('rules.intercept', 'must be an array');
+  if (!Array.isArray(rewrite)) fail('rules.rewrite', 'must be an array');
+  const hold = cfg.holdTimeoutMs ?? 0;
+  if (!Number.isInteger(hold) || hold < 0 || hold > 600000) fail('rules.holdTimeoutMs', 'is 0..600000');
+  if (intercept.length + rewrite.length > MAX_RULES) {
+    fail('rules', `${intercept.length + rewrite.length} rules; the filter takes at most ${MAX_RULES}`);
+  }
+  const rewrites: CompiledRewrite[] = [];
+  const kernel: KernelRule[] = [];
+  rewrite.forEach((r, i) => {
+    const where = `rules.rewrite[${i}]`;
+    const find = bytesOf(`${where}.find`, r.find, r.encoding);
+    if (find.length === 0) fail(`${where}.find`, 'must not be empty');
+    const replace = bytesOf(`${where}.replace`, r.replace, r.encoding);
+    kernel.push(compileMatch(where, r, RuleAction.Hold));
+    rewrites.push({ rule: r, find, replace });
+  });
+  intercept.forEach((r, i) => {
+    const where = `rules.intercept[${i}]`;
+    if (!(r.action in ACTIONS)) fail(`${where}.action`, 'is "pass", "report" or "hold"');
+    kernel.push(compileMatch(where, r, ACTIONS[r.action]));
+  });
+  return {
+    config: { default: def, intercept, rewrite, holdTimeoutMs: hold },
+    rewrites,
+    kernel: { mode: CaptureMode.Rules, defaultAction: ACTIONS[def], holdTimeoutMs: hold, rules: kernel },
+  };
+}
+
+/** Replaces every occurrence of find in data; undefined when none. */
+export function rewriteBytes(data: Buffer, find: Buffer, replace: Buffer): Buffer | undefined {
+  let at = data.indexOf(find);
+  if (at < 0) return undefined;
+  const parts: Buffer[] = [];
+  let from = 0;
+  while (at >= 0) {
+    parts.push(data.subarray(from, at), replace);
+    from = at + find.length;
+    at = data.indexOf(find, from);
+  }
+  parts.push(data.subarray(from));
+  return Buffer.concat(parts);
+}
+
+/**
+ * What the helper does with a held chunk: the index of the first matching
+ * kernel rule tells why the filter held it. A rewrite rule -> edit and pass;
+ * an intercept 'hold' rule -> wait for a person; anything else (held by the
+ * default action, or the rules changed meanwhile) -> a person too when the
+ * default is 'hold', else pass at once.
+ */
+export type HeldDecision =
+  { kind: 'rewrite'; rewrite: CompiledRewrite } | { kind: 'person' } | { kind: 'pass' };
+
+export function decideHeld(rules: CompiledRules, flow: Flow): HeldDecision {
+  const k = rules.kernel.rules;
+  for (let i = 0; i < k.length; i++) {
+    if (!ruleMatches(k[i], flow)) continue;
+    if (i < rules.rewrites.length) return { kind: 'rewrite', rewrite: rules.rewrites[i] };
+    return k[i].action === RuleAction.Hold ? { kind: 'person' } : { kind: 'pass' };
+  }
+  return rules.kernel.defaultAction === RuleAction.Hold ? { kind: 'person' } : { kind: 'pass' };
+}

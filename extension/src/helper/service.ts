@@ -1,0 +1,129 @@
+// Serves the helper protocol (shared/helperProtocol.ts) for one engine on one
+// JSON-RPC connection: validates every request's parameters (a wrong type is
+// an InvalidParams error, never a crash), forwards batched updates.
+import type { MessageConnection } from 'vscode-jsonrpc';
+import { ErrorCodes, ResponseError } from 'vscode-jsonrpc';
+import * as P from '../shared/helperProtocol';
+import { EngineError, type FilterEngine } from './engine';
+import { RulesError } from './rules';
+import { MODIFIED_MAX_LEN } from './wire';
+
+function invalid(message: string): ResponseError<void> {
+  return new ResponseError(ErrorCodes.InvalidParams, message);
+}
+
+function asObject(p: unknown, method: string): Record<string, unknown> {
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) {
+    throw invalid(`${method}: params must be an object`);
+  }
+  return p as Record<string, unknown>;
+}
+
+/** Maps engine and addon errors to JSON-RPC errors that keep their cause. */
+function wrap<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof ResponseError) throw e;
+    if (e instanceof RulesError) throw invalid(e.message);
+    if (e instanceof EngineError) {
+      const code =
+        e.code === 'NKE_UNKNOWN_PAYLOAD'
+          ? P.HelperErrorCode.UnknownPayload
+          : e.code === 'NKE_NOT_CONNECTED'
+            ? P.HelperErrorCode.FilterNotConnected
+            : e.code === 'NKE_BAD_VERDICT'
+              ? ErrorCodes.InvalidParams
+              : P.HelperErrorCode.FilterRefused;
+      throw new ResponseError(code, e.message, { code: e.code });
+    }
+    const err = e as Error & { code?: string };
+    throw new ResponseError(P.HelperErrorCode.FilterRefused, err.message, { code: err.code ?? 'NKE_ERROR' });
+  }
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Wires one connection to the engine; returns a function that unwires it. */
+export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngine): () => void {
+  conn.onRequest(P.Hello, () => ({
+    protocolVersion: P.HELPER_PROTOCOL_VERSION,
+    pid: process.pid,
+    uid: process.getuid?.() ?? -1,
+    platform: process.platform,
+  }));
+  conn.onRequest(P.GetStatus, () => wrap(() => engine.status()));
+  conn.onRequest(P.GetSnapshot, () => wrap(() => engine.snapshot()));
+  conn.onRequest(P.ConnectFilter, () => wrap(() => engine.connect()));
+  conn.onRequest(P.DisconnectFilter, () => wrap(() => engine.disconnect()));
+  conn.onRequest(P.SetRules, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/setRules');
+      engine.setRules(o.rules);
+    }),
+  );
+  conn.onRequest(P.SetPaused, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/setPaused');
+      if (typeof o.paused !== 'boolean') throw invalid('nke/setPaused: paused must be a boolean');
+      engine.setPaused(o.paused);
+    }),
+  );
+  conn.onRequest(P.GetPayload, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/getPayload');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/getPayload: id must be a decimal string');
+      }
+      const b = engine.getPayload(o.id);
+      return { id: o.id, size: b.length, base64: b.toString('base64') };
+    }),
+  );
+  conn.onRequest(P.Verdict, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/verdict');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/verdict: id must be a decimal string');
+      }
+      if (o.action !== 'allow' && o.action !== 'drop' && o.action !== 'replace') {
+        throw invalid('nke/verdict: action must be "allow", "drop" or "replace"');
+      }
+      let bytes: Buffer | undefined;
+      if (o.action === 'replace') {
+        if (typeof o.base64 !== 'string' || !BASE64.test(o.base64)) {
+          throw invalid('nke/verdict: replace needs base64 (the new bytes, base64-encoded)');
+        }
+        bytes = Buffer.from(o.base64, 'base64');
+        if (bytes.length > MODIFIED_MAX_LEN) {
+          throw invalid(`nke/verdict: replacement of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`);
+        }
+      } else if (o.base64 !== undefined) throw invalid('nke/verdict: base64 is only for replace');
+      engine.verdict(o.id, o.action, bytes);
+    }),
+  );
+  conn.onRequest(P.GetHistory, (p: unknown) =>
+    wrap(() => {
+      const o = p === undefined || p === null ? {} : asObject(p, 'nke/history');
+      const since = o.since ?? 0;
+      const limit = o.limit ?? 1000;
+      if (!Number.isInteger(since) || (since as number) < 0) {
+        throw invalid('nke/history: since must be an integer >= 0');
+      }
+      if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > 100000) {
+        throw invalid('nke/history: limit must be 1..100000');
+      }
+      return engine.model.historySince(since as number, limit as number);
+    }),
+  );
+  conn.onRequest(P.Clear, () => wrap(() => engine.model.clear()));
+
+  const onUpdate = (b: P.UpdateBatch) => void conn.sendNotification(P.Update, b).catch(() => {});
+  const onClosed = (e: { code: string; message: string }) =>
+    void conn.sendNotification(P.FilterClosed, e).catch(() => {});
+  engine.on('update', onUpdate);
+  engine.on('filterClosed', onClosed);
+  return () => {
+    engine.off('update', onUpdate);
+    engine.off('filterClosed', onClosed);
+  };
+}

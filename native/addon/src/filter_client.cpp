@@ -1,0 +1,306 @@
+// FilterClient: the user client of the filter (kext or emulator) as a JS
+// object. open() connects and maps the shared memory; a reader thread drains
+// the notification queue and hands batches of raw records (one Buffer per
+// batch) to JS through a ThreadSafeFunction; JS decodes them with
+// extension/src/shared/abi.ts and answers with respond()/putData().
+#include "filter_client.h"
+
+#include <nke_core.h>
+
+#include <cstring>
+
+namespace nke {
+
+namespace {
+
+// Largest batch handed to JS at once: big enough to amortize the hop to the
+// JS thread, small enough that a burst does not stall the event loop.
+constexpr size_t kBatchBytes = 64 * 1024;
+// ThreadSafeFunction queue length: when JS falls behind, the reader blocks,
+// the filter's queue fills and the filter counts lost notifications (it never
+// blocks the traffic: fail-open).
+constexpr size_t kTsfnQueue = 32;
+
+Napi::Error MakeError(Napi::Env env, const std::string &code, const std::string &message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+}  // namespace
+
+Napi::Error ToJsError(Napi::Env env, const TransportError &e) {
+  return MakeError(env, e.code(), e.what());
+}
+
+// A message from the reader thread to JS. Ownership: allocated by the reader,
+// owned by the TSFN queue until the JS-thread callback deletes it (or the
+// callback runs with env == nullptr on abort and deletes it).
+struct FilterClient::Message {
+  enum Kind { kBatch, kClosed } kind;
+  std::vector<uint8_t> bytes;  // kBatch: records, each nke_nt_hdr.size long
+  uint32_t skipped = 0;        // kBatch: malformed entries dropped from this batch
+  std::string code, message;   // kClosed: why the reader stopped
+};
+
+Napi::Function FilterClient::Init(Napi::Env env) {
+  return DefineClass(env, "FilterClient",
+                     {
+                         InstanceMethod<&FilterClient::Open>("open"),
+                         InstanceMethod<&FilterClient::ReadChunk>("readChunk"),
+                         InstanceMethod<&FilterClient::Respond>("respond"),
+                         InstanceMethod<&FilterClient::PutData>("putData"),
+                         InstanceMethod<&FilterClient::SetCapture>("setCapture"),
+                         InstanceMethod<&FilterClient::GetState>("getState"),
+                         InstanceMethod<&FilterClient::Close>("close"),
+                         InstanceAccessor<&FilterClient::IsOpen>("isOpen"),
+                     });
+}
+
+FilterClient::FilterClient(const Napi::CallbackInfo &info) : Napi::ObjectWrap<FilterClient>(info) {}
+
+FilterClient::~FilterClient() { Stop(); }
+
+// open(onBatch(records: Buffer, skipped: number), onClosed(err: Error))
+Napi::Value FilterClient::Open(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsFunction())
+    throw Napi::TypeError::New(env, "open(onBatch: Function, onClosed: Function) expected");
+  if (transport_) throw MakeError(env, "NKE_ALREADY_OPEN", "the filter client is already open");
+
+  auto t = MakeFilterTransport();
+  nke_open_reply reply;
+  try {
+    reply = t->Open();
+  } catch (const TransportError &e) {
+    t->Close();
+    throw ToJsError(env, e);
+  }
+  transport_ = std::move(t);
+  on_closed_ = Napi::Persistent(info[1].As<Napi::Function>());
+  tsfn_ = Tsfn::New(env, info[0].As<Napi::Function>(), "nke-filter-reader", kTsfnQueue, 1, this);
+  // Keep this object (and so its callbacks) alive while the reader runs.
+  Ref();
+  stop_ = false;
+  reader_ = std::thread(&FilterClient::ReaderLoop, this);
+
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("abiVersion", reply.abi_version);
+  o.Set("bufferCount", reply.buffer_count);
+  o.Set("bufferSize", reply.buffer_size);
+  o.Set("queueDataSize", reply.queue_data_size);
+  o.Set("kevVendorCode", reply.kev_vendor_code);
+  o.Set("kevMsgLimit", reply.kev_msg_limit);
+  o.Set("sessionId", Napi::BigInt::New(env, reply.session_id));
+  return o;
+}
+
+// Runs on the reader thread. Touches only transport_ (queue memory, wait)
+// and tsfn_; stop_ is the only state shared with the JS thread.
+void FilterClient::ReaderLoop() {
+  nke_dq_memory *q = transport_->Queue();
+  const uint32_t qsize = transport_->QueueDataSize();
+  uint8_t rec[256];
+  auto batch = std::make_unique<Message>();
+  batch->kind = Message::kBatch;
+
+  auto flush = [&]() -> bool {
+    if (batch->bytes.empty() && batch->skipped == 0) return true;
+    Message *m = batch.release();
+    napi_status st = tsfn_.BlockingCall(m);
+    if (st != napi_ok) {  // aborted by close(): nobody will take it
+      delete m;
+      return false;
+    }
+    batch = std::make_unique<Message>();
+    batch->kind = Message::kBatch;
+    return true;
+  };
+  auto closed = [&](const std::string &code, const std::string &message) {
+    auto *m = new Message{Message::kClosed, {}, 0, code, message};
+    if (tsfn_.BlockingCall(m) != napi_ok) delete m;
+  };
+
+  while (!stop_) {
+    // The filter signals only on empty -> non-empty: drain completely.
+    for (;;) {
+      uint32_t len = 0;
+      int r = nke_dq_dequeue(q, qsize, rec, sizeof(rec), &len);
+      if (r == NKE_DQ_EMPTY) break;
+      if (r == NKE_DQ_TOOBIG) {
+        batch->skipped++;
+        continue;
+      }
+      if (r == NKE_DQ_CORRUPT) {
+        flush();
+        closed("NKE_QUEUE_CORRUPT", "the notification queue is corrupt (head/tail/size out of range)");
+        return;
+      }
+      nke_nt_hdr h;
+      if (len < sizeof(h)) {
+        batch->skipped++;
+        continue;
+      }
+      memcpy(&h, rec, sizeof(h));
+      if (h.size != len || len % 8 != 0) {
+        batch->skipped++;
+        continue;
+      }
+      batch->bytes.insert(batch->bytes.end(), rec, rec + len);
+      if (batch->bytes.size() >= kBatchBytes && !flush()) return;
+    }
+    if (!flush()) return;
+    switch (transport_->WaitForData(500)) {
+      case WaitResult::kData:
+      case WaitResult::kTimeout:
+        break;
+      case WaitResult::kAborted:
+        return;
+      case WaitResult::kGone:
+        closed("NKE_GONE", "the filter went away (emulator stopped or kext unloaded)");
+        return;
+    }
+  }
+}
+
+// JS thread. env is nullptr when the TSFN is torn down by close() with
+// messages still queued: then only free them.
+void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *self, Message *m) {
+  std::unique_ptr<Message> own(m);
+  if (env == nullptr) return;
+  if (m->kind == Message::kBatch) {
+    // Copied, not wrapped as an external buffer: Electron (VS Code's
+    // Electron-as-Node) forbids external ArrayBuffers, and one memcpy of at
+    // most kBatchBytes per batch costs nothing next to the hop to JS.
+    Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::Copy(env, m->bytes.data(), m->bytes.size());
+    onBatch.Call({b, Napi::Number::New(env, m->skipped)});
+    return;
+  }
+  if (!self->on_closed_.IsEmpty())
+    self->on_closed_.Call({MakeError(env, m->code, m->message).Value()});
+}
+
+void FilterClient::Stop() {
+  if (!transport_) return;
+  stop_ = true;
+  transport_->Wake();
+  // Abort first: a reader blocked in BlockingCall (JS behind) returns at once
+  // instead of waiting for this very thread to drain the queue.
+  tsfn_.Abort();
+  if (reader_.joinable()) reader_.join();
+  transport_->Close();
+  transport_.reset();
+}
+
+// readChunk(buffers: number[], size: number): Buffer — copies a chunk's bytes
+// out of the shared buffers (valid until the chunk's buffers are released).
+Napi::Value FilterClient::ReadChunk(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsNumber())
+    throw Napi::TypeError::New(env, "readChunk(buffers: number[], size: number) expected");
+  RequireOpen(env);
+  Napi::Array list = info[0].As<Napi::Array>();
+  double sz = info[1].As<Napi::Number>().DoubleValue();
+  uint32_t n = list.Length();
+  if (n == 0 || n > NKE_CHUNK_MAX_BUFFERS)
+    throw Napi::RangeError::New(env, "a chunk spans 1.." + std::to_string(NKE_CHUNK_MAX_BUFFERS) +
+                                         " buffers, got " + std::to_string(n));
+  if (!(sz >= 0) || sz > double(n) * NKE_BUFFER_SIZE)
+    throw Napi::RangeError::New(env, "size " + std::to_string(sz) + " does not fit in " +
+                                         std::to_string(n) + " buffers");
+  size_t size = size_t(sz);
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, size);
+  const uint8_t *base = transport_->Buffers();
+  size_t done = 0;
+  for (uint32_t i = 0; i < n && done < size; i++) {
+    Napi::Value v = list.Get(i);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, "buffer indices must be numbers");
+    double idx = v.As<Napi::Number>().DoubleValue();
+    if (!(idx >= 0) || idx >= NKE_BUFFER_COUNT || idx != double(uint32_t(idx)))
+      throw Napi::RangeError::New(env, "buffer index " + std::to_string(idx) + " out of range");
+    size_t take = std::min<size_t>(NKE_BUFFER_SIZE, size - done);
+    memcpy(out.Data() + done, base + size_t(idx) * NKE_BUFFER_SIZE, take);
+    done += take;
+  }
+  return out;
+}
+
+// Shared by respond/putData/setCapture: the message is already encoded (abi.ts
+// encoders); the filter validates it field by field and answers a distinct
+// error for each kind of malformation.
+void FilterClient::CallWith(const Napi::CallbackInfo &info, uint32_t selector, const char *what,
+                            size_t max) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer())
+    throw Napi::TypeError::New(env, std::string(what) + "(message: Buffer) expected");
+  RequireOpen(env);
+  Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+  if (b.Length() > max)
+    throw Napi::RangeError::New(env, std::string(what) + ": message of " +
+                                         std::to_string(b.Length()) + " bytes exceeds " +
+                                         std::to_string(max));
+  uint32_t st;
+  try {
+    st = transport_->Call(selector, b.Data(), b.Length(), nullptr, nullptr);
+  } catch (const TransportError &e) {
+    throw ToJsError(env, e);
+  }
+  if (st != NKE_OK)
+    throw MakeError(env, ErrorName(st),
+                    std::string(what) + " refused by the filter: " + ErrorMeaning(st) + " (" +
+                        ErrorName(st) + ")");
+}
+
+Napi::Value FilterClient::Respond(const Napi::CallbackInfo &info) {
+  CallWith(info, NKE_SEL_RESPOND, "respond", NKE_RESPONSE_MAX_SIZE);
+  return info.Env().Undefined();
+}
+
+Napi::Value FilterClient::PutData(const Napi::CallbackInfo &info) {
+  CallWith(info, NKE_SEL_PUT_DATA, "putData", sizeof(nke_put_data_hdr) + NKE_PUT_DATA_MAX_PIECE);
+  return info.Env().Undefined();
+}
+
+Napi::Value FilterClient::SetCapture(const Napi::CallbackInfo &info) {
+  CallWith(info, NKE_SEL_SET_CAPTURE, "setCapture", sizeof(nke_capture_config));
+  return info.Env().Undefined();
+}
+
+// getState(): Buffer of one nke_filter_state.
+Napi::Value FilterClient::GetState(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  RequireOpen(env);
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, sizeof(nke_filter_state));
+  size_t len = out.Length();
+  uint32_t st;
+  try {
+    st = transport_->Call(NKE_SEL_GET_STATE, nullptr, 0, out.Data(), &len);
+  } catch (const TransportError &e) {
+    throw ToJsError(env, e);
+  }
+  if (st != NKE_OK)
+    throw MakeError(env, ErrorName(st), std::string("getState refused: ") + ErrorMeaning(st));
+  if (len != sizeof(nke_filter_state))
+    throw MakeError(env, "NKE_PROTOCOL", "filter state of " + std::to_string(len) + " bytes");
+  return out;
+}
+
+Napi::Value FilterClient::Close(const Napi::CallbackInfo &info) {
+  bool was_open = transport_ != nullptr;
+  Stop();
+  if (was_open) {
+    on_closed_.Reset();
+    Unref();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value FilterClient::IsOpen(const Napi::CallbackInfo &info) {
+  return Napi::Boolean::New(info.Env(), transport_ != nullptr);
+}
+
+void FilterClient::RequireOpen(Napi::Env env) {
+  if (!transport_) throw MakeError(env, "NKE_NOT_OPEN", "the filter client is not open");
+}
+
+}  // namespace nke

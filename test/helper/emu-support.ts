@@ -1,0 +1,101 @@
+// Starts the real Linux emulator (native/emu/build/nke-emud) in a private
+// runtime directory and runs real programs under its launcher
+// (native/emu/build/nke-emu). Used by the helper's emulator tests.
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
+
+export const root = path.resolve(__dirname, '../../..');
+export const emud = path.join(root, 'native/emu/build/nke-emud');
+export const launcher = path.join(root, 'native/emu/build/nke-emu');
+
+export interface Emulator {
+  dir: string;
+  env: NodeJS.ProcessEnv;
+  proc: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export async function startEmulator(): Promise<Emulator> {
+  if (!fs.existsSync(emud) || !fs.existsSync(launcher)) {
+    throw new Error(`the emulator is not built (${emud}, ${launcher}): merge branch emu and run npm install`);
+  }
+  const dir = path.join(makePrivateDir('nke-emu-test-'), 'run');
+  fs.mkdirSync(dir, { mode: 0o700 });
+  const env = { ...process.env, NKE_EMU_DIR: dir };
+  const proc = spawn(emud, [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  await waitFor(
+    () => fs.existsSync(path.join(dir, 'ctl.sock')) || proc.exitCode !== null,
+    10000,
+    'nke-emud to listen',
+  );
+  if (proc.exitCode !== null) throw new Error(`nke-emud exited ${proc.exitCode}: ${stderr}`);
+  return {
+    dir,
+    env,
+    proc,
+    stop: async () => {
+      if (proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        await new Promise((r) => proc.once('exit', r));
+      }
+      fs.rmSync(path.dirname(dir), { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs argv under the emulator's launcher; resolves with exit code and output. */
+export function runUnder(
+  emu: Emulator,
+  argv: string[],
+): { proc: ChildProcess; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
+  const proc = spawn(launcher, ['run', '--', ...argv], { env: emu.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d) => (stdout += d));
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    proc.on('exit', (code) => resolve({ code, stdout, stderr })),
+  );
+  return { proc, done };
+}
+
+/** A real TCP server (outside the emulator) that records every byte it receives per connection. */
+export async function recordingServer(): Promise<{
+  port: number;
+  received: Buffer[];
+  close(): void;
+  whenBytes(n: number, ms?: number): Promise<Buffer>;
+}> {
+  const received: Buffer[] = [];
+  const server = net.createServer((s) => {
+    const i = received.push(Buffer.alloc(0)) - 1;
+    s.on('data', (d) => (received[i] = Buffer.concat([received[i], d])));
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    received,
+    close: () => server.close(),
+    whenBytes: async (n: number, ms = 10000) => {
+      await waitFor(() => Buffer.concat(received).length >= n, ms, `${n} bytes at the server`);
+      return Buffer.concat(received);
+    },
+  };
+}
+
+export { waitFor };
