@@ -41,7 +41,9 @@ module.exports = [
   {
     name: 'helper-emu',
     what: 'helper + addon against the real emulator and real programs',
-    cmd: mocha('out/test/helper/emu.test.js', ['--timeout', '60000']),
+    // --exit: after the last test an addon handle keeps the event loop alive
+    // (a leak still to find, noted on issue #4); assertions are unaffected.
+    cmd: mocha('out/test/helper/emu.test.js', ['--timeout', '60000', '--exit']),
   },
   // Both below install the private code-server on first use (~1 min, cached in .cache/).
   {
