@@ -71,6 +71,44 @@ static uint32_t g_kev_limit = NKE_KEV_MSG_LIMIT_X86_64;
 static uint32_t g_exec_id, g_kev_id;
 static uint64_t g_kev_lost, g_refused, g_session;
 static uid_t g_uid;
+static struct shim_state *g_shim_state; /* shim.state mapping (only this thread writes) */
+
+/* Publishes whether any chunk could be deferred now, so relays skip the
+ * round trip when none can. Called after every user-client request and
+ * when the client goes. */
+static void shim_state_update(void)
+{
+    if (!g_shim_state)
+        return;
+    uint32_t v = g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
+    __atomic_store_n(&g_shim_state->may_defer, v, __ATOMIC_RELEASE);
+}
+
+/* Fresh file renamed into place: shims of a previous nke-emud keep their
+ * mapping of the old inode (never truncated under them). */
+static void shim_state_create(const char *dir)
+{
+    char tmp[PATH_MAX + 32], dst[PATH_MAX + 32];
+    snprintf(tmp, sizeof(tmp), "%s/.%s.%d", dir, NKE_EMU_SHIM_STATE, (int)getpid());
+    snprintf(dst, sizeof(dst), "%s/%s", dir, NKE_EMU_SHIM_STATE);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, 4096) < 0) {
+        LOG("%s: %s (shims will ask for every chunk)", tmp, strerror(errno));
+        if (fd >= 0) close(fd);
+        return;
+    }
+    void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED || rename(tmp, dst) < 0) {
+        LOG("%s: %s (shims will ask for every chunk)", dst, strerror(errno));
+        if (m != MAP_FAILED) munmap(m, 4096);
+        unlink(tmp);
+        return;
+    }
+    g_shim_state = m;
+    g_shim_state->magic = SHIM_STATE_MAGIC;
+    shim_state_update();
+}
 /* Closed conns are freed at the end of a loop iteration, because finish()
  * may still be handed a sock_ctx pointing at one. */
 static struct conn *g_graveyard[1024];
@@ -302,6 +340,7 @@ static void ctl_gone(struct conn *c)
     nke_core_client_close(&g_core);
     g_ctl = NULL;
     conn_close(c);
+    shim_state_update();
     LOG("user client gone; held data released");
 }
 
@@ -395,6 +434,7 @@ reply:
         h->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
         memcpy(CMSG_DATA(h), fds, sizeof(int) * nfds);
     }
+    shim_state_update();
     if (sendmsg(c->fd, &mh, MSG_NOSIGNAL) < 0) {
         LOG("reply to user client: %s", strerror(errno));
         ctl_gone(c);
@@ -601,6 +641,7 @@ int main(int argc, char **argv)
     ep_add(&lctl);
     ep_add(&lkev);
     ep_add(&lshim);
+    shim_state_create(dir);
     printf("nke-emud ready %s\n", dir);
     fflush(stdout);
 
