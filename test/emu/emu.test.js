@@ -340,6 +340,28 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.ok(!kev.lines.some((l) => l.startsWith('oversize')));
   });
 
+  it('as root, an exec by a program not under the shim is seen through the process-events connector', async function () {
+    if (process.getuid() !== 0) this.skip(); // connector needs CAP_NET_ADMIN; else shim reports only
+    // stderr and the stdout ready line travel on separate pipes: wait for the log.
+    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++) await new Promise((r) => setTimeout(r, 20));
+    if (/exec events from the shim's execve only/.test(emud.stderrText)) this.skip(); // e.g. not the initial network namespace
+    assert.match(emud.stderrText, /exec events from the process-events connector/);
+    const kev = await startClient(['--kev']);
+    // Lives 0.3 s: the connector only gives the pid, /proc/PID/exe must still exist.
+    const bin = path.join(dir, 'unshimmed-sleep');
+    fs.copyFileSync('/bin/sleep', bin);
+    fs.chmodSync(bin, 0o755);
+    // node's spawn: fork + execvp in the child, no LD_PRELOAD anywhere.
+    const r = spawnSync(bin, ['0.3'], { env: { PATH: '/usr/bin:/bin' } });
+    assert.equal(r.status, 0);
+    const line = await kev.waitLine(new RegExp(`^exec .* ${bin.length} ${bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`));
+    const [, pid, ppid, uid, complete] = line.split(' ');
+    assert.equal(complete, '1');
+    assert.equal(Number(ppid), process.pid);
+    assert.equal(Number(uid), 0);
+    assert.ok(Number(pid) > 0);
+  });
+
   it('refuses a user client of another uid (SO_PEERCRED) and logs it', async function () {
     if (process.getuid() !== 0) this.skip();
     // Open the path up on purpose so only the peer-credential check stands in the way.
