@@ -386,6 +386,44 @@ except (ConnectionResetError, BrokenPipeError):
     await startClient(['--out', 'pass', '--in', 'pass']);
   });
 
+  it('a connection opened with no user client (no-round-trip path) is filtered once a client opens', async function () {
+    // The relay moves bytes by itself while shim.state says nothing can be
+    // deferred; a client opening later must still see this socket's data,
+    // as with the kext, whose filter stays attached to existing sockets.
+    const PY = `
+import socket, sys, os, time
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+def rt(m):
+    s.sendall(m)
+    got = b''
+    while len(got) < len(m):
+        got += s.recv(65536)
+    return got
+a = rt(b'first-before-client')
+open(sys.argv[2], 'w').close()
+while not os.path.exists(sys.argv[3]): time.sleep(0.02)
+b = rt(b'second-after-client')
+print(a.decode() + ' ' + b.decode())
+`;
+    const seen = [];
+    const srv = net.createServer((c) => c.on('data', (d) => { seen.push(d.toString()); c.write(d); }));
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 0, 'no client: may_defer 0');
+    const phase1 = path.join(dir, 'phase1');
+    const phase2 = path.join(dir, 'phase2');
+    const run = runShimmed('python3', ['-c', PY, String(srv.address().port), phase1, phase2]);
+    for (let i = 0; i < 500 && !fs.existsSync(phase1); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(fs.existsSync(phase1), 'first round trip (no client) completed');
+    await startClient(['--out', 'upper', '--in', 'pass']);
+    assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 1, 'client with mode ALL: may_defer 1');
+    fs.writeFileSync(phase2, '');
+    const r = await run;
+    srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(seen.join(''), 'first-before-clientSECOND-AFTER-CLIENT');
+    assert.equal(r.stdout.toString().trim(), 'first-before-client SECOND-AFTER-CLIENT');
+  });
+
   it('a second user client gets NKE_ERR_BUSY', async function () {
     await startClient(['--out', 'pass', '--in', 'pass']);
     const r = spawnSync(CLIENT, ['--dir', rt], { encoding: 'utf8', timeout: 5000 });

@@ -399,13 +399,12 @@ static void *relay_main(void *arg)
                 continue;
             ssize_t n;
             if (d->pipe[0] >= 0 && relay_may_skip(r)) {
-                /* Drain what is there (a few rounds) before polling again:
-                 * one poll per several MiB instead of per read. */
-                int rounds = 0;
-                do
-                    n = dir_splice(d);
-                while (n > 0 && !d->dead && ++rounds < 16 && relay_may_skip(r));
-                if (rounds > 0 || n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+                /* One splice per poll: the real socket is blocking and
+                 * tcp_splice_read ignores SPLICE_F_NONBLOCK for the socket
+                 * side, so a second splice with nothing queued would block
+                 * the whole relay (both directions). */
+                n = dir_splice(d);
+                if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
                     continue;
                 if (n < 0) {
                     /* splice unsupported for this pair: recv from now on */
