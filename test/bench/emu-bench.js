@@ -2,8 +2,13 @@
 // Emulator cost on loopback TCP: bulk throughput raw / under the shim with no
 // user client / under the shim with a pass-all client (every chunk held and
 // answered), and the hold-and-pass round trip (p50/p99) of 64-byte ping-pongs.
-// NKE_BENCH_BYTES sets the bulk size (default 1 GiB). socat and mitmdump
-// comparisons are not measured yet.
+// For comparison, the same transfer through two user-space TCP relays:
+// socat, and mitmdump (mitmproxy) in reverse mode with raw TCP passthrough
+// (--tcp-hosts '.*'); each is skipped, with a note, when not installed
+// (bash scripts/setup-system.sh bench installs both).
+// NKE_BENCH_BYTES sets the bulk size (default 1 GiB). The machine's CPU count
+// is printed: the shim's relay thread is a third busy thread next to the
+// sender and the sink, so on 2 CPUs it competes with them.
 'use strict';
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -30,16 +35,62 @@ const net = require('net');
 const [mode, port, n] = process.argv.slice(1);
 const s = net.connect(+port, '127.0.0.1', () => {
   if (mode === 'bulk') {
-    const chunk = Buffer.alloc(1 << 20, 0x61); let sent = 0; const t0 = process.hrtime.bigint();
+    const chunk = Buffer.alloc(64 * 1024, 0x61); let sent = 0; const t0 = process.hrtime.bigint();
     const pump = () => { while (sent < +n) { sent += chunk.length; if (!s.write(chunk)) return s.once('drain', pump); } s.end(); };
-    s.on('close', () => console.log(JSON.stringify({ ns: Number(process.hrtime.bigint() - t0) })));
-    s.on('data', () => {}); pump();
+    // Done when the sink says it has every byte (its 'k'), or at close:
+    // relays need not pass a half-close on (mitmdump does not).
+    let done = false; const fin = () => { if (done) return; done = true; console.log(JSON.stringify({ ns: Number(process.hrtime.bigint() - t0) })); s.destroy(); };
+    s.on('close', fin); s.on('data', fin); pump();
   } else {
     const lat = []; let t; const msg = Buffer.alloc(64, 0x62);
     const one = () => { if (lat.length === +n) { s.end(); lat.sort((a, b) => a - b); console.log(JSON.stringify({ p50: lat[lat.length >> 1], p99: lat[Math.floor(lat.length * 0.99)] })); return; } t = process.hrtime.bigint(); s.write(msg); };
     let got = 0; s.on('data', (d) => { got += d.length; if (got >= 64) { got -= 64; lat.push(Number(process.hrtime.bigint() - t) / 1e3); one(); } }); one();
   }
 });`;
+
+function which(cmd) {
+  return (process.env.PATH || '').split(':').some((d) => { try { fs.accessSync(path.join(d, cmd), fs.constants.X_OK); return true; } catch { return false; } });
+}
+
+/** Resolves once something accepts on 127.0.0.1:port (relays print no reliable ready line). */
+async function waitPort(port, p, ms = 30000) {
+  const t0 = Date.now();
+  for (;;) {
+    if (p.exitCode !== null) throw new Error(`${p.spawnfile} exited (${p.exitCode})`);
+    const ok = await new Promise((r) => { const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
+    if (ok) return;
+    if (Date.now() - t0 > ms) throw new Error(`${p.spawnfile}: port ${port} not open after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function freePort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Runs the bulk transfer through a relay program listening on a free port and forwarding to `target`. */
+async function viaRelay(name, argsFor, target) {
+  if (!which(name)) return { skipped: `${name} not installed` };
+  const port = await freePort();
+  const p = spawn(name, argsFor(port, target), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr.on('data', (d) => (err += d));
+  try {
+    await waitPort(port, p);
+    // the probe connection of waitPort may still be closing inside the relay; harmless
+    process.stderr.write(`[bench] ${name}...\n`);
+    const timeout = new Promise((_, rej) => setTimeout(() => rej(new Error('transfer timed out after 120 s')), 120000).unref());
+    return await Promise.race([runSender({}, 'bulk', port, BYTES), timeout]);
+  } catch (e) {
+    return { skipped: `${name}: ${e.message} ${err.slice(0, 200)}` };
+  } finally {
+    p.kill('SIGKILL');
+  }
+}
 
 function runSender(env, mode, port, n) {
   return new Promise((res, rej) => {
@@ -51,7 +102,11 @@ function runSender(env, mode, port, n) {
 }
 
 async function main() {
-  const sink = net.createServer((s) => { s.on('data', () => {}); s.on('end', () => s.end()); });
+  const sink = net.createServer((s) => {
+    let n = 0;
+    s.on('data', (d) => { n += d.length; if (n >= BYTES) s.end('k'); });
+    s.on('end', () => s.end()); s.on('error', () => {});
+  });
   const echo = net.createServer((s) => s.pipe(s));
   await new Promise((r) => sink.listen(0, '127.0.0.1', r));
   await new Promise((r) => echo.listen(0, '127.0.0.1', r));
@@ -61,6 +116,9 @@ async function main() {
   const mb = BYTES / (1 << 20);
   const rate = (r) => mb / (r.ns / 1e9);
   const raw = await runSender({}, 'bulk', sink.address().port, BYTES);
+  const sinkPort = sink.address().port;
+  const socat = await viaRelay('socat', (port, t) => [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${t}`], sinkPort);
+  const mitm = await viaRelay('mitmdump', (port, t) => ['-q', '--listen-host', '127.0.0.1', '--listen-port', String(port), '--mode', `reverse:http://127.0.0.1:${t}`, '--tcp-hosts', '.*', '--set', 'connection_strategy=lazy'], sinkPort);
   const rawLat = await runSender({}, 'pingpong', echo.address().port, 2000);
   const none = await runSender(shim, 'bulk', sink.address().port, BYTES);
   const client = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -72,8 +130,11 @@ async function main() {
   sink.close();
   echo.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  console.log(`bulk ${mb} MiB loopback TCP:`);
+  const line = (label, r) => console.log(r.skipped ? `  ${label.padEnd(24)} skipped: ${r.skipped}` : `  ${label.padEnd(24)} ${rate(r).toFixed(0)} MiB/s  (ratio ${(rate(r) / rate(raw)).toFixed(2)})`);
+  console.log(`bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs:`);
   console.log(`  raw                      ${rate(raw).toFixed(0)} MiB/s`);
+  line('socat relay', socat);
+  line('mitmdump relay (raw tcp)', mitm);
   console.log(`  shim, no user client     ${rate(none).toFixed(0)} MiB/s  (ratio ${(rate(none) / rate(raw)).toFixed(2)})`);
   console.log(`  shim, all held + pass    ${rate(all).toFixed(0)} MiB/s  (ratio ${(rate(all) / rate(raw)).toFixed(2)})`);
   console.log(`64-byte round trip (us):  raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; hold-and-pass both ways p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`);

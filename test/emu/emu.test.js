@@ -340,6 +340,28 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.ok(!kev.lines.some((l) => l.startsWith('oversize')));
   });
 
+  it('as root, an exec by a program not under the shim is seen through the process-events connector', async function () {
+    if (process.getuid() !== 0) this.skip(); // connector needs CAP_NET_ADMIN; else shim reports only
+    // stderr and the stdout ready line travel on separate pipes: wait for the log.
+    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++) await new Promise((r) => setTimeout(r, 20));
+    if (/exec events from the shim's execve only/.test(emud.stderrText)) this.skip(); // e.g. not the initial network namespace
+    assert.match(emud.stderrText, /exec events from the process-events connector/);
+    const kev = await startClient(['--kev']);
+    // Lives 0.3 s: the connector only gives the pid, /proc/PID/exe must still exist.
+    const bin = path.join(dir, 'unshimmed-sleep');
+    fs.copyFileSync('/bin/sleep', bin);
+    fs.chmodSync(bin, 0o755);
+    // node's spawn: fork + execvp in the child, no LD_PRELOAD anywhere.
+    const r = spawnSync(bin, ['0.3'], { env: { PATH: '/usr/bin:/bin' } });
+    assert.equal(r.status, 0);
+    const line = await kev.waitLine(new RegExp(`^exec .* ${bin.length} ${bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`));
+    const [, pid, ppid, uid, complete] = line.split(' ');
+    assert.equal(complete, '1');
+    assert.equal(Number(ppid), process.pid);
+    assert.equal(Number(uid), 0);
+    assert.ok(Number(pid) > 0);
+  });
+
   it('refuses a user client of another uid (SO_PEERCRED) and logs it', async function () {
     if (process.getuid() !== 0) this.skip();
     // Open the path up on purpose so only the peer-credential check stands in the way.
@@ -362,6 +384,44 @@ except (ConnectionResetError, BrokenPipeError):
     assert.match(emud.stderrText, /refused peer pid \d+ uid 65534/);
     // And the real client still gets in.
     await startClient(['--out', 'pass', '--in', 'pass']);
+  });
+
+  it('a connection opened with no user client (no-round-trip path) is filtered once a client opens', async function () {
+    // The relay moves bytes by itself while shim.state says nothing can be
+    // deferred; a client opening later must still see this socket's data,
+    // as with the kext, whose filter stays attached to existing sockets.
+    const PY = `
+import socket, sys, os, time
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+def rt(m):
+    s.sendall(m)
+    got = b''
+    while len(got) < len(m):
+        got += s.recv(65536)
+    return got
+a = rt(b'first-before-client')
+open(sys.argv[2], 'w').close()
+while not os.path.exists(sys.argv[3]): time.sleep(0.02)
+b = rt(b'second-after-client')
+print(a.decode() + ' ' + b.decode())
+`;
+    const seen = [];
+    const srv = net.createServer((c) => c.on('data', (d) => { seen.push(d.toString()); c.write(d); }));
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 0, 'no client: may_defer 0');
+    const phase1 = path.join(dir, 'phase1');
+    const phase2 = path.join(dir, 'phase2');
+    const run = runShimmed('python3', ['-c', PY, String(srv.address().port), phase1, phase2]);
+    for (let i = 0; i < 500 && !fs.existsSync(phase1); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(fs.existsSync(phase1), 'first round trip (no client) completed');
+    await startClient(['--out', 'upper', '--in', 'pass']);
+    assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 1, 'client with mode ALL: may_defer 1');
+    fs.writeFileSync(phase2, '');
+    const r = await run;
+    srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(seen.join(''), 'first-before-clientSECOND-AFTER-CLIENT');
+    assert.equal(r.stdout.toString().trim(), 'first-before-client SECOND-AFTER-CLIENT');
   });
 
   it('a second user client gets NKE_ERR_BUSY', async function () {

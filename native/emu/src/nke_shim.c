@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -95,6 +96,9 @@ struct relay {
     int link_fd;              /* shim.sock connection, -1 once nke-emud is gone */
     bool connect_done;
     int connect_err;
+    /* nke-emud's shim.state, mapped read-only (NULL: ask for every chunk).
+     * Owned by the relay thread, unmapped when it ends. */
+    const struct shim_state *st;
 };
 
 /* One UDP socket made by socket(): its datagrams are judged synchronously
@@ -113,12 +117,15 @@ static struct relay *g_fds[MAX_FDS];
 static struct udp_state *g_udp[MAX_FDS];
 static pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_shim_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static char g_state_path[PATH_MAX + 32];
 static int g_enabled = -1;    /* -1 unknown, 0 off, 1 on; set once in shim_init */
 
 static void relay_put(struct relay *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) == 1) {
         libc_call(close, r->real_fd);
+        if (r->st) /* set only when the relay thread never ran */
+            munmap((void *)r->st, sizeof(struct shim_state));
         pthread_mutex_destroy(&r->lock);
         pthread_cond_destroy(&r->cond);
         free(r);
@@ -138,6 +145,7 @@ static void shim_init(void)
         snprintf(dir, sizeof(dir), "%s/nke-emu", e);
     else
         snprintf(dir, sizeof(dir), "/tmp/nke-emu-%u", (unsigned)getuid());
+    snprintf(g_state_path, sizeof(g_state_path), "%s/%s", dir, NKE_EMU_SHIM_STATE);
     int n = snprintf(g_shim_path, sizeof(g_shim_path), "%s/%s", dir, NKE_EMU_SHIM_SOCK);
     g_enabled = (n > 0 && (size_t)n < sizeof(g_shim_path) && getenv("NKE_SHIM_OFF") == NULL) ? 1 : 0;
 }
@@ -195,6 +203,29 @@ static bool send_all(int fd, const uint8_t *b, size_t n)
     return true;
 }
 
+static const struct shim_state *state_map(void)
+{
+    int fd = open(g_state_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    void *m = mmap(NULL, sizeof(struct shim_state), PROT_READ, MAP_SHARED, fd, 0);
+    libc_call(close, fd);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (((const struct shim_state *)m)->magic != SHIM_STATE_MAGIC) {
+        munmap(m, sizeof(struct shim_state));
+        return NULL;
+    }
+    return m;
+}
+
+/* True when nke-emud says no chunk could be held now (or we have no link):
+ * the relay then moves bytes itself, with no round trip. */
+static bool relay_may_skip(const struct relay *r)
+{
+    return r->link_fd < 0 || (r->st && __atomic_load_n(&r->st->may_defer, __ATOMIC_ACQUIRE) == 0);
+}
+
 /* Per direction: OUT reads pair_fd and writes real_fd; IN the reverse. */
 struct dir_state {
     int src, dst;
@@ -206,7 +237,37 @@ struct dir_state {
     uint8_t *mod;          /* modified bytes being assembled (owned) */
     size_t mod_len;
     bool dead;             /* dst failed: stop this direction */
+    int pipe[2];           /* splice(2) path for undeferred bytes; -1 if none.
+                            * Always empty between loop iterations, so order
+                            * with the asked-for path is kept. */
 };
+
+#define SPLICE_MAX (1u << 20)
+/* Moves what src has now into dst through the pipe (zero copy).
+ * Returns bytes moved, 0 on EOF, -1 with errno (EAGAIN: nothing now;
+ * EINVAL/ENOSYS: splice unsupported here, use recv). */
+static ssize_t dir_splice(struct dir_state *d)
+{
+    ssize_t n = splice(d->src, NULL, d->pipe[1], NULL, SPLICE_MAX, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n <= 0)
+        return n;
+    size_t left = (size_t)n;
+    while (left) {
+        ssize_t w = splice(d->pipe[0], NULL, d->dst, NULL, left, SPLICE_F_MOVE);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            /* dst failed: drain the pipe so it is empty again, stop this way */
+            char junk[4096];
+            while (left && (w = read(d->pipe[0], junk, left < sizeof(junk) ? left : sizeof(junk))) > 0)
+                left -= (size_t)w;
+            d->dead = true;
+            return n;
+        }
+        left -= (size_t)w;
+    }
+    return n;
+}
 
 static void dir_deliver(struct dir_state *d, const uint8_t *b, size_t n)
 {
@@ -287,8 +348,13 @@ static void *relay_main(void *arg)
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
 
-    struct dir_state ds[2] = { { .src = r->pair_fd, .dst = r->real_fd, .nke_dir = NKE_DIR_OUT },
-                               { .src = r->real_fd, .dst = r->pair_fd, .nke_dir = NKE_DIR_IN } };
+    struct dir_state ds[2] = { { .src = r->pair_fd, .dst = r->real_fd, .nke_dir = NKE_DIR_OUT, .pipe = { -1, -1 } },
+                               { .src = r->real_fd, .dst = r->pair_fd, .nke_dir = NKE_DIR_IN, .pipe = { -1, -1 } } };
+    for (int i = 0; i < 2; i++)
+        if (pipe2(ds[i].pipe, O_CLOEXEC) == 0)
+            fcntl(ds[i].pipe[1], F_SETPIPE_SZ, (int)SPLICE_MAX); /* best effort; smaller works */
+        else
+            ds[i].pipe[0] = ds[i].pipe[1] = -1;
     if (err) {
         SHIM_LOG("connect failed: %s", strerror(err));
         goto out;
@@ -331,9 +397,27 @@ static void *relay_main(void *arg)
             struct dir_state *d = &ds[i];
             if (idx[i] < 0 || !p[idx[i]].revents)
                 continue;
-            ssize_t n = recv(d->src, buf, NKE_BUFFER_SIZE, MSG_DONTWAIT);
-            if (n < 0 && (errno == EAGAIN || errno == EINTR))
-                continue;
+            ssize_t n;
+            if (d->pipe[0] >= 0 && relay_may_skip(r)) {
+                /* One splice per poll: the real socket is blocking and
+                 * tcp_splice_read ignores SPLICE_F_NONBLOCK for the socket
+                 * side, so a second splice with nothing queued would block
+                 * the whole relay (both directions). */
+                n = dir_splice(d);
+                if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+                    continue;
+                if (n < 0) {
+                    /* splice unsupported for this pair: recv from now on */
+                    libc_call(close, d->pipe[0]);
+                    libc_call(close, d->pipe[1]);
+                    d->pipe[0] = d->pipe[1] = -1;
+                    continue;
+                }
+            } else {
+                n = recv(d->src, buf, NKE_BUFFER_SIZE, MSG_DONTWAIT);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+            }
             if (n <= 0) {
                 d->eof = true;
                 /* EOF one way is a half-close the other side must see; for
@@ -341,7 +425,7 @@ static void *relay_main(void *arg)
                 libc_call(shutdown, d->dst, SHUT_WR);
                 continue;
             }
-            if (r->link_fd < 0) {
+            if (relay_may_skip(r)) {
                 dir_deliver(d, buf, (size_t)n);
                 continue;
             }
@@ -368,8 +452,16 @@ static void *relay_main(void *arg)
     free(buf);
     free(vmsg);
 out:
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         dir_done_piece(&ds[i]);
+        if (ds[i].pipe[0] >= 0) {
+            libc_call(close, ds[i].pipe[0]);
+            libc_call(close, ds[i].pipe[1]);
+        }
+    }
+    if (r->st)
+        munmap((void *)r->st, sizeof(struct shim_state));
+    r->st = NULL;
     if (r->link_fd >= 0)
         libc_call(close, r->link_fd);
     r->link_fd = -1;
@@ -431,6 +523,16 @@ static void relay_start(int fd, bool incoming)
         libc_call(close, link);
         return;
     }
+    /* Unix-socket buffers as large as a loopback TCP socket's, so the extra
+     * hop does not throttle bulk transfers (FORCE works as root; otherwise
+     * the kernel caps at net.core.wmem_max/rmem_max, still correct). */
+    for (int i = 0; i < 2; i++) {
+        int sz = 4 << 20;
+        if (libc_call(setsockopt, sp[i], SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+            libc_call(setsockopt, sp[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+        if (libc_call(setsockopt, sp[i], SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
+            libc_call(setsockopt, sp[i], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    }
     struct relay *r = calloc(1, sizeof(*r));
     int real = fcntl(fd, F_DUPFD_CLOEXEC, 10);
     if (!r || real < 0) {
@@ -451,6 +553,7 @@ static void relay_start(int fd, bool incoming)
     r->real_fd = real;
     r->pair_fd = sp[1];
     r->link_fd = link;
+    r->st = state_map();
     pthread_mutex_lock(&g_fd_lock);
     if (libc_call(dup3, sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
         pthread_mutex_unlock(&g_fd_lock);

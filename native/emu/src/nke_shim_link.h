@@ -59,4 +59,24 @@ struct shim_exec {
     uint32_t _pad0;
 };
 
+/*
+ * shim.state: nke-emud's deferral state, a file in the runtime directory
+ * that shims map read-only (one mapping per relayed socket, taken after its
+ * link connected, so it is the file of the nke-emud it talks to; a restarted
+ * nke-emud renames a fresh file into place and old mappings keep the old,
+ * dead one, whose relays have lost their links and pass anyway).
+ * may_defer is 0 when no chunk could be held (no user client, or capture
+ * mode NOTHING): relays then move bytes without asking nke-emud. Written
+ * only by nke-emud's one thread (relaxed atomic store; a relay that reads a
+ * stale 0 passes a chunk that was in flight when capture began, as the
+ * kext does for data queued before SET_CAPTURE).
+ */
+#define NKE_EMU_SHIM_STATE "shim.state"
+#define SHIM_STATE_MAGIC 0x5453454eu /* "NEST" */
+struct shim_state {
+    uint32_t magic;
+    uint32_t may_defer;   /* accessed with __atomic_* */
+    uint32_t _pad[14];
+};
+
 #endif
