@@ -90,8 +90,14 @@ for (const f of list('native/addon/src', (n) => /_macos\.(c|cc|cpp|m|mm)$/.test(
   const extra = [];
   const napi = path.join(root, 'node_modules/node-addon-api');
   if (fs.existsSync(napi)) extra.push(`-I${napi}`);
+  // The SDK ships no usable C++ library headers: use LLVM's libc++ (Debian
+  // libc++-14-dev, from scripts/setup-system.sh); node's headers go after the
+  // SDK's so they never shadow a system header.
+  const libcxx = '/usr/lib/llvm-14/include/c++/v1';
+  if (cxx && fs.existsSync(libcxx)) extra.push('-nostdinc++', '-isystem', libcxx);
   for (const d of [path.join(process.execPath, '../../include/node')])
-    if (fs.existsSync(d)) extra.push(`-I${d}`);
+    if (fs.existsSync(d)) extra.push('-idirafter', d);
+  extra.push('-Inative/emu/include');
   jobs.push({
     file: f,
     cxx,
