@@ -10,6 +10,7 @@ import {
   DIR_IN,
   DIR_OUT,
   type KernelRule,
+  emptyRule,
   MATCH,
   MAX_RULES,
   PROTO_TCP,
@@ -119,23 +120,7 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRu
       fail(where, `unknown field "${k}"`);
     }
   }
-  const r: KernelRule = {
-    match: 0,
-    action,
-    direction: 0,
-    protocol: 0,
-    family: 0,
-    pid: 0,
-    local_port_min: 0,
-    local_port_max: 0,
-    remote_port_min: 0,
-    remote_port_max: 0,
-    local_prefix: 0,
-    remote_prefix: 0,
-    local_addr: new Uint8Array(16),
-    remote_addr: new Uint8Array(16),
-    comm: '',
-  };
+  const r: KernelRule = emptyRule(action);
   if (m.pid !== undefined) {
     if (!Number.isInteger(m.pid) || m.pid <= 0) fail(where, 'pid must be a positive integer');
     r.match |= MATCH.PID;

@@ -5,6 +5,7 @@
 import * as abi from '../shared/abi';
 
 export {
+  emptyRule,
   Action,
   CaptureMode,
   NotifyType,

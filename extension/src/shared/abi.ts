@@ -1515,23 +1515,26 @@ export function encodePutDataPieces(chunk_id: bigint, sock: SockId, data: Uint8A
 /** A rule with every field optional except what it does; unset fields are zero. */
 export type RuleInput = Partial<Rule> & Pick<Rule, 'match' | 'action'>;
 
-const EMPTY_RULE: Rule = {
-  match: 0,
-  action: RuleAction.Pass,
-  direction: 0,
-  protocol: 0,
-  family: 0,
-  pid: 0,
-  local_port_min: 0,
-  local_port_max: 0,
-  remote_port_min: 0,
-  remote_port_max: 0,
-  local_prefix: 0,
-  remote_prefix: 0,
-  local_addr: new Uint8Array(16),
-  remote_addr: new Uint8Array(16),
-  comm: '',
-};
+/** A rule that matches everything and does `action`: every other field zero (fresh arrays each call). */
+export function emptyRule(action: RuleAction = RuleAction.Pass): Rule {
+  return {
+    match: 0,
+    action,
+    direction: 0,
+    protocol: 0,
+    family: 0,
+    pid: 0,
+    local_port_min: 0,
+    local_port_max: 0,
+    remote_port_min: 0,
+    remote_port_max: 0,
+    local_prefix: 0,
+    remote_prefix: 0,
+    local_addr: new Uint8Array(16),
+    remote_addr: new Uint8Array(16),
+    comm: '',
+  };
+}
 
 /** Input of NKE_SEL_SET_CAPTURE (the full fixed-size struct, nrules filled in). */
 export function encodeCaptureConfig(cfg: {
@@ -1550,7 +1553,7 @@ export function encodeCaptureConfig(cfg: {
     throw new AbiError(`capture config: hold_timeout_ms ${hold}, at most ${NKE_HOLD_TIMEOUT_MAX_MS}`);
   }
   const full = rules.map((r, i) => {
-    const rule: Rule = { ...EMPTY_RULE, ...r };
+    const rule: Rule = { ...emptyRule(), ...r };
     if ((rule.match & ~NKE_MATCH_ALL_FIELDS) !== 0) {
       throw new AbiError(`capture config: rules[${i}].match has unknown bits 0x${rule.match.toString(16)}`);
     }
