@@ -26,7 +26,13 @@ if (process.platform === 'linux' && fs.existsSync(path.join(root, 'native/emu/Ma
 }
 if (fs.existsSync(path.join(root, 'native/addon/binding.gyp'))) {
   const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', {
-    paths: [root, process.env.npm_execpath ? path.dirname(process.env.npm_execpath) : root],
+    // npm's own node-gyp: found through npm_execpath under `npm ...`, and next
+    // to this node's npm when the script is run directly (`node test/run.js`).
+    paths: [
+      root,
+      ...(process.env.npm_execpath ? [path.dirname(process.env.npm_execpath)] : []),
+      path.resolve(path.dirname(process.execPath), '../lib/node_modules/npm'),
+    ],
   });
   // Use the headers installed next to this node (e.g. /usr/include/node) when
   // present: node-gyp would otherwise download them, which fails offline.
