@@ -180,17 +180,7 @@ void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *
     self->on_closed_.Call({MakeError(env, m->code, m->message).Value()});
 }
 
-void FilterClient::Stop() {
-  if (!transport_) return;
-  stop_ = true;
-  transport_->Wake();
-  // Abort first: a reader blocked in BlockingCall (JS behind) returns at once
-  // instead of waiting for this very thread to drain the queue.
-  tsfn_.Abort();
-  if (reader_.joinable()) reader_.join();
-  transport_->Close();
-  transport_.reset();
-}
+void FilterClient::Stop() { StopReader(transport_, stop_, tsfn_, reader_); }
 
 // readChunk(buffers: number[], size: number): Buffer — copies a chunk's bytes
 // out of the shared buffers (valid until the chunk's buffers are released).

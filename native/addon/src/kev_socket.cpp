@@ -159,15 +159,7 @@ void KevSocket::Deliver(Napi::Env env, Napi::Function onExecs, KevSocket *self, 
   onExecs.Call({arr});
 }
 
-void KevSocket::Stop() {
-  if (!transport_) return;
-  stop_ = true;
-  transport_->Wake();
-  tsfn_.Abort();
-  if (reader_.joinable()) reader_.join();
-  transport_->Close();
-  transport_.reset();
-}
+void KevSocket::Stop() { StopReader(transport_, stop_, tsfn_, reader_); }
 
 Napi::Value KevSocket::Close(const Napi::CallbackInfo &info) {
   bool was_open = transport_ != nullptr;

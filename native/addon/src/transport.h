@@ -6,11 +6,13 @@
 
 #include <nke/nke_abi.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace nke {
 
@@ -84,5 +86,22 @@ class KevTransport {
 };
 
 std::unique_ptr<KevTransport> MakeKevTransport();
+
+// Stops a reader thread that feeds JS through a thread-safe function, for
+// FilterClient and KevSocket alike. The order matters: wake the thread out of
+// its wait, Abort the TSFN so a reader blocked in BlockingCall (JS behind)
+// returns at once instead of waiting for this very thread to drain the queue,
+// join, and only then close the transport the thread was reading.
+template <typename Transport, typename Tsfn>
+void StopReader(std::unique_ptr<Transport> &transport, std::atomic<bool> &stop, Tsfn &tsfn,
+                std::thread &reader) {
+  if (!transport) return;
+  stop = true;
+  transport->Wake();
+  tsfn.Abort();
+  if (reader.joinable()) reader.join();
+  transport->Close();
+  transport.reset();
+}
 
 }  // namespace nke
