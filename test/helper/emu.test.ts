@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { FilterEngine } from '../../extension/src/helper/engine';
-import { HelperClient } from '../../extension/src/helper-client/helperClient';
+import { HelperClient } from '../../extension/src/helperClient/helperClient';
 import * as P from '../../extension/src/shared/helperProtocol';
 import { type Emulator, recordingServer, root, runUnder, startEmulator, waitFor } from './emu-support';
 

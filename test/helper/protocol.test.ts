@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErrorCodes, RequestType, ResponseError } from 'vscode-jsonrpc';
-import { HelperClient } from '../../extension/src/helper-client/helperClient';
+import { HelperClient } from '../../extension/src/helperClient/helperClient';
 import * as P from '../../extension/src/shared/helperProtocol';
 import {
   connectWithToken,
