@@ -1,10 +1,14 @@
 // Extension entry point. activate() only composes: every feature exposes a
 // register(...) that returns a Disposable, and every Disposable is kept.
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { registerCommands } from './commands/registerCommands';
-import { HelperSlot } from './helperClient/helperPort';
+import { emulatorRuntimeDir } from './emulator/emulatorProcess';
+import { FilterController } from './emulator/filterController';
+import { registerFailureNotice } from './helperClient/failureNotice';
+import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
-import { readSettings } from './settings';
+import { readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
 import { FilterTreeProvider } from './tree/filterTreeProvider';
@@ -14,10 +18,12 @@ import { SocketTreeProvider } from './tree/socketTreeProvider';
 
 /** What activate() returns to other extensions and to the in-host tests. */
 export interface NkeWorkbenchApi {
-  /** The live model; the helper client feeds it. */
+  /** The live model; the helper session feeds it. */
   readonly model: WorkbenchModel;
-  /** Where the helper client plugs in; commands that need it fail until it is set. */
-  readonly helper: HelperSlot;
+  /** The link to the helper process (its pid, connection state). */
+  readonly session: HelperSession;
+  /** Load / Unload and the emulator this window started. */
+  readonly filter: FilterController;
   /** The registered tree providers, so tests read the very items the views show. */
   readonly trees: {
     readonly filter: FilterTreeProvider;
@@ -27,13 +33,35 @@ export interface NkeWorkbenchApi {
   };
 }
 
+let deactivateFilter: (() => Promise<void>) | undefined;
+
 export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   const log = vscode.window.createOutputChannel('NKE Workbench', { log: true });
   context.subscriptions.push(log);
 
   const settings = readSettings();
   const model = new WorkbenchModel(settings.mode, settings.historyLimit);
-  const helper = new HelperSlot(context.extensionPath);
+  const session = new HelperSession({
+    helperScript: path.join(context.extensionPath, 'dist', 'helper.js'),
+    launch: () => {
+      const s = readSettings();
+      return {
+        asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
+        historyLimit: s.historyLimit,
+        env: s.mode === 'emulator' ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) } : {},
+        rules: rulesFromSettings(s),
+      };
+    },
+    model,
+    log,
+  });
+  const filter = new FilterController({
+    session,
+    extensionRoot: context.extensionPath,
+    settings: readSettings,
+    log,
+  });
+  deactivateFilter = () => filter.dispose();
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
@@ -42,28 +70,49 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   };
 
   context.subscriptions.push(
+    session,
     registerModelTreeView('nke.filter', trees.filter),
     registerModelTreeView('nke.sockets', trees.sockets),
     registerModelTreeView('nke.execEvents', trees.execEvents),
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
-    registerCommands({ model, helper, log, extensionRoot: context.extensionPath }),
+    registerCommands({ model, session, filter, log, extensionRoot: context.extensionPath }),
     registerStatusBar(model),
-    registerSettingsListener(model, log),
+    registerFailureNotice(session, log),
+    registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
-  return { model, helper, trees };
+  if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
+  return { model, session, filter, trees };
 }
 
-function registerSettingsListener(model: WorkbenchModel, log: vscode.LogOutputChannel): vscode.Disposable {
+function registerSettingsListener(
+  model: WorkbenchModel,
+  session: HelperSession,
+  log: vscode.LogOutputChannel,
+): vscode.Disposable {
   return vscode.workspace.onDidChangeConfiguration((e) => {
-    if (!e.affectsConfiguration('nke.historyLimit')) return;
-    const limit = readSettings().historyLimit;
-    try {
-      model.setHistoryLimit(limit);
-    } catch (err) {
-      log.error(`nke.historyLimit: ${(err as Error).message}; keeping the previous limit`);
+    if (e.affectsConfiguration('nke.historyLimit')) {
+      try {
+        model.setHistoryLimit(readSettings().historyLimit);
+      } catch (err) {
+        log.error(`nke.historyLimit: ${(err as Error).message}; keeping the previous limit`);
+      }
+    }
+    if (rulesSettings.some((s) => e.affectsConfiguration(s))) {
+      session.updateRules(rulesFromSettings()).then(
+        () => log.info('rules from the nke.* settings sent to the helper'),
+        (err: Error) => {
+          log.error(`the helper refused the rules from the settings: ${err.message}`);
+          void vscode.window.showErrorMessage(
+            `NKE: the rules in the nke.* settings were refused: ${err.message}`,
+          );
+        },
+      );
     }
   });
 }
 
-export function deactivate(): void {}
+/** Stops the emulator this window started; the helper exits with its connection. */
+export function deactivate(): Promise<void> | undefined {
+  return deactivateFilter?.();
+}

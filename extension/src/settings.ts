@@ -1,13 +1,22 @@
 // Typed access to the nke.* settings declared in package.json.
 import * as vscode from 'vscode';
 import type { FilterMode } from './model/workbenchModel';
+import type { InterceptRule, RulesConfig } from './shared/helperProtocol';
+
+/** What happens to data no intercept rule matches (RulesConfig.default). */
+export type CaptureMode = 'hold' | 'report' | 'pass';
 
 export interface NkeSettings {
   mode: FilterMode;
-  /** Folder holding nke-emud, nke-emu and libnkeshim.so; empty = the extension's native/emu/build. */
+  /** Folder holding nke-emud, nke-emu and libnkeshim.so; empty = the extension's own native/emu/build. */
   emulatorDir: string;
+  /** The emulator's runtime directory (its sockets); empty = $NKE_EMU_DIR or the emulator's default. */
+  emulatorRuntimeDir: string;
   holdTimeoutMs: number;
   historyLimit: number;
+  capture: CaptureMode;
+  interceptRules: InterceptRule[];
+  connectOnStartup: boolean;
 }
 
 export function readSettings(): NkeSettings {
@@ -15,7 +24,19 @@ export function readSettings(): NkeSettings {
   return {
     mode: c.get<FilterMode>('mode', 'emulator'),
     emulatorDir: c.get<string>('emulatorDir', ''),
+    emulatorRuntimeDir: c.get<string>('emulatorRuntimeDir', ''),
     holdTimeoutMs: c.get<number>('holdTimeoutMs', 5000),
     historyLimit: c.get<number>('historyLimit', 1000),
+    capture: c.get<CaptureMode>('capture', 'report'),
+    interceptRules: c.get<InterceptRule[]>('interceptRules', []),
+    connectOnStartup: c.get<boolean>('connectOnStartup', false),
   };
 }
+
+/** The rules the helper gets from the settings (it validates them and names a bad field). */
+export function rulesFromSettings(s: NkeSettings = readSettings()): RulesConfig {
+  return { default: s.capture, intercept: s.interceptRules, rewrite: [], holdTimeoutMs: s.holdTimeoutMs };
+}
+
+/** Settings whose change must reach a running helper. */
+export const rulesSettings = ['nke.capture', 'nke.interceptRules', 'nke.holdTimeoutMs'];

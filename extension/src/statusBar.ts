@@ -1,23 +1,39 @@
-// Status bar item: the filter's state at a glance and how many payloads wait.
+// Status bar item: the link's state at a glance, live counters, and how many
+// payloads wait. A failed link (dead helper, lost filter) shows as an error
+// and clicking it restarts the helper.
 import * as vscode from 'vscode';
 import type { WorkbenchModel } from './model/workbenchModel';
 
 export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('nke.status', vscode.StatusBarAlignment.Left, 50);
   item.name = 'NKE Workbench';
-  item.command = 'workbench.view.extension.nke';
   const update = () => {
-    const f = model.filter;
+    const link = model.link;
     const pending = model.pending().length;
-    const icon =
-      f.status === 'connected' ? '$(plug)' : f.status === 'paused' ? '$(debug-pause)' : '$(debug-disconnect)';
-    item.text = `${icon} NKE: ${f.status}${pending ? ` · ${pending} held` : ''}`;
-    item.tooltip = `NKE Workbench (${f.mode}): ${f.status}. Click to open the NKE views.`;
+    const live = link.status === 'connected' || link.status === 'paused';
+    const icon = {
+      connected: '$(plug)',
+      paused: '$(debug-pause)',
+      connecting: '$(sync~spin)',
+      disconnected: '$(debug-disconnect)',
+      failed: '$(error)',
+    }[link.status];
+    const sockets = model.sockets().filter((s) => s.state !== 'closed').length;
+    const counts = live ? ` · ${sockets} sockets · ${model.counters.dataChunks} chunks` : '';
+    item.text = `${icon} NKE: ${link.status}${counts}${pending ? ` · ${pending} held` : ''}`;
+    item.tooltip =
+      `NKE Workbench (${link.mode}): ${link.status}` +
+      (link.staleReason
+        ? `\n${link.staleReason}\nThe views show the last state. Click to restart the helper.`
+        : '') +
+      (live ? `\n${model.counters.bytesIn} bytes in, ${model.counters.bytesOut} bytes out` : '');
+    item.command = link.status === 'failed' ? 'nke.restartHelper' : 'workbench.view.extension.nke';
+    item.backgroundColor =
+      link.status === 'failed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
   };
   update();
   item.show();
-  const sub = model.onDidChange((e) => {
-    if (e.part === 'filter' || e.part === 'pending') update();
-  });
+  // Counters change with every batch (<= 30/s); the status bar is cheap to set.
+  const sub = model.onDidChange(() => update());
   return vscode.Disposable.from(item, sub);
 }

@@ -1,8 +1,12 @@
-// The NKE views inside a real VS Code: the model fed the way the helper client
-// will feed it, and the items read back through the registered tree providers.
+// The NKE views inside a real VS Code: the model fed with the helper
+// protocol's batches (as the helper session feeds it; live.test.ts does it
+// with the real helper and emulator), items read back through the registered
+// tree providers.
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { NkeWorkbenchApi } from '../../extension/src/extension';
+import { emptyCounters, emptyUpdate, type WorkbenchModel } from '../../extension/src/model/workbenchModel';
+import type { ExecView, PendingView, SocketView } from '../../extension/src/shared/helperProtocol';
 
 const extensionId = 'nkeworkbench.nke-workbench';
 
@@ -16,23 +20,47 @@ function label(item: vscode.TreeItem): string {
   return typeof item.label === 'string' ? item.label : (item.label?.label ?? '');
 }
 
-const curlSocket = {
+const curlSocket: SocketView = {
   id: '3:7',
   pid: 4242,
-  processName: 'curl',
-  protocol: 'tcp' as const,
-  family: 4 as const,
-  local: '127.0.0.1:50312',
-  remote: '127.0.0.1:8080',
+  uid: 1000,
+  process: 'curl',
+  protocol: 'tcp',
+  family: 'ipv4',
+  local: { address: '127.0.0.1', port: 50312 },
+  remote: { address: '127.0.0.1', port: 8080 },
   state: 'connected',
   bytesIn: 2048,
   bytesOut: 77,
+  openedAt: Date.now(),
 };
+
+const upsertSocket = (m: WorkbenchModel, s: SocketView) => m.applyUpdate({ ...emptyUpdate(), sockets: [s] });
+let nextExec = 1;
+const addExec = (m: WorkbenchModel, e: Pick<ExecView, 'pid' | 'ppid' | 'uid' | 'path'>) =>
+  m.applyUpdate({
+    ...emptyUpdate(),
+    execs: [{ ...e, id: String(nextExec++), complete: true, spawnerContext: false, time: Date.now() }],
+  });
+const pendingOut = (id: string, size: number, ms: number): PendingView => ({
+  id,
+  socketId: curlSocket.id,
+  pid: curlSocket.pid,
+  process: 'curl',
+  direction: 'out',
+  size,
+  streamOffset: 0,
+  local: curlSocket.local,
+  remote: curlSocket.remote,
+  deadline: Date.now() + ms,
+});
+const addPending = (m: WorkbenchModel, p: PendingView) =>
+  m.applyUpdate({ ...emptyUpdate(), pendingAdded: [p] });
 
 describe('NKE views in the extension host', () => {
   afterEach(async () => {
     await vscode.commands.executeCommand('nke.clear');
-    (await api()).model.setFilterState({ status: 'disconnected' });
+    (await api()).model.setLink({ status: 'disconnected', filter: undefined, staleReason: undefined });
   });
 
   it('contributes the NKE commands, all registered by activation', async () => {
@@ -56,13 +84,13 @@ describe('NKE views in the extension host', () => {
 
   it('shows sockets grouped by process with addresses, state and bytes', async () => {
     const { model, trees } = await api();
-    model.upsertSocket(curlSocket);
-    model.upsertSocket({
+    upsertSocket(model, curlSocket);
+    upsertSocket(model, {
       ...curlSocket,
       id: '4:1',
       protocol: 'udp',
-      family: 6,
-      local: '[::1]:5353',
+      family: 'ipv6',
+      local: { address: '::1', port: 5353 },
       remote: undefined,
       state: 'bound',
       bytesIn: 0,
@@ -82,8 +110,8 @@ describe('NKE views in the extension host', () => {
   it('nests exec events under the process that started them, keeping a long path whole', async () => {
     const { model, trees } = await api();
     const longPath = `/opt/${'deep/'.repeat(60)}tool`;
-    model.addExec({ pid: 100, ppid: 1, uid: 501, path: '/bin/sh', time: Date.now() });
-    model.addExec({ pid: 101, ppid: 100, uid: 501, path: longPath, time: Date.now() });
+    addExec(model, { pid: 100, ppid: 1, uid: 501, path: '/bin/sh' });
+    addExec(model, { pid: 101, ppid: 100, uid: 501, path: longPath });
     const roots = trees.execEvents.getChildren();
     assert.deepEqual(
       roots.map((e) => e.path),
@@ -102,7 +130,7 @@ describe('NKE views in the extension host', () => {
     await config.update('historyLimit', 3, vscode.ConfigurationTarget.Global);
     try {
       for (let pid = 200; pid < 205; pid++) {
-        model.addExec({ pid, ppid: 1, uid: 0, path: `/usr/bin/p${pid}`, time: Date.now() });
+        addExec(model, { pid, ppid: 1, uid: 0, path: `/usr/bin/p${pid}` });
       }
       assert.deepEqual(
         trees.execEvents.getChildren().map((e) => e.pid),
@@ -115,59 +143,49 @@ describe('NKE views in the extension host', () => {
 
   it('lists pending payloads with direction, size, peer and time left, for the context menu', async () => {
     const { model, trees } = await api();
-    model.upsertSocket(curlSocket);
-    model.addPending({
-      id: 'p1',
-      socketId: curlSocket.id,
-      direction: 'out',
-      size: 77,
-      heldAt: Date.now(),
-      deadline: Date.now() + 60000,
-    });
+    upsertSocket(model, curlSocket);
+    addPending(model, pendingOut('11', 77, 60000));
     const [p] = trees.pendingPayloads.getChildren();
     const item = trees.pendingPayloads.getTreeItem(p);
     assert.equal(label(item), '↑ out 77 B 127.0.0.1:8080');
     assert.match(String(item.description), /^curl · \d+\.\d s left$/);
     assert.equal(item.contextValue, 'pendingPayload');
-    assert.throws(() => model.addPending({ ...p, id: 'p2', socketId: '9:9' }), /unknown socket 9:9/);
   });
 
   it('shows the filter counters once connected and nothing (welcome content) before', async () => {
     const { model, trees } = await api();
     assert.deepEqual(trees.filter.getChildren(), []);
-    model.setFilterState({
-      status: 'connected',
-      abiVersion: 1,
-      counters: { deferred: 5, passed: 10, dropped: 0, injected: 5, expired: 0, poolExhausted: 0 },
+    model.applyUpdate({
+      ...emptyUpdate({ ...emptyCounters(), heldForPerson: 5, verdictsAllow: 4 }),
+      filter: { connected: true, transport: 'emulator', sessionId: '77', paused: false },
     });
     const items = trees.filter.getChildren().map((n) => trees.filter.getTreeItem(n));
     const byLabel = Object.fromEntries(items.map((i) => [label(i), i.description]));
     assert.equal(byLabel['Status'], 'connected');
-    assert.equal(byLabel['ABI version'], '1');
-    assert.equal(byLabel['Deferred'], '5');
+    assert.equal(byLabel['Transport'], 'emulator');
+    assert.equal(byLabel['Session'], '77');
+    assert.equal(byLabel['Held for you'], '5');
+    assert.equal(byLabel['Allowed'], '4');
   });
 
   it('NKE: Clear empties every view', async () => {
     const { model, trees } = await api();
-    model.upsertSocket(curlSocket);
-    model.addExec({ pid: 1, ppid: 0, uid: 0, path: '/sbin/init', time: Date.now() });
-    model.addPending({
-      id: 'p1',
-      socketId: curlSocket.id,
-      direction: 'in',
-      size: 1,
-      heldAt: Date.now(),
-      deadline: Date.now() + 1000,
-    });
+    upsertSocket(model, curlSocket);
+    addExec(model, { pid: 1, ppid: 0, uid: 0, path: '/sbin/init' });
+    addPending(model, pendingOut('12', 1, 1000));
     await vscode.commands.executeCommand('nke.clear');
     assert.equal(trees.sockets.getChildren().length, 0);
     assert.equal(trees.execEvents.getChildren().length, 0);
     assert.equal(trees.pendingPayloads.getChildren().length, 0);
   });
 
-  it('commands that need the helper fail with a clear error, not silently', async () => {
-    const { helper } = await api();
-    assert.equal(helper.current, undefined);
-    assert.throws(() => helper.require(), /^HelperUnavailableError: helper process not available: /);
+  it('a verdict without a helper fails with a clear error that offers Connect', async () => {
+    const { session } = await api();
+    assert.equal(session.isConnected, false);
+    await assert.rejects(session.verdict('1', 'allow'), (e: Error & { action?: { command: string } }) => {
+      assert.match(e.message, /^not connected: run NKE: Connect/);
+      assert.equal(e.action?.command, 'nke.connect');
+      return true;
+    });
   });
 });

@@ -22,12 +22,14 @@ const steps = [
     async (page) => wb.waitForWorkbench(page, 'NKE: disconnected'),
   ],
   [
-    'command palette: NKE: Connect reports that the helper is not available, with actions',
+    'command palette: NKE: Connect with no emulator running says so and offers Load Filter',
     async (page) => {
+      // The profile points nke.emulatorRuntimeDir at an empty folder: the
+      // helper starts, finds no emulator there, and the error says what to do.
       await wb.runCommand(page, 'NKE: Connect');
-      const toast = wb.notification(page, 'helper process not available');
+      const toast = wb.notification(page, 'Load Filter starts the emulator');
       await toast.waitFor();
-      for (const action of ['Open Settings', 'Show Log'])
+      for (const action of ['Load Filter', 'Show Log'])
         await toast.locator('.monaco-button', { hasText: action }).waitFor();
       await wb.dismissNotifications(page);
     },
@@ -88,14 +90,14 @@ const steps = [
     },
   ],
   [
-    'Pending Payloads view: context menu offers the verdicts; Drop reports the missing helper',
+    'Pending Payloads view: context menu offers the verdicts; Drop says the filter is not connected',
     async (page) => {
       const row = wb.treeRow(page, 'Pending Payloads', '↑ out 77 B 127.0.0.1:8080');
       await row.waitFor();
       const menu = await wb.openContextMenu(row);
-      await wb.menuItem(menu, 'Reinject Original').waitFor();
+      await wb.menuItem(menu, 'Allow (Reinject Original)').waitFor();
       await wb.pickMenuItem(menu, 'Drop Payload');
-      await wb.notification(page, 'helper process not available').waitFor();
+      await wb.notification(page, 'not connected').waitFor();
       await wb.dismissNotifications(page);
     },
   ],
@@ -117,7 +119,7 @@ const steps = [
       await wb.editorTab(page, 'nke-capture.json').waitFor();
       await wb.activeEditorText(page).locator('text=127.0.0.1:50312').first().waitFor();
       const written = JSON.parse(fs.readFileSync(target, 'utf8'));
-      if (written.sockets.length !== 2 || written.pending[0]?.id !== 'p1') {
+      if (written.sockets.length !== 2 || written.pending[0]?.id !== '101') {
         throw new Error(
           `capture on disk does not hold the fed model: ${JSON.stringify(written).slice(0, 300)}`,
         );
@@ -147,7 +149,8 @@ async function main() {
   const tmp = cs.tempDir('nke-ui-');
   const workspace = path.join(tmp, 'workspace');
   fs.mkdirSync(workspace);
-  const profile = cs.makeProfile(tmp);
+  // No emulator answers here: Connect must fail with its clear error.
+  const profile = cs.makeProfile(tmp, { 'nke.emulatorRuntimeDir': path.join(tmp, 'no-emulator') });
   const extensionsDir = path.join(tmp, 'extensions');
   fs.mkdirSync(extensionsDir);
   const serverLog = path.join(tmp, 'code-server.log');

@@ -1,8 +1,10 @@
 // Loaded by the UI launcher as the workbench's extensionTestsPath: it runs in
 // the real extension host next to the extension under development and feeds
-// its model through the public API (exactly what the helper client will do),
-// so the UI test sees real items in the views. run() stays pending until the
-// browser closes: resolving would end the session (codeAutomationExit).
+// its model one update batch of the helper protocol (what the helper session
+// does with the live helper; the in-host suite's live.test.ts runs that path
+// against the real emulator), so the UI test sees known items in the views.
+// run() stays pending until the browser closes: resolving would end the
+// session (codeAutomationExit).
 'use strict';
 const vscode = require('vscode');
 
@@ -11,46 +13,80 @@ exports.run = async function run() {
   if (!ext) throw new Error('nkeworkbench.nke-workbench is not loaded in this extension host');
   const { model } = await ext.activate();
   const now = Date.now();
-  model.upsertSocket({
-    id: '3:7',
-    pid: 4242,
-    processName: 'curl',
-    protocol: 'tcp',
-    family: 4,
-    local: '127.0.0.1:50312',
-    remote: '127.0.0.1:8080',
-    state: 'connected',
-    bytesIn: 2048,
-    bytesOut: 77,
-  });
-  model.upsertSocket({
-    id: '5:1',
-    pid: 4100,
-    processName: 'node',
-    protocol: 'tcp',
-    family: 4,
-    local: '127.0.0.1:8080',
-    state: 'listening',
-    bytesIn: 0,
-    bytesOut: 0,
-  });
-  model.addExec({ pid: 4000, ppid: 1, uid: 1000, path: '/bin/sh', time: now });
-  model.addExec({ pid: 4242, ppid: 4000, uid: 1000, path: '/usr/bin/curl', time: now });
-  model.addExec({
-    pid: 4243,
-    ppid: 4000,
+  const ep = (address, port) => ({ address, port });
+  const socket = (id, pid, process, state, local, remote, bytesIn, bytesOut) => ({
+    id,
+    pid,
     uid: 1000,
-    path: `/tmp/nke-demo/${'a-rather-long-directory-name/'.repeat(8)}long-path-tool`,
+    process,
+    family: 'ipv4',
+    protocol: 'tcp',
+    state,
+    local,
+    remote,
+    bytesIn,
+    bytesOut,
+    openedAt: now,
+  });
+  const exec = (id, pid, ppid, path) => ({
+    id,
+    pid,
+    ppid,
+    uid: 1000,
+    path,
+    complete: true,
+    spawnerContext: false,
     time: now,
   });
-  // Far deadline: the row must still be there when the test right-clicks it.
-  model.addPending({
-    id: 'p1',
-    socketId: '3:7',
-    direction: 'out',
-    size: 77,
-    heldAt: now,
-    deadline: now + 3600000,
+  const counters = Object.fromEntries(
+    [
+      'notifications',
+      'malformedRecords',
+      'dataChunks',
+      'bytesIn',
+      'bytesOut',
+      'heldForPerson',
+      'autoPassed',
+      'rewritten',
+      'verdictsAllow',
+      'verdictsReplace',
+      'verdictsDrop',
+      'releasedByFilter',
+      'execs',
+      'execsIncomplete',
+      'historyDropped',
+      'socketsAdopted',
+    ].map((k) => [k, 0]),
+  );
+  model.applyUpdate({
+    sockets: [
+      socket('3:7', 4242, 'curl', 'connected', ep('127.0.0.1', 50312), ep('127.0.0.1', 8080), 2048, 77),
+      socket('5:1', 4100, 'node', 'listening', ep('127.0.0.1', 8080), undefined, 0, 0),
+    ],
+    socketsRemoved: [],
+    execs: [
+      exec('1', 4000, 1, '/bin/sh'),
+      exec('2', 4242, 4000, '/usr/bin/curl'),
+      exec('3', 4243, 4000, `/tmp/nke-demo/${'a-rather-long-directory-name/'.repeat(8)}long-path-tool`),
+    ],
+    // Far deadline: the row must still be there when the test right-clicks it.
+    pendingAdded: [
+      {
+        id: '101',
+        socketId: '3:7',
+        pid: 4242,
+        process: 'curl',
+        direction: 'out',
+        size: 77,
+        streamOffset: 0,
+        local: ep('127.0.0.1', 50312),
+        remote: ep('127.0.0.1', 8080),
+        deadline: now + 3600000,
+      },
+    ],
+    pendingRemoved: [],
+    events: [],
+    counters,
   });
   console.log('[nke-ui] sample data fed');
   await new Promise(() => {});

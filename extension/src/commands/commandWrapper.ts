@@ -2,25 +2,9 @@
 // the output channel, shows errors with an action that opens the log, and
 // stays silent when the user cancelled (closed a prompt, pressed Escape).
 import * as vscode from 'vscode';
+import { ActionableError, UserCancelled } from './actionableError';
 
-/** Thrown by a handler when the user backed out; never shown as an error. */
-export class UserCancelled extends Error {
-  constructor() {
-    super('cancelled by the user');
-    this.name = 'UserCancelled';
-  }
-}
-
-/** An error that carries a follow-up the user can take from the notification. */
-export class ActionableError extends Error {
-  constructor(
-    message: string,
-    readonly action?: { title: string; command: string; args?: unknown[] },
-  ) {
-    super(message);
-    this.name = 'ActionableError';
-  }
-}
+export { ActionableError, UserCancelled };
 
 function isCancellation(e: unknown): boolean {
   return e instanceof UserCancelled || e instanceof vscode.CancellationError;

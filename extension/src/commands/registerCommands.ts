@@ -3,23 +3,21 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { HelperSlot } from '../helperClient/helperPort';
-import type { PendingPayload, WorkbenchModel } from '../model/workbenchModel';
-import { readSettings } from '../settings';
+import type { FilterController } from '../emulator/filterController';
+import type { HelperSession } from '../helperClient/helperSession';
+import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
+import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 
 export interface CommandDeps {
   model: WorkbenchModel;
-  helper: HelperSlot;
+  session: HelperSession;
+  filter: FilterController;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
 }
 
-function emulatorDir(extensionRoot: string): string {
-  return readSettings().emulatorDir || path.join(extensionRoot, 'native', 'emu', 'build');
-}
-
-async function runUnderFilter({ extensionRoot }: CommandDeps): Promise<void> {
+async function runUnderFilter({ filter }: CommandDeps): Promise<void> {
   if (readSettings().mode !== 'emulator') {
     throw new ActionableError(
       'Run Program Under Filter needs nke.mode "emulator"; under the kext every process is already filtered',
@@ -30,7 +28,7 @@ async function runUnderFilter({ extensionRoot }: CommandDeps): Promise<void> {
       },
     );
   }
-  const runner = path.join(emulatorDir(extensionRoot), 'nke-emu');
+  const runner = path.join(filter.binDir(), 'nke-emu');
   if (!fs.existsSync(runner)) {
     throw new ActionableError(
       `emulator not built: ${runner} is missing (run npm run build, or set nke.emulatorDir)`,
@@ -51,6 +49,8 @@ async function runUnderFilter({ extensionRoot }: CommandDeps): Promise<void> {
     name: `NKE: ${commandLine}`,
     shellPath: runner,
     shellArgs: ['run', '--', 'sh', '-c', commandLine],
+    // The same runtime directory the helper connects to.
+    env: { NKE_EMU_DIR: filter.runtimeDir() },
   });
   term.show();
 }
@@ -65,7 +65,8 @@ async function exportCapture({ model, log }: CommandDeps): Promise<void> {
   if (!target) throw new UserCancelled();
   const capture = {
     exportedAt: new Date().toISOString(),
-    filter: model.filter,
+    link: model.link,
+    counters: model.counters,
     sockets: model.sockets(),
     execs: model.execs(),
     pending: model.pending(),
@@ -76,7 +77,7 @@ async function exportCapture({ model, log }: CommandDeps): Promise<void> {
   await vscode.window.showTextDocument(target, { preview: false });
 }
 
-async function showKernelLog({ helper, log }: CommandDeps): Promise<void> {
+function showKernelLog({ log }: CommandDeps): void {
   if (process.platform === 'darwin' && readSettings().mode === 'kext') {
     const term = vscode.window.createTerminal({
       name: 'NKE: kernel log',
@@ -86,41 +87,79 @@ async function showKernelLog({ helper, log }: CommandDeps): Promise<void> {
     term.show();
     return;
   }
-  // The emulator's log is streamed by the helper process that started it.
-  helper.require();
+  // The emulator's and the helper's stderr go to the workbench log.
   log.show(true);
 }
 
-function payloadsFrom(node?: PendingPayload, nodes?: PendingPayload[]): PendingPayload[] {
+const captureChoices: (vscode.QuickPickItem & { mode: CaptureMode })[] = [
+  {
+    mode: 'report',
+    label: 'Report',
+    detail: 'Show all traffic; hold nothing (intercept rules still hold what they match)',
+  },
+  {
+    mode: 'hold',
+    label: 'Hold everything',
+    detail: 'Every chunk waits for Allow or Drop (released unchanged after nke.holdTimeoutMs)',
+  },
+  {
+    mode: 'pass',
+    label: 'Pass',
+    detail: 'Show sockets only; data is neither held nor reported unless a rule says so',
+  },
+];
+
+/** Sets nke.capture (palette: a pick; tests and keybindings: the mode as argument). */
+async function setCaptureMode({ session }: CommandDeps, mode?: CaptureMode): Promise<void> {
+  if (mode !== undefined && !captureChoices.some((c) => c.mode === mode)) {
+    throw new Error(`unknown capture mode ${JSON.stringify(mode)}: use "report", "hold" or "pass"`);
+  }
+  if (mode === undefined) {
+    const current = readSettings().capture;
+    const picked = await vscode.window.showQuickPick(
+      captureChoices.map((c) => ({ ...c, description: c.mode === current ? '(current)' : undefined })),
+      { title: 'NKE: Set Capture Mode' },
+    );
+    if (!picked) throw new UserCancelled();
+    mode = picked.mode;
+  }
+  await vscode.workspace.getConfiguration('nke').update('capture', mode, vscode.ConfigurationTarget.Global);
+  // Sent here too (the settings listener also sends them) so that the mode is
+  // in force in the helper when this command completes.
+  await session.updateRules({ ...rulesFromSettings(), default: mode });
+}
+
+function payloadsFrom(node?: PendingView, nodes?: PendingView[]): PendingView[] {
   if (nodes?.length) return nodes;
   if (node) return [node];
   throw new Error('select a pending payload in the Pending Payloads view first');
 }
 
 export function registerCommands(deps: CommandDeps): vscode.Disposable {
-  const { model, helper, log } = deps;
+  const { model, session, filter, log } = deps;
   const handlers: Record<string, CommandHandler> = {
-    'nke.loadFilter': () => helper.require().loadFilter(),
-    'nke.unloadFilter': () => helper.require().unloadFilter(),
-    'nke.connect': () => helper.require().connect(),
-    'nke.disconnect': () => helper.require().disconnect(),
+    'nke.loadFilter': () => filter.load(),
+    'nke.unloadFilter': () => filter.unload(),
+    'nke.connect': () => session.connect(),
+    'nke.disconnect': () => session.disconnect(),
+    'nke.restartHelper': () => session.restart(),
     'nke.runUnderFilter': () => runUnderFilter(deps),
     'nke.exportCapture': () => exportCapture(deps),
     'nke.showKernelLog': () => showKernelLog(deps),
-    'nke.pauseInterception': () => helper.require().setInterceptionPaused(true),
-    'nke.resumeInterception': () => helper.require().setInterceptionPaused(false),
-    'nke.clear': () => {
+    'nke.pauseInterception': () => session.setPaused(true),
+    'nke.resumeInterception': () => session.setPaused(false),
+    'nke.setCaptureMode': (mode?: CaptureMode) => setCaptureMode(deps, mode),
+    'nke.clear': async () => {
+      await session.clear();
       model.clear();
       log.info('cleared sockets, exec events and pending payloads');
     },
     'nke.showLog': () => log.show(),
-    'nke.reinjectOriginal': async (node?: PendingPayload, nodes?: PendingPayload[]) => {
-      for (const p of payloadsFrom(node, nodes)) {
-        await helper.require().releasePayload(p.id, 'reinjectOriginal');
-      }
+    'nke.reinjectOriginal': async (node?: PendingView, nodes?: PendingView[]) => {
+      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'allow');
     },
-    'nke.dropPayload': async (node?: PendingPayload, nodes?: PendingPayload[]) => {
-      for (const p of payloadsFrom(node, nodes)) await helper.require().releasePayload(p.id, 'drop');
+    'nke.dropPayload': async (node?: PendingView, nodes?: PendingView[]) => {
+      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'drop');
     },
   };
   return vscode.Disposable.from(...Object.entries(handlers).map(([id, h]) => registerNkeCommand(id, h, log)));

@@ -1,71 +1,44 @@
-// The extension's live model: filter state, sockets, exec events and pending
-// payloads. The helper-process client feeds it; tree views, the status bar and
-// commands read it. It never imports `vscode` so the helper, the CLI and plain
-// mocha tests can use it too.
+// The extension's live model: the link to the helper, the filter's status and
+// counters, sockets, exec events and pending payloads. It holds the helper
+// protocol's own types (shared/helperProtocol.ts): the helper's snapshot and
+// update batches are applied as they come, so there is one family of model
+// types from the helper to the tree items. Never imports `vscode`, so plain
+// mocha tests use it too.
 //
 // Single-threaded (the extension host's event loop): every mutation runs to
-// completion and then fires one change event for the part it touched.
+// completion and then fires one change event per part it touched.
+import type {
+  Counters,
+  ExecView,
+  FilterStatus,
+  PendingView,
+  Snapshot,
+  SocketView,
+  UpdateBatch,
+} from '../shared/helperProtocol';
+
+export type { Counters, ExecView, FilterStatus, PendingView, SocketView };
 
 /** Where the filter runs: the Linux user-space emulator or the macOS kext. */
 export type FilterMode = 'emulator' | 'kext';
 
-/** Lifecycle of the filter as seen from this window. */
-export type FilterStatus = 'disconnected' | 'connecting' | 'connected' | 'paused';
+/**
+ * This window's link to the filter, as the status bar and Filter view show it:
+ * - disconnected: no helper, or the helper is not attached to the filter;
+ * - connecting: the helper is starting / opening the filter;
+ * - connected / paused: the filter feeds the model live;
+ * - failed: the helper died or the filter connection was lost; the model
+ *   keeps its last state, marked stale, until Restart or Connect.
+ */
+export type LinkStatus = 'disconnected' | 'connecting' | 'connected' | 'paused' | 'failed';
 
-export interface FilterCounters {
-  deferred: number;
-  passed: number;
-  dropped: number;
-  injected: number;
-  expired: number;
-  poolExhausted: number;
-}
-
-export interface FilterState {
-  status: FilterStatus;
+export interface LinkState {
+  status: LinkStatus;
   mode: FilterMode;
-  /** ABI version reported by the kext or emulator once connected. */
-  abiVersion?: number;
-  counters: FilterCounters;
-}
-
-export type Protocol = 'tcp' | 'udp';
-export type Direction = 'in' | 'out';
-
-export interface SocketRecord {
-  /** `handle:sequence`, so a reused socket handle is never confused with its predecessor. */
-  id: string;
-  pid: number;
-  processName: string;
-  protocol: Protocol;
-  family: 4 | 6;
-  local: string;
-  remote?: string;
-  state: string;
-  bytesIn: number;
-  bytesOut: number;
-}
-
-export interface ExecRecord {
-  /** Order of arrival; unique within a model. */
-  seq: number;
-  pid: number;
-  ppid: number;
-  uid: number;
-  path: string;
-  /** Milliseconds since the epoch. */
-  time: number;
-}
-
-export interface PendingPayload {
-  id: string;
-  socketId: string;
-  direction: Direction;
-  size: number;
-  /** Milliseconds since the epoch when the filter deferred it. */
-  heldAt: number;
-  /** Milliseconds since the epoch when the filter releases it unchanged. */
-  deadline: number;
+  /** The filter as the helper last reported it (transport, session, its own counters). */
+  filter?: FilterStatus;
+  /** Why the data shown is no longer live (set with status 'failed'). */
+  staleReason?: string;
 }
 
 export type ModelPart = 'filter' | 'sockets' | 'execs' | 'pending';
@@ -77,32 +50,52 @@ export interface ModelChange {
 /** Same shape as vscode.Event, so views can subscribe without adapters. */
 export type ModelEvent<T> = (listener: (e: T) => void) => { dispose(): void };
 
-export const emptyCounters = (): FilterCounters => ({
-  deferred: 0,
-  passed: 0,
-  dropped: 0,
-  injected: 0,
-  expired: 0,
-  poolExhausted: 0,
+export const emptyCounters = (): Counters => ({
+  notifications: 0,
+  malformedRecords: 0,
+  dataChunks: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  heldForPerson: 0,
+  autoPassed: 0,
+  rewritten: 0,
+  verdictsAllow: 0,
+  verdictsReplace: 0,
+  verdictsDrop: 0,
+  releasedByFilter: 0,
+  execs: 0,
+  execsIncomplete: 0,
+  historyDropped: 0,
+  socketsAdopted: 0,
+});
+
+/** An update with nothing in it; tests and the snapshot path fill in what they need. */
+export const emptyUpdate = (counters: Counters = emptyCounters()): UpdateBatch => ({
+  sockets: [],
+  socketsRemoved: [],
+  execs: [],
+  pendingAdded: [],
+  pendingRemoved: [],
+  events: [],
+  counters,
 });
 
 export class WorkbenchModel {
-  private filterState: FilterState;
-  private readonly socketsById = new Map<string, SocketRecord>();
-  private execHistory: ExecRecord[] = [];
-  private readonly pendingById = new Map<string, PendingPayload>();
+  private linkState: LinkState;
+  private counterValues: Counters = emptyCounters();
+  private readonly socketsById = new Map<string, SocketView>();
+  /** By exec id, in order of arrival (Map keeps insertion order). */
+  private readonly execsById = new Map<string, ExecView>();
+  private readonly pendingById = new Map<string, PendingView>();
   private readonly listeners = new Set<(e: ModelChange) => void>();
-  private nextExecSeq = 1;
 
   constructor(
     mode: FilterMode,
     /** Oldest exec events beyond this many are dropped (nke.historyLimit). */
     private historyLimit: number,
   ) {
-    if (!Number.isInteger(historyLimit) || historyLimit < 1) {
-      throw new RangeError(`historyLimit must be a positive integer, got ${historyLimit}`);
-    }
-    this.filterState = { status: 'disconnected', mode, counters: emptyCounters() };
+    checkLimit(historyLimit);
+    this.linkState = { status: 'disconnected', mode };
   }
 
   readonly onDidChange: ModelEvent<ModelChange> = (listener) => {
@@ -110,90 +103,137 @@ export class WorkbenchModel {
     return { dispose: () => this.listeners.delete(listener) };
   };
 
-  get filter(): Readonly<FilterState> {
-    return this.filterState;
+  get link(): Readonly<LinkState> {
+    return this.linkState;
   }
 
-  sockets(): SocketRecord[] {
+  /** The helper's counters as of its last batch. */
+  get counters(): Readonly<Counters> {
+    return this.counterValues;
+  }
+
+  /** True while the model shows the last state of a helper that is gone. */
+  get stale(): boolean {
+    return this.linkState.staleReason !== undefined;
+  }
+
+  sockets(): SocketView[] {
     return [...this.socketsById.values()];
   }
 
-  socket(id: string): SocketRecord | undefined {
+  socket(id: string): SocketView | undefined {
     return this.socketsById.get(id);
   }
 
   /** Exec events, oldest first, at most historyLimit of them. */
-  execs(): readonly ExecRecord[] {
-    return this.execHistory;
+  execs(): ExecView[] {
+    return [...this.execsById.values()];
   }
 
-  pending(): PendingPayload[] {
+  pending(): PendingView[] {
     return [...this.pendingById.values()];
   }
 
-  setFilterState(update: Partial<FilterState>): void {
-    this.filterState = {
-      ...this.filterState,
-      ...update,
-      counters: { ...this.filterState.counters, ...update.counters },
-    };
+  pendingPayload(id: string): PendingView | undefined {
+    return this.pendingById.get(id);
+  }
+
+  setLink(update: Partial<LinkState>): void {
+    this.linkState = { ...this.linkState, ...update };
+    // A live status clears staleness unless the update sets a reason itself.
+    if (update.status && update.status !== 'failed' && !('staleReason' in update)) {
+      delete this.linkState.staleReason;
+    }
     this.fire('filter');
   }
 
-  upsertSocket(s: SocketRecord): void {
-    this.socketsById.set(s.id, { ...s });
-    this.fire('sockets');
+  /** The helper died or the filter went away: keep what we have, say it is stale. */
+  markStale(reason: string): void {
+    this.setLink({ status: 'failed', staleReason: reason });
   }
 
-  removeSocket(id: string): void {
-    if (this.socketsById.delete(id)) this.fire('sockets');
+  /** Replaces everything with the helper's whole model (on (re)connect). */
+  applySnapshot(s: Snapshot): void {
+    this.socketsById.clear();
+    this.execsById.clear();
+    this.pendingById.clear();
+    this.apply({
+      ...emptyUpdate(s.counters),
+      sockets: s.sockets,
+      execs: s.execs,
+      pendingAdded: s.pending,
+      filter: s.filter,
+    });
+    for (const part of ['sockets', 'execs', 'pending'] as const) this.fire(part);
   }
 
-  addExec(e: Omit<ExecRecord, 'seq'>): ExecRecord {
-    const rec = { ...e, seq: this.nextExecSeq++ };
-    this.execHistory.push(rec);
-    this.trimHistory();
-    this.fire('execs');
-    return rec;
+  /** Applies one batch of changes from the helper (at most ~30 a second). */
+  applyUpdate(b: UpdateBatch): void {
+    const touched = this.apply(b);
+    for (const part of touched) this.fire(part);
+  }
+
+  private apply(b: UpdateBatch): Set<ModelPart> {
+    const touched = new Set<ModelPart>(['filter']);
+    for (const s of b.sockets) this.socketsById.set(s.id, { ...s });
+    for (const id of b.socketsRemoved) this.socketsById.delete(id);
+    if (b.sockets.length || b.socketsRemoved.length) touched.add('sockets');
+    // An exec may come again (its path completed); it keeps its place.
+    for (const e of b.execs) this.execsById.set(e.id, { ...e });
+    if (b.execs.length) {
+      this.trimHistory();
+      touched.add('execs');
+    }
+    for (const p of b.pendingAdded) this.pendingById.set(p.id, { ...p });
+    for (const r of b.pendingRemoved) this.pendingById.delete(r.id);
+    if (b.pendingAdded.length || b.pendingRemoved.length) {
+      touched.add('pending');
+      // The Pending view shows the socket's peer: sockets matter to it too.
+    }
+    this.counterValues = { ...b.counters };
+    if (b.filter) this.applyFilterStatus(b.filter);
+    return touched;
+  }
+
+  /** The helper's FilterStatus decides connected / paused / disconnected. */
+  applyFilterStatus(f: FilterStatus): void {
+    const status: LinkStatus = f.connected ? (f.paused ? 'paused' : 'connected') : 'disconnected';
+    this.linkState = { mode: this.linkState.mode, status, filter: f };
+    this.fire('filter');
   }
 
   setHistoryLimit(limit: number): void {
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new RangeError(`historyLimit must be a positive integer, got ${limit}`);
-    }
+    checkLimit(limit);
     this.historyLimit = limit;
     if (this.trimHistory()) this.fire('execs');
   }
 
-  addPending(p: PendingPayload): void {
-    if (!this.socketsById.has(p.socketId)) {
-      throw new Error(`pending payload ${p.id} refers to unknown socket ${p.socketId}`);
-    }
-    this.pendingById.set(p.id, { ...p });
-    this.fire('pending');
-  }
-
-  removePending(id: string): void {
-    if (this.pendingById.delete(id)) this.fire('pending');
-  }
-
-  /** Forgets sockets, execs and pending payloads; keeps the filter's status. */
+  /** Forgets sockets, execs and pending payloads; keeps the link's status. */
   clear(): void {
     this.socketsById.clear();
-    this.execHistory = [];
+    this.execsById.clear();
     this.pendingById.clear();
-    this.filterState = { ...this.filterState, counters: emptyCounters() };
+    this.counterValues = emptyCounters();
     for (const part of ['filter', 'sockets', 'execs', 'pending'] as const) this.fire(part);
   }
 
   private trimHistory(): boolean {
-    const excess = this.execHistory.length - this.historyLimit;
+    let excess = this.execsById.size - this.historyLimit;
     if (excess <= 0) return false;
-    this.execHistory = this.execHistory.slice(excess);
+    for (const id of this.execsById.keys()) {
+      if (excess-- <= 0) break;
+      this.execsById.delete(id);
+    }
     return true;
   }
 
   private fire(part: ModelPart): void {
     for (const l of [...this.listeners]) l({ part });
+  }
+}
+
+function checkLimit(limit: number): void {
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new RangeError(`historyLimit must be a positive integer, got ${limit}`);
   }
 }

@@ -1,22 +1,28 @@
-// The Filter view: connection state, mode, ABI version and the filter's counters.
+// The Filter view: the link's state, mode, transport and session, the
+// filter's own counters and the helper's counters.
 import * as vscode from 'vscode';
-import type { FilterCounters, WorkbenchModel } from '../model/workbenchModel';
+import type { Counters, WorkbenchModel } from '../model/workbenchModel';
 import { ModelTreeProvider } from './modelTreeView';
 
 export interface FilterNode {
-  kind: 'status' | 'mode' | 'abi' | 'counter';
+  kind: 'status' | 'mode' | 'transport' | 'session' | 'error' | 'stale' | 'counter';
   label: string;
   value: string;
 }
 
-const counterLabels: Record<keyof FilterCounters, string> = {
-  deferred: 'Deferred',
-  passed: 'Passed',
-  dropped: 'Dropped',
-  injected: 'Re-injected',
-  expired: 'Released on deadline',
-  poolExhausted: 'Passed (buffer pool full)',
-};
+const counterLabels: [keyof Counters, string][] = [
+  ['dataChunks', 'Data chunks seen'],
+  ['heldForPerson', 'Held for you'],
+  ['autoPassed', 'Passed by rules'],
+  ['rewritten', 'Rewritten by rules'],
+  ['verdictsAllow', 'Allowed'],
+  ['verdictsReplace', 'Allowed modified'],
+  ['verdictsDrop', 'Dropped'],
+  ['releasedByFilter', 'Released on deadline'],
+  ['bytesIn', 'Bytes in'],
+  ['bytesOut', 'Bytes out'],
+  ['execs', 'Exec events'],
+];
 
 export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   constructor(model: WorkbenchModel) {
@@ -24,28 +30,37 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   }
 
   getChildren(element?: FilterNode): FilterNode[] {
-    // Empty while disconnected so the view shows its welcome content.
-    if (element || this.model.filter.status === 'disconnected') return [];
-    const f = this.model.filter;
+    const link = this.model.link;
+    // Empty while never connected so the view shows its welcome content.
+    if (element || (link.status === 'disconnected' && !link.filter)) return [];
     const nodes: FilterNode[] = [
-      { kind: 'status', label: 'Status', value: f.status },
-      { kind: 'mode', label: 'Mode', value: f.mode },
+      { kind: 'status', label: 'Status', value: link.status },
+      { kind: 'mode', label: 'Mode', value: link.mode },
     ];
-    if (f.abiVersion !== undefined) {
-      nodes.push({ kind: 'abi', label: 'ABI version', value: String(f.abiVersion) });
+    if (link.staleReason) nodes.push({ kind: 'stale', label: 'Stale', value: link.staleReason });
+    const f = link.filter;
+    if (f) {
+      nodes.push({ kind: 'transport', label: 'Transport', value: f.transport });
+      if (f.sessionId) nodes.push({ kind: 'session', label: 'Session', value: f.sessionId });
+      if (f.error)
+        nodes.push({ kind: 'error', label: 'Error', value: `${f.error.code}: ${f.error.message}` });
     }
-    for (const [key, label] of Object.entries(counterLabels) as [keyof FilterCounters, string][]) {
-      nodes.push({ kind: 'counter', label, value: String(f.counters[key]) });
-    }
+    const c = this.model.counters;
+    for (const [key, label] of counterLabels) nodes.push({ kind: 'counter', label, value: String(c[key]) });
     return nodes;
   }
 
   getTreeItem(n: FilterNode): vscode.TreeItem {
     const item = new vscode.TreeItem(n.label);
     item.description = n.value;
+    item.tooltip = `${n.label}: ${n.value}`;
     item.contextValue = `filter.${n.kind}`;
     if (n.kind === 'status') {
-      item.iconPath = new vscode.ThemeIcon(n.value === 'paused' ? 'debug-pause' : 'plug');
+      item.iconPath = new vscode.ThemeIcon(
+        n.value === 'paused' ? 'debug-pause' : n.value === 'failed' ? 'error' : 'plug',
+      );
+    } else if (n.kind === 'stale' || n.kind === 'error') {
+      item.iconPath = new vscode.ThemeIcon('warning');
     }
     return item;
   }

@@ -1,13 +1,14 @@
 // The Pending Payloads view: data the filter holds for the user, with its
 // direction, size, socket and the time left before it is released unchanged.
 import * as vscode from 'vscode';
-import type { PendingPayload, WorkbenchModel } from '../model/workbenchModel';
+import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
+import { formatEndpoint } from './socketTreeProvider';
 
 /** How often "s left" counts down while payloads are held and the view is visible. */
 const countdownMs = 1000;
 
-export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingPayload> {
+export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
   private countdown: ReturnType<typeof setInterval> | undefined;
   private readonly pendingChanges: { dispose(): void };
 
@@ -15,7 +16,7 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingPayload
     model: WorkbenchModel,
     private readonly now: () => number = Date.now,
   ) {
-    super(model, ['pending', 'sockets']);
+    super(model, ['pending']);
     this.pendingChanges = model.onDidChange((e) => {
       if (e.part === 'pending') this.updateCountdown();
     });
@@ -42,21 +43,20 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingPayload
     super.dispose();
   }
 
-  getChildren(element?: PendingPayload): PendingPayload[] {
+  getChildren(element?: PendingView): PendingView[] {
     if (element) return [];
     return this.model.pending().sort((a, b) => a.deadline - b.deadline);
   }
 
-  getTreeItem(p: PendingPayload): vscode.TreeItem {
-    const s = this.model.socket(p.socketId);
-    const peer = s ? (s.remote ?? s.local) : `socket ${p.socketId}`;
+  getTreeItem(p: PendingView): vscode.TreeItem {
+    const peer = formatEndpoint(p.remote) ?? formatEndpoint(p.local) ?? `socket ${p.socketId}`;
     const item = new vscode.TreeItem(
       `${p.direction === 'in' ? '↓ in' : '↑ out'} ${formatBytes(p.size)} ${peer}`,
     );
     item.id = `pending:${p.id}`;
     const left = Math.max(0, p.deadline - this.now());
-    item.description = `${s ? s.processName : 'unknown process'} · ${(left / 1000).toFixed(1)} s left`;
-    item.tooltip = `payload ${p.id} on socket ${p.socketId}`;
+    item.description = `${p.process} · ${(left / 1000).toFixed(1)} s left`;
+    item.tooltip = `payload ${p.id} on socket ${p.socketId} of ${p.process} (pid ${p.pid}), stream offset ${p.streamOffset}`;
     item.contextValue = 'pendingPayload';
     item.iconPath = new vscode.ThemeIcon(p.direction === 'in' ? 'arrow-down' : 'arrow-up');
     return item;

@@ -1,39 +1,83 @@
-// The live model without VS Code: what the views and the helper client rely on.
+// The live model without VS Code: how it applies the helper's snapshot and
+// update batches (the helper protocol's own types) and marks itself stale.
 import * as assert from 'node:assert/strict';
-import { type ModelPart, WorkbenchModel } from '../../../extension/src/model/workbenchModel';
+import {
+  emptyCounters,
+  emptyUpdate,
+  type ModelPart,
+  WorkbenchModel,
+} from '../../../extension/src/model/workbenchModel';
+import type { ExecView, PendingView, SocketView } from '../../../extension/src/shared/helperProtocol';
 
-const socket = {
+const socket: SocketView = {
   id: '1:1',
   pid: 10,
-  processName: 'curl',
-  protocol: 'tcp' as const,
-  family: 4 as const,
-  local: '127.0.0.1:4000',
-  remote: '127.0.0.1:80',
+  uid: 1000,
+  process: 'curl',
+  family: 'ipv4',
+  protocol: 'tcp',
   state: 'connected',
+  local: { address: '127.0.0.1', port: 4000 },
+  remote: { address: '127.0.0.1', port: 80 },
   bytesIn: 0,
   bytesOut: 0,
+  openedAt: 0,
+};
+const exec = (id: number, pid: number, complete = true): ExecView => ({
+  id: String(id),
+  pid,
+  ppid: 1,
+  uid: 0,
+  path: `/p${pid}`,
+  complete,
+  spawnerContext: false,
+  time: 0,
+});
+const pending: PendingView = {
+  id: '7',
+  socketId: '1:1',
+  pid: 10,
+  process: 'curl',
+  direction: 'out',
+  size: 3,
+  streamOffset: 0,
+  deadline: 1,
 };
 
 describe('WorkbenchModel', () => {
-  it('fires one change event naming the part each mutation touched', () => {
+  it('fires one change event per part a batch touched', () => {
     const m = new WorkbenchModel('emulator', 10);
     const seen: ModelPart[] = [];
     const sub = m.onDidChange((e) => seen.push(e.part));
-    m.upsertSocket(socket);
-    m.addExec({ pid: 10, ppid: 1, uid: 0, path: '/usr/bin/curl', time: 0 });
-    m.addPending({ id: 'p', socketId: '1:1', direction: 'in', size: 3, heldAt: 0, deadline: 1 });
-    m.removePending('p');
-    m.removePending('p'); // already gone: no event
-    m.setFilterState({ status: 'connected' });
+    m.applyUpdate({ ...emptyUpdate(), sockets: [socket], execs: [exec(1, 10)] });
+    m.applyUpdate({ ...emptyUpdate(), pendingAdded: [pending] });
     sub.dispose();
-    m.removeSocket('1:1'); // after dispose: not seen
-    assert.deepEqual(seen, ['sockets', 'execs', 'pending', 'pending', 'filter']);
+    m.applyUpdate({ ...emptyUpdate(), socketsRemoved: ['1:1'] }); // after dispose: not seen
+    assert.deepEqual(seen, ['filter', 'sockets', 'execs', 'filter', 'pending']);
+    assert.equal(m.sockets().length, 0);
   });
 
-  it('drops the oldest exec events beyond the history limit, also when the limit shrinks', () => {
+  it('adds, updates and removes sockets and pending payloads as batches say', () => {
+    const m = new WorkbenchModel('emulator', 10);
+    m.applyUpdate({ ...emptyUpdate(), sockets: [socket], pendingAdded: [pending] });
+    m.applyUpdate({ ...emptyUpdate(), sockets: [{ ...socket, bytesOut: 3, state: 'closed' }] });
+    assert.equal(m.socket('1:1')?.bytesOut, 3);
+    assert.equal(m.socket('1:1')?.state, 'closed');
+    assert.equal(m.pendingPayload('7')?.size, 3);
+    m.applyUpdate({ ...emptyUpdate(), pendingRemoved: [{ id: '7', reason: 'allow' }] });
+    assert.equal(m.pending().length, 0);
+  });
+
+  it('keeps an exec that comes again in its place, and drops the oldest beyond the history limit', () => {
     const m = new WorkbenchModel('emulator', 4);
-    for (let pid = 1; pid <= 6; pid++) m.addExec({ pid, ppid: 0, uid: 0, path: `/p${pid}`, time: 0 });
+    m.applyUpdate({ ...emptyUpdate(), execs: [1, 2, 3].map((i) => exec(i, i)) });
+    m.applyUpdate({ ...emptyUpdate(), execs: [exec(2, 2, false)] });
+    assert.deepEqual(
+      m.execs().map((e) => e.id),
+      ['1', '2', '3'],
+    );
+    assert.equal(m.execs()[1].complete, false);
+    m.applyUpdate({ ...emptyUpdate(), execs: [4, 5, 6].map((i) => exec(i, i)) });
     assert.deepEqual(
       m.execs().map((e) => e.pid),
       [3, 4, 5, 6],
@@ -47,36 +91,47 @@ describe('WorkbenchModel', () => {
     assert.throws(() => new WorkbenchModel('kext', 1.5), /positive integer, got 1.5/);
   });
 
-  it('refuses a pending payload for a socket it does not know', () => {
+  it('a snapshot replaces everything and makes a stale model live again', () => {
     const m = new WorkbenchModel('emulator', 10);
-    assert.throws(
-      () => m.addPending({ id: 'p', socketId: '7:7', direction: 'out', size: 1, heldAt: 0, deadline: 1 }),
-      /unknown socket 7:7/,
+    m.applyUpdate({ ...emptyUpdate(), sockets: [socket], pendingAdded: [pending] });
+    m.markStale('the helper process ended: killed');
+    assert.equal(m.link.status, 'failed');
+    assert.ok(m.stale);
+    assert.equal(m.sockets().length, 1, 'a stale model keeps its last state');
+    m.applySnapshot({
+      filter: { connected: true, transport: 'emulator', sessionId: '9', paused: false },
+      sockets: [{ ...socket, id: '2:1' }],
+      execs: [],
+      pending: [],
+      counters: { ...emptyCounters(), dataChunks: 5 },
+      rules: {},
+      historySize: 0,
+    });
+    assert.equal(m.stale, false);
+    assert.equal(m.link.status, 'connected');
+    assert.equal(m.link.filter?.sessionId, '9');
+    assert.deepEqual(
+      m.sockets().map((s) => s.id),
+      ['2:1'],
     );
     assert.equal(m.pending().length, 0);
+    assert.equal(m.counters.dataChunks, 5);
   });
 
-  it('merges partial filter updates, counters included, and clear() keeps the status', () => {
+  it('clear() forgets the data and keeps the link status', () => {
     const m = new WorkbenchModel('kext', 10);
-    m.setFilterState({
-      status: 'connected',
-      counters: { deferred: 2, passed: 1, dropped: 0, injected: 0, expired: 0, poolExhausted: 0 },
-    });
-    m.setFilterState({ abiVersion: 3 });
-    assert.equal(m.filter.status, 'connected');
-    assert.equal(m.filter.counters.deferred, 2);
-    assert.equal(m.filter.abiVersion, 3);
-    m.upsertSocket(socket);
+    m.applyFilterStatus({ connected: true, transport: 'iokit', paused: true });
+    m.applyUpdate({ ...emptyUpdate({ ...emptyCounters(), bytesIn: 9 }), sockets: [socket] });
     m.clear();
-    assert.equal(m.filter.status, 'connected');
-    assert.equal(m.filter.counters.deferred, 0);
+    assert.equal(m.link.status, 'paused');
+    assert.equal(m.counters.bytesIn, 0);
     assert.equal(m.sockets().length, 0);
   });
 
-  it('keeps its own copies: mutating a record after handing it in changes nothing', () => {
+  it('keeps its own copies: mutating a view after handing it in changes nothing', () => {
     const m = new WorkbenchModel('emulator', 10);
     const s = { ...socket };
-    m.upsertSocket(s);
+    m.applyUpdate({ ...emptyUpdate(), sockets: [s] });
     s.bytesIn = 999;
     assert.equal(m.socket('1:1')?.bytesIn, 0);
   });

@@ -1,0 +1,289 @@
+// HelperPort over HelperClient: starts the helper process on first use, keeps
+// its JSON-RPC connection, and feeds the WorkbenchModel from it (a snapshot on
+// every (re)connect, then the helper's update batches as they come). When the
+// helper dies the model keeps its last state marked stale and onDidFail
+// fires, so the window can offer Restart. No `vscode` import.
+//
+// Single-threaded (the extension host's event loop). `generation` guards
+// against a late event of a helper that was already replaced: only the
+// current connection may change the model.
+import type { MessageConnection } from 'vscode-jsonrpc';
+import { ResponseError } from 'vscode-jsonrpc';
+import { ActionableError } from '../commands/actionableError';
+import type { WorkbenchModel } from '../model/workbenchModel';
+import {
+  Clear,
+  ConnectFilter,
+  DisconnectFilter,
+  FilterClosed,
+  type FilterStatus,
+  GetPayload,
+  GetSnapshot,
+  GetStatus,
+  Log,
+  type RulesConfig,
+  SetPaused,
+  SetRules,
+  Update,
+  Verdict,
+} from '../shared/helperProtocol';
+import { HelperClient } from './helperClient';
+import type { HelperPort, PayloadVerdict } from './helperPort';
+
+export interface SessionLog {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface HelperSessionOptions {
+  /** dist/helper.js */
+  helperScript: string;
+  /** Node or Electron binary (default process.execPath: the extension host's own). */
+  runtime?: string;
+  /** Read at each helper start: the settings may have changed. */
+  launch: () => {
+    /** macOS kext mode: the helper runs as root through an administrator prompt. */
+    asAdministrator: boolean;
+    historyLimit: number;
+    /** NKE_EMU_DIR and such, for the helper's addon. */
+    env: NodeJS.ProcessEnv;
+    /** pushed to the helper before the filter opens */
+    rules: RulesConfig;
+  };
+  model: WorkbenchModel;
+  log: SessionLog;
+}
+
+/** Why the helper or the filter went away, for the window to show with Restart. */
+export interface SessionFailure {
+  kind: 'helper-exited' | 'filter-closed';
+  message: string;
+}
+
+/** A filter-side error code carried in a helper ResponseError's data. */
+function filterErrorCode(e: unknown): string | undefined {
+  if (!(e instanceof ResponseError)) return undefined;
+  const data = e.data as { code?: unknown } | undefined;
+  return typeof data?.code === 'string' ? data.code : undefined;
+}
+
+/** The emulator's endpoint did not answer: NKE: Load Filter can start it. */
+export class EmulatorNotRunningError extends ActionableError {
+  constructor(message: string) {
+    super(`${message}. NKE: Load Filter starts the emulator.`, {
+      title: 'Load Filter',
+      command: 'nke.loadFilter',
+    });
+    this.name = 'EmulatorNotRunningError';
+  }
+}
+
+export class HelperSession implements HelperPort {
+  private client?: HelperClient;
+  private conn?: MessageConnection;
+  private generation = 0;
+  private readonly failureListeners = new Set<(f: SessionFailure) => void>();
+  private starting?: Promise<MessageConnection>;
+
+  constructor(private readonly opts: HelperSessionOptions) {}
+
+  /** The helper's pid while one runs (tests kill it to check recovery). */
+  get helperPid(): number | undefined {
+    return this.client?.pid;
+  }
+
+  get isConnected(): boolean {
+    return this.conn !== undefined;
+  }
+
+  onDidFail(listener: (f: SessionFailure) => void): { dispose(): void } {
+    this.failureListeners.add(listener);
+    return { dispose: () => this.failureListeners.delete(listener) };
+  }
+
+  async connect(): Promise<FilterStatus> {
+    const { model } = this.opts;
+    model.setLink({ status: 'connecting', staleReason: model.link.staleReason });
+    try {
+      const conn = await this.helper();
+      const status = await conn.sendRequest(ConnectFilter);
+      await this.resync(conn);
+      return status;
+    } catch (e) {
+      model.setLink({ status: model.stale ? 'failed' : 'disconnected', staleReason: model.link.staleReason });
+      throw this.explain(e);
+    }
+  }
+
+  async restart(): Promise<FilterStatus> {
+    // A new helper with a new token (and, as root, a new prompt); the old
+    // one's late events are ignored from here on (generation).
+    this.opts.log.info('restarting the helper process');
+    this.stopHelper();
+    return this.connect();
+  }
+
+  async disconnect(): Promise<void> {
+    const conn = this.conn;
+    if (conn) {
+      try {
+        await conn.sendRequest(DisconnectFilter);
+      } catch (e) {
+        this.opts.log.warn(`disconnecting the filter: ${(e as Error).message}`);
+      }
+    }
+    this.stopHelper();
+    this.opts.model.setLink({ status: 'disconnected', staleReason: undefined, filter: undefined });
+  }
+
+  async setPaused(paused: boolean): Promise<void> {
+    const conn = this.require();
+    await conn.sendRequest(SetPaused, { paused });
+    this.opts.model.applyFilterStatus(await conn.sendRequest(GetStatus));
+  }
+
+  async setRules(rules: RulesConfig): Promise<void> {
+    await this.require().sendRequest(SetRules, { rules });
+  }
+
+  /** Pushes rules only if a helper runs (settings changes while disconnected apply on connect). */
+  async updateRules(rules: RulesConfig): Promise<void> {
+    if (this.conn) await this.setRules(rules);
+  }
+
+  async verdict(payloadId: string, verdict: PayloadVerdict): Promise<void> {
+    try {
+      await this.require().sendRequest(Verdict, { id: payloadId, action: verdict });
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
+  }
+
+  /** Makes the helper forget closed sockets, execs and history (if one runs). */
+  async clear(): Promise<void> {
+    if (this.conn) await this.conn.sendRequest(Clear);
+  }
+
+  async payload(payloadId: string): Promise<Buffer> {
+    const r = await this.require().sendRequest(GetPayload, { id: payloadId });
+    return Buffer.from(r.base64, 'base64');
+  }
+
+  /** Stops the helper (it exits when its connection closes); the model says disconnected. */
+  dispose(): void {
+    this.stopHelper();
+  }
+
+  private stopHelper(): void {
+    this.generation++;
+    this.conn = undefined;
+    this.starting = undefined;
+    this.client?.stop();
+    this.client = undefined;
+  }
+
+  private require(): MessageConnection {
+    if (this.conn) return this.conn;
+    throw new ActionableError(
+      this.opts.model.stale
+        ? `the helper process is not running (${this.opts.model.link.staleReason})`
+        : 'not connected: run NKE: Connect (or NKE: Load Filter) first',
+      this.opts.model.stale
+        ? { title: 'Restart', command: 'nke.restartHelper' }
+        : { title: 'Connect', command: 'nke.connect' },
+    );
+  }
+
+  /** The running helper's connection, starting one if there is none. */
+  private helper(): Promise<MessageConnection> {
+    if (this.conn) return Promise.resolve(this.conn);
+    this.starting ??= this.startHelper(++this.generation).finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  private async startHelper(gen: number): Promise<MessageConnection> {
+    const launch = this.opts.launch();
+    const client = new HelperClient({
+      helperScript: this.opts.helperScript,
+      runtime: this.opts.runtime,
+      asAdministrator: launch.asAdministrator,
+      historyLimit: launch.historyLimit,
+      connectFilter: false,
+      env: launch.env,
+      log: (line) => this.opts.log.info(line),
+    });
+    this.client?.stop();
+    this.client = client;
+    client.on('disconnected', (reason) => {
+      if (this.client === client) this.onHelperLost(reason);
+    });
+    const conn = await client.start();
+    if (gen !== this.generation) {
+      client.stop();
+      throw new Error('the helper start was superseded (disconnected or restarted meanwhile)');
+    }
+    this.adopt(conn, gen);
+    await conn.sendRequest(SetRules, { rules: launch.rules });
+    this.opts.log.info(`helper process started (pid ${client.pid ?? 'as root'})`);
+    return conn;
+  }
+
+  /** Routes one connection's notifications into the model and the log. */
+  private adopt(conn: MessageConnection, gen: number): void {
+    this.conn = conn;
+    const { model, log } = this.opts;
+    conn.onNotification(Update, (batch) => {
+      if (gen === this.generation) model.applyUpdate(batch);
+    });
+    conn.onNotification(FilterClosed, ({ code, message }) => {
+      if (gen !== this.generation) return;
+      const why = `the filter connection closed (${code}): ${message}`;
+      log.error(why);
+      model.markStale(why);
+      this.fail({ kind: 'filter-closed', message: why });
+    });
+    conn.onNotification(Log, ({ level, message }) => log[level](`helper: ${message}`));
+  }
+
+  private async resync(conn: MessageConnection): Promise<void> {
+    const snapshot = await conn.sendRequest(GetSnapshot);
+    if (conn === this.conn) this.opts.model.applySnapshot(snapshot);
+  }
+
+  private onHelperLost(reason: string): void {
+    // Rejects requests still waiting for the dead helper's answer.
+    this.conn?.dispose();
+    this.conn = undefined;
+    this.generation++;
+    const why = `the helper process ended: ${reason}`;
+    this.opts.log.error(why);
+    this.opts.model.markStale(why);
+    this.fail({ kind: 'helper-exited', message: why });
+  }
+
+  private fail(f: SessionFailure): void {
+    for (const l of [...this.failureListeners]) l(f);
+  }
+
+  /** Turns helper and filter errors into messages with the next step. */
+  private explain(e: unknown, payloadId?: string): Error {
+    if (e instanceof ActionableError) return e;
+    const message = e instanceof Error ? e.message : String(e);
+    switch (filterErrorCode(e)) {
+      case 'NKE_EMU_NOT_RUNNING':
+        return new EmulatorNotRunningError(message);
+      case 'NKE_BUSY':
+        return new ActionableError(
+          `${message}: disconnect the other client (nke watch, another window) first`,
+        );
+      case 'NKE_UNKNOWN_PAYLOAD':
+        return new ActionableError(
+          `payload ${payloadId} is no longer held (released on its deadline or already answered): ${message}`,
+        );
+      case 'NKE_NOT_CONNECTED':
+        return new ActionableError(`${message}`, { title: 'Connect', command: 'nke.connect' });
+    }
+    return e instanceof Error ? e : new Error(message);
+  }
+}

@@ -1,0 +1,229 @@
+// The extension live against the REAL emulator, inside a real VS Code: NKE:
+// Load Filter starts nke-emud in a private runtime directory and connects
+// through the helper process; real python3 programs run under the shim
+// (nke-emu run --) and talk TCP to a server in this extension host. What the
+// tests read are the items of the registered tree providers and the bytes
+// the server received.
+import * as assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { NkeWorkbenchApi } from '../../extension/src/extension';
+import type { PendingView } from '../../extension/src/shared/helperProtocol';
+import type { SocketNode } from '../../extension/src/tree/socketTreeProvider';
+
+const extensionId = 'nkeworkbench.nke-workbench';
+
+function label(item: vscode.TreeItem): string {
+  return typeof item.label === 'string' ? item.label : (item.label?.label ?? '');
+}
+
+async function until<T>(what: string, fn: () => T | undefined | false, ms = 15000): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A TCP server that records every byte per connection. */
+function recordingServer(): Promise<{ port: number; received: () => Buffer; close(): void }> {
+  const chunks: Buffer[] = [];
+  const server = net.createServer((s) => {
+    s.on('data', (d) => chunks.push(d));
+    s.on('error', () => {});
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (server.address() as net.AddressInfo).port,
+        received: () => Buffer.concat(chunks),
+        close: () => server.close(),
+      }),
+    ),
+  );
+}
+
+describe('live: extension + helper + real emulator', function () {
+  this.timeout(60000);
+  let api: NkeWorkbenchApi;
+  let tmp: string;
+  let runtimeDir: string;
+  let launcher: string;
+  const programs: ChildProcess[] = [];
+  const config = () => vscode.workspace.getConfiguration('nke');
+
+  /** Runs python3 code under the emulator's shim: its sockets go through the filter. */
+  function runUnderShim(code: string, ...args: string[]): ChildProcess {
+    const p = spawn(launcher, ['run', '--', 'python3', '-c', code, ...args], {
+      env: { ...process.env, NKE_EMU_DIR: runtimeDir },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    programs.push(p);
+    return p;
+  }
+
+  /** The socket items under the process rows, as the Sockets view shows them. */
+  function socketItems(): { node: SocketNode; label: string }[] {
+    const t = api.trees.sockets;
+    return t
+      .getChildren()
+      .flatMap((proc) => t.getChildren(proc))
+      .map((node) => ({ node, label: label(t.getTreeItem(node)) }));
+  }
+
+  function pendingItems(): PendingView[] {
+    return api.trees.pendingPayloads.getChildren();
+  }
+
+  before(async () => {
+    const ext = vscode.extensions.getExtension<NkeWorkbenchApi>(extensionId);
+    assert.ok(ext, `${extensionId} is not loaded in this extension host`);
+    api = await ext.activate();
+    launcher = path.join(ext.extensionPath, 'native/emu/build/nke-emu');
+    assert.ok(fs.existsSync(launcher), `${launcher} is not built (npm run build)`);
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-live-'));
+    runtimeDir = path.join(tmp, 'run');
+    await config().update('emulatorRuntimeDir', runtimeDir, vscode.ConfigurationTarget.Global);
+    await config().update('holdTimeoutMs', 30000, vscode.ConfigurationTarget.Global);
+    await config().update('capture', 'report', vscode.ConfigurationTarget.Global);
+  });
+
+  afterEach(() => {
+    for (const p of programs.splice(0)) p.kill('SIGKILL');
+  });
+
+  after(async () => {
+    await vscode.commands.executeCommand('nke.unloadFilter');
+    for (const k of ['emulatorRuntimeDir', 'holdTimeoutMs', 'capture']) {
+      await config().update(k, undefined, vscode.ConfigurationTarget.Global);
+    }
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('NKE: Load Filter starts nke-emud in the runtime dir and connects the helper to it', async () => {
+    assert.ok(!fs.existsSync(path.join(runtimeDir, 'ctl.sock')), 'no emulator before Load Filter');
+    await vscode.commands.executeCommand('nke.loadFilter');
+    assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
+    assert.ok(api.filter.emulatorPid, 'the extension started nke-emud');
+    assert.ok(fs.existsSync(path.join(runtimeDir, 'ctl.sock')));
+    assert.ok(api.session.helperPid, 'a helper process runs');
+    const t = api.trees.filter;
+    const rows = Object.fromEntries(t.getChildren().map((n) => [n.label, n.value]));
+    assert.equal(rows['Status'], 'connected');
+    assert.equal(rows['Transport'], 'emulator');
+  });
+
+  it('a real program under the shim appears in the Sockets tree with its connection', async () => {
+    const server = await recordingServer();
+    try {
+      runUnderShim(
+        'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"hello")\ntime.sleep(20)',
+        String(server.port),
+      );
+      const row = await until('the python socket in the Sockets tree', () =>
+        socketItems().find((i) => i.label.endsWith(`→ 127.0.0.1:${server.port}`)),
+      );
+      assert.match(row.label, /^TCP 127\.0\.0\.1:\d+ → /);
+      const procRow = api.trees.sockets
+        .getChildren()
+        .map((n) => label(api.trees.sockets.getTreeItem(n)))
+        .find((l) => l.startsWith('python3'));
+      assert.ok(procRow, 'the process row names python3');
+      await until(
+        'the 5 bytes at the server (report mode holds nothing)',
+        () => server.received().length === 5,
+      );
+    } finally {
+      server.close();
+    }
+  });
+
+  it('capture "hold": a chunk waits in Pending Payloads; Allow delivers exactly those bytes', async () => {
+    await vscode.commands.executeCommand('nke.setCaptureMode', 'hold');
+    const server = await recordingServer();
+    try {
+      runUnderShim(
+        'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"allow-me-1234")\ntime.sleep(20)',
+        String(server.port),
+      );
+      const p = await until('the held chunk in Pending Payloads', () =>
+        pendingItems().find((x) => x.remote?.port === server.port),
+      );
+      assert.equal(p.size, 13);
+      assert.equal(p.direction, 'out');
+      const item = api.trees.pendingPayloads.getTreeItem(p);
+      assert.equal(label(item), `↑ out 13 B 127.0.0.1:${server.port}`);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(server.received().length, 0, 'held bytes must not reach the server before Allow');
+      await vscode.commands.executeCommand('nke.reinjectOriginal', p);
+      await until('the allowed bytes at the server', () => server.received().length >= 13);
+      assert.equal(server.received().toString(), 'allow-me-1234');
+      await until('the chunk to leave Pending Payloads', () => !pendingItems().some((x) => x.id === p.id));
+    } finally {
+      server.close();
+    }
+  });
+
+  it('Drop discards the held chunk: the server gets only the bytes sent after it', async () => {
+    await vscode.commands.executeCommand('nke.setCaptureMode', 'hold');
+    const server = await recordingServer();
+    try {
+      runUnderShim(
+        'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"drop-me")\ntime.sleep(1.5)\ns.sendall(b"next")\ntime.sleep(20)',
+        String(server.port),
+      );
+      const dropped = await until('the first chunk in Pending Payloads', () =>
+        pendingItems().find((x) => x.remote?.port === server.port && x.size === 7),
+      );
+      await vscode.commands.executeCommand('nke.dropPayload', dropped);
+      const next = await until('the second chunk in Pending Payloads', () =>
+        pendingItems().find((x) => x.remote?.port === server.port && x.size === 4),
+      );
+      await vscode.commands.executeCommand('nke.reinjectOriginal', next);
+      await until('the second chunk at the server', () => server.received().length >= 4);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(server.received().toString(), 'next');
+    } finally {
+      server.close();
+      await vscode.commands.executeCommand('nke.setCaptureMode', 'report');
+    }
+  });
+
+  it('a killed helper shows the failed state with the last data; Restart reconnects and rebuilds', async () => {
+    const server = await recordingServer();
+    try {
+      // Sends a little every 200 ms, so the new helper sees the socket again.
+      runUnderShim(
+        'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor i in range(150):\n  s.sendall(b"t")\n  time.sleep(0.2)',
+        String(server.port),
+      );
+      const mine = () => socketItems().find((i) => i.label.endsWith(`→ 127.0.0.1:${server.port}`));
+      await until('the ticking socket in the Sockets tree', mine);
+      const pid = api.session.helperPid;
+      assert.ok(pid);
+      process.kill(pid, 'SIGKILL');
+      await until('the failed state', () => api.model.link.status === 'failed');
+      assert.match(api.model.link.staleReason ?? '', /helper process ended/);
+      assert.ok(mine(), 'the stale model keeps its last sockets');
+      const rows = Object.fromEntries(api.trees.filter.getChildren().map((n) => [n.label, n.value]));
+      assert.equal(rows['Status'], 'failed');
+      assert.match(rows['Stale'], /helper process ended/);
+
+      await vscode.commands.executeCommand('nke.restartHelper');
+      assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
+      assert.equal(api.model.stale, false);
+      assert.notEqual(api.session.helperPid, pid, 'a new helper process');
+      const before = server.received().length;
+      await until('the socket rebuilt from the new helper', mine);
+      await until('bytes still flowing after the restart', () => server.received().length > before + 2);
+    } finally {
+      server.close();
+    }
+  });
+});
