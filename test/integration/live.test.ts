@@ -204,7 +204,8 @@ describe('live: extension + helper + real emulator', function () {
         String(server.port),
       );
       const mine = () => socketItems().find((i) => i.label.endsWith(`→ 127.0.0.1:${server.port}`));
-      await until('the ticking socket in the Sockets tree', mine);
+      const first = await until('the ticking socket in the Sockets tree', mine);
+      const socketId = first.node.kind === 'socket' ? first.node.socket.id : '';
       const pid = api.session.helperPid;
       assert.ok(pid);
       process.kill(pid, 'SIGKILL');
@@ -220,7 +221,12 @@ describe('live: extension + helper + real emulator', function () {
       assert.equal(api.model.stale, false);
       assert.notEqual(api.session.helperPid, pid, 'a new helper process');
       const before = server.received().length;
-      await until('the socket rebuilt from the new helper', mine);
+      // The new helper adopts the socket from its traffic: same filter
+      // socket id (process and addresses are known only from the socket's
+      // attach/connect, which happened before this helper).
+      await until('the socket rebuilt from the new helper', () =>
+        socketItems().find((i) => i.node.kind === 'socket' && i.node.socket.id === socketId),
+      );
       await until('bytes still flowing after the restart', () => server.received().length > before + 2);
     } finally {
       server.close();
