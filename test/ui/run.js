@@ -117,7 +117,7 @@ const steps = [
       );
       await page.keyboard.press('Enter');
       await wb.editorTab(page, 'nke-capture.json').waitFor();
-      await wb.activeEditorText(page).locator('text=127.0.0.1:50312').first().waitFor();
+      await wb.activeEditorText(page).locator('text=50312').first().waitFor();
       const written = JSON.parse(fs.readFileSync(target, 'utf8'));
       if (written.sockets.length !== 2 || written.pending[0]?.id !== '101') {
         throw new Error(

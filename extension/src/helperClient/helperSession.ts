@@ -153,8 +153,18 @@ export class HelperSession implements HelperPort {
   }
 
   async verdict(payloadId: string, verdict: PayloadVerdict): Promise<void> {
+    const conn = this.require();
+    const { status } = this.opts.model.link;
+    if (status !== 'connected' && status !== 'paused') {
+      // A held chunk exists only while the filter is connected: the rows
+      // left over in the view are not decisions anyone can make any more.
+      throw new ActionableError(`payload ${payloadId}: the filter is not connected (${status})`, {
+        title: 'Connect',
+        command: 'nke.connect',
+      });
+    }
     try {
-      await this.require().sendRequest(Verdict, { id: payloadId, action: verdict });
+      await conn.sendRequest(Verdict, { id: payloadId, action: verdict });
     } catch (e) {
       throw this.explain(e, payloadId);
     }
