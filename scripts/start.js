@@ -133,7 +133,9 @@ async function main() {
   step('code-server (install on first run)', () => cs.ensureCodeServer());
 
   // Persistent profile: settings and UI state survive restarts of npm start.
-  const profile = cs.makeProfile(path.join(state, 'code-server'));
+  // The extension connects to the emulator started below as the window
+  // opens (through its helper process), so the demo's sockets show live.
+  const profile = cs.makeProfile(path.join(state, 'code-server'), { 'nke.connectOnStartup': true });
   const extensionsDir = path.join(state, 'code-server', 'extensions');
   fs.mkdirSync(extensionsDir, { recursive: true });
   step('install the .vsix into code-server', () => cs.installExtension(vsix, profile, extensionsDir));
