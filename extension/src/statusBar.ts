@@ -7,8 +7,14 @@ import type { WorkbenchModel } from './model/workbenchModel';
 export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('nke.status', vscode.StatusBarAlignment.Left, 50);
   item.name = 'NKE Workbench';
+  let shownStatus: string | undefined;
   const update = () => {
     const link = model.link;
+    if (link.status !== shownStatus) {
+      shownStatus = link.status;
+      // Welcome contents and menus follow the link (package.json `when`).
+      void vscode.commands.executeCommand('setContext', 'nke.linkStatus', link.status);
+    }
     const pending = model.pending().length;
     const live = link.status === 'connected' || link.status === 'paused';
     const icon = {
@@ -19,7 +25,7 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
       failed: '$(error)',
     }[link.status];
     const sockets = model.sockets().filter((s) => s.state !== 'closed').length;
-    const counts = live ? ` · ${sockets} sockets · ${model.counters.dataChunks} chunks` : '';
+    const counts = live ? ` · ${sockets} open sockets · ${model.counters.dataChunks} chunks` : '';
     item.text = `${icon} NKE: ${link.status}${counts}${pending ? ` · ${pending} held` : ''}`;
     item.tooltip =
       `NKE Workbench (${link.mode}): ${link.status}` +
