@@ -228,3 +228,42 @@ module.exports = {
   workbenchUrl,
   tempDir,
 };
+
+/**
+ * The start sequence both test launchers share: a temp dir with a workspace,
+ * a fresh profile and extensions dir, code-server on a free port, headless
+ * Chromium on the workbench with this repository as the development
+ * extension and `testsPath` as its extensionTestsPath. Returns the pieces
+ * and close() (browser, server, then the temp dir unless keepTmp()).
+ */
+async function openDevWorkbench({ prefix, settings = {}, testsPath, env = {}, beforeGoto }) {
+  ensureCodeServer();
+  const tmp = tempDir(prefix);
+  const workspace = path.join(tmp, 'workspace');
+  fs.mkdirSync(workspace);
+  const profile = makeProfile(tmp, typeof settings === 'function' ? settings(tmp) : settings);
+  const extensionsDir = path.join(tmp, 'extensions');
+  fs.mkdirSync(extensionsDir);
+  const serverLog = path.join(tmp, 'code-server.log');
+  let server;
+  let browser;
+  let keep = false;
+  const close = async () => {
+    if (browser) await browser.close().catch(() => {});
+    if (server) await server.stop();
+    if (!keep) fs.rmSync(tmp, { recursive: true, force: true });
+  };
+  try {
+    server = await startCodeServer({ folder: workspace, profile, extensionsDir, logFile: serverLog, env });
+    browser = await launchChromium(path.join(tmp, 'chromium'));
+    const page = browser.pages()[0] ?? (await browser.newPage());
+    if (beforeGoto) await beforeGoto(page);
+    await page.goto(workbenchUrl(server.url, workspace, { devPath: root, testsPath }));
+    return { tmp, workspace, serverLog, server, browser, page, close, keepTmp: () => (keep = true) };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+module.exports.openDevWorkbench = openDevWorkbench;

@@ -23,51 +23,30 @@ async function main() {
   if (!fs.existsSync(runner)) return fail(`${runner} not found: run npm run build first`);
   if (!fs.existsSync(path.join(cs.root, 'dist', 'extension.js')))
     return fail('dist/extension.js not found: run npm run build first');
-  cs.ensureCodeServer();
-
   const t0 = Date.now();
-  const tmp = cs.tempDir('nke-inhost-');
-  const workspace = path.join(tmp, 'workspace');
-  fs.mkdirSync(workspace);
-  const profile = cs.makeProfile(tmp);
-  const extensionsDir = path.join(tmp, 'extensions');
-  fs.mkdirSync(extensionsDir);
-  const resultFile = path.join(tmp, 'result.json');
-  const serverLog = path.join(tmp, 'code-server.log');
-
-  let server;
-  let browser;
-  const cleanup = async () => {
-    if (browser) await browser.close().catch(() => {});
-    if (server) await server.stop();
-    if (process.exitCode && process.env.CI) console.error(`[inhost] code-server log kept at ${serverLog}`);
-    else fs.rmSync(tmp, { recursive: true, force: true });
-  };
-  process.once('SIGINT', () => cleanup().then(() => process.exit(130)));
-
+  const resultFile = path.join(cs.tempDir('nke-inhost-result-'), 'result.json');
+  let session;
+  process.once('SIGINT', () => (session ? session.close() : Promise.resolve()).then(() => process.exit(130)));
   try {
-    server = await cs.startCodeServer({
-      folder: workspace,
-      profile,
-      extensionsDir,
-      logFile: serverLog,
-      env: { NKE_INHOST_RESULT: resultFile, NKE_INHOST_GREP: process.env.NKE_INHOST_GREP ?? '' },
-    });
-    browser = await cs.launchChromium(path.join(tmp, 'chromium'));
-    const page = browser.pages()[0] ?? (await browser.newPage());
     // The workbench calls window.codeAutomationExit(code) once the test
     // runner's run() settles (0 resolved, 1 rejected).
     let exitCode;
-    const exited = new Promise((resolve) => {
-      void page.exposeFunction('codeAutomationExit', (code) => {
-        exitCode = code;
-        resolve();
-      });
+    let onExit;
+    const exited = new Promise((resolve) => (onExit = resolve));
+    session = await cs.openDevWorkbench({
+      prefix: 'nke-inhost-',
+      testsPath: runner,
+      env: { NKE_INHOST_RESULT: resultFile, NKE_INHOST_GREP: process.env.NKE_INHOST_GREP ?? '' },
+      beforeGoto: async (page) => {
+        await page.exposeFunction('codeAutomationExit', (code) => {
+          exitCode = code;
+          onExit();
+        });
+        // The extension host's console is forwarded to the page; keep only
+        // our own lines (mocha's report), not the workbench's chatter.
+        if (process.env.NKE_INHOST_VERBOSE) page.on('console', (m) => console.log(`[host] ${m.text()}`));
+      },
     });
-    // The extension host's console is forwarded to the page; keep only our
-    // own lines (mocha's report), not the workbench's chatter.
-    if (process.env.NKE_INHOST_VERBOSE) page.on('console', (m) => console.log(`[host] ${m.text()}`));
-    await page.goto(cs.workbenchUrl(server.url, workspace, { devPath: cs.root, testsPath: runner }));
     let timer;
     const timedOut = new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
     const how = await Promise.race([exited, timedOut]);
@@ -93,7 +72,14 @@ async function main() {
   } catch (e) {
     fail(e.stack ?? String(e));
   } finally {
-    await cleanup();
+    if (session) {
+      if (process.exitCode && process.env.CI) {
+        session.keepTmp();
+        console.error(`[inhost] code-server log kept at ${session.serverLog}`);
+      }
+      await session.close();
+    }
+    fs.rmSync(path.dirname(resultFile), { recursive: true, force: true });
   }
 }
 

@@ -144,36 +144,26 @@ async function main() {
       process.exit(1);
     }
   }
-  cs.ensureCodeServer();
   const t0 = Date.now();
-  const tmp = cs.tempDir('nke-ui-');
-  const workspace = path.join(tmp, 'workspace');
-  fs.mkdirSync(workspace);
-  // No emulator answers here: Connect must fail with its clear error.
-  const profile = cs.makeProfile(tmp, { 'nke.emulatorRuntimeDir': path.join(tmp, 'no-emulator') });
-  const extensionsDir = path.join(tmp, 'extensions');
-  fs.mkdirSync(extensionsDir);
-  const serverLog = path.join(tmp, 'code-server.log');
   const shots = [];
+  const hostErrors = [];
   let passed = 0;
   let failed = 0;
-  let server;
-  let browser;
+  let session;
   try {
-    server = await cs.startCodeServer({ folder: workspace, profile, extensionsDir, logFile: serverLog });
-    browser = await cs.launchChromium(path.join(tmp, 'chromium'));
-    const page = browser.pages()[0] ?? (await browser.newPage());
-    page.setDefaultTimeout(stepTimeout);
-    const hostErrors = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error' && /nke/i.test(m.text())) hostErrors.push(m.text());
+    session = await cs.openDevWorkbench({
+      prefix: 'nke-ui-',
+      // No emulator answers here: Connect must fail with its clear error.
+      settings: (tmp) => ({ 'nke.emulatorRuntimeDir': path.join(tmp, 'no-emulator') }),
+      testsPath: path.join(__dirname, 'sample-feed.js'),
+      beforeGoto: (page) => {
+        page.setDefaultTimeout(stepTimeout);
+        page.on('console', (m) => {
+          if (m.type() === 'error' && /nke/i.test(m.text())) hostErrors.push(m.text());
+        });
+      },
     });
-    await page.goto(
-      cs.workbenchUrl(server.url, workspace, {
-        devPath: cs.root,
-        testsPath: path.join(__dirname, 'sample-feed.js'),
-      }),
-    );
+    const { page, workspace } = session;
     for (const [i, [name, fn]] of steps.entries()) {
       const s0 = Date.now();
       let error;
@@ -204,18 +194,15 @@ async function main() {
   } catch (e) {
     failed++;
     console.log(`  ✗ launching code-server and Chromium\n      ${e.stack ?? e}`);
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-    if (server) await server.stop();
   }
   if (failed || alwaysShots) {
     fs.rmSync(shotsDir, { recursive: true, force: true });
     fs.mkdirSync(shotsDir, { recursive: true });
     for (const s of shots) if (s.png) fs.writeFileSync(path.join(shotsDir, s.file), s.png);
-    if (failed) fs.copyFileSync(serverLog, path.join(shotsDir, 'code-server.log'));
+    if (failed && session) fs.copyFileSync(session.serverLog, path.join(shotsDir, 'code-server.log'));
     console.log(`[ui] ${shots.length} screenshot(s) in ${path.relative(cs.root, shotsDir)}/`);
   }
-  fs.rmSync(tmp, { recursive: true, force: true });
+  if (session) await session.close();
   console.log(`[ui] ${steps.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);

@@ -42,8 +42,9 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
     if (f) {
       nodes.push({ kind: 'transport', label: 'Transport', value: f.transport });
       if (f.sessionId) nodes.push({ kind: 'session', label: 'Session', value: f.sessionId });
-      if (f.error)
+      if (f.error) {
         nodes.push({ kind: 'error', label: 'Error', value: `${f.error.code}: ${f.error.message}` });
+      }
     }
     const c = this.model.counters;
     for (const [key, label] of counterLabels) nodes.push({ kind: 'counter', label, value: String(c[key]) });
