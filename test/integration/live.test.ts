@@ -195,6 +195,72 @@ describe('live: extension + helper + real emulator', function () {
     }
   });
 
+  it('nke.interceptRules: a hold rule holds only the matching connection', async () => {
+    const held = await recordingServer();
+    const free = await recordingServer();
+    try {
+      const rule = { action: 'hold', remotePort: held.port, name: 'hold the test port' };
+      await config().update('interceptRules', [rule], vscode.ConfigurationTarget.Global);
+      // The settings listener sends the rules; wait until the helper has them.
+      const t0 = Date.now();
+      while (!(await api.session.rules()).intercept?.some((r) => r.remotePort === held.port)) {
+        if (Date.now() - t0 > 10000) throw new Error('the helper never got the rule from the settings');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const code =
+        'import socket,sys,time\nfor p in sys.argv[1:]:\n  s=socket.create_connection(("127.0.0.1",int(p)))\n  s.sendall(b"rule-"+p.encode())\ntime.sleep(20)';
+      runUnderShim(code, String(held.port), String(free.port));
+      const p = await until('the held chunk of the matching connection', () =>
+        pendingItems().find((x) => x.remote?.port === held.port),
+      );
+      await until("the other connection's bytes at its server, unheld", () => free.received().length > 0);
+      assert.equal(free.received().toString(), `rule-${free.port}`);
+      assert.ok(!pendingItems().some((x) => x.remote?.port === free.port));
+      assert.equal(held.received().length, 0);
+      await vscode.commands.executeCommand('nke.reinjectOriginal', p);
+      await until('the held bytes after Allow', () => held.received().length > 0);
+      assert.equal(held.received().toString(), `rule-${held.port}`);
+    } finally {
+      held.close();
+      free.close();
+      await config().update('interceptRules', undefined, vscode.ConfigurationTarget.Global);
+    }
+  });
+
+  it('Pause Interception releases what is held and holds nothing; Resume holds again', async () => {
+    await vscode.commands.executeCommand('nke.setCaptureMode', 'hold');
+    const server = await recordingServer();
+    try {
+      runUnderShim(
+        'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"one")\ntime.sleep(2)\ns.sendall(b"two")\ntime.sleep(20)',
+        String(server.port),
+      );
+      await until('the first chunk held', () => pendingItems().find((x) => x.remote?.port === server.port));
+      await vscode.commands.executeCommand('nke.pauseInterception');
+      assert.equal(api.model.link.status, 'paused');
+      await until('the held chunk released by the pause', () => server.received().toString() === 'one');
+      await until('the second chunk through, not held', () => server.received().toString() === 'onetwo');
+      assert.ok(!pendingItems().some((x) => x.remote?.port === server.port));
+      await vscode.commands.executeCommand('nke.resumeInterception');
+      assert.equal(api.model.link.status, 'connected');
+    } finally {
+      server.close();
+      await vscode.commands.executeCommand('nke.setCaptureMode', 'report');
+    }
+  });
+
+  it('the emulator dying marks the views stale; Load Filter starts a new one and reconnects', async () => {
+    const old = api.filter.emulatorPid;
+    assert.ok(old);
+    process.kill(old, 'SIGKILL');
+    await until('the failed state', () => api.model.link.status === 'failed');
+    assert.match(api.model.link.staleReason ?? '', /filter connection closed/);
+    await vscode.commands.executeCommand('nke.loadFilter');
+    assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
+    assert.ok(api.filter.emulatorPid && api.filter.emulatorPid !== old, 'a new nke-emud');
+    assert.equal(api.model.stale, false);
+  });
+
   it('a killed helper shows the failed state with the last data; Restart reconnects and rebuilds', async () => {
     const server = await recordingServer();
     try {
@@ -231,5 +297,22 @@ describe('live: extension + helper + real emulator', function () {
     } finally {
       server.close();
     }
+  });
+
+  it('NKE: Disconnect stops the helper; the views fall back to disconnected', async () => {
+    const pid = api.session.helperPid;
+    assert.ok(pid);
+    await vscode.commands.executeCommand('nke.disconnect');
+    assert.equal(api.model.link.status, 'disconnected');
+    assert.equal(api.session.isConnected, false);
+    await until('the helper process to exit', () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    assert.deepEqual(api.trees.filter.getChildren(), []);
   });
 });

@@ -147,6 +147,11 @@ export class HelperSession implements HelperPort {
     await this.require().sendRequest(SetRules, { rules });
   }
 
+  /** The rules the helper has in force (what it validated and installed). */
+  async rules(): Promise<RulesConfig> {
+    return (await this.require().sendRequest(GetSnapshot)).rules;
+  }
+
   /** Pushes rules only if a helper runs (settings changes while disconnected apply on connect). */
   async updateRules(rules: RulesConfig): Promise<void> {
     if (this.conn) await this.setRules(rules);
