@@ -6,7 +6,9 @@
 // test-results/ui/ when a step fails, or always with NKE_SCREENSHOTS=1.
 // Ends with `N passed, N failed`; exits non-zero on any failure.
 'use strict';
+const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const cs = require('../../scripts/lib/codeServer');
 const wb = require('./workbench');
@@ -134,7 +136,105 @@ const steps = [
       await wb.welcome(page, 'Pending Payloads').locator('text=No payloads are held').waitFor();
     },
   ],
+  // From here on the real thing: the emulator (started by Load Filter in the
+  // profile's runtime directory), the helper process, a real program.
+  [
+    'command palette: NKE: Load Filter starts the emulator and connects; the status bar says so',
+    async (page) => {
+      await wb.runCommand(page, 'NKE: Load Filter');
+      await page.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
+      await wb.treeRow(page, 'Filter', 'Transport').waitFor();
+    },
+  ],
+  [
+    'a real program under the shim: its held chunk is allowed from the Pending Payloads menu',
+    async (page, workspace, ctx) => {
+      await wb.runCommand(page, 'NKE: Set Capture Mode');
+      await wb.pickQuickItem(page, 'Hold everything');
+      // Shown once the helper has accepted the new rules.
+      await wb.treeRow(page, 'Filter', /Capture\s*hold/).waitFor();
+      const server = await ctx.recordingServer();
+      try {
+        ctx.runUnderShim(
+          'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"ui-allow!")\ntime.sleep(30)',
+          String(server.port),
+        );
+        const row = wb.treeRow(page, 'Pending Payloads', `↑ out 9 B 127.0.0.1:${server.port}`);
+        await row.waitFor();
+        await wb.treeRow(page, 'Sockets', `→ 127.0.0.1:${server.port}`).waitFor();
+        if (server.received().length) throw new Error('held bytes reached the server before Allow');
+        await wb.pickMenuItem(await wb.openContextMenu(row), 'Allow (Reinject Original)');
+        await row.waitFor({ state: 'detached' });
+        for (const t0 = Date.now(); server.received().toString() !== 'ui-allow!';) {
+          if (Date.now() - t0 > 10000)
+            throw new Error(`server got ${JSON.stringify(server.received().toString())}`);
+          await page.waitForTimeout(50);
+        }
+      } finally {
+        server.close();
+      }
+      await wb.runCommand(page, 'NKE: Set Capture Mode');
+      await wb.pickQuickItem(page, 'Report');
+    },
+  ],
+  [
+    'a killed helper: an error with Restart, the status bar says failed; Restart reconnects',
+    async (page, workspace, ctx) => {
+      await wb.dismissNotifications(page);
+      const pid = ctx.helperPid();
+      process.kill(pid, 'SIGKILL');
+      const toast = wb.notification(page, 'the helper process ended');
+      await toast.waitFor();
+      await page.locator(wb.sel.statusBar, { hasText: 'NKE: failed' }).waitFor();
+      await wb.treeRow(page, 'Filter', 'Stale').waitFor();
+      await toast.locator('.monaco-button', { hasText: 'Restart' }).click();
+      await page.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
+      if (ctx.helperPid() === pid) throw new Error('the helper was not replaced');
+    },
+  ],
 ];
+
+/** What the live steps need from this process: programs under the shim, a server, the helper's pid. */
+function liveContext(runtimeDir, codeServerGroup) {
+  const launcher = path.join(cs.root, 'native/emu/build/nke-emu');
+  const programs = [];
+  return {
+    runUnderShim(code, ...args) {
+      const p = spawn(launcher, ['run', '--', 'python3', '-c', code, ...args], {
+        env: { ...process.env, NKE_EMU_DIR: runtimeDir },
+        stdio: 'ignore',
+      });
+      programs.push(p);
+      return p;
+    },
+    recordingServer() {
+      const chunks = [];
+      const server = net.createServer((s) => {
+        s.on('data', (d) => chunks.push(d));
+        s.on('error', () => {});
+      });
+      return new Promise((resolve) =>
+        server.listen(0, '127.0.0.1', () =>
+          resolve({
+            port: server.address().port,
+            received: () => Buffer.concat(chunks),
+            close: () => server.close(),
+          }),
+        ),
+      );
+    },
+    /** The helper runs in code-server's process group (started by its extension host). */
+    helperPid() {
+      const r = spawnSync('ps', ['-o', 'pid=,args=', '-g', String(codeServerGroup)], { encoding: 'utf8' });
+      const line = r.stdout.split('\n').find((l) => /dist\/helper\.js --socket/.test(l));
+      if (!line) throw new Error('no helper process in the code-server process group');
+      return Number(line.trim().split(/\s+/)[0]);
+    },
+    stopPrograms() {
+      for (const p of programs) p.kill('SIGKILL');
+    },
+  };
+}
 
 async function main() {
   for (const f of ['dist/extension.js']) {
@@ -150,6 +250,7 @@ async function main() {
   let passed = 0;
   let failed = 0;
   let session;
+  let ctx;
   try {
     session = await cs.openDevWorkbench({
       prefix: 'nke-ui-',
@@ -164,11 +265,12 @@ async function main() {
       },
     });
     const { page, workspace } = session;
+    ctx = liveContext(path.join(session.tmp, 'no-emulator'), session.server.child.pid);
     for (const [i, [name, fn]] of steps.entries()) {
       const s0 = Date.now();
       let error;
       try {
-        await fn(page, workspace);
+        await fn(page, workspace, ctx);
       } catch (e) {
         error = e;
       }
@@ -202,6 +304,7 @@ async function main() {
     if (failed && session) fs.copyFileSync(session.serverLog, path.join(shotsDir, 'code-server.log'));
     console.log(`[ui] ${shots.length} screenshot(s) in ${path.relative(cs.root, shotsDir)}/`);
   }
+  ctx?.stopPrograms();
   if (session) await session.close();
   console.log(`[ui] ${steps.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   console.log(`${passed} passed, ${failed} failed`);

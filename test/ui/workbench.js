@@ -44,6 +44,16 @@ async function runCommand(page, title) {
   }
 }
 
+/** Picks an entry of an open quick pick (e.g. one a command showed) by its label. */
+async function pickQuickItem(page, label) {
+  const row = page.locator(sel.quickInputRow, { hasText: label }).first();
+  await row.waitFor({ timeout: 5000 });
+  await page.locator(sel.quickInputBox).fill(label);
+  await page.locator(`${sel.quickInputRow}.focused`, { hasText: label }).waitFor({ timeout: 5000 });
+  await page.keyboard.press('Enter');
+  await page.locator(sel.quickInput).waitFor({ state: 'hidden', timeout: 5000 });
+}
+
 function notification(page, text) {
   return page.locator(sel.toast, { hasText: text });
 }
@@ -126,6 +136,7 @@ module.exports = {
   sel,
   waitForWorkbench,
   runCommand,
+  pickQuickItem,
   notification,
   dismissNotifications,
   openViewContainer,

@@ -145,6 +145,7 @@ export class HelperSession implements HelperPort {
 
   async setRules(rules: RulesConfig): Promise<void> {
     await this.require().sendRequest(SetRules, { rules });
+    this.opts.model.setRules(rules); // shown only once the helper accepted them
   }
 
   /** The rules the helper has in force (what it validated and installed). */

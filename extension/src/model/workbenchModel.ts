@@ -9,6 +9,7 @@
 // completion and then fires one change event per part it touched.
 import type {
   Counters,
+  RulesConfig,
   ExecView,
   FilterStatus,
   PendingView,
@@ -39,6 +40,8 @@ export interface LinkState {
   filter?: FilterStatus;
   /** Why the data shown is no longer live (set with status 'failed'). */
   staleReason?: string;
+  /** The rules the helper accepted last (capture default, intercept rules). */
+  rules?: RulesConfig;
 }
 
 export type ModelPart = 'filter' | 'sockets' | 'execs' | 'pending';
@@ -164,6 +167,7 @@ export class WorkbenchModel {
       pendingAdded: s.pending,
       filter: s.filter,
     });
+    this.linkState = { ...this.linkState, rules: s.rules };
     for (const part of ['sockets', 'execs', 'pending'] as const) this.fire(part);
   }
 
@@ -198,7 +202,13 @@ export class WorkbenchModel {
   /** The helper's FilterStatus decides connected / paused / disconnected. */
   applyFilterStatus(f: FilterStatus): void {
     const status: LinkStatus = f.connected ? (f.paused ? 'paused' : 'connected') : 'disconnected';
-    this.linkState = { mode: this.linkState.mode, status, filter: f };
+    this.linkState = { mode: this.linkState.mode, status, filter: f, rules: this.linkState.rules };
+    this.fire('filter');
+  }
+
+  /** Rules the helper has accepted (after nke/setRules, or from its snapshot). */
+  setRules(rules: RulesConfig): void {
+    this.linkState = { ...this.linkState, rules };
     this.fire('filter');
   }
 

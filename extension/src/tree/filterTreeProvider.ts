@@ -5,7 +5,7 @@ import type { Counters, WorkbenchModel } from '../model/workbenchModel';
 import { ModelTreeProvider } from './modelTreeView';
 
 export interface FilterNode {
-  kind: 'status' | 'mode' | 'transport' | 'session' | 'error' | 'stale' | 'counter';
+  kind: 'status' | 'mode' | 'capture' | 'transport' | 'session' | 'error' | 'stale' | 'counter';
   label: string;
   value: string;
 }
@@ -37,6 +37,14 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       { kind: 'status', label: 'Status', value: link.status },
       { kind: 'mode', label: 'Mode', value: link.mode },
     ];
+    if (link.rules) {
+      const n = link.rules.intercept?.length ?? 0;
+      nodes.push({
+        kind: 'capture',
+        label: 'Capture',
+        value: `${link.rules.default ?? 'report'}${n ? ` + ${n} intercept rule${n > 1 ? 's' : ''}` : ''}`,
+      });
+    }
     if (link.staleReason) nodes.push({ kind: 'stale', label: 'Stale', value: link.staleReason });
     const f = link.filter;
     if (f) {
