@@ -30,10 +30,11 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
     item.tooltip =
       `NKE Workbench (${link.mode}): ${link.status}` +
       (link.staleReason
-        ? `\n${link.staleReason}\nThe views show the last state. Click to restart the helper.`
+        ? `\n${link.staleReason}\nThe views show the last state. Click to ${link.recoverWith === 'nke.loadFilter' ? 'load the filter again' : 'restart the helper'}.`
         : '') +
       (live ? `\n${model.counters.bytesIn} bytes in, ${model.counters.bytesOut} bytes out` : '');
-    item.command = link.status === 'failed' ? 'nke.restartHelper' : 'workbench.view.extension.nke';
+    item.command =
+      link.status === 'failed' ? (link.recoverWith ?? 'nke.restartHelper') : 'workbench.view.extension.nke';
     item.backgroundColor =
       link.status === 'failed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
   };

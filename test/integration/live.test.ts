@@ -255,6 +255,7 @@ describe('live: extension + helper + real emulator', function () {
     process.kill(old, 'SIGKILL');
     await until('the failed state', () => api.model.link.status === 'failed');
     assert.match(api.model.link.staleReason ?? '', /filter connection closed/);
+    assert.equal(api.model.link.recoverWith, 'nke.loadFilter');
     await vscode.commands.executeCommand('nke.loadFilter');
     assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
     assert.ok(api.filter.emulatorPid && api.filter.emulatorPid !== old, 'a new nke-emud');
@@ -277,6 +278,7 @@ describe('live: extension + helper + real emulator', function () {
       process.kill(pid, 'SIGKILL');
       await until('the failed state', () => api.model.link.status === 'failed');
       assert.match(api.model.link.staleReason ?? '', /helper process ended/);
+      assert.equal(api.model.link.recoverWith, 'nke.restartHelper');
       assert.ok(mine(), 'the stale model keeps its last sockets');
       const rows = Object.fromEntries(api.trees.filter.getChildren().map((n) => [n.label, n.value]));
       assert.equal(rows['Status'], 'failed');

@@ -104,14 +104,22 @@ export class HelperSession implements HelperPort {
 
   async connect(): Promise<FilterStatus> {
     const { model } = this.opts;
-    model.setLink({ status: 'connecting', staleReason: model.link.staleReason });
+    model.setLink({
+      status: 'connecting',
+      staleReason: model.link.staleReason,
+      recoverWith: model.link.recoverWith,
+    });
     try {
       const conn = await this.helper();
       const status = await conn.sendRequest(ConnectFilter);
       await this.resync(conn);
       return status;
     } catch (e) {
-      model.setLink({ status: model.stale ? 'failed' : 'disconnected', staleReason: model.link.staleReason });
+      model.setLink({
+        status: model.stale ? 'failed' : 'disconnected',
+        staleReason: model.link.staleReason,
+        recoverWith: model.link.recoverWith,
+      });
       throw this.explain(e);
     }
   }
@@ -134,7 +142,12 @@ export class HelperSession implements HelperPort {
       }
     }
     this.stopHelper();
-    this.opts.model.setLink({ status: 'disconnected', staleReason: undefined, filter: undefined });
+    this.opts.model.setLink({
+      status: 'disconnected',
+      staleReason: undefined,
+      recoverWith: undefined,
+      filter: undefined,
+    });
   }
 
   async setPaused(paused: boolean): Promise<void> {
@@ -256,7 +269,7 @@ export class HelperSession implements HelperPort {
       if (gen !== this.generation) return;
       const why = `the filter connection closed (${code}): ${message}`;
       log.error(why);
-      model.markStale(why);
+      model.markStale(why, 'nke.loadFilter');
       this.fail({ kind: 'filter-closed', message: why });
     });
     conn.onNotification(Log, ({ level, message }) => log[level](`helper: ${message}`));
@@ -274,7 +287,7 @@ export class HelperSession implements HelperPort {
     this.generation++;
     const why = `the helper process ended: ${reason}`;
     this.opts.log.error(why);
-    this.opts.model.markStale(why);
+    this.opts.model.markStale(why, 'nke.restartHelper');
     this.fail({ kind: 'helper-exited', message: why });
   }
 

@@ -40,6 +40,8 @@ export interface LinkState {
   filter?: FilterStatus;
   /** Why the data shown is no longer live (set with status 'failed'). */
   staleReason?: string;
+  /** The command that brings the link back (Restart Helper, or Load Filter when the filter went away). */
+  recoverWith?: string;
   /** The rules the helper accepted last (capture default, intercept rules). */
   rules?: RulesConfig;
 }
@@ -146,13 +148,14 @@ export class WorkbenchModel {
     // A live status clears staleness unless the update sets a reason itself.
     if (update.status && update.status !== 'failed' && !('staleReason' in update)) {
       delete this.linkState.staleReason;
+      delete this.linkState.recoverWith;
     }
     this.fire('filter');
   }
 
   /** The helper died or the filter went away: keep what we have, say it is stale. */
-  markStale(reason: string): void {
-    this.setLink({ status: 'failed', staleReason: reason });
+  markStale(reason: string, recoverWith: string): void {
+    this.setLink({ status: 'failed', staleReason: reason, recoverWith });
   }
 
   /** Replaces everything with the helper's whole model (on (re)connect). */

@@ -94,7 +94,8 @@ describe('WorkbenchModel', () => {
   it('a snapshot replaces everything and makes a stale model live again', () => {
     const m = new WorkbenchModel('emulator', 10);
     m.applyUpdate({ ...emptyUpdate(), sockets: [socket], pendingAdded: [pending] });
-    m.markStale('the helper process ended: killed');
+    m.markStale('the helper process ended: killed', 'nke.restartHelper');
+    assert.equal(m.link.recoverWith, 'nke.restartHelper');
     assert.equal(m.link.status, 'failed');
     assert.ok(m.stale);
     assert.equal(m.sockets().length, 1, 'a stale model keeps its last state');
