@@ -21,9 +21,11 @@
  *   random   per chunk: ALLOW now, ALLOW after 0-30 ms, or ALLOW_MODIFIED
  *            with the same bytes (all byte-exact)
  * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
+ * "bound|listen <slot>.<gen> <ip|-> <port>", "option <slot>.<gen> <level> <name> <is_set>",
  * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>".
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -308,6 +310,23 @@ int main(int argc, char **argv)
                 struct nke_nt_chunk_released c;
                 memcpy(&c, rec, sizeof(c));
                 printf("released %u\n", c.reason);
+                fflush(stdout);
+                continue;
+            }
+            if (h.type == NKE_NT_BOUND || h.type == NKE_NT_LISTEN) {
+                struct nke_nt_addrs a;
+                char ip[64];
+                memcpy(&a, rec, sizeof(a));
+                inet_ntop(a.local.family == NKE_AF_INET6 ? AF_INET6 : AF_INET, a.local.addr, ip, sizeof(ip));
+                printf("%s %u.%u %s %u\n", h.type == NKE_NT_BOUND ? "bound" : "listen", h.sock.slot,
+                       h.sock.gen, a.local.family ? ip : "-", a.local.port);
+                fflush(stdout);
+                continue;
+            }
+            if (h.type == NKE_NT_OPTION) {
+                struct nke_nt_option o;
+                memcpy(&o, rec, sizeof(o));
+                printf("option %u.%u %u %u %u\n", h.sock.slot, h.sock.gen, o.level, o.name, o.is_set);
                 fflush(stdout);
                 continue;
             }

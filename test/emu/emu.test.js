@@ -16,6 +16,7 @@ const build = path.join(root, 'native/emu/build');
 const EMUD = path.join(build, 'nke-emud');
 const CLIENT = path.join(build, 'test-client');
 const SHIM = path.join(build, 'libnkeshim.so');
+const MMSG = path.join(build, 'mmsg-test');
 
 const children = new Set();
 
@@ -252,6 +253,112 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.equal(r.stdout.toString().trim(), '200 0');
     // Chunks beyond the 64-buffer pool pass unheld (counted), so not all 400+ are held.
     assert.ok(client.lines.filter((l) => /^data .* 1$/.test(l)).length >= 64, 'the data went through the client');
+  });
+
+  it('dup, os.dup, socket.dup and fcntl F_DUPFD copies of a relayed TCP socket are the relayed socket', async function () {
+    await startClient(['--out', 'upper', '--in', 'pass']);
+    const PY = `
+import socket, sys, os, fcntl, ctypes
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+copies = [os.dup(c.fileno()),                           # fcntl64(F_DUPFD_CLOEXEC)
+          fcntl.fcntl(c.fileno(), fcntl.F_DUPFD, 0),    # fcntl64(F_DUPFD)
+          fcntl.fcntl(c.fileno(), fcntl.F_DUPFD_CLOEXEC, 0),
+          ctypes.CDLL(None).dup(c.fileno())]            # dup()
+sd = c.dup()                                            # socket.dup
+res = []
+for d in copies:
+    s = socket.socket(fileno=d)   # family/type come from getsockopt on the copy
+    res.append('%d:%d' % (s.family, s.getpeername()[1]))
+    s.detach()
+res.append('%d:%d' % (sd.family, sd.getpeername()[1]))
+sd.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # reaches the real TCP socket
+for i, d in enumerate(copies):
+    os.write(d, b'copy%d,' % i)
+sd.sendall(b'sockdup,')
+c.close()                         # the copies keep the connection
+for d in copies: os.close(d)
+sd.sendall(b'last')
+sd.close()
+print(' '.join(res))
+`;
+    const s = await tcpServer('127.0.0.1', Buffer.from(''));
+    const r = await runShimmed('python3', ['-c', PY, String(s.port)]);
+    s.srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    // Untracked copies would be the program's socketpair end: AF_UNIX (1), no port.
+    assert.equal(r.stdout.toString().trim(), Array(5).fill(`2:${s.port}`).join(' '));
+    assert.equal(s.got[0].toString(), 'COPY0,COPY1,COPY2,COPY3,SOCKDUP,LAST');
+  });
+
+  it('sendmmsg/recvmmsg get a verdict per datagram; a dup() of the UDP socket is filtered too', async function () {
+    const client = await startClient(['--out', 'upper', '--in', 'double']);
+    const srv = dgram.createSocket('udp4');
+    const seen = [];
+    srv.on('message', (m, rinfo) => { seen.push(m.toString()); srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address); });
+    await new Promise((r) => srv.bind(0, '127.0.0.1', r));
+    const r = await runShimmed(MMSG, ['127.0.0.1', String(srv.address().port)]);
+    srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    // Datagram boundaries kept both ways; lengths are the program's own.
+    assert.deepEqual(seen, ['ONE', 'TWO', 'THREE', 'FOUR']);
+    const lines = r.stdout.toString().trim().split('\n');
+    assert.equal(lines[0], 'sent 3 3 3 5');
+    assert.deepEqual(lines.slice(1).sort(), ['got 10 rr::oonnee', 'got 10 rr::ttwwoo', 'got 12 rr::ffoouurr', 'got 14 rr::tthhrreeee'].sort());
+    assert.equal(client.lines.filter((l) => /^data out \d+ 1$/.test(l)).length, 4);
+    assert.equal(client.lines.filter((l) => /^data in \d+ 1$/.test(l)).length, 4);
+  });
+
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`python3 server on ${host}: setsockopt, bind and listen reported as OPTION, BOUND, LISTEN`, async function () {
+      const client = await startClient(['--out', 'pass', '--in', 'pass']);
+      const PY = `
+import socket, sys
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 0))
+s.listen(5)
+port = s.getsockname()[1]
+s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+c = socket.create_connection((sys.argv[1], port))
+a, _ = s.accept()
+c.sendall(b'ping'); print(port, a.recv(10).decode())
+`;
+      const r = await runShimmed('python3', ['-c', PY, host]);
+      assert.equal(r.code, 0, r.stderr);
+      const [port, word] = r.stdout.toString().trim().split(' ');
+      assert.equal(word, 'ping');
+      const bound = await client.waitLine(new RegExp(`^bound \\S+ ${host.replace(/\./g, '\\.')} ${port}$`));
+      const sock = bound.split(' ')[1];
+      const listen = await client.waitLine(/^listen /);
+      assert.equal(listen, `listen ${sock} ${host} ${port}`);
+      // SOL_SOCKET=1, SO_REUSEADDR=2 set; SO_RCVBUF=8 got; all on the listening socket.
+      const opts = client.lines.filter((l) => l.startsWith(`option ${sock} `));
+      assert.deepEqual(opts, [`option ${sock} 1 2 1`, `option ${sock} 1 8 0`]);
+      const order = client.lines.filter((l) => l.includes(` ${sock} `)).map((l) => l.split(' ')[0]);
+      assert.deepEqual(order, ['option', 'bound', 'listen', 'option']);
+    });
+  }
+
+  it('bind/listen/setsockopt open no link while no user client is open (one once a client is)', async function () {
+    const PY = `
+import socket, os
+s = socket.socket()
+n0 = len(os.listdir('/proc/self/fd'))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 0)); s.listen(1)
+print(n0, len(os.listdir('/proc/self/fd')))
+`;
+    const count = async () => {
+      const r = await runShimmed('python3', ['-c', PY]);
+      assert.equal(r.code, 0, r.stderr);
+      const [n0, n1] = r.stdout.toString().trim().split(' ').map(Number);
+      return n1 - n0;
+    };
+    assert.equal(await count(), 0, 'no client: no descriptor opened');
+    await startClient(['--out', 'pass', '--in', 'pass']);
+    // shim.state is re-read at most every 100 ms by a process; a new process reads it at once.
+    assert.equal(await count(), 1, 'client open: one link for the listening socket');
   });
 
   it('user client killed with 500 chunks held: all released within the deadline, originals byte-exact', async function () {

@@ -86,6 +86,7 @@ static void shim_state_update(void)
         return;
     uint32_t v = g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
     __atomic_store_n(&g_shim_state->may_defer, v, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_shim_state->client, (uint32_t)g_core.client_open, __ATOMIC_RELEASE);
 }
 
 /* Fresh file renamed into place: shims of a previous nke-emud keep their
@@ -561,10 +562,12 @@ static void shim_message(struct conn *c)
         memcpy(info.comm, a.comm, NKE_COMM_LEN);
         info.comm[NKE_COMM_LEN - 1] = 0;
         c->id = nke_core_attach(&g_core, &info, c, ns);
-        if (c->id.gen && a.protocol == NKE_PROTO_TCP)
+        /* An unconnected TCP socket (SHIM_ATTACH_UNCONNECTED) has no
+         * CONNECT: its bind/listen/option calls follow as their own messages. */
+        if (c->id.gen && a.protocol == NKE_PROTO_TCP && a.incoming != SHIM_ATTACH_UNCONNECTED)
             nke_core_addrs(&g_core, c->id, a.incoming ? NKE_NT_CONNECT_IN : NKE_NT_CONNECT_OUT, &a.local,
                            &a.remote, ns);
-        else if (c->id.gen && a.local.family)
+        else if (c->id.gen && a.protocol != NKE_PROTO_TCP && a.local.family)
             nke_core_addrs(&g_core, c->id, NKE_NT_BOUND, &a.local, NULL, ns);
     } else if (h.type == SHIM_DATA && h.len == (size_t)n - sizeof(h) && h.len > 0 &&
                (h.direction == NKE_DIR_IN || h.direction == NKE_DIR_OUT)) {
@@ -600,6 +603,13 @@ static void shim_message(struct conn *c)
              * reported twice (flags tell them apart). Known gap: dedup. */
             kev_broadcast_exec(e.pid, e.ppid, e.uid, NKE_EXEC_F_FROM_SHIM, (const char *)in + sizeof(e), plen);
         shim_gone(c);
+    } else if ((h.type == SHIM_BIND || h.type == SHIM_LISTEN) && (size_t)n == sizeof(h) && c->id.gen) {
+        nke_core_addrs(&g_core, c->id, h.type == SHIM_BIND ? NKE_NT_BOUND : NKE_NT_LISTEN,
+                       h.addr.family ? &h.addr : NULL, NULL, ns);
+    } else if (h.type == SHIM_OPTION && (size_t)n == sizeof(struct shim_option) && c->id.gen) {
+        struct shim_option o;
+        memcpy(&o, in, sizeof(o));
+        nke_core_option(&g_core, c->id, (uint32_t)o.level, (uint32_t)o.name, o.is_set != 0, ns);
     } else {
         LOG("malformed shim message type %u size %zd: link closed (the shim fails open)", h.type, n);
         shim_gone(c);
