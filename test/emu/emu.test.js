@@ -85,8 +85,8 @@ function dataFile(b) {
 }
 
 let emud;
-async function startDaemon(args = []) {
-  emud = start(EMUD, args, { env: { ...process.env, NKE_EMU_DIR: rt } });
+async function startDaemon(args = [], env = {}) {
+  emud = start(EMUD, args, { env: { ...process.env, NKE_EMU_DIR: rt, ...env } });
   await emud.waitLine(/^nke-emud ready/);
   return emud;
 }
@@ -477,6 +477,31 @@ print(n0, len(os.listdir('/proc/self/fd')))
     assert.equal(Number(ppid), process.pid);
     assert.equal(Number(uid), 0);
     assert.ok(Number(pid) > 0);
+  });
+
+  it('as root, a shimmed exec seen by both the connector and the shim is one event (pid, ppid, uid, path)', async function () {
+    if (process.getuid() !== 0) this.skip(); // connector needs CAP_NET_ADMIN; else the shim alone reports
+    await kill(emud, 'SIGKILL');
+    await startDaemon([], { NKE_EMUD_DEBUG: '1' }); // logs each pairing, so both sources are shown to have seen it
+    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++) await new Promise((r) => setTimeout(r, 20));
+    if (/exec events from the shim's execve only/.test(emud.stderrText)) this.skip();
+    const kev = await startClient(['--kev']);
+    // Lives 0.3 s so /proc/PID/exe is there for the connector's report.
+    const bin = path.join(dir, 'exec-target');
+    fs.copyFileSync('/bin/sleep', bin);
+    fs.chmodSync(bin, 0o755);
+    const PY = 'import os, sys; print(os.getpid(), flush=True); os.execve(sys.argv[1], [sys.argv[1], "0.3"], dict(os.environ))';
+    const r = await runShimmed('python3', ['-c', PY, bin]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number(r.stdout.toString().trim());
+    const esc = bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&');
+    await kev.waitLine(new RegExp(`^exec .* ${esc}$`));
+    for (let i = 0; i < 50 && !new RegExp(`exec of pid ${pid} reported by both`).test(emud.stderrText); i++)
+      await new Promise((res) => setTimeout(res, 20));
+    assert.match(emud.stderrText, new RegExp(`exec of pid ${pid} reported by both`));
+    await new Promise((res) => setTimeout(res, 300)); // a second event would be here by now
+    const ours = kev.lines.filter((l) => l.endsWith(` ${bin}`));
+    assert.deepEqual(ours, [`exec ${pid} ${process.pid} 0 1 ${bin.length} ${bin}`]);
   });
 
   it('refuses a user client of another uid (SO_PEERCRED) and logs it', async function () {

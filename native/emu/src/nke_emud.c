@@ -480,6 +480,72 @@ static int proc_open(void)
     return fd;
 }
 
+/* ---- exec dedup -------------------------------------------------------- */
+/*
+ * With the connector open, an exec by a shimmed program is seen twice: by
+ * the shim's execve (before the exec, realpath of the path asked for) and by
+ * the connector (after it, /proc/PID/exe). Either may reach us first (two
+ * channels). Both keep the pid, so a report is a duplicate when the other
+ * source reported the same pid within EXEC_DEDUP_MS and that report has not
+ * been paired yet; among several, the one with the same path is preferred
+ * (a script's exec is the script to the shim but the interpreter to
+ * /proc/PID/exe), else the oldest (execs of one pid come in order). The
+ * first report is the one broadcast, at once: nothing is delayed.
+ * Races: the connector skips a process already gone (readlink fails) and the
+ * shim reports an execve that then fails; either leaves one unpaired entry
+ * that ages out. Only this thread touches the table.
+ */
+#define EXEC_RECENT 256
+#define EXEC_DEDUP_MS 2000u
+enum { SRC_SHIM = 1, SRC_PROC = 2 };
+struct exec_seen {
+    uint64_t at_ms;
+    uint64_t path_hash;   /* FNV-1a of the path */
+    int32_t pid;
+    uint8_t src;          /* SRC_*; 0: free or paired */
+};
+static struct exec_seen g_exec_seen[EXEC_RECENT];
+static uint32_t g_exec_seen_next;
+static uint64_t g_exec_dups;
+static bool g_debug;
+
+static uint64_t fnv1a(const char *p, uint32_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (uint32_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* True when this report pairs with the other source's earlier one (drop it);
+ * else records it (the caller broadcasts). */
+static bool exec_is_duplicate(uint8_t src, int32_t pid, const char *path, uint32_t plen)
+{
+    if (g_proc_fd < 0)
+        return false; /* one source only */
+    uint64_t now = now_ns() / 1000000u, h = fnv1a(path, plen);
+    struct exec_seen *best = NULL;
+    for (uint32_t i = 0; i < EXEC_RECENT; i++) {
+        struct exec_seen *e = &g_exec_seen[i];
+        if (e->src == 0 || e->src == src || e->pid != pid || now - e->at_ms > EXEC_DEDUP_MS)
+            continue;
+        if (!best || (e->path_hash == h && best->path_hash != h) ||
+            ((e->path_hash == h) == (best->path_hash == h) && e->at_ms < best->at_ms))
+            best = e;
+    }
+    if (best) {
+        best->src = 0;
+        g_exec_dups++;
+        if (g_debug)
+            LOG("exec of pid %d reported by both the shim and the connector: sent once (%llu paired)",
+                (int)pid, (unsigned long long)g_exec_dups);
+        return true;
+    }
+    g_exec_seen[g_exec_seen_next] = (struct exec_seen){ now, h, pid, src };
+    g_exec_seen_next = (g_exec_seen_next + 1u) % EXEC_RECENT;
+    return false;
+}
+
 /* One exec seen by the kernel: ppid from /proc/PID/stat (after the last ')'
  * of comm, which may hold spaces and parentheses), uid from /proc/PID/status
  * (real uid), path from /proc/PID/exe. A process gone already is skipped. */
@@ -510,7 +576,8 @@ static void proc_exec(int32_t pid)
                 break;
         fclose(f);
     }
-    kev_broadcast_exec(pid, ppid, uid, 0, path, (uint32_t)pl);
+    if (!exec_is_duplicate(SRC_PROC, pid, path, (uint32_t)pl))
+        kev_broadcast_exec(pid, ppid, uid, 0, path, (uint32_t)pl);
 }
 
 static void proc_message(int fd)
@@ -597,10 +664,10 @@ static void shim_message(struct conn *c)
         struct shim_exec e;
         memcpy(&e, in, sizeof(e));
         uint32_t plen = (uint32_t)n - (uint32_t)sizeof(e);
-        if (e.hdr.len == plen)
-            /* Kept with the connector open: the connector misses processes
-             * that exit before /proc/PID/exe is read, so a shimmed exec may be
-             * reported twice (flags tell them apart). Known gap: dedup. */
+        /* Kept with the connector open: the connector misses processes
+         * that exit before /proc/PID/exe is read. Paired reports are sent
+         * once (exec_is_duplicate). */
+        if (e.hdr.len == plen && !exec_is_duplicate(SRC_SHIM, e.pid, (const char *)in + sizeof(e), plen))
             kev_broadcast_exec(e.pid, e.ppid, e.uid, NKE_EXEC_F_FROM_SHIM, (const char *)in + sizeof(e), plen);
         shim_gone(c);
     } else if ((h.type == SHIM_BIND || h.type == SHIM_LISTEN) && (size_t)n == sizeof(h) && c->id.gen) {
@@ -747,6 +814,7 @@ int main(int argc, char **argv)
     ep_add(&lshim);
     shim_state_create(dir);
     static struct conn lproc = { .kind = K_PROC };
+    g_debug = getenv("NKE_EMUD_DEBUG") != NULL;
     if (getenv("NKE_EMU_NO_PROC_CONNECTOR") == NULL && (g_proc_fd = proc_open()) >= 0) {
         lproc.fd = g_proc_fd;
         ep_add(&lproc);
