@@ -504,6 +504,50 @@ print(n0, len(os.listdir('/proc/self/fd')))
     assert.deepEqual(ours, [`exec ${pid} ${process.pid} 0 1 ${bin.length} ${bin}`]);
   });
 
+  it('execv, execvp (node spawn), subprocess, posix_spawn and posix_spawnp are reported by the shim with pid, ppid, path', async function () {
+    await kill(emud, 'SIGKILL');
+    await startDaemon([], { NKE_EMU_NO_PROC_CONNECTOR: '1' }); // the shim alone: every event below is its own
+    const kev = await startClient(['--kev']);
+    const bins = {};
+    for (const name of ['t-node-execvp', 't-py-subprocess', 't-py-spawn', 't-py-spawnp', 't-py-execv']) {
+      bins[name] = path.join(dir, name);
+      fs.copyFileSync('/bin/true', bins[name]);
+      fs.chmodSync(bins[name], 0o755);
+    }
+    const env = { PATH: `${dir}:${process.env.PATH}` };
+    // node: libuv's uv_spawn forks and calls execvp with a bare name (PATH search).
+    const JS = "const r = require('child_process').spawnSync('t-node-execvp'); console.log(process.pid, r.pid, r.status)";
+    const rn = await runShimmed('node', ['-e', JS], 20000, env);
+    assert.equal(rn.code, 0, rn.stderr);
+    const [nodePid, nodeChild, st] = rn.stdout.toString().trim().split(' ').map(Number);
+    assert.equal(st, 0);
+    const PY = `
+import os, subprocess, sys
+d = sys.argv[1]
+p = subprocess.Popen([os.path.join(d, 't-py-subprocess')]); p.wait()
+a = os.posix_spawn(os.path.join(d, 't-py-spawn'), ['x'], dict(os.environ)); os.waitpid(a, 0)
+b = os.posix_spawnp('t-py-spawnp', ['x'], dict(os.environ)); os.waitpid(b, 0)
+print(os.getpid(), p.pid, a, b, flush=True)
+os.execv(os.path.join(d, 't-py-execv'), ['x'])
+`;
+    const rp = await runShimmed('python3', ['-c', PY, dir], 20000, env);
+    assert.equal(rp.code, 0, rp.stderr);
+    const [pyPid, subPid, spawnPid, spawnpPid] = rp.stdout.toString().trim().split(' ').map(Number);
+    const want = [
+      [nodeChild, nodePid, 't-node-execvp'],
+      [subPid, pyPid, 't-py-subprocess'],
+      [spawnPid, pyPid, 't-py-spawn'],
+      [spawnpPid, pyPid, 't-py-spawnp'],
+      [pyPid, process.pid, 't-py-execv'],
+    ];
+    for (const [pid, ppid, name] of want) {
+      const b = bins[name];
+      await kev.waitLine(new RegExp(`${b.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`), 5000);
+      const lines = kev.lines.filter((l) => l.endsWith(` ${b}`));
+      assert.deepEqual(lines, [`exec ${pid} ${ppid} ${process.getuid()} 1 ${b.length} ${b}`], name);
+    }
+  });
+
   it('refuses a user client of another uid (SO_PEERCRED) and logs it', async function () {
     if (process.getuid() !== 0) this.skip();
     // Open the path up on purpose so only the peer-credential check stands in the way.

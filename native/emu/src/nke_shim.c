@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1116,7 +1117,9 @@ ssize_t recvmsg(int fd, struct msghdr *m, int flags)
     return r;
 }
 
-static void report_exec(const char *path)
+/* The message is built on the stack, no malloc: exec* may run in a vfork
+ * child (libuv, posix_spawn callers) sharing the parent's heap. */
+static void report_exec_for(int32_t pid, int32_t ppid, const char *path)
 {
     shim_init();
     if (g_enabled != 1 || !path)
@@ -1124,20 +1127,23 @@ static void report_exec(const char *path)
     char full[PATH_MAX];
     const char *p = realpath(path, full) ? full : path;
     size_t n = strlen(p);
+    if (n >= PATH_MAX)
+        return;
     int link = link_open();
     if (link < 0)
         return;
-    size_t total = sizeof(struct shim_exec) + n;
-    uint8_t *m = malloc(total);
-    if (m) {
-        struct shim_exec e = { .hdr = { .type = SHIM_EXEC, .len = (uint32_t)n }, .pid = getpid(),
-                               .ppid = getppid(), .uid = getuid() };
-        memcpy(m, &e, sizeof(e));
-        memcpy(m + sizeof(e), p, n);
-        send(link, m, total, MSG_NOSIGNAL);
-        free(m);
-    }
+    uint8_t m[sizeof(struct shim_exec) + PATH_MAX];
+    struct shim_exec e = { .hdr = { .type = SHIM_EXEC, .len = (uint32_t)n }, .pid = pid, .ppid = ppid,
+                           .uid = getuid() };
+    memcpy(m, &e, sizeof(e));
+    memcpy(m + sizeof(e), p, n);
+    send(link, m, sizeof(e) + n, MSG_NOSIGNAL);
     libc_call(close, link);
+}
+
+static void report_exec(const char *path)
+{
+    report_exec_for(getpid(), getppid(), path);
 }
 
 int execve(const char *path, char *const argv[], char *const envp[])
@@ -1528,6 +1534,148 @@ int listen(int fd, int backlog)
         int e = errno;
         struct addr_note n = { SHIM_LISTEN, fd };
         with_link(fd, true, send_addr_note, &n);
+        errno = e;
+    }
+    return rc;
+}
+
+/* ---- the rest of the exec family --------------------------------------- */
+/* glibc's execv, execvp, execvpe, execl* and posix_spawn reach the kernel
+ * without calling the execve symbol, so each is interposed: the shim
+ * reports what the kernel will run (for a PATH search, the first executable
+ * candidate, which is the one libc's search runs), then calls libc. */
+
+LIBC(int, execv, (const char *, char *const[]))
+LIBC(int, execvp, (const char *, char *const[]))
+LIBC(int, execvpe, (const char *, char *const[], char *const[]))
+LIBC(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                        char *const[], char *const[]))
+LIBC(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                         char *const[], char *const[]))
+
+/* The file a PATH search for `file` finds first, into out; false if none. */
+static bool path_search(const char *file, char *out, size_t cap)
+{
+    if (!file || !*file)
+        return false;
+    if (strchr(file, '/')) {
+        snprintf(out, cap, "%s", file);
+        return access(out, X_OK) == 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/bin:/usr/bin"; /* glibc's default */
+    while (*path) {
+        const char *end = strchrnul(path, ':');
+        size_t dl = (size_t)(end - path);
+        int n = dl ? snprintf(out, cap, "%.*s/%s", (int)dl, path, file) : snprintf(out, cap, "%s", file);
+        if (n > 0 && (size_t)n < cap && access(out, X_OK) == 0)
+            return true;
+        path = *end ? end + 1 : end;
+    }
+    return false;
+}
+
+int execv(const char *path, char *const argv[])
+{
+    if (access(path, X_OK) == 0)
+        report_exec(path);
+    return libc_call(execv, path, argv);
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    char found[PATH_MAX];
+    if (path_search(file, found, sizeof(found)))
+        report_exec(found);
+    return libc_call(execvpe, file, argv, envp);
+}
+
+int execvp(const char *file, char *const argv[])
+{
+    char found[PATH_MAX];
+    if (path_search(file, found, sizeof(found)))
+        report_exec(found);
+    return libc_call(execvp, file, argv);
+}
+
+/* execl, execle, execlp: the variadic list becomes an argv on the stack. */
+#define EXECL_MAX 1024 /* arguments, NULL included: 8 KiB of stack */
+#define COLLECT_ARGS(arg0, ap, argv, n)                                  \
+    do {                                                                 \
+        (argv)[0] = (char *)(arg0);                                      \
+        (n) = 1;                                                         \
+        while ((argv)[(n) - 1] != NULL) {                                \
+            if ((n) == EXECL_MAX) {                                      \
+                errno = E2BIG;                                           \
+                va_end(ap);                                              \
+                return -1;                                               \
+            }                                                            \
+            (argv)[(n)++] = va_arg(ap, char *);                          \
+        }                                                                \
+    } while (0)
+
+int execl(const char *path, const char *arg, ...)
+{
+    char *argv[EXECL_MAX];
+    size_t n;
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, n);
+    va_end(ap);
+    return execv(path, argv);
+}
+
+int execlp(const char *file, const char *arg, ...)
+{
+    char *argv[EXECL_MAX];
+    size_t n;
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, n);
+    va_end(ap);
+    return execvp(file, argv);
+}
+
+int execle(const char *path, const char *arg, ...)
+{
+    char *argv[EXECL_MAX];
+    size_t n;
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, n);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return execve(path, argv, envp);
+}
+
+/* posix_spawn: the child's exec happens inside libc; it is reported from
+ * the parent once the child exists (its pid, our pid as ppid). */
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+    pid_t local;
+    pid_t *pp = pid ? pid : &local;
+    int rc = libc_call(posix_spawn, pp, path, fa, at, argv, envp);
+    if (rc == 0) {
+        int e = errno;
+        report_exec_for(*pp, getpid(), path);
+        errno = e;
+    }
+    return rc;
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+    pid_t local;
+    pid_t *pp = pid ? pid : &local;
+    char found[PATH_MAX];
+    bool have = path_search(file, found, sizeof(found));
+    int rc = libc_call(posix_spawnp, pp, file, fa, at, argv, envp);
+    if (rc == 0 && have) {
+        int e = errno;
+        report_exec_for(*pp, getpid(), found);
         errno = e;
     }
     return rc;
