@@ -1166,7 +1166,8 @@ LIBC(int, listen, (int, int))
 int dup(int fd)
 {
     int rc = libc_call(dup, fd);
-    if (rc >= 0) {
+    /* g_enabled != 1: nothing is tracked (tables fill only when on) */
+    if (rc >= 0 && g_enabled == 1) {
         int e = errno;
         fd_copy(fd, rc);
         errno = e;
@@ -1186,7 +1187,7 @@ static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
         return -1;
     }
     int rc = fn(fd, cmd, arg);
-    if (rc >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+    if (rc >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && g_enabled == 1) {
         int e = errno;
         fd_copy(fd, rc);
         errno = e;
@@ -1282,11 +1283,12 @@ int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct t
 /* ---- bind, listen, options: sf_bind / sf_listen / sf_setoption ---------- */
 
 /* The current nke-emud's shim.state, mapped once per nke-emud: a restarted
- * nke-emud renames a fresh file into place, so when the mapping says "no
- * client" the path's inode is compared again (at most every 100 ms, so a
- * program with no client around pays one clock read per call). Old
+ * nke-emud renames a fresh file into place (and a killed one leaves its
+ * last word in the old file), so the path's inode is compared again at
+ * most every 100 ms: a call pays one clock read, a stat every 100 ms. Old
  * mappings are never unmapped: another thread may be reading them (one
- * page per nke-emud restart). */
+ * page per nke-emud restart). g_gstate and g_gstate_ino are written under
+ * g_gstate_lock; g_gstate and g_gstate_checked are read with atomics. */
 static const struct shim_state *g_gstate;
 static ino_t g_gstate_ino;
 static uint64_t g_gstate_checked;
@@ -1298,11 +1300,10 @@ static bool client_open_now(void)
     if (g_enabled != 1)
         return false;
     const struct shim_state *st = __atomic_load_n(&g_gstate, __ATOMIC_ACQUIRE);
-    if (st && __atomic_load_n(&st->client, __ATOMIC_ACQUIRE))
-        return true;
     uint64_t now = mono_ms();
-    if (st && now - __atomic_load_n(&g_gstate_checked, __ATOMIC_RELAXED) < 100)
-        return false;
+    uint64_t checked = __atomic_load_n(&g_gstate_checked, __ATOMIC_RELAXED);
+    if (checked != 0 && now - checked < 100) /* also when absent: no stat per call */
+        return st && __atomic_load_n(&st->client, __ATOMIC_ACQUIRE) != 0;
     pthread_mutex_lock(&g_gstate_lock);
     __atomic_store_n(&g_gstate_checked, now, __ATOMIC_RELAXED);
     struct stat sb;
