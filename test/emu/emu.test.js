@@ -308,6 +308,31 @@ print(' '.join(res))
     assert.equal(client.lines.filter((l) => /^data in \d+ 1$/.test(l)).length, 4);
   });
 
+  it('a connected UDP socket used with write/read and writev/readv gets a verdict per datagram', async function () {
+    await startClient(['--out', 'upper', '--in', 'double']);
+    const srv = dgram.createSocket('udp4');
+    const seen = [];
+    srv.on('message', (m, rinfo) => { seen.push(m.toString()); srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address); });
+    await new Promise((r) => srv.bind(0, '127.0.0.1', r));
+    const PY = `
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+s.settimeout(None)
+os.write(s.fileno(), b'plain')
+a = os.read(s.fileno(), 100)
+os.writev(s.fileno(), [b'vec', b'tor'])
+b1, b2 = bytearray(4), bytearray(100)
+n = os.readv(s.fileno(), [b1, b2])
+print(a.decode(), (bytes(b1) + bytes(b2))[:n].decode())
+`;
+    const r = await runShimmed('python3', ['-c', PY, String(srv.address().port)]);
+    srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(seen, ['PLAIN', 'VECTOR']);
+    assert.equal(r.stdout.toString().trim(), 'rr::ppllaaiinn rr::vveeccttoorr');
+  });
+
   for (const host of ['127.0.0.1', '::1']) {
     it(`python3 server on ${host}: setsockopt, bind and listen reported as OPTION, BOUND, LISTEN`, async function () {
       const client = await startClient(['--out', 'pass', '--in', 'pass']);

@@ -1681,3 +1681,44 @@ int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t 
     }
     return rc;
 }
+
+/* ---- read, write, readv, writev on UDP sockets ------------------------- */
+/* A connected UDP socket may be used with the plain I/O calls; each is one
+ * datagram and gets its verdict through the send/recv paths above. Any other
+ * fd (TCP sockets are relayed, so their bytes already pass the filter) goes
+ * straight to libc after one table load. */
+
+LIBC(ssize_t, read, (int, void *, size_t))
+LIBC(ssize_t, write, (int, const void *, size_t))
+LIBC(ssize_t, readv, (int, const struct iovec *, int))
+LIBC(ssize_t, writev, (int, const struct iovec *, int))
+
+ssize_t write(int fd, const void *b, size_t n)
+{
+    if (!is_udp(fd))
+        return libc_call(write, fd, b, n);
+    return sendto(fd, b, n, 0, NULL, 0);
+}
+
+ssize_t read(int fd, void *b, size_t n)
+{
+    if (!is_udp(fd))
+        return libc_call(read, fd, b, n);
+    return recvfrom(fd, b, n, 0, NULL, NULL);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    if (!is_udp(fd) || cnt < 0)
+        return libc_call(writev, fd, iov, cnt);
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+    return sendmsg(fd, &m, 0);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    if (!is_udp(fd) || cnt < 0)
+        return libc_call(readv, fd, iov, cnt);
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+    return recvmsg(fd, &m, 0);
+}
