@@ -483,24 +483,29 @@ static int proc_open(void)
 /* ---- exec dedup -------------------------------------------------------- */
 /*
  * With the connector open, an exec by a shimmed program is seen twice: by
- * the shim's execve (before the exec, realpath of the path asked for) and by
- * the connector (after it, /proc/PID/exe). Either may reach us first (two
- * channels). Both keep the pid, so a report is a duplicate when the other
- * source reported the same pid within EXEC_DEDUP_MS and that report has not
- * been paired yet; among several, the one with the same path is preferred
- * (a script's exec is the script to the shim but the interpreter to
- * /proc/PID/exe), else the oldest (execs of one pid come in order). The
- * first report is the one broadcast, at once: nothing is delayed.
- * Races: the connector skips a process already gone (readlink fails) and the
- * shim reports an execve that then fails; either leaves one unpaired entry
- * that ages out. Only this thread touches the table.
+ * the shim (sent before the exec; before_ns = CLOCK_MONOTONIC then) and by
+ * the connector (after it; timestamp_ns = the kernel's ktime_get_ns() at
+ * the exec, the same clock). Either may reach us first (two channels). The
+ * two are one exec when the pid is the same and the shim's time is not
+ * after the kernel's: a connector report pairs with the latest unpaired
+ * shim report of its pid from before it, a shim report with the earliest
+ * unpaired connector report of its pid from after it. Times matter, not
+ * arrival order or paths: a pid often execs several times in a row (a
+ * pyenv or env wrapper, then the program), and the connector report of the
+ * image that is now calling exec is older than that call, so it never pairs
+ * with it; paths differ for scripts (/proc/PID/exe is the interpreter).
+ * The first report of a pair is the one broadcast, at once: nothing is
+ * delayed. Races: the connector skips a process already gone (readlink
+ * fails) and the shim reports an exec that then fails; either leaves an
+ * unpaired entry that ages out after EXEC_DEDUP_MS. Only the loop thread
+ * touches the table.
  */
 #define EXEC_RECENT 256
 #define EXEC_DEDUP_MS 2000u
 enum { SRC_SHIM = 1, SRC_PROC = 2 };
 struct exec_seen {
-    uint64_t at_ms;
-    uint64_t path_hash;   /* FNV-1a of the path */
+    uint64_t arrived_ms;  /* our clock, for ageing out */
+    uint64_t exec_ns;     /* SHIM: before the exec; PROC: the exec */
     int32_t pid;
     uint8_t src;          /* SRC_*; 0: free or paired */
 };
@@ -509,29 +514,25 @@ static uint32_t g_exec_seen_next;
 static uint64_t g_exec_dups;
 static bool g_debug;
 
-static uint64_t fnv1a(const char *p, uint32_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (uint32_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
-    return h;
-}
-
-/* True when this report pairs with the other source's earlier one (drop it);
- * else records it (the caller broadcasts). */
-static bool exec_is_duplicate(uint8_t src, int32_t pid, const char *path, uint32_t plen)
+/* True when this report pairs with the other source's (drop it); else it is
+ * recorded and the caller broadcasts. */
+static bool exec_is_duplicate(uint8_t src, int32_t pid, uint64_t exec_ns)
 {
     if (g_proc_fd < 0)
         return false; /* one source only */
-    uint64_t now = now_ns() / 1000000u, h = fnv1a(path, plen);
+    uint64_t now = now_ns() / 1000000u;
     struct exec_seen *best = NULL;
     for (uint32_t i = 0; i < EXEC_RECENT; i++) {
         struct exec_seen *e = &g_exec_seen[i];
-        if (e->src == 0 || e->src == src || e->pid != pid || now - e->at_ms > EXEC_DEDUP_MS)
+        if (e->src == 0 || e->src == src || e->pid != pid || now - e->arrived_ms > EXEC_DEDUP_MS)
             continue;
-        if (!best || (e->path_hash == h && best->path_hash != h) ||
-            ((e->path_hash == h) == (best->path_hash == h) && e->at_ms < best->at_ms))
-            best = e;
+        if (src == SRC_PROC) { /* e is a shim report: before the exec, the latest such */
+            if (e->exec_ns <= exec_ns && (!best || e->exec_ns > best->exec_ns))
+                best = e;
+        } else {               /* e is a connector report: after the call, the earliest */
+            if (e->exec_ns >= exec_ns && (!best || e->exec_ns < best->exec_ns))
+                best = e;
+        }
     }
     if (best) {
         best->src = 0;
@@ -541,7 +542,7 @@ static bool exec_is_duplicate(uint8_t src, int32_t pid, const char *path, uint32
                 (int)pid, (unsigned long long)g_exec_dups);
         return true;
     }
-    g_exec_seen[g_exec_seen_next] = (struct exec_seen){ now, h, pid, src };
+    g_exec_seen[g_exec_seen_next] = (struct exec_seen){ now, exec_ns, pid, src };
     g_exec_seen_next = (g_exec_seen_next + 1u) % EXEC_RECENT;
     return false;
 }
@@ -549,7 +550,7 @@ static bool exec_is_duplicate(uint8_t src, int32_t pid, const char *path, uint32
 /* One exec seen by the kernel: ppid from /proc/PID/stat (after the last ')'
  * of comm, which may hold spaces and parentheses), uid from /proc/PID/status
  * (real uid), path from /proc/PID/exe. A process gone already is skipped. */
-static void proc_exec(int32_t pid)
+static void proc_exec(int32_t pid, uint64_t exec_ns)
 {
     char p[64], buf[4096], path[PATH_MAX];
     int32_t ppid = 0;
@@ -576,7 +577,7 @@ static void proc_exec(int32_t pid)
                 break;
         fclose(f);
     }
-    if (!exec_is_duplicate(SRC_PROC, pid, path, (uint32_t)pl))
+    if (!exec_is_duplicate(SRC_PROC, pid, exec_ns))
         kev_broadcast_exec(pid, ppid, uid, 0, path, (uint32_t)pl);
 }
 
@@ -595,7 +596,7 @@ static void proc_message(int fd)
                 continue;
             struct proc_event *ev = (struct proc_event *)cn->data;
             if (ev->what == PROC_EVENT_EXEC)
-                proc_exec(ev->event_data.exec.process_tgid);
+                proc_exec(ev->event_data.exec.process_tgid, ev->timestamp_ns);
         }
     }
 }
@@ -667,7 +668,7 @@ static void shim_message(struct conn *c)
         /* Kept with the connector open: the connector misses processes
          * that exit before /proc/PID/exe is read. Paired reports are sent
          * once (exec_is_duplicate). */
-        if (e.hdr.len == plen && !exec_is_duplicate(SRC_SHIM, e.pid, (const char *)in + sizeof(e), plen))
+        if (e.hdr.len == plen && !exec_is_duplicate(SRC_SHIM, e.pid, e.before_ns))
             kev_broadcast_exec(e.pid, e.ppid, e.uid, NKE_EXEC_F_FROM_SHIM, (const char *)in + sizeof(e), plen);
         shim_gone(c);
     } else if ((h.type == SHIM_BIND || h.type == SHIM_LISTEN) && (size_t)n == sizeof(h) && c->id.gen) {

@@ -1119,7 +1119,16 @@ ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
 /* The message is built on the stack, no malloc: exec* may run in a vfork
  * child (libuv, posix_spawn callers) sharing the parent's heap. */
-static void report_exec_for(int32_t pid, int32_t ppid, const char *path)
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* before_ns: CLOCK_MONOTONIC taken before the exec (0: now, for a report
+ * made before the exec call). */
+static void report_exec_for(int32_t pid, int32_t ppid, const char *path, uint64_t before_ns)
 {
     shim_init();
     if (g_enabled != 1 || !path)
@@ -1134,7 +1143,7 @@ static void report_exec_for(int32_t pid, int32_t ppid, const char *path)
         return;
     uint8_t m[sizeof(struct shim_exec) + PATH_MAX];
     struct shim_exec e = { .hdr = { .type = SHIM_EXEC, .len = (uint32_t)n }, .pid = pid, .ppid = ppid,
-                           .uid = getuid() };
+                           .uid = getuid(), .before_ns = before_ns ? before_ns : mono_ns() };
     memcpy(m, &e, sizeof(e));
     memcpy(m + sizeof(e), p, n);
     send(link, m, sizeof(e) + n, MSG_NOSIGNAL);
@@ -1143,7 +1152,7 @@ static void report_exec_for(int32_t pid, int32_t ppid, const char *path)
 
 static void report_exec(const char *path)
 {
-    report_exec_for(getpid(), getppid(), path);
+    report_exec_for(getpid(), getppid(), path, 0);
 }
 
 int execve(const char *path, char *const argv[], char *const envp[])
@@ -1657,10 +1666,11 @@ int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *
 {
     pid_t local;
     pid_t *pp = pid ? pid : &local;
+    uint64_t t0 = mono_ns(); /* the child's exec comes after this */
     int rc = libc_call(posix_spawn, pp, path, fa, at, argv, envp);
     if (rc == 0) {
         int e = errno;
-        report_exec_for(*pp, getpid(), path);
+        report_exec_for(*pp, getpid(), path, t0);
         errno = e;
     }
     return rc;
@@ -1673,10 +1683,11 @@ int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t 
     pid_t *pp = pid ? pid : &local;
     char found[PATH_MAX];
     bool have = path_search(file, found, sizeof(found));
+    uint64_t t0 = mono_ns();
     int rc = libc_call(posix_spawnp, pp, file, fa, at, argv, envp);
     if (rc == 0 && have) {
         int e = errno;
-        report_exec_for(*pp, getpid(), found);
+        report_exec_for(*pp, getpid(), found, t0);
         errno = e;
     }
     return rc;

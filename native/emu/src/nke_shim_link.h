@@ -74,6 +74,10 @@ struct shim_exec {
     int32_t pid, ppid;
     uint32_t uid;
     uint32_t _pad0;
+    /* CLOCK_MONOTONIC before the exec (the kernel's exec happens after it):
+     * nke-emud pairs this report with the connector's, whose timestamp is
+     * the kernel's ktime_get_ns() at the exec, i.e. the same clock. */
+    uint64_t before_ns;
 };
 
 /*
