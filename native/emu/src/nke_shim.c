@@ -1447,7 +1447,7 @@ static bool with_link(int fd, bool create, void (*fn)(int *link, bool fresh, voi
     }
     int family;
     if (!k) {
-        if (!create || !is_tcp_inet(fd, &family) || !client_open_now())
+        if (!create || !client_open_now() || !is_tcp_inet(fd, &family)) /* cheapest first */
             return false;
         k = calloc(1, sizeof(*k));
         if (!k)
