@@ -24,6 +24,12 @@
 
 NKE_STATIC_ASSERT(NKE_BUFFER_COUNT <= 0xFFFFu, "buffer index fits uint16_t");
 NKE_STATIC_ASSERT(NKE_CHUNK_MAX_BUFFERS <= 8u, "released_mask is 8 bits");
+NKE_STATIC_ASSERT((NKE_CHUNK_TABLE_SIZE & (NKE_CHUNK_TABLE_SIZE - 1u)) == 0u,
+                  "chunk table size is a power of two (slot = id & mask)");
+NKE_STATIC_ASSERT(NKE_CHUNK_TABLE_SIZE >= NKE_BUFFER_COUNT && NKE_CHUNK_TABLE_SIZE < NKE_CHUNK_NONE,
+                  "chunk slots fit uint16_t with NKE_CHUNK_NONE spare");
+
+#define CHUNK_MASK ((uint64_t)NKE_CHUNK_TABLE_SIZE - 1u)
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -64,15 +70,83 @@ struct nke_sock *nke_core_sock(struct nke_core *c, struct nke_sock_id id)
     return s;
 }
 
+/* O(1): an id's slot is fixed by its low bits (see NKE_CHUNK_TABLE_SIZE). */
 static int chunk_index(const struct nke_core *c, uint64_t id)
 {
     uint32_t i;
     if (id == 0)
         return -1;
-    for (i = 0; i < NKE_BUFFER_COUNT; i++)
-        if (c->chunks[i].state != NKE_CHUNK_FREE && c->chunks[i].id == id)
-            return (int)i;
+    i = (uint32_t)(id & CHUNK_MASK);
+    if (c->chunks[i].state != NKE_CHUNK_FREE && c->chunks[i].id == id)
+        return (int)i;
     return -1;
+}
+
+static void chunk_table_init(struct nke_core *c)
+{
+    uint32_t i;
+    /* Slots 1, 2, ..., SIZE-1, 0 in that order: ids are 1, 2, 3, ... on a
+     * fresh core, and a FIFO keeps them dense afterwards (each id is the
+     * smallest unissued one with the residue of the oldest free slot). */
+    c->chunk_free_head = 0;
+    c->nchunk_free = NKE_CHUNK_TABLE_SIZE;
+    for (i = 0; i < NKE_CHUNK_TABLE_SIZE; i++)
+        c->chunk_free[i] = (uint16_t)((i + 1u) & CHUNK_MASK);
+    c->held_head = c->held_tail = NKE_CHUNK_NONE;
+    c->nheld = 0;
+}
+
+/* Takes a free slot and the id that maps to it: the smallest id >=
+ * next_chunk_id with that residue. Does not consume the id (the caller
+ * advances next_chunk_id once the chunk exists). false when the table is full. */
+static bool chunk_slot_take(struct nke_core *c, uint32_t *slot, uint64_t *id)
+{
+    uint64_t base;
+    uint32_t f;
+    if (c->nchunk_free == 0)
+        return false;
+    f = c->chunk_free[c->chunk_free_head];
+    c->chunk_free_head = (c->chunk_free_head + 1u) & (NKE_CHUNK_TABLE_SIZE - 1u);
+    c->nchunk_free--;
+    base = c->next_chunk_id;
+    *id = base + (((uint64_t)f - (base & CHUNK_MASK)) & CHUNK_MASK);
+    *slot = f;
+    return true;
+}
+
+static void chunk_slot_put(struct nke_core *c, uint32_t slot)
+{
+    c->chunk_free[(c->chunk_free_head + c->nchunk_free) & (NKE_CHUNK_TABLE_SIZE - 1u)] =
+        (uint16_t)slot;
+    c->nchunk_free++;
+}
+
+static void held_link(struct nke_core *c, uint32_t slot)
+{
+    struct nke_chunk *ch = &c->chunks[slot];
+    ch->held_next = NKE_CHUNK_NONE;
+    ch->held_prev = c->held_tail;
+    if (c->held_tail != NKE_CHUNK_NONE)
+        c->chunks[c->held_tail].held_next = (uint16_t)slot;
+    else
+        c->held_head = (uint16_t)slot;
+    c->held_tail = (uint16_t)slot;
+    c->nheld++;
+}
+
+static void held_unlink(struct nke_core *c, struct nke_chunk *ch)
+{
+    if (ch->held_prev != NKE_CHUNK_NONE)
+        c->chunks[ch->held_prev].held_next = ch->held_next;
+    else
+        c->held_head = ch->held_next;
+    if (ch->held_next != NKE_CHUNK_NONE)
+        c->chunks[ch->held_next].held_prev = ch->held_prev;
+    else
+        c->held_tail = ch->held_prev;
+    ch->held_prev = ch->held_next = NKE_CHUNK_NONE;
+    if (c->nheld > 0)
+        c->nheld--;
 }
 
 /* A chunk id the filter never issued is a client bug; one it issued but no
@@ -87,9 +161,11 @@ static uint8_t all_released_mask(const struct nke_chunk *ch)
     return (uint8_t)((1u << ch->nbuffers) - 1u);
 }
 
-static void chunk_free_slot(struct nke_chunk *ch)
+/* The chunk is neither HELD (off the held list) nor holding buffers. */
+static void chunk_free_slot(struct nke_core *c, struct nke_chunk *ch)
 {
     memset(ch, 0, sizeof(*ch));
+    chunk_slot_put(c, (uint32_t)(ch - c->chunks));
 }
 
 static void chunk_reclaim_buffers(struct nke_core *c, struct nke_chunk *ch)
@@ -126,6 +202,7 @@ static void chunk_finish(struct nke_core *c, struct nke_chunk *ch, uint32_t acti
         s->held--;
     if (c->stats.chunks_pending > 0)
         c->stats.chunks_pending--;
+    held_unlink(c, ch);
     c->ops->finish(c->platform, s ? s->ctx : NULL, ch->data_ctx, action, staged, staged_len,
                    reason);
     ch->data_ctx = NULL;
@@ -148,7 +225,7 @@ static void chunk_auto_release(struct nke_core *c, struct nke_chunk *ch, uint32_
     chunk_reclaim_buffers(c, ch);
     c->stats.chunks_auto_released++;
     emit_rec(c, &rec, sizeof(rec));
-    chunk_free_slot(ch);
+    chunk_free_slot(c, ch);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -167,6 +244,7 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
     c->nsocks = nsocks;
     c->sock_free_hint = 1;
     c->next_chunk_id = 1;
+    chunk_table_init(c);
     c->kev_vendor_code = kev_vendor_code;
     c->kev_msg_limit = kev_msg_limit;
     nke_pool_init(&c->pool);
@@ -216,7 +294,7 @@ void nke_core_client_close(struct nke_core *c)
     /* Fail open: everything held goes out as it came in. CHUNK_RELEASED
      * records are still offered to ops->emit (a platform that keeps the
      * queue mapped, e.g. for a post-mortem, can read them). */
-    for (i = 0; i < NKE_BUFFER_COUNT; i++) {
+    for (i = 0; i < NKE_CHUNK_TABLE_SIZE; i++) {
         struct nke_chunk *ch = &c->chunks[i];
         if (ch->state == NKE_CHUNK_HELD) {
             chunk_auto_release(c, ch, NKE_ACT_ALLOW, NKE_RELEASE_CLIENT_GONE, 0);
@@ -224,7 +302,7 @@ void nke_core_client_close(struct nke_core *c)
             if (ch->staging && ch->staged != NULL)
                 c->ops->unstage(c->platform, ch->staged);
             chunk_reclaim_buffers(c, ch);
-            chunk_free_slot(ch);
+            chunk_free_slot(c, ch);
         }
     }
     c->client_open = false;
@@ -243,7 +321,8 @@ void nke_core_client_close(struct nke_core *c)
 static int response_validate(const struct nke_core *c, const uint8_t *msg, uint32_t size)
 {
     struct nke_response_hdr h;
-    uint8_t verdict_seen[NKE_BUFFER_COUNT];
+    /* A bit per chunk slot: small enough for a kernel stack. */
+    uint32_t verdict_seen[NKE_CHUNK_TABLE_SIZE / 32u];
     uint8_t buffer_seen[NKE_BUFFER_COUNT];
     uint64_t expect;
     uint32_t i;
@@ -287,9 +366,9 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
             return NKE_ERR_SOCK;
         if (ch->state == NKE_CHUNK_REPORTED)
             return NKE_ERR_NOT_HELD;
-        if (ch->state == NKE_CHUNK_DECIDED || verdict_seen[ci])
+        if (ch->state == NKE_CHUNK_DECIDED || (verdict_seen[ci / 32] & (1u << (ci % 32))))
             return NKE_ERR_DUP_VERDICT;
-        verdict_seen[ci] = 1;
+        verdict_seen[ci / 32] |= 1u << (ci % 32);
         if (v.action == NKE_ACT_ALLOW_MODIFIED) {
             if (!ch->staging || ch->staged_len != ch->staged_total ||
                 v.modified_len != ch->staged_total)
@@ -363,7 +442,7 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
             c->stats.chunks_dropped++;
         chunk_finish(c, ch, v.action, 0);
         if (ch->released_mask == all_released_mask(ch))
-            chunk_free_slot(ch);
+            chunk_free_slot(c, ch);
     }
     for (i = 0; i < h.nreleases; i++, p += sizeof(struct nke_release)) {
         struct nke_release r;
@@ -384,7 +463,7 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
         ch->released_mask |= (uint8_t)(1u << k);
         /* A HELD chunk keeps its slot without buffers until its verdict. */
         if (ch->state != NKE_CHUNK_HELD && ch->released_mask == all_released_mask(ch))
-            chunk_free_slot(ch);
+            chunk_free_slot(c, ch);
     }
     return NKE_OK;
 }
@@ -571,9 +650,10 @@ void nke_core_detach(struct nke_core *c, struct nke_sock_id id, uint64_t now_ns)
         return;
     /* Held data has no socket to go to any more. Chunks only reported or
      * already decided keep their buffers until the client releases them. */
-    for (i = 0; i < NKE_BUFFER_COUNT; i++) {
+    for (i = c->held_head; i != NKE_CHUNK_NONE;) {
         struct nke_chunk *ch = &c->chunks[i];
-        if (ch->state == NKE_CHUNK_HELD && sock_id_eq(ch->sock, id))
+        i = ch->held_next; /* ch leaves the list below */
+        if (sock_id_eq(ch->sock, id))
             chunk_auto_release(c, ch, NKE_ACT_DROP, NKE_RELEASE_SOCKET_GONE, now_ns);
     }
     memset(&rec, 0, sizeof(rec));
@@ -660,7 +740,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     struct nke_chunk *ch = NULL;
     uint16_t bufs[NKE_CHUNK_MAX_BUFFERS];
     uint64_t stream_offset, cid;
-    uint32_t action, nbuf, i;
+    uint32_t action, nbuf, i, slot;
     bool held;
 
     if (chunk_id)
@@ -697,19 +777,17 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     held = action == NKE_RULE_HOLD;
 
     /* Fail open when out of room: a chunk slot and all its buffers, or pass. */
-    for (i = 0; i < NKE_BUFFER_COUNT; i++) {
-        if (c->chunks[i].state == NKE_CHUNK_FREE) {
-            ch = &c->chunks[i];
-            break;
-        }
-    }
     nbuf = (size + NKE_BUFFER_SIZE - 1u) / NKE_BUFFER_SIZE;
-    cid = c->next_chunk_id;
-    if (ch == NULL || nke_pool_alloc(&c->pool, cid, nbuf, bufs) != NKE_OK) {
+    if (!chunk_slot_take(c, &slot, &cid)) {
         c->stats.chunks_passed_pool_full++;
         return NKE_DATA_PASS;
     }
-    c->next_chunk_id++;
+    if (nke_pool_alloc(&c->pool, cid, nbuf, bufs) != NKE_OK) {
+        chunk_slot_put(c, slot);
+        c->stats.chunks_passed_pool_full++;
+        return NKE_DATA_PASS;
+    }
+    ch = &c->chunks[slot];
 
     for (i = 0; i < nbuf; i++) {
         uint32_t off = i * NKE_BUFFER_SIZE;
@@ -740,10 +818,14 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         c->stats.notifications_lost++;
         for (i = 0; i < nbuf; i++)
             (void)nke_pool_free(&c->pool, bufs[i]);
+        chunk_slot_put(c, slot);
         return NKE_DATA_PASS;
     }
+    /* The id is issued only now: next ids are above it, never reused. */
+    c->next_chunk_id = cid + 1u;
 
     memset(ch, 0, sizeof(*ch));
+    ch->held_prev = ch->held_next = NKE_CHUNK_NONE;
     ch->id = cid;
     ch->sock = id;
     ch->size = size;
@@ -761,6 +843,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     ch->state = NKE_CHUNK_HELD;
     ch->deadline_ms = now_ms + c->capture.hold_timeout_ms;
     ch->data_ctx = data_ctx;
+    held_link(c, slot);
     s->held++;
     c->stats.chunks_held++;
     c->stats.chunks_pending++;
@@ -772,10 +855,10 @@ uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns)
 {
     uint64_t next = UINT32_MAX;
     uint32_t i;
-    for (i = 0; i < NKE_BUFFER_COUNT; i++) {
+    /* O(held), not O(table): only the held list is walked. */
+    for (i = c->held_head; i != NKE_CHUNK_NONE;) {
         struct nke_chunk *ch = &c->chunks[i];
-        if (ch->state != NKE_CHUNK_HELD)
-            continue;
+        i = ch->held_next; /* ch may leave the list below */
         if (ch->deadline_ms <= now_ms)
             chunk_auto_release(c, ch, NKE_ACT_ALLOW, NKE_RELEASE_TIMEOUT, now_ns);
         else if (ch->deadline_ms - now_ms < next)

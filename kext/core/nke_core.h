@@ -163,6 +163,21 @@ enum nke_chunk_state {
     NKE_CHUNK_DECIDED  = 3  /* verdict applied; waiting for the client to release buffers */
 };
 
+/* Chunk table. A held chunk is limited by this table, not by the buffer pool:
+ * the client may release a held chunk's buffers before its verdict (the
+ * kext keeps the deferred mbuf chain, the emulator the shim's pending data),
+ * so many more chunks than NKE_BUFFER_COUNT can be held at once. Chunk ids
+ * are issued so that (id & (NKE_CHUNK_TABLE_SIZE - 1)) is the chunk's slot:
+ * lookup by id is O(1). Ids still only grow and are never reused (they skip
+ * forward to the next free slot's residue). Table full -> the data passes
+ * and is counted in stats.chunks_passed_pool_full (no room to hold it, like
+ * an exhausted buffer pool). Memory: about 88 bytes per entry in struct
+ * nke_core (kext: IOMalloc'd once at start). */
+#ifndef NKE_CHUNK_TABLE_SIZE
+#define NKE_CHUNK_TABLE_SIZE 1024u
+#endif
+#define NKE_CHUNK_NONE 0xFFFFu /* end of the held list */
+
 struct nke_chunk {
     uint64_t id;
     struct nke_sock_id sock;
@@ -178,6 +193,7 @@ struct nke_chunk {
     void *staged;              /* put_data staging, owned by the platform's allocator */
     uint32_t staged_len, staged_total;
     int32_t pid;               /* of the socket at data time, for the platform's logs */
+    uint16_t held_prev, held_next; /* HELD only: the held list (slot indices) */
 };
 
 enum nke_sock_state_flags {
@@ -211,7 +227,12 @@ struct nke_core {
     uint32_t kev_vendor_code;
     uint32_t kev_msg_limit;
     struct nke_pool pool;
-    struct nke_chunk chunks[NKE_BUFFER_COUNT]; /* a chunk holds >= 1 buffer */
+    struct nke_chunk chunks[NKE_CHUNK_TABLE_SIZE]; /* slot = id & (SIZE - 1) */
+    /* Free slots, a FIFO ring (oldest freed first keeps ids dense). */
+    uint16_t chunk_free[NKE_CHUNK_TABLE_SIZE];
+    uint32_t chunk_free_head, nchunk_free;
+    uint32_t nheld;                                /* chunks on the held list */
+    uint16_t held_head, held_tail;                 /* HELD chunks, oldest first */
     struct nke_capture_config capture;
     struct nke_filter_state stats;
     /* Not in the ABI's nke_filter_state: response/put-data entries that named
@@ -289,8 +310,9 @@ enum nke_data_result {
 };
 /* A piece of data in or out, size 1..NKE_CHUNK_MAX_BYTES (the platform splits
  * larger data). `flags` are NKE_DATA_F_DATAGRAM / _OOB / _HAS_ADDR; `addr` may
- * be NULL. Decides by client presence and capture mode; on pool exhaustion
- * passes and counts. *chunk_id is set when reported or held. */
+ * be NULL. Decides by client presence and capture mode; on buffer pool or
+ * chunk table exhaustion passes and counts (chunks_passed_pool_full).
+ * *chunk_id is set when reported or held. */
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id);

@@ -4,13 +4,16 @@
  * held data with a scripted policy per direction. With --kev it instead
  * reads kev.sock and prints reassembled exec events.
  *
- *   test-client --dir D [--out P] [--in P] [--timeout-ms N] [--seed N]
+ *   test-client --dir D [--out P] [--in P] [--timeout-ms N] [--seed N] [--copy-release]
  *   test-client --dir D --kev
  * Policies (per-byte transforms, so the expected bytes do not depend on how
  * the stream was cut into chunks):
  *   pass     ALLOW
  *   drop     DROP
- *   hold     never answer (the deadline or our death releases it)
+ *   hold     never answer (the deadline or our death releases it); with
+ *            --copy-release the chunk's bytes are copied out and its buffers
+ *            released at once, the verdict staying pending (the ABI allows
+ *            it), so held chunks are not limited by the 64-buffer pool
  *   upper    ALLOW_MODIFIED, a-z -> A-Z (same length)
  *   double   ALLOW_MODIFIED, every byte twice (longer)
  *   shrink   ALLOW_MODIFIED, every 'x' removed (shorter)
@@ -18,9 +21,11 @@
  *   random   per chunk: ALLOW now, ALLOW after 0-30 ms, or ALLOW_MODIFIED
  *            with the same bytes (all byte-exact)
  * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
- * "released <reason>", "held-total <n>", "exec <pid> <ppid> <uid> <complete> <len> <path>".
+ * "bound|listen <slot>.<gen> <ip|-> <port>", "option <slot>.<gen> <level> <name> <is_set>",
+ * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>".
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -162,6 +167,25 @@ static void put_modified(const struct nke_nt_data *d, const uint8_t *b, uint32_t
     respond(d->chunk_id, d->hdr.sock, NKE_ACT_ALLOW_MODIFIED, len, d);
 }
 
+/* Releases a chunk's buffers without a verdict: the filter keeps the chunk
+ * held (its data is the platform's, not the buffers'). */
+static void release_only(const struct nke_nt_data *d)
+{
+    uint8_t msg[sizeof(struct nke_response_hdr) + NKE_CHUNK_MAX_BUFFERS * sizeof(struct nke_release)];
+    struct nke_response_hdr h = { NKE_ABI_VERSION, 0, 0, (uint16_t)d->nbuffers, 0 };
+    size_t o = sizeof(h);
+    for (unsigned i = 0; i < d->nbuffers; i++) {
+        struct nke_release r = { .chunk_id = d->chunk_id, .buffer = d->buffers[i] };
+        memcpy(msg + o, &r, sizeof(r));
+        o += sizeof(r);
+    }
+    h.size = (uint32_t)o;
+    memcpy(msg, &h, sizeof(h));
+    uint32_t st = call(NKE_SEL_RESPOND, msg, (uint32_t)o, NULL, 0, NULL);
+    if (st != NKE_OK)
+        fprintf(stderr, "test-client: release chunk %llu: error %u\n", (unsigned long long)d->chunk_id, st);
+}
+
 struct later { uint64_t at; struct nke_nt_data d; };
 
 static void print_exec(void *arg, const struct nke_exec_record *r)
@@ -211,7 +235,7 @@ int main(int argc, char **argv)
 {
     enum pol pout = P_PASS, pin = P_PASS;
     uint32_t timeout_ms = 0;
-    int kev = 0;
+    int kev = 0, copy_release = 0;
     unsigned seed = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
@@ -220,6 +244,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc) timeout_ms = (uint32_t)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kev")) kev = 1;
+        else if (!strcmp(argv[i], "--copy-release")) copy_release = 1;
         else { fprintf(stderr, "test-client: bad argument '%s'\n", argv[i]); return 2; }
     }
     if (!g_dir) { fprintf(stderr, "test-client: --dir is required\n"); return 2; }
@@ -288,6 +313,32 @@ int main(int argc, char **argv)
                 fflush(stdout);
                 continue;
             }
+            if (h.type == NKE_NT_BOUND || h.type == NKE_NT_LISTEN) {
+                struct nke_nt_addrs a;
+                char ip[64];
+                memcpy(&a, rec, sizeof(a));
+                inet_ntop(a.local.family == NKE_AF_INET6 ? AF_INET6 : AF_INET, a.local.addr, ip, sizeof(ip));
+                printf("%s %u.%u %s %u\n", h.type == NKE_NT_BOUND ? "bound" : "listen", h.sock.slot,
+                       h.sock.gen, a.local.family ? ip : "-", a.local.port);
+                fflush(stdout);
+                continue;
+            }
+            if (h.type == NKE_NT_OPTION) {
+                struct nke_nt_option o;
+                memcpy(&o, rec, sizeof(o));
+                printf("option %u.%u %u %u %u\n", h.sock.slot, h.sock.gen, o.level, o.name, o.is_set);
+                fflush(stdout);
+                continue;
+            }
+            if (h.type == NKE_NT_STATE) {
+                struct nke_nt_state st;
+                memcpy(&st, rec, sizeof(st));
+                printf("state pending %u passed-full %llu lost %llu\n", st.state.chunks_pending,
+                       (unsigned long long)st.state.chunks_passed_pool_full,
+                       (unsigned long long)st.state.notifications_lost);
+                fflush(stdout);
+                continue;
+            }
             if (h.type != NKE_NT_DATA)
                 continue;
             struct nke_nt_data d;
@@ -310,6 +361,14 @@ int main(int argc, char **argv)
             case P_PASS: respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d); break;
             case P_DROP: respond(d.chunk_id, h.sock, NKE_ACT_DROP, 0, &d); break;
             case P_HOLD:
+                if (copy_release) {
+                    /* The copy goes to stdout (hex) so the test can compare it. */
+                    printf("copy %u ", d.size);
+                    for (uint32_t k = 0; k < d.size; k++)
+                        printf("%02x", data[k]);
+                    printf("\n");
+                    release_only(&d);
+                }
                 printf("held-total %llu\n", (unsigned long long)held_total);
                 break;
             case P_RANDOM: {

@@ -16,6 +16,7 @@ const build = path.join(root, 'native/emu/build');
 const EMUD = path.join(build, 'nke-emud');
 const CLIENT = path.join(build, 'test-client');
 const SHIM = path.join(build, 'libnkeshim.so');
+const MMSG = path.join(build, 'mmsg-test');
 
 const children = new Set();
 
@@ -48,6 +49,14 @@ function start(cmd, args, opts = {}) {
       setTimeout(() => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)), ms);
     });
   return p;
+}
+
+/** Resolves once `p` has printed `n` lines matching `re` (exactly n after a grace period is the caller's check). */
+async function waitCount(p, re, n, ms = 5000) {
+  const t0 = Date.now();
+  let c = 0;
+  while ((c = p.lines.filter((l) => re.test(l)).length) < n && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(c, n, `${re}: ${c} lines, expected ${n}`);
 }
 
 function kill(p, sig = 'SIGTERM') {
@@ -84,8 +93,8 @@ function dataFile(b) {
 }
 
 let emud;
-async function startDaemon(args = []) {
-  emud = start(EMUD, args, { env: { ...process.env, NKE_EMU_DIR: rt } });
+async function startDaemon(args = [], env = {}) {
+  emud = start(EMUD, args, { env: { ...process.env, NKE_EMU_DIR: rt, ...env } });
   await emud.waitLine(/^nke-emud ready/);
   return emud;
 }
@@ -254,22 +263,173 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.ok(client.lines.filter((l) => /^data .* 1$/.test(l)).length >= 64, 'the data went through the client');
   });
 
-  it('user client killed with chunks held: all released within the deadline, originals byte-exact', async function () {
-    const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000']);
+  it('dup, os.dup, socket.dup and fcntl F_DUPFD copies of a relayed TCP socket are the relayed socket', async function () {
+    await startClient(['--out', 'upper', '--in', 'pass']);
+    const PY = `
+import socket, sys, os, fcntl, ctypes
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+copies = [os.dup(c.fileno()),                           # fcntl64(F_DUPFD_CLOEXEC)
+          fcntl.fcntl(c.fileno(), fcntl.F_DUPFD, 0),    # fcntl64(F_DUPFD)
+          fcntl.fcntl(c.fileno(), fcntl.F_DUPFD_CLOEXEC, 0),
+          ctypes.CDLL(None).dup(c.fileno())]            # dup()
+sd = c.dup()                                            # socket.dup
+res = []
+for d in copies:
+    s = socket.socket(fileno=d)   # family/type come from getsockopt on the copy
+    res.append('%d:%d' % (s.family, s.getpeername()[1]))
+    s.detach()
+res.append('%d:%d' % (sd.family, sd.getpeername()[1]))
+sd.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # reaches the real TCP socket
+for i, d in enumerate(copies):
+    os.write(d, b'copy%d,' % i)
+sd.sendall(b'sockdup,')
+c.close()                         # the copies keep the connection
+for d in copies: os.close(d)
+sd.sendall(b'last')
+sd.close()
+print(' '.join(res))
+`;
+    const s = await tcpServer('127.0.0.1', Buffer.from(''));
+    const r = await runShimmed('python3', ['-c', PY, String(s.port)]);
+    s.srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    // Untracked copies would be the program's socketpair end: AF_UNIX (1), no port.
+    assert.equal(r.stdout.toString().trim(), Array(5).fill(`2:${s.port}`).join(' '));
+    assert.equal(s.got[0].toString(), 'COPY0,COPY1,COPY2,COPY3,SOCKDUP,LAST');
+  });
+
+  it('sendmmsg/recvmmsg get a verdict per datagram; a dup() of the UDP socket is filtered too', async function () {
+    const client = await startClient(['--out', 'upper', '--in', 'double']);
+    const srv = dgram.createSocket('udp4');
+    const seen = [];
+    srv.on('message', (m, rinfo) => { seen.push(m.toString()); srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address); });
+    await new Promise((r) => srv.bind(0, '127.0.0.1', r));
+    const r = await runShimmed(MMSG, ['127.0.0.1', String(srv.address().port)]);
+    srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    // Datagram boundaries kept both ways; lengths are the program's own.
+    assert.deepEqual(seen, ['ONE', 'TWO', 'THREE', 'FOUR']);
+    const lines = r.stdout.toString().trim().split('\n');
+    assert.equal(lines[0], 'sent 3 3 3 5');
+    assert.deepEqual(lines.slice(1).sort(), ['got 10 rr::oonnee', 'got 10 rr::ttwwoo', 'got 12 rr::ffoouurr', 'got 14 rr::tthhrreeee'].sort());
+    // The program may exit before this process has read the client's last lines.
+    await waitCount(client, /^data out \d+ 1$/, 4);
+    await waitCount(client, /^data in \d+ 1$/, 4);
+  });
+
+  it('a connected UDP socket used with write/read and writev/readv gets a verdict per datagram', async function () {
+    await startClient(['--out', 'upper', '--in', 'double']);
+    const srv = dgram.createSocket('udp4');
+    const seen = [];
+    srv.on('message', (m, rinfo) => { seen.push(m.toString()); srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address); });
+    await new Promise((r) => srv.bind(0, '127.0.0.1', r));
+    const PY = `
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+s.settimeout(None)
+os.write(s.fileno(), b'plain')
+a = os.read(s.fileno(), 100)
+os.writev(s.fileno(), [b'vec', b'tor'])
+b1, b2 = bytearray(4), bytearray(100)
+n = os.readv(s.fileno(), [b1, b2])
+print(a.decode(), (bytes(b1) + bytes(b2))[:n].decode())
+`;
+    const r = await runShimmed('python3', ['-c', PY, String(srv.address().port)]);
+    srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(seen, ['PLAIN', 'VECTOR']);
+    assert.equal(r.stdout.toString().trim(), 'rr::ppllaaiinn rr::vveeccttoorr');
+  });
+
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`python3 server on ${host}: setsockopt, bind and listen reported as OPTION, BOUND, LISTEN`, async function () {
+      const client = await startClient(['--out', 'pass', '--in', 'pass']);
+      const PY = `
+import socket, sys
+fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 0))
+s.listen(5)
+port = s.getsockname()[1]
+s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+c = socket.create_connection((sys.argv[1], port))
+a, _ = s.accept()
+c.sendall(b'ping'); print(port, a.recv(10).decode())
+`;
+      const r = await runShimmed('python3', ['-c', PY, host]);
+      assert.equal(r.code, 0, r.stderr);
+      const [port, word] = r.stdout.toString().trim().split(' ');
+      assert.equal(word, 'ping');
+      const bound = await client.waitLine(new RegExp(`^bound \\S+ ${host.replace(/\./g, '\\.')} ${port}$`));
+      const sock = bound.split(' ')[1];
+      const listen = await client.waitLine(/^listen /);
+      assert.equal(listen, `listen ${sock} ${host} ${port}`);
+      // SOL_SOCKET=1, SO_REUSEADDR=2 set; SO_RCVBUF=8 got; all on the listening socket.
+      await client.waitLine(new RegExp(`^option ${sock} 1 8 0$`));
+      const opts = client.lines.filter((l) => l.startsWith(`option ${sock} `));
+      assert.deepEqual(opts, [`option ${sock} 1 2 1`, `option ${sock} 1 8 0`]);
+      const order = client.lines.filter((l) => l.includes(` ${sock} `)).map((l) => l.split(' ')[0]);
+      assert.deepEqual(order, ['option', 'bound', 'listen', 'option']);
+    });
+  }
+
+  it('bind/listen/setsockopt open no link while no user client is open (one once a client is)', async function () {
+    const PY = `
+import socket, os
+s = socket.socket()
+n0 = len(os.listdir('/proc/self/fd'))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', 0)); s.listen(1)
+print(n0, len(os.listdir('/proc/self/fd')))
+`;
+    const count = async () => {
+      const r = await runShimmed('python3', ['-c', PY]);
+      assert.equal(r.code, 0, r.stderr);
+      const [n0, n1] = r.stdout.toString().trim().split(' ').map(Number);
+      return n1 - n0;
+    };
+    assert.equal(await count(), 0, 'no client: no descriptor opened');
+    await startClient(['--out', 'pass', '--in', 'pass']);
+    // shim.state is re-read at most every 100 ms by a process; a new process reads it at once.
+    assert.equal(await count(), 1, 'client open: one link for the listening socket');
+  });
+
+  it('user client killed with 500 chunks held: all released within the deadline, originals byte-exact', async function () {
+    // --copy-release: the client copies each held chunk out and releases its
+    // buffers at once, the verdict pending, so the 64-buffer pool does not cap
+    // how many chunks are held (the core's chunk table does).
+    const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000', '--copy-release']);
     const got = new Map();
     const srv = net.createServer((s) => { const p = []; s.on('data', (d) => p.push(d)); s.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b.split(':')[0], b); s.end(); }); });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    // Batches of 20 connections, the next one once the client has taken the
+    // last: a burst faster than the client releases buffers would find the
+    // 64-buffer pool full and pass (fail open), whatever the machine's load.
     const script = `
-      const net = require('net'); let done = 0;
-      for (let i = 0; i < 500; i++) {
-        const s = net.connect(${srv.address().port}, '127.0.0.1', () => s.end(i + ':payload-' + 'z'.repeat(i)));
-        s.on('close', () => { if (++done === 500) console.log('all closed'); });
-        s.on('error', e => console.error(e.message));
-      }`;
-    const prog = start('node', ['-e', script], { env: shimEnv() });
-    // The pool has 64 buffers: that many chunks are held, the rest pass (counted).
-    await client.waitLine(/^held-total 64$/, 20000);
-    assert.ok(got.size < 500, 'held chunks have not arrived before the client dies');
+      const net = require('net'); let done = 0, next = 0;
+      function batch() {
+        for (let k = 0; k < 20 && next < 500; k++) {
+          const i = next++;
+          const s = net.connect(${srv.address().port}, '127.0.0.1', () => s.end(i + ':payload-' + 'z'.repeat(i)));
+          s.on('close', () => { if (++done === 500) { console.log('all closed'); process.exit(0); } });
+          s.on('error', e => console.error(e.message));
+        }
+      }
+      process.stdin.on('data', (d) => d.toString().split('\\n').filter(Boolean).forEach(batch));
+      batch();`;
+    const prog = start('node', ['-e', script], { env: shimEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    for (let n = 20; n < 500; n += 20) {
+      await client.waitLine(new RegExp(`^held-total ${n}$`), 20000);
+      prog.stdin.write('go\n');
+    }
+    await client.waitLine(/^held-total 500$/, 20000);
+    assert.equal(got.size, 0, 'no held chunk has arrived before the client dies');
+    // The client's copies are the originals, one per connection.
+    const copies = client.lines.filter((l) => l.startsWith('copy ')).map((l) => Buffer.from(l.split(' ')[2], 'hex').toString());
+    assert.equal(copies.length, 500);
+    assert.deepEqual(copies.sort(), [...Array(500).keys()].map((i) => `${i}:payload-${'z'.repeat(i)}`).sort());
     const t0 = Date.now();
     await kill(client, 'SIGKILL');
     await prog.waitLine(/^all closed$/, 5000);
@@ -278,6 +438,8 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.equal(got.size, 500);
     for (let i = 0; i < 500; i++) assert.equal(got.get(String(i)), `${i}:payload-${'z'.repeat(i)}`);
     assert.ok(ms < 5000, `released in ${ms} ms`);
+    const r = await prog.exited;
+    assert.equal(r.code, 0, prog.stderrText);
   });
 
   it('held data is released at the deadline when the client never answers', async function () {
@@ -360,6 +522,75 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.equal(Number(ppid), process.pid);
     assert.equal(Number(uid), 0);
     assert.ok(Number(pid) > 0);
+  });
+
+  it('as root, a shimmed exec seen by both the connector and the shim is one event (pid, ppid, uid, path)', async function () {
+    if (process.getuid() !== 0) this.skip(); // connector needs CAP_NET_ADMIN; else the shim alone reports
+    await kill(emud, 'SIGKILL');
+    await startDaemon([], { NKE_EMUD_DEBUG: '1' }); // logs each pairing, so both sources are shown to have seen it
+    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++) await new Promise((r) => setTimeout(r, 20));
+    if (/exec events from the shim's execve only/.test(emud.stderrText)) this.skip();
+    const kev = await startClient(['--kev']);
+    // Lives 0.3 s so /proc/PID/exe is there for the connector's report.
+    const bin = path.join(dir, 'exec-target');
+    fs.copyFileSync('/bin/sleep', bin);
+    fs.chmodSync(bin, 0o755);
+    const PY = 'import os, sys; print(os.getpid(), flush=True); os.execve(sys.argv[1], [sys.argv[1], "0.3"], dict(os.environ))';
+    const r = await runShimmed('python3', ['-c', PY, bin]);
+    assert.equal(r.code, 0, r.stderr);
+    const pid = Number(r.stdout.toString().trim());
+    const esc = bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&');
+    await kev.waitLine(new RegExp(`^exec .* ${esc}$`));
+    for (let i = 0; i < 50 && !new RegExp(`exec of pid ${pid} reported by both`).test(emud.stderrText); i++)
+      await new Promise((res) => setTimeout(res, 20));
+    assert.match(emud.stderrText, new RegExp(`exec of pid ${pid} reported by both`));
+    await new Promise((res) => setTimeout(res, 300)); // a second event would be here by now
+    const ours = kev.lines.filter((l) => l.endsWith(` ${bin}`));
+    assert.deepEqual(ours, [`exec ${pid} ${process.pid} 0 1 ${bin.length} ${bin}`]);
+  });
+
+  it('execv, execvp (node spawn), subprocess, posix_spawn and posix_spawnp are reported by the shim with pid, ppid, path', async function () {
+    await kill(emud, 'SIGKILL');
+    await startDaemon([], { NKE_EMU_NO_PROC_CONNECTOR: '1' }); // the shim alone: every event below is its own
+    const kev = await startClient(['--kev']);
+    const bins = {};
+    for (const name of ['t-node-execvp', 't-py-subprocess', 't-py-spawn', 't-py-spawnp', 't-py-execv']) {
+      bins[name] = path.join(dir, name);
+      fs.copyFileSync('/bin/true', bins[name]);
+      fs.chmodSync(bins[name], 0o755);
+    }
+    const env = { PATH: `${dir}:${process.env.PATH}` };
+    // node: libuv's uv_spawn forks and calls execvp with a bare name (PATH search).
+    const JS = "const r = require('child_process').spawnSync('t-node-execvp'); console.log(process.pid, r.pid, r.status)";
+    const rn = await runShimmed('node', ['-e', JS], 20000, env);
+    assert.equal(rn.code, 0, rn.stderr);
+    const [nodePid, nodeChild, st] = rn.stdout.toString().trim().split(' ').map(Number);
+    assert.equal(st, 0);
+    const PY = `
+import os, subprocess, sys
+d = sys.argv[1]
+p = subprocess.Popen([os.path.join(d, 't-py-subprocess')]); p.wait()
+a = os.posix_spawn(os.path.join(d, 't-py-spawn'), ['x'], dict(os.environ)); os.waitpid(a, 0)
+b = os.posix_spawnp('t-py-spawnp', ['x'], dict(os.environ)); os.waitpid(b, 0)
+print(os.getpid(), p.pid, a, b, flush=True)
+os.execv(os.path.join(d, 't-py-execv'), ['x'])
+`;
+    const rp = await runShimmed('python3', ['-c', PY, dir], 20000, env);
+    assert.equal(rp.code, 0, rp.stderr);
+    const [pyPid, subPid, spawnPid, spawnpPid] = rp.stdout.toString().trim().split(' ').map(Number);
+    const want = [
+      [nodeChild, nodePid, 't-node-execvp'],
+      [subPid, pyPid, 't-py-subprocess'],
+      [spawnPid, pyPid, 't-py-spawn'],
+      [spawnpPid, pyPid, 't-py-spawnp'],
+      [pyPid, process.pid, 't-py-execv'],
+    ];
+    for (const [pid, ppid, name] of want) {
+      const b = bins[name];
+      await kev.waitLine(new RegExp(`${b.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`), 5000);
+      const lines = kev.lines.filter((l) => l.endsWith(` ${b}`));
+      assert.deepEqual(lines, [`exec ${pid} ${ppid} ${process.getuid()} 1 ${b.length} ${b}`], name);
+    }
   });
 
   it('refuses a user client of another uid (SO_PEERCRED) and logs it', async function () {

@@ -48,8 +48,8 @@ static int g_passed, g_failed, g_cur_failed;
 /* Fake platform                                                             */
 /* ======================================================================== */
 
-#define MAX_RECS 1024
-#define MAX_FINISH 256
+#define MAX_RECS 2048
+#define MAX_FINISH 2048
 
 struct held_data {          /* what data_ctx points at: the "original" bytes */
     uint8_t *bytes;
@@ -202,7 +202,7 @@ static uint64_t hold(struct fixture *x, int di, uint32_t size, uint64_t now_ms)
 static const struct nke_chunk *chunk_of(struct fixture *x, uint64_t id)
 {
     uint32_t i;
-    for (i = 0; i < NKE_BUFFER_COUNT; i++)
+    for (i = 0; i < NKE_CHUNK_TABLE_SIZE; i++)
         if (x->c.chunks[i].state != NKE_CHUNK_FREE && x->c.chunks[i].id == id)
             return &x->c.chunks[i];
     return NULL;
@@ -1043,6 +1043,216 @@ static void test_pool_exhausted_passes(void)
     fixture_free(x);
 }
 
+/* ======================================================================== */
+/* Chunk table: held chunks beyond the buffer pool                           */
+/* ======================================================================== */
+
+#define MANY 500
+
+/* Holds MANY chunks of distinct bytes, each one's buffers released right
+ * after its notification (as a client that copies the bytes out does), so
+ * the pool never runs dry. ids[] gets the chunk ids, data[] their origins. */
+static void hold_many_released(struct fixture *x, struct held_data *data, uint8_t *bytes,
+                               uint64_t *ids, uint32_t n, uint64_t now_ms)
+{
+    static struct resp m;
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t k;
+        uint64_t id = 0;
+        int r;
+        for (k = 0; k < 100; k++)
+            bytes[i * 100 + k] = (uint8_t)(i + k);
+        data[i].bytes = bytes + i * 100;
+        data[i].len = 100;
+        r = nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 100, 0, NULL, &data[i], now_ms, 1, &id);
+        CHECK_EQ(r, NKE_DATA_HELD);
+        ids[i] = id;
+        /* the copy the client sees is the original */
+        {
+            const struct nke_chunk *ch = chunk_of(x, id);
+            CHECK(ch != NULL);
+            if (ch)
+                CHECK(memcmp(g_buffers + (size_t)ch->buffers[0] * NKE_BUFFER_SIZE, data[i].bytes,
+                             100) == 0);
+        }
+        memset(&m, 0, sizeof(m));
+        add_releases_of(&m, x, id);
+        CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    }
+}
+
+static int finish_of(struct fixture *x, const struct held_data *d)
+{
+    int i, found = -1;
+    for (i = 0; i < x->f.nfinish && i < MAX_FINISH; i++)
+        if (x->f.finish[i].data_ctx == d) {
+            if (found >= 0)
+                return -2; /* finished twice */
+            found = i;
+        }
+    return found;
+}
+
+static void test_hold_500_buffers_released(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    static struct held_data data[MANY];
+    static uint8_t bytes[MANY * 100];
+    static uint64_t ids[MANY];
+    static uint32_t order[MANY];
+    static struct resp m;
+    struct nke_filter_state st;
+    uint32_t i, j;
+    hold_many_released(x, data, bytes, ids, MANY, 0);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, MANY);
+    CHECK_EQ(st.chunks_held, MANY);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_passed_pool_full, 0);
+    CHECK_EQ(x->socks[x->sid.slot].held, MANY);
+    CHECK_EQ(x->f.nfinish, 0);
+    for (i = 1; i < MANY; i++)
+        CHECK(ids[i] > ids[i - 1]); /* unique, growing */
+    /* Verdicts in a scrambled order, in responses of up to 200 verdicts:
+     * every third dropped, the rest allowed. */
+    for (i = 0; i < MANY; i++)
+        order[i] = i;
+    for (i = MANY - 1; i > 0; i--) {
+        uint32_t k = (i * 7919u + 13u) % (i + 1u), t = order[i];
+        order[i] = order[k];
+        order[k] = t;
+    }
+    for (i = 0; i < MANY; i += 200) {
+        memset(&m, 0, sizeof(m));
+        for (j = i; j < MANY && j < i + 200; j++)
+            add_verdict(&m, ids[order[j]], x->sid,
+                        order[j] % 3 == 0 ? NKE_ACT_DROP : NKE_ACT_ALLOW, 0);
+        CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    }
+    CHECK_EQ(x->f.nfinish, MANY);
+    for (i = 0; i < MANY; i++) {
+        int fi = finish_of(x, &data[i]);
+        CHECK(fi >= 0);
+        if (fi >= 0) {
+            CHECK_EQ(x->f.finish[fi].action, i % 3 == 0 ? NKE_ACT_DROP : NKE_ACT_ALLOW);
+            CHECK_EQ(x->f.finish[fi].reason, 0);
+        }
+    }
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, 0);
+    CHECK_EQ(x->c.nheld, 0);
+    CHECK_EQ(x->c.nchunk_free, NKE_CHUNK_TABLE_SIZE); /* decided + released: slots freed */
+    CHECK_EQ(x->socks[x->sid.slot].held, 0);
+    /* a second verdict on a freed chunk is stale, not an error */
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, ids[7], x->sid, NKE_ACT_ALLOW, 0);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->c.stale_entries, 1);
+    CHECK_EQ(x->f.nfinish, MANY);
+    fixture_free(x);
+}
+
+static void test_hold_500_deadline_expiry(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    static struct held_data data[MANY];
+    static uint8_t bytes[MANY * 100];
+    static uint64_t ids[MANY];
+    uint32_t i, nrel = 0;
+    /* half at t=0, half at t=1000: the first expiry takes exactly the first half */
+    hold_many_released(x, data, bytes, ids, MANY / 2, 0);
+    hold_many_released(x, data + MANY / 2, bytes + MANY / 2 * 100, ids + MANY / 2, MANY / 2, 1000);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_expire(&x->c, NKE_HOLD_TIMEOUT_DEFAULT_MS - 1, 5), 1);
+    CHECK_EQ(x->f.nfinish, 0);
+    CHECK_EQ(nke_core_expire(&x->c, NKE_HOLD_TIMEOUT_DEFAULT_MS, 5), 1000);
+    CHECK_EQ(x->f.nfinish, MANY / 2);
+    CHECK_EQ(nke_core_expire(&x->c, NKE_HOLD_TIMEOUT_DEFAULT_MS + 1000, 5), UINT32_MAX);
+    CHECK_EQ(x->f.nfinish, MANY);
+    for (i = 0; i < MANY; i++) {
+        int fi = finish_of(x, &data[i]);
+        CHECK(fi >= 0);
+        if (fi >= 0) {
+            CHECK_EQ(x->f.finish[fi].action, NKE_ACT_ALLOW); /* fail open: the original */
+            CHECK_EQ(x->f.finish[fi].reason, NKE_RELEASE_TIMEOUT);
+        }
+    }
+    for (i = 0; i < (uint32_t)x->f.nrecs; i++) {
+        struct nke_nt_chunk_released r;
+        memcpy(&r, x->f.recs[i], sizeof(r));
+        if (r.hdr.type == NKE_NT_CHUNK_RELEASED && r.reason == NKE_RELEASE_TIMEOUT)
+            nrel++;
+    }
+    CHECK_EQ(nrel, MANY);
+    CHECK_EQ(x->c.stats.chunks_pending, 0);
+    CHECK_EQ(x->c.stats.chunks_auto_released, MANY);
+    CHECK_EQ(x->c.nchunk_free, NKE_CHUNK_TABLE_SIZE);
+    fixture_free(x);
+}
+
+static void test_hold_500_client_close(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    static struct held_data data[MANY];
+    static uint8_t bytes[MANY * 100];
+    static uint64_t ids[MANY];
+    uint64_t id;
+    uint32_t i;
+    hold_many_released(x, data, bytes, ids, MANY, 0);
+    /* plus a few still owning their buffers (not released by the client) */
+    for (i = 0; i < 4; i++)
+        CHECK(hold(x, (int)i, 1000, 0) != 0);
+    nke_core_client_close(&x->c);
+    CHECK_EQ(x->f.nfinish, MANY + 4);
+    for (i = 0; i < MANY; i++) {
+        int fi = finish_of(x, &data[i]);
+        CHECK(fi >= 0);
+        if (fi >= 0) {
+            CHECK_EQ(x->f.finish[fi].action, NKE_ACT_ALLOW);
+            CHECK_EQ(x->f.finish[fi].reason, NKE_RELEASE_CLIENT_GONE);
+        }
+    }
+    CHECK_EQ(nke_pool_in_use(&x->c.pool), 0);
+    CHECK_EQ(x->c.stats.chunks_pending, 0);
+    CHECK_EQ(x->c.nheld, 0);
+    CHECK_EQ(x->c.nchunk_free, NKE_CHUNK_TABLE_SIZE);
+    CHECK_EQ(x->socks[x->sid.slot].held, 0);
+    /* nothing is held with no client */
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    fixture_free(x);
+}
+
+static void test_chunk_table_full_passes(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    static struct held_data data[NKE_CHUNK_TABLE_SIZE];
+    static uint8_t bytes[NKE_CHUNK_TABLE_SIZE * 100];
+    static uint64_t ids[NKE_CHUNK_TABLE_SIZE];
+    static struct resp m;
+    struct nke_filter_state st;
+    uint64_t id = 0;
+    hold_many_released(x, data, bytes, ids, NKE_CHUNK_TABLE_SIZE, 0);
+    CHECK_EQ(x->c.nchunk_free, 0);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(id, 0);
+    CHECK_EQ(x->f.nrecs, 0); /* nothing announced */
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_passed_pool_full, 1);
+    CHECK_EQ(st.chunks_pending, NKE_CHUNK_TABLE_SIZE);
+    CHECK_EQ(st.buffers_in_use, 0); /* the pool is not what ran out */
+    /* one verdict frees one slot: the next chunk is held again, with a new id */
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, ids[100], x->sid, NKE_ACT_ALLOW, 0);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK(hold(x, 1, 10, 0) > ids[NKE_CHUNK_TABLE_SIZE - 1]);
+    CHECK_EQ(x->c.nchunk_free, 0);
+    fixture_free(x);
+}
+
 static void test_queue_full_passes_and_counts(void)
 {
     struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
@@ -1764,6 +1974,10 @@ int main(void)
     RUN(test_client_close_releases_all);
     RUN(test_client_open_errors);
     RUN(test_pool_exhausted_passes);
+    RUN(test_hold_500_buffers_released);
+    RUN(test_hold_500_deadline_expiry);
+    RUN(test_hold_500_client_close);
+    RUN(test_chunk_table_full_passes);
     RUN(test_queue_full_passes_and_counts);
     RUN(test_detach_drops_held);
     RUN(test_socket_table_full);

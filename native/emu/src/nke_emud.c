@@ -86,6 +86,7 @@ static void shim_state_update(void)
         return;
     uint32_t v = g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
     __atomic_store_n(&g_shim_state->may_defer, v, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_shim_state->client, (uint32_t)g_core.client_open, __ATOMIC_RELEASE);
 }
 
 /* Fresh file renamed into place: shims of a previous nke-emud keep their
@@ -479,10 +480,77 @@ static int proc_open(void)
     return fd;
 }
 
+/* ---- exec dedup -------------------------------------------------------- */
+/*
+ * With the connector open, an exec by a shimmed program is seen twice: by
+ * the shim (sent before the exec; before_ns = CLOCK_MONOTONIC then) and by
+ * the connector (after it; timestamp_ns = the kernel's ktime_get_ns() at
+ * the exec, the same clock). Either may reach us first (two channels). The
+ * two are one exec when the pid is the same and the shim's time is not
+ * after the kernel's: a connector report pairs with the latest unpaired
+ * shim report of its pid from before it, a shim report with the earliest
+ * unpaired connector report of its pid from after it. Times matter, not
+ * arrival order or paths: a pid often execs several times in a row (a
+ * pyenv or env wrapper, then the program), and the connector report of the
+ * image that is now calling exec is older than that call, so it never pairs
+ * with it; paths differ for scripts (/proc/PID/exe is the interpreter).
+ * The first report of a pair is the one broadcast, at once: nothing is
+ * delayed. Races: the connector skips a process already gone (readlink
+ * fails) and the shim reports an exec that then fails; either leaves an
+ * unpaired entry that ages out after EXEC_DEDUP_MS. Only the loop thread
+ * touches the table.
+ */
+#define EXEC_RECENT 256
+#define EXEC_DEDUP_MS 2000u
+enum { SRC_SHIM = 1, SRC_PROC = 2 };
+struct exec_seen {
+    uint64_t arrived_ms;  /* our clock, for ageing out */
+    uint64_t exec_ns;     /* SHIM: before the exec; PROC: the exec */
+    int32_t pid;
+    uint8_t src;          /* SRC_*; 0: free or paired */
+};
+static struct exec_seen g_exec_seen[EXEC_RECENT];
+static uint32_t g_exec_seen_next;
+static uint64_t g_exec_dups;
+static bool g_debug;
+
+/* True when this report pairs with the other source's (drop it); else it is
+ * recorded and the caller broadcasts. */
+static bool exec_is_duplicate(uint8_t src, int32_t pid, uint64_t exec_ns)
+{
+    if (g_proc_fd < 0)
+        return false; /* one source only */
+    uint64_t now = now_ns() / 1000000u;
+    struct exec_seen *best = NULL;
+    for (uint32_t i = 0; i < EXEC_RECENT; i++) {
+        struct exec_seen *e = &g_exec_seen[i];
+        if (e->src == 0 || e->src == src || e->pid != pid || now - e->arrived_ms > EXEC_DEDUP_MS)
+            continue;
+        if (src == SRC_PROC) { /* e is a shim report: before the exec, the latest such */
+            if (e->exec_ns <= exec_ns && (!best || e->exec_ns > best->exec_ns))
+                best = e;
+        } else {               /* e is a connector report: after the call, the earliest */
+            if (e->exec_ns >= exec_ns && (!best || e->exec_ns < best->exec_ns))
+                best = e;
+        }
+    }
+    if (best) {
+        best->src = 0;
+        g_exec_dups++;
+        if (g_debug)
+            LOG("exec of pid %d reported by both the shim and the connector: sent once (%llu paired)",
+                (int)pid, (unsigned long long)g_exec_dups);
+        return true;
+    }
+    g_exec_seen[g_exec_seen_next] = (struct exec_seen){ now, exec_ns, pid, src };
+    g_exec_seen_next = (g_exec_seen_next + 1u) % EXEC_RECENT;
+    return false;
+}
+
 /* One exec seen by the kernel: ppid from /proc/PID/stat (after the last ')'
  * of comm, which may hold spaces and parentheses), uid from /proc/PID/status
  * (real uid), path from /proc/PID/exe. A process gone already is skipped. */
-static void proc_exec(int32_t pid)
+static void proc_exec(int32_t pid, uint64_t exec_ns)
 {
     char p[64], buf[4096], path[PATH_MAX];
     int32_t ppid = 0;
@@ -509,7 +577,8 @@ static void proc_exec(int32_t pid)
                 break;
         fclose(f);
     }
-    kev_broadcast_exec(pid, ppid, uid, 0, path, (uint32_t)pl);
+    if (!exec_is_duplicate(SRC_PROC, pid, exec_ns))
+        kev_broadcast_exec(pid, ppid, uid, 0, path, (uint32_t)pl);
 }
 
 static void proc_message(int fd)
@@ -527,7 +596,7 @@ static void proc_message(int fd)
                 continue;
             struct proc_event *ev = (struct proc_event *)cn->data;
             if (ev->what == PROC_EVENT_EXEC)
-                proc_exec(ev->event_data.exec.process_tgid);
+                proc_exec(ev->event_data.exec.process_tgid, ev->timestamp_ns);
         }
     }
 }
@@ -561,10 +630,12 @@ static void shim_message(struct conn *c)
         memcpy(info.comm, a.comm, NKE_COMM_LEN);
         info.comm[NKE_COMM_LEN - 1] = 0;
         c->id = nke_core_attach(&g_core, &info, c, ns);
-        if (c->id.gen && a.protocol == NKE_PROTO_TCP)
+        /* An unconnected TCP socket (SHIM_ATTACH_UNCONNECTED) has no
+         * CONNECT: its bind/listen/option calls follow as their own messages. */
+        if (c->id.gen && a.protocol == NKE_PROTO_TCP && a.incoming != SHIM_ATTACH_UNCONNECTED)
             nke_core_addrs(&g_core, c->id, a.incoming ? NKE_NT_CONNECT_IN : NKE_NT_CONNECT_OUT, &a.local,
                            &a.remote, ns);
-        else if (c->id.gen && a.local.family)
+        else if (c->id.gen && a.protocol != NKE_PROTO_TCP && a.local.family)
             nke_core_addrs(&g_core, c->id, NKE_NT_BOUND, &a.local, NULL, ns);
     } else if (h.type == SHIM_DATA && h.len == (size_t)n - sizeof(h) && h.len > 0 &&
                (h.direction == NKE_DIR_IN || h.direction == NKE_DIR_OUT)) {
@@ -594,12 +665,19 @@ static void shim_message(struct conn *c)
         struct shim_exec e;
         memcpy(&e, in, sizeof(e));
         uint32_t plen = (uint32_t)n - (uint32_t)sizeof(e);
-        if (e.hdr.len == plen)
-            /* Kept with the connector open: the connector misses processes
-             * that exit before /proc/PID/exe is read, so a shimmed exec may be
-             * reported twice (flags tell them apart). Known gap: dedup. */
+        /* Kept with the connector open: the connector misses processes
+         * that exit before /proc/PID/exe is read. Paired reports are sent
+         * once (exec_is_duplicate). */
+        if (e.hdr.len == plen && !exec_is_duplicate(SRC_SHIM, e.pid, e.before_ns))
             kev_broadcast_exec(e.pid, e.ppid, e.uid, NKE_EXEC_F_FROM_SHIM, (const char *)in + sizeof(e), plen);
         shim_gone(c);
+    } else if ((h.type == SHIM_BIND || h.type == SHIM_LISTEN) && (size_t)n == sizeof(h) && c->id.gen) {
+        nke_core_addrs(&g_core, c->id, h.type == SHIM_BIND ? NKE_NT_BOUND : NKE_NT_LISTEN,
+                       h.addr.family ? &h.addr : NULL, NULL, ns);
+    } else if (h.type == SHIM_OPTION && (size_t)n == sizeof(struct shim_option) && c->id.gen) {
+        struct shim_option o;
+        memcpy(&o, in, sizeof(o));
+        nke_core_option(&g_core, c->id, (uint32_t)o.level, (uint32_t)o.name, o.is_set != 0, ns);
     } else {
         LOG("malformed shim message type %u size %zd: link closed (the shim fails open)", h.type, n);
         shim_gone(c);
@@ -737,6 +815,7 @@ int main(int argc, char **argv)
     ep_add(&lshim);
     shim_state_create(dir);
     static struct conn lproc = { .kind = K_PROC };
+    g_debug = getenv("NKE_EMUD_DEBUG") != NULL;
     if (getenv("NKE_EMU_NO_PROC_CONNECTOR") == NULL && (g_proc_fd = proc_open()) >= 0) {
         lproc.fd = g_proc_fd;
         ep_add(&lproc);

@@ -35,9 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nke_emu_proto.h"
@@ -106,15 +109,32 @@ struct relay {
  * link); link is -1 before first use and after nke-emud went away. */
 struct udp_state {
     pthread_mutex_t lock;
+    atomic_int refs;          /* one per fd-table entry naming it (dup, fcntl F_DUPFD, dup2/3) */
     int link;
     bool tried;
     uint8_t family;
 };
 
 #define MAX_FDS 65536
-/* fd -> relay, fd -> udp_state. protected by g_fd_lock */
+/* An unconnected TCP socket's link to nke-emud, opened at its first bind,
+ * listen or setsockopt while a user client is open (the kext attaches at
+ * socket creation; attaching lazily keeps uninteresting sockets free).
+ * Refcounted like udp_state; lock serializes sends on link. */
+struct ctl_sock {
+    pthread_mutex_t lock;
+    atomic_int refs;
+    int link;                 /* -1: none yet, or nke-emud went away */
+    bool tried;
+};
+
+/* fd -> relay, fd -> udp_state, fd -> ctl_sock. protected by g_fd_lock */
 static struct relay *g_fds[MAX_FDS];
 static struct udp_state *g_udp[MAX_FDS];
+static struct ctl_sock *g_ctls[MAX_FDS];
+static void udp_put(struct udp_state *u);
+static void ctl_put(struct ctl_sock *k);
+static void ctl_connected(int fd);
+static void ctl_option(int fd, int level, int name, bool is_set);
 static pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_shim_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static char g_state_path[PATH_MAX + 32];
@@ -608,33 +628,45 @@ static void fd_forget(int fd)
     struct relay *r = g_fds[fd];
     g_fds[fd] = NULL;
     struct udp_state *u = g_udp[fd];
-    g_udp[fd] = NULL;
+    __atomic_store_n(&g_udp[fd], NULL, __ATOMIC_RELEASE);
+    struct ctl_sock *k = g_ctls[fd];
+    g_ctls[fd] = NULL;
     pthread_mutex_unlock(&g_fd_lock);
     if (r)
         relay_put(r);
-    if (u) {
-        /* A thread still inside a round trip on this fd is the program's
-         * own use-after-close race; we wait for it rather than free under it. */
-        pthread_mutex_lock(&u->lock);
-        if (u->link >= 0)
-            libc_call(close, u->link);
-        pthread_mutex_unlock(&u->lock);
-        pthread_mutex_destroy(&u->lock);
-        free(u);
-    }
+    if (u)
+        udp_put(u);
+    if (k)
+        ctl_put(k);
 }
 
+/* `to` now names what `from` names (dup, dup2, dup3, fcntl F_DUPFD*): it
+ * shares from's relay, UDP state and control link (one ref each). */
 static void fd_copy(int from, int to)
 {
-    if (to < 0 || to >= MAX_FDS)
+    if (to < 0 || to >= MAX_FDS || from == to)
         return;
     struct relay *r = relay_get(from);
     pthread_mutex_lock(&g_fd_lock);
+    struct udp_state *u = from >= 0 && from < MAX_FDS ? g_udp[from] : NULL;
+    struct ctl_sock *k = from >= 0 && from < MAX_FDS ? g_ctls[from] : NULL;
+    if (u)
+        atomic_fetch_add(&u->refs, 1);
+    if (k)
+        atomic_fetch_add(&k->refs, 1);
     struct relay *old = g_fds[to];
+    struct udp_state *oldu = g_udp[to];
+    struct ctl_sock *oldk = g_ctls[to];
     g_fds[to] = r;
+    __atomic_store_n(&g_udp[to], u, __ATOMIC_RELEASE);
+    g_ctls[to] = k;
     pthread_mutex_unlock(&g_fd_lock);
     if (old)
         relay_put(old);
+    if (oldu)
+        udp_put(oldu);
+    if (oldk)
+        ctl_put(oldk);
 }
 
 /* ---- UDP: synchronous verdicts ---------------------------------------- */
@@ -771,6 +803,17 @@ static void atfork_child(void)
         if (r->link_fd >= 0)
             libc_call(close, r->link_fd);
     }
+    /* Control links are the parent's sockets' identities: the child's
+     * copies are closed (the parent's refs stay with the parent). */
+    for (int fd = 0; fd < MAX_FDS; fd++) {
+        struct ctl_sock *k = g_ctls[fd];
+        if (!k)
+            continue;
+        g_ctls[fd] = NULL;
+        if (k->link >= 0)
+            libc_call(close, k->link);
+        k->link = -1;
+    }
     pthread_mutex_init(&g_fd_lock, NULL);
 }
 
@@ -788,8 +831,10 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
     int rc = libc_call(connect, fd, sa, len);
     int e = errno;
-    if (rc == 0 || e == EINPROGRESS)
+    if (rc == 0 || e == EINPROGRESS) {
         relay_start(fd, false);
+        ctl_connected(fd);
+    }
     errno = e;
     return rc;
 }
@@ -859,14 +904,26 @@ int setsockopt(int fd, int level, int name, const void *v, socklen_t l)
     struct relay *r = relay_get(fd);
     int rc = libc_call(setsockopt, r ? r->real_fd : fd, level, name, v, l);
     if (r) relay_put(r);
+    else if (rc == 0) {
+        int e = errno;
+        ctl_option(fd, level, name, true);
+        errno = e;
+    }
     return rc;
 }
 
 int getsockopt(int fd, int level, int name, void *v, socklen_t *l)
 {
     struct relay *r = relay_get(fd);
-    if (!r)
-        return libc_call(getsockopt, fd, level, name, v, l);
+    if (!r) {
+        int rc = libc_call(getsockopt, fd, level, name, v, l);
+        if (rc == 0) {
+            int e = errno;
+            ctl_option(fd, level, name, false);
+            errno = e;
+        }
+        return rc;
+    }
     int rc;
     if (level == SOL_SOCKET && name == SO_ERROR) {
         /* The program polled its socketpair end writable; the real connect
@@ -913,16 +970,15 @@ int socket(int domain, int type, int proto)
     if (!u)
         return fd;
     pthread_mutex_init(&u->lock, NULL);
+    atomic_init(&u->refs, 1);
     u->link = -1;
     u->family = domain == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET;
     pthread_mutex_lock(&g_fd_lock);
     struct udp_state *old = g_udp[fd];
     __atomic_store_n(&g_udp[fd], u, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&g_fd_lock);
-    if (old) { /* fd number reused without our close(): forget the stale one */
-        if (old->link >= 0) libc_call(close, old->link);
-        free(old);
-    }
+    if (old) /* fd number reused without our close(): forget the stale one */
+        udp_put(old);
     return fd;
 }
 
@@ -1061,7 +1117,18 @@ ssize_t recvmsg(int fd, struct msghdr *m, int flags)
     return r;
 }
 
-static void report_exec(const char *path)
+/* The message is built on the stack, no malloc: exec* may run in a vfork
+ * child (libuv, posix_spawn callers) sharing the parent's heap. */
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* before_ns: CLOCK_MONOTONIC taken before the exec (0: now, for a report
+ * made before the exec call). */
+static void report_exec_for(int32_t pid, int32_t ppid, const char *path, uint64_t before_ns)
 {
     shim_init();
     if (g_enabled != 1 || !path)
@@ -1069,20 +1136,23 @@ static void report_exec(const char *path)
     char full[PATH_MAX];
     const char *p = realpath(path, full) ? full : path;
     size_t n = strlen(p);
+    if (n >= PATH_MAX)
+        return;
     int link = link_open();
     if (link < 0)
         return;
-    size_t total = sizeof(struct shim_exec) + n;
-    uint8_t *m = malloc(total);
-    if (m) {
-        struct shim_exec e = { .hdr = { .type = SHIM_EXEC, .len = (uint32_t)n }, .pid = getpid(),
-                               .ppid = getppid(), .uid = getuid() };
-        memcpy(m, &e, sizeof(e));
-        memcpy(m + sizeof(e), p, n);
-        send(link, m, total, MSG_NOSIGNAL);
-        free(m);
-    }
+    uint8_t m[sizeof(struct shim_exec) + PATH_MAX];
+    struct shim_exec e = { .hdr = { .type = SHIM_EXEC, .len = (uint32_t)n }, .pid = pid, .ppid = ppid,
+                           .uid = getuid(), .before_ns = before_ns ? before_ns : mono_ns() };
+    memcpy(m, &e, sizeof(e));
+    memcpy(m + sizeof(e), p, n);
+    send(link, m, sizeof(e) + n, MSG_NOSIGNAL);
     libc_call(close, link);
+}
+
+static void report_exec(const char *path)
+{
+    report_exec_for(getpid(), getppid(), path, 0);
 }
 
 int execve(const char *path, char *const argv[], char *const envp[])
@@ -1090,4 +1160,576 @@ int execve(const char *path, char *const argv[], char *const envp[])
     if (access(path, X_OK) == 0)
         report_exec(path);
     return libc_call(execve, path, argv, envp);
+}
+
+/* ---- dup, fcntl(F_DUPFD*), sendmmsg/recvmmsg --------------------------- */
+
+LIBC(int, dup, (int))
+LIBC(int, fcntl, (int, int, ...))
+LIBC(int, fcntl64, (int, int, ...))
+LIBC(int, sendmmsg, (int, struct mmsghdr *, unsigned int, int))
+LIBC(int, recvmmsg, (int, struct mmsghdr *, unsigned int, int, struct timespec *))
+LIBC(int, bind, (int, const struct sockaddr *, socklen_t))
+LIBC(int, listen, (int, int))
+
+int dup(int fd)
+{
+    int rc = libc_call(dup, fd);
+    /* g_enabled != 1: nothing is tracked (tables fill only when on) */
+    if (rc >= 0 && g_enabled == 1) {
+        int e = errno;
+        fd_copy(fd, rc);
+        errno = e;
+    }
+    return rc;
+}
+
+/* fcntl is variadic; every command's third argument is an int, a pointer or
+ * absent, all passed in one register (x86_64, aarch64), so it is forwarded
+ * as a pointer-sized value. Only F_DUPFD and F_DUPFD_CLOEXEC change fd
+ * tracking. glibc >= 2.28 headers send most callers to fcntl64 (python's
+ * os.dup and socket.dup among them), so both are interposed. */
+static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
+{
+    if (!fn) {
+        errno = ENOSYS;
+        return -1;
+    }
+    int rc = fn(fd, cmd, arg);
+    if (rc >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && g_enabled == 1) {
+        int e = errno;
+        fd_copy(fd, rc);
+        errno = e;
+    }
+    return rc;
+}
+
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    sym_fcntl();
+    return fcntl_common(p_fcntl, fd, cmd, arg);
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    /* an older libc without fcntl64: plain fcntl is the same call on 64-bit */
+    if (!sym_fcntl64())
+        sym_fcntl();
+    return fcntl_common(p_fcntl64 ? p_fcntl64 : p_fcntl, fd, cmd, arg);
+}
+
+/* UDP: one verdict per datagram, as sendmsg. Stops at the first failure;
+ * like the kernel, returns the count sent, or -1 if the first failed. */
+int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+    if (!is_udp(fd))
+        return libc_call(sendmmsg, fd, vec, vlen, flags);
+    unsigned int i;
+    for (i = 0; i < vlen; i++) {
+        ssize_t r = sendmsg(fd, &vec[i].msg_hdr, flags);
+        if (r < 0) {
+            if (i == 0)
+                return -1;
+            break;
+        }
+        vec[i].msg_len = (unsigned int)r;
+    }
+    return (int)i;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* UDP: one verdict per datagram, as recvmsg. The first datagram waits as
+ * the flags and the socket say; later ones are taken while available
+ * (MSG_WAITFORONE, non-blocking) or, for a blocking call, until vlen or the
+ * timeout (checked between datagrams, as the kernel does). */
+int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
+{
+    if (!is_udp(fd) || (flags & MSG_PEEK))
+        return libc_call(recvmmsg, fd, vec, vlen, flags, timeout);
+    uint64_t deadline = timeout ? mono_ms() + (uint64_t)timeout->tv_sec * 1000u +
+                                      (uint64_t)timeout->tv_nsec / 1000000u
+                                : 0;
+    int base = flags & ~MSG_WAITFORONE;
+    unsigned int i;
+    for (i = 0; i < vlen; i++) {
+        int f = base;
+        if (i > 0 && (flags & MSG_WAITFORONE))
+            f |= MSG_DONTWAIT;
+        if (i > 0 && timeout) {
+            uint64_t now = mono_ms();
+            if (now >= deadline)
+                break;
+            struct pollfd p = { fd, POLLIN, 0 };
+            if (!(f & MSG_DONTWAIT) && !nonblocking(fd, f) &&
+                poll(&p, 1, (int)(deadline - now)) <= 0)
+                break;
+        }
+        ssize_t r = recvmsg(fd, &vec[i].msg_hdr, f);
+        if (r < 0) {
+            if (i == 0)
+                return -1;
+            break;
+        }
+        vec[i].msg_len = (unsigned int)r;
+    }
+    return (int)i;
+}
+
+/* ---- bind, listen, options: sf_bind / sf_listen / sf_setoption ---------- */
+
+/* The current nke-emud's shim.state, mapped once per nke-emud: a restarted
+ * nke-emud renames a fresh file into place (and a killed one leaves its
+ * last word in the old file), so the path's inode is compared again at
+ * most every 100 ms: a call pays one clock read, a stat every 100 ms. Old
+ * mappings are never unmapped: another thread may be reading them (one
+ * page per nke-emud restart). g_gstate and g_gstate_ino are written under
+ * g_gstate_lock; g_gstate and g_gstate_checked are read with atomics. */
+static const struct shim_state *g_gstate;
+static ino_t g_gstate_ino;
+static uint64_t g_gstate_checked;
+static pthread_mutex_t g_gstate_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool client_open_now(void)
+{
+    shim_init();
+    if (g_enabled != 1)
+        return false;
+    const struct shim_state *st = __atomic_load_n(&g_gstate, __ATOMIC_ACQUIRE);
+    uint64_t now = mono_ms();
+    uint64_t checked = __atomic_load_n(&g_gstate_checked, __ATOMIC_RELAXED);
+    if (checked != 0 && now - checked < 100) /* also when absent: no stat per call */
+        return st && __atomic_load_n(&st->client, __ATOMIC_ACQUIRE) != 0;
+    pthread_mutex_lock(&g_gstate_lock);
+    __atomic_store_n(&g_gstate_checked, now, __ATOMIC_RELAXED);
+    struct stat sb;
+    if (stat(g_state_path, &sb) == 0 && (!g_gstate || sb.st_ino != g_gstate_ino)) {
+        int fd = open(g_state_path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            struct stat fb;
+            void *m = fstat(fd, &fb) == 0 ? mmap(NULL, sizeof(struct shim_state), PROT_READ, MAP_SHARED, fd, 0)
+                                          : MAP_FAILED;
+            libc_call(close, fd);
+            if (m != MAP_FAILED && ((const struct shim_state *)m)->magic == SHIM_STATE_MAGIC) {
+                g_gstate_ino = fb.st_ino;
+                __atomic_store_n(&g_gstate, (const struct shim_state *)m, __ATOMIC_RELEASE);
+            } else if (m != MAP_FAILED) {
+                munmap(m, sizeof(struct shim_state));
+            }
+        }
+    }
+    st = g_gstate;
+    pthread_mutex_unlock(&g_gstate_lock);
+    return st && __atomic_load_n(&st->client, __ATOMIC_ACQUIRE);
+}
+
+static void ctl_put(struct ctl_sock *k)
+{
+    if (atomic_fetch_sub(&k->refs, 1) == 1) {
+        /* last name for the socket: closing the link is its detach */
+        pthread_mutex_lock(&k->lock);
+        if (k->link >= 0)
+            libc_call(close, k->link);
+        pthread_mutex_unlock(&k->lock);
+        pthread_mutex_destroy(&k->lock);
+        free(k);
+    }
+}
+
+static void udp_put(struct udp_state *u)
+{
+    if (atomic_fetch_sub(&u->refs, 1) == 1) {
+        /* A thread still inside a round trip on this fd is the program's
+         * own use-after-close race; we wait for it rather than free under it. */
+        pthread_mutex_lock(&u->lock);
+        if (u->link >= 0)
+            libc_call(close, u->link);
+        pthread_mutex_unlock(&u->lock);
+        pthread_mutex_destroy(&u->lock);
+        free(u);
+    }
+}
+
+/* The socket connected and is relayed now (its own link and attach): the
+ * control link, if any, goes (its detach). */
+static void ctl_connected(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    pthread_mutex_lock(&g_fd_lock);
+    struct relay *r = g_fds[fd];
+    struct ctl_sock *k = r ? g_ctls[fd] : NULL, *k2 = NULL;
+    if (k)
+        g_ctls[fd] = NULL;
+    /* relay_start's F_DUPFD_CLOEXEC copy (the real socket) went through
+     * our fcntl and took a ref too; the relay closes it without close(). */
+    if (r && r->real_fd >= 0 && r->real_fd < MAX_FDS && g_ctls[r->real_fd]) {
+        k2 = g_ctls[r->real_fd];
+        g_ctls[r->real_fd] = NULL;
+    }
+    pthread_mutex_unlock(&g_fd_lock);
+    if (k)
+        ctl_put(k);
+    if (k2)
+        ctl_put(k2);
+}
+
+/* Never blocks: nke-emud reads promptly, and a full link buffer (a stuck
+ * nke-emud) loses the notification rather than stalling the program. A
+ * failed send ends the link (fail open, nothing more reported). */
+static void link_note(int *link, const void *m, size_t n)
+{
+    if (*link >= 0 && send(*link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) {
+        libc_call(close, *link);
+        *link = -1;
+    }
+}
+
+static void local_addr(int fd, struct nke_addr *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    memset(a, 0, sizeof(*a));
+    if (libc_call(getsockname, fd, (struct sockaddr *)&ss, &sl) == 0)
+        to_nke_addr(&ss, a);
+}
+
+/* Runs fn with the socket's link locked: the UDP state's link (attached
+ * here if not yet: its attach carries the local address; fresh=true), or a
+ * control link for an unconnected TCP socket (created and attached if
+ * `create` and a user client is open). Relayed sockets are left alone: their
+ * link belongs to the relay thread. Returns false when nothing was done. */
+static bool with_link(int fd, bool create, void (*fn)(int *link, bool fresh, void *arg), void *arg)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return false;
+    shim_init();
+    if (g_enabled != 1)
+        return false;
+    pthread_mutex_lock(&g_fd_lock);
+    if (g_fds[fd]) {
+        pthread_mutex_unlock(&g_fd_lock);
+        return false;
+    }
+    struct udp_state *u = g_udp[fd];
+    struct ctl_sock *k = g_ctls[fd];
+    if (u)
+        atomic_fetch_add(&u->refs, 1);
+    else if (k)
+        atomic_fetch_add(&k->refs, 1);
+    pthread_mutex_unlock(&g_fd_lock);
+    if (u) {
+        bool fresh = false;
+        pthread_mutex_lock(&u->lock);
+        if (!u->tried && create && client_open_now()) {
+            udp_attach_locked(u, fd);
+            fresh = true;
+        }
+        if (u->link >= 0)
+            fn(&u->link, fresh, arg);
+        pthread_mutex_unlock(&u->lock);
+        udp_put(u);
+        return true;
+    }
+    int family;
+    if (!k) {
+        if (!create || !client_open_now() || !is_tcp_inet(fd, &family)) /* cheapest first */
+            return false;
+        k = calloc(1, sizeof(*k));
+        if (!k)
+            return false;
+        pthread_mutex_init(&k->lock, NULL);
+        atomic_init(&k->refs, 2); /* the table's and ours */
+        k->link = -1;
+        pthread_mutex_lock(&g_fd_lock);
+        if (g_ctls[fd] || g_fds[fd]) { /* another thread was first */
+            pthread_mutex_unlock(&g_fd_lock);
+            pthread_mutex_destroy(&k->lock);
+            free(k);
+            return false;
+        }
+        g_ctls[fd] = k;
+        pthread_mutex_unlock(&g_fd_lock);
+    }
+    pthread_mutex_lock(&k->lock);
+    if (!k->tried) {
+        k->tried = true;
+        int link = link_open();
+        if (link >= 0) {
+            struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
+                                     .family = is_tcp_inet(fd, &family) && family == AF_INET6 ? NKE_AF_INET6
+                                                                                           : NKE_AF_INET,
+                                     .type = 1, .protocol = NKE_PROTO_TCP,
+                                     .incoming = SHIM_ATTACH_UNCONNECTED };
+            FILE *f = fopen("/proc/self/comm", "re");
+            if (f) {
+                if (fgets(a.comm, sizeof(a.comm), f))
+                    a.comm[strcspn(a.comm, "\n")] = 0;
+                fclose(f);
+            }
+            k->link = link;
+            link_note(&k->link, &a, sizeof(a));
+        }
+    }
+    if (k->link >= 0)
+        fn(&k->link, false, arg);
+    pthread_mutex_unlock(&k->lock);
+    ctl_put(k);
+    return true;
+}
+
+struct addr_note { uint32_t type; int fd; };
+
+static void send_addr_note(int *link, bool fresh, void *arg)
+{
+    struct addr_note *n = arg;
+    /* A UDP attach made just now already carried the bound address. */
+    if (fresh && n->type == SHIM_BIND)
+        return;
+    struct shim_hdr h = { .type = n->type };
+    local_addr(n->fd, &h.addr);
+    link_note(link, &h, sizeof(h));
+}
+
+struct opt_note { int level, name; bool is_set; };
+
+static void send_opt_note(int *link, bool fresh, void *arg)
+{
+    (void)fresh;
+    struct opt_note *o = arg;
+    struct shim_option m = { .hdr = { .type = SHIM_OPTION, .len = 0 }, .level = o->level, .name = o->name,
+                             .is_set = o->is_set ? 1u : 0u };
+    link_note(link, &m, sizeof(m));
+}
+
+/* setsockopt attaches an unconnected socket (options usually come before
+ * bind: SO_REUSEADDR); getsockopt is reported only on sockets already
+ * attached (it is frequent and says little). */
+static void ctl_option(int fd, int level, int name, bool is_set)
+{
+    struct opt_note o = { level, name, is_set };
+    with_link(fd, is_set, send_opt_note, &o);
+}
+
+int bind(int fd, const struct sockaddr *sa, socklen_t len)
+{
+    int rc = libc_call(bind, fd, sa, len);
+    if (rc == 0) {
+        int e = errno;
+        struct addr_note n = { SHIM_BIND, fd };
+        with_link(fd, true, send_addr_note, &n);
+        errno = e;
+    }
+    return rc;
+}
+
+int listen(int fd, int backlog)
+{
+    int rc = libc_call(listen, fd, backlog);
+    if (rc == 0) {
+        int e = errno;
+        struct addr_note n = { SHIM_LISTEN, fd };
+        with_link(fd, true, send_addr_note, &n);
+        errno = e;
+    }
+    return rc;
+}
+
+/* ---- the rest of the exec family --------------------------------------- */
+/* glibc's execv, execvp, execvpe, execl* and posix_spawn reach the kernel
+ * without calling the execve symbol, so each is interposed: the shim
+ * reports what the kernel will run (for a PATH search, the first executable
+ * candidate, which is the one libc's search runs), then calls libc. */
+
+LIBC(int, execv, (const char *, char *const[]))
+LIBC(int, execvp, (const char *, char *const[]))
+LIBC(int, execvpe, (const char *, char *const[], char *const[]))
+LIBC(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                        char *const[], char *const[]))
+LIBC(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                         char *const[], char *const[]))
+
+/* The file a PATH search for `file` finds first, into out; false if none. */
+static bool path_search(const char *file, char *out, size_t cap)
+{
+    if (!file || !*file)
+        return false;
+    if (strchr(file, '/')) {
+        snprintf(out, cap, "%s", file);
+        return access(out, X_OK) == 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/bin:/usr/bin"; /* glibc's default */
+    while (*path) {
+        const char *end = strchrnul(path, ':');
+        size_t dl = (size_t)(end - path);
+        int n = dl ? snprintf(out, cap, "%.*s/%s", (int)dl, path, file) : snprintf(out, cap, "%s", file);
+        if (n > 0 && (size_t)n < cap && access(out, X_OK) == 0)
+            return true;
+        path = *end ? end + 1 : end;
+    }
+    return false;
+}
+
+int execv(const char *path, char *const argv[])
+{
+    if (access(path, X_OK) == 0)
+        report_exec(path);
+    return libc_call(execv, path, argv);
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    char found[PATH_MAX];
+    if (path_search(file, found, sizeof(found)))
+        report_exec(found);
+    return libc_call(execvpe, file, argv, envp);
+}
+
+int execvp(const char *file, char *const argv[])
+{
+    char found[PATH_MAX];
+    if (path_search(file, found, sizeof(found)))
+        report_exec(found);
+    return libc_call(execvp, file, argv);
+}
+
+/* execl, execle, execlp: the variadic list becomes an argv on the stack. */
+#define EXECL_MAX 1024 /* arguments, NULL included: 8 KiB of stack */
+#define COLLECT_ARGS(arg0, ap, argv, n)                                  \
+    do {                                                                 \
+        (argv)[0] = (char *)(arg0);                                      \
+        (n) = 1;                                                         \
+        while ((argv)[(n) - 1] != NULL) {                                \
+            if ((n) == EXECL_MAX) {                                      \
+                errno = E2BIG;                                           \
+                va_end(ap);                                              \
+                return -1;                                               \
+            }                                                            \
+            (argv)[(n)++] = va_arg(ap, char *);                          \
+        }                                                                \
+    } while (0)
+
+int execl(const char *path, const char *arg, ...)
+{
+    char *argv[EXECL_MAX];
+    size_t n;
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, n);
+    va_end(ap);
+    return execv(path, argv);
+}
+
+int execlp(const char *file, const char *arg, ...)
+{
+    char *argv[EXECL_MAX];
+    size_t n;
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, n);
+    va_end(ap);
+    return execvp(file, argv);
+}
+
+int execle(const char *path, const char *arg, ...)
+{
+    char *argv[EXECL_MAX];
+    size_t n;
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, ap, argv, n);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return execve(path, argv, envp);
+}
+
+/* posix_spawn: the child's exec happens inside libc; it is reported from
+ * the parent once the child exists (its pid, our pid as ppid). */
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+    pid_t local;
+    pid_t *pp = pid ? pid : &local;
+    uint64_t t0 = mono_ns(); /* the child's exec comes after this */
+    int rc = libc_call(posix_spawn, pp, path, fa, at, argv, envp);
+    if (rc == 0) {
+        int e = errno;
+        report_exec_for(*pp, getpid(), path, t0);
+        errno = e;
+    }
+    return rc;
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                 const posix_spawnattr_t *at, char *const argv[], char *const envp[])
+{
+    pid_t local;
+    pid_t *pp = pid ? pid : &local;
+    char found[PATH_MAX];
+    bool have = path_search(file, found, sizeof(found));
+    uint64_t t0 = mono_ns();
+    int rc = libc_call(posix_spawnp, pp, file, fa, at, argv, envp);
+    if (rc == 0 && have) {
+        int e = errno;
+        report_exec_for(*pp, getpid(), found, t0);
+        errno = e;
+    }
+    return rc;
+}
+
+/* ---- read, write, readv, writev on UDP sockets ------------------------- */
+/* A connected UDP socket may be used with the plain I/O calls; each is one
+ * datagram and gets its verdict through the send/recv paths above. Any other
+ * fd (TCP sockets are relayed, so their bytes already pass the filter) goes
+ * straight to libc after one table load. */
+
+LIBC(ssize_t, read, (int, void *, size_t))
+LIBC(ssize_t, write, (int, const void *, size_t))
+LIBC(ssize_t, readv, (int, const struct iovec *, int))
+LIBC(ssize_t, writev, (int, const struct iovec *, int))
+
+ssize_t write(int fd, const void *b, size_t n)
+{
+    if (!is_udp(fd))
+        return libc_call(write, fd, b, n);
+    return sendto(fd, b, n, 0, NULL, 0);
+}
+
+ssize_t read(int fd, void *b, size_t n)
+{
+    if (!is_udp(fd))
+        return libc_call(read, fd, b, n);
+    return recvfrom(fd, b, n, 0, NULL, NULL);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    if (!is_udp(fd) || cnt < 0)
+        return libc_call(writev, fd, iov, cnt);
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+    return sendmsg(fd, &m, 0);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    if (!is_udp(fd) || cnt < 0)
+        return libc_call(readv, fd, iov, cnt);
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
+    return recvmsg(fd, &m, 0);
 }

@@ -26,8 +26,18 @@ enum shim_msg_type {
     SHIM_ATTACH  = 1,  /* shim: shim_attach */
     SHIM_DATA    = 2,  /* shim: shim_hdr + len bytes */
     SHIM_VERDICT = 3,  /* emud: shim_hdr(action) + len bytes (modified only) */
-    SHIM_EXEC    = 4   /* shim: shim_exec + path bytes (no NUL) */
+    SHIM_EXEC    = 4,  /* shim: shim_exec + path bytes (no NUL) */
+    /* Socket calls the kext's sf_bind / sf_listen / sf_setoption /
+     * sf_getoption see, sent (never answered) on the socket's link, only
+     * while shim_state.client says a user client is open. */
+    SHIM_BIND    = 5,  /* shim: shim_hdr, addr = the local address bound */
+    SHIM_LISTEN  = 6,  /* shim: shim_hdr, addr = the local address */
+    SHIM_OPTION  = 7   /* shim: shim_option */
 };
+
+/* shim_attach.incoming for a TCP socket that is neither connected nor
+ * accepted (attached at its first bind/listen/option call): no CONNECT. */
+#define SHIM_ATTACH_UNCONNECTED 2u
 
 #define SHIM_F_MORE 0x1u
 #define SHIM_F_DATAGRAM 0x2u  /* DATA: one UDP datagram (boundaries kept) */
@@ -52,11 +62,22 @@ struct shim_attach {
     struct nke_addr local, remote;
 };
 
+struct shim_option {
+    struct shim_hdr hdr;
+    int32_t level, name;
+    uint32_t is_set;      /* 1: setsockopt, 0: getsockopt */
+    uint32_t _pad0;
+};
+
 struct shim_exec {
     struct shim_hdr hdr;  /* len = path bytes following */
     int32_t pid, ppid;
     uint32_t uid;
     uint32_t _pad0;
+    /* CLOCK_MONOTONIC before the exec (the kernel's exec happens after it):
+     * nke-emud pairs this report with the connector's, whose timestamp is
+     * the kernel's ktime_get_ns() at the exec, i.e. the same clock. */
+    uint64_t before_ns;
 };
 
 /*
@@ -76,7 +97,8 @@ struct shim_exec {
 struct shim_state {
     uint32_t magic;
     uint32_t may_defer;   /* accessed with __atomic_* */
-    uint32_t _pad[14];
+    uint32_t client;      /* a user client is open (SHIM_BIND/LISTEN/OPTION wanted); __atomic_* */
+    uint32_t _pad[13];
 };
 
 #endif

@@ -145,7 +145,7 @@ static void check_invariants(void)
         if (C.pool.owner[b] != 0)
             owned++;
     REQUIRE(owned == nke_pool_in_use(&C.pool));
-    for (i = 0; i < NKE_BUFFER_COUNT; i++) {
+    for (i = 0; i < NKE_CHUNK_TABLE_SIZE; i++) {
         const struct nke_chunk *ch = &C.chunks[i];
         if (ch->state == NKE_CHUNK_FREE)
             continue;
@@ -169,6 +169,17 @@ static void check_invariants(void)
     }
     REQUIRE(owned == 0);
     REQUIRE(held == C.stats.chunks_pending);
+    /* the held list holds exactly the HELD chunks; free ring + used = table */
+    REQUIRE(held == C.nheld);
+    for (i = C.held_head, k = 0; i != NKE_CHUNK_NONE && k <= held; i = C.chunks[i].held_next, k++)
+        REQUIRE(C.chunks[i].state == NKE_CHUNK_HELD);
+    REQUIRE(k == held);
+    {
+        uint32_t used = 0;
+        for (i = 0; i < NKE_CHUNK_TABLE_SIZE; i++)
+            used += C.chunks[i].state != NKE_CHUNK_FREE;
+        REQUIRE(used + C.nchunk_free == NKE_CHUNK_TABLE_SIZE);
+    }
 }
 
 /* Reject => no state change, no op called. Accept => invariants. */
@@ -191,7 +202,7 @@ static uint64_t pick_chunk(uint8_t sel)
 {
     /* mostly chunks that exist, sometimes stale or never issued ids */
     if (sel < 200) {
-        const struct nke_chunk *ch = &C.chunks[sel % NKE_BUFFER_COUNT];
+        const struct nke_chunk *ch = &C.chunks[sel % NKE_CHUNK_TABLE_SIZE];
         if (ch->state != NKE_CHUNK_FREE)
             return ch->id;
     }
@@ -227,7 +238,7 @@ static void structured_response(const uint8_t **pd, size_t *ps)
             v.chunk_id = pick_chunk(d[0]);
             v.action = (uint8_t)(d[1] % 4u);
             v.sock = SID;
-            for (ci = 0; ci < (int)NKE_BUFFER_COUNT; ci++) {
+            for (ci = 0; ci < (int)NKE_CHUNK_TABLE_SIZE; ci++) {
                 ch = &C.chunks[ci];
                 if (ch->state != NKE_CHUNK_FREE && ch->id == v.chunk_id) {
                     v.sock = ch->sock;
@@ -254,7 +265,7 @@ static void structured_response(const uint8_t **pd, size_t *ps)
             int ci;
             r.chunk_id = pick_chunk(d[0]);
             r.buffer = (uint16_t)(d[1] & 0x7Fu);
-            for (ci = 0; ci < (int)NKE_BUFFER_COUNT; ci++) {
+            for (ci = 0; ci < (int)NKE_CHUNK_TABLE_SIZE; ci++) {
                 const struct nke_chunk *ch = &C.chunks[ci];
                 if (ch->state != NKE_CHUNK_FREE && ch->id == r.chunk_id && !(d[1] & 0x80))
                     r.buffer = ch->buffers[d[1] % ch->nbuffers];
@@ -282,7 +293,7 @@ static void structured_put(const uint8_t **pd, size_t *ps)
     memset(&h, 0, sizeof(h));
     h.chunk_id = pick_chunk(d[0]);
     h.sock = SID;
-    for (ci = 0; ci < (int)NKE_BUFFER_COUNT; ci++)
+    for (ci = 0; ci < (int)NKE_CHUNK_TABLE_SIZE; ci++)
         if (C.chunks[ci].state != NKE_CHUNK_FREE && C.chunks[ci].id == h.chunk_id) {
             h.sock = C.chunks[ci].sock;
             h.offset = C.chunks[ci].staged_len;
