@@ -94,6 +94,16 @@ async function viaRelay(name, argsFor, target) {
   }
 }
 
+/** The C sender (test/bench/bulk.c): same transfer without node in the measured program or the sink. */
+function runC(bin, env, port, n) {
+  return new Promise((res, rej) => {
+    const p = spawn(bin, ['send', String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`bulk send exit ${code}`))));
+  });
+}
+
 function runSender(env, mode, port, n) {
   return new Promise((res, rej) => {
     const p = spawn('node', ['-e', SENDER, mode, String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -122,6 +132,15 @@ async function main() {
   const mb = BYTES / (1 << 20);
   const rate = (r) => mb / (r.ns / 1e9);
   const sinkPort = sink.address().port;
+  // The C pair: compiled here (cc is a build dependency of the emulator).
+  const bulk = path.join(dir, 'bulk');
+  const cc = require('node:child_process').spawnSync('cc', ['-O2', '-o', bulk, path.join(__dirname, 'bulk.c')], { stdio: 'inherit' });
+  let csink = null;
+  let cPort = 0;
+  if (cc.status === 0) {
+    csink = spawn(bulk, ['sink'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    cPort = await new Promise((res) => { let b = ''; csink.stdout.on('data', (d) => { b += d; const m = /ready (\d+)/.exec(b); if (m) res(Number(m[1])); }); });
+  }
   const startClient = async () => {
     const c = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], { stdio: ['ignore', 'pipe', 'inherit'] });
     c.stdout.resume();
@@ -131,11 +150,15 @@ async function main() {
   const stopClient = async (c) => { const gone = new Promise((r) => c.on('exit', r)); c.kill('SIGKILL'); await gone; };
   // Rounds interleave the configurations, so a burst of load elsewhere on
   // the machine spreads over all of them instead of sinking one.
-  const R = { raw: [], socat: [], mitm: [], none: [], all: [] };
+  const R = { raw: [], socat: [], mitm: [], none: [], all: [], craw: [], cnone: [], call: [] };
   const skipped = {};
   for (let i = 0; i < RUNS; i++) {
     process.stderr.write(`[bench] round ${i + 1}/${RUNS}\n`);
     R.raw.push(rate(await runSender({}, 'bulk', sinkPort, BYTES)));
+    if (csink) {
+      R.craw.push(rate(await runC(bulk, {}, cPort, BYTES)));
+      R.cnone.push(rate(await runC(bulk, shim, cPort, BYTES)));
+    }
     for (const [key, name, args] of [
       ['socat', 'socat', (port, t) => [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${t}`]],
       ['mitm', 'mitmdump', (port, t) => ['-q', '--listen-host', '127.0.0.1', '--listen-port', String(port), '--mode', `reverse:http://127.0.0.1:${t}`, '--tcp-hosts', '.*', '--set', 'connection_strategy=lazy']],
@@ -147,6 +170,7 @@ async function main() {
     R.none.push(rate(await runSender(shim, 'bulk', sinkPort, BYTES)));
     const client = await startClient();
     R.all.push(rate(await runSender(shim, 'bulk', sinkPort, BYTES)));
+    if (csink) R.call.push(rate(await runC(bulk, shim, cPort, BYTES)));
     await stopClient(client);
   }
   // Latency: 64-byte ping-pongs to an echo server, raw and under the shim
@@ -160,22 +184,31 @@ async function main() {
   await stopClient(client);
   const chunkUs = fs.existsSync(stats) ? fs.readFileSync(stats, 'utf8').trim().split('\n').map(Number) : [];
   emud.kill('SIGKILL');
+  if (csink) csink.kill('SIGKILL');
   sink.close();
   echo.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  const rawMed = median(R.raw);
-  const line = (label, key) => {
+  const line = (label, key, rawKey = 'raw') => {
     if (skipped[key]) return console.log(`  ${label.padEnd(26)} skipped: ${skipped[key]}`);
     const v = R[key];
     console.log(`  ${label.padEnd(26)} median ${median(v).toFixed(0).padStart(5)} MiB/s  best ${Math.max(...v).toFixed(0).padStart(5)}  runs [${v.map((x) => x.toFixed(0)).join(' ')}]` +
-      (key === 'raw' ? '' : `  ratio ${(median(v) / rawMed).toFixed(2)}`));
+      (key === rawKey ? '' : `  ratio ${(median(v) / median(R[rawKey])).toFixed(2)}`));
   };
-  console.log(`bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs, ${RUNS} interleaved runs each; ratio = median / raw median:`);
+  console.log(`bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs, ${RUNS} interleaved runs each; ratio = median / raw median.`);
+  console.log('node sender and node sink (the program under the shim is node):');
   line('raw', 'raw');
   line('socat relay', 'socat');
   line('mitmdump relay (raw tcp)', 'mitm');
   line('shim, capture nothing', 'none');
   line('shim, all held + pass', 'all');
+  if (csink) {
+    console.log('same transfer, C sender and C sink (test/bench/bulk.c):');
+    line('raw', 'craw', 'craw');
+    line('shim, capture nothing', 'cnone', 'craw');
+    line('shim, all held + pass', 'call', 'craw');
+  } else {
+    console.log('C sender and sink: skipped (cc failed)');
+  }
   console.log(`64-byte ping-pong round trip (us): raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; all held + pass (two holds per round trip) p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`);
   console.log(chunkUs.length
     ? `per-chunk hold-and-pass round trip (shim -> nke-emud -> client -> nke-emud -> shim, ${chunkUs.length} chunks, us): p50 ${pct(chunkUs, 0.5)} p99 ${pct(chunkUs, 0.99)}`
