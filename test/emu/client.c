@@ -427,7 +427,8 @@ int main(int argc, char **argv)
             }
             held_total++;
             enum pol p0 = d.direction == NKE_DIR_OUT ? pout : pin;
-            if (p0 != P_PASS && p0 != P_DROP && p0 != P_HOLD && p0 != P_REVERSE) {
+            if ((p0 != P_PASS && p0 != P_DROP && p0 != P_HOLD && p0 != P_REVERSE) ||
+                (p0 == P_HOLD && copy_release)) {
                 /* only the policies that look at the bytes copy them */
                 uint32_t off = 0;
                 for (unsigned i = 0; i < d.nbuffers; i++) {

@@ -71,6 +71,24 @@ function shimEnv(extra = {}) {
 }
 
 /** Runs a program under the shim to completion; resolves { code, stdout, stderr } (stdout a Buffer). */
+// Servers the tests open, with their connections: afterEach closes them, so
+// a failed test cannot leave a listener that keeps mocha from exiting.
+const servers = new Set();
+function createServer(mod, handler) {
+  const srv = mod.createServer(handler);
+  const conns = new Set();
+  srv.on('connection', (c) => { conns.add(c); c.on('close', () => conns.delete(c)); });
+  servers.add({ srv, conns });
+  return srv;
+}
+function closeServers() {
+  for (const { srv, conns } of servers) {
+    for (const c of conns) c.destroy();
+    if (srv.listening) srv.close();
+  }
+  servers.clear();
+}
+
 function runShimmed(cmd, args, ms = 20000, env = {}) {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { env: shimEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -117,7 +135,7 @@ const T = {
 function tcpServer(host, reply) {
   return new Promise((resolve) => {
     const got = [];
-    const srv = net.createServer((s) => {
+    const srv = createServer(net, (s) => {
       const parts = [];
       s.on('data', (d) => parts.push(d));
       s.on('end', () => { got.push(Buffer.concat(parts)); s.end(reply); });
@@ -168,6 +186,7 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
   });
   afterEach(async function () {
     for (const c of [...children]) await kill(c, 'SIGKILL');
+    closeServers();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -178,7 +197,7 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
   it('curl fetches from a local HTTP server; response edited in place (upper)', async function () {
     await startClient(['--out', 'pass', '--in', 'upper']);
     let reqLine = '';
-    const srv = http.createServer((req, res) => { reqLine = `${req.method} ${req.url}`; res.setHeader('content-type', 'text/plain'); res.end('hello curl, hello world\n'); });
+    const srv = createServer(http, (req, res) => { reqLine = `${req.method} ${req.url}`; res.setHeader('content-type', 'text/plain'); res.end('hello curl, hello world\n'); });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const r = await runShimmed('curl', ['-sS', `http://127.0.0.1:${srv.address().port}/some/path`]);
     srv.close();
@@ -243,7 +262,7 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
 
   it('200 concurrent node connections with random verdicts: no deadlock, byte-exact', async function () {
     const client = await startClient(['--out', 'random', '--in', 'random', '--seed', '3']);
-    const srv = net.createServer((s) => s.pipe(s));
+    const srv = createServer(net, (s) => s.pipe(s));
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const script = `
       const net = require('net'), crypto = require('crypto');
@@ -417,7 +436,7 @@ sys.stdout.write(out.decode('latin1') + '\\n')
   function piecesServer(pieces) {
     return new Promise((resolve) => {
       const got = [];
-      const srv = net.createServer((s) => {
+      const srv = createServer(net, (s) => {
         const parts = [];
         s.on('data', (d) => parts.push(d));
         s.on('error', () => {});
@@ -457,7 +476,7 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     // edit2 holds each socket's first chunk until its second arrives.
     const client = await startClient(['--out', 'edit2', '--in', 'pass']);
     const got = new Map();
-    const srv = net.createServer((c) => { const p = []; c.on('data', (d) => p.push(d)); c.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b[0], b); c.end('done'); }); });
+    const srv = createServer(net, (c) => { const p = []; c.on('data', (d) => p.push(d)); c.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b[0], b); c.end('done'); }); });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const script = `
       const net = require('net');
@@ -503,7 +522,7 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     // how many chunks are held (the core's chunk table does).
     const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000', '--copy-release']);
     const got = new Map();
-    const srv = net.createServer((s) => { const p = []; s.on('data', (d) => p.push(d)); s.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b.split(':')[0], b); s.end(); }); });
+    const srv = createServer(net, (s) => { const p = []; s.on('data', (d) => p.push(d)); s.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b.split(':')[0], b); s.end(); }); });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     // Batches of 20 connections, the next one once the client has taken the
     // last: a burst faster than the client releases buffers would find the
@@ -556,7 +575,7 @@ sys.stdout.write(out.decode('latin1') + '\\n')
 
   it('nke-emud killed and restarted: a shimmed program keeps running, bytes intact', async function () {
     await startClient(['--out', 'pass', '--in', 'pass']);
-    const srv = net.createServer((s) => s.pipe(s));
+    const srv = createServer(net, (s) => s.pipe(s));
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const script = `
       const net = require('net'); let n = 0;
@@ -738,7 +757,7 @@ b = rt(b'second-after-client')
 print(a.decode() + ' ' + b.decode())
 `;
     const seen = [];
-    const srv = net.createServer((c) => c.on('data', (d) => { seen.push(d.toString()); c.write(d); }));
+    const srv = createServer(net, (c) => c.on('data', (d) => { seen.push(d.toString()); c.write(d); }));
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 0, 'no client: may_defer 0');
     const phase1 = path.join(dir, 'phase1');

@@ -1346,13 +1346,6 @@ ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 
 /* The message is built on the stack, no malloc: exec* may run in a vfork
  * child (libuv, posix_spawn callers) sharing the parent's heap. */
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* before_ns: CLOCK_MONOTONIC taken before the exec (0: now, for a report
  * made before the exec call). */
 static void report_exec_for(int32_t pid, int32_t ppid, const char *path, uint64_t before_ns)
