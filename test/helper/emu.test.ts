@@ -9,7 +9,15 @@ import path from 'node:path';
 import { FilterEngine } from '../../extension/src/helper/engine';
 import { HelperClient } from '../../extension/src/helper-client/helperClient';
 import * as P from '../../extension/src/shared/helperProtocol';
-import { type Emulator, recordingServer, root, runUnder, startEmulator, waitFor } from './emu-support';
+import {
+  closeRecordingServers,
+  type Emulator,
+  recordingServer,
+  root,
+  runUnder,
+  startEmulator,
+  waitFor,
+} from './emu-support';
 
 // A real client program: python sends each argument as one write, 100 ms apart.
 const SENDER = [
@@ -37,7 +45,10 @@ describe('helper with the emulator', function () {
   beforeEach(() => {
     engine = new FilterEngine();
   });
-  afterEach(() => engine.dispose());
+  afterEach(() => {
+    engine.dispose();
+    closeRecordingServers();
+  });
 
   it('holds the chosen request; the edited verdict reaches the real server exactly', async () => {
     const server = await recordingServer();
@@ -70,6 +81,7 @@ describe('helper with the emulator', function () {
     assert.equal((await prog.done).code, 0);
     assert.equal((await server.whenBytes(13)).toString(), msgs.join(''));
     assert.equal(held, 0);
+    server.close();
   });
 
   it('a rewrite rule changes every matching chunk', async () => {
@@ -84,6 +96,7 @@ describe('helper with the emulator', function () {
     const want = 'tiger1 dog tiger-tiger ';
     assert.equal((await server.whenBytes(want.length)).toString(), want);
     await waitFor(() => engine.model.counters.rewritten >= 2, 5000, 'two rewrites counted');
+    server.close();
   });
 
   it('the exec tree holds a 1000-byte path with correct parentage', async () => {
