@@ -70,6 +70,45 @@ describe('helper with the emulator', function () {
     server.close();
   });
 
+  it('a pending chunk keeps its bytes in the model, not the shared buffers; over the byte bound it passes', async () => {
+    const server = await recordingServer();
+    engine.setRules({
+      default: 'pass',
+      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
+    });
+    engine.connect();
+    const pending = new Promise<string>((r) => engine.once('pending', (p) => r(p.view.id)));
+    const prog = runUnder(emu, [...SENDER, String(server.port), 'held-bytes']);
+    const id = await pending;
+    // Buffers went back in the same response that kept the chunk held.
+    const st = engine.status().state!;
+    assert.equal(st.chunksPending, 1);
+    assert.equal(st.buffersInUse, 0);
+    assert.equal(engine.model.pendingBytes, 10);
+    assert.equal(engine.getPayload(id).toString(), 'held-bytes');
+    engine.verdict(id, 'allow');
+    assert.equal((await prog.done).code, 0);
+    assert.equal((await server.whenBytes(10)).toString(), 'held-bytes');
+    assert.equal(engine.model.pendingBytes, 0);
+    engine.dispose();
+
+    // A bound of 5 bytes: a 10-byte chunk passes at once and is counted.
+    engine = new FilterEngine({ pendingBytesLimit: 5 });
+    engine.setRules({
+      default: 'pass',
+      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
+    });
+    engine.connect();
+    let held = 0;
+    engine.on('pending', () => held++);
+    const prog2 = runUnder(emu, [...SENDER, String(server.port), 'over-limit']);
+    assert.equal((await prog2.done).code, 0);
+    assert.equal((await server.whenBytes(20)).toString(), 'held-bytesover-limit');
+    assert.equal(held, 0);
+    assert.equal(engine.model.counters.pendingOverLimit, 1);
+    server.close();
+  });
+
   it('passes unmatched traffic with no verdict from outside', async () => {
     const server = await recordingServer();
     engine.setRules({ default: 'pass', intercept: [{ action: 'hold', remotePort: 1 }] });

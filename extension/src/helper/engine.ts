@@ -52,6 +52,8 @@ export class EngineError extends Error {
 
 export interface EngineOptions {
   historyLimit?: number;
+  /** Bound on the bytes kept for pending payloads (default 64 MiB); beyond it held chunks pass. */
+  pendingBytesLimit?: number;
   /** Max update batches a second sent to listeners (default 30). */
   updatesPerSecond?: number;
   addon?: NativeAddon;
@@ -80,7 +82,7 @@ export class FilterEngine extends EventEmitter<{
 
   constructor(opts: EngineOptions = {}) {
     super();
-    this.model = new LiveModel(opts.historyLimit);
+    this.model = new LiveModel(opts.historyLimit, opts.pendingBytesLimit);
     this.log = opts.log ?? (() => {});
     this.addonOverride = opts.addon;
     this.flushMs = Math.ceil(1000 / (opts.updatesPerSecond ?? 30));
@@ -258,14 +260,13 @@ export class FilterEngine extends EventEmitter<{
     this.closeNative();
   }
 
-  /** Bytes of a pending chunk, read from the shared buffers on request only. */
+  /** Bytes of a pending chunk (a copy of the model's; its shared buffers are long released). */
   getPayload(id: string): Buffer {
     const p = this.model.pending.get(id);
     if (!p) {
       throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
     }
-    if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
-    return this.client.readChunk(p.buffers, p.view.size);
+    return Buffer.from(p.data);
   }
 
   /** A person's verdict on a pending chunk. */
@@ -285,7 +286,6 @@ export class FilterEngine extends EventEmitter<{
       }
     }
     const v: Verdict[] = [];
-    const r: Release[] = [];
     if (action === 'replace') {
       this.stage(p.chunkId, p.sock, bytes!);
       v.push({ chunkId: p.chunkId, sock: p.sock, action: Action.AllowModified, modifiedLen: bytes!.length });
@@ -297,8 +297,8 @@ export class FilterEngine extends EventEmitter<{
         modifiedLen: 0,
       });
     }
-    for (const b of p.buffers) r.push({ chunkId: p.chunkId, buffer: b });
-    this.client.respond(encodeResponse(v, r));
+    // No releases: the buffers went back when the chunk was held (decide()).
+    this.client.respond(encodeResponse(v, []));
     this.model.removePending(id, action);
     this.model.verdict(id, action, action === 'replace' ? bytes!.length : p.view.size);
   }
@@ -350,9 +350,26 @@ export class FilterEngine extends EventEmitter<{
       for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
     };
     if (decision.kind === 'person') {
-      const p = this.model.addPending(n);
-      this.emit('pending', p);
-      return;
+      if (this.model.canHoldBytes(n.size)) {
+        // Copy the bytes into the model and release the shared buffers in
+        // this same response; the chunk itself stays held in the filter
+        // until verdict() (or its deadline).
+        let data: Buffer | undefined;
+        try {
+          data = this.client!.readChunk(n.buffers, n.size);
+        } catch (e) {
+          this.log('warn', `reading held chunk ${n.chunkId} failed, passing it: ${(e as Error).message}`);
+        }
+        if (data) {
+          const p = this.model.addPending(n, data);
+          release();
+          this.emit('pending', p);
+          return;
+        }
+      } else {
+        // Over the bound for pending bytes: fail open, count it.
+        this.model.counters.pendingOverLimit = (this.model.counters.pendingOverLimit ?? 0) + 1;
+      }
     }
     if (decision.kind === 'rewrite') {
       try {
