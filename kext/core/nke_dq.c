@@ -100,7 +100,14 @@ int nke_dq_enqueue(struct nke_dq_memory *q, uint32_t data_size, const void *data
 
     if (was_empty) {
         /* The consumer sleeps only when it saw head == tail; wake it when the
-         * queue was empty before this entry, or it drained meanwhile. */
+         * queue was empty before this entry, or it drained meanwhile.
+         * Full fence: our tail store must be visible before we read head,
+         * pairing with the consumer's fence between its head store and its
+         * next tail load. Release/acquire alone let both stores sit in store
+         * buffers (x86 reorders a store with a later load): the consumer
+         * then sees the old tail (empty, sleeps) while we see its old head
+         * (not drained, no wakeup), and nothing wakes it again. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         uint32_t head_now = __atomic_load_n(&q->head, __ATOMIC_ACQUIRE);
         *was_empty = (tail == head) || (head_now == tail);
     }
@@ -112,6 +119,10 @@ int nke_dq_dequeue(struct nke_dq_memory *q, uint32_t data_size, void *out, uint3
 {
     uint8_t *base = dq_base(q);
     uint32_t head = __atomic_load_n(&q->head, __ATOMIC_RELAXED);
+    /* Full fence: the head stored by the previous dequeue is visible before
+     * tail is read (pairs with the producer's fence in nke_dq_enqueue, so an
+     * empty result here and a missed wakeup there cannot both happen). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     /* Acquire: entries up to tail were fully written before tail was stored. */
     uint32_t tail = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
     uint32_t at, size;

@@ -6,7 +6,9 @@
 // socat, and mitmdump (mitmproxy) in reverse mode with raw TCP passthrough
 // (--tcp-hosts '.*'); each is skipped, with a note, when not installed
 // (bash scripts/setup-system.sh bench installs both).
-// NKE_BENCH_BYTES sets the bulk size (default 1 GiB). The machine's CPU count
+// NKE_BENCH_BYTES sets the bulk size (default 1 GiB), NKE_BENCH_RUNS the
+// number of interleaved runs per configuration (default 3; median and best
+// are printed, the ratio uses medians). The machine's CPU count
 // is printed: the shim's relay thread is a third busy thread next to the
 // sender and the sink, so on 2 CPUs it competes with them.
 'use strict';
@@ -92,6 +94,16 @@ async function viaRelay(name, argsFor, target) {
   }
 }
 
+/** The C sender (test/bench/bulk.c): same transfer without node in the measured program or the sink. */
+function runC(bin, env, port, n) {
+  return new Promise((res, rej) => {
+    const p = spawn(bin, ['send', String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`bulk send exit ${code}`))));
+  });
+}
+
 function runSender(env, mode, port, n) {
   return new Promise((res, rej) => {
     const p = spawn('node', ['-e', SENDER, mode, String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -100,6 +112,10 @@ function runSender(env, mode, port, n) {
     p.on('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`sender exit ${code}`))));
   });
 }
+
+const RUNS = Math.max(1, Number(process.env.NKE_BENCH_RUNS || 3));
+const median = (xs) => { const v = [...xs].sort((a, b) => a - b); return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2; };
+const pct = (xs, p) => { const v = [...xs].sort((a, b) => a - b); return v[Math.min(v.length - 1, Math.floor(v.length * p))]; };
 
 async function main() {
   const sink = net.createServer((s) => {
@@ -115,28 +131,87 @@ async function main() {
   const shim = { LD_PRELOAD: path.join(build, 'libnkeshim.so'), NKE_EMU_DIR: rt };
   const mb = BYTES / (1 << 20);
   const rate = (r) => mb / (r.ns / 1e9);
-  const raw = await runSender({}, 'bulk', sink.address().port, BYTES);
   const sinkPort = sink.address().port;
-  const socat = await viaRelay('socat', (port, t) => [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${t}`], sinkPort);
-  const mitm = await viaRelay('mitmdump', (port, t) => ['-q', '--listen-host', '127.0.0.1', '--listen-port', String(port), '--mode', `reverse:http://127.0.0.1:${t}`, '--tcp-hosts', '.*', '--set', 'connection_strategy=lazy'], sinkPort);
+  // The C pair: compiled here (cc is a build dependency of the emulator).
+  const bulk = path.join(dir, 'bulk');
+  const cc = require('node:child_process').spawnSync('cc', ['-O2', '-o', bulk, path.join(__dirname, 'bulk.c')], { stdio: 'inherit' });
+  let csink = null;
+  let cPort = 0;
+  if (cc.status === 0) {
+    csink = spawn(bulk, ['sink'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    cPort = await new Promise((res) => { let b = ''; csink.stdout.on('data', (d) => { b += d; const m = /ready (\d+)/.exec(b); if (m) res(Number(m[1])); }); });
+  }
+  const startClient = async () => {
+    const c = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    c.stdout.resume();
+    await waitReady(c, /ready/);
+    return c;
+  };
+  const stopClient = async (c) => { const gone = new Promise((r) => c.on('exit', r)); c.kill('SIGKILL'); await gone; };
+  // Rounds interleave the configurations, so a burst of load elsewhere on
+  // the machine spreads over all of them instead of sinking one.
+  const R = { raw: [], socat: [], mitm: [], none: [], all: [], craw: [], cnone: [], call: [] };
+  const skipped = {};
+  for (let i = 0; i < RUNS; i++) {
+    process.stderr.write(`[bench] round ${i + 1}/${RUNS}\n`);
+    R.raw.push(rate(await runSender({}, 'bulk', sinkPort, BYTES)));
+    if (csink) {
+      R.craw.push(rate(await runC(bulk, {}, cPort, BYTES)));
+      R.cnone.push(rate(await runC(bulk, shim, cPort, BYTES)));
+    }
+    for (const [key, name, args] of [
+      ['socat', 'socat', (port, t) => [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${t}`]],
+      ['mitm', 'mitmdump', (port, t) => ['-q', '--listen-host', '127.0.0.1', '--listen-port', String(port), '--mode', `reverse:http://127.0.0.1:${t}`, '--tcp-hosts', '.*', '--set', 'connection_strategy=lazy']],
+    ]) {
+      if (skipped[key]) continue;
+      const r = await viaRelay(name, args, sinkPort);
+      if (r.skipped) skipped[key] = r.skipped; else R[key].push(rate(r));
+    }
+    R.none.push(rate(await runSender(shim, 'bulk', sinkPort, BYTES)));
+    const client = await startClient();
+    R.all.push(rate(await runSender(shim, 'bulk', sinkPort, BYTES)));
+    if (csink) R.call.push(rate(await runC(bulk, shim, cPort, BYTES)));
+    await stopClient(client);
+  }
+  // Latency: 64-byte ping-pongs to an echo server, raw and under the shim
+  // with every chunk held and passed both ways. The shim records each
+  // chunk's round trip (DATA sent to nke-emud -> verdict back) when
+  // NKE_SHIM_STATS names a file: that is the per-chunk figure.
   const rawLat = await runSender({}, 'pingpong', echo.address().port, 2000);
-  const none = await runSender(shim, 'bulk', sink.address().port, BYTES);
-  const client = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await waitReady(client, /ready/);
-  const all = await runSender(shim, 'bulk', sink.address().port, BYTES);
-  const holdLat = await runSender(shim, 'pingpong', echo.address().port, 2000);
-  client.kill('SIGKILL');
+  const client = await startClient();
+  const stats = path.join(dir, 'shim-stats');
+  const holdLat = await runSender({ ...shim, NKE_SHIM_STATS: stats }, 'pingpong', echo.address().port, 2000);
+  await stopClient(client);
+  const chunkUs = fs.existsSync(stats) ? fs.readFileSync(stats, 'utf8').trim().split('\n').map(Number) : [];
   emud.kill('SIGKILL');
+  if (csink) csink.kill('SIGKILL');
   sink.close();
   echo.close();
   fs.rmSync(dir, { recursive: true, force: true });
-  const line = (label, r) => console.log(r.skipped ? `  ${label.padEnd(24)} skipped: ${r.skipped}` : `  ${label.padEnd(24)} ${rate(r).toFixed(0)} MiB/s  (ratio ${(rate(r) / rate(raw)).toFixed(2)})`);
-  console.log(`bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs:`);
-  console.log(`  raw                      ${rate(raw).toFixed(0)} MiB/s`);
-  line('socat relay', socat);
-  line('mitmdump relay (raw tcp)', mitm);
-  console.log(`  shim, no user client     ${rate(none).toFixed(0)} MiB/s  (ratio ${(rate(none) / rate(raw)).toFixed(2)})`);
-  console.log(`  shim, all held + pass    ${rate(all).toFixed(0)} MiB/s  (ratio ${(rate(all) / rate(raw)).toFixed(2)})`);
-  console.log(`64-byte round trip (us):  raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; hold-and-pass both ways p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`);
+  const line = (label, key, rawKey = 'raw') => {
+    if (skipped[key]) return console.log(`  ${label.padEnd(26)} skipped: ${skipped[key]}`);
+    const v = R[key];
+    console.log(`  ${label.padEnd(26)} median ${median(v).toFixed(0).padStart(5)} MiB/s  best ${Math.max(...v).toFixed(0).padStart(5)}  runs [${v.map((x) => x.toFixed(0)).join(' ')}]` +
+      (key === rawKey ? '' : `  ratio ${(median(v) / median(R[rawKey])).toFixed(2)}`));
+  };
+  console.log(`bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs, ${RUNS} interleaved runs each; ratio = median / raw median.`);
+  console.log('node sender and node sink (the program under the shim is node):');
+  line('raw', 'raw');
+  line('socat relay', 'socat');
+  line('mitmdump relay (raw tcp)', 'mitm');
+  line('shim, capture nothing', 'none');
+  line('shim, all held + pass', 'all');
+  if (csink) {
+    console.log('same transfer, C sender and C sink (test/bench/bulk.c):');
+    line('raw', 'craw', 'craw');
+    line('shim, capture nothing', 'cnone', 'craw');
+    line('shim, all held + pass', 'call', 'craw');
+  } else {
+    console.log('C sender and sink: skipped (cc failed)');
+  }
+  console.log(`64-byte ping-pong round trip (us): raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; all held + pass (two holds per round trip) p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`);
+  console.log(chunkUs.length
+    ? `per-chunk hold-and-pass round trip (shim -> nke-emud -> client -> nke-emud -> shim, ${chunkUs.length} chunks, us): p50 ${pct(chunkUs, 0.5)} p99 ${pct(chunkUs, 0.99)}`
+    : 'per-chunk hold-and-pass round trip: no samples (NKE_SHIM_STATS not written)');
 }
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -17,6 +17,13 @@
  *   nul      ALLOW_MODIFIED, every '!' -> "\0BIN\377" (binary, longer)
  *   random   per chunk: ALLOW now, ALLOW after 0-30 ms, or ALLOW_MODIFIED
  *            with the same bytes (all byte-exact)
+ *   reverse:N  per socket and direction, hold chunks until N are held at
+ *            once, then ALLOW them last first, one response each (prints
+ *            "reverse N"); and so on for the next N
+ *   edit2    per socket and direction: hold chunk 1; while it is held,
+ *            answer chunk 2 with every byte doubled (ALLOW_MODIFIED, longer),
+ *            then ALLOW chunk 1 (prints "edit2 while-held"); later chunks pass
+ * Verdicts decided together (one dequeue pass) go in one response.
  * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
  * "released <reason>", "held-total <n>", "exec <pid> <ppid> <uid> <complete> <len> <path>".
  */
@@ -91,14 +98,46 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-enum pol { P_PASS, P_DROP, P_HOLD, P_UPPER, P_DOUBLE, P_SHRINK, P_NUL, P_RANDOM };
+enum pol { P_PASS, P_DROP, P_HOLD, P_UPPER, P_DOUBLE, P_SHRINK, P_NUL, P_RANDOM, P_REVERSE, P_EDIT2 };
 
-static enum pol parse_pol(const char *s)
+/* reverse / edit2: what is held per socket and direction (a small table;
+ * the tests use a handful of sockets). */
+struct seqstate {
+    struct nke_sock_id sock;
+    uint8_t dir;
+    unsigned seen;                       /* chunks of this socket/direction so far */
+    unsigned nheld;
+    struct nke_nt_data held[8];
+};
+static struct seqstate g_ss[256];
+
+static struct seqstate *seqstate_of(struct nke_sock_id sock, uint8_t dir)
+{
+    for (unsigned i = 0; i < 256; i++) {
+        struct seqstate *e = &g_ss[i];
+        if (e->sock.gen == sock.gen && e->sock.slot == sock.slot && e->dir == dir && e->sock.gen)
+            return e;
+        if (!e->sock.gen) {
+            e->sock = sock;
+            e->dir = dir;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static enum pol parse_pol(const char *s, unsigned *n)
 {
     const char *names[] = { "pass", "drop", "hold", "upper", "double", "shrink", "nul", "random" };
     for (int i = 0; i < 8; i++)
         if (!strcmp(s, names[i]))
             return (enum pol)i;
+    if (!strcmp(s, "edit2"))
+        return P_EDIT2;
+    if (!strncmp(s, "reverse:", 8) && atoi(s + 8) >= 1 && atoi(s + 8) <= 8) {
+        *n = (unsigned)atoi(s + 8);
+        return P_REVERSE;
+    }
     fprintf(stderr, "test-client: unknown policy '%s'\n", s);
     exit(2);
 }
@@ -119,6 +158,42 @@ static size_t transform(enum pol p, const uint8_t *in, size_t n, uint8_t *out)
         }
     }
     return o;
+}
+
+/* Verdicts collected during one dequeue pass, sent as one response. */
+#define BATCH_MAX 32
+static struct nke_verdict g_bv[BATCH_MAX];
+static struct nke_release g_br[BATCH_MAX * NKE_CHUNK_MAX_BUFFERS];
+static unsigned g_nbv, g_nbr;
+
+static void batch_flush(void)
+{
+    if (!g_nbv)
+        return;
+    static uint8_t msg[sizeof(struct nke_response_hdr) + sizeof(g_bv) + sizeof(g_br)];
+    struct nke_response_hdr h = { NKE_ABI_VERSION, 0, (uint16_t)g_nbv, (uint16_t)g_nbr, 0 };
+    size_t o = sizeof(h);
+    memcpy(msg + o, g_bv, g_nbv * sizeof(g_bv[0]));
+    o += g_nbv * sizeof(g_bv[0]);
+    memcpy(msg + o, g_br, g_nbr * sizeof(g_br[0]));
+    o += g_nbr * sizeof(g_br[0]);
+    h.size = (uint32_t)o;
+    memcpy(msg, &h, sizeof(h));
+    uint32_t st = call(NKE_SEL_RESPOND, msg, (uint32_t)o, NULL, 0, NULL);
+    if (st != NKE_OK && st != NKE_ERR_NOT_HELD)
+        fprintf(stderr, "test-client: respond (%u verdicts): error %u\n", g_nbv, st);
+    g_nbv = g_nbr = 0;
+}
+
+/* Queues a verdict for the next batch_flush (sent at the end of the pass). */
+static void batch_add(uint64_t chunk, struct nke_sock_id sock, uint8_t action, uint32_t modlen,
+                      const struct nke_nt_data *d)
+{
+    if (g_nbv == BATCH_MAX)
+        batch_flush();
+    g_bv[g_nbv++] = (struct nke_verdict){ .chunk_id = chunk, .sock = sock, .action = action, .modified_len = modlen };
+    for (unsigned i = 0; i < d->nbuffers; i++)
+        g_br[g_nbr++] = (struct nke_release){ .chunk_id = chunk, .buffer = d->buffers[i] };
 }
 
 static void respond(uint64_t chunk, struct nke_sock_id sock, uint8_t action, uint32_t modlen,
@@ -210,13 +285,14 @@ static int run_kev(void)
 int main(int argc, char **argv)
 {
     enum pol pout = P_PASS, pin = P_PASS;
+    unsigned nout = 0, nin = 0;
     uint32_t timeout_ms = 0;
     int kev = 0;
     unsigned seed = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) pout = parse_pol(argv[++i]);
-        else if (!strcmp(argv[i], "--in") && i + 1 < argc) pin = parse_pol(argv[++i]);
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) pout = parse_pol(argv[++i], &nout);
+        else if (!strcmp(argv[i], "--in") && i + 1 < argc) pin = parse_pol(argv[++i], &nin);
         else if (!strcmp(argv[i], "--timeout-ms") && i + 1 < argc) timeout_ms = (uint32_t)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kev")) kev = 1;
@@ -292,23 +368,59 @@ int main(int argc, char **argv)
                 continue;
             struct nke_nt_data d;
             memcpy(&d, rec, sizeof(d));
-            uint32_t off = 0;
-            for (unsigned i = 0; i < d.nbuffers; i++) {
-                uint32_t n = d.size - off > NKE_BUFFER_SIZE ? NKE_BUFFER_SIZE : d.size - off;
-                memcpy(data + off, bufs + (size_t)d.buffers[i] * NKE_BUFFER_SIZE, n);
-                off += n;
-            }
             int held = (h.flags & NKE_DATA_F_HELD) != 0;
             printf("data %s %u %d\n", d.direction == NKE_DIR_OUT ? "out" : "in", d.size, held);
             if (!held) {
-                respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
+                batch_add(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
                 continue;
             }
             held_total++;
             enum pol p0 = d.direction == NKE_DIR_OUT ? pout : pin;
+            if (p0 != P_PASS && p0 != P_DROP && p0 != P_HOLD && p0 != P_REVERSE) {
+                /* only the policies that look at the bytes copy them */
+                uint32_t off = 0;
+                for (unsigned i = 0; i < d.nbuffers; i++) {
+                    uint32_t n = d.size - off > NKE_BUFFER_SIZE ? NKE_BUFFER_SIZE : d.size - off;
+                    memcpy(data + off, bufs + (size_t)d.buffers[i] * NKE_BUFFER_SIZE, n);
+                    off += n;
+                }
+            }
             switch (p0) {
-            case P_PASS: respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d); break;
-            case P_DROP: respond(d.chunk_id, h.sock, NKE_ACT_DROP, 0, &d); break;
+            case P_PASS: batch_add(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d); break;
+            case P_DROP: batch_add(d.chunk_id, h.sock, NKE_ACT_DROP, 0, &d); break;
+            case P_REVERSE: {
+                unsigned want = d.direction == NKE_DIR_OUT ? nout : nin;
+                struct seqstate *e = seqstate_of(h.sock, d.direction);
+                if (!e) {
+                    batch_add(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
+                    break;
+                }
+                e->held[e->nheld++] = d;
+                if (e->nheld < want)
+                    break;
+                batch_flush(); /* keep the earlier verdicts of this pass first */
+                for (unsigned i = e->nheld; i-- > 0;)
+                    respond(e->held[i].chunk_id, h.sock, NKE_ACT_ALLOW, 0, &e->held[i]);
+                printf("reverse %u\n", e->nheld);
+                e->nheld = 0;
+                break;
+            }
+            case P_EDIT2: {
+                struct seqstate *e = seqstate_of(h.sock, d.direction);
+                unsigned k = e ? ++e->seen : 0;
+                if (k == 1) {
+                    e->held[e->nheld++] = d;
+                } else if (k == 2 && e->nheld == 1) {
+                    batch_flush();
+                    put_modified(&d, out, (uint32_t)transform(P_DOUBLE, data, d.size, out));
+                    respond(e->held[0].chunk_id, h.sock, NKE_ACT_ALLOW, 0, &e->held[0]);
+                    e->nheld = 0;
+                    printf("edit2 while-held\n");
+                } else {
+                    batch_add(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
+                }
+                break;
+            }
             case P_HOLD:
                 printf("held-total %llu\n", (unsigned long long)held_total);
                 break;
@@ -321,8 +433,9 @@ int main(int argc, char **argv)
             }
             default: put_modified(&d, out, (uint32_t)transform(p0, data, d.size, out));
             }
-            fflush(stdout);
         }
+        batch_flush();
+        fflush(stdout);
         if (r == NKE_DQ_CORRUPT) {
             fprintf(stderr, "test-client: queue corrupt\n");
             return 1;

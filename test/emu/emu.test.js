@@ -254,6 +254,107 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.ok(client.lines.filter((l) => /^data .* 1$/.test(l)).length >= 64, 'the data went through the client');
   });
 
+  // Several chunks of one socket and direction with nke-emud at once (the
+  // shim link's window): the program writes pieces 150 ms apart so the relay
+  // reads each as its own chunk, and the server answers the same way.
+  const PY_PIECES = `
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+for p in sys.argv[3].split(','):
+    s.sendall(p.encode())
+    time.sleep(0.15)
+s.shutdown(socket.SHUT_WR)
+out = b''
+while True:
+    d = s.recv(65536)
+    if not d: break
+    out += d
+sys.stdout.write(out.decode('latin1') + '\\n')
+`;
+  /** A server that records what it got and answers `pieces` 150 ms apart, then closes. */
+  function piecesServer(pieces) {
+    return new Promise((resolve) => {
+      const got = [];
+      const srv = net.createServer((s) => {
+        const parts = [];
+        s.on('data', (d) => parts.push(d));
+        s.on('error', () => {});
+        let i = 0;
+        const next = () => { if (i < pieces.length) { s.write(pieces[i++]); setTimeout(next, 150); } else s.end(); };
+        next();
+        s.on('end', () => got.push(Buffer.concat(parts).toString('latin1')));
+      });
+      srv.listen(0, '127.0.0.1', () => resolve({ srv, port: srv.address().port, got }));
+    });
+  }
+
+  it('three chunks held at once on one socket, released last first: they arrive in order, both ways', async function () {
+    const client = await startClient(['--out', 'reverse:3', '--in', 'reverse:3']);
+    const s = await piecesServer(['in-one.', 'in-two.', 'in-three.']);
+    const r = await runShimmed('python3', ['-c', PY_PIECES, '127.0.0.1', String(s.port), 'out-one.,out-two.,out-three.']);
+    s.srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(s.got, ['out-one.out-two.out-three.']);
+    assert.equal(r.stdout.toString(), 'in-one.in-two.in-three.\n');
+    // Proof that three were held together on each direction and answered in reverse.
+    assert.equal(client.lines.filter((l) => l === 'reverse 3').length, 2, client.lines.join('\n'));
+  });
+
+  it('chunk 2 edited (longer) while chunk 1 is still held: both delivered exactly, in order, both ways', async function () {
+    const client = await startClient(['--out', 'edit2', '--in', 'edit2']);
+    const s = await piecesServer(['first|', 'second|', 'third']);
+    const r = await runShimmed('python3', ['-c', PY_PIECES, '127.0.0.1', String(s.port), 'aaa|,bbb|,ccc']);
+    s.srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(s.got, ['aaa|bbbbbb||ccc']);
+    assert.equal(r.stdout.toString(), 'first|sseeccoonndd||third\n');
+    assert.equal(client.lines.filter((l) => l === 'edit2 while-held').length, 2, client.lines.join('\n'));
+  });
+
+  it('a held chunk blocks only its own socket: another socket of the same process completes meanwhile', async function () {
+    // edit2 holds each socket's first chunk until its second arrives.
+    const client = await startClient(['--out', 'edit2', '--in', 'pass']);
+    const got = new Map();
+    const srv = net.createServer((c) => { const p = []; c.on('data', (d) => p.push(d)); c.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b[0], b); c.end('done'); }); });
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    const script = `
+      const net = require('net');
+      const a = net.connect(${srv.address().port}, '127.0.0.1', () => a.write('A1'));
+      a.on('data', (d) => console.log('A ' + d));
+      process.stdin.on('data', () => a.end('A2'));
+      setTimeout(() => {
+        const b = net.connect(${srv.address().port}, '127.0.0.1', () => { b.write('B1'); setTimeout(() => b.end('B2'), 150); });
+        b.on('data', (d) => console.log('B ' + d));
+      }, 150);`;
+    const prog = start('node', ['-e', script], { env: shimEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    await prog.waitLine(/^B done$/);
+    assert.equal(got.get('B'), 'B1BB22', 'B: chunk 2 doubled, behind chunk 1');
+    assert.ok(!got.has('A'), 'A is still held');
+    prog.stdin.write('go\n');
+    await prog.waitLine(/^A done$/);
+    srv.close();
+    assert.equal(got.get('A'), 'A1AA22');
+    assert.equal(client.lines.filter((l) => l === 'edit2 while-held').length, 2);
+  });
+
+  it('nke-emud killed with several chunks of one socket held: the shim sends them all as they were, in order', async function () {
+    const client = await startClient(['--out', 'reverse:4', '--in', 'pass']);
+    const s = await piecesServer(['reply']);
+    const prog = start('python3', ['-c', PY_PIECES, '127.0.0.1', String(s.port), 'p1-,p2-,p3-'], { env: shimEnv() });
+    // three held, the client waits for a fourth that never comes
+    for (;;) {
+      if (client.lines.filter((l) => /^data out \d+ 1$/.test(l)).length >= 3) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(s.got.length, 0);
+    await kill(emud, 'SIGKILL');
+    const r = await prog.exited;
+    s.srv.close();
+    assert.equal(r.code, 0, prog.stderrText);
+    assert.deepEqual(s.got, ['p1-p2-p3-']);
+    assert.equal(prog.lines.join('\n'), 'reply');
+  });
+
   it('user client killed with chunks held: all released within the deadline, originals byte-exact', async function () {
     const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000']);
     const got = new Map();

@@ -7,8 +7,15 @@
  * it, which is the serialization nke_core.h asks of the platform; nothing
  * here locks.
  *
- * Usage: nke-emud [--kev-limit N]   (the hold deadline is the client's
- * capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS)
+ * Usage: nke-emud [--kev-limit N] [--spin-us N]   (the hold deadline is the
+ * client's capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS)
+ *
+ * --spin-us N (default 50; 0: off): while data can be held, the loop polls
+ * without sleeping for up to N us after the last event, yielding between
+ * polls, and relays waiting for a verdict do the same (shim.state). A held
+ * chunk's round trip crosses four processes (relay, nke-emud, user client,
+ * nke-emud, relay); on a virtual machine whose idle CPUs halt at once, each
+ * sleep-and-wake costs tens of microseconds, which is most of the round trip.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,10 +52,20 @@
 
 enum conn_kind { K_LISTEN_CTL = 1, K_LISTEN_KEV, K_LISTEN_SHIM, K_CTL, K_KEV, K_SHIM, K_PROC };
 
+/* A verdict message the shim's link could not take yet (shim only). */
+struct outmsg {
+    struct outmsg *next;
+    size_t len;
+    uint8_t b[];
+};
+
 /* One accepted or listening descriptor. Owned by the loop. */
 struct conn {
     enum conn_kind kind;
     int fd;
+    /* shim: verdicts waiting for room on the link, in order (the loop never
+     * blocks on one shim; EPOLLOUT is armed while this is non-empty) */
+    struct outmsg *outq, *outq_tail;
     bool dead;                  /* shim: closing; finish must not write */
     struct nke_sock_id id;      /* shim: the core's socket */
     /* kev: filter */
@@ -59,7 +77,7 @@ struct conn {
  * returned to us in finish. */
 struct held {
     struct conn *c;
-    uint32_t dir, len;
+    uint32_t dir, len, seq;
     uint8_t bytes[];
 };
 
@@ -76,6 +94,7 @@ static uint64_t g_kev_lost, g_refused, g_session;
 static uid_t g_uid;
 static int g_proc_fd = -1; /* process-events connector, or -1: shim reports only */
 static struct shim_state *g_shim_state; /* shim.state mapping (only this thread writes) */
+static uint32_t g_spin_us = 50;
 
 /* Publishes whether any chunk could be deferred now, so relays skip the
  * round trip when none can. Called after every user-client request and
@@ -103,6 +122,11 @@ static void shim_state_create(const char *dir)
     }
     void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
+    if (m != MAP_FAILED) {
+        /* complete before the rename makes it visible to shims */
+        ((struct shim_state *)m)->magic = SHIM_STATE_MAGIC;
+        ((struct shim_state *)m)->spin_us = g_spin_us;
+    }
     if (m == MAP_FAILED || rename(tmp, dst) < 0) {
         LOG("%s: %s (shims will ask for every chunk)", dst, strerror(errno));
         if (m != MAP_FAILED) munmap(m, 4096);
@@ -110,7 +134,6 @@ static void shim_state_create(const char *dir)
         return;
     }
     g_shim_state = m;
-    g_shim_state->magic = SHIM_STATE_MAGIC;
     shim_state_update();
 }
 /* Closed conns are freed at the end of a loop iteration, because finish()
@@ -148,24 +171,79 @@ static void op_copy(void *platform, void *data_ctx, uint32_t off, uint32_t len, 
     memcpy(dst, h->bytes + off, len);
 }
 
-static void send_verdict(struct conn *c, uint32_t dir, uint32_t action, const uint8_t *b, uint32_t len)
+static void ep_mod(struct conn *c, uint32_t events);
+
+/* Sends what waits in c's outq without blocking; arms or disarms EPOLLOUT. */
+static void outq_flush(struct conn *c)
 {
-    uint8_t msg[sizeof(struct shim_hdr) + SHIM_PIECE];
+    while (c->outq) {
+        struct outmsg *m = c->outq;
+        if (send(c->fd, m->b, m->len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+            if (errno == EAGAIN || errno == ENOBUFS || errno == EINTR) {
+                ep_mod(c, EPOLLIN | EPOLLOUT);
+                return;
+            }
+            LOG("verdict to shim fd %d: %s", c->fd, strerror(errno));
+            /* the shim is gone or broken; its EPOLLIN/HUP closes the conn */
+        }
+        c->outq = m->next;
+        free(m);
+    }
+    c->outq_tail = NULL;
+    ep_mod(c, EPOLLIN);
+}
+
+static void outq_free(struct conn *c)
+{
+    while (c->outq) {
+        struct outmsg *m = c->outq;
+        c->outq = m->next;
+        free(m);
+    }
+    c->outq_tail = NULL;
+}
+
+/* The verdict on the DATA `seq` of direction dir; modified bytes in pieces
+ * of SHIM_PIECE. Never blocks: what the link cannot take now is queued. */
+static void send_verdict(struct conn *c, uint32_t dir, uint32_t seq, uint32_t action, const uint8_t *b,
+                         uint32_t len)
+{
+    static uint8_t msg[sizeof(struct shim_hdr) + SHIM_PIECE];
     uint32_t off = 0;
     do {
         uint32_t n = len - off > SHIM_PIECE ? SHIM_PIECE : len - off;
         struct shim_hdr h = { .type = SHIM_VERDICT, .direction = dir, .action = action, .len = n,
-                              .flags = off + n < len ? SHIM_F_MORE : 0 };
+                              .flags = off + n < len ? SHIM_F_MORE : 0, .seq = seq };
         memcpy(msg, &h, sizeof(h));
         if (n)
             memcpy(msg + sizeof(h), b + off, n);
-        /* Blocking send: the shim reads verdicts promptly; a shim that
-         * stops reading only stalls its own link's buffer (208 KiB). */
-        if (send(c->fd, msg, sizeof(h) + n, MSG_NOSIGNAL) < 0) {
-            LOG("verdict to shim fd %d: %s", c->fd, strerror(errno));
+        off += n;
+        if (!c->outq) {
+            ssize_t w = send(c->fd, msg, sizeof(h) + n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w >= 0)
+                continue;
+            if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR) {
+                LOG("verdict to shim fd %d: %s", c->fd, strerror(errno));
+                return;
+            }
+        }
+        struct outmsg *m = malloc(sizeof(*m) + sizeof(h) + n);
+        if (!m) {
+            /* Out of memory: the shim would wait forever for this verdict,
+             * so cut its link instead: it fails open (sends originals). */
+            LOG("no memory for a verdict: closing shim fd %d (it fails open)", c->fd);
+            shutdown(c->fd, SHUT_RDWR);
             return;
         }
-        off += n;
+        m->next = NULL;
+        m->len = sizeof(h) + n;
+        memcpy(m->b, msg, m->len);
+        if (c->outq_tail)
+            c->outq_tail->next = m;
+        else
+            c->outq = m;
+        c->outq_tail = m;
+        ep_mod(c, EPOLLIN | EPOLLOUT);
     } while (off < len);
 }
 
@@ -177,9 +255,9 @@ static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t a
     struct held *h = data_ctx;
     if (c && !c->dead) {
         if (action == NKE_ACT_ALLOW_MODIFIED)
-            send_verdict(c, h->dir, action, staged, staged_len);
+            send_verdict(c, h->dir, h->seq, action, staged, staged_len);
         else
-            send_verdict(c, h->dir, action, NULL, 0);
+            send_verdict(c, h->dir, h->seq, action, NULL, 0);
     }
     free(h);
     free(staged);
@@ -214,8 +292,16 @@ static void ep_add(struct conn *c)
         LOG("epoll_ctl: %s", strerror(errno));
 }
 
+static void ep_mod(struct conn *c, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = c };
+    if (epoll_ctl(g_ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        LOG("epoll_ctl mod: %s", strerror(errno));
+}
+
 static void conn_close(struct conn *c)
 {
+    outq_free(c);
     epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
@@ -576,6 +662,7 @@ static void shim_message(struct conn *c)
                 hd->c = c;
                 hd->dir = h.direction;
                 hd->len = h.len;
+                hd->seq = h.seq;
                 memcpy(hd->bytes, in + sizeof(h), h.len);
                 uint64_t chunk = 0;
                 uint32_t fl = 0;
@@ -588,7 +675,7 @@ static void shim_message(struct conn *c)
         }
         if (res != NKE_DATA_HELD) {
             free(hd);
-            send_verdict(c, h.direction, NKE_ACT_ALLOW, NULL, 0);
+            send_verdict(c, h.direction, h.seq, NKE_ACT_ALLOW, NULL, 0);
         }
     } else if (h.type == SHIM_EXEC && (size_t)n >= sizeof(struct shim_exec)) {
         struct shim_exec e;
@@ -643,6 +730,11 @@ static void accept_on(struct conn *l)
             g_kev[k] = c;
         } else {
             c->kind = K_SHIM;
+            /* Room for a window of ALLOW verdicts and some modified bytes
+             * before send_verdict has to queue (FORCE needs root). */
+            int sz = 1 << 20;
+            if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+                setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
         }
         ep_add(c);
     }
@@ -680,8 +772,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--kev-limit") && i + 1 < argc)
             g_kev_limit = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--spin-us") && i + 1 < argc && strtoul(argv[i + 1], NULL, 10) <= 10000)
+            g_spin_us = (uint32_t)strtoul(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: nke-emud [--kev-limit N]\n");
+            fprintf(stderr, "usage: nke-emud [--kev-limit N] [--spin-us 0..10000]\n");
             return 2;
         }
     }
@@ -747,7 +841,7 @@ int main(int argc, char **argv)
     printf("nke-emud ready %s\n", dir);
     fflush(stdout);
 
-    uint64_t last_state = 0;
+    uint64_t last_state = 0, last_event = 0;
     for (;;) {
         uint64_t ns = now_ns();
         uint32_t wait = nke_core_expire(&g_core, ns / 1000000u, ns);
@@ -757,7 +851,16 @@ int main(int argc, char **argv)
         }
         int timeout = wait > 1000 ? 1000 : (int)wait;
         struct epoll_event evs[64];
-        int n = epoll_wait(g_ep, evs, 64, timeout);
+        /* Spin only while data can be held (a verdict round trip may be in
+         * progress) and something happened within the last spin_us. */
+        int n = 0;
+        bool spin = g_spin_us && g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
+        while (spin && (n = epoll_wait(g_ep, evs, 64, 0)) == 0 && now_ns() - last_event < g_spin_us * 1000ull)
+            sched_yield();
+        if (n == 0)
+            n = epoll_wait(g_ep, evs, 64, timeout);
+        if (n > 0)
+            last_event = now_ns();
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
             if (c->dead)
@@ -766,7 +869,12 @@ int main(int argc, char **argv)
             case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
             case K_CTL: if (c == g_ctl) ctl_request(c); else busy_request(c); break;
             case K_KEV: kev_request(c); break;
-            case K_SHIM: shim_message(c); break;
+            case K_SHIM:
+                if (evs[i].events & EPOLLOUT)
+                    outq_flush(c);
+                if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                    shim_message(c);
+                break;
             case K_PROC: proc_message(c->fd); break;
             }
         }

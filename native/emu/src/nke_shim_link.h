@@ -5,16 +5,25 @@
  * this one header in one Makefile, so no version field is needed.
  *
  * shim -> emud: first message SHIM_ATTACH (the socket as the kernel's attach
- * + connect callbacks would see it), then SHIM_DATA messages, at most one
- * outstanding per direction (the relay stops reading that direction until its
- * verdict arrives, which is what "held data blocks only its socket" means).
- * emud -> shim: SHIM_VERDICT per SHIM_DATA, in order per direction; modified
- * bytes longer than SHIM_PIECE come in several messages, all but the last
- * with SHIM_F_MORE. UDP sockets are not relayed: the shim's send and receive
- * calls ask for the verdict of each datagram synchronously on the socket's
- * own link (only the calling thread waits). Closing the connection is the socket's detach; emud
- * closing it (death, restart) makes the shim fail open: pending data is sent
- * as it was and nothing more is reported.
+ * + connect callbacks would see it), then SHIM_DATA messages of at most
+ * SHIM_DATA_MAX bytes each. Every DATA carries `seq`, counting from 0 per
+ * direction; up to SHIM_WINDOW_CHUNKS of them may be awaiting verdicts per
+ * direction at once (the relay keeps reading that direction until the window
+ * is full, then stops: held data blocks only its own socket).
+ * emud -> shim: one SHIM_VERDICT per SHIM_DATA, with the DATA's direction
+ * and seq, in the order the user client decides them (which may differ from
+ * the data's order); the shim applies them strictly in seq order, so a held
+ * chunk keeps the later ones of its direction queued behind it, as in the
+ * kext. Modified bytes longer than SHIM_PIECE come in several consecutive
+ * messages of the same seq, all but the last with SHIM_F_MORE; modified data
+ * of any length (0 included) replaces the original exactly. Both ends send
+ * with MSG_DONTWAIT and queue what does not fit, so neither ever blocks on
+ * the other. UDP sockets are not relayed: the shim's send and receive calls
+ * ask for the verdict of each datagram synchronously on the socket's own
+ * link (only the calling thread waits; one outstanding, seq 0 always).
+ * Closing the connection is the socket's detach; emud closing it (death,
+ * restart) makes the shim fail open: every chunk still awaiting a verdict
+ * is delivered as it was, in order, and nothing more is reported.
  */
 #ifndef NKE_SHIM_LINK_H
 #define NKE_SHIM_LINK_H
@@ -31,7 +40,9 @@ enum shim_msg_type {
 
 #define SHIM_F_MORE 0x1u
 #define SHIM_F_DATAGRAM 0x2u  /* DATA: one UDP datagram (boundaries kept) */
-#define SHIM_PIECE (60u * 1024u)   /* bytes per message either way */
+#define SHIM_PIECE (60u * 1024u)   /* modified bytes per VERDICT message */
+#define SHIM_DATA_MAX NKE_BUFFER_SIZE /* bytes per DATA message (one pool buffer) */
+#define SHIM_WINDOW_CHUNKS 4u         /* DATA awaiting verdicts per direction */
 
 struct shim_hdr {
     uint32_t type;        /* enum shim_msg_type */
@@ -39,7 +50,7 @@ struct shim_hdr {
     uint32_t action;      /* VERDICT: enum nke_action */
     uint32_t len;         /* bytes following */
     uint32_t flags;       /* SHIM_F_* */
-    uint32_t _pad0;
+    uint32_t seq;         /* DATA/VERDICT: per-direction sequence (wraps) */
     struct nke_addr addr; /* DATA of a UDP socket: the datagram's peer (family 0: none) */
 };
 
@@ -70,13 +81,17 @@ struct shim_exec {
  * only by nke-emud's one thread (relaxed atomic store; a relay that reads a
  * stale 0 passes a chunk that was in flight when capture began, as the
  * kext does for data queued before SET_CAPTURE).
+ * spin_us: how long a relay waiting for a verdict polls before sleeping
+ * (nke-emud --spin-us; 0: never). Sleeping and being woken costs tens of
+ * microseconds per hop on a virtual machine whose idle CPUs halt at once.
  */
 #define NKE_EMU_SHIM_STATE "shim.state"
 #define SHIM_STATE_MAGIC 0x5453454eu /* "NEST" */
 struct shim_state {
     uint32_t magic;
     uint32_t may_defer;   /* accessed with __atomic_* */
-    uint32_t _pad[14];
+    uint32_t spin_us;     /* written once before the file is renamed into place */
+    uint32_t _pad[13];
 };
 
 #endif
