@@ -138,6 +138,26 @@ describe('helper with the emulator', function () {
     server.close();
   });
 
+  it('a rewrite whose find is split across two writes (two chunks) is still replaced', async () => {
+    const server = await recordingServer();
+    engine = new FilterEngine({ rewriteCarryMs: 500 });
+    engine.setRules({
+      default: 'pass',
+      rewrite: [{ find: 'password', replace: 'REDACTED', remotePort: server.port }],
+    });
+    engine.connect();
+    // Two writes 100 ms apart: "user=x pass" then "word=y" -- the find spans them.
+    const prog = runUnder(emu, [...SENDER, String(server.port), 'user=x pass', 'word=y ', 'end']);
+    assert.equal((await prog.done).code, 0);
+    const want = 'user=x REDACTED=y end';
+    assert.equal((await server.whenBytes(want.length)).toString(), want);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(Buffer.concat(server.received).toString(), want);
+    assert.equal(engine.model.counters.rewritten, 1);
+    assert.ok(engine.status().state!.chunksDropped >= 1, 'the second chunk went out inside the first');
+    server.close();
+  });
+
   it('the exec tree holds a 1000-byte path with correct parentage', async () => {
     // A real executable at a path of exactly 1000 bytes.
     let dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-long-'));
