@@ -34,6 +34,8 @@ module.exports = [
     cmd: mocha('out/test/helper/**/*.test.js', [
       '--ignore',
       'out/test/helper/emu.test.js',
+      '--ignore',
+      'out/test/helper/cli-emu.test.js',
       '--timeout',
       '60000',
     ]),
@@ -43,7 +45,7 @@ module.exports = [
     what: 'helper + addon against the real emulator and real programs',
     // No --exit: the suite must leave nothing running (it once left two
     // recording servers listening, which kept mocha alive).
-    cmd: mocha('out/test/helper/emu.test.js', ['--timeout', '60000']),
+    cmd: mocha('out/test/helper/*emu.test.js', ['--timeout', '60000']),
   },
   // Both below install the private code-server on first use (~1 min, cached in .cache/).
   {
