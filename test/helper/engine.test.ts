@@ -57,8 +57,9 @@ class Recorder {
       respond(m) {
         const r = decodeResponse(m);
         assert.ok(r.ok);
-        for (const v of r.value.verdicts)
+        for (const v of r.value.verdicts) {
           rec.verdicts.push({ chunk: v.chunk_id, action: v.action, len: v.modified_len });
+        }
         for (const x of r.value.releases) rec.releases.push({ chunk: x.chunk_id, buffer: x.buffer });
       },
       putData(m) {

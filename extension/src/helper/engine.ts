@@ -29,18 +29,24 @@ import {
   decodeBatch,
   decodeFilterState,
   encodeCaptureConfig,
-  encodePutDataPieces,
-  encodeResponse,
   type FilterState,
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
-  type Release,
   RESPONSE_MAX_RELEASES,
   RESPONSE_MAX_VERDICTS,
   RuleAction,
-  type Verdict,
+  toBuffer,
 } from './wire';
+import {
+  encodePutDataPieces,
+  encodeResponse as encodeResponseBytes,
+  type ReleaseInput as Release,
+  type VerdictInput as Verdict,
+} from '../shared/abi';
+
+/** NKE_SEL_RESPOND bytes for the addon (the one encoder: shared/abi.ts). */
+const encodeResponse = (v: readonly Verdict[], r: readonly Release[]) => toBuffer(encodeResponseBytes(v, r));
 
 export class EngineError extends Error {
   constructor(
@@ -332,13 +338,18 @@ export class FilterEngine extends EventEmitter<{
     const v: Verdict[] = [];
     if (action === 'replace') {
       this.stage(p.chunkId, p.sock, bytes!);
-      v.push({ chunkId: p.chunkId, sock: p.sock, action: Action.AllowModified, modifiedLen: bytes!.length });
+      v.push({
+        chunk_id: p.chunkId,
+        sock: p.sock,
+        action: Action.AllowModified,
+        modified_len: bytes!.length,
+      });
     } else {
       v.push({
-        chunkId: p.chunkId,
+        chunk_id: p.chunkId,
         sock: p.sock,
         action: action === 'drop' ? Action.Drop : Action.Allow,
-        modifiedLen: 0,
+        modified_len: 0,
       });
     }
     // No releases: the buffers went back when the chunk was held (decide()).
@@ -349,7 +360,7 @@ export class FilterEngine extends EventEmitter<{
 
   /** Stages modified bytes, in order, before the ALLOW_MODIFIED verdict that uses them. */
   private stage(chunkId: bigint, sock: { slot: number; gen: number }, bytes: Buffer): void {
-    for (const piece of encodePutDataPieces(chunkId, sock, bytes)) this.client!.putData(piece);
+    for (const piece of encodePutDataPieces(chunkId, sock, bytes)) this.client!.putData(toBuffer(piece));
   }
 
   private flowOf(n: DataNotification): Flow {
@@ -385,7 +396,7 @@ export class FilterEngine extends EventEmitter<{
       if (n.type !== NotifyType.Data) continue;
       if (!(n.flags & DATA_F_HELD)) {
         // Reported only: nothing to decide, give the buffers back at once.
-        for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
+        for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
         continue;
       }
       this.decide(n, verdicts, releases);
@@ -396,7 +407,7 @@ export class FilterEngine extends EventEmitter<{
   private decide(n: DataNotification, verdicts: Verdict[], releases: Release[]): void {
     const decision = this.paused ? { kind: 'pass' as const } : decideHeld(this.rules, this.flowOf(n));
     const release = () => {
-      for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
+      for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
     };
     const flow = `${sockKey(n.sock)}/${n.direction}`;
     const carry = this.carries.get(flow);
@@ -430,7 +441,7 @@ export class FilterEngine extends EventEmitter<{
         this.model.counters.pendingOverLimit = (this.model.counters.pendingOverLimit ?? 0) + 1;
       }
     }
-    verdicts.push({ chunkId: n.chunkId, sock: n.sock, action: Action.Allow, modifiedLen: 0 });
+    verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
     release();
     this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
   }
@@ -458,12 +469,12 @@ export class FilterEngine extends EventEmitter<{
       // Fail open: this chunk's original goes on; carried ones before it first.
       this.log('warn', `reading chunk ${n.chunkId} failed, passing the original: ${(e as Error).message}`);
       this.flushCarry(flow, verdicts, releases);
-      verdicts.push({ chunkId: n.chunkId, sock: n.sock, action: Action.Allow, modifiedLen: 0 });
-      for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
+      verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
+      for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
       this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
       return;
     }
-    for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
+    for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
     const prev = this.carries.get(flow);
     if (prev) {
       clearTimeout(prev.timer);
@@ -509,7 +520,7 @@ export class FilterEngine extends EventEmitter<{
         const v: Verdict[] = [];
         for (const x of c.chunks) {
           if (x.chunkId === chunkId) continue;
-          v.push({ chunkId: x.chunkId, sock: x.sock, action: Action.Allow, modifiedLen: 0 });
+          v.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
           this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
         }
         this.answer(v, []);
@@ -530,25 +541,26 @@ export class FilterEngine extends EventEmitter<{
       const first = chunks[0];
       this.stage(first.chunkId, first.sock, out);
       verdicts.push({
-        chunkId: first.chunkId,
+        chunk_id: first.chunkId,
         sock: first.sock,
         action: Action.AllowModified,
-        modifiedLen: out.length,
+        modified_len: out.length,
       });
       this.model.verdict(first.chunkId.toString(), 'rewrite', out.length);
       for (const x of chunks.slice(1)) {
         // Its bytes are already in `out`, re-injected with the first chunk.
-        verdicts.push({ chunkId: x.chunkId, sock: x.sock, action: Action.Drop, modifiedLen: 0 });
+        verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Drop, modified_len: 0 });
       }
       return;
     }
-    if (out)
+    if (out) {
       this.log(
         'warn',
         `rewrite of ${all.length} bytes grows past ${MODIFIED_MAX_LEN}: passing the originals`,
       );
+    }
     for (const x of chunks) {
-      verdicts.push({ chunkId: x.chunkId, sock: x.sock, action: Action.Allow, modifiedLen: 0 });
+      verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
       this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
     }
   }
