@@ -148,7 +148,29 @@ async function realPath() {
     // Addon + helper consuming every chunk as a report notification.
     const eng = new FilterEngine({});
     eng.setRules({ default: 'report' });
+    // Time spent in the engine per batch (decode + model + release response,
+    // on the JS thread): the helper side's own capacity on real records.
+    let busyNs = 0n;
+    let respondNs = 0n;
+    let batchCount = 0;
+    const orig = eng.onRecords.bind(eng);
+    eng.onRecords = (b) => {
+      const t = process.hrtime.bigint();
+      batchCount++;
+      orig(b);
+      busyNs += process.hrtime.bigint() - t;
+    };
     eng.connect();
+    // The respond call alone (NKE_SEL_RESPOND to the emulator, synchronous).
+    const client = eng.client;
+    const timedRespond = (m) => {
+      const t = process.hrtime.bigint();
+      client.respond(m);
+      respondNs += process.hrtime.bigint() - t;
+    };
+    eng.client = new Proxy(client, {
+      get: (t, k) => (k === 'respond' ? timedRespond : typeof t[k] === 'function' ? t[k].bind(t) : t[k]),
+    });
     const c0 = eng.model.counters.dataChunks;
     const t1 = process.hrtime.bigint();
     const gen = await underEmu(emu, GEN, SECS);
@@ -162,6 +184,10 @@ async function realPath() {
     figures.poolFull = st.chunksPassedPoolFull ?? 0;
     figures.rssReal = process.memoryUsage().rss / (1024 * 1024);
     figures.chunks = chunks;
+    figures.helperCapacity = chunks / (Number(busyNs) / 1e9);
+    figures.busyShare = Number(busyNs) / 1e9 / sec;
+    figures.respondShare = Number(respondNs) / Number(busyNs);
+    figures.perBatch = chunks / Math.max(batchCount, 1);
     figures.avgChunk = (eng.model.counters.bytesIn + eng.model.counters.bytesOut) / Math.max(chunks, 1);
 
     // Auto-pass: every chunk held in the filter and decided by the helper.
@@ -195,6 +221,9 @@ realPath().then(
       `real path, addon + helper, capture report: ${Math.round(f.reportRate)} notifications/s sustained (${f.chunks} chunks, avg ${f.avgChunk.toFixed(0)} B; queue lost ${f.lost}, pool-full passed ${f.poolFull})`,
     );
     console.log(`  ratio to the model alone: ${(f.reportRate / modelRate).toFixed(3)}`);
+    console.log(
+      `  engine busy ${(f.busyShare * 100).toFixed(1)}% of that time: ${Math.round(f.helperCapacity)} notifications/s per busy second on these real records (${f.perBatch.toFixed(1)} data records a batch; ${(f.respondShare * 100).toFixed(0)}% of busy time inside respond())`,
+    );
     console.log(`RSS after the real run: ${f.rssReal.toFixed(1)} MB`);
     console.log(
       `64-byte round trip (us): helper auto-pass (both directions held) p50 ${f.autoLat.p50.toFixed(0)} p99 ${f.autoLat.p99.toFixed(0)}; C test-client hold-and-pass p50 ${f.cLat.p50.toFixed(0)} p99 ${f.cLat.p99.toFixed(0)}`,
