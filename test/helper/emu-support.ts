@@ -73,6 +73,14 @@ export function runUnder(
 }
 
 /** A real TCP server (outside the emulator) that records every byte it receives per connection. */
+// Every recording server still listening; closeRecordingServers() (afterEach)
+// closes them so a failed test cannot leave a listener that keeps mocha alive.
+const openServers = new Set<net.Server>();
+export function closeRecordingServers(): void {
+  for (const s of openServers) s.close();
+  openServers.clear();
+}
+
 export async function recordingServer(): Promise<{
   port: number;
   received: Buffer[];
@@ -86,11 +94,15 @@ export async function recordingServer(): Promise<{
     s.on('error', () => {});
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  openServers.add(server);
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
     received,
-    close: () => server.close(),
+    close: () => {
+      openServers.delete(server);
+      server.close();
+    },
     whenBytes: async (n: number, ms = 10000) => {
       await waitFor(() => Buffer.concat(received).length >= n, ms, `${n} bytes at the server`);
       return Buffer.concat(received);

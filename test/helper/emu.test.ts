@@ -9,7 +9,15 @@ import path from 'node:path';
 import { FilterEngine } from '../../extension/src/helper/engine';
 import { HelperClient } from '../../extension/src/helperClient/helperClient';
 import * as P from '../../extension/src/shared/helperProtocol';
-import { type Emulator, recordingServer, root, runUnder, startEmulator, waitFor } from './emu-support';
+import {
+  closeRecordingServers,
+  type Emulator,
+  recordingServer,
+  root,
+  runUnder,
+  startEmulator,
+  waitFor,
+} from './emu-support';
 
 // A real client program: python sends each argument as one write, 100 ms apart.
 const SENDER = [
@@ -37,7 +45,10 @@ describe('helper with the emulator', function () {
   beforeEach(() => {
     engine = new FilterEngine();
   });
-  afterEach(() => engine.dispose());
+  afterEach(() => {
+    engine.dispose();
+    closeRecordingServers();
+  });
 
   it('holds the chosen request; the edited verdict reaches the real server exactly', async () => {
     const server = await recordingServer();
@@ -59,6 +70,45 @@ describe('helper with the emulator', function () {
     server.close();
   });
 
+  it('a pending chunk keeps its bytes in the model, not the shared buffers; over the byte bound it passes', async () => {
+    const server = await recordingServer();
+    engine.setRules({
+      default: 'pass',
+      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
+    });
+    engine.connect();
+    const pending = new Promise<string>((r) => engine.once('pending', (p) => r(p.view.id)));
+    const prog = runUnder(emu, [...SENDER, String(server.port), 'held-bytes']);
+    const id = await pending;
+    // Buffers went back in the same response that kept the chunk held.
+    const st = engine.status().state!;
+    assert.equal(st.chunksPending, 1);
+    assert.equal(st.buffersInUse, 0);
+    assert.equal(engine.model.pendingBytes, 10);
+    assert.equal(engine.getPayload(id).toString(), 'held-bytes');
+    engine.verdict(id, 'allow');
+    assert.equal((await prog.done).code, 0);
+    assert.equal((await server.whenBytes(10)).toString(), 'held-bytes');
+    assert.equal(engine.model.pendingBytes, 0);
+    engine.dispose();
+
+    // A bound of 5 bytes: a 10-byte chunk passes at once and is counted.
+    engine = new FilterEngine({ pendingBytesLimit: 5 });
+    engine.setRules({
+      default: 'pass',
+      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
+    });
+    engine.connect();
+    let held = 0;
+    engine.on('pending', () => held++);
+    const prog2 = runUnder(emu, [...SENDER, String(server.port), 'over-limit']);
+    assert.equal((await prog2.done).code, 0);
+    assert.equal((await server.whenBytes(20)).toString(), 'held-bytesover-limit');
+    assert.equal(held, 0);
+    assert.equal(engine.model.counters.pendingOverLimit, 1);
+    server.close();
+  });
+
   it('passes unmatched traffic with no verdict from outside', async () => {
     const server = await recordingServer();
     engine.setRules({ default: 'pass', intercept: [{ action: 'hold', remotePort: 1 }] });
@@ -70,6 +120,7 @@ describe('helper with the emulator', function () {
     assert.equal((await prog.done).code, 0);
     assert.equal((await server.whenBytes(13)).toString(), msgs.join(''));
     assert.equal(held, 0);
+    server.close();
   });
 
   it('a rewrite rule changes every matching chunk', async () => {
@@ -84,6 +135,27 @@ describe('helper with the emulator', function () {
     const want = 'tiger1 dog tiger-tiger ';
     assert.equal((await server.whenBytes(want.length)).toString(), want);
     await waitFor(() => engine.model.counters.rewritten >= 2, 5000, 'two rewrites counted');
+    server.close();
+  });
+
+  it('a rewrite whose find is split across two writes (two chunks) is still replaced', async () => {
+    const server = await recordingServer();
+    engine = new FilterEngine({ rewriteCarryMs: 500 });
+    engine.setRules({
+      default: 'pass',
+      rewrite: [{ find: 'password', replace: 'REDACTED', remotePort: server.port }],
+    });
+    engine.connect();
+    // Two writes 100 ms apart: "user=x pass" then "word=y" -- the find spans them.
+    const prog = runUnder(emu, [...SENDER, String(server.port), 'user=x pass', 'word=y ', 'end']);
+    assert.equal((await prog.done).code, 0);
+    const want = 'user=x REDACTED=y end';
+    assert.equal((await server.whenBytes(want.length)).toString(), want);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(Buffer.concat(server.received).toString(), want);
+    assert.equal(engine.model.counters.rewritten, 1);
+    assert.ok(engine.status().state!.chunksDropped >= 1, 'the second chunk went out inside the first');
+    server.close();
   });
 
   it('the exec tree holds a 1000-byte path with correct parentage', async () => {

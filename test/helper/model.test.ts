@@ -87,9 +87,9 @@ describe('helper live model', () => {
     const m = new LiveModel();
     const [, n] = feed(m, attach(1, 1, 42, 'curl'), data(1, 1, 9n, 50, true));
     assert.equal(n.type, NotifyType.Data);
-    const p = m.addPending(n as Extract<Notification, { type: NotifyType.Data }>);
+    const p = m.addPending(n as Extract<Notification, { type: NotifyType.Data }>, Buffer.alloc(50, 7));
     assert.equal(p.view.process, 'curl');
-    assert.deepEqual(p.buffers, [3]);
+    assert.equal(m.pendingBytes, 50);
     assert.ok(p.view.deadline > Date.now());
     m.takeUpdate();
     const rel = hdr(NotifyType.ChunkReleased, 40, 1, 1);
@@ -97,6 +97,7 @@ describe('helper live model', () => {
     rel.writeUInt32LE(1, 32);
     feed(m, rel);
     assert.equal(m.pending.size, 0);
+    assert.equal(m.pendingBytes, 0);
     assert.deepEqual(m.takeUpdate().pendingRemoved, [{ id: '9', reason: 'timeout' }]);
   });
 

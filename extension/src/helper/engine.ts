@@ -18,6 +18,7 @@ import {
   type CompiledRules,
   decideHeld,
   DEFAULT_RULES,
+  type CompiledRewrite,
   type Flow,
   rewriteBytes,
 } from './rules';
@@ -28,18 +29,24 @@ import {
   decodeBatch,
   decodeFilterState,
   encodeCaptureConfig,
-  encodePutDataPieces,
-  encodeResponse,
   type FilterState,
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
-  type Release,
   RESPONSE_MAX_RELEASES,
   RESPONSE_MAX_VERDICTS,
   RuleAction,
-  type Verdict,
+  toBuffer,
 } from './wire';
+import {
+  encodePutDataPieces,
+  encodeResponse as encodeResponseBytes,
+  type ReleaseInput as Release,
+  type VerdictInput as Verdict,
+} from '../shared/abi';
+
+/** NKE_SEL_RESPOND bytes for the addon (the one encoder: shared/abi.ts). */
+const encodeResponse = (v: readonly Verdict[], r: readonly Release[]) => toBuffer(encodeResponseBytes(v, r));
 
 export class EngineError extends Error {
   constructor(
@@ -52,6 +59,10 @@ export class EngineError extends Error {
 
 export interface EngineOptions {
   historyLimit?: number;
+  /** Bound on the bytes kept for pending payloads (default 64 MiB); beyond it held chunks pass. */
+  pendingBytesLimit?: number;
+  /** How long a chunk whose tail may begin a rewrite's `find` waits for the next chunk (default 20 ms). */
+  rewriteCarryMs?: number;
   /** Max update batches a second sent to listeners (default 30). */
   updatesPerSecond?: number;
   addon?: NativeAddon;
@@ -59,6 +70,40 @@ export interface EngineOptions {
 }
 
 type DataNotification = Extract<Notification, { type: NotifyType.Data }>;
+
+/**
+ * Held chunks of one flow (socket + direction) kept back by a rewrite rule
+ * because their bytes end in a proper prefix of `find`: the match may finish
+ * in the next chunk. Their shared buffers are already released (bytes copied
+ * here); the chunks stay held in the filter until decided together.
+ */
+interface Carry {
+  chunks: DataNotification[];
+  data: Buffer;
+  rewrite: CompiledRewrite;
+  timer: NodeJS.Timeout;
+}
+
+/** At most this many chunks are carried together; then they are decided as they are. */
+const CARRY_MAX_CHUNKS = 8;
+
+/**
+ * Length of the longest proper prefix of `find` that `data` ends with,
+ * counting only bytes from `from` on (bytes before it are inside a match).
+ */
+export function carryLength(data: Buffer, find: Buffer, from = 0): number {
+  for (let k = Math.min(find.length - 1, data.length - from); k > 0; k--) {
+    if (data.compare(find, 0, k, data.length - k) === 0) return k;
+  }
+  return 0;
+}
+
+/** End of the last non-overlapping match of `find` in `data` (0 if none). */
+function lastMatchEnd(data: Buffer, find: Buffer): number {
+  let end = 0;
+  for (let at = data.indexOf(find); at >= 0; at = data.indexOf(find, end)) end = at + find.length;
+  return end;
+}
 
 export class FilterEngine extends EventEmitter<{
   update: [UpdateBatch];
@@ -77,13 +122,17 @@ export class FilterEngine extends EventEmitter<{
   private readonly log: NonNullable<EngineOptions['log']>;
   private readonly addonOverride?: NativeAddon;
   private readonly flushMs: number;
+  private readonly carryMs: number;
+  // Rewrite carries by flow key `${sockKey}/${direction}`. JS thread only.
+  private readonly carries = new Map<string, Carry>();
 
   constructor(opts: EngineOptions = {}) {
     super();
-    this.model = new LiveModel(opts.historyLimit);
+    this.model = new LiveModel(opts.historyLimit, opts.pendingBytesLimit);
     this.log = opts.log ?? (() => {});
     this.addonOverride = opts.addon;
     this.flushMs = Math.ceil(1000 / (opts.updatesPerSecond ?? 30));
+    this.carryMs = opts.rewriteCarryMs ?? 20;
   }
 
   private get addon(): NativeAddon {
@@ -197,6 +246,9 @@ export class FilterEngine extends EventEmitter<{
   }
 
   private closeNative(): void {
+    // Carried chunks: the filter re-injects them unchanged when the client closes.
+    for (const c of this.carries.values()) clearTimeout(c.timer);
+    this.carries.clear();
     this.kev?.close();
     this.kev = undefined;
     this.client?.close();
@@ -258,14 +310,13 @@ export class FilterEngine extends EventEmitter<{
     this.closeNative();
   }
 
-  /** Bytes of a pending chunk, read from the shared buffers on request only. */
+  /** Bytes of a pending chunk (a copy of the model's; its shared buffers are long released). */
   getPayload(id: string): Buffer {
     const p = this.model.pending.get(id);
     if (!p) {
       throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
     }
-    if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
-    return this.client.readChunk(p.buffers, p.view.size);
+    return Buffer.from(p.data);
   }
 
   /** A person's verdict on a pending chunk. */
@@ -285,27 +336,31 @@ export class FilterEngine extends EventEmitter<{
       }
     }
     const v: Verdict[] = [];
-    const r: Release[] = [];
     if (action === 'replace') {
       this.stage(p.chunkId, p.sock, bytes!);
-      v.push({ chunkId: p.chunkId, sock: p.sock, action: Action.AllowModified, modifiedLen: bytes!.length });
+      v.push({
+        chunk_id: p.chunkId,
+        sock: p.sock,
+        action: Action.AllowModified,
+        modified_len: bytes!.length,
+      });
     } else {
       v.push({
-        chunkId: p.chunkId,
+        chunk_id: p.chunkId,
         sock: p.sock,
         action: action === 'drop' ? Action.Drop : Action.Allow,
-        modifiedLen: 0,
+        modified_len: 0,
       });
     }
-    for (const b of p.buffers) r.push({ chunkId: p.chunkId, buffer: b });
-    this.client.respond(encodeResponse(v, r));
+    // No releases: the buffers went back when the chunk was held (decide()).
+    this.client.respond(encodeResponse(v, []));
     this.model.removePending(id, action);
     this.model.verdict(id, action, action === 'replace' ? bytes!.length : p.view.size);
   }
 
   /** Stages modified bytes, in order, before the ALLOW_MODIFIED verdict that uses them. */
   private stage(chunkId: bigint, sock: { slot: number; gen: number }, bytes: Buffer): void {
-    for (const piece of encodePutDataPieces(chunkId, sock, bytes)) this.client!.putData(piece);
+    for (const piece of encodePutDataPieces(chunkId, sock, bytes)) this.client!.putData(toBuffer(piece));
   }
 
   private flowOf(n: DataNotification): Flow {
@@ -333,10 +388,15 @@ export class FilterEngine extends EventEmitter<{
     for (const n of list) {
       this.model.apply(n);
       if (n.type === NotifyType.State) this.lastState = n.state;
+      if (n.type === NotifyType.Detach) {
+        // Socket gone: whatever is carried for it is decided as it is.
+        for (const dir of [0, 1]) this.flushCarry(`${sockKey(n.sock)}/${dir}`, verdicts, releases);
+      }
+      if (n.type === NotifyType.ChunkReleased) this.forgetCarried(n.chunkId);
       if (n.type !== NotifyType.Data) continue;
       if (!(n.flags & DATA_F_HELD)) {
         // Reported only: nothing to decide, give the buffers back at once.
-        for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
+        for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
         continue;
       }
       this.decide(n, verdicts, releases);
@@ -347,40 +407,162 @@ export class FilterEngine extends EventEmitter<{
   private decide(n: DataNotification, verdicts: Verdict[], releases: Release[]): void {
     const decision = this.paused ? { kind: 'pass' as const } : decideHeld(this.rules, this.flowOf(n));
     const release = () => {
-      for (const b of n.buffers) releases.push({ chunkId: n.chunkId, buffer: b });
+      for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
     };
-    if (decision.kind === 'person') {
-      const p = this.model.addPending(n);
-      this.emit('pending', p);
-      return;
+    const flow = `${sockKey(n.sock)}/${n.direction}`;
+    const carry = this.carries.get(flow);
+    if (carry && (decision.kind !== 'rewrite' || decision.rewrite !== carry.rewrite)) {
+      // A different decision for this flow now: the carried chunks go first, as they are.
+      this.flushCarry(flow, verdicts, releases);
     }
     if (decision.kind === 'rewrite') {
-      try {
-        const data = this.client!.readChunk(n.buffers, n.size);
-        const out = rewriteBytes(data, decision.rewrite.find, decision.rewrite.replace);
-        if (out && out.length <= MODIFIED_MAX_LEN) {
-          this.stage(n.chunkId, n.sock, out);
-          verdicts.push({
-            chunkId: n.chunkId,
-            sock: n.sock,
-            action: Action.AllowModified,
-            modifiedLen: out.length,
-          });
+      this.decideRewrite(flow, n, decision.rewrite, verdicts, releases);
+      return;
+    }
+    if (decision.kind === 'person') {
+      if (this.model.canHoldBytes(n.size)) {
+        // Copy the bytes into the model and release the shared buffers in
+        // this same response; the chunk itself stays held in the filter
+        // until verdict() (or its deadline).
+        let data: Buffer | undefined;
+        try {
+          data = this.client!.readChunk(n.buffers, n.size);
+        } catch (e) {
+          this.log('warn', `reading held chunk ${n.chunkId} failed, passing it: ${(e as Error).message}`);
+        }
+        if (data) {
+          const p = this.model.addPending(n, data);
           release();
-          this.model.verdict(n.chunkId.toString(), 'rewrite', out.length);
+          this.emit('pending', p);
           return;
         }
-      } catch (e) {
-        // Fail open: the original goes on.
-        this.log(
-          'warn',
-          `rewrite of chunk ${n.chunkId} failed, passing the original: ${(e as Error).message}`,
-        );
+      } else {
+        // Over the bound for pending bytes: fail open, count it.
+        this.model.counters.pendingOverLimit = (this.model.counters.pendingOverLimit ?? 0) + 1;
       }
     }
-    verdicts.push({ chunkId: n.chunkId, sock: n.sock, action: Action.Allow, modifiedLen: 0 });
+    verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
     release();
     this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
+  }
+
+  /**
+   * A held chunk under a rewrite rule. Its bytes are copied and its buffers
+   * released now. The flow's carried chunks (if any) and this one are decided
+   * together: if their bytes end in a proper prefix of `find` (after the last
+   * match), all stay held until the next chunk of the flow, the carry timer,
+   * or the socket's detach; otherwise the first chunk gets the rewritten bytes
+   * of all of them (ALLOW_MODIFIED) and the others DROP, so the stream
+   * carries the rewritten bytes in order; unchanged bytes -> ALLOW each.
+   */
+  private decideRewrite(
+    flow: string,
+    n: DataNotification,
+    rewrite: CompiledRewrite,
+    verdicts: Verdict[],
+    releases: Release[],
+  ): void {
+    let data: Buffer;
+    try {
+      data = this.client!.readChunk(n.buffers, n.size);
+    } catch (e) {
+      // Fail open: this chunk's original goes on; carried ones before it first.
+      this.log('warn', `reading chunk ${n.chunkId} failed, passing the original: ${(e as Error).message}`);
+      this.flushCarry(flow, verdicts, releases);
+      verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
+      for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
+      this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
+      return;
+    }
+    for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
+    const prev = this.carries.get(flow);
+    if (prev) {
+      clearTimeout(prev.timer);
+      this.carries.delete(flow);
+    }
+    const chunks = prev ? [...prev.chunks, n] : [n];
+    const all = prev ? Buffer.concat([prev.data, data]) : data;
+    const tail = carryLength(all, rewrite.find, lastMatchEnd(all, rewrite.find));
+    if (
+      tail > 0 &&
+      chunks.length < CARRY_MAX_CHUNKS &&
+      all.length + rewrite.find.length <= MODIFIED_MAX_LEN
+    ) {
+      const timer = setTimeout(() => {
+        const v: Verdict[] = [];
+        const r: Release[] = [];
+        this.flushCarry(flow, v, r);
+        this.answer(v, r);
+      }, this.carryMs);
+      timer.unref();
+      this.carries.set(flow, { chunks, data: all, rewrite, timer });
+      return;
+    }
+    this.decideTogether(chunks, all, rewrite, verdicts);
+  }
+
+  /** Decides a flow's carried chunks now, with the bytes they have. */
+  private flushCarry(flow: string, verdicts: Verdict[], _releases: Release[]): void {
+    const c = this.carries.get(flow);
+    if (!c) return;
+    clearTimeout(c.timer);
+    this.carries.delete(flow);
+    this.decideTogether(c.chunks, c.data, c.rewrite, verdicts);
+  }
+
+  /** The filter released a carried chunk itself (deadline, socket gone): forget that carry. */
+  private forgetCarried(chunkId: bigint): void {
+    for (const [flow, c] of this.carries) {
+      if (c.chunks.some((x) => x.chunkId === chunkId)) {
+        clearTimeout(c.timer);
+        this.carries.delete(flow);
+        // The other chunks of it are still held: they pass as they are.
+        const v: Verdict[] = [];
+        for (const x of c.chunks) {
+          if (x.chunkId === chunkId) continue;
+          v.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
+          this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
+        }
+        this.answer(v, []);
+        return;
+      }
+    }
+  }
+
+  /** Verdicts for consecutive held chunks of one flow whose bytes are `all` (buffers already released). */
+  private decideTogether(
+    chunks: DataNotification[],
+    all: Buffer,
+    rewrite: CompiledRewrite,
+    verdicts: Verdict[],
+  ): void {
+    const out = rewriteBytes(all, rewrite.find, rewrite.replace);
+    if (out && out.length <= MODIFIED_MAX_LEN) {
+      const first = chunks[0];
+      this.stage(first.chunkId, first.sock, out);
+      verdicts.push({
+        chunk_id: first.chunkId,
+        sock: first.sock,
+        action: Action.AllowModified,
+        modified_len: out.length,
+      });
+      this.model.verdict(first.chunkId.toString(), 'rewrite', out.length);
+      for (const x of chunks.slice(1)) {
+        // Its bytes are already in `out`, re-injected with the first chunk.
+        verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Drop, modified_len: 0 });
+      }
+      return;
+    }
+    if (out) {
+      this.log(
+        'warn',
+        `rewrite of ${all.length} bytes grows past ${MODIFIED_MAX_LEN}: passing the originals`,
+      );
+    }
+    for (const x of chunks) {
+      verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
+      this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
+    }
   }
 
   /** Sends verdicts and releases in as few NKE_SEL_RESPOND calls as the ABI allows. */

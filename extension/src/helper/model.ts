@@ -59,8 +59,17 @@ export interface PendingEntry {
   view: PendingView;
   chunkId: bigint;
   sock: SockId;
-  buffers: number[];
+  /**
+   * The chunk's bytes, copied out of the shared buffers when it was held.
+   * Ownership: the model's; the shared buffers themselves were released in
+   * the same response that kept the chunk held, so a person taking minutes
+   * over a verdict never pins the filter's buffer pool.
+   */
+  data: Buffer;
 }
+
+/** Default bound on the bytes kept for pending payloads (all of them together). */
+export const DEFAULT_PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
 
 export function sockKey(s: SockId): string {
   return `${s.slot}:${s.gen}`;
@@ -87,6 +96,7 @@ function zeroCounters(): Counters {
     execs: 0,
     execsIncomplete: 0,
     historyDropped: 0,
+    pendingOverLimit: 0,
     socketsAdopted: 0,
   };
 }
@@ -112,10 +122,24 @@ export class LiveModel {
   private newEvents: HistoryEvent[] = [];
   private dirty = false;
 
-  constructor(public historyLimit = DEFAULT_HISTORY_LIMIT) {
+  /** Bytes held in `pending` entries' data right now. */
+  pendingBytes = 0;
+
+  constructor(
+    public historyLimit = DEFAULT_HISTORY_LIMIT,
+    public pendingBytesLimit = DEFAULT_PENDING_BYTES_LIMIT,
+  ) {
     if (!Number.isInteger(historyLimit) || historyLimit < 1) {
       throw new RangeError('history limit must be >= 1');
     }
+    if (!Number.isInteger(pendingBytesLimit) || pendingBytesLimit < 0) {
+      throw new RangeError('pending bytes limit must be an integer >= 0');
+    }
+  }
+
+  /** Whether `size` more pending bytes stay within pendingBytesLimit. */
+  canHoldBytes(size: number): boolean {
+    return this.pendingBytes + size <= this.pendingBytesLimit;
   }
 
   get isDirty(): boolean {
@@ -338,7 +362,8 @@ export class LiveModel {
     }
   }
 
-  addPending(n: Extract<Notification, { type: NotifyType.Data }>): PendingEntry {
+  /** `data` is the chunk's bytes, already copied out of the shared buffers. */
+  addPending(n: Extract<Notification, { type: NotifyType.Data }>, data: Buffer): PendingEntry {
     const key = sockKey(n.sock);
     const s = this.sockets.get(key);
     const view: PendingView = {
@@ -353,8 +378,9 @@ export class LiveModel {
       remote: n.addr ? endpoint(n.addr) : s?.view.remote,
       deadline: Date.now() + n.deadlineMs,
     };
-    const e: PendingEntry = { view, chunkId: n.chunkId, sock: n.sock, buffers: n.buffers };
+    const e: PendingEntry = { view, chunkId: n.chunkId, sock: n.sock, data };
     this.pending.set(view.id, e);
+    this.pendingBytes += data.length;
     this.addedPending.set(view.id, view);
     this.counters.heldForPerson++;
     this.dirty = true;
@@ -365,6 +391,7 @@ export class LiveModel {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
+    this.pendingBytes -= e.data.length;
     // Added and removed within one batch: the client never needs to see it.
     if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
     this.dirty = true;

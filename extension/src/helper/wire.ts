@@ -25,7 +25,7 @@ export {
   NKE_DATA_F_HELD as DATA_F_HELD,
   NKE_DATA_F_HAS_ADDR as DATA_F_HAS_ADDR,
 } from '../shared/abi';
-import { NotifyType, type CaptureMode, type RuleAction, type Action } from '../shared/abi';
+import { NotifyType, type CaptureMode, type RuleAction } from '../shared/abi';
 
 export const DIR_IN = abi.Direction.In;
 export const DIR_OUT = abi.Direction.Out;
@@ -120,12 +120,13 @@ export interface FilterState {
   socketsUntracked: number;
 }
 
-export function formatAddress(family: number, raw: Uint8Array): string {
-  return family ? abi.formatIp(family, raw) : '';
-}
-
 function addr(a: abi.NkeAddr): Addr {
-  return { family: a.family, port: a.port, address: formatAddress(a.family, a.addr), raw: a.addr };
+  return {
+    family: a.family,
+    port: a.port,
+    address: a.family ? abi.formatIp(a.family, a.addr) : '',
+    raw: a.addr,
+  };
 }
 
 function state(s: abi.FilterState): FilterState {
@@ -157,21 +158,11 @@ export function decodeFilterState(b: Uint8Array): FilterState {
   return state(r.value);
 }
 
-/** Splits one batch from FilterClient into records; malformed ones are counted, never trusted. */
+/** One batch from FilterClient (framing and decoding: abi.decodeNotificationBatch), adapted for the model. */
 export function decodeBatch(b: Uint8Array, out: Notification[]): number {
-  let bad = 0;
-  let off = 0;
-  while (off + 24 <= b.length) {
-    const r = abi.decodeNotification(b, off);
-    const size = b[off + 2] | (b[off + 3] << 8);
-    if (r.ok) out.push(adapt(r.value));
-    else bad++;
-    // A record with a believable size can be skipped; otherwise the rest of
-    // the batch cannot be framed.
-    if (size < 24 || size % 8 !== 0) return bad + 1;
-    off += size;
-  }
-  return bad;
+  const { notifications, malformed } = abi.decodeNotificationBatch(b);
+  for (const n of notifications) out.push(adapt(n));
+  return malformed;
 }
 
 function adapt(n: abi.Notification): Notification {
@@ -246,38 +237,8 @@ function adapt(n: abi.Notification): Notification {
   }
 }
 
-export interface Verdict {
-  chunkId: bigint;
-  sock: SockId;
-  action: Action;
-  modifiedLen: number;
-}
-export interface Release {
-  chunkId: bigint;
-  buffer: number;
-}
-
-const toBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-
-/** NKE_SEL_RESPOND message (abi.encodeResponse checks counts and actions). */
-export function encodeResponse(verdicts: Verdict[], releases: Release[]): Buffer {
-  return toBuffer(
-    abi.encodeResponse(
-      verdicts.map((v) => ({
-        chunk_id: v.chunkId,
-        sock: v.sock,
-        action: v.action,
-        modified_len: v.modifiedLen,
-      })),
-      releases.map((r) => ({ chunk_id: r.chunkId, buffer: r.buffer })),
-    ),
-  );
-}
-
-/** The NKE_SEL_PUT_DATA messages staging `data` for a held chunk, in order. */
-export function encodePutDataPieces(chunkId: bigint, sock: SockId, data: Uint8Array): Buffer[] {
-  return abi.encodePutDataPieces(chunkId, sock, data).map(toBuffer);
-}
+/** Wraps an encoder's bytes for the addon (a view, no copy). */
+export const toBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 export type KernelRule = abi.Rule;
 

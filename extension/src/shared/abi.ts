@@ -1321,6 +1321,28 @@ export function decodeNotification(buf: Bytes, offset = 0): DecodeResult<Notific
 }
 
 /** Encodes a notification record (the emulator tests and fuzzers use it); hdr.type/size are set from kind. */
+/**
+ * Splits a batch of notification records (consecutive queue entries, as the
+ * addon hands them over) and decodes each. Malformed records are counted,
+ * never trusted; a record whose size field cannot frame the next one ends
+ * the batch (counted too).
+ */
+export function decodeNotificationBatch(buf: Bytes): { notifications: Notification[]; malformed: number } {
+  const v = toView(buf);
+  const notifications: Notification[] = [];
+  let malformed = 0;
+  let off = 0;
+  while (off + NtHdrLayout.size <= v.byteLength) {
+    const r = decodeNotification(v, off);
+    const size = v.getUint16(off + 2, true); // nke_nt_hdr.size
+    if (r.ok) notifications.push(r.value);
+    else malformed++;
+    if (size < NtHdrLayout.size || size % 8 !== 0) return { notifications, malformed: malformed + 1 };
+    off += size;
+  }
+  return { notifications, malformed };
+}
+
 export function encodeNotification(n: Notification): Uint8Array {
   const entry = Object.entries(NOTIFICATION_KINDS).find(([, k]) => k.kind === n.kind);
   if (!entry) {

@@ -120,6 +120,9 @@ export interface Counters {
   execs: number;
   execsIncomplete: number;
   historyDropped: number;
+  /** chunks a rule would have held for a person but passed because the bytes
+   * kept for pending payloads were at their limit (helper pendingBytesLimit) */
+  pendingOverLimit?: number;
   /** sockets first seen after attach (attached before this helper connected) */
   socketsAdopted: number;
 }
