@@ -52,6 +52,9 @@ describe('native addon without a filter', () => {
   it('validates arguments before touching the OS', () => {
     const c = new addon.FilterClient() as unknown as Record<string, (...a: unknown[]) => unknown>;
     assert.throws(() => c.open(1, 2), TypeError);
+    const f = () => {};
+    assert.throws(() => c.open(f, f, 5), /options must be an object/);
+    assert.throws(() => c.open(f, f, { releaseReported: 'yes' }), /releaseReported must be a boolean/);
     assert.throws(() => c.respond('not a buffer'), TypeError);
     assert.throws(() => c.readChunk([0], 'x'), TypeError);
     const k = new addon.KevSocket() as unknown as Record<string, (...a: unknown[]) => unknown>;

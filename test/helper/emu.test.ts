@@ -123,6 +123,34 @@ describe('helper with the emulator', function () {
     server.close();
   });
 
+  it('reported chunks: the addon gives their buffers back itself, once', async () => {
+    const server = await recordingServer();
+    engine.setRules({ default: 'report' });
+    engine.connect();
+    // The filter's totals count since the emulator started: compare deltas.
+    const before = engine.status().state!;
+    const msgs = Array.from({ length: 30 }, (_, i) => `m${i} `);
+    const prog = runUnder(emu, [
+      ...SENDER.slice(0, 2),
+      SENDER[2].replace('time.sleep(0.1)', 'time.sleep(0.005)'),
+      String(server.port),
+      ...msgs,
+    ]);
+    assert.equal((await prog.done).code, 0);
+    assert.equal((await server.whenBytes(msgs.join('').length)).toString(), msgs.join(''));
+    await waitFor(
+      () => engine.model.counters.dataChunks >= 1 && engine.status().state!.buffersInUse === 0,
+      5000,
+      'buffers back',
+    );
+    const st = engine.status().state!;
+    assert.ok(st.chunksReported > before.chunksReported);
+    assert.equal(st.chunksHeld, before.chunksHeld);
+    assert.equal(st.buffersInUse, 0, 'every reported chunk released');
+    assert.equal(st.responsesRejected, before.responsesRejected, 'no release refused (none twice)');
+    assert.equal(st.chunksPassedPoolFull, before.chunksPassedPoolFull);
+  });
+
   it('a rewrite rule changes every matching chunk', async () => {
     const server = await recordingServer();
     engine.setRules({

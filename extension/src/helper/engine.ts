@@ -199,6 +199,8 @@ export class FilterEngine extends EventEmitter<{
           }
         },
         (err) => this.onFilterClosed(err),
+        // Reported chunks' buffers go back from the addon's reader thread.
+        { releaseReported: true },
       );
       this.sessionId = reply.sessionId;
     } catch (e) {
@@ -394,11 +396,9 @@ export class FilterEngine extends EventEmitter<{
       }
       if (n.type === NotifyType.ChunkReleased) this.forgetCarried(n.chunkId);
       if (n.type !== NotifyType.Data) continue;
-      if (!(n.flags & DATA_F_HELD)) {
-        // Reported only: nothing to decide, give the buffers back at once.
-        for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
-        continue;
-      }
+      // Reported only: nothing to decide; the addon's reader already gave
+      // its buffers back (open's releaseReported).
+      if (!(n.flags & DATA_F_HELD)) continue;
       this.decide(n, verdicts, releases);
     }
     this.answer(verdicts, releases);

@@ -17,8 +17,16 @@ export interface OpenReply {
 
 export interface NativeFilterClient {
   readonly isOpen: boolean;
-  /** onBatch gets raw notification records (one Buffer per batch). */
-  open(onBatch: (records: Buffer, skipped: number) => void, onClosed: (err: NativeError) => void): OpenReply;
+  /**
+   * onBatch gets raw notification records (one Buffer per batch). With
+   * releaseReported the reader thread gives back the buffers of reported
+   * (not held) chunks itself, at once; the caller must not release them.
+   */
+  open(
+    onBatch: (records: Buffer, skipped: number) => void,
+    onClosed: (err: NativeError) => void,
+    options?: { releaseReported?: boolean },
+  ): OpenReply;
   /** Copies a chunk's bytes out of the shared buffers. */
   readChunk(buffers: number[], size: number): Buffer;
   respond(message: Buffer): void;

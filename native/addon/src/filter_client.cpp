@@ -61,11 +61,26 @@ FilterClient::FilterClient(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Fi
 
 FilterClient::~FilterClient() { Stop(); }
 
-// open(onBatch(records: Buffer, skipped: number), onClosed(err: Error))
+// open(onBatch(records: Buffer, skipped: number), onClosed(err: Error),
+//      options?: {releaseReported?: boolean})
+// releaseReported: the reader thread itself gives back the buffers of every
+// chunk that is only reported (not held), right after dequeuing it, without
+// waiting for the hop to JS; JS must then not release them (it never reads
+// a reported chunk's bytes). Under a flood of reported chunks this keeps the
+// 64 buffers free while the JS thread is busy (GC, a spawn, a burst).
 Napi::Value FilterClient::Open(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsFunction())
-    throw Napi::TypeError::New(env, "open(onBatch: Function, onClosed: Function) expected");
+    throw Napi::TypeError::New(env, "open(onBatch: Function, onClosed: Function, options?: object) expected");
+  bool release_reported = false;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (!info[2].IsObject()) throw Napi::TypeError::New(env, "open: options must be an object");
+    Napi::Value v = info[2].As<Napi::Object>().Get("releaseReported");
+    if (!v.IsUndefined()) {
+      if (!v.IsBoolean()) throw Napi::TypeError::New(env, "open: options.releaseReported must be a boolean");
+      release_reported = v.As<Napi::Boolean>().Value();
+    }
+  }
   if (transport_) throw MakeError(env, "NKE_ALREADY_OPEN", "the filter client is already open");
 
   auto t = MakeFilterTransport();
@@ -82,6 +97,7 @@ Napi::Value FilterClient::Open(const Napi::CallbackInfo &info) {
   // Keep this object (and so its callbacks) alive while the reader runs.
   Ref();
   stop_ = false;
+  release_reported_ = release_reported;
   reader_ = std::thread(&FilterClient::ReaderLoop, this);
 
   Napi::Object o = Napi::Object::New(env);
@@ -121,6 +137,28 @@ void FilterClient::ReaderLoop() {
     if (tsfn_.BlockingCall(m) != napi_ok) delete m;
   };
 
+  // releaseReported: one NKE_SEL_RESPOND of releases only, built here.
+  // transport_->Call is serialized inside the transport, so this thread and
+  // the JS thread may both call it.
+  struct {
+    nke_response_hdr hdr;
+    nke_release rel[NKE_RESPONSE_MAX_RELEASES];
+  } resp;
+  uint32_t nrel = 0;
+  auto send_releases = [&]() {
+    if (nrel == 0) return;
+    resp.hdr = nke_response_hdr{NKE_ABI_VERSION, uint32_t(sizeof(resp.hdr) + nrel * sizeof(nke_release)),
+                                0, uint16_t(nrel), 0};
+    try {
+      // A refusal changes nothing in the filter; its deadlines still release
+      // the chunk (fail-open), so there is nothing better to do with it here.
+      (void)transport_->Call(NKE_SEL_RESPOND, &resp, resp.hdr.size, nullptr, nullptr);
+    } catch (const TransportError &) {
+      // The filter went away: WaitForData reports it next.
+    }
+    nrel = 0;
+  };
+
   while (!stop_) {
     // The filter signals only on empty -> non-empty: drain completely.
     for (;;) {
@@ -146,9 +184,22 @@ void FilterClient::ReaderLoop() {
         batch->skipped++;
         continue;
       }
+      if (release_reported_ && h.type == NKE_NT_DATA && !(h.flags & NKE_DATA_F_HELD) &&
+          len >= sizeof(nke_nt_data)) {
+        nke_nt_data d;
+        memcpy(&d, rec, sizeof(d));
+        for (uint32_t i = 0; i < d.nbuffers && i < NKE_CHUNK_MAX_BUFFERS; i++) {
+          resp.rel[nrel++] = nke_release{d.chunk_id, d.buffers[i], 0, 0};
+        }
+        if (nrel > NKE_RESPONSE_MAX_RELEASES - NKE_CHUNK_MAX_BUFFERS) send_releases();
+      }
       batch->bytes.insert(batch->bytes.end(), rec, rec + len);
-      if (batch->bytes.size() >= kBatchBytes && !flush()) return;
+      if (batch->bytes.size() >= kBatchBytes) {
+        send_releases();
+        if (!flush()) return;
+      }
     }
+    send_releases();
     if (!flush()) return;
     switch (transport_->WaitForData(500)) {
       case WaitResult::kData:

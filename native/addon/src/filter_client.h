@@ -46,6 +46,9 @@ class FilterClient : public Napi::ObjectWrap<FilterClient> {
   Tsfn tsfn_;
   std::thread reader_;
   std::atomic<bool> stop_{false};       // JS thread sets, reader reads
+  // open()'s releaseReported: written before the reader thread starts (its
+  // constructor orders the write before the thread's reads), then read-only.
+  bool release_reported_ = false;
   Napi::FunctionReference on_closed_;  // JS thread only
 };
 
