@@ -26,7 +26,10 @@ const rt = path.join(dir, 'rt');
 function waitReady(p, re) {
   return new Promise((res, rej) => {
     let b = '';
-    p.stdout.on('data', (d) => { b += d; if (re.test(b)) res(); });
+    p.stdout.on('data', (d) => {
+      b += d;
+      if (re.test(b)) res();
+    });
     p.on('exit', () => rej(new Error(`${p.spawnfile} exited early`)));
   });
 }
@@ -51,7 +54,14 @@ const s = net.connect(+port, '127.0.0.1', () => {
 });`;
 
 function which(cmd) {
-  return (process.env.PATH || '').split(':').some((d) => { try { fs.accessSync(path.join(d, cmd), fs.constants.X_OK); return true; } catch { return false; } });
+  return (process.env.PATH || '').split(':').some((d) => {
+    try {
+      fs.accessSync(path.join(d, cmd), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** Resolves once something accepts on 127.0.0.1:port (relays print no reliable ready line). */
@@ -59,7 +69,13 @@ async function waitPort(port, p, ms = 30000) {
   const t0 = Date.now();
   for (;;) {
     if (p.exitCode !== null) throw new Error(`${p.spawnfile} exited (${p.exitCode})`);
-    const ok = await new Promise((r) => { const s = net.connect(port, '127.0.0.1', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
+    const ok = await new Promise((r) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        r(true);
+      });
+      s.on('error', () => r(false));
+    });
     if (ok) return;
     if (Date.now() - t0 > ms) throw new Error(`${p.spawnfile}: port ${port} not open after ${ms} ms`);
     await new Promise((r) => setTimeout(r, 100));
@@ -85,7 +101,9 @@ async function viaRelay(name, argsFor, target) {
     await waitPort(port, p);
     // the probe connection of waitPort may still be closing inside the relay; harmless
     process.stderr.write(`[bench] ${name}...\n`);
-    const timeout = new Promise((_, rej) => setTimeout(() => rej(new Error('transfer timed out after 120 s')), 120000).unref());
+    const timeout = new Promise((_, rej) =>
+      setTimeout(() => rej(new Error('transfer timed out after 120 s')), 120000).unref(),
+    );
     return await Promise.race([runSender({}, 'bulk', port, BYTES), timeout]);
   } catch (e) {
     return { skipped: `${name}: ${e.message} ${err.slice(0, 200)}` };
@@ -97,7 +115,10 @@ async function viaRelay(name, argsFor, target) {
 /** The C sender (test/bench/bulk.c): same transfer without node in the measured program or the sink. */
 function runC(bin, env, port, n) {
   return new Promise((res, rej) => {
-    const p = spawn(bin, ['send', String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(bin, ['send', String(port), String(n)], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`bulk send exit ${code}`))));
@@ -106,7 +127,10 @@ function runC(bin, env, port, n) {
 
 function runSender(env, mode, port, n) {
   return new Promise((res, rej) => {
-    const p = spawn('node', ['-e', SENDER, mode, String(port), String(n)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn('node', ['-e', SENDER, mode, String(port), String(n)], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.on('exit', (code) => (code === 0 ? res(JSON.parse(out)) : rej(new Error(`sender exit ${code}`))));
@@ -114,19 +138,32 @@ function runSender(env, mode, port, n) {
 }
 
 const RUNS = Math.max(1, Number(process.env.NKE_BENCH_RUNS || 3));
-const median = (xs) => { const v = [...xs].sort((a, b) => a - b); return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2; };
-const pct = (xs, p) => { const v = [...xs].sort((a, b) => a - b); return v[Math.min(v.length - 1, Math.floor(v.length * p))]; };
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+const pct = (xs, p) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.floor(v.length * p))];
+};
 
 async function main() {
   const sink = net.createServer((s) => {
     let n = 0;
-    s.on('data', (d) => { n += d.length; if (n >= BYTES) s.end('k'); });
-    s.on('end', () => s.end()); s.on('error', () => {});
+    s.on('data', (d) => {
+      n += d.length;
+      if (n >= BYTES) s.end('k');
+    });
+    s.on('end', () => s.end());
+    s.on('error', () => {});
   });
   const echo = net.createServer((s) => s.pipe(s));
   await new Promise((r) => sink.listen(0, '127.0.0.1', r));
   await new Promise((r) => echo.listen(0, '127.0.0.1', r));
-  const emud = spawn(path.join(build, 'nke-emud'), [], { env: { ...process.env, NKE_EMU_DIR: rt }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const emud = spawn(path.join(build, 'nke-emud'), [], {
+    env: { ...process.env, NKE_EMU_DIR: rt },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await waitReady(emud, /ready/);
   const shim = { LD_PRELOAD: path.join(build, 'libnkeshim.so'), NKE_EMU_DIR: rt };
   const mb = BYTES / (1 << 20);
@@ -134,20 +171,37 @@ async function main() {
   const sinkPort = sink.address().port;
   // The C pair: compiled here (cc is a build dependency of the emulator).
   const bulk = path.join(dir, 'bulk');
-  const cc = require('node:child_process').spawnSync('cc', ['-O2', '-o', bulk, path.join(__dirname, 'bulk.c')], { stdio: 'inherit' });
+  const cc = require('node:child_process').spawnSync(
+    'cc',
+    ['-O2', '-o', bulk, path.join(__dirname, 'bulk.c')],
+    { stdio: 'inherit' },
+  );
   let csink = null;
   let cPort = 0;
   if (cc.status === 0) {
     csink = spawn(bulk, ['sink'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    cPort = await new Promise((res) => { let b = ''; csink.stdout.on('data', (d) => { b += d; const m = /ready (\d+)/.exec(b); if (m) res(Number(m[1])); }); });
+    cPort = await new Promise((res) => {
+      let b = '';
+      csink.stdout.on('data', (d) => {
+        b += d;
+        const m = /ready (\d+)/.exec(b);
+        if (m) res(Number(m[1]));
+      });
+    });
   }
   const startClient = async () => {
-    const c = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(path.join(build, 'test-client'), ['--dir', rt, '--out', 'pass', '--in', 'pass'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     c.stdout.resume();
     await waitReady(c, /ready/);
     return c;
   };
-  const stopClient = async (c) => { const gone = new Promise((r) => c.on('exit', r)); c.kill('SIGKILL'); await gone; };
+  const stopClient = async (c) => {
+    const gone = new Promise((r) => c.on('exit', r));
+    c.kill('SIGKILL');
+    await gone;
+  };
   // Rounds interleave the configurations, so a burst of load elsewhere on
   // the machine spreads over all of them instead of sinking one.
   const R = { raw: [], socat: [], mitm: [], none: [], all: [], craw: [], cnone: [], call: [] };
@@ -160,12 +214,33 @@ async function main() {
       R.cnone.push(rate(await runC(bulk, shim, cPort, BYTES)));
     }
     for (const [key, name, args] of [
-      ['socat', 'socat', (port, t) => [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${t}`]],
-      ['mitm', 'mitmdump', (port, t) => ['-q', '--listen-host', '127.0.0.1', '--listen-port', String(port), '--mode', `reverse:http://127.0.0.1:${t}`, '--tcp-hosts', '.*', '--set', 'connection_strategy=lazy']],
+      [
+        'socat',
+        'socat',
+        (port, t) => [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `TCP:127.0.0.1:${t}`],
+      ],
+      [
+        'mitm',
+        'mitmdump',
+        (port, t) => [
+          '-q',
+          '--listen-host',
+          '127.0.0.1',
+          '--listen-port',
+          String(port),
+          '--mode',
+          `reverse:http://127.0.0.1:${t}`,
+          '--tcp-hosts',
+          '.*',
+          '--set',
+          'connection_strategy=lazy',
+        ],
+      ],
     ]) {
       if (skipped[key]) continue;
       const r = await viaRelay(name, args, sinkPort);
-      if (r.skipped) skipped[key] = r.skipped; else R[key].push(rate(r));
+      if (r.skipped) skipped[key] = r.skipped;
+      else R[key].push(rate(r));
     }
     R.none.push(rate(await runSender(shim, 'bulk', sinkPort, BYTES)));
     const client = await startClient();
@@ -191,10 +266,16 @@ async function main() {
   const line = (label, key, rawKey = 'raw') => {
     if (skipped[key]) return console.log(`  ${label.padEnd(26)} skipped: ${skipped[key]}`);
     const v = R[key];
-    console.log(`  ${label.padEnd(26)} median ${median(v).toFixed(0).padStart(5)} MiB/s  best ${Math.max(...v).toFixed(0).padStart(5)}  runs [${v.map((x) => x.toFixed(0)).join(' ')}]` +
-      (key === rawKey ? '' : `  ratio ${(median(v) / median(R[rawKey])).toFixed(2)}`));
+    console.log(
+      `  ${label.padEnd(26)} median ${median(v).toFixed(0).padStart(5)} MiB/s  best ${Math.max(...v)
+        .toFixed(0)
+        .padStart(5)}  runs [${v.map((x) => x.toFixed(0)).join(' ')}]` +
+        (key === rawKey ? '' : `  ratio ${(median(v) / median(R[rawKey])).toFixed(2)}`),
+    );
   };
-  console.log(`bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs, ${RUNS} interleaved runs each; ratio = median / raw median.`);
+  console.log(
+    `bulk ${mb} MiB loopback TCP, 64 KiB writes, ${os.cpus().length} CPUs, ${RUNS} interleaved runs each; ratio = median / raw median.`,
+  );
   console.log('node sender and node sink (the program under the shim is node):');
   line('raw', 'raw');
   line('socat relay', 'socat');
@@ -209,9 +290,16 @@ async function main() {
   } else {
     console.log('C sender and sink: skipped (cc failed)');
   }
-  console.log(`64-byte ping-pong round trip (us): raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; all held + pass (two holds per round trip) p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`);
-  console.log(chunkUs.length
-    ? `per-chunk hold-and-pass round trip (shim -> nke-emud -> client -> nke-emud -> shim, ${chunkUs.length} chunks, us): p50 ${pct(chunkUs, 0.5)} p99 ${pct(chunkUs, 0.99)}`
-    : 'per-chunk hold-and-pass round trip: no samples (NKE_SHIM_STATS not written)');
+  console.log(
+    `64-byte ping-pong round trip (us): raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; all held + pass (two holds per round trip) p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`,
+  );
+  console.log(
+    chunkUs.length
+      ? `per-chunk hold-and-pass round trip (shim -> nke-emud -> client -> nke-emud -> shim, ${chunkUs.length} chunks, us): p50 ${pct(chunkUs, 0.5)} p99 ${pct(chunkUs, 0.99)}`
+      : 'per-chunk hold-and-pass round trip: no samples (NKE_SHIM_STATS not written)',
+  );
 }
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -197,9 +197,13 @@ async function realPath() {
 
     // The emulator's own hold-and-pass (C test client, both directions).
     const { spawn } = require('node:child_process');
-    const tc = spawn(path.join(root, 'native/emu/build/test-client'), ['--dir', emu.dir, '--out', 'pass', '--in', 'pass'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const tc = spawn(
+      path.join(root, 'native/emu/build/test-client'),
+      ['--dir', emu.dir, '--out', 'pass', '--in', 'pass'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     let tcOut = '';
     tc.stdout.on('data', (d) => (tcOut += d));
     await waitFor(() => tcOut.includes('ready'), 10000, 'test-client ready');

@@ -6,7 +6,10 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 let failed = 0;
-for (const f of fs.readdirSync(__dirname).filter((n) => n.endsWith('-bench.js')).sort()) {
+for (const f of fs
+  .readdirSync(__dirname)
+  .filter((n) => n.endsWith('-bench.js'))
+  .sort()) {
   console.log(`=== ${f}`);
   const r = spawnSync(process.execPath, [path.join(__dirname, f)], { stdio: 'inherit' });
   if (r.status !== 0) failed++;

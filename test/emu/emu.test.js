@@ -35,18 +35,30 @@ function start(cmd, args, opts = {}) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       p.lines.push(line);
-      for (const w of [...waiters]) if (w.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
+      for (const w of [...waiters])
+        if (w.test(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
     }
   });
   p.stderr.on('data', (d) => (p.stderrText += d));
-  p.exited = new Promise((res) => p.on('exit', (code, sig) => { children.delete(p); res({ code, sig }); }));
+  p.exited = new Promise((res) =>
+    p.on('exit', (code, sig) => {
+      children.delete(p);
+      res({ code, sig });
+    }),
+  );
   p.waitLine = (re, ms = 10000) =>
     new Promise((resolve, reject) => {
       const hit = p.lines.find((l) => re.test(l));
       if (hit) return resolve(hit);
       const w = { test: (l) => re.test(l), resolve };
       waiters.push(w);
-      setTimeout(() => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)), ms);
+      setTimeout(
+        () => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)),
+        ms,
+      );
     });
   return p;
 }
@@ -55,7 +67,8 @@ function start(cmd, args, opts = {}) {
 async function waitCount(p, re, n, ms = 5000) {
   const t0 = Date.now();
   let c = 0;
-  while ((c = p.lines.filter((l) => re.test(l)).length) < n && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 10));
+  while ((c = p.lines.filter((l) => re.test(l)).length) < n && Date.now() - t0 < ms)
+    await new Promise((r) => setTimeout(r, 10));
   assert.equal(c, n, `${re}: ${c} lines, expected ${n}`);
 }
 
@@ -77,7 +90,10 @@ const servers = new Set();
 function createServer(mod, handler) {
   const srv = mod.createServer(handler);
   const conns = new Set();
-  srv.on('connection', (c) => { conns.add(c); c.on('close', () => conns.delete(c)); });
+  srv.on('connection', (c) => {
+    conns.add(c);
+    c.on('close', () => conns.delete(c));
+  });
   servers.add({ srv, conns });
   return srv;
 }
@@ -97,8 +113,15 @@ function runShimmed(cmd, args, ms = 20000, env = {}) {
     let err = '';
     p.stdout.on('data', (d) => out.push(d));
     p.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`${cmd} timed out; stderr: ${err}`)); }, ms);
-    p.on('exit', (code) => { clearTimeout(t); children.delete(p); resolve({ code, stdout: Buffer.concat(out), stderr: err }); });
+    const t = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`${cmd} timed out; stderr: ${err}`));
+    }, ms);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      children.delete(p);
+      resolve({ code, stdout: Buffer.concat(out), stderr: err });
+    });
   });
 }
 
@@ -125,10 +148,17 @@ async function startClient(args) {
 // The same per-byte transforms as test/emu/client.c.
 const T = {
   pass: (b) => b,
-  upper: (b) => Buffer.from(b.toString('latin1').replace(/[a-z]/g, (c) => c.toUpperCase()), 'latin1'),
+  upper: (b) =>
+    Buffer.from(
+      b.toString('latin1').replace(/[a-z]/g, (c) => c.toUpperCase()),
+      'latin1',
+    ),
   double: (b) => Buffer.from([...b].flatMap((x) => [x, x])),
   shrink: (b) => Buffer.from([...b].filter((x) => x !== 0x78)),
-  nul: (b) => Buffer.concat([...b].map((x) => (x === 0x21 ? Buffer.from([0, 0x42, 0x49, 0x4e, 0xff]) : Buffer.from([x])))),
+  nul: (b) =>
+    Buffer.concat(
+      [...b].map((x) => (x === 0x21 ? Buffer.from([0, 0x42, 0x49, 0x4e, 0xff]) : Buffer.from([x]))),
+    ),
 };
 
 /** An unshimmed TCP server: records each connection's bytes; answers `reply` after the client's FIN. */
@@ -138,7 +168,10 @@ function tcpServer(host, reply) {
     const srv = createServer(net, (s) => {
       const parts = [];
       s.on('data', (d) => parts.push(d));
-      s.on('end', () => { got.push(Buffer.concat(parts)); s.end(reply); });
+      s.on('end', () => {
+        got.push(Buffer.concat(parts));
+        s.end(reply);
+      });
       s.on('error', () => {});
     });
     srv.listen(0, host, () => resolve({ srv, port: srv.address().port, got }));
@@ -197,7 +230,11 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
   it('curl fetches from a local HTTP server; response edited in place (upper)', async function () {
     await startClient(['--out', 'pass', '--in', 'upper']);
     let reqLine = '';
-    const srv = createServer(http, (req, res) => { reqLine = `${req.method} ${req.url}`; res.setHeader('content-type', 'text/plain'); res.end('hello curl, hello world\n'); });
+    const srv = createServer(http, (req, res) => {
+      reqLine = `${req.method} ${req.url}`;
+      res.setHeader('content-type', 'text/plain');
+      res.end('hello curl, hello world\n');
+    });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const r = await runShimmed('curl', ['-sS', `http://127.0.0.1:${srv.address().port}/some/path`]);
     srv.close();
@@ -221,8 +258,14 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
       assert.equal(r.code, 0, r.stderr);
       const expectOut = outPol === 'drop' ? Buffer.alloc(0) : T[outPol](payload);
       assert.equal(s.got.length, 1);
-      assert.ok(s.got[0].equals(expectOut), `server got ${s.got[0].length} bytes, expected ${expectOut.length}`);
-      assert.equal(Buffer.from(r.stdout.toString(), 'hex').toString('latin1'), T[inPol](reply).toString('latin1'));
+      assert.ok(
+        s.got[0].equals(expectOut),
+        `server got ${s.got[0].length} bytes, expected ${expectOut.length}`,
+      );
+      assert.equal(
+        Buffer.from(r.stdout.toString(), 'hex').toString('latin1'),
+        T[inPol](reply).toString('latin1'),
+      );
     });
   }
 
@@ -231,14 +274,29 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
       await startClient(['--out', 'upper', '--in', 'shrink']);
       const sock = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
       const got = [];
-      sock.on('message', (m, ri) => { got.push(m); sock.send(Buffer.from(`x${m.length}x-reply`), ri.port, ri.address); });
+      sock.on('message', (m, ri) => {
+        got.push(m);
+        sock.send(Buffer.from(`x${m.length}x-reply`), ri.port, ri.address);
+      });
       await new Promise((r) => sock.bind(0, host, r));
-      const msgs = ['abc!', 'second datagram', 'x'.repeat(1000) + 'tail'].map((m) => Buffer.from(m).toString('hex'));
+      const msgs = ['abc!', 'second datagram', 'x'.repeat(1000) + 'tail'].map((m) =>
+        Buffer.from(m).toString('hex'),
+      );
       const r = await runShimmed('python3', ['-c', PY_UDP, host, String(sock.address().port), ...msgs]);
       sock.close();
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(got.map((b) => b.toString()), ['ABC!', 'SECOND DATAGRAM', 'X'.repeat(1000) + 'TAIL']);
-      assert.deepEqual(r.stdout.toString().trim().split(' ').map((h) => Buffer.from(h, 'hex').toString()), ['4-reply', '15-reply', '1004-reply']);
+      assert.deepEqual(
+        got.map((b) => b.toString()),
+        ['ABC!', 'SECOND DATAGRAM', 'X'.repeat(1000) + 'TAIL'],
+      );
+      assert.deepEqual(
+        r.stdout
+          .toString()
+          .trim()
+          .split(' ')
+          .map((h) => Buffer.from(h, 'hex').toString()),
+        ['4-reply', '15-reply', '1004-reply'],
+      );
     });
   }
 
@@ -279,7 +337,10 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.toString().trim(), '200 0');
     // Chunks beyond the 64-buffer pool pass unheld (counted), so not all 400+ are held.
-    assert.ok(client.lines.filter((l) => /^data .* 1$/.test(l)).length >= 64, 'the data went through the client');
+    assert.ok(
+      client.lines.filter((l) => /^data .* 1$/.test(l)).length >= 64,
+      'the data went through the client',
+    );
   });
 
   it('dup, os.dup, socket.dup and fcntl F_DUPFD copies of a relayed TCP socket are the relayed socket', async function () {
@@ -321,7 +382,10 @@ print(' '.join(res))
     const client = await startClient(['--out', 'upper', '--in', 'double']);
     const srv = dgram.createSocket('udp4');
     const seen = [];
-    srv.on('message', (m, rinfo) => { seen.push(m.toString()); srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address); });
+    srv.on('message', (m, rinfo) => {
+      seen.push(m.toString());
+      srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address);
+    });
     await new Promise((r) => srv.bind(0, '127.0.0.1', r));
     const r = await runShimmed(MMSG, ['127.0.0.1', String(srv.address().port)]);
     srv.close();
@@ -330,7 +394,10 @@ print(' '.join(res))
     assert.deepEqual(seen, ['ONE', 'TWO', 'THREE', 'FOUR']);
     const lines = r.stdout.toString().trim().split('\n');
     assert.equal(lines[0], 'sent 3 3 3 5');
-    assert.deepEqual(lines.slice(1).sort(), ['got 10 rr::oonnee', 'got 10 rr::ttwwoo', 'got 12 rr::ffoouurr', 'got 14 rr::tthhrreeee'].sort());
+    assert.deepEqual(
+      lines.slice(1).sort(),
+      ['got 10 rr::oonnee', 'got 10 rr::ttwwoo', 'got 12 rr::ffoouurr', 'got 14 rr::tthhrreeee'].sort(),
+    );
     // The program may exit before this process has read the client's last lines.
     await waitCount(client, /^data out \d+ 1$/, 4);
     await waitCount(client, /^data in \d+ 1$/, 4);
@@ -340,7 +407,10 @@ print(' '.join(res))
     await startClient(['--out', 'upper', '--in', 'double']);
     const srv = dgram.createSocket('udp4');
     const seen = [];
-    srv.on('message', (m, rinfo) => { seen.push(m.toString()); srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address); });
+    srv.on('message', (m, rinfo) => {
+      seen.push(m.toString());
+      srv.send(Buffer.from(`r:${m.toString().toLowerCase()}`), rinfo.port, rinfo.address);
+    });
     await new Promise((r) => srv.bind(0, '127.0.0.1', r));
     const PY = `
 import os, socket, sys
@@ -441,7 +511,12 @@ sys.stdout.write(out.decode('latin1') + '\\n')
         s.on('data', (d) => parts.push(d));
         s.on('error', () => {});
         let i = 0;
-        const next = () => { if (i < pieces.length) { s.write(pieces[i++]); setTimeout(next, 150); } else s.end(); };
+        const next = () => {
+          if (i < pieces.length) {
+            s.write(pieces[i++]);
+            setTimeout(next, 150);
+          } else s.end();
+        };
         next();
         s.on('end', () => got.push(Buffer.concat(parts).toString('latin1')));
       });
@@ -452,7 +527,13 @@ sys.stdout.write(out.decode('latin1') + '\\n')
   it('three chunks held at once on one socket, released last first: they arrive in order, both ways', async function () {
     const client = await startClient(['--out', 'reverse:3', '--in', 'reverse:3']);
     const s = await piecesServer(['in-one.', 'in-two.', 'in-three.']);
-    const r = await runShimmed('python3', ['-c', PY_PIECES, '127.0.0.1', String(s.port), 'out-one.,out-two.,out-three.']);
+    const r = await runShimmed('python3', [
+      '-c',
+      PY_PIECES,
+      '127.0.0.1',
+      String(s.port),
+      'out-one.,out-two.,out-three.',
+    ]);
     s.srv.close();
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(s.got, ['out-one.out-two.out-three.']);
@@ -476,7 +557,15 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     // edit2 holds each socket's first chunk until its second arrives.
     const client = await startClient(['--out', 'edit2', '--in', 'pass']);
     const got = new Map();
-    const srv = createServer(net, (c) => { const p = []; c.on('data', (d) => p.push(d)); c.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b[0], b); c.end('done'); }); });
+    const srv = createServer(net, (c) => {
+      const p = [];
+      c.on('data', (d) => p.push(d));
+      c.on('end', () => {
+        const b = Buffer.concat(p).toString();
+        got.set(b[0], b);
+        c.end('done');
+      });
+    });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     const script = `
       const net = require('net');
@@ -501,7 +590,9 @@ sys.stdout.write(out.decode('latin1') + '\\n')
   it('nke-emud killed with several chunks of one socket held: the shim sends them all as they were, in order', async function () {
     const client = await startClient(['--out', 'reverse:4', '--in', 'pass']);
     const s = await piecesServer(['reply']);
-    const prog = start('python3', ['-c', PY_PIECES, '127.0.0.1', String(s.port), 'p1-,p2-,p3-'], { env: shimEnv() });
+    const prog = start('python3', ['-c', PY_PIECES, '127.0.0.1', String(s.port), 'p1-,p2-,p3-'], {
+      env: shimEnv(),
+    });
     // three held, the client waits for a fourth that never comes
     for (;;) {
       if (client.lines.filter((l) => /^data out \d+ 1$/.test(l)).length >= 3) break;
@@ -520,9 +611,25 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     // --copy-release: the client copies each held chunk out and releases its
     // buffers at once, the verdict pending, so the 64-buffer pool does not cap
     // how many chunks are held (the core's chunk table does).
-    const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000', '--copy-release']);
+    const client = await startClient([
+      '--out',
+      'hold',
+      '--in',
+      'pass',
+      '--timeout-ms',
+      '20000',
+      '--copy-release',
+    ]);
     const got = new Map();
-    const srv = createServer(net, (s) => { const p = []; s.on('data', (d) => p.push(d)); s.on('end', () => { const b = Buffer.concat(p).toString(); got.set(b.split(':')[0], b); s.end(); }); });
+    const srv = createServer(net, (s) => {
+      const p = [];
+      s.on('data', (d) => p.push(d));
+      s.on('end', () => {
+        const b = Buffer.concat(p).toString();
+        got.set(b.split(':')[0], b);
+        s.end();
+      });
+    });
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     // Batches of 20 connections, the next one once the client has taken the
     // last: a burst faster than the client releases buffers would find the
@@ -547,9 +654,14 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     await client.waitLine(/^held-total 500$/, 20000);
     assert.equal(got.size, 0, 'no held chunk has arrived before the client dies');
     // The client's copies are the originals, one per connection.
-    const copies = client.lines.filter((l) => l.startsWith('copy ')).map((l) => Buffer.from(l.split(' ')[2], 'hex').toString());
+    const copies = client.lines
+      .filter((l) => l.startsWith('copy '))
+      .map((l) => Buffer.from(l.split(' ')[2], 'hex').toString());
     assert.equal(copies.length, 500);
-    assert.deepEqual(copies.sort(), [...Array(500).keys()].map((i) => `${i}:payload-${'z'.repeat(i)}`).sort());
+    assert.deepEqual(
+      copies.sort(),
+      [...Array(500).keys()].map((i) => `${i}:payload-${'z'.repeat(i)}`).sort(),
+    );
     const t0 = Date.now();
     await kill(client, 'SIGKILL');
     await prog.waitLine(/^all closed$/, 5000);
@@ -566,7 +678,13 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '300']);
     const s = await tcpServer('127.0.0.1', Buffer.from('ok'));
     const t0 = Date.now();
-    const r = await runShimmed('python3', ['-c', PY_TCP, '127.0.0.1', String(s.port), dataFile(Buffer.from('late bytes'))]);
+    const r = await runShimmed('python3', [
+      '-c',
+      PY_TCP,
+      '127.0.0.1',
+      String(s.port),
+      dataFile(Buffer.from('late bytes')),
+    ]);
     s.srv.close();
     assert.equal(r.code, 0, r.stderr);
     assert.equal(s.got[0].toString(), 'late bytes');
@@ -609,10 +727,16 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     fs.copyFileSync('/bin/true', bin);
     fs.chmodSync(bin, 0o755);
     assert.ok(bin.length > 1000 && bin.length < 1023);
-    const r = await runShimmed('python3', ['-c', 'import os,sys; os.execve(sys.argv[1], [sys.argv[1]], dict(os.environ))', bin]);
+    const r = await runShimmed('python3', [
+      '-c',
+      'import os,sys; os.execve(sys.argv[1], [sys.argv[1]], dict(os.environ))',
+      bin,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     // Other execs (the interpreter's own) may come first; ours ends with the path.
-    const line = await kev.waitLine(new RegExp(`^exec .* ${bin.length} ${bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`));
+    const line = await kev.waitLine(
+      new RegExp(`^exec .* ${bin.length} ${bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`),
+    );
     const [, pid, ppid, uid, complete, len] = line.split(' ');
     assert.equal(complete, '1');
     assert.equal(Number(len), bin.length);
@@ -625,7 +749,8 @@ sys.stdout.write(out.decode('latin1') + '\\n')
   it('as root, an exec by a program not under the shim is seen through the process-events connector', async function () {
     if (process.getuid() !== 0) this.skip(); // connector needs CAP_NET_ADMIN; else shim reports only
     // stderr and the stdout ready line travel on separate pipes: wait for the log.
-    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++)
+      await new Promise((r) => setTimeout(r, 20));
     if (/exec events from the shim's execve only/.test(emud.stderrText)) this.skip(); // e.g. not the initial network namespace
     assert.match(emud.stderrText, /exec events from the process-events connector/);
     const kev = await startClient(['--kev']);
@@ -636,7 +761,9 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     // node's spawn: fork + execvp in the child, no LD_PRELOAD anywhere.
     const r = spawnSync(bin, ['0.3'], { env: { PATH: '/usr/bin:/bin' } });
     assert.equal(r.status, 0);
-    const line = await kev.waitLine(new RegExp(`^exec .* ${bin.length} ${bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`));
+    const line = await kev.waitLine(
+      new RegExp(`^exec .* ${bin.length} ${bin.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`),
+    );
     const [, pid, ppid, uid, complete] = line.split(' ');
     assert.equal(complete, '1');
     assert.equal(Number(ppid), process.pid);
@@ -648,14 +775,16 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     if (process.getuid() !== 0) this.skip(); // connector needs CAP_NET_ADMIN; else the shim alone reports
     await kill(emud, 'SIGKILL');
     await startDaemon([], { NKE_EMUD_DEBUG: '1' }); // logs each pairing, so both sources are shown to have seen it
-    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 50 && !/exec events from/.test(emud.stderrText); i++)
+      await new Promise((r) => setTimeout(r, 20));
     if (/exec events from the shim's execve only/.test(emud.stderrText)) this.skip();
     const kev = await startClient(['--kev']);
     // Lives 0.3 s so /proc/PID/exe is there for the connector's report.
     const bin = path.join(dir, 'exec-target');
     fs.copyFileSync('/bin/sleep', bin);
     fs.chmodSync(bin, 0o755);
-    const PY = 'import os, sys; print(os.getpid(), flush=True); os.execve(sys.argv[1], [sys.argv[1], "0.3"], dict(os.environ))';
+    const PY =
+      'import os, sys; print(os.getpid(), flush=True); os.execve(sys.argv[1], [sys.argv[1], "0.3"], dict(os.environ))';
     const r = await runShimmed('python3', ['-c', PY, bin]);
     assert.equal(r.code, 0, r.stderr);
     const pid = Number(r.stdout.toString().trim());
@@ -681,7 +810,8 @@ sys.stdout.write(out.decode('latin1') + '\\n')
     }
     const env = { PATH: `${dir}:${process.env.PATH}` };
     // node: libuv's uv_spawn forks and calls execvp with a bare name (PATH search).
-    const JS = "const r = require('child_process').spawnSync('t-node-execvp'); console.log(process.pid, r.pid, r.status)";
+    const JS =
+      "const r = require('child_process').spawnSync('t-node-execvp'); console.log(process.pid, r.pid, r.status)";
     const rn = await runShimmed('node', ['-e', JS], 20000, env);
     assert.equal(rn.code, 0, rn.stderr);
     const [nodePid, nodeChild, st] = rn.stdout.toString().trim().split(' ').map(Number);
@@ -757,7 +887,12 @@ b = rt(b'second-after-client')
 print(a.decode() + ' ' + b.decode())
 `;
     const seen = [];
-    const srv = createServer(net, (c) => c.on('data', (d) => { seen.push(d.toString()); c.write(d); }));
+    const srv = createServer(net, (c) =>
+      c.on('data', (d) => {
+        seen.push(d.toString());
+        c.write(d);
+      }),
+    );
     await new Promise((r) => srv.listen(0, '127.0.0.1', r));
     assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 0, 'no client: may_defer 0');
     const phase1 = path.join(dir, 'phase1');
@@ -766,7 +901,11 @@ print(a.decode() + ' ' + b.decode())
     for (let i = 0; i < 500 && !fs.existsSync(phase1); i++) await new Promise((r) => setTimeout(r, 20));
     assert.ok(fs.existsSync(phase1), 'first round trip (no client) completed');
     await startClient(['--out', 'upper', '--in', 'pass']);
-    assert.equal(fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4), 1, 'client with mode ALL: may_defer 1');
+    assert.equal(
+      fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(4),
+      1,
+      'client with mode ALL: may_defer 1',
+    );
     fs.writeFileSync(phase2, '');
     const r = await run;
     srv.close();
@@ -784,7 +923,13 @@ print(a.decode() + ' ' + b.decode())
   it('without nke-emud the shimmed program runs unchanged (fail open)', async function () {
     await kill(emud, 'SIGKILL');
     const s = await tcpServer('127.0.0.1', Buffer.from('fine'));
-    const r = await runShimmed('python3', ['-c', PY_TCP, '127.0.0.1', String(s.port), dataFile(Buffer.from('plain'))]);
+    const r = await runShimmed('python3', [
+      '-c',
+      PY_TCP,
+      '127.0.0.1',
+      String(s.port),
+      dataFile(Buffer.from('plain')),
+    ]);
     s.srv.close();
     assert.equal(r.code, 0, r.stderr);
     assert.equal(s.got[0].toString(), 'plain');
