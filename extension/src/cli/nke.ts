@@ -233,7 +233,9 @@ async function cmdRun(json: boolean, rulesFile: string | undefined, cmd: string[
   const launcher = emuLauncher();
   return ownFilter(json, rulesFile, undefined, (_engine, stop) => {
     const child = spawn(launcher, ['run', '--', ...cmd], {
-      stdio: ['inherit', json ? 'ignore' : 'inherit', 'inherit'],
+      // With --json, stdout carries only JSON lines: the program's own
+      // output goes to stderr instead of being lost.
+      stdio: ['inherit', json ? process.stderr : 'inherit', 'inherit'],
     });
     child.on('error', (e) => {
       process.stderr.write(`nke run: cannot start ${launcher}: ${e.message}\n`);
