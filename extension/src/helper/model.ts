@@ -4,7 +4,6 @@
 // batches. Memory is bounded: history is a ring of `historyLimit` events,
 // closed sockets and execs are capped too.
 import type {
-  Counters,
   Endpoint,
   ExecView,
   HistoryEvent,
@@ -13,6 +12,7 @@ import type {
   SocketView,
   UpdateBatch,
 } from '../shared/helperProtocol';
+import { emptyCounters } from '../shared/helperProtocol';
 import {
   AF_INET6,
   type Addr,
@@ -79,34 +79,12 @@ function endpoint(a: Addr): Endpoint | undefined {
   return a.family ? { address: a.address, port: a.port } : undefined;
 }
 
-function zeroCounters(): Counters {
-  return {
-    notifications: 0,
-    malformedRecords: 0,
-    dataChunks: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    heldForPerson: 0,
-    autoPassed: 0,
-    rewritten: 0,
-    verdictsAllow: 0,
-    verdictsReplace: 0,
-    verdictsDrop: 0,
-    releasedByFilter: 0,
-    execs: 0,
-    execsIncomplete: 0,
-    historyDropped: 0,
-    pendingOverLimit: 0,
-    socketsAdopted: 0,
-  };
-}
-
 export class LiveModel {
   readonly sockets = new Map<string, SocketEntry>();
   readonly closedSockets = new Map<string, SocketView>(); // insertion order = age
   readonly execs = new Map<string, ExecView>();
   readonly pending = new Map<string, PendingEntry>();
-  counters = zeroCounters();
+  counters = emptyCounters();
 
   // History ring: `history[(start + i) % limit]`, i < length.
   private history: HistoryEvent[] = [];

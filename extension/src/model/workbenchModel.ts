@@ -17,6 +17,7 @@ import type {
   SocketView,
   UpdateBatch,
 } from '../shared/helperProtocol';
+import { emptyCounters } from '../shared/helperProtocol';
 
 export type { Counters, ExecView, FilterStatus, PendingView, SocketView };
 
@@ -55,24 +56,7 @@ export interface ModelChange {
 /** Same shape as vscode.Event, so views can subscribe without adapters. */
 export type ModelEvent<T> = (listener: (e: T) => void) => { dispose(): void };
 
-export const emptyCounters = (): Counters => ({
-  notifications: 0,
-  malformedRecords: 0,
-  dataChunks: 0,
-  bytesIn: 0,
-  bytesOut: 0,
-  heldForPerson: 0,
-  autoPassed: 0,
-  rewritten: 0,
-  verdictsAllow: 0,
-  verdictsReplace: 0,
-  verdictsDrop: 0,
-  releasedByFilter: 0,
-  execs: 0,
-  execsIncomplete: 0,
-  historyDropped: 0,
-  socketsAdopted: 0,
-});
+export { emptyCounters };
 
 /** An update with nothing in it; tests and the snapshot path fill in what they need. */
 export const emptyUpdate = (counters: Counters = emptyCounters()): UpdateBatch => ({

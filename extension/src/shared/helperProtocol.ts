@@ -127,6 +127,27 @@ export interface Counters {
   socketsAdopted: number;
 }
 
+/** Counters all zero: a fresh model on either side of the link. */
+export const emptyCounters = (): Counters => ({
+  notifications: 0,
+  malformedRecords: 0,
+  dataChunks: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  heldForPerson: 0,
+  autoPassed: 0,
+  rewritten: 0,
+  verdictsAllow: 0,
+  verdictsReplace: 0,
+  verdictsDrop: 0,
+  releasedByFilter: 0,
+  execs: 0,
+  execsIncomplete: 0,
+  historyDropped: 0,
+  pendingOverLimit: 0,
+  socketsAdopted: 0,
+});
+
 export type HistoryEvent =
   | {
       seq: number;
