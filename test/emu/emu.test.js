@@ -378,6 +378,27 @@ print(' '.join(res))
     assert.equal(s.got[0].toString(), 'COPY0,COPY1,COPY2,COPY3,SOCKDUP,LAST');
   });
 
+  it('a program that writes, closes and exits at once: its held bytes still reach the server (exit drain)', async function () {
+    // The client never answers: the chunk goes out at its 400 ms deadline,
+    // long after the program called exit(). In the kernel the bytes would be
+    // the socket's; here the shim's destructor keeps the relay alive for them.
+    await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '400']);
+    const s = await tcpServer('127.0.0.1', Buffer.from(''));
+    const PY = `
+import socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(b'written-before-exit')
+c.close()
+`;
+    const t0 = Date.now();
+    const r = await runShimmed('python3', ['-c', PY, String(s.port)]);
+    const ms = Date.now() - t0;
+    assert.equal(r.code, 0, r.stderr);
+    for (let i = 0; i < 100 && !s.got.length; i++) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(Buffer.concat(s.got).toString(), 'written-before-exit');
+    assert.ok(ms >= 300, `the program's exit waited for the held chunk (${ms} ms)`);
+  });
+
   it('sendmmsg/recvmmsg get a verdict per datagram; a dup() of the UDP socket is filtered too', async function () {
     const client = await startClient(['--out', 'upper', '--in', 'double']);
     const srv = dgram.createSocket('udp4');

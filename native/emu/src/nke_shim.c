@@ -103,7 +103,35 @@ struct relay {
     /* nke-emud's shim.state, mapped read-only (NULL: ask for every chunk).
      * Owned by the relay thread, unmapped when it ends. */
     const struct shim_state *st;
+    /* The program -> network direction is still moving (set by relay_start,
+     * cleared once by the relay thread under g_drain_lock). */
+    bool out_open;
+    unsigned exit_scan;       /* shim_dtor's mark: counted once per scan */
 };
+
+/*
+ * Exit drain. In the kernel, bytes a program wrote before it exited still go
+ * out; here they may sit in a relay thread (read from the socketpair, held by
+ * nke-emud) when exit() would kill it. So the shim's destructor waits,
+ * bounded, until every relay the program no longer refers to by any fd (it
+ * closed the socket) has finished its outgoing direction. Relays still named
+ * by an fd at exit are not waited for (the program may share them with a
+ * child). g_out_open counts relays with out_open set.
+ */
+static pthread_mutex_t g_drain_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_drain_cond = PTHREAD_COND_INITIALIZER;
+static unsigned g_out_open;
+
+static void relay_out_done(struct relay *r)
+{
+    pthread_mutex_lock(&g_drain_lock);
+    if (r->out_open) {
+        r->out_open = false;
+        g_out_open--;
+        pthread_cond_broadcast(&g_drain_cond);
+    }
+    pthread_mutex_unlock(&g_drain_lock);
+}
 
 /* One UDP socket made by socket(): its datagrams are judged synchronously
  * on its own link. lock serializes the round trips (one outstanding per
@@ -685,6 +713,8 @@ static void *relay_main(void *arg)
         goto out;
     bool link_full = false;
     for (;;) {
+        if (ds[0].dead || (ds[0].shut && !ds[0].head))
+            relay_out_done(r);
         bool done = true;
         for (int i = 0; i < 2; i++)
             if (!ds[i].dead && !(ds[i].shut && !ds[i].head))
@@ -765,6 +795,7 @@ out:
     r->link_fd = -1;
     libc_call(shutdown, r->real_fd, SHUT_RDWR);
     libc_call(close, r->pair_fd);
+    relay_out_done(r);
     relay_put(r);
     return NULL;
 }
@@ -851,7 +882,12 @@ static void relay_start(int fd, bool incoming)
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
     pthread_t t;
+    pthread_mutex_lock(&g_drain_lock);
+    r->out_open = true;
+    g_out_open++;
+    pthread_mutex_unlock(&g_drain_lock);
     if (pthread_create(&t, &at, relay_main, r) != 0) {
+        relay_out_done(r);
         /* No thread: the bytes would never move. Undo by putting the real
          * socket back at fd. */
         pthread_mutex_lock(&g_fd_lock);
@@ -1018,6 +1054,10 @@ static bool is_udp(int fd)
  * program fds still reach the parent's relays (shared socketpair). */
 static void atfork_child(void)
 {
+    /* The parent's relay threads do not exist here: nothing to drain. */
+    pthread_mutex_init(&g_drain_lock, NULL);
+    pthread_cond_init(&g_drain_cond, NULL);
+    g_out_open = 0;
     for (int fd = 0; fd < MAX_FDS; fd++) {
         struct relay *r = g_fds[fd];
         if (!r)
@@ -1050,6 +1090,55 @@ static void atfork_parent(void) { pthread_mutex_unlock(&g_fd_lock); }
 __attribute__((constructor)) static void shim_ctor(void)
 {
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* Relays with out_open still named by an fd of the program: not waited for.
+ * Called with g_drain_lock held; takes g_fd_lock (order: drain, then fd). */
+static unsigned open_relays_with_fd(unsigned scan)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&g_fd_lock);
+    for (int fd = 0; fd < MAX_FDS; fd++) {
+        struct relay *r = g_fds[fd];
+        if (r && r->out_open && r->exit_scan != scan) {
+            r->exit_scan = scan;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&g_fd_lock);
+    return n;
+}
+
+/* See "Exit drain" above. NKE_SHIM_EXIT_WAIT_MS bounds the wait (default
+ * 5000: a chunk held by a user client is released at its deadline anyway). */
+__attribute__((destructor)) static void shim_dtor(void)
+{
+    pthread_mutex_lock(&g_drain_lock);
+    if (g_out_open == 0) {
+        pthread_mutex_unlock(&g_drain_lock);
+        return;
+    }
+    long ms = 5000;
+    const char *e = getenv("NKE_SHIM_EXIT_WAIT_MS");
+    if (e && *e)
+        ms = strtol(e, NULL, 10);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    for (unsigned scan = 1;; scan++) {
+        if (g_out_open <= open_relays_with_fd(scan))
+            break;
+        if (pthread_cond_timedwait(&g_drain_cond, &g_drain_lock, &until) == ETIMEDOUT) {
+            SHIM_LOG("exit: %u relay(s) still sending after %ld ms; the rest is lost", g_out_open, ms);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_drain_lock);
 }
 
 /* ---- layer 3: public symbols ------------------------------------------- */
