@@ -1,8 +1,7 @@
 // The one place every NKE command is registered. Handlers take (node?, nodes?)
 // so they work from the palette, a tree item and a multi-selection.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { emulatorBinary } from '../emulator/emulatorProcess';
 import type { FilterController } from '../emulator/filterController';
 import type { HelperSession } from '../helperClient/helperSession';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
@@ -28,17 +27,7 @@ async function runUnderFilter({ filter }: CommandDeps): Promise<void> {
       },
     );
   }
-  const runner = path.join(filter.binDir(), 'nke-emu');
-  if (!fs.existsSync(runner)) {
-    throw new ActionableError(
-      `emulator not built: ${runner} is missing (run npm run build, or set nke.emulatorDir)`,
-      {
-        title: 'Open Settings',
-        command: 'workbench.action.openSettings',
-        args: ['nke.emulatorDir'],
-      },
-    );
-  }
+  const runner = emulatorBinary(filter.binDir(), 'nke-emu');
   const commandLine = await vscode.window.showInputBox({
     title: 'NKE: Run Program Under Filter',
     prompt: 'Command line to run with its sockets under the emulated filter',

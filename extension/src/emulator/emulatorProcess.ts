@@ -27,6 +27,22 @@ export interface EmulatorOptions {
 }
 
 /** An nke-emud this window started; stop() ends it (held data is released by its fail-open policy). */
+/** Path of one of the emulator's programs; an error with Open Settings when it is not built. */
+export function emulatorBinary(binDir: string, name: 'nke-emud' | 'nke-emu'): string {
+  const file = path.join(binDir, name);
+  if (!fs.existsSync(file)) {
+    throw new ActionableError(
+      `emulator not built: ${file} is missing (run npm run build, or set nke.emulatorDir)`,
+      {
+        title: 'Open Settings',
+        command: 'workbench.action.openSettings',
+        args: ['nke.emulatorDir'],
+      },
+    );
+  }
+  return file;
+}
+
 export class EmulatorProcess {
   private constructor(
     private readonly child: ChildProcess,
@@ -43,17 +59,7 @@ export class EmulatorProcess {
 
   /** Starts nke-emud and resolves once its control socket exists (new, not a stale one). */
   static async start(o: EmulatorOptions, timeoutMs = 10000): Promise<EmulatorProcess> {
-    const daemon = path.join(o.binDir, 'nke-emud');
-    if (!fs.existsSync(daemon)) {
-      throw new ActionableError(
-        `emulator not built: ${daemon} is missing (run npm run build, or set nke.emulatorDir)`,
-        {
-          title: 'Open Settings',
-          command: 'workbench.action.openSettings',
-          args: ['nke.emulatorDir'],
-        },
-      );
-    }
+    const daemon = emulatorBinary(o.binDir, 'nke-emud');
     // The runtime directory holds the user-client sockets: 0700, ours only.
     fs.mkdirSync(o.runtimeDir, { recursive: true, mode: 0o700 });
     const ctl = path.join(o.runtimeDir, 'ctl.sock');
