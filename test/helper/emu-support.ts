@@ -3,7 +3,6 @@
 // (native/emu/build/nke-emu). Used by the helper's emulator tests.
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
 
@@ -72,42 +71,6 @@ export function runUnder(
   return { proc, done };
 }
 
-/** A real TCP server (outside the emulator) that records every byte it receives per connection. */
-// Every recording server still listening; closeRecordingServers() (afterEach)
-// closes them so a failed test cannot leave a listener that keeps mocha alive.
-const openServers = new Set<net.Server>();
-export function closeRecordingServers(): void {
-  for (const s of openServers) s.close();
-  openServers.clear();
-}
-
-export async function recordingServer(): Promise<{
-  port: number;
-  received: Buffer[];
-  close(): void;
-  whenBytes(n: number, ms?: number): Promise<Buffer>;
-}> {
-  const received: Buffer[] = [];
-  const server = net.createServer((s) => {
-    const i = received.push(Buffer.alloc(0)) - 1;
-    s.on('data', (d) => (received[i] = Buffer.concat([received[i], d])));
-    s.on('error', () => {});
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  openServers.add(server);
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    port,
-    received,
-    close: () => {
-      openServers.delete(server);
-      server.close();
-    },
-    whenBytes: async (n: number, ms = 10000) => {
-      await waitFor(() => Buffer.concat(received).length >= n, ms, `${n} bytes at the server`);
-      return Buffer.concat(received);
-    },
-  };
-}
+export { closeRecordingServers, recordingServer } from '../support/recordingServer';
 
 export { waitFor };

@@ -7,13 +7,13 @@
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { NkeWorkbenchApi } from '../../extension/src/extension';
 import type { PendingView } from '../../extension/src/shared/helperProtocol';
 import type { SocketNode } from '../../extension/src/tree/socketTreeProvider';
+import { closeRecordingServers, recordingServer } from '../support/recordingServer';
 
 const extensionId = 'nkeworkbench.nke-workbench';
 
@@ -32,23 +32,6 @@ async function until<T>(what: string, fn: () => T | undefined | false, ms = 1500
 }
 
 /** A TCP server that records every byte per connection. */
-function recordingServer(): Promise<{ port: number; received: () => Buffer; close(): void }> {
-  const chunks: Buffer[] = [];
-  const server = net.createServer((s) => {
-    s.on('data', (d) => chunks.push(d));
-    s.on('error', () => {});
-  });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () =>
-      resolve({
-        port: (server.address() as net.AddressInfo).port,
-        received: () => Buffer.concat(chunks),
-        close: () => server.close(),
-      }),
-    ),
-  );
-}
-
 describe('live: extension + helper + real emulator', function () {
   this.timeout(60000);
   let api: NkeWorkbenchApi;
@@ -96,6 +79,7 @@ describe('live: extension + helper + real emulator', function () {
 
   afterEach(() => {
     for (const p of programs.splice(0)) p.kill('SIGKILL');
+    closeRecordingServers();
   });
 
   after(async () => {

@@ -8,9 +8,9 @@
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const path = require('node:path');
 const cs = require('../../scripts/lib/codeServer');
+const { recordingServer } = require('../support/recordingServer');
 const wb = require('./workbench');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
@@ -207,22 +207,7 @@ function liveContext(runtimeDir, codeServerGroup) {
       programs.push(p);
       return p;
     },
-    recordingServer() {
-      const chunks = [];
-      const server = net.createServer((s) => {
-        s.on('data', (d) => chunks.push(d));
-        s.on('error', () => {});
-      });
-      return new Promise((resolve) =>
-        server.listen(0, '127.0.0.1', () =>
-          resolve({
-            port: server.address().port,
-            received: () => Buffer.concat(chunks),
-            close: () => server.close(),
-          }),
-        ),
-      );
-    },
+    recordingServer,
     /** The helper runs in code-server's process group (started by its extension host). */
     helperPid() {
       const r = spawnSync('ps', ['-o', 'pid=,args=', '-g', String(codeServerGroup)], { encoding: 'utf8' });
