@@ -6,31 +6,36 @@
 import assert from 'node:assert/strict';
 import { carryLength, FilterEngine } from '../../extension/src/helper/engine';
 import type { NativeAddon, NativeFilterClient } from '../../extension/src/helper/native';
-import { Action, decodeResponse, PutDataHdrLayout } from '../../extension/src/shared/abi';
+import {
+  Action,
+  decodeResponse,
+  Direction,
+  encodeNotification,
+  NKE_AF_INET,
+  NKE_BUF_NONE,
+  NKE_DATA_F_HELD,
+  PutDataHdrLayout,
+} from '../../extension/src/shared/abi';
 
-const NT_ATTACH = 1;
-const NT_DATA = 8;
-const NT_DETACH = 2;
+const hdr = (slot: number, flags = 0) => ({ type: 0, size: 0, flags, sock: { slot, gen: 1 }, time_ns: 0n });
+const none = { family: 0, port: 0, scope_id: 0, addr: new Uint8Array(16) };
 
-function hdr(type: number, size: number, slot: number, flags = 0): Buffer {
-  const b = Buffer.alloc(size);
-  b.writeUInt16LE(type, 0);
-  b.writeUInt16LE(size, 2);
-  b.writeUInt32LE(flags, 4);
-  b.writeUInt32LE(slot, 8);
-  b.writeUInt32LE(1, 12);
-  return b;
-}
 function attach(slot: number): Buffer {
-  const b = hdr(NT_ATTACH, 72, slot);
-  b.writeInt32LE(4242, 24);
-  b[32] = 2;
-  b[34] = 6;
-  b.write('prog', 40);
-  return b;
+  return Buffer.from(
+    encodeNotification({
+      kind: 'attach',
+      hdr: hdr(slot),
+      pid: 4242,
+      uid: 0,
+      family: NKE_AF_INET,
+      type: 1,
+      protocol: 6,
+      comm: 'prog',
+    }),
+  );
 }
 function detach(slot: number): Buffer {
-  return hdr(NT_DETACH, 40, slot);
+  return Buffer.from(encodeNotification({ kind: 'detach', hdr: hdr(slot), bytes_in: 0n, bytes_out: 0n }));
 }
 
 /** The stand-in filter: buffers by index, every respond/putData recorded. */
@@ -92,15 +97,29 @@ class Recorder {
   data(slot: number, chunk: bigint, text: string): Buffer {
     const idx = this.nextBuf++ % 64;
     this.bufs.set(idx, Buffer.from(text));
-    const b = hdr(NT_DATA, 96, slot, 1);
-    b.writeBigUInt64LE(chunk, 24);
-    b.writeUInt32LE(text.length, 40);
-    b[44] = 1; // direction out
-    b.writeUInt16LE(1, 46);
-    b.writeUInt32LE(5000, 48);
-    b.writeUInt16LE(idx, 80);
-    for (let i = 1; i < 8; i++) b.writeUInt16LE(0xffff, 80 + 2 * i);
-    return b;
+    return Buffer.from(
+      encodeNotification({
+        kind: 'data',
+        hdr: hdr(slot, NKE_DATA_F_HELD),
+        chunk_id: chunk,
+        stream_offset: 0n,
+        size: text.length,
+        direction: Direction.Out,
+        nbuffers: 1,
+        deadline_ms: 5000,
+        addr: none,
+        buffers: [
+          idx,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+        ],
+      }),
+    );
   }
 
   feed(...recs: Buffer[]): void {

@@ -28,6 +28,8 @@ import {
   DATA_F_HELD,
   decodeBatch,
   decodeFilterState,
+  DIR_IN,
+  DIR_OUT,
   encodeCaptureConfig,
   type FilterState,
   MODIFIED_MAX_LEN,
@@ -392,7 +394,9 @@ export class FilterEngine extends EventEmitter<{
       if (n.type === NotifyType.State) this.lastState = n.state;
       if (n.type === NotifyType.Detach) {
         // Socket gone: whatever is carried for it is decided as it is.
-        for (const dir of [0, 1]) this.flushCarry(`${sockKey(n.sock)}/${dir}`, verdicts, releases);
+        for (const dir of [DIR_IN, DIR_OUT]) {
+          this.flushCarry(`${sockKey(n.sock)}/${dir}`, verdicts, releases);
+        }
       }
       if (n.type === NotifyType.ChunkReleased) this.forgetCarried(n.chunkId);
       if (n.type !== NotifyType.Data) continue;
