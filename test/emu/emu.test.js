@@ -990,7 +990,8 @@ for line in sys.stdin:
     async function until(cond, ms, what) {
       const t0 = Date.now();
       while (!cond()) {
-        if (Date.now() - t0 > ms) assert.fail(`${typeof what === 'function' ? what() : what}: not within ${ms} ms`);
+        if (Date.now() - t0 > ms)
+          assert.fail(`${typeof what === 'function' ? what() : what}: not within ${ms} ms`);
         await new Promise((r) => setTimeout(r, 10));
       }
     }
@@ -1007,17 +1008,33 @@ for line in sys.stdin:
         const client = await startClient(['--out', 'bytag', '--in', 'pass', '--hold-first-ms', '1500']);
         const sink = await udpSink(host);
         const msgs = [
-          'first!x', 'Lhello', 'Sxxaxbxx', 'N!nul!', 'Ddropped', 'plain', `S${'x'.repeat(1000)}end`, 'Sxxx',
-          `L${'y'.repeat(3000)}`, 'Dgone too', 'last',
+          'first!x',
+          'Lhello',
+          'Sxxaxbxx',
+          'N!nul!',
+          'Ddropped',
+          'plain',
+          `S${'x'.repeat(1000)}end`,
+          'Sxxx',
+          `L${'y'.repeat(3000)}`,
+          'Dgone too',
+          'last',
         ].map((m) => Buffer.from(m, 'latin1'));
         const expected = msgs.map(byTag).filter((b) => b !== null);
         const t0 = Date.now();
-        const prog = start('python3', ['-c', PY_UDP_SEND, host, String(sink.port), 'wait', ...msgs.map(hex)], {
-          env: shimEnv(),
-          stdio: ['pipe', 'pipe', 'pipe'],
-        });
+        const prog = start(
+          'python3',
+          ['-c', PY_UDP_SEND, host, String(sink.port), 'wait', ...msgs.map(hex)],
+          {
+            env: shimEnv(),
+            stdio: ['pipe', 'pipe', 'pipe'],
+          },
+        );
         const sendMs = Number((await prog.waitLine(/^sent \d+$/)).split(' ')[1]);
-        assert.ok(sendMs < 500, `${msgs.length} sendto calls took ${sendMs} ms with the first datagram held 1500 ms`);
+        assert.ok(
+          sendMs < 500,
+          `${msgs.length} sendto calls took ${sendMs} ms with the first datagram held 1500 ms`,
+        );
         await client.waitLine(/^held-first$/);
         assert.equal(sink.got.length, 0, 'nothing overtakes the held first datagram');
         await until(
@@ -1081,10 +1098,14 @@ print('done %d' % round((time.monotonic() - t0) * 1000))
       const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000']);
       const sink = await udpSink('127.0.0.1');
       const msgs = ['one', 'two!', 'three x', 'four', 'five'].map((m) => Buffer.from(m));
-      const prog = start('python3', ['-c', PY_UDP_SEND, '127.0.0.1', String(sink.port), 'wait', ...msgs.map(hex)], {
-        env: shimEnv(),
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
+      const prog = start(
+        'python3',
+        ['-c', PY_UDP_SEND, '127.0.0.1', String(sink.port), 'wait', ...msgs.map(hex)],
+        {
+          env: shimEnv(),
+          stdio: ['pipe', 'pipe', 'pipe'],
+        },
+      );
       const sendMs = Number((await prog.waitLine(/^sent \d+$/)).split(' ')[1]);
       assert.ok(sendMs < 500, `sendto calls took ${sendMs} ms`);
       await waitCount(client, /^data out \d+ 1$/, msgs.length);
@@ -1102,16 +1123,56 @@ print('done %d' % round((time.monotonic() - t0) * 1000))
       assert.equal((await prog.exited).code, 0, prog.stderrText);
     });
 
+    it('an error of the real send of a queued datagram (ECONNREFUSED) is returned by the next send on the socket', async function () {
+      await startClient(['--out', 'pass', '--in', 'pass']);
+      // A port nobody listens on: the first datagram draws an ICMP port
+      // unreachable; the kernel reports it on the connected socket's next
+      // send, which the worker makes, so the program sees it one send later.
+      const closed = dgram.createSocket('udp4');
+      await new Promise((r) => closed.bind(0, '127.0.0.1', r));
+      const port = closed.address().port;
+      await new Promise((r) => closed.close(r));
+      const py = `
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+out = []
+for i in range(5):
+    try:
+        s.send(b'ping %d' % i)
+        out.append('ok')
+    except ConnectionRefusedError:
+        out.append('refused')
+    time.sleep(0.2)
+print(' '.join(out))
+`;
+      const r = await runShimmed('python3', ['-c', py, String(port)]);
+      assert.equal(r.code, 0, r.stderr);
+      const out = r.stdout.toString().trim().split(' ');
+      assert.equal(out[0], 'ok');
+      assert.ok(out.includes('refused'), `sends: ${out.join(' ')}`);
+    });
+
     it('a program that sends and exits at once while its datagrams are held: they still arrive (exit drain)', async function () {
       await startClient(['--out', 'upper', '--in', 'pass', '--hold-first-ms', '400']);
       const sink = await udpSink('127.0.0.1');
       const msgs = ['bye', 'see you', 'later'].map((m) => Buffer.from(m));
-      const r = await runShimmed('python3', ['-c', PY_UDP_SEND, '127.0.0.1', String(sink.port), 'exit', ...msgs.map(hex)]);
+      const r = await runShimmed('python3', [
+        '-c',
+        PY_UDP_SEND,
+        '127.0.0.1',
+        String(sink.port),
+        'exit',
+        ...msgs.map(hex),
+      ]);
       assert.equal(r.code, 0, r.stderr);
       const sendMs = Number(r.stdout.toString().trim().split(' ')[1]);
       assert.ok(sendMs < 300, `sendto calls took ${sendMs} ms with the first held 400 ms`);
       await until(() => sink.got.length >= 3, 2000, 'datagrams queued at exit');
-      assert.deepEqual(sink.got.map((b) => b.toString()), ['BYE', 'SEE YOU', 'LATER']);
+      assert.deepEqual(
+        sink.got.map((b) => b.toString()),
+        ['BYE', 'SEE YOU', 'LATER'],
+      );
     });
   });
 });

@@ -1410,6 +1410,23 @@ static int udp_out(int fd, const void *b, size_t n, int flags, const struct sock
         rc = -1;
         goto out;
     }
+    /* Errors the kernel reports at once stay synchronous: a destination
+     * the socket cannot use, or none on an unconnected socket, goes straight
+     * to the kernel (a failing send has no order to keep). The peer read
+     * here is also the DATA's address. */
+    struct sockaddr_storage peer;
+    memset(&peer, 0, sizeof(peer));
+    if (to && tl) {
+        /* An IPv6 socket also sends to IPv4 addresses (dual stack). */
+        bool fam_ok = to->sa_family == AF_INET || (to->sa_family == AF_INET6 && u->family == NKE_AF_INET6);
+        if (!fam_ok || tl < (to->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)))
+            goto out;
+        memcpy(&peer, to, tl < sizeof(peer) ? tl : sizeof(peer));
+    } else {
+        socklen_t pl = sizeof(peer);
+        if (libc_call(getpeername, fd, (struct sockaddr *)&peer, &pl) < 0)
+            goto out; /* EDESTADDRREQ from the kernel */
+    }
     if (!u->tried)
         udp_attach_locked(u, fd);
     bool judge = n > 0 && n <= NKE_BUFFER_SIZE && udp_may_defer_now();
@@ -1438,15 +1455,9 @@ static int udp_out(int fd, const void *b, size_t n, int flags, const struct sock
     }
     struct shim_hdr h = { .type = SHIM_DATA, .direction = NKE_DIR_OUT, .len = (uint32_t)n,
                           .flags = SHIM_F_DATAGRAM };
-    struct sockaddr_storage peer;
-    memset(&peer, 0, sizeof(peer));
     if (to && tl) {
         d->tolen = tl < sizeof(d->to) ? tl : (socklen_t)sizeof(d->to);
         memcpy(&d->to, to, d->tolen);
-        memcpy(&peer, to, d->tolen);
-    } else if (judge) {
-        socklen_t pl = sizeof(peer);
-        libc_call(getpeername, fd, (struct sockaddr *)&peer, &pl);
     }
     to_nke_addr(&peer, &h.addr);
     if (judge)
