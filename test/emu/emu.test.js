@@ -1032,7 +1032,7 @@ for line in sys.stdin:
         );
         const sendMs = Number((await prog.waitLine(/^sent \d+$/)).split(' ')[1]);
         assert.ok(
-          sendMs < 500,
+          sendMs < 1000,
           `${msgs.length} sendto calls took ${sendMs} ms with the first datagram held 1500 ms`,
         );
         await client.waitLine(/^held-first$/);
@@ -1107,7 +1107,7 @@ print('done %d' % round((time.monotonic() - t0) * 1000))
         },
       );
       const sendMs = Number((await prog.waitLine(/^sent \d+$/)).split(' ')[1]);
-      assert.ok(sendMs < 500, `sendto calls took ${sendMs} ms`);
+      assert.ok(sendMs < 2000, `sendto calls took ${sendMs} ms with every datagram held 20 s`);
       await waitCount(client, /^data out \d+ 1$/, msgs.length);
       assert.equal(sink.got.length, 0);
       await kill(emud, 'SIGKILL');
@@ -1153,8 +1153,42 @@ print(' '.join(out))
       assert.ok(out.includes('refused'), `sends: ${out.join(' ')}`);
     });
 
+    it('fork with a datagram queued: the parent sends it once, the child sends its own and exits without waiting for the parent', async function () {
+      await startClient(['--out', 'pass', '--in', 'pass', '--hold-first-ms', '800']);
+      const sink = await udpSink('127.0.0.1');
+      const py = `
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst = ('127.0.0.1', int(sys.argv[1]))
+s.sendto(b'p1', dst)
+pid = os.fork()
+if pid == 0:
+    t0 = time.monotonic()
+    s.sendto(b'c1', dst)
+    s.close()
+    sys.stdout.write('child sent %d\\n' % round((time.monotonic() - t0) * 1000))
+    sys.stdout.flush()
+    sys.exit(0)
+os.waitpid(pid, 0)
+s.sendto(b'p2', dst)
+print('parent done')
+`;
+      const r = await runShimmed('python3', ['-c', py, String(sink.port)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout.toString(), /child sent \d+\nparent done/);
+      await until(
+        () => sink.got.length >= 3,
+        5000,
+        () => `3 datagrams (got ${sink.got.join(',')})`,
+      );
+      await new Promise((res) => setTimeout(res, 100));
+      const got = sink.got.map((b) => b.toString());
+      assert.deepEqual([...got].sort(), ['c1', 'p1', 'p2'], 'each datagram once');
+      assert.ok(got.indexOf('p1') < got.indexOf('p2'), `parent's order: ${got}`);
+    });
+
     it('a program that sends and exits at once while its datagrams are held: they still arrive (exit drain)', async function () {
-      await startClient(['--out', 'upper', '--in', 'pass', '--hold-first-ms', '400']);
+      await startClient(['--out', 'upper', '--in', 'pass', '--hold-first-ms', '1000']);
       const sink = await udpSink('127.0.0.1');
       const msgs = ['bye', 'see you', 'later'].map((m) => Buffer.from(m));
       const r = await runShimmed('python3', [
@@ -1167,7 +1201,7 @@ print(' '.join(out))
       ]);
       assert.equal(r.code, 0, r.stderr);
       const sendMs = Number(r.stdout.toString().trim().split(' ')[1]);
-      assert.ok(sendMs < 300, `sendto calls took ${sendMs} ms with the first held 400 ms`);
+      assert.ok(sendMs < 600, `sendto calls took ${sendMs} ms with the first held 1000 ms`);
       await until(() => sink.got.length >= 3, 2000, 'datagrams queued at exit');
       assert.deepEqual(
         sink.got.map((b) => b.toString()),
