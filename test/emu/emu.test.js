@@ -1094,6 +1094,45 @@ print('done %d' % round((time.monotonic() - t0) * 1000))
       this.test.title += ` [${r.stdout.toString().trim()} ms, max ${Math.max(...batches)} at once]`;
     });
 
+    it('a full window (32 datagrams awaiting verdicts): EAGAIN on a non-blocking socket, a blocking send waits for room', async function () {
+      await startClient(['--out', 'pass', '--in', 'pass', '--hold-first-ms', '1500']);
+      const sink = await udpSink('127.0.0.1');
+      const py = `
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst = ('127.0.0.1', int(sys.argv[1]))
+s.setblocking(False)
+ok = 0
+try:
+    for i in range(100):
+        s.sendto(b'd%d' % ok, dst)
+        ok += 1
+except BlockingIOError:
+    pass
+s.setblocking(True)
+t0 = time.monotonic()
+s.sendto(b'd%d' % ok, dst)
+waited = round((time.monotonic() - t0) * 1000)
+for i in range(ok + 1, 40):
+    s.sendto(b'd%d' % i, dst)
+print(ok, waited)
+`;
+      const r = await runShimmed('python3', ['-c', py, String(sink.port)]);
+      assert.equal(r.code, 0, r.stderr);
+      const [ok, waited] = r.stdout.toString().trim().split(' ').map(Number);
+      assert.equal(ok, 32, 'non-blocking sends accepted before EAGAIN');
+      assert.ok(waited >= 500, `the blocking send waited ${waited} ms for the held datagram's verdict`);
+      await until(
+        () => sink.got.length >= 40,
+        5000,
+        () => `40 datagrams (got ${sink.got.length})`,
+      );
+      assert.deepEqual(
+        sink.got.map((b) => b.toString()),
+        [...Array(40).keys()].map((i) => `d${i}`),
+      );
+    });
+
     it('nke-emud killed with datagrams held: they are all sent as they were, in order; the program keeps sending', async function () {
       const client = await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '20000']);
       const sink = await udpSink('127.0.0.1');

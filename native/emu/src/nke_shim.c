@@ -148,7 +148,7 @@ struct udp_dgram {
     size_t mod_len;
     struct sockaddr_storage to; /* the program's destination; tolen 0: none (connected) */
     socklen_t tolen;
-    int flags;                /* the program's flags, MSG_DONTWAIT removed */
+    int flags;                /* the program's flags, MSG_DONTWAIT and MSG_ZEROCOPY removed */
     void *control;            /* sendmsg ancillary data, copied (owned), or NULL */
     size_t controllen;
 };
@@ -1320,8 +1320,15 @@ static void *udp_worker(void *arg)
         if (k <= 0)
             continue;
         eventfd_t v;
-        if (p[0].revents)
+        if (p[0].revents & POLLNVAL) {
+            /* The program closed our eventfd (closefrom, a daemon closing
+             * every fd): no more wake-ups, so stop judging. */
+            u->wake = -1;
+            if (!u->failed)
+                udp_fail_open_locked(u);
+        } else if (p[0].revents) {
             eventfd_read(u->wake, &v);
+        }
         if (si >= 0 && p[si].revents)
             u->want_out = false; /* udp_flush_locked tries again */
         if (li >= 0 && u->wlink >= 0 && p[li].revents) {
@@ -1335,7 +1342,8 @@ static void *udp_worker(void *arg)
     }
     u->worker = false;
     libc_call(close, u->sock);
-    libc_call(close, u->wake);
+    if (u->wake >= 0)
+        libc_call(close, u->wake);
     if (u->wlink >= 0)
         libc_call(close, u->wlink);
     u->sock = u->wake = u->wlink = -1;
@@ -1471,6 +1479,9 @@ static int udp_out(int fd, const void *b, size_t n, int flags, const struct sock
     d->msg = msg;
     d->len = n;
     d->flags = flags & ~MSG_DONTWAIT;
+#ifdef MSG_ZEROCOPY
+    d->flags &= ~MSG_ZEROCOPY; /* our copy is freed after the send: the kernel must copy it */
+#endif
     if (controllen) {
         memcpy(ctl, control, controllen);
         d->control = ctl;
