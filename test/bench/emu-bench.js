@@ -6,6 +6,10 @@
 // socat, and mitmdump (mitmproxy) in reverse mode with raw TCP passthrough
 // (--tcp-hosts '.*'); each is skipped, with a note, when not installed
 // (bash scripts/setup-system.sh bench installs both).
+// UDP: datagrams/s of 64-byte sendto calls from a python3 sender, raw and
+// under the shim (no client; all held + pass). The shim queues at most 32
+// datagrams per socket, so the send loop's rate is the verdicts' rate to
+// within 32 datagrams (NKE_BENCH_DGRAMS per run, default 20000).
 // NKE_BENCH_BYTES sets the bulk size (default 1 GiB), NKE_BENCH_RUNS the
 // number of interleaved runs per configuration (default 3; median and best
 // are printed, the ratio uses medians). The machine's CPU count
@@ -125,6 +129,31 @@ function runC(bin, env, port, n) {
   });
 }
 
+// The UDP sender: n sendto calls of 64 bytes, prints {"ns": ...}.
+const UDP_SENDER = `
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst, m, n = ('127.0.0.1', int(sys.argv[1])), b'u' * 64, int(sys.argv[2])
+t0 = time.perf_counter_ns()
+for i in range(n):
+    s.sendto(m, dst)
+print(json.dumps({'ns': time.perf_counter_ns() - t0}))
+`;
+const DGRAMS = Number(process.env.NKE_BENCH_DGRAMS || 20000);
+function runUdp(env, port) {
+  return new Promise((res, rej) => {
+    const p = spawn('python3', ['-c', UDP_SENDER, String(port), String(DGRAMS)], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('exit', (code) =>
+      code === 0 ? res(DGRAMS / (JSON.parse(out).ns / 1e9)) : rej(new Error(`udp sender exit ${code}`)),
+    );
+  });
+}
+
 function runSender(env, mode, port, n) {
   return new Promise((res, rej) => {
     const p = spawn('node', ['-e', SENDER, mode, String(port), String(n)], {
@@ -160,6 +189,11 @@ async function main() {
   const echo = net.createServer((s) => s.pipe(s));
   await new Promise((r) => sink.listen(0, '127.0.0.1', r));
   await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+  // UDP sink: reads and discards (what it misses the kernel drops; the
+  // sender's rate is what is measured).
+  const usink = require('node:dgram').createSocket('udp4');
+  usink.on('message', () => {});
+  await new Promise((r) => usink.bind(0, '127.0.0.1', r));
   const emud = spawn(path.join(build, 'nke-emud'), [], {
     env: { ...process.env, NKE_EMU_DIR: rt },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -204,11 +238,25 @@ async function main() {
   };
   // Rounds interleave the configurations, so a burst of load elsewhere on
   // the machine spreads over all of them instead of sinking one.
-  const R = { raw: [], socat: [], mitm: [], none: [], all: [], craw: [], cnone: [], call: [] };
+  const R = {
+    raw: [],
+    socat: [],
+    mitm: [],
+    none: [],
+    all: [],
+    craw: [],
+    cnone: [],
+    call: [],
+    uraw: [],
+    unone: [],
+    uall: [],
+  };
   const skipped = {};
   for (let i = 0; i < RUNS; i++) {
     process.stderr.write(`[bench] round ${i + 1}/${RUNS}\n`);
     R.raw.push(rate(await runSender({}, 'bulk', sinkPort, BYTES)));
+    R.uraw.push(await runUdp({}, usink.address().port));
+    R.unone.push(await runUdp(shim, usink.address().port));
     if (csink) {
       R.craw.push(rate(await runC(bulk, {}, cPort, BYTES)));
       R.cnone.push(rate(await runC(bulk, shim, cPort, BYTES)));
@@ -246,6 +294,7 @@ async function main() {
     const client = await startClient();
     R.all.push(rate(await runSender(shim, 'bulk', sinkPort, BYTES)));
     if (csink) R.call.push(rate(await runC(bulk, shim, cPort, BYTES)));
+    R.uall.push(await runUdp(shim, usink.address().port));
     await stopClient(client);
   }
   // Latency: 64-byte ping-pongs to an echo server, raw and under the shim
@@ -262,6 +311,7 @@ async function main() {
   if (csink) csink.kill('SIGKILL');
   sink.close();
   echo.close();
+  usink.close();
   fs.rmSync(dir, { recursive: true, force: true });
   const line = (label, key, rawKey = 'raw') => {
     if (skipped[key]) return console.log(`  ${label.padEnd(26)} skipped: ${skipped[key]}`);
@@ -290,6 +340,16 @@ async function main() {
   } else {
     console.log('C sender and sink: skipped (cc failed)');
   }
+  const uline = (label, key) =>
+    console.log(
+      `  ${label.padEnd(26)} median ${median(R[key]).toFixed(0).padStart(7)} datagrams/s  runs [${R[key]
+        .map((x) => x.toFixed(0))
+        .join(' ')}]` + (key === 'uraw' ? '' : `  ratio ${(median(R[key]) / median(R.uraw)).toFixed(2)}`),
+    );
+  console.log(`UDP: ${DGRAMS} sendto calls of 64 bytes, python3 sender:`);
+  uline('raw', 'uraw');
+  uline('shim, capture nothing', 'unone');
+  uline('shim, all held + pass', 'uall');
   console.log(
     `64-byte ping-pong round trip (us): raw p50 ${rawLat.p50.toFixed(0)} p99 ${rawLat.p99.toFixed(0)}; all held + pass (two holds per round trip) p50 ${holdLat.p50.toFixed(0)} p99 ${holdLat.p99.toFixed(0)}`,
   );

@@ -26,10 +26,17 @@
  *   edit2    per socket and direction: hold chunk 1; while it is held,
  *            answer chunk 2 with every byte doubled (ALLOW_MODIFIED, longer),
  *            then ALLOW chunk 1 (prints "edit2 while-held"); later chunks pass
+ *   bytag    by the chunk's first byte: 'D' DROP, 'L' double, 'S' shrink,
+ *            'N' nul, anything else ALLOW (one run mixes them, datagram by
+ *            datagram)
+ * --hold-first-ms N: per socket and direction, the first held chunk is kept
+ * N ms (prints "held-first") and then answered by its direction's policy;
+ * the later ones are answered at once.
  * Verdicts decided together (one dequeue pass) go in one response.
  * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
  * "bound|listen <slot>.<gen> <ip|-> <port>", "option <slot>.<gen> <level> <name> <is_set>",
- * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>".
+ * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>",
+ * "held-first", "answered-first", "batch <n>" (one response answered n >= 2 chunks).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -103,7 +110,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-enum pol { P_PASS, P_DROP, P_HOLD, P_UPPER, P_DOUBLE, P_SHRINK, P_NUL, P_RANDOM, P_REVERSE, P_EDIT2 };
+enum pol { P_PASS, P_DROP, P_HOLD, P_UPPER, P_DOUBLE, P_SHRINK, P_NUL, P_RANDOM, P_REVERSE, P_EDIT2, P_BYTAG };
 
 /* reverse / edit2: what is held per socket and direction (a small table;
  * the tests use a handful of sockets). */
@@ -139,6 +146,8 @@ static enum pol parse_pol(const char *s, unsigned *n)
             return (enum pol)i;
     if (!strcmp(s, "edit2"))
         return P_EDIT2;
+    if (!strcmp(s, "bytag"))
+        return P_BYTAG;
     if (!strncmp(s, "reverse:", 8) && atoi(s + 8) >= 1 && atoi(s + 8) <= 8) {
         *n = (unsigned)atoi(s + 8);
         return P_REVERSE;
@@ -187,6 +196,8 @@ static void batch_flush(void)
     uint32_t st = call(NKE_SEL_RESPOND, msg, (uint32_t)o, NULL, 0, NULL);
     if (st != NKE_OK && st != NKE_ERR_NOT_HELD)
         fprintf(stderr, "test-client: respond (%u verdicts): error %u\n", g_nbv, st);
+    if (g_nbv >= 2)
+        printf("batch %u\n", g_nbv); /* several chunks were waiting at once */
     g_nbv = g_nbr = 0;
 }
 
@@ -261,7 +272,30 @@ static void release_only(const struct nke_nt_data *d)
         fprintf(stderr, "test-client: release chunk %llu: error %u\n", (unsigned long long)d->chunk_id, st);
 }
 
-struct later { uint64_t at; struct nke_nt_data d; };
+/* Answers a held chunk now with a policy that depends on its bytes only
+ * (pass, drop, the transforms, bytag); its buffers are still ours. */
+static void answer(const struct nke_nt_data *d, enum pol p, const uint8_t *bufs)
+{
+    static uint8_t data[NKE_CHUNK_MAX_BYTES], out[NKE_CHUNK_MAX_BYTES * 5];
+    uint32_t off = 0;
+    for (unsigned i = 0; i < d->nbuffers; i++) {
+        uint32_t n = d->size - off > NKE_BUFFER_SIZE ? NKE_BUFFER_SIZE : d->size - off;
+        memcpy(data + off, bufs + (size_t)d->buffers[i] * NKE_BUFFER_SIZE, n);
+        off += n;
+    }
+    if (p == P_BYTAG) {
+        uint8_t tag = d->size ? data[0] : 0;
+        p = tag == 'D' ? P_DROP : tag == 'L' ? P_DOUBLE : tag == 'S' ? P_SHRINK : tag == 'N' ? P_NUL : P_PASS;
+    }
+    if (p == P_PASS || p == P_DROP)
+        respond(d->chunk_id, d->hdr.sock, p == P_DROP ? NKE_ACT_DROP : NKE_ACT_ALLOW, 0, d);
+    else
+        put_modified(d, out, (uint32_t)transform(p, data, d->size, out));
+}
+
+/* A chunk answered later: ALLOW (random's delay) or, when first, by pol
+ * (--hold-first-ms). */
+struct later { uint64_t at; struct nke_nt_data d; enum pol pol; int first; };
 
 static void print_exec(void *arg, const struct nke_exec_record *r)
 {
@@ -312,6 +346,7 @@ int main(int argc, char **argv)
     unsigned nout = 0, nin = 0;
     uint32_t timeout_ms = 0;
     int kev = 0, copy_release = 0;
+    uint32_t hold_first_ms = 0;
     unsigned seed = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
@@ -321,6 +356,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kev")) kev = 1;
         else if (!strcmp(argv[i], "--copy-release")) copy_release = 1;
+        else if (!strcmp(argv[i], "--hold-first-ms") && i + 1 < argc) hold_first_ms = (uint32_t)atoi(argv[++i]);
         else { fprintf(stderr, "test-client: bad argument '%s'\n", argv[i]); return 2; }
     }
     if (!g_dir) { fprintf(stderr, "test-client: --dir is required\n"); return 2; }
@@ -359,7 +395,13 @@ int main(int argc, char **argv)
         uint64_t t = now_ms();
         for (int i = 0; i < nlater; i++) {
             if (later[i].at <= t) {
-                respond(later[i].d.chunk_id, later[i].d.hdr.sock, NKE_ACT_ALLOW, 0, &later[i].d);
+                if (later[i].first) {
+                    answer(&later[i].d, later[i].pol, bufs);
+                    printf("answered-first\n");
+                    fflush(stdout);
+                } else {
+                    respond(later[i].d.chunk_id, later[i].d.hdr.sock, NKE_ACT_ALLOW, 0, &later[i].d);
+                }
                 later[i--] = later[--nlater];
                 continue;
             }
@@ -427,6 +469,17 @@ int main(int argc, char **argv)
             }
             held_total++;
             enum pol p0 = d.direction == NKE_DIR_OUT ? pout : pin;
+            if (hold_first_ms && nlater < 4096) {
+                struct seqstate *e = seqstate_of(h.sock, d.direction);
+                if (e && e->seen++ == 0) {
+                    later[nlater].at = now_ms() + hold_first_ms;
+                    later[nlater].pol = p0;
+                    later[nlater].first = 1;
+                    later[nlater++].d = d;
+                    printf("held-first\n");
+                    continue;
+                }
+            }
             if ((p0 != P_PASS && p0 != P_DROP && p0 != P_HOLD && p0 != P_REVERSE) ||
                 (p0 == P_HOLD && copy_release)) {
                 /* only the policies that look at the bytes copy them */
@@ -487,10 +540,11 @@ int main(int argc, char **argv)
             case P_RANDOM: {
                 int k = rand() % 3;
                 if (k == 0 || nlater == 4096) respond(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
-                else if (k == 1) { later[nlater].at = now_ms() + (uint64_t)(rand() % 30); later[nlater++].d = d; }
+                else if (k == 1) { later[nlater].at = now_ms() + (uint64_t)(rand() % 30); later[nlater].first = 0; later[nlater++].d = d; }
                 else put_modified(&d, data, d.size);
                 break;
             }
+            case P_BYTAG: answer(&d, P_BYTAG, bufs); break;
             default: put_modified(&d, out, (uint32_t)transform(p0, data, d.size, out));
             }
         }

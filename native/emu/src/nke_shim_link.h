@@ -18,9 +18,12 @@
  * messages of the same seq, all but the last with SHIM_F_MORE; modified data
  * of any length (0 included) replaces the original exactly. Both ends send
  * with MSG_DONTWAIT and queue what does not fit, so neither ever blocks on
- * the other. UDP sockets are not relayed: the shim's send and receive calls
- * ask for the verdict of each datagram synchronously on the socket's own
- * link (only the calling thread waits; one outstanding, seq 0 always).
+ * the other. UDP sockets are not relayed: each datagram is one DATA with
+ * SHIM_F_DATAGRAM and its peer in addr, on the socket's own link. Outgoing
+ * datagrams are queued by the send call, which returns at once; up to
+ * UDP_WINDOW (nke_shim.c) per socket await verdicts at once, seq counting
+ * from 0, and the shim's worker sends them in seq order. Incoming ones get
+ * their own seqs (from 0) and the receiving thread waits for its verdict.
  * Closing the connection is the socket's detach; emud closing it (death,
  * restart) makes the shim fail open: every chunk still awaiting a verdict
  * is delivered as it was, in order, and nothing more is reported.
