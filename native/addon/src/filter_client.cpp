@@ -7,6 +7,10 @@
 
 #include <nke_core.h>
 
+#include <chrono>
+#include <functional>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace nke {
@@ -119,11 +123,34 @@ void FilterClient::ReaderLoop() {
   uint8_t rec[256];
   auto batch = std::make_unique<Message>();
   batch->kind = Message::kBatch;
+  // NKE_ADDON_PROFILE set: where this thread's time went, printed to stderr
+  // when it stops (bench/diagnosis only; a few clock reads per wake-up).
+  const bool prof = getenv("NKE_ADDON_PROFILE") != nullptr;
+  using Clock = std::chrono::steady_clock;
+  struct {
+    double wait = 0, drain = 0, release = 0, hand = 0;
+    uint64_t wakes = 0, records = 0, release_calls = 0;
+  } pf;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  auto report = [&]() {
+    if (!prof) return;
+    fprintf(stderr,
+            "nke-addon reader: %llu wake-ups, %llu records, %llu release calls; seconds waiting %.3f, "
+            "draining %.3f, in release calls %.3f, handing to JS %.3f\n",
+            (unsigned long long)pf.wakes, (unsigned long long)pf.records, (unsigned long long)pf.release_calls,
+            pf.wait, pf.drain, pf.release, pf.hand);
+  };
+  struct Reporter {
+    std::function<void()> f;
+    ~Reporter() { f(); }
+  } reporter{report};
 
   auto flush = [&]() -> bool {
     if (batch->bytes.empty() && batch->skipped == 0) return true;
     Message *m = batch.release();
+    Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
     napi_status st = tsfn_.BlockingCall(m);
+    if (prof) pf.hand += since(t);
     if (st != napi_ok) {  // aborted by close(): nobody will take it
       delete m;
       return false;
@@ -147,20 +174,26 @@ void FilterClient::ReaderLoop() {
   uint32_t nrel = 0;
   auto send_releases = [&]() {
     if (nrel == 0) return;
+    Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
+    pf.release_calls++;
     resp.hdr = nke_response_hdr{NKE_ABI_VERSION, uint32_t(sizeof(resp.hdr) + nrel * sizeof(nke_release)),
                                 0, uint16_t(nrel), 0};
     try {
       // A refusal changes nothing in the filter; its deadlines still release
       // the chunk (fail-open), so there is nothing better to do with it here.
-      (void)transport_->Call(NKE_SEL_RESPOND, &resp, resp.hdr.size, nullptr, nullptr);
+      // Posted: no wait for the answer (see FilterTransport::Post).
+      transport_->Post(NKE_SEL_RESPOND, &resp, resp.hdr.size);
     } catch (const TransportError &) {
       // The filter went away: WaitForData reports it next.
     }
     nrel = 0;
+    if (prof) pf.release += since(t);
   };
+
 
   while (!stop_) {
     // The filter signals only on empty -> non-empty: drain completely.
+    Clock::time_point t_drain = prof ? Clock::now() : Clock::time_point{};
     for (;;) {
       uint32_t len = 0;
       int r = nke_dq_dequeue(q, qsize, rec, sizeof(rec), &len);
@@ -193,15 +226,23 @@ void FilterClient::ReaderLoop() {
         }
         if (nrel > NKE_RESPONSE_MAX_RELEASES - NKE_CHUNK_MAX_BUFFERS) send_releases();
       }
+      pf.records++;
       batch->bytes.insert(batch->bytes.end(), rec, rec + len);
       if (batch->bytes.size() >= kBatchBytes) {
         send_releases();
         if (!flush()) return;
       }
     }
+    if (prof) pf.drain += since(t_drain);
     send_releases();
     if (!flush()) return;
-    switch (transport_->WaitForData(500)) {
+    Clock::time_point t_wait = prof ? Clock::now() : Clock::time_point{};
+    WaitResult w = transport_->WaitForData(500);
+    if (prof) {
+      pf.wait += since(t_wait);
+      pf.wakes++;
+    }
+    switch (w) {
       case WaitResult::kData:
       case WaitResult::kTimeout:
         break;

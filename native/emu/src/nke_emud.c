@@ -151,17 +151,31 @@ static uint64_t now_ns(void)
 
 /* ---- core ops ----------------------------------------------------------- */
 
+/* Set by op_emit when the queue went from empty to non-empty; the loop
+ * signals the client's eventfd once after the events of one epoll_wait are
+ * handled (queue_signal), not per record: a reader woken at the first record
+ * of a burst would take it alone and go back to sleep, one wake-up (and one
+ * buffer-release call) per handful of records. Loop thread only. */
+static bool g_queue_signal;
+
+static void queue_signal(void)
+{
+    if (!g_queue_signal)
+        return;
+    g_queue_signal = false;
+    uint64_t one = 1;
+    if (write(g_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        LOG("eventfd write: %s", strerror(errno));
+}
+
 static bool op_emit(void *platform, const void *rec, uint32_t size)
 {
     (void)platform;
     bool was_empty = false;
     if (nke_dq_enqueue(g_queue, NKE_QUEUE_DATA_SIZE, rec, size, &was_empty) != NKE_OK)
         return false;
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(g_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-            LOG("eventfd write: %s", strerror(errno));
-    }
+    if (was_empty)
+        g_queue_signal = true;
     return true;
 }
 
@@ -929,6 +943,7 @@ int main(int argc, char **argv)
             last_state = ns;
         }
         int timeout = wait > 1000 ? 1000 : (int)wait;
+        queue_signal(); /* what expire / the state record enqueued, before sleeping */
         struct epoll_event evs[64];
         /* Spin only while data can be held (a verdict round trip may be in
          * progress) and something happened within the last spin_us. */
@@ -940,9 +955,20 @@ int main(int argc, char **argv)
             n = epoll_wait(g_ep, evs, 64, timeout);
         if (n > 0)
             last_event = now_ns();
+        /* The user client first: its requests return buffers to the pool
+         * (releases) and decide held chunks, so answering them before the
+         * next shim messages keeps the pool from running dry (chunks passed
+         * pool-full) and verdicts from waiting behind other sockets' data. */
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
-            if (c->dead)
+            if (c->kind == K_CTL && c == g_ctl && !c->dead) {
+                ctl_request(c);
+                evs[i].data.ptr = NULL;
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (!c || c->dead)
                 continue;
             switch (c->kind) {
             case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
@@ -957,6 +983,7 @@ int main(int argc, char **argv)
             case K_PROC: proc_message(c->fd); break;
             }
         }
+        queue_signal();
         for (int i = 0; i < g_ngrave; i++)
             free(g_graveyard[i]);
         g_ngrave = 0;
