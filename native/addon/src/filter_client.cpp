@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 namespace nke {
 
@@ -24,6 +25,12 @@ constexpr size_t kBatchBytes = 64 * 1024;
 // the filter's queue fills and the filter counts lost notifications (it never
 // blocks the traffic: fail-open).
 constexpr size_t kTsfnQueue = 32;
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
 
 Napi::Error MakeError(Napi::Env env, const std::string &code, const std::string &message) {
   Napi::Error e = Napi::Error::New(env, message);
@@ -44,6 +51,7 @@ struct FilterClient::Message {
   enum Kind { kBatch, kClosed } kind;
   std::vector<uint8_t> bytes;  // kBatch: records, each nke_nt_hdr.size long
   uint32_t skipped = 0;        // kBatch: malformed entries dropped from this batch
+  uint64_t wake_ns = 0;        // kBatch: CLOCK_MONOTONIC when the reader woke for it
   std::string code, message;   // kClosed: why the reader stopped
 };
 
@@ -65,7 +73,7 @@ FilterClient::FilterClient(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Fi
 
 FilterClient::~FilterClient() { Stop(); }
 
-// open(onBatch(records: Buffer, skipped: number), onClosed(err: Error),
+// open(onBatch(records: Buffer, skipped: number, wakeNs: number), onClosed(err: Error),
 //      options?: {releaseReported?: boolean})
 // releaseReported: the reader thread itself gives back the buffers of every
 // chunk that is only reported (not held), right after dequeuing it, without
@@ -123,6 +131,9 @@ void FilterClient::ReaderLoop() {
   uint8_t rec[256];
   auto batch = std::make_unique<Message>();
   batch->kind = Message::kBatch;
+  // When this thread last woke for data (the same clock as the records'
+  // time_ns and Node's process.hrtime): per-hop latency for diagnosis.
+  uint64_t wake_ns = MonotonicNs();
   // NKE_ADDON_PROFILE set: where this thread's time went, printed to stderr
   // when it stops (bench/diagnosis only; a few clock reads per wake-up).
   const bool prof = getenv("NKE_ADDON_PROFILE") != nullptr;
@@ -157,10 +168,11 @@ void FilterClient::ReaderLoop() {
     }
     batch = std::make_unique<Message>();
     batch->kind = Message::kBatch;
+    batch->wake_ns = wake_ns;
     return true;
   };
   auto closed = [&](const std::string &code, const std::string &message) {
-    auto *m = new Message{Message::kClosed, {}, 0, code, message};
+    auto *m = new Message{Message::kClosed, {}, 0, 0, code, message};
     if (tsfn_.BlockingCall(m) != napi_ok) delete m;
   };
 
@@ -242,6 +254,7 @@ void FilterClient::ReaderLoop() {
       pf.wait += since(t_wait);
       pf.wakes++;
     }
+    if (w == WaitResult::kData) batch->wake_ns = wake_ns = MonotonicNs();
     switch (w) {
       case WaitResult::kData:
       case WaitResult::kTimeout:
@@ -265,7 +278,7 @@ void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *
     // Electron-as-Node) forbids external ArrayBuffers, and one memcpy of at
     // most kBatchBytes per batch costs nothing next to the hop to JS.
     Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::Copy(env, m->bytes.data(), m->bytes.size());
-    onBatch.Call({b, Napi::Number::New(env, m->skipped)});
+    onBatch.Call({b, Napi::Number::New(env, m->skipped), Napi::Number::New(env, double(m->wake_ns))});
     return;
   }
   if (!self->on_closed_.IsEmpty())
