@@ -288,6 +288,9 @@ async function realPath() {
     });
     eng.onRecords = (b, wakeNs) => {
       const js = process.hrtime.bigint();
+      respondAt = 0n;
+      inner(b, wakeNs);
+      // After the engine's work, so this decoding is not counted in its hops.
       let held = 0n;
       for (let off = 0; off + 24 <= b.length;) {
         const r = decodeNotification(b, off);
@@ -296,8 +299,6 @@ async function realPath() {
           held = r.value.hdr.time_ns;
         off += r.value.hdr.size;
       }
-      respondAt = 0n;
-      inner(b, wakeNs);
       if (!held || !wakeNs || !respondAt) return;
       const wake = BigInt(Math.round(wakeNs));
       hops.toWake.push(Number(wake - held) / 1000);

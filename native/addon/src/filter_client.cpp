@@ -21,6 +21,8 @@ namespace {
 // Largest batch handed to JS at once: big enough to amortize the hop to the
 // JS thread, small enough that a burst does not stall the event loop.
 constexpr size_t kBatchBytes = 64 * 1024;
+// While JS is behind, a batch keeps growing up to this (see flush()).
+constexpr size_t kMaxBatchBytes = 1024 * 1024;
 // ThreadSafeFunction queue length: when JS falls behind, the reader blocks,
 // the filter's queue fills and the filter counts lost notifications (it never
 // blocks the traffic: fail-open).
@@ -156,20 +158,26 @@ void FilterClient::ReaderLoop() {
     ~Reporter() { f(); }
   } reporter{report};
 
-  auto flush = [&]() -> bool {
-    if (batch->bytes.empty() && batch->skipped == 0) return true;
-    Message *m = batch.release();
+  // Hands the batch to JS. wait=false: when JS is behind (the TSFN queue is
+  // full) the batch is kept and grows, and this thread goes on draining the
+  // filter's queue and giving buffers back; blocking here instead kept
+  // every buffer of the records behind it out of the pool, and the filter
+  // passed chunks pool-full while JS caught up. wait=true past
+  // kMaxBatchBytes: then the filter's own queue takes the overflow (and
+  // counts what it loses). Returns kSent, kKept or kAborted (close()).
+  enum { kSent, kKept, kAborted };
+  auto flush = [&](bool wait) -> int {
+    if (batch->bytes.empty() && batch->skipped == 0) return kSent;
     Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
-    napi_status st = tsfn_.BlockingCall(m);
+    napi_status st = wait ? tsfn_.BlockingCall(batch.get()) : tsfn_.NonBlockingCall(batch.get());
     if (prof) pf.hand += since(t);
-    if (st != napi_ok) {  // aborted by close(): nobody will take it
-      delete m;
-      return false;
-    }
+    if (st == napi_queue_full && !wait) return kKept;
+    if (st != napi_ok) return kAborted;  // nobody will take it: batch still owns it
+    (void)batch.release();               // the TSFN queue owns it now
     batch = std::make_unique<Message>();
     batch->kind = Message::kBatch;
     batch->wake_ns = wake_ns;
-    return true;
+    return kSent;
   };
   auto closed = [&](const std::string &code, const std::string &message) {
     auto *m = new Message{Message::kClosed, {}, 0, 0, code, message};
@@ -215,7 +223,7 @@ void FilterClient::ReaderLoop() {
         continue;
       }
       if (r == NKE_DQ_CORRUPT) {
-        flush();
+        flush(true);
         closed("NKE_QUEUE_CORRUPT", "the notification queue is corrupt (head/tail/size out of range)");
         return;
       }
@@ -242,19 +250,24 @@ void FilterClient::ReaderLoop() {
       batch->bytes.insert(batch->bytes.end(), rec, rec + len);
       if (batch->bytes.size() >= kBatchBytes) {
         send_releases();
-        if (!flush()) return;
+        if (flush(batch->bytes.size() >= kMaxBatchBytes) == kAborted) return;
       }
     }
     if (prof) pf.drain += since(t_drain);
     send_releases();
-    if (!flush()) return;
+    int f = flush(false);
+    if (f == kAborted) return;
     Clock::time_point t_wait = prof ? Clock::now() : Clock::time_point{};
-    WaitResult w = transport_->WaitForData(500);
+    // A kept batch is retried after at most 1 ms even if no record comes.
+    WaitResult w = transport_->WaitForData(f == kKept ? 1 : 500);
     if (prof) {
       pf.wait += since(t_wait);
       pf.wakes++;
     }
-    if (w == WaitResult::kData) batch->wake_ns = wake_ns = MonotonicNs();
+    if (w == WaitResult::kData) {
+      wake_ns = MonotonicNs();
+      if (batch->bytes.empty()) batch->wake_ns = wake_ns;  // a kept batch keeps its first wake
+    }
     switch (w) {
       case WaitResult::kData:
       case WaitResult::kTimeout:
