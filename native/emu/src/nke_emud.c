@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <poll.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
@@ -711,13 +712,47 @@ static void shim_gone(struct conn *c)
     conn_close(c);
 }
 
-static void shim_message(struct conn *c)
+/* ALLOW verdicts of chunks passed or reported while one link's messages
+ * are read (shim_messages), sent together with one sendmmsg: the relay
+ * wakes once for them, not once per chunk. The shim applies verdicts in
+ * seq order whatever order they come in, so these may overtake or follow
+ * verdicts sent directly (op_finish). Loop thread only. */
+static struct shim_hdr g_allow[2 * SHIM_WINDOW_CHUNKS];
+static unsigned g_nallow;
+
+static void allow_flush(struct conn *c)
+{
+    unsigned done = 0;
+    if (!c->outq && !c->dead && g_nallow) {
+        struct mmsghdr mm[2 * SHIM_WINDOW_CHUNKS];
+        struct iovec iov[2 * SHIM_WINDOW_CHUNKS];
+        memset(mm, 0, sizeof(mm));
+        for (unsigned i = 0; i < g_nallow; i++) {
+            iov[i] = (struct iovec){ &g_allow[i], sizeof(g_allow[i]) };
+            mm[i].msg_hdr.msg_iov = &iov[i];
+            mm[i].msg_hdr.msg_iovlen = 1;
+        }
+        int r = sendmmsg(c->fd, mm, g_nallow, MSG_NOSIGNAL | MSG_DONTWAIT);
+        done = r > 0 ? (unsigned)r : 0u;
+    }
+    /* What did not go (link full, or an error send_verdict logs) is queued
+     * or reported as a single verdict is. */
+    for (unsigned i = done; i < g_nallow && !c->dead; i++)
+        send_verdict(c, g_allow[i].direction, g_allow[i].seq, NKE_ACT_ALLOW, NULL, 0);
+    g_nallow = 0;
+}
+
+/* One message from a shim link. more: a further read in the same wake-up
+ * (non-blocking; false when nothing is left). */
+static bool shim_message(struct conn *c, bool more)
 {
     static uint8_t in[sizeof(struct shim_exec) + 2 * NKE_BUFFER_SIZE];
-    ssize_t n = recv(c->fd, in, sizeof(in), 0);
+    ssize_t n = recv(c->fd, in, sizeof(in), more ? MSG_DONTWAIT : 0);
+    if (n < 0 && more && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return false;
     if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
         shim_gone(c);
-        return;
+        return false;
     }
     struct shim_hdr h;
     memcpy(&h, in, sizeof(h));
@@ -760,7 +795,10 @@ static void shim_message(struct conn *c)
         }
         if (res != NKE_DATA_HELD) {
             free(hd);
-            send_verdict(c, h.direction, h.seq, NKE_ACT_ALLOW, NULL, 0);
+            if (g_nallow == sizeof(g_allow) / sizeof(g_allow[0]))
+                allow_flush(c);
+            g_allow[g_nallow++] = (struct shim_hdr){ .type = SHIM_VERDICT, .direction = h.direction,
+                                                     .action = NKE_ACT_ALLOW, .seq = h.seq };
         }
     } else if (h.type == SHIM_EXEC && (size_t)n >= sizeof(struct shim_exec)) {
         struct shim_exec e;
@@ -782,6 +820,26 @@ static void shim_message(struct conn *c)
     } else {
         LOG("malformed shim message type %u size %zd: link closed (the shim fails open)", h.type, n);
         shim_gone(c);
+    }
+    return !c->dead;
+}
+
+/* A link's wake-up: reads what it has, up to one window in each direction
+ * (more would starve the other links: level-triggered, it comes back), and
+ * sends the ALLOW verdicts of those chunks together. */
+static void shim_messages(struct conn *c)
+{
+    for (unsigned i = 0; i < 2 * SHIM_WINDOW_CHUNKS && shim_message(c, i > 0); i++) {}
+    allow_flush(c);
+    /* Few buffers left: the reader is told of the records now (not at the
+     * end of the turn) and its releases, once sent, are taken before the
+     * next link's data; else the rest of this turn passes its chunks
+     * pool-full. */
+    if (g_ctl && !g_ctl->dead && g_core.pool.nfree < NKE_BUFFER_COUNT / 4) {
+        queue_signal();
+        struct pollfd p = { .fd = g_ctl->fd, .events = POLLIN };
+        for (int k = 0; k < 8 && g_ctl && !g_ctl->dead && poll(&p, 1, 0) > 0; k++)
+            ctl_request(g_ctl);
     }
 }
 
@@ -978,7 +1036,7 @@ int main(int argc, char **argv)
                 if (evs[i].events & EPOLLOUT)
                     outq_flush(c);
                 if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-                    shim_message(c);
+                    shim_messages(c);
                 break;
             case K_PROC: proc_message(c->fd); break;
             }
