@@ -141,6 +141,8 @@ static void shim_state_create(const char *dir)
 /* Closed conns are freed at the end of a loop iteration, because finish()
  * may still be handed a sock_ctx pointing at one. */
 static struct conn *g_graveyard[1024];
+/* Longest the loop leaves shim links unread while the client returns buffers. */
+#define DEFER_MAX_NS 2000000ull
 static int g_ngrave;
 
 static uint64_t now_ns(void)
@@ -993,6 +995,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     uint64_t last_state = 0, last_event = 0;
+    uint64_t defer_since = 0; /* links wait for buffers since (0: not waiting) */
     for (;;) {
         uint64_t ns = now_ns();
         uint32_t wait = nke_core_expire(&g_core, ns / 1000000u, ns);
@@ -1013,6 +1016,8 @@ int main(int argc, char **argv)
             n = epoll_wait(g_ep, evs, 64, timeout);
         if (n > 0)
             last_event = now_ns();
+        if (g_core.pool.nfree >= NKE_BUFFER_COUNT / 8)
+            defer_since = 0; /* the pool recovered: a later shortage may wait again */
         /* The user client first: its requests return buffers to the pool
          * (releases) and decide held chunks, so answering them before the
          * next shim messages keeps the pool from running dry (chunks passed
@@ -1028,6 +1033,30 @@ int main(int argc, char **argv)
             struct conn *c = evs[i].data.ptr;
             if (!c || c->dead)
                 continue;
+            /* Buffers nearly gone, most of them reported chunks whose release
+             * the client is sending: the rest of this turn's links wait for
+             * the next epoll_wait (level-triggered, they are reported again),
+             * whose turn takes the client's releases first. For at most
+             * DEFER_MAX_NS per shortage, and not when held chunks fill the
+             * pool (a person may take minutes): then chunks pass pool-full,
+             * the traffic never stops for the filter. */
+            if (c->kind == K_SHIM && g_ctl && g_core.pool.nfree < NKE_BUFFER_COUNT / 8 &&
+                g_core.nheld < NKE_BUFFER_COUNT / 2) {
+                uint64_t t = now_ns();
+                if (!defer_since)
+                    defer_since = t;
+                if (t - defer_since < DEFER_MAX_NS) {
+                    /* Sleep until the client sends something (or the bound):
+                     * spinning on epoll_wait here took the CPU the client
+                     * needed to send its releases. */
+                    queue_signal();
+                    uint64_t left = DEFER_MAX_NS - (t - defer_since);
+                    struct timespec ts = { (time_t)(left / 1000000000ull), (long)(left % 1000000000ull) };
+                    struct pollfd p = { .fd = g_ctl->fd, .events = POLLIN };
+                    ppoll(&p, 1, &ts, NULL);
+                    break;
+                }
+            }
             switch (c->kind) {
             case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
             case K_CTL: if (c == g_ctl) ctl_request(c); else busy_request(c); break;
