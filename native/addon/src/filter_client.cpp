@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 
 namespace nke {
 
@@ -28,10 +27,12 @@ constexpr size_t kMaxBatchBytes = 1024 * 1024;
 // blocks the traffic: fail-open).
 constexpr size_t kTsfnQueue = 32;
 
+// steady_clock: CLOCK_MONOTONIC on Linux, the clock of nke-emud's record
+// times and of Node's process.hrtime (portable; the value is diagnostic only).
 uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+  return uint64_t(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
 }
 
 Napi::Error MakeError(Napi::Env env, const std::string &code, const std::string &message) {
