@@ -1016,7 +1016,7 @@ int main(int argc, char **argv)
             n = epoll_wait(g_ep, evs, 64, timeout);
         if (n > 0)
             last_event = now_ns();
-        if (g_core.pool.nfree >= NKE_BUFFER_COUNT / 8)
+        if (g_core.pool.nfree >= NKE_BUFFER_COUNT / 4)
             defer_since = 0; /* the pool recovered: a later shortage may wait again */
         /* The user client first: its requests return buffers to the pool
          * (releases) and decide held chunks, so answering them before the
@@ -1033,14 +1033,16 @@ int main(int argc, char **argv)
             struct conn *c = evs[i].data.ptr;
             if (!c || c->dead)
                 continue;
-            /* Buffers nearly gone, most of them reported chunks whose release
-             * the client is sending: the rest of this turn's links wait for
+            /* Buffers short (fewer than two links' windows of chunks, so one
+             * more link cannot run the pool dry), most of them reported
+             * chunks whose release the client is sending: the rest of this
+             * turn's links wait for
              * the next epoll_wait (level-triggered, they are reported again),
              * whose turn takes the client's releases first. For at most
              * DEFER_MAX_NS per shortage, and not when held chunks fill the
              * pool (a person may take minutes): then chunks pass pool-full,
              * the traffic never stops for the filter. */
-            if (c->kind == K_SHIM && g_ctl && g_core.pool.nfree < NKE_BUFFER_COUNT / 8 &&
+            if (c->kind == K_SHIM && g_ctl && g_core.pool.nfree < NKE_BUFFER_COUNT / 4 &&
                 g_core.nheld < NKE_BUFFER_COUNT / 2) {
                 uint64_t t = now_ns();
                 if (!defer_since)
