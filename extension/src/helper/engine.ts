@@ -191,11 +191,11 @@ export class FilterEngine extends EventEmitter<{
       addon = this.addon;
       client = new addon.FilterClient();
       const reply = client.open(
-        (records) => {
+        (records, _skipped, wakeNs) => {
           // Never let an exception escape into the addon's callback: log it,
           // the filter's deadlines release whatever was not answered.
           try {
-            this.onRecords(records);
+            this.onRecords(records, wakeNs);
           } catch (e) {
             this.log('error', `processing notifications failed: ${(e as Error).stack ?? e}`);
           }
@@ -383,8 +383,12 @@ export class FilterEngine extends EventEmitter<{
     };
   }
 
-  /** One batch from the reader thread: decode, model, decide, answer once. */
-  onRecords(records: Buffer): void {
+  /**
+   * One batch from the reader thread: decode, model, decide, answer once.
+   * _wakeNs (when the reader thread woke for it, process.hrtime's clock) is
+   * for latency measurement only (test/bench/helper-bench.js wraps this).
+   */
+  onRecords(records: Buffer, _wakeNs?: number): void {
     const list: Notification[] = [];
     this.model.counters.malformedRecords += decodeBatch(records, list);
     const verdicts: Verdict[] = [];

@@ -23,7 +23,8 @@ export interface NativeFilterClient {
    * (not held) chunks itself, at once; the caller must not release them.
    */
   open(
-    onBatch: (records: Buffer, skipped: number) => void,
+    /** wakeNs: CLOCK_MONOTONIC (process.hrtime's clock) when the reader thread woke for this batch. */
+    onBatch: (records: Buffer, skipped: number, wakeNs?: number) => void,
     onClosed: (err: NativeError) => void,
     options?: { releaseReported?: boolean },
   ): OpenReply;

@@ -7,6 +7,10 @@
 
 #include <nke_core.h>
 
+#include <chrono>
+#include <functional>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace nke {
@@ -16,10 +20,20 @@ namespace {
 // Largest batch handed to JS at once: big enough to amortize the hop to the
 // JS thread, small enough that a burst does not stall the event loop.
 constexpr size_t kBatchBytes = 64 * 1024;
+// While JS is behind, a batch keeps growing up to this (see flush()).
+constexpr size_t kMaxBatchBytes = 1024 * 1024;
 // ThreadSafeFunction queue length: when JS falls behind, the reader blocks,
 // the filter's queue fills and the filter counts lost notifications (it never
 // blocks the traffic: fail-open).
 constexpr size_t kTsfnQueue = 32;
+
+// steady_clock: CLOCK_MONOTONIC on Linux, the clock of nke-emud's record
+// times and of Node's process.hrtime (portable; the value is diagnostic only).
+uint64_t MonotonicNs() {
+  return uint64_t(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
 
 Napi::Error MakeError(Napi::Env env, const std::string &code, const std::string &message) {
   Napi::Error e = Napi::Error::New(env, message);
@@ -40,6 +54,7 @@ struct FilterClient::Message {
   enum Kind { kBatch, kClosed } kind;
   std::vector<uint8_t> bytes;  // kBatch: records, each nke_nt_hdr.size long
   uint32_t skipped = 0;        // kBatch: malformed entries dropped from this batch
+  uint64_t wake_ns = 0;        // kBatch: CLOCK_MONOTONIC when the reader woke for it
   std::string code, message;   // kClosed: why the reader stopped
 };
 
@@ -61,7 +76,7 @@ FilterClient::FilterClient(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Fi
 
 FilterClient::~FilterClient() { Stop(); }
 
-// open(onBatch(records: Buffer, skipped: number), onClosed(err: Error),
+// open(onBatch(records: Buffer, skipped: number, wakeNs: number), onClosed(err: Error),
 //      options?: {releaseReported?: boolean})
 // releaseReported: the reader thread itself gives back the buffers of every
 // chunk that is only reported (not held), right after dequeuing it, without
@@ -119,21 +134,54 @@ void FilterClient::ReaderLoop() {
   uint8_t rec[256];
   auto batch = std::make_unique<Message>();
   batch->kind = Message::kBatch;
+  // When this thread last woke for data (the same clock as the records'
+  // time_ns and Node's process.hrtime): per-hop latency for diagnosis.
+  uint64_t wake_ns = MonotonicNs();
+  // NKE_ADDON_PROFILE set: where this thread's time went, printed to stderr
+  // when it stops (bench/diagnosis only; a few clock reads per wake-up).
+  const bool prof = getenv("NKE_ADDON_PROFILE") != nullptr;
+  using Clock = std::chrono::steady_clock;
+  struct {
+    double wait = 0, drain = 0, release = 0, hand = 0;
+    uint64_t wakes = 0, records = 0, release_calls = 0;
+  } pf;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  auto report = [&]() {
+    if (!prof) return;
+    fprintf(stderr,
+            "nke-addon reader: %llu wake-ups, %llu records, %llu release calls; seconds waiting %.3f, "
+            "draining %.3f, in release calls %.3f, handing to JS %.3f\n",
+            (unsigned long long)pf.wakes, (unsigned long long)pf.records, (unsigned long long)pf.release_calls,
+            pf.wait, pf.drain, pf.release, pf.hand);
+  };
+  struct Reporter {
+    std::function<void()> f;
+    ~Reporter() { f(); }
+  } reporter{report};
 
-  auto flush = [&]() -> bool {
-    if (batch->bytes.empty() && batch->skipped == 0) return true;
-    Message *m = batch.release();
-    napi_status st = tsfn_.BlockingCall(m);
-    if (st != napi_ok) {  // aborted by close(): nobody will take it
-      delete m;
-      return false;
-    }
+  // Hands the batch to JS. wait=false: when JS is behind (the TSFN queue is
+  // full) the batch is kept and grows, and this thread goes on draining the
+  // filter's queue and giving buffers back; blocking here instead kept
+  // every buffer of the records behind it out of the pool, and the filter
+  // passed chunks pool-full while JS caught up. wait=true past
+  // kMaxBatchBytes: then the filter's own queue takes the overflow (and
+  // counts what it loses). Returns kSent, kKept or kAborted (close()).
+  enum { kSent, kKept, kAborted };
+  auto flush = [&](bool wait) -> int {
+    if (batch->bytes.empty() && batch->skipped == 0) return kSent;
+    Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
+    napi_status st = wait ? tsfn_.BlockingCall(batch.get()) : tsfn_.NonBlockingCall(batch.get());
+    if (prof) pf.hand += since(t);
+    if (st == napi_queue_full && !wait) return kKept;
+    if (st != napi_ok) return kAborted;  // nobody will take it: batch still owns it
+    (void)batch.release();               // the TSFN queue owns it now
     batch = std::make_unique<Message>();
     batch->kind = Message::kBatch;
-    return true;
+    batch->wake_ns = wake_ns;
+    return kSent;
   };
   auto closed = [&](const std::string &code, const std::string &message) {
-    auto *m = new Message{Message::kClosed, {}, 0, code, message};
+    auto *m = new Message{Message::kClosed, {}, 0, 0, code, message};
     if (tsfn_.BlockingCall(m) != napi_ok) delete m;
   };
 
@@ -147,20 +195,26 @@ void FilterClient::ReaderLoop() {
   uint32_t nrel = 0;
   auto send_releases = [&]() {
     if (nrel == 0) return;
+    Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
+    pf.release_calls++;
     resp.hdr = nke_response_hdr{NKE_ABI_VERSION, uint32_t(sizeof(resp.hdr) + nrel * sizeof(nke_release)),
                                 0, uint16_t(nrel), 0};
     try {
       // A refusal changes nothing in the filter; its deadlines still release
       // the chunk (fail-open), so there is nothing better to do with it here.
-      (void)transport_->Call(NKE_SEL_RESPOND, &resp, resp.hdr.size, nullptr, nullptr);
+      // Posted: no wait for the answer (see FilterTransport::Post).
+      transport_->Post(NKE_SEL_RESPOND, &resp, resp.hdr.size);
     } catch (const TransportError &) {
       // The filter went away: WaitForData reports it next.
     }
     nrel = 0;
+    if (prof) pf.release += since(t);
   };
+
 
   while (!stop_) {
     // The filter signals only on empty -> non-empty: drain completely.
+    Clock::time_point t_drain = prof ? Clock::now() : Clock::time_point{};
     for (;;) {
       uint32_t len = 0;
       int r = nke_dq_dequeue(q, qsize, rec, sizeof(rec), &len);
@@ -170,7 +224,7 @@ void FilterClient::ReaderLoop() {
         continue;
       }
       if (r == NKE_DQ_CORRUPT) {
-        flush();
+        flush(true);
         closed("NKE_QUEUE_CORRUPT", "the notification queue is corrupt (head/tail/size out of range)");
         return;
       }
@@ -193,15 +247,29 @@ void FilterClient::ReaderLoop() {
         }
         if (nrel > NKE_RESPONSE_MAX_RELEASES - NKE_CHUNK_MAX_BUFFERS) send_releases();
       }
+      pf.records++;
       batch->bytes.insert(batch->bytes.end(), rec, rec + len);
       if (batch->bytes.size() >= kBatchBytes) {
         send_releases();
-        if (!flush()) return;
+        if (flush(batch->bytes.size() >= kMaxBatchBytes) == kAborted) return;
       }
     }
+    if (prof) pf.drain += since(t_drain);
     send_releases();
-    if (!flush()) return;
-    switch (transport_->WaitForData(500)) {
+    int f = flush(false);
+    if (f == kAborted) return;
+    Clock::time_point t_wait = prof ? Clock::now() : Clock::time_point{};
+    // A kept batch is retried after at most 1 ms even if no record comes.
+    WaitResult w = transport_->WaitForData(f == kKept ? 1 : 500);
+    if (prof) {
+      pf.wait += since(t_wait);
+      pf.wakes++;
+    }
+    if (w == WaitResult::kData) {
+      wake_ns = MonotonicNs();
+      if (batch->bytes.empty()) batch->wake_ns = wake_ns;  // a kept batch keeps its first wake
+    }
+    switch (w) {
       case WaitResult::kData:
       case WaitResult::kTimeout:
         break;
@@ -224,7 +292,7 @@ void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *
     // Electron-as-Node) forbids external ArrayBuffers, and one memcpy of at
     // most kBatchBytes per batch costs nothing next to the hop to JS.
     Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::Copy(env, m->bytes.data(), m->bytes.size());
-    onBatch.Call({b, Napi::Number::New(env, m->skipped)});
+    onBatch.Call({b, Napi::Number::New(env, m->skipped), Napi::Number::New(env, double(m->wake_ns))});
     return;
   }
   if (!self->on_closed_.IsEmpty())

@@ -59,6 +59,14 @@ class FilterTransport {
   // itself failed (filter gone).
   virtual uint32_t Call(uint32_t selector, const void *in, size_t inlen, void *out,
                         size_t *outlen) = 0;
+  // A call whose answer nobody needs (the reader thread's buffer releases:
+  // a refusal changes nothing, the filter's deadlines release anyway). May
+  // return before the filter answered; a later Call() still gets its own
+  // reply. Default: a plain Call() (the kext's call is synchronous and
+  // cheap). Throws TransportError like Call().
+  virtual void Post(uint32_t selector, const void *in, size_t inlen) {
+    (void)Call(selector, in, inlen, nullptr, nullptr);
+  }
   virtual WaitResult WaitForData(int timeout_ms) = 0;
   virtual void Wake() = 0;
   // Unmaps and closes; the filter then releases every held chunk. Idempotent.

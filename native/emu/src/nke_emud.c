@@ -35,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <poll.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +141,8 @@ static void shim_state_create(const char *dir)
 /* Closed conns are freed at the end of a loop iteration, because finish()
  * may still be handed a sock_ctx pointing at one. */
 static struct conn *g_graveyard[1024];
+/* Longest the loop leaves shim links unread while the client returns buffers. */
+#define DEFER_MAX_NS 2000000ull
 static int g_ngrave;
 
 static uint64_t now_ns(void)
@@ -151,17 +154,31 @@ static uint64_t now_ns(void)
 
 /* ---- core ops ----------------------------------------------------------- */
 
+/* Set by op_emit when the queue went from empty to non-empty; the loop
+ * signals the client's eventfd once after the events of one epoll_wait are
+ * handled (queue_signal), not per record: a reader woken at the first record
+ * of a burst would take it alone and go back to sleep, one wake-up (and one
+ * buffer-release call) per handful of records. Loop thread only. */
+static bool g_queue_signal;
+
+static void queue_signal(void)
+{
+    if (!g_queue_signal)
+        return;
+    g_queue_signal = false;
+    uint64_t one = 1;
+    if (write(g_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        LOG("eventfd write: %s", strerror(errno));
+}
+
 static bool op_emit(void *platform, const void *rec, uint32_t size)
 {
     (void)platform;
     bool was_empty = false;
     if (nke_dq_enqueue(g_queue, NKE_QUEUE_DATA_SIZE, rec, size, &was_empty) != NKE_OK)
         return false;
-    if (was_empty) {
-        uint64_t one = 1;
-        if (write(g_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-            LOG("eventfd write: %s", strerror(errno));
-    }
+    if (was_empty)
+        g_queue_signal = true;
     return true;
 }
 
@@ -697,13 +714,47 @@ static void shim_gone(struct conn *c)
     conn_close(c);
 }
 
-static void shim_message(struct conn *c)
+/* ALLOW verdicts of chunks passed or reported while one link's messages
+ * are read (shim_messages), sent together with one sendmmsg: the relay
+ * wakes once for them, not once per chunk. The shim applies verdicts in
+ * seq order whatever order they come in, so these may overtake or follow
+ * verdicts sent directly (op_finish). Loop thread only. */
+static struct shim_hdr g_allow[2 * SHIM_WINDOW_CHUNKS];
+static unsigned g_nallow;
+
+static void allow_flush(struct conn *c)
+{
+    unsigned done = 0;
+    if (!c->outq && !c->dead && g_nallow) {
+        struct mmsghdr mm[2 * SHIM_WINDOW_CHUNKS];
+        struct iovec iov[2 * SHIM_WINDOW_CHUNKS];
+        memset(mm, 0, sizeof(mm));
+        for (unsigned i = 0; i < g_nallow; i++) {
+            iov[i] = (struct iovec){ &g_allow[i], sizeof(g_allow[i]) };
+            mm[i].msg_hdr.msg_iov = &iov[i];
+            mm[i].msg_hdr.msg_iovlen = 1;
+        }
+        int r = sendmmsg(c->fd, mm, g_nallow, MSG_NOSIGNAL | MSG_DONTWAIT);
+        done = r > 0 ? (unsigned)r : 0u;
+    }
+    /* What did not go (link full, or an error send_verdict logs) is queued
+     * or reported as a single verdict is. */
+    for (unsigned i = done; i < g_nallow && !c->dead; i++)
+        send_verdict(c, g_allow[i].direction, g_allow[i].seq, NKE_ACT_ALLOW, NULL, 0);
+    g_nallow = 0;
+}
+
+/* One message from a shim link. more: a further read in the same wake-up
+ * (non-blocking; false when nothing is left). */
+static bool shim_message(struct conn *c, bool more)
 {
     static uint8_t in[sizeof(struct shim_exec) + 2 * NKE_BUFFER_SIZE];
-    ssize_t n = recv(c->fd, in, sizeof(in), 0);
+    ssize_t n = recv(c->fd, in, sizeof(in), more ? MSG_DONTWAIT : 0);
+    if (n < 0 && more && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return false;
     if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
         shim_gone(c);
-        return;
+        return false;
     }
     struct shim_hdr h;
     memcpy(&h, in, sizeof(h));
@@ -746,7 +797,10 @@ static void shim_message(struct conn *c)
         }
         if (res != NKE_DATA_HELD) {
             free(hd);
-            send_verdict(c, h.direction, h.seq, NKE_ACT_ALLOW, NULL, 0);
+            if (g_nallow == sizeof(g_allow) / sizeof(g_allow[0]))
+                allow_flush(c);
+            g_allow[g_nallow++] = (struct shim_hdr){ .type = SHIM_VERDICT, .direction = h.direction,
+                                                     .action = NKE_ACT_ALLOW, .seq = h.seq };
         }
     } else if (h.type == SHIM_EXEC && (size_t)n >= sizeof(struct shim_exec)) {
         struct shim_exec e;
@@ -768,6 +822,26 @@ static void shim_message(struct conn *c)
     } else {
         LOG("malformed shim message type %u size %zd: link closed (the shim fails open)", h.type, n);
         shim_gone(c);
+    }
+    return !c->dead;
+}
+
+/* A link's wake-up: reads what it has, up to one window in each direction
+ * (more would starve the other links: level-triggered, it comes back), and
+ * sends the ALLOW verdicts of those chunks together. */
+static void shim_messages(struct conn *c)
+{
+    for (unsigned i = 0; i < 2 * SHIM_WINDOW_CHUNKS && shim_message(c, i > 0); i++) {}
+    allow_flush(c);
+    /* Few buffers left: the reader is told of the records now (not at the
+     * end of the turn) and its releases, once sent, are taken before the
+     * next link's data; else the rest of this turn passes its chunks
+     * pool-full. */
+    if (g_ctl && !g_ctl->dead && g_core.pool.nfree < NKE_BUFFER_COUNT / 4) {
+        queue_signal();
+        struct pollfd p = { .fd = g_ctl->fd, .events = POLLIN };
+        for (int k = 0; k < 8 && g_ctl && !g_ctl->dead && poll(&p, 1, 0) > 0; k++)
+            ctl_request(g_ctl);
     }
 }
 
@@ -921,6 +995,7 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     uint64_t last_state = 0, last_event = 0;
+    uint64_t defer_since = 0; /* links wait for buffers since (0: not waiting) */
     for (;;) {
         uint64_t ns = now_ns();
         uint32_t wait = nke_core_expire(&g_core, ns / 1000000u, ns);
@@ -929,6 +1004,7 @@ int main(int argc, char **argv)
             last_state = ns;
         }
         int timeout = wait > 1000 ? 1000 : (int)wait;
+        queue_signal(); /* what expire / the state record enqueued, before sleeping */
         struct epoll_event evs[64];
         /* Spin only while data can be held (a verdict round trip may be in
          * progress) and something happened within the last spin_us. */
@@ -940,10 +1016,49 @@ int main(int argc, char **argv)
             n = epoll_wait(g_ep, evs, 64, timeout);
         if (n > 0)
             last_event = now_ns();
+        if (g_core.pool.nfree >= NKE_BUFFER_COUNT / 4)
+            defer_since = 0; /* the pool recovered: a later shortage may wait again */
+        /* The user client first: its requests return buffers to the pool
+         * (releases) and decide held chunks, so answering them before the
+         * next shim messages keeps the pool from running dry (chunks passed
+         * pool-full) and verdicts from waiting behind other sockets' data. */
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
-            if (c->dead)
+            if (c->kind == K_CTL && c == g_ctl && !c->dead) {
+                ctl_request(c);
+                evs[i].data.ptr = NULL;
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (!c || c->dead)
                 continue;
+            /* Buffers short (fewer than two links' windows of chunks, so one
+             * more link cannot run the pool dry), most of them reported
+             * chunks whose release the client is sending: the rest of this
+             * turn's links wait for
+             * the next epoll_wait (level-triggered, they are reported again),
+             * whose turn takes the client's releases first. For at most
+             * DEFER_MAX_NS per shortage, and not when held chunks fill the
+             * pool (a person may take minutes): then chunks pass pool-full,
+             * the traffic never stops for the filter. */
+            if (c->kind == K_SHIM && g_ctl && g_core.pool.nfree < NKE_BUFFER_COUNT / 4 &&
+                g_core.nheld < NKE_BUFFER_COUNT / 2) {
+                uint64_t t = now_ns();
+                if (!defer_since)
+                    defer_since = t;
+                if (t - defer_since < DEFER_MAX_NS) {
+                    /* Sleep until the client sends something (or the bound):
+                     * spinning on epoll_wait here took the CPU the client
+                     * needed to send its releases. */
+                    queue_signal();
+                    uint64_t left = DEFER_MAX_NS - (t - defer_since);
+                    struct timespec ts = { (time_t)(left / 1000000000ull), (long)(left % 1000000000ull) };
+                    struct pollfd p = { .fd = g_ctl->fd, .events = POLLIN };
+                    ppoll(&p, 1, &ts, NULL);
+                    break;
+                }
+            }
             switch (c->kind) {
             case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
             case K_CTL: if (c == g_ctl) ctl_request(c); else busy_request(c); break;
@@ -952,11 +1067,12 @@ int main(int argc, char **argv)
                 if (evs[i].events & EPOLLOUT)
                     outq_flush(c);
                 if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-                    shim_message(c);
+                    shim_messages(c);
                 break;
             case K_PROC: proc_message(c->fd); break;
             }
         }
+        queue_signal();
         for (int i = 0; i < g_ngrave; i++)
             free(g_graveyard[i]);
         g_ngrave = 0;
