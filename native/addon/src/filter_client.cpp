@@ -22,9 +22,10 @@ namespace {
 constexpr size_t kBatchBytes = 64 * 1024;
 // While JS is behind, a batch keeps growing up to this (see flush()).
 constexpr size_t kMaxBatchBytes = 1024 * 1024;
-// ThreadSafeFunction queue length: when JS falls behind, the reader blocks,
-// the filter's queue fills and the filter counts lost notifications (it never
-// blocks the traffic: fail-open).
+// ThreadSafeFunction queue length. When it is full (JS behind), the reader
+// keeps its batch and goes on draining (see flush() in ReaderLoop); only past
+// kMaxBatchBytes does it block, and then the filter's queue fills and the
+// filter counts lost notifications (it never blocks the traffic: fail-open).
 constexpr size_t kTsfnQueue = 32;
 
 // steady_clock: CLOCK_MONOTONIC on Linux, the clock of nke-emud's record
@@ -289,8 +290,9 @@ void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *
   if (env == nullptr) return;
   if (m->kind == Message::kBatch) {
     // Copied, not wrapped as an external buffer: Electron (VS Code's
-    // Electron-as-Node) forbids external ArrayBuffers, and one memcpy of at
-    // most kBatchBytes per batch costs nothing next to the hop to JS.
+    // Electron-as-Node) forbids external ArrayBuffers, and one memcpy per
+    // batch (kBatchBytes, up to kMaxBatchBytes when JS was behind) costs
+    // nothing next to the hop to JS.
     Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::Copy(env, m->bytes.data(), m->bytes.size());
     onBatch.Call({b, Napi::Number::New(env, m->skipped), Napi::Number::New(env, double(m->wake_ns))});
     return;
