@@ -814,8 +814,20 @@ static void *relay_main(void *arg)
     struct relay *r = arg;
     /* Wait for the real connect to finish before moving bytes (non-blocking
      * connect returned EINPROGRESS to the program). */
-    struct pollfd cp = { r->real_fd, POLLOUT, 0 };
-    while (poll(&cp, 1, -1) < 0 && errno == EINTR) {}
+    struct pollfd cp[2] = { { r->real_fd, POLLOUT, 0 }, { r->wake_fd, POLLIN, 0 } };
+    for (;;) {
+        int k = poll(cp, r->wake_fd >= 0 ? 2 : 1, -1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 || cp[0].revents)
+            break;
+        uint64_t v;
+        if (read(r->wake_fd, &v, sizeof(v)) < 0) {} /* EAGAIN: already cleared */
+        /* exit() during the connect: the kernel would close the socket
+         * unconnected, its unsent bytes with it; the exit need not wait. */
+        if (atomic_load(&r->exit_drain))
+            relay_out_done(r);
+    }
     int err = 0;
     socklen_t el = sizeof(err);
     libc_call(getsockopt, r->real_fd, SOL_SOCKET, SO_ERROR, &err, &el);
@@ -1792,6 +1804,8 @@ static void atfork_child(void)
         libc_call(close, r->pair_fd);
         if (r->link_fd >= 0)
             libc_call(close, r->link_fd);
+        if (r->wake_fd >= 0)
+            libc_call(close, r->wake_fd);
     }
     /* Control links are the parent's sockets' identities: the child's
      * copies are closed (the parent's refs stay with the parent). */
