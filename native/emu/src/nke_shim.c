@@ -496,7 +496,9 @@ static void dir_flush(struct dir_state *d)
     while (d->head && d->head->decided) {
         struct chunk *c = d->head;
         const uint8_t *b = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod : c->msg + sizeof(struct shim_hdr);
-        size_t n = c->note ? 0 : c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
+        size_t n = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
+        if (c->note)
+            n = 0; /* a note has no bytes for dst */
         while (!d->dead && c->off < n) {
             ssize_t w = send(d->dst, b + c->off, n - c->off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (w < 0 && errno == EINTR)
