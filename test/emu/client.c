@@ -448,6 +448,22 @@ int main(int argc, char **argv)
                 fflush(stdout);
                 continue;
             }
+            /* The socket's identity last on the line (tests match "x.y " in other lines). */
+            if (h.type == NKE_NT_ATTACH) {
+                struct nke_nt_attach a;
+                memcpy(&a, rec, sizeof(a));
+                printf("sock-attach %d %u.%u\n", a.pid, h.sock.slot, h.sock.gen);
+                fflush(stdout);
+                continue;
+            }
+            if (h.type == NKE_NT_CONNECT_OUT || h.type == NKE_NT_CONNECT_IN) {
+                struct nke_nt_addrs a;
+                memcpy(&a, rec, sizeof(a));
+                printf("sock-connect-%s %u %u %u.%u\n", h.type == NKE_NT_CONNECT_OUT ? "out" : "in",
+                       a.local.port, a.remote.port, h.sock.slot, h.sock.gen);
+                fflush(stdout);
+                continue;
+            }
             if (h.type == NKE_NT_STATE) {
                 struct nke_nt_state st;
                 memcpy(&st, rec, sizeof(st));

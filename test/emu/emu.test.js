@@ -399,6 +399,40 @@ c.close()
     assert.ok(ms >= 300, `the program's exit waited for the held chunk (${ms} ms)`);
   });
 
+  it('a program that writes and calls exit() with the socket still open: its held bytes still reach the server; a forked child exits at once', async function () {
+    // The chunk is held until the client's 1 s deadline. exit() (libc's,
+    // via ctypes: no Python finalization that would close the socket) runs
+    // the shim's destructor, which must wait for the relay of the open
+    // socket. The child (fork after the write) shares the socket but not
+    // the relay threads: its exit() must not wait for them.
+    await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '1000']);
+    const s = await tcpServer('127.0.0.1', Buffer.from(''));
+    const payload = Buffer.from([...Array(2000).keys()].map((i) => (i * 13 + 5) & 0xff));
+    const PY = `
+import ctypes, os, socket, sys, time
+libc = ctypes.CDLL(None)
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(open(sys.argv[2], 'rb').read())
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    libc.exit(0)
+os.waitpid(pid, 0)
+print(int((time.monotonic() - t0) * 1000), flush=True)
+libc.exit(0)
+`;
+    const t0 = Date.now();
+    const r = await runShimmed('python3', ['-W', 'ignore', '-c', PY, String(s.port), dataFile(payload)]);
+    const ms = Date.now() - t0;
+    assert.equal(r.code, 0, r.stderr);
+    for (let i = 0; i < 100 && !s.got.length; i++) await new Promise((res) => setTimeout(res, 20));
+    const got = Buffer.concat(s.got);
+    assert.ok(got.equals(payload), `byte-exact at the server: got ${got.length} of ${payload.length} bytes`);
+    assert.ok(ms >= 800, `the program's exit waited for the held chunk (${ms} ms)`);
+    const childMs = Number(r.stdout.toString().trim());
+    assert.ok(childMs < 700, `the forked child's exit did not wait for the parent's relay (${childMs} ms)`);
+  });
+
   it('sendmmsg/recvmmsg get a verdict per datagram; a dup() of the UDP socket is filtered too', async function () {
     const client = await startClient(['--out', 'upper', '--in', 'double']);
     const srv = dgram.createSocket('udp4');
@@ -484,6 +518,65 @@ c.sendall(b'ping'); print(port, a.recv(10).decode())
       assert.deepEqual(order, ['option', 'bound', 'listen', 'option']);
     });
   }
+
+  it('bind before connect, then setsockopt/getsockopt on the connected and the accepted socket: one attach, BOUND, CONNECT, OPTIONs ahead of the data', async function () {
+    const client = await startClient(['--out', 'pass', '--in', 'pass']);
+    // A free local port for the client's bind, chosen here.
+    const probe = createServer(net, () => {});
+    await new Promise((res) => probe.listen(0, '127.0.0.1', res));
+    const lport = probe.address().port;
+    await new Promise((res) => probe.close(res));
+    const payload = Buffer.from([...Array(3000).keys()].map((i) => (i * 7) & 0xff));
+    const PY = `
+import os, socket, sys
+srv = socket.socket()
+srv.bind(('127.0.0.1', 0)); srv.listen(1)
+c = socket.socket()
+c.bind(('127.0.0.1', int(sys.argv[1])))
+c.connect(srv.getsockname())
+a, _ = srv.accept()
+a.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+c.sendall(open(sys.argv[2], 'rb').read()); c.shutdown(socket.SHUT_WR)
+got = b''
+while True:
+    d = a.recv(65536)
+    if not d: break
+    got += d
+print(os.getpid(), srv.getsockname()[1], got.hex(), flush=True)
+`;
+    const r = await runShimmed('python3', ['-c', PY, String(lport), dataFile(payload)]);
+    assert.equal(r.code, 0, r.stderr);
+    const [pid, sport, hex] = r.stdout.toString().trim().split(' ');
+    assert.equal(hex, payload.toString('hex'), 'byte-exact at the server');
+    const bound = await client.waitLine(new RegExp(`^bound \\S+ 127\\.0\\.0\\.1 ${lport}$`));
+    const cs = bound.split(' ')[1];
+    await client.waitLine(new RegExp(`^option ${cs} 1 4 0$`));
+    const out = await client.waitLine(new RegExp(`^sock-connect-out ${lport} ${sport} `));
+    assert.equal(out.split(' ')[3], cs, 'the connect is reported on the socket bound before it');
+    const conIn = await client.waitLine(new RegExp(`^sock-connect-in ${sport} ${lport} `));
+    const as = conIn.split(' ')[3];
+    await client.waitLine(new RegExp(`^option ${as} 1 9 1$`)); // SOL_SOCKET, SO_KEEPALIVE, set
+    const mine = (s) => client.lines.filter((l) => l.endsWith(` ${s}`) || l.includes(` ${s} `));
+    // one attach for the client socket: its connect continues the identity taken at bind
+    assert.deepEqual(
+      client.lines.filter((l) => l.startsWith('sock-attach ') && l.endsWith(` ${cs}`)),
+      [`sock-attach ${pid} ${cs}`],
+    );
+    assert.deepEqual(
+      mine(cs).map((l) => l.split(' ')[0]),
+      ['sock-attach', 'bound', 'sock-connect-out', 'option', 'option'],
+    );
+    assert.deepEqual(
+      mine(cs).filter((l) => l.startsWith('option')),
+      [`option ${cs} 6 1 1`, `option ${cs} 1 4 0`],
+    );
+    // The options precede the data written after them (relay order, as the kext).
+    const iOpt = client.lines.indexOf(`option ${cs} 1 4 0`);
+    const iData = client.lines.findIndex((l) => l.startsWith('data out '));
+    assert.ok(iData > iOpt, client.lines.join('\n'));
+  });
 
   it('bind/listen/setsockopt open no link while no user client is open (one once a client is)', async function () {
     const PY = `
@@ -861,6 +954,60 @@ os.execv(os.path.join(d, 't-py-execv'), ['x'])
       await kev.waitLine(new RegExp(`${b.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`), 5000);
       const lines = kev.lines.filter((l) => l.endsWith(` ${b}`));
       assert.deepEqual(lines, [`exec ${pid} ${ppid} ${process.getuid()} 1 ${b.length} ${b}`], name);
+    }
+  });
+
+  it('fexecve (python os.execve on a fd) and execveat (dirfd + name, AT_EMPTY_PATH): one exec event each with the absolute path, pid, ppid', async function () {
+    const bins = {};
+    for (const name of ['t-fexecve', 't-execveat-rel', 't-execveat-empty']) {
+      bins[name] = path.join(dir, name);
+      fs.copyFileSync('/bin/sleep', bins[name]); // lives 0.2 s: /proc/PID/exe is there for the connector
+      fs.chmodSync(bins[name], 0o755);
+    }
+    const PY = `
+import ctypes, os, sys
+d, how = sys.argv[1], sys.argv[2]
+print(os.getpid(), flush=True)
+args = ['x', '0.2']
+if how == 'fexecve':
+    os.execve(os.open(os.path.join(d, 't-fexecve'), os.O_RDONLY), args, dict(os.environ))
+libc = ctypes.CDLL(None, use_errno=True)
+argv = (ctypes.c_char_p * 3)(b'x', b'0.2', None)
+envp = (ctypes.c_char_p * 1)(None)
+if how == 'rel':
+    libc.execveat(os.open(d, os.O_RDONLY | os.O_DIRECTORY), b't-execveat-rel', argv, envp, 0)
+else:
+    libc.execveat(os.open(os.path.join(d, 't-execveat-empty'), os.O_PATH), b'', argv, envp, 0x1000)  # AT_EMPTY_PATH
+sys.exit('execveat failed: %d' % ctypes.get_errno())
+`;
+    // First the shim alone (every event is its report: flags 1), then the
+    // default daemon: as root the connector sees these execs too, and each
+    // must still be one event (the shim's and the connector's paired).
+    for (const shimOnly of [true, false]) {
+      await kill(emud, 'SIGKILL');
+      await startDaemon([], shimOnly ? { NKE_EMU_NO_PROC_CONNECTOR: '1' } : {});
+      const kev = await startClient(['--kev']);
+      for (const [how, name] of [
+        ['fexecve', 't-fexecve'],
+        ['rel', 't-execveat-rel'],
+        ['empty', 't-execveat-empty'],
+      ]) {
+        const r = await runShimmed('python3', ['-c', PY, dir, how]);
+        assert.equal(r.code, 0, r.stderr);
+        const pid = Number(r.stdout.toString().trim());
+        const b = bins[name];
+        await kev.waitLine(new RegExp(`${b.replace(/[.*+?^\${}()|[\]\\]/g, '\\$&')}$`), 5000);
+        await new Promise((res) => setTimeout(res, 300)); // a second event would be here by now
+        const lines = kev.lines.filter((l) => l.endsWith(` ${b}`));
+        assert.equal(lines.length, 1, `${name}: ${lines.join(' | ')}`);
+        const flags = shimOnly ? '1' : '[01]';
+        assert.match(
+          lines[0],
+          new RegExp(`^exec ${pid} ${process.pid} ${process.getuid()} ${flags} ${b.length} `),
+          name,
+        );
+      }
+      await kill(kev, 'SIGKILL');
     }
   });
 

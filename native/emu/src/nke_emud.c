@@ -774,6 +774,15 @@ static bool shim_message(struct conn *c, bool more)
                            &a.remote, ns);
         else if (c->id.gen && a.protocol != NKE_PROTO_TCP && a.local.family)
             nke_core_addrs(&g_core, c->id, NKE_NT_BOUND, &a.local, NULL, ns);
+    } else if (h.type == SHIM_ATTACH && (size_t)n == sizeof(struct shim_attach) && c->id.gen) {
+        /* A second ATTACH: the socket attached unconnected (bind or
+         * setsockopt before connect) connected; same socket, so only the
+         * connect is reported, as the kext's sf_connect_out would. */
+        struct shim_attach a;
+        memcpy(&a, in, sizeof(a));
+        if (a.protocol == NKE_PROTO_TCP && a.incoming != SHIM_ATTACH_UNCONNECTED)
+            nke_core_addrs(&g_core, c->id, a.incoming ? NKE_NT_CONNECT_IN : NKE_NT_CONNECT_OUT, &a.local,
+                           &a.remote, ns);
     } else if (h.type == SHIM_DATA && h.len == (size_t)n - sizeof(h) && h.len > 0 &&
                (h.direction == NKE_DIR_IN || h.direction == NKE_DIR_OUT)) {
         int res = NKE_DATA_PASS;

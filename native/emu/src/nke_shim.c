@@ -38,6 +38,8 @@
 #include <string.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -89,6 +91,14 @@ LIBC(int, execve, (const char *, char *const[], char *const[]))
 
 /* ---- state ------------------------------------------------------------- */
 
+/* Notes (SHIM_OPTION) other threads hand to a relay for its link; the
+ * largest note is a shim_option. */
+#define RELAY_NOTES_MAX 32
+struct relay_note {
+    uint32_t len;
+    uint8_t msg[sizeof(struct shim_option)];
+};
+
 /* One relayed socket. Refcounted: one ref per fd-table entry naming it and
  * one for the relay thread; real_fd is closed with the last ref, so a
  * getpeername on the program's fd never hits a reused descriptor. */
@@ -107,17 +117,34 @@ struct relay {
     /* The program -> network direction is still moving (set by relay_start,
      * cleared once by the relay thread under g_drain_lock). */
     bool out_open;
-    unsigned exit_scan;       /* shim_dtor's mark: counted once per scan */
+    /* Notes for the link, which only the relay thread writes: the program's
+     * threads append under note_lock and write wake_fd (an eventfd the relay
+     * polls); the relay moves them into its outgoing queue under note_lock,
+     * right before it reads the program's bytes, so a note is sent ahead of
+     * every byte written after the call it reports (as the kext sees
+     * sf_setoption before later data). A full queue drops the note. */
+    pthread_mutex_t note_lock;
+    struct relay_note notes[RELAY_NOTES_MAX];
+    unsigned nnotes;          /* protected by note_lock */
+    int wake_fd;              /* eventfd, closed with the last ref (others write it) */
+    /* Set by shim_dtor for a socket still open at exit: the relay ends its
+     * outgoing direction once everything the program wrote is sent. */
+    atomic_bool exit_drain;
 };
 
 /*
  * Exit drain. In the kernel, bytes a program wrote before it exited still go
  * out; here they may sit in a relay thread (read from the socketpair, held by
  * nke-emud) when exit() would kill it. So the shim's destructor waits,
- * bounded, until every relay the program no longer refers to by any fd (it
- * closed the socket) has finished its outgoing direction. Relays still named
- * by an fd at exit are not waited for (the program may share them with a
- * child). g_out_open counts relays with out_open set.
+ * bounded, until every relay has finished its outgoing direction: for a
+ * socket the program closed, after the EOF; for one still open at exit,
+ * once everything the program wrote is sent (exit_drain: the relay ends OUT
+ * when nothing is queued or unread in the socketpair). The program's end is
+ * not shut down for this: other threads still run during exit() and would
+ * get EPIPE/SIGPIPE writing to it. A program that leaves by _exit() (or a
+ * signal) runs no destructor: its relays' bytes are lost, as is anything
+ * another thread writes after the relay went idle. g_out_open counts relays
+ * with out_open set.
  */
 static pthread_mutex_t g_drain_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_drain_cond = PTHREAD_COND_INITIALIZER;
@@ -211,6 +238,10 @@ static struct ctl_sock *g_ctls[MAX_FDS];
 static void udp_put(struct udp_state *u);
 static void ctl_put(struct ctl_sock *k);
 static void ctl_connected(int fd);
+static int ctl_take_link(int fd);
+static bool client_open_now(void);
+static void relay_note(struct relay *r, const void *m, size_t n);
+static void relay_opt_note(struct relay *r, int level, int name, bool is_set);
 static void ctl_option(int fd, int level, int name, bool is_set);
 static pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_shim_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -221,6 +252,9 @@ static void relay_put(struct relay *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) == 1) {
         libc_call(close, r->real_fd);
+        if (r->wake_fd >= 0)
+            libc_call(close, r->wake_fd);
+        pthread_mutex_destroy(&r->note_lock);
         if (r->st) /* set only when the relay thread never ran */
             munmap((void *)r->st, sizeof(struct shim_state));
         pthread_mutex_destroy(&r->lock);
@@ -281,11 +315,24 @@ static void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a)
 /* Opens a link for fd and reports the socket (SHIM_ATTACH: process, local
  * address, and for TCP the peer and whether it was accepted). Returns the
  * link, or -1 when nke-emud is absent or gone (the caller fails open). */
+static bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool incoming);
 static int link_attach(int fd, uint8_t family, uint8_t protocol, bool incoming)
 {
     int link = link_open();
     if (link < 0)
         return -1;
+    if (!link_attach_on(link, fd, family, protocol, incoming)) {
+        libc_call(close, link);
+        return -1;
+    }
+    return link;
+}
+
+/* Sends the SHIM_ATTACH on link (a fresh one, or for a connect the link of
+ * the socket attached unconnected: nke-emud then reports the connect only).
+ * False when the send failed (the caller closes the link). */
+static bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool incoming)
+{
     struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
                              .family = family, .type = protocol == NKE_PROTO_TCP ? 1 : 2,
                              .protocol = protocol, .incoming = incoming };
@@ -310,11 +357,7 @@ static int link_attach(int fd, uint8_t family, uint8_t protocol, bool incoming)
     int sz = (int)(2 * SHIM_WINDOW_CHUNKS * (SHIM_DATA_MAX + 4096));
     if (libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
         libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-    if (send(link, &a, sizeof(a), MSG_NOSIGNAL) < 0) {
-        libc_call(close, link);
-        return -1;
-    }
-    return link;
+    return send(link, &a, sizeof(a), MSG_NOSIGNAL) >= 0;
 }
 
 /* ---- layer 2: the relay ------------------------------------------------ */
@@ -349,6 +392,8 @@ struct chunk {
     uint32_t seq;          /* the DATA's seq (unused when never asked) */
     bool sent;             /* DATA is on the link (else still to send) */
     bool decided;          /* verdict known: bytes below are final */
+    bool note;             /* a SHIM_OPTION note: msg is sent, nothing written
+                            * to dst, not counted in the window */
     uint8_t *msg;          /* shim_hdr + original bytes (owned) */
     size_t len;            /* original bytes at msg + sizeof(shim_hdr) */
     uint8_t *mod;          /* ALLOW_MODIFIED: replacement, being assembled (owned) */
@@ -452,6 +497,8 @@ static void dir_flush(struct dir_state *d)
         struct chunk *c = d->head;
         const uint8_t *b = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod : c->msg + sizeof(struct shim_hdr);
         size_t n = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
+        if (c->note)
+            n = 0; /* a note has no bytes for dst */
         while (!d->dead && c->off < n) {
             ssize_t w = send(d->dst, b + c->off, n - c->off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (w < 0 && errno == EINTR)
@@ -469,7 +516,8 @@ static void dir_flush(struct dir_state *d)
         d->head = c->next;
         if (!d->head)
             d->tail = NULL;
-        d->nchunks--;
+        if (!c->note)
+            d->nchunks--;
         chunk_free(c);
     }
     if (d->eof && !d->shut && !d->head && d->pipe_len == 0) {
@@ -484,6 +532,7 @@ static void dir_flush(struct dir_state *d)
  * blocking. False when the link failed (the caller fails open). */
 static bool dir_send(struct relay *r, struct dir_state *d, bool *link_full)
 {
+    bool notes = false;
     for (struct chunk *c = d->head; c; c = c->next) {
         if (c->sent || c->decided)
             continue;
@@ -499,9 +548,47 @@ static bool dir_send(struct relay *r, struct dir_state *d, bool *link_full)
             return false;
         c->sent = true;
         c->t_sent = mono_ns();
-        d->nwaiting++;
+        if (c->note) {
+            /* never answered: done once on the link */
+            c->action = NKE_ACT_ALLOW;
+            c->decided = true;
+            notes = true;
+        } else {
+            d->nwaiting++;
+        }
     }
+    if (notes)
+        dir_flush(d);
     return true;
+}
+
+/* Called by the relay thread with r->note_lock held: queues the notes the
+ * program's threads left, in order, behind what OUT has read so far, and
+ * sends them. Without a link they are dropped (nothing is reported). */
+static bool relay_take_notes(struct relay *r, struct dir_state *d, bool *link_full)
+{
+    unsigned n = r->nnotes;
+    r->nnotes = 0;
+    if (n == 0 || r->link_fd < 0)
+        return true;
+    for (unsigned i = 0; i < n; i++) {
+        struct chunk *c = calloc(1, sizeof(*c));
+        uint8_t *m = c ? malloc(r->notes[i].len) : NULL;
+        if (!m) {
+            free(c);
+            break; /* out of memory: the notes are lost, not the data */
+        }
+        memcpy(m, r->notes[i].msg, r->notes[i].len);
+        c->msg = m;
+        c->note = true;
+        c->len = r->notes[i].len - sizeof(struct shim_hdr); /* dir_send sends hdr + len */
+        if (d->tail)
+            d->tail->next = c;
+        else
+            d->head = c;
+        d->tail = c;
+    }
+    return *link_full || dir_send(r, d, link_full);
 }
 
 static void link_lost(struct relay *r, struct dir_state ds[2])
@@ -713,13 +800,36 @@ static int relay_poll(struct pollfd *p, nfds_t np, bool waiting, uint32_t spin_u
     return poll(p, np, -1);
 }
 
+/* Exit drain of a socket still open: nothing of OUT is queued, in the
+ * splice pipe, or unread in the socketpair (the program's threads are in
+ * exit(), so what it wrote is there). */
+static bool relay_out_idle(const struct relay *r, const struct dir_state *d)
+{
+    int unread = 0;
+    if (d->head || d->pipe_len)
+        return false;
+    return ioctl(r->pair_fd, FIONREAD, &unread) < 0 || unread == 0;
+}
+
 static void *relay_main(void *arg)
 {
     struct relay *r = arg;
     /* Wait for the real connect to finish before moving bytes (non-blocking
      * connect returned EINPROGRESS to the program). */
-    struct pollfd cp = { r->real_fd, POLLOUT, 0 };
-    while (poll(&cp, 1, -1) < 0 && errno == EINTR) {}
+    struct pollfd cp[2] = { { r->real_fd, POLLOUT, 0 }, { r->wake_fd, POLLIN, 0 } };
+    for (;;) {
+        int k = poll(cp, r->wake_fd >= 0 ? 2 : 1, -1);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 || cp[0].revents)
+            break;
+        uint64_t v;
+        if (read(r->wake_fd, &v, sizeof(v)) < 0) {} /* EAGAIN: already cleared */
+        /* exit() during the connect: the kernel would close the socket
+         * unconnected, its unsent bytes with it; the exit need not wait. */
+        if (atomic_load(&r->exit_drain))
+            relay_out_done(r);
+    }
     int err = 0;
     socklen_t el = sizeof(err);
     libc_call(getsockopt, r->real_fd, SOL_SOCKET, SO_ERROR, &err, &el);
@@ -763,14 +873,16 @@ static void *relay_main(void *arg)
     for (;;) {
         if (ds[0].dead || (ds[0].shut && !ds[0].head))
             relay_out_done(r);
+        else if (atomic_load(&r->exit_drain) && relay_out_idle(r, &ds[0]))
+            relay_out_done(r); /* exit drain: all the program wrote is out */
         bool done = true;
         for (int i = 0; i < 2; i++)
             if (!ds[i].dead && !(ds[i].shut && !ds[i].head))
                 done = false;
         if (done)
             break;
-        struct pollfd p[5];
-        int np = 0, in_i[2] = { -1, -1 }, out_i[2] = { -1, -1 }, li = -1;
+        struct pollfd p[6];
+        int np = 0, in_i[2] = { -1, -1 }, out_i[2] = { -1, -1 }, li = -1, wi = -1;
         for (int i = 0; i < 2; i++) {
             struct dir_state *d = &ds[i];
             if (dir_may_read(d)) {
@@ -785,6 +897,10 @@ static void *relay_main(void *arg)
         if (r->link_fd >= 0) {
             li = np;
             p[np++] = (struct pollfd){ r->link_fd, (short)(POLLIN | (link_full ? POLLOUT : 0)), 0 };
+        }
+        if (np > 0 && r->wake_fd >= 0) {
+            wi = np;
+            p[np++] = (struct pollfd){ r->wake_fd, POLLIN, 0 };
         }
         if (np == 0) {
             /* Nothing can move: a direction with queued bytes whose dst is
@@ -809,11 +925,24 @@ static void *relay_main(void *arg)
                     }
             }
         }
+        if (wi >= 0 && p[wi].revents) {
+            uint64_t v;
+            if (read(r->wake_fd, &v, sizeof(v)) < 0) {} /* EAGAIN: already cleared */
+        }
         for (int i = 0; i < 2; i++) {
             struct dir_state *d = &ds[i];
             if (out_i[i] >= 0 && p[out_i[i]].revents)
                 dir_flush(d);
-            if (in_i[i] >= 0 && p[in_i[i]].revents && dir_may_read(d) && !dir_read(r, d, buf, &link_full)) {
+            /* OUT: notes first, then the read, under note_lock: a note left
+             * before the program wrote bytes is on the link before them. */
+            if (i == 0)
+                pthread_mutex_lock(&r->note_lock);
+            bool ok = i != 0 || relay_take_notes(r, d, &link_full);
+            if (ok && in_i[i] >= 0 && p[in_i[i]].revents && dir_may_read(d))
+                ok = dir_read(r, d, buf, &link_full);
+            if (i == 0)
+                pthread_mutex_unlock(&r->note_lock);
+            if (!ok) {
                 link_lost(r, ds);
                 link_full = false;
             }
@@ -870,7 +999,16 @@ static void relay_start(int fd, bool incoming)
     shim_init();
     if (g_enabled != 1 || fd < 0 || fd >= MAX_FDS || !is_tcp_inet(fd, &family))
         return;
-    int link = link_attach(fd, family == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET, NKE_PROTO_TCP, incoming);
+    uint8_t fam = family == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET;
+    /* A socket attached unconnected (bind, setsockopt before connect) keeps
+     * its link and identity: its second ATTACH is the connect. */
+    int link = incoming ? -1 : ctl_take_link(fd);
+    if (link >= 0 && !link_attach_on(link, fd, fam, NKE_PROTO_TCP, incoming)) {
+        libc_call(close, link);
+        link = -1;
+    }
+    if (link < 0)
+        link = link_attach(fd, fam, NKE_PROTO_TCP, incoming);
     if (link < 0)
         return; /* nke-emud absent: plain socket */
     int sp[2];
@@ -906,6 +1044,9 @@ static void relay_start(int fd, bool incoming)
      * (relay_main sets it once the connect is done). */
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
+    pthread_mutex_init(&r->note_lock, NULL);
+    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); /* -1: no notes, no exit drain of an open socket */
+    atomic_init(&r->exit_drain, false);
     atomic_init(&r->refs, 2);
     r->real_fd = real;
     r->pair_fd = sp[1];
@@ -915,8 +1056,9 @@ static void relay_start(int fd, bool incoming)
     if (libc_call(dup3, sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
         pthread_mutex_unlock(&g_fd_lock);
         SHIM_LOG("dup3: %s", strerror(errno));
-        libc_call(close, sp[0]); libc_call(close, sp[1]); libc_call(close, link); libc_call(close, real);
-        free(r);
+        libc_call(close, sp[0]); libc_call(close, sp[1]); libc_call(close, link);
+        atomic_store(&r->refs, 1);
+        relay_put(r); /* closes real, the eventfd, the state mapping */
         return;
     }
     libc_call(close, sp[0]);
@@ -1664,6 +1806,8 @@ static void atfork_child(void)
         libc_call(close, r->pair_fd);
         if (r->link_fd >= 0)
             libc_call(close, r->link_fd);
+        if (r->wake_fd >= 0)
+            libc_call(close, r->wake_fd);
     }
     /* Control links are the parent's sockets' identities: the child's
      * copies are closed (the parent's refs stay with the parent). */
@@ -1688,18 +1832,22 @@ __attribute__((constructor)) static void shim_ctor(void)
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
-/* Relays with out_open still named by an fd of the program: not waited for.
- * Called with g_drain_lock held; takes g_fd_lock (order: drain, then fd). */
-static unsigned open_relays_with_fd(unsigned scan)
+/* Asks every relay still named by an fd of the program to end its outgoing
+ * direction once idle (exit_drain) and wakes it. Called with g_drain_lock
+ * held; takes g_fd_lock (order: drain, then fd). In a forked child the
+ * table is empty (atfork_child): a child's exit drains nothing of the
+ * parent's. Returns how many relays were asked. */
+static unsigned exit_drain_open_relays(void)
 {
     unsigned n = 0;
+    uint64_t one = 1;
     pthread_mutex_lock(&g_fd_lock);
     for (int fd = 0; fd < MAX_FDS; fd++) {
         struct relay *r = g_fds[fd];
-        if (r && r->out_open && r->exit_scan != scan) {
-            r->exit_scan = scan;
-            n++;
-        }
+        if (!r || !r->out_open || r->wake_fd < 0 || atomic_exchange(&r->exit_drain, true))
+            continue;
+        if (write(r->wake_fd, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
+        n++;
     }
     pthread_mutex_unlock(&g_fd_lock);
     return n;
@@ -1727,9 +1875,9 @@ __attribute__((destructor)) static void shim_dtor(void)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    for (unsigned scan = 1;; scan++) {
-        if (g_out_open <= open_relays_with_fd(scan))
-            break;
+    unsigned asked = exit_drain_open_relays();
+    SHIM_LOG("exit: waiting for %u relay(s), %u of sockets still open", g_out_open, asked);
+    while (g_out_open > 0) {
         if (pthread_cond_timedwait(&g_drain_cond, &g_drain_lock, &until) == ETIMEDOUT) {
             SHIM_LOG("exit: %u relay(s) still sending after %ld ms; the rest is lost", g_out_open, ms);
             break;
@@ -1816,8 +1964,13 @@ int setsockopt(int fd, int level, int name, const void *v, socklen_t l)
 {
     struct relay *r = relay_get(fd);
     int rc = libc_call(setsockopt, r ? r->real_fd : fd, level, name, v, l);
-    if (r) relay_put(r);
-    else if (rc == 0) {
+    if (r) {
+        int e = errno;
+        if (rc == 0)
+            relay_opt_note(r, level, name, true);
+        relay_put(r);
+        errno = e;
+    } else if (rc == 0) {
         int e = errno;
         ctl_option(fd, level, name, true);
         errno = e;
@@ -1855,7 +2008,11 @@ int getsockopt(int fd, int level, int name, void *v, socklen_t *l)
     } else {
         rc = libc_call(getsockopt, r->real_fd, level, name, v, l);
     }
+    int e = errno;
+    if (rc == 0)
+        relay_opt_note(r, level, name, false);
     relay_put(r);
+    errno = e;
     return rc;
 }
 
@@ -2298,6 +2455,53 @@ static void ctl_connected(int fd)
         ctl_put(k2);
 }
 
+/* The link of fd's control socket (attached unconnected), taken for its
+ * relay at connect: -1 when there is none. The ctl_sock stays in the table
+ * with no link; ctl_connected drops it (closing nothing). */
+static int ctl_take_link(int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return -1;
+    pthread_mutex_lock(&g_fd_lock);
+    struct ctl_sock *k = g_ctls[fd];
+    if (k)
+        atomic_fetch_add(&k->refs, 1);
+    pthread_mutex_unlock(&g_fd_lock);
+    if (!k)
+        return -1;
+    pthread_mutex_lock(&k->lock);
+    int link = k->link;
+    k->link = -1;
+    pthread_mutex_unlock(&k->lock);
+    ctl_put(k);
+    return link;
+}
+
+/* Hands a note to fd's relay thread, which owns the link (see struct
+ * relay). Only while a user client is open, as for unconnected sockets. */
+static void relay_note(struct relay *r, const void *m, size_t n)
+{
+    if (r->wake_fd < 0 || n > sizeof(r->notes[0].msg) || !client_open_now())
+        return;
+    pthread_mutex_lock(&r->note_lock);
+    bool queued = r->nnotes < RELAY_NOTES_MAX;
+    if (queued) {
+        r->notes[r->nnotes].len = (uint32_t)n;
+        memcpy(r->notes[r->nnotes].msg, m, n);
+        r->nnotes++;
+    }
+    pthread_mutex_unlock(&r->note_lock);
+    uint64_t one = 1;
+    if (queued && write(r->wake_fd, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
+}
+
+static void relay_opt_note(struct relay *r, int level, int name, bool is_set)
+{
+    struct shim_option m = { .hdr = { .type = SHIM_OPTION, .len = 0 }, .level = level, .name = name,
+                             .is_set = is_set ? 1u : 0u };
+    relay_note(r, &m, sizeof(m));
+}
+
 /* Never blocks: nke-emud reads promptly, and a full link buffer (a stuck
  * nke-emud) loses the notification rather than stalling the program. A
  * failed send ends the link (fail open, nothing more reported). */
@@ -2568,6 +2772,52 @@ int execle(const char *path, const char *arg, ...)
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
     return execve(path, argv, envp);
+}
+
+/* fexecve and execveat name the file by descriptor: the report carries the
+ * absolute path the kernel's exec event shows, from /proc/self/fd. glibc's
+ * fexecve enters the kernel itself (execveat syscall, or execve of
+ * /proc/self/fd/N) without calling these symbols, so each exec is reported
+ * once; nke-emud pairs it with the connector's as for execve. */
+LIBC(int, fexecve, (int, char *const[], char *const[]))
+LIBC(int, execveat, (int, const char *, char *const[], char *const[], int))
+
+/* The absolute path fd was opened as, into out (cap bytes); false if none. */
+static bool fd_path(int fd, char *out, size_t cap)
+{
+    char p[40];
+    snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(p, out, cap - 1);
+    if (n <= 0 || (size_t)n >= cap - 1)
+        return false;
+    out[n] = 0;
+    return out[0] == '/'; /* not "socket:[...]", "anon_inode:..." */
+}
+
+int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    char p[PATH_MAX];
+    if (fd_path(fd, p, sizeof(p)) && access(p, X_OK) == 0)
+        report_exec(p);
+    return libc_call(fexecve, fd, argv, envp);
+}
+
+int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
+{
+    char full[PATH_MAX], d[PATH_MAX];
+    bool ok = false;
+    if (!*path && (flags & AT_EMPTY_PATH)) /* the fd itself */
+        ok = fd_path(dirfd, full, sizeof(full));
+    else if (*path == '/' || (*path && dirfd == AT_FDCWD)) /* realpath resolves a relative one */
+        ok = snprintf(full, sizeof(full), "%s", path) < (int)sizeof(full);
+    else if (*path && fd_path(dirfd, d, sizeof(d)))
+        ok = snprintf(full, sizeof(full), "%s/%s", d, path) < (int)sizeof(full);
+    struct stat sb;
+    if (ok && (flags & AT_SYMLINK_NOFOLLOW) && lstat(full, &sb) == 0 && S_ISLNK(sb.st_mode))
+        ok = false; /* the kernel refuses it (ELOOP) */
+    if (ok && access(full, X_OK) == 0)
+        report_exec(full);
+    return libc_call(execveat, dirfd, path, argv, envp, flags);
 }
 
 /* posix_spawn: the child's exec happens inside libc; it is reported from

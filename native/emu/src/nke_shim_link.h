@@ -49,6 +49,11 @@ enum shim_msg_type {
 
 /* shim_attach.incoming for a TCP socket that is neither connected nor
  * accepted (attached at its first bind/listen/option call): no CONNECT. */
+/* When such a socket connects, its link carries on as the relay's link: a
+ * second SHIM_ATTACH (incoming 0, local and remote filled) is the connect,
+ * reported as CONNECT_OUT of the same socket (no new attach). A relayed
+ * socket's SHIM_OPTION notes come from its relay thread, ordered with its
+ * DATA: a note precedes the bytes written after the call it reports. */
 #define SHIM_ATTACH_UNCONNECTED 2u
 
 #define SHIM_F_MORE 0x1u
