@@ -433,6 +433,50 @@ libc.exit(0)
     assert.ok(childMs < 700, `the forked child's exit did not wait for the parent's relay (${childMs} ms)`);
   });
 
+  it('a program that writes and then execs while its first chunk is held: every byte reaches the server (exec drain)', async function () {
+    // The first chunk is held 1 s. os.execv replaces the image (the relay
+    // thread with it); the socket is CLOEXEC (Python's default), so the
+    // kernel would send the bytes and then the FIN. The shim's exec drain
+    // must wait for the relay first.
+    await startClient(['--out', 'pass', '--in', 'pass', '--hold-first-ms', '1000']);
+    const s = await tcpServer('127.0.0.1', Buffer.from(''));
+    const payload = Buffer.from([...Array(2000).keys()].map((i) => (i * 7 + 3) & 0xff));
+    const PY = `
+import os, socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(open(sys.argv[2], 'rb').read())
+os.execv('/bin/true', ['true'])
+`;
+    const t0 = Date.now();
+    const r = await runShimmed('python3', ['-c', PY, String(s.port), dataFile(payload)]);
+    const ms = Date.now() - t0;
+    assert.equal(r.code, 0, r.stderr);
+    for (let i = 0; i < 100 && !s.got.length; i++) await new Promise((res) => setTimeout(res, 20));
+    const got = Buffer.concat(s.got);
+    assert.ok(got.equals(payload), `byte-exact at the server: got ${got.length} of ${payload.length} bytes`);
+    assert.ok(ms >= 800, `the exec waited for the held chunk (${ms} ms)`);
+  });
+
+  it('an exec that fails leaves the socket usable: bytes before and after reach the server in order', async function () {
+    // The drain before a failed exec must not end the outgoing direction.
+    await startClient(['--out', 'pass', '--in', 'pass', '--hold-first-ms', '500']);
+    const s = await tcpServer('127.0.0.1', Buffer.from(''));
+    const PY = `
+import os, socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(b'before-exec,')
+try:
+    os.execv('/nonexistent/nke-no-such-program', ['x'])
+except OSError as e:
+    c.sendall(b'after-failed-exec(%d)' % e.errno)
+c.close()
+`;
+    const r = await runShimmed('python3', ['-c', PY, String(s.port)]);
+    assert.equal(r.code, 0, r.stderr);
+    for (let i = 0; i < 100 && !s.got.length; i++) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(Buffer.concat(s.got).toString(), 'before-exec,after-failed-exec(2)');
+  });
+
   it('sendmmsg/recvmmsg get a verdict per datagram; a dup() of the UDP socket is filtered too', async function () {
     const client = await startClient(['--out', 'upper', '--in', 'double']);
     const srv = dgram.createSocket('udp4');
@@ -1371,6 +1415,52 @@ print('parent done')
       const got = sink.got.map((b) => b.toString());
       assert.deepEqual([...got].sort(), ['c1', 'p1', 'p2'], 'each datagram once');
       assert.ok(got.indexOf('p1') < got.indexOf('p2'), `parent's order: ${got}`);
+    });
+
+    it('a program that sends and then execs while its datagrams are held: they still arrive (exec drain)', async function () {
+      await startClient(['--out', 'upper', '--in', 'pass', '--hold-first-ms', '1000']);
+      const sink = await udpSink('127.0.0.1');
+      const PY = `
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for m in sys.argv[2:]:
+    s.sendto(m.encode(), ('127.0.0.1', int(sys.argv[1])))
+os.execv('/bin/true', ['true'])
+`;
+      const r = await runShimmed('python3', ['-c', PY, String(sink.port), 'one', 'two', 'three']);
+      assert.equal(r.code, 0, r.stderr);
+      await until(() => sink.got.length >= 3, 2000, 'datagrams queued at exec');
+      assert.deepEqual(
+        sink.got.map((b) => b.toString()),
+        ['ONE', 'TWO', 'THREE'],
+      );
+    });
+
+    it('the exit drain is bounded once for UDP and TCP together (NKE_SHIM_EXIT_WAIT_MS)', async function () {
+      // Every chunk and datagram is held 5 s: the drain gives up at its
+      // bound. Two separate bounds (UDP, then TCP) would make exit take 2x.
+      await startClient(['--out', 'hold', '--in', 'pass', '--timeout-ms', '5000']);
+      const sink = await udpSink('127.0.0.1');
+      const s = await tcpServer('127.0.0.1', Buffer.from(''));
+      const PY = `
+import ctypes, socket, sys, time
+libc = ctypes.CDLL(None)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b'held', ('127.0.0.1', int(sys.argv[1])))
+c = socket.create_connection(('127.0.0.1', int(sys.argv[2])))
+c.sendall(b'held too')
+time.sleep(0.2)
+print(time.monotonic_ns(), flush=True)
+libc.exit(0)
+`;
+      const r = await runShimmed('python3', ['-c', PY, String(sink.port), String(s.port)], 20000, {
+        NKE_SHIM_EXIT_WAIT_MS: '600',
+      });
+      const end = process.hrtime.bigint(); // CLOCK_MONOTONIC, as Python's
+      assert.equal(r.code, 0, r.stderr);
+      const ms = Number(end - BigInt(r.stdout.toString().trim())) / 1e6;
+      assert.ok(ms >= 500, `the exit waited for the held data (${ms.toFixed(0)} ms)`);
+      assert.ok(ms < 1000, `one bound of 600 ms for the whole exit drain (${ms.toFixed(0)} ms)`);
     });
 
     it('a program that sends and exits at once while its datagrams are held: they still arrive (exit drain)', async function () {

@@ -130,6 +130,14 @@ struct relay {
     /* Set by shim_dtor for a socket still open at exit: the relay ends its
      * outgoing direction once everything the program wrote is sent. */
     atomic_bool exit_drain;
+    /* Exec drain (see exec_drain): flush_ask is set by exec_drain (under
+     * g_drain_lock) and read by the relay without a lock, only to skip the
+     * lock while no exec waits; flushed (protected by g_drain_lock) is set by
+     * the relay when OUT is empty while asked, cleared when it is not.
+     * drain_next links the relays with out_open (g_out_relays, same lock). */
+    atomic_bool flush_ask;
+    bool flushed;
+    struct relay *drain_next;
 };
 
 /*
@@ -149,6 +157,11 @@ struct relay {
 static pthread_mutex_t g_drain_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_drain_cond = PTHREAD_COND_INITIALIZER;
 static unsigned g_out_open;
+static pid_t g_pid; /* this process's pid (exec_drain): set by shim_ctor and atfork_child */
+/* Every relay with out_open set, for exec_drain (which must reach relays of
+ * sockets the program closed too). A relay is on it from relay_start until
+ * relay_out_done, while its thread holds a ref. Protected by g_drain_lock. */
+static struct relay *g_out_relays;
 
 static void relay_out_done(struct relay *r)
 {
@@ -156,9 +169,53 @@ static void relay_out_done(struct relay *r)
     if (r->out_open) {
         r->out_open = false;
         g_out_open--;
+        for (struct relay **pp = &g_out_relays; *pp; pp = &(*pp)->drain_next)
+            if (*pp == r) {
+                *pp = r->drain_next;
+                break;
+            }
+        r->drain_next = NULL;
         pthread_cond_broadcast(&g_drain_cond);
     }
     pthread_mutex_unlock(&g_drain_lock);
+}
+
+/* The relay's answer to an exec drain: idle says nothing the program wrote
+ * is still queued, held, in the pipe or unread in the socketpair. Called by
+ * the relay thread only while flush_ask is set; takes g_drain_lock. */
+static void relay_flush_state(struct relay *r, bool idle)
+{
+    pthread_mutex_lock(&g_drain_lock);
+    if (atomic_load(&r->flush_ask) && r->flushed != idle) {
+        r->flushed = idle;
+        if (idle)
+            pthread_cond_broadcast(&g_drain_cond);
+    }
+    pthread_mutex_unlock(&g_drain_lock);
+}
+
+/* The one deadline of an exit or exec drain: now + NKE_SHIM_EXIT_WAIT_MS
+ * (default 5000: a chunk held by a user client is released at its deadline
+ * anyway), on CLOCK_REALTIME as pthread_cond_timedwait's default clock. The
+ * UDP and the TCP wait both use it, so the whole drain is bounded once. */
+static struct timespec drain_deadline(long *ms_out)
+{
+    long ms = 5000;
+    const char *e = getenv("NKE_SHIM_EXIT_WAIT_MS");
+    if (e && *e)
+        ms = strtol(e, NULL, 10);
+    if (ms < 0)
+        ms = 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    *ms_out = ms;
+    return until;
 }
 
 /* One outgoing UDP datagram from the program's send call until its real
@@ -829,6 +886,10 @@ static void *relay_main(void *arg)
          * unconnected, its unsent bytes with it; the exit need not wait. */
         if (atomic_load(&r->exit_drain))
             relay_out_done(r);
+        /* exec during the connect: nothing was sent yet; as at exit, the
+         * exec does not wait for the connect. */
+        if (atomic_load(&r->flush_ask))
+            relay_flush_state(r, true);
     }
     int err = 0;
     socklen_t el = sizeof(err);
@@ -875,6 +936,8 @@ static void *relay_main(void *arg)
             relay_out_done(r);
         else if (atomic_load(&r->exit_drain) && relay_out_idle(r, &ds[0]))
             relay_out_done(r); /* exit drain: all the program wrote is out */
+        else if (atomic_load_explicit(&r->flush_ask, memory_order_relaxed))
+            relay_flush_state(r, relay_out_idle(r, &ds[0])); /* exec drain: OUT stays open */
         bool done = true;
         for (int i = 0; i < 2; i++)
             if (!ds[i].dead && !(ds[i].shut && !ds[i].head))
@@ -1072,9 +1135,12 @@ static void relay_start(int fd, bool incoming)
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
     pthread_t t;
+    atomic_init(&r->flush_ask, false);
     pthread_mutex_lock(&g_drain_lock);
     r->out_open = true;
     g_out_open++;
+    r->drain_next = g_out_relays;
+    g_out_relays = r;
     pthread_mutex_unlock(&g_drain_lock);
     if (pthread_create(&t, &at, relay_main, r) != 0) {
         relay_out_done(r);
@@ -1748,32 +1814,18 @@ static void udp_atfork_child(void)
     }
 }
 
-/* Exit drain for UDP, called first by shim_dtor: waits, bounded by
- * NKE_SHIM_EXIT_WAIT_MS (default 5000), until every datagram the process
+/* Drain for UDP, called first by shim_dtor and exec_drain: waits until
+ * `until` (drain_deadline) until every datagram the process
  * queued is sent or dropped. Unlike relays, sockets still open count too:
  * their queue is this process's alone (a child has none of it). */
-static void udp_exit_drain(void)
+static void udp_exit_drain(const struct timespec *until, long ms)
 {
     pthread_mutex_lock(&g_udp_drain_lock);
-    if (g_udp_queued) {
-        long ms = 5000;
-        const char *e = getenv("NKE_SHIM_EXIT_WAIT_MS");
-        if (e && *e)
-            ms = strtol(e, NULL, 10);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += ms / 1000;
-        until.tv_nsec += (ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
+    while (g_udp_queued)
+        if (pthread_cond_timedwait(&g_udp_drain_cond, &g_udp_drain_lock, until) == ETIMEDOUT) {
+            SHIM_LOG("drain: %u UDP datagram(s) still queued after %ld ms; lost", g_udp_queued, ms);
+            break;
         }
-        while (g_udp_queued)
-            if (pthread_cond_timedwait(&g_udp_drain_cond, &g_udp_drain_lock, &until) == ETIMEDOUT) {
-                SHIM_LOG("exit: %u UDP datagram(s) still queued after %ld ms; lost", g_udp_queued, ms);
-                break;
-            }
-    }
     pthread_mutex_unlock(&g_udp_drain_lock);
 }
 
@@ -1795,6 +1847,7 @@ static void atfork_child(void)
     pthread_mutex_init(&g_drain_lock, NULL);
     pthread_cond_init(&g_drain_cond, NULL);
     g_out_open = 0;
+    g_out_relays = NULL; /* the parent's relays, never reached from here */
     for (int fd = 0; fd < MAX_FDS; fd++) {
         struct relay *r = g_fds[fd];
         if (!r)
@@ -1821,6 +1874,7 @@ static void atfork_child(void)
         k->link = -1;
     }
     udp_atfork_child(); /* shim-udp: UDP workers and queues */
+    g_pid = getpid();
     pthread_mutex_init(&g_fd_lock, NULL);
 }
 
@@ -1829,6 +1883,7 @@ static void atfork_parent(void) { pthread_mutex_unlock(&g_fd_lock); }
 
 __attribute__((constructor)) static void shim_ctor(void)
 {
+    g_pid = getpid();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
@@ -1853,27 +1908,17 @@ static unsigned exit_drain_open_relays(void)
     return n;
 }
 
-/* See "Exit drain" above. NKE_SHIM_EXIT_WAIT_MS bounds the wait (default
- * 5000: a chunk held by a user client is released at its deadline anyway). */
+/* See "Exit drain" above. drain_deadline bounds the UDP and the TCP wait
+ * together. */
 __attribute__((destructor)) static void shim_dtor(void)
 {
-    udp_exit_drain(); /* shim-udp: queued UDP datagrams first (their own bound) */
+    long ms;
+    struct timespec until = drain_deadline(&ms);
+    udp_exit_drain(&until, ms); /* shim-udp: queued UDP datagrams first */
     pthread_mutex_lock(&g_drain_lock);
     if (g_out_open == 0) {
         pthread_mutex_unlock(&g_drain_lock);
         return;
-    }
-    long ms = 5000;
-    const char *e = getenv("NKE_SHIM_EXIT_WAIT_MS");
-    if (e && *e)
-        ms = strtol(e, NULL, 10);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
     }
     unsigned asked = exit_drain_open_relays();
     SHIM_LOG("exit: waiting for %u relay(s), %u of sockets still open", g_out_open, asked);
@@ -1882,6 +1927,75 @@ __attribute__((destructor)) static void shim_dtor(void)
             SHIM_LOG("exit: %u relay(s) still sending after %ld ms; the rest is lost", g_out_open, ms);
             break;
         }
+    }
+    pthread_mutex_unlock(&g_drain_lock);
+}
+
+/*
+ * Exec drain. exec replaces the image and with it the relay and UDP worker
+ * threads, so bytes the program wrote before exec that are still in a relay
+ * (queued, held by nke-emud, in the splice pipe, unread in the socketpair) or
+ * in a UDP queue would be lost, where the kernel would send them. Before the
+ * real exec, exec_drain waits, bounded by drain_deadline, until (a) every
+ * queued UDP datagram is sent or dropped and (b) every relay on g_out_relays
+ * (sockets still open and sockets the program closed) has an empty OUT side
+ * (flushed) or has ended it. Unlike the exit drain it does NOT end OUT of an
+ * open socket: the exec may fail and the program go on writing to it. For a
+ * closed socket an empty OUT is enough: its real descriptor is CLOEXEC, so
+ * the exec closes it and the kernel sends the FIN after the buffered bytes.
+ *
+ * Still not like the kernel: a relayed TCP socket the program does not mark
+ * CLOEXEC is inherited by the new image as what the program's fd really is,
+ * the program's end of an AF_UNIX socketpair. Its relay thread is gone, the
+ * relay's end (pair_fd) and the real socket (real_fd, F_DUPFD_CLOEXEC in
+ * relay_start) are closed by the exec, so the peer sees the connection
+ * closed, and the new image reads whatever the relay had already written
+ * into the socketpair, then EOF; its writes fail with EPIPE (SIGPIPE);
+ * getpeername/getsockname show AF_UNIX. UDP sockets are inherited as real
+ * sockets (only queued datagrams are drained). Data another thread writes
+ * during the drain, and every exec in a vfork child (which shares the
+ * parent's memory and whose exec does not end the parent's threads), are not
+ * waited for.
+ */
+static void exec_drain(void)
+{
+    /* vfork child: the relays are the parent's and live on; taking their
+     * locks from here could deadlock the parent. */
+    if (getpid() != g_pid)
+        return;
+    long ms;
+    struct timespec until = drain_deadline(&ms);
+    udp_exit_drain(&until, ms); /* (a) */
+    uint64_t one = 1;
+    unsigned asked = 0, left = 0;
+    pthread_mutex_lock(&g_drain_lock);
+    /* (b) Ask every relay with OUT open, under g_drain_lock: the list and
+     * flushed are protected by it; wake_fd stays open while the relay is on
+     * the list (its thread's ref). A relay with no eventfd cannot be woken
+     * and is not waited for. */
+    for (struct relay *r = g_out_relays; r; r = r->drain_next) {
+        if (r->wake_fd < 0)
+            continue;
+        r->flushed = false;
+        atomic_store(&r->flush_ask, true);
+        if (write(r->wake_fd, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
+        asked++;
+    }
+    for (;;) {
+        left = 0;
+        for (struct relay *r = g_out_relays; r; r = r->drain_next)
+            if (atomic_load(&r->flush_ask) && !r->flushed)
+                left++;
+        if (!left || pthread_cond_timedwait(&g_drain_cond, &g_drain_lock, &until) == ETIMEDOUT)
+            break;
+    }
+    if (left)
+        SHIM_LOG("exec: %u of %u relay(s) still sending after %ld ms; the rest is lost if the exec succeeds",
+                 left, asked, ms);
+    /* The exec may fail: the relays go on as before. */
+    for (struct relay *r = g_out_relays; r; r = r->drain_next) {
+        atomic_store(&r->flush_ask, false);
+        r->flushed = false;
     }
     pthread_mutex_unlock(&g_drain_lock);
 }
@@ -2205,6 +2319,7 @@ static void report_exec(const char *path)
 
 int execve(const char *path, char *const argv[], char *const envp[])
 {
+    exec_drain();
     if (access(path, X_OK) == 0)
         report_exec(path);
     return libc_call(execve, path, argv, envp);
@@ -2703,6 +2818,7 @@ static bool path_search(const char *file, char *out, size_t cap)
 
 int execv(const char *path, char *const argv[])
 {
+    exec_drain();
     if (access(path, X_OK) == 0)
         report_exec(path);
     return libc_call(execv, path, argv);
@@ -2710,6 +2826,7 @@ int execv(const char *path, char *const argv[])
 
 int execvpe(const char *file, char *const argv[], char *const envp[])
 {
+    exec_drain();
     char found[PATH_MAX];
     if (path_search(file, found, sizeof(found)))
         report_exec(found);
@@ -2718,6 +2835,7 @@ int execvpe(const char *file, char *const argv[], char *const envp[])
 
 int execvp(const char *file, char *const argv[])
 {
+    exec_drain();
     char found[PATH_MAX];
     if (path_search(file, found, sizeof(found)))
         report_exec(found);
@@ -2796,6 +2914,7 @@ static bool fd_path(int fd, char *out, size_t cap)
 
 int fexecve(int fd, char *const argv[], char *const envp[])
 {
+    exec_drain();
     char p[PATH_MAX];
     if (fd_path(fd, p, sizeof(p)) && access(p, X_OK) == 0)
         report_exec(p);
@@ -2804,6 +2923,7 @@ int fexecve(int fd, char *const argv[], char *const envp[])
 
 int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
 {
+    exec_drain();
     char full[PATH_MAX], d[PATH_MAX];
     bool ok = false;
     if (!*path && (flags & AT_EMPTY_PATH)) /* the fd itself */
