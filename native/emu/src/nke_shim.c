@@ -1263,8 +1263,8 @@ static void fd_copy(int from, int to)
  *
  * Fail open: nke-emud gone, a bad verdict or the link failing makes every
  * queued datagram go as it was, in order; later sends go straight to the
- * kernel. Datagrams queued at exit() are sent by udp_exit_drain (bounded by
- * NKE_SHIM_EXIT_WAIT_MS); at _exit() or a fatal signal they are lost.
+ * kernel. Datagrams queued at exit() or exec are sent by udp_exit_drain
+ * (bounded by drain_deadline); at _exit() or a fatal signal they are lost.
  */
 
 /* Datagrams queued per socket (awaiting verdicts, or decided and waiting
