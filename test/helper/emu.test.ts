@@ -26,6 +26,17 @@ const SENDER = [
   'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor a in sys.argv[2:]:\n s.sendall(a.encode()); time.sleep(0.1)\ns.close()',
 ];
 
+/** Rules that hold every outgoing chunk to `port` and pass the rest; connects the engine. */
+function holdOutgoingTo(engine: FilterEngine, port: number): void {
+  engine.setRules({ default: 'pass', intercept: [{ action: 'hold', remotePort: port, direction: 'out' }] });
+  engine.connect();
+}
+
+/** The id of the next chunk the engine holds for a person. */
+function firstPendingId(engine: FilterEngine): Promise<string> {
+  return new Promise((r) => engine.once('pending', (p) => r(p.view.id)));
+}
+
 describe('helper with the emulator', function () {
   this.timeout(60000);
   let emu: Emulator;
@@ -52,12 +63,8 @@ describe('helper with the emulator', function () {
 
   it('holds the chosen request; the edited verdict reaches the real server exactly', async () => {
     const server = await recordingServer();
-    engine.setRules({
-      default: 'pass',
-      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
-    });
-    engine.connect();
-    const pending = new Promise<string>((r) => engine.once('pending', (p) => r(p.view.id)));
+    holdOutgoingTo(engine, server.port);
+    const pending = firstPendingId(engine);
     const prog = runUnder(emu, [...SENDER, String(server.port), 'GET /secret HTTP/1.0\r\n\r\n']);
     const id = await pending;
     assert.equal(engine.getPayload(id).toString(), 'GET /secret HTTP/1.0\r\n\r\n');
@@ -72,12 +79,8 @@ describe('helper with the emulator', function () {
 
   it('a pending chunk keeps its bytes in the model, not the shared buffers; over the byte bound it passes', async () => {
     const server = await recordingServer();
-    engine.setRules({
-      default: 'pass',
-      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
-    });
-    engine.connect();
-    const pending = new Promise<string>((r) => engine.once('pending', (p) => r(p.view.id)));
+    holdOutgoingTo(engine, server.port);
+    const pending = firstPendingId(engine);
     const prog = runUnder(emu, [...SENDER, String(server.port), 'held-bytes']);
     const id = await pending;
     // Buffers went back in the same response that kept the chunk held.
@@ -94,11 +97,7 @@ describe('helper with the emulator', function () {
 
     // A bound of 5 bytes: a 10-byte chunk passes at once and is counted.
     engine = new FilterEngine({ pendingBytesLimit: 5 });
-    engine.setRules({
-      default: 'pass',
-      intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
-    });
-    engine.connect();
+    holdOutgoingTo(engine, server.port);
     let held = 0;
     engine.on('pending', () => held++);
     const prog2 = runUnder(emu, [...SENDER, String(server.port), 'over-limit']);
