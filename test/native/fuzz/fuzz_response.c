@@ -6,9 +6,13 @@
  * response bytes, a structured response built from chunk ids and buffers the
  * core really issued (to get past the first checks), raw or structured
  * put_data, new data held, time passing, detach, client close/reopen.
+ * Structured verdicts include NKE_ACT_EXTEND with hold_ms around the
+ * bounds (0, the hold timeout, the cap and past it).
  * Invariants checked after every operation:
  *  - validate_response and respond agree; a rejected response leaves the
  *    core byte-identical (but for responses_rejected) and calls no op;
+ *  - a held chunk's deadline never moves earlier and never past
+ *    held_at_ms + NKE_HOLD_TOTAL_MAX_MS (the cap on its total hold);
  *  - the pool and the chunk table agree on who owns every buffer;
  *  - chunks_pending counts the HELD chunks; every data_ctx is finished at
  *    most once, and never while its chunk is still HELD;
@@ -38,6 +42,8 @@ static struct nke_sock SOCKS[8];
 static struct nke_sock_id SID;
 static uint64_t NOW;
 static uint32_t NEXT_DATA;
+/* Per chunk slot: the id and deadline seen at the last check. */
+static uint64_t SEEN_ID[NKE_CHUNK_TABLE_SIZE], SEEN_DEADLINE[NKE_CHUNK_TABLE_SIZE];
 
 static bool p_emit(void *p, const void *rec, uint32_t size)
 {
@@ -161,6 +167,12 @@ static void check_invariants(void)
         if (ch->state == NKE_CHUNK_HELD) {
             size_t d = (size_t)((uint8_t *)ch->data_ctx - P.dummy);
             REQUIRE(d < NDATA && P.held[d] && !P.finished[d]);
+            REQUIRE(ch->deadline_ms >= ch->held_at_ms);
+            REQUIRE(ch->deadline_ms <= ch->held_at_ms + NKE_HOLD_TOTAL_MAX_MS);
+            if (SEEN_ID[i] == ch->id)
+                REQUIRE(ch->deadline_ms >= SEEN_DEADLINE[i]);
+            SEEN_ID[i] = ch->id;
+            SEEN_DEADLINE[i] = ch->deadline_ms;
             held++;
         } else {
             /* not held: a slot is kept only while the client owns a buffer */
@@ -236,7 +248,7 @@ static void structured_response(const uint8_t **pd, size_t *ps)
         memset(&v, 0, sizeof(v));
         if (s >= 3) {
             v.chunk_id = pick_chunk(d[0]);
-            v.action = (uint8_t)(d[1] % 4u);
+            v.action = (uint8_t)(d[1] % 5u); /* 0 (invalid) .. NKE_ACT_EXTEND */
             v.sock = SID;
             for (ci = 0; ci < (int)NKE_CHUNK_TABLE_SIZE; ci++) {
                 ch = &C.chunks[ci];
@@ -246,7 +258,11 @@ static void structured_response(const uint8_t **pd, size_t *ps)
                         v.modified_len = ch->staged_total;
                 }
             }
-            if (d[2] & 1)
+            if (v.action == NKE_ACT_EXTEND) {
+                static const uint32_t bounds[8] = {0u, 1u, 49u, 50u, 51u, NKE_HOLD_TOTAL_MAX_MS,
+                                                   NKE_HOLD_TOTAL_MAX_MS + 1u, 0xFFFFFFFFu};
+                v.hold_ms = (d[2] & 1) ? bounds[(d[2] >> 1) % 8u] : (uint32_t)(d[2] >> 1) * 40u;
+            } else if (d[2] & 1)
                 v.modified_len += d[2] >> 1;
             if (d[2] == 0xFF)
                 v._pad0[0] = 1;
@@ -333,6 +349,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(SOCKS, 0, sizeof(SOCKS));
     NOW = 1000;
     NEXT_DATA = 0;
+    memset(SEEN_ID, 0, sizeof(SEEN_ID));
     nke_core_init(&C, &OPS, &P, g_buffers, SOCKS, 8, 1, 224);
     open_client();
     attach();

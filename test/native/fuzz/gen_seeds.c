@@ -39,6 +39,12 @@ int main(int argc, char **argv)
         const uint8_t s2[] = {3, 2, 5, 0, 5, 3, 2, 5, 6, 1, 2, 3, 1, 1, 0, 2, 2, 10, 2, 0, 0x85, 0xF7};
         write_seed(argv[1], "response", "verdicts", s1, sizeof(s1));
         write_seed(argv[1], "response", "put_then_modify", s2, sizeof(s2));
+        {
+            /* EXTEND chunks 1 and 2 (to 2 s, and to the cap), time passes
+             * beyond their first deadline, then a verdict on one of them. */
+            const uint8_t s3[] = {1, 2, 0, 1, 4, 100, 2, 4, 11, 0xFD, 0xFD, 1, 1, 0, 1, 1, 0};
+            write_seed(argv[1], "response", "extend", s3, sizeof(s3));
+        }
         n = 0;
         buf[n++] = 0; /* raw response: header only */
         buf[n++] = 16;
