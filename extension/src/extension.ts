@@ -8,6 +8,8 @@ import { FilterController } from './emulator/filterController';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
+import { PayloadStore } from './payload/payloadStore';
+import { registerPayloadEditing } from './payload/registerPayloadEditing';
 import { readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
@@ -24,6 +26,8 @@ export interface NkeWorkbenchApi {
   readonly session: HelperSession;
   /** Load / Unload and the emulator this window started. */
   readonly filter: FilterController;
+  /** The window's payload store: what every payload document and editor shows. */
+  readonly payloads: PayloadStore;
   /** The registered tree providers, so tests read the very items the views show. */
   readonly trees: {
     readonly filter: FilterTreeProvider;
@@ -62,27 +66,36 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     log,
   });
   deactivateFilter = () => filter.dispose();
+  const payloads = new PayloadStore({
+    model,
+    helper: session,
+    holdTimeoutMs: () => readSettings().holdTimeoutMs,
+    editHoldMaxMs: () => readSettings().editHoldMaxMs,
+    log: (m) => log.warn(m),
+  });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
     execEvents: new ExecTreeProvider(model),
-    pendingPayloads: new PendingPayloadTreeProvider(model),
+    pendingPayloads: new PendingPayloadTreeProvider(model, Date.now, payloads),
   };
 
   context.subscriptions.push(
     session,
+    new vscode.Disposable(() => payloads.dispose()),
     registerModelTreeView('nke.filter', trees.filter),
     registerModelTreeView('nke.sockets', trees.sockets),
     registerModelTreeView('nke.execEvents', trees.execEvents),
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
-    registerCommands({ model, session, filter, log, extensionRoot: context.extensionPath }),
+    registerCommands({ model, session, filter, payloads, log, extensionRoot: context.extensionPath }),
+    registerPayloadEditing({ model, payloads, log }),
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
   if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
-  return { model, session, filter, trees };
+  return { model, session, filter, payloads, trees };
 }
 
 function registerSettingsListener(

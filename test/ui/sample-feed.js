@@ -82,6 +82,7 @@ exports.run = async function run() {
         local: ep('127.0.0.1', 50312),
         remote: ep('127.0.0.1', 8080),
         deadline: now + 3600000,
+        heldAt: now,
       },
     ],
     pendingRemoved: [],

@@ -4,7 +4,9 @@ import * as vscode from 'vscode';
 import { emulatorBinary } from '../emulator/emulatorProcess';
 import type { FilterController } from '../emulator/filterController';
 import type { HelperSession } from '../helperClient/helperSession';
-import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
+import type { WorkbenchModel } from '../model/workbenchModel';
+import { payloadCommandHandlers } from '../payload/payloadCommands';
+import type { PayloadStore } from '../payload/payloadStore';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 
@@ -12,6 +14,7 @@ export interface CommandDeps {
   model: WorkbenchModel;
   session: HelperSession;
   filter: FilterController;
+  payloads: PayloadStore;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
 }
@@ -118,12 +121,6 @@ async function setCaptureMode({ session }: CommandDeps, mode?: CaptureMode): Pro
   await session.updateRules({ ...rulesFromSettings(), default: mode });
 }
 
-function payloadsFrom(node?: PendingView, nodes?: PendingView[]): PendingView[] {
-  if (nodes?.length) return nodes;
-  if (node) return [node];
-  throw new Error('select a pending payload in the Pending Payloads view first');
-}
-
 export function registerCommands(deps: CommandDeps): vscode.Disposable {
   const { model, session, filter, log } = deps;
   const handlers: Record<string, CommandHandler> = {
@@ -144,12 +141,8 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
       log.info('cleared sockets, exec events and pending payloads');
     },
     'nke.showLog': () => log.show(),
-    'nke.reinjectOriginal': async (node?: PendingView, nodes?: PendingView[]) => {
-      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'allow');
-    },
-    'nke.dropPayload': async (node?: PendingView, nodes?: PendingView[]) => {
-      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'drop');
-    },
+    // Open, Reinject Edited / Original, Drop, Revert: from rows, documents and the palette.
+    ...payloadCommandHandlers(deps),
   };
   return vscode.Disposable.from(...Object.entries(handlers).map(([id, h]) => registerNkeCommand(id, h, log)));
 }

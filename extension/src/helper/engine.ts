@@ -4,7 +4,8 @@
 // in, with no round trip to any UI; only chunks a rule holds for a person
 // wait for verdict().
 import { EventEmitter } from 'node:events';
-import type { FilterStatus, RulesConfig, Snapshot, UpdateBatch } from '../shared/helperProtocol';
+import type { FilterStatus, PendingView, RulesConfig, Snapshot, UpdateBatch } from '../shared/helperProtocol';
+import { noLongerHeld } from '../shared/payloadReasons';
 import { LiveModel, type PendingEntry, sockKey } from './model';
 import {
   loadAddon,
@@ -32,6 +33,7 @@ import {
   DIR_OUT,
   encodeCaptureConfig,
   type FilterState,
+  HOLD_TOTAL_MAX_MS,
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
@@ -54,6 +56,8 @@ export class EngineError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** Extra facts for the client (e.g. why a payload is gone), sent as the error's data. */
+    readonly data?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -314,21 +318,45 @@ export class FilterEngine extends EventEmitter<{
     this.closeNative();
   }
 
+  /** The pending entry, or the error that says why there is none. */
+  private pendingOrThrow(id: string): PendingEntry {
+    const p = this.model.pending.get(id);
+    if (p) return p;
+    const reason = this.model.finishedReason(id);
+    throw new EngineError('NKE_UNKNOWN_PAYLOAD', noLongerHeld(id, reason), reason ? { reason } : {});
+  }
+
   /** Bytes of a pending chunk (a copy of the model's; its shared buffers are long released). */
   getPayload(id: string): Buffer {
-    const p = this.model.pending.get(id);
-    if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+    return Buffer.from(this.pendingOrThrow(id).data);
+  }
+
+  /**
+   * Keeps a pending chunk held until heldAt + holdMs (NKE_ACT_EXTEND): the
+   * filter never moves a deadline earlier, and never past its cap on the
+   * total hold. Returns the view with the filter's new deadline.
+   */
+  extendHold(id: string, holdMs: number): PendingView {
+    const p = this.pendingOrThrow(id);
+    if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
+    if (!Number.isInteger(holdMs) || holdMs < 1 || holdMs > HOLD_TOTAL_MAX_MS) {
+      throw new EngineError(
+        'NKE_BAD_VERDICT',
+        `payload ${id}: a hold of ${holdMs} ms is outside 1..${HOLD_TOTAL_MAX_MS} (the filter's cap on a chunk's total hold)`,
+      );
     }
-    return Buffer.from(p.data);
+    this.client.respond(
+      encodeResponse([{ chunk_id: p.chunkId, sock: p.sock, action: Action.Extend, hold_ms: holdMs }], []),
+    );
+    // The filter's own rule, so the view shows the real deadline: the hold
+    // counts from when the chunk was held and never shrinks.
+    const deadline = Math.max(p.view.deadline, p.view.heldAt + holdMs);
+    return this.model.setPendingDeadline(id, deadline) ?? p.view;
   }
 
   /** A person's verdict on a pending chunk. */
   verdict(id: string, action: 'allow' | 'drop' | 'replace', bytes?: Buffer): void {
-    const p = this.model.pending.get(id);
-    if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
-    }
+    const p = this.pendingOrThrow(id);
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
     if (action === 'replace') {
       if (!bytes) throw new EngineError('NKE_BAD_VERDICT', 'replace needs the new bytes');

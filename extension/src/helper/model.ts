@@ -7,6 +7,7 @@ import type {
   Endpoint,
   ExecView,
   HistoryEvent,
+  PendingRemovalReason,
   PendingView,
   SocketState,
   SocketView,
@@ -33,6 +34,8 @@ type NewEvent = HistoryEvent extends infer E
   : never;
 
 export const DEFAULT_HISTORY_LIMIT = 100_000;
+/** Payloads no longer pending whose reason is kept, for errors that say why. */
+const FINISHED_KEPT = 4_096;
 const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
 
@@ -96,7 +99,12 @@ export class LiveModel {
   private removedSockets = new Set<string>();
   private newExecs: ExecView[] = [];
   private addedPending = new Map<string, PendingView>();
-  private removedPending: { id: string; reason: string }[] = [];
+  private updatedPending = new Set<string>();
+  private removedPending: { id: string; reason: PendingRemovalReason }[] = [];
+  // Why recent payloads stopped being pending (insertion order = age), so a
+  // late verdict or extend is answered "released (its deadline passed)"
+  // rather than "unknown".
+  private readonly finishedPending = new Map<string, PendingRemovalReason>();
   private newEvents: HistoryEvent[] = [];
   private dirty = false;
 
@@ -328,8 +336,8 @@ export class LiveModel {
       case NotifyType.ChunkReleased: {
         this.counters.releasedByFilter++;
         const id = n.chunkId.toString();
-        const reason =
-          ['', 'timeout', 'client-gone', 'socket-gone', 'inject-failed'][n.reason] ?? `reason ${n.reason}`;
+        const reason: PendingRemovalReason =
+          (['timeout', 'client-gone', 'socket-gone', 'inject-failed'] as const)[n.reason - 1] ?? 'released';
         this.removePending(id, reason);
         this.record({ kind: 'released', chunkId: id, reason });
         return;
@@ -342,6 +350,10 @@ export class LiveModel {
 
   /** `data` is the chunk's bytes, already copied out of the shared buffers. */
   addPending(n: Extract<Notification, { type: NotifyType.Data }>, data: Buffer): PendingEntry {
+    // The filter's deadline counts from when it held the chunk; the batch
+    // reached us a few microseconds later, so the countdown from `now` is
+    // the filter's own within that.
+    const now = Date.now();
     const key = sockKey(n.sock);
     const s = this.sockets.get(key);
     const view: PendingView = {
@@ -354,7 +366,8 @@ export class LiveModel {
       streamOffset: n.streamOffset,
       local: s?.view.local,
       remote: n.addr ? endpoint(n.addr) : s?.view.remote,
-      deadline: Date.now() + n.deadlineMs,
+      deadline: now + n.deadlineMs,
+      heldAt: now,
     };
     const e: PendingEntry = { view, chunkId: n.chunkId, sock: n.sock, data };
     this.pending.set(view.id, e);
@@ -365,15 +378,36 @@ export class LiveModel {
     return e;
   }
 
-  removePending(id: string, reason: string): PendingEntry | undefined {
+  removePending(id: string, reason: PendingRemovalReason): PendingEntry | undefined {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
     this.pendingBytes -= e.data.length;
+    this.updatedPending.delete(id);
     // Added and removed within one batch: the client never needs to see it.
     if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
+    this.finishedPending.set(id, reason);
+    if (this.finishedPending.size > FINISHED_KEPT) {
+      this.finishedPending.delete(this.finishedPending.keys().next().value as string);
+    }
     this.dirty = true;
     return e;
+  }
+
+  /** Why a payload stopped being pending, while that is remembered (the last FINISHED_KEPT). */
+  finishedReason(id: string): PendingRemovalReason | undefined {
+    return this.finishedPending.get(id);
+  }
+
+  /** The filter now holds a pending payload until `deadline` (an extend was applied). */
+  setPendingDeadline(id: string, deadline: number): PendingView | undefined {
+    const e = this.pending.get(id);
+    if (!e) return undefined;
+    e.view.deadline = deadline;
+    // Not sent yet: the added view carries the new deadline already.
+    if (!this.addedPending.has(id)) this.updatedPending.add(id);
+    this.dirty = true;
+    return e.view;
   }
 
   verdict(
@@ -456,6 +490,7 @@ export class LiveModel {
       socketsRemoved: [...this.removedSockets],
       execs: this.newExecs,
       pendingAdded: [...this.addedPending.values()],
+      pendingUpdated: [...this.updatedPending].map((id) => this.pending.get(id)!.view),
       pendingRemoved: this.removedPending,
       events: this.newEvents,
       counters: { ...this.counters },
@@ -464,6 +499,7 @@ export class LiveModel {
     this.removedSockets = new Set();
     this.newExecs = [];
     this.addedPending = new Map();
+    this.updatedPending = new Set();
     this.removedPending = [];
     this.newEvents = [];
     this.dirty = false;

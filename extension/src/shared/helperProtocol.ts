@@ -102,7 +102,29 @@ export interface PendingView {
   remote?: Endpoint;
   /** wall clock ms when the filter re-injects the original on its own */
   deadline: number;
+  /**
+   * wall clock ms when the filter held it (as the helper saw it): nke/extendHold's
+   * holdMs counts from here, and deadline - heldAt is the hold the filter has now
+   */
+  heldAt: number;
 }
+
+/**
+ * Why a payload is no longer pending: the filter released it (deadline,
+ * client gone, socket gone, inject failed) or a client answered it.
+ */
+export type PendingRemovalReason =
+  | 'timeout'
+  | 'client-gone'
+  | 'socket-gone'
+  | 'inject-failed'
+  /** the link to the filter was lost (emulator or kext gone); it fails open */
+  | 'filter-gone'
+  | 'allow'
+  | 'drop'
+  | 'replace'
+  /** the filter released it for a reason this client does not know */
+  | 'released';
 
 export interface Counters {
   notifications: number;
@@ -226,7 +248,9 @@ export interface UpdateBatch {
   socketsRemoved: string[];
   execs: ExecView[];
   pendingAdded: PendingView[];
-  pendingRemoved: { id: string; reason: string }[];
+  /** pending payloads already sent whose view changed (an extended deadline) */
+  pendingUpdated?: PendingView[];
+  pendingRemoved: { id: string; reason: PendingRemovalReason }[];
   events: HistoryEvent[];
   counters: Counters;
   filter?: FilterStatus;
@@ -265,6 +289,15 @@ export const Verdict = new RequestType<
   void,
   void
 >('nke/verdict');
+/**
+ * Keeps a pending payload held longer: the filter's deadline becomes heldAt +
+ * holdMs (never earlier than it is; 1..NKE_HOLD_TOTAL_MAX_MS). Answers the
+ * payload's view with its new deadline; UnknownPayload (with the reason in
+ * data.reason) when it is no longer held.
+ */
+export const ExtendHold = new RequestType<{ id: string; holdMs: number }, PendingView, void>(
+  'nke/extendHold',
+);
 /** History events with seq > since (at most limit). */
 export const GetHistory = new RequestType<{ since?: number; limit?: number }, HistoryEvent[], void>(
   'nke/history',
@@ -280,6 +313,15 @@ export const Update = new NotificationType<UpdateBatch>('nke/update');
 export const FilterClosed = new NotificationType<{ code: string; message: string }>('nke/filterClosed');
 /** A line for the extension's log channel. */
 export const Log = new NotificationType<{ level: 'info' | 'warn' | 'error'; message: string }>('nke/log');
+
+/**
+ * `data` of an UnknownPayload error: the payload was known and is gone, and
+ * why (absent when the helper never saw the id, or forgot it).
+ */
+export interface UnknownPayloadData {
+  code: 'NKE_UNKNOWN_PAYLOAD';
+  reason?: PendingRemovalReason;
+}
 
 /** JSON-RPC error codes of this protocol (besides the standard ones). */
 export const enum HelperErrorCode {

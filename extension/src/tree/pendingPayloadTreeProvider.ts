@@ -1,5 +1,8 @@
 // The Pending Payloads view: data the filter holds for the user, with its
-// direction, size, socket and the time left before it is released unchanged.
+// direction, size, socket, the time left before it is released unchanged (the
+// filter's real deadline, extended while the payload is open in an editor)
+// and the size change of an edit staged for it. Clicking a row opens the
+// payload as text.
 import * as vscode from 'vscode';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
@@ -8,18 +11,33 @@ import { formatEndpoint } from './socketTreeProvider';
 /** How often "s left" counts down while payloads are held and the view is visible. */
 const countdownMs = 1000;
 
+/** What the view needs of the payload store: staged edits and when they change. */
+export interface StagedEdits {
+  staged(id: string): Uint8Array | undefined;
+  onDidChange(listener: (id: string) => void): { dispose(): void };
+}
+
+/** "edited 77 B → 80 B (+3)" */
+export function describeEdit(original: number, edited: number): string {
+  const d = edited - original;
+  return `edited ${formatBytes(original)} → ${formatBytes(edited)} (${d >= 0 ? '+' : ''}${d})`;
+}
+
 export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
   private countdown: ReturnType<typeof setInterval> | undefined;
   private readonly pendingChanges: { dispose(): void };
+  private readonly editChanges?: { dispose(): void };
 
   constructor(
     model: WorkbenchModel,
     private readonly now: () => number = Date.now,
+    private readonly edits?: StagedEdits,
   ) {
     super(model, ['pending']);
     this.pendingChanges = model.onDidChange((e) => {
       if (e.part === 'pending') this.updateCountdown();
     });
+    this.editChanges = edits?.onDidChange(() => this.requestRefresh());
   }
 
   override setVisible(visible: boolean): void {
@@ -40,6 +58,7 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
   override dispose(): void {
     if (this.countdown) clearInterval(this.countdown);
     this.pendingChanges.dispose();
+    this.editChanges?.dispose();
     super.dispose();
   }
 
@@ -55,10 +74,18 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
     );
     item.id = `pending:${p.id}`;
     const left = Math.max(0, p.deadline - this.now());
-    item.description = `${p.process} · ${(left / 1000).toFixed(1)} s left`;
-    item.tooltip = `payload ${p.id} on socket ${p.socketId} of ${p.process} (pid ${p.pid}), stream offset ${p.streamOffset}`;
+    const staged = this.edits?.staged(p.id);
+    const edit = staged ? ` · ${describeEdit(p.size, staged.length)}` : '';
+    item.description = `${p.process} · ${(left / 1000).toFixed(1)} s left${edit}`;
+    item.tooltip =
+      `payload ${p.id} on socket ${p.socketId} of ${p.process} (pid ${p.pid}), stream offset ${p.streamOffset}` +
+      (staged
+        ? `\nan edit is staged (${describeEdit(p.size, staged.length)}): Reinject Edited Data sends it`
+        : '') +
+      '\nclick to open it as text';
     item.contextValue = 'pendingPayload';
-    item.iconPath = new vscode.ThemeIcon(p.direction === 'in' ? 'arrow-down' : 'arrow-up');
+    item.iconPath = new vscode.ThemeIcon(staged ? 'edit' : p.direction === 'in' ? 'arrow-down' : 'arrow-up');
+    item.command = { title: 'Open Payload', command: 'nke.openPayload', arguments: [p] };
     return item;
   }
 }
