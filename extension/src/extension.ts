@@ -9,7 +9,7 @@ import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
 import { PayloadStore } from './payload/payloadStore';
-import { registerPayloadEditing } from './payload/registerPayloadEditing';
+import { type PayloadProviders, registerPayloadEditing } from './payload/registerPayloadEditing';
 import { readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
@@ -28,6 +28,8 @@ export interface NkeWorkbenchApi {
   readonly filter: FilterController;
   /** The window's payload store: what every payload document and editor shows. */
   readonly payloads: PayloadStore;
+  /** The code action and CodeLens providers of payload documents, as registered. */
+  readonly payloadProviders: PayloadProviders;
   /** The registered tree providers, so tests read the very items the views show. */
   readonly trees: {
     readonly filter: FilterTreeProvider;
@@ -73,6 +75,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     editHoldMaxMs: () => readSettings().editHoldMaxMs,
     log: (m) => log.warn(m),
   });
+  const editing = registerPayloadEditing({ model, payloads, log });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
@@ -88,14 +91,14 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     registerModelTreeView('nke.execEvents', trees.execEvents),
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
     registerCommands({ model, session, filter, payloads, log, extensionRoot: context.extensionPath }),
-    registerPayloadEditing({ model, payloads, log }),
+    editing.registration,
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
   if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
-  return { model, session, filter, payloads, trees };
+  return { model, session, filter, payloads, payloadProviders: editing.providers, trees };
 }
 
 function registerSettingsListener(

@@ -111,7 +111,7 @@ export class PayloadStore {
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(id: string) => void>();
   private readonly subscriptions: { dispose(): void }[] = [];
-  private timer?: ReturnType<typeof setInterval>;
+  private timer?: ReturnType<typeof setTimeout>;
   private readonly now: () => number;
 
   constructor(private readonly opts: PayloadStoreOptions) {
@@ -272,7 +272,7 @@ export class PayloadStore {
   }
 
   dispose(): void {
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     for (const s of this.subscriptions) s.dispose();
     this.listeners.clear();
@@ -312,13 +312,18 @@ export class PayloadStore {
   private updateTimer(): void {
     const wanted = [...this.entries.values()].some((e) => e.holders.size > 0 && !e.gone);
     if (wanted && !this.timer) {
-      // Four steps per hold timeout: the chunk never gets closer than 3/4 of
-      // it to its deadline while open; at least 100 ms, at most a second.
+      // Four steps per hold timeout (read each step: the setting may change),
+      // so an open chunk never gets closer than half of it to its deadline;
+      // at least 100 ms, at most a second apart.
       const step = Math.min(1000, Math.max(100, Math.floor(this.opts.holdTimeoutMs() / 4)));
-      this.timer = setInterval(() => void this.extendDue(), step);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.extendDue();
+        this.updateTimer();
+      }, step);
       this.timer.unref?.();
     } else if (!wanted && this.timer) {
-      clearInterval(this.timer);
+      clearTimeout(this.timer);
       this.timer = undefined;
     }
   }

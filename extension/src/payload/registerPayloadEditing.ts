@@ -68,28 +68,34 @@ function registerReleasedNotice(store: PayloadStore, log: vscode.LogOutputChanne
   return new vscode.Disposable(() => sub.dispose());
 }
 
+/** The registered providers, so in-host tests read what the editor gets (disabled actions included). */
+export interface PayloadProviders {
+  readonly codeActions: PayloadCodeActionProvider;
+  readonly codeLenses: PayloadCodeLensProvider;
+}
+
 export function registerPayloadEditing(deps: {
   model: WorkbenchModel;
   payloads: PayloadStore;
   log: vscode.LogOutputChannel;
-}): vscode.Disposable {
+}): { registration: vscode.Disposable; providers: PayloadProviders } {
   const { payloads, log } = deps;
   const files = new PayloadFileSystem(payloads);
   const diagnostics = new PayloadDiagnostics();
   const lenses = new PayloadCodeLensProvider(payloads, diagnostics);
+  const actions = new PayloadCodeActionProvider(payloads, diagnostics);
   const selector: vscode.DocumentSelector = { scheme: PAYLOAD_SCHEME };
-  return vscode.Disposable.from(
+  const registration = vscode.Disposable.from(
     files,
     vscode.workspace.registerFileSystemProvider(PAYLOAD_SCHEME, files, { isCaseSensitive: true }),
     diagnostics,
     lenses,
     vscode.languages.registerCodeLensProvider(selector, lenses),
-    vscode.languages.registerCodeActionsProvider(
-      selector,
-      new PayloadCodeActionProvider(payloads, diagnostics),
-      { providedCodeActionKinds: PayloadCodeActionProvider.providedCodeActionKinds },
-    ),
+    vscode.languages.registerCodeActionsProvider(selector, actions, {
+      providedCodeActionKinds: PayloadCodeActionProvider.providedCodeActionKinds,
+    }),
     registerHoldsForOpenTabs(payloads),
     registerReleasedNotice(payloads, log),
   );
+  return { registration, providers: { codeActions: actions, codeLenses: lenses } };
 }
