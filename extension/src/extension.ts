@@ -74,6 +74,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     holdTimeoutMs: () => readSettings().holdTimeoutMs,
     editHoldMaxMs: () => readSettings().editHoldMaxMs,
     log: (m) => log.warn(m),
+    debug: (m) => log.debug(m),
   });
   const editing = registerPayloadEditing({ model, payloads, log });
   const trees = {
@@ -90,7 +91,15 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     registerModelTreeView('nke.sockets', trees.sockets),
     registerModelTreeView('nke.execEvents', trees.execEvents),
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
-    registerCommands({ model, session, filter, payloads, log, extensionRoot: context.extensionPath }),
+    registerCommands({
+      model,
+      session,
+      filter,
+      payloads,
+      selectedPayloads: () => trees.pendingPayloads.settledSelection(),
+      log,
+      extensionRoot: context.extensionPath,
+    }),
     editing.registration,
     registerStatusBar(model),
     registerFailureNotice(session, log),

@@ -4,7 +4,7 @@ import * as vscode from 'vscode';
 import { emulatorBinary } from '../emulator/emulatorProcess';
 import type { FilterController } from '../emulator/filterController';
 import type { HelperSession } from '../helperClient/helperSession';
-import type { WorkbenchModel } from '../model/workbenchModel';
+import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import { payloadCommandHandlers } from '../payload/payloadCommands';
 import type { PayloadStore } from '../payload/payloadStore';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
@@ -15,6 +15,8 @@ export interface CommandDeps {
   session: HelperSession;
   filter: FilterController;
   payloads: PayloadStore;
+  /** The rows selected in Pending Payloads, once a click settled. */
+  selectedPayloads?: () => Promise<readonly PendingView[]>;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
 }

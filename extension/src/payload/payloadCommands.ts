@@ -8,12 +8,14 @@ import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import { codecFor, formatSyntaxError } from '../shared/payloadCodecs';
 import { storedText } from './payloadCodeActions';
 import { parsePayloadUri, payloadUri } from './payloadFileSystem';
-import { type PayloadAction, type PayloadStore } from './payloadStore';
+import { type PayloadAction, PayloadActionError, type PayloadStore, refusalFor } from './payloadStore';
 import type { PayloadDocKind } from './payloadUri';
 
 export interface PayloadCommandDeps {
   model: WorkbenchModel;
   payloads: PayloadStore;
+  /** The rows selected in Pending Payloads once a click settled (a row's click runs nke.openSelectedPayload). */
+  selectedPayloads?: () => Promise<readonly PendingView[]>;
 }
 
 /** A Pending Payloads row, a payload document, or nothing. */
@@ -80,6 +82,9 @@ function openDocument(uri: vscode.Uri): vscode.TextDocument | undefined {
  */
 async function reinjectEditedDocument(deps: PayloadCommandDeps, uri: vscode.Uri): Promise<void> {
   const p = parsePayloadUri(uri)!;
+  // Gone already: say why, before trying to save a read-only document.
+  const refusal = refusalFor(p.id, deps.payloads.state(p.id));
+  if (refusal) throw new PayloadActionError(p.id, refusal);
   const doc = openDocument(uri);
   if (!doc) return deps.payloads.act(p.id, 'reinjectEdited');
   const r = codecFor(p.kind).decode(doc.getText());
@@ -130,6 +135,12 @@ async function revertDocument(deps: PayloadCommandDeps, uri: vscode.Uri): Promis
 export function payloadCommandHandlers(deps: PayloadCommandDeps): Record<string, CommandHandler> {
   return {
     'nke.openPayload': (target?: PayloadTarget) => openPayload(deps, 'text', target),
+    // A Pending Payloads row's click: the row the click selected.
+    'nke.openSelectedPayload': async () => {
+      const selected = (await deps.selectedPayloads?.()) ?? [];
+      if (selected.length !== 1) return;
+      return openPayload(deps, 'text', selected[0]);
+    },
     'nke.openPayloadHex': (target?: PayloadTarget) => openPayload(deps, 'hex', target),
     'nke.reinjectEdited': (target?: PayloadTarget, selection?: unknown[]) =>
       act(deps, 'reinjectEdited', target, selection),

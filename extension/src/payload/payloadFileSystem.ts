@@ -56,6 +56,10 @@ export class PayloadFileSystem implements vscode.FileSystemProvider, vscode.Disp
   }
 
   stat(uri: vscode.Uri): vscode.FileStat {
+    // "/" and "/<id>": the folders a payload document sits in (a save checks its parent).
+    if (/^\/(\d+\/?)?$/.test(uri.path)) {
+      return { type: vscode.FileType.Directory, ctime: this.created, mtime: this.created, size: 0 };
+    }
     const { id, kind } = this.parse(uri);
     const state = this.store.state(id);
     if (state.kind === 'unknown' && !this.store.originalIfLoaded(id)) {

@@ -54,7 +54,10 @@ export interface PayloadStoreOptions {
   /** nke.editHoldMaxMs: the most an open payload is held in total (clamped to the ABI cap). */
   editHoldMaxMs: () => number;
   now?: () => number;
+  /** Failures of keeping a payload held (the store goes on trying). */
   log?: (message: string) => void;
+  /** Each extend, for the log's debug level. */
+  debug?: (message: string) => void;
 }
 
 /** Refused: the payload is not held (released, answered) or cannot be acted on now. */
@@ -244,11 +247,13 @@ export class PayloadStore {
   keepHeld(id: string, holder: string): { dispose(): void } {
     const e = this.entry(id);
     e.holders.add(holder);
+    this.opts.debug?.(`payload ${id}: kept held while ${holder} shows it`);
     this.updateTimer();
     void this.extendDue();
     return {
       dispose: () => {
         e.holders.delete(holder);
+        this.opts.debug?.(`payload ${id}: no longer kept by ${holder}`);
         this.updateTimer();
       },
     };
@@ -310,7 +315,10 @@ export class PayloadStore {
   }
 
   private updateTimer(): void {
-    const wanted = [...this.entries.values()].some((e) => e.holders.size > 0 && !e.gone);
+    const wanted = [...this.entries].some(
+      ([id, e]) => e.holders.size > 0 && !e.gone && this.opts.model.pendingPayload(id) !== undefined,
+    );
+    this.opts.debug?.(`keep-held timer: wanted ${wanted}, running ${this.timer !== undefined}`);
     if (wanted && !this.timer) {
       // Four steps per hold timeout (read each step: the setting may change),
       // so an open chunk never gets closer than half of it to its deadline;
@@ -343,7 +351,8 @@ export class PayloadStore {
       if (want <= have || view.deadline - now > timeout * 0.75) continue;
       e.extending = true;
       try {
-        await this.opts.helper.extendHold(id, want);
+        const v = await this.opts.helper.extendHold(id, want);
+        this.opts.debug?.(`payload ${id} kept held: ${want} ms in all, ${v.deadline - this.now()} ms left`);
       } catch (err) {
         this.opts.log?.(`keeping payload ${id} held: ${(err as Error).message}`);
       } finally {

@@ -48,8 +48,9 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
   /** The clock ticks only while someone can see it and something is held. */
   private updateCountdown(): void {
     const wanted = this.isVisible() && this.model.pending().length > 0;
-    if (wanted && !this.countdown) this.countdown = setInterval(() => this.requestRefresh(), countdownMs);
-    else if (!wanted && this.countdown) {
+    if (wanted && !this.countdown) {
+      this.countdown = setInterval(() => this.refreshRows(this.model.pending()), countdownMs);
+    } else if (!wanted && this.countdown) {
       clearInterval(this.countdown);
       this.countdown = undefined;
     }
@@ -64,7 +65,9 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
 
   getChildren(element?: PendingView): PendingView[] {
     if (element) return [];
-    return this.model.pending().sort((a, b) => a.deadline - b.deadline);
+    // Oldest first, and stable: a deadline extended while a payload is open
+    // must not move rows under the pointer.
+    return this.model.pending().sort((a, b) => a.heldAt - b.heldAt || Number(a.id) - Number(b.id));
   }
 
   getTreeItem(p: PendingView): vscode.TreeItem {
@@ -85,7 +88,10 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
       '\nclick to open it as text';
     item.contextValue = 'pendingPayload';
     item.iconPath = new vscode.ThemeIcon(staged ? 'edit' : p.direction === 'in' ? 'arrow-down' : 'arrow-up');
-    item.command = { title: 'Open Payload', command: 'nke.openPayload', arguments: [p] };
+    // No arguments: a row's command with arguments goes stale when the
+    // countdown refreshes the row under the click ("actual command not
+    // found"); the click selects the row, and the command opens the selection.
+    item.command = { title: 'Open Payload', command: 'nke.openSelectedPayload' };
     return item;
   }
 }
