@@ -135,7 +135,6 @@ const steps = [
       await wb
         .treeRow(page, 'Pending Payloads', `127.0.0.1:${state.a.server.port}`)
         .waitFor({ state: 'detached' });
-      await closeEditors(page);
     },
   ],
   [
@@ -148,9 +147,8 @@ const steps = [
       await wb.typeInActiveEditor(page, '00000000: 73 68 6f 72 74');
       // the hex CodeLens shows the edit once saved; Reinject Edited saves first
       await h.sendTail();
-      await wb.pickCodeAction(await wb.openLightBulb(page), 'Reinject Edited Data');
+      await wb.pickCodeAction(await wb.openCodeActions(page), 'Reinject Edited Data');
       await serverGets(page, h.server, 'short' + TAIL);
-      await closeEditors(page);
     },
   ],
   [
@@ -172,7 +170,6 @@ const steps = [
       await wb.pickCodeAction(await wb.openCodeActions(page), 'Drop');
       await serverGets(page, b.server, TAIL);
       await wb.codeLens(page, 'Sent: Drop').waitFor();
-      await closeEditors(page);
     },
   ],
   [
@@ -192,7 +189,7 @@ const steps = [
       await page.locator('.editor-group-container.active .squiggly-error').first().waitFor();
       await wb.codeLens(page, 'Reinject Edited Data (fix the error first)').waitFor();
       // The light bulb still offers what can be done; Reinject Edited is not among the enabled ones.
-      const menu = await wb.openLightBulb(page);
+      const menu = await wb.openCodeActions(page);
       await wb.codeActionItem(menu, 'Drop').waitFor();
       const enabled = await menu
         .locator('.monaco-list-row.action:not(.option-disabled)', { hasText: 'Reinject Edited Data' })
@@ -204,11 +201,18 @@ const steps = [
       await page.waitForTimeout(500);
       if (h.server.received().length) throw new Error(`the server got ${h.server.received()}`);
       await h.row.waitFor(); // still pending
+      state.bad = h;
+    },
+  ],
+  [
+    'payload: the chunk of the invalid dump is still held: Drop from its row, the server gets only the rest of the stream',
+    async (page) => {
+      const h = state.bad;
       await wb.dismissNotifications(page);
       await h.sendTail();
       await wb.pickMenuItem(await rowMenu(h.row), 'Drop Payload');
       await serverGets(page, h.server, TAIL);
-      await closeEditors(page);
+      await wb.codeLens(page, 'Sent: Drop').waitFor();
     },
   ],
   [
@@ -267,7 +271,6 @@ const steps = [
           'nke.capture': 'report',
         });
       }
-      await closeEditors(page);
     },
   ],
 ];
