@@ -5,7 +5,7 @@ import * as vscode from 'vscode';
 import { registerCommands } from './commands/registerCommands';
 import { emulatorRuntimeDir } from './filter/emulatorProcess';
 import type { FilterByMode } from './filter/filterByMode';
-import { registerFilter } from './filter/registerFilter';
+import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
@@ -42,7 +42,6 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
 
   const settings = readSettings();
   const model = new WorkbenchModel(settings.mode, settings.historyLimit);
-  let macAddonPath: (() => string) | undefined;
   const session = new HelperSession({
     helperScript: path.join(context.extensionPath, 'dist', 'helper.js'),
     launch: () => {
@@ -53,8 +52,8 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
         env:
           s.mode === 'emulator'
             ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
-            : process.platform === 'darwin' && macAddonPath
-              ? { NKE_ADDON: macAddonPath() } // built on this Mac by the addon task
+            : process.platform === 'darwin'
+              ? { NKE_ADDON: macAddonPath(context) } // built on this Mac by the addon task
               : {},
         rules: rulesFromSettings(s),
       };
@@ -64,7 +63,6 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   });
   const filterWindow = registerFilter({ context, session, log });
   const { filter } = filterWindow;
-  macAddonPath = filterWindow.macAddonPath;
   deactivateFilter = () => filter.dispose();
   const trees = {
     filter: new FilterTreeProvider(model),

@@ -78,10 +78,12 @@ describe('nke tasks', function () {
     const copy = path.join(tmp, 'src');
     const emu = path.join(copy, 'native', 'emu');
     fs.mkdirSync(emu, { recursive: true });
-    for (const d of ['Makefile', 'src', 'include'])
+    for (const d of ['Makefile', 'src', 'include']) {
       fs.cpSync(path.join(root, 'native/emu', d), path.join(emu, d), { recursive: true });
-    for (const d of ['kext/include', 'kext/core', 'test/emu'])
+    }
+    for (const d of ['kext/include', 'kext/core', 'test/emu']) {
       fs.cpSync(path.join(root, d), path.join(copy, d), { recursive: true });
+    }
     const file = path.join(emu, 'src', 'nke_emud.c');
     const original = fs.readFileSync(file, 'utf8');
     const lines = original.split('\n');

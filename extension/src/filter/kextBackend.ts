@@ -157,8 +157,9 @@ export class KextBackend implements FilterBackend {
     progress.step('unloading the kext (nke: kext unload; sudo asks in its terminal)');
     const t = this.transcript('unload');
     const code = await this.o.runTask('kext-unload', t);
-    if (code !== 0)
+    if (code !== 0) {
       throw new KextError(diagnoseUnloadFailure(this.read(t), code, t), 'unloading the kext failed');
+    }
     this.loadedHere = false;
   }
 

@@ -18,8 +18,6 @@ import { type CommandResult, KextBackend } from './kextBackend';
 export interface FilterWindow {
   filter: FilterByMode;
   tasks: NkeTaskProvider;
-  /** the helper's addon built on this Mac (NKE_ADDON for a root helper) */
-  macAddonPath: () => string;
   disposable: vscode.Disposable;
 }
 
@@ -30,6 +28,17 @@ function run(command: string, args: string[]): Promise<CommandResult> {
       resolve({ code, stdout: stdout ?? '', stderr: stderr || (err && code === null ? err.message : '') });
     });
   });
+}
+
+/** Where the addon task builds the helper's addon on a Mac (per extension version and arch). */
+export function macAddonDir(context: vscode.ExtensionContext): string {
+  const version = (context.extension.packageJSON as { version?: string }).version ?? 'dev';
+  return path.join(context.globalStorageUri.fsPath, `addon-${version}-${process.platform}-${process.arch}`);
+}
+
+/** The helper's addon built on this Mac (NKE_ADDON for a root helper). */
+export function macAddonPath(context: vscode.ExtensionContext): string {
+  return path.join(macAddonDir(context), 'nke_addon.node');
 }
 
 export function registerFilter(o: {
@@ -43,9 +52,7 @@ export function registerFilter(o: {
     const s = readSettings();
     return { dir: s.kextDir || path.join(root, 'kext'), bundle: s.kextBundle, bundleId: s.kextBundleId };
   };
-  const version = (o.context.extension.packageJSON as { version?: string }).version ?? 'dev';
-  const addonOutDir = () =>
-    path.join(o.context.globalStorageUri.fsPath, `addon-${version}-${process.platform}-${process.arch}`);
+  const addonOutDir = () => macAddonDir(o.context);
   const emulator = new EmulatorBackend({
     session: o.session,
     extensionRoot: root,
@@ -64,14 +71,13 @@ export function registerFilter(o: {
     emulatorRuntimeDir: () => emulatorRuntimeDir(readSettings().emulatorRuntimeDir),
     addonOutDir,
   });
-  const macAddonPath = () => path.join(addonOutDir(), 'nke_addon.node');
   const kextBackend = new KextBackend({
     session: o.session,
     log: o.log,
     platform: process.platform,
     macOs: macOsOfThisMachine(),
     kext,
-    addonPath: macAddonPath,
+    addonPath: () => macAddonPath(o.context),
     runTask: (name, transcript) => runTaskToEnd(tasks.task(name, { transcript })),
     exec: run,
     showLog: async () => {
@@ -82,7 +88,6 @@ export function registerFilter(o: {
   return {
     filter,
     tasks,
-    macAddonPath,
     disposable: vscode.Disposable.from(emulatorOutput, registerNkeTasks(tasks)),
   };
 }
