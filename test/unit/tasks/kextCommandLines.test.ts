@@ -206,7 +206,8 @@ describe('addon build on macOS', () => {
     for (const d of [
       'node_modules/node-addon-api/napi.h',
       'node_modules/node-api-headers/include/node_api.h',
-    ])
+    ]) {
       assert.ok(fs.existsSync(path.join(root, d)), `${d} (a dependency the package ships)`);
+    }
   });
 });
