@@ -5,6 +5,8 @@ import { execFile } from 'node:child_process';
 import { emulatorBinary } from '../filter/emulatorProcess';
 import type { FilterByMode } from '../filter/filterByMode';
 import type { FilterBackend, StepReporter } from '../filter/filterBackend';
+import { isNkeTaskName } from '../tasks/nkeTaskDefinition';
+import type { NkeTaskProvider } from '../tasks/nkeTaskProvider';
 import type { HelperSession } from '../helperClient/helperSession';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
@@ -15,6 +17,8 @@ export interface CommandDeps {
   session: HelperSession;
   /** the commands go through the FilterBackend interface; `emulator` is for Run Program Under Filter */
   filter: FilterByMode;
+  /** the `nke` tasks (the walkthrough's buttons run them) */
+  tasks: NkeTaskProvider;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
 }
@@ -90,6 +94,12 @@ function openMacSecuritySettings(): Promise<void> {
   );
 }
 
+/** Runs one `nke` task by name (the walkthrough's buttons). */
+async function runNkeTask({ tasks }: CommandDeps, name?: unknown): Promise<void> {
+  if (!isNkeTaskName(name)) throw new Error(`not an nke task: ${JSON.stringify(name)}`);
+  await vscode.tasks.executeTask(tasks.task(name));
+}
+
 const captureChoices: (vscode.QuickPickItem & { mode: CaptureMode })[] = [
   {
     mode: 'report',
@@ -148,6 +158,13 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
     'nke.exportCapture': () => exportCapture(deps),
     'nke.showKernelLog': () => filter.log(),
     'nke.openMacSecuritySettings': () => openMacSecuritySettings(),
+    'nke.runTask': (name?: string) => runNkeTask(deps, name),
+    'nke.openWalkthrough': () =>
+      vscode.commands.executeCommand(
+        'workbench.action.openWalkthrough',
+        'nkeworkbench.nke-workbench#nke.gettingStarted',
+        false,
+      ),
     'nke.pauseInterception': () => session.setPaused(true),
     'nke.resumeInterception': () => session.setPaused(false),
     'nke.setCaptureMode': (mode?: CaptureMode) => setCaptureMode(deps, mode),

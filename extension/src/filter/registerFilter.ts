@@ -41,6 +41,19 @@ export function macAddonPath(context: vscode.ExtensionContext): string {
   return path.join(macAddonDir(context), 'nke_addon.node');
 }
 
+/** nke.kextBuilt / nke.kextLoaded: the walkthrough's completion events for its Mac steps. */
+function registerTaskContexts(): vscode.Disposable {
+  const keys: Partial<Record<string, string>> = {
+    'kext-build': 'nke.kextBuilt',
+    'kext-load': 'nke.kextLoaded',
+  };
+  return vscode.tasks.onDidEndTaskProcess((e) => {
+    const def = e.execution.task.definition;
+    const key = def.type === 'nke' ? keys[String(def.task)] : undefined;
+    if (key && e.exitCode === 0) void vscode.commands.executeCommand('setContext', key, true);
+  });
+}
+
 export function registerFilter(o: {
   context: vscode.ExtensionContext;
   session: HelperSession;
@@ -88,6 +101,6 @@ export function registerFilter(o: {
   return {
     filter,
     tasks,
-    disposable: vscode.Disposable.from(emulatorOutput, registerNkeTasks(tasks)),
+    disposable: vscode.Disposable.from(emulatorOutput, registerNkeTasks(tasks), registerTaskContexts()),
   };
 }
