@@ -97,6 +97,12 @@ export class EmulatorBackend implements FilterBackend {
   }
 
   log(): Promise<void> {
+    if (this.emulatorPid === undefined) {
+      // Its stderr is where it was started (npm start prints it in its console).
+      this.o.emulatorOutput(
+        `the emulator in ${this.runtimeDir()} was not started by this window: its messages go to the console that started it (NKE: Load Filter with no emulator running starts one whose messages come here)`,
+      );
+    }
     this.o.showEmulatorOutput();
     return Promise.resolve();
   }
