@@ -127,6 +127,10 @@ const loadFilterSteps = [
         .catch(async (e) => {
           throw new Error(`${e.message}\n${(await first.evaluate((el) => el.outerHTML)).slice(0, 1500)}`);
         });
+      // The page may take the focus back after a step completes (it once
+      // closed the next step's quick pick): close the walkthrough.
+      await wb.runCommand(page, 'View: Close Editor');
+      await walkthrough.waitFor({ state: 'detached' });
     },
   ],
 ];
