@@ -40,7 +40,7 @@ let nextExec = 1;
 const addExec = (m: WorkbenchModel, e: Pick<ExecView, 'pid' | 'ppid' | 'uid' | 'path'>) =>
   m.applyUpdate({
     ...emptyUpdate(),
-    execs: [{ ...e, id: String(nextExec++), complete: true, spawnerContext: false, time: Date.now() }],
+    execs: [{ ...e, id: String(nextExec++), complete: true, truncated: false, spawnerContext: false, time: Date.now() }],
   });
 const pendingOut = (id: string, size: number, ms: number): PendingView => ({
   id,

@@ -114,7 +114,7 @@ bool nke_rundir_check_dir(const char *dir, uid_t uid, char *why, size_t cap)
     }
     if (st.st_uid != uid && st.st_uid != 0) {
         describe_uid(st.st_uid, owner, sizeof(owner));
-        describe_uid(uid, me, sizeof(me));
+        snprintf(me, sizeof(me), "uid %u", (unsigned)uid);
         snprintf(why, cap,
                  "the emulator's runtime directory %s belongs to %s, not to you (%s) or root: another user may "
                  "be posing as the emulator, so nothing was sent there; remove it (as that user or root), or "
@@ -149,7 +149,7 @@ bool nke_rundir_check_peer(int fd, uid_t uid, const char *what, char *why, size_
     if (cr.uid == uid || cr.uid == 0)
         return true;
     describe_uid(cr.uid, peer, sizeof(peer));
-    describe_uid(uid, me, sizeof(me));
+    snprintf(me, sizeof(me), "uid %u", (unsigned)uid);
     snprintf(why, cap,
              "%s is served by pid %d of %s, not by you (%s) or root: another user may be posing as the emulator, "
              "so nothing was sent; stop that process or set " NKE_EMU_DIR_ENV " to a directory of your own",
