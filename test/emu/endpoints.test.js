@@ -50,7 +50,9 @@ function start(cmd, args, opts = {}) {
       if (hit) return hit;
       if (p.exitCode !== null || p.signalCode !== null) break;
     }
-    throw new Error(`${path.basename(cmd)}: no line matching ${re}; stdout: ${p.lines.join(' | ')}; stderr: ${p.stderrText}`);
+    throw new Error(
+      `${path.basename(cmd)}: no line matching ${re}; stdout: ${p.lines.join(' | ')}; stderr: ${p.stderrText}`,
+    );
   };
   return p;
 }
@@ -123,7 +125,19 @@ describe('emulator endpoints: private to their user', function () {
 
   it('an impostor in the /tmp fallback (its directory, or its listener in ours) gets nothing; the program runs unfiltered and says why once; nke status refuses it by name', async function () {
     needRoot(this, ['unshare', 'setpriv']);
-    const r = await run('unshare', ['-m', '--propagation', 'private', process.execPath, path.join(__dirname, 'private-tmp-scenario.js'), root], {}, 80000);
+    const r = await run(
+      'unshare',
+      [
+        '-m',
+        '--propagation',
+        'private',
+        process.execPath,
+        path.join(__dirname, 'private-tmp-scenario.js'),
+        root,
+      ],
+      {},
+      80000,
+    );
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     const res = JSON.parse(r.stdout.trim().split('\n').pop());
     assert.equal(res.error, undefined, res.error);
@@ -142,14 +156,20 @@ describe('emulator endpoints: private to their user', function () {
       const said = s.victim.stderr.match(/libnkeshim: .*runs unfiltered\./g) ?? [];
       assert.equal(said.length, 1, s.victim.stderr);
       assert.match(said[0], who);
-      assert.match(said[0], mode === 'owner' ? /belongs to uid 65534 \(nobody\)/ : /served by pid \d+ of uid 65534/);
+      assert.match(
+        said[0],
+        mode === 'owner' ? /belongs to uid 65534 \(nobody\)/ : /served by pid \d+ of uid 65534/,
+      );
       assert.match(said[0], /python3 runs unfiltered/);
       // nke status refuses it by name, and says it is not connected.
       assert.equal(s.status.code, 1, s.status.stdout + s.status.stderr);
       assert.match(s.status.stdout, /^filter: not connected/m);
       assert.match(s.status.stdout, /error: NKE_NOT_PRIVATE: /);
       assert.match(s.status.stdout, who);
-      assert.match(s.status.stdout, mode === 'owner' ? /\/tmp\/nke-emu-\d+ belongs to/ : /ctl\.sock is served by pid \d+/);
+      assert.match(
+        s.status.stdout,
+        mode === 'owner' ? /\/tmp\/nke-emu-\d+ belongs to/ : /ctl\.sock is served by pid \d+/,
+      );
     }
   });
 
@@ -172,8 +192,25 @@ describe('emulator endpoints: private to their user', function () {
     for (const s of ['ctl.sock', 'kev.sock']) fs.chmodSync(path.join(rt, s), 0o777);
     const r = await run(
       'setpriv',
-      ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', process.execPath, path.join(bin, 'nke.js'), 'status'],
-      { env: { PATH: process.env.PATH, HOME: '/', NKE_EMU_DIR: rt, NKE_ADDON: path.join(bin, 'nke_addon.node'), NKE_CLI_DIR: path.join(bin, 'none') } },
+      [
+        '--reuid',
+        String(NOBODY),
+        '--regid',
+        String(NOBODY),
+        '--clear-groups',
+        process.execPath,
+        path.join(bin, 'nke.js'),
+        'status',
+      ],
+      {
+        env: {
+          PATH: process.env.PATH,
+          HOME: '/',
+          NKE_EMU_DIR: rt,
+          NKE_ADDON: path.join(bin, 'nke_addon.node'),
+          NKE_CLI_DIR: path.join(bin, 'none'),
+        },
+      },
     );
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /error: NKE_NOT_PERMITTED: not permitted by the filter \(uid 65534\)/);
@@ -181,7 +218,9 @@ describe('emulator endpoints: private to their user', function () {
     assert.match(emud.stderrText, /refused peer pid \d+ uid 65534/);
     // Its own user still gets in, once the directory is its own again.
     fs.chownSync(rt, process.getuid(), process.getgid());
-    const mine = await run(process.execPath, [CLI, 'status'], { env: { ...process.env, NKE_EMU_DIR: rt, NKE_CLI_DIR: path.join(dir, 'cli') } });
+    const mine = await run(process.execPath, [CLI, 'status'], {
+      env: { ...process.env, NKE_EMU_DIR: rt, NKE_CLI_DIR: path.join(dir, 'cli') },
+    });
     assert.equal(mine.code, 0, mine.stdout + mine.stderr);
     assert.match(mine.stdout, /^filter: connected \(emulator\)/m);
     assert.match(mine.stdout, /^ {2}staleEntries: 0$/m);
@@ -198,7 +237,9 @@ describe('emulator endpoints: private to their user', function () {
     assert.match(r.stdout, /error: NKE_NOT_PRIVATE: .* is open to other users \(mode 0755\)/);
     fs.chmodSync(rt, 0o700);
     fs.symlinkSync(rt, path.join(dir, 'link'));
-    r = await run(process.execPath, [CLI, 'status'], { env: { ...env, NKE_EMU_DIR: path.join(dir, 'link') } });
+    r = await run(process.execPath, [CLI, 'status'], {
+      env: { ...env, NKE_EMU_DIR: path.join(dir, 'link') },
+    });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /error: NKE_NOT_PRIVATE: .*link is a symbolic link/);
     // Nothing got as far as nke-emud: no client ever opened.
@@ -211,7 +252,7 @@ describe('emulator endpoints: private to their user', function () {
 describe('emulator endpoints: one nke-emud per directory', function () {
   this.timeout(60000);
 
-  it('a second nke-emud on a live directory exits non-zero naming the first one\'s pid; the first keeps serving', async function () {
+  it("a second nke-emud on a live directory exits non-zero naming the first one's pid; the first keeps serving", async function () {
     const rt = path.join(dir, 'rt');
     const first = startDaemon(rt);
     await first.waitLine(/^nke-emud ready/);
@@ -248,6 +289,50 @@ describe('emulator endpoints: one nke-emud per directory', function () {
   });
 });
 
+describe('late verdicts (kext/core response rule)', function () {
+  this.timeout(60000);
+
+  it('an answer that comes after the deadline is skipped, not refused, and counted in stale_entries', async function () {
+    const rt = path.join(dir, 'rt');
+    const emud = startDaemon(rt);
+    await emud.waitLine(/^nke-emud ready/);
+    // The filter releases a held chunk after 200 ms; this client answers the
+    // first chunk of each flow after 700: its verdict and release are stale.
+    const client = start(CLIENT, [
+      '--dir',
+      rt,
+      '--out',
+      'pass',
+      '--in',
+      'pass',
+      '--timeout-ms',
+      '200',
+      '--hold-first-ms',
+      '700',
+    ]);
+    await client.waitLine(/^ready/);
+    const server = await recordingServer();
+    const r = await run('python3', ['-c', PY_SEND, String(server.port), 'late answer'], {
+      env: { ...process.env, LD_PRELOAD: SHIM, NKE_EMU_DIR: rt },
+    });
+    server.srv.close();
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(server.got, ['late answer']); // released unchanged at the deadline
+    // Both first chunks (the request out, the answer in) were late.
+    for (const end = Date.now() + 5000; client.lines.filter((l) => l === 'answered-first').length < 2;) {
+      assert.ok(Date.now() < end, client.lines.join(' | '));
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.equal(client.lines.filter((l) => l === 'released 1').length, 2); // NKE_RELEASE_TIMEOUT
+    // The filter's state record (once a second) counts a verdict and a
+    // release of each, all skipped; none of them refused.
+    const state = await client.waitLine(/^state .* stale 4 /, 5000);
+    assert.match(state, / rejected 0$/);
+    assert.ok(!client.lines.some((l) => / stale ([5-9]|\d\d)/.test(l)), client.lines.join(' | '));
+    assert.doesNotMatch(client.stderrText, /respond .*error/);
+  });
+});
+
 describe('exec paths of any length', function () {
   this.timeout(60000);
 
@@ -274,11 +359,13 @@ describe('exec paths of any length', function () {
     const watch = start(process.execPath, [CLI, 'watch', '--json'], {
       env: { ...process.env, NKE_EMU_DIR: rt, NKE_CLI_DIR: path.join(dir, 'cli') },
     });
-    for (const end = Date.now() + 10000; !fs.existsSync(path.join(dir, 'cli', 'control.sock')); ) {
+    for (const end = Date.now() + 10000; !fs.existsSync(path.join(dir, 'cli', 'control.sock'));) {
       assert.ok(Date.now() < end, `nke watch did not start: ${watch.stderrText}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    const r = await run('/bin/sh', ['-c', 'exec "$0"', bin], { env: { ...process.env, LD_PRELOAD: SHIM, NKE_EMU_DIR: rt } });
+    const r = await run('/bin/sh', ['-c', 'exec "$0"', bin], {
+      env: { ...process.env, LD_PRELOAD: SHIM, NKE_EMU_DIR: rt },
+    });
     assert.equal(r.code, 0, r.stderr);
     // The C reassembler (kext/core, as the addon runs it): complete, 4000 bytes, the very path.
     const line = await kev.waitLine(/^exec .* 4000 /);

@@ -83,7 +83,9 @@ function victimEnv(extra = {}) {
 }
 
 function startImpostor(mode) {
-  const p = spawn('/usr/bin/python3', ['-c', IMPOSTOR, fallback, mode], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('/usr/bin/python3', ['-c', IMPOSTOR, fallback, mode], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   p.stdout.on('data', (d) => (out += d));
@@ -156,7 +158,10 @@ async function scenario(mode) {
   await new Promise((r) => server.srv.close(r));
   // Asynchronous: `nke status` in a child while the impostor (this process's child) keeps listening.
   const status = await new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, 'status'], { env: victimEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [CLI, 'status'], {
+      env: victimEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
