@@ -47,7 +47,11 @@ function controlDir(create: boolean): string {
       ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli')
       : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
   if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const problem = privateDirProblem(dir, 'the nke control directory', 'set NKE_CLI_DIR to a directory of your own');
+  const problem = privateDirProblem(
+    dir,
+    'the nke control directory',
+    'set NKE_CLI_DIR to a directory of your own',
+  );
   if (problem) throw new CliError(problem);
   return dir;
 }

@@ -74,10 +74,3 @@ export function assertPrivateDir(dir: string, what: string, fix: string): void {
   const problem = privateDirProblem(dir, what, fix);
   if (problem) throw new PrivateDirError(problem);
 }
-
-/** The emulator's runtime directory (the setting if given), checked: throws PrivateDirError. */
-export function privateEmulatorRuntimeDir(setting = '', env: NodeJS.ProcessEnv = process.env): string {
-  const dir = setting || resolveEmulatorRuntimeDir(env);
-  assertPrivateDir(dir, "the emulator's runtime directory", 'set NKE_EMU_DIR (nke.emulatorRuntimeDir) to a directory of your own');
-  return dir;
-}

@@ -6,15 +6,7 @@ import { ModelTreeProvider } from './modelTreeView';
 
 export interface FilterNode {
   kind:
-    | 'status'
-    | 'mode'
-    | 'capture'
-    | 'transport'
-    | 'session'
-    | 'error'
-    | 'stale'
-    | 'filterCounter'
-    | 'counter';
+    'status' | 'mode' | 'capture' | 'transport' | 'session' | 'error' | 'stale' | 'filterCounter' | 'counter';
   label: string;
   value: string;
 }
@@ -65,7 +57,9 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       // The filter's own count of verdicts and releases it skipped because
       // their chunk was already released (deadline): answers that came too late.
       const stale = f.state?.staleEntries;
-      if (stale !== undefined) nodes.push({ kind: 'filterCounter', label: 'Stale entries', value: String(stale) });
+      if (stale !== undefined) {
+        nodes.push({ kind: 'filterCounter', label: 'Stale entries', value: String(stale) });
+      }
     }
     const c = this.model.counters;
     for (const [key, label] of counterLabels) nodes.push({ kind: 'counter', label, value: String(c[key]) });
