@@ -192,8 +192,8 @@ describe('NKE views in the extension host', () => {
     const item = trees.filter
       .getChildren()
       .map((n) => trees.filter.getTreeItem(n))
-      .find((i) => label(i) === 'Stale entries');
-    assert.ok(item, 'a Stale entries node');
+      .find((i) => label(i) === 'Late answers skipped');
+    assert.ok(item, 'a Late answers skipped node');
     assert.equal(item.description, '3');
     assert.match(String(item.tooltip), /already released at its deadline/);
   });

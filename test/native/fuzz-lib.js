@@ -121,7 +121,9 @@ function updateCommittedCorpus() {
       env: { ...process.env, ...sanitizerEnv },
     });
     const after = fs.readdirSync(committed).length;
-    console.log(`corpus ${t.name.padEnd(9)} ${r.status === 0 ? 'merged' : 'FAILED'}: ${before} -> ${after} files`);
+    console.log(
+      `corpus ${t.name.padEnd(9)} ${r.status === 0 ? 'merged' : 'FAILED'}: ${before} -> ${after} files`,
+    );
     if (r.status !== 0) {
       ok = false;
       process.stdout.write(`${r.stdout}${r.stderr}`.split('\n').slice(-15).join('\n'));

@@ -58,7 +58,7 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       // their chunk was already released (deadline): answers that came too late.
       const stale = f.state?.staleEntries;
       if (stale !== undefined) {
-        nodes.push({ kind: 'filterCounter', label: 'Stale entries', value: String(stale) });
+        nodes.push({ kind: 'filterCounter', label: 'Late answers skipped', value: String(stale) });
       }
     }
     const c = this.model.counters;
@@ -71,7 +71,7 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
     item.description = n.value;
     item.tooltip =
       n.kind === 'filterCounter'
-        ? `${n.label}: ${n.value} (verdicts and releases the filter skipped: their chunk was already released at its deadline)`
+        ? `${n.label}: ${n.value} (stale entries: verdicts and releases the filter skipped, their chunk was already released at its deadline)`
         : `${n.label}: ${n.value}`;
     item.contextValue = `filter.${n.kind}`;
     if (n.kind === 'status') {
