@@ -106,6 +106,16 @@ s.shutdown(socket.SHUT_WR)
 print(s.recv(100).decode())
 `;
 
+// A vendor lookup on kev.sock (nke_emu_kev_ctl, GET_VENDOR): prints the reply's status and vendor_code.
+const PY_KEV_VENDOR = `
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.send(struct.pack('<8I', 0x51454b4e, 1, 0, 0, 0, 0, 0, 0) + b'com.nkeworkbench'.ljust(200, b'\\0'))
+r = s.recv(300)
+print('status %d vendor_code %d' % struct.unpack('<2I', r[8:16]))
+`;
+
 let dir;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-endpoints-'));
@@ -216,6 +226,23 @@ describe('emulator endpoints: private to their user', function () {
     assert.match(r.stdout, /error: NKE_NOT_PERMITTED: not permitted by the filter \(uid 65534\)/);
     assert.match(r.stdout, new RegExp(`serves uid ${process.getuid()} and root only`));
     assert.match(emud.stderrText, /refused peer pid \d+ uid 65534/);
+    // Its event socket is answered too: NKE_EMU_KEV_EPERM (1), vendor_code = its uid.
+    const kevAsked = spawnSync(
+      'setpriv',
+      [
+        '--reuid',
+        String(NOBODY),
+        '--regid',
+        String(NOBODY),
+        '--clear-groups',
+        '/usr/bin/python3',
+        '-c',
+        PY_KEV_VENDOR,
+        path.join(rt, 'kev.sock'),
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(kevAsked.stdout.trim(), `status 1 vendor_code ${NOBODY}`, kevAsked.stderr);
     // Its own user still gets in, once the directory is its own again.
     fs.chownSync(rt, process.getuid(), process.getgid());
     const mine = await run(process.execPath, [CLI, 'status'], {
