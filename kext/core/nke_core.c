@@ -387,14 +387,19 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
             return NKE_ERR_RESERVED;
         if (r.buffer >= NKE_BUFFER_COUNT)
             return NKE_ERR_BUF_RANGE;
+        if (!chunk_id_issued(c, r.chunk_id))
+            return NKE_ERR_UNKNOWN_CHUNK;
+        /* Stale before the duplicate check: the filter released this chunk
+         * (deadline) and its buffer may already carry a newer chunk whose
+         * release is in this very response. Counting the stale entry as a
+         * use of the buffer refused the whole response, and the chunks it
+         * decided waited for their deadlines. */
+        ci = chunk_index(c, r.chunk_id);
+        if (ci < 0)
+            continue;
         if (buffer_seen[r.buffer])
             return NKE_ERR_BUF_DUP;
         buffer_seen[r.buffer] = 1;
-        if (!chunk_id_issued(c, r.chunk_id))
-            return NKE_ERR_UNKNOWN_CHUNK;
-        ci = chunk_index(c, r.chunk_id);
-        if (ci < 0)
-            continue; /* stale */
         ch = &c->chunks[ci];
         for (k = 0; k < ch->nbuffers; k++)
             if (ch->buffers[k] == r.buffer)
@@ -432,7 +437,7 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
         memcpy(&v, p, sizeof(v));
         ci = chunk_index(c, v.chunk_id);
         if (ci < 0) {
-            c->stale_entries++;
+            c->stats.stale_entries++;
             continue;
         }
         ch = &c->chunks[ci];
@@ -452,7 +457,7 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
         memcpy(&r, p, sizeof(r));
         ci = chunk_index(c, r.chunk_id);
         if (ci < 0) {
-            c->stale_entries++;
+            c->stats.stale_entries++;
             continue;
         }
         ch = &c->chunks[ci];

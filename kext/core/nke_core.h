@@ -235,9 +235,6 @@ struct nke_core {
     uint16_t held_head, held_tail;                 /* HELD chunks, oldest first */
     struct nke_capture_config capture;
     struct nke_filter_state stats;
-    /* Not in the ABI's nke_filter_state: response/put-data entries that named
-     * a chunk the filter already auto-released (skipped, not an error). */
-    uint64_t stale_entries;
 };
 
 /* `socks` must hold `nsocks` zeroed entries (slot 0 is never used, so a zero
@@ -263,10 +260,12 @@ void nke_core_client_close(struct nke_core *c);
  * NOT_OPEN, SIZE (short), VERSION, FLAGS, COUNT, SIZE (size/counts);
  * per verdict RESERVED, ACTION, UNKNOWN_CHUNK (id never issued), SOCK,
  * NOT_HELD (reported only), DUP_VERDICT (twice here or already decided),
- * MODIFIED_LEN; per release RESERVED, BUF_RANGE, BUF_DUP, UNKNOWN_CHUNK,
+ * MODIFIED_LEN; per release RESERVED, BUF_RANGE, UNKNOWN_CHUNK, BUF_DUP,
  * BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
- * auto-released meanwhile are stale: skipped and counted in
- * c->stale_entries. Messages may be unaligned. */
+ * auto-released meanwhile are stale: skipped right after UNKNOWN_CHUNK
+ * (before SOCK / DUP_VERDICT / BUF_DUP, so a stale release of a buffer now
+ * reused by a live chunk of the same response refuses nothing) and counted
+ * in stats.stale_entries. Messages may be unaligned. */
 int nke_core_validate_response(const struct nke_core *c, const void *msg, uint32_t size);
 int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
 /* NKE_SEL_PUT_DATA: nke_put_data_hdr + len bytes. Errors: NOT_OPEN, SIZE,
@@ -331,13 +330,18 @@ uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
  * kern_event_msg header and nke_kev_exec_chunk included); 0 if the limit is
  * too small to carry any. */
 uint32_t nke_kev_piece_size(uint32_t msg_limit);
-/* Messages needed for a path of path_len bytes (no NUL); 0 when it cannot be
- * sent (path_len >= NKE_PATH_MAX or more than NKE_KEV_MAX_CHUNKS needed). */
+/* Path bytes of a path_len-byte path that are sent: all of them, or the
+ * first NKE_PATH_MAX - 1 (or what NKE_KEV_MAX_CHUNKS pieces hold under a
+ * tiny limit); 0 only when the limit carries no byte at all. */
+uint32_t nke_kev_sendable_len(uint32_t path_len, uint32_t msg_limit);
+/* Messages needed for a path of path_len bytes (no NUL): at least 1, or 0
+ * when the limit is too small to carry any path byte. */
 uint32_t nke_kev_chunk_count(uint32_t path_len, uint32_t msg_limit);
 /* Fills chunk header `index` (< count) and points piece and piece_len at its
  * slice of path: the event data of message `index` is hdr followed by piece.
- * NKE_OK, NKE_ERR_SIZE (cannot be sent: see chunk_count) or NKE_ERR_COUNT
- * (index >= count). */
+ * total_len is nke_kev_sendable_len(); when that is less than path_len,
+ * flags has NKE_EXEC_F_TRUNCATED in every chunk. NKE_OK, NKE_ERR_SIZE (the
+ * limit carries nothing) or NKE_ERR_COUNT (index >= count). */
 int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags,
                         const char *path, uint32_t path_len, uint32_t msg_limit, uint32_t index,
                         struct nke_kev_exec_chunk *hdr, const char **piece, uint32_t *piece_len);
@@ -357,6 +361,8 @@ struct nke_exec_record {
     char path[NKE_PATH_MAX]; /* NUL-terminated when complete */
 };
 
+/* Execs in flight at once. Memory: about 4.8 KiB per slot (path and its
+ * coverage bitmap at NKE_PATH_MAX), 160 KiB for the reassembler. */
 #define NKE_KEV_REASM_SLOTS 32u
 
 struct nke_kev_reasm_slot {

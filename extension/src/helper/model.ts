@@ -13,6 +13,7 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
+import { NKE_EXEC_F_TRUNCATED } from '../shared/abi';
 import {
   AF_INET6,
   type Addr,
@@ -403,6 +404,7 @@ export class LiveModel {
       // An incomplete path has zero bytes where chunks are missing: shown as U+FFFD.
       path: r.complete ? r.path.toString('utf8') : r.path.toString('latin1').replace(/\0/g, '\ufffd'),
       complete: r.complete,
+      truncated: (r.flags & NKE_EXEC_F_TRUNCATED) !== 0,
       spawnerContext: (r.flags & 1) !== 0,
       time: Date.now(),
     };
@@ -418,6 +420,7 @@ export class LiveModel {
       ppid: r.ppid,
       path: view.path,
       complete: r.complete,
+      truncated: view.truncated,
     });
     return view;
   }

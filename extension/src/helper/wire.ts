@@ -118,6 +118,8 @@ export interface FilterState {
   responsesRejected: number;
   notificationsLost: number;
   socketsUntracked: number;
+  /** Verdicts and releases the filter skipped: their chunk was already released (deadline). */
+  staleEntries: number;
 }
 
 function addr(a: abi.NkeAddr): Addr {
@@ -149,6 +151,7 @@ function state(s: abi.FilterState): FilterState {
     responsesRejected: n(s.responses_rejected),
     notificationsLost: n(s.notifications_lost),
     socketsUntracked: n(s.sockets_untracked),
+    staleEntries: n(s.stale_entries),
   };
 }
 

@@ -41,8 +41,10 @@ extern "C" {
 /* Identity and version                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Bumped on every incompatible change; checked by NKE_SEL_OPEN. */
-#define NKE_ABI_VERSION 1u
+/* Bumped on every incompatible change; checked by NKE_SEL_OPEN.
+ * 2: nke_filter_state.stale_entries; exec paths up to NKE_PATH_MAX 4096,
+ *    NKE_EXEC_F_TRUNCATED. */
+#define NKE_ABI_VERSION 2u
 
 #define NKE_BUNDLE_ID       "com.nkeworkbench.filter"
 #define NKE_SERVICE_CLASS   "com_nkeworkbench_Filter"
@@ -354,8 +356,12 @@ struct nke_filter_state {
     uint64_t responses_rejected;
     uint64_t notifications_lost;  /* queue full */
     uint64_t sockets_untracked;   /* socket table full: not filtered */
+    /* Response entries (verdicts, releases) naming a chunk the filter had
+     * already released (deadline, socket gone): skipped, not an error. A
+     * client whose verdict came too late sees it here. */
+    uint64_t stale_entries;
 };
-NKE_ASSERT_SIZE(struct nke_filter_state, 112);
+NKE_ASSERT_SIZE(struct nke_filter_state, 120);
 NKE_ASSERT_OFF(struct nke_filter_state, sockets_live, 12);
 NKE_ASSERT_OFF(struct nke_filter_state, chunks_pending, 16);
 NKE_ASSERT_OFF(struct nke_filter_state, buffers_in_use, 20);
@@ -365,16 +371,17 @@ NKE_ASSERT_OFF(struct nke_filter_state, chunks_passed_pool_full, 48);
 NKE_ASSERT_OFF(struct nke_filter_state, responses_rejected, 88);
 NKE_ASSERT_OFF(struct nke_filter_state, notifications_lost, 96);
 NKE_ASSERT_OFF(struct nke_filter_state, sockets_untracked, 104);
+NKE_ASSERT_OFF(struct nke_filter_state, stale_entries, 112);
 
 struct nke_nt_state {
     struct nke_nt_hdr hdr;
     struct nke_filter_state state;
 };
-NKE_ASSERT_SIZE(struct nke_nt_state, 136);
+NKE_ASSERT_SIZE(struct nke_nt_state, 144);
 NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
 
 /* Largest notification record: sizes a dequeue buffer. */
-#define NKE_NT_MAX_SIZE 136u
+#define NKE_NT_MAX_SIZE 144u
 
 /* ------------------------------------------------------------------------ */
 /* Responses (client -> kernel): NKE_SEL_RESPOND                             */
@@ -386,7 +393,10 @@ NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
  * until the filter auto-releases the chunk (NKE_NT_CHUNK_RELEASED). A verdict
  * alone does not release buffers; a client normally sends both together.
  * Entries naming a chunk the filter no longer knows (it was auto-released
- * meanwhile) are stale: skipped and counted, not an error.
+ * meanwhile) are stale: skipped and counted in stale_entries, not an error,
+ * before any other check of the entry but its own fields' (reserved bits,
+ * action, buffer range): a stale release whose buffer now belongs to a newer
+ * chunk, released in the same response, is not a duplicate.
  */
 enum nke_action {
     NKE_ACT_ALLOW          = 1, /* re-inject the original bytes */
@@ -595,12 +605,18 @@ NKE_ASSERT_OFF(struct nke_kern_event_msg, event_code, 20);
 /* Total kern_event_msg limits (MLEN): x86_64, and arm64 since xnu-10002. */
 #define NKE_KEV_MSG_LIMIT_X86_64 224u
 #define NKE_KEV_MSG_LIMIT_ARM64  288u
-#define NKE_PATH_MAX            1024u   /* macOS PATH_MAX, NUL included */
+/* Longest exec path an event carries, NUL included: the larger host limit
+ * (Linux PATH_MAX 4096; the kext never sends more than macOS MAXPATHLEN 1024).
+ * A longer path is sent cut to NKE_PATH_MAX - 1 bytes and flagged
+ * NKE_EXEC_F_TRUNCATED, never dropped. 4095 bytes in 176-byte pieces (the x86_64
+ * limit) are 24 messages, within NKE_KEV_MAX_CHUNKS. */
+#define NKE_PATH_MAX            4096u
 #define NKE_KEV_MAX_CHUNKS      64u
 
 /* Flags of nke_kev_exec_chunk. */
 #define NKE_EXEC_F_SPAWNER_CONTEXT 0x1u /* posix_spawn: pid/uid are the spawner's */
 #define NKE_EXEC_F_FROM_SHIM       0x2u /* emulator: seen by the shim's execve */
+#define NKE_EXEC_F_TRUNCATED       0x4u /* the path was longer: these are its first total_len bytes */
 
 /* Event data of one NKE_KEV_EVENT_EXEC message; path bytes follow. The path
  * (no NUL) of total_len bytes is split in chunk_count pieces, each at offset. */
@@ -609,7 +625,7 @@ struct nke_kev_exec_chunk {
     int32_t  pid;
     int32_t  ppid;
     uint32_t uid;
-    uint16_t total_len;       /* path length, < NKE_PATH_MAX */
+    uint16_t total_len;       /* path bytes sent, < NKE_PATH_MAX (see NKE_EXEC_F_TRUNCATED) */
     uint16_t offset;          /* of this piece in the path */
     uint8_t  chunk_index;
     uint8_t  chunk_count;     /* 1..NKE_KEV_MAX_CHUNKS */
