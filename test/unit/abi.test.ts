@@ -121,7 +121,20 @@ const samples: Notification[] = [
       responses_rejected: 6n,
       notifications_lost: 7n,
       sockets_untracked: 8n,
+      bytes_kept: 9n,
+      chunks_queued: 10n,
+      chunks_passed_budget: 11n,
     },
+  },
+  {
+    kind: 'owner',
+    hdr: hdr(),
+    pid: 4242,
+    uid: 0,
+    family: NKE_AF_INET,
+    type: 1,
+    protocol: 6,
+    comm: 'httpd',
   },
 ];
 
@@ -141,7 +154,7 @@ describe('abi: notifications', () => {
       assert.deepEqual(back, { ...n, hdr: { ...n.hdr, type: back.hdr.type, size: bytes.length } });
       kinds.add(n.kind);
     }
-    assert.equal(kinds.size, 11, 'one sample per enum nke_notify_type member');
+    assert.equal(kinds.size, 12, 'one sample per enum nke_notify_type member');
   });
 
   it('decodes nke_nt_data from bytes placed at the header offsets (not just its own encoding)', () => {
@@ -452,9 +465,14 @@ describe('abi: replies', () => {
     const b = encodeStruct(OpenReplyLayout, value);
     assert.equal(new DataView(b.buffer).getBigUint64(24, true), 0x1234567890abcdefn);
     assert.deepEqual(ok(decodeOpenReply(b)), value);
-    new DataView(b.buffer).setUint32(0, 2, true);
+    new DataView(b.buffer).setUint32(0, NKE_ABI_VERSION + 1, true);
     const r = decodeOpenReply(b);
-    assert.ok(!r.ok && /filter ABI version 2, this client speaks 1/.test(r.error.message));
+    assert.ok(
+      !r.ok &&
+        r.error.message.includes(
+          `filter ABI version ${NKE_ABI_VERSION + 1}, this client speaks ${NKE_ABI_VERSION}`,
+        ),
+    );
     const t = decodeOpenReply(b.subarray(0, 31));
     assert.equal(!t.ok && t.error.code, 'truncated');
   });

@@ -27,7 +27,7 @@
 // Constants (#defines of nke_abi.h)
 // ---------------------------------------------------------------------------
 
-export const NKE_ABI_VERSION = 1;
+export const NKE_ABI_VERSION = 2;
 export const NKE_BUNDLE_ID = 'com.nkeworkbench.filter';
 export const NKE_SERVICE_CLASS = 'com_nkeworkbench_Filter';
 export const NKE_KEV_VENDOR = 'com.nkeworkbench';
@@ -58,7 +58,9 @@ export const NKE_DATA_F_HAS_ADDR = 0x8;
 export const NKE_STATE_F_CLIENT = 0x1;
 export const NKE_STATE_F_CAPTURE = 0x2;
 
-export const NKE_NT_MAX_SIZE = 136;
+export const NKE_NT_MAX_SIZE = 160;
+/** Most bytes the filter keeps at once for the client (held, queued behind held, staged, re-injecting). */
+export const NKE_KEPT_BYTES_MAX = 32 * 1024 * 1024;
 
 export const NKE_RESPONSE_MAX_VERDICTS = 256;
 export const NKE_RESPONSE_MAX_RELEASES = NKE_BUFFER_COUNT * 2;
@@ -144,6 +146,8 @@ export enum NotifyType {
   ChunkReleased = 9,
   State = 10,
   Option = 11,
+  /** An attach record again: the socket's process is now known (accept in another process). */
+  Owner = 12,
 }
 
 export enum SockEvent {
@@ -164,6 +168,10 @@ export enum ReleaseReason {
   ClientGone = 2,
   SocketGone = 3,
   InjectFail = 4,
+  /** The byte budget ran out while later data of the socket waited behind the chunk. */
+  Budget = 5,
+  /** The socket closed or shut its sending side down: outbound sent as it was, inbound dropped. */
+  SocketClosing = 6,
 }
 
 /** Verdict actions of NKE_SEL_RESPOND. */
@@ -569,7 +577,7 @@ export const NtChunkReleasedLayout = defineStruct({
 
 export const FilterStateLayout = defineStruct({
   name: 'nke_filter_state',
-  size: 112,
+  size: 136,
   fields: [
     { name: 'abi_version', offset: 0, type: 'u32' },
     { name: 'flags', offset: 4, type: 'u32' },
@@ -588,12 +596,15 @@ export const FilterStateLayout = defineStruct({
     { name: 'responses_rejected', offset: 88, type: 'u64' },
     { name: 'notifications_lost', offset: 96, type: 'u64' },
     { name: 'sockets_untracked', offset: 104, type: 'u64' },
+    { name: 'bytes_kept', offset: 112, type: 'u64' },
+    { name: 'chunks_queued', offset: 120, type: 'u64' },
+    { name: 'chunks_passed_budget', offset: 128, type: 'u64' },
   ],
 });
 
 export const NtStateLayout = defineStruct({
   name: 'nke_nt_state',
-  size: 136,
+  size: 160,
   fields: [
     { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
     { name: 'state', offset: 24, type: 'struct', struct: FilterStateLayout },
@@ -837,6 +848,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_NT_CHUNK_RELEASED: NotifyType.ChunkReleased,
   NKE_NT_STATE: NotifyType.State,
   NKE_NT_OPTION: NotifyType.Option,
+  NKE_NT_OWNER: NotifyType.Owner,
   NKE_EV_CONNECTING: SockEvent.Connecting,
   NKE_EV_CONNECTED: SockEvent.Connected,
   NKE_EV_DISCONNECTING: SockEvent.Disconnecting,
@@ -855,9 +867,12 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_RELEASE_CLIENT_GONE: ReleaseReason.ClientGone,
   NKE_RELEASE_SOCKET_GONE: ReleaseReason.SocketGone,
   NKE_RELEASE_INJECT_FAIL: ReleaseReason.InjectFail,
+  NKE_RELEASE_BUDGET: ReleaseReason.Budget,
+  NKE_RELEASE_SOCKET_CLOSING: ReleaseReason.SocketClosing,
   NKE_STATE_F_CLIENT,
   NKE_STATE_F_CAPTURE,
   NKE_NT_MAX_SIZE,
+  NKE_KEPT_BYTES_MAX,
   NKE_ACT_ALLOW: Action.Allow,
   NKE_ACT_ALLOW_MODIFIED: Action.AllowModified,
   NKE_ACT_DROP: Action.Drop,
@@ -1196,7 +1211,7 @@ export function encodeStruct<L extends StructLayout>(
 
 /** Notification kinds, one per enum nke_notify_type member. */
 export type Notification =
-  | ({ kind: 'attach' } & NtAttach)
+  | ({ kind: 'attach' | 'owner' } & NtAttach)
   | ({ kind: 'detach' } & NtDetach)
   | ({ kind: 'connect_in' | 'connect_out' | 'bound' | 'listen' } & NtAddrs)
   | ({ kind: 'event' } & NtEvent)
@@ -1219,6 +1234,7 @@ const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layo
   [NotifyType.ChunkReleased]: { kind: 'chunk_released', layout: NtChunkReleasedLayout },
   [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
   [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
+  [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
 };
 
 /** The record layout of a notification type, or undefined for an unknown type. */
