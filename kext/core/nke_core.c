@@ -932,11 +932,15 @@ void nke_core_release_socket(struct nke_core *c, struct nke_sock_id id, uint8_t 
     }
 }
 
-void nke_core_sock_no_defer(struct nke_core *c, struct nke_sock_id id)
+void nke_core_sock_no_defer(struct nke_core *c, struct nke_sock_id id, bool no_defer)
 {
     struct nke_sock *s = nke_core_sock(c, id);
-    if (s != NULL)
+    if (s == NULL)
+        return;
+    if (no_defer)
         s->flags |= NKE_SOCK_NO_DEFER;
+    else
+        s->flags &= ~(uint32_t)NKE_SOCK_NO_DEFER;
 }
 
 void nke_core_set_owner(struct nke_core *c, struct nke_sock_id id, const struct nke_sock_info *info,

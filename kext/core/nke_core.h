@@ -284,8 +284,10 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
  * RESERVED, PUT_LEN (piece > NKE_PUT_DATA_MAX_PIECE, total >
  * NKE_MODIFIED_MAX_LEN, total changed mid-staging, beyond total),
  * UNKNOWN_CHUNK (not HELD), SOCK, PUT_OFFSET (offset != bytes staged so far;
- * offset 0 restarts), NO_MEMORY (ops->stage failed). Rejections change
- * nothing but stats.responses_rejected. */
+ * offset 0 restarts), NO_MEMORY (ops->stage failed; or, as a rejection,
+ * a staging at offset 0 whose total_len would take stats.bytes_kept past
+ * NKE_KEPT_BYTES_MAX). Rejections change nothing but
+ * stats.responses_rejected. */
 int nke_core_put_data(struct nke_core *c, const void *msg, uint32_t size);
 /* NKE_SEL_SET_CAPTURE: `size` may cover only the nrules rules in use.
  * NOT_OPEN or nke_capture_validate's error; the old config stays then. */
@@ -357,8 +359,10 @@ uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
  * The kext flushes a closing socket with it (NKE_RELEASE_SOCKET_CLOSING). */
 void nke_core_release_socket(struct nke_core *c, struct nke_sock_id id, uint8_t direction,
                              uint32_t action, uint32_t reason, uint64_t now_ns);
-/* The socket's data may not be deferred from now on (NKE_SOCK_NO_DEFER). */
-void nke_core_sock_no_defer(struct nke_core *c, struct nke_sock_id id);
+/* Whether the socket's data may be deferred (NKE_SOCK_NO_DEFER): the kext
+ * sets it for an in-kernel socket and clears it when the socket turns out
+ * to be accepted by a process (sf_accept). */
+void nke_core_sock_no_defer(struct nke_core *c, struct nke_sock_id id, bool no_defer);
 /* The socket's process is now known to be info's pid/uid/comm (the kext's
  * sf_accept): updates the socket and emits NKE_NT_OWNER. Family, type and
  * protocol of info are ignored. */

@@ -611,11 +611,14 @@ static void test_no_defer_socket_is_reported_only(void)
 {
     struct fx *x = fx_new();
     uint64_t id = 0;
-    nke_core_sock_no_defer(&x->c, x->b);
+    nke_core_sock_no_defer(&x->c, x->b, true);
     CHECK_EQ(data(x, x->b, NKE_DIR_IN, 0, 10, 0, 0, &id), NKE_DATA_REPORTED);
     CHECK(id != 0);
     CHECK_EQ(x->c.stats.chunks_pending, 0);
     CHECK(!nke_core_order_busy(&x->c, x->b, NKE_DIR_IN));
+    /* accepted by a process after all: held again */
+    nke_core_sock_no_defer(&x->c, x->b, false);
+    CHECK_EQ(data(x, x->b, NKE_DIR_IN, 1, 10, 0, 0, &id), NKE_DATA_HELD);
     fx_free(x);
 }
 
