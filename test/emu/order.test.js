@@ -237,6 +237,24 @@ describe('emulator stream order (kext/core order rule in nke-emud)', function ()
     await lines(shim, /^verdict out 65 1 0 /, 1, 5000);
   });
 
+  it('the client dies while a chunk is held and the next ones are on their way: they all follow it, in order', async function () {
+    const c = await client(['--out', 'hold', '--in', 'pass', '--timeout-ms', '30000']);
+    const shim = await fakeShim();
+    shim.send('data out 0 100');
+    await c.waitLine(/^held-total 1$/);
+    // Racing the client's death: nke-emud sees these before or after it,
+    // held (client still there) or not (client gone); either way behind 0.
+    const died = kill(c, 'SIGKILL');
+    for (let i = 1; i <= 5; i++) shim.send(`data out ${i} 100`);
+    await died;
+    await lines(shim, /^verdict out /, 6);
+    assert.deepEqual(
+      verdicts(shim, 'out').map((x) => x.seq),
+      [0, 1, 2, 3, 4, 5],
+      shim.lines.join('\n'),
+    );
+  });
+
   it('a real program under the shim: held first piece, capture off, later pieces in order at a real server', async function () {
     const c = await client([
       '--out',
