@@ -15,7 +15,16 @@
  * code: they carry no secrets (pid, ppid, uid, path only).
  *
  * kauth_unlisten_scope does not wait for running callbacks: g_nke.kauth_inflight
- * (atomic) counts them and nke_kauth_stop drains it.
+ * (atomic) counts them and nke_kauth_stop drains it. The count cannot see a
+ * thread that already read our callback from the scope's listener array
+ * (kern_authorization.c kauth_authorize_action_internal reads kll_callback
+ * without a lock, on purpose: "scope unlisten race hack") and has not yet
+ * entered it; so the drain sleeps at least once before it looks.
+ *
+ * Cost: with any KAUTH_SCOPE_FILEOP listener, XNU builds the vnode's path
+ * for every open and close in the system (kauth_authorize_fileop:
+ * vn_getpath for KAUTH_FILEOP_OPEN/CLOSE/EXEC), not only for the execs we
+ * want; our callback returns at once for the others.
  */
 #include "nke_kext.h"
 
@@ -109,7 +118,10 @@ void nke_kauth_stop(void)
     g_nke.kauth_stopping = true;
     kauth_unlisten_scope((kauth_listener_t)g_nke.kauth_listener);
     g_nke.kauth_listener = NULL;
-    /* Callbacks already past the scope's list keep running: drain them. */
-    while (g_nke.kauth_inflight > 0)
-        IOSleep(10);
+    /* Callbacks already past the scope's list keep running, and one may be
+     * on its way in without having counted itself yet: sleep first, then
+     * drain. */
+    do {
+        IOSleep(100);
+    } while (g_nke.kauth_inflight > 0);
 }

@@ -32,10 +32,13 @@
  * --hold-first-ms N: per socket and direction, the first held chunk is kept
  * N ms (prints "held-first") and then answered by its direction's policy;
  * the later ones are answered at once.
+ * --then-capture nothing|report: once the first chunk is held that way, set
+ * capture NOTHING, or RULES with default REPORT (prints "capture-changed"),
+ * so later data would pass if the filter did not keep it in order.
  * Verdicts decided together (one dequeue pass) go in one response.
  * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
  * "bound|listen <slot>.<gen> <ip|-> <port>", "option <slot>.<gen> <level> <name> <is_set>",
- * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n> stale <n> rejected <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>",
+ * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n> queued <n> kept <n> stale <n> rejected <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>",
  * "held-first", "answered-first", "batch <n>" (one response answered n >= 2 chunks).
  */
 #define _GNU_SOURCE
@@ -366,6 +369,7 @@ int main(int argc, char **argv)
     uint32_t timeout_ms = 0;
     int kev = 0, copy_release = 0;
     uint32_t hold_first_ms = 0;
+    int then_capture = -1; /* enum nke_capture_mode after the first hold, or -1 */
     unsigned seed = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
@@ -376,6 +380,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--kev")) kev = 1;
         else if (!strcmp(argv[i], "--copy-release")) copy_release = 1;
         else if (!strcmp(argv[i], "--hold-first-ms") && i + 1 < argc) hold_first_ms = (uint32_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--then-capture") && i + 1 < argc && !strcmp(argv[i + 1], "nothing"))
+            then_capture = NKE_CAPTURE_NOTHING, i++;
+        else if (!strcmp(argv[i], "--then-capture") && i + 1 < argc && !strcmp(argv[i + 1], "report"))
+            then_capture = NKE_CAPTURE_RULES, i++;
         else { fprintf(stderr, "test-client: bad argument '%s'\n", argv[i]); return 2; }
     }
     if (!g_dir) { fprintf(stderr, "test-client: --dir is required\n"); return 2; }
@@ -487,9 +495,11 @@ int main(int argc, char **argv)
             if (h.type == NKE_NT_STATE) {
                 struct nke_nt_state st;
                 memcpy(&st, rec, sizeof(st));
-                printf("state pending %u passed-full %llu lost %llu stale %llu rejected %llu\n",
+                printf("state pending %u passed-full %llu lost %llu queued %llu kept %llu stale %llu rejected %llu\n",
                        st.state.chunks_pending, (unsigned long long)st.state.chunks_passed_pool_full,
                        (unsigned long long)st.state.notifications_lost,
+                       (unsigned long long)st.state.chunks_queued,
+                       (unsigned long long)st.state.bytes_kept,
                        (unsigned long long)st.state.stale_entries,
                        (unsigned long long)st.state.responses_rejected);
                 fflush(stdout);
@@ -516,6 +526,15 @@ int main(int argc, char **argv)
                     later[nlater].first = 1;
                     later[nlater++].d = d;
                     printf("held-first\n");
+                    if (then_capture >= 0) {
+                        cfg.mode = (uint32_t)then_capture;
+                        cfg.default_action = NKE_RULE_REPORT;
+                        if ((st = call(NKE_SEL_SET_CAPTURE, &cfg, sizeof(cfg), NULL, 0, NULL)) != NKE_OK)
+                            printf("capture-failed %u\n", st);
+                        else
+                            printf("capture-changed\n");
+                        then_capture = -1;
+                    }
                     continue;
                 }
             }

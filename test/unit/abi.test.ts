@@ -122,7 +122,20 @@ const samples: Notification[] = [
       notifications_lost: 7n,
       sockets_untracked: 8n,
       stale_entries: 9n,
+      bytes_kept: 10n,
+      chunks_queued: 11n,
+      chunks_passed_budget: 12n,
     },
+  },
+  {
+    kind: 'owner',
+    hdr: hdr(),
+    pid: 4242,
+    uid: 0,
+    family: NKE_AF_INET,
+    type: 1,
+    protocol: 6,
+    comm: 'httpd',
   },
 ];
 
@@ -142,7 +155,7 @@ describe('abi: notifications', () => {
       assert.deepEqual(back, { ...n, hdr: { ...n.hdr, type: back.hdr.type, size: bytes.length } });
       kinds.add(n.kind);
     }
-    assert.equal(kinds.size, 11, 'one sample per enum nke_notify_type member');
+    assert.equal(kinds.size, 12, 'one sample per enum nke_notify_type member');
   });
 
   it('decodes nke_nt_data from bytes placed at the header offsets (not just its own encoding)', () => {

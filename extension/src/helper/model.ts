@@ -22,6 +22,7 @@ import {
   type Notification,
   PROTO_TCP,
   PROTO_UDP,
+  RELEASE_REASONS,
   SOCK_EVENTS,
   type SockId,
 } from './wire';
@@ -227,6 +228,17 @@ export class LiveModel {
         });
         return;
       }
+      case NotifyType.Owner: {
+        // The kext learns who accepted a connection only at sf_accept (it
+        // attached the socket in the kernel's input path): the socket's
+        // process changes in place, its addresses and counters stay.
+        const s = this.adopt(key);
+        s.view.pid = n.pid;
+        s.view.uid = n.uid;
+        s.view.process = n.comm;
+        this.touch(key);
+        return;
+      }
       case NotifyType.Detach: {
         const s = this.sockets.get(key);
         if (!s) return;
@@ -329,8 +341,7 @@ export class LiveModel {
       case NotifyType.ChunkReleased: {
         this.counters.releasedByFilter++;
         const id = n.chunkId.toString();
-        const reason =
-          ['', 'timeout', 'client-gone', 'socket-gone', 'inject-failed'][n.reason] ?? `reason ${n.reason}`;
+        const reason = RELEASE_REASONS[n.reason] ?? `reason ${n.reason}`;
         this.removePending(id, reason);
         this.record({ kind: 'released', chunkId: id, reason });
         return;

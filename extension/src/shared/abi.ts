@@ -58,7 +58,9 @@ export const NKE_DATA_F_HAS_ADDR = 0x8;
 export const NKE_STATE_F_CLIENT = 0x1;
 export const NKE_STATE_F_CAPTURE = 0x2;
 
-export const NKE_NT_MAX_SIZE = 144;
+export const NKE_NT_MAX_SIZE = 168;
+/** Most bytes the filter keeps at once for the client (held, queued behind held, staged, re-injecting). */
+export const NKE_KEPT_BYTES_MAX = 32 * 1024 * 1024;
 
 export const NKE_RESPONSE_MAX_VERDICTS = 256;
 export const NKE_RESPONSE_MAX_RELEASES = NKE_BUFFER_COUNT * 2;
@@ -148,6 +150,8 @@ export enum NotifyType {
   ChunkReleased = 9,
   State = 10,
   Option = 11,
+  /** An attach record again: the socket's process is now known (accept in another process). */
+  Owner = 12,
 }
 
 export enum SockEvent {
@@ -168,6 +172,10 @@ export enum ReleaseReason {
   ClientGone = 2,
   SocketGone = 3,
   InjectFail = 4,
+  /** The byte budget ran out while later data of the socket waited behind the chunk. */
+  Budget = 5,
+  /** The socket closed or shut its sending side down: outbound sent as it was, inbound dropped. */
+  SocketClosing = 6,
 }
 
 /** Verdict actions of NKE_SEL_RESPOND. */
@@ -573,7 +581,7 @@ export const NtChunkReleasedLayout = defineStruct({
 
 export const FilterStateLayout = defineStruct({
   name: 'nke_filter_state',
-  size: 120,
+  size: 144,
   fields: [
     { name: 'abi_version', offset: 0, type: 'u32' },
     { name: 'flags', offset: 4, type: 'u32' },
@@ -593,12 +601,15 @@ export const FilterStateLayout = defineStruct({
     { name: 'notifications_lost', offset: 96, type: 'u64' },
     { name: 'sockets_untracked', offset: 104, type: 'u64' },
     { name: 'stale_entries', offset: 112, type: 'u64' },
+    { name: 'bytes_kept', offset: 120, type: 'u64' },
+    { name: 'chunks_queued', offset: 128, type: 'u64' },
+    { name: 'chunks_passed_budget', offset: 136, type: 'u64' },
   ],
 });
 
 export const NtStateLayout = defineStruct({
   name: 'nke_nt_state',
-  size: 144,
+  size: 168,
   fields: [
     { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
     { name: 'state', offset: 24, type: 'struct', struct: FilterStateLayout },
@@ -852,6 +863,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_NT_CHUNK_RELEASED: NotifyType.ChunkReleased,
   NKE_NT_STATE: NotifyType.State,
   NKE_NT_OPTION: NotifyType.Option,
+  NKE_NT_OWNER: NotifyType.Owner,
   NKE_EV_CONNECTING: SockEvent.Connecting,
   NKE_EV_CONNECTED: SockEvent.Connected,
   NKE_EV_DISCONNECTING: SockEvent.Disconnecting,
@@ -870,9 +882,12 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_RELEASE_CLIENT_GONE: ReleaseReason.ClientGone,
   NKE_RELEASE_SOCKET_GONE: ReleaseReason.SocketGone,
   NKE_RELEASE_INJECT_FAIL: ReleaseReason.InjectFail,
+  NKE_RELEASE_BUDGET: ReleaseReason.Budget,
+  NKE_RELEASE_SOCKET_CLOSING: ReleaseReason.SocketClosing,
   NKE_STATE_F_CLIENT,
   NKE_STATE_F_CAPTURE,
   NKE_NT_MAX_SIZE,
+  NKE_KEPT_BYTES_MAX,
   NKE_ACT_ALLOW: Action.Allow,
   NKE_ACT_ALLOW_MODIFIED: Action.AllowModified,
   NKE_ACT_DROP: Action.Drop,
@@ -1214,7 +1229,7 @@ export function encodeStruct<L extends StructLayout>(
 
 /** Notification kinds, one per enum nke_notify_type member. */
 export type Notification =
-  | ({ kind: 'attach' } & NtAttach)
+  | ({ kind: 'attach' | 'owner' } & NtAttach)
   | ({ kind: 'detach' } & NtDetach)
   | ({ kind: 'connect_in' | 'connect_out' | 'bound' | 'listen' } & NtAddrs)
   | ({ kind: 'event' } & NtEvent)
@@ -1237,6 +1252,7 @@ const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layo
   [NotifyType.ChunkReleased]: { kind: 'chunk_released', layout: NtChunkReleasedLayout },
   [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
   [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
+  [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
 };
 
 /** The record layout of a notification type, or undefined for an unknown type. */

@@ -43,7 +43,10 @@ extern "C" {
 
 /* Bumped on every incompatible change; checked by NKE_SEL_OPEN.
  * 2: nke_filter_state.stale_entries; exec paths up to NKE_PATH_MAX 4096,
- *    NKE_EXEC_F_TRUNCATED. */
+ *    NKE_EXEC_F_TRUNCATED; stream order and byte budget
+ *    (nke_filter_state.bytes_kept, chunks_queued, chunks_passed_budget;
+ *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET and
+ *    NKE_RELEASE_SOCKET_CLOSING. */
 #define NKE_ABI_VERSION 2u
 
 #define NKE_BUNDLE_ID       "com.nkeworkbench.filter"
@@ -198,7 +201,12 @@ enum nke_notify_type {
     NKE_NT_DATA           = 8,  /* nke_nt_data */
     NKE_NT_CHUNK_RELEASED = 9,  /* nke_nt_chunk_released */
     NKE_NT_STATE          = 10, /* nke_nt_state */
-    NKE_NT_OPTION         = 11  /* nke_nt_option: setoption/getoption */
+    NKE_NT_OPTION         = 11, /* nke_nt_option: setoption/getoption */
+    /* nke_nt_attach again, for a socket whose process is now known or
+     * changed: pid, uid and comm replace the attach's (the kext attaches an
+     * accepted socket in the kernel's input path and learns the process that
+     * accepts it only in sf_accept). Family, type and protocol are unchanged. */
+    NKE_NT_OWNER          = 12
 };
 
 /* Header of every notification. Records are multiples of 8 bytes. */
@@ -320,7 +328,15 @@ enum nke_release_reason {
     NKE_RELEASE_TIMEOUT     = 1, /* deadline passed: original re-injected */
     NKE_RELEASE_CLIENT_GONE = 2, /* client closed or died: original re-injected */
     NKE_RELEASE_SOCKET_GONE = 3, /* socket detached while held: data discarded */
-    NKE_RELEASE_INJECT_FAIL = 4  /* re-injection failed in the stack */
+    NKE_RELEASE_INJECT_FAIL = 4, /* re-injection failed in the stack */
+    /* The filter's byte budget (NKE_KEPT_BYTES_MAX) was used up while later
+     * data of the chunk's socket had to wait behind it: original re-injected
+     * at once, so nothing waits for a person while memory is short. */
+    NKE_RELEASE_BUDGET      = 5,
+    /* The socket is closing or shutting down its sending side: held outbound
+     * data was re-injected as it was (the stack refuses it afterwards), held
+     * inbound data discarded (nobody will read it). */
+    NKE_RELEASE_SOCKET_CLOSING = 6
 };
 
 struct nke_nt_chunk_released {
@@ -360,8 +376,12 @@ struct nke_filter_state {
      * already released (deadline, socket gone): skipped, not an error. A
      * client whose verdict came too late sees it here. */
     uint64_t stale_entries;
+    /* Stream order and byte budget (kext/core/nke_order.h). */
+    uint64_t bytes_kept;          /* now: held, queued behind held, staged edits, being re-injected */
+    uint64_t chunks_queued;       /* total: would have passed, waited behind held data of their socket */
+    uint64_t chunks_passed_budget; /* total: not held because bytes_kept would pass NKE_KEPT_BYTES_MAX */
 };
-NKE_ASSERT_SIZE(struct nke_filter_state, 120);
+NKE_ASSERT_SIZE(struct nke_filter_state, 144);
 NKE_ASSERT_OFF(struct nke_filter_state, sockets_live, 12);
 NKE_ASSERT_OFF(struct nke_filter_state, chunks_pending, 16);
 NKE_ASSERT_OFF(struct nke_filter_state, buffers_in_use, 20);
@@ -372,16 +392,30 @@ NKE_ASSERT_OFF(struct nke_filter_state, responses_rejected, 88);
 NKE_ASSERT_OFF(struct nke_filter_state, notifications_lost, 96);
 NKE_ASSERT_OFF(struct nke_filter_state, sockets_untracked, 104);
 NKE_ASSERT_OFF(struct nke_filter_state, stale_entries, 112);
+NKE_ASSERT_OFF(struct nke_filter_state, bytes_kept, 120);
+NKE_ASSERT_OFF(struct nke_filter_state, chunks_queued, 128);
+NKE_ASSERT_OFF(struct nke_filter_state, chunks_passed_budget, 136);
+
+/*
+ * Byte budget: the most bytes of socket data the filter keeps at once on the
+ * client's behalf (held chunks, data queued behind them to keep each
+ * socket's stream order, staged edits, and bytes on their way back into the
+ * stack). A chunk that would pass it is not held; staging that would pass it
+ * is refused with NKE_ERR_NO_MEMORY; data that must queue behind a held
+ * chunk is kept anyway (order first) and that socket's held chunks are
+ * released (NKE_RELEASE_BUDGET).
+ */
+#define NKE_KEPT_BYTES_MAX (32u * 1024u * 1024u)
 
 struct nke_nt_state {
     struct nke_nt_hdr hdr;
     struct nke_filter_state state;
 };
-NKE_ASSERT_SIZE(struct nke_nt_state, 144);
+NKE_ASSERT_SIZE(struct nke_nt_state, 168);
 NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
 
 /* Largest notification record: sizes a dequeue buffer. */
-#define NKE_NT_MAX_SIZE 144u
+#define NKE_NT_MAX_SIZE 168u
 
 /* ------------------------------------------------------------------------ */
 /* Responses (client -> kernel): NKE_SEL_RESPOND                             */

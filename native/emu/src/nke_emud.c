@@ -83,9 +83,11 @@ struct conn {
     uid_t refused_uid;          /* K_REFUSED_*: the peer's uid */
 };
 
-/* Held piece of data: the core's data_ctx. Owned by the core while held,
- * returned to us in finish. */
+/* Kept piece of data: the core's data_ctx (its order item first). Owned by
+ * the core while held or queued behind held data, returned to us in finish,
+ * in stream order per socket direction (kext/core/nke_order.h). */
 struct held {
+    struct nke_order_item item;
     struct conn *c;
     uint32_t dir, len, seq;
     uint8_t bytes[];
@@ -287,6 +289,10 @@ static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t a
         else
             send_verdict(c, h->dir, h->seq, action, NULL, 0);
     }
+    /* Nothing of ours stays in flight: the verdict is on its way and the
+     * shim applies verdicts in seq order, so the core may hand back the
+     * next piece of this direction at once. */
+    nke_core_item_done(&g_core, &h->item);
     free(h);
     free(staged);
 }
@@ -737,9 +743,11 @@ static void shim_gone(struct conn *c)
 
 /* ALLOW verdicts of chunks passed or reported while one link's messages
  * are read (shim_messages), sent together with one sendmmsg: the relay
- * wakes once for them, not once per chunk. The shim applies verdicts in
- * seq order whatever order they come in, so these may overtake or follow
- * verdicts sent directly (op_finish). Loop thread only. */
+ * wakes once for them, not once per chunk. A chunk passes only when
+ * nothing of its direction is kept (the core's order rule queues it behind
+ * held data otherwise, and op_finish sends its verdict in turn), so per
+ * direction verdicts leave in seq order; the shim applies them in seq order
+ * anyway. Loop thread only. */
 static struct shim_hdr g_allow[2 * SHIM_WINDOW_CHUNKS];
 static unsigned g_nallow;
 
@@ -825,7 +833,10 @@ static bool shim_message(struct conn *c, bool more)
                                     ns, &chunk);
             }
         }
-        if (res != NKE_DATA_HELD) {
+        /* HELD or QUEUED (behind held data of this direction, whatever the
+         * capture or pool said): the core's now, and its verdict comes from
+         * op_finish in stream order (maybe already, for QUEUED). */
+        if (res != NKE_DATA_HELD && res != NKE_DATA_QUEUED) {
             free(hd);
             if (g_nallow == sizeof(g_allow) / sizeof(g_allow[0]))
                 allow_flush(c);

@@ -5,7 +5,11 @@
  * Input is a sequence of operations (first byte of each picks one): raw
  * response bytes, a structured response built from chunk ids and buffers the
  * core really issued (to get past the first checks), raw or structured
- * put_data, new data held, time passing, detach, client close/reopen.
+ * put_data, new data (held, reported, passed or queued behind held data, on
+ * two sockets, both directions, with the platform's KEEP/NO_HOLD flags),
+ * time passing, detach, client close/reopen, capture changes, the close
+ * flush (release_socket), and a platform whose re-injections stay in flight
+ * until a later operation reports them done.
  * Invariants checked after every operation:
  *  - validate_response and respond agree; a rejected response leaves the
  *    core byte-identical (but for responses_rejected) and calls no op;
@@ -17,13 +21,19 @@
  *  - chunks_pending counts the HELD chunks; every data_ctx is finished at
  *    most once, and never while its chunk is still HELD (so, with the
  *    count, every data_ctx not finished yet is a HELD chunk's: none lost);
- * and after every client close, every held data_ctx was finished exactly
- * once, no buffer is in use and no staged allocation is left (LeakSanitizer
- * too).
+ *  - stream order: per socket direction, kept pieces are finished in the
+ *    order they were kept (a later piece never overtakes an earlier one);
+ *    nothing passes while earlier data of its direction is kept;
+ *  - the byte budget: bytes_kept is exactly the kept pieces not yet done
+ *    plus the staged edits, and a hold never takes it past
+ *    NKE_KEPT_BYTES_MAX;
+ * and after every client close (once every item in flight is done), every
+ * kept data_ctx was finished exactly once, bytes_kept is 0, no buffer is in
+ * use and no staged allocation is left (LeakSanitizer too).
  *
  * Speed (about 100 000 inputs a second on one core, 5 million and more in
  * npm run fuzz's 60 s, only because each input is cheap): the starting state (a core
- * with a client, capture ALL, one socket and four held chunks) is built once
+ * with a client, capture ALL, two sockets and four held chunks) is built once
  * and copied back before every input instead of rebuilt; the harness's own
  * loops (invariants, chunk lookups, snapshots) are not coverage-instrumented
  * (NO_COVERAGE; the operation builders NO_TRACE), so coverage and
@@ -46,13 +56,22 @@
 /* The operation builders: checked by the sanitizers, but not traced, what
  * they reach in the core is (about a tenth more executions a second). */
 #define NO_TRACE __attribute__((no_sanitize("coverage")))
+#define NSID 2
 
 struct plat {
     int ops_called;
     int live_staged;
+    bool defer_done;            /* re-injections stay in flight until flush_done() */
     uint8_t finished[NDATA];
-    uint8_t held[NDATA];
-    uint8_t dummy[NDATA];    /* &dummy[i] is data_ctx i */
+    uint8_t held[NDATA];        /* kept by the core (HELD or QUEUED) */
+    uint8_t done[NDATA];
+    uint32_t seq[NDATA];        /* order of keeping within its socket direction */
+    uint8_t sidx[NDATA], dir[NDATA];
+    uint32_t next_seq[NSID][2]; /* per socket direction: next seq to keep */
+    uint32_t next_fin[NSID][2]; /* and the seq the next finish must have */
+    int nflight;
+    uint16_t flight[NDATA];     /* finished, not yet done (defer_done) */
+    struct nke_order_item items[NDATA]; /* &items[i] is data_ctx i */
 };
 
 static struct plat P;
@@ -61,7 +80,8 @@ static uint8_t g_buffers[NKE_BUFFER_COUNT * NKE_BUFFER_SIZE];
 static struct nke_core C, SNAP;
 NKE_STATIC_ASSERT(sizeof(struct nke_core) % 8u == 0, "core compared in 64-bit words");
 static struct nke_sock SOCKS[8];
-static struct nke_sock_id SID;
+static struct nke_sock_id SIDS[NSID];
+static struct nke_sock_id SID; /* SIDS[0], the socket most operations use */
 static uint64_t NOW;
 static uint32_t NEXT_DATA;
 /* The starting state, built once (see the speed note above). */
@@ -69,7 +89,7 @@ static bool START_BUILT;
 static struct plat START_P;
 static struct nke_core START_C;
 static struct nke_sock START_SOCKS[8];
-static struct nke_sock_id START_SID;
+static struct nke_sock_id START_SIDS[NSID];
 static uint32_t START_NEXT_DATA;
 
 static bool p_emit(void *p, const void *rec, uint32_t size)
@@ -93,14 +113,23 @@ static void p_copy(void *p, void *ctx, uint32_t off, uint32_t len, void *dst)
 static void p_finish(void *p, void *sock_ctx, void *data_ctx, uint32_t action, void *staged,
                      uint32_t staged_len, uint32_t reason)
 {
-    size_t i = (size_t)((uint8_t *)data_ctx - P.dummy);
+    size_t i = (size_t)((struct nke_order_item *)data_ctx - P.items);
     (void)p;
     (void)sock_ctx;
     (void)reason;
     P.ops_called++;
     REQUIRE(i < NDATA && P.held[i] && !P.finished[i]);
     REQUIRE(action >= NKE_ACT_ALLOW && action <= NKE_ACT_DROP);
+    /* stream order: the oldest piece kept on its socket direction first */
+    REQUIRE(P.seq[i] == P.next_fin[P.sidx[i]][P.dir[i]]);
+    P.next_fin[P.sidx[i]][P.dir[i]]++;
     P.finished[i] = 1;
+    if (P.defer_done) {
+        P.flight[P.nflight++] = (uint16_t)i;
+    } else {
+        P.done[i] = 1;
+        nke_core_item_done(&C, &P.items[i]);
+    }
     if (staged) {
         REQUIRE(action == NKE_ACT_ALLOW_MODIFIED);
         if (staged_len)
@@ -146,27 +175,66 @@ static void open_client(void)
     REQUIRE(nke_core_set_capture(&C, &cfg, sizeof(cfg)) == NKE_OK);
 }
 
-static void attach(void)
+static void attach(int k)
 {
     struct nke_sock_info info;
     memset(&info, 0, sizeof(info));
     info.family = NKE_AF_INET;
     info.protocol = NKE_PROTO_TCP;
-    SID = nke_core_attach(&C, &info, NULL, 0);
+    SIDS[k] = nke_core_attach(&C, &info, NULL, 0);
+    /* a new socket: its pieces are numbered afresh (the old one's are all
+     * finished, detach saw to that) */
+    P.next_seq[k][0] = P.next_seq[k][1] = 0;
+    P.next_fin[k][0] = P.next_fin[k][1] = 0;
+    SID = SIDS[0];
 }
 
-NO_TRACE static void new_data(uint32_t size, uint8_t dir)
+/* Reports every in-flight re-injection done, oldest first. */
+NO_TRACE static void flush_done(void)
+{
+    int k;
+    for (k = 0; k < P.nflight; k++) {
+        uint16_t i = P.flight[k];
+        REQUIRE(P.finished[i] && !P.done[i]);
+        P.done[i] = 1;
+        nke_core_item_done(&C, &P.items[i]);
+    }
+    P.nflight = 0;
+}
+
+/* The core's answer, or -1 when out of data records. */
+NO_TRACE static int new_data(int k, uint32_t size, uint8_t dir, uint32_t flags)
 {
     uint64_t id;
     uint32_t i = NEXT_DATA;
+    bool busy;
     int r;
     if (i >= NDATA)
-        return;
-    r = nke_core_data(&C, SID, dir, size, 0, NULL, &P.dummy[i], NOW, NOW, &id);
-    if (r == NKE_DATA_HELD) {
-        P.held[i] = 1;
+        return -1;
+    busy = nke_core_order_busy(&C, SIDS[k], dir);
+    /* recorded before the call: a queued piece may be finished inside it */
+    P.held[i] = 1;
+    P.sidx[i] = (uint8_t)k;
+    P.dir[i] = (uint8_t)(dir - 1u);
+    P.seq[i] = P.next_seq[k][dir - 1u];
+    r = nke_core_data(&C, SIDS[k], dir, size, flags, NULL, &P.items[i], NOW, NOW, &id);
+    /* nothing passes behind kept data, unless the platform said it must */
+    if (busy && !(flags & NKE_CORE_DATA_F_NO_HOLD))
+        REQUIRE(r == NKE_DATA_HELD || r == NKE_DATA_QUEUED);
+    if (flags & NKE_CORE_DATA_F_NO_HOLD)
+        REQUIRE(r == NKE_DATA_PASS || r == NKE_DATA_REPORTED);
+    if (flags & NKE_CORE_DATA_F_KEEP)
+        REQUIRE(r == NKE_DATA_HELD || r == NKE_DATA_QUEUED);
+    if (r == NKE_DATA_HELD)
+        REQUIRE(C.stats.bytes_kept <= NKE_KEPT_BYTES_MAX);
+    if (r == NKE_DATA_HELD || r == NKE_DATA_QUEUED) {
+        P.next_seq[k][dir - 1u]++;
         NEXT_DATA++;
+    } else {
+        REQUIRE(!P.finished[i]); /* passed: never the core's */
+        P.held[i] = 0;
     }
+    return r;
 }
 
 /* The slot of the chunk with this id, or -1 (the core's own lookup is
@@ -201,7 +269,7 @@ NO_COVERAGE static void check_invariants(void)
             }
         }
         if (ch->state == NKE_CHUNK_HELD) {
-            size_t d = (size_t)((uint8_t *)ch->data_ctx - P.dummy);
+            size_t d = (size_t)((struct nke_order_item *)ch->data_ctx - P.items);
             REQUIRE(d < NDATA && P.held[d] && !P.finished[d]);
             held++;
         } else {
@@ -211,6 +279,18 @@ NO_COVERAGE static void check_invariants(void)
     }
     REQUIRE(owned == 0);
     REQUIRE(held == C.stats.chunks_pending);
+    /* the budget: kept pieces not yet done, plus every staging in progress */
+    {
+        uint64_t kept = 0;
+        /* records past NEXT_DATA were never kept (new_data resets a passed one) */
+        for (i = 0; i < NEXT_DATA; i++)
+            if (P.held[i] && !P.done[i])
+                kept += P.items[i].kept;
+        for (i = 0; i < NKE_CHUNK_TABLE_SIZE; i++)
+            if (C.chunks[i].state == NKE_CHUNK_HELD && C.chunks[i].staging)
+                kept += C.chunks[i].staged_total;
+        REQUIRE(kept == C.stats.bytes_kept);
+    }
     /* the held list holds exactly the HELD chunks; free ring + used = table */
     REQUIRE(held == C.nheld);
     for (i = C.held_head, k = 0; i != NKE_CHUNK_NONE && k <= held; i = C.chunks[i].held_next, k++)
@@ -360,7 +440,7 @@ NO_TRACE static void structured_response(const uint8_t **pd, size_t *ps)
                     v.modified_len = C.chunks[ci].staged_total;
             }
             if (d[2] & 1)
-                v.modified_len += d[2] >> 1;
+                v.modified_len += d[2] >> 1u;
             if (d[2] == 0xFF)
                 v._pad0[0] = 1;
             if (d[2] == 0xFD)
@@ -447,18 +527,19 @@ NO_COVERAGE static void restore_start(void)
         NEXT_DATA = 0;
         nke_core_init(&C, &OPS, &P, g_buffers, SOCKS, 8, 1, 224);
         open_client();
-        attach();
+        attach(0);
+        attach(1);
         /* held chunks to work on: 1, 2 and 3 buffers (multi-buffer chunks
          * reach the per-buffer release rules; p_copy touches 2 bytes each) */
-        new_data(10, NKE_DIR_OUT);
-        new_data(NKE_BUFFER_SIZE + 5, NKE_DIR_IN);
-        new_data(2 * NKE_BUFFER_SIZE + 1, NKE_DIR_OUT);
-        new_data(1, NKE_DIR_IN);
+        new_data(0, 10, NKE_DIR_OUT, 0);
+        new_data(0, NKE_BUFFER_SIZE + 5, NKE_DIR_IN, 0);
+        new_data(0, 2 * NKE_BUFFER_SIZE + 1, NKE_DIR_OUT, 0);
+        new_data(0, 1, NKE_DIR_IN, 0);
         check_invariants();
         START_P = P;
         START_C = C;
         memcpy(START_SOCKS, SOCKS, sizeof(SOCKS));
-        START_SID = SID;
+        memcpy(START_SIDS, SIDS, sizeof(SIDS));
         START_NEXT_DATA = NEXT_DATA;
         START_BUILT = true;
         return;
@@ -466,18 +547,24 @@ NO_COVERAGE static void restore_start(void)
     P = START_P;
     C = START_C;
     memcpy(SOCKS, START_SOCKS, sizeof(SOCKS));
-    SID = START_SID;
+    memcpy(SIDS, START_SIDS, sizeof(SIDS));
+    SID = SIDS[0];
     NEXT_DATA = START_NEXT_DATA;
     NOW = 1000;
 }
 
-/* After a client close: everything held went back to the platform, every
- * buffer to the pool, every staged byte to the allocator. */
+/* After a client close and every re-injection in flight done: everything
+ * kept went back to the platform (what queued behind an in-flight item with
+ * no client left too), every buffer to the pool, every staged byte to the
+ * allocator. */
 NO_COVERAGE static void require_all_finished(void)
 {
     uint32_t i;
-    for (i = 0; i < NDATA; i++)
+    for (i = 0; i < NDATA; i++) {
         REQUIRE(P.held[i] == P.finished[i]);
+        REQUIRE(P.finished[i] == P.done[i]);
+    }
+    REQUIRE(C.stats.bytes_kept == 0);
     REQUIRE(P.live_staged == 0);
     REQUIRE(nke_pool_in_use(&C.pool) == 0);
 }
@@ -495,6 +582,15 @@ NO_COVERAGE static void free_left_staged(void)
             P.live_staged--;
         }
     }
+    /* decided ALLOW_MODIFIED, still queued behind earlier data: the staged
+     * bytes travel with the item until its turn */
+    for (i = 0; i < NDATA; i++) {
+        if (P.held[i] && !P.finished[i] && P.items[i].staged != NULL) {
+            free(P.items[i].staged);
+            P.items[i].staged = NULL;
+            P.live_staged--;
+        }
+    }
     REQUIRE(P.live_staged == 0);
 }
 
@@ -506,7 +602,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t op = data[0];
         data++;
         size--;
-        switch (op % 8u) {
+        switch (op % 12u) {
         case 0: { /* raw response */
             uint16_t len;
             if (size < 2) {
@@ -546,19 +642,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             structured_put(&data, &size);
             break;
         case 4:
-            new_data(1u + (uint32_t)(op >> 3) * 9000u, (op & 0x80) ? NKE_DIR_IN : NKE_DIR_OUT);
+            new_data(0, 1u + (uint32_t)(op >> 3) * 9000u, (op & 0x80) ? NKE_DIR_IN : NKE_DIR_OUT, 0);
             break;
         case 5:
             NOW += (uint64_t)(op >> 3) * 4u;
             (void)nke_core_expire(&C, NOW, NOW);
             break;
-        case 6:
-            nke_core_detach(&C, SID, NOW);
-            attach();
+        case 6: {
+            int k = (op >> 4) & 1;
+            nke_core_detach(&C, SIDS[k], NOW);
+            attach(k);
             break;
+        }
         case 7:
             if (op & 0x80) {
                 nke_core_client_close(&C);
+                flush_done();
                 require_all_finished();
                 open_client();
             } else {
@@ -572,6 +671,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 REQUIRE(nke_core_set_capture(&C, &cfg, sizeof(cfg)) == NKE_OK);
             }
             break;
+        case 8: /* the close flush of one socket direction */
+            nke_core_release_socket(&C, SIDS[(op >> 4) & 1], (op & 0x80) ? NKE_DIR_IN : NKE_DIR_OUT,
+                                    (op & 0x40) ? NKE_ACT_DROP : NKE_ACT_ALLOW,
+                                    NKE_RELEASE_SOCKET_CLOSING, NOW);
+            break;
+        case 9: /* re-injections finish later, or now */
+            if (op & 0x80)
+                P.defer_done = !P.defer_done;
+            else
+                flush_done();
+            break;
+        case 10: { /* capture NOTHING, or a reporting-only default: later data may only queue */
+            static struct nke_capture_config cfg;
+            memset(&cfg, 0, sizeof(cfg));
+            cfg.abi_version = NKE_ABI_VERSION;
+            cfg.mode = (op & 0x80) ? NKE_CAPTURE_NOTHING : NKE_CAPTURE_RULES;
+            cfg.default_action = (op & 0x40) ? NKE_RULE_PASS : NKE_RULE_REPORT;
+            cfg.hold_timeout_ms = 50;
+            REQUIRE(nke_core_set_capture(&C, &cfg, sizeof(cfg)) == NKE_OK);
+            break;
+        }
+        case 11: { /* the other socket, and the pieces of a cut write */
+            uint8_t dir = (op & 0x10) ? NKE_DIR_IN : NKE_DIR_OUT;
+            int r = new_data(1, 1u + (uint32_t)(op >> 5) * 70000u, dir,
+                             (op & 0x08) ? NKE_CORE_DATA_F_KEEP : 0u);
+            /* as a platform does: the rest of a write kept whole or passed whole */
+            if ((op & 0x04) && r >= 0)
+                new_data(1, 100, dir,
+                         r == NKE_DATA_HELD || r == NKE_DATA_QUEUED ? NKE_CORE_DATA_F_KEEP
+                                                                    : NKE_CORE_DATA_F_NO_HOLD);
+            break;
+        }
         }
         check_invariants();
     }
