@@ -32,6 +32,9 @@ function stateRecord(stale: bigint, held: bigint): Buffer {
         notifications_lost: 0n,
         sockets_untracked: 0n,
         stale_entries: stale,
+        bytes_kept: 0n,
+        chunks_queued: 0n,
+        chunks_passed_budget: 0n,
       },
     }),
   );
