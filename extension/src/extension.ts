@@ -3,8 +3,9 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { registerCommands } from './commands/registerCommands';
-import { emulatorRuntimeDir } from './emulator/emulatorProcess';
-import { FilterController } from './emulator/filterController';
+import { emulatorRuntimeDir } from './filter/emulatorProcess';
+import type { FilterByMode } from './filter/filterByMode';
+import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
@@ -24,8 +25,8 @@ export interface NkeWorkbenchApi {
   readonly model: WorkbenchModel;
   /** The link to the helper process (its pid, connection state). */
   readonly session: HelperSession;
-  /** Load / Unload and the emulator this window started. */
-  readonly filter: FilterController;
+  /** Load / Unload / Connect / Show Kernel Log: the backend nke.mode names (emulator or kext). */
+  readonly filter: FilterByMode;
   /** The window's payload store: what every payload document and editor shows. */
   readonly payloads: PayloadStore;
   /** The code action and CodeLens providers of payload documents, as registered. */
@@ -54,19 +55,20 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       return {
         asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
         historyLimit: s.historyLimit,
-        env: s.mode === 'emulator' ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) } : {},
+        env:
+          s.mode === 'emulator'
+            ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
+            : process.platform === 'darwin'
+              ? { NKE_ADDON: macAddonPath(context) } // built on this Mac by the addon task
+              : {},
         rules: rulesFromSettings(s),
       };
     },
     model,
     log,
   });
-  const filter = new FilterController({
-    session,
-    extensionRoot: context.extensionPath,
-    settings: readSettings,
-    log,
-  });
+  const filterWindow = registerFilter({ context, session, log });
+  const { filter } = filterWindow;
   deactivateFilter = () => filter.dispose();
   const payloads = new PayloadStore({
     model,
@@ -86,6 +88,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
 
   context.subscriptions.push(
     session,
+    filterWindow.disposable,
     new vscode.Disposable(() => payloads.dispose()),
     registerModelTreeView('nke.filter', trees.filter),
     registerModelTreeView('nke.sockets', trees.sockets),
@@ -95,6 +98,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       model,
       session,
       filter,
+      tasks: filterWindow.tasks,
       payloads,
       selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
@@ -137,7 +141,7 @@ function registerSettingsListener(
   });
 }
 
-/** Stops the emulator this window started; the helper exits with its connection. */
+/** Stops what this window's filter backends started; the helper exits with its connection. */
 export function deactivate(): Promise<void> | undefined {
   return deactivateFilter?.();
 }

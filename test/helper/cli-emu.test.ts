@@ -102,7 +102,10 @@ describe('nke CLI with the emulator', function () {
     // Errors while it runs: an unknown payload id names the cause.
     const unknown = run('verdict', '999999999', 'allow');
     assert.equal(unknown.status, 1);
-    assert.match(unknown.stderr, /verdict on 999999999 failed: no pending payload 999999999/);
+    assert.match(
+      unknown.stderr,
+      /verdict on 999999999 failed: payload 999999999 is not held \(the helper does not know it/,
+    );
 
     const edited = path.join(dir, 'edited.txt');
     fs.writeFileSync(edited, 'GET /replaced/by/verdict');

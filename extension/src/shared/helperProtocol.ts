@@ -85,6 +85,8 @@ export interface ExecView {
   path: string;
   /** false when a chunk of the path never arrived: path has gaps */
   complete: boolean;
+  /** the path was longer than the filter carries (NKE_PATH_MAX): this is its start */
+  truncated: boolean;
   spawnerContext: boolean;
   time: number;
 }
@@ -118,6 +120,10 @@ export type PendingRemovalReason =
   | 'client-gone'
   | 'socket-gone'
   | 'inject-failed'
+  /** the filter's byte budget ran out while later data waited behind it */
+  | 'budget'
+  /** the socket was closing: outbound sent as it was, inbound discarded */
+  | 'socket-closing'
   /** the link to the filter was lost (emulator or kext gone); it fails open */
   | 'filter-gone'
   | 'allow'
@@ -218,6 +224,7 @@ export type HistoryEvent =
       ppid: number;
       path: string;
       complete: boolean;
+      truncated: boolean;
     };
 
 export interface FilterStatus {

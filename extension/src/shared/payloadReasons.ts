@@ -12,6 +12,10 @@ const CAUSE: Readonly<Record<PendingRemovalReason, string>> = {
     "was already released (the filter's client went away: helper stopped, disconnected or died): the filter sent the original bytes",
   'socket-gone': 'was already released (its socket closed): nothing was sent',
   'inject-failed': 'was already released (re-injecting it failed in the network stack)',
+  budget:
+    "was already released (the filter's byte budget for held data ran out while later data waited behind it): the filter sent the original bytes",
+  'socket-closing':
+    'was already released (its socket was closing: outbound data was sent as it was, inbound data discarded)',
   'filter-gone':
     'was already released (the connection to the filter was lost; the filter fails open and sends the original bytes)',
   released: 'was already released by the filter',

@@ -21,7 +21,7 @@
  * the other. UDP sockets are not relayed: each datagram is one DATA with
  * SHIM_F_DATAGRAM and its peer in addr, on the socket's own link. Outgoing
  * datagrams are queued by the send call, which returns at once; up to
- * UDP_WINDOW (nke_shim.c) per socket await verdicts at once, seq counting
+ * UDP_WINDOW (shim/udp_queue.c) per socket await verdicts at once, seq counting
  * from 0, and the shim's worker sends them in seq order. Incoming ones get
  * their own seqs (from 0) and the receiving thread waits for its verdict.
  * Closing the connection is the socket's detach; emud closing it (death,

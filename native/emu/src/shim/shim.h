@@ -1,0 +1,341 @@
+/*
+ * libnkeshim.so internals: what the shim's files share. Nothing here is
+ * exported: every declaration is hidden, so only the interposed libc
+ * symbols (api.c, exec.c) are the library's interface.
+ *
+ * The shim (LD_PRELOAD) puts the processes started under `nke-emu run`
+ * behind nke-emud's filter. Shape (b) of DESIGN.md: when a TCP socket
+ * (IPv4/IPv6) connects or is accepted, the program's descriptor is replaced
+ * (dup2) by one end of a Unix socketpair; a relay moves bytes between the
+ * other end and the real socket, asking nke-emud for a verdict on each
+ * piece. Readiness (poll/select/epoll/libuv) is then natural. Only calls
+ * that need the real socket (getsockname, getpeername, setsockopt,
+ * getsockopt, shutdown) are redirected. UDP datagrams get a verdict each
+ * through the send/recv calls (udp_queue.c).
+ *
+ * Layers (after Samba's socket_wrapper):
+ *   libc.c       libc_* passthroughs resolved lazily with dlsym(RTLD_NEXT)
+ *   fdtable.c    fd -> state tables, dup/close bookkeeping, fork handlers
+ *   link.c       the link to nke-emud (shim.sock, shim.state)
+ *   tcp_relay.c  the TCP relay
+ *   udp_queue.c  UDP: queued verdicts
+ *   sockctl.c    bind/listen/options of sockets not relayed
+ *   exec.c       exec and spawn: reports, exit and exec drains
+ *   api.c        the thin public symbols: straight to libc when the fd is
+ *                not tracked or the shim is off
+ *
+ * Fail open: no shim.sock, or nke-emud dying, means bytes flow unchanged.
+ *
+ * Lock order (a lock may be taken while holding those left of it, never
+ * the reverse):
+ *   g_drain_lock -> g_fd_lock -> relay->lock / relay->note_lock
+ *   udp_state->lock -> g_udp_drain_lock
+ *   ctl_sock->lock and g_gstate_lock are leaves.
+ * A relay thread takes only its relay's locks and g_drain_lock (never with
+ * another held).
+ */
+#ifndef NKE_SHIM_H
+#define NKE_SHIM_H
+
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nke_emu_proto.h"
+#include "nke_shim_link.h"
+
+#pragma GCC visibility push(hidden)
+
+extern int g_debug;
+#define SHIM_LOG(fmt, ...)                                                                        \
+    do {                                                                                          \
+        if (g_debug)                                                                              \
+            fprintf(stderr, "nkeshim[%d] %s: " fmt "\n", (int)getpid(), __func__, ##__VA_ARGS__); \
+    } while (0)
+
+/* ---- libc.c: passthroughs ------------------------------------------------ */
+
+/* Every libc function the shim interposes or must call without going
+ * through its own symbol. X(ret, name, params). */
+#define SHIM_LIBC_FUNCS(X)                                                                         \
+    X(int, connect, (int, const struct sockaddr *, socklen_t))                                     \
+    X(int, accept, (int, struct sockaddr *, socklen_t *))                                          \
+    X(int, accept4, (int, struct sockaddr *, socklen_t *, int))                                    \
+    X(int, close, (int))                                                                           \
+    X(int, getsockname, (int, struct sockaddr *, socklen_t *))                                     \
+    X(int, getpeername, (int, struct sockaddr *, socklen_t *))                                     \
+    X(int, setsockopt, (int, int, int, const void *, socklen_t))                                   \
+    X(int, getsockopt, (int, int, int, void *, socklen_t *))                                       \
+    X(int, shutdown, (int, int))                                                                   \
+    X(int, dup, (int))                                                                             \
+    X(int, dup2, (int, int))                                                                       \
+    X(int, dup3, (int, int, int))                                                                  \
+    X(int, fcntl, (int, int, ...))                                                                 \
+    X(int, fcntl64, (int, int, ...))                                                               \
+    X(int, socket, (int, int, int))                                                                \
+    X(int, bind, (int, const struct sockaddr *, socklen_t))                                        \
+    X(int, listen, (int, int))                                                                     \
+    X(ssize_t, sendto, (int, const void *, size_t, int, const struct sockaddr *, socklen_t))       \
+    X(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))               \
+    X(ssize_t, sendmsg, (int, const struct msghdr *, int))                                         \
+    X(ssize_t, recvmsg, (int, struct msghdr *, int))                                               \
+    X(int, sendmmsg, (int, struct mmsghdr *, unsigned int, int))                                   \
+    X(int, recvmmsg, (int, struct mmsghdr *, unsigned int, int, struct timespec *))                \
+    X(ssize_t, read, (int, void *, size_t))                                                        \
+    X(ssize_t, write, (int, const void *, size_t))                                                 \
+    X(ssize_t, readv, (int, const struct iovec *, int))                                            \
+    X(ssize_t, writev, (int, const struct iovec *, int))                                           \
+    X(int, execve, (const char *, char *const[], char *const[]))                                   \
+    X(int, execv, (const char *, char *const[]))                                                   \
+    X(int, execvp, (const char *, char *const[]))                                                  \
+    X(int, execvpe, (const char *, char *const[], char *const[]))                                  \
+    X(int, fexecve, (int, char *const[], char *const[]))                                           \
+    X(int, execveat, (int, const char *, char *const[], char *const[], int))                       \
+    X(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions_t *,                \
+                         const posix_spawnattr_t *, char *const[], char *const[]))                 \
+    X(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *,               \
+                          const posix_spawnattr_t *, char *const[], char *const[]))
+
+#define SHIM_LIBC_DECLARE(ret, name, params) \
+    extern ret(*p_##name) params;            \
+    void *sym_##name(void);
+SHIM_LIBC_FUNCS(SHIM_LIBC_DECLARE)
+
+/* Calls libc's `name`, never the shim's own symbol. */
+#define libc_call(name, ...) (sym_##name(), p_##name(__VA_ARGS__))
+
+/* ---- state shared between the files ------------------------------------- */
+
+/* Notes (SHIM_OPTION) other threads hand to a relay for its link; the
+ * largest note is a shim_option. */
+#define RELAY_NOTES_MAX 32
+struct relay_note {
+    uint32_t len;
+    uint8_t msg[sizeof(struct shim_option)];
+};
+
+/* One relayed socket. Refcounted: one ref per fd-table entry naming it and
+ * one for the relay thread; real_fd is closed with the last ref, so a
+ * getpeername on the program's fd never hits a reused descriptor. */
+struct relay {
+    pthread_mutex_t lock;     /* protects connect_done, connect_err */
+    pthread_cond_t cond;
+    atomic_int refs;
+    int real_fd;              /* the real TCP socket (owned) */
+    int pair_fd;              /* the relay's end of the socketpair (owned by the thread) */
+    int link_fd;              /* shim.sock connection, -1 once nke-emud is gone */
+    bool connect_done;
+    int connect_err;
+    /* nke-emud's shim.state, mapped read-only (NULL: ask for every chunk).
+     * Owned by the relay thread, unmapped when it ends. */
+    const struct shim_state *st;
+    /* The program -> network direction is still moving (set by relay_start,
+     * cleared once by the relay thread under g_drain_lock). */
+    bool out_open;
+    /* Notes for the link, which only the relay thread writes: the program's
+     * threads append under note_lock and write wake_fd (an eventfd the relay
+     * polls); the relay moves them into its outgoing queue under note_lock,
+     * right before it reads the program's bytes, so a note is sent ahead of
+     * every byte written after the call it reports (as the kext sees
+     * sf_setoption before later data). A full queue drops the note. */
+    pthread_mutex_t note_lock;
+    struct relay_note notes[RELAY_NOTES_MAX];
+    unsigned nnotes;          /* protected by note_lock */
+    int wake_fd;              /* eventfd, closed with the last ref (others write it) */
+    /* Set by shim_dtor for a socket still open at exit: the relay ends its
+     * outgoing direction once everything the program wrote is sent. */
+    atomic_bool exit_drain;
+    /* Exec drain (see exec_drain): flush_ask is set by exec_drain (under
+     * g_drain_lock) and read by the relay without a lock, only to skip the
+     * lock while no exec waits; flushed (protected by g_drain_lock) is set by
+     * the relay when OUT is empty while asked, cleared when it is not.
+     * drain_next links the relays with out_open (g_out_relays, same lock). */
+    atomic_bool flush_ask;
+    bool flushed;
+    struct relay *drain_next;
+};
+
+/* One outgoing UDP datagram from the program's send call until its real
+ * send (or drop). Owned by its udp_state's queue, under u->lock. */
+struct udp_dgram {
+    struct udp_dgram *next;
+    uint32_t seq;             /* the DATA's seq (unused when never asked) */
+    bool sent;                /* DATA is on the link */
+    bool decided;             /* action (and mod) final */
+    uint32_t action;          /* once decided: NKE_ACT_* */
+    uint8_t *msg;             /* shim_hdr + the program's bytes (owned) */
+    size_t len;               /* bytes at msg + sizeof(shim_hdr) */
+    uint8_t *mod;             /* ALLOW_MODIFIED: replacement being assembled (owned) */
+    size_t mod_len;
+    struct sockaddr_storage to; /* the program's destination; tolen 0: none (connected) */
+    socklen_t tolen;
+    int flags;                /* the program's flags, MSG_DONTWAIT and MSG_ZEROCOPY removed */
+    void *control;            /* sendmsg ancillary data, copied (owned), or NULL */
+    size_t controllen;
+};
+
+/* A thread in recv waiting for the verdict on the datagram it received.
+ * Lives on that thread's stack, linked in u->inw while it waits; the worker
+ * fills action/mod and sets done (all under u->lock). */
+struct udp_in_wait {
+    struct udp_in_wait *next;
+    uint32_t seq;
+    bool sent, done;
+    uint8_t *msg;             /* shim_hdr + bytes, owned by the waiter */
+    size_t len;
+    uint32_t action;
+    uint8_t *mod;             /* handed to the waiter */
+    size_t mod_len;
+};
+
+/* One UDP socket made by socket(). See "UDP: queued verdicts" in
+ * udp_queue.c for the protocol, the worker and who owns which descriptor.
+ * refs: one per fd-table entry naming it (dup, fcntl F_DUPFD, dup2/3), one
+ * per call in progress, one for the worker while it runs. Every field but
+ * refs and family is protected by lock. */
+struct udp_state {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;      /* broadcast: window room, IN verdicts */
+    atomic_int refs;
+    int link;                 /* program threads' end for DATA; -1 before first use or once gone */
+    bool tried;
+    uint8_t family;
+    bool failed;              /* link lost: fail open from now on */
+    bool worker;              /* a worker thread runs (it holds a ref) */
+    bool link_full;           /* a DATA met EAGAIN: the worker polls POLLOUT */
+    bool want_out;            /* the real socket's buffer was full: the worker polls POLLOUT */
+    int sock, wlink, wake;    /* the worker's: dup of the socket, dup of link, eventfd (-1: none) */
+    struct udp_dgram *head, *tail;
+    unsigned nq;              /* datagrams queued (the window) */
+    uint32_t out_seq, in_seq;
+    struct udp_in_wait *inw;  /* recv threads waiting, in DATA order */
+    int async_err;            /* last error of a real send, for the next send call */
+    unsigned fork_mark;       /* udp_atfork_child's mark */
+};
+
+/* An unconnected TCP socket's link to nke-emud, opened at its first bind,
+ * listen or setsockopt while a user client is open (the kext attaches at
+ * socket creation; attaching lazily keeps uninteresting sockets free).
+ * Refcounted like udp_state; lock serializes sends on link. */
+struct ctl_sock {
+    pthread_mutex_t lock;
+    atomic_int refs;
+    int link;                 /* -1: none yet, or nke-emud went away */
+    bool tried;
+};
+
+/* ---- fdtable.c ----------------------------------------------------------- */
+
+#define MAX_FDS 65536
+/* fd -> relay, fd -> udp_state, fd -> ctl_sock. protected by g_fd_lock
+ * (g_udp is also read without it, atomically: is_udp) */
+extern struct relay *g_fds[MAX_FDS];
+extern struct udp_state *g_udp[MAX_FDS];
+extern struct ctl_sock *g_ctls[MAX_FDS];
+extern pthread_mutex_t g_fd_lock;
+extern pid_t g_pid; /* this process's pid (exec_drain): set by shim_ctor and atfork_child */
+
+struct relay *relay_get(int fd);
+struct udp_state *udp_get(int fd);
+bool is_udp(int fd);
+void fd_forget(int fd);
+void fd_copy(int from, int to);
+
+/* ---- link.c -------------------------------------------------------------- */
+
+extern int g_enabled; /* -1 unknown, 0 off, 1 on; set once in shim_init */
+void shim_init(void);
+int link_open(void);
+int link_attach(int fd, uint8_t family, uint8_t protocol, bool incoming);
+bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool incoming);
+void link_note(int *link, const void *m, size_t n);
+void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a);
+void local_addr(int fd, struct nke_addr *a);
+const struct shim_state *state_map(void);
+bool client_open_now(void);
+bool udp_may_defer_now(void);
+int verdict_piece(const struct shim_hdr *h, const uint8_t *body, size_t msg_len, uint8_t **mod,
+                  size_t *mod_len);
+/* A verdict message: header + at most one piece of modified bytes. */
+#define SHIM_MSG_MAX (sizeof(struct shim_hdr) + SHIM_PIECE)
+
+/* ---- tcp_relay.c --------------------------------------------------------- */
+
+void relay_start(int fd, bool incoming);
+void relay_put(struct relay *r);
+bool is_tcp_inet(int fd, int *family);
+void relay_opt_note(struct relay *r, int level, int name, bool is_set);
+int relay_connect_result(struct relay *r);
+void relay_atfork_child(void);
+void relay_exit_drain(const struct timespec *until, long ms);
+void relay_exec_drain(const struct timespec *until, long ms);
+
+/* ---- udp_queue.c --------------------------------------------------------- */
+
+void udp_track(int fd, int domain);
+void udp_put(struct udp_state *u);
+void udp_attach_locked(struct udp_state *u, int fd);
+ssize_t udp_sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl);
+ssize_t udp_sendmsg(int fd, const struct msghdr *m, int flags);
+ssize_t udp_recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from, socklen_t *fl);
+ssize_t udp_recvmsg(int fd, struct msghdr *m, int flags);
+int udp_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags);
+int udp_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout);
+void udp_atfork_child(void);
+void udp_exit_drain(const struct timespec *until, long ms);
+
+/* ---- sockctl.c ----------------------------------------------------------- */
+
+void ctl_put(struct ctl_sock *k);
+void ctl_connected(int fd);
+int ctl_take_link(int fd);
+void ctl_option(int fd, int level, int name, bool is_set);
+void ctl_addr_note(int fd, uint32_t type);
+void ctl_atfork_child(void);
+
+/* ---- exec.c -------------------------------------------------------------- */
+
+void exec_drain(void);
+
+/* ---- time ---------------------------------------------------------------- */
+
+static inline uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+#pragma GCC visibility pop
+
+#endif
