@@ -275,4 +275,4 @@ const steps = [
   ],
 ];
 
-module.exports = { steps };
+module.exports = { steps, holdChunk, serverGets, closeEditors, TAIL };

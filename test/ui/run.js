@@ -14,6 +14,7 @@ const { recordingServer } = require('../support/recordingServer');
 const { loadFilterSteps } = require('./filterSteps');
 const wb = require('./workbench');
 const payloadSteps = require('./payload-steps');
+const webviewSteps = require('./webview-steps');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
 const alwaysShots = process.env.NKE_SCREENSHOTS === '1';
@@ -174,6 +175,8 @@ const steps = [
   ],
   // Editing held data: payload documents, code actions, time to edit.
   ...payloadSteps.steps,
+  // The webview payload editor: one more view of the same held data.
+  ...webviewSteps.steps,
   [
     'a killed helper: an error with Restart, the status bar says failed, nothing shown held; Restart reconnects',
     async (page, workspace, ctx) => {

@@ -19,14 +19,14 @@ export interface PayloadCommandDeps {
 }
 
 /** A Pending Payloads row, a payload document, or nothing. */
-type PayloadTarget = PendingView | vscode.Uri | undefined;
+export type PayloadTarget = PendingView | vscode.Uri | undefined;
 
 function isPendingView(x: unknown): x is PendingView {
   return typeof x === 'object' && x !== null && typeof (x as PendingView).id === 'string' && 'socketId' in x;
 }
 
 /** The payload ids a command was given; the active payload editor when none. */
-function targetIds(target: PayloadTarget, selection?: unknown[]): string[] {
+export function targetIds(target: PayloadTarget, selection?: unknown[]): string[] {
   if (selection?.length && selection.every(isPendingView)) return selection.map((p) => p.id);
   if (target instanceof vscode.Uri) {
     const p = parsePayloadUri(target);
@@ -40,7 +40,7 @@ function targetIds(target: PayloadTarget, selection?: unknown[]): string[] {
   return [];
 }
 
-async function pickPending(model: WorkbenchModel, title: string): Promise<string> {
+export async function pickPending(model: WorkbenchModel, title: string): Promise<string> {
   const items = model.pending().map((p) => ({
     label: `#${p.id} ${p.process} ${p.direction === 'in' ? '↓ in' : '↑ out'} ${p.size} B`,
     description: p.remote ? `${p.remote.address}:${p.remote.port}` : `socket ${p.socketId}`,

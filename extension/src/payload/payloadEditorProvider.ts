@@ -1,0 +1,376 @@
+// The webview payload editor: a custom editor on `nke-payload:/<id>/<title>.nkebytes`,
+// one more view of the payload store. Its document holds the working bytes
+// and VS Code's edit stack (each webview edit is one undo step); Save stages
+// them in the store, as saving a text or hex document does, so every view
+// shows the same edit; the actions go through the store, the only place
+// that sends. While the editor is open the store keeps the chunk held.
+//
+// The webview runs payload bytes (hostile) through textContent only, under a
+// Content Security Policy that admits our one script (nonce) and the files of
+// dist/webview/, nothing else (see html()).
+import * as crypto from 'node:crypto';
+import * as vscode from 'vscode';
+import {
+  applySplice,
+  type ByteSplice,
+  type EditorAction,
+  type EditorChunkState,
+  type EditorHeader,
+  type FromWebviewMessage,
+  inverseSplice,
+  MessageType,
+  spliceError,
+  type ToWebviewMessage,
+} from '../shared/payloadEditorProtocol';
+import { noLongerHeld } from '../shared/payloadReasons';
+import { registerNkeCommand } from '../commands/commandWrapper';
+import type { WorkbenchModel } from '../model/workbenchModel';
+import { pickPending, type PayloadTarget, targetIds } from './payloadCommands';
+import { type PayloadAction, type PayloadStore, refusalFor } from './payloadStore';
+import { PAYLOAD_SCHEME, payloadTitle } from './payloadUri';
+
+export const PAYLOAD_EDITOR_VIEW_TYPE = 'nke.payloadEditor';
+const EDITOR_EXTENSION = '.nkebytes';
+
+/** The editor's resource for a payload the store knows. */
+export function payloadEditorUri(store: PayloadStore, id: string): vscode.Uri {
+  const view = store.view(id);
+  if (!view) throw new Error(noLongerHeld(id, undefined));
+  return vscode.Uri.from({ scheme: PAYLOAD_SCHEME, path: `/${id}/${payloadTitle(view)}${EDITOR_EXTENSION}` });
+}
+
+export function parsePayloadEditorUri(uri: vscode.Uri): string | undefined {
+  if (uri.scheme !== PAYLOAD_SCHEME) return undefined;
+  return /^\/(\d+)\/[^/]*\.nkebytes$/.exec(uri.path)?.[1];
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** One payload open in the editor: its working bytes; the store has the original and the staged edit. */
+export class PayloadEditorDocument implements vscode.CustomDocument {
+  /** What the store had when this document last loaded or saved (to tell its own saves from others'). */
+  saved: Uint8Array;
+  private readonly disposables: { dispose(): void }[] = [];
+
+  constructor(
+    readonly uri: vscode.Uri,
+    readonly id: string,
+    public bytes: Uint8Array,
+    lease: { dispose(): void },
+  ) {
+    this.saved = bytes;
+    this.disposables.push(lease);
+  }
+
+  get dirty(): boolean {
+    return this.bytes !== this.saved && !equalBytes(this.bytes, this.saved);
+  }
+
+  dispose(): void {
+    for (const d of this.disposables) d.dispose();
+  }
+}
+
+/** Open → first paint, measured in the extension host (the bench reads these). */
+export interface PayloadEditorTiming {
+  id: string;
+  size: number;
+  /** ms from the Open command to the webview's report of its first painted rows */
+  openToFirstPaintMs?: number;
+  /** ms the webview took from Init to the painted frame */
+  initToPaintMs?: number;
+  /** ms from the key press that scrolled to the end to the painted last row (webview clock) */
+  scrollToEndMs?: number;
+}
+
+export class PayloadEditorProvider implements vscode.CustomEditorProvider<PayloadEditorDocument> {
+  private readonly changed = new vscode.EventEmitter<vscode.CustomDocumentEditEvent<PayloadEditorDocument>>();
+  readonly onDidChangeCustomDocument = this.changed.event;
+  private readonly panels = new Map<PayloadEditorDocument, vscode.WebviewPanel>();
+  /** When the Open command ran, per payload id (for the timing). */
+  private readonly openRequested = new Map<string, number>();
+  readonly timings: PayloadEditorTiming[] = [];
+
+  constructor(
+    private readonly store: PayloadStore,
+    private readonly bundleRoot: vscode.Uri,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
+
+  /** Opens a payload in the editor (Open in Payload Editor). */
+  async open(id: string): Promise<void> {
+    this.openRequested.set(id, Date.now());
+    // Fetched first: a payload released meanwhile says so here, not in an empty editor.
+    await this.store.original(id);
+    await vscode.commands.executeCommand(
+      'vscode.openWith',
+      payloadEditorUri(this.store, id),
+      PAYLOAD_EDITOR_VIEW_TYPE,
+      {
+        preview: false,
+      },
+    );
+  }
+
+  async openCustomDocument(
+    uri: vscode.Uri,
+    context: vscode.CustomDocumentOpenContext,
+  ): Promise<PayloadEditorDocument> {
+    const id = parsePayloadEditorUri(uri);
+    if (!id) throw new Error(`${uri.toString()} is not a payload editor resource`);
+    await this.store.original(id);
+    const bytes = context.backupId
+      ? await vscode.workspace.fs.readFile(vscode.Uri.parse(context.backupId))
+      : await this.store.current(id);
+    const doc = new PayloadEditorDocument(uri, id, bytes, this.store.keepHeld(id, 'payload editor'));
+    if (context.backupId) doc.saved = await this.store.current(id);
+    return doc;
+  }
+
+  resolveCustomEditor(doc: PayloadEditorDocument, panel: vscode.WebviewPanel): void {
+    this.panels.set(doc, panel);
+    panel.webview.options = { enableScripts: true, localResourceRoots: [this.bundleRoot] };
+    panel.webview.html = this.html(panel.webview);
+    const post = (m: ToWebviewMessage) => void panel.webview.postMessage(m);
+    const subs: { dispose(): void }[] = [
+      panel.webview.onDidReceiveMessage((m: FromWebviewMessage) =>
+        this.onMessage(doc, m, post).catch((e: Error) =>
+          this.log.error(`payload editor ${doc.id}: ${e.message}`),
+        ),
+      ),
+      this.store.onDidChange((id) => {
+        if (id !== doc.id) return;
+        post({ type: MessageType.State, state: this.chunkState(id) });
+        // Saved from another view (the text or hex document): show it unless this one has unsaved edits.
+        const current = this.store.staged(id) ?? this.store.originalIfLoaded(id);
+        if (current && !doc.dirty && !equalBytes(current, doc.saved)) {
+          doc.bytes = doc.saved = current;
+          post({ type: MessageType.Reset, bytes: current });
+        }
+      }),
+    ];
+    // The countdown runs in the webview; a moved deadline comes as a State message.
+    panel.onDidDispose(() => {
+      for (const s of subs) s.dispose();
+      this.panels.delete(doc);
+    });
+  }
+
+  private header(id: string): EditorHeader {
+    const v = this.store.view(id);
+    if (!v) throw new Error(noLongerHeld(id, undefined));
+    return {
+      id,
+      process: v.process,
+      pid: v.pid,
+      direction: v.direction,
+      socketId: v.socketId,
+      local: v.local,
+      remote: v.remote,
+    };
+  }
+
+  private chunkState(id: string): EditorChunkState {
+    const s = this.store.state(id);
+    if (s.kind === 'held') {
+      const now = Date.now();
+      const max = this.store.editHoldMaxMs();
+      return {
+        kind: 'held',
+        msLeft: Math.max(0, s.view.deadline - now),
+        keptHeldMs: max > 0 ? Math.max(0, s.view.heldAt + max - now) : 0,
+      };
+    }
+    return { kind: 'gone', message: refusalFor(id, s) ?? noLongerHeld(id, undefined) };
+  }
+
+  private async onMessage(
+    doc: PayloadEditorDocument,
+    m: FromWebviewMessage,
+    post: (m: ToWebviewMessage) => void,
+  ): Promise<void> {
+    switch (m.type) {
+      case MessageType.Ready:
+        post({
+          type: MessageType.Init,
+          header: this.header(doc.id),
+          original: await this.store.original(doc.id),
+          bytes: doc.bytes,
+          state: this.chunkState(doc.id),
+        });
+        return;
+      case MessageType.Edit:
+        return this.edit(doc, m.splice, m.label, post);
+      case MessageType.Act:
+        try {
+          await this.act(doc, m.action, post);
+          post({ type: MessageType.ActionResult, action: m.action });
+        } catch (e) {
+          const message = (e as Error).message;
+          this.log.error(`payload editor, ${m.action} of payload ${doc.id}: ${message}`);
+          post({ type: MessageType.ActionResult, action: m.action, error: message });
+          void vscode.window.showErrorMessage(`NKE: ${message}`);
+        }
+        return;
+      case MessageType.Painted: {
+        const size = doc.bytes.length;
+        if (m.what === 'first') {
+          const asked = this.openRequested.get(doc.id);
+          this.openRequested.delete(doc.id);
+          this.timings.push({
+            id: doc.id,
+            size,
+            openToFirstPaintMs: asked !== undefined ? Date.now() - asked : undefined,
+            initToPaintMs: m.ms,
+          });
+        } else {
+          this.timings.push({ id: doc.id, size, scrollToEndMs: m.ms });
+        }
+        this.log.debug(`payload editor ${doc.id}: ${m.what} paint, ${size} bytes, ${m.ms.toFixed(1)} ms`);
+        return;
+      }
+    }
+  }
+
+  /** One webview edit: applied to the document, one step on VS Code's undo stack. */
+  private edit(
+    doc: PayloadEditorDocument,
+    splice: ByteSplice,
+    label: string,
+    post: (m: ToWebviewMessage) => void,
+  ): void {
+    const bad = spliceError(doc.bytes.length, splice);
+    if (bad) throw new Error(bad);
+    const refusal = refusalFor(doc.id, this.store.state(doc.id));
+    if (refusal) {
+      // The webview is read-only once it knows; an edit already on its way is undone there.
+      post({ type: MessageType.Reset, bytes: doc.bytes });
+      return;
+    }
+    const inverse = inverseSplice(doc.bytes, splice);
+    doc.bytes = applySplice(doc.bytes, splice);
+    const apply = (s: ByteSplice) => {
+      doc.bytes = applySplice(doc.bytes, s);
+      post({ type: MessageType.Splice, splice: s });
+    };
+    this.changed.fire({ document: doc, label, undo: () => apply(inverse), redo: () => apply(splice) });
+  }
+
+  private async act(
+    doc: PayloadEditorDocument,
+    action: EditorAction,
+    post: (m: ToWebviewMessage) => void,
+  ): Promise<void> {
+    if (action === 'revert') {
+      // Back to the bytes the filter held, as one undoable edit.
+      const original = await this.store.original(doc.id);
+      const all = { offset: 0, deleteCount: doc.bytes.length, insert: original.slice() };
+      return this.edit(doc, all, 'Revert', post);
+    }
+    const refusal = refusalFor(doc.id, this.store.state(doc.id));
+    if (refusal) throw new Error(refusal);
+    if (action === 'reinjectEdited' && doc.dirty) {
+      // Saved first, as the documents do: the store, the text and hex documents and the row show what was sent.
+      const saved = await vscode.workspace.save(doc.uri);
+      if (!saved) throw new Error(`payload ${doc.id} was not sent: saving the edit failed`);
+    }
+    const storeAction: PayloadAction = action;
+    await this.store.act(doc.id, storeAction, action === 'reinjectEdited' ? doc.bytes : undefined);
+  }
+
+  async saveCustomDocument(doc: PayloadEditorDocument): Promise<void> {
+    this.store.stage(doc.id, doc.bytes);
+    doc.saved = doc.bytes;
+  }
+
+  async saveCustomDocumentAs(doc: PayloadEditorDocument, destination: vscode.Uri): Promise<void> {
+    await vscode.workspace.fs.writeFile(destination, doc.bytes);
+  }
+
+  async revertCustomDocument(doc: PayloadEditorDocument): Promise<void> {
+    doc.bytes = doc.saved = await this.store.current(doc.id);
+    const panel = this.panels.get(doc);
+    if (panel) {
+      void panel.webview.postMessage({ type: MessageType.Reset, bytes: doc.bytes } as ToWebviewMessage);
+    }
+  }
+
+  async backupCustomDocument(
+    doc: PayloadEditorDocument,
+    context: vscode.CustomDocumentBackupContext,
+  ): Promise<vscode.CustomDocumentBackup> {
+    await vscode.workspace.fs.writeFile(context.destination, doc.bytes);
+    return {
+      id: context.destination.toString(),
+      delete: () => void vscode.workspace.fs.delete(context.destination).then(undefined, () => undefined),
+    };
+  }
+
+  /** The page: our script by nonce, our CSS and fonts from the bundle folder, nothing inline, nothing else. */
+  private html(webview: vscode.Webview): string {
+    const nonce = crypto.randomBytes(18).toString('base64');
+    const asset = (f: string) => webview.asWebviewUri(vscode.Uri.joinPath(this.bundleRoot, f)).toString();
+    const csp = [
+      "default-src 'none'",
+      `style-src ${webview.cspSource}`,
+      `font-src ${webview.cspSource}`,
+      `img-src ${webview.cspSource}`,
+      `script-src 'nonce-${nonce}'`,
+    ].join('; ');
+    return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="${asset('webview.css')}">
+<title>Payload editor</title>
+</head>
+<body>
+<div id="app" class="loading">Loading the payload…</div>
+<script nonce="${nonce}" src="${asset('webview.js')}"></script>
+</body>
+</html>`;
+  }
+
+  dispose(): void {
+    this.changed.dispose();
+  }
+}
+
+/**
+ * Registers the custom editor and its Open in Payload Editor command (from a
+ * Pending Payloads row, a payload document's title bar, or the palette).
+ */
+export function registerPayloadEditor(deps: {
+  model: WorkbenchModel;
+  store: PayloadStore;
+  extensionUri: vscode.Uri;
+  log: vscode.LogOutputChannel;
+}): { provider: PayloadEditorProvider; registration: vscode.Disposable } {
+  const provider = new PayloadEditorProvider(
+    deps.store,
+    vscode.Uri.joinPath(deps.extensionUri, 'dist', 'webview'),
+    deps.log,
+  );
+  const registration = vscode.Disposable.from(
+    provider,
+    vscode.window.registerCustomEditorProvider(PAYLOAD_EDITOR_VIEW_TYPE, provider, {
+      supportsMultipleEditorsPerDocument: false,
+      webviewOptions: { retainContextWhenHidden: false },
+    }),
+    registerNkeCommand(
+      'nke.openPayloadEditor',
+      async (target?: PayloadTarget) => {
+        const [id] = targetIds(target);
+        await provider.open(id ?? (await pickPending(deps.model, 'NKE: Open in Payload Editor')));
+      },
+      deps.log,
+    ),
+  );
+  return { provider, registration };
+}
