@@ -3,6 +3,7 @@
 // sends to a real server; the steps reach into the editor's webview frame,
 // click and type there like a person, and check what the server received.
 'use strict';
+const path = require('node:path');
 const wb = require('./workbench');
 const { holdChunk, serverGets, closeEditors, TAIL } = require('./payload-steps');
 
@@ -75,7 +76,7 @@ const steps = [
       await h.sendTail();
       await page.keyboard.press('Control+Enter');
       await serverGets(page, h.server, 'PUT /edited HTTP/1.0\r\n\r\n' + TAIL);
-      await f.locator('.banner', { hasText: 'already answered (Reinject Edited, 24 bytes)' }).waitFor();
+      await f.locator('.banner', { hasText: 'already answered (Reinject Edited Data, 24 bytes)' }).waitFor();
       if (!(await f.locator('button', { hasText: 'Reinject Edited' }).isDisabled()))
         throw new Error('Reinject Edited is still enabled after the payload was sent');
     },
@@ -116,6 +117,8 @@ const steps = [
       await summary.locator('text=Size 26 B → 36 B (+10)').waitFor();
       await page.keyboard.press('Control+Shift+z');
       await summary.locator('text=Size 26 B → 33 B (+7)').waitFor();
+      // The README's picture of the editor with a diff (docs/screenshots/payload-editor.png).
+      await page.screenshot({ path: path.join(__dirname, '../../test-results/ui-payload-editor.png') });
       // Save stages the edit: the text document shows it.
       await page.keyboard.press('Control+s');
       await wb.editorTab(page, '.nkebytes').first().waitFor();
@@ -152,7 +155,10 @@ const steps = [
       const found = await body.evaluate((b) => ({
         pwned: b.dataset.pwned ?? null,
         imgs: document.querySelectorAll('img').length,
-        scripts: Array.from(document.scripts).map((s) => s.src.split('/').pop()),
+        // Ours (webview.js) and VS Code's own (acquireVsCodeApi, inline): none from the payload.
+        scripts: Array.from(document.scripts)
+          .filter((s) => s.src || /pwned/.test(s.textContent))
+          .map((s) => s.src.split('/').pop()),
         csp:
           document.querySelector('meta[http-equiv="Content-Security-Policy"]')?.getAttribute('content') ?? '',
       }));

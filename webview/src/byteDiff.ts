@@ -84,8 +84,8 @@ function backtrack(trace: Int32Array[], n: number, m: number, dEnd: number, off:
 export function diffBytes(
   original: Uint8Array,
   working: Uint8Array,
-  maxD = 1024,
-  budget = 4_000_000,
+  maxD = 256,
+  budget = 1_000_000,
 ): ByteDiff {
   const marks = new Uint8Array(working.length);
   const deletions = new Map<number, number>();
@@ -99,11 +99,18 @@ export function diffBytes(
   const a = original.subarray(p, n - s);
   const b = working.subarray(p, m - s);
   if (!a.length && !b.length) return diff;
-  // Too different to align cheaply: one run, so the shorter length is changed, the rest inserted or deleted.
-  const ops = myers(a, b, maxD, budget) ?? [
-    ...new Array<Op>(a.length).fill(Op.Delete),
-    ...new Array<Op>(b.length).fill(Op.Insert),
-  ];
+  const ops = myers(a, b, maxD, budget);
+  if (!ops) {
+    // Too different to align cheaply: the shorter length changed, the rest inserted or deleted.
+    const changed = Math.min(a.length, b.length);
+    marks.fill(Mark.Changed, p, p + changed);
+    marks.fill(Mark.Inserted, p + changed, p + b.length);
+    diff.changed = changed;
+    diff.inserted = b.length - changed;
+    diff.deleted = a.length - changed;
+    if (diff.deleted) deletions.set(p + b.length, diff.deleted);
+    return diff;
+  }
   // Runs of deletes and inserts between equal bytes: paired up they are changed bytes.
   let w = p;
   for (let i = 0; i < ops.length;) {

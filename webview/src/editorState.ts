@@ -48,7 +48,7 @@ export class EditorState {
     this.cursor = Math.min(this.cursor, bytes.length);
     this.anchor = undefined;
     this.halfByte = false;
-    this.updateDiff(true);
+    this.updateDiff(false);
     this.fire({ bytes: true });
   }
 
@@ -74,17 +74,21 @@ export class EditorState {
 
   /** The diff now for small payloads; after the frame for big ones (the rows redraw when it is ready). */
   private updateDiff(now: boolean): void {
+    // (now: callers that need the marks at once; big payloads get them after the frame anyway)
     if (now || this.bytes.length + this.original.length < 256 * 1024) {
       this.diff = diffBytes(this.original, this.bytes);
       return;
     }
     if (this.diffQueued) return;
     this.diffQueued = true;
-    setTimeout(() => {
-      this.diffQueued = false;
-      this.diff = diffBytes(this.original, this.bytes);
-      this.fire({ bytes: false });
-    });
+    // After the next painted frame: the rows show first, their marks a moment later.
+    requestAnimationFrame(() =>
+      setTimeout(() => {
+        this.diffQueued = false;
+        this.diff = diffBytes(this.original, this.bytes);
+        this.fire({ bytes: false });
+      }),
+    );
   }
 
   /** [start, end) of the selection; the caret's byte alone when nothing is selected. */

@@ -43,6 +43,8 @@ export class HexGrid {
   private dragging = false;
   /** Called after a frame was painted that showed the last row, with the time since `endRequestedAt`. */
   onEndPainted?: (ms: number) => void;
+  /** The first byte in view changed (the text pane follows it for big payloads). */
+  onScrolled?: (firstByte: number) => void;
   private endRequestedAt?: number;
 
   constructor(private readonly state: EditorState) {
@@ -96,6 +98,7 @@ export class HexGrid {
     const first = Math.max(0, Math.floor(this.element.scrollTop / ROW_HEIGHT) - OVERSCAN);
     const count = Math.min(total - first, this.visibleRows() + 2 * OVERSCAN);
     this.window.style.transform = `translateY(${first * ROW_HEIGHT}px)`;
+    this.onScrolled?.(Math.floor(this.element.scrollTop / ROW_HEIGHT) * BYTES_PER_ROW);
     while (this.pool.length < count) this.pool.push(this.makeRow());
     for (let i = 0; i < this.pool.length; i++) {
       const r = this.pool[i];

@@ -286,12 +286,17 @@ const panes = el(
   'main',
   { cls: 'panes' },
   el('section', { cls: 'pane hex-pane', attrs: { 'aria-label': 'Hex' } }, grid.element),
-  el('section', { cls: 'pane text-pane-box', attrs: { 'aria-label': 'Text' } }, text.element),
-  inspector,
+  el(
+    'div',
+    { cls: 'side' },
+    el('section', { cls: 'pane text-pane-box', attrs: { 'aria-label': 'Text' } }, text.element),
+    inspector,
+  ),
 );
 app.className = 'editor';
 app.replaceChildren(header, banner, toolbar, searchBar, replaceBar, diffSummary, panes, status);
 
+grid.onScrolled = (firstByte) => text.followView(firstByte);
 grid.onEndPainted = (ms) => post({ type: MessageType.Painted, what: 'end', ms });
 
 window.addEventListener('message', (ev: MessageEvent<ToWebviewMessage>) => {

@@ -2,7 +2,10 @@
 // use (payloadCodecs: UTF-8, escapes for every other byte), editable. Typing
 // is decoded and sent as one splice of the bytes that differ, so the hex pane
 // and the diff follow; a text that does not decode (a bad escape) is shown as
-// an error and changes nothing.
+// an error and changes nothing. A payload over WHOLE_TEXT_MAX is shown as
+// the text of a window of bytes around the hex pane's rows in view (a
+// textarea laying out 1 MiB of text stalls the page for seconds); edits
+// there splice into that window.
 import { decodeText, encodeText, formatSyntaxError } from '../../extension/src/shared/payloadCodecs';
 import { el } from './dom';
 import type { EditorState } from './editorState';
@@ -16,7 +19,15 @@ export function spliceBetween(from: Uint8Array, to: Uint8Array) {
   return { offset: p, deleteCount: from.length - p - s, insert: to.slice(p, to.length - s) };
 }
 
+const WHOLE_TEXT_MAX = 256 * 1024;
+const WINDOW_BYTES = 16 * 1024;
+
 export class TextPane {
+  /** The bytes [start, end) the text shows (all of them up to WHOLE_TEXT_MAX). */
+  private window = { start: 0, end: 0 };
+  private readonly note: HTMLDivElement;
+  /** The first byte the hex pane shows (the window follows it for big payloads). */
+  viewStart = 0;
   readonly element: HTMLDivElement;
   readonly textarea: HTMLTextAreaElement;
   private readonly error: HTMLDivElement;
@@ -33,7 +44,8 @@ export class TextPane {
       },
     });
     this.error = el('div', { cls: 'text-error', attrs: { role: 'alert' } });
-    this.element = el('div', { cls: 'text-box' }, this.textarea, this.error);
+    this.note = el('div', { cls: 'text-note' });
+    this.element = el('div', { cls: 'text-box' }, this.note, this.textarea, this.error);
     this.textarea.addEventListener('input', () => {
       if (this.timer) clearTimeout(this.timer);
       // Decoding a big text on every key would lag: wait for a pause in typing.
@@ -55,7 +67,17 @@ export class TextPane {
     if (!this.stale) return;
     this.stale = false;
     const { selectionStart, selectionEnd } = this.textarea;
-    this.textarea.value = encodeText(this.state.bytes);
+    const n = this.state.bytes.length;
+    if (n <= WHOLE_TEXT_MAX) {
+      this.window = { start: 0, end: n };
+      this.note.textContent = '';
+    } else {
+      // Start at a line break near the hex pane's view, so the text starts with a whole character.
+      const start = Math.max(0, Math.min(this.viewStart, n - WINDOW_BYTES));
+      this.window = { start, end: Math.min(n, start + WINDOW_BYTES) };
+      this.note.textContent = `Text of bytes 0x${start.toString(16).toUpperCase()}–0x${this.window.end.toString(16).toUpperCase()} of ${n} (the payload is too big to show whole; the window follows the hex pane).`;
+    }
+    this.textarea.value = encodeText(this.state.bytes.subarray(this.window.start, this.window.end));
     this.textarea.readOnly = this.state.readOnly;
     this.error.textContent = '';
     if (document.activeElement === this.textarea) {
@@ -74,8 +96,21 @@ export class TextPane {
       return;
     }
     this.error.textContent = '';
-    const s = spliceBetween(this.state.bytes, r.bytes);
-    if (s.deleteCount || s.insert.length) this.state.edit(s, 'Typing in text', true);
+    const { start, end } = this.window;
+    const s = spliceBetween(this.state.bytes.subarray(start, end), r.bytes);
+    if (s.deleteCount || s.insert.length) {
+      this.window = { start, end: end - s.deleteCount + s.insert.length };
+      this.state.edit({ ...s, offset: s.offset + start }, 'Typing in text', true);
+    }
+  }
+
+  /** The hex pane scrolled: a windowed text follows it (not while the person types in it). */
+  followView(firstByte: number): void {
+    this.viewStart = firstByte;
+    if (this.state.bytes.length <= WHOLE_TEXT_MAX || document.activeElement === this.textarea) return;
+    if (firstByte >= this.window.start && firstByte + 1024 <= this.window.end) return;
+    this.viewStart = Math.max(0, firstByte - 1024);
+    this.markStale();
   }
 
   setReadOnly(readOnly: boolean): void {
