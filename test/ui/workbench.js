@@ -167,13 +167,26 @@ async function openLightBulb(page, timeout) {
  * through the palette's Quick Fix... (Ctrl+.'s command).
  */
 async function openCodeActions(page) {
-  try {
-    return await openLightBulb(page, 5000);
-  } catch {
-    await runCommand(page, 'Quick Fix...');
-    const menu = page.locator('.action-widget');
-    await menu.waitFor({ timeout: 10000 });
-    return menu;
+  // Three rounds: on a loaded 2-CPU machine the workbench sometimes drops the
+  // answer to its code action request (no bulb, no menu); asking again works.
+  for (let round = 1; ; round++) {
+    try {
+      return await openLightBulb(page, 5000);
+    } catch {
+      await page.keyboard.press('Escape');
+    }
+    try {
+      await runCommand(page, 'Quick Fix...');
+      const menu = page.locator('.action-widget');
+      await menu.waitFor({ timeout: 8000 });
+      return menu;
+    } catch (e) {
+      if (round >= 3)
+        throw new Error(
+          `no code action menu after ${round} rounds of light bulb and Quick Fix: ${e.message}`,
+        );
+      await page.keyboard.press('Escape');
+    }
   }
 }
 

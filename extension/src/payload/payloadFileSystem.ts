@@ -29,7 +29,11 @@ export class PayloadFileSystem implements vscode.FileSystemProvider, vscode.Disp
   private readonly subscription: { dispose(): void };
 
   constructor(private readonly store: PayloadStore) {
-    this.subscription = store.onDidChange((id) => this.touch(id));
+    // Bytes and read-only state only: a moved deadline changes no byte, and
+    // an announced change makes a clean editor reload (and lose its light bulb).
+    this.subscription = store.onDidChange(({ id, what }) => {
+      if (what !== 'deadline') this.touch(id);
+    });
   }
 
   /** Both documents of `id` changed (an edit staged in either, or the chunk's state). */

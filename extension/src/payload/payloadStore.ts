@@ -15,7 +15,8 @@
 //                       the chunk is not held any more
 //   state(id)           held (with its PendingView: deadline, heldAt) |
 //                       released (reason) | sent (action) | unknown
-//   onDidChange(l)      l(id) after any of the above changed for id
+//   onDidChange(l)      l(id, what) after the staged edit ('staged'), the state
+//                       ('state') or the filter's deadline ('deadline') of id changed
 //   keepHeld(id, who)   while any holder is registered (an editor shows the
 //                       payload), the store extends the chunk's hold, up to
 //                       nke.editHoldMaxMs in total and never past the ABI cap
@@ -31,6 +32,17 @@ import { noLongerHeld, releasedByFilter } from '../shared/payloadReasons';
 import type { ModelEvent, PendingRemoval, WorkbenchModel } from '../model/workbenchModel';
 
 export type PayloadAction = 'reinjectEdited' | 'reinjectOriginal' | 'drop';
+
+/**
+ * What changed for a payload: its staged edit (the documents' bytes), its
+ * state (held -> released / sent: documents turn read-only), or only the
+ * filter's deadline (countdowns; the documents' bytes are the same, so the
+ * file system must not announce a change: an editor would reload it).
+ */
+export interface PayloadChange {
+  id: string;
+  what: 'staged' | 'state' | 'deadline';
+}
 
 export type PayloadState =
   | { kind: 'held'; view: PendingView }
@@ -112,7 +124,7 @@ export function refusalFor(id: string, s: PayloadState): string | undefined {
 
 export class PayloadStore {
   private readonly entries = new Map<string, Entry>();
-  private readonly listeners = new Set<(id: string) => void>();
+  private readonly listeners = new Set<(e: PayloadChange) => void>();
   private readonly subscriptions: { dispose(): void }[] = [];
   private timer?: ReturnType<typeof setTimeout>;
   private readonly now: () => number;
@@ -127,7 +139,7 @@ export class PayloadStore {
     );
   }
 
-  readonly onDidChange: ModelEvent<string> = (listener) => {
+  readonly onDidChange: ModelEvent<PayloadChange> = (listener) => {
     this.listeners.add(listener);
     return { dispose: () => this.listeners.delete(listener) };
   };
@@ -189,14 +201,14 @@ export class PayloadStore {
     const same = e.original !== undefined && equalBytes(copy, e.original);
     const before = e.staged;
     e.staged = same ? undefined : copy;
-    if (before !== e.staged && !(before && e.staged && equalBytes(before, e.staged))) this.fire(id);
+    if (before !== e.staged && !(before && e.staged && equalBytes(before, e.staged))) this.fire(id, 'staged');
   }
 
   revert(id: string): void {
     const e = this.entries.get(id);
     if (!e?.staged) return;
     e.staged = undefined;
-    this.fire(id);
+    this.fire(id, 'staged');
   }
 
   /**
@@ -221,7 +233,7 @@ export class PayloadStore {
         await this.opts.helper.verdict(id, action === 'drop' ? 'drop' : 'allow');
       }
       e.gone = { kind: 'sent', action, size };
-      this.fire(id);
+      this.fire(id, 'state');
     };
     e.inFlight = send().finally(() => (e.inFlight = undefined));
     try {
@@ -231,7 +243,7 @@ export class PayloadStore {
       const reason = (err as { reason?: PendingRemovalReason }).reason;
       if (reason !== undefined && !e.gone) {
         e.gone = goneFor(reason);
-        this.fire(id);
+        this.fire(id, 'state');
       }
       throw err;
     }
@@ -297,7 +309,7 @@ export class PayloadStore {
       const e = this.entries.get(id);
       if (!e || e.gone) continue;
       e.gone = goneFor(reason);
-      this.fire(id);
+      this.fire(id, 'state');
     }
     this.updateTimer();
   }
@@ -309,7 +321,7 @@ export class PayloadStore {
       if (live && live !== e.view) {
         const deadlineMoved = e.view?.deadline !== live.deadline;
         e.view = live;
-        if (deadlineMoved) this.fire(id);
+        if (deadlineMoved) this.fire(id, 'deadline');
       }
     }
   }
@@ -361,8 +373,8 @@ export class PayloadStore {
     }
   }
 
-  private fire(id: string): void {
-    for (const l of [...this.listeners]) l(id);
+  private fire(id: string, what: PayloadChange['what']): void {
+    for (const l of [...this.listeners]) l({ id, what });
   }
 }
 
