@@ -11,10 +11,23 @@
 
 int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
+    struct relay *r = relay_get(fd);
+    if (r) {
+        /* Connecting a relayed socket again (a connect in progress, done
+         * or failed): the real socket answers (EALREADY, EISCONN, the real
+         * result), as the kernel would. */
+        int rc = libc_call(connect, r->real_fd, sa, len);
+        int e = errno;
+        if ((rc == 0 || e == EINPROGRESS) && r->connect_done && !r->connect_ok)
+            relay_reconnected(r, fd, rc != 0);
+        relay_put(r);
+        errno = e;
+        return rc;
+    }
     int rc = libc_call(connect, fd, sa, len);
     int e = errno;
     if (rc == 0 || e == EINPROGRESS) {
-        relay_start(fd, false);
+        relay_start(fd, false, rc == 0 ? NULL : sa, len);
         ctl_connected(fd);
     }
     errno = e;
@@ -26,7 +39,7 @@ int accept(int fd, struct sockaddr *sa, socklen_t *len)
     int c = libc_call(accept, fd, sa, len);
     if (c >= 0) {
         int e = errno;
-        relay_start(c, true);
+        relay_start(c, true, NULL, 0);
         errno = e;
     }
     return c;
@@ -37,7 +50,7 @@ int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
     int c = libc_call(accept4, fd, sa, len, flags);
     if (c >= 0) {
         int e = errno;
-        relay_start(c, true);
+        relay_start(c, true, NULL, 0);
         errno = e;
     }
     return c;
@@ -111,19 +124,7 @@ int getsockopt(int fd, int level, int name, void *v, socklen_t *l)
         }
         return rc;
     }
-    int rc;
-    if (level == SOL_SOCKET && name == SO_ERROR) {
-        /* The program polled its socketpair end writable; the real connect
-         * may still be in flight. Its answer is the real connect's. */
-        int err = relay_connect_result(r);
-        if (v && l && *l >= sizeof(int)) {
-            memcpy(v, &err, sizeof(int));
-            *l = sizeof(int);
-        }
-        rc = 0;
-    } else {
-        rc = libc_call(getsockopt, r->real_fd, level, name, v, l);
-    }
+    int rc = libc_call(getsockopt, r->real_fd, level, name, v, l);
     int e = errno;
     if (rc == 0)
         relay_opt_note(r, level, name, false);
@@ -138,7 +139,9 @@ int shutdown(int fd, int how)
     if (!r)
         return libc_call(shutdown, fd, how);
     /* Shutting the program's end down makes the relay see EOF and pass
-     * the half-close on after any pending data. */
+     * the half-close on after any pending data; the flag tells that EOF
+     * from a close (an abortive one with SO_LINGER 0 becomes a reset). */
+    atomic_store(&r->prog_shutdown, true);
     int rc = libc_call(shutdown, fd, how);
     relay_put(r);
     return rc;
@@ -152,10 +155,23 @@ int socket(int domain, int type, int proto)
     return fd;
 }
 
+/* On a connected TCP socket the kernel ignores sendto's address; a relayed
+ * one is a Unix socket, which would refuse it (EISCONN). */
+static bool relayed(int fd)
+{
+    struct relay *r = relay_get(fd);
+    if (r)
+        relay_put(r);
+    return r != NULL;
+}
+
 ssize_t sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl)
 {
-    if (!is_udp(fd))
+    if (!is_udp(fd)) {
+        if (to && relayed(fd))
+            to = NULL, tl = 0;
         return libc_call(sendto, fd, b, n, flags, to, tl);
+    }
     return udp_sendto(fd, b, n, flags, to, tl);
 }
 
@@ -166,8 +182,15 @@ ssize_t send(int fd, const void *b, size_t n, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
-    if (!is_udp(fd))
+    if (!is_udp(fd)) {
+        if (m && m->msg_name && relayed(fd)) {
+            struct msghdr c = *m;
+            c.msg_name = NULL;
+            c.msg_namelen = 0;
+            return libc_call(sendmsg, fd, &c, flags);
+        }
         return libc_call(sendmsg, fd, m, flags);
+    }
     return udp_sendmsg(fd, m, flags);
 }
 

@@ -17,16 +17,29 @@ struct ctl_sock *g_ctls[MAX_FDS];
 pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 pid_t g_pid;
 
-/* A ref on fd's relay, or NULL when fd is not relayed. */
+/* A ref on fd's relay, or NULL when fd is not relayed. An entry whose fd
+ * is no longer the program's end of that relay (closed with the raw system
+ * call, as libuv does, and the number reused) is stale: it is dropped. */
 struct relay *relay_get(int fd)
 {
-    if (fd < 0 || fd >= MAX_FDS)
+    if (fd < 0 || fd >= MAX_FDS || !__atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED))
         return NULL;
     pthread_mutex_lock(&g_fd_lock);
     struct relay *r = g_fds[fd];
     if (r)
         atomic_fetch_add(&r->refs, 1);
     pthread_mutex_unlock(&g_fd_lock);
+    if (r && !relay_is_current(r, fd)) {
+        pthread_mutex_lock(&g_fd_lock);
+        bool mine = g_fds[fd] == r;
+        if (mine)
+            g_fds[fd] = NULL;
+        pthread_mutex_unlock(&g_fd_lock);
+        if (mine)
+            relay_put(r); /* the table's */
+        relay_put(r);
+        return NULL;
+    }
     return r;
 }
 
@@ -57,6 +70,11 @@ void fd_copy(int from, int to)
     if (to < 0 || to >= MAX_FDS || from == to)
         return;
     struct relay *r = relay_get(from);
+    if (!r && __atomic_load_n(&g_fds[to], __ATOMIC_RELAXED) == NULL &&
+        !__atomic_load_n(&g_udp[to], __ATOMIC_RELAXED) && !__atomic_load_n(&g_ctls[to], __ATOMIC_RELAXED) &&
+        (from < 0 || from >= MAX_FDS || (!__atomic_load_n(&g_udp[from], __ATOMIC_RELAXED) &&
+                                         !__atomic_load_n(&g_ctls[from], __ATOMIC_RELAXED))))
+        return; /* nothing tracked on either: no lock */
     pthread_mutex_lock(&g_fd_lock);
     struct udp_state *u = from >= 0 && from < MAX_FDS ? g_udp[from] : NULL;
     struct ctl_sock *k = from >= 0 && from < MAX_FDS ? g_ctls[from] : NULL;

@@ -34,7 +34,7 @@ void shim_init(void)
 
 int link_open(void)
 {
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int fd = libc_call(socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -65,7 +65,7 @@ void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a)
 
 int link_attach(int fd, uint8_t family, uint8_t protocol, bool incoming)
 {
-    int link = link_open();
+    int link = fd_high(link_open());
     if (link < 0)
         return -1;
     if (!link_attach_on(link, fd, family, protocol, incoming)) {
@@ -83,12 +83,7 @@ bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool inc
     struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
                              .family = family, .type = protocol == NKE_PROTO_TCP ? 1 : 2,
                              .protocol = protocol, .incoming = incoming };
-    FILE *f = fopen("/proc/self/comm", "re");
-    if (f) {
-        if (fgets(a.comm, sizeof(a.comm), f))
-            a.comm[strcspn(a.comm, "\n")] = 0;
-        fclose(f);
-    }
+    shim_comm(a.comm);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
@@ -220,3 +215,16 @@ void local_addr(int fd, struct nke_addr *a)
         to_nke_addr(&ss, a);
 }
 
+
+/* The process's name as the kernel has it (/proc/self/comm). */
+void shim_comm(char comm[NKE_COMM_LEN])
+{
+    memset(comm, 0, NKE_COMM_LEN);
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = libc_call(read, fd, comm, NKE_COMM_LEN - 1);
+    libc_call(close, fd);
+    if (n > 0)
+        comm[strcspn(comm, "\n")] = 0;
+}

@@ -345,9 +345,9 @@ static bool udp_worker_start_locked(struct udp_state *u, int fd)
     if (u->failed || u->link < 0 || !sym_fcntl())
         return false;
     /* F_DUPFD_CLOEXEC through libc: our fcntl would track the copies. */
-    int sock = p_fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    int wlink = p_fcntl(u->link, F_DUPFD_CLOEXEC, 0);
-    int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int sock = fd_high(p_fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    int wlink = fd_high(p_fcntl(u->link, F_DUPFD_CLOEXEC, 0));
+    int wake = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
