@@ -44,6 +44,36 @@ __attribute__((destructor)) static void shim_dtor(void)
     relay_exit_drain(&until, ms);
 }
 
+/* _exit and _Exit run no destructor, yet every forking server's child
+ * leaves by them: what it queued (a UDP datagram awaiting its verdict, bytes
+ * in its relay loop) is sent first, within the same bound as exit's. Not in
+ * a vfork child (posix_spawn's failure path), whose memory is the parent's. */
+static void exit_drains_now(void)
+{
+    if (getpid() != g_pid)
+        return;
+    long ms;
+    struct timespec until = drain_deadline(&ms);
+    udp_exit_drain(&until, ms);
+    relay_exit_drain(&until, ms);
+}
+
+void _exit(int status)
+{
+    exit_drains_now();
+    sym__exit();
+    p__exit(status);
+    __builtin_unreachable();
+}
+
+void _Exit(int status)
+{
+    exit_drains_now();
+    sym__Exit();
+    p__Exit(status);
+    __builtin_unreachable();
+}
+
 /*
  * Exec drain. exec replaces the image and with it the relay and UDP worker
  * threads, so bytes the program wrote before exec that are still in a relay

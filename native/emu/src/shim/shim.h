@@ -110,6 +110,8 @@ extern int g_debug;
     X(ssize_t, readv, (int, const struct iovec *, int))                                            \
     X(ssize_t, writev, (int, const struct iovec *, int))                                           \
     X(int, execve, (const char *, char *const[], char *const[]))                                   \
+    X(void, _exit, (int))                                                                          \
+    X(void, _Exit, (int))                                                                          \
     X(int, execv, (const char *, char *const[]))                                                   \
     X(int, execvp, (const char *, char *const[]))                                                  \
     X(int, execvpe, (const char *, char *const[], char *const[]))                                  \
@@ -150,6 +152,7 @@ struct relay {
     bool remote;              /* a forked child's copy: another process relays it */
     atomic_bool prog_shutdown; /* the program called shutdown(): an EOF is not a close */
     atomic_bool restart_ask;  /* a new connect on it (after a failed one) */
+    atomic_bool reset_swap;   /* reset by the peer: the program's next read/write swaps in real_fd */
     size_t restart_filler;    /* its filler; under g_loop.lock */
     /* Loop thread only: */
     struct relay *next;
@@ -158,6 +161,7 @@ struct relay {
     size_t filler;            /* bytes the program's end holds until the connect is done */
     bool rd[2], wr[2], urgent[2], hup[2]; /* edge-triggered readiness, [0] real, [1] pair */
     bool prog_closed;
+    bool abort;               /* closed with SO_LINGER 0: the peer gets a reset */
     int reset_err;
     bool dirty, link_pending;
     bool out_open, exec_busy;
@@ -220,6 +224,7 @@ struct udp_state {
     struct udp_in_wait *inw;  /* recv threads waiting, in DATA order */
     int async_err;            /* last error of a real send, for the next send call */
     unsigned fork_mark;       /* udp_atfork_child's mark */
+    bool bound;               /* has a local port (checked once before a queued send) */
 };
 
 /* An unconnected TCP socket's identity at nke-emud: attached on the mux
@@ -279,6 +284,16 @@ bool is_tcp_inet(int fd, int *family);
 void relay_opt_note(struct relay *r, int level, int name, bool is_set);
 void relay_atfork_child(void);
 int fd_high(int fd);
+void relay_swap(int fd);
+extern atomic_uint g_resets_pending;
+/* The program's read/write on fd: a relayed socket reset by its peer
+ * becomes the real socket first (relay_swap). One load otherwise. */
+static inline void relay_reset_check(int fd)
+{
+    if (__atomic_load_n(&g_resets_pending, __ATOMIC_RELAXED) && fd >= 0 && fd < MAX_FDS &&
+        __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED))
+        relay_swap(fd);
+}
 uint32_t mux_attach_unconnected(int fd, uint8_t family);
 void mux_note(uint32_t id, const void *m, size_t n);
 void mux_detach(uint32_t id);

@@ -64,8 +64,14 @@ struct dir {
     struct chunk *head, *tail; /* in stream order */
     unsigned nchunks;      /* queued, decided or not (the window) */
     unsigned nwaiting;     /* sent and not yet decided */
+    size_t nbytes;         /* bytes queued */
     uint32_t next_seq;
 };
+
+/* Bytes a direction reads ahead while its chunks await verdicts: beyond
+ * the window's count, a bound on what the relay holds that the kernel
+ * would not (a writer meets a peer's reset about where it would raw). */
+#define RELAY_AHEAD_MAX (128u << 10)
 
 enum relay_state { R_CONNECTING, R_RELAYING, R_CONNECT_FAILED, R_RESET_WAIT };
 
@@ -112,6 +118,9 @@ struct loop {
 /* Every relay the loop runs (loop thread only). */
 static struct relay *g_loop_relays;
 static const uint8_t g_zeros[16384];
+/* Relays whose program end is to be replaced by the real socket at its next
+ * read or write (relay_swap); lets those calls skip the check otherwise. */
+atomic_uint g_resets_pending;
 
 static struct loop g_loop = { .lock = PTHREAD_MUTEX_INITIALIZER, .drain_cond = PTHREAD_COND_INITIALIZER,
                               .ep = -1, .wake = -1, .link_fd = -1 };
@@ -327,6 +336,7 @@ void mux_detach(uint32_t id)
 /* ---- the loop: moving bytes ----------------------------------------------- */
 
 static int rfd(const struct relay *r, int which) { return which ? r->pair_fd : r->real_fd; }
+static bool linger_zero(int fd);
 
 static void chunk_free(struct chunk *c)
 {
@@ -382,7 +392,7 @@ static bool dir_may_read(const struct relay *r, const struct dir *d)
      * (a peer's reset then reaches a writer about where it would raw). */
     if (relay_may_skip(r))
         return d->head == NULL;
-    return d->nchunks < SHIM_WINDOW_CHUNKS;
+    return d->nchunks < SHIM_WINDOW_CHUNKS && d->nbytes < RELAY_AHEAD_MAX;
 }
 
 /* A send to dst failed for good. */
@@ -425,9 +435,10 @@ static void dir_flush(struct relay *r, struct dir *d)
         if (!d->head)
             d->tail = NULL;
         d->nchunks--;
+        d->nbytes -= c->len;
         chunk_free(c);
     }
-    if (d->eof && !d->shut && !d->dead && !d->head) {
+    if (d->eof && !d->shut && !d->dead && !d->head && !(d->dst == 0 && r->abort)) {
         /* EOF one way is a half-close the other side must see, once
          * everything read before it is delivered. */
         libc_call(shutdown, dst, SHUT_WR);
@@ -491,6 +502,7 @@ static struct chunk *dir_queue(struct relay *r, struct dir *d, const uint8_t *bu
         d->head = c;
     d->tail = c;
     d->nchunks++;
+    d->nbytes += n;
     return c;
 }
 
@@ -555,8 +567,11 @@ static bool dir_read(struct relay *r, struct dir *d)
         }
         if (n <= 0) {
             d->eof = true;
-            if (d->src == 1 && !atomic_load(&r->prog_shutdown))
+            if (d->src == 1 && !atomic_load(&r->prog_shutdown)) {
                 r->prog_closed = true; /* EOF without a shutdown() call: the program closed */
+                if (linger_zero(r->real_fd))
+                    r->abort = true; /* reset, not FIN (relay_run) */
+            }
             dir_flush(r, d);
             break;
         }
@@ -711,6 +726,9 @@ static void relay_out_done(struct relay *r)
 static void relay_end(struct relay *r)
 {
     relay_out_done(r);
+    /* The program end is gone: nothing left to swap. */
+    if (atomic_exchange(&r->reset_swap, false))
+        atomic_fetch_sub(&g_resets_pending, 1);
     epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, r->real_fd, NULL);
     epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, r->pair_fd, NULL);
     libc_call(close, r->pair_fd);
@@ -819,8 +837,20 @@ static void relay_run(struct relay *r)
         return;
     }
     struct dir *out = &r->dirs[0], *in = &r->dirs[1];
+    if (r->state == R_RELAYING && r->reset_err && !in->eof && !in->dead) {
+        /* Reset seen on the socket's state: what arrived before the reset
+         * is still readable; reading past it would take the error the
+         * program is to get, so only FIONREAD's worth is read. */
+        int avail = 0;
+        while (ioctl(r->real_fd, FIONREAD, &avail) == 0 && avail > 0) {
+            ssize_t n = libc_call(recvfrom, r->real_fd, g_loop.buf, (size_t)avail < SHIM_DATA_MAX ? (size_t)avail
+                                  : SHIM_DATA_MAX, MSG_DONTWAIT, NULL, NULL);
+            if (n <= 0 || !dir_queue(r, in, g_loop.buf, (size_t)n, false, false))
+                break;
+        }
+    }
     if (r->state == R_RELAYING) {
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 2 && !r->reset_err; i++) {
             dir_flush(r, &r->dirs[i]);
             if (!dir_read(r, &r->dirs[i])) {
                 link_lost();
@@ -830,7 +860,7 @@ static void relay_run(struct relay *r)
         }
         if (r->hup[1] && !atomic_load(&r->prog_shutdown))
             r->prog_closed = true;
-        if (r->prog_closed && linger_zero(r->real_fd)) {
+        if (r->abort || (r->prog_closed && linger_zero(r->real_fd))) {
             relay_abort(r);
             relay_end(r);
             return;
@@ -838,29 +868,39 @@ static void relay_run(struct relay *r)
         if (r->prog_closed)
             in->dead = true; /* nobody reads the pair any more */
         if (r->reset_err) {
-            /* The peer reset the connection. The program's end learns it
-             * as ECONNRESET when it has written bytes not yet read here
-             * (the kernel gives a unix socket's peer that error when it is
-             * closed with unread data); a program that only reads gets
-             * EOF, and its next write the error. */
+            /* The peer reset the connection (or the real socket failed).
+             * What arrived before it is delivered; then the program's next
+             * read or write on its fd puts the real socket in its place
+             * (relay_swap) and gets the kernel's own answer (ECONNRESET,
+             * then EPIPE). The pair end is shut for writing, so a reader
+             * waiting in poll wakes up and makes that call; what a writer
+             * puts in the pair meanwhile is taken out and dropped, so it
+             * never blocks. */
             out->dead = true;
             in->eof = true;
             dir_flush(r, in);
-            int unread = 0;
-            if (ioctl(r->pair_fd, FIONREAD, &unread) == 0 && unread > 0) {
-                relay_end(r);
-                return;
-            }
             if (!in->shut) {
                 libc_call(shutdown, r->pair_fd, SHUT_WR);
                 in->shut = true;
             }
             r->state = R_RESET_WAIT;
+            if (!atomic_exchange(&r->reset_swap, true))
+                atomic_fetch_add(&g_resets_pending, 1);
+            relay_out_done(r);
         }
     }
     if (r->state == R_RESET_WAIT) {
-        int unread = 0;
-        if (r->hup[1] || (ioctl(r->pair_fd, FIONREAD, &unread) == 0 && unread > 0))
+        for (;;) {
+            ssize_t n = libc_call(recvfrom, r->pair_fd, g_loop.buf, SHIM_DATA_MAX, MSG_DONTWAIT, NULL, NULL);
+            if (n > 0)
+                continue;
+            if (n == 0 || (errno != EAGAIN && errno != EINTR))
+                r->hup[1] = true;
+            if (n < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        if (r->hup[1])
             relay_end(r);
         return;
     }
@@ -996,13 +1036,11 @@ static void *loop_main(void *arg)
                 r->urgent[which] = true;
             if (which == 1 && (e & EPOLLHUP))
                 r->hup[1] = true;
-            if (which == 0 && (e & EPOLLERR) && r->state == R_RELAYING) {
-                int err = 0;
-                socklen_t el = sizeof(err);
-                libc_call(getsockopt, r->real_fd, SOL_SOCKET, SO_ERROR, &err, &el);
-                if (err)
-                    r->reset_err = err;
-            }
+            /* A reset is seen by the socket's state, not SO_ERROR, which
+             * would clear the error the program is to get (relay_swap). */
+            if (which == 0 && (e & (EPOLLERR | EPOLLHUP)) && r->state == R_RELAYING &&
+                tcp_state(r->real_fd) == TCP_CLOSE)
+                r->reset_err = ECONNRESET;
             r->dirty = true;
         }
         if (g_loop.link_full && g_loop.link_fd >= 0) {
@@ -1097,7 +1135,7 @@ void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tol
      * writer about where it would raw); the relay's end sends into a larger
      * one, so the extra hop never starves a bulk download. FORCE works as
      * root; otherwise net.core.wmem_max caps it. */
-    int small = 64 << 10, big = 256 << 10;
+    int small = 16 << 10, big = 256 << 10;
     libc_call(setsockopt, sp[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
     if (libc_call(setsockopt, sp[1], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) < 0)
         libc_call(setsockopt, sp[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
@@ -1388,4 +1426,32 @@ void relay_atfork_child(void)
     pthread_cond_init(&g_loop.drain_cond, NULL);
     if (had_link)
         mux_open_locked();
+}
+
+/* Called by the program's read/write calls on a relayed fd whose peer
+ * reset the connection (g_resets_pending): fd becomes the real socket
+ * itself, which holds the kernel's error for the call about to be made.
+ * Made by the program's own thread, inside its call on fd, so the number
+ * cannot be closed and reused meanwhile. */
+void relay_swap(int fd)
+{
+    struct relay *r = relay_get(fd);
+    if (!r)
+        return;
+    if (atomic_load(&r->reset_swap) && !r->remote) {
+        int fdfl = libc_call(fcntl, fd, F_GETFD);
+        int fl = libc_call(fcntl, fd, F_GETFL);
+        pthread_mutex_lock(&g_fd_lock);
+        bool ok = g_fds[fd] == r &&
+                  libc_call(dup3, r->real_fd, fd, (fdfl > 0 && (fdfl & FD_CLOEXEC)) ? O_CLOEXEC : 0) >= 0;
+        if (ok)
+            g_fds[fd] = NULL;
+        pthread_mutex_unlock(&g_fd_lock);
+        if (ok) {
+            /* the real socket's file status flags are the relay's (non-blocking) */
+            libc_call(fcntl, fd, F_SETFL, fl);
+            relay_put(r); /* the table's */
+        }
+    }
+    relay_put(r);
 }

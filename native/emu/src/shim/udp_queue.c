@@ -421,6 +421,27 @@ static int udp_out(int fd, const void *b, size_t n, int flags, const struct sock
     if (!u->tried)
         udp_attach_locked(u, fd);
     bool judge = n > 0 && n <= NKE_BUFFER_SIZE && udp_may_defer_now();
+    if (judge && !u->bound) {
+        /* The kernel binds an unbound socket to an ephemeral port at its
+         * first send; the real send comes later here, so the bind is done
+         * now, the same one (any address, port 0), and getsockname right
+         * after sendto shows the port as it would raw. */
+        struct sockaddr_storage me;
+        socklen_t ml = sizeof(me);
+        memset(&me, 0, sizeof(me));
+        if (libc_call(getsockname, fd, (struct sockaddr *)&me, &ml) == 0) {
+            bool unbound = me.ss_family == AF_INET ? ((struct sockaddr_in *)&me)->sin_port == 0
+                         : me.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&me)->sin6_port == 0 : false;
+            if (unbound) {
+                struct sockaddr_storage any;
+                memset(&any, 0, sizeof(any));
+                any.ss_family = me.ss_family;
+                libc_call(bind, fd, (struct sockaddr *)&any,
+                          me.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+            }
+            u->bound = true;
+        }
+    }
     for (;;) {
         judge = judge && u->link >= 0 && !u->failed && udp_worker_start_locked(u, fd);
         if (!judge && !u->head)
@@ -724,31 +745,62 @@ ssize_t udp_recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from
 
 ssize_t udp_recvmsg(int fd, struct msghdr *m, int flags)
 {
-    size_t n = 0;
+    /* The real receive takes the whole datagram (up to the largest UDP
+     * payload) with the program's own ancillary buffer and address, so the
+     * verdict is on what the kernel received and MSG_TRUNC, msg_controllen
+     * and MSG_CTRUNC are the kernel's; only the copy into the program's
+     * buffers is capped at their size. */
+    size_t cap = 0;
     for (size_t i = 0; i < m->msg_iovlen; i++)
-        n += m->msg_iov[i].iov_len;
-    uint8_t *flat = malloc(n ? n : 1);
-    if (!flat)
+        cap += m->msg_iov[i].iov_len;
+    uint8_t *tmp = malloc(NKE_BUFFER_SIZE);
+    if (!tmp)
         return libc_call(recvmsg, fd, m, flags);
-    socklen_t nl = m->msg_namelen;
-    ssize_t r = udp_recvfrom(fd, flat, n, flags, m->msg_name, m->msg_name ? &nl : NULL);
-    if (r >= 0) {
-        size_t o = 0, left = (size_t)r < n ? (size_t)r : n;
+    for (;;) {
+        struct iovec iov = { tmp, NKE_BUFFER_SIZE };
+        struct msghdr rm = *m;
+        struct sockaddr_storage ss; /* the peer for the DATA when the program wants none */
+        if (!m->msg_name) {
+            rm.msg_name = &ss;
+            rm.msg_namelen = sizeof(ss);
+        }
+        rm.msg_iov = &iov;
+        rm.msg_iovlen = 1;
+        ssize_t r = libc_call(recvmsg, fd, &rm, flags & ~MSG_TRUNC);
+        if (r < 0) {
+            int e = errno;
+            free(tmp);
+            errno = e;
+            return r;
+        }
+        uint8_t *mod;
+        size_t ml;
+        int v = udp_in_verdict(fd, tmp, (size_t)r, rm.msg_name, &mod, &ml);
+        if (v == UDP_DROP) {
+            if (nonblocking(fd, flags)) {
+                free(tmp);
+                errno = EAGAIN;
+                return -1;
+            }
+            continue;
+        }
+        const uint8_t *src = v == UDP_MODIFIED ? mod : tmp;
+        size_t len = v == UDP_MODIFIED ? ml : (size_t)r;
+        size_t left = len < cap ? len : cap, o = 0;
         for (size_t i = 0; i < m->msg_iovlen && left; i++) {
             size_t c = m->msg_iov[i].iov_len < left ? m->msg_iov[i].iov_len : left;
-            memcpy(m->msg_iov[i].iov_base, flat + o, c);
+            memcpy(m->msg_iov[i].iov_base, src + o, c);
             o += c;
             left -= c;
         }
         if (m->msg_name)
-            m->msg_namelen = nl;
-        m->msg_controllen = 0; /* ancillary data is not carried through the verdict */
-        m->msg_flags = (size_t)r > n ? MSG_TRUNC : 0;
+            m->msg_namelen = rm.msg_namelen;
+        m->msg_controllen = rm.msg_controllen;
+        m->msg_flags = (rm.msg_flags & ~MSG_TRUNC) | (len > cap ? MSG_TRUNC : 0);
+        free(mod);
+        free(tmp);
+        return (flags & MSG_TRUNC) ? (ssize_t)len : (ssize_t)(len < cap ? len : cap);
     }
-    int e = errno;
-    free(flat);
-    errno = e;
-    return r;
 }
 
 /* UDP: one verdict per datagram, as sendmsg. Stops at the first failure;
