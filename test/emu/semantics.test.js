@@ -22,7 +22,9 @@ async function compare(peerPy, progPy, { peerArgs = [], progArgs = [], ms = 2000
       const peer = H.start('python3', ['-c', peerPy, ...peerArgs], { env: { ...process.env, LD_PRELOAD: '' } });
       const port = (await peer.waitLine(/^\d+$/)).trim();
       const env = mode === 'raw' ? { ...process.env, LD_PRELOAD: '' } : emu.env();
-      const r = await H.run('python3', ['-c', progPy, port, ...progArgs], env, ms);
+      const r = await H.run('python3', ['-c', progPy, port, ...progArgs], env, ms).catch((e) => {
+        throw new Error(`${mode}: ${e.message}`);
+      });
       assert.equal(r.code, 0, `${mode}: ${r.stderr}`);
       const pr = await Promise.race([
         peer.exited,

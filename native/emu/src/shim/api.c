@@ -16,9 +16,12 @@ int connect(int fd, const struct sockaddr *sa, socklen_t len)
         /* Connecting a relayed socket again (a connect in progress, done
          * or failed): the real socket answers (EALREADY, EISCONN, the real
          * result), as the kernel would. */
+        pthread_mutex_lock(&r->lock);
+        bool failed = r->connect_done && !r->connect_ok;
+        pthread_mutex_unlock(&r->lock);
         int rc = libc_call(connect, r->real_fd, sa, len);
         int e = errno;
-        if ((rc == 0 || e == EINPROGRESS) && r->connect_done && !r->connect_ok)
+        if ((rc == 0 || e == EINPROGRESS) && failed)
             relay_reconnected(r, fd, rc != 0);
         relay_put(r);
         errno = e;

@@ -45,7 +45,11 @@ struct relay *relay_get(int fd)
 
 void fd_forget(int fd)
 {
-    if (fd < 0 || fd >= MAX_FDS)
+    if (fd < 0 || fd >= MAX_FDS || (!__atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) &&
+                                     !__atomic_load_n(&g_udp[fd], __ATOMIC_RELAXED) &&
+                                     !__atomic_load_n(&g_ctls[fd], __ATOMIC_RELAXED)))
+        return;
+    if (shim_vforked())
         return;
     pthread_mutex_lock(&g_fd_lock);
     struct relay *r = g_fds[fd];
@@ -75,6 +79,11 @@ void fd_copy(int from, int to)
         (from < 0 || from >= MAX_FDS || (!__atomic_load_n(&g_udp[from], __ATOMIC_RELAXED) &&
                                          !__atomic_load_n(&g_ctls[from], __ATOMIC_RELAXED))))
         return; /* nothing tracked on either: no lock */
+    if (shim_vforked()) {
+        if (r)
+            relay_put(r);
+        return;
+    }
     pthread_mutex_lock(&g_fd_lock);
     struct udp_state *u = from >= 0 && from < MAX_FDS ? g_udp[from] : NULL;
     struct ctl_sock *k = from >= 0 && from < MAX_FDS ? g_ctls[from] : NULL;

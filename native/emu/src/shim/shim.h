@@ -249,6 +249,11 @@ extern struct ctl_sock *g_ctls[MAX_FDS];
 extern pthread_mutex_t g_fd_lock;
 extern pid_t g_pid; /* this process's pid (exec_drain): set by shim_ctor and atfork_child */
 
+/* A vfork child (posix_spawn, CPython's subprocess) shares the parent's
+ * memory until it execs: it must never change the shim's state. Checked
+ * (a getpid call) only where state would change, never on a hot path. */
+static inline bool shim_vforked(void) { return getpid() != g_pid; }
+
 struct relay *relay_get(int fd);
 struct udp_state *udp_get(int fd);
 bool is_udp(int fd);

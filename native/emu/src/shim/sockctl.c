@@ -70,7 +70,7 @@ static bool with_link(int fd, bool create, void (*fn)(int *link, uint32_t id, bo
     if (fd < 0 || fd >= MAX_FDS)
         return false;
     shim_init();
-    if (g_enabled != 1)
+    if (g_enabled != 1 || shim_vforked())
         return false;
     pthread_mutex_lock(&g_fd_lock);
     if (g_fds[fd]) {

@@ -725,6 +725,8 @@ static void relay_out_done(struct relay *r)
  * table ref). */
 static void relay_end(struct relay *r)
 {
+    SHIM_LOG("relay %u: end (state %d, out %d/%d/%d, in %d/%d/%d)", r->id, r->state, r->dirs[0].eof, r->dirs[0].shut,
+             r->dirs[0].dead, r->dirs[1].eof, r->dirs[1].shut, r->dirs[1].dead);
     relay_out_done(r);
     /* The program end is gone: nothing left to swap. */
     if (atomic_exchange(&r->reset_swap, false))
@@ -779,6 +781,14 @@ static bool linger_zero(int fd)
  * when it polls, and asks the real socket (getsockopt SO_ERROR, connect). */
 static void relay_connect_finished(struct relay *r, bool ok)
 {
+    /* The result first, then the filler out: the program wakes only then,
+     * and its next call (a second connect) must see the result. */
+    pthread_mutex_lock(&r->lock);
+    r->connect_done = true;
+    r->connect_ok = ok;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    r->state = ok ? R_RELAYING : R_CONNECT_FAILED;
     while (r->filler > 0) {
         ssize_t n = libc_call(recvfrom, r->pair_fd, g_loop.buf, r->filler < SHIM_DATA_MAX ? r->filler : SHIM_DATA_MAX,
                               MSG_DONTWAIT, NULL, NULL);
@@ -786,16 +796,9 @@ static void relay_connect_finished(struct relay *r, bool ok)
             break;
         r->filler -= (size_t)n;
     }
-    pthread_mutex_lock(&r->lock);
-    r->connect_done = true;
-    r->connect_ok = ok;
-    pthread_cond_broadcast(&r->cond);
-    pthread_mutex_unlock(&r->lock);
-    r->state = ok ? R_RELAYING : R_CONNECT_FAILED;
-    if (ok) {
-        /* what the program wrote meanwhile is waiting in the pair */
-        r->rd[1] = true;
-    }
+    SHIM_LOG("relay %u: connect %s", r->id, ok ? "done" : "failed");
+    if (ok)
+        r->rd[1] = true; /* what the program wrote meanwhile is waiting in the pair */
 }
 
 static int tcp_state(int fd)
@@ -822,6 +825,7 @@ static void relay_run(struct relay *r)
         pthread_mutex_unlock(&r->lock);
         r->state = R_CONNECTING;
         r->hup[1] = false;
+        SHIM_LOG("relay %u: connecting again", r->id);
     }
     if (r->state == R_CONNECTING) {
         int s = tcp_state(r->real_fd);
@@ -877,12 +881,8 @@ static void relay_run(struct relay *r)
              * puts in the pair meanwhile is taken out and dropped, so it
              * never blocks. */
             out->dead = true;
-            in->eof = true;
+            in->eof = true; /* dir_flush shuts the pair once what came before is written */
             dir_flush(r, in);
-            if (!in->shut) {
-                libc_call(shutdown, r->pair_fd, SHUT_WR);
-                in->shut = true;
-            }
             r->state = R_RESET_WAIT;
             if (!atomic_exchange(&r->reset_swap, true))
                 atomic_fetch_add(&g_resets_pending, 1);
@@ -890,6 +890,7 @@ static void relay_run(struct relay *r)
         }
     }
     if (r->state == R_RESET_WAIT) {
+        dir_flush(r, in);
         for (;;) {
             ssize_t n = libc_call(recvfrom, r->pair_fd, g_loop.buf, SHIM_DATA_MAX, MSG_DONTWAIT, NULL, NULL);
             if (n > 0)
@@ -1038,8 +1039,7 @@ static void *loop_main(void *arg)
                 r->hup[1] = true;
             /* A reset is seen by the socket's state, not SO_ERROR, which
              * would clear the error the program is to get (relay_swap). */
-            if (which == 0 && (e & (EPOLLERR | EPOLLHUP)) && r->state == R_RELAYING &&
-                tcp_state(r->real_fd) == TCP_CLOSE)
+            if (which == 0 && (e & EPOLLERR) && r->state == R_RELAYING && tcp_state(r->real_fd) == TCP_CLOSE)
                 r->reset_err = ECONNRESET;
             r->dirty = true;
         }
@@ -1124,7 +1124,7 @@ void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tol
     bool connecting = to != NULL;
     int family;
     shim_init();
-    if (g_enabled != 1 || fd < 0 || fd >= MAX_FDS || !is_tcp_inet(fd, &family))
+    if (g_enabled != 1 || fd < 0 || fd >= MAX_FDS || shim_vforked() || !is_tcp_inet(fd, &family))
         return;
     uint8_t fam = family == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET;
     int sp[2];
@@ -1438,7 +1438,7 @@ void relay_swap(int fd)
     struct relay *r = relay_get(fd);
     if (!r)
         return;
-    if (atomic_load(&r->reset_swap) && !r->remote) {
+    if (atomic_load(&r->reset_swap) && !r->remote && !shim_vforked()) {
         int fdfl = libc_call(fcntl, fd, F_GETFD);
         int fl = libc_call(fcntl, fd, F_GETFL);
         pthread_mutex_lock(&g_fd_lock);

@@ -653,7 +653,7 @@ void udp_put(struct udp_state *u)
 void udp_track(int fd, int domain)
 {
     shim_init();
-    if (g_enabled != 1)
+    if (g_enabled != 1 || shim_vforked())
         return;
     struct udp_state *u = calloc(1, sizeof(*u));
     if (!u)
@@ -674,6 +674,8 @@ void udp_track(int fd, int domain)
 
 ssize_t udp_sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl)
 {
+    if (shim_vforked())
+        return libc_call(sendto, fd, b, n, flags, to, tl);
     int q = udp_out(fd, b, n, flags, to, tl, NULL, 0);
     if (q != 0)
         return q < 0 ? -1 : (ssize_t)n;
@@ -682,6 +684,8 @@ ssize_t udp_sendto(int fd, const void *b, size_t n, int flags, const struct sock
 
 ssize_t udp_sendmsg(int fd, const struct msghdr *m, int flags)
 {
+    if (shim_vforked())
+        return libc_call(sendmsg, fd, m, flags);
     size_t n = 0;
     for (size_t i = 0; i < m->msg_iovlen; i++)
         n += m->msg_iov[i].iov_len;
@@ -704,6 +708,8 @@ ssize_t udp_sendmsg(int fd, const struct msghdr *m, int flags)
 
 ssize_t udp_recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from, socklen_t *fl)
 {
+    if (shim_vforked())
+        return libc_call(recvfrom, fd, b, n, flags, from, fl);
     uint8_t *tmp = malloc(NKE_BUFFER_SIZE);
     if (!tmp)
         return libc_call(recvfrom, fd, b, n, flags, from, fl);
@@ -745,6 +751,8 @@ ssize_t udp_recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from
 
 ssize_t udp_recvmsg(int fd, struct msghdr *m, int flags)
 {
+    if (shim_vforked())
+        return libc_call(recvmsg, fd, m, flags);
     /* The real receive takes the whole datagram (up to the largest UDP
      * payload) with the program's own ancillary buffer and address, so the
      * verdict is on what the kernel received and MSG_TRUNC, msg_controllen
@@ -807,6 +815,8 @@ ssize_t udp_recvmsg(int fd, struct msghdr *m, int flags)
  * like the kernel, returns the count sent, or -1 if the first failed. */
 int udp_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 {
+    if (shim_vforked())
+        return libc_call(sendmmsg, fd, vec, vlen, flags);
     unsigned int i;
     for (i = 0; i < vlen; i++) {
         ssize_t r = udp_sendmsg(fd, &vec[i].msg_hdr, flags);
@@ -826,6 +836,8 @@ int udp_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
  * timeout (checked between datagrams, as the kernel does). */
 int udp_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
 {
+    if (shim_vforked())
+        return libc_call(recvmmsg, fd, vec, vlen, flags, timeout);
     uint64_t deadline = timeout ? mono_ms() + (uint64_t)timeout->tv_sec * 1000u +
                                       (uint64_t)timeout->tv_nsec / 1000000u
                                 : 0;
