@@ -3,6 +3,8 @@
 // programs that size tables by descriptor number (wrk, redis) work.
 'use strict';
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const H = require('./shim-harness');
 
 const CLIENT_MODES = [false, true];
@@ -98,6 +100,36 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
       assert.match(r.stdout, /SET: [\d.]+ requests per second/, r.stdout + r.stderr);
       assert.match(r.stdout, /GET: [\d.]+ requests per second/, r.stdout + r.stderr);
       assert.doesNotMatch(r.stdout + r.stderr, /max number of clients|error/i);
+    });
+  }
+
+  for (const withClient of CLIENT_MODES) {
+    it(`sshd under the shim sees the real client address after its re-exec: a key limited to from="127.0.0.1" logs in${withClient ? ', client attached' : ''}`, async function () {
+      // sshd (as root, for its privilege separation) on its own port, host
+      // key and config; the client is unshimmed.
+      if (process.getuid() !== 0 || !H.have('/usr/sbin/sshd') || !H.have('ssh') || !H.have('ssh-keygen')) this.skip();
+      if (withClient) await emu.client();
+      const d = emu.dir;
+      for (const k of ['host_key', 'id'])
+        assert.equal(H.run.sync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(d, k)]), 0);
+      fs.writeFileSync(path.join(d, 'authorized_keys'), `from="127.0.0.1" ${fs.readFileSync(path.join(d, 'id.pub'))}`);
+      const port = await H.freePort();
+      fs.writeFileSync(
+        path.join(d, 'sshd_config'),
+        [
+          `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${d}/host_key`, `PidFile ${d}/sshd.pid`,
+          `AuthorizedKeysFile ${d}/authorized_keys`, 'StrictModes no', 'PasswordAuthentication no',
+          'KbdInteractiveAuthentication no', 'UsePAM no', 'PermitRootLogin prohibit-password', 'LogLevel VERBOSE',
+        ].join('\n') + '\n',
+      );
+      fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // its privilege separation directory
+      const sshd = H.start('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(d, 'sshd_config')], { env: emu.env() });
+      await H.until(() => /Server listening/.test(sshd.stderrText), 15000, 'sshd listening');
+      const r = await H.run('ssh', ['-i', path.join(d, 'id'), '-p', String(port), '-o', 'StrictHostKeyChecking=no',
+        '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', 'root@127.0.0.1',
+        'echo logged-in'], { ...process.env, LD_PRELOAD: '' }, 30000);
+      assert.equal(r.stdout.trim(), 'logged-in', `${r.stderr}\nsshd: ${sshd.stderrText}`);
+      assert.match(sshd.stderrText, /Accepted publickey for root from 127\.0\.0\.1 port [1-9]\d*/);
     });
   }
 

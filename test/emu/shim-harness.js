@@ -109,6 +109,9 @@ function run(cmd, args, env, ms = 30000) {
   });
 }
 
+/** Runs a command to completion synchronously; its exit status. */
+run.sync = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore' }).status;
+
 /** A free TCP port on 127.0.0.1 (bound and released by this process). */
 function freePort() {
   return new Promise((resolve) => {

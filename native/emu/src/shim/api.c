@@ -350,3 +350,40 @@ ssize_t readv(int fd, const struct iovec *iov, int cnt)
     return recvmsg(fd, &m, 0);
 }
 
+
+/* closefrom and close_range (daemons, sshd's re-exec, subprocess): the
+ * program's descriptors in the range are closed (and forgotten); the
+ * shim's own, above fd_floor, are left open, or every relay and link
+ * would die with them. A program holding descriptors above the floor
+ * keeps those open too (the range stops at the floor). */
+#include <sys/syscall.h>
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+static int shim_close_range(unsigned first, unsigned last, int flags)
+{
+    unsigned floor = (unsigned)fd_floor();
+    if (!(flags & CLOSE_RANGE_CLOEXEC))
+        for (unsigned fd = first; fd <= last && fd < MAX_FDS && fd < floor; fd++)
+            fd_forget((int)fd);
+    if (first >= floor)
+        return 0;
+    return (int)syscall(SYS_close_range, first, last < floor ? last : floor - 1, flags);
+}
+
+int close_range(unsigned first, unsigned last, int flags)
+{
+    return shim_close_range(first, last, flags);
+}
+
+void closefrom(int lowfd)
+{
+    if (lowfd < 0)
+        lowfd = 0;
+    if (shim_close_range((unsigned)lowfd, ~0U, 0) < 0) {
+        /* no close_range (old kernel): one by one, below the floor */
+        int floor = fd_floor();
+        for (int fd = lowfd; fd < floor; fd++)
+            close(fd);
+    }
+}

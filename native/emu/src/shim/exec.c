@@ -143,12 +143,54 @@ static void report_exec(const char *path)
     report_exec_for(getpid(), getppid(), path, 0);
 }
 
+/* envp with `var` (NAME=...) in place of any NAME= it had; NULL: no memory. */
+static char **env_with(char *const envp[], const char *var)
+{
+    size_t n = 0, kl = strcspn(var, "=") + 1;
+    while (envp && envp[n])
+        n++;
+    char **e = malloc((n + 2) * sizeof(*e));
+    if (!e)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], var, kl) != 0)
+            e[k++] = envp[i];
+    e[k++] = (char *)var;
+    e[k] = NULL;
+    return e;
+}
+
+extern char **environ;
+
+/* The exec calls below: drain, report, pass the relayed sockets the new
+ * image inherits (relay_exec_prepare), exec; a failed exec puts the
+ * sockets back. Not in a vfork child (memory shared with the parent). */
+#define EXEC_WITH_INHERIT(envp, call)                                     \
+    do {                                                                  \
+        struct exec_undo *undo_ = NULL;                                   \
+        char *var_ = NULL, **env_ = NULL;                                 \
+        if (!shim_vforked() && (undo_ = malloc(sizeof(*undo_))) &&        \
+            (var_ = relay_exec_prepare(undo_)))                           \
+            env_ = env_with(envp, var_);                                  \
+        char *const *use_ = env_ ? env_ : (envp);                         \
+        int rc_ = (call);                                                 \
+        int e_ = errno;                                                   \
+        if (undo_)                                                        \
+            relay_exec_failed(undo_);                                     \
+        free(env_);                                                       \
+        free(var_);                                                       \
+        free(undo_);                                                      \
+        errno = e_;                                                       \
+        return rc_;                                                       \
+    } while (0)
+
 int execve(const char *path, char *const argv[], char *const envp[])
 {
     exec_drain();
     if (access(path, X_OK) == 0)
         report_exec(path);
-    return libc_call(execve, path, argv, envp);
+    EXEC_WITH_INHERIT(envp, libc_call(execve, path, argv, use_));
 }
 
 /* ---- the rest of the exec family --------------------------------------- */
@@ -185,7 +227,7 @@ int execv(const char *path, char *const argv[])
     exec_drain();
     if (access(path, X_OK) == 0)
         report_exec(path);
-    return libc_call(execv, path, argv);
+    EXEC_WITH_INHERIT(environ, libc_call(execve, path, argv, use_));
 }
 
 int execvpe(const char *file, char *const argv[], char *const envp[])
@@ -194,7 +236,7 @@ int execvpe(const char *file, char *const argv[], char *const envp[])
     char found[PATH_MAX];
     if (path_search(file, found, sizeof(found)))
         report_exec(found);
-    return libc_call(execvpe, file, argv, envp);
+    EXEC_WITH_INHERIT(envp, libc_call(execvpe, file, argv, use_));
 }
 
 int execvp(const char *file, char *const argv[])
@@ -203,7 +245,7 @@ int execvp(const char *file, char *const argv[])
     char found[PATH_MAX];
     if (path_search(file, found, sizeof(found)))
         report_exec(found);
-    return libc_call(execvp, file, argv);
+    EXEC_WITH_INHERIT(environ, libc_call(execvpe, file, argv, use_));
 }
 
 /* execl, execle, execlp: the variadic list becomes an argv on the stack. */
@@ -280,7 +322,7 @@ int fexecve(int fd, char *const argv[], char *const envp[])
     char p[PATH_MAX];
     if (fd_path(fd, p, sizeof(p)) && access(p, X_OK) == 0)
         report_exec(p);
-    return libc_call(fexecve, fd, argv, envp);
+    EXEC_WITH_INHERIT(envp, libc_call(fexecve, fd, argv, use_));
 }
 
 int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
@@ -299,7 +341,7 @@ int execveat(int dirfd, const char *path, char *const argv[], char *const envp[]
         ok = false; /* the kernel refuses it (ELOOP) */
     if (ok && access(full, X_OK) == 0)
         report_exec(full);
-    return libc_call(execveat, dirfd, path, argv, envp, flags);
+    EXEC_WITH_INHERIT(envp, libc_call(execveat, dirfd, path, argv, use_, flags));
 }
 
 /* posix_spawn: the child's exec happens inside libc; it is reported from

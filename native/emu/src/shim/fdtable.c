@@ -147,5 +147,6 @@ __attribute__((constructor)) static void shim_ctor(void)
 {
     g_pid = getpid();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    relay_inherit(); /* relayed sockets an exec'ing image passed on */
 }
 

@@ -150,6 +150,7 @@ struct relay {
     bool linked;              /* its ATTACH went out */
     bool connect_done, connect_ok, ended;
     bool remote;              /* a forked child's copy: another process relays it */
+    bool incoming;            /* accepted (not connected) */
     atomic_bool prog_shutdown; /* the program called shutdown(): an EOF is not a close */
     atomic_bool restart_ask;  /* a new connect on it (after a failed one) */
     atomic_bool reset_swap;   /* reset by the peer: the program's next read/write swaps in real_fd */
@@ -289,6 +290,7 @@ bool is_tcp_inet(int fd, int *family);
 void relay_opt_note(struct relay *r, int level, int name, bool is_set);
 void relay_atfork_child(void);
 int fd_high(int fd);
+int fd_floor(void);
 void relay_swap(int fd);
 extern atomic_uint g_resets_pending;
 /* The program's read/write on fd: a relayed socket reset by its peer
@@ -303,6 +305,18 @@ uint32_t mux_attach_unconnected(int fd, uint8_t family);
 void mux_note(uint32_t id, const void *m, size_t n);
 void mux_detach(uint32_t id);
 void relay_exit_drain(const struct timespec *until, long ms);
+/* exec (tcp_relay.c): what a failed exec puts back */
+#define EXEC_UNDO_MAX 256
+struct exec_undo_item {
+    int fd, saved, fdflags, real;
+};
+struct exec_undo {
+    unsigned n;
+    struct exec_undo_item items[EXEC_UNDO_MAX];
+};
+char *relay_exec_prepare(struct exec_undo *u);
+void relay_exec_failed(struct exec_undo *u);
+void relay_inherit(void);
 void relay_exec_drain(const struct timespec *until, long ms);
 
 /* ---- udp_queue.c --------------------------------------------------------- */

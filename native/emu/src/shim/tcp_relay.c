@@ -133,16 +133,22 @@ static struct loop g_loop = { .lock = PTHREAD_MUTEX_INITIALIZER, .drain_cond = P
  * kernel hands out the lowest free number, so the program's own numbers
  * stay those it gets raw until it holds that many descriptors. Returns the
  * new number, or fd itself when it cannot be moved. */
-int fd_high(int fd)
+int fd_floor(void)
 {
-    if (fd < 0)
-        return fd;
     struct rlimit rl;
     long floor = 512;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         floor = (long)(rl.rlim_cur / 2);
     if (floor > 65536)
         floor = 65536;
+    return (int)floor;
+}
+
+int fd_high(int fd)
+{
+    if (fd < 0)
+        return fd;
+    long floor = fd_floor();
     if (fd >= floor)
         return fd;
     int h = libc_call(fcntl, fd, F_DUPFD_CLOEXEC, (int)floor);
@@ -567,8 +573,12 @@ static bool dir_read(struct relay *r, struct dir *d)
         }
         if (n <= 0) {
             d->eof = true;
-            if (d->src == 1 && !atomic_load(&r->prog_shutdown)) {
-                r->prog_closed = true; /* EOF without a shutdown() call: the program closed */
+            /* EOF with the pair hung up and no shutdown() call seen: the
+             * program closed its end (every copy of it). A bare EOF is a
+             * shutdown(SHUT_WR), maybe made by another process sharing
+             * the socket. */
+            if (d->src == 1 && r->hup[1] && !atomic_load(&r->prog_shutdown)) {
+                r->prog_closed = true;
                 if (linger_zero(r->real_fd))
                     r->abort = true; /* reset, not FIN (relay_run) */
             }
@@ -1165,6 +1175,7 @@ void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tol
     dirs[0] = (struct dir){ .src = 1, .dst = 0, .nke_dir = NKE_DIR_OUT };
     dirs[1] = (struct dir){ .src = 0, .dst = 1, .nke_dir = NKE_DIR_IN };
     r->state = connecting ? R_CONNECTING : R_RELAYING;
+    r->incoming = incoming;
     r->connect_done = !connecting;
     r->connect_ok = !connecting;
     if (connecting) {
@@ -1454,4 +1465,159 @@ void relay_swap(int fd)
         }
     }
     relay_put(r);
+}
+
+/* ---- exec: relayed sockets the new image inherits -------------------------- */
+
+/*
+ * exec replaces the image, the relay loop with it. A relayed socket whose
+ * program fd is not close-on-exec goes on in the new image:
+ *  - relayed by another process (a forked child's copy, say sshd's
+ *    re-exec): the new image gets the real socket's copy too, so its
+ *    getpeername, setsockopt... are the real socket's ("r=N:R");
+ *  - relayed by this process's loop: the real socket itself takes the fd's
+ *    place (its bytes were drained first, exec_drain), and the new image's
+ *    shim relays it anew ("s=N:incoming").
+ * NKE_SHIM_INHERIT carries the list; the new image's constructor reads and
+ * removes it (relay_inherit). A failed exec puts everything back.
+ */
+#define INHERIT_ENV "NKE_SHIM_INHERIT"
+
+char *relay_exec_prepare(struct exec_undo *u)
+{
+    memset(u, 0, sizeof(*u));
+    size_t cap = 256, len = 0;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    len = (size_t)snprintf(s, cap, "%s=", INHERIT_ENV);
+    size_t base = len;
+    pthread_mutex_lock(&g_fd_lock);
+    for (int fd = 0; fd < MAX_FDS && u->n < EXEC_UNDO_MAX; fd++) {
+        struct relay *r = g_fds[fd];
+        if (!r)
+            continue;
+        int fdfl = libc_call(fcntl, fd, F_GETFD);
+        if (fdfl < 0 || (fdfl & FD_CLOEXEC) || !relay_is_current(r, fd) || r->real_fd < 0)
+            continue;
+        char item[64];
+        struct exec_undo_item *it = &u->items[u->n];
+        if (r->remote) {
+            int rfl = libc_call(fcntl, r->real_fd, F_GETFD);
+            if (rfl < 0)
+                continue;
+            libc_call(fcntl, r->real_fd, F_SETFD, rfl & ~FD_CLOEXEC);
+            *it = (struct exec_undo_item){ .fd = r->real_fd, .saved = -1, .fdflags = rfl };
+            snprintf(item, sizeof(item), "r=%d:%d,", fd, r->real_fd);
+        } else {
+            int unread = 0;
+            if (ioctl(fd, FIONREAD, &unread) < 0 || unread > 0)
+                continue; /* the program has bytes to read in the pair: they would be lost */
+            int saved = fd_high(libc_call(fcntl, fd, F_DUPFD_CLOEXEC, 0));
+            if (saved < 0)
+                continue;
+            int fl = libc_call(fcntl, fd, F_GETFL);
+            if (libc_call(dup3, r->real_fd, fd, 0) < 0) {
+                libc_call(close, saved);
+                continue;
+            }
+            /* the program's blocking mode, on the real socket now at fd */
+            libc_call(fcntl, fd, F_SETFL, fl);
+            *it = (struct exec_undo_item){ .fd = fd, .saved = saved, .fdflags = fdfl, .real = r->real_fd };
+            snprintf(item, sizeof(item), "s=%d:%d,", fd, r->incoming ? 1 : 0);
+        }
+        u->n++;
+        size_t il = strlen(item);
+        if (len + il + 1 > cap) {
+            char *t = realloc(s, cap * 2);
+            if (!t)
+                break;
+            s = t;
+            cap *= 2;
+        }
+        memcpy(s + len, item, il + 1);
+        len += il;
+    }
+    pthread_mutex_unlock(&g_fd_lock);
+    if (len == base) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void relay_exec_failed(struct exec_undo *u)
+{
+    for (unsigned i = 0; i < u->n; i++) {
+        struct exec_undo_item *it = &u->items[i];
+        if (it->saved >= 0) {
+            libc_call(dup3, it->saved, it->fd, (it->fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+            libc_call(close, it->saved);
+            libc_call(fcntl, it->real, F_SETFL, libc_call(fcntl, it->real, F_GETFL) | O_NONBLOCK); /* the loop's again */
+        } else {
+            libc_call(fcntl, it->fd, F_SETFD, it->fdflags);
+        }
+    }
+    u->n = 0;
+}
+
+/* After exec (constructor): the relayed sockets the old image passed. */
+void relay_inherit(void)
+{
+    const char *e = getenv(INHERIT_ENV);
+    if (!e || !*e)
+        return;
+    char *list = strdup(e);
+    unsetenv(INHERIT_ENV);
+    if (!list)
+        return;
+    shim_init();
+    struct relay *by_real[64] = { 0 };
+    int reals[64];
+    int nreal = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int n = -1, x = -1;
+        char kind = 0;
+        if (sscanf(tok, "%c=%d:%d", &kind, &n, &x) != 3 || n < 0 || n >= MAX_FDS)
+            continue;
+        struct stat sb;
+        int family;
+        if (kind == 's') {
+            if (fstat(n, &sb) == 0 && S_ISSOCK(sb.st_mode))
+                relay_start(n, x == 1, NULL, 0);
+            continue;
+        }
+        if (kind != 'r' || fstat(n, &sb) < 0 || !S_ISSOCK(sb.st_mode) || !is_tcp_inet(x, &family))
+            continue;
+        struct relay *r = NULL;
+        for (int i = 0; i < nreal; i++)
+            if (reals[i] == x)
+                r = by_real[i];
+        if (!r) {
+            r = calloc(1, sizeof(*r));
+            if (!r)
+                continue;
+            pthread_mutex_init(&r->lock, NULL);
+            pthread_cond_init(&r->cond, NULL);
+            r->real_fd = x;
+            r->pair_fd = -1;
+            r->remote = true;
+            r->connect_done = r->connect_ok = true;
+            r->prog_ino = sb.st_ino;
+            r->prog_dev = sb.st_dev;
+            libc_call(fcntl, x, F_SETFD, FD_CLOEXEC);
+            if (nreal < 64) {
+                reals[nreal] = x;
+                by_real[nreal++] = r;
+            }
+        }
+        atomic_fetch_add(&r->refs, 1);
+        pthread_mutex_lock(&g_fd_lock);
+        struct relay *old = g_fds[n];
+        g_fds[n] = r;
+        pthread_mutex_unlock(&g_fd_lock);
+        if (old)
+            relay_put(old);
+    }
+    free(list);
 }
