@@ -78,9 +78,12 @@ os._exit(0)
     assert.deepEqual(got, ['SENT BEFORE _EXIT']);
   });
 
-  it('nke-emu run -- CMD reports CMD\'s own exec', async function () {
+  it("nke-emu run -- CMD reports CMD's own exec", async function () {
     const kev = await emu.client(['--kev']);
-    const r = await H.run(path.join(H.build, 'nke-emu'), ['run', '--dir', emu.rt, '--', 'true'], { ...process.env, LD_PRELOAD: '' });
+    const r = await H.run(path.join(H.build, 'nke-emu'), ['run', '--dir', emu.rt, '--', 'true'], {
+      ...process.env,
+      LD_PRELOAD: '',
+    });
     assert.equal(r.code, 0, r.stderr);
     await kev.waitLine(/^exec \d+ \d+ \d+ \d+ \d+ \/(usr\/)?bin\/true$/, 5000);
   });

@@ -19,7 +19,9 @@ async function compare(peerPy, progPy, { peerArgs = [], progArgs = [], ms = 2000
     const emu = await H.emulator();
     try {
       if (mode === 'shim, client attached') await emu.client();
-      const peer = H.start('python3', ['-c', peerPy, ...peerArgs], { env: { ...process.env, LD_PRELOAD: '' } });
+      const peer = H.start('python3', ['-c', peerPy, ...peerArgs], {
+        env: { ...process.env, LD_PRELOAD: '' },
+      });
       const port = (await peer.waitLine(/^\d+$/)).trim();
       const env = mode === 'raw' ? { ...process.env, LD_PRELOAD: '' } : emu.env();
       const r = await H.run('python3', ['-c', progPy, port, ...progArgs], env, ms).catch((e) => {
@@ -69,7 +71,7 @@ while True:
 print(got.decode('latin1'), end, flush=True)
 `;
 
-describe('socket semantics under the shim are the kernel\'s (raw vs shim, with and without a client)', function () {
+describe("socket semantics under the shim are the kernel's (raw vs shim, with and without a client)", function () {
   this.timeout(120000);
   afterEach(H.killAll);
 
@@ -110,7 +112,10 @@ print('\\n'.join(out))
     // program's ports); the harness's peer only prints a port.
     const res = await compare('print(0, flush=True)', PROG, { progArgs: [PEER] });
     assert.match(res[0].prog, /^10 True \[.*\]\n7 False/, res[0].prog);
-    assert.ok(res[0].prog.split('\n').every((l) => l.includes('[(')), `ancillary data raw: ${res[0].prog}`);
+    assert.ok(
+      res[0].prog.split('\n').every((l) => l.includes('[(')),
+      `ancillary data raw: ${res[0].prog}`,
+    );
     sameAsRaw(res);
   });
 
@@ -253,13 +258,13 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
 s.close()
 time.sleep(0.3)
 `;
-    const PEER = PEER_READ.replace("c.settimeout(10)", "c.settimeout(10)\nimport time; time.sleep(0.5)");
+    const PEER = PEER_READ.replace('c.settimeout(10)', 'c.settimeout(10)\nimport time; time.sleep(0.5)');
     const res = await compare(PEER, PROG);
     assert.equal(res[0].peer, 'before-reset ConnectionResetError');
     sameAsRaw(res);
   });
 
-  it('a peer\'s reset reaches a writer as ECONNRESET, after about as many bytes as raw', async function () {
+  it("a peer's reset reaches a writer as ECONNRESET, after about as many bytes as raw", async function () {
     // The peer reads nothing and resets the connection 0.5 s in; the
     // program writes 16 KiB at a time (blocking) until a send fails.
     const PEER = `

@@ -39,7 +39,10 @@ for (let i = 0; i < c; i++) one();
 function fdsOf(port) {
   return H.run(
     'node',
-    ['-e', `require('http').get('http://127.0.0.1:${port}/fds', r => { let b=''; r.on('data', d => b += d); r.on('end', () => console.log(b)); })`],
+    [
+      '-e',
+      `require('http').get('http://127.0.0.1:${port}/fds', r => { let b=''; r.on('data', d => b += d); r.on('end', () => console.log(b)); })`,
+    ],
     { ...process.env, LD_PRELOAD: '' },
   ).then((r) => Number(r.stdout.trim()));
 }
@@ -60,7 +63,13 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
       if (withClient) await emu.client();
       const srv = H.start('node', ['-e', NODE_SERVER], { env: emu.env() });
       const port = Number((await srv.waitLine(/^\d+$/)).trim());
-      const load = (n) => H.run('node', ['-e', LOAD, String(port), String(n), '50'], { ...process.env, LD_PRELOAD: '' }, 200000);
+      const load = (n) =>
+        H.run(
+          'node',
+          ['-e', LOAD, String(port), String(n), '50'],
+          { ...process.env, LD_PRELOAD: '' },
+          200000,
+        );
       const warm = await load(500);
       assert.equal(warm.stdout.trim(), 'done 0', warm.stderr);
       const before = await fdsOf(port);
@@ -69,7 +78,10 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
       const ms = Date.now() - t0;
       assert.equal(r.stdout.trim(), 'done 0', r.stderr);
       const after = await fdsOf(port);
-      assert.ok(Math.abs(after - before) <= 10, `descriptors before ${before}, after 20 000 connections ${after}`);
+      assert.ok(
+        Math.abs(after - before) <= 10,
+        `descriptors before ${before}, after 20 000 connections ${after}`,
+      );
       this.test.title += ` [${before} -> ${after} fds, ${Math.round(20000 / (ms / 1000))} conn/s]`;
     });
   }
@@ -79,9 +91,17 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
       if (!H.have('redis-server') || !H.have('redis-cli')) this.skip(); // bash scripts/setup-system.sh installs them
       if (withClient) await emu.client();
       const port = await H.freePort();
-      const srv = H.start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', emu.dir], { env: { ...process.env, LD_PRELOAD: '' } });
+      const srv = H.start(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', emu.dir],
+        { env: { ...process.env, LD_PRELOAD: '' } },
+      );
       await srv.waitLine(/Ready to accept connections/);
-      const set = await H.run('redis-cli', ['-p', String(port), 'set', 'nke-key', 'relayed value'], emu.env());
+      const set = await H.run(
+        'redis-cli',
+        ['-p', String(port), 'set', 'nke-key', 'relayed value'],
+        emu.env(),
+      );
       assert.equal(set.stdout.trim(), 'OK', set.stderr);
       const get = await H.run('redis-cli', ['-p', String(port), 'get', 'nke-key'], emu.env());
       assert.equal(get.stdout.trim(), 'relayed value', get.stderr);
@@ -93,9 +113,31 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
       if (!H.have('redis-server') || !H.have('redis-benchmark')) this.skip();
       if (withClient) await emu.client();
       const port = await H.freePort();
-      const srv = H.start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', emu.dir, '--maxclients', '100'], { env: emu.env() });
+      const srv = H.start(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          emu.dir,
+          '--maxclients',
+          '100',
+        ],
+        { env: emu.env() },
+      );
       await srv.waitLine(/Ready to accept connections/);
-      const r = await H.run('redis-benchmark', ['-p', String(port), '-c', '60', '-n', '6000', '-t', 'set,get', '-q'], { ...process.env, LD_PRELOAD: '' }, 60000);
+      const r = await H.run(
+        'redis-benchmark',
+        ['-p', String(port), '-c', '60', '-n', '6000', '-t', 'set,get', '-q'],
+        { ...process.env, LD_PRELOAD: '' },
+        60000,
+      );
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /SET: [\d.]+ requests per second/, r.stdout + r.stderr);
       assert.match(r.stdout, /GET: [\d.]+ requests per second/, r.stdout + r.stderr);
@@ -107,27 +149,59 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
     it(`sshd under the shim sees the real client address after its re-exec: a key limited to from="127.0.0.1" logs in${withClient ? ', client attached' : ''}`, async function () {
       // sshd (as root, for its privilege separation) on its own port, host
       // key and config; the client is unshimmed.
-      if (process.getuid() !== 0 || !H.have('/usr/sbin/sshd') || !H.have('ssh') || !H.have('ssh-keygen')) this.skip();
+      if (process.getuid() !== 0 || !H.have('/usr/sbin/sshd') || !H.have('ssh') || !H.have('ssh-keygen'))
+        this.skip();
       if (withClient) await emu.client();
       const d = emu.dir;
       for (const k of ['host_key', 'id'])
         assert.equal(H.run.sync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(d, k)]), 0);
-      fs.writeFileSync(path.join(d, 'authorized_keys'), `from="127.0.0.1" ${fs.readFileSync(path.join(d, 'id.pub'))}`);
+      fs.writeFileSync(
+        path.join(d, 'authorized_keys'),
+        `from="127.0.0.1" ${fs.readFileSync(path.join(d, 'id.pub'))}`,
+      );
       const port = await H.freePort();
       fs.writeFileSync(
         path.join(d, 'sshd_config'),
         [
-          `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${d}/host_key`, `PidFile ${d}/sshd.pid`,
-          `AuthorizedKeysFile ${d}/authorized_keys`, 'StrictModes no', 'PasswordAuthentication no',
-          'KbdInteractiveAuthentication no', 'UsePAM no', 'PermitRootLogin prohibit-password', 'LogLevel VERBOSE',
+          `Port ${port}`,
+          'ListenAddress 127.0.0.1',
+          `HostKey ${d}/host_key`,
+          `PidFile ${d}/sshd.pid`,
+          `AuthorizedKeysFile ${d}/authorized_keys`,
+          'StrictModes no',
+          'PasswordAuthentication no',
+          'KbdInteractiveAuthentication no',
+          'UsePAM no',
+          'PermitRootLogin prohibit-password',
+          'LogLevel VERBOSE',
         ].join('\n') + '\n',
       );
       fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // its privilege separation directory
-      const sshd = H.start('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(d, 'sshd_config')], { env: emu.env() });
+      const sshd = H.start('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(d, 'sshd_config')], {
+        env: emu.env(),
+      });
       await H.until(() => /Server listening/.test(sshd.stderrText), 15000, 'sshd listening');
-      const r = await H.run('ssh', ['-i', path.join(d, 'id'), '-p', String(port), '-o', 'StrictHostKeyChecking=no',
-        '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', 'root@127.0.0.1',
-        'echo logged-in'], { ...process.env, LD_PRELOAD: '' }, 30000);
+      const r = await H.run(
+        'ssh',
+        [
+          '-i',
+          path.join(d, 'id'),
+          '-p',
+          String(port),
+          '-o',
+          'StrictHostKeyChecking=no',
+          '-o',
+          'UserKnownHostsFile=/dev/null',
+          '-o',
+          'BatchMode=yes',
+          '-o',
+          'IdentitiesOnly=yes',
+          'root@127.0.0.1',
+          'echo logged-in',
+        ],
+        { ...process.env, LD_PRELOAD: '' },
+        30000,
+      );
       assert.equal(r.stdout.trim(), 'logged-in', `${r.stderr}\nsshd: ${sshd.stderrText}`);
       assert.match(sshd.stderrText, /Accepted publickey for root from 127\.0\.0\.1 port [1-9]\d*/);
     });
@@ -139,7 +213,12 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
       if (withClient) await emu.client();
       const srv = H.start('node', ['-e', NODE_SERVER], { env: { ...process.env, LD_PRELOAD: '' } });
       const port = Number((await srv.waitLine(/^\d+$/)).trim());
-      const r = await H.run('wrk', ['-t', '2', '-c', '50', '-d', '2s', `http://127.0.0.1:${port}/`], emu.env(), 60000);
+      const r = await H.run(
+        'wrk',
+        ['-t', '2', '-c', '50', '-d', '2s', `http://127.0.0.1:${port}/`],
+        emu.env(),
+        60000,
+      );
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /Requests\/sec:\s+[\d.]+/, r.stdout);
       assert.doesNotMatch(r.stdout, /Socket errors/, r.stdout);
@@ -148,5 +227,3 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
     });
   }
 });
-
-

@@ -51,7 +51,10 @@ function start(cmd, args, opts = {}) {
       const hit = p.lines.find((l) => re.test(l));
       if (hit) return resolve(hit);
       waiters.push({ re, resolve });
-      setTimeout(() => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)), ms);
+      setTimeout(
+        () => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)),
+        ms,
+      );
     });
   return p;
 }
