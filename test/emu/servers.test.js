@@ -207,6 +207,44 @@ describe('real servers under the shim (descriptors, fd numbers, connect semantic
     });
   }
 
+  it('nginx under the shim as root: its workers drop privileges (nobody) and stay filtered', async function () {
+    if (process.getuid() !== 0 || !H.have('nginx')) this.skip();
+    const client = await emu.client();
+    const port = await H.freePort();
+    const d = emu.dir;
+    fs.mkdirSync(path.join(d, 'www'));
+    fs.mkdirSync(path.join(d, 'tmp'));
+    fs.writeFileSync(path.join(d, 'www/hello.txt'), 'hello from nginx\n');
+    fs.writeFileSync(
+      path.join(d, 'nginx.conf'),
+      `worker_processes 2;\ndaemon off;\npid ${d}/nginx.pid;\nerror_log ${d}/error.log warn;\n` +
+        `events { worker_connections 256; }\nhttp {\n access_log off;\n client_body_temp_path ${d}/tmp;\n` +
+        ` proxy_temp_path ${d}/tmp;\n fastcgi_temp_path ${d}/tmp;\n uwsgi_temp_path ${d}/tmp;\n scgi_temp_path ${d}/tmp;\n` +
+        ` server { listen 127.0.0.1:${port}; root ${d}/www; }\n}\n`,
+    );
+    fs.chmodSync(d, 0o755); // the workers (nobody) read the files; the runtime directory stays 0700
+    H.start('nginx', ['-p', d, '-c', path.join(d, 'nginx.conf'), '-e', path.join(d, 'error.log')], {
+      env: emu.env(),
+    });
+    let body = '';
+    await H.until(
+      async () => {
+        const r = await H.run('curl', ['-s', `http://127.0.0.1:${port}/hello.txt`], {
+          ...process.env,
+          LD_PRELOAD: '',
+        });
+        body = r.stdout;
+        return body === 'hello from nginx\n';
+      },
+      15000,
+      'nginx answering',
+    );
+    // The request the worker read and the answer it wrote reached the filter.
+    await client.waitLine(/^data in \d+ /, 5000);
+    await client.waitLine(/^data out \d+ /, 5000);
+    assert.equal(fs.readFileSync(path.join(emu.rt, 'shim.state')).readUInt32LE(8), 1);
+  });
+
   for (const withClient of CLIENT_MODES) {
     it(`wrk -c 50 under the shim completes with 0 socket errors${withClient ? ', client attached' : ''}`, async function () {
       if (!H.have('wrk')) this.skip();

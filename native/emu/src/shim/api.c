@@ -387,3 +387,29 @@ void closefrom(int lowfd)
             close(fd);
     }
 }
+
+/* Dropping privileges: the process's link to nke-emud is made first
+ * (relay_link_early), so it stays filtered afterwards. */
+int setuid(uid_t u)
+{
+    relay_link_early();
+    return libc_call(setuid, u);
+}
+
+int seteuid(uid_t u)
+{
+    relay_link_early();
+    return libc_call(seteuid, u);
+}
+
+int setreuid(uid_t r, uid_t e)
+{
+    relay_link_early();
+    return libc_call(setreuid, r, e);
+}
+
+int setresuid(uid_t r, uid_t e, uid_t s)
+{
+    relay_link_early();
+    return libc_call(setresuid, r, e, s);
+}

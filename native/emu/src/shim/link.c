@@ -40,7 +40,19 @@ int link_open(void)
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     memcpy(sa.sun_path, g_shim_path, sizeof(g_shim_path));
     if (libc_call(connect, fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
         libc_call(close, fd);
+        /* nke-emud is there but this process may not reach it (another uid
+         * than the runtime directory's, e.g. after dropping privileges):
+         * say so once, instead of running unfiltered in silence. */
+        static atomic_bool said;
+        if ((e == EACCES || e == EPERM) && !atomic_exchange(&said, true))
+            fprintf(stderr,
+                    "nkeshim[%d]: cannot reach nke-emud at %s as uid %u (%s): this process's sockets are not "
+                    "filtered (run it as the runtime directory's owner, or let it fork from a process that "
+                    "was linked before it dropped privileges)\n",
+                    (int)getpid(), g_shim_path, (unsigned)getuid(), strerror(e));
+        errno = e;
         return -1;
     }
     return fd;

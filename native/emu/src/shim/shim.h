@@ -111,6 +111,10 @@ extern int g_debug;
     X(ssize_t, writev, (int, const struct iovec *, int))                                           \
     X(int, execve, (const char *, char *const[], char *const[]))                                   \
     X(void, _exit, (int))                                                                          \
+    X(int, setuid, (uid_t))                                                                        \
+    X(int, seteuid, (uid_t))                                                                       \
+    X(int, setreuid, (uid_t, uid_t))                                                               \
+    X(int, setresuid, (uid_t, uid_t, uid_t))                                                       \
     X(void, _Exit, (int))                                                                          \
     X(int, execv, (const char *, char *const[]))                                                   \
     X(int, execvp, (const char *, char *const[]))                                                  \
@@ -317,6 +321,7 @@ struct exec_undo {
 char *relay_exec_prepare(struct exec_undo *u);
 void relay_exec_failed(struct exec_undo *u);
 void relay_inherit(void);
+void relay_link_early(void);
 void relay_exec_drain(const struct timespec *until, long ms);
 
 /* ---- udp_queue.c --------------------------------------------------------- */

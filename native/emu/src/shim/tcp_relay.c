@@ -1383,7 +1383,9 @@ void relay_exec_drain(const struct timespec *until, long ms)
  * else runs in the child yet: no lock is taken. */
 void relay_atfork_child(void)
 {
-    bool had_link = g_loop.link_fd >= 0;
+    /* Opened whether or not the parent had one: a child about to drop
+     * privileges (nginx's workers) could not open it later. */
+    bool had_link = g_enabled == 1;
     /* relays of the loop (and ones still being handed over) */
     struct relay *lists[2] = { g_loop_relays, g_loop.adds };
     for (int k = 0; k < 2; k++)
@@ -1620,4 +1622,17 @@ void relay_inherit(void)
             relay_put(old);
     }
     free(list);
+}
+
+/* Before the process changes its uid (setuid and friends): its link to
+ * nke-emud is opened now, while the runtime directory is still reachable. */
+void relay_link_early(void)
+{
+    shim_init();
+    if (g_enabled != 1 || shim_vforked())
+        return;
+    pthread_mutex_lock(&g_loop.lock);
+    mux_open_locked();
+    pthread_mutex_unlock(&g_loop.lock);
+    client_open_now(); /* maps shim.state too */
 }
