@@ -20,6 +20,7 @@ const build = path.join(root, 'native/emu/build');
 const SHIM = path.join(build, 'libnkeshim.so');
 const RUNS = Number(process.env.NKE_BENCH_RUNS || 3);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-servers-bench-'));
+fs.chmodSync(dir, 0o755); // nginx's workers (nobody, when run as root) read the files; rt/ is 0700
 const rt = path.join(dir, 'rt');
 const kids = new Set();
 
@@ -145,6 +146,15 @@ async function nginxServer(env) {
     15000,
     'nginx listening',
   );
+  const status = await new Promise((res) =>
+    require('node:http')
+      .get(`http://127.0.0.1:${port}/tiny.txt`, (r) => {
+        r.resume();
+        res(r.statusCode);
+      })
+      .on('error', () => res(0)),
+  );
+  if (status !== 200) throw new Error(`nginx answers ${status} for /tiny.txt: see ${t('error.log')}`);
   return { p, port };
 }
 
@@ -188,7 +198,7 @@ if (have('nginx') && have('wrk')) {
         if (/Socket errors/.test(out)) throw new Error(`wrk socket errors: ${out}`);
         if (file === 'tiny.txt') return Number(out.match(/Requests\/sec:\s+([\d.]+)/)[1]);
         const m = out.match(/Transfer\/sec:\s+([\d.]+)(\w+)/);
-        return Number(m[1]) * ({ GB: 1024, MB: 1, KB: 1 / 1024 }[m[2]] ?? 1);
+        return Number(m[1]) * ({ GB: 1024, MB: 1, KB: 1 / 1024 }[m[2]] ?? 1); // wrk prints e.g. 7.91GB
       },
     });
 }

@@ -165,6 +165,7 @@ struct relay {
     int state;
     size_t filler;            /* bytes the program's end holds until the connect is done */
     bool rd[2], wr[2], urgent[2], hup[2]; /* edge-triggered readiness, [0] real, [1] pair */
+    bool rdhup[2];            /* a hang-up edge was seen: read to the EOF */
     bool prog_closed;
     bool abort;               /* closed with SO_LINGER 0: the peer gets a reset */
     int reset_err;

@@ -571,6 +571,10 @@ static bool dir_read(struct relay *r, struct dir *d)
             d->eof = true;
             break;
         }
+        /* A short read took everything there was (edge-triggered epoll
+         * reports the next arrival): no second recv to meet EAGAIN. */
+        if (n > 0 && (size_t)n < SHIM_DATA_MAX && !r->rdhup[d->src])
+            r->rd[d->src] = false; /* after a hang-up edge, read on to the EOF */
         if (n <= 0) {
             d->eof = true;
             /* EOF with the pair hung up and no shutdown() call seen: the
@@ -1041,6 +1045,8 @@ static void *loop_main(void *arg)
             int which = (int)(u & 1);
             if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
                 r->rd[which] = true;
+            if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+                r->rdhup[which] = true;
             if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP))
                 r->wr[which] = true;
             if (e & EPOLLPRI)
