@@ -75,30 +75,21 @@ void _Exit(int status)
 }
 
 /*
- * Exec drain. exec replaces the image and with it the relay and UDP worker
- * threads, so bytes the program wrote before exec that are still in a relay
- * (queued, held by nke-emud, in the splice pipe, unread in the socketpair) or
- * in a UDP queue would be lost, where the kernel would send them. Before the
- * real exec, exec_drain waits, bounded by drain_deadline, until (a) every
- * queued UDP datagram is sent or dropped and (b) every relay on g_out_relays
- * (sockets still open and sockets the program closed) has an empty OUT side
- * (flushed) or has ended it. Unlike the exit drain it does NOT end OUT of an
- * open socket: the exec may fail and the program go on writing to it. For a
+ * Exec drain. exec replaces the image and with it the relay loop and UDP
+ * worker threads, so bytes the program wrote before exec that are still in
+ * a relay (queued, held by nke-emud, unread in the socketpair) or in a UDP
+ * queue would be lost, where the kernel would send them. Before the real
+ * exec, exec_drain waits, bounded by drain_deadline, until (a) every queued
+ * UDP datagram is sent or dropped and (b) every relay with OUT open
+ * (sockets still open and sockets the program closed) has nothing of the
+ * program's left. Unlike the exit drain it does NOT end OUT of an open
+ * socket: the exec may fail and the program go on writing to it. For a
  * closed socket an empty OUT is enough: its real descriptor is CLOEXEC, so
  * the exec closes it and the kernel sends the FIN after the buffered bytes.
- *
- * Still not like the kernel: a relayed TCP socket the program does not mark
- * CLOEXEC is inherited by the new image as what the program's fd really is,
- * the program's end of an AF_UNIX socketpair. Its relay thread is gone, the
- * relay's end (pair_fd) and the real socket (real_fd, F_DUPFD_CLOEXEC in
- * relay_start) are closed by the exec, so the peer sees the connection
- * closed, and the new image reads whatever the relay had already written
- * into the socketpair, then EOF; its writes fail with EPIPE (SIGPIPE);
- * getpeername/getsockname show AF_UNIX. UDP sockets are inherited as real
- * sockets (only queued datagrams are drained). Data another thread writes
- * during the drain, and every exec in a vfork child (which shares the
- * parent's memory and whose exec does not end the parent's threads), are not
- * waited for.
+ * Relayed sockets the new image inherits are passed on by
+ * relay_exec_prepare (tcp_relay.c). Data another thread writes during the
+ * drain, and every exec in a vfork child (which shares the parent's memory
+ * and whose exec does not end the parent's threads), are not waited for.
  */
 void exec_drain(void)
 {
@@ -134,7 +125,7 @@ static void report_exec_for(int32_t pid, int32_t ppid, const char *path, uint64_
                            .uid = getuid(), .before_ns = before_ns ? before_ns : mono_ns() };
     memcpy(m, &e, sizeof(e));
     memcpy(m + sizeof(e), p, n);
-    send(link, m, sizeof(e) + n, MSG_NOSIGNAL);
+    libc_call(sendto, link, m, sizeof(e) + n, MSG_NOSIGNAL, NULL, 0);
     libc_call(close, link);
 }
 

@@ -111,7 +111,7 @@ bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool inc
     int sz = (int)(2 * SHIM_WINDOW_CHUNKS * (SHIM_DATA_MAX + 4096));
     if (libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
         libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-    return send(link, &a, sizeof(a), MSG_NOSIGNAL) >= 0;
+    return libc_call(sendto, link, &a, sizeof(a), MSG_NOSIGNAL, NULL, 0) >= 0;
 }
 
 const struct shim_state *state_map(void)
@@ -211,7 +211,7 @@ bool udp_may_defer_now(void)
  * failed send ends the link (fail open, nothing more reported). */
 void link_note(int *link, const void *m, size_t n)
 {
-    if (*link >= 0 && send(*link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) {
+    if (*link >= 0 && libc_call(sendto, *link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN) {
         libc_call(close, *link);
         *link = -1;
     }

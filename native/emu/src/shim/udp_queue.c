@@ -160,7 +160,7 @@ static void udp_send_pending_locked(struct udp_state *u)
         size_t n = sizeof(struct shim_hdr) + (d ? d->len : w->len);
         ssize_t r;
         do
-            r = send(u->link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            r = libc_call(sendto, u->link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0);
         while (r < 0 && errno == EINTR);
         if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
             u->link_full = true;
@@ -231,7 +231,7 @@ static void udp_flush_locked(struct udp_state *u)
 static void udp_read_verdicts_locked(struct udp_state *u, uint8_t *msg)
 {
     while (u->wlink >= 0 && !u->failed) {
-        ssize_t n = recv(u->wlink, msg, SHIM_MSG_MAX, MSG_DONTWAIT);
+        ssize_t n = libc_call(recvfrom, u->wlink, msg, SHIM_MSG_MAX, MSG_DONTWAIT, NULL, NULL);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n < (ssize_t)sizeof(struct shim_hdr)) {
@@ -380,7 +380,7 @@ static bool udp_worker_start_locked(struct udp_state *u, int fd)
 
 static bool nonblocking(int fd, int flags)
 {
-    return (flags & MSG_DONTWAIT) || (fcntl(fd, F_GETFL) & O_NONBLOCK);
+    return (flags & MSG_DONTWAIT) || (libc_call(fcntl, fd, F_GETFL) & O_NONBLOCK);
 }
 
 /* An outgoing datagram of a UDP socket. Returns 1 when queued (the call
