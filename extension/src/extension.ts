@@ -3,8 +3,9 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { registerCommands } from './commands/registerCommands';
-import { emulatorRuntimeDir } from './emulator/emulatorProcess';
-import { FilterController } from './emulator/filterController';
+import { emulatorRuntimeDir } from './filter/emulatorProcess';
+import type { FilterByMode } from './filter/filterByMode';
+import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
@@ -22,8 +23,8 @@ export interface NkeWorkbenchApi {
   readonly model: WorkbenchModel;
   /** The link to the helper process (its pid, connection state). */
   readonly session: HelperSession;
-  /** Load / Unload and the emulator this window started. */
-  readonly filter: FilterController;
+  /** Load / Unload / Connect / Show Kernel Log: the backend nke.mode names (emulator or kext). */
+  readonly filter: FilterByMode;
   /** The registered tree providers, so tests read the very items the views show. */
   readonly trees: {
     readonly filter: FilterTreeProvider;
@@ -48,19 +49,20 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       return {
         asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
         historyLimit: s.historyLimit,
-        env: s.mode === 'emulator' ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) } : {},
+        env:
+          s.mode === 'emulator'
+            ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
+            : process.platform === 'darwin'
+              ? { NKE_ADDON: macAddonPath(context) } // built on this Mac by the addon task
+              : {},
         rules: rulesFromSettings(s),
       };
     },
     model,
     log,
   });
-  const filter = new FilterController({
-    session,
-    extensionRoot: context.extensionPath,
-    settings: readSettings,
-    log,
-  });
+  const filterWindow = registerFilter({ context, session, log });
+  const { filter } = filterWindow;
   deactivateFilter = () => filter.dispose();
   const trees = {
     filter: new FilterTreeProvider(model),
@@ -71,11 +73,19 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
 
   context.subscriptions.push(
     session,
+    filterWindow.disposable,
     registerModelTreeView('nke.filter', trees.filter),
     registerModelTreeView('nke.sockets', trees.sockets),
     registerModelTreeView('nke.execEvents', trees.execEvents),
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
-    registerCommands({ model, session, filter, log, extensionRoot: context.extensionPath }),
+    registerCommands({
+      model,
+      session,
+      filter,
+      tasks: filterWindow.tasks,
+      log,
+      extensionRoot: context.extensionPath,
+    }),
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
@@ -112,7 +122,7 @@ function registerSettingsListener(
   });
 }
 
-/** Stops the emulator this window started; the helper exits with its connection. */
+/** Stops what this window's filter backends started; the helper exits with its connection. */
 export function deactivate(): Promise<void> | undefined {
   return deactivateFilter?.();
 }

@@ -17,6 +17,13 @@ export interface NkeSettings {
   capture: CaptureMode;
   interceptRules: InterceptRule[];
   connectOnStartup: boolean;
+  /** Folder with the kext's Makefile; empty = the extension's own kext/. */
+  kextDir: string;
+  /** The built bundle, relative to kextDir. */
+  kextBundle: string;
+  kextBundleId: string;
+  /** Folder whose Makefile builds the emulator; empty = the extension's own native/emu. */
+  emulatorSourceDir: string;
 }
 
 export function readSettings(): NkeSettings {
@@ -30,6 +37,10 @@ export function readSettings(): NkeSettings {
     capture: c.get<CaptureMode>('capture', 'report'),
     interceptRules: c.get<InterceptRule[]>('interceptRules', []),
     connectOnStartup: c.get<boolean>('connectOnStartup', false),
+    kextDir: c.get<string>('kextDir', ''),
+    kextBundle: c.get<string>('kextBundle', 'build/NKEFilter.kext'),
+    kextBundleId: c.get<string>('kextBundleId', 'com.nkeworkbench.filter'),
+    emulatorSourceDir: c.get<string>('emulatorSourceDir', ''),
   };
 }
 

@@ -26,7 +26,9 @@
       "cflags_cc!": ["-fno-exceptions"],
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["src/transport_linux.cpp"]
+          # nke_rundir.c: the emulator's runtime directory and its trust
+          # checks, the same code nke-emud and the shim run.
+          "sources": ["src/transport_linux.cpp", "../emu/src/nke_rundir.c"]
         }],
         ["OS=='mac'", {
           "sources": ["src/transport_macos.cpp"],
@@ -34,7 +36,7 @@
           "xcode_settings": {
             "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
             "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
-            "MACOSX_DEPLOYMENT_TARGET": "10.11"
+            "MACOSX_DEPLOYMENT_TARGET": "10.13"
           }
         }]
       ]

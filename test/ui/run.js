@@ -11,6 +11,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const cs = require('../../scripts/lib/codeServer');
 const { recordingServer } = require('../support/recordingServer');
+const { loadFilterSteps } = require('./filterSteps');
 const wb = require('./workbench');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
@@ -138,14 +139,7 @@ const steps = [
   ],
   // From here on the real thing: the emulator (started by Load Filter in the
   // profile's runtime directory), the helper process, a real program.
-  [
-    'command palette: NKE: Load Filter starts the emulator and connects; the status bar says so',
-    async (page) => {
-      await wb.runCommand(page, 'NKE: Load Filter');
-      await page.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
-      await wb.treeRow(page, 'Filter', 'Transport').waitFor();
-    },
-  ],
+  ...loadFilterSteps,
   [
     'a real program under the shim: its held chunk is allowed from the Pending Payloads menu',
     async (page, workspace, ctx) => {

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc';
 import * as P from '../shared/helperProtocol';
+import { privateDirProblem } from '../shared/privateDir';
 import { connectWithToken, newToken, TokenServer } from '../shared/tokenSocket';
 import { FilterEngine } from '../helper/engine';
 import { serveHelperProtocol } from '../helper/service';
@@ -34,7 +35,11 @@ const USAGE = `usage:
   nke run [--json] [--rules FILE] -- CMD [ARGS...]
   nke verdict ID allow|drop|replace [FILE]`;
 
-/** Private per-user directory of the control socket; refuses one that is not ours or not 0700. */
+/**
+ * Private per-user directory of the control socket; refuses one that is not
+ * a real directory of this user (or root) closed to others (privateDir.ts):
+ * `status` and `verdict` send its token to whatever listens there.
+ */
 function controlDir(create: boolean): string {
   const dir =
     process.env.NKE_CLI_DIR ??
@@ -42,14 +47,12 @@ function controlDir(create: boolean): string {
       ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli')
       : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
   if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (fs.existsSync(dir)) {
-    const st = fs.statSync(dir);
-    if (st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
-      throw new CliError(
-        `${dir} is not a private directory of this user (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); remove it`,
-      );
-    }
-  }
+  const problem = privateDirProblem(
+    dir,
+    'the nke control directory',
+    'set NKE_CLI_DIR to a directory of your own',
+  );
+  if (problem) throw new CliError(problem);
   return dir;
 }
 
@@ -102,7 +105,7 @@ function fmtEvent(ev: P.HistoryEvent): string {
     case 'released':
       return `released ${ev.chunkId} by the filter (${ev.reason})`;
     case 'exec':
-      return `exec ${ev.pid} (parent ${ev.ppid}) ${ev.path}${ev.complete ? '' : ' [incomplete]'}`;
+      return `exec ${ev.pid} (parent ${ev.ppid}) ${ev.path}${ev.complete ? '' : ' [incomplete]'}${ev.truncated ? ' [truncated]' : ''}`;
   }
 }
 

@@ -1,8 +1,12 @@
 // The one place every NKE command is registered. Handlers take (node?, nodes?)
 // so they work from the palette, a tree item and a multi-selection.
 import * as vscode from 'vscode';
-import { emulatorBinary } from '../emulator/emulatorProcess';
-import type { FilterController } from '../emulator/filterController';
+import { execFile } from 'node:child_process';
+import { emulatorBinary } from '../filter/emulatorProcess';
+import type { FilterByMode } from '../filter/filterByMode';
+import type { FilterBackend, StepReporter } from '../filter/filterBackend';
+import { isNkeTaskName } from '../tasks/nkeTaskDefinition';
+import type { NkeTaskProvider } from '../tasks/nkeTaskProvider';
 import type { HelperSession } from '../helperClient/helperSession';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
@@ -11,12 +15,15 @@ import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled
 export interface CommandDeps {
   model: WorkbenchModel;
   session: HelperSession;
-  filter: FilterController;
+  /** the commands go through the FilterBackend interface; `emulator` is for Run Program Under Filter */
+  filter: FilterByMode;
+  /** the `nke` tasks (the walkthrough's buttons run them) */
+  tasks: NkeTaskProvider;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
 }
 
-async function runUnderFilter({ filter }: CommandDeps): Promise<void> {
+async function runUnderFilter({ filter: { emulator } }: CommandDeps): Promise<void> {
   if (readSettings().mode !== 'emulator') {
     throw new ActionableError(
       'Run Program Under Filter needs nke.mode "emulator"; under the kext every process is already filtered',
@@ -27,7 +34,7 @@ async function runUnderFilter({ filter }: CommandDeps): Promise<void> {
       },
     );
   }
-  const runner = emulatorBinary(filter.binDir(), 'nke-emu');
+  const runner = emulatorBinary(emulator.binDir(), 'nke-emu');
   const commandLine = await vscode.window.showInputBox({
     title: 'NKE: Run Program Under Filter',
     prompt: 'Command line to run with its sockets under the emulated filter',
@@ -39,7 +46,7 @@ async function runUnderFilter({ filter }: CommandDeps): Promise<void> {
     shellPath: runner,
     shellArgs: ['run', '--', 'sh', '-c', commandLine],
     // The same runtime directory the helper connects to.
-    env: { NKE_EMU_DIR: filter.runtimeDir() },
+    env: { NKE_EMU_DIR: emulator.runtimeDir() },
   });
   term.show();
 }
@@ -66,18 +73,31 @@ async function exportCapture({ model, log }: CommandDeps): Promise<void> {
   await vscode.window.showTextDocument(target, { preview: false });
 }
 
-function showKernelLog({ log }: CommandDeps): void {
-  if (process.platform === 'darwin' && readSettings().mode === 'kext') {
-    const term = vscode.window.createTerminal({
-      name: 'NKE: kernel log',
-      shellPath: '/usr/bin/log',
-      shellArgs: ['stream', '--predicate', 'sender CONTAINS "NKEWorkbench"'],
-    });
-    term.show();
-    return;
+/** One progress notification whose message is the backend's current step. */
+function withSteps(title: string, work: (steps: StepReporter) => Promise<void>): Thenable<void> {
+  return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title }, (progress) =>
+    work({ step: (message) => progress.report({ message }) }),
+  );
+}
+
+/** The Mac's approval pane (kext "not approved"), on the Mac the workspace runs on. */
+function openMacSecuritySettings(): Promise<void> {
+  if (process.platform !== 'darwin') {
+    throw new Error(
+      'the security settings to approve a kext are on the Mac: open this folder there (Remote-SSH)',
+    );
   }
-  // The emulator's and the helper's stderr go to the workbench log.
-  log.show(true);
+  return new Promise((resolve, reject) =>
+    execFile('open', ['x-apple.systempreferences:com.apple.preference.security?General'], (err) =>
+      err ? reject(new Error(`cannot open the security settings: ${err.message}`)) : resolve(),
+    ),
+  );
+}
+
+/** Runs one `nke` task by name (the walkthrough's buttons). */
+async function runNkeTask({ tasks }: CommandDeps, name?: unknown): Promise<void> {
+  if (!isNkeTaskName(name)) throw new Error(`not an nke task: ${JSON.stringify(name)}`);
+  await vscode.tasks.executeTask(tasks.task(name));
 }
 
 const captureChoices: (vscode.QuickPickItem & { mode: CaptureMode })[] = [
@@ -125,16 +145,26 @@ function payloadsFrom(node?: PendingView, nodes?: PendingView[]): PendingView[] 
 }
 
 export function registerCommands(deps: CommandDeps): vscode.Disposable {
-  const { model, session, filter, log } = deps;
+  const { model, session, log } = deps;
+  const filter: FilterBackend = deps.filter;
   const handlers: Record<string, CommandHandler> = {
-    'nke.loadFilter': () => filter.load(),
-    'nke.unloadFilter': () => filter.unload(),
-    'nke.connect': () => session.connect(),
+    'nke.loadFilter': () => withSteps(`NKE: Load Filter (${filter.kind})`, (steps) => filter.load(steps)),
+    'nke.unloadFilter': () =>
+      withSteps(`NKE: Unload Filter (${filter.kind})`, (steps) => filter.unload(steps)),
+    'nke.connect': () => filter.connect(),
     'nke.disconnect': () => session.disconnect(),
     'nke.restartHelper': () => session.restart(),
     'nke.runUnderFilter': () => runUnderFilter(deps),
     'nke.exportCapture': () => exportCapture(deps),
-    'nke.showKernelLog': () => showKernelLog(deps),
+    'nke.showKernelLog': () => filter.log(),
+    'nke.openMacSecuritySettings': () => openMacSecuritySettings(),
+    'nke.runTask': (name?: string) => runNkeTask(deps, name),
+    'nke.openWalkthrough': () =>
+      vscode.commands.executeCommand(
+        'workbench.action.openWalkthrough',
+        'nkeworkbench.nke-workbench#nke.gettingStarted',
+        false,
+      ),
     'nke.pauseInterception': () => session.setPaused(true),
     'nke.resumeInterception': () => session.setPaused(false),
     'nke.setCaptureMode': (mode?: CaptureMode) => setCaptureMode(deps, mode),

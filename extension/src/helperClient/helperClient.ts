@@ -142,7 +142,13 @@ export class HelperClient extends EventEmitter<{
       if (process.platform !== 'darwin') return onFail(new Error('an administrator prompt is macOS only'));
       // Backgrounded with its output closed so `do shell script` returns at
       // once; the helper lives on as root until its connection closes.
-      const cmd = `ELECTRON_RUN_AS_NODE=1 ${[runtime, ...args].map(shQuote).join(' ')} >/dev/null 2>&1 &`;
+      // `do shell script` starts from a bare environment: what the helper
+      // needs (NKE_ADDON: the addon built on this Mac) goes on the line.
+      const vars = Object.entries(this.opts.env ?? {})
+        .filter(([k, v]) => /^NKE_[A-Z0-9_]+$/.test(k) && v !== undefined)
+        .map(([k, v]) => `${k}=${shQuote(String(v))} `)
+        .join('');
+      const cmd = `${vars}ELECTRON_RUN_AS_NODE=1 ${[runtime, ...args].map(shQuote).join(' ')} >/dev/null 2>&1 &`;
       const script = `do shell script ${appleScriptString(cmd)} with administrator privileges`;
       const osa = spawn('/usr/bin/osascript', ['-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';

@@ -9,6 +9,7 @@
  * use atomics. Callers serialize sends on a link themselves.
  */
 #include "shim.h"
+#include "nke_rundir.h"
 
 static char g_shim_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static char g_state_path[PATH_MAX + 32];
@@ -39,14 +40,16 @@ int link_open(void)
         return -1;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     memcpy(sa.sun_path, g_shim_path, sizeof(g_shim_path));
-    if (libc_call(connect, fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    /* Only to a private directory and a listener of our uid or root; else
+     * said once on stderr, and the program runs unfiltered (nke_rundir.h). */
+    if (nke_rundir_link_connect(fd, sa.sun_path) < 0) {
         int e = errno;
         libc_call(close, fd);
         /* nke-emud is there but this process may not reach it (another uid
          * than the runtime directory's, e.g. after dropping privileges):
          * say so once, instead of running unfiltered in silence. */
         static atomic_bool said;
-        if ((e == EACCES || e == EPERM) && !atomic_exchange(&said, true))
+        if (e == EACCES && !atomic_exchange(&said, true)) /* EPERM: nke_rundir said why */
             fprintf(stderr,
                     "nkeshim[%d]: cannot reach nke-emud at %s as uid %u (%s): this process's sockets are not "
                     "filtered (run it as the runtime directory's owner, or let it fork from a process that "

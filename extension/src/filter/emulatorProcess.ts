@@ -1,0 +1,113 @@
+// The Linux emulator of the kext (native/emu/build/nke-emud) as the extension
+// starts it for NKE: Load Filter: where its runtime directory is, and a
+// daemon that this window started and stops again on Unload / deactivate.
+// No `vscode` import.
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ActionableError } from '../commands/actionableError';
+import { assertPrivateDir, resolveEmulatorRuntimeDir } from '../shared/privateDir';
+
+/**
+ * The runtime directory nke-emud, the shim and the addon agree on
+ * (native/emu/include/nke_rundir.h): the setting if given, else
+ * $NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid>.
+ */
+export function emulatorRuntimeDir(setting: string, env: NodeJS.ProcessEnv = process.env): string {
+  return setting || resolveEmulatorRuntimeDir(env);
+}
+
+export interface EmulatorOptions {
+  /** folder with nke-emud, nke-emu, libnkeshim.so */
+  binDir: string;
+  runtimeDir: string;
+  log: (line: string) => void;
+}
+
+/** An nke-emud this window started; stop() ends it (held data is released by its fail-open policy). */
+/** Path of one of the emulator's programs; an error with Open Settings when it is not built. */
+export function emulatorBinary(binDir: string, name: 'nke-emud' | 'nke-emu'): string {
+  const file = path.join(binDir, name);
+  if (!fs.existsSync(file)) {
+    throw new ActionableError(
+      `emulator not built: ${file} is missing (run npm run build, or set nke.emulatorDir)`,
+      {
+        title: 'Open Settings',
+        command: 'workbench.action.openSettings',
+        args: ['nke.emulatorDir'],
+      },
+    );
+  }
+  return file;
+}
+
+export class EmulatorProcess {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly runtimeDir: string,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Starts nke-emud and resolves once its control socket exists (new, not a stale one). */
+  static async start(o: EmulatorOptions, timeoutMs = 10000): Promise<EmulatorProcess> {
+    const daemon = emulatorBinary(o.binDir, 'nke-emud');
+    // The runtime directory holds the user-client sockets: 0700, ours only.
+    // One that exists already and is someone else's is refused here, with the
+    // same words nke-emud would log.
+    fs.mkdirSync(o.runtimeDir, { recursive: true, mode: 0o700 });
+    assertPrivateDir(
+      o.runtimeDir,
+      "the emulator's runtime directory",
+      'set nke.emulatorRuntimeDir (or NKE_EMU_DIR) to a directory of your own',
+    );
+    const ctl = path.join(o.runtimeDir, 'ctl.sock');
+    const since = Date.now();
+    const child = spawn(daemon, [], {
+      env: { ...process.env, NKE_EMU_DIR: o.runtimeDir },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d) => {
+      stderr = (stderr + d).slice(-4096);
+      for (const line of String(d).trimEnd().split('\n')) o.log(`nke-emud: ${line}`);
+    });
+    const failed = new Promise<Error>((resolve) => {
+      child.once('error', (e) => resolve(new Error(`cannot start ${daemon}: ${e.message}`)));
+      child.once('exit', (code, sig) =>
+        resolve(
+          new Error(`nke-emud exited (${sig ?? `code ${code}`}) at start: ${stderr.trim() || 'no output'}`),
+        ),
+      );
+    });
+    let early: Error | undefined;
+    void failed.then((e) => (early = e));
+    for (const end = Date.now() + timeoutMs; !early;) {
+      const st = fs.statSync(ctl, { throwIfNoEntry: false });
+      if (st && st.mtimeMs >= since - 1000) break;
+      if (Date.now() > end) {
+        child.kill('SIGTERM');
+        throw new Error(`nke-emud did not create ${ctl} within ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (early) throw early;
+    o.log(`started nke-emud (pid ${child.pid}) in ${o.runtimeDir}`);
+    return new EmulatorProcess(child, o.runtimeDir);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
