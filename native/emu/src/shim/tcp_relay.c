@@ -558,7 +558,12 @@ static bool dir_read(struct relay *r, struct dir *d)
         if (r->urgent[d->src] && dir_read_oob(r, d))
             continue;
         int src = rfd(r, d->src);
-        ssize_t n = libc_call(recvfrom, src, buf, SHIM_DATA_MAX, MSG_DONTWAIT, NULL, NULL);
+        /* While chunks await verdicts, a read takes no more than the
+         * read-ahead bound leaves (RELAY_AHEAD_MAX in all). */
+        size_t want = SHIM_DATA_MAX;
+        if (!relay_may_skip(r) && !relay_report_only(r) && RELAY_AHEAD_MAX - d->nbytes < want)
+            want = RELAY_AHEAD_MAX - d->nbytes;
+        ssize_t n = libc_call(recvfrom, src, buf, want, MSG_DONTWAIT, NULL, NULL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -573,7 +578,7 @@ static bool dir_read(struct relay *r, struct dir *d)
         }
         /* A short read took everything there was (edge-triggered epoll
          * reports the next arrival): no second recv to meet EAGAIN. */
-        if (n > 0 && (size_t)n < SHIM_DATA_MAX && !r->rdhup[d->src])
+        if (n > 0 && (size_t)n < want && !r->rdhup[d->src])
             r->rd[d->src] = false; /* after a hang-up edge, read on to the EOF */
         if (n <= 0) {
             d->eof = true;
