@@ -30,7 +30,7 @@ async function compare(peerPy, progPy, { peerArgs = [], progArgs = [], ms = 2000
       assert.equal(r.code, 0, `${mode}: ${r.stderr}`);
       const pr = await Promise.race([
         peer.exited,
-        new Promise((res) => setTimeout(() => res({ code: 'timeout' }), ms)),
+        new Promise((res) => setTimeout(() => res({ code: 'timeout' }), ms).unref()),
       ]);
       assert.equal(pr.code, 0, `${mode}: peer ${pr.code}: ${peer.stderrText}`);
       out.push({ mode, prog: r.stdout.trim(), peer: peer.lines.slice(1).join('\n').trim() });

@@ -50,11 +50,18 @@ function start(cmd, args, opts = {}) {
     new Promise((resolve, reject) => {
       const hit = p.lines.find((l) => re.test(l));
       if (hit) return resolve(hit);
-      waiters.push({ re, resolve });
-      setTimeout(
+      // unref: a pending timeout never keeps mocha from exiting
+      const t = setTimeout(
         () => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)),
         ms,
-      );
+      ).unref();
+      waiters.push({
+        re,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
     });
   return p;
 }
