@@ -138,7 +138,7 @@ const steps = [
     },
   ],
   [
-    'payload: a shorter edit through the hex document (inline Open as Hex), Reinject Edited Data from the editor title',
+    'payload: a shorter edit through the hex document (inline Open as Hex), Reinject Edited Data from the code actions',
     async (page, workspace, ctx) => {
       await closeEditors(page);
       const h = await holdChunk(page, ctx, Buffer.from('a rather long original request'));
@@ -147,8 +147,10 @@ const steps = [
       await wb.typeInActiveEditor(page, '00000000: 73 68 6f 72 74');
       // the hex CodeLens shows the edit once saved; Reinject Edited saves first
       await h.sendTail();
-      await wb.editorTitleAction(page, 'Reinject Edited Data').click();
+      await wb.pickCodeAction(await wb.openCodeActions(page), 'Reinject Edited Data');
       await serverGets(page, h.server, 'short' + TAIL);
+      // What was typed stays as typed (no reload under the cursor); the row shows the size change.
+      await wb.activeEditorText(page).locator('text=00000000: 73 68 6f 72 74').waitFor();
     },
   ],
   [

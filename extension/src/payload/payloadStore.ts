@@ -230,8 +230,8 @@ export class PayloadStore {
     const same = e.original !== undefined && equalBytes(copy, e.original);
     const before = e.staged;
     e.staged = same ? undefined : copy;
-    if (before !== e.staged && !(before && e.staged && equalBytes(before, e.staged)))
-      this.fireStaged(id, e, by);
+    const changed = before !== e.staged && !(before && e.staged && equalBytes(before, e.staged));
+    if (changed) this.fireStaged(id, e, by);
   }
 
   revert(id: string, by?: string): void {
