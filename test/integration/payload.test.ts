@@ -212,6 +212,18 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     assert.equal(Buffer.from(api.payloads.staged(view.id)!).toString(), 'short');
   });
 
+  it('a hex line typed without its ASCII gutter: saved, staged and sent; the document keeps what was typed', async () => {
+    const { server, view, sendTail } = await heldChunk(Buffer.from('a rather long original request'));
+    const hex = await open(view, 'hex');
+    const typed = '00000000: 73 68 6f 72 74';
+    await replaceAll(hex, typed);
+    await sendTail();
+    await vscode.commands.executeCommand('nke.reinjectEdited', hex.uri);
+    assert.equal((await server.whenBytes(5 + TAIL.length)).toString(), 'short' + TAIL);
+    assert.ok(!hex.isDirty, 'saved before sending');
+    assert.equal(hex.getText(), typed);
+  });
+
   it('an invalid hex line: a diagnostic at that line, Reinject Edited disabled with the reason, nothing sent, still held', async () => {
     const { server, view } = await heldChunk(Buffer.from('0123456789abcdefXYZ'));
     const hex = await open(view, 'hex');

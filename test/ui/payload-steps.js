@@ -17,7 +17,8 @@ const SENDER =
   's.sendall(bytes.fromhex(sys.argv[2]))\n' +
   'while not os.path.exists(sys.argv[3]): time.sleep(0.02)\n' +
   's.sendall(sys.argv[4].encode())\n' +
-  'time.sleep(60)';
+  // Open long past a slow step (a closed socket would release the chunk); stopped at the end.
+  'time.sleep(600)';
 
 async function serverGets(page, server, want, ms = 10000) {
   const wanted = Buffer.isBuffer(want) ? want : Buffer.from(want);
@@ -138,7 +139,7 @@ const steps = [
     },
   ],
   [
-    'payload: a shorter edit through the hex document (inline Open as Hex), Reinject Edited Data from the light bulb',
+    'payload: a shorter edit through the hex document (inline Open as Hex), Reinject Edited Data from the code actions',
     async (page, workspace, ctx) => {
       await closeEditors(page);
       const h = await holdChunk(page, ctx, Buffer.from('a rather long original request'));

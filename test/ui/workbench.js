@@ -157,7 +157,7 @@ async function openLightBulb(page, timeout) {
   await bulb.waitFor({ timeout });
   await bulb.click();
   const menu = page.locator('.action-widget');
-  await menu.waitFor({ timeout: 5000 });
+  await menu.waitFor({ timeout: 10000 });
   return menu;
 }
 
@@ -167,13 +167,32 @@ async function openLightBulb(page, timeout) {
  * through the palette's Quick Fix... (Ctrl+.'s command).
  */
 async function openCodeActions(page) {
-  try {
-    return await openLightBulb(page, 5000);
-  } catch {
-    await runCommand(page, 'Quick Fix...');
-    const menu = page.locator('.action-widget');
-    await menu.waitFor({ timeout: 10000 });
-    return menu;
+  // Three rounds: on a loaded 2-CPU machine the workbench sometimes drops the
+  // answer to its code action request (no bulb, no menu); asking again works.
+  // A menu that shows late is taken as it is: keys pressed for the next try
+  // (the palette's Enter) would land in it and run its first action.
+  const menu = page.locator('.action-widget');
+  const lateMenu = async () => (await menu.isVisible()) && menu;
+  for (let round = 1; ; round++) {
+    try {
+      return await openLightBulb(page, 10000);
+    } catch {
+      if (await lateMenu()) return menu;
+      await page.keyboard.press('Escape');
+    }
+    try {
+      if (await lateMenu()) return menu;
+      await runCommand(page, 'Quick Fix...');
+      await menu.waitFor({ timeout: 15000 });
+      return menu;
+    } catch (e) {
+      if (await lateMenu()) return menu;
+      if (round >= 3)
+        throw new Error(
+          `no code action menu after ${round} rounds of light bulb and Quick Fix: ${e.message}`,
+        );
+      await page.keyboard.press('Escape');
+    }
   }
 }
 

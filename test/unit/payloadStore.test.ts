@@ -99,7 +99,7 @@ describe('payload store: one store, many views', () => {
     add('7', 'hello');
     await store.original('7');
     const changed: string[] = [];
-    store.onDidChange((id) => changed.push(id));
+    store.onDidChange(({ id, what }) => changed.push(`${id}:${what}`));
     store.stage('7', bytes('hello, longer'));
     assert.equal(text(await store.current('7')), 'hello, longer');
     assert.equal(text(store.staged('7')!), 'hello, longer');
@@ -108,7 +108,7 @@ describe('payload store: one store, many views', () => {
     store.stage('7', bytes('x'));
     store.revert('7');
     assert.equal(text(await store.current('7')), 'hello');
-    assert.deepEqual(changed, ['7', '7', '7', '7']);
+    assert.deepEqual(changed, ['7:staged', '7:staged', '7:staged', '7:staged']);
     assert.deepEqual(helper.verdicts, []);
     store.dispose();
   });
@@ -204,8 +204,12 @@ describe('payload store: one store, many views', () => {
     const { model, helper, store, add } = setup(400, 1000);
     add('3', 'x');
     const heldAt = model.pendingPayload('3')!.heldAt;
+    const changes: string[] = [];
+    store.onDidChange(({ id, what }) => changes.push(`${id}:${what}`));
     const lease = store.keepHeld('3', 'editor');
     await sleep(1500);
+    // Only the deadline moved: the documents' bytes did not (no file change to announce).
+    assert.ok(changes.length > 0 && changes.every((c) => c === '3:deadline'), String(changes));
     const holds = helper.extends.map((x) => x.holdMs);
     assert.ok(holds.length >= 2, `extended ${holds.length} times: ${holds}`);
     assert.ok(

@@ -24,7 +24,6 @@ export class PayloadCodeLensProvider implements vscode.CodeLensProvider, vscode.
   constructor(
     private readonly store: PayloadStore,
     private readonly diagnostics: PayloadDiagnostics,
-    private readonly now: () => number = Date.now,
   ) {
     this.subscriptions = [
       new vscode.Disposable(store.onDidChange(() => this.changed.fire()).dispose),
@@ -72,12 +71,10 @@ export class PayloadCodeLensProvider implements vscode.CodeLensProvider, vscode.
       ];
     }
     if (s.kind === 'unknown') return [lens(`$(question) ${noLongerHeld(p.id, undefined)}`)];
-    const now = this.now();
-    const kept = this.store.keptHeld().includes(p.id);
-    const maxAt = s.view.heldAt + this.store.editHoldMaxMs();
-    let time = `$(clock) ${formatTimeLeft(s.view.deadline - now)} left`;
-    if (kept && maxAt > s.view.deadline) {
-      time += ` · kept held while open, released unchanged in ${formatTimeLeft(maxAt - now)} at the latest`;
+    const times = this.store.holdTimes(p.id);
+    let time = `$(clock) ${formatTimeLeft(times?.leftMs ?? 0)} left`;
+    if (times?.keptUntilMs !== undefined) {
+      time += ` · kept held while open, released unchanged in ${formatTimeLeft(times.keptUntilMs)} at the latest`;
     }
     const parsed = this.diagnostics.decode(doc);
     const staged = this.store.staged(p.id);

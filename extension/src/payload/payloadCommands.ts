@@ -94,10 +94,19 @@ async function reinjectEditedDocument(deps: PayloadCommandDeps, uri: vscode.Uri)
       { title: 'Show Problems', command: 'workbench.actions.view.problems' },
     );
   }
+  // Saved so the other document and the row show the edit. What is sent is
+  // what the editor shows either way: VS Code reports a save as failed when
+  // the document changed while it was written (the store has the bytes
+  // then), so the store gets them directly when they are not there.
   if (doc.isDirty && !(await doc.save())) {
-    throw new ActionableError(`payload ${p.id} was not sent: saving its document failed`);
+    const staged = deps.payloads.staged(p.id) ?? deps.payloads.originalIfLoaded(p.id);
+    if (!staged || !sameBytes(staged, r.bytes)) deps.payloads.stage(p.id, r.bytes);
   }
   await deps.payloads.act(p.id, 'reinjectEdited', r.bytes);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 async function act(

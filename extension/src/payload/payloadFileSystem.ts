@@ -9,6 +9,15 @@ import { noLongerHeld } from '../shared/payloadReasons';
 import { type PayloadStore, refusalFor } from './payloadStore';
 import { parsePayloadPath, PAYLOAD_SCHEME, type PayloadDocKind, payloadPath } from './payloadUri';
 
+/** The store's `by` for an edit saved from a payload document of `kind`. */
+function savedBy(kind: PayloadDocKind): string {
+  return `${kind} document`;
+}
+
+function savedKind(by: string | undefined): PayloadDocKind | undefined {
+  return by === savedBy('text') ? 'text' : by === savedBy('hex') ? 'hex' : undefined;
+}
+
 /** The document of a payload in one form. */
 export function payloadUri(store: PayloadStore, id: string, kind: PayloadDocKind): vscode.Uri {
   const view = store.view(id);
@@ -29,18 +38,27 @@ export class PayloadFileSystem implements vscode.FileSystemProvider, vscode.Disp
   private readonly subscription: { dispose(): void };
 
   constructor(private readonly store: PayloadStore) {
-    this.subscription = store.onDidChange((id) => this.touch(id));
+    // Bytes and read-only state only: a moved deadline changes no byte, and
+    // an announced change makes a clean editor reload (and lose its light bulb).
+    // An edit saved from one document is announced for the other one only:
+    // the saved one has those bytes already, and a change event for a file
+    // VS Code is saving races its save.
+    this.subscription = store.onDidChange((c) => {
+      if (c.what === 'deadline') return;
+      const savedFrom = c.what === 'staged' ? savedKind(c.by) : undefined;
+      this.touch(
+        c.id,
+        (['text', 'hex'] as const).filter((k) => k !== savedFrom),
+      );
+    });
   }
 
-  /** Both documents of `id` changed (an edit staged in either, or the chunk's state). */
-  private touch(id: string): void {
+  /** The documents of `id` changed (an edit staged in one, or the chunk's state). */
+  private touch(id: string, kinds: readonly PayloadDocKind[]): void {
     this.versions.set(id, (this.versions.get(id) ?? 0) + 1);
-    if (!this.store.view(id)) return;
+    if (!this.store.view(id) || !kinds.length) return;
     this.changed.fire(
-      (['text', 'hex'] as const).map((kind) => ({
-        type: vscode.FileChangeType.Changed,
-        uri: payloadUri(this.store, id, kind),
-      })),
+      kinds.map((kind) => ({ type: vscode.FileChangeType.Changed, uri: payloadUri(this.store, id, kind) })),
     );
   }
 
@@ -71,7 +89,11 @@ export class PayloadFileSystem implements vscode.FileSystemProvider, vscode.Disp
       ctime: this.created,
       mtime: this.created + (this.versions.get(id) ?? 0),
       // The encoded size once the bytes are here; an estimate before.
-      size: bytes ? codecFor(kind).encode(bytes).length : state.kind === 'held' ? state.view.size : 0,
+      size: bytes
+        ? new TextEncoder().encode(codecFor(kind).encode(bytes)).length
+        : state.kind === 'held'
+          ? state.view.size
+          : 0,
       permissions: state.kind === 'held' ? undefined : vscode.FilePermission.Readonly,
     };
   }
@@ -97,7 +119,7 @@ export class PayloadFileSystem implements vscode.FileSystemProvider, vscode.Disp
         `payload ${id}: the ${kind === 'hex' ? 'hex dump' : 'text'} has ${r.errors.length === 1 ? 'an error' : `${r.errors.length} errors`}, ${formatSyntaxError(r.errors[0])}; nothing was staged`,
       );
     }
-    this.store.stage(id, r.bytes);
+    this.store.stage(id, r.bytes, savedBy(kind));
     // The store fires only when the bytes changed; the saved document gets a
     // new mtime either way.
     this.versions.set(id, (this.versions.get(id) ?? 0) + 1);

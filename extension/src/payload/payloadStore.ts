@@ -5,22 +5,35 @@
 // editor (issue #14) are all views of this store; none keeps bytes of its own.
 //
 // The API a view uses (all by payload id, the chunk id in decimal):
-//   original(id)        Promise of the held bytes, fetched once, kept after release
-//   staged(id)          the staged edit, or undefined
-//   current(id)         staged ?? original
-//   stage(id, bytes)    stage an edit (refused once the chunk is not held)
-//   revert(id)          drop the staged edit
-//   act(id, action)     'reinjectEdited' | 'reinjectOriginal' | 'drop': the only
-//                       calls that send anything; refused, with the reason, when
-//                       the chunk is not held any more
-//   state(id)           held (with its PendingView: deadline, heldAt) |
-//                       released (reason) | sent (action) | unknown
-//   onDidChange(l)      l(id) after any of the above changed for id
-//   keepHeld(id, who)   while any holder is registered (an editor shows the
-//                       payload), the store extends the chunk's hold, up to
-//                       nke.editHoldMaxMs in total and never past the ABI cap
-// A webview editor is one more view: it reads original/staged/state, calls
-// stage/revert/act, listens to onDidChange, and registers keepHeld while open.
+//   original(id)          Promise of the held bytes, fetched once, kept after release
+//   staged(id)            the staged edit, or undefined
+//   current(id)           staged ?? original
+//   stage(id, bytes, by?) stage an edit (refused once the chunk is not held);
+//                         bytes equal to the original are no edit (= revert)
+//   revert(id, by?)       drop the staged edit
+//   act(id, action, b?)   'reinjectEdited' | 'reinjectOriginal' | 'drop': the only
+//                         calls that send anything; refused, with the reason, when
+//                         the chunk is not held any more; one at a time per chunk
+//   state(id)             held (with its PendingView: deadline, heldAt) |
+//                         released (reason) | sent (action, size) | unknown
+//   holdTimes(id)         while held: ms left before the filter releases it, and,
+//                         while kept held for a view, the latest it will be
+//                         released unchanged (what countdowns and headers show)
+//   onDidChange(l)        l(change) after one id's change (PayloadChange below):
+//                         'staged' carries the new staged bytes (undefined: no
+//                         edit) and `by`, the view that staged it, so a view can
+//                         skip its own echo; 'state' (held -> released / sent:
+//                         views turn read-only, actions disabled); 'deadline' (the
+//                         filter's deadline moved: countdowns only, no byte changed)
+//   keepHeld(id, holder)  while any holder is registered (an editor tab, a
+//                         webview panel), the store extends the chunk's hold, up
+//                         to nke.editHoldMaxMs in total and never past the ABI cap;
+//                         dispose the lease when the view closes
+// A webview editor is one more view: it reads original/staged/state/holdTimes,
+// calls stage(id, bytes, 'webview')/revert/act, listens to onDidChange (ignoring
+// 'staged' changes with its own `by`), and holds a keepHeld lease while open.
+// Open editor tabs of `nke-payload:` URIs (custom editors included) are leased
+// already by registerPayloadEditing.ts.
 //
 // No `vscode` import: plain mocha tests drive it with a fake helper port.
 // Single-threaded (the extension host's event loop); `inFlight` keeps one
@@ -31,6 +44,31 @@ import { noLongerHeld, releasedByFilter } from '../shared/payloadReasons';
 import type { ModelEvent, PendingRemoval, WorkbenchModel } from '../model/workbenchModel';
 
 export type PayloadAction = 'reinjectEdited' | 'reinjectOriginal' | 'drop';
+
+/**
+ * What changed for a payload: its staged edit (the documents' bytes), its
+ * state (held -> released / sent: documents turn read-only), or only the
+ * filter's deadline (countdowns; the documents' bytes are the same, so the
+ * file system must not announce a change: an editor would reload it).
+ */
+export type PayloadChange =
+  | {
+      id: string;
+      what: 'staged';
+      /** The staged edit now (a copy the listener may keep); undefined: no edit, the original shows. */
+      staged: Uint8Array | undefined;
+      /** Who staged or reverted it (stage's `by`), so a view can skip its own change. */
+      by?: string;
+    }
+  | { id: string; what: 'state' | 'deadline' };
+
+/** A held chunk's times, from the filter's real deadline (ms from now). */
+export interface HoldTimes {
+  /** Before the filter releases it unchanged, unless kept held longer. */
+  leftMs: number;
+  /** While a view keeps it held: the latest it is released unchanged (nke.editHoldMaxMs after the hold). */
+  keptUntilMs?: number;
+}
 
 export type PayloadState =
   | { kind: 'held'; view: PendingView }
@@ -112,7 +150,7 @@ export function refusalFor(id: string, s: PayloadState): string | undefined {
 
 export class PayloadStore {
   private readonly entries = new Map<string, Entry>();
-  private readonly listeners = new Set<(id: string) => void>();
+  private readonly listeners = new Set<(e: PayloadChange) => void>();
   private readonly subscriptions: { dispose(): void }[] = [];
   private timer?: ReturnType<typeof setTimeout>;
   private readonly now: () => number;
@@ -127,7 +165,7 @@ export class PayloadStore {
     );
   }
 
-  readonly onDidChange: ModelEvent<string> = (listener) => {
+  readonly onDidChange: ModelEvent<PayloadChange> = (listener) => {
     this.listeners.add(listener);
     return { dispose: () => this.listeners.delete(listener) };
   };
@@ -180,8 +218,11 @@ export class PayloadStore {
     return this.entries.get(id)?.staged ?? (await this.original(id));
   }
 
-  /** Stages an edit for a held chunk; nothing is sent. Equal to the original = no edit. */
-  stage(id: string, bytes: Uint8Array): void {
+  /**
+   * Stages an edit for a held chunk; nothing is sent. Equal to the original =
+   * no edit. `by` names the view (e.g. 'webview'), carried on the change event.
+   */
+  stage(id: string, bytes: Uint8Array, by?: string): void {
     const refusal = refusalFor(id, this.state(id));
     if (refusal) throw new PayloadActionError(id, `${refusal}; the edit was not kept`);
     const e = this.entry(id);
@@ -189,14 +230,28 @@ export class PayloadStore {
     const same = e.original !== undefined && equalBytes(copy, e.original);
     const before = e.staged;
     e.staged = same ? undefined : copy;
-    if (before !== e.staged && !(before && e.staged && equalBytes(before, e.staged))) this.fire(id);
+    const changed = before !== e.staged && !(before && e.staged && equalBytes(before, e.staged));
+    if (changed) this.fireStaged(id, e, by);
   }
 
-  revert(id: string): void {
+  revert(id: string, by?: string): void {
     const e = this.entries.get(id);
     if (!e?.staged) return;
     e.staged = undefined;
-    this.fire(id);
+    this.fireStaged(id, e, by);
+  }
+
+  /** See HoldTimes; undefined when the chunk is not held. */
+  holdTimes(id: string): HoldTimes | undefined {
+    const s = this.state(id);
+    if (s.kind !== 'held') return undefined;
+    const now = this.now();
+    const times: HoldTimes = { leftMs: Math.max(0, s.view.deadline - now) };
+    const latest = s.view.heldAt + this.editHoldMaxMs();
+    if ((this.entries.get(id)?.holders.size ?? 0) > 0 && latest > s.view.deadline) {
+      times.keptUntilMs = latest - now;
+    }
+    return times;
   }
 
   /**
@@ -221,7 +276,7 @@ export class PayloadStore {
         await this.opts.helper.verdict(id, action === 'drop' ? 'drop' : 'allow');
       }
       e.gone = { kind: 'sent', action, size };
-      this.fire(id);
+      this.fire(id, 'state');
     };
     e.inFlight = send().finally(() => (e.inFlight = undefined));
     try {
@@ -231,7 +286,7 @@ export class PayloadStore {
       const reason = (err as { reason?: PendingRemovalReason }).reason;
       if (reason !== undefined && !e.gone) {
         e.gone = goneFor(reason);
-        this.fire(id);
+        this.fire(id, 'state');
       }
       throw err;
     }
@@ -297,7 +352,7 @@ export class PayloadStore {
       const e = this.entries.get(id);
       if (!e || e.gone) continue;
       e.gone = goneFor(reason);
-      this.fire(id);
+      this.fire(id, 'state');
     }
     this.updateTimer();
   }
@@ -309,7 +364,7 @@ export class PayloadStore {
       if (live && live !== e.view) {
         const deadlineMoved = e.view?.deadline !== live.deadline;
         e.view = live;
-        if (deadlineMoved) this.fire(id);
+        if (deadlineMoved) this.fire(id, 'deadline');
       }
     }
   }
@@ -361,8 +416,14 @@ export class PayloadStore {
     }
   }
 
-  private fire(id: string): void {
-    for (const l of [...this.listeners]) l(id);
+  private fire(id: string, what: 'state' | 'deadline'): void {
+    for (const l of [...this.listeners]) l({ id, what });
+  }
+
+  private fireStaged(id: string, e: Entry, by: string | undefined): void {
+    for (const l of [...this.listeners]) {
+      l({ id, what: 'staged', staged: e.staged && Uint8Array.from(e.staged), by });
+    }
   }
 }
 

@@ -57,7 +57,7 @@ function registerHoldsForOpenTabs(store: PayloadStore): vscode.Disposable {
 /** Says so at once when a payload open in an editor is released by the filter. */
 function registerReleasedNotice(store: PayloadStore, log: vscode.LogOutputChannel): vscode.Disposable {
   const told = new Set<string>();
-  const sub = store.onDidChange((id) => {
+  const sub = store.onDidChange(({ id }) => {
     const s = store.state(id);
     if (s.kind !== 'released' || told.has(id) || !idsInTabs().has(id)) return;
     told.add(id);

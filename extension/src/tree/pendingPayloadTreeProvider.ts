@@ -5,6 +5,7 @@
 // payload as text.
 import * as vscode from 'vscode';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
+import type { PayloadChange } from '../payload/payloadStore';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
 import { formatEndpoint } from './socketTreeProvider';
 
@@ -14,7 +15,7 @@ const countdownMs = 1000;
 /** What the view needs of the payload store: staged edits and when they change. */
 export interface StagedEdits {
   staged(id: string): Uint8Array | undefined;
-  onDidChange(listener: (id: string) => void): { dispose(): void };
+  onDidChange(listener: (e: PayloadChange) => void): { dispose(): void };
 }
 
 /** "edited 77 B → 80 B (+3)" */
@@ -37,7 +38,10 @@ export class PendingPayloadTreeProvider extends ModelTreeProvider<PendingView> {
     this.pendingChanges = model.onDidChange((e) => {
       if (e.part === 'pending') this.updateCountdown();
     });
-    this.editChanges = edits?.onDidChange(() => this.requestRefresh());
+    // Only a staged edit changes a row's text; deadlines tick with the countdown.
+    this.editChanges = edits?.onDidChange((e) => {
+      if (e.what === 'staged') this.requestRefresh();
+    });
   }
 
   override setVisible(visible: boolean): void {
