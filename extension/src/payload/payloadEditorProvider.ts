@@ -31,6 +31,8 @@ import { PAYLOAD_SCHEME, payloadTitle } from './payloadUri';
 
 export const PAYLOAD_EDITOR_VIEW_TYPE = 'nke.payloadEditor';
 const EDITOR_EXTENSION = '.nkebytes';
+/** The store's `by` for edits this editor staged (it skips their echo). */
+const STAGED_BY = 'payload editor';
 
 /** The editor's resource for a payload the store knows. */
 export function payloadEditorUri(store: PayloadStore, id: string): vscode.Uri {
@@ -142,11 +144,15 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
           this.log.error(`payload editor ${doc.id}: ${e.message}`),
         ),
       ),
-      this.store.onDidChange((id) => {
-        if (id !== doc.id) return;
-        post({ type: MessageType.State, state: this.chunkState(id) });
-        // Saved from another view (the text or hex document): show it unless this one has unsaved edits.
-        const current = this.store.staged(id) ?? this.store.originalIfLoaded(id);
+      this.store.onDidChange((change) => {
+        if (change.id !== doc.id) return;
+        if (change.what !== 'staged') {
+          post({ type: MessageType.State, state: this.chunkState(doc.id) });
+          return;
+        }
+        // Saved from another view (the text or hex document): shown unless this one has unsaved edits.
+        if (change.by === STAGED_BY) return;
+        const current = change.staged ?? this.store.originalIfLoaded(doc.id);
         if (current && !doc.dirty && !equalBytes(current, doc.saved)) {
           doc.bytes = doc.saved = current;
           post({ type: MessageType.Reset, bytes: current });
@@ -176,14 +182,9 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
 
   private chunkState(id: string): EditorChunkState {
     const s = this.store.state(id);
-    if (s.kind === 'held') {
-      const now = Date.now();
-      const max = this.store.editHoldMaxMs();
-      return {
-        kind: 'held',
-        msLeft: Math.max(0, s.view.deadline - now),
-        keptHeldMs: max > 0 ? Math.max(0, s.view.heldAt + max - now) : 0,
-      };
+    const times = this.store.holdTimes(id);
+    if (s.kind === 'held' && times) {
+      return { kind: 'held', msLeft: times.leftMs, keptHeldMs: times.keptUntilMs ?? 0 };
     }
     return { kind: 'gone', message: refusalFor(id, s) ?? noLongerHeld(id, undefined) };
   }
@@ -283,7 +284,7 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
   }
 
   async saveCustomDocument(doc: PayloadEditorDocument): Promise<void> {
-    this.store.stage(doc.id, doc.bytes);
+    this.store.stage(doc.id, doc.bytes, STAGED_BY);
     doc.saved = doc.bytes;
   }
 
