@@ -32,6 +32,9 @@ function stateRecord(stale: bigint, held: bigint): Buffer {
         notifications_lost: 0n,
         sockets_untracked: 0n,
         stale_entries: stale,
+        bytes_kept: 0n,
+        chunks_queued: 0n,
+        chunks_passed_budget: 0n,
       },
     }),
   );
@@ -83,7 +86,7 @@ describe('engine: stale entries in the filter status', () => {
 
     const withFilter = updates.filter((u) => u.filter);
     assert.deepEqual(
-      withFilter.map((u) => u.filter!.state?.staleEntries),
+      withFilter.map((u) => u.filter!.state?.sinceStart.staleEntries),
       [0, 3],
     );
     assert.equal(withFilter[1].filter!.connected, true);

@@ -68,6 +68,8 @@ export interface PendingEntry {
    * over a verdict never pins the filter's buffer pool.
    */
   data: Buffer;
+  /** an edit staged for it (nke/stageEdit), counted in pendingBytes too */
+  staged?: Buffer;
 }
 
 /** Default bound on the bytes kept for pending payloads (all of them together). */
@@ -381,11 +383,22 @@ export class LiveModel {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
-    this.pendingBytes -= e.data.length;
+    this.pendingBytes -= e.data.length + (e.staged?.length ?? 0);
     // Added and removed within one batch: the client never needs to see it.
     if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
     this.dirty = true;
     return e;
+  }
+
+  /** Stages an edit for a pending payload (undefined clears it); false when it would pass pendingBytesLimit. */
+  setStaged(e: PendingEntry, bytes: Buffer | undefined): boolean {
+    const delta = (bytes?.length ?? 0) - (e.staged?.length ?? 0);
+    if (delta > 0 && !this.canHoldBytes(delta)) return false;
+    this.pendingBytes += delta;
+    e.staged = bytes;
+    if (bytes) e.view.staged = { size: bytes.length };
+    else delete e.view.staged;
+    return true;
   }
 
   verdict(
