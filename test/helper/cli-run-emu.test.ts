@@ -23,7 +23,10 @@ interface Done {
 }
 
 /** Runs nke asynchronously (the servers live in this process: a blocking spawnSync would starve them). */
-function nkeAsync(env: NodeJS.ProcessEnv, args: string[]): { proc: ChildProcess; done: Promise<Done> } {
+function nkeAsync(
+  env: NodeJS.ProcessEnv,
+  args: string[],
+): { proc: ChildProcess; done: Promise<Done>; stderr(): string } {
   const proc = spawn(process.execPath, [nke, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const out: Buffer[] = [];
   let stderr = '';
@@ -32,7 +35,7 @@ function nkeAsync(env: NodeJS.ProcessEnv, args: string[]): { proc: ChildProcess;
   const done = new Promise<Done>((resolve) =>
     proc.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr })),
   );
-  return { proc, done };
+  return { proc, done, stderr: () => stderr };
 }
 
 /** A real HTTP server (not under the filter) answering every GET with `body`. */
@@ -66,16 +69,20 @@ interface PendingLine {
 }
 
 /** The first chunk `nke status --json` lists as pending, once there is one. */
-function firstPending(env: NodeJS.ProcessEnv): Promise<PendingLine> {
+function firstPending(env: NodeJS.ProcessEnv, run?: { stderr(): string }): Promise<PendingLine> {
+  let last = '';
   return poll(
     async () => {
       const s = await nkeAsync(env, ['status', '--json']).done;
+      last = `status exit ${s.code}: ${s.stdout.toString()}${s.stderr}`;
       if (s.code !== 0) return undefined;
       return (JSON.parse(s.stdout.toString()) as { pending: PendingLine[] }).pending[0];
     },
     20000,
     'nke status --json to list a held chunk',
-  );
+  ).catch((e: Error) => {
+    throw new Error(`${e.message}; last ${last}${run ? `; nke run's stderr:\n${run.stderr()}` : ''}`);
+  });
 }
 
 function alive(pid: number): boolean {
@@ -215,7 +222,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       original,
     ]);
     try {
-      const p = await firstPending(env);
+      const p = await firstPending(env, run);
       assert.equal(p.size, original.length);
       assert.equal(p.direction, 'out');
       assert.match(p.process, /^python3/);
@@ -287,7 +294,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       '-c',
       `${sender} & while [ ! -e ${flag} ]; do sleep 0.05; done`,
     ]);
-    const p = await firstPending(env);
+    const p = await firstPending(env, run);
     fs.writeFileSync(flag, '');
     const r = await run.done;
     assert.equal(r.code, 0, r.stderr);

@@ -72,6 +72,8 @@ export function emulatorLauncher(): string {
   return process.env.NKE_EMU_LAUNCHER ?? path.join(emulatorBinDir(), 'nke-emu');
 }
 
+const BUSY_RETRY_MS = 3000;
+
 /** The filter a watch or run holds, and the nke-emud it started (if it did). */
 export interface FilterAccess {
   transport: Transport;
@@ -104,7 +106,13 @@ export async function openFilter(
   o: { noStart: boolean; say: (line: string) => void },
 ): Promise<FilterAccess> {
   const runtimeDir = transport === 'emulator' ? resolveEmulatorRuntimeDir() : undefined;
-  const first = connectOnce(engine);
+  let first = connectOnce(engine);
+  // `nke status` with no watch or run opens the filter for a moment: a
+  // client that is gone again within BUSY_RETRY_MS is not "another client".
+  for (const end = Date.now() + BUSY_RETRY_MS; !first.ok && first.code === 'NKE_BUSY' && Date.now() < end;) {
+    await new Promise((r) => setTimeout(r, 100));
+    first = connectOnce(engine);
+  }
   if (first.ok) return { transport, runtimeDir, close: async () => {} };
   if (nextStepAfterFailure(transport, first.code, o.noStart) === 'give-up') {
     throw new CliError(
