@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CliError, EXIT_CODES_HELP, ExitCode } from '../../extension/src/cli/cliArgs';
-import { EventLog, type EventOutput, ProcessTree } from '../../extension/src/cli/eventLog';
+import { EventLog, type EventOutput, fmtEvent, ProcessTree } from '../../extension/src/cli/eventLog';
 import { nextStepAfterFailure, programArgv, unavailableMessage } from '../../extension/src/cli/filterAccess';
 import { statusText, type StatusReport } from '../../extension/src/cli/askOwner';
 import { runProgram } from '../../extension/src/cli/ownFilter';
@@ -18,6 +18,7 @@ import { decodeHexDump, encodeHexDump, HexDumpError } from '../../extension/src/
 import { RULES_EXAMPLE, rulesFromText } from '../../extension/src/cli/rulesFile';
 import type { NativeAddon, NativeFilterClient } from '../../extension/src/helper/native';
 import { compileRules } from '../../extension/src/helper/rules';
+import { RELEASE_REASONS } from '../../extension/src/helper/wire';
 import { JsoncError, parseJsonc } from '../../extension/src/shared/jsonc';
 import { NKE_ABI_VERSION } from '../../extension/src/shared/abi';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
@@ -385,5 +386,19 @@ describe('nke status text', () => {
     assert.match(text, /^held by: nke watch\/run pid 4242/m);
     assert.match(text, /^ {2}ID +DIR +SIZE +LEFT +SOCKET +PID +PROCESS +PEER +STAGED EDIT$/m);
     assert.match(text, /^ {2}17 +out +13 +4\.2 s +1:1 +99 +cu\\x1brl +127\.0\.0\.1:8080 +20 bytes$/m);
+  });
+});
+
+describe('event lines', () => {
+  it('a chunk the filter released itself says why and what became of its bytes, for every reason the ABI has', () => {
+    for (const reason of Object.values(RELEASE_REASONS)) {
+      const line = fmtEvent({ seq: 1, time: 0, kind: 'released', chunkId: '7', reason });
+      assert.match(line, /^released 7 by the filter: \S+ \S+ \S+/);
+      assert.doesNotMatch(line, new RegExp(`: ${reason}$`), `reason ${reason} has no explanation`);
+    }
+    assert.match(
+      fmtEvent({ seq: 1, time: 0, kind: 'released', chunkId: '7', reason: 'timeout' }),
+      /its deadline passed, the original went on$/,
+    );
   });
 });

@@ -179,6 +179,10 @@ describe('NKE views in the extension host', () => {
     assert.equal(byLabel['Held for you now'], '0 payloads');
     assert.equal(byLabel['Helper totals'], 'since the helper started');
     const totals = top.find((n) => n.label === 'Helper totals')!;
+    // Totals start collapsed so what is held now stays in sight; the id keeps a group's state across refreshes.
+    const totalsItem = trees.filter.getTreeItem(totals);
+    assert.equal(totalsItem.collapsibleState, vscode.TreeItemCollapsibleState.Collapsed);
+    assert.equal(totalsItem.id, 'filter.group.Helper totals');
     const totalByLabel = Object.fromEntries(
       trees.filter
         .getChildren(totals)

@@ -111,25 +111,24 @@ export async function ownFilter(o: OwnOptions, body: (owner: Owner) => void): Pr
   });
 }
 
-const COMMON: OptionSpec[] = [
-  { name: '--json', help: 'events as JSON, one object a line' },
-  { name: '--output', short: '-o', value: 'FILE', help: 'write events to FILE (created or truncated)' },
-  {
-    name: '--rules',
-    value: 'FILE',
-    help: 'intercept and rewrite rules (JSON with comments; - for stdin;\nnke rules --example shows the format)',
-  },
-  { name: '--execs', value: 'all|tree|none', choices: EXEC_SCOPES, help: '' },
-  { name: '--no-start', help: 'fail (exit 3) when no emulator answers instead of starting nke-emud' },
-  { name: '--history', value: 'N', help: 'events the live model keeps (default 100000)' },
-];
-
-function commonOptions(execsHelp: string): OptionSpec[] {
-  return COMMON.map((o) => (o.name === '--execs' ? { ...o, help: execsHelp } : o));
+/** The options watch and run share; only what --execs defaults to differs. */
+function ownerOptions(execsHelp: string): OptionSpec[] {
+  return [
+    { name: '--json', help: 'events as JSON, one object a line' },
+    { name: '--output', short: '-o', value: 'FILE', help: 'write events to FILE (created or truncated)' },
+    {
+      name: '--rules',
+      value: 'FILE',
+      help: 'intercept and rewrite rules (JSON with comments; - for stdin;\nnke rules --example shows the format)',
+    },
+    { name: '--execs', value: 'all|tree|none', choices: EXEC_SCOPES, help: execsHelp },
+    { name: '--no-start', help: 'fail (exit 3) when no emulator answers instead of starting nke-emud' },
+    { name: '--history', value: 'N', help: 'events the live model keeps (default 100000)' },
+  ];
 }
 
 /** Event log, rules and the rest of what both commands take, validated before anything starts. */
-function setUp(
+function prepareOwner(
   args: ParsedArgs,
   command: 'watch' | 'run',
   defaultOut: NodeJS.WritableStream,
@@ -167,13 +166,13 @@ export const watchCommand: CommandSpec = {
     'the runtime directory ($NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-UID)\n' +
     'and stops it on exit; on macOS it uses the loaded kext. Exits 0 when stopped by SIGINT,\n' +
     'SIGTERM or SIGHUP; what was still held is released unchanged.',
-  options: commonOptions(
+  options: ownerOptions(
     'which exec events to print: all (default), tree (processes whose sockets the\nfilter sees, and their children), none',
   ),
   async run(args) {
     if (args.positional.length) throw new UsageError(`nke watch: unexpected argument ${args.positional[0]}`);
     const execs = (args.values.get('--execs') ?? 'all') as ExecScope;
-    const s = setUp(args, 'watch', process.stdout, execs, true);
+    const s = prepareOwner(args, 'watch', process.stdout, execs, true);
     return ownFilter({ command: 'watch', ...s }, ({ stop }) => {
       for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(sig, () => stop(ExitCode.ok));
     });
@@ -255,7 +254,7 @@ export const runCommand: CommandSpec = {
     'signal N ended it). Held chunks are answered from another terminal (nke status, nke show,\n' +
     'nke verdict). Starts nke-emud when no emulator answers and stops it when CMD is done.\n' +
     'Ctrl-C goes to CMD; a SIGTERM or SIGHUP sent to nke is passed on to it.',
-  options: commonOptions(
+  options: ownerOptions(
     "which exec events to print: tree (default: CMD's own process tree),\nall (every exec the filter reports: as root, the whole machine's), none",
   ),
   takesProgram: true,
@@ -264,7 +263,7 @@ export const runCommand: CommandSpec = {
       throw new UsageError('nke run: no program given (nke run [OPTIONS] -- CMD [ARGS...])');
     }
     const execs = (args.values.get('--execs') ?? 'tree') as ExecScope;
-    const s = setUp(args, 'run', process.stderr, execs, false);
+    const s = prepareOwner(args, 'run', process.stderr, execs, false);
     return runProgram({ command: 'run', cmd: [...args.rest], ...s });
   },
 };

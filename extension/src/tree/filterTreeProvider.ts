@@ -138,10 +138,13 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   }
 
   getTreeItem(n: FilterNode): vscode.TreeItem {
+    // Totals start collapsed: what is held now stays in sight in a small pane.
+    // The id keeps a group open or closed across the view's refreshes.
     const item = new vscode.TreeItem(
       n.label,
-      n.children ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+      n.children ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.None,
     );
+    if (n.children) item.id = `filter.group.${n.label}`;
     item.description = n.value;
     item.tooltip = n.tooltip ?? `${n.label}: ${n.value}`;
     item.contextValue = `filter.${n.kind}`;
