@@ -258,12 +258,77 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       await new Promise((res) => setTimeout(res, 200));
       assert.equal(server.received().toString(), want, 'nothing else reached the server');
 
-      // After nke run exited, with nothing pending then: nothing to ask, exit 4.
+      // After nke run exited: the record it left names how the chunk ended, exit 5.
       const late = await nkeAsync(env, ['verdict', p.id, 'allow']).done;
-      assert.equal(late.code, 4, late.stderr);
-      assert.match(late.stderr, /no nke watch or nke run is running/);
+      assert.equal(late.code, 5, late.stderr);
+      assert.match(
+        late.stderr,
+        new RegExp(
+          `chunk ${p.id} is no longer held: it was answered \\(replace\\) at [\\d:]+; nke run \\(pid \\d+\\) exited at`,
+        ),
+      );
+      // An id that no run held: nothing to ask, exit 4.
+      const never = await nkeAsync(env, ['verdict', '987654321', 'allow']).done;
+      assert.equal(never.code, 4, never.stderr);
+      assert.match(never.stderr, /no nke watch or nke run is running/);
     } finally {
       run.proc.kill('SIGTERM');
+      await run.done;
+    }
+  });
+
+  it("a verdict after the chunk's deadline, while nke run goes on, says the filter released it at its deadline", async () => {
+    const server = await recordingServer();
+    const rules = path.join(dir, 'hold-briefly.json');
+    fs.writeFileSync(
+      rules,
+      JSON.stringify({
+        default: 'pass',
+        holdTimeoutMs: 1500,
+        intercept: [{ action: 'hold', remotePort: server.port }],
+      }),
+    );
+    const flag = path.join(dir, 'seen-released');
+    const run = nkeAsync(env, [
+      'run',
+      '--rules',
+      rules,
+      '--',
+      'python3',
+      '-c',
+      'import os,socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"on time")\n' +
+        'while not os.path.exists(sys.argv[2]): time.sleep(0.05)\ns.close()',
+      String(server.port),
+      flag,
+    ]);
+    try {
+      const p = await firstPending(env, run);
+      // Not answered: at its deadline the filter sends the original on.
+      assert.equal((await server.whenBytes(7)).toString(), 'on time');
+      const late = await poll(
+        async () => {
+          const v = await nkeAsync(env, ['verdict', p.id, 'drop']).done;
+          return v.code === 5 ? v : undefined;
+        },
+        10000,
+        'the late verdict to be refused',
+      );
+      assert.match(
+        late.stderr,
+        new RegExp(
+          `chunk ${p.id} is no longer held: the filter released it at [\\d:]+: its deadline passed, the original went on`,
+        ),
+      );
+      fs.writeFileSync(flag, '');
+      const r = await run.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(`^released ${p.id} by the filter: its deadline passed, the original went on$`, 'm'),
+      );
+      assert.equal(server.received().toString(), 'on time', 'the drop came too late: nothing else changed');
+    } finally {
+      fs.writeFileSync(flag, '');
       await run.done;
     }
   });
@@ -294,8 +359,8 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       '-c',
       `${sender} & while [ ! -e ${flag} ]; do sleep 0.05; done`,
     ]);
-    const p = await firstPending(env, run);
-    fs.writeFileSync(flag, '');
+    // A failure before the flag must not leave this run holding the filter for the next tests.
+    const p = await firstPending(env, run).finally(() => fs.writeFileSync(flag, ''));
     const r = await run.done;
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`released 1 pending chunk unchanged on exit \\(${p.id}\\)`));

@@ -5,6 +5,7 @@
 // machine (the kernel's process connector reports them all, as root) do not
 // bury the program's own.
 import fs from 'node:fs';
+import { RELEASE_EXPLAINED } from '../helper/wire';
 import type { Endpoint, HistoryEvent, PendingView, UpdateBatch } from '../shared/helperProtocol';
 
 export type ExecScope = 'all' | 'tree' | 'none';
@@ -87,16 +88,6 @@ export function printable(s: string): string {
   });
 }
 
-/** What the filter did with a chunk it released itself, by reason (RELEASE_REASONS). */
-const RELEASED_BECAUSE: Readonly<Record<string, string>> = {
-  timeout: 'its deadline passed, the original went on',
-  'client-gone': 'its client went away, the original went on',
-  'socket-gone': 'its socket was gone, nothing was sent',
-  'inject-failed': 're-injecting it failed in the network stack',
-  budget: 'the byte budget was used up, the original went on',
-  'socket-closing': 'its socket was closing (outgoing: the original went on; incoming: discarded)',
-};
-
 export function fmtEvent(ev: HistoryEvent): string {
   switch (ev.kind) {
     case 'socket-open':
@@ -110,7 +101,7 @@ export function fmtEvent(ev: HistoryEvent): string {
     case 'verdict':
       return `verdict ${ev.chunkId} ${ev.action} ${ev.size} bytes`;
     case 'released':
-      return `released ${ev.chunkId} by the filter: ${RELEASED_BECAUSE[ev.reason] ?? ev.reason}`;
+      return `released ${ev.chunkId} by the filter: ${RELEASE_EXPLAINED[ev.reason] ?? ev.reason}`;
     case 'exec':
       return `exec ${ev.pid} (parent ${ev.ppid}) ${printable(ev.path)}${ev.complete ? '' : ' [incomplete]'}${ev.truncated ? ' [truncated]' : ''}`;
   }

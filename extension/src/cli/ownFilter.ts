@@ -29,7 +29,7 @@ import {
   streamOutput,
 } from './eventLog';
 import { emulatorLauncher, type FilterAccess, openFilter, programArgv, type Transport } from './filterAccess';
-import { writeOwnerExit } from './ownerRecord';
+import { ENDED_KEPT, writeOwnerExit } from './ownerRecord';
 import { readRulesFile } from './rulesFile';
 
 export interface OwnOptions {
@@ -85,9 +85,10 @@ export async function ownFilter(o: OwnOptions, body: (owner: Owner) => void): Pr
       done = true;
       engine.flushUpdates();
       const pending = [...engine.model.pending.keys()];
+      const ended = [...engine.model.endedPending].slice(-ENDED_KEPT);
       control.close(); // no new verdicts from here on
       engine.dispose(); // closing the client makes the filter release what it holds (fail-open)
-      writeOwnerExit(dir, { pid: process.pid, command: o.command, exitedAt: Date.now(), pending });
+      writeOwnerExit(dir, { pid: process.pid, command: o.command, exitedAt: Date.now(), pending, ended });
       if (pending.length) {
         o.say(
           `released ${pending.length} pending chunk${pending.length > 1 ? 's' : ''} unchanged on exit (${pending.join(', ')}): the filter sends the originals on`,

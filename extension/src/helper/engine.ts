@@ -12,7 +12,7 @@ import type {
   Snapshot,
   UpdateBatch,
 } from '../shared/helperProtocol';
-import { LiveModel, type PendingEntry, sockKey } from './model';
+import { describeEnded, LiveModel, type PendingEntry, sockKey } from './model';
 import {
   loadAddon,
   type NativeAddon,
@@ -422,11 +422,22 @@ export class FilterEngine extends EventEmitter<{
     this.closeNative();
   }
 
+  /** The error for an id that is not pending: how it ended when the model remembers, else that it is unknown. */
+  private notPending(id: string): EngineError {
+    const ended = this.model.endedPending.get(id);
+    return new EngineError(
+      'NKE_UNKNOWN_PAYLOAD',
+      ended
+        ? describeEnded(id, ended)
+        : `no pending payload ${id}: never held here, or it ended too long ago to be remembered`,
+    );
+  }
+
   /** Bytes of a pending chunk, or of its staged edit (a copy of the model's; its shared buffers are long released). */
   getPayload(id: string, staged = false): Buffer {
     const p = this.model.pending.get(id);
     if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+      throw this.notPending(id);
     }
     if (staged && !p.staged) {
       throw new EngineError(
@@ -441,7 +452,7 @@ export class FilterEngine extends EventEmitter<{
   stageEdit(id: string, bytes: Buffer | undefined): PendingView {
     const p = this.model.pending.get(id);
     if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+      throw this.notPending(id);
     }
     if (bytes && bytes.length > MODIFIED_MAX_LEN) {
       throw new EngineError(
@@ -462,7 +473,7 @@ export class FilterEngine extends EventEmitter<{
   verdict(id: string, action: 'allow' | 'drop' | 'replace', bytes?: Buffer): void {
     const p = this.model.pending.get(id);
     if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+      throw this.notPending(id);
     }
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
     if (action === 'replace') {
