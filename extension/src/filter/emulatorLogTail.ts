@@ -86,8 +86,9 @@ export class EmulatorLogTail {
     this.say(problem);
     if (problem) return;
     if (st.ino !== this.ino || st.size < this.offset) {
-      if (this.ino !== -1)
+      if (this.ino !== -1) {
         this.o.line('[NKE Workbench] the emulator log started over (a new nke-emud, or its size limit)');
+      }
       this.ino = st.ino;
       this.partial = '';
       this.offset = first ? Math.max(0, st.size - LOG_TAIL_BACKLOG) : 0;

@@ -4,8 +4,15 @@
 // in, with no round trip to any UI; only chunks a rule holds for a person
 // wait for verdict().
 import { EventEmitter } from 'node:events';
-import type { FilterStatus, RulesConfig, Snapshot, UpdateBatch } from '../shared/helperProtocol';
-import { LiveModel, type PendingEntry, sockKey } from './model';
+import type {
+  FilterStateView,
+  FilterStatus,
+  PendingView,
+  RulesConfig,
+  Snapshot,
+  UpdateBatch,
+} from '../shared/helperProtocol';
+import { describeEnded, LiveModel, type PendingEntry, sockKey } from './model';
 import {
   loadAddon,
   type NativeAddon,
@@ -35,6 +42,7 @@ import {
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
+  RELEASE_REASONS,
   RESPONSE_MAX_RELEASES,
   RESPONSE_MAX_VERDICTS,
   RuleAction,
@@ -43,6 +51,7 @@ import {
 import {
   encodePutDataPieces,
   encodeResponse as encodeResponseBytes,
+  SockEvent,
   type ReleaseInput as Release,
   type VerdictInput as Verdict,
 } from '../shared/abi';
@@ -63,7 +72,12 @@ export interface EngineOptions {
   historyLimit?: number;
   /** Bound on the bytes kept for pending payloads (default 64 MiB); beyond it held chunks pass. */
   pendingBytesLimit?: number;
-  /** How long a chunk whose tail may begin a rewrite's `find` waits for the next chunk (default 20 ms). */
+  /**
+   * How long a chunk whose tail may begin a rewrite's `find` waits for the
+   * next chunk, for rules that set no carryMs of their own. Default: no
+   * window (until the next chunk, the socket's closing, or shortly before
+   * the chunk's deadline).
+   */
   rewriteCarryMs?: number;
   /** Max update batches a second sent to listeners (default 30). */
   updatesPerSecond?: number;
@@ -84,10 +98,87 @@ interface Carry {
   data: Buffer;
   rewrite: CompiledRewrite;
   timer: NodeJS.Timeout;
+  /** Date.now() by which the first chunk must be decided (its filter deadline, less a margin) */
+  decideBy: number;
+}
+
+/**
+ * What a carry decided before its chunks' stream went on: the tail that may
+ * begin a match. If the next chunk of the flow completes the match, it was
+ * missed, and that is said (log, rewriteMatchesMissed), never silent.
+ */
+interface CutTail {
+  tail: Buffer;
+  rewrite: CompiledRewrite;
+  why: string;
 }
 
 /** At most this many chunks are carried together; then they are decided as they are. */
 const CARRY_MAX_CHUNKS = 8;
+
+/**
+ * A carried chunk is decided this long before its filter deadline (at most
+ * a quarter of its hold): the verdict must reach the filter before the
+ * filter releases the chunk itself, which would pass it unrewritten.
+ */
+const CARRY_DEADLINE_MARGIN_MS = 250;
+
+/**
+ * Socket events after which no more data comes in a direction, so nothing
+ * can complete a carried match there: decide what is carried at once.
+ */
+function directionsEnded(event: number): number[] {
+  switch (event) {
+    case SockEvent.CantSendMore:
+      return [DIR_OUT];
+    case SockEvent.CantRecvMore:
+      return [DIR_IN];
+    case SockEvent.Disconnecting:
+    case SockEvent.Disconnected:
+    case SockEvent.Shutdown:
+    case SockEvent.Closing:
+      return [DIR_IN, DIR_OUT];
+    default:
+      return [];
+  }
+}
+
+/** The filter's state record, grouped by what each number counts (now, or since the filter started). */
+export function filterStateView(s: FilterState): FilterStateView {
+  return {
+    abiVersion: s.abiVersion,
+    captureMode:
+      s.captureMode === CaptureMode.Nothing
+        ? 'nothing'
+        : s.captureMode === CaptureMode.All
+          ? 'all'
+          : s.captureMode === CaptureMode.Rules
+            ? 'rules'
+            : 'unknown',
+    now: {
+      socketsLive: s.socketsLive,
+      chunksHeld: s.chunksPending,
+      buffersInUse: s.buffersInUse,
+      bytesKept: s.bytesKept,
+    },
+    sinceStart: {
+      socketsAttached: s.socketsAttached,
+      chunksHeld: s.chunksHeld,
+      bytesHeld: s.bytesHeld,
+      chunksReported: s.chunksReported,
+      chunksPassedPoolFull: s.chunksPassedPoolFull,
+      chunksAutoReleased: s.chunksAutoReleased,
+      chunksDropped: s.chunksDropped,
+      chunksModified: s.chunksModified,
+      chunksQueued: s.chunksQueued,
+      chunksPassedBudget: s.chunksPassedBudget,
+      responsesRejected: s.responsesRejected,
+      notificationsLost: s.notificationsLost,
+      socketsUntracked: s.socketsUntracked,
+      staleEntries: s.staleEntries,
+    },
+  };
+}
 
 /**
  * Length of the longest proper prefix of `find` that `data` ends with,
@@ -98,6 +189,13 @@ export function carryLength(data: Buffer, find: Buffer, from = 0): number {
     if (data.compare(find, 0, k, data.length - k) === 0) return k;
   }
   return 0;
+}
+
+/** Non-overlapping matches of `find` in `data`. */
+function countMatches(data: Buffer, find: Buffer): number {
+  let n = 0;
+  for (let at = data.indexOf(find); at >= 0; at = data.indexOf(find, at + find.length)) n++;
+  return n;
 }
 
 /** End of the last non-overlapping match of `find` in `data` (0 if none). */
@@ -126,9 +224,11 @@ export class FilterEngine extends EventEmitter<{
   private readonly log: NonNullable<EngineOptions['log']>;
   private readonly addonOverride?: NativeAddon;
   private readonly flushMs: number;
-  private readonly carryMs: number;
+  private readonly carryMs?: number;
   // Rewrite carries by flow key `${sockKey}/${direction}`. JS thread only.
   private readonly carries = new Map<string, Carry>();
+  // Tails a carry had to decide early, by flow key, until the flow's next chunk.
+  private readonly cutTails = new Map<string, CutTail>();
 
   constructor(opts: EngineOptions = {}) {
     super();
@@ -136,7 +236,7 @@ export class FilterEngine extends EventEmitter<{
     this.log = opts.log ?? (() => {});
     this.addonOverride = opts.addon;
     this.flushMs = Math.ceil(1000 / (opts.updatesPerSecond ?? 30));
-    this.carryMs = opts.rewriteCarryMs ?? 20;
+    this.carryMs = opts.rewriteCarryMs;
   }
 
   private get addon(): NativeAddon {
@@ -167,7 +267,7 @@ export class FilterEngine extends EventEmitter<{
       connected: this.connected,
       transport,
       sessionId: this.sessionId?.toString(),
-      state: state && this.connected ? ({ ...state } as unknown as Record<string, number>) : undefined,
+      state: state && this.connected ? filterStateView(state) : undefined,
       error: this.connected ? undefined : this.lastError,
       paused: this.paused,
     };
@@ -256,6 +356,7 @@ export class FilterEngine extends EventEmitter<{
     // Carried chunks: the filter re-injects them unchanged when the client closes.
     for (const c of this.carries.values()) clearTimeout(c.timer);
     this.carries.clear();
+    this.cutTails.clear();
     this.kev?.close();
     this.kev = undefined;
     this.client?.close();
@@ -321,24 +422,68 @@ export class FilterEngine extends EventEmitter<{
     this.closeNative();
   }
 
-  /** Bytes of a pending chunk (a copy of the model's; its shared buffers are long released). */
-  getPayload(id: string): Buffer {
+  /** The error for an id that is not pending: how it ended when the model remembers, else that it is unknown. */
+  private notPending(id: string): EngineError {
+    const ended = this.model.endedPending.get(id);
+    return new EngineError(
+      'NKE_UNKNOWN_PAYLOAD',
+      ended
+        ? describeEnded(id, ended)
+        : `no pending payload ${id}: never held here, or it ended too long ago to be remembered`,
+    );
+  }
+
+  /** Bytes of a pending chunk, or of its staged edit (a copy of the model's; its shared buffers are long released). */
+  getPayload(id: string, staged = false): Buffer {
     const p = this.model.pending.get(id);
     if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+      throw this.notPending(id);
     }
-    return Buffer.from(p.data);
+    if (staged && !p.staged) {
+      throw new EngineError(
+        'NKE_NO_STAGED_EDIT',
+        `payload ${id} has no staged edit (nke stage ${id} FILE stages one)`,
+      );
+    }
+    return Buffer.from(staged ? p.staged! : p.data);
+  }
+
+  /** Keeps an edit for a pending chunk (undefined clears it); nothing is sent until a replace verdict. */
+  stageEdit(id: string, bytes: Buffer | undefined): PendingView {
+    const p = this.model.pending.get(id);
+    if (!p) {
+      throw this.notPending(id);
+    }
+    if (bytes && bytes.length > MODIFIED_MAX_LEN) {
+      throw new EngineError(
+        'NKE_BAD_VERDICT',
+        `an edit of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`,
+      );
+    }
+    if (!this.model.setStaged(p, bytes)) {
+      throw new EngineError(
+        'NKE_BAD_VERDICT',
+        `staging ${bytes!.length} bytes would pass the helper's bound on bytes kept for pending payloads (${this.model.pendingBytesLimit})`,
+      );
+    }
+    return { ...p.view };
   }
 
   /** A person's verdict on a pending chunk. */
   verdict(id: string, action: 'allow' | 'drop' | 'replace', bytes?: Buffer): void {
     const p = this.model.pending.get(id);
     if (!p) {
-      throw new EngineError('NKE_UNKNOWN_PAYLOAD', `no pending payload ${id} (already decided or released)`);
+      throw this.notPending(id);
     }
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
     if (action === 'replace') {
-      if (!bytes) throw new EngineError('NKE_BAD_VERDICT', 'replace needs the new bytes');
+      bytes ??= p.staged;
+      if (!bytes) {
+        throw new EngineError(
+          'NKE_BAD_VERDICT',
+          `replace needs the new bytes, and payload ${id} has no staged edit (nke stage ${id} FILE)`,
+        );
+      }
       if (bytes.length > MODIFIED_MAX_LEN) {
         throw new EngineError(
           'NKE_BAD_VERDICT',
@@ -408,13 +553,19 @@ export class FilterEngine extends EventEmitter<{
         if (this.lastState?.staleEntries !== n.state.staleEntries) this.filterStateChanged = true;
         this.lastState = n.state;
       }
-      if (n.type === NotifyType.Detach) {
-        // Socket gone: whatever is carried for it is decided as it is.
-        for (const dir of [DIR_IN, DIR_OUT]) {
-          this.flushCarry(`${sockKey(n.sock)}/${dir}`, verdicts, releases);
+      if (n.type === NotifyType.Detach || n.type === NotifyType.Event) {
+        // The socket is closing or gone: no more data completes a match, so
+        // what is carried for it is decided now, with the bytes it has.
+        const ended = n.type === NotifyType.Detach ? [DIR_IN, DIR_OUT] : directionsEnded(n.event);
+        for (const dir of ended) {
+          const flow = `${sockKey(n.sock)}/${dir}`;
+          this.flushCarry(flow, verdicts, releases);
+          this.cutTails.delete(flow);
         }
       }
-      if (n.type === NotifyType.ChunkReleased) this.forgetCarried(n.chunkId);
+      if (n.type === NotifyType.ChunkReleased) {
+        this.forgetCarried(n.chunkId, RELEASE_REASONS[n.reason] ?? `reason ${n.reason}`);
+      }
       if (n.type !== NotifyType.Data) continue;
       // Reported only: nothing to decide; the addon's reader already gave
       // its buffers back (open's releaseReported).
@@ -495,6 +646,7 @@ export class FilterEngine extends EventEmitter<{
       return;
     }
     for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
+    this.checkCutTail(flow, n, data);
     const prev = this.carries.get(flow);
     if (prev) {
       clearTimeout(prev.timer);
@@ -503,22 +655,76 @@ export class FilterEngine extends EventEmitter<{
     const chunks = prev ? [...prev.chunks, n] : [n];
     const all = prev ? Buffer.concat([prev.data, data]) : data;
     const tail = carryLength(all, rewrite.find, lastMatchEnd(all, rewrite.find));
-    if (
-      tail > 0 &&
-      chunks.length < CARRY_MAX_CHUNKS &&
-      all.length + rewrite.find.length <= MODIFIED_MAX_LEN
-    ) {
-      const timer = setTimeout(() => {
-        const v: Verdict[] = [];
-        const r: Release[] = [];
-        this.flushCarry(flow, v, r);
-        this.answer(v, r);
-      }, this.carryMs);
-      timer.unref();
-      this.carries.set(flow, { chunks, data: all, rewrite, timer });
+    if (tail === 0) {
+      this.decideTogether(chunks, all, rewrite, verdicts);
       return;
     }
-    this.decideTogether(chunks, all, rewrite, verdicts);
+    if (chunks.length >= CARRY_MAX_CHUNKS || all.length + rewrite.find.length > MODIFIED_MAX_LEN) {
+      // No room to carry more: decided now, and a match finishing in the next chunk is reported if it comes.
+      this.decideTogether(chunks, all, rewrite, verdicts);
+      this.cutTails.set(flow, {
+        tail: all.subarray(all.length - tail),
+        rewrite,
+        why: `${chunks.length} chunks (${all.length} bytes) were carried, the most one edit takes`,
+      });
+      return;
+    }
+    // The first chunk's deadline bounds the wait; the rule's window (if any) counts from this chunk.
+    const decideBy =
+      prev?.decideBy ?? Date.now() + n.deadlineMs - Math.min(CARRY_DEADLINE_MARGIN_MS, n.deadlineMs / 4);
+    const window = rewrite.carryMs ?? this.carryMs;
+    const wait = Math.max(0, Math.min(decideBy - Date.now(), window ?? Infinity));
+    const byWindow = window !== undefined && Date.now() + window < decideBy;
+    const timer = setTimeout(() => {
+      const v: Verdict[] = [];
+      const r: Release[] = [];
+      const c = this.carries.get(flow);
+      this.flushCarry(flow, v, r);
+      if (c) {
+        const t = carryLength(c.data, c.rewrite.find, lastMatchEnd(c.data, c.rewrite.find));
+        this.cutTails.set(flow, {
+          tail: c.data.subarray(c.data.length - t),
+          rewrite: c.rewrite,
+          why: byWindow
+            ? `the rule's carry window (carryMs ${window}) ended`
+            : "the first chunk's deadline was near (raise holdTimeoutMs for longer pauses)",
+        });
+      }
+      this.answer(v, r);
+    }, wait);
+    timer.unref();
+    this.carries.set(flow, { chunks, data: all, rewrite, timer, decideBy });
+  }
+
+  /**
+   * The flow's previous carry was decided before its stream went on: if this
+   * chunk completes the match its tail began, the match went out
+   * unrewritten. Said, and counted, so a rule that "replaces every
+   * occurrence" never misses one silently.
+   */
+  private checkCutTail(flow: string, n: DataNotification, data: Buffer): void {
+    const cut = this.cutTails.get(flow);
+    if (!cut) return;
+    this.cutTails.delete(flow);
+    const find = cut.rewrite.find;
+    const need = find.length - cut.tail.length;
+    if (need <= 0 || data.length < need) return;
+    if (
+      find.compare(data, 0, need, cut.tail.length) !== 0 ||
+      cut.tail.compare(find, 0, cut.tail.length) !== 0
+    ) {
+      return;
+    }
+    this.missedRewrite(
+      cut.rewrite,
+      `a match split between socket ${sockKey(n.sock)}'s chunk before ${n.chunkId} and chunk ${n.chunkId} went out unrewritten: ${cut.why}`,
+    );
+  }
+
+  private missedRewrite(rewrite: CompiledRewrite, why: string, count = 1): void {
+    this.model.counters.rewriteMatchesMissed = (this.model.counters.rewriteMatchesMissed ?? 0) + count;
+    const name = rewrite.rule.name ? ` "${rewrite.rule.name}"` : '';
+    this.log('warn', `rewrite rule${name} (find ${JSON.stringify(rewrite.find.toString('latin1'))}): ${why}`);
   }
 
   /** Decides a flow's carried chunks now, with the bytes they have. */
@@ -530,12 +736,20 @@ export class FilterEngine extends EventEmitter<{
     this.decideTogether(c.chunks, c.data, c.rewrite, verdicts);
   }
 
-  /** The filter released a carried chunk itself (deadline, socket gone): forget that carry. */
-  private forgetCarried(chunkId: bigint): void {
+  /** The filter released a carried chunk itself (deadline, socket closing): forget that carry. */
+  private forgetCarried(chunkId: bigint, reason: string): void {
     for (const [flow, c] of this.carries) {
       if (c.chunks.some((x) => x.chunkId === chunkId)) {
         clearTimeout(c.timer);
         this.carries.delete(flow);
+        // The filter sent (or dropped) that chunk as it was: the matches in
+        // the carried bytes went out unrewritten. Never silent.
+        const matches = countMatches(c.data, c.rewrite.find);
+        this.missedRewrite(
+          c.rewrite,
+          `the filter released chunk ${chunkId} of socket ${sockKey(c.chunks[0].sock)} itself (${reason}) while the rule waited for the rest of a match: ${c.data.length} carried bytes went out as they were${matches ? ` with ${matches} match${matches > 1 ? 'es' : ''} unrewritten` : ''}`,
+          Math.max(matches, 1),
+        );
         // The other chunks of it are still held: they pass as they are.
         const v: Verdict[] = [];
         for (const x of c.chunks) {

@@ -22,6 +22,7 @@ import {
   type Notification,
   PROTO_TCP,
   PROTO_UDP,
+  RELEASE_EXPLAINED,
   RELEASE_REASONS,
   SOCK_EVENTS,
   type SockId,
@@ -37,6 +38,24 @@ type NewEvent = HistoryEvent extends infer E
 export const DEFAULT_HISTORY_LIMIT = 100_000;
 const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
+/** Chunks whose end is remembered, so a late verdict is told why (a verdict, a release), not just "unknown". */
+const ENDED_PENDING_KEPT = 1_000;
+
+/** How a chunk that was pending ended: a verdict action or a release reason (RELEASE_REASONS), and when. */
+export interface EndedPending {
+  how: string;
+  /** wall clock ms */
+  at: number;
+}
+
+/** "chunk 17 is no longer held: the filter released it at 12:03:04: its deadline passed, ..." */
+export function describeEnded(id: string, e: EndedPending): string {
+  const at = new Date(e.at).toTimeString().slice(0, 8);
+  const released = RELEASE_EXPLAINED[e.how];
+  return released
+    ? `chunk ${id} is no longer held: the filter released it at ${at}: ${released}`
+    : `chunk ${id} is no longer held: it was answered (${e.how}) at ${at}`;
+}
 
 export interface ExecRecord {
   execId: number;
@@ -68,6 +87,8 @@ export interface PendingEntry {
    * over a verdict never pins the filter's buffer pool.
    */
   data: Buffer;
+  /** an edit staged for it (nke/stageEdit), counted in pendingBytes too */
+  staged?: Buffer;
 }
 
 /** Default bound on the bytes kept for pending payloads (all of them together). */
@@ -86,6 +107,8 @@ export class LiveModel {
   readonly closedSockets = new Map<string, SocketView>(); // insertion order = age
   readonly execs = new Map<string, ExecView>();
   readonly pending = new Map<string, PendingEntry>();
+  /** the last ENDED_PENDING_KEPT chunks that stopped being pending, oldest first */
+  readonly endedPending = new Map<string, EndedPending>();
   counters = emptyCounters();
 
   // History ring: `history[(start + i) % limit]`, i < length.
@@ -381,11 +404,26 @@ export class LiveModel {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
-    this.pendingBytes -= e.data.length;
+    this.pendingBytes -= e.data.length + (e.staged?.length ?? 0);
+    this.endedPending.set(id, { how: reason, at: Date.now() });
+    if (this.endedPending.size > ENDED_PENDING_KEPT) {
+      this.endedPending.delete(this.endedPending.keys().next().value as string);
+    }
     // Added and removed within one batch: the client never needs to see it.
     if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
     this.dirty = true;
     return e;
+  }
+
+  /** Stages an edit for a pending payload (undefined clears it); false when it would pass pendingBytesLimit. */
+  setStaged(e: PendingEntry, bytes: Buffer | undefined): boolean {
+    const delta = (bytes?.length ?? 0) - (e.staged?.length ?? 0);
+    if (delta > 0 && !this.canHoldBytes(delta)) return false;
+    this.pendingBytes += delta;
+    e.staged = bytes;
+    if (bytes) e.view.staged = { size: bytes.length };
+    else delete e.view.staged;
+    return true;
   }
 
   verdict(

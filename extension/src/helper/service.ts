@@ -32,7 +32,7 @@ function wrap<T>(fn: () => T): T {
           ? P.HelperErrorCode.UnknownPayload
           : e.code === 'NKE_NOT_CONNECTED'
             ? P.HelperErrorCode.FilterNotConnected
-            : e.code === 'NKE_BAD_VERDICT'
+            : e.code === 'NKE_BAD_VERDICT' || e.code === 'NKE_NO_STAGED_EDIT'
               ? ErrorCodes.InvalidParams
               : P.HelperErrorCode.FilterRefused;
       throw new ResponseError(code, e.message, { code: e.code });
@@ -75,8 +75,23 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
       if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
         throw invalid('nke/getPayload: id must be a decimal string');
       }
-      const b = engine.getPayload(o.id);
+      if (o.staged !== undefined && typeof o.staged !== 'boolean') {
+        throw invalid('nke/getPayload: staged must be a boolean');
+      }
+      const b = engine.getPayload(o.id, o.staged === true);
       return { id: o.id, size: b.length, base64: b.toString('base64') };
+    }),
+  );
+  conn.onRequest(P.StageEdit, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/stageEdit');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/stageEdit: id must be a decimal string');
+      }
+      if (o.base64 !== undefined && (typeof o.base64 !== 'string' || !BASE64.test(o.base64))) {
+        throw invalid('nke/stageEdit: base64 is the edit, base64-encoded (absent: clear it)');
+      }
+      return engine.stageEdit(o.id, o.base64 === undefined ? undefined : Buffer.from(o.base64, 'base64'));
     }),
   );
   conn.onRequest(P.Verdict, (p: unknown) =>
@@ -89,9 +104,9 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
         throw invalid('nke/verdict: action must be "allow", "drop" or "replace"');
       }
       let bytes: Buffer | undefined;
-      if (o.action === 'replace') {
+      if (o.action === 'replace' && o.base64 !== undefined) {
         if (typeof o.base64 !== 'string' || !BASE64.test(o.base64)) {
-          throw invalid('nke/verdict: replace needs base64 (the new bytes, base64-encoded)');
+          throw invalid('nke/verdict: base64 is the new bytes, base64-encoded (absent: the staged edit)');
         }
         bytes = Buffer.from(o.base64, 'base64');
         if (bytes.length > MODIFIED_MAX_LEN) {

@@ -39,6 +39,16 @@ export const RELEASE_REASONS: Record<number, string> = {
   6: 'socket-closing',
 };
 
+/** What became of a chunk the filter released itself, by reason (RELEASE_REASONS), in words. */
+export const RELEASE_EXPLAINED: Readonly<Record<string, string>> = {
+  timeout: 'its deadline passed, the original went on',
+  'client-gone': 'its filter client went away, the original went on',
+  'socket-gone': 'its socket was gone, nothing was sent',
+  'inject-failed': 're-injecting it failed in the network stack',
+  budget: 'the byte budget was used up, the original went on',
+  'socket-closing': 'its socket was closing (outgoing: the original went on; incoming: discarded)',
+};
+
 export const SOCK_EVENTS: Record<number, string> = {
   1: 'connecting',
   2: 'connected',

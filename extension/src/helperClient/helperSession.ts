@@ -185,7 +185,7 @@ export class HelperSession implements HelperPort {
     try {
       await conn.sendRequest(Verdict, { id: payloadId, action: verdict });
     } catch (e) {
-      throw this.explain(e, payloadId);
+      throw this.explain(e);
     }
   }
 
@@ -296,7 +296,7 @@ export class HelperSession implements HelperPort {
   }
 
   /** Turns helper and filter errors into messages with the next step. */
-  private explain(e: unknown, payloadId?: string): Error {
+  private explain(e: unknown): Error {
     if (e instanceof ActionableError) return e;
     const message = e instanceof Error ? e.message : String(e);
     switch (filterErrorCode(e)) {
@@ -314,9 +314,8 @@ export class HelperSession implements HelperPort {
           `${message}: disconnect the other client (nke watch, another window) first`,
         );
       case 'NKE_UNKNOWN_PAYLOAD':
-        return new ActionableError(
-          `payload ${payloadId} is no longer held (released on its deadline or already answered): ${message}`,
-        );
+        // The helper names the chunk and how it ended (answered, or released and why).
+        return new ActionableError(message);
       case 'NKE_NOT_CONNECTED':
         return new ActionableError(`${message}`, { title: 'Connect', command: 'nke.connect' });
     }

@@ -39,6 +39,14 @@ export interface RewriteRule extends RuleMatch {
   replace: string;
   encoding?: 'utf8' | 'hex';
   name?: string;
+  /**
+   * How long (ms) bytes at the end of a chunk that may begin a match wait for
+   * the stream's next chunk. Absent: until that chunk comes, the socket
+   * closes, or shortly before the chunk's deadline, so a match split across
+   * writes is found whatever the pause between them. A window shorter than a
+   * pause misses the match (counted in rewriteMatchesMissed, and logged).
+   */
+  carryMs?: number;
 }
 
 export interface RulesConfig {
@@ -104,8 +112,11 @@ export interface PendingView {
   remote?: Endpoint;
   /** wall clock ms when the filter re-injects the original on its own */
   deadline: number;
+  /** an edit staged in the helper (nke/stageEdit), sent by a replace verdict without bytes */
+  staged?: { size: number };
 }
 
+/** The helper's own counters: totals since this helper process started. */
 export interface Counters {
   notifications: number;
   malformedRecords: number;
@@ -127,6 +138,12 @@ export interface Counters {
   pendingOverLimit?: number;
   /** sockets first seen after attach (attached before this helper connected) */
   socketsAdopted: number;
+  /**
+   * matches of a rewrite rule that went out unrewritten: the rest of a match
+   * split across chunks came after the rule's carryMs, or the filter let the
+   * carried chunks go first (deadline, socket closing on the kext)
+   */
+  rewriteMatchesMissed?: number;
 }
 
 /** Counters all zero: a fresh model on either side of the link. */
@@ -148,6 +165,7 @@ export const emptyCounters = (): Counters => ({
   historyDropped: 0,
   pendingOverLimit: 0,
   socketsAdopted: 0,
+  rewriteMatchesMissed: 0,
 });
 
 export type HistoryEvent =
@@ -201,13 +219,56 @@ export type HistoryEvent =
       truncated: boolean;
     };
 
+/**
+ * The filter's own state record (nke_filter_state), named for what each
+ * number counts: what the filter holds right now, and totals since the
+ * filter started (the kext loaded, or nke-emud started), across all clients.
+ */
+export interface FilterStateView {
+  abiVersion: number;
+  captureMode: 'nothing' | 'all' | 'rules' | 'unknown';
+  now: {
+    /** sockets attached now */
+    socketsLive: number;
+    /** chunks held now, awaiting a verdict */
+    chunksHeld: number;
+    /** data buffers in use now */
+    buffersInUse: number;
+    /** bytes the filter keeps now: held, queued behind held data, staged edits, being re-injected */
+    bytesKept: number;
+  };
+  sinceStart: {
+    socketsAttached: number;
+    chunksHeld: number;
+    bytesHeld: number;
+    chunksReported: number;
+    /** passed untouched because no buffer was free (fail-open) */
+    chunksPassedPoolFull: number;
+    /** released by the filter itself (deadline, client gone, socket gone) */
+    chunksAutoReleased: number;
+    chunksDropped: number;
+    chunksModified: number;
+    /** would have passed, waited behind held data of their socket (stream order) */
+    chunksQueued: number;
+    /** not held because the byte budget was used up */
+    chunksPassedBudget: number;
+    responsesRejected: number;
+    /** notifications lost because the queue was full */
+    notificationsLost: number;
+    /** sockets not filtered because the socket table was full */
+    socketsUntracked: number;
+    /** verdicts and releases skipped because their chunk was already released: answers that came too late */
+    staleEntries: number;
+  };
+}
+
 export interface FilterStatus {
   connected: boolean;
   /** 'emulator' or 'iokit' */
   transport: string;
   sessionId?: string;
-  /** the filter's own counters (nke_filter_state), when connected */
-  state?: Record<string, number>;
+  /** the filter's own state, when connected */
+  state?: FilterStateView;
   /** why the filter is not connected, when it is not */
   error?: { code: string; message: string };
   paused: boolean;
@@ -258,11 +319,18 @@ export const DisconnectFilter = new RequestType0<FilterStatus, void>('nke/discon
 export const SetRules = new RequestType<{ rules: RulesConfig }, void, void>('nke/setRules');
 /** Paused: nothing is held, held chunks pass at once. */
 export const SetPaused = new RequestType<{ paused: boolean }, void, void>('nke/setPaused');
-/** Bytes of a pending payload (base64); error for an unknown id. */
-export const GetPayload = new RequestType<{ id: string }, { id: string; size: number; base64: string }, void>(
-  'nke/getPayload',
-);
-/** Final verdict on a pending payload; replace carries the new bytes (base64). */
+/** Bytes of a pending payload (base64), or of its staged edit with staged; error for an unknown id. */
+export const GetPayload = new RequestType<
+  { id: string; staged?: boolean },
+  { id: string; size: number; base64: string },
+  void
+>('nke/getPayload');
+/**
+ * Keeps an edit for a pending payload in the helper (nothing is sent):
+ * base64 absent clears it. Answers the payload's view (its `staged`).
+ */
+export const StageEdit = new RequestType<{ id: string; base64?: string }, PendingView, void>('nke/stageEdit');
+/** Final verdict on a pending payload; replace carries the new bytes (base64), or sends the staged edit without them. */
 export const Verdict = new RequestType<
   { id: string; action: 'allow' | 'drop' | 'replace'; base64?: string },
   void,
