@@ -311,7 +311,10 @@ enum nke_data_result {
 /* A piece of data in or out, size 1..NKE_CHUNK_MAX_BYTES (the platform splits
  * larger data). `flags` are NKE_DATA_F_DATAGRAM / _OOB / _HAS_ADDR; `addr` may
  * be NULL. Decides by client presence and capture mode; on buffer pool or
- * chunk table exhaustion passes and counts (chunks_passed_pool_full).
+ * chunk table exhaustion passes and counts (chunks_passed_pool_full). Data
+ * the mode wanted reported or held but that passes unreported (no buffer, or
+ * its NKE_NT_DATA record did not fit in the queue) is announced with an
+ * NKE_NT_DATA_GAP record (socket, direction, stream offset, size).
  * *chunk_id is set when reported or held. */
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,

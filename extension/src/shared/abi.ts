@@ -144,6 +144,8 @@ export enum NotifyType {
   ChunkReleased = 9,
   State = 10,
   Option = 11,
+  /** nke_nt_data_gap: data the filter passed without reporting it */
+  DataGap = 12,
 }
 
 export enum SockEvent {
@@ -164,6 +166,12 @@ export enum ReleaseReason {
   ClientGone = 2,
   SocketGone = 3,
   InjectFail = 4,
+}
+
+/** Why data passed unreported (nke_nt_data_gap.reason). */
+export enum GapReason {
+  NoBuffer = 1,
+  QueueFull = 2,
 }
 
 /** Verdict actions of NKE_SEL_RESPOND. */
@@ -567,6 +575,19 @@ export const NtChunkReleasedLayout = defineStruct({
   ],
 });
 
+export const NtDataGapLayout = defineStruct({
+  name: 'nke_nt_data_gap',
+  size: 40,
+  fields: [
+    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
+    { name: 'stream_offset', offset: 24, type: 'u64' },
+    { name: 'size', offset: 32, type: 'u32' },
+    { name: 'direction', offset: 36, type: 'u8' },
+    { name: 'reason', offset: 37, type: 'u8' },
+    { name: '_pad0', offset: 38, type: 'u16' },
+  ],
+});
+
 export const FilterStateLayout = defineStruct({
   name: 'nke_filter_state',
   size: 112,
@@ -768,6 +789,7 @@ export const ABI_STRUCTS: readonly StructLayout[] = [
   NtOptionLayout,
   NtDataLayout,
   NtChunkReleasedLayout,
+  NtDataGapLayout,
   FilterStateLayout,
   NtStateLayout,
   ResponseHdrLayout,
@@ -837,6 +859,9 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_NT_CHUNK_RELEASED: NotifyType.ChunkReleased,
   NKE_NT_STATE: NotifyType.State,
   NKE_NT_OPTION: NotifyType.Option,
+  NKE_NT_DATA_GAP: NotifyType.DataGap,
+  NKE_GAP_NO_BUFFER: GapReason.NoBuffer,
+  NKE_GAP_QUEUE_FULL: GapReason.QueueFull,
   NKE_EV_CONNECTING: SockEvent.Connecting,
   NKE_EV_CONNECTED: SockEvent.Connected,
   NKE_EV_DISCONNECTING: SockEvent.Disconnecting,
@@ -951,6 +976,7 @@ export type NtEvent = StructValue<typeof NtEventLayout>;
 export type NtOption = StructValue<typeof NtOptionLayout>;
 export type NtData = StructValue<typeof NtDataLayout>;
 export type NtChunkReleased = StructValue<typeof NtChunkReleasedLayout>;
+export type NtDataGap = StructValue<typeof NtDataGapLayout>;
 export type FilterState = StructValue<typeof FilterStateLayout>;
 export type NtState = StructValue<typeof NtStateLayout>;
 export type ResponseHdr = StructValue<typeof ResponseHdrLayout>;
@@ -1203,7 +1229,8 @@ export type Notification =
   | ({ kind: 'data' } & NtData)
   | ({ kind: 'chunk_released' } & NtChunkReleased)
   | ({ kind: 'state' } & NtState)
-  | ({ kind: 'option' } & NtOption);
+  | ({ kind: 'option' } & NtOption)
+  | ({ kind: 'data_gap' } & NtDataGap);
 
 export type NotificationKind = Notification['kind'];
 
@@ -1219,6 +1246,7 @@ const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layo
   [NotifyType.ChunkReleased]: { kind: 'chunk_released', layout: NtChunkReleasedLayout },
   [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
   [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
+  [NotifyType.DataGap]: { kind: 'data_gap', layout: NtDataGapLayout },
 };
 
 /** The record layout of a notification type, or undefined for an unknown type. */
@@ -1268,6 +1296,11 @@ function checkNotification(n: Notification): string | undefined {
     case 'bound':
     case 'listen':
       return checkAddr(n.local, 'local') ?? checkAddr(n.remote, 'remote');
+    case 'data_gap':
+      if (n.direction !== Direction.In && n.direction !== Direction.Out) {
+        return `direction is ${n.direction}, expected ${Direction.In} (in) or ${Direction.Out} (out)`;
+      }
+      return undefined;
     default:
       return undefined;
   }
