@@ -1,23 +1,42 @@
 // `nke`: the helper, headless. Everything the UI shows can be scripted.
 //
 //   nke status [--json]
-//   nke watch [--json] [--rules FILE] [--history N]
-//   nke run [--json] [--rules FILE] -- CMD [ARGS...]
+//   nke watch [--json] [--rules FILE] [--history N] [--capture-mib N]
+//   nke run [--json] [--rules FILE] [--capture-mib N] -- CMD [ARGS...]
 //   nke verdict ID allow|drop|replace [FILE]
+//   nke export --pcapng FILE [--socket ID ...] [--process NAME]
+//   nke extcap --extcap-interfaces | --extcap-dlts | --extcap-config | --capture --fifo PATH | --install
 //
 // `watch` and `run` own the filter client (one client at a time) and listen
-// on a control socket in a private per-user directory so that `verdict` and
-// `status` from another terminal reach the same live model. Errors name the
-// cause and exit non-zero.
+// on a control socket in a private per-user directory so that `verdict`,
+// `status`, `export` and `extcap` from another terminal (or Wireshark) reach
+// the same live model; so does the helper of a VS Code window. Errors name
+// the cause and exit non-zero.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc';
 import * as P from '../shared/helperProtocol';
-import { connectWithToken, newToken, TokenServer } from '../shared/tokenSocket';
+import {
+  connectControl as connectControlSocket,
+  ControlDirError,
+  controlDir as controlDirOf,
+} from '../shared/controlSocket';
 import { FilterEngine } from '../helper/engine';
-import { serveHelperProtocol } from '../helper/service';
+import { ControlBusyError, serveControl } from '../helper/controlServer';
+import {
+  extcapConfigText,
+  extcapDltsText,
+  extcapInterfacesText,
+  ExtcapUsageError,
+  installLauncher,
+  parseExtcapArgs,
+  personalExtcapDirs,
+} from '../capture/extcap';
+
+/** Capture history kept by `watch` and `run` unless --capture-mib says otherwise. */
+const DEFAULT_CAPTURE_MIB = 64;
 
 class CliError extends Error {
   constructor(
@@ -30,42 +49,25 @@ class CliError extends Error {
 
 const USAGE = `usage:
   nke status [--json]
-  nke watch [--json] [--rules FILE] [--history N]
-  nke run [--json] [--rules FILE] -- CMD [ARGS...]
-  nke verdict ID allow|drop|replace [FILE]`;
+  nke watch [--json] [--rules FILE] [--history N] [--capture-mib N]
+  nke run [--json] [--rules FILE] [--capture-mib N] -- CMD [ARGS...]
+  nke verdict ID allow|drop|replace [FILE]
+  nke export --pcapng FILE [--socket ID ...] [--process NAME]
+  nke extcap --install [--dir DIR]        (Wireshark runs the other extcap steps itself)`;
 
-/** Private per-user directory of the control socket; refuses one that is not ours or not 0700. */
+/** Private per-user directory of the control socket (shared/controlSocket.ts). */
 function controlDir(create: boolean): string {
-  const dir =
-    process.env.NKE_CLI_DIR ??
-    (process.env.XDG_RUNTIME_DIR
-      ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli')
-      : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
-  if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (fs.existsSync(dir)) {
-    const st = fs.statSync(dir);
-    if (st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
-      throw new CliError(
-        `${dir} is not a private directory of this user (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); remove it`,
-      );
-    }
+  try {
+    return controlDirOf(create);
+  } catch (e) {
+    if (e instanceof ControlDirError) throw new CliError(e.message);
+    throw e;
   }
-  return dir;
 }
 
 async function connectControl(): Promise<MessageConnection | undefined> {
-  const dir = controlDir(false);
-  const sock = path.join(dir, 'control.sock');
-  const tokenFile = path.join(dir, 'token');
-  if (!fs.existsSync(sock) || !fs.existsSync(tokenFile)) return undefined;
-  try {
-    const { connection } = await connectWithToken(sock, fs.readFileSync(tokenFile, 'utf8').trim());
-    connection.listen();
-    return connection;
-  } catch (e) {
-    if ((e as { code?: string }).code === 'NKE_NO_HELPER') return undefined; // stale socket of a dead watch
-    throw e;
-  }
+  controlDir(false); // a foreign or open directory is refused with its reason
+  return connectControlSocket();
 }
 
 function readRules(file: string | undefined): unknown {
@@ -142,11 +144,13 @@ async function ownFilter(
   json: boolean,
   rulesFile: string | undefined,
   history: number | undefined,
+  captureMiB: number,
   body: (engine: FilterEngine, stop: (code: number) => void) => void,
 ): Promise<number> {
   const rules = readRules(rulesFile);
   const engine = new FilterEngine({
     historyLimit: history,
+    captureHistoryBytes: captureMiB * 2 ** 20,
     log: (level, message) => process.stderr.write(`nke: ${level}: ${message}\n`),
   });
   if (rules !== undefined) {
@@ -161,28 +165,15 @@ async function ownFilter(
   } catch (e) {
     throw new CliError(`cannot connect to the filter: ${(e as Error).message}`);
   }
-  const dir = controlDir(true);
-  const sockPath = path.join(dir, 'control.sock');
-  const tokenFile = path.join(dir, 'token');
-  if (fs.existsSync(sockPath)) {
-    // Another watch may be alive; if it answers, refuse to start a second owner.
-    const other = await connectControl().catch(() => undefined);
-    if (other) {
-      other.dispose();
-      engine.dispose();
-      throw new CliError(`another nke watch/run is running (control socket ${sockPath})`);
-    }
-    fs.rmSync(sockPath, { force: true });
+  let control: Awaited<ReturnType<typeof serveControl>>;
+  try {
+    controlDir(true);
+    control = await serveControl(engine);
+  } catch (e) {
+    engine.dispose();
+    if (e instanceof ControlBusyError) throw new CliError(`another nke watch/run is running: ${e.message}`);
+    throw e;
   }
-  const token = newToken();
-  fs.writeFileSync(tokenFile, token, { mode: 0o600 });
-  const server = new TokenServer(sockPath, token, true);
-  await server.listen();
-  server.on('connection', (conn) => {
-    const unwire = serveHelperProtocol(conn, engine);
-    conn.onClose(unwire);
-    conn.listen();
-  });
 
   const out = (line: string) => process.stdout.write(`${line}\n`);
   engine.on('update', (b) => {
@@ -203,8 +194,7 @@ async function ownFilter(
       done = true;
       engine.flushUpdates();
       engine.dispose();
-      server.close();
-      fs.rmSync(tokenFile, { force: true });
+      control.close();
       resolve(code);
     };
     engine.on('filterClosed', (e) => {
@@ -228,10 +218,15 @@ function emuLauncher(): string {
   );
 }
 
-async function cmdRun(json: boolean, rulesFile: string | undefined, cmd: string[]): Promise<number> {
+async function cmdRun(
+  json: boolean,
+  rulesFile: string | undefined,
+  captureMiB: number,
+  cmd: string[],
+): Promise<number> {
   if (!cmd.length) throw new CliError(`nke run: no command after --\n${USAGE}`, 2);
   const launcher = emuLauncher();
-  return ownFilter(json, rulesFile, undefined, (_engine, stop) => {
+  return ownFilter(json, rulesFile, undefined, captureMiB, (_engine, stop) => {
     const child = spawn(launcher, ['run', '--', ...cmd], {
       // With --json, stdout carries only JSON lines: the program's own
       // output goes to stderr instead of being lost.
@@ -282,7 +277,98 @@ async function cmdVerdict(
   return 0;
 }
 
+function noHelper(): CliError {
+  return new CliError(
+    `no NKE helper is running (no control socket in ${controlDir(false)}): the capture history lives in the ` +
+      'helper that owns the filter; start `nke watch` or connect the workbench in VS Code',
+  );
+}
+
+async function cmdExport(
+  file: string | undefined,
+  sockets: string[],
+  processName: string | undefined,
+): Promise<number> {
+  if (!file) throw new CliError(`nke export: --pcapng FILE is required\n${USAGE}`, 2);
+  for (const id of sockets) {
+    if (!/^\d+:\d+$/.test(id)) {
+      throw new CliError(`nke export: --socket ${id}: a socket id looks like 3:1`, 2);
+    }
+  }
+  const conn = await connectControl();
+  if (!conn) throw noHelper();
+  try {
+    const r = await conn.sendRequest(P.ExportPcapng, {
+      path: path.resolve(file),
+      sockets: sockets.length ? sockets : undefined,
+      process: processName,
+    });
+    process.stderr.write(
+      `nke: wrote ${r.path}: ${r.packets} packets, ${r.sockets} sockets, ${r.chunks} chunks, ${r.gaps} gaps marked, ${r.bytes} bytes\n`,
+    );
+    return 0;
+  } catch (e) {
+    throw new CliError(`export to ${file} failed: ${(e as Error).message}`);
+  } finally {
+    conn.dispose();
+  }
+}
+
+/** Wireshark's extcap steps (it runs them itself), and --install of the launcher. */
+async function cmdExtcap(argv: string[]): Promise<number> {
+  let req;
+  try {
+    req = parseExtcapArgs(argv);
+  } catch (e) {
+    if (e instanceof ExtcapUsageError) throw new CliError(e.message, 2);
+    throw e;
+  }
+  switch (req.step) {
+    case 'interfaces':
+      process.stdout.write(extcapInterfacesText());
+      return 0;
+    case 'dlts':
+      process.stdout.write(extcapDltsText());
+      return 0;
+    case 'config':
+      process.stdout.write(extcapConfigText());
+      return 0;
+    case 'install': {
+      const dirs = req.dir ? [path.resolve(req.dir)] : personalExtcapDirs();
+      for (const f of installLauncher(dirs, process.execPath, path.resolve(__filename))) {
+        process.stdout.write(`${f}\n`);
+      }
+      return 0;
+    }
+    case 'capture': {
+      // Wireshark shows what goes to stderr when a capture fails.
+      const conn = await connectControl();
+      if (!conn) throw noHelper();
+      const quit = () => {
+        conn.dispose(); // the helper ends the stream with this connection
+        process.exit(0);
+      };
+      process.once('SIGTERM', quit);
+      process.once('SIGINT', quit);
+      try {
+        await conn.sendRequest(P.StreamCapture, {
+          path: path.resolve(req.fifo!),
+          sockets: req.sockets,
+          process: req.process,
+        });
+        return 0;
+      } catch (e) {
+        throw new CliError(`live capture failed: ${(e as Error).message}`);
+      } finally {
+        conn.dispose();
+      }
+    }
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
+  // extcap: Wireshark's own argument syntax (--opt=value); parsed on its own.
+  if (argv[0] === 'extcap') return cmdExtcap(argv.slice(1));
   const dd = argv.indexOf('--');
   const opts = dd >= 0 ? argv.slice(0, dd) : argv;
   const rest = dd >= 0 ? argv.slice(dd + 1) : [];
@@ -301,6 +387,15 @@ async function main(argv: string[]): Promise<number> {
   };
   const json = flag('--json');
   const rules = value('--rules');
+  const captureArg = value('--capture-mib');
+  const captureMiB = captureArg === undefined ? DEFAULT_CAPTURE_MIB : Number(captureArg);
+  if (!Number.isInteger(captureMiB) || captureMiB < 0 || captureMiB > 1024 * 1024) {
+    throw new CliError('--capture-mib must be an integer number of MiB >= 0 (0: keep no capture history)', 2);
+  }
+  const pcapng = value('--pcapng');
+  const processName = value('--process');
+  const sockets: string[] = [];
+  for (let s = value('--socket'); s !== undefined; s = value('--socket')) sockets.push(s);
   const historyArg = value('--history');
   const history = historyArg === undefined ? undefined : Number(historyArg);
   if (history !== undefined && (!Number.isInteger(history) || history < 1)) {
@@ -315,10 +410,13 @@ async function main(argv: string[]): Promise<number> {
       return cmdStatus(json);
     case 'watch':
       noExtra();
-      return ownFilter(json, rules, history, () => {});
+      return ownFilter(json, rules, history, captureMiB, () => {});
     case 'run':
       noExtra();
-      return cmdRun(json, rules, rest);
+      return cmdRun(json, rules, captureMiB, rest);
+    case 'export':
+      noExtra();
+      return cmdExport(pcapng, sockets, processName);
     case 'verdict':
       return cmdVerdict(args[0], args[1], args[2]);
     case undefined:

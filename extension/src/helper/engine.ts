@@ -6,6 +6,9 @@
 import { EventEmitter } from 'node:events';
 import type { FilterStatus, RulesConfig, Snapshot, UpdateBatch } from '../shared/helperProtocol';
 import { LiveModel, type PendingEntry, sockKey } from './model';
+import { type CaptureEndpoint, CaptureHistory, Fate, FilterClock } from './captureHistory';
+import { type ExportSelection, exportToFile, streamToFifo } from './captureExport';
+import type { CaptureExportResult } from '../shared/helperProtocol';
 import {
   loadAddon,
   type NativeAddon,
@@ -23,6 +26,9 @@ import {
   rewriteBytes,
 } from './rules';
 import {
+  AF_INET,
+  AF_INET6,
+  type Addr,
   Action,
   CaptureMode,
   DATA_F_HELD,
@@ -35,6 +41,8 @@ import {
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
+  PROTO_TCP,
+  PROTO_UDP,
   RESPONSE_MAX_RELEASES,
   RESPONSE_MAX_VERDICTS,
   RuleAction,
@@ -69,7 +77,38 @@ export interface EngineOptions {
   updatesPerSecond?: number;
   addon?: NativeAddon;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** Bytes of payload the capture history keeps (nke.captureHistoryMiB); 0 or absent: none. */
+  captureHistoryBytes?: number;
+  /** Where the history's private spill directory goes (default: the OS temp directory). */
+  captureHistoryDir?: string;
 }
+
+/** A wire address as the capture history keeps it (undefined: none reported). */
+function captureEndpoint(a: Addr | undefined): CaptureEndpoint | undefined {
+  if (!a || (a.family !== AF_INET && a.family !== AF_INET6)) return undefined;
+  return a.family === AF_INET
+    ? { family: 4, addr: a.raw.slice(0, 4), port: a.port }
+    : { family: 6, addr: a.raw.slice(0, 16), port: a.port };
+}
+
+/** chunk id -> ring position of its bytes, from the addon's `captured` list (16 bytes per data record). */
+function capturedPositions(captured: Buffer | undefined): Map<bigint, number> | undefined {
+  if (!captured) return undefined;
+  const m = new Map<bigint, number>();
+  for (let off = 0; off + 16 <= captured.length; off += 16) {
+    m.set(captured.readBigUInt64LE(off), Number(captured.readBigInt64LE(off + 8)));
+  }
+  return m;
+}
+
+const RELEASE_FATES: Record<number, Fate> = {
+  1: Fate.ReleasedSent, // timeout: the original went out
+  2: Fate.ReleasedSent, // client gone: the original went out
+  3: Fate.ReleasedDiscarded, // socket gone
+  4: Fate.InjectFailed,
+};
+
+const nowUs = () => Date.now() * 1000;
 
 type DataNotification = Extract<Notification, { type: NotifyType.Data }>;
 
@@ -113,6 +152,9 @@ export class FilterEngine extends EventEmitter<{
   pending: [PendingEntry];
 }> {
   readonly model: LiveModel;
+  /** payload bytes for export and live capture (absent: nke.captureHistoryMiB is 0) */
+  readonly history?: CaptureHistory;
+  private readonly clock = new FilterClock();
   private rules: CompiledRules = compileRules(DEFAULT_RULES);
   private paused = false;
   private client?: NativeFilterClient;
@@ -131,6 +173,12 @@ export class FilterEngine extends EventEmitter<{
   constructor(opts: EngineOptions = {}) {
     super();
     this.model = new LiveModel(opts.historyLimit, opts.pendingBytesLimit);
+    if (opts.captureHistoryBytes) {
+      this.history = new CaptureHistory({
+        limitBytes: opts.captureHistoryBytes,
+        parentDir: opts.captureHistoryDir,
+      });
+    }
     this.log = opts.log ?? (() => {});
     this.addonOverride = opts.addon;
     this.flushMs = Math.ceil(1000 / (opts.updatesPerSecond ?? 30));
@@ -179,7 +227,38 @@ export class FilterEngine extends EventEmitter<{
       counters: { ...this.model.counters },
       rules: this.rules.config,
       historySize: this.model.historySize,
+      capture: this.history?.status(),
     };
+  }
+
+  private requireHistory(): CaptureHistory {
+    if (!this.history) {
+      throw new EngineError(
+        'NKE_NO_CAPTURE',
+        'this helper keeps no capture history (its size is 0): set nke.captureHistoryMiB, or --capture-mib, above 0 and restart it',
+      );
+    }
+    return this.history;
+  }
+
+  private exportOptions(sel: ExportSelection) {
+    return { ...sel, tool: `NKE Workbench helper (pid ${process.pid})`, transport: this.status().transport };
+  }
+
+  /** The capture history as pcapng in `file` (absolute), streamed. */
+  exportPcapng(file: string, sel: ExportSelection = {}): Promise<CaptureExportResult> {
+    return exportToFile(this.requireHistory(), file, this.exportOptions(sel));
+  }
+
+  /** Live pcapng into a FIFO (Wireshark's extcap) until `signal` aborts or the reader leaves. */
+  streamCapture(fifo: string, sel: ExportSelection, signal: AbortSignal): Promise<CaptureExportResult> {
+    return streamToFifo(this.requireHistory(), fifo, this.exportOptions(sel), signal);
+  }
+
+  /** Forgets closed sockets, execs, history events and the capture history (NKE: Clear). */
+  clear(): void {
+    this.model.clear();
+    this.history?.clear();
   }
 
   /** Opens the filter client and the event socket, then installs the rules. */
@@ -191,20 +270,22 @@ export class FilterEngine extends EventEmitter<{
       addon = this.addon;
       client = new addon.FilterClient();
       const reply = client.open(
-        (records, _skipped, wakeNs) => {
+        (records, _skipped, wakeNs, captured) => {
           // Never let an exception escape into the addon's callback: log it,
           // the filter's deadlines release whatever was not answered.
           try {
-            this.onRecords(records, wakeNs);
+            this.onRecords(records, wakeNs, captured);
           } catch (e) {
             this.log('error', `processing notifications failed: ${(e as Error).stack ?? e}`);
           }
         },
         (err) => this.onFilterClosed(err),
-        // Reported chunks' buffers go back from the addon's reader thread.
-        { releaseReported: true },
+        // Reported chunks' buffers go back from the addon's reader thread,
+        // after it wrote their bytes to the capture history's ring.
+        { releaseReported: true, capture: this.history?.spillTarget() },
       );
       this.sessionId = reply.sessionId;
+      this.history?.attachWriter(client);
     } catch (e) {
       const err = e as NativeError;
       this.lastError = { code: err.code ?? 'NKE_SYSTEM', message: err.message };
@@ -253,6 +334,13 @@ export class FilterEngine extends EventEmitter<{
     // Carried chunks: the filter re-injects them unchanged when the client closes.
     for (const c of this.carries.values()) clearTimeout(c.timer);
     this.carries.clear();
+    // The filter re-injects every held chunk's original when the client closes.
+    if (this.history) {
+      for (const p of this.model.pending.values()) this.history.decide(p.chunkId, Fate.ReleasedSent, nowUs());
+      this.history.releaseAllPending(Fate.ReleasedSent, nowUs());
+      this.history.detachWriter();
+      this.history.flush();
+    }
     this.kev?.close();
     this.kev = undefined;
     this.client?.close();
@@ -312,6 +400,7 @@ export class FilterEngine extends EventEmitter<{
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = undefined;
     this.closeNative();
+    this.history?.dispose();
   }
 
   /** Bytes of a pending chunk (a copy of the model's; its shared buffers are long released). */
@@ -360,6 +449,12 @@ export class FilterEngine extends EventEmitter<{
     this.client.respond(encodeResponse(v, []));
     this.model.removePending(id, action);
     this.model.verdict(id, action, action === 'replace' ? bytes!.length : p.view.size);
+    this.history?.decide(
+      p.chunkId,
+      action === 'replace' ? Fate.Edited : action === 'drop' ? Fate.Dropped : Fate.Allowed,
+      nowUs(),
+      action === 'replace' ? bytes : undefined,
+    );
   }
 
   /** Stages modified bytes, in order, before the ALLOW_MODIFIED verdict that uses them. */
@@ -388,13 +483,15 @@ export class FilterEngine extends EventEmitter<{
    * _wakeNs (when the reader thread woke for it, process.hrtime's clock) is
    * for latency measurement only (test/bench/helper-bench.js wraps this).
    */
-  onRecords(records: Buffer, _wakeNs?: number): void {
+  onRecords(records: Buffer, _wakeNs?: number, captured?: Buffer): void {
     const list: Notification[] = [];
     this.model.counters.malformedRecords += decodeBatch(records, list);
     const verdicts: Verdict[] = [];
     const releases: Release[] = [];
+    const positions = this.history ? capturedPositions(captured) : undefined;
     for (const n of list) {
       this.model.apply(n);
+      if (this.history) this.toHistory(n, positions);
       if (n.type === NotifyType.State) this.lastState = n.state;
       if (n.type === NotifyType.Detach) {
         // Socket gone: whatever is carried for it is decided as it is.
@@ -410,6 +507,63 @@ export class FilterEngine extends EventEmitter<{
       this.decide(n, verdicts, releases);
     }
     this.answer(verdicts, releases);
+    this.history?.flush();
+  }
+
+  /** One notification into the capture history (after the model took it). */
+  private toHistory(n: Notification, positions: Map<bigint, number> | undefined): void {
+    const h = this.history!;
+    const key = sockKey(n.sock);
+    const t = this.clock.toWallUs(n.timeNs);
+    switch (n.type) {
+      case NotifyType.Attach:
+        h.socketAttached(key, {
+          pid: n.pid,
+          process: n.comm,
+          family: n.family === AF_INET6 ? 6 : 4,
+          protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
+        });
+        return;
+      case NotifyType.ConnectIn:
+      case NotifyType.ConnectOut:
+      case NotifyType.Bound:
+      case NotifyType.Listen: {
+        const s = this.model.sockets.get(key);
+        // An adopted socket: what the model knows of it (attach came before this helper).
+        if (s) h.socketInfo(key, { pid: s.view.pid, process: s.view.process });
+        const connect =
+          n.type === NotifyType.ConnectOut ? 'local' : n.type === NotifyType.ConnectIn ? 'remote' : undefined;
+        h.socketAddrs(key, captureEndpoint(n.local), captureEndpoint(n.remote), connect, t);
+        return;
+      }
+      case NotifyType.Detach:
+        h.socketClosed(key, t);
+        return;
+      case NotifyType.Data:
+        h.data(
+          key,
+          {
+            chunkId: n.chunkId,
+            direction: n.direction,
+            flags: n.flags,
+            streamOffset: n.streamOffset,
+            size: n.size,
+            held: (n.flags & DATA_F_HELD) !== 0,
+            peer: captureEndpoint(n.addr),
+          },
+          positions?.get(n.chunkId) ?? -1,
+          t,
+        );
+        return;
+      case NotifyType.DataGap:
+        h.gap(key, n.direction, n.streamOffset, n.size, n.flags, n.reason, t);
+        return;
+      case NotifyType.ChunkReleased:
+        h.decide(n.chunkId, RELEASE_FATES[n.reason] ?? Fate.ReleasedSent, t);
+        return;
+      default:
+        return;
+    }
   }
 
   private decide(n: DataNotification, verdicts: Verdict[], releases: Release[]): void {
@@ -452,6 +606,7 @@ export class FilterEngine extends EventEmitter<{
     verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
     release();
     this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
+    this.history?.decide(n.chunkId, Fate.AutoPassed, nowUs());
   }
 
   /**
@@ -480,6 +635,7 @@ export class FilterEngine extends EventEmitter<{
       verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
       for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
       this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
+      this.history?.decide(n.chunkId, Fate.AutoPassed, nowUs());
       return;
     }
     for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
@@ -501,6 +657,7 @@ export class FilterEngine extends EventEmitter<{
         const r: Release[] = [];
         this.flushCarry(flow, v, r);
         this.answer(v, r);
+        this.history?.flush();
       }, this.carryMs);
       timer.unref();
       this.carries.set(flow, { chunks, data: all, rewrite, timer });
@@ -530,8 +687,10 @@ export class FilterEngine extends EventEmitter<{
           if (x.chunkId === chunkId) continue;
           v.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
           this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
+          this.history?.decide(x.chunkId, Fate.AutoPassed, nowUs());
         }
         this.answer(v, []);
+        this.history?.flush();
         return;
       }
     }
@@ -555,9 +714,11 @@ export class FilterEngine extends EventEmitter<{
         modified_len: out.length,
       });
       this.model.verdict(first.chunkId.toString(), 'rewrite', out.length);
+      this.history?.decide(first.chunkId, Fate.Rewritten, nowUs(), out);
       for (const x of chunks.slice(1)) {
         // Its bytes are already in `out`, re-injected with the first chunk.
         verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Drop, modified_len: 0 });
+        this.history?.decide(x.chunkId, Fate.Merged, nowUs());
       }
       return;
     }
@@ -570,6 +731,7 @@ export class FilterEngine extends EventEmitter<{
     for (const x of chunks) {
       verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
       this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
+      this.history?.decide(x.chunkId, Fate.AutoPassed, nowUs());
     }
   }
 

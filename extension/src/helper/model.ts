@@ -334,6 +334,12 @@ export class LiveModel {
         this.record({ kind: 'released', chunkId: id, reason });
         return;
       }
+      case NotifyType.DataGap:
+        // Counted; the bytes themselves are a gap in the capture history.
+        this.counters.dataGaps = (this.counters.dataGaps ?? 0) + 1;
+        this.counters.dataGapBytes = (this.counters.dataGapBytes ?? 0) + n.size;
+        this.dirty = true;
+        return;
       case NotifyType.State:
       case NotifyType.Option:
         return;

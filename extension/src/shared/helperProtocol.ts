@@ -125,6 +125,9 @@ export interface Counters {
   pendingOverLimit?: number;
   /** sockets first seen after attach (attached before this helper connected) */
   socketsAdopted: number;
+  /** pieces of data the filter passed without reporting them (NKE_NT_DATA_GAP), and their bytes */
+  dataGaps?: number;
+  dataGapBytes?: number;
 }
 
 /** Counters all zero: a fresh model on either side of the link. */
@@ -146,6 +149,8 @@ export const emptyCounters = (): Counters => ({
   historyDropped: 0,
   pendingOverLimit: 0,
   socketsAdopted: 0,
+  dataGaps: 0,
+  dataGapBytes: 0,
 });
 
 export type HistoryEvent =
@@ -218,6 +223,36 @@ export interface Snapshot {
   counters: Counters;
   rules: RulesConfig;
   historySize: number;
+  /** the capture history of payload bytes (absent: the helper keeps none) */
+  capture?: CaptureStatus;
+}
+
+/** The helper's capture history (payload bytes for pcapng export and live capture). */
+export interface CaptureStatus {
+  /** ring size in bytes (nke.captureHistoryMiB) */
+  limitBytes: number;
+  /** payload bytes kept now */
+  bytesKept: number;
+  /** index entries (chunks, gaps, socket opens and closes) */
+  entries: number;
+  /** chunks gone, oldest first, to make room */
+  evicted: number;
+  /** holes marked (bytes passed unreported) and their bytes */
+  gaps: number;
+  gapBytes: number;
+  /** why bytes are not being kept (the history file cannot be written) */
+  writeError?: string;
+}
+
+/** What a pcapng export or a live capture stream contained. */
+export interface CaptureExportResult {
+  path: string;
+  packets: number;
+  /** bytes of pcapng written */
+  bytes: number;
+  sockets: number;
+  chunks: number;
+  gaps: number;
 }
 
 /** One batched update (at most ~30 a second). */
@@ -271,6 +306,27 @@ export const GetHistory = new RequestType<{ since?: number; limit?: number }, Hi
 );
 /** Forgets closed sockets, execs and history. */
 export const Clear = new RequestType0<void, void>('nke/clear');
+/**
+ * Writes the capture history as pcapng to `path` (absolute; created 0600 or
+ * truncated), all sockets or the ids given. Streams: the helper's memory
+ * stays flat however large the history.
+ */
+export const ExportPcapng = new RequestType<
+  { path: string; sockets?: string[]; process?: string },
+  CaptureExportResult,
+  void
+>('nke/exportPcapng');
+/**
+ * Streams pcapng of what the helper sees, live, into the FIFO at `path`
+ * (Wireshark's extcap --fifo), starting with what the history holds. Answers
+ * when the stream ends: its reader closed the FIFO, the client's connection
+ * closed, or the helper stopped.
+ */
+export const StreamCapture = new RequestType<
+  { path: string; sockets?: string[]; process?: string },
+  CaptureExportResult,
+  void
+>('nke/streamCapture');
 
 // ---- Notifications (helper -> client) ----------------------------------------
 
@@ -287,4 +343,6 @@ export const enum HelperErrorCode {
   FilterNotConnected = -32002,
   FilterRefused = -32003,
   MessageTooLarge = -32004,
+  /** no capture history (nke.captureHistoryMiB is 0), or the export target cannot be written */
+  CaptureFailed = -32005,
 }
