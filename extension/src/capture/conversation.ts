@@ -149,16 +149,24 @@ export class TcpConversation {
     ];
   }
 
-  /** Bytes the peer (out: the remote end; in: the local process) received, as segments. */
+  /**
+   * Bytes the peer (out: the remote end; in: the local process) received,
+   * as segments, and the receiver's ACK of them (real stacks acknowledge;
+   * Wireshark's Follow Stream also waits for an ACK before it reports a hole
+   * in front of data).
+   */
   data(dir: Direction, timeUs: number, bytes: Buffer, comment: string): Frame[] {
     if (!bytes.length) return [];
     const pieces = split(bytes, SEGMENT_BYTES);
     const s = this.side(dir);
-    return pieces.map((p, i) => {
+    const frames = pieces.map((p, i) => {
       const frame = this.segment(dir, TCP_ACK | TCP_PSH, [p]);
       this.next[s] = (this.next[s] + p.length) >>> 0;
       return { timeUs, frame, direction: dir, comment: numbered(comment, i, pieces.length) };
     });
+    const back: Direction = dir === 'out' ? 'in' : 'out';
+    frames.push({ timeUs, frame: this.segment(back, TCP_ACK, []), direction: back, comment: `${comment} [ACK]` });
+    return frames;
   }
 
   /** Bytes that went by without a report: sequence space without a segment. */

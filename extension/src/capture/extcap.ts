@@ -42,6 +42,7 @@ export function extcapConfigText(): string {
   return [
     `arg {number=0}{call=--process}{display=Process name}{type=string}{tooltip=${field('Only sockets of processes with this exact name; empty: every socket')}}{group=Filter}`,
     `arg {number=1}{call=--socket}{display=Socket ids}{type=string}{tooltip=${field('Comma-separated socket ids as the Sockets view shows them (3:1,4:1); empty: every socket')}}{group=Filter}`,
+    `arg {number=2}{call=--with-history}{display=Start with the capture history}{type=booleanflag}{default=false}{tooltip=${field('Begin with what the helper kept before the capture started (nke.captureHistoryMiB), not only what comes next')}}{group=Filter}`,
   ]
     .map((l) => `${l}\n`)
     .join('');
@@ -55,6 +56,8 @@ export interface ExtcapRequest {
   sockets?: string[];
   /** --install --dir DIR: a folder other than the personal extcap folder */
   dir?: string;
+  /** --with-history: the live stream begins with what the history holds */
+  withHistory?: boolean;
 }
 
 export class ExtcapUsageError extends Error {}
@@ -93,6 +96,7 @@ export function parseExtcapArgs(argv: readonly string[]): ExtcapRequest {
     fifo: str('fifo'),
     process: str('process') || undefined,
     dir: str('dir'),
+    withHistory: opts.has('with-history') && opts.get('with-history') !== 'false',
   };
   const sockets = str('socket');
   if (sockets) {
@@ -142,7 +146,10 @@ export function wiresharkVersion(): [number, number] | undefined {
  * Linux and macOS; Windows keeps its own under %APPDATA%). Unknown version:
  * both, so whichever Wireshark comes finds it.
  */
-export function personalExtcapDirs(home = os.homedir(), version = wiresharkVersion()): string[] {
+export function personalExtcapDirs(
+  home = os.homedir(),
+  version: [number, number] | null = wiresharkVersion() ?? null,
+): string[] {
   if (process.platform === 'win32') {
     return [path.join(process.env.APPDATA ?? path.join(home, 'AppData', 'Roaming'), 'Wireshark', 'extcap')];
   }

@@ -355,6 +355,7 @@ async function cmdExtcap(argv: string[]): Promise<number> {
           path: path.resolve(req.fifo!),
           sockets: req.sockets,
           process: req.process,
+          fromHistory: req.withHistory,
         });
         return 0;
       } catch (e) {

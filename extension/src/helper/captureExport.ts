@@ -56,7 +56,10 @@ export interface ExportOptions extends ExportSelection {
   /** which filter the bytes came from, for the section comment */
   transport: string;
   /** keep streaming new entries until aborted (extcap) */
-  live?: { signal: AbortSignal };
+  live?: {
+    signal: AbortSignal;
+    /** also what the history holds from before the stream began */ fromHistory?: boolean;
+  };
 }
 
 const TEST_NET: Record<4 | 6, [Uint8Array, Uint8Array]> = {
@@ -135,6 +138,8 @@ interface Conversation {
   prefix: string;
   /** holes in each direction not yet shown on a packet of that direction */
   note: { in: string; out: string };
+  /** directions with an entry written already (the first one places the stream) */
+  started: { in: boolean; out: boolean };
 }
 
 export class CaptureExport {
@@ -184,7 +189,8 @@ export class CaptureExport {
         },
       ],
     );
-    let cursor = h.firstEntry;
+    // A live stream starts now unless asked for the history too.
+    let cursor = this.opts.live && !this.opts.live.fromHistory ? h.nextEntry : h.firstEntry;
     const signal = this.opts.live?.signal;
     for (;;) {
       if (signal?.aborted) break;
@@ -252,6 +258,7 @@ export class CaptureExport {
       socket: s,
       prefix: `${s.process || 'unknown process'} (pid ${s.pid || '?'}) socket ${s.id}`,
       note: { in: '', out: '' },
+      started: { in: false, out: false },
     };
     if (madeUp) c.prefix += ' [addresses not reported by the filter: made up]';
     if (datagram) c.udp = new UdpFlow(local, remote);
@@ -304,6 +311,13 @@ export class CaptureExport {
     const c = this.conversation(s, e);
     if (e.kind === EntryKind.Connect) return;
     const dir = e.direction;
+    if (!c.started[dir]) {
+      // The first bytes of a direction in this file: a stream that began
+      // before them (a live capture started later) starts with a hole there.
+      c.started[dir] = true;
+      if (e.streamOffset > 0)
+        this.lost(c, dir, e.streamOffset, `the first ${e.streamOffset} bytes are not in this capture`);
+    }
     if (e.kind === EntryKind.Gap) {
       this.summary.gaps++;
       c.tcp?.skip(dir, e.size);
@@ -503,6 +517,7 @@ export async function streamToFifo(
   fifo: string,
   opts: ExportOptions,
   signal: AbortSignal,
+  fromHistory = false,
 ): Promise<CaptureExportResult> {
   requireAbsolute(fifo, 'the FIFO');
   const stop = new AbortController();
@@ -531,7 +546,7 @@ export async function streamToFifo(
   try {
     const summary = await exportCapture(history, new PcapngWriter(sink, 256 * 1024), {
       ...opts,
-      live: { signal: stop.signal },
+      live: { signal: stop.signal, fromHistory },
     });
     return { path: fifo, ...summary };
   } finally {

@@ -251,8 +251,13 @@ export class FilterEngine extends EventEmitter<{
   }
 
   /** Live pcapng into a FIFO (Wireshark's extcap) until `signal` aborts or the reader leaves. */
-  streamCapture(fifo: string, sel: ExportSelection, signal: AbortSignal): Promise<CaptureExportResult> {
-    return streamToFifo(this.requireHistory(), fifo, this.exportOptions(sel), signal);
+  streamCapture(
+    fifo: string,
+    sel: ExportSelection,
+    signal: AbortSignal,
+    fromHistory = false,
+  ): Promise<CaptureExportResult> {
+    return streamToFifo(this.requireHistory(), fifo, this.exportOptions(sel), signal, fromHistory);
   }
 
   /** Forgets closed sockets, execs, history events and the capture history (NKE: Clear). */

@@ -173,7 +173,15 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
     wrapAsync(() => {
       const o = asObject(p, 'nke/streamCapture');
       const sel = selection(o, 'nke/streamCapture');
-      return engine.streamCapture(absolutePath(o, 'nke/streamCapture'), sel, streams.signal);
+      if (o.fromHistory !== undefined && typeof o.fromHistory !== 'boolean') {
+        throw invalid('nke/streamCapture: fromHistory must be a boolean');
+      }
+      return engine.streamCapture(
+        absolutePath(o, 'nke/streamCapture'),
+        sel,
+        streams.signal,
+        o.fromHistory === true,
+      );
     }),
   );
 

@@ -318,12 +318,18 @@ export const ExportPcapng = new RequestType<
 >('nke/exportPcapng');
 /**
  * Streams pcapng of what the helper sees, live, into the FIFO at `path`
- * (Wireshark's extcap --fifo), starting with what the history holds. Answers
+ * (Wireshark's extcap --fifo), from now on (fromHistory: from the oldest
+ * entry the history holds). Answers
  * when the stream ends: its reader closed the FIFO, the client's connection
  * closed, or the helper stopped.
  */
 export const StreamCapture = new RequestType<
-  { path: string; sockets?: string[]; process?: string },
+  {
+    path: string;
+    sockets?: string[];
+    process?: string;
+    /** begin with what the history holds */ fromHistory?: boolean;
+  },
   CaptureExportResult,
   void
 >('nke/streamCapture');
