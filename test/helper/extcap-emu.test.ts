@@ -140,7 +140,7 @@ describe('Wireshark extcap: the "nke" interface captures live', function () {
     // Streaming once tshark has our section header and interfaces.
     await waitFor(
       () => fs.existsSync(out) && fs.statSync(out).size > 0,
-      30000,
+      60000,
       `tshark to start (${stderr})`,
     );
 

@@ -4,8 +4,9 @@ import { spawnSync } from 'node:child_process';
 
 export function tshark(args: string[], env: NodeJS.ProcessEnv = process.env): string {
   const r = spawnSync('tshark', args, { encoding: 'utf8', env, maxBuffer: 256 * 1024 * 1024 });
-  if (r.error)
+  if (r.error) {
     throw new Error(`cannot run tshark (bash scripts/setup-system.sh installs it): ${r.error.message}`);
+  }
   if (r.status !== 0) throw new Error(`tshark ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }

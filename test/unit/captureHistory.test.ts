@@ -16,8 +16,9 @@ import { RingWriter } from '../helper/ringWriter';
 
 const tshark = (args: string[]) => {
   const r = spawnSync('tshark', args, { encoding: 'utf8' });
-  if (r.error)
+  if (r.error) {
     throw new Error(`cannot run tshark (bash scripts/setup-system.sh installs it): ${r.error.message}`);
+  }
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
 };

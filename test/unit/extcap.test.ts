@@ -20,8 +20,9 @@ import {
 describe('extcap: what Wireshark reads', () => {
   it('every line is a sentence of {key=value} fields', () => {
     for (const text of [extcapInterfacesText(), extcapDltsText(), extcapConfigText()]) {
-      for (const line of text.trimEnd().split('\n'))
+      for (const line of text.trimEnd().split('\n')) {
         assert.match(line, /^(extcap|interface|dlt|arg) (\{[a-z]+=[^{}]*\})+$/);
+      }
     }
     assert.match(extcapInterfacesText(), /^interface \{value=nke\}/m);
     assert.match(extcapDltsText(), /^dlt \{number=1\}\{name=EN10MB\}/);

@@ -24,8 +24,9 @@ import {
 
 function tshark(args: string[]): string {
   const r = spawnSync('tshark', args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-  if (r.error)
+  if (r.error) {
     throw new Error(`cannot run tshark (bash scripts/setup-system.sh installs it): ${r.error.message}`);
+  }
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
 }

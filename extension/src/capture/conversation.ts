@@ -165,7 +165,12 @@ export class TcpConversation {
       return { timeUs, frame, direction: dir, comment: numbered(comment, i, pieces.length) };
     });
     const back: Direction = dir === 'out' ? 'in' : 'out';
-    frames.push({ timeUs, frame: this.segment(back, TCP_ACK, []), direction: back, comment: `${comment} [ACK]` });
+    frames.push({
+      timeUs,
+      frame: this.segment(back, TCP_ACK, []),
+      direction: back,
+      comment: `${comment} [ACK]`,
+    });
     return frames;
   }
 

@@ -315,8 +315,9 @@ export class CaptureExport {
       // The first bytes of a direction in this file: a stream that began
       // before them (a live capture started later) starts with a hole there.
       c.started[dir] = true;
-      if (e.streamOffset > 0)
+      if (e.streamOffset > 0) {
         this.lost(c, dir, e.streamOffset, `the first ${e.streamOffset} bytes are not in this capture`);
+      }
     }
     if (e.kind === EntryKind.Gap) {
       this.summary.gaps++;
