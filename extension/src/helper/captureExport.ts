@@ -131,6 +131,18 @@ function fateText(f: Fate, dir: Direction): string {
   }
 }
 
+/** A note on holes grows to this many characters; later holes are only counted. */
+const NOTE_MAX = 400;
+
+/** Adds a hole's description to a note, bounded (a comment must fit an option: < 64 KiB). */
+function addNote(note: string, text: string): string {
+  if (note.length + text.length <= NOTE_MAX) return note + text;
+  const m = /\[and (\d+) more holes\]$/.exec(note);
+  return m
+    ? note.replace(/\[and \d+ more holes\]$/, `[and ${Number(m[1]) + 1} more holes]`)
+    : `${note} [and 1 more holes]`;
+}
+
 interface Conversation {
   socket: CaptureSocket;
   tcp?: TcpConversation;
@@ -322,7 +334,10 @@ export class CaptureExport {
     if (e.kind === EntryKind.Gap) {
       this.summary.gaps++;
       c.tcp?.skip(dir, e.size);
-      c.note[dir] += ` [${e.size} bytes before this ${GAP_WHY[e.gapReason] ?? 'were not reported'}]`;
+      c.note[dir] = addNote(
+        c.note[dir],
+        ` [${e.size} bytes before this ${GAP_WHY[e.gapReason] ?? 'were not reported'}]`,
+      );
       return;
     }
     const what = `${c.prefix} ${dir}`;
@@ -407,7 +422,7 @@ export class CaptureExport {
   private lost(c: Conversation, dir: Direction, size: number, why: string): void {
     this.summary.gaps++;
     c.tcp?.skip(dir, size);
-    c.note[dir] += ` [${why}]`;
+    c.note[dir] = addNote(c.note[dir], ` [${why}]`);
   }
 
   private peerOf(c: Conversation, e: CaptureEntry): Endpoint | undefined {

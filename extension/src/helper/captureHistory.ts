@@ -151,6 +151,13 @@ export interface CaptureHistoryStatus {
 const ENTRIES_PER_MIB = 2048;
 const MIN_ENTRIES = 4096;
 const MAX_ENTRIES_DEFAULT = 2_000_000;
+/**
+ * Ring bytes written ahead at start (see prefill()): about 1.4 s of the
+ * helper's start per GiB on the test machine. Beyond, the first lap pays for
+ * its pages itself, on the reader thread, and the filter may pass chunks
+ * unreported (gaps) while it does.
+ */
+const PREFILL_MAX = 2 ** 30;
 /** Distinct datagram peers remembered (a UDP server may see many). */
 const MAX_PEERS = 65536;
 
@@ -260,7 +267,22 @@ export class CaptureHistory {
     // Unlinked now: the bytes stay reachable through the descriptors only,
     // and nothing is left on disk when the helper ends, even by SIGKILL.
     fs.rmSync(this.file);
+    this.prefill();
     this.grow(Math.min(this.maxEntries, MIN_ENTRIES));
+  }
+
+  /**
+   * Writes zeros over the first PREFILL_MAX bytes of the ring now, before
+   * anything else writes it. The first write to a page of a new file costs
+   * the kernel about ten times an overwrite (allocating and accounting the
+   * page: 1.4 s against 0.15 s of CPU per GiB on the 2-CPU test machine),
+   * and the addon's reader thread does those writes on the data path.
+   */
+  private prefill(): void {
+    const n = Math.min(this.limitBytes, PREFILL_MAX);
+    const zeros = Buffer.alloc(Math.min(n, 1 << 20));
+    for (let at = 0; at < n; at += zeros.length)
+      fs.writeSync(this.fd, zeros, 0, Math.min(zeros.length, n - at), at);
   }
 
   /** The capture option of FilterClient.open(): where the addon writes chunk bytes. */
