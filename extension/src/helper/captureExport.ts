@@ -277,7 +277,6 @@ export class CaptureExport {
     else {
       c.tcp = new TcpConversation(local, remote, s.initiator === 'remote' ? 'remote' : 'local', s.ref);
       this.put(
-        e.timeUs,
         e.socket!,
         c.tcp.open(
           e.timeUs,
@@ -291,7 +290,7 @@ export class CaptureExport {
     return c;
   }
 
-  private put(_timeUs: number, s: CaptureSocket, frames: Frame[]): void {
+  private put(s: CaptureSocket, frames: Frame[]): void {
     const interfaceId = s.family === 6 ? 1 : 0;
     for (const f of frames) {
       this.writer.packet({
@@ -317,7 +316,7 @@ export class CaptureExport {
     const s = e.socket!;
     if (e.kind === EntryKind.Close) {
       const c = this.convs.get(s.ref);
-      if (c?.tcp) this.put(e.timeUs, s, c.tcp.close(e.timeUs, `${c.prefix}: closed (FIN synthesized)`));
+      if (c?.tcp) this.put(s, c.tcp.close(e.timeUs, `${c.prefix}: closed (FIN synthesized)`));
       return;
     }
     const c = this.conversation(s, e);
@@ -402,8 +401,8 @@ export class CaptureExport {
     e: CaptureEntry,
   ): void {
     this.summary.chunks++;
-    if (c.tcp) this.put(t, c.socket, c.tcp.data(dir, t, bytes, comment));
-    else this.put(t, c.socket, [c.udp!.datagram(dir, t, bytes, comment, this.peerOf(c, e))]);
+    if (c.tcp) this.put(c.socket, c.tcp.data(dir, t, bytes, comment));
+    else this.put(c.socket, [c.udp!.datagram(dir, t, bytes, comment, this.peerOf(c, e))]);
   }
 
   private notSent(
@@ -414,8 +413,8 @@ export class CaptureExport {
     comment: string,
     e: CaptureEntry,
   ): void {
-    if (c.tcp) this.put(t, c.socket, c.tcp.notSent(dir, t, bytes, comment));
-    else this.put(t, c.socket, c.udp!.notSent(dir, t, bytes, comment, this.peerOf(c, e)));
+    if (c.tcp) this.put(c.socket, c.tcp.notSent(dir, t, bytes, comment));
+    else this.put(c.socket, c.udp!.notSent(dir, t, bytes, comment, this.peerOf(c, e)));
   }
 
   /** Bytes that went through but are gone from the ring: a hole in the sequence space. */
@@ -484,8 +483,14 @@ export async function exportToFile(
     throw new CaptureTargetError('NKE_EXPORT_FILE', `cannot create ${partial}: ${(e as Error).message}`);
   }
   try {
-    const writer = new PcapngWriter(async (b) => {
-      for (let off = 0; off < b.length;) off += (await fh.write(b, off, b.length - off)).bytesWritten;
+    const writer = new PcapngWriter(async (pieces) => {
+      // writev, and again from where a short write stopped.
+      let rest = pieces;
+      while (rest.length) {
+        let n = (await fh.writev(rest)).bytesWritten;
+        while (rest.length && n >= rest[0].length) n -= rest.shift()!.length;
+        if (n > 0) rest[0] = rest[0].subarray(n);
+      }
     });
     const summary = await exportCapture(history, writer, opts);
     await fh.close();
@@ -547,10 +552,14 @@ export async function streamToFifo(
     stop.abort();
   });
   pipe.on('close', () => stop.abort());
-  const sink = (b: Buffer) =>
+  const sink = (pieces: Buffer[]) =>
     new Promise<void>((resolve) => {
       if (broken || stop.signal.aborted) return resolve(); // nothing more goes anywhere
-      if (pipe.write(b)) return resolve();
+      pipe.cork();
+      let ok = true;
+      for (const b of pieces) ok = pipe.write(b);
+      pipe.uncork();
+      if (ok) return resolve();
       const done = () => {
         pipe.off('drain', done);
         stop.signal.removeEventListener('abort', done);

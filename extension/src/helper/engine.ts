@@ -341,7 +341,6 @@ export class FilterEngine extends EventEmitter<{
     this.carries.clear();
     // The filter re-injects every held chunk's original when the client closes.
     if (this.history) {
-      for (const p of this.model.pending.values()) this.history.decide(p.chunkId, Fate.ReleasedSent, nowUs());
       this.history.releaseAllPending(Fate.ReleasedSent, nowUs());
       this.history.detachWriter();
       this.history.flush();
