@@ -485,7 +485,7 @@ export async function exportToFile(
   try {
     const writer = new PcapngWriter(async (pieces) => {
       // writev, and again from where a short write stopped.
-      let rest = pieces;
+      const rest = pieces;
       while (rest.length) {
         let n = (await fh.writev(rest)).bytesWritten;
         while (rest.length && n >= rest[0].length) n -= rest.shift()!.length;

@@ -281,8 +281,9 @@ export class CaptureHistory {
   private prefill(): void {
     const n = Math.min(this.limitBytes, PREFILL_MAX);
     const zeros = Buffer.alloc(Math.min(n, 1 << 20));
-    for (let at = 0; at < n; at += zeros.length)
+    for (let at = 0; at < n; at += zeros.length) {
       fs.writeSync(this.fd, zeros, 0, Math.min(zeros.length, n - at), at);
+    }
   }
 
   /** The capture option of FilterClient.open(): where the addon writes chunk bytes. */
