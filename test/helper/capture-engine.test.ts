@@ -174,6 +174,14 @@ describe('engine -> capture history: what the filter records become', function (
     const second = [...engine.model.pending.values()][0];
     engine.verdict(second.view.id, 'allow');
     assert.equal(engine.model.counters.dataGaps, 1);
+    assert.ok(
+      engine.model
+        .historySince(0)
+        .some(
+          (e) => e.kind === 'data-gap' && e.size === 4096 && e.reason === 'no-buffer' && e.socketId === '5:2',
+        ),
+      'nke watch shows the hole as it happens',
+    );
     assert.equal(engine.snapshot().capture?.gaps, 1);
 
     const file = path.join(dir, 'gap.pcapng');

@@ -195,6 +195,17 @@ export type HistoryEvent =
   | {
       seq: number;
       time: number;
+      /** the filter passed `size` bytes without reporting them (a hole in the capture) */
+      kind: 'data-gap';
+      socketId: string;
+      direction: 'in' | 'out';
+      size: number;
+      /** 'no-buffer' | 'queue-full' */
+      reason: string;
+    }
+  | {
+      seq: number;
+      time: number;
       kind: 'exec';
       execId: string;
       pid: number;
