@@ -16,7 +16,15 @@ import { serveControl } from '../../extension/src/helper/controlServer';
 import { FilterEngine } from '../../extension/src/helper/engine';
 import type { PendingEntry } from '../../extension/src/helper/model';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
-import { type Emulator, root, runUnder, startEmulator, waitFor } from './emu-support';
+import {
+  closeRecordingServers,
+  type Emulator,
+  recordingServer,
+  root,
+  runUnder,
+  startEmulator,
+  waitFor,
+} from './emu-support';
 import { expertErrors, fields, followTcp } from './tshark';
 
 const nke = path.join(root, 'dist/nke.js');
@@ -120,6 +128,7 @@ describe('capture history exported as pcapng (tshark reads it back)', function (
     control?.close();
     control = undefined;
     engine.dispose();
+    closeRecordingServers();
   });
 
   it('an HTTP exchange with a request edited longer and a response chunk dropped: Follow TCP Stream is what each side received', async () => {
@@ -193,6 +202,47 @@ describe('capture history exported as pcapng (tshark reads it back)', function (
         Buffer.from(f[0], 'hex').toString(),
       );
       assert.deepEqual(notSent.sort(), [DROPPED, REQUEST].sort());
+    } finally {
+      server.close();
+    }
+  });
+
+  it('a 1 MiB history under 3 MiB of traffic keeps the newest bytes exactly, the hole in front marked', async () => {
+    engine.dispose();
+    engine = new FilterEngine({ captureHistoryBytes: 2 ** 20 });
+    engine.setRules({ default: 'report' });
+    engine.connect();
+    const server = await recordingServer();
+    try {
+      const total = 3 * 2 ** 20;
+      const prog = runUnder(emu, [
+        'python3',
+        '-c',
+        'import socket,sys\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\n' +
+          'b=bytes(i*7%251 for i in range(65536))\nfor k in range(48): s.sendall(b[k%7:]+b[:k%7])\ns.close()',
+        String(server.port),
+      ]);
+      assert.equal((await prog.done).code, 0);
+      const sent = await server.whenBytes(total, 30000);
+      await waitFor(() => engine.model.closedSockets.size > 0, 5000, 'the socket to close');
+      const st = engine.snapshot().capture!;
+      assert.equal(st.limitBytes, 2 ** 20);
+      assert.ok(st.evicted > 0, 'the oldest chunks went');
+      const file = path.join(dir, 'ring.pcapng');
+      await engine.exportPcapng(file);
+      assert.ok(
+        fs.statSync(file).size < 1.2 * 2 ** 20,
+        `the file holds about the ring: ${fs.statSync(file).size}`,
+      );
+      assert.equal(expertErrors(file), '');
+      const stream = Number(fields(file, `tcp.port == ${server.port}`, ['tcp.stream'])[0][0]);
+      const out = followTcp(file, stream).sent[0];
+      const m = /^\[(\d+) bytes missing in capture file\]\0?/.exec(out.subarray(0, 64).toString('latin1'));
+      assert.ok(m, 'Follow starts with the hole');
+      const kept = out.subarray(m[0].length);
+      assert.ok(kept.length > 0 && kept.length <= 2 ** 20, `kept ${kept.length}`);
+      assert.equal(Number(m[1]) + kept.length, sent.length, 'hole + kept = what the server received');
+      assert.ok(kept.equals(sent.subarray(sent.length - kept.length)), 'the newest bytes, exactly');
     } finally {
       server.close();
     }
