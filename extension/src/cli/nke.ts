@@ -304,6 +304,7 @@ async function cmdExport(
       path: path.resolve(file),
       sockets: sockets.length ? sockets : undefined,
       process: processName,
+      owner: process.getuid && process.getgid ? { uid: process.getuid(), gid: process.getgid() } : undefined,
     });
     process.stderr.write(
       `nke: wrote ${r.path}: ${r.packets} packets, ${r.sockets} sockets, ${r.chunks} chunks, ${r.gaps} gaps marked, ${r.bytes} bytes\n`,

@@ -58,8 +58,14 @@ export interface ExportOptions extends ExportSelection {
   /** keep streaming new entries until aborted (extcap) */
   live?: {
     signal: AbortSignal;
-    /** also what the history holds from before the stream began */ fromHistory?: boolean;
+    /** also what the history holds from before the stream began */
+    fromHistory?: boolean;
   };
+  /**
+   * The user the file is for, when the helper runs as root (kext mode on
+   * macOS): the export is handed to them, not left to root.
+   */
+  owner?: { uid: number; gid: number };
 }
 
 const TEST_NET: Record<4 | 6, [Uint8Array, Uint8Array]> = {
@@ -181,7 +187,7 @@ export class CaptureExport {
     this.writer.begin(
       {
         os: `${os.type()} ${os.release()} ${os.arch()}`,
-        hardware: os.hostname(),
+        hardware: `${os.cpus()[0]?.model?.trim() ?? 'unknown CPU'} (${os.arch()})`,
         userAppl: this.opts.tool,
         comment:
           `What the NKE socket filter (${this.opts.transport}) saw. The payload bytes are real; ` +
@@ -476,13 +482,16 @@ export async function exportToFile(
   try {
     fh = await fs.promises.open(
       partial,
-      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+      // A new file, never one that is there (a link planted under that name
+      // would otherwise be followed or truncated by a root helper).
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
       0o600,
     );
   } catch (e) {
     throw new CaptureTargetError('NKE_EXPORT_FILE', `cannot create ${partial}: ${(e as Error).message}`);
   }
   try {
+    if (opts.owner && process.getuid?.() === 0) await fh.chown(opts.owner.uid, opts.owner.gid);
     const writer = new PcapngWriter(async (pieces) => {
       // writev, and again from where a short write stopped.
       const rest = pieces;

@@ -246,8 +246,12 @@ export class FilterEngine extends EventEmitter<{
   }
 
   /** The capture history as pcapng in `file` (absolute), streamed. */
-  exportPcapng(file: string, sel: ExportSelection = {}): Promise<CaptureExportResult> {
-    return exportToFile(this.requireHistory(), file, this.exportOptions(sel));
+  exportPcapng(
+    file: string,
+    sel: ExportSelection = {},
+    owner?: { uid: number; gid: number },
+  ): Promise<CaptureExportResult> {
+    return exportToFile(this.requireHistory(), file, { ...this.exportOptions(sel), owner });
   }
 
   /** Live pcapng into a FIFO (Wireshark's extcap) until `signal` aborts or the reader leaves. */

@@ -163,7 +163,16 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
   conn.onRequest(P.ExportPcapng, (p: unknown) =>
     wrapAsync(() => {
       const o = asObject(p, 'nke/exportPcapng');
-      return engine.exportPcapng(absolutePath(o, 'nke/exportPcapng'), selection(o, 'nke/exportPcapng'));
+      const sel = selection(o, 'nke/exportPcapng');
+      let owner: { uid: number; gid: number } | undefined;
+      if (o.owner !== undefined) {
+        const w = o.owner as { uid?: unknown; gid?: unknown };
+        if (typeof w !== 'object' || w === null || !Number.isInteger(w.uid) || !Number.isInteger(w.gid)) {
+          throw invalid('nke/exportPcapng: owner must be {uid, gid} integers');
+        }
+        owner = { uid: w.uid as number, gid: w.gid as number };
+      }
+      return engine.exportPcapng(absolutePath(o, 'nke/exportPcapng'), sel, owner);
     }),
   );
   // Live streams end with this connection (the extcap process exits when

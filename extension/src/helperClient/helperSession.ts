@@ -205,6 +205,9 @@ export class HelperSession implements HelperPort {
       return await conn.sendRequest(ExportPcapng, {
         path: file,
         sockets: sockets?.length ? sockets : undefined,
+        // A root helper (kext mode) gives the file to this user.
+        owner:
+          process.getuid && process.getgid ? { uid: process.getuid(), gid: process.getgid() } : undefined,
       });
     } catch (e) {
       if (filterErrorCode(e) === 'NKE_NO_CAPTURE') {

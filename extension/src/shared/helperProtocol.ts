@@ -323,7 +323,13 @@ export const Clear = new RequestType0<void, void>('nke/clear');
  * stays flat however large the history.
  */
 export const ExportPcapng = new RequestType<
-  { path: string; sockets?: string[]; process?: string },
+  {
+    path: string;
+    sockets?: string[];
+    process?: string;
+    /** the requesting user: a helper running as root hands them the file */
+    owner?: { uid: number; gid: number };
+  },
   CaptureExportResult,
   void
 >('nke/exportPcapng');
