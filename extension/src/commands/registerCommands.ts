@@ -100,7 +100,7 @@ async function exportCapture(
     `${r.packets} packets of ${r.sockets} socket${r.sockets === 1 ? '' : 's'}` +
     (r.gaps ? `, ${r.gaps} gap${r.gaps === 1 ? '' : 's'} marked` : '');
   log.info(`capture exported to ${r.path}: ${what}, ${r.bytes} bytes`);
-  void vscode.window.showInformationMessage(`NKE: exported ${what} to ${r.path}`);
+  void vscode.window.showInformationMessage(`NKE: exported ${what} to ${path.basename(r.path)}`);
 }
 
 /** NKE: Install Wireshark Capture Interface: the extcap launcher in the personal extcap folder. */
