@@ -158,6 +158,8 @@ const MAX_ENTRIES_DEFAULT = 2_000_000;
  * unreported (gaps) while it does.
  */
 const PREFILL_MAX = 2 ** 30;
+/** Entries looked at per batch for overwritten bytes (see evictOverwritten()). */
+const EVICT_SCAN = 4096;
 /** Distinct datagram peers remembered (a UDP server may see many). */
 const MAX_PEERS = 65536;
 
@@ -619,8 +621,12 @@ export class CaptureHistory {
   private evictOverwritten(): void {
     const head = this.head;
     let last = -1;
-    // Entries are in ring order, so the newest overwritten one bounds the scan.
-    for (let e = this.first; e < this.next; e++) {
+    // Entries are in ring order: the scan stops at the first whose bytes are
+    // intact. Entries without bytes (gaps, opens, closes, chunks not kept)
+    // are passed over, at most EVICT_SCAN of them a batch so that a long run
+    // of them (a disk that is full) costs nothing per batch; they go with the
+    // next overwritten entry behind them, or when the index is full.
+    for (let e = this.first, seen = 0; e < this.next && seen < EVICT_SCAN; e++, seen++) {
       const i = e % this.cap;
       const at = this.c.dataAt[i];
       if (this.c.kind[i] !== EntryKind.Data || at < 0) continue;
