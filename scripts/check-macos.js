@@ -17,10 +17,58 @@ const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
 const sdk = process.env.NKE_MACOS_SDK;
+
+// The plan of the addon build the extension runs on a Mac. It is
+// TypeScript: esbuild (a dev dependency) transpiles it here.
+function loadAddonBuildPlan() {
+  const text = require('esbuild').buildSync({
+    entryPoints: [path.join(root, 'extension/src/tasks/addonBuildPlan.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    write: false,
+  }).outputFiles[0].text;
+  const mod = { exports: {} };
+  new Function('module', 'exports', 'require', text)(mod, mod.exports, require);
+  return mod.exports;
+}
+
+// Needs no SDK: the packaged extension (.vsix) must carry every file that
+// build reads, or a Mac user of the package cannot build the helper's addon.
+function checkPackageCarriesAddonSources() {
+  const plan = loadAddonBuildPlan().addonBuildPlan('x64', '/tmp/nke-addon');
+  const needed = new Set();
+  for (const step of plan.steps) {
+    for (const src of step.sources) needed.add(src);
+    for (const flag of step.flags) {
+      if (!flag.startsWith('-I')) continue;
+      for (const h of list(flag.slice(2), (n) => /\.(h|hpp)$/.test(n))) needed.add(h);
+    }
+  }
+  // `vsce ls` with the dependency flag `npm run package` uses.
+  const packageScript = require(path.join(root, 'package.json')).scripts.package;
+  const flags = packageScript.includes('--no-dependencies') ? ['--no-dependencies'] : [];
+  const vsce = path.join(root, 'node_modules/@vscode/vsce/vsce');
+  const r = spawnSync(process.execPath, [vsce, 'ls', ...flags], { cwd: root, encoding: 'utf8' });
+  if (r.status !== 0) return { ok: false, output: `vsce ls failed: ${r.stderr || r.error?.message}` };
+  const packaged = new Set(r.stdout.split('\n').map((l) => l.trim()));
+  const missing = [...needed].filter((f) => !packaged.has(f.split(path.sep).join('/')));
+  return {
+    ok: needed.size > 0 && missing.length === 0,
+    output: missing.length
+      ? `not in the package (see .vscodeignore): ${missing.join(', ')}`
+      : `${needed.size} files`,
+  };
+}
+
 if (!sdk) {
-  console.log('skipped: NKE_MACOS_SDK not set (see docs/kext.md)');
-  console.log('0 passed, 0 failed');
-  process.exit(0);
+  const pkg = checkPackageCarriesAddonSources();
+  console.log(
+    `${pkg.ok ? 'ok  ' : 'FAIL'} the package carries the macOS addon build's sources (${pkg.output})`,
+  );
+  console.log('skipped: the compile checks (NKE_MACOS_SDK not set; see docs/kext.md)');
+  console.log(`${pkg.ok ? 1 : 0} passed, ${pkg.ok ? 0 : 1} failed`);
+  process.exit(pkg.ok ? 0 : 1);
 }
 const kernelHeaders = path.join(sdk, 'System/Library/Frameworks/Kernel.framework/Headers');
 if (!fs.existsSync(kernelHeaders)) {
@@ -179,17 +227,7 @@ for (const obj of objects) {
 
 // The addon build the extension runs on a Mac, source by source with its
 // flags; the SDK has no C++ library headers, so libc++'s come from LLVM.
-// The plan is TypeScript: esbuild (a dev dependency) transpiles it here.
-const planModule = require('esbuild').buildSync({
-  entryPoints: [path.join(root, 'extension/src/tasks/addonBuildPlan.ts')],
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  write: false,
-}).outputFiles[0].text;
-const planModuleObject = { exports: {} };
-new Function('module', 'exports', 'require', planModule)(planModuleObject, planModuleObject.exports, require);
-const plan = planModuleObject.exports.addonBuildPlan('x64', path.join(tmp, 'addon'));
+const plan = loadAddonBuildPlan().addonBuildPlan('x64', path.join(tmp, 'addon'));
 const addonTarget = ['-target', `${plan.arch}-apple-macos${plan.minMacOs}`, '-isysroot', sdk];
 const libcxxDir = '/usr/lib/llvm-14/include/c++/v1';
 for (const step of plan.steps) {
@@ -205,6 +243,9 @@ for (const step of plan.steps) {
     report(r.status === 0, `addon build (macOS) ${src}`, r.stderr || r.error?.message);
   }
 }
+
+const pkg = checkPackageCarriesAddonSources();
+report(pkg.ok, `the package carries the macOS addon build's sources (${pkg.output})`, pkg.output);
 
 fs.rmSync(tmp, { recursive: true, force: true });
 console.log(`${passed} passed, ${failed} failed`);

@@ -11,6 +11,7 @@ pkgs=(
   clang lld llvm libclang-rt-14-dev          # libFuzzer, ASan/UBSan, macOS compile-check
   libc++-14-dev                              # C++ headers for compile-checking *_macos.cpp
   curl socat iproute2 procps                 # real programs the emulator tests drive
+  util-linux                                 # unshare, setpriv: the emulator tests' second uid and private /tmp
   chromium                                   # UI end-to-end tests (playwright-core)
   ripgrep libkrb5-dev                        # private code-server: search; kerberos build (gssapi.h)
   tshark                                     # reads the pcaps the emulator writes

@@ -15,7 +15,7 @@ module.exports = [
   { name: 'unit', what: 'TypeScript unit tests (no VS Code)', cmd: mocha('out/test/unit/**/*.test.js') },
   {
     name: 'macos',
-    what: 'compile-check kext/macos, kext/core and the macOS addon sources against NKE_MACOS_SDK (skipped when unset)',
+    what: 'the package carries the macOS addon build; compile-check kext/macos, kext/core and the macOS addon against NKE_MACOS_SDK (skipped when unset)',
     cmd: ['node', 'scripts/check-macos.js'],
   },
   {

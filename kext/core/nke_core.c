@@ -7,9 +7,13 @@
  * ops callbacks run under that lock and must not re-enter the core.
  *
  * Ownership of a chunk (one piece of deferred socket data):
- *  - data_ctx (the platform's handle on the original bytes) belongs to the
- *    core while the chunk is HELD and goes back to the platform through
- *    exactly one ops->finish call (verdict, timeout, client gone, detach);
+ *  - data_ctx (the platform's handle on the original bytes, a struct
+ *    nke_order_item first) belongs to the core from the moment it is kept
+ *    (HELD, or QUEUED behind held data) and goes back to the platform
+ *    through exactly one ops->finish call, in stream order per socket
+ *    direction (nke_order.c): a verdict, timeout, client close or detach
+ *    decides a held chunk; the hand-back waits until everything before it
+ *    on its socket direction was handed back;
  *  - its shared buffers belong to the client from the NKE_NT_DATA
  *    notification until the client releases them in a response, or the
  *    filter auto-releases the chunk (NKE_NT_CHUNK_RELEASED);
@@ -28,6 +32,10 @@ NKE_STATIC_ASSERT((NKE_CHUNK_TABLE_SIZE & (NKE_CHUNK_TABLE_SIZE - 1u)) == 0u,
                   "chunk table size is a power of two (slot = id & mask)");
 NKE_STATIC_ASSERT(NKE_CHUNK_TABLE_SIZE >= NKE_BUFFER_COUNT && NKE_CHUNK_TABLE_SIZE < NKE_CHUNK_NONE,
                   "chunk slots fit uint16_t with NKE_CHUNK_NONE spare");
+
+NKE_STATIC_ASSERT(((NKE_CORE_DATA_F_KEEP | NKE_CORE_DATA_F_NO_HOLD) &
+                   (NKE_DATA_F_HELD | NKE_DATA_F_DATAGRAM | NKE_DATA_F_OOB | NKE_DATA_F_HAS_ADDR)) == 0u,
+                  "platform-only data flags are not ABI flags");
 
 #define CHUNK_MASK ((uint64_t)NKE_CHUNK_TABLE_SIZE - 1u)
 
@@ -168,6 +176,20 @@ static void chunk_free_slot(struct nke_core *c, struct nke_chunk *ch)
     chunk_slot_put(c, (uint32_t)(ch - c->chunks));
 }
 
+/* Gives staged bytes that will never be used back to the platform and to
+ * the budget (put_data counted staged_total when staging began). */
+static void chunk_unstage(struct nke_core *c, struct nke_chunk *ch)
+{
+    if (ch->staging && ch->staged != NULL)
+        c->ops->unstage(c->platform, ch->staged);
+    if (ch->staging)
+        c->stats.bytes_kept =
+            c->stats.bytes_kept >= ch->staged_total ? c->stats.bytes_kept - ch->staged_total : 0;
+    ch->staged = NULL;
+    ch->staging = 0;
+    ch->staged_len = ch->staged_total = 0;
+}
+
 static void chunk_reclaim_buffers(struct nke_core *c, struct nke_chunk *ch)
 {
     uint32_t i;
@@ -179,32 +201,37 @@ static void chunk_reclaim_buffers(struct nke_core *c, struct nke_chunk *ch)
     }
 }
 
-/* Ends the HELD state: hands data_ctx (and staged bytes for ALLOW_MODIFIED)
- * back to the platform through ops->finish. */
+/* Ends the HELD state: the decision (and staged bytes for ALLOW_MODIFIED)
+ * goes to the chunk's item on its socket direction's queue, which hands it
+ * back through ops->finish once everything before it was (nke_order.c). */
 static void chunk_finish(struct nke_core *c, struct nke_chunk *ch, uint32_t action,
                          uint32_t reason)
 {
     struct nke_sock *s = nke_core_sock(c, ch->sock);
     void *staged = NULL;
-    uint32_t staged_len = 0;
+    uint32_t staged_len = 0, staged_total = 0;
 
     if (action == NKE_ACT_ALLOW_MODIFIED) {
         staged = ch->staged;
         staged_len = ch->staged_len;
-    } else if (ch->staging && ch->staged != NULL) {
-        c->ops->unstage(c->platform, ch->staged);
+        staged_total = ch->staged_total;
+        ch->staged = NULL;
+        ch->staging = 0;
+        ch->staged_len = ch->staged_total = 0;
+    } else {
+        chunk_unstage(c, ch);
     }
-    ch->staged = NULL;
-    ch->staging = 0;
-    ch->staged_len = ch->staged_total = 0;
 
     if (s != NULL && s->held > 0)
         s->held--;
     if (c->stats.chunks_pending > 0)
         c->stats.chunks_pending--;
     held_unlink(c, ch);
-    c->ops->finish(c->platform, s ? s->ctx : NULL, ch->data_ctx, action, staged, staged_len,
-                   reason);
+    if (s != NULL)
+        nke_order_decide(c, s, (struct nke_order_item *)ch->data_ctx, action, staged, staged_len,
+                         staged_total, reason);
+    else /* cannot happen: detach decides a socket's chunks before it goes */
+        c->ops->finish(c->platform, NULL, ch->data_ctx, action, staged, staged_len, reason);
     ch->data_ctx = NULL;
     ch->state = NKE_CHUNK_DECIDED;
 }
@@ -299,8 +326,7 @@ void nke_core_client_close(struct nke_core *c)
         if (ch->state == NKE_CHUNK_HELD) {
             chunk_auto_release(c, ch, NKE_ACT_ALLOW, NKE_RELEASE_CLIENT_GONE, 0);
         } else if (ch->state != NKE_CHUNK_FREE) {
-            if (ch->staging && ch->staged != NULL)
-                c->ops->unstage(c->platform, ch->staged);
+            chunk_unstage(c, ch);
             chunk_reclaim_buffers(c, ch);
             chunk_free_slot(c, ch);
         }
@@ -387,14 +413,19 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
             return NKE_ERR_RESERVED;
         if (r.buffer >= NKE_BUFFER_COUNT)
             return NKE_ERR_BUF_RANGE;
+        if (!chunk_id_issued(c, r.chunk_id))
+            return NKE_ERR_UNKNOWN_CHUNK;
+        /* Stale before the duplicate check: the filter released this chunk
+         * (deadline) and its buffer may already carry a newer chunk whose
+         * release is in this very response. Counting the stale entry as a
+         * use of the buffer refused the whole response, and the chunks it
+         * decided waited for their deadlines. */
+        ci = chunk_index(c, r.chunk_id);
+        if (ci < 0)
+            continue;
         if (buffer_seen[r.buffer])
             return NKE_ERR_BUF_DUP;
         buffer_seen[r.buffer] = 1;
-        if (!chunk_id_issued(c, r.chunk_id))
-            return NKE_ERR_UNKNOWN_CHUNK;
-        ci = chunk_index(c, r.chunk_id);
-        if (ci < 0)
-            continue; /* stale */
         ch = &c->chunks[ci];
         for (k = 0; k < ch->nbuffers; k++)
             if (ch->buffers[k] == r.buffer)
@@ -432,7 +463,7 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
         memcpy(&v, p, sizeof(v));
         ci = chunk_index(c, v.chunk_id);
         if (ci < 0) {
-            c->stale_entries++;
+            c->stats.stale_entries++;
             continue;
         }
         ch = &c->chunks[ci];
@@ -452,7 +483,7 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
         memcpy(&r, p, sizeof(r));
         ci = chunk_index(c, r.chunk_id);
         if (ci < 0) {
-            c->stale_entries++;
+            c->stats.stale_entries++;
             continue;
         }
         ch = &c->chunks[ci];
@@ -510,14 +541,18 @@ int nke_core_put_data(struct nke_core *c, const void *msg, uint32_t size)
     if (err != NKE_OK)
         goto reject;
 
+    /* The byte budget: a new staging of total_len bytes (counting the old
+     * one of this chunk as given back) must fit, or it is refused and
+     * nothing changes. */
+    if (h.offset == 0 && c->stats.bytes_kept - (ch->staging ? ch->staged_total : 0u) +
+                                 (uint64_t)h.total_len > NKE_KEPT_BYTES_MAX) {
+        err = NKE_ERR_NO_MEMORY;
+        goto reject;
+    }
     if (h.offset == 0) {
         /* A piece at offset 0 restarts the staging: the old bytes go back to
          * the platform and stage() starts from NULL. */
-        if (ch->staging && ch->staged != NULL)
-            c->ops->unstage(c->platform, ch->staged);
-        ch->staged = NULL;
-        ch->staging = 0;
-        ch->staged_len = ch->staged_total = 0;
+        chunk_unstage(c, ch);
     }
     staged = ch->staged;
     err = c->ops->stage(c->platform, &staged, h.total_len, h.offset,
@@ -528,10 +563,16 @@ int nke_core_put_data(struct nke_core *c, const void *msg, uint32_t size)
         if (staged != NULL)
             c->ops->unstage(c->platform, staged);
         ch->staged = NULL;
+        if (ch->staging) /* a later piece: the staging counted since offset 0 */
+            c->stats.bytes_kept = c->stats.bytes_kept >= ch->staged_total
+                                      ? c->stats.bytes_kept - ch->staged_total
+                                      : 0;
         ch->staging = 0;
         ch->staged_len = ch->staged_total = 0;
         return NKE_ERR_NO_MEMORY;
     }
+    if (h.offset == 0)
+        c->stats.bytes_kept += h.total_len;
     ch->staged = staged;
     ch->staging = 1;
     ch->staged_total = h.total_len;
@@ -648,8 +689,11 @@ void nke_core_detach(struct nke_core *c, struct nke_sock_id id, uint64_t now_ns)
     uint32_t i;
     if (s == NULL)
         return;
-    /* Held data has no socket to go to any more. Chunks only reported or
-     * already decided keep their buffers until the client releases them. */
+    /* Held data has no socket to go to any more, nor has data queued behind
+     * it: everything kept becomes a DROP, handed back in order as the held
+     * chunks are decided below. Chunks only reported or already decided keep
+     * their buffers until the client releases them. */
+    nke_order_socket_gone(c, s);
     for (i = c->held_head; i != NKE_CHUNK_NONE;) {
         struct nke_chunk *ch = &c->chunks[i];
         i = ch->held_next; /* ch leaves the list below */
@@ -758,10 +802,11 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     struct nke_flow flow;
     struct nke_nt_data rec;
     struct nke_chunk *ch = NULL;
+    const struct nke_order_queue *q;
     uint16_t bufs[NKE_CHUNK_MAX_BUFFERS];
     uint64_t stream_offset, cid;
-    uint32_t action, nbuf, i, slot;
-    bool held;
+    uint32_t action = NKE_RULE_PASS, nbuf, i, slot;
+    bool held, pending, announced = false;
 
     if (chunk_id)
         *chunk_id = 0;
@@ -778,36 +823,52 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         s->offset_out += size;
         s->bytes_out += size;
     }
-    if (!c->client_open || c->capture.mode == NKE_CAPTURE_NOTHING)
-        return NKE_DATA_PASS;
-    if (size == 0 || size > NKE_CHUNK_MAX_BYTES)
-        return NKE_DATA_PASS; /* the platform splits; never hold what we cannot describe */
+    /* Stream order before anything else: behind kept or in-flight data of
+     * this socket direction, the piece is kept too, whatever would
+     * otherwise let it pass (nke_order.h). */
+    q = &s->order[direction - 1u];
+    pending = !(flags & NKE_CORE_DATA_F_NO_HOLD) &&
+              ((flags & NKE_CORE_DATA_F_KEEP) || q->head != NULL || q->inflight > 0);
 
-    memset(&flow, 0, sizeof(flow));
-    flow.pid = s->info.pid;
-    memcpy(flow.comm, s->info.comm, NKE_COMM_LEN);
-    flow.direction = direction;
-    flow.protocol = s->info.protocol;
-    flow.family = s->info.family;
-    flow.local = s->local;
-    flow.remote = (addr && (flags & NKE_DATA_F_HAS_ADDR)) ? *addr : s->remote;
-    action = nke_capture_classify(&c->capture, &flow);
+    /* The platform splits; never hold or report what we cannot describe. */
+    if (c->client_open && c->capture.mode != NKE_CAPTURE_NOTHING && size != 0 &&
+        size <= NKE_CHUNK_MAX_BYTES) {
+        memset(&flow, 0, sizeof(flow));
+        flow.pid = s->info.pid;
+        memcpy(flow.comm, s->info.comm, NKE_COMM_LEN);
+        flow.direction = direction;
+        flow.protocol = s->info.protocol;
+        flow.family = s->info.family;
+        flow.local = s->local;
+        flow.remote = (addr && (flags & NKE_DATA_F_HAS_ADDR)) ? *addr : s->remote;
+        action = nke_capture_classify(&c->capture, &flow);
+    }
+    /* What may not be held is still worth showing. */
+    if (action == NKE_RULE_HOLD &&
+        ((flags & NKE_CORE_DATA_F_NO_HOLD) || (s->flags & NKE_SOCK_NO_DEFER)))
+        action = NKE_RULE_REPORT;
+    if (action == NKE_RULE_HOLD && c->stats.bytes_kept + size > NKE_KEPT_BYTES_MAX) {
+        c->stats.chunks_passed_budget++;
+        action = NKE_RULE_REPORT;
+    }
+    flags &= NKE_DATA_F_DATAGRAM | NKE_DATA_F_OOB | NKE_DATA_F_HAS_ADDR;
     if (action == NKE_RULE_PASS)
-        return NKE_DATA_PASS;
+        goto keep_or_pass;
     held = action == NKE_RULE_HOLD;
 
-    /* Fail open when out of room: a chunk slot and all its buffers, or pass. */
+    /* Fail open when out of room: a chunk slot and all its buffers, or no
+     * chunk (the data still waits its turn when order says so). */
     nbuf = (size + NKE_BUFFER_SIZE - 1u) / NKE_BUFFER_SIZE;
     if (!chunk_slot_take(c, &slot, &cid)) {
         c->stats.chunks_passed_pool_full++;
         report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_NO_BUFFER, now_ns);
-        return NKE_DATA_PASS;
+        goto keep_or_pass;
     }
     if (nke_pool_alloc(&c->pool, cid, nbuf, bufs) != NKE_OK) {
         chunk_slot_put(c, slot);
         c->stats.chunks_passed_pool_full++;
         report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_NO_BUFFER, now_ns);
-        return NKE_DATA_PASS;
+        goto keep_or_pass;
     }
     ch = &c->chunks[slot];
 
@@ -819,10 +880,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     }
 
     memset(&rec, 0, sizeof(rec));
-    hdr_fill(&rec.hdr, NKE_NT_DATA, sizeof(rec),
-             (flags & (NKE_DATA_F_DATAGRAM | NKE_DATA_F_OOB | NKE_DATA_F_HAS_ADDR)) |
-                 (held ? NKE_DATA_F_HELD : 0u),
-             id, now_ns);
+    hdr_fill(&rec.hdr, NKE_NT_DATA, sizeof(rec), flags | (held ? NKE_DATA_F_HELD : 0u), id, now_ns);
     if (!addr)
         rec.hdr.flags &= ~NKE_DATA_F_HAS_ADDR;
     rec.chunk_id = cid;
@@ -836,13 +894,13 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     memcpy(rec.buffers, bufs, sizeof(rec.buffers));
 
     if (!c->ops->emit(c->platform, &rec, sizeof(rec))) {
-        /* The client will never hear of this chunk: undo and pass. */
+        /* The client will never hear of this chunk: undo. */
         c->stats.notifications_lost++;
         for (i = 0; i < nbuf; i++)
             (void)nke_pool_free(&c->pool, bufs[i]);
         chunk_slot_put(c, slot);
         report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_QUEUE_FULL, now_ns);
-        return NKE_DATA_PASS;
+        goto keep_or_pass;
     }
     /* The id is issued only now: next ids are above it, never reused. */
     c->next_chunk_id = cid + 1u;
@@ -858,10 +916,11 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     ch->pid = s->info.pid;
     if (chunk_id)
         *chunk_id = cid;
+    announced = true;
     if (!held) {
         ch->state = NKE_CHUNK_REPORTED;
         c->stats.chunks_reported++;
-        return NKE_DATA_REPORTED;
+        goto keep_or_pass;
     }
     ch->state = NKE_CHUNK_HELD;
     ch->deadline_ms = now_ms + c->capture.hold_timeout_ms;
@@ -871,7 +930,67 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     c->stats.chunks_held++;
     c->stats.chunks_pending++;
     c->stats.bytes_held += size;
+    nke_order_keep(c, s, id, (struct nke_order_item *)data_ctx, direction, size, false);
     return NKE_DATA_HELD;
+
+keep_or_pass:
+    if (!pending)
+        return announced ? NKE_DATA_REPORTED : NKE_DATA_PASS;
+    c->stats.chunks_queued++;
+    nke_order_keep(c, s, id, (struct nke_order_item *)data_ctx, direction, size, true);
+    /* Order kept it beyond the budget: what it waits behind goes now. */
+    if (c->stats.bytes_kept > NKE_KEPT_BYTES_MAX)
+        nke_core_release_socket(c, id, direction, NKE_ACT_ALLOW, NKE_RELEASE_BUDGET, now_ns);
+    return NKE_DATA_QUEUED;
+}
+
+void nke_core_release_socket(struct nke_core *c, struct nke_sock_id id, uint8_t direction,
+                             uint32_t action, uint32_t reason, uint64_t now_ns)
+{
+    uint32_t i;
+    if (nke_core_sock(c, id) == NULL || (action != NKE_ACT_ALLOW && action != NKE_ACT_DROP))
+        return;
+    /* The held list is in hold order, which is stream order per socket
+     * direction: each decision lets the queue move on at once. */
+    for (i = c->held_head; i != NKE_CHUNK_NONE;) {
+        struct nke_chunk *ch = &c->chunks[i];
+        i = ch->held_next; /* ch leaves the list below */
+        if (sock_id_eq(ch->sock, id) && ch->direction == direction)
+            chunk_auto_release(c, ch, action, reason, now_ns);
+    }
+}
+
+void nke_core_sock_no_defer(struct nke_core *c, struct nke_sock_id id, bool no_defer)
+{
+    struct nke_sock *s = nke_core_sock(c, id);
+    if (s == NULL)
+        return;
+    if (no_defer)
+        s->flags |= NKE_SOCK_NO_DEFER;
+    else
+        s->flags &= ~(uint32_t)NKE_SOCK_NO_DEFER;
+}
+
+void nke_core_set_owner(struct nke_core *c, struct nke_sock_id id, const struct nke_sock_info *info,
+                        uint64_t now_ns)
+{
+    struct nke_sock *s = nke_core_sock(c, id);
+    struct nke_nt_attach rec;
+    if (s == NULL)
+        return;
+    s->info.pid = info->pid;
+    s->info.uid = info->uid;
+    memcpy(s->info.comm, info->comm, NKE_COMM_LEN);
+    s->info.comm[NKE_COMM_LEN - 1] = '\0';
+    memset(&rec, 0, sizeof(rec));
+    hdr_fill(&rec.hdr, NKE_NT_OWNER, sizeof(rec), 0, id, now_ns);
+    rec.pid = s->info.pid;
+    rec.uid = s->info.uid;
+    rec.family = s->info.family;
+    rec.type = s->info.type;
+    rec.protocol = s->info.protocol;
+    memcpy(rec.comm, s->info.comm, NKE_COMM_LEN);
+    emit_rec(c, &rec, sizeof(rec));
 }
 
 uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns)

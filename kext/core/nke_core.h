@@ -10,13 +10,15 @@
  * Locking: nothing in here locks. The platform serializes every call on one
  * `struct nke_core` with its own lock (kext: one lck_mtx; emulator: its event
  * loop thread). Callbacks in nke_core_ops run with that lock held and must not
- * call back into the core. The queue consumer (nke_dq_dequeue) and the kev
+ * call back into the core, but for nke_core_item_done from ops->finish. The
+ * queue consumer (nke_dq_dequeue) and the kev
  * reassembler have no shared state with the core and run on the client side.
  */
 #ifndef NKE_CORE_H
 #define NKE_CORE_H
 
 #include <nke/nke_abi.h>
+#include "nke_order.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -119,8 +121,9 @@ struct nke_core;
 
 /* Platform operations. `sock_ctx` is the platform's per-socket pointer given
  * at attach (kext: socket_t + its filter cookie; emulator: the shim link);
- * `data_ctx` the platform's handle on one held piece of data (kext: the
- * deferred mbuf chain; emulator: the shim's pending write/read). */
+ * `data_ctx` the platform's handle on one kept piece of data (kext: the
+ * deferred mbuf chain; emulator: the shim's pending write/read), a record
+ * whose first member is a struct nke_order_item (nke_order.h). */
 struct nke_core_ops {
     /* Enqueue one notification record; false when the queue is full (the
      * core counts stats.notifications_lost). Called only while a client is
@@ -129,11 +132,14 @@ struct nke_core_ops {
     bool (*emit)(void *platform, const void *rec, uint32_t size);
     /* Copy `len` bytes at `offset` of the data into `dst` (a shared buffer). */
     void (*copy_data)(void *platform, void *data_ctx, uint32_t offset, uint32_t len, void *dst);
-    /* The verdict on a held chunk is final: re-inject the original
+    /* A kept piece's turn has come (stream order: everything before it on
+     * its socket direction was handed back already): re-inject the original
      * (NKE_ACT_ALLOW), the staged bytes (NKE_ACT_ALLOW_MODIFIED: `staged`
      * from put_data, `staged_len` bytes) or discard (NKE_ACT_DROP). `reason` is
-     * 0 for a client verdict, else enum nke_release_reason. Ownership of
-     * data_ctx and staged returns to the platform. */
+     * 0 for a client verdict or data queued behind, else enum
+     * nke_release_reason. Ownership of data_ctx and staged returns to the
+     * platform, which calls nke_core_item_done(data_ctx) when it is done
+     * (from here, or after its re-injection). */
     void (*finish)(void *platform, void *sock_ctx, void *data_ctx, uint32_t action,
                    void *staged, uint32_t staged_len, uint32_t reason);
     /* Stage `len` bytes of modified data at `offset` for a held chunk.
@@ -200,7 +206,11 @@ enum nke_sock_state_flags {
     NKE_SOCK_LIVE       = 0x1,
     NKE_SOCK_CONNECTED  = 0x2,
     NKE_SOCK_LISTENING  = 0x4,
-    NKE_SOCK_DETACHING  = 0x8
+    NKE_SOCK_DETACHING  = 0x8,
+    /* The platform may not defer this socket's data (kext: an in-kernel
+     * socket, or one with SO_UPCALLCLOSEWAIT): its data is reported at most,
+     * never held or queued. */
+    NKE_SOCK_NO_DEFER   = 0x10
 };
 
 struct nke_sock {
@@ -212,6 +222,7 @@ struct nke_sock {
     uint64_t offset_in, offset_out;        /* stream offset of the next chunk */
     uint32_t held;                          /* chunks HELD on this socket */
     void *ctx;                              /* platform's per-socket pointer */
+    struct nke_order_queue order[2];        /* [direction - 1]: kept data, stream order */
 };
 
 struct nke_core {
@@ -235,9 +246,6 @@ struct nke_core {
     uint16_t held_head, held_tail;                 /* HELD chunks, oldest first */
     struct nke_capture_config capture;
     struct nke_filter_state stats;
-    /* Not in the ABI's nke_filter_state: response/put-data entries that named
-     * a chunk the filter already auto-released (skipped, not an error). */
-    uint64_t stale_entries;
 };
 
 /* `socks` must hold `nsocks` zeroed entries (slot 0 is never used, so a zero
@@ -263,18 +271,22 @@ void nke_core_client_close(struct nke_core *c);
  * NOT_OPEN, SIZE (short), VERSION, FLAGS, COUNT, SIZE (size/counts);
  * per verdict RESERVED, ACTION, UNKNOWN_CHUNK (id never issued), SOCK,
  * NOT_HELD (reported only), DUP_VERDICT (twice here or already decided),
- * MODIFIED_LEN; per release RESERVED, BUF_RANGE, BUF_DUP, UNKNOWN_CHUNK,
+ * MODIFIED_LEN; per release RESERVED, BUF_RANGE, UNKNOWN_CHUNK, BUF_DUP,
  * BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
- * auto-released meanwhile are stale: skipped and counted in
- * c->stale_entries. Messages may be unaligned. */
+ * auto-released meanwhile are stale: skipped right after UNKNOWN_CHUNK
+ * (before SOCK / DUP_VERDICT / BUF_DUP, so a stale release of a buffer now
+ * reused by a live chunk of the same response refuses nothing) and counted
+ * in stats.stale_entries. Messages may be unaligned. */
 int nke_core_validate_response(const struct nke_core *c, const void *msg, uint32_t size);
 int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
 /* NKE_SEL_PUT_DATA: nke_put_data_hdr + len bytes. Errors: NOT_OPEN, SIZE,
  * RESERVED, PUT_LEN (piece > NKE_PUT_DATA_MAX_PIECE, total >
  * NKE_MODIFIED_MAX_LEN, total changed mid-staging, beyond total),
  * UNKNOWN_CHUNK (not HELD), SOCK, PUT_OFFSET (offset != bytes staged so far;
- * offset 0 restarts), NO_MEMORY (ops->stage failed). Rejections change
- * nothing but stats.responses_rejected. */
+ * offset 0 restarts), NO_MEMORY (ops->stage failed; or, as a rejection,
+ * a staging at offset 0 whose total_len would take stats.bytes_kept past
+ * NKE_KEPT_BYTES_MAX). Rejections change nothing but
+ * stats.responses_rejected. */
 int nke_core_put_data(struct nke_core *c, const void *msg, uint32_t size);
 /* NKE_SEL_SET_CAPTURE: `size` may cover only the nrules rules in use.
  * NOT_OPEN or nke_capture_validate's error; the old config stays then. */
@@ -306,16 +318,33 @@ struct nke_sock *nke_core_sock(struct nke_core *c, struct nke_sock_id id); /* NU
 enum nke_data_result {
     NKE_DATA_PASS     = 0, /* let the data through untouched */
     NKE_DATA_REPORTED = 1, /* copied and reported; let it through untouched */
-    NKE_DATA_HELD     = 2  /* keep it (EJUSTRETURN): ops->finish will be called */
+    NKE_DATA_HELD     = 2, /* keep it (EJUSTRETURN): ops->finish will be called */
+    /* Keep it (EJUSTRETURN) though it is not held: earlier data of its
+     * socket direction is kept or in flight, and it must not overtake that.
+     * The core owns data_ctx; ops->finish (ALLOW, reason 0) comes when its
+     * turn does, possibly before nke_core_data returns. *chunk_id is set
+     * when it was also reported. */
+    NKE_DATA_QUEUED   = 3
 };
-/* A piece of data in or out, size 1..NKE_CHUNK_MAX_BYTES (the platform splits
- * larger data). `flags` are NKE_DATA_F_DATAGRAM / _OOB / _HAS_ADDR; `addr` may
- * be NULL. Decides by client presence and capture mode; on buffer pool or
- * chunk table exhaustion passes and counts (chunks_passed_pool_full). Data
- * the mode wanted reported or held but that passes unreported (no buffer, or
- * its NKE_NT_DATA record did not fit in the queue) is announced with an
- * NKE_NT_DATA_GAP record (socket, direction, stream offset, size).
- * *chunk_id is set when reported or held. */
+/* Platform-only flags of nke_core_data (beyond the NKE_DATA_F_* ABI bits),
+ * for one write the platform cut into several pieces: KEEP for the pieces
+ * after a first one the core kept (held if the rules say so, else queued:
+ * the platform has already taken the whole write), NO_HOLD for those after a
+ * first one that passed (at most reported: the stack keeps the whole
+ * write). */
+#define NKE_CORE_DATA_F_KEEP    0x100u
+#define NKE_CORE_DATA_F_NO_HOLD 0x200u
+/* A piece of data in or out of `size` bytes. Held or reported only when
+ * size is 1..NKE_CHUNK_MAX_BYTES (the platform splits larger data; a larger
+ * datagram is passed, or queued). `flags` are NKE_DATA_F_DATAGRAM / _OOB /
+ * _HAS_ADDR and the NKE_CORE_DATA_F_* above; `addr` may be NULL. Decides by
+ * stream order first (nke_order.h: behind kept data it is QUEUED whatever
+ * else says), then client presence, capture mode and the byte budget; on
+ * buffer pool or chunk table exhaustion it is not held and counted
+ * (chunks_passed_pool_full). Data the mode wanted reported or held but that
+ * passes unreported (no buffer, or its NKE_NT_DATA record did not fit in the
+ * queue) is announced with an NKE_NT_DATA_GAP record (socket, direction,
+ * stream offset, size). *chunk_id is set when reported or held. */
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id);
@@ -326,6 +355,22 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
  * deadline, or UINT32_MAX. */
 uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
 
+/* Releases every held chunk of one socket direction now, with `action`
+ * (ALLOW or DROP) and `reason` (NKE_NT_CHUNK_RELEASED emitted, buffers
+ * reclaimed, as at a deadline); the data queued behind follows in order.
+ * The kext flushes a closing socket with it (NKE_RELEASE_SOCKET_CLOSING). */
+void nke_core_release_socket(struct nke_core *c, struct nke_sock_id id, uint8_t direction,
+                             uint32_t action, uint32_t reason, uint64_t now_ns);
+/* Whether the socket's data may be deferred (NKE_SOCK_NO_DEFER): the kext
+ * sets it for an in-kernel socket and clears it when the socket turns out
+ * to be accepted by a process (sf_accept). */
+void nke_core_sock_no_defer(struct nke_core *c, struct nke_sock_id id, bool no_defer);
+/* The socket's process is now known to be info's pid/uid/comm (the kext's
+ * sf_accept): updates the socket and emits NKE_NT_OWNER. Family, type and
+ * protocol of info are ignored. */
+void nke_core_set_owner(struct nke_core *c, struct nke_sock_id id, const struct nke_sock_info *info,
+                        uint64_t now_ns);
+
 /* ======================================================================== */
 /* Exec events over kernel event messages                                    */
 /* ======================================================================== */
@@ -334,13 +379,18 @@ uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
  * kern_event_msg header and nke_kev_exec_chunk included); 0 if the limit is
  * too small to carry any. */
 uint32_t nke_kev_piece_size(uint32_t msg_limit);
-/* Messages needed for a path of path_len bytes (no NUL); 0 when it cannot be
- * sent (path_len >= NKE_PATH_MAX or more than NKE_KEV_MAX_CHUNKS needed). */
+/* Path bytes of a path_len-byte path that are sent: all of them, or the
+ * first NKE_PATH_MAX - 1 (or what NKE_KEV_MAX_CHUNKS pieces hold under a
+ * tiny limit); 0 only when the limit carries no byte at all. */
+uint32_t nke_kev_sendable_len(uint32_t path_len, uint32_t msg_limit);
+/* Messages needed for a path of path_len bytes (no NUL): at least 1, or 0
+ * when the limit is too small to carry any path byte. */
 uint32_t nke_kev_chunk_count(uint32_t path_len, uint32_t msg_limit);
 /* Fills chunk header `index` (< count) and points piece and piece_len at its
  * slice of path: the event data of message `index` is hdr followed by piece.
- * NKE_OK, NKE_ERR_SIZE (cannot be sent: see chunk_count) or NKE_ERR_COUNT
- * (index >= count). */
+ * total_len is nke_kev_sendable_len(); when that is less than path_len,
+ * flags has NKE_EXEC_F_TRUNCATED in every chunk. NKE_OK, NKE_ERR_SIZE (the
+ * limit carries nothing) or NKE_ERR_COUNT (index >= count). */
 int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags,
                         const char *path, uint32_t path_len, uint32_t msg_limit, uint32_t index,
                         struct nke_kev_exec_chunk *hdr, const char **piece, uint32_t *piece_len);
@@ -360,6 +410,8 @@ struct nke_exec_record {
     char path[NKE_PATH_MAX]; /* NUL-terminated when complete */
 };
 
+/* Execs in flight at once. Memory: about 4.8 KiB per slot (path and its
+ * coverage bitmap at NKE_PATH_MAX), 160 KiB for the reassembler. */
 #define NKE_KEV_REASM_SLOTS 32u
 
 struct nke_kev_reasm_slot {

@@ -4,7 +4,10 @@
  *
  * A kern_event_msg larger than the mbuf limit fails with EMSGSIZE, so the
  * path goes in pieces of (limit - kern_event_msg header - chunk header)
- * bytes. Messages are broadcast and may be lost (a full socket buffer drops
+ * bytes; a path longer than fits (NKE_PATH_MAX - 1 bytes, or
+ * NKE_KEV_MAX_CHUNKS pieces under a tiny limit) goes out cut, flagged
+ * NKE_EXEC_F_TRUNCATED: an exec is never silently left out. Messages are
+ * broadcast and may be lost (a full socket buffer drops
  * them) or, on the emulator, duplicated; so the reassembler keeps bounded
  * state (NKE_KEV_REASM_SLOTS execs in flight), never reports a path complete
  * unless every chunk arrived and they tile the path exactly, and flags what
@@ -23,14 +26,24 @@ uint32_t nke_kev_piece_size(uint32_t msg_limit)
     return msg_limit > KEV_OVERHEAD ? msg_limit - KEV_OVERHEAD : 0u;
 }
 
+uint32_t nke_kev_sendable_len(uint32_t path_len, uint32_t msg_limit)
+{
+    uint32_t piece = nke_kev_piece_size(msg_limit);
+    uint32_t most = piece * NKE_KEV_MAX_CHUNKS;
+    if (piece == 0)
+        return 0;
+    if (most > NKE_PATH_MAX - 1u)
+        most = NKE_PATH_MAX - 1u;
+    return path_len < most ? path_len : most;
+}
+
 uint32_t nke_kev_chunk_count(uint32_t path_len, uint32_t msg_limit)
 {
     uint32_t piece = nke_kev_piece_size(msg_limit);
-    uint32_t n;
-    if (piece == 0 || path_len >= NKE_PATH_MAX)
+    uint32_t len = nke_kev_sendable_len(path_len, msg_limit);
+    if (piece == 0)
         return 0;
-    n = path_len == 0 ? 1u : (path_len + piece - 1u) / piece;
-    return n > NKE_KEV_MAX_CHUNKS ? 0u : n;
+    return len == 0 ? 1u : (len + piece - 1u) / piece;
 }
 
 int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags,
@@ -39,6 +52,7 @@ int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t ui
 {
     uint32_t count = nke_kev_chunk_count(path_len, msg_limit);
     uint32_t psize = nke_kev_piece_size(msg_limit);
+    uint32_t len = nke_kev_sendable_len(path_len, msg_limit);
     uint32_t off;
     if (count == 0)
         return NKE_ERR_SIZE;
@@ -50,13 +64,15 @@ int nke_kev_chunk_build(uint32_t exec_id, int32_t pid, int32_t ppid, uint32_t ui
     hdr->pid = pid;
     hdr->ppid = ppid;
     hdr->uid = uid;
-    hdr->total_len = (uint16_t)path_len;
+    hdr->total_len = (uint16_t)len;
     hdr->offset = (uint16_t)off;
     hdr->chunk_index = (uint8_t)index;
     hdr->chunk_count = (uint8_t)count;
-    hdr->flags = flags;
+    /* A path cut here says so in every chunk: the reassembler compares
+     * flags across chunks, and the reader must not take it for the whole. */
+    hdr->flags = (uint16_t)(flags | (len < path_len ? NKE_EXEC_F_TRUNCATED : 0u));
     *piece = path + off;
-    *piece_len = path_len - off < psize ? path_len - off : psize;
+    *piece_len = len - off < psize ? len - off : psize;
     return NKE_OK;
 }
 

@@ -15,7 +15,16 @@
  * code: they carry no secrets (pid, ppid, uid, path only).
  *
  * kauth_unlisten_scope does not wait for running callbacks: g_nke.kauth_inflight
- * (atomic) counts them and nke_kauth_stop drains it.
+ * (atomic) counts them and nke_kauth_stop drains it. The count cannot see a
+ * thread that already read our callback from the scope's listener array
+ * (kern_authorization.c kauth_authorize_action_internal reads kll_callback
+ * without a lock, on purpose: "scope unlisten race hack") and has not yet
+ * entered it; so the drain sleeps at least once before it looks.
+ *
+ * Cost: with any KAUTH_SCOPE_FILEOP listener, XNU builds the vnode's path
+ * for every open and close in the system (kauth_authorize_fileop:
+ * vn_getpath for KAUTH_FILEOP_OPEN/CLOSE/EXEC), not only for the execs we
+ * want; our callback returns at once for the others.
  */
 #include "nke_kext.h"
 
@@ -28,14 +37,20 @@
 #include <sys/errno.h>
 #include <IOKit/IOLib.h>
 
-static void post_exec(const char *path, uint32_t path_len, int32_t pid, int32_t ppid, uint32_t uid)
+/* macOS MAXPATHLEN, NUL included: the longest path the VFS hands kauth. The
+ * ABI's NKE_PATH_MAX is the larger Linux limit; the kext copies no more than
+ * its own and flags (NKE_EXEC_F_TRUNCATED) a string that was longer. */
+#define NKE_KEXT_PATH_MAX 1024u
+
+static void post_exec(const char *path, uint32_t path_len, uint16_t flags, int32_t pid,
+                      int32_t ppid, uint32_t uid)
 {
     uint32_t count = nke_kev_chunk_count(path_len, g_nke.kev_msg_limit);
     uint32_t exec_id = (uint32_t)OSIncrementAtomic(&g_nke.exec_id) + 1;
     uint32_t i;
     if (count == 0) {
-        printf("nke: exec path of %u bytes cannot be sent under MLEN %u\n", path_len,
-               g_nke.kev_msg_limit);
+        printf("nke: MLEN %u carries no exec path byte; exec of pid %d not reported\n",
+               g_nke.kev_msg_limit, pid);
         return;
     }
     for (i = 0; i < count; i++) {
@@ -44,7 +59,7 @@ static void post_exec(const char *path, uint32_t path_len, int32_t pid, int32_t 
         uint32_t piece_len = 0;
         struct kev_msg msg;
         errno_t err;
-        if (nke_kev_chunk_build(exec_id, pid, ppid, uid, 0, path, path_len, g_nke.kev_msg_limit,
+        if (nke_kev_chunk_build(exec_id, pid, ppid, uid, flags, path, path_len, g_nke.kev_msg_limit,
                                 i, &hdr, &piece, &piece_len) != NKE_OK)
             return;
         memset(&msg, 0, sizeof(msg));
@@ -72,14 +87,17 @@ static int nke_fileop_cb(kauth_cred_t cred, void *idata, kauth_action_t action, 
     if (action == KAUTH_FILEOP_EXEC && !g_nke.kauth_stopping && g_nke.kev_vendor_code != 0 &&
         arg1 != 0) {
         /* arg1 is freed after we return: copy it. */
-        char *path = (char *)IOMalloc(NKE_PATH_MAX);
+        char *path = (char *)IOMalloc(NKE_KEXT_PATH_MAX);
         if (path != NULL) {
-            uint32_t len = (uint32_t)strlcpy(path, (const char *)arg1, NKE_PATH_MAX);
-            if (len >= NKE_PATH_MAX)
-                len = NKE_PATH_MAX - 1; /* truncated; count() refuses it below */
-            post_exec(path, len, proc_selfpid(), proc_selfppid(),
+            uint32_t len = (uint32_t)strlcpy(path, (const char *)arg1, NKE_KEXT_PATH_MAX);
+            uint16_t flags = 0;
+            if (len >= NKE_KEXT_PATH_MAX) {
+                len = NKE_KEXT_PATH_MAX - 1; /* sent cut, and said so */
+                flags = NKE_EXEC_F_TRUNCATED;
+            }
+            post_exec(path, len, flags, proc_selfpid(), proc_selfppid(),
                       cred ? kauth_cred_getuid(cred) : 0);
-            IOFree(path, NKE_PATH_MAX);
+            IOFree(path, NKE_KEXT_PATH_MAX);
         }
     }
     OSDecrementAtomic(&g_nke.kauth_inflight);
@@ -100,7 +118,10 @@ void nke_kauth_stop(void)
     g_nke.kauth_stopping = true;
     kauth_unlisten_scope((kauth_listener_t)g_nke.kauth_listener);
     g_nke.kauth_listener = NULL;
-    /* Callbacks already past the scope's list keep running: drain them. */
-    while (g_nke.kauth_inflight > 0)
-        IOSleep(10);
+    /* Callbacks already past the scope's list keep running, and one may be
+     * on its way in without having counted itself yet: sleep first, then
+     * drain. */
+    do {
+        IOSleep(100);
+    } while (g_nke.kauth_inflight > 0);
 }

@@ -25,7 +25,10 @@ static kern_return_t nke_kmod_start(kmod_info_t *ki, void *data)
 
 static kern_return_t nke_kmod_stop(kmod_info_t *ki, void *data)
 {
-    if (g_nke.lock != NULL || g_nke.filters_registered > 0 || g_nke.kauth_inflight > 0) {
+    /* the service's unwind clears g_nke.injector only after the thread left
+     * our code, and g_nke.lock last */
+    if (g_nke.lock != NULL || g_nke.filters_registered > 0 || g_nke.kauth_inflight > 0 ||
+        g_nke.injector != NULL) {
         printf("nke: module stop refused (EBUSY): service still running\n");
         return KERN_FAILURE;
     }

@@ -2,12 +2,17 @@
  * com_nkeworkbench_Filter: sets up the kext in order and unwinds in reverse.
  *
  * Order (start): locks, shared buffers, socket table, core, kev vendor code
- * and mbuf tag, timer, kauth listener, and the four sflt handles last, so no
- * callback ever runs before what it uses exists. stop() undoes it backwards.
+ * and mbuf tag, the injector thread, timer, kauth listener, and the four
+ * sflt handles last, so no callback ever runs before what it uses exists
+ * (nothing enqueues a re-injection before the injector runs). stop()
+ * undoes it backwards: no callback, no kauth callback and no timer firing
+ * is left when the injector is stopped, and the injector is gone before
+ * the core and the locks are freed.
  */
 #include "nke_service.h"
 
 #include <IOKit/IOLib.h>
+#include <IOKit/IOSubMemoryDescriptor.h>
 #include <libkern/OSAtomic.h>
 #include <sys/kern_event.h>
 #include <sys/errno.h>
@@ -26,6 +31,7 @@ bool com_nkeworkbench_Filter::start(IOService *provider)
     errno_t err;
     stage_ = kNone;
     buffers_ = NULL;
+    bzero(buffer_parts_, sizeof(buffer_parts_));
     owner_ = NULL;
     sessions_ = 0;
     bzero(&g_nke, sizeof(g_nke));
@@ -37,9 +43,10 @@ bool com_nkeworkbench_Filter::start(IOService *provider)
     if (g_nke.lck_grp == NULL)
         goto fail;
     g_nke.lock = lck_mtx_alloc_init(g_nke.lck_grp, LCK_ATTR_NULL);
-    if (g_nke.lock == NULL)
-        goto fail;
+    g_nke.inject_lock = lck_mtx_alloc_init(g_nke.lck_grp, LCK_ATTR_NULL);
     stage_ = kLocks;
+    if (g_nke.lock == NULL || g_nke.inject_lock == NULL)
+        goto fail;
 
     /* Shared with the client: mapped through clientMemoryForType. */
     buffers_ = IOBufferMemoryDescriptor::withOptions(kIODirectionInOut | kIOMemoryKernelUserShared,
@@ -48,6 +55,12 @@ bool com_nkeworkbench_Filter::start(IOService *provider)
         goto fail;
     bzero(buffers_->getBytesNoCopy(), NKE_BUFFER_COUNT * NKE_BUFFER_SIZE);
     stage_ = kBuffers;
+    for (uint32_t i = 0; i < NKE_BUFFER_COUNT; i++) {
+        buffer_parts_[i] = IOSubMemoryDescriptor::withSubRange(buffers_, i * NKE_BUFFER_SIZE,
+                                                               NKE_BUFFER_SIZE, kIODirectionInOut);
+        if (buffer_parts_[i] == NULL)
+            goto fail;
+    }
 
     g_nke.socks = static_cast<struct nke_sock *>(IOMalloc(sizeof(struct nke_sock) * NKE_SOCK_TABLE_SIZE));
     if (g_nke.socks == NULL)
@@ -77,6 +90,12 @@ bool com_nkeworkbench_Filter::start(IOService *provider)
                   static_cast<uint8_t *>(buffers_->getBytesNoCopy()), g_nke.socks,
                   NKE_SOCK_TABLE_SIZE, g_nke.kev_vendor_code, g_nke.kev_msg_limit);
     stage_ = kKev;
+
+    if (nke_inject_start() != 0) {
+        IOLog("nke: kernel_thread_start (injector) failed\n");
+        goto fail;
+    }
+    stage_ = kInjector;
 
     g_nke.timer = thread_call_allocate(nke_kext_timer_fire, NULL);
     if (g_nke.timer == NULL)
@@ -119,11 +138,20 @@ void com_nkeworkbench_Filter::unwind(Stage reached)
         /* fall through */
     case kTimer:
         lck_mtx_lock(g_nke.lock);
-        g_nke.timer_stopping = true;
+        g_nke.timer_stopping = true; /* a firing in progress does not re-arm */
         lck_mtx_unlock(g_nke.lock);
-        thread_call_cancel_wait(g_nke.timer);
-        thread_call_free(g_nke.timer);
+        /* thread_call_cancel_wait returns TRUE when it dequeued a pending
+         * call, and then does not wait for one running at the same time
+         * (osfmk/kern/thread_call.c); only FALSE means nothing is queued
+         * and nothing runs. thread_call_free refuses a queued call. */
+        do {
+            while (thread_call_cancel_wait(g_nke.timer)) {
+            }
+        } while (!thread_call_free(g_nke.timer));
         g_nke.timer = NULL;
+        /* fall through */
+    case kInjector:
+        nke_inject_stop(); /* waits for what is kept or running, then joins */
         /* fall through */
     case kKev:
         /* nothing to give back: vendor codes and tag ids live until reboot */
@@ -137,12 +165,21 @@ void com_nkeworkbench_Filter::unwind(Stage reached)
         g_nke.socks = NULL;
         /* fall through */
     case kBuffers:
+        for (uint32_t i = 0; i < NKE_BUFFER_COUNT; i++) {
+            if (buffer_parts_[i] != NULL)
+                buffer_parts_[i]->release();
+            buffer_parts_[i] = NULL;
+        }
         buffers_->release();
         buffers_ = NULL;
         /* fall through */
     case kLocks:
-        lck_mtx_free(g_nke.lock, g_nke.lck_grp);
+        if (g_nke.lock != NULL)
+            lck_mtx_free(g_nke.lock, g_nke.lck_grp);
+        if (g_nke.inject_lock != NULL)
+            lck_mtx_free(g_nke.inject_lock, g_nke.lck_grp);
         g_nke.lock = NULL;
+        g_nke.inject_lock = NULL;
         /* fall through */
     case kNone:
         if (g_nke.lck_grp)
@@ -157,6 +194,7 @@ bool com_nkeworkbench_Filter::terminate(IOOptionBits options)
 {
     if (stage_ == kFilters) {
         bool busy;
+        uint32_t items = 0, drainers = 0;
         lck_mtx_lock(g_nke.lock);
         busy = g_nke.core->client_open;
         if (!busy)
@@ -166,11 +204,24 @@ bool com_nkeworkbench_Filter::terminate(IOOptionBits options)
             IOLog("nke: unload refused (EBUSY): a client is connected\n");
             return false;
         }
-        /* Unregistering is immediate; sf_unregistered comes after the last
-         * socket using our filters detached. Until then: EBUSY. */
+        /* With no client nothing is held, but bytes released earlier may
+         * still be on their way back into the stack (a slow peer), and a
+         * drainer may be inside sock_inject_data_*: the core, the locks and
+         * our code must outlive them. */
+        nke_inject_busy(&items, &drainers);
+        if (items > 0 || drainers > 0) {
+            IOLog("nke: unload refused (EBUSY): %u re-injections pending, %u running\n", items,
+                  drainers);
+            return false;
+        }
+        /* sflt_unregister detaches the filter from every socket at once
+         * (XNU's cleanup thread calls sf_detach for each); sf_unregistered
+         * follows when the last callback in progress has returned. Until
+         * then: EBUSY, and the next attempt usually succeeds. */
         nke_sflt_unregister_begin();
         if (g_nke.filters_registered > 0) {
-            IOLog("nke: unload refused (EBUSY): %d filters wait for %d sockets to close\n",
+            IOLog("nke: unload refused (EBUSY): %d filters wait for their callbacks to return "
+                  "(%d sockets still attached)\n",
                   (int)g_nke.filters_registered, (int)g_nke.sockets_attached);
             return false;
         }
@@ -180,8 +231,9 @@ bool com_nkeworkbench_Filter::terminate(IOOptionBits options)
 
 void com_nkeworkbench_Filter::stop(IOService *provider)
 {
-    /* terminate() let us get here only with no client and every filter
-     * unregistered; unwind waits for the rest (kauth callbacks, timer). */
+    /* terminate() let us get here only with no client, nothing to
+     * re-inject and every filter unregistered; unwind waits for the rest
+     * (kauth callbacks, the timer, the injector thread). */
     unwind(stage_);
     super::stop(provider);
 }
@@ -230,5 +282,5 @@ void com_nkeworkbench_Filter::clientGone(com_nkeworkbench_FilterClient *client)
         g_nke.queue = NULL; /* the client releases its queue after this */
     }
     lck_mtx_unlock(g_nke.lock);
-    nke_kext_run_injections();
+    /* what client_close released is the injector's now */
 }

@@ -21,8 +21,9 @@ class com_nkeworkbench_Filter : public IOService {
 public:
     bool start(IOService *provider) APPLE_KEXT_OVERRIDE;
     void stop(IOService *provider) APPLE_KEXT_OVERRIDE;
-    /* Refuses (EBUSY, logged) while a client is open or sockets still hold
-     * our callbacks; the first refusal starts unregistering the filters. */
+    /* Refuses (EBUSY, logged) while a client is open, re-injections are
+     * kept or running, or sockets still hold our callbacks; once nothing
+     * else is busy it starts unregistering the filters. */
     bool terminate(IOOptionBits options = 0) APPLE_KEXT_OVERRIDE;
 
     /* User client entry points; each takes g_nke.lock itself. */
@@ -31,15 +32,20 @@ public:
     void clientGone(com_nkeworkbench_FilterClient *client);
     bool isOwner(com_nkeworkbench_FilterClient *client);
     IOBufferMemoryDescriptor *buffers() const { return buffers_; }
+    /* Data buffer i alone (NKE_MEM_BUFFER_BASE + i), made once in start:
+     * IOConnectUnmapMemory finds a mapping by its descriptor, so every
+     * clientMemoryForType of one type must hand out the same one. */
+    IOMemoryDescriptor *bufferDescriptor(uint32_t i) const { return buffer_parts_[i]; }
 
 private:
     enum Stage {
-        kNone, kLocks, kBuffers, kSockets, kCore, kKev, kTimer, kKauth, kFilters
+        kNone, kLocks, kBuffers, kSockets, kCore, kKev, kInjector, kTimer, kKauth, kFilters
     };
     void unwind(Stage reached);
 
     Stage stage_;
     IOBufferMemoryDescriptor *buffers_;      /* set in start, freed in stop */
+    IOMemoryDescriptor *buffer_parts_[NKE_BUFFER_COUNT]; /* sub-ranges of buffers_, same lifetime */
     com_nkeworkbench_FilterClient *owner_;   /* the open client, not retained; g_nke.lock */
     uint64_t sessions_;                      /* g_nke.lock */
 };
@@ -71,6 +77,10 @@ private:
     task_t task_;
     com_nkeworkbench_Filter *filter_;   /* our provider, retained from start to stop */
     IOSharedDataQueue *queue_;          /* ours from start to free; enqueued to under g_nke.lock */
+    /* queue_'s memory, made once in start (getMemoryDescriptor returns a new
+     * +1 descriptor per call, and IOConnectUnmapMemory only finds a mapping
+     * of the same descriptor); released in free */
+    IOMemoryDescriptor *queue_memory_;
     bool closed_;                       /* clientClose ran (it runs once); IOKit serializes */
 };
 

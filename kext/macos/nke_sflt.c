@@ -1,22 +1,29 @@
 /*
  * Socket filter: the four sflt handles (IPv4/IPv6 x TCP/UDP), the core's
- * platform operations and re-injection of deferred data.
+ * platform operations and the data path. Re-injection is nke_inject.c's.
  *
- * Locking: see nke_kext.h. data_in/data_out run with the socket unlocked;
- * attach/notify/connect/bind/listen/options and detach run with it locked
- * and take g_nke.lock after it. Injection, sock_retain and sock_release
- * (which take the socket lock; a last release runs detach) therefore never
- * run under g_nke.lock.
+ * Locking: see nke_kext.h. Every callback here but detach runs with the
+ * socket unlocked (XNU bsd/kern/kpi_socketfilter.c), so sock_getsockname,
+ * sock_getsockopt and sock_retain are allowed in them; none is called with
+ * g_nke.lock held.
  *
- * Socket lifetime: every nke_held takes a socket reference (sock_retain in
- * data_in/out, where the socket is unlocked and in use) and gives it back
- * when it is injected or dropped. So a socket cannot reach its last release,
- * and the detach that follows, while one of its chunks is held or queued for
- * injection: the normal close path never finds injections in flight.
- * Unregistering the filter can detach live sockets, though; XNU calls detach
- * with the socket locked, so waiting there for an injection that needs that
- * lock would deadlock. Instead detach marks the cookie and the last
- * in-flight injection frees it (nke_kext_sock.inflight/detaching).
+ * Socket lifetime: every kept piece (nke_held) takes a socket reference
+ * (sock_retain, before the core sees it) and gives it back when it has been
+ * re-injected or dropped. A reference keeps the socket's memory, NOT the
+ * connection: close() still runs soclose_locked, which posts
+ * sf_notify(closing), disconnects and detaches the protocol whatever the
+ * retain count, after which sosendcheck refuses with EPIPE. So the closing
+ * thread flushes the socket's held outbound data in that notify
+ * (nke_inject_flush_for_close); shutdown(SHUT_WR) likewise in
+ * sf_notify(shutdown), posted before pru_shutdown.
+ *
+ * Deferral is off for in-kernel sockets (SFLT_GLOBAL attaches to them too):
+ * sock_release on a socket with SO_UPCALLCLOSEWAIT while one of its upcalls
+ * runs clears its upcalls and sleeps (kpi_socket.c sock_release,
+ * uipc_socket.c soclose_wait_locked), which hangs NFS. A socket attached in
+ * kernel context and not (yet) accepted by a process, or with
+ * SO_UPCALLCLOSEWAIT set, is never held or queued: its data is reported at
+ * most.
  */
 #include "nke_kext.h"
 
@@ -34,6 +41,10 @@
 /* every field documented in nke_kext.h */
 struct nke_kext_globals g_nke;
 
+/* How often a socket's SO_UPCALLCLOSEWAIT is looked at again while capture
+ * would defer its data. */
+#define NKE_UPCALL_CHECK_MS 100u
+
 uint64_t nke_kext_now_ns(void)
 {
     uint64_t ns;
@@ -44,7 +55,6 @@ uint64_t nke_kext_now_ns(void)
 uint64_t nke_kext_now_ms(void) { return nke_kext_now_ns() / 1000000ull; }
 
 /* ---- core platform operations (all called with g_nke.lock held) -------- */
-
 
 static bool op_emit(void *platform, const void *rec, uint32_t size)
 {
@@ -58,45 +68,17 @@ static void op_copy_data(void *platform, void *data_ctx, uint32_t offset, uint32
 {
     struct nke_held *h = (struct nke_held *)data_ctx;
     /* The chain cannot be shorter: the core asks only within h->len. */
-    if (mbuf_copydata(h->data, offset, len, dst) != 0)
+    if (mbuf_copydata(h->chain->m, h->offset + offset, len, dst) != 0)
         memset(dst, 0, len);
-}
-
-/* Frees h and gives back its socket reference. Never under g_nke.lock. */
-static void held_free(struct nke_held *h)
-{
-    socket_t so = h->so;
-    if (h->data)
-        mbuf_freem(h->data);
-    if (h->control)
-        mbuf_freem(h->control);
-    if (h->staged) {
-        struct nke_staged *s = (struct nke_staged *)h->staged;
-        IOFree(s, sizeof(*s) + s->total);
-    }
-    IOFree(h, sizeof(*h));
-    if (so)
-        sock_release(so);
 }
 
 static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t action,
                       void *staged, uint32_t staged_len, uint32_t reason)
 {
-    struct nke_held *h = (struct nke_held *)data_ctx;
-    h->action = action;
-    h->staged = staged;
-    h->staged_len = staged_len;
-    h->reason = reason;
-    /* Queue it, DROP included (dropping releases the socket reference, which
-     * may run detach): the caller runs the list after dropping g_nke.lock.
-     * inflight keeps h->ks alive until then. */
-    h->ks->inflight++;
-    h->next = NULL;
-    if (g_nke.inject_tail)
-        g_nke.inject_tail->next = h;
-    else
-        g_nke.inject_head = h;
-    g_nke.inject_tail = h;
+    /* Only queued here, DROP included (its socket reference is given back
+     * outside the locks): the drainer re-injects, nke_core_item_done
+     * follows. */
+    nke_inject_enqueue_locked((struct nke_held *)data_ctx, action, staged, staged_len, reason);
 }
 
 static int op_stage(void *platform, void **staged, uint32_t total_len, uint32_t offset,
@@ -104,9 +86,12 @@ static int op_stage(void *platform, void **staged, uint32_t total_len, uint32_t 
 {
     struct nke_staged *s = (struct nke_staged *)*staged;
     if (s == NULL) {
-        s = (struct nke_staged *)IOMalloc(sizeof(*s) + total_len);
-        if (s == NULL)
+        /* The user client allocated it before taking g_nke.lock (an edit
+         * may be NKE_MODIFIED_MAX_LEN bytes: never IOMalloc'd under it). */
+        if (g_nke.stage_prealloc == NULL || g_nke.stage_prealloc_total != total_len)
             return NKE_ERR_NO_MEMORY;
+        s = (struct nke_staged *)g_nke.stage_prealloc;
+        g_nke.stage_prealloc = NULL;
         s->total = total_len;
         *staged = s;
     }
@@ -119,6 +104,7 @@ static int op_stage(void *platform, void **staged, uint32_t total_len, uint32_t 
 static void op_unstage(void *platform, void *staged)
 {
     struct nke_staged *s = (struct nke_staged *)staged;
+    /* IOFree of a large block may sleep: fine under a mutex, and rare. */
     if (s)
         IOFree(s, sizeof(*s) + s->total);
 }
@@ -131,164 +117,7 @@ const struct nke_core_ops nke_kext_core_ops = {
     .unstage = op_unstage,
 };
 
-/* ---- injection ----------------------------------------------------------- */
-
-static errno_t tag_mbuf(mbuf_t m)
-{
-    void *p = NULL;
-    errno_t err = mbuf_tag_allocate(m, g_nke.tag_id, NKE_MBUF_TAG_TYPE, sizeof(uint32_t),
-                                    MBUF_WAITOK, &p);
-    if (err == 0)
-        *(uint32_t *)p = 1;
-    return err;
-}
-
-static bool is_ours(mbuf_t m)
-{
-    size_t len = 0;
-    void *p = NULL;
-    return mbuf_tag_find(m, g_nke.tag_id, NKE_MBUF_TAG_TYPE, &len, &p) == 0;
-}
-
-/* A fresh packet-header chain holding `len` bytes of `src` (taggable). */
-static errno_t build_chain(const void *src, uint32_t len, mbuf_t *out)
-{
-    mbuf_t m = NULL;
-    errno_t err = mbuf_allocpacket(MBUF_WAITOK, len, NULL, &m);
-    if (err)
-        return err;
-    err = mbuf_copyback(m, 0, len, src, MBUF_WAITOK);
-    if (err == 0) {
-        mbuf_pkthdr_setlen(m, len);
-        *out = m;
-    } else {
-        mbuf_freem(m);
-    }
-    return err;
-}
-
-/* Returns the chain to inject for h (tagged), taking it from h; NULL when
- * there is nothing to send (modified to 0 bytes) or no memory. */
-static mbuf_t take_chain(struct nke_held *h, errno_t *err)
-{
-    mbuf_t m = NULL;
-    *err = 0;
-    if (h->action == NKE_ACT_ALLOW_MODIFIED) {
-        struct nke_staged *s = (struct nke_staged *)h->staged;
-        if (h->staged_len == 0)
-            return NULL;
-        *err = build_chain(s->bytes, h->staged_len, &m);
-        if (*err)
-            return NULL;
-        if (tag_mbuf(m) != 0) {
-            mbuf_freem(m);
-            *err = ENOMEM;
-            return NULL;
-        }
-        return m;
-    }
-    m = h->data;
-    h->data = NULL;
-    if ((mbuf_flags(m) & MBUF_PKTHDR) && tag_mbuf(m) == 0)
-        return m;
-    /* No packet header to hang the tag on: copy into one that has. */
-    {
-        mbuf_t copy = NULL;
-        uint8_t *tmp = (uint8_t *)IOMalloc(h->len);
-        if (tmp == NULL) {
-            mbuf_freem(m);
-            *err = ENOMEM;
-            return NULL;
-        }
-        *err = mbuf_copydata(m, 0, h->len, tmp);
-        if (*err == 0)
-            *err = build_chain(tmp, h->len, &copy);
-        IOFree(tmp, h->len);
-        mbuf_freem(m);
-        if (*err == 0 && tag_mbuf(copy) != 0) {
-            mbuf_freem(copy);
-            *err = ENOMEM;
-        }
-        return *err ? NULL : copy;
-    }
-}
-
-static void inject_one(struct nke_held *h)
-{
-    errno_t err = 0;
-    struct nke_kext_sock *ks = h->ks;
-    mbuf_t m = NULL, control = NULL;
-    /* only a datagram goes to (or comes from) a given address */
-    const struct sockaddr *addr = h->has_addr && ks->protocol == NKE_PROTO_UDP
-                                      ? (const struct sockaddr *)&h->addr : NULL;
-    bool free_cookie = false;
-
-    if (h->action != NKE_ACT_DROP) {
-        m = take_chain(h, &err);
-        control = h->control;
-        h->control = NULL;
-    }
-    if (m != NULL) {
-        /* h->so holds a reference: the socket is alive even if our filter
-         * was detached from it meanwhile (unregister). */
-        if (h->direction == NKE_DIR_OUT) {
-            /* always consumes data and control */
-            err = sock_inject_data_out(h->so, addr, m, control, h->sflags);
-        } else {
-            err = sock_inject_data_in(h->so, addr, m, control, h->sflags);
-            if (err) {
-                /* left to the caller on error */
-                mbuf_freem(m);
-                if (control)
-                    mbuf_freem(control);
-            }
-        }
-    } else if (control) {
-        mbuf_freem(control);
-    }
-    if (err)
-        printf("nke: re-injection (%s) of %u bytes failed: %d\n",
-               h->direction == NKE_DIR_OUT ? "out" : "in", h->len, err);
-
-    lck_mtx_lock(g_nke.lock);
-    if (err && g_nke.core->client_open && !ks->detaching) {
-        /* Tell the client its verdict did not reach the stack. */
-        struct nke_nt_chunk_released rec;
-        memset(&rec, 0, sizeof(rec));
-        rec.hdr.type = NKE_NT_CHUNK_RELEASED;
-        rec.hdr.size = sizeof(rec);
-        rec.hdr.sock = ks->id;
-        rec.hdr.time_ns = nke_kext_now_ns();
-        rec.chunk_id = h->chunk_id;
-        rec.reason = NKE_RELEASE_INJECT_FAIL;
-        rec.size = h->len;
-        op_emit(NULL, &rec, sizeof(rec));
-    }
-    ks->inflight--;
-    free_cookie = ks->inflight == 0 && ks->detaching;
-    lck_mtx_unlock(g_nke.lock);
-    if (free_cookie) /* detach already ran and handed the cookie to us */
-        IOFree(ks, sizeof(*ks));
-    held_free(h); /* sock_release last: it may run detach */
-}
-
-void nke_kext_run_injections(void)
-{
-    for (;;) {
-        struct nke_held *h;
-        lck_mtx_lock(g_nke.lock);
-        h = g_nke.inject_head;
-        if (h) {
-            g_nke.inject_head = h->next;
-            if (g_nke.inject_head == NULL)
-                g_nke.inject_tail = NULL;
-        }
-        lck_mtx_unlock(g_nke.lock);
-        if (h == NULL)
-            return;
-        inject_one(h);
-    }
-}
+/* ---- timer ------------------------------------------------------------- */
 
 void nke_kext_timer_arm_locked(uint32_t ms)
 {
@@ -304,7 +133,8 @@ void nke_kext_timer_arm_locked(uint32_t ms)
 }
 
 /* thread_call: expires held chunks past their deadline and emits the
- * periodic NKE_NT_STATE while a client is open. */
+ * periodic NKE_NT_STATE while a client is open. It only enqueues: what the
+ * deadlines release goes to the injector. */
 void nke_kext_timer_fire(thread_call_param_t p0, thread_call_param_t p1)
 {
     uint64_t now;
@@ -323,9 +153,8 @@ void nke_kext_timer_fire(thread_call_param_t p0, thread_call_param_t p1)
         if (next > NKE_STATE_PERIOD_MS - since)
             next = (uint32_t)(NKE_STATE_PERIOD_MS - since);
     }
-    nke_kext_timer_arm_locked(next);
+    nke_kext_timer_arm_locked(next); /* not once timer_stopping is set */
     lck_mtx_unlock(g_nke.lock);
-    nke_kext_run_injections();
 }
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -349,6 +178,7 @@ static void addr_from_sockaddr(const struct sockaddr *sa, struct nke_addr *out)
     }
 }
 
+/* Socket unlocked: sock_getsockname/getpeername take its lock. */
 static void sock_addrs(socket_t so, struct nke_addr *local, struct nke_addr *remote)
 {
     struct sockaddr_storage ss;
@@ -366,6 +196,42 @@ static void sock_addrs(socket_t so, struct nke_addr *local, struct nke_addr *rem
 
 static bool tracked(const struct nke_kext_sock *ks) { return ks && ks->id.gen != 0; }
 
+/* The process the calling thread runs for. */
+static void self_info(struct nke_sock_info *info)
+{
+    kauth_cred_t cred = kauth_cred_get();
+    info->pid = proc_selfpid();
+    info->uid = cred ? kauth_cred_getuid(cred) : 0;
+    proc_selfname(info->comm, (int)sizeof(info->comm));
+    info->comm[NKE_COMM_LEN - 1] = '\0';
+}
+
+/*
+ * Our own re-injection coming back through this socket's filter. The tag
+ * names the socket and direction it was injected for, and is freed here
+ * either way: a UDP datagram injected outbound keeps its packet header (and
+ * so its tags) through loopback, and the receiving socket's data_in must
+ * filter it as new data, not pass it as ours.
+ */
+static bool is_ours(mbuf_t m, const struct nke_kext_sock *ks, uint8_t dir)
+{
+    struct nke_tag t;
+    size_t len = 0;
+    void *p = NULL;
+    bool mine;
+    if (!(mbuf_flags(m) & MBUF_PKTHDR) ||
+        mbuf_tag_find(m, g_nke.tag_id, NKE_MBUF_TAG_TYPE, &len, &p) != 0)
+        return false;
+    mine = false;
+    if (len == sizeof(t)) {
+        memcpy(&t, p, sizeof(t));
+        mine = t.magic == NKE_TAG_MAGIC && t.direction == dir && t.sock.slot == ks->id.slot &&
+               t.sock.gen == ks->id.gen;
+    }
+    mbuf_tag_free(m, g_nke.tag_id, NKE_MBUF_TAG_TYPE);
+    return mine;
+}
+
 /* ---- callbacks ----------------------------------------------------------- */
 
 static void nke_unregistered(sflt_handle handle)
@@ -374,11 +240,32 @@ static void nke_unregistered(sflt_handle handle)
     wakeup((void *)&g_nke.filters_registered);
 }
 
+/* The slot sonewconn's connect_in (on the listener) left for the socket
+ * now being attached on this thread, or NULL. g_nke.lock. */
+static bool take_pending_child_locked(struct nke_pending_child *out)
+{
+    thread_t self = current_thread();
+    uint64_t now = nke_kext_now_ms();
+    int i;
+    for (i = 0; i < NKE_PENDING_CHILDREN; i++) {
+        struct nke_pending_child *p = &g_nke.pending[i];
+        if (p->thread != self)
+            continue;
+        p->thread = NULL;
+        if (now - p->at_ms > NKE_PENDING_CHILD_MS)
+            return false;
+        *out = *p;
+        return true;
+    }
+    return false;
+}
+
 static errno_t attach_common(void **cookie, socket_t so, uint8_t family, uint8_t protocol)
 {
     struct nke_kext_sock *ks = (struct nke_kext_sock *)IOMalloc(sizeof(*ks));
+    struct nke_pending_child child;
     struct nke_sock_info info;
-    kauth_cred_t cred;
+    bool accepted;
     if (ks == NULL)
         return ENOMEM; /* the stack attaches the socket without us: fail-open */
     memset(ks, 0, sizeof(*ks));
@@ -387,17 +274,34 @@ static errno_t attach_common(void **cookie, socket_t so, uint8_t family, uint8_t
     ks->protocol = protocol;
 
     memset(&info, 0, sizeof(info));
-    info.pid = proc_selfpid();
-    cred = kauth_cred_get();
-    info.uid = cred ? kauth_cred_getuid(cred) : 0;
+    self_info(&info);
     info.family = family;
     info.type = protocol == NKE_PROTO_TCP ? 1 : 2;
     info.protocol = protocol;
-    proc_selfname(info.comm, (int)sizeof(info.comm));
-    info.comm[NKE_COMM_LEN - 1] = '\0';
 
     lck_mtx_lock(g_nke.lock);
+    /*
+     * An accepted socket is attached in the kernel's input path
+     * (uipc_socket2.c sonewconn_internal, kernel_task): right after the
+     * listener's connect_in on this very thread. It belongs to the
+     * listener's process until sf_accept says which process took it.
+     * Anything else attached in kernel context is an in-kernel socket.
+     */
+    accepted = info.pid == 0 && take_pending_child_locked(&child);
+    if (accepted) {
+        info.pid = child.info.pid;
+        info.uid = child.info.uid;
+        memcpy(info.comm, child.info.comm, NKE_COMM_LEN);
+    }
     ks->id = nke_core_attach(g_nke.core, &info, ks, nke_kext_now_ns());
+    if (tracked(ks)) {
+        if (accepted)
+            nke_core_addrs(g_nke.core, ks->id, NKE_NT_CONNECT_IN, NULL, &child.remote,
+                           nke_kext_now_ns());
+        ks->kernel_owned = info.pid == 0;
+        if (ks->kernel_owned)
+            nke_core_sock_no_defer(g_nke.core, ks->id, true);
+    }
     lck_mtx_unlock(g_nke.lock);
     OSIncrementAtomic(&g_nke.sockets_attached);
     *cookie = ks;
@@ -409,28 +313,23 @@ static errno_t attach_udp4(void **c, socket_t so) { return attach_common(c, so, 
 static errno_t attach_tcp6(void **c, socket_t so) { return attach_common(c, so, NKE_AF_INET6, NKE_PROTO_TCP); }
 static errno_t attach_udp6(void **c, socket_t so) { return attach_common(c, so, NKE_AF_INET6, NKE_PROTO_UDP); }
 
+/* Runs with the socket locked when it is being freed (sflt_termsock), or
+ * unlocked on XNU's filter cleanup thread after sflt_unregister detached
+ * the filter from a live socket. Either way it only hands things over:
+ * what the core kept is finished as DROPs (queued for the injector, which
+ * gives the socket references back), and the cookie goes to the last item
+ * still referring to it. It never waits: a re-injection in progress needs
+ * the socket's lock. */
 static void nke_detach(void *cookie, socket_t so)
 {
     struct nke_kext_sock *ks = (struct nke_kext_sock *)cookie;
     if (ks == NULL)
         return;
-    bool free_cookie;
     lck_mtx_lock(g_nke.lock);
-    ks->detaching = true;
-    if (tracked(ks)) {
-        /* Held chunks are finished with DROP: queued, like every finish. */
+    if (tracked(ks))
         nke_core_detach(g_nke.core, ks->id, nke_kext_now_ns());
-    }
-    /* Injections in flight for this socket (only possible when the filter
-     * is being unregistered from a live socket) still use the cookie: the
-     * last one frees it. We cannot wait for them here: the socket is locked
-     * and they need its lock. The timer runs the queue, not us (a
-     * sock_release from here could re-enter the socket's teardown). */
-    free_cookie = ks->inflight == 0;
-    if (!free_cookie)
-        nke_kext_timer_arm_locked(0);
     lck_mtx_unlock(g_nke.lock);
-    if (free_cookie)
+    if (nke_inject_cookie_detached(ks))
         IOFree(ks, sizeof(*ks));
     OSDecrementAtomic(&g_nke.sockets_attached);
     wakeup((void *)&g_nke.sockets_attached);
@@ -453,63 +352,43 @@ static uint32_t map_event(sflt_event_t ev)
     }
 }
 
+/*
+ * Socket unlocked. closing: soclose_locked posts it before disconnecting;
+ * shutdown: soshutdownlock_final posts it before pru_shutdown (with `param`
+ * pointing at `how`). Both are the last moment held outbound data can still
+ * be sent: flush it here, in the closing thread. cantsendmore comes after
+ * SS_CANTSENDMORE is set (uipc_socket2.c socantsendmore): too late to send,
+ * so what is held outbound is dropped (and reported) rather than left to
+ * fail at its deadline.
+ */
 static void nke_notify(void *cookie, socket_t so, sflt_event_t event, void *param)
 {
     struct nke_kext_sock *ks = (struct nke_kext_sock *)cookie;
     uint32_t ev = map_event(event);
+    bool flush = false;
     if (!tracked(ks) || ev == 0)
         return;
-    /* The socket is locked here: no sock_getsockname (it locks again). The
-     * addresses are completed at the first data (fill_addrs). */
     lck_mtx_lock(g_nke.lock);
     nke_core_event(g_nke.core, ks->id, ev, nke_kext_now_ns());
-    lck_mtx_unlock(g_nke.lock);
-}
-
-/* A new nke_held for `len` bytes of `chain`, with a socket reference
- * (taken here, where the socket is unlocked). NULL when out of memory. */
-static struct nke_held *held_new(struct nke_kext_sock *ks, socket_t so, mbuf_t chain, uint32_t len,
-                                 uint8_t dir, sflt_data_flag_t flags, const struct sockaddr *sa)
-{
-    struct nke_held *h = (struct nke_held *)IOMalloc(sizeof(*h));
-    if (h == NULL)
-        return NULL;
-    memset(h, 0, sizeof(*h));
-    sock_retain(so);
-    h->so = so;
-    h->ks = ks;
-    h->data = chain;
-    h->len = len;
-    h->direction = dir;
-    h->sflags = flags;
-    if (sa && sa->sa_len <= sizeof(h->addr)) {
-        memcpy(&h->addr, sa, sa->sa_len);
-        h->has_addr = true;
+    if (event == sock_evt_closing ||
+        (event == sock_evt_shutdown && param != NULL && *(const int *)param != SHUT_RD)) {
+        flush = nke_core_order_busy(g_nke.core, ks->id, NKE_DIR_OUT);
+        nke_core_release_socket(g_nke.core, ks->id, NKE_DIR_OUT, NKE_ACT_ALLOW,
+                                NKE_RELEASE_SOCKET_CLOSING, nke_kext_now_ns());
+        if (event == sock_evt_closing) /* nobody will read it */
+            nke_core_release_socket(g_nke.core, ks->id, NKE_DIR_IN, NKE_ACT_DROP,
+                                    NKE_RELEASE_SOCKET_CLOSING, nke_kext_now_ns());
+    } else if (event == sock_evt_cantsendmore) {
+        nke_core_release_socket(g_nke.core, ks->id, NKE_DIR_OUT, NKE_ACT_DROP,
+                                NKE_RELEASE_SOCKET_CLOSING, nke_kext_now_ns());
     }
-    return h;
-}
-
-/* Queues `chain` for re-injection untouched (after pieces already taken). */
-static void queue_pass(struct nke_kext_sock *ks, socket_t so, mbuf_t chain, mbuf_t ctl,
-                       uint32_t len, uint8_t dir, sflt_data_flag_t flags)
-{
-    struct nke_held *h = held_new(ks, so, chain, len, dir, flags, NULL);
-    if (h == NULL) {
-        /* Nowhere to keep it and the stack no longer has it: lost, loudly. */
-        mbuf_freem(chain);
-        if (ctl)
-            mbuf_freem(ctl);
-        printf("nke: out of memory: %u bytes of socket data lost\n", len);
-        return;
-    }
-    h->control = ctl;
-    lck_mtx_lock(g_nke.lock);
-    op_finish(NULL, ks, h, NKE_ACT_ALLOW, NULL, 0, 0);
     lck_mtx_unlock(g_nke.lock);
+    if (flush)
+        nke_inject_flush_for_close(ks);
 }
 
-/* Rules match on local and remote addresses: complete what the locked
- * callbacks could not learn. Socket unlocked here (data_in/data_out). */
+/* Rules match on local and remote addresses: complete what the stack did
+ * not hand us in connect/bind/listen. Socket unlocked here. */
 static void fill_addrs(struct nke_kext_sock *ks, socket_t so)
 {
     struct nke_sock *s;
@@ -534,41 +413,75 @@ static void fill_addrs(struct nke_kext_sock *ks, socket_t so)
     lck_mtx_unlock(g_nke.lock);
 }
 
-/* Hands one piece (<= NKE_CHUNK_MAX_BYTES) to the core. Returns the core's
- * result; on HELD the core owns h. */
-static int data_piece(struct nke_kext_sock *ks, struct nke_held *h, uint32_t nflags,
-                      const struct nke_addr *addr)
+/* SO_UPCALLCLOSEWAIT (NFS and other in-kernel users set it): never defer
+ * such a socket's data (see the top of this file). Looked at again every
+ * NKE_UPCALL_CHECK_MS while the socket is not known to have it. */
+static void check_upcall_wait(struct nke_kext_sock *ks, socket_t so)
 {
-    uint64_t chunk_id = 0;
-    int r;
+    uint64_t now = nke_kext_now_ms();
+    int on = 0;
+    bool look;
     lck_mtx_lock(g_nke.lock);
-    r = nke_core_data(g_nke.core, ks->id, h->direction, h->len, nflags, addr, h,
-                      nke_kext_now_ms(), nke_kext_now_ns(), &chunk_id);
-    h->chunk_id = chunk_id;
-    if (r == NKE_DATA_HELD) /* make sure the timer fires by the new deadline */
-        nke_kext_timer_arm_locked(nke_core_expire(g_nke.core, nke_kext_now_ms(), nke_kext_now_ns()));
+    look = !ks->upcall_wait && now - ks->upcall_check_ms >= NKE_UPCALL_CHECK_MS &&
+           g_nke.core->client_open && g_nke.core->capture.mode != NKE_CAPTURE_NOTHING;
+    if (look)
+        ks->upcall_check_ms = now;
     lck_mtx_unlock(g_nke.lock);
-    return r;
+    if (!look || nke_inject_getsockopt(so, SOL_SOCKET, SO_UPCALLCLOSEWAIT, &on) != 0 || !on)
+        return;
+    lck_mtx_lock(g_nke.lock);
+    ks->upcall_wait = true;
+    nke_core_sock_no_defer(g_nke.core, ks->id, true);
+    lck_mtx_unlock(g_nke.lock);
 }
+
+static struct nke_held *held_new(struct nke_kext_sock *ks, socket_t so, struct nke_chain *chain,
+                                 uint32_t offset, uint32_t len, uint8_t dir,
+                                 sflt_data_flag_t flags, const struct sockaddr *sa)
+{
+    struct nke_held *h = (struct nke_held *)IOMalloc(sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    memset(h, 0, sizeof(*h));
+    h->so = so;
+    h->ks = ks;
+    h->chain = chain;
+    h->offset = offset;
+    h->len = len;
+    h->direction = dir;
+    h->sflags = flags;
+    if (sa && sa->sa_len <= sizeof(h->addr)) {
+        memcpy(&h->addr, sa, sa->sa_len);
+        h->has_addr = true;
+    }
+    return h;
+}
+
+/* At most this many pieces (of NKE_CHUNK_MAX_BYTES) are made of one call;
+ * a larger call is one piece (queued or passed, never held). */
+#define NKE_PIECES_MAX 16u
 
 static errno_t data_common(struct nke_kext_sock *ks, socket_t so, const struct sockaddr *sa,
                            mbuf_t *data, mbuf_t *control, sflt_data_flag_t flags, uint8_t dir)
 {
-    size_t total;
+    struct nke_held *pieces[NKE_PIECES_MAX];
+    bool is_kept[NKE_PIECES_MAX];
+    struct nke_chain *chain;
     struct nke_addr addr, *paddr = NULL;
-    uint32_t nflags = 0;
-    mbuf_t rest;
-    bool taken = false; /* some piece left the stack: we return EJUSTRETURN */
+    uint32_t nflags = 0, npieces, total, i, kept = 0;
+    uint64_t now_ms, now_ns;
+    bool keepable;
+    mbuf_t m;
     int r;
 
     if (!tracked(ks) || data == NULL || *data == NULL)
         return 0;
-    if (is_ours(*data))
+    if (is_ours(*data, ks, dir))
         return 0; /* our own re-injection coming back through the filter */
     /* Sum the chain: a packet header's length is not kept by every path. */
     total = 0;
-    for (rest = *data; rest; rest = mbuf_next(rest))
-        total += mbuf_len(rest);
+    for (m = *data; m; m = mbuf_next(m))
+        total += (uint32_t)mbuf_len(m);
     if (total == 0)
         return 0;
     if (ks->protocol == NKE_PROTO_UDP)
@@ -582,66 +495,118 @@ static errno_t data_common(struct nke_kext_sock *ks, socket_t so, const struct s
             nflags |= NKE_DATA_F_HAS_ADDR;
         }
     }
+    /* The sender's earlier bytes first, from its own thread (owner
+     * context: sosend accepts a filter's re-entry, and nettop keeps seeing
+     * the process, not kernel_task, as the socket's last owner). */
+    if (dir == NKE_DIR_OUT)
+        nke_inject_drain_as_sender(ks);
     fill_addrs(ks, so);
-    /* A datagram cannot be split; one larger than a chunk just passes. */
-    if (total > NKE_CHUNK_MAX_BYTES && (nflags & NKE_DATA_F_DATAGRAM))
-        return 0;
+    check_upcall_wait(ks, so);
 
-    /*
-     * Split the chain into pieces of at most NKE_CHUNK_MAX_BYTES, each its
-     * own chunk. The capture decision depends on the flow, not the bytes, so
-     * the pieces of one call are normally all held or all passed. Once we
-     * have taken any piece (returned EJUSTRETURN for the call), the pieces
-     * the core does not hold are re-injected in order through the same queue;
-     * one passed for lack of a buffer may overtake a held one (counted by
-     * the core in chunks_passed_pool_full; see docs/kext.md).
-     */
-    rest = *data;
-    while (rest != NULL) {
-        mbuf_t tail = NULL;
-        uint32_t len = total > NKE_CHUNK_MAX_BYTES ? NKE_CHUNK_MAX_BYTES : (uint32_t)total;
-        bool whole = !taken && len == total;
-        struct nke_held *h;
-
-        if (len < total && mbuf_split(rest, len, MBUF_WAITOK, &tail) != 0) {
-            if (!taken)
-                return 0; /* nothing taken yet: the stack keeps it all */
-            queue_pass(ks, so, rest, NULL, (uint32_t)total, dir, flags);
-            break;
+    /* Could this call be kept at all? If not, the core only counts it (and
+     * reports it when a rule says so), in one lock hold with the check, so
+     * nothing can be kept on this direction in between. */
+    {
+        struct nke_chain one = { *data, 1 };
+        struct nke_held probe;
+        memset(&probe, 0, sizeof(probe));
+        probe.chain = &one;
+        probe.len = total;
+        now_ms = nke_kext_now_ms();
+        now_ns = nke_kext_now_ns();
+        lck_mtx_lock(g_nke.lock);
+        keepable = nke_core_order_busy(g_nke.core, ks->id, dir) ||
+                   (g_nke.core->client_open && g_nke.core->capture.mode != NKE_CAPTURE_NOTHING &&
+                    !ks->kernel_owned && !ks->upcall_wait);
+        if (!keepable) {
+            uint64_t cid = 0;
+            /* one piece: the core reports at most NKE_CHUNK_MAX_BYTES */
+            (void)nke_core_data(g_nke.core, ks->id, dir, total, nflags | NKE_CORE_DATA_F_NO_HOLD,
+                                paddr, &probe, now_ms, now_ns, &cid);
         }
-        h = held_new(ks, so, rest, len, dir, flags, sa);
-        if (h == NULL) {
-            if (whole)
-                return 0; /* out of memory before taking anything: pass */
-            /* already split (or partly taken): keep the order, send it on */
-            queue_pass(ks, so, rest, !taken && control ? *control : NULL, len, dir, flags);
-        } else {
-            if (!taken && control && *control)
-                h->control = *control; /* control travels with the first piece */
-            r = data_piece(ks, h, nflags, paddr);
-            if (r != NKE_DATA_HELD) {
-                if (whole) {
-                    h->data = NULL; /* the stack keeps data and control */
-                    h->control = NULL;
-                    held_free(h);
-                    return 0;
-                }
-                /* a piece of a call we took: re-inject it untouched */
-                lck_mtx_lock(g_nke.lock);
-                op_finish(NULL, ks, h, NKE_ACT_ALLOW, NULL, 0, 0);
-                lck_mtx_unlock(g_nke.lock);
-            }
-        }
-        if (!taken) {
-            taken = true;
-            if (control)
-                *control = NULL; /* now carried by the first piece */
-        }
-        rest = tail;
-        total -= len;
+        lck_mtx_unlock(g_nke.lock);
+        if (!keepable)
+            return 0;
     }
-    nke_kext_run_injections();
+
+    /* A datagram is never cut; a stream call is cut in pieces of at most
+     * NKE_CHUNK_MAX_BYTES, each its own chunk (the core holds or queues
+     * them all, or passes them all: KEEP/NO_HOLD below). */
+    npieces = (nflags & NKE_DATA_F_DATAGRAM) ? 1u : (total + NKE_CHUNK_MAX_BYTES - 1u) / NKE_CHUNK_MAX_BYTES;
+    if (npieces > NKE_PIECES_MAX)
+        npieces = 1;
+    chain = (struct nke_chain *)IOMalloc(sizeof(*chain));
+    if (chain == NULL)
+        goto no_memory;
+    chain->m = *data;
+    chain->refs = (SInt32)npieces;
+    for (i = 0; i < npieces; i++) {
+        uint32_t off = npieces == 1 ? 0 : i * NKE_CHUNK_MAX_BYTES;
+        uint32_t len = npieces == 1 ? total : (total - off < NKE_CHUNK_MAX_BYTES ? total - off : NKE_CHUNK_MAX_BYTES);
+        pieces[i] = held_new(ks, so, chain, off, len, dir, flags, sa);
+        if (pieces[i] == NULL) {
+            while (i-- > 0)
+                IOFree(pieces[i], sizeof(*pieces[i]));
+            IOFree(chain, sizeof(*chain));
+            goto no_memory;
+        }
+        /* Before the core sees it: a queued piece may go to the injector
+         * (and be released) before nke_core_data returns. */
+        sock_retain(so);
+    }
+    if (control && *control)
+        pieces[0]->control = *control; /* travels with the first piece */
+
+    now_ms = nke_kext_now_ms();
+    now_ns = nke_kext_now_ns();
+    lck_mtx_lock(g_nke.lock);
+    for (i = 0; i < npieces; i++) {
+        uint64_t cid = 0;
+        uint32_t more = i == 0 ? 0u : kept ? NKE_CORE_DATA_F_KEEP : NKE_CORE_DATA_F_NO_HOLD;
+        r = nke_core_data(g_nke.core, ks->id, dir, pieces[i]->len, nflags | more, paddr, pieces[i],
+                          now_ms, now_ns, &cid);
+        is_kept[i] = r == NKE_DATA_HELD || r == NKE_DATA_QUEUED;
+        if (is_kept[i]) {
+            /* Read in complete() under this lock: set before it is released. */
+            pieces[i]->chunk_id = cid;
+            nke_inject_item_added(ks);
+            kept++;
+        }
+    }
+    if (kept)
+        nke_kext_timer_arm_locked(nke_core_expire(g_nke.core, nke_kext_now_ms(), nke_kext_now_ns()));
+    lck_mtx_unlock(g_nke.lock);
+
+    /* KEEP after a kept first piece, NO_HOLD after a passed one: all pieces
+     * are the core's now, or none is. The ones it did not take never
+     * reached the injector: their records and references go back here. */
+    for (i = 0; i < npieces; i++) {
+        if (is_kept[i])
+            continue;
+        if (kept != 0) { /* cannot happen (the flags above); the bytes would be lost */
+            printf("nke: piece %u of a kept write passed: %u bytes lost\n", i, pieces[i]->len);
+            (void)OSDecrementAtomic(&chain->refs);
+        }
+        IOFree(pieces[i], sizeof(*pieces[i]));
+        sock_release(so);
+    }
+    if (kept == 0) {
+        IOFree(chain, sizeof(*chain)); /* the stack keeps data and control */
+        return 0;
+    }
+    if (control)
+        *control = NULL;
     return EJUSTRETURN;
+
+no_memory:
+    /* Nowhere to keep it: pass it. Behind kept data this reorders the
+     * stream, loudly; anything else would lose it. */
+    lck_mtx_lock(g_nke.lock);
+    if (nke_core_order_busy(g_nke.core, ks->id, dir))
+        printf("nke: out of memory: %u bytes of socket %u.%u passed out of order\n", total,
+               ks->id.slot, ks->id.gen);
+    lck_mtx_unlock(g_nke.lock);
+    return 0;
 }
 
 static errno_t nke_data_in(void *cookie, socket_t so, const struct sockaddr *from, mbuf_t *data,
@@ -656,9 +621,8 @@ static errno_t nke_data_out(void *cookie, socket_t so, const struct sockaddr *to
     return data_common((struct nke_kext_sock *)cookie, so, to, data, control, flags, NKE_DIR_OUT);
 }
 
-/* connect/bind/listen run with the socket locked, so only the address the
- * stack hands us is reported (sock_getsockname would lock the socket again);
- * the other one is completed at the first data (fill_addrs). */
+/* connect/bind/listen: the address the stack hands us; the other one is
+ * completed at the first data (fill_addrs). Socket unlocked. */
 static void report_addrs(struct nke_kext_sock *ks, socket_t so, uint16_t type,
                          const struct sockaddr *local_sa, const struct sockaddr *remote_sa)
 {
@@ -673,9 +637,71 @@ static void report_addrs(struct nke_kext_sock *ks, socket_t so, uint16_t type,
     lck_mtx_unlock(g_nke.lock);
 }
 
+/*
+ * XNU calls sf_connect_in on the LISTENING socket, just before it creates
+ * the connection's socket (uipc_socket2.c sonewconn: sflt_connectin(head),
+ * then sonewconn_internal, whose sflt_initsock attaches the new one on the
+ * same thread). Reporting it on the listener would overwrite the
+ * listener's remote address with each client's; instead the client's
+ * address and the listener's process are left for that attach.
+ */
 static errno_t nke_connect_in(void *cookie, socket_t so, const struct sockaddr *from)
 {
-    report_addrs((struct nke_kext_sock *)cookie, so, NKE_NT_CONNECT_IN, NULL, from);
+    struct nke_kext_sock *ks = (struct nke_kext_sock *)cookie;
+    struct nke_sock *s;
+    if (!tracked(ks))
+        return 0;
+    lck_mtx_lock(g_nke.lock);
+    s = nke_core_sock(g_nke.core, ks->id);
+    if (s != NULL) {
+        struct nke_pending_child *slot = &g_nke.pending[0];
+        int i;
+        for (i = 0; i < NKE_PENDING_CHILDREN; i++) {
+            struct nke_pending_child *p = &g_nke.pending[i];
+            if (p->thread == current_thread() || p->thread == NULL) {
+                slot = p;
+                break;
+            }
+            if (p->at_ms < slot->at_ms)
+                slot = p; /* else the oldest */
+        }
+        slot->thread = current_thread();
+        slot->at_ms = nke_kext_now_ms();
+        slot->info = s->info;
+        addr_from_sockaddr(from, &slot->remote);
+    }
+    lck_mtx_unlock(g_nke.lock);
+    return 0;
+}
+
+/* sf_accept runs in the accepting process (uipc_socket.c soacceptfilter,
+ * from accept(2)) with both addresses: the socket's owner from now on. */
+static errno_t nke_accept(void *cookie, socket_t so_listen, socket_t so,
+                          const struct sockaddr *local, const struct sockaddr *remote)
+{
+    struct nke_kext_sock *ks = (struct nke_kext_sock *)cookie;
+    struct nke_sock_info info;
+    struct nke_addr l, r;
+    struct nke_sock *s;
+    if (!tracked(ks))
+        return 0;
+    memset(&info, 0, sizeof(info));
+    self_info(&info);
+    addr_from_sockaddr(local, &l);
+    addr_from_sockaddr(remote, &r);
+    lck_mtx_lock(g_nke.lock);
+    s = nke_core_sock(g_nke.core, ks->id);
+    if (s != NULL && (s->info.pid != info.pid || s->info.uid != info.uid ||
+                      strncmp(s->info.comm, info.comm, NKE_COMM_LEN) != 0))
+        nke_core_set_owner(g_nke.core, ks->id, &info, nke_kext_now_ns());
+    nke_core_addrs(g_nke.core, ks->id, NKE_NT_CONNECT_IN, local ? &l : NULL, remote ? &r : NULL,
+                   nke_kext_now_ns());
+    if (ks->kernel_owned) {
+        /* a process has it: not an in-kernel socket after all */
+        ks->kernel_owned = false;
+        nke_core_sock_no_defer(g_nke.core, ks->id, ks->upcall_wait);
+    }
+    lck_mtx_unlock(g_nke.lock);
     return 0;
 }
 
@@ -700,8 +726,8 @@ static errno_t nke_listen(void *cookie, socket_t so)
 static void option_common(void *cookie, sockopt_t opt, bool is_set)
 {
     struct nke_kext_sock *ks = (struct nke_kext_sock *)cookie;
-    if (!tracked(ks))
-        return;
+    if (!tracked(ks) || nke_inject_is_internal())
+        return; /* our own look at SO_SNDBUF/SO_NWRITE/SO_UPCALLCLOSEWAIT */
     lck_mtx_lock(g_nke.lock);
     nke_core_option(g_nke.core, ks->id, (uint32_t)sockopt_level(opt), (uint32_t)sockopt_name(opt),
                     is_set, nke_kext_now_ns());
@@ -747,7 +773,8 @@ int nke_sflt_register_all(void)
         errno_t err;
         memset(&f, 0, sizeof(f));
         f.sf_handle = NKE_HANDLE_BASE + (sflt_handle)i;
-        f.sf_flags = SFLT_GLOBAL;
+        /* SFLT_EXTENDED: sf_accept (sf_len must be the extension's size). */
+        f.sf_flags = SFLT_GLOBAL | SFLT_EXTENDED;
         f.sf_name = (char *)k_filters[i].name;
         f.sf_unregistered = nke_unregistered;
         f.sf_attach = k_filters[i].attach;
@@ -761,6 +788,8 @@ int nke_sflt_register_all(void)
         f.sf_listen = nke_listen;
         f.sf_setoption = nke_setoption;
         f.sf_getoption = nke_getoption;
+        f.sf_len = sizeof(struct sflt_filter_ext);
+        f.sf_accept = nke_accept;
         OSIncrementAtomic(&g_nke.filters_registered);
         err = sflt_register(&f, k_filters[i].domain, k_filters[i].type, k_filters[i].protocol);
         if (err) {
@@ -789,8 +818,9 @@ void nke_sflt_unregister_begin(void)
 
 void nke_sflt_wait_unregistered(void)
 {
-    /* Sockets keep our callbacks until each detaches; sf_unregistered runs
-     * once the last one has. Wait for all four. */
+    /* sflt_unregister detached the filter from every socket at once; XNU's
+     * cleanup thread calls sf_detach for each and sf_unregistered once the
+     * last callback in progress returned. Wait for all four. */
     lck_mtx_lock(g_nke.lock);
     while (g_nke.filters_registered > 0) {
         struct timespec ts = { 0, 100 * 1000 * 1000 };

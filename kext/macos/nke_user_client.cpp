@@ -7,7 +7,6 @@
 #include "nke_service.h"
 
 #include <IOKit/IOLib.h>
-#include <IOKit/IOSubMemoryDescriptor.h>
 
 #define super IOUserClient
 OSDefineMetaClassAndStructors(com_nkeworkbench_FilterClient, IOUserClient)
@@ -17,6 +16,7 @@ bool com_nkeworkbench_FilterClient::initWithTask(task_t owningTask, void *securi
     task_ = NULL;
     filter_ = NULL;
     queue_ = NULL;
+    queue_memory_ = NULL;
     closed_ = false;
     if (clientHasPrivilege(owningTask, kIOClientPrivilegeAdministrator) != kIOReturnSuccess) {
         IOLog("nke: user client refused: not an administrator (euid 0 required)\n");
@@ -35,7 +35,12 @@ bool com_nkeworkbench_FilterClient::start(IOService *provider)
         return false;
     /* Our own queue: a reconnecting client never sees a predecessor's entries. */
     queue_ = IOSharedDataQueue::withCapacity(NKE_QUEUE_DATA_SIZE);
-    if (queue_ == NULL) {
+    if (queue_ != NULL)
+        queue_memory_ = queue_->getMemoryDescriptor(); /* +1: ours until free() */
+    if (queue_ == NULL || queue_memory_ == NULL) {
+        if (queue_ != NULL)
+            queue_->release();
+        queue_ = NULL;
         super::stop(provider);
         return false;
     }
@@ -62,6 +67,10 @@ void com_nkeworkbench_FilterClient::stop(IOService *provider)
 void com_nkeworkbench_FilterClient::free()
 {
     /* the filter no longer enqueues to it: clientGone cleared g_nke.queue */
+    if (queue_memory_) {
+        queue_memory_->release();
+        queue_memory_ = NULL;
+    }
     if (queue_) {
         queue_->release();
         queue_ = NULL;
@@ -104,9 +113,8 @@ IOReturn com_nkeworkbench_FilterClient::clientMemoryForType(UInt32 type, IOOptio
     if (filter_ == NULL || queue_ == NULL)
         return kIOReturnNotReady;
     if (type == NKE_MEM_QUEUE) {
-        md = queue_->getMemoryDescriptor();
-        if (md)
-            md->retain();
+        md = queue_memory_;
+        md->retain();
     } else {
         /* data buffers: only to the open client (they hold other processes' data) */
         if (!filter_->isOwner(this))
@@ -115,9 +123,8 @@ IOReturn com_nkeworkbench_FilterClient::clientMemoryForType(UInt32 type, IOOptio
             md = filter_->buffers();
             md->retain();
         } else if (type >= NKE_MEM_BUFFER_BASE && type < NKE_MEM_BUFFER_BASE + NKE_BUFFER_COUNT) {
-            md = IOSubMemoryDescriptor::withSubRange(filter_->buffers(),
-                                                     (type - NKE_MEM_BUFFER_BASE) * NKE_BUFFER_SIZE,
-                                                     NKE_BUFFER_SIZE, kIODirectionInOut);
+            md = filter_->bufferDescriptor(type - NKE_MEM_BUFFER_BASE);
+            md->retain();
         } else {
             return kIOReturnBadArgument;
         }
@@ -165,9 +172,9 @@ IOReturn com_nkeworkbench_FilterClient::methodGetState(IOExternalMethodArguments
 IOReturn com_nkeworkbench_FilterClient::methodWithInput(uint32_t selector,
                                                         IOExternalMethodArguments *args)
 {
-    uint32_t min, max, size;
+    uint32_t min, max, size, prealloc_total = 0;
     const void *in;
-    void *copy = NULL;
+    void *copy = NULL, *prealloc = NULL;
     int r;
 
     switch (selector) {
@@ -211,13 +218,30 @@ IOReturn com_nkeworkbench_FilterClient::methodWithInput(uint32_t selector,
         in = args->structureInput;
     }
 
+    /* A put_data piece at offset 0 starts a staging of total_len bytes (up
+     * to NKE_MODIFIED_MAX_LEN): allocated here, before g_nke.lock, so the
+     * data path never waits for a large IOMalloc; the stage op takes it,
+     * and what it did not take is freed after the lock. */
+    if (selector == NKE_SEL_PUT_DATA) {
+        struct nke_put_data_hdr ph;
+        memcpy(&ph, in, sizeof(ph));
+        if (ph.offset == 0 && ph.total_len <= NKE_MODIFIED_MAX_LEN) {
+            prealloc_total = ph.total_len;
+            prealloc = IOMalloc(sizeof(struct nke_staged) + prealloc_total);
+        }
+    }
+
     lck_mtx_lock(g_nke.lock);
     switch (selector) {
     case NKE_SEL_RESPOND:
         r = nke_core_respond(g_nke.core, in, size);
         break;
     case NKE_SEL_PUT_DATA:
+        g_nke.stage_prealloc = prealloc;
+        g_nke.stage_prealloc_total = prealloc_total;
         r = nke_core_put_data(g_nke.core, in, size);
+        prealloc = g_nke.stage_prealloc; /* NULL when the stage op took it */
+        g_nke.stage_prealloc = NULL;
         break;
     default: {
         /* a short config is allowed (rules past nrules omitted): pad it */
@@ -238,9 +262,11 @@ IOReturn com_nkeworkbench_FilterClient::methodWithInput(uint32_t selector,
     }
     }
     lck_mtx_unlock(g_nke.lock);
+    if (prealloc)
+        IOFree(prealloc, sizeof(struct nke_staged) + prealloc_total);
     if (copy)
         IOFree(copy, size);
-    nke_kext_run_injections(); /* verdicts queued by the core's finish */
+    /* verdicts were only queued (the core's finish op): the injector re-injects */
     return NKE_IORETURN(r);
 }
 

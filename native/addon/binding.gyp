@@ -27,7 +27,9 @@
       "cflags_cc!": ["-fno-exceptions"],
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["src/transport_linux.cpp"]
+          # nke_rundir.c: the emulator's runtime directory and its trust
+          # checks, the same code nke-emud and the shim run.
+          "sources": ["src/transport_linux.cpp", "../emu/src/nke_rundir.c"]
         }],
         ["OS=='mac'", {
           "sources": ["src/transport_macos.cpp"],

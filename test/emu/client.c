@@ -32,10 +32,13 @@
  * --hold-first-ms N: per socket and direction, the first held chunk is kept
  * N ms (prints "held-first") and then answered by its direction's policy;
  * the later ones are answered at once.
+ * --then-capture nothing|report: once the first chunk is held that way, set
+ * capture NOTHING, or RULES with default REPORT (prints "capture-changed"),
+ * so later data would pass if the filter did not keep it in order.
  * Verdicts decided together (one dequeue pass) go in one response.
  * Prints one line per event on stdout: "ready", "data <dir> <size> <held>",
  * "bound|listen <slot>.<gen> <ip|-> <port>", "option <slot>.<gen> <level> <name> <is_set>",
- * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>",
+ * "released <reason>", "held-total <n>", "state pending <n> passed-full <n> lost <n> queued <n> kept <n> stale <n> rejected <n>", "copy <size> <hex>" (--copy-release), "exec <pid> <ppid> <uid> <complete> <len> <path>",
  * "held-first", "answered-first", "batch <n>" (one response answered n >= 2 chunks).
  */
 #define _GNU_SOURCE
@@ -182,7 +185,7 @@ static unsigned g_nbv, g_nbr;
 
 static void batch_flush(void)
 {
-    if (!g_nbv)
+    if (!g_nbv && !g_nbr)
         return;
     static uint8_t msg[sizeof(struct nke_response_hdr) + sizeof(g_bv) + sizeof(g_br)];
     struct nke_response_hdr h = { NKE_ABI_VERSION, 0, (uint16_t)g_nbv, (uint16_t)g_nbr, 0 };
@@ -194,20 +197,39 @@ static void batch_flush(void)
     h.size = (uint32_t)o;
     memcpy(msg, &h, sizeof(h));
     uint32_t st = call(NKE_SEL_RESPOND, msg, (uint32_t)o, NULL, 0, NULL);
-    if (st != NKE_OK && st != NKE_ERR_NOT_HELD)
-        fprintf(stderr, "test-client: respond (%u verdicts): error %u\n", g_nbv, st);
+    if (st != NKE_OK)
+        fprintf(stderr, "test-client: respond (%u verdicts, %u releases): error %u\n", g_nbv, g_nbr, st);
     if (g_nbv >= 2)
         printf("batch %u\n", g_nbv); /* several chunks were waiting at once */
     g_nbv = g_nbr = 0;
 }
 
-/* Queues a verdict for the next batch_flush (sent at the end of the pass). */
+/* The filter released this chunk (its deadline passed) after we batched
+ * our answer in this pass: the answer is pointless, and its release names a
+ * buffer that a newer chunk in the same batch may already hold. The filter
+ * skips such stale entries; we do not send them. */
+static void batch_forget(uint64_t chunk)
+{
+    unsigned i, k;
+    for (i = k = 0; i < g_nbv; i++)
+        if (g_bv[i].chunk_id != chunk)
+            g_bv[k++] = g_bv[i];
+    g_nbv = k;
+    for (i = k = 0; i < g_nbr; i++)
+        if (g_br[i].chunk_id != chunk)
+            g_br[k++] = g_br[i];
+    g_nbr = k;
+}
+
+/* Queues a verdict (action 0: none, the chunk was only reported) and the
+ * chunk's releases for the next batch_flush (sent at the end of the pass). */
 static void batch_add(uint64_t chunk, struct nke_sock_id sock, uint8_t action, uint32_t modlen,
                       const struct nke_nt_data *d)
 {
-    if (g_nbv == BATCH_MAX)
+    if (g_nbv == BATCH_MAX || g_nbr + d->nbuffers > BATCH_MAX * NKE_CHUNK_MAX_BUFFERS)
         batch_flush();
-    g_bv[g_nbv++] = (struct nke_verdict){ .chunk_id = chunk, .sock = sock, .action = action, .modified_len = modlen };
+    if (action)
+        g_bv[g_nbv++] = (struct nke_verdict){ .chunk_id = chunk, .sock = sock, .action = action, .modified_len = modlen };
     for (unsigned i = 0; i < d->nbuffers; i++)
         g_br[g_nbr++] = (struct nke_release){ .chunk_id = chunk, .buffer = d->buffers[i] };
 }
@@ -347,6 +369,7 @@ int main(int argc, char **argv)
     uint32_t timeout_ms = 0;
     int kev = 0, copy_release = 0;
     uint32_t hold_first_ms = 0;
+    int then_capture = -1; /* enum nke_capture_mode after the first hold, or -1 */
     unsigned seed = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dir") && i + 1 < argc) g_dir = argv[++i];
@@ -357,6 +380,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--kev")) kev = 1;
         else if (!strcmp(argv[i], "--copy-release")) copy_release = 1;
         else if (!strcmp(argv[i], "--hold-first-ms") && i + 1 < argc) hold_first_ms = (uint32_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--then-capture") && i + 1 < argc && !strcmp(argv[i + 1], "nothing"))
+            then_capture = NKE_CAPTURE_NOTHING, i++;
+        else if (!strcmp(argv[i], "--then-capture") && i + 1 < argc && !strcmp(argv[i + 1], "report"))
+            then_capture = NKE_CAPTURE_RULES, i++;
         else { fprintf(stderr, "test-client: bad argument '%s'\n", argv[i]); return 2; }
     }
     if (!g_dir) { fprintf(stderr, "test-client: --dir is required\n"); return 2; }
@@ -427,6 +454,7 @@ int main(int argc, char **argv)
             if (h.type == NKE_NT_CHUNK_RELEASED) {
                 struct nke_nt_chunk_released c;
                 memcpy(&c, rec, sizeof(c));
+                batch_forget(c.chunk_id);
                 printf("released %u\n", c.reason);
                 fflush(stdout);
                 continue;
@@ -467,9 +495,13 @@ int main(int argc, char **argv)
             if (h.type == NKE_NT_STATE) {
                 struct nke_nt_state st;
                 memcpy(&st, rec, sizeof(st));
-                printf("state pending %u passed-full %llu lost %llu\n", st.state.chunks_pending,
-                       (unsigned long long)st.state.chunks_passed_pool_full,
-                       (unsigned long long)st.state.notifications_lost);
+                printf("state pending %u passed-full %llu lost %llu queued %llu kept %llu stale %llu rejected %llu\n",
+                       st.state.chunks_pending, (unsigned long long)st.state.chunks_passed_pool_full,
+                       (unsigned long long)st.state.notifications_lost,
+                       (unsigned long long)st.state.chunks_queued,
+                       (unsigned long long)st.state.bytes_kept,
+                       (unsigned long long)st.state.stale_entries,
+                       (unsigned long long)st.state.responses_rejected);
                 fflush(stdout);
                 continue;
             }
@@ -480,7 +512,8 @@ int main(int argc, char **argv)
             int held = (h.flags & NKE_DATA_F_HELD) != 0;
             printf("data %s %u %d\n", d.direction == NKE_DIR_OUT ? "out" : "in", d.size, held);
             if (!held) {
-                batch_add(d.chunk_id, h.sock, NKE_ACT_ALLOW, 0, &d);
+                /* only reported: a verdict would be refused (NOT_HELD) with the whole batch */
+                batch_add(d.chunk_id, h.sock, 0, 0, &d);
                 continue;
             }
             held_total++;
@@ -493,6 +526,15 @@ int main(int argc, char **argv)
                     later[nlater].first = 1;
                     later[nlater++].d = d;
                     printf("held-first\n");
+                    if (then_capture >= 0) {
+                        cfg.mode = (uint32_t)then_capture;
+                        cfg.default_action = NKE_RULE_REPORT;
+                        if ((st = call(NKE_SEL_SET_CAPTURE, &cfg, sizeof(cfg), NULL, 0, NULL)) != NKE_OK)
+                            printf("capture-failed %u\n", st);
+                        else
+                            printf("capture-changed\n");
+                        then_capture = -1;
+                    }
                     continue;
                 }
             }

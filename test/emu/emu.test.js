@@ -1055,27 +1055,30 @@ sys.exit('execveat failed: %d' % ctypes.get_errno())
     }
   });
 
-  it('refuses a user client of another uid (SO_PEERCRED) and logs it', async function () {
+  it('refuses a user client of another uid (SO_PEERCRED), tells it so with its uid, and logs it', async function () {
     if (process.getuid() !== 0) this.skip();
     // Open the path up on purpose so only the peer-credential check stands in the way.
     fs.chmodSync(dir, 0o711);
     fs.chmodSync(rt, 0o711);
     fs.chmodSync(path.join(rt, 'ctl.sock'), 0o777);
+    // An OPEN request; the answer is the protocol's refusal (nke_emu_proto.h):
+    // status NKE_ERR_NOT_PERMITTED (20) and nke_emu_refusal {peer uid, filter uid}.
     const py = `
-import os, socket, sys
+import os, socket, struct, sys
 os.setgid(65534); os.setuid(65534)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(sys.argv[1])
-try:
-    s.send(b'NKEQ' + bytes(12))
-    print('refused' if len(s.recv(100)) == 0 else 'answered')
-except (ConnectionResetError, BrokenPipeError):
-    print('refused')`;
+s.send(struct.pack('<4I', 0x51454b4e, 0, 7, 16) + struct.pack('<IIiI', 2, 0, os.getpid(), 0))
+r = s.recv(100)
+magic, status, seq, n = struct.unpack('<4I', r[:16])
+peer, filt = struct.unpack('<2I', r[16:24])
+print(status, seq, n, peer, filt)`;
     const r = spawnSync('python3', ['-c', py, path.join(rt, 'ctl.sock')], { encoding: 'utf8' });
-    assert.equal(r.stdout.trim(), 'refused', r.stderr);
+    assert.equal(r.stdout.trim(), `20 7 8 65534 ${process.getuid()}`, r.stderr);
     await new Promise((res) => setTimeout(res, 100));
     assert.match(emud.stderrText, /refused peer pid \d+ uid 65534/);
-    // And the real client still gets in.
+    // And the real client still gets in: the refused one never held the session.
+    fs.chmodSync(rt, 0o700);
     await startClient(['--out', 'pass', '--in', 'pass']);
   });
 

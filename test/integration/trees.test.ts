@@ -40,7 +40,16 @@ let nextExec = 1;
 const addExec = (m: WorkbenchModel, e: Pick<ExecView, 'pid' | 'ppid' | 'uid' | 'path'>) =>
   m.applyUpdate({
     ...emptyUpdate(),
-    execs: [{ ...e, id: String(nextExec++), complete: true, spawnerContext: false, time: Date.now() }],
+    execs: [
+      {
+        ...e,
+        id: String(nextExec++),
+        complete: true,
+        truncated: false,
+        spawnerContext: false,
+        time: Date.now(),
+      },
+    ],
   });
 const pendingOut = (id: string, size: number, ms: number): PendingView => ({
   id,
@@ -167,6 +176,27 @@ describe('NKE views in the extension host', () => {
     assert.equal(byLabel['Session'], '77');
     assert.equal(byLabel['Held for you'], '5');
     assert.equal(byLabel['Allowed'], '4');
+  });
+
+  it("shows the filter's stale entries: verdicts that came after their chunk's deadline", async () => {
+    const { model, trees } = await api();
+    model.applyUpdate({
+      ...emptyUpdate(emptyCounters()),
+      filter: {
+        connected: true,
+        transport: 'emulator',
+        sessionId: '78',
+        paused: false,
+        state: { staleEntries: 3 },
+      },
+    });
+    const item = trees.filter
+      .getChildren()
+      .map((n) => trees.filter.getTreeItem(n))
+      .find((i) => label(i) === 'Late answers skipped');
+    assert.ok(item, 'a Late answers skipped node');
+    assert.equal(item.description, '3');
+    assert.match(String(item.tooltip), /already released at its deadline/);
   });
 
   it('NKE: Clear empties every view', async () => {

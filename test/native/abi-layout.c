@@ -127,7 +127,10 @@ int main(void)
     F(nke_filter_state, chunks_reported); F(nke_filter_state, chunks_passed_pool_full);
     F(nke_filter_state, chunks_auto_released); F(nke_filter_state, chunks_dropped);
     F(nke_filter_state, chunks_modified); F(nke_filter_state, bytes_held); F(nke_filter_state, responses_rejected);
-    F(nke_filter_state, notifications_lost); F(nke_filter_state, sockets_untracked); struct_end();
+    F(nke_filter_state, notifications_lost); F(nke_filter_state, sockets_untracked);
+    F(nke_filter_state, stale_entries);
+    F(nke_filter_state, bytes_kept); F(nke_filter_state, chunks_queued);
+    F(nke_filter_state, chunks_passed_budget); struct_end();
     S(nke_nt_state); F(nke_nt_state, hdr); F(nke_nt_state, state); struct_end();
     S(nke_response_hdr); F(nke_response_hdr, abi_version); F(nke_response_hdr, size);
     F(nke_response_hdr, nverdicts); F(nke_response_hdr, nreleases); F(nke_response_hdr, flags); struct_end();
@@ -159,6 +162,7 @@ int main(void)
     S(nke_emu_kev_ctl); F(nke_emu_kev_ctl, magic); F(nke_emu_kev_ctl, op); F(nke_emu_kev_ctl, status);
     F(nke_emu_kev_ctl, vendor_code); F(nke_emu_kev_ctl, kev_class); F(nke_emu_kev_ctl, kev_subclass);
     F(nke_emu_kev_ctl, msg_limit); F(nke_emu_kev_ctl, _pad0); A(nke_emu_kev_ctl, vendor_string); struct_end();
+    S(nke_emu_refusal); F(nke_emu_refusal, peer_uid); F(nke_emu_refusal, filter_uid); struct_end();
 
     printf("\n  ],\n  \"constants\": {");
 
@@ -172,13 +176,14 @@ int main(void)
     C(NKE_SEL_COUNT); C(NKE_OPEN_F_NONE);
     C(NKE_NT_ATTACH); C(NKE_NT_DETACH); C(NKE_NT_CONNECT_IN); C(NKE_NT_CONNECT_OUT); C(NKE_NT_BOUND);
     C(NKE_NT_LISTEN); C(NKE_NT_EVENT); C(NKE_NT_DATA); C(NKE_NT_CHUNK_RELEASED); C(NKE_NT_STATE); C(NKE_NT_OPTION);
-    C(NKE_NT_DATA_GAP); C(NKE_GAP_NO_BUFFER); C(NKE_GAP_QUEUE_FULL);
+    C(NKE_NT_OWNER); C(NKE_NT_DATA_GAP); C(NKE_GAP_NO_BUFFER); C(NKE_GAP_QUEUE_FULL);
     C(NKE_EV_CONNECTING); C(NKE_EV_CONNECTED); C(NKE_EV_DISCONNECTING); C(NKE_EV_DISCONNECTED);
     C(NKE_EV_FLUSH_READ); C(NKE_EV_SHUTDOWN); C(NKE_EV_CANTRECVMORE); C(NKE_EV_CANTSENDMORE); C(NKE_EV_CLOSING);
     C(NKE_EV_BOUND);
     C(NKE_DATA_F_HELD); C(NKE_DATA_F_DATAGRAM); C(NKE_DATA_F_OOB); C(NKE_DATA_F_HAS_ADDR);
     C(NKE_RELEASE_TIMEOUT); C(NKE_RELEASE_CLIENT_GONE); C(NKE_RELEASE_SOCKET_GONE); C(NKE_RELEASE_INJECT_FAIL);
-    C(NKE_STATE_F_CLIENT); C(NKE_STATE_F_CAPTURE); C(NKE_NT_MAX_SIZE);
+    C(NKE_RELEASE_BUDGET); C(NKE_RELEASE_SOCKET_CLOSING);
+    C(NKE_STATE_F_CLIENT); C(NKE_STATE_F_CAPTURE); C(NKE_NT_MAX_SIZE); C(NKE_KEPT_BYTES_MAX);
     C(NKE_ACT_ALLOW); C(NKE_ACT_ALLOW_MODIFIED); C(NKE_ACT_DROP);
     C(NKE_RESPONSE_MAX_VERDICTS); C(NKE_RESPONSE_MAX_RELEASES); C(NKE_RESPONSE_MAX_SIZE);
     C(NKE_PUT_DATA_MAX_PIECE); C(NKE_MODIFIED_MAX_LEN);
@@ -196,11 +201,11 @@ int main(void)
     C(NKE_ERR__COUNT);
     C(NKE_KEV_HEADER_SIZE); C(NKE_KEV_CLASS); C(NKE_KEV_SUBCLASS_EXEC); C(NKE_KEV_EVENT_EXEC);
     C(NKE_KEV_MSG_LIMIT_X86_64); C(NKE_KEV_MSG_LIMIT_ARM64); C(NKE_PATH_MAX); C(NKE_KEV_MAX_CHUNKS);
-    C(NKE_EXEC_F_SPAWNER_CONTEXT); C(NKE_EXEC_F_FROM_SHIM); C(NKE_KEV_EXEC_CHUNK_HEADER_SIZE);
-    CS(NKE_EMU_DIR_ENV); CS(NKE_EMU_CTL_SOCK); CS(NKE_EMU_KEV_SOCK); CS(NKE_EMU_SHIM_SOCK);
+    C(NKE_EXEC_F_SPAWNER_CONTEXT); C(NKE_EXEC_F_FROM_SHIM); C(NKE_EXEC_F_TRUNCATED); C(NKE_KEV_EXEC_CHUNK_HEADER_SIZE);
+    CS(NKE_EMU_DIR_ENV); CS(NKE_EMU_CTL_SOCK); CS(NKE_EMU_KEV_SOCK); CS(NKE_EMU_SHIM_SOCK); CS(NKE_EMU_LOCK_FILE);
     C(NKE_EMU_MAGIC_REQ); C(NKE_EMU_MAGIC_REPLY); C(NKE_EMU_MAX_REQ);
     C(NKE_EMU_KEV_GET_VENDOR); C(NKE_EMU_KEV_SET_FILTER); C(NKE_EMU_KEV_ANY); C(NKE_EMU_KEV_OK);
-    C(NKE_EMU_KEV_ENOENT); C(NKE_EMU_KEV_EINVAL); C(NKE_EMU_KEV_VENDOR_LEN);
+    C(NKE_EMU_KEV_EPERM); C(NKE_EMU_KEV_ENOENT); C(NKE_EMU_KEV_EINVAL); C(NKE_EMU_KEV_VENDOR_LEN);
 
     printf("\n  }\n}\n");
     return fflush(stdout) == 0 ? 0 : 1;

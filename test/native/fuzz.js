@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// `npm run fuzz [-- --seconds N]`: every kext/core libFuzzer target for N
-// seconds (default 60), exec counts per target, `N passed, N failed` last.
+// `npm run fuzz [-- --seconds N] [--update-corpus]`: every kext/core
+// libFuzzer target for N seconds (default 60), exec counts per target,
+// `N passed, N failed` last. --update-corpus then merges what the runs found
+// into the committed corpus (test/native/fuzz/corpus/), to be committed.
 'use strict';
 const fuzz = require('./fuzz-lib');
 
@@ -16,5 +18,7 @@ if (i >= 0) {
 }
 const results = fuzz.runAll(seconds);
 const passed = results.filter((r) => r.ok).length;
-console.log(`${passed} passed, ${results.length - passed} failed`);
-process.exit(passed === results.length ? 0 : 1);
+let failed = results.length - passed;
+if (argv.includes('--update-corpus') && !fuzz.updateCommittedCorpus()) failed += 1;
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Suite `native`: builds and runs the kext/core unit tests twice (plain -O2
-// with the default cc, and clang with ASan+UBSan), then a short fuzz smoke of
+// Suite `native`: builds and runs the kext/core unit tests (test_core.c and
+// test_order.c) twice each (plain -O2 with the default cc, and clang with
+// ASan+UBSan), then a short fuzz smoke of
 // every libFuzzer target (10 s each under CI=true, 5 s otherwise). Ends with
 // one `N passed, N failed` line summed over all of it.
 'use strict';
@@ -24,7 +25,7 @@ if (build.status !== 0) {
   console.log('native unit tests: build failed');
   failed += 1;
 } else {
-  for (const bin of ['test_core', 'test_core_san']) {
+  for (const bin of ['test_core', 'test_core_san', 'test_order', 'test_order_san']) {
     console.log(`--- ${bin}`);
     const r = spawnSync(path.join(fuzz.outDir, bin), [], { encoding: 'utf8' });
     process.stdout.write(r.stdout);

@@ -52,6 +52,7 @@ static int g_passed, g_failed, g_cur_failed;
 #define MAX_FINISH 2048
 
 struct held_data {          /* what data_ctx points at: the "original" bytes */
+    struct nke_order_item item; /* first, as the core requires of every data_ctx */
     uint8_t *bytes;
     uint32_t len;
 };
@@ -64,6 +65,7 @@ struct finish_call {
 };
 
 struct fake {
+    struct nke_core *core;  /* finish reports each item done at once (as nke-emud does) */
     bool queue_full;
     uint32_t max_rec;       /* nonzero: records larger than this do not fit in the queue */
     int nrecs;
@@ -107,6 +109,8 @@ static void fake_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t
         free(staged);
         f->live_staged--;
     }
+    if (f->core)
+        nke_core_item_done(f->core, (struct nke_order_item *)data_ctx);
 }
 
 static int fake_stage(void *platform, void **staged, uint32_t total_len, uint32_t offset,
@@ -165,6 +169,7 @@ static struct fixture *fixture_new(uint32_t mode)
         x->data[i].len = sizeof(x->payload);
     }
     nke_core_init(&x->c, &fake_ops, &x->f, g_buffers, x->socks, 16, 0x1234, 224);
+    x->f.core = &x->c;
     memset(&req, 0, sizeof(req));
     req.abi_version = NKE_ABI_VERSION;
     req.client_pid = 42;
@@ -756,7 +761,7 @@ static void test_apply_allow_modified_drop(void)
     CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
     nke_core_get_state(&x->c, &st);
     CHECK_EQ(st.buffers_in_use, 0);
-    CHECK_EQ(x->c.stale_entries, 0);
+    CHECK_EQ(x->c.stats.stale_entries, 0);
     fixture_free(x);
 }
 
@@ -806,12 +811,84 @@ static void test_apply_stale_entries_skipped(void)
     add_release(&m, a, abuf);
     add_verdict(&m, b, x->sid, NKE_ACT_DROP, 0);
     CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
-    CHECK_EQ(x->c.stale_entries, 2);
+    CHECK_EQ(x->c.stats.stale_entries, 2);
     CHECK_EQ(x->f.nfinish, 1);
     CHECK(x->f.finish[0].data_ctx == &x->data[1]);
     nke_core_get_state(&x->c, &st);
     CHECK_EQ(st.responses_rejected, 0);
     CHECK_EQ(st.chunks_dropped, 1);
+    fixture_free(x);
+}
+
+/* The buffer-reuse case: chunk a's deadline passed (the filter released it
+ * and its buffer), the freed buffer went to chunk b, and the client's
+ * response still carries a's verdict and release next to b's and c's (a
+ * client that decided a before it read the CHUNK_RELEASED record). The stale
+ * release names the buffer b's release names too: it is skipped, not a
+ * duplicate, and every live verdict applies. `stale_first` puts a's entries
+ * before the live ones, else after. */
+static void stale_release_of_reused_buffer(bool stale_first)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t a = hold(x, 0, 10, 1000), b, c;
+    uint16_t abuf = chunk_of(x, a)->buffers[0];
+    struct nke_filter_state st;
+    nke_core_expire(&x->c, 1000 + NKE_HOLD_TIMEOUT_DEFAULT_MS, 7);
+    CHECK(chunk_of(x, a) == NULL);
+    b = hold(x, 1, 20, 6000);
+    c = hold(x, 2, NKE_BUFFER_SIZE + 1, 6000);
+    CHECK(b != 0 && c != 0);
+    CHECK_EQ(chunk_of(x, b)->buffers[0], abuf); /* the pool hands the freed buffer out first */
+    x->f.nfinish = 0;
+    memset(&m, 0, sizeof(m));
+    if (stale_first)
+        add_verdict(&m, a, x->sid, NKE_ACT_ALLOW, 0);
+    add_verdict(&m, b, x->sid, NKE_ACT_DROP, 0);
+    add_verdict(&m, c, x->sid, NKE_ACT_ALLOW, 0);
+    if (!stale_first)
+        add_verdict(&m, a, x->sid, NKE_ACT_ALLOW, 0);
+    if (stale_first)
+        add_release(&m, a, abuf);
+    add_releases_of(&m, x, b);
+    add_releases_of(&m, x, c);
+    if (!stale_first)
+        add_release(&m, a, abuf);
+    CHECK_EQ(nke_core_validate_response(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->f.nfinish, 2);
+    CHECK(x->f.finish[0].data_ctx == &x->data[1]);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_DROP);
+    CHECK(x->f.finish[1].data_ctx == &x->data[2]);
+    CHECK_EQ(x->f.finish[1].action, NKE_ACT_ALLOW);
+    CHECK(chunk_of(x, b) == NULL && chunk_of(x, c) == NULL); /* decided and released */
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.responses_rejected, 0);
+    CHECK_EQ(st.stale_entries, 2);
+    CHECK_EQ(st.chunks_pending, 0);
+    CHECK_EQ(st.buffers_in_use, 0);
+    CHECK_EQ(st.chunks_dropped, 1);
+    fixture_free(x);
+}
+
+static void test_stale_release_of_reused_buffer_first(void) { stale_release_of_reused_buffer(true); }
+static void test_stale_release_of_reused_buffer_last(void) { stale_release_of_reused_buffer(false); }
+
+/* Two live releases of one buffer are still a duplicate, stale entries or not. */
+static void test_live_duplicate_release_still_refused(void)
+{
+    static struct resp m;
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t a = hold(x, 0, 10, 1000), b;
+    uint16_t abuf = chunk_of(x, a)->buffers[0];
+    nke_core_expire(&x->c, 1000 + NKE_HOLD_TIMEOUT_DEFAULT_MS, 7);
+    b = hold(x, 1, 20, 6000);
+    memset(&m, 0, sizeof(m));
+    add_release(&m, a, abuf);
+    add_release(&m, b, abuf);
+    add_release(&m, b, abuf);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_ERR_BUF_DUP);
+    CHECK_EQ(x->c.stats.stale_entries, 0);
     fixture_free(x);
 }
 
@@ -1169,7 +1246,7 @@ static void test_hold_500_buffers_released(void)
     memset(&m, 0, sizeof(m));
     add_verdict(&m, ids[7], x->sid, NKE_ACT_ALLOW, 0);
     CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
-    CHECK_EQ(x->c.stale_entries, 1);
+    CHECK_EQ(x->c.stats.stale_entries, 1);
     CHECK_EQ(x->f.nfinish, MANY);
     fixture_free(x);
 }
@@ -1488,6 +1565,7 @@ static void test_capture_modes_in_core(void)
     struct fixture *x = fixture_new(NKE_CAPTURE_NOTHING);
     struct nke_addr remote;
     uint64_t id;
+    int nrecs;
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, 0, NULL, &x->data[0], 0, 0, &id), NKE_DATA_PASS);
     CHECK_EQ(x->f.nrecs, 0);
     memset(&remote, 0, sizeof(remote));
@@ -1506,10 +1584,15 @@ static void test_capture_modes_in_core(void)
     CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_OK);
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, 0, NULL, &x->data[0], 0, 0, &id), NKE_DATA_HELD);
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[1], 0, 0, &id), NKE_DATA_REPORTED);
-    /* a datagram's own peer address decides, not the socket's */
+    /* a datagram's own peer address decides, not the socket's: to port 54
+     * it is neither held nor reported (no record), and it waits behind the
+     * chunk held on its direction (stream order, nke_order.h) */
     remote.port = 54;
+    nrecs = x->f.nrecs;
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 10, NKE_DATA_F_HAS_ADDR | NKE_DATA_F_DATAGRAM,
-                           &remote, &x->data[2], 0, 0, &id), NKE_DATA_PASS);
+                           &remote, &x->data[2], 0, 0, &id), NKE_DATA_QUEUED);
+    CHECK_EQ(x->f.nrecs, nrecs);
+    CHECK_EQ(id, 0);
     cfg.rules[0].remote_port_min = 60;
     cfg.rules[0].remote_port_max = 59;
     CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_ERR_RULE);
@@ -1579,7 +1662,7 @@ static void make_path(char *p, uint32_t len, uint32_t seed)
 
 static void test_kev_chunker_limits(void)
 {
-    char path[NKE_PATH_MAX];
+    static char path[NKE_PATH_MAX + 100];
     struct nke_kev_exec_chunk h;
     const char *piece;
     uint32_t plen;
@@ -1589,30 +1672,53 @@ static void test_kev_chunker_limits(void)
     CHECK_EQ(nke_kev_piece_size(48), 0);
     CHECK_EQ(nke_kev_chunk_count(1023, 224), 6);
     CHECK_EQ(nke_kev_chunk_count(1023, 288), 5);
-    CHECK_EQ(nke_kev_chunk_count(1024, 224), 0);
+    CHECK_EQ(nke_kev_chunk_count(1024, 224), 6); /* macOS's limit no longer bounds it */
+    CHECK_EQ(nke_kev_chunk_count(4000, 224), 23);
+    CHECK_EQ(nke_kev_chunk_count(4095, 224), 24);
     CHECK_EQ(nke_kev_chunk_count(0, 224), 1);
     CHECK_EQ(nke_kev_chunk_count(100, 48), 0);
-    CHECK_EQ(nke_kev_chunk_count(1000, 60), 0); /* 12-byte pieces: 84 chunks > 64 */
+    /* longer than the ABI carries: cut to NKE_PATH_MAX - 1, never 0 chunks */
+    CHECK_EQ(nke_kev_sendable_len(4095, 224), 4095);
+    CHECK_EQ(nke_kev_sendable_len(4096, 224), 4095);
+    CHECK_EQ(nke_kev_sendable_len(70000, 224), 4095);
+    CHECK_EQ(nke_kev_chunk_count(70000, 224), 24);
+    /* 12-byte pieces: 64 chunks carry 768 bytes */
+    CHECK_EQ(nke_kev_sendable_len(1000, 60), 768);
+    CHECK_EQ(nke_kev_chunk_count(1000, 60), 64);
+    CHECK_EQ(nke_kev_sendable_len(1000, 48), 0);
     CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1023, 224, 6, &h, &piece, &plen), NKE_ERR_COUNT);
-    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1024, 224, 0, &h, &piece, &plen), NKE_ERR_SIZE);
+    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1023, 48, 0, &h, &piece, &plen), NKE_ERR_SIZE);
     CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, 1023, 224, 5, &h, &piece, &plen), NKE_OK);
     CHECK_EQ(plen, 1023 - 5 * 176);
     CHECK_EQ(h.offset, 5 * 176);
     CHECK(piece == path + 5 * 176);
     CHECK_EQ(h.chunk_count, 6);
     CHECK_EQ(h.chunk_index, 5);
+    CHECK_EQ(h.flags, 0);
+    CHECK_EQ(h.total_len, 1023);
+    /* the last chunk of a cut path ends at NKE_PATH_MAX - 1, every chunk flagged */
+    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, NKE_EXEC_F_FROM_SHIM, path, NKE_PATH_MAX + 50, 224, 23, &h,
+                                 &piece, &plen), NKE_OK);
+    CHECK_EQ(h.total_len, NKE_PATH_MAX - 1);
+    CHECK_EQ(h.offset + plen, NKE_PATH_MAX - 1);
+    CHECK_EQ(h.flags, NKE_EXEC_F_FROM_SHIM | NKE_EXEC_F_TRUNCATED);
+    CHECK_EQ(nke_kev_chunk_build(1, 2, 3, 4, 0, path, NKE_PATH_MAX + 50, 224, 0, &h, &piece, &plen), NKE_OK);
+    CHECK_EQ(h.flags, NKE_EXEC_F_TRUNCATED);
 }
 
-static void kev_roundtrip(uint32_t limit, uint32_t expect_chunks)
+/* Chunks a path_len-byte path under limit, feeds them last first, and
+ * checks the one record: complete, the first `expect_len` bytes, `flags`. */
+static void kev_roundtrip_len(uint32_t limit, uint32_t path_len, uint32_t expect_chunks,
+                              uint32_t expect_len, uint16_t expect_flags)
 {
     static struct kev_msgs m;
     static struct nke_kev_reasm r;
     static struct kev_sink sink;
-    char path[1023];
+    static char path[NKE_PATH_MAX + 1000];
     int i;
     uint32_t k;
-    make_path(path, sizeof(path), limit);
-    kev_build_all(&m, 42, 900, path, sizeof(path), limit);
+    make_path(path, path_len, limit);
+    kev_build_all(&m, 42, 900, path, path_len, limit);
     CHECK_EQ(m.n, expect_chunks);
     for (i = 0; i < m.n; i++)
         CHECK(m.len[i] <= limit);
@@ -1626,16 +1732,33 @@ static void kev_roundtrip(uint32_t limit, uint32_t expect_chunks)
     }
     CHECK_EQ(sink.n, 1);
     CHECK(sink.recs[0].complete);
-    CHECK_EQ(sink.recs[0].path_len, 1023);
-    CHECK(memcmp(sink.recs[0].path, path, 1023) == 0);
-    CHECK_EQ(sink.recs[0].path[1023], '\0');
+    CHECK_EQ(sink.recs[0].path_len, expect_len);
+    CHECK(memcmp(sink.recs[0].path, path, expect_len) == 0);
+    CHECK_EQ(sink.recs[0].path[expect_len], '\0');
+    CHECK_EQ(sink.recs[0].flags, expect_flags);
     CHECK_EQ(sink.recs[0].pid, 900);
     CHECK_EQ(sink.recs[0].exec_id, 42);
     CHECK_EQ(sink.recs[0].chunk_count, expect_chunks);
 }
 
+static void kev_roundtrip(uint32_t limit, uint32_t expect_chunks)
+{
+    kev_roundtrip_len(limit, 1023, expect_chunks, 1023, 0);
+}
+
 static void test_kev_1023_under_224(void) { kev_roundtrip(NKE_KEV_MSG_LIMIT_X86_64, 6); }
 static void test_kev_1023_under_288(void) { kev_roundtrip(NKE_KEV_MSG_LIMIT_ARM64, 5); }
+/* Linux paths reach 4095 bytes: whole, in 23 and 17 messages. */
+static void test_kev_4000_under_224(void) { kev_roundtrip_len(NKE_KEV_MSG_LIMIT_X86_64, 4000, 23, 4000, 0); }
+static void test_kev_4000_under_288(void) { kev_roundtrip_len(NKE_KEV_MSG_LIMIT_ARM64, 4000, 17, 4000, 0); }
+static void test_kev_4095_whole(void) { kev_roundtrip_len(NKE_KEV_MSG_LIMIT_X86_64, 4095, 24, 4095, 0); }
+/* Longer than the ABI carries, or than 64 tiny pieces hold: cut, flagged, complete. */
+static void test_kev_longer_path_cut_and_flagged(void)
+{
+    kev_roundtrip_len(NKE_KEV_MSG_LIMIT_X86_64, NKE_PATH_MAX + 500, 24, NKE_PATH_MAX - 1,
+                      NKE_EXEC_F_TRUNCATED);
+}
+static void test_kev_tiny_limit_cut_and_flagged(void) { kev_roundtrip_len(60, 1000, 64, 768, NKE_EXEC_F_TRUNCATED); }
 
 static void test_kev_lost_middle_chunk(void)
 {
@@ -1844,7 +1967,7 @@ static void test_kev_malformed(void)
     MUTATE(h.chunk_count = 0, NKE_ERR_COUNT);
     MUTATE(h.chunk_count = 65, NKE_ERR_COUNT);
     MUTATE(h.chunk_index = 1, NKE_ERR_COUNT);
-    MUTATE(h.total_len = 1024, NKE_ERR_SIZE);
+    MUTATE(h.total_len = NKE_PATH_MAX, NKE_ERR_SIZE);
     MUTATE(h.offset = 1, NKE_ERR_SIZE);
     MUTATE(km.total_size = 30, NKE_ERR_SIZE);
     CHECK_EQ(r.malformed, 8);
@@ -2069,6 +2192,9 @@ int main(void)
     RUN(test_apply_allow_modified_drop);
     RUN(test_apply_buffers_hold_data);
     RUN(test_apply_stale_entries_skipped);
+    RUN(test_stale_release_of_reused_buffer_first);
+    RUN(test_stale_release_of_reused_buffer_last);
+    RUN(test_live_duplicate_release_still_refused);
     RUN(test_put_data_ordering);
     RUN(test_put_data_zero_length_and_failure);
     RUN(test_deadline_expiry);
@@ -2090,6 +2216,11 @@ int main(void)
     RUN(test_kev_chunker_limits);
     RUN(test_kev_1023_under_224);
     RUN(test_kev_1023_under_288);
+    RUN(test_kev_4000_under_224);
+    RUN(test_kev_4000_under_288);
+    RUN(test_kev_4095_whole);
+    RUN(test_kev_longer_path_cut_and_flagged);
+    RUN(test_kev_tiny_limit_cut_and_flagged);
     RUN(test_kev_lost_middle_chunk);
     RUN(test_kev_interleaved_execs);
     RUN(test_kev_duplicates_ignored);

@@ -123,7 +123,21 @@ const samples: Notification[] = [
       responses_rejected: 6n,
       notifications_lost: 7n,
       sockets_untracked: 8n,
+      stale_entries: 9n,
+      bytes_kept: 10n,
+      chunks_queued: 11n,
+      chunks_passed_budget: 12n,
     },
+  },
+  {
+    kind: 'owner',
+    hdr: hdr(),
+    pid: 4242,
+    uid: 0,
+    family: NKE_AF_INET,
+    type: 1,
+    protocol: 6,
+    comm: 'httpd',
   },
   {
     kind: 'data_gap',
@@ -151,7 +165,7 @@ describe('abi: notifications', () => {
       assert.deepEqual(back, { ...n, hdr: { ...n.hdr, type: back.hdr.type, size: bytes.length } });
       kinds.add(n.kind);
     }
-    assert.equal(kinds.size, 12, 'one sample per enum nke_notify_type member');
+    assert.equal(kinds.size, 13, 'one sample per enum nke_notify_type member');
   });
 
   it('decodes nke_nt_data from bytes placed at the header offsets (not just its own encoding)', () => {
@@ -276,7 +290,7 @@ describe('abi: notifications', () => {
         const t = 1 + (rnd() % 11);
         buf[0] = t;
         buf[1] = 0;
-        const size = [0, 72, 40, 72, 72, 72, 72, 32, 96, 40, 136, 40][t];
+        const size = [0, 72, 40, 72, 72, 72, 72, 32, 96, 40, 144, 40][t];
         buf[2] = size & 0xff;
         buf[3] = size >> 8;
       }
@@ -462,9 +476,14 @@ describe('abi: replies', () => {
     const b = encodeStruct(OpenReplyLayout, value);
     assert.equal(new DataView(b.buffer).getBigUint64(24, true), 0x1234567890abcdefn);
     assert.deepEqual(ok(decodeOpenReply(b)), value);
-    new DataView(b.buffer).setUint32(0, 2, true);
+    new DataView(b.buffer).setUint32(0, NKE_ABI_VERSION + 1, true);
     const r = decodeOpenReply(b);
-    assert.ok(!r.ok && /filter ABI version 2, this client speaks 1/.test(r.error.message));
+    assert.ok(
+      !r.ok &&
+        r.error.message.includes(
+          `filter ABI version ${NKE_ABI_VERSION + 1}, this client speaks ${NKE_ABI_VERSION}`,
+        ),
+    );
     const t = decodeOpenReply(b.subarray(0, 31));
     assert.equal(!t.ok && t.error.code, 'truncated');
   });
@@ -472,7 +491,9 @@ describe('abi: replies', () => {
   it('filter state decodes its u64 counters exactly', () => {
     const b = new Uint8Array(FilterStateLayout.size);
     new DataView(b.buffer).setBigUint64(104, 2n ** 64n - 2n, true);
+    new DataView(b.buffer).setBigUint64(112, 2n ** 64n - 3n, true);
     assert.equal(ok(decodeFilterState(b)).sockets_untracked, 2n ** 64n - 2n);
+    assert.equal(ok(decodeFilterState(b)).stale_entries, 2n ** 64n - 3n);
   });
 });
 

@@ -106,7 +106,7 @@ function fmtEvent(ev: P.HistoryEvent): string {
     case 'released':
       return `released ${ev.chunkId} by the filter (${ev.reason})`;
     case 'exec':
-      return `exec ${ev.pid} (parent ${ev.ppid}) ${ev.path}${ev.complete ? '' : ' [incomplete]'}`;
+      return `exec ${ev.pid} (parent ${ev.ppid}) ${ev.path}${ev.complete ? '' : ' [incomplete]'}${ev.truncated ? ' [truncated]' : ''}`;
   }
 }
 

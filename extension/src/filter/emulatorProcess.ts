@@ -6,17 +6,15 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ActionableError } from '../commands/actionableError';
+import { assertPrivateDir, resolveEmulatorRuntimeDir } from '../shared/privateDir';
 
 /**
  * The runtime directory nke-emud, the shim and the addon agree on
- * (native/emu/include/nke_emu_proto.h): the setting if given, else
+ * (native/emu/include/nke_rundir.h): the setting if given, else
  * $NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid>.
  */
 export function emulatorRuntimeDir(setting: string, env: NodeJS.ProcessEnv = process.env): string {
-  if (setting) return setting;
-  if (env.NKE_EMU_DIR) return env.NKE_EMU_DIR;
-  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'nke-emu');
-  return `/tmp/nke-emu-${process.getuid?.() ?? 0}`;
+  return setting || resolveEmulatorRuntimeDir(env);
 }
 
 export interface EmulatorOptions {
@@ -61,7 +59,14 @@ export class EmulatorProcess {
   static async start(o: EmulatorOptions, timeoutMs = 10000): Promise<EmulatorProcess> {
     const daemon = emulatorBinary(o.binDir, 'nke-emud');
     // The runtime directory holds the user-client sockets: 0700, ours only.
+    // One that exists already and is someone else's is refused here, with the
+    // same words nke-emud would log.
     fs.mkdirSync(o.runtimeDir, { recursive: true, mode: 0o700 });
+    assertPrivateDir(
+      o.runtimeDir,
+      "the emulator's runtime directory",
+      'set nke.emulatorRuntimeDir (or NKE_EMU_DIR) to a directory of your own',
+    );
     const ctl = path.join(o.runtimeDir, 'ctl.sock');
     const since = Date.now();
     const child = spawn(daemon, [], {

@@ -217,7 +217,11 @@ export function diagnoseUnloadFailure(
     return {
       problem: 'in-use',
       message:
-        'the kext refused to unload (EBUSY): no client is connected, so sockets that attached while the filter was loaded still hold it. Close those programs (or wait for their sockets to close), then unload again; NKE: Show Kernel Log shows the reason.',
+        // With no client, the kext refuses while released bytes are still
+        // being re-injected (a slow peer) or a filter callback is still
+        // running; XNU's sflt_unregister detaches the filter from every
+        // socket at once, so open sockets do not keep it (docs/kext.md, Unload).
+        'the kext refused to unload (EBUSY) with no client connected: bytes released earlier are still being re-injected, or a filter callback is still running. Both end by themselves: unload again in a moment; NKE: Show Kernel Log shows the reason.',
       action: { title: 'Show Kernel Log', command: 'nke.showKernelLog' },
     };
   }

@@ -162,6 +162,8 @@ export class FilterEngine extends EventEmitter<{
   private sessionId?: bigint;
   private lastError?: { code: string; message: string };
   private lastState?: FilterState;
+  /** The filter's state record changed what the views show (stale entries): send status with the next update. */
+  private filterStateChanged = false;
   private flushTimer?: NodeJS.Timeout;
   private readonly log: NonNullable<EngineOptions['log']>;
   private readonly addonOverride?: NativeAddon;
@@ -193,9 +195,10 @@ export class FilterEngine extends EventEmitter<{
     return !!this.client?.isOpen;
   }
 
-  status(): FilterStatus {
+  /** fresh: ask the filter now; else the last state record it sent. */
+  status(fresh = true): FilterStatus {
     let state: FilterState | undefined = this.lastState;
-    if (this.client?.isOpen) {
+    if (fresh && this.client?.isOpen) {
       try {
         state = this.lastState = decodeFilterState(this.client.getState());
       } catch (e) {
@@ -399,8 +402,12 @@ export class FilterEngine extends EventEmitter<{
   }
 
   flushUpdates(): void {
-    if (!this.model.isDirty) return;
+    if (!this.model.isDirty && !this.filterStateChanged) return;
     const batch = this.model.takeUpdate();
+    if (this.filterStateChanged) {
+      this.filterStateChanged = false;
+      batch.filter = this.status(false);
+    }
     this.emit('update', batch);
   }
 
@@ -500,7 +507,12 @@ export class FilterEngine extends EventEmitter<{
     for (const n of list) {
       this.model.apply(n);
       if (this.history) this.toHistory(n, positions);
-      if (n.type === NotifyType.State) this.lastState = n.state;
+      if (n.type === NotifyType.State) {
+        // A verdict that came too late is skipped by the filter and only
+        // counted there: the Filter view shows it as soon as it moves.
+        if (this.lastState?.staleEntries !== n.state.staleEntries) this.filterStateChanged = true;
+        this.lastState = n.state;
+      }
       if (n.type === NotifyType.Detach) {
         // Socket gone: whatever is carried for it is decided as it is.
         for (const dir of [DIR_IN, DIR_OUT]) {
@@ -531,6 +543,10 @@ export class FilterEngine extends EventEmitter<{
           family: n.family === AF_INET6 ? 6 : 4,
           protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
         });
+        return;
+      case NotifyType.Owner:
+        // An accepted socket's process, learned after attach (the kext's sf_accept).
+        h.socketInfo(key, { pid: n.pid, process: n.comm });
         return;
       case NotifyType.ConnectIn:
       case NotifyType.ConnectOut:

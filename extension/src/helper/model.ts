@@ -13,6 +13,7 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
+import { NKE_EXEC_F_TRUNCATED } from '../shared/abi';
 import {
   AF_INET6,
   type Addr,
@@ -21,6 +22,7 @@ import {
   type Notification,
   PROTO_TCP,
   PROTO_UDP,
+  RELEASE_REASONS,
   SOCK_EVENTS,
   type SockId,
 } from './wire';
@@ -226,6 +228,17 @@ export class LiveModel {
         });
         return;
       }
+      case NotifyType.Owner: {
+        // The kext learns who accepted a connection only at sf_accept (it
+        // attached the socket in the kernel's input path): the socket's
+        // process changes in place, its addresses and counters stay.
+        const s = this.adopt(key);
+        s.view.pid = n.pid;
+        s.view.uid = n.uid;
+        s.view.process = n.comm;
+        this.touch(key);
+        return;
+      }
       case NotifyType.Detach: {
         const s = this.sockets.get(key);
         if (!s) return;
@@ -328,8 +341,7 @@ export class LiveModel {
       case NotifyType.ChunkReleased: {
         this.counters.releasedByFilter++;
         const id = n.chunkId.toString();
-        const reason =
-          ['', 'timeout', 'client-gone', 'socket-gone', 'inject-failed'][n.reason] ?? `reason ${n.reason}`;
+        const reason = RELEASE_REASONS[n.reason] ?? `reason ${n.reason}`;
         this.removePending(id, reason);
         this.record({ kind: 'released', chunkId: id, reason });
         return;
@@ -415,6 +427,7 @@ export class LiveModel {
       // An incomplete path has zero bytes where chunks are missing: shown as U+FFFD.
       path: r.complete ? r.path.toString('utf8') : r.path.toString('latin1').replace(/\0/g, '\ufffd'),
       complete: r.complete,
+      truncated: (r.flags & NKE_EXEC_F_TRUNCATED) !== 0,
       spawnerContext: (r.flags & 1) !== 0,
       time: Date.now(),
     };
@@ -430,6 +443,7 @@ export class LiveModel {
       ppid: r.ppid,
       path: view.path,
       complete: r.complete,
+      truncated: view.truncated,
     });
     return view;
   }

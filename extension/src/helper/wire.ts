@@ -35,6 +35,8 @@ export const RELEASE_REASONS: Record<number, string> = {
   2: 'client-gone',
   3: 'socket-gone',
   4: 'inject-failed',
+  5: 'budget',
+  6: 'socket-closing',
 };
 
 export const SOCK_EVENTS: Record<number, string> = {
@@ -71,7 +73,8 @@ interface Base {
 
 export type Notification =
   | (Base & {
-      type: NotifyType.Attach;
+      /** Owner: the socket's process is now known to be this one (pid, uid, comm replace the attach's). */
+      type: NotifyType.Attach | NotifyType.Owner;
       pid: number;
       uid: number;
       family: number;
@@ -126,6 +129,14 @@ export interface FilterState {
   responsesRejected: number;
   notificationsLost: number;
   socketsUntracked: number;
+  /** Verdicts and releases the filter skipped: their chunk was already released (deadline). */
+  staleEntries: number;
+  /** bytes the filter keeps right now (held, queued behind held, staged, being re-injected) */
+  bytesKept: number;
+  /** chunks that waited behind held data of their socket to keep the stream order */
+  chunksQueued: number;
+  /** chunks not held because the byte budget was used up */
+  chunksPassedBudget: number;
 }
 
 function addr(a: abi.NkeAddr): Addr {
@@ -157,6 +168,10 @@ function state(s: abi.FilterState): FilterState {
     responsesRejected: n(s.responses_rejected),
     notificationsLost: n(s.notifications_lost),
     socketsUntracked: n(s.sockets_untracked),
+    staleEntries: n(s.stale_entries),
+    bytesKept: n(s.bytes_kept),
+    chunksQueued: n(s.chunks_queued),
+    chunksPassedBudget: n(s.chunks_passed_budget),
   };
 }
 
@@ -178,8 +193,9 @@ function adapt(n: abi.Notification): Notification {
   const timeNs = Number(n.hdr.time_ns);
   switch (n.kind) {
     case 'attach':
+    case 'owner':
       return {
-        type: NotifyType.Attach,
+        type: n.kind === 'owner' ? NotifyType.Owner : NotifyType.Attach,
         flags,
         sock,
         timeNs,

@@ -333,6 +333,13 @@ export class HelperSession implements HelperPort {
     switch (filterErrorCode(e)) {
       case 'NKE_EMU_NOT_RUNNING':
         return new EmulatorNotRunningError(message);
+      case 'NKE_NOT_PRIVATE':
+        // Someone else's runtime directory (or listener): pick one of ours.
+        return new ActionableError(message, {
+          title: 'Open Settings',
+          command: 'workbench.action.openSettings',
+          args: ['nke.emulatorRuntimeDir'],
+        });
       case 'NKE_BUSY':
         return new ActionableError(
           `${message}: disconnect the other client (nke watch, another window) first`,

@@ -27,7 +27,7 @@
 // Constants (#defines of nke_abi.h)
 // ---------------------------------------------------------------------------
 
-export const NKE_ABI_VERSION = 1;
+export const NKE_ABI_VERSION = 2;
 export const NKE_BUNDLE_ID = 'com.nkeworkbench.filter';
 export const NKE_SERVICE_CLASS = 'com_nkeworkbench_Filter';
 export const NKE_KEV_VENDOR = 'com.nkeworkbench';
@@ -58,7 +58,9 @@ export const NKE_DATA_F_HAS_ADDR = 0x8;
 export const NKE_STATE_F_CLIENT = 0x1;
 export const NKE_STATE_F_CAPTURE = 0x2;
 
-export const NKE_NT_MAX_SIZE = 136;
+export const NKE_NT_MAX_SIZE = 168;
+/** Most bytes the filter keeps at once for the client (held, queued behind held, staged, re-injecting). */
+export const NKE_KEPT_BYTES_MAX = 32 * 1024 * 1024;
 
 export const NKE_RESPONSE_MAX_VERDICTS = 256;
 export const NKE_RESPONSE_MAX_RELEASES = NKE_BUFFER_COUNT * 2;
@@ -86,10 +88,12 @@ export const NKE_KEV_SUBCLASS_EXEC = 1;
 export const NKE_KEV_EVENT_EXEC = 1;
 export const NKE_KEV_MSG_LIMIT_X86_64 = 224;
 export const NKE_KEV_MSG_LIMIT_ARM64 = 288;
-export const NKE_PATH_MAX = 1024;
+/** Exec paths up to the larger host limit (Linux 4096, NUL included); longer ones arrive cut, NKE_EXEC_F_TRUNCATED. */
+export const NKE_PATH_MAX = 4096;
 export const NKE_KEV_MAX_CHUNKS = 64;
 export const NKE_EXEC_F_SPAWNER_CONTEXT = 0x1;
 export const NKE_EXEC_F_FROM_SHIM = 0x2;
+export const NKE_EXEC_F_TRUNCATED = 0x4;
 export const NKE_KEV_EXEC_CHUNK_HEADER_SIZE = 24;
 
 // nke_emu_proto.h
@@ -97,10 +101,12 @@ export const NKE_EMU_DIR_ENV = 'NKE_EMU_DIR';
 export const NKE_EMU_CTL_SOCK = 'ctl.sock';
 export const NKE_EMU_KEV_SOCK = 'kev.sock';
 export const NKE_EMU_SHIM_SOCK = 'shim.sock';
+export const NKE_EMU_LOCK_FILE = 'nke-emud.lock';
 export const NKE_EMU_MAGIC_REQ = 0x51454b4e;
 export const NKE_EMU_MAGIC_REPLY = 0x50454b4e;
 export const NKE_EMU_KEV_ANY = 0;
 export const NKE_EMU_KEV_OK = 0;
+export const NKE_EMU_KEV_EPERM = 1;
 export const NKE_EMU_KEV_ENOENT = 2;
 export const NKE_EMU_KEV_EINVAL = 22;
 export const NKE_EMU_KEV_VENDOR_LEN = 200;
@@ -144,8 +150,10 @@ export enum NotifyType {
   ChunkReleased = 9,
   State = 10,
   Option = 11,
+  /** An attach record again: the socket's process is now known (accept in another process). */
+  Owner = 12,
   /** nke_nt_data_gap: data the filter passed without reporting it */
-  DataGap = 12,
+  DataGap = 13,
 }
 
 export enum SockEvent {
@@ -166,6 +174,10 @@ export enum ReleaseReason {
   ClientGone = 2,
   SocketGone = 3,
   InjectFail = 4,
+  /** The byte budget ran out while later data of the socket waited behind the chunk. */
+  Budget = 5,
+  /** The socket closed or shut its sending side down: outbound sent as it was, inbound dropped. */
+  SocketClosing = 6,
 }
 
 /** Why data passed unreported (nke_nt_data_gap.reason). */
@@ -590,7 +602,7 @@ export const NtDataGapLayout = defineStruct({
 
 export const FilterStateLayout = defineStruct({
   name: 'nke_filter_state',
-  size: 112,
+  size: 144,
   fields: [
     { name: 'abi_version', offset: 0, type: 'u32' },
     { name: 'flags', offset: 4, type: 'u32' },
@@ -609,12 +621,16 @@ export const FilterStateLayout = defineStruct({
     { name: 'responses_rejected', offset: 88, type: 'u64' },
     { name: 'notifications_lost', offset: 96, type: 'u64' },
     { name: 'sockets_untracked', offset: 104, type: 'u64' },
+    { name: 'stale_entries', offset: 112, type: 'u64' },
+    { name: 'bytes_kept', offset: 120, type: 'u64' },
+    { name: 'chunks_queued', offset: 128, type: 'u64' },
+    { name: 'chunks_passed_budget', offset: 136, type: 'u64' },
   ],
 });
 
 export const NtStateLayout = defineStruct({
   name: 'nke_nt_state',
-  size: 136,
+  size: 168,
   fields: [
     { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
     { name: 'state', offset: 24, type: 'struct', struct: FilterStateLayout },
@@ -773,6 +789,15 @@ export const EmuKevCtlLayout = defineStruct({
   ],
 });
 
+export const EmuRefusalLayout = defineStruct({
+  name: 'nke_emu_refusal',
+  size: 8,
+  fields: [
+    { name: 'peer_uid', offset: 0, type: 'u32' },
+    { name: 'filter_uid', offset: 4, type: 'u32' },
+  ],
+});
+
 /** Every struct that crosses a boundary, for the conformance test and tools. */
 export const ABI_STRUCTS: readonly StructLayout[] = [
   DqEntryLayout,
@@ -803,6 +828,7 @@ export const ABI_STRUCTS: readonly StructLayout[] = [
   EmuReqLayout,
   EmuReplyLayout,
   EmuKevCtlLayout,
+  EmuRefusalLayout,
 ];
 
 /** Derived sizes that the header computes with sizeof (checked against C too). */
@@ -859,6 +885,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_NT_CHUNK_RELEASED: NotifyType.ChunkReleased,
   NKE_NT_STATE: NotifyType.State,
   NKE_NT_OPTION: NotifyType.Option,
+  NKE_NT_OWNER: NotifyType.Owner,
   NKE_NT_DATA_GAP: NotifyType.DataGap,
   NKE_GAP_NO_BUFFER: GapReason.NoBuffer,
   NKE_GAP_QUEUE_FULL: GapReason.QueueFull,
@@ -880,9 +907,12 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_RELEASE_CLIENT_GONE: ReleaseReason.ClientGone,
   NKE_RELEASE_SOCKET_GONE: ReleaseReason.SocketGone,
   NKE_RELEASE_INJECT_FAIL: ReleaseReason.InjectFail,
+  NKE_RELEASE_BUDGET: ReleaseReason.Budget,
+  NKE_RELEASE_SOCKET_CLOSING: ReleaseReason.SocketClosing,
   NKE_STATE_F_CLIENT,
   NKE_STATE_F_CAPTURE,
   NKE_NT_MAX_SIZE,
+  NKE_KEPT_BYTES_MAX,
   NKE_ACT_ALLOW: Action.Allow,
   NKE_ACT_ALLOW_MODIFIED: Action.AllowModified,
   NKE_ACT_DROP: Action.Drop,
@@ -946,11 +976,13 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_KEV_MAX_CHUNKS,
   NKE_EXEC_F_SPAWNER_CONTEXT,
   NKE_EXEC_F_FROM_SHIM,
+  NKE_EXEC_F_TRUNCATED,
   NKE_KEV_EXEC_CHUNK_HEADER_SIZE,
   NKE_EMU_DIR_ENV,
   NKE_EMU_CTL_SOCK,
   NKE_EMU_KEV_SOCK,
   NKE_EMU_SHIM_SOCK,
+  NKE_EMU_LOCK_FILE,
   NKE_EMU_MAGIC_REQ,
   NKE_EMU_MAGIC_REPLY,
   NKE_EMU_MAX_REQ,
@@ -958,6 +990,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_EMU_KEV_SET_FILTER: EmuKevOp.SetFilter,
   NKE_EMU_KEV_ANY,
   NKE_EMU_KEV_OK,
+  NKE_EMU_KEV_EPERM,
   NKE_EMU_KEV_ENOENT,
   NKE_EMU_KEV_EINVAL,
   NKE_EMU_KEV_VENDOR_LEN,
@@ -1222,7 +1255,7 @@ export function encodeStruct<L extends StructLayout>(
 
 /** Notification kinds, one per enum nke_notify_type member. */
 export type Notification =
-  | ({ kind: 'attach' } & NtAttach)
+  | ({ kind: 'attach' | 'owner' } & NtAttach)
   | ({ kind: 'detach' } & NtDetach)
   | ({ kind: 'connect_in' | 'connect_out' | 'bound' | 'listen' } & NtAddrs)
   | ({ kind: 'event' } & NtEvent)
@@ -1246,6 +1279,7 @@ const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layo
   [NotifyType.ChunkReleased]: { kind: 'chunk_released', layout: NtChunkReleasedLayout },
   [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
   [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
+  [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
   [NotifyType.DataGap]: { kind: 'data_gap', layout: NtDataGapLayout },
 };
 

@@ -9,11 +9,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc';
+import { privateDirProblem } from './privateDir';
 import { connectWithToken } from './tokenSocket';
 
 export class ControlDirError extends Error {}
 
-/** The private directory of the control socket; refuses one that is not ours or not 0700. */
+/**
+ * The private directory of the control socket; refuses one that is not a
+ * real directory of this user (or root) closed to others (privateDir.ts):
+ * `status`, `verdict`, `export` and `extcap` send its token to whatever
+ * listens there.
+ */
 export function controlDir(create: boolean): string {
   const dir =
     process.env.NKE_CLI_DIR ??
@@ -21,14 +27,12 @@ export function controlDir(create: boolean): string {
       ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli')
       : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
   if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (fs.existsSync(dir)) {
-    const st = fs.statSync(dir);
-    if (st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
-      throw new ControlDirError(
-        `${dir} is not a private directory of this user (owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}); remove it`,
-      );
-    }
-  }
+  const problem = privateDirProblem(
+    dir,
+    'the nke control directory',
+    'set NKE_CLI_DIR to a directory of your own',
+  );
+  if (problem) throw new ControlDirError(problem);
   return dir;
 }
 

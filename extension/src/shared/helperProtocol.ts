@@ -85,6 +85,8 @@ export interface ExecView {
   path: string;
   /** false when a chunk of the path never arrived: path has gaps */
   complete: boolean;
+  /** the path was longer than the filter carries (NKE_PATH_MAX): this is its start */
+  truncated: boolean;
   spawnerContext: boolean;
   time: number;
 }
@@ -212,6 +214,7 @@ export type HistoryEvent =
       ppid: number;
       path: string;
       complete: boolean;
+      truncated: boolean;
     };
 
 export interface FilterStatus {

@@ -4,7 +4,9 @@
 // The listening side creates the socket in a fresh 0700 directory (so no
 // other user can even reach it) and hands a one-time token to the side it
 // expects. The connecting side proves it with one line `NKE-TOKEN <hex>\n`;
-// the listener answers `NKE-OK\n` or `NKE-REFUSED <why>\n` and closes. Only
+// the listener answers `NKE-OK\n` or `NKE-REFUSED <why>\n` and closes, <why>
+// saying which: `missing token` (no NKE-TOKEN line), `wrong token`, or
+// `token already used` (the right one, spent by an earlier connection). Only
 // after NKE-OK do JSON-RPC messages flow (Content-Length framing). Messages
 // larger than MAX_MESSAGE_BYTES are never buffered: they are skipped and
 // answered with an error (id recovered from the start of the body).
@@ -187,13 +189,12 @@ export class TokenServer extends EventEmitter<{
     try {
       line = await readLine(socket, AUTH_TIMEOUT_MS);
     } catch (e) {
-      this.emit('refused', (e as Error).message);
+      this.emit('refused', `missing token (${(e as Error).message})`);
       socket.destroy();
       return;
     }
-    const ok = line.startsWith('NKE-TOKEN ') && tokensEqual(line.slice(10), this.token) && !this.spent;
-    if (!ok) {
-      const why = this.spent ? 'token already used' : 'wrong token';
+    const why = this.refusal(line);
+    if (why) {
       this.emit('refused', why);
       socket.end(`NKE-REFUSED ${why}\n`);
       return;
@@ -203,6 +204,15 @@ export class TokenServer extends EventEmitter<{
     const conn = connectionOver(socket);
     socket.resume();
     this.emit('connection', conn, socket);
+  }
+
+  /** Why the authentication line is refused, or undefined when it proves the token. */
+  private refusal(line: string): string | undefined {
+    const m = /^NKE-TOKEN (\S+)$/.exec(line);
+    if (!m) return 'missing token';
+    if (!tokensEqual(m[1], this.token)) return 'wrong token';
+    if (this.spent) return 'token already used';
+    return undefined;
   }
 
   /** Accepts the token again (a restarted helper reconnecting). */

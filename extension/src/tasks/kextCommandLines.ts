@@ -89,7 +89,7 @@ export function kextCommandLine(kind: KextTaskKind, os: MacOs, k: KextTarget): s
         `${unload} || {`,
         '  status=$?',
         `  echo "NKE: ${k.bundleId} did not unload (exit $status). Processes holding its user client:"`,
-        `  ioreg -r -c ${bundledUserClientClass} -l -w0 | grep IOUserClientCreator || echo "  none: sockets opened while the filter was loaded still hold it (see NKE: Show Kernel Log); close those programs or wait, then unload again"`,
+        `  ioreg -r -c ${bundledUserClientClass} -l -w0 | grep IOUserClientCreator || echo "  none: re-injections or filter callbacks still in progress (see NKE: Show Kernel Log); unload again in a moment"`,
         '  exit $status',
         '}',
       ].join('\n');

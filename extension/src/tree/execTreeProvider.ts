@@ -31,7 +31,7 @@ export class ExecTreeProvider extends ModelTreeProvider<ExecView> {
       hasChildren ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
     );
     item.id = `exec:${e.id}`;
-    item.description = `pid ${e.pid} · uid ${e.uid}${e.complete ? '' : ' · path incomplete'}`;
+    item.description = `pid ${e.pid} · uid ${e.uid}${e.complete ? '' : ' · path incomplete'}${e.truncated ? ' · path truncated' : ''}`;
     item.tooltip = `${e.path}\npid ${e.pid}, ppid ${e.ppid}, uid ${e.uid}\n${new Date(e.time).toISOString()}`;
     item.contextValue = 'exec';
     item.iconPath = new vscode.ThemeIcon('terminal');

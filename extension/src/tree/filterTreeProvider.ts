@@ -5,7 +5,8 @@ import type { Counters, WorkbenchModel } from '../model/workbenchModel';
 import { ModelTreeProvider } from './modelTreeView';
 
 export interface FilterNode {
-  kind: 'status' | 'mode' | 'capture' | 'transport' | 'session' | 'error' | 'stale' | 'counter';
+  kind:
+    'status' | 'mode' | 'capture' | 'transport' | 'session' | 'error' | 'stale' | 'filterCounter' | 'counter';
   label: string;
   value: string;
 }
@@ -53,6 +54,12 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       if (f.error) {
         nodes.push({ kind: 'error', label: 'Error', value: `${f.error.code}: ${f.error.message}` });
       }
+      // The filter's own count of verdicts and releases it skipped because
+      // their chunk was already released (deadline): answers that came too late.
+      const stale = f.state?.staleEntries;
+      if (stale !== undefined) {
+        nodes.push({ kind: 'filterCounter', label: 'Late answers skipped', value: String(stale) });
+      }
     }
     const c = this.model.counters;
     for (const [key, label] of counterLabels) nodes.push({ kind: 'counter', label, value: String(c[key]) });
@@ -62,7 +69,10 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   getTreeItem(n: FilterNode): vscode.TreeItem {
     const item = new vscode.TreeItem(n.label);
     item.description = n.value;
-    item.tooltip = `${n.label}: ${n.value}`;
+    item.tooltip =
+      n.kind === 'filterCounter'
+        ? `${n.label}: ${n.value} (stale entries: verdicts and releases the filter skipped, their chunk was already released at its deadline)`
+        : `${n.label}: ${n.value}`;
     item.contextValue = `filter.${n.kind}`;
     if (n.kind === 'status') {
       item.iconPath = new vscode.ThemeIcon(

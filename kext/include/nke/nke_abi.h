@@ -41,8 +41,13 @@ extern "C" {
 /* Identity and version                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Bumped on every incompatible change; checked by NKE_SEL_OPEN. */
-#define NKE_ABI_VERSION 1u
+/* Bumped on every incompatible change; checked by NKE_SEL_OPEN.
+ * 2: nke_filter_state.stale_entries; exec paths up to NKE_PATH_MAX 4096,
+ *    NKE_EXEC_F_TRUNCATED; stream order and byte budget
+ *    (nke_filter_state.bytes_kept, chunks_queued, chunks_passed_budget;
+ *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET,
+ *    NKE_RELEASE_SOCKET_CLOSING and NKE_NT_DATA_GAP. */
+#define NKE_ABI_VERSION 2u
 
 #define NKE_BUNDLE_ID       "com.nkeworkbench.filter"
 #define NKE_SERVICE_CLASS   "com_nkeworkbench_Filter"
@@ -197,7 +202,12 @@ enum nke_notify_type {
     NKE_NT_CHUNK_RELEASED = 9,  /* nke_nt_chunk_released */
     NKE_NT_STATE          = 10, /* nke_nt_state */
     NKE_NT_OPTION         = 11, /* nke_nt_option: setoption/getoption */
-    NKE_NT_DATA_GAP       = 12  /* nke_nt_data_gap: data passed without a report */
+    /* nke_nt_attach again, for a socket whose process is now known or
+     * changed: pid, uid and comm replace the attach's (the kext attaches an
+     * accepted socket in the kernel's input path and learns the process that
+     * accepts it only in sf_accept). Family, type and protocol are unchanged. */
+    NKE_NT_OWNER          = 12,
+    NKE_NT_DATA_GAP       = 13  /* nke_nt_data_gap: data passed without a report */
 };
 
 /* Header of every notification. Records are multiples of 8 bytes. */
@@ -321,9 +331,8 @@ NKE_ASSERT_OFF(struct nke_nt_data, buffers, 80);
  * the fail-open rule) or no room for its NKE_NT_DATA record in the queue. No
  * buffer is used: only where the hole is (socket, direction, stream offset)
  * and how long, so the client's history marks a gap of `size` bytes instead
- * of splicing the bytes around it. Additive to ABI version 1: a client that
- * does not know the type skips the record by hdr.size. hdr.flags carries the
- * piece's NKE_DATA_F_DATAGRAM / _OOB bits.
+ * of splicing the bytes around it. hdr.flags carries the piece's
+ * NKE_DATA_F_DATAGRAM / _OOB bits.
  */
 enum nke_gap_reason {
     NKE_GAP_NO_BUFFER  = 1, /* buffer pool or chunk table exhausted */
@@ -349,7 +358,15 @@ enum nke_release_reason {
     NKE_RELEASE_TIMEOUT     = 1, /* deadline passed: original re-injected */
     NKE_RELEASE_CLIENT_GONE = 2, /* client closed or died: original re-injected */
     NKE_RELEASE_SOCKET_GONE = 3, /* socket detached while held: data discarded */
-    NKE_RELEASE_INJECT_FAIL = 4  /* re-injection failed in the stack */
+    NKE_RELEASE_INJECT_FAIL = 4, /* re-injection failed in the stack */
+    /* The filter's byte budget (NKE_KEPT_BYTES_MAX) was used up while later
+     * data of the chunk's socket had to wait behind it: original re-injected
+     * at once, so nothing waits for a person while memory is short. */
+    NKE_RELEASE_BUDGET      = 5,
+    /* The socket is closing or shutting down its sending side: held outbound
+     * data was re-injected as it was (the stack refuses it afterwards), held
+     * inbound data discarded (nobody will read it). */
+    NKE_RELEASE_SOCKET_CLOSING = 6
 };
 
 struct nke_nt_chunk_released {
@@ -385,8 +402,16 @@ struct nke_filter_state {
     uint64_t responses_rejected;
     uint64_t notifications_lost;  /* queue full */
     uint64_t sockets_untracked;   /* socket table full: not filtered */
+    /* Response entries (verdicts, releases) naming a chunk the filter had
+     * already released (deadline, socket gone): skipped, not an error. A
+     * client whose verdict came too late sees it here. */
+    uint64_t stale_entries;
+    /* Stream order and byte budget (kext/core/nke_order.h). */
+    uint64_t bytes_kept;          /* now: held, queued behind held, staged edits, being re-injected */
+    uint64_t chunks_queued;       /* total: would have passed, waited behind held data of their socket */
+    uint64_t chunks_passed_budget; /* total: not held because bytes_kept would pass NKE_KEPT_BYTES_MAX */
 };
-NKE_ASSERT_SIZE(struct nke_filter_state, 112);
+NKE_ASSERT_SIZE(struct nke_filter_state, 144);
 NKE_ASSERT_OFF(struct nke_filter_state, sockets_live, 12);
 NKE_ASSERT_OFF(struct nke_filter_state, chunks_pending, 16);
 NKE_ASSERT_OFF(struct nke_filter_state, buffers_in_use, 20);
@@ -396,16 +421,31 @@ NKE_ASSERT_OFF(struct nke_filter_state, chunks_passed_pool_full, 48);
 NKE_ASSERT_OFF(struct nke_filter_state, responses_rejected, 88);
 NKE_ASSERT_OFF(struct nke_filter_state, notifications_lost, 96);
 NKE_ASSERT_OFF(struct nke_filter_state, sockets_untracked, 104);
+NKE_ASSERT_OFF(struct nke_filter_state, stale_entries, 112);
+NKE_ASSERT_OFF(struct nke_filter_state, bytes_kept, 120);
+NKE_ASSERT_OFF(struct nke_filter_state, chunks_queued, 128);
+NKE_ASSERT_OFF(struct nke_filter_state, chunks_passed_budget, 136);
+
+/*
+ * Byte budget: the most bytes of socket data the filter keeps at once on the
+ * client's behalf (held chunks, data queued behind them to keep each
+ * socket's stream order, staged edits, and bytes on their way back into the
+ * stack). A chunk that would pass it is not held; staging that would pass it
+ * is refused with NKE_ERR_NO_MEMORY; data that must queue behind a held
+ * chunk is kept anyway (order first) and that socket's held chunks are
+ * released (NKE_RELEASE_BUDGET).
+ */
+#define NKE_KEPT_BYTES_MAX (32u * 1024u * 1024u)
 
 struct nke_nt_state {
     struct nke_nt_hdr hdr;
     struct nke_filter_state state;
 };
-NKE_ASSERT_SIZE(struct nke_nt_state, 136);
+NKE_ASSERT_SIZE(struct nke_nt_state, 168);
 NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
 
 /* Largest notification record: sizes a dequeue buffer. */
-#define NKE_NT_MAX_SIZE 136u
+#define NKE_NT_MAX_SIZE 168u
 
 /* ------------------------------------------------------------------------ */
 /* Responses (client -> kernel): NKE_SEL_RESPOND                             */
@@ -417,7 +457,10 @@ NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
  * until the filter auto-releases the chunk (NKE_NT_CHUNK_RELEASED). A verdict
  * alone does not release buffers; a client normally sends both together.
  * Entries naming a chunk the filter no longer knows (it was auto-released
- * meanwhile) are stale: skipped and counted, not an error.
+ * meanwhile) are stale: skipped and counted in stale_entries, not an error,
+ * before any other check of the entry but its own fields' (reserved bits,
+ * action, buffer range): a stale release whose buffer now belongs to a newer
+ * chunk, released in the same response, is not a duplicate.
  */
 enum nke_action {
     NKE_ACT_ALLOW          = 1, /* re-inject the original bytes */
@@ -626,12 +669,18 @@ NKE_ASSERT_OFF(struct nke_kern_event_msg, event_code, 20);
 /* Total kern_event_msg limits (MLEN): x86_64, and arm64 since xnu-10002. */
 #define NKE_KEV_MSG_LIMIT_X86_64 224u
 #define NKE_KEV_MSG_LIMIT_ARM64  288u
-#define NKE_PATH_MAX            1024u   /* macOS PATH_MAX, NUL included */
+/* Longest exec path an event carries, NUL included: the larger host limit
+ * (Linux PATH_MAX 4096; the kext never sends more than macOS MAXPATHLEN 1024).
+ * A longer path is sent cut to NKE_PATH_MAX - 1 bytes and flagged
+ * NKE_EXEC_F_TRUNCATED, never dropped. 4095 bytes in 176-byte pieces (the x86_64
+ * limit) are 24 messages, within NKE_KEV_MAX_CHUNKS. */
+#define NKE_PATH_MAX            4096u
 #define NKE_KEV_MAX_CHUNKS      64u
 
 /* Flags of nke_kev_exec_chunk. */
 #define NKE_EXEC_F_SPAWNER_CONTEXT 0x1u /* posix_spawn: pid/uid are the spawner's */
 #define NKE_EXEC_F_FROM_SHIM       0x2u /* emulator: seen by the shim's execve */
+#define NKE_EXEC_F_TRUNCATED       0x4u /* the path was longer: these are its first total_len bytes */
 
 /* Event data of one NKE_KEV_EVENT_EXEC message; path bytes follow. The path
  * (no NUL) of total_len bytes is split in chunk_count pieces, each at offset. */
@@ -640,7 +689,7 @@ struct nke_kev_exec_chunk {
     int32_t  pid;
     int32_t  ppid;
     uint32_t uid;
-    uint16_t total_len;       /* path length, < NKE_PATH_MAX */
+    uint16_t total_len;       /* path bytes sent, < NKE_PATH_MAX (see NKE_EXEC_F_TRUNCATED) */
     uint16_t offset;          /* of this piece in the path */
     uint8_t  chunk_index;
     uint8_t  chunk_count;     /* 1..NKE_KEV_MAX_CHUNKS */

@@ -4,9 +4,11 @@
 #include "transport.h"
 
 #include <nke_emu_proto.h>
+#include <nke_rundir.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,29 +28,41 @@
 namespace nke {
 namespace {
 
-// The emulator's runtime directory, resolved exactly as nke_emu_proto.h says.
+// The emulator's runtime directory, resolved by the code nke-emud and the
+// shim use (nke_rundir.h).
 std::string EmuDir() {
-  if (const char *d = getenv(NKE_EMU_DIR_ENV); d && *d) return d;
-  if (const char *x = getenv("XDG_RUNTIME_DIR"); x && *x) return std::string(x) + "/nke-emu";
-  return "/tmp/nke-emu-" + std::to_string(getuid());
+  char dir[PATH_MAX];
+  if (!nke_rundir_resolve(dir, sizeof(dir)))
+    throw TransportError("NKE_BAD_PATH", "the emulator's runtime directory path is longer than " +
+                                             std::to_string(sizeof(dir) - 1) + " bytes; set " +
+                                             NKE_EMU_DIR_ENV " to a shorter one");
+  return dir;
 }
 
 std::string Errno(const std::string &what, int err) { return what + ": " + strerror(err); }
 
-// Connects a SOCK_SEQPACKET socket to dir/name, translating the failures
-// into the causes a user can act on.
+// What a refused client is told: the uid nke-emud saw, and whom it serves.
+TransportError NotPermitted(uint32_t peer_uid, const std::string &served_by) {
+  return TransportError("NKE_NOT_PERMITTED",
+                        "not permitted by the filter (uid " + std::to_string(peer_uid) + "): the nke-emud in " +
+                            EmuDir() + " serves " + served_by +
+                            " only; run this as that user or root, or start your own nke-emud with " +
+                            NKE_EMU_DIR_ENV " set to a directory of yours");
+}
+
+// Connects a SOCK_SEQPACKET socket to dir/name, only when the directory and
+// the listener are private to this user (nke_rundir.h), translating the
+// failures into the causes a user can act on.
 int ConnectEndpoint(const std::string &name) {
   std::string path = EmuDir() + "/" + name;
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(sa.sun_path))
-    throw TransportError("NKE_BAD_PATH", "emulator socket path too long: " + path);
-  memcpy(sa.sun_path, path.c_str(), path.size() + 1);
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (fd < 0) throw TransportError("NKE_SYSTEM", Errno("socket(AF_UNIX)", errno));
-  if (connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0) return fd;
+  char why[NKE_RUNDIR_WHY_MAX];
+  if (nke_rundir_connect(fd, path.c_str(), why, sizeof(why)) == 0) return fd;
   int err = errno;
   close(fd);
+  if (err == EPERM && why[0]) throw TransportError("NKE_NOT_PRIVATE", why);
+  if (err == ENAMETOOLONG) throw TransportError("NKE_BAD_PATH", why);
   if (err == ENOENT || err == ECONNREFUSED)
     throw TransportError("NKE_EMU_NOT_RUNNING",
                          "the NKE emulator is not running (no nke-emud listening on " + path +
@@ -85,8 +99,15 @@ class LinuxFilterTransport final : public FilterTransport {
                                               std::to_string(NKE_ABI_VERSION) + ", the emulator " +
                                               std::to_string(reply.abi_version) +
                                               "; rebuild both from the same tree");
-    if (st == NKE_ERR_NOT_PERMITTED)
-      throw TransportError("NKE_NOT_PERMITTED", "the emulator refused this client (other user)");
+    if (st == NKE_ERR_NOT_PERMITTED) {
+      // The reply carries an nke_emu_refusal (nke_emu_proto.h, Refusal).
+      nke_emu_refusal why{};
+      if (outlen == sizeof(why)) {
+        memcpy(&why, &reply, sizeof(why));
+        throw NotPermitted(why.peer_uid, "uid " + std::to_string(why.filter_uid) + " and root");
+      }
+      throw NotPermitted(getuid(), "another user");
+    }
     if (st == NKE_ERR_BUSY)
       throw TransportError("NKE_BUSY", "another client is already connected to the emulator");
     if (st != NKE_OK)
@@ -319,6 +340,7 @@ class LinuxKevTransport final : public KevTransport {
     c.op = NKE_EMU_KEV_GET_VENDOR;
     memcpy(c.vendor_string, vendor.data(), vendor.size());
     nke_emu_kev_ctl r = Ctl(c);
+    if (r.status == NKE_EMU_KEV_EPERM) throw NotPermitted(r.vendor_code, "its own user");
     if (r.status == NKE_EMU_KEV_ENOENT)
       throw TransportError("NKE_VENDOR_NOT_REGISTERED",
                            "no kernel-event vendor \"" + vendor +

@@ -9,7 +9,13 @@
  *     ctl.sock   user client (one at a time), SOCK_SEQPACKET
  *     kev.sock   kernel-event sockets (any number), SOCK_SEQPACKET
  *     shim.sock  the LD_PRELOAD shim's link (private to native/emu)
- * Peers are checked with SO_PEERCRED: same uid as nke-emud, or root.
+ *     nke-emud.lock  held (flock) by the one nke-emud serving the directory,
+ *                its pid inside: a second nke-emud refuses to start
+ * Both sides check each other (native/emu/include/nke_rundir.h): clients
+ * use the directory only when it is a real directory (not a symlink) owned
+ * by their uid or root with no access for group or others, and talk to a
+ * listener only when SO_PEERCRED says it runs as their uid or root, before
+ * sending a byte; nke-emud serves only its own uid and root (see Refusal).
  */
 #ifndef NKE_EMU_PROTO_H
 #define NKE_EMU_PROTO_H
@@ -24,6 +30,7 @@ extern "C" {
 #define NKE_EMU_CTL_SOCK     "ctl.sock"
 #define NKE_EMU_KEV_SOCK     "kev.sock"
 #define NKE_EMU_SHIM_SOCK    "shim.sock"
+#define NKE_EMU_LOCK_FILE    "nke-emud.lock"
 
 #define NKE_EMU_MAGIC_REQ    0x51454b4eu /* "NKEQ" */
 #define NKE_EMU_MAGIC_REPLY  0x50454b4eu /* "NKEP" */
@@ -77,6 +84,7 @@ enum nke_emu_kev_op {
 };
 #define NKE_EMU_KEV_ANY      0u   /* KEV_ANY_VENDOR / KEV_ANY_CLASS / KEV_ANY_SUBCLASS */
 #define NKE_EMU_KEV_OK       0u
+#define NKE_EMU_KEV_EPERM    1u   /* refused: another uid (see Refusal); vendor_code = that uid */
 #define NKE_EMU_KEV_ENOENT   2u
 #define NKE_EMU_KEV_EINVAL   22u
 #define NKE_EMU_KEV_VENDOR_LEN 200u  /* KEV_VENDOR_CODE_MAX_STR_LEN */
@@ -93,6 +101,23 @@ struct nke_emu_kev_ctl {
     char vendor_string[NKE_EMU_KEV_VENDOR_LEN];
 };
 NKE_ASSERT_SIZE(struct nke_emu_kev_ctl, 232);
+
+/*
+ * Refusal. A connection from a uid other than nke-emud's own and root's
+ * stays open until the peer closes it, so that the peer reads why:
+ *   ctl.sock  every request is answered with status NKE_ERR_NOT_PERMITTED
+ *             and an nke_emu_refusal as its output (len 8);
+ *   kev.sock  every request is answered with status NKE_EMU_KEV_EPERM and
+ *             vendor_code = the uid refused;
+ *   shim.sock the link is closed at once (the shim fails open).
+ * Refused connections open at once are bounded; past the bound they are
+ * closed unanswered.
+ */
+struct nke_emu_refusal {
+    uint32_t peer_uid;    /* the client's uid as nke-emud saw it (SO_PEERCRED) */
+    uint32_t filter_uid;  /* the uid nke-emud runs as; root is served too */
+};
+NKE_ASSERT_SIZE(struct nke_emu_refusal, 8);
 
 #ifdef __cplusplus
 }

@@ -43,7 +43,9 @@
 #include <nke/nke_abi.h>
 #include "../../../kext/core/nke_core.h"
 #include "nke_emu_proto.h"
+#include "nke_rundir.h"
 #include "nke_shim_link.h"
+#include <sys/file.h>
 
 #define LOG(fmt, ...) fprintf(stderr, "nke-emud[%d] %s: " fmt "\n", (int)getpid(), __func__, ##__VA_ARGS__)
 
@@ -51,7 +53,13 @@
 #define MAX_KEV 64
 #define KEV_VENDOR_CODE 1000u
 
-enum conn_kind { K_LISTEN_CTL = 1, K_LISTEN_KEV, K_LISTEN_SHIM, K_CTL, K_KEV, K_SHIM, K_PROC };
+enum conn_kind {
+    K_LISTEN_CTL = 1, K_LISTEN_KEV, K_LISTEN_SHIM, K_CTL, K_KEV, K_SHIM, K_PROC,
+    K_REFUSED_CTL, K_REFUSED_KEV /* another uid: every request answered "not permitted" */
+};
+/* Refused connections kept open to be answered at once (nke_emu_proto.h,
+ * Refusal); more are closed unanswered, so no uid can tie us up. */
+#define MAX_REFUSED 16
 
 /* A verdict message the shim's link could not take yet (shim only). */
 struct outmsg {
@@ -72,11 +80,14 @@ struct conn {
     /* kev: filter */
     bool kev_set;
     uint32_t kev_vendor, kev_class, kev_subclass;
+    uid_t refused_uid;          /* K_REFUSED_*: the peer's uid */
 };
 
-/* Held piece of data: the core's data_ctx. Owned by the core while held,
- * returned to us in finish. */
+/* Kept piece of data: the core's data_ctx (its order item first). Owned by
+ * the core while held or queued behind held data, returned to us in finish,
+ * in stream order per socket direction (kext/core/nke_order.h). */
 struct held {
+    struct nke_order_item item;
     struct conn *c;
     uint32_t dir, len, seq;
     uint8_t bytes[];
@@ -92,6 +103,7 @@ static struct conn *g_kev[MAX_KEV];
 static uint32_t g_kev_limit = NKE_KEV_MSG_LIMIT_X86_64;
 static uint32_t g_exec_id, g_kev_id;
 static uint64_t g_kev_lost, g_refused, g_session;
+static int g_nrefused_open; /* K_REFUSED_* connections open */
 static uid_t g_uid;
 static int g_proc_fd = -1; /* process-events connector, or -1: shim reports only */
 static struct shim_state *g_shim_state; /* shim.state mapping (only this thread writes) */
@@ -277,6 +289,10 @@ static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t a
         else
             send_verdict(c, h->dir, h->seq, action, NULL, 0);
     }
+    /* Nothing of ours stays in flight: the verdict is on its way and the
+     * shim applies verdicts in seq order, so the core may hand back the
+     * next piece of this direction at once. */
+    nke_core_item_done(&g_core, &h->item);
     free(h);
     free(staged);
 }
@@ -345,15 +361,18 @@ static int listen_at(const char *dir, const char *name)
     return fd;
 }
 
-/* Same uid as ours, or root; anyone else is refused and logged. */
-static bool peer_ok(int fd)
+/* Same uid as ours, or root; anyone else is refused and logged. *uid: the
+ * peer's (-1 when unknown). */
+static bool peer_ok(int fd, uid_t *uid)
 {
     struct ucred cr;
     socklen_t l = sizeof(cr);
+    *uid = (uid_t)-1;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0) {
         LOG("SO_PEERCRED: %s", strerror(errno));
         return false;
     }
+    *uid = cr.uid;
     if (cr.uid == g_uid || cr.uid == 0)
         return true;
     g_refused++;
@@ -364,14 +383,20 @@ static bool peer_ok(int fd)
 
 /* ---- kev ---------------------------------------------------------------- */
 
+/* Largest --kev-limit: one datagram per message, built in one buffer. */
+#define KEV_LIMIT_MAX 65536u
+
 static void kev_broadcast_exec(int32_t pid, int32_t ppid, uint32_t uid, uint16_t flags, const char *path,
                                uint32_t plen)
 {
+    /* Never 0: main() refused a limit that carries no path byte. */
     uint32_t count = nke_kev_chunk_count(plen, g_kev_limit);
-    if (count == 0) {
-        LOG("exec path of %u bytes cannot be sent under limit %u", plen, g_kev_limit);
-        return;
-    }
+    uint32_t sent = nke_kev_sendable_len(plen, g_kev_limit);
+    if (sent < plen)
+        LOG("exec of pid %d: path of %u bytes sent as its first %u, flagged truncated (NKE_PATH_MAX %u, "
+            "%u chunks of %u bytes under --kev-limit %u)",
+            (int)pid, plen, sent, NKE_PATH_MAX, NKE_KEV_MAX_CHUNKS, nke_kev_piece_size(g_kev_limit),
+            g_kev_limit);
     uint32_t exec_id = ++g_exec_id;
     for (uint32_t i = 0; i < count; i++) {
         struct nke_kev_exec_chunk ch;
@@ -380,7 +405,7 @@ static void kev_broadcast_exec(int32_t pid, int32_t ppid, uint32_t uid, uint16_t
         if (nke_kev_chunk_build(exec_id, pid, ppid, uid, flags, path, plen, g_kev_limit, i, &ch, &piece,
                                 &plen2) != NKE_OK)
             return;
-        uint8_t msg[1024];
+        static uint8_t msg[KEV_LIMIT_MAX];
         struct nke_kern_event_msg h = {
             .total_size = (uint32_t)(sizeof(h) + sizeof(ch) + plen2), .vendor_code = KEV_VENDOR_CODE,
             .kev_class = NKE_KEV_CLASS, .kev_subclass = NKE_KEV_SUBCLASS_EXEC, .id = ++g_kev_id,
@@ -655,12 +680,14 @@ static bool exec_is_duplicate(uint8_t src, int32_t pid, uint64_t exec_ns)
  * (real uid), path from /proc/PID/exe. A process gone already is skipped. */
 static void proc_exec(int32_t pid, uint64_t exec_ns)
 {
-    char p[64], buf[4096], path[PATH_MAX];
+    /* A byte more than NKE_PATH_MAX holds: a longer path is still
+     * reported, cut and flagged by the chunker, never left out. */
+    char p[64], buf[4096], path[NKE_PATH_MAX + 1];
     int32_t ppid = 0;
     uint32_t uid = 0;
     snprintf(p, sizeof(p), "/proc/%d/exe", (int)pid);
     ssize_t pl = readlink(p, path, sizeof(path));
-    if (pl <= 0 || pl >= (ssize_t)sizeof(path))
+    if (pl <= 0)
         return;
     snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
     FILE *f = fopen(p, "re");
@@ -716,9 +743,11 @@ static void shim_gone(struct conn *c)
 
 /* ALLOW verdicts of chunks passed or reported while one link's messages
  * are read (shim_messages), sent together with one sendmmsg: the relay
- * wakes once for them, not once per chunk. The shim applies verdicts in
- * seq order whatever order they come in, so these may overtake or follow
- * verdicts sent directly (op_finish). Loop thread only. */
+ * wakes once for them, not once per chunk. A chunk passes only when
+ * nothing of its direction is kept (the core's order rule queues it behind
+ * held data otherwise, and op_finish sends its verdict in turn), so per
+ * direction verdicts leave in seq order; the shim applies them in seq order
+ * anyway. Loop thread only. */
 static struct shim_hdr g_allow[2 * SHIM_WINDOW_CHUNKS];
 static unsigned g_nallow;
 
@@ -804,7 +833,10 @@ static bool shim_message(struct conn *c, bool more)
                                     ns, &chunk);
             }
         }
-        if (res != NKE_DATA_HELD) {
+        /* HELD or QUEUED (behind held data of this direction, whatever the
+         * capture or pool said): the core's now, and its verdict comes from
+         * op_finish in stream order (maybe already, for QUEUED). */
+        if (res != NKE_DATA_HELD && res != NKE_DATA_QUEUED) {
             free(hd);
             if (g_nallow == sizeof(g_allow) / sizeof(g_allow[0]))
                 allow_flush(c);
@@ -860,8 +892,24 @@ static void accept_on(struct conn *l)
         int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        if (!peer_ok(fd)) {
-            close(fd);
+        uid_t peer_uid;
+        if (!peer_ok(fd, &peer_uid)) {
+            /* A user client or event socket of another uid is told why
+             * (its client says "not permitted by the filter (uid N)");
+             * a shim link just fails open. */
+            struct conn *rc = l->kind != K_LISTEN_SHIM && peer_uid != (uid_t)-1 &&
+                                      g_nrefused_open < MAX_REFUSED
+                                  ? calloc(1, sizeof(*rc))
+                                  : NULL;
+            if (!rc) {
+                close(fd);
+                continue;
+            }
+            rc->fd = fd;
+            rc->kind = l->kind == K_LISTEN_CTL ? K_REFUSED_CTL : K_REFUSED_KEV;
+            rc->refused_uid = peer_uid;
+            g_nrefused_open++;
+            ep_add(rc);
             continue;
         }
         struct conn *c = calloc(1, sizeof(*c));
@@ -916,27 +964,93 @@ static void busy_request(struct conn *c)
     send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-static const char *runtime_dir(char *buf, size_t n)
+/* A refused peer's request (nke_emu_proto.h, Refusal): answered, never
+ * acted on; the connection stays until the peer closes it. */
+static void refused_request(struct conn *c)
 {
-    const char *e = getenv(NKE_EMU_DIR_ENV);
-    if (e && *e)
-        snprintf(buf, n, "%s", e);
-    else if ((e = getenv("XDG_RUNTIME_DIR")) && *e)
-        snprintf(buf, n, "%s/nke-emu", e);
-    else
-        snprintf(buf, n, "/tmp/nke-emu-%u", (unsigned)getuid());
-    return buf;
+    uint8_t in[NKE_EMU_MAX_REQ + 64];
+    ssize_t n = recv(c->fd, in, sizeof(in), 0);
+    if (n <= 0) {
+        g_nrefused_open--;
+        conn_close(c);
+        return;
+    }
+    if (c->kind == K_REFUSED_CTL) {
+        struct nke_emu_req q = { 0 };
+        if ((size_t)n >= sizeof(q))
+            memcpy(&q, in, sizeof(q));
+        struct nke_emu_refusal why = { .peer_uid = (uint32_t)c->refused_uid, .filter_uid = (uint32_t)g_uid };
+        struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = NKE_ERR_NOT_PERMITTED, .seq = q.seq,
+                                   .len = sizeof(why) };
+        uint8_t out[sizeof(r) + sizeof(why)];
+        memcpy(out, &r, sizeof(r));
+        memcpy(out + sizeof(r), &why, sizeof(why));
+        send(c->fd, out, sizeof(out), MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else {
+        struct nke_emu_kev_ctl r;
+        memset(&r, 0, sizeof(r));
+        if ((size_t)n >= sizeof(r))
+            memcpy(&r, in, sizeof(r));
+        r.magic = NKE_EMU_MAGIC_REPLY;
+        r.status = NKE_EMU_KEV_EPERM;
+        r.vendor_code = (uint32_t)c->refused_uid;
+        r.msg_limit = 0;
+        send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+}
+
+/* One nke-emud per directory: the lock (flock) is held for our whole life
+ * on NKE_EMU_LOCK_FILE, which holds our pid. Another nke-emud serving the
+ * directory makes this one exit, naming it; a dead one's lock is gone with
+ * it, and its stale sockets are taken over (listen_at unlinks them). */
+static int hold_dir_lock(const char *dir)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", dir, NKE_EMU_LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        LOG("cannot open %s: %s", path, strerror(errno));
+        exit(2);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        if (e != EWOULDBLOCK) {
+            LOG("cannot lock %s: %s", path, strerror(e));
+            exit(2);
+        }
+        /* The holder writes its pid right after taking the lock: wait for it briefly. */
+        char buf[32] = "";
+        for (int i = 0; i < 100; i++) {
+            ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+            if (n > 0 && buf[n - 1] == '\n') {
+                buf[n - 1] = '\0';
+                break;
+            }
+            buf[0] = '\0';
+            usleep(20000);
+        }
+        fprintf(stderr,
+                "nke-emud: %s is already served by nke-emud pid %s (it holds %s): not starting a second "
+                "one; stop that one first (kill %s), or give this one another directory (" NKE_EMU_DIR_ENV ")\n",
+                dir, buf[0] ? buf : "(unknown)", path, buf[0] ? buf : "PID");
+        exit(3);
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        LOG("%s: cannot write our pid: %s (a second nke-emud will not name us)", path, strerror(errno));
+    return fd; /* kept open, lock held, until we exit */
 }
 
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--kev-limit") && i + 1 < argc)
+        if (!strcmp(argv[i], "--kev-limit") && i + 1 < argc && strtoul(argv[i + 1], NULL, 10) <= KEV_LIMIT_MAX)
             g_kev_limit = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--spin-us") && i + 1 < argc && strtoul(argv[i + 1], NULL, 10) <= 10000)
             g_spin_us = (uint32_t)strtoul(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: nke-emud [--kev-limit N] [--spin-us 0..10000]\n");
+            fprintf(stderr, "usage: nke-emud [--kev-limit N (<= %u)] [--spin-us 0..10000]\n", KEV_LIMIT_MAX);
             return 2;
         }
     }
@@ -947,20 +1061,29 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     g_uid = getuid();
     char dir[PATH_MAX];
-    runtime_dir(dir, sizeof(dir));
+    if (!nke_rundir_resolve(dir, sizeof(dir))) {
+        LOG("the runtime directory's path is longer than %zu bytes: set " NKE_EMU_DIR_ENV " to a shorter one",
+            sizeof(dir) - 1);
+        return 2;
+    }
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         LOG("cannot create %s: %s", dir, strerror(errno));
         return 2;
     }
+    /* Our own directory is made private; anyone else's is refused by the
+     * same check every client makes (nke_rundir.h). */
     struct stat st;
-    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != g_uid) {
-        LOG("%s is not a directory owned by uid %u: refusing to use it", dir, (unsigned)g_uid);
-        return 2;
-    }
-    if (chmod(dir, 0700) < 0) {
+    if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == g_uid && (st.st_mode & 077) &&
+        chmod(dir, 0700) < 0) {
         LOG("chmod 0700 %s: %s", dir, strerror(errno));
         return 2;
     }
+    char why[NKE_RUNDIR_WHY_MAX];
+    if (!nke_rundir_check_dir(dir, g_uid, why, sizeof(why))) {
+        LOG("%s", why[0] ? why : strerror(errno));
+        return 2;
+    }
+    (void)hold_dir_lock(dir);
 
     g_qfd = memfd_create("nke-queue", MFD_CLOEXEC);
     g_buffd = memfd_create("nke-buffers", MFD_CLOEXEC);
@@ -1072,6 +1195,7 @@ int main(int argc, char **argv)
             case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
             case K_CTL: if (c == g_ctl) ctl_request(c); else busy_request(c); break;
             case K_KEV: kev_request(c); break;
+            case K_REFUSED_CTL: case K_REFUSED_KEV: refused_request(c); break;
             case K_SHIM:
                 if (evs[i].events & EPOLLOUT)
                     outq_flush(c);

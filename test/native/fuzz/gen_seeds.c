@@ -1,7 +1,8 @@
 /*
  * Writes small seed inputs for the fuzz targets into <dir>/<target>/:
- * a valid response and put_data sequence, a queue holding a few entries
- * (also wrapped), and kev messages of a chunked path.
+ * a valid response and put_data sequence, the released-buffer-reuse case,
+ * a queue holding a few entries (also wrapped), and kev messages of chunked
+ * paths (300 bytes, and 2000: past macOS's 1024).
  */
 #include "nke_core.h"
 
@@ -39,6 +40,13 @@ int main(int argc, char **argv)
         const uint8_t s2[] = {3, 2, 5, 0, 5, 3, 2, 5, 6, 1, 2, 3, 1, 1, 0, 2, 2, 10, 2, 0, 0x85, 0xF7};
         write_seed(argv[1], "response", "verdicts", s1, sizeof(s1));
         write_seed(argv[1], "response", "put_then_modify", s2, sizeof(s2));
+        /* Every start chunk's deadline passes (NOW += 13 * 4 ms), a new
+         * 1-byte chunk takes the last buffer freed (6), then one response:
+         * ALLOW the new chunk, release stale chunk 1's buffer 6 and the new
+         * chunk's own (6 again). Refused as BUF_DUP before stale entries
+         * were skipped first. */
+        const uint8_t s3[] = {0x6D, 0x04, 1, 1, 2, 5, 1, 0, 1, 6, 5, 0};
+        write_seed(argv[1], "response", "stale_release_reused_buffer", s3, sizeof(s3));
         n = 0;
         buf[n++] = 0; /* raw response: header only */
         buf[n++] = 16;
@@ -102,6 +110,25 @@ int main(int argc, char **argv)
                 buf[n++] = (uint8_t)('a' + (off + k) % 26);
         }
         write_seed(argv[1], "kev", "two_chunks", buf, n);
+        /* 2000 bytes in 12 pieces of 176 (the last 64): longer than macOS allows */
+        n = 0;
+        for (i = 0; i < 12; i++) {
+            uint16_t total = 2000, off = (uint16_t)(i * 176);
+            uint8_t plen = (uint8_t)(i < 11 ? 176 : 2000 - 11 * 176);
+            uint32_t k;
+            buf[n++] = 1;
+            buf[n++] = 3; /* exec 3 */
+            buf[n++] = (uint8_t)i;
+            buf[n++] = 12;
+            memcpy(buf + n, &total, 2);
+            n += 2;
+            memcpy(buf + n, &off, 2);
+            n += 2;
+            buf[n++] = plen;
+            for (k = 0; k < plen; k++)
+                buf[n++] = (uint8_t)('a' + (off + k) % 26);
+        }
+        write_seed(argv[1], "kev", "long_path", buf, n);
     }
     return 0;
 }

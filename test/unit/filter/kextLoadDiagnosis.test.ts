@@ -159,11 +159,12 @@ describe('kext unload: what still holds it', () => {
     assert.match(d.message, /still open in pid 4242, nke/);
   });
 
-  it('with no client open, the sockets that attached under the filter hold it', () => {
-    const out = `Error Domain=KMErrorDomain Code=... "Kext ${id} is in use"\n  none: sockets opened while the filter was loaded still hold it\n`;
+  it('with no client open: re-injections or callbacks in progress, unload again in a moment', () => {
+    const out = `Error Domain=KMErrorDomain Code=... "Kext ${id} is in use"\n  none: re-injections or filter callbacks still in progress\n`;
     const d = diagnoseUnloadFailure(out, 1, '/t');
     assert.equal(d.problem, 'in-use');
-    assert.match(d.message, /sockets that attached while the filter was loaded still hold it/);
+    assert.match(d.message, /still being re-injected, or a filter callback is still running/);
+    assert.match(d.message, /unload again in a moment/);
     assert.equal(d.action?.command, 'nke.showKernelLog');
   });
 });

@@ -30,6 +30,7 @@ const exec = (id: number, pid: number, complete = true): ExecView => ({
   uid: 0,
   path: `/p${pid}`,
   complete,
+  truncated: false,
   spawnerContext: false,
   time: 0,
 });

@@ -75,7 +75,7 @@ describe('kext task command lines', () => {
   const unloadTail = [
     '  status=$?',
     '  echo "NKE: com.nkeworkbench.filter did not unload (exit $status). Processes holding its user client:"',
-    '  ioreg -r -c com_nkeworkbench_FilterClient -l -w0 | grep IOUserClientCreator || echo "  none: sockets opened while the filter was loaded still hold it (see NKE: Show Kernel Log); close those programs or wait, then unload again"',
+    '  ioreg -r -c com_nkeworkbench_FilterClient -l -w0 | grep IOUserClientCreator || echo "  none: re-injections or filter callbacks still in progress (see NKE: Show Kernel Log); unload again in a moment"',
     '  exit $status',
     '}',
   ];
