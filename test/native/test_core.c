@@ -2096,7 +2096,7 @@ static void test_gap_offsets_between_chunks(void)
     CHECK(hold(x, 8, 6 * NKE_BUFFER_SIZE, 0) != 0);       /* 6: one buffer left */
     at = 100u + 7u * NKE_CHUNK_MAX_BYTES + 6u * NKE_BUFFER_SIZE;
     x->f.nrecs = 0;
-    CHECK(hold(x, 9, 2 * NKE_BUFFER_SIZE, 0) == 0);       /* needs 2: passes */
+    CHECK(hold(x, 9, 2 * NKE_BUFFER_SIZE, 0) == 0);       /* needs 2: not held (queued behind) */
     CHECK_EQ(x->f.nrecs, 1);
     check_gap(x->f.recs[0], x->sid, NKE_DIR_OUT, at, 2 * NKE_BUFFER_SIZE, NKE_GAP_NO_BUFFER);
     at += 2u * NKE_BUFFER_SIZE;
@@ -2109,9 +2109,11 @@ static void test_gap_offsets_between_chunks(void)
     CHECK_EQ(d.hdr.type, NKE_NT_DATA);
     CHECK_EQ(d.stream_offset, at);                         /* after the passed bytes */
     x->f.nrecs = 0;
+    /* No buffer: not reported; behind the held chunks it waits its turn
+     * (stream order), unreported all the same: a gap. */
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 5, NKE_DATA_F_DATAGRAM, NULL, &x->data[11], 0,
                            0, &id),
-             NKE_DATA_PASS);
+             NKE_DATA_QUEUED);
     CHECK_EQ(x->f.nrecs, 1);
     check_gap(x->f.recs[0], x->sid, NKE_DIR_OUT, at + 300, 5, NKE_GAP_NO_BUFFER);
     {
