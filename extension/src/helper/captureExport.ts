@@ -212,6 +212,7 @@ export class CaptureExport {
     const signal = this.opts.live?.signal;
     for (;;) {
       if (signal?.aborted) break;
+      const seen = h.version;
       cursor = Math.max(cursor, h.firstEntry); // cleared or evicted meanwhile
       const end = h.nextEntry;
       let n = 0;
@@ -231,7 +232,8 @@ export class CaptureExport {
       await this.drainWaiting(false);
       if (!this.opts.live) break;
       await this.writer.flush(); // live: what there is now, at once
-      await this.changed(signal!);
+      // What came in while this pass ran is taken at once, not at the next change.
+      if (h.version === seen) await this.changed(signal!);
     }
     if (!this.opts.live) await this.drainWaiting(true);
     await this.writer.flush();

@@ -337,11 +337,15 @@ export class CaptureHistory {
     return () => this.listeners.delete(fn);
   }
 
+  /** Counts the batches that added or decided something (a live export compares it). */
+  version = 0;
+
   /** End of one batch of notifications: tell the listeners (live exports) once. */
   flush(): void {
     this.evictOverwritten();
     if (!this.changed) return;
     this.changed = false;
+    this.version++;
     for (const fn of [...this.listeners]) fn();
   }
 
