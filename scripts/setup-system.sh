@@ -15,6 +15,9 @@ pkgs=(
   chromium                                   # UI end-to-end tests (playwright-core)
   ripgrep libkrb5-dev                        # private code-server: search; kerberos build (gssapi.h)
   tshark                                     # reads the pcaps the emulator writes
+  redis-server redis-tools                   # real servers the emulator tests and the bench run
+  nginx-light wrk apache2-utils              #   under the shim (each on its own free port,
+  openssh-server openssh-client              #   own config, started by the test itself)
 )
 if [[ "${1:-}" == "bench" ]]; then
   pkgs+=(mitmproxy)
@@ -35,6 +38,16 @@ if [[ $(id -u) -ne 0 ]]; then
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Installing a server package must not start it system-wide on its default
+# port (redis 6379, nginx 80, sshd 22): tests start their own instances.
+# policy-rc.d answers "not allowed" to every service start during the
+# install; it is removed again afterwards unless it was already there.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee $policy >/dev/null && $SUDO chmod 0755 $policy && own_policy=1
+fi
+trap '[[ -n $own_policy ]] && $SUDO rm -f $policy' EXIT
 # tshark asks whether non-root users may capture; answer no without a prompt.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections || true
 if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/nke-setup-system.log 2>&1; then
@@ -45,4 +58,11 @@ if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/nke-
     exit 1
   }
 fi
+# Stop and disable any of them a previous install (without the policy) left
+# running.
+for svc in redis-server nginx ssh; do
+  if command -v systemctl >/dev/null && systemctl is-enabled "$svc" >/dev/null 2>&1; then
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done
 echo "[setup-system] done"

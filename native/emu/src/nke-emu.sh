@@ -14,7 +14,9 @@ run)
     if [ $# -eq 0 ]; then echo "nke-emu run: no command given (nke-emu run -- CMD ...)" >&2; exit 2; fi
     LD_PRELOAD="$here/libnkeshim.so${LD_PRELOAD:+:$LD_PRELOAD}"
     export LD_PRELOAD
-    exec "$@"
+    # env (under the shim by now) makes the exec, so the shim reports CMD's own
+    # exec: this sh was started without it.
+    exec env -- "$@"
     ;;
 daemon)
     shift

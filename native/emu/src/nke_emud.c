@@ -77,6 +77,14 @@ struct conn {
     struct outmsg *outq, *outq_tail;
     bool dead;                  /* shim: closing; finish must not write */
     struct nke_sock_id id;      /* shim: the core's socket */
+    /* Mux links (nke_shim_link.h): the link conn has mux_link set and its
+     * sockets in kids[] by the shim's id; each socket is a conn of its own
+     * (fd -1) whose `link` is the link conn it rides on. */
+    bool mux_link;
+    struct conn **kids;
+    uint32_t nkids;
+    struct conn *link;
+    uint32_t mux_id;
     /* kev: filter */
     bool kev_set;
     uint32_t kev_vendor, kev_class, kev_subclass;
@@ -90,6 +98,7 @@ struct held {
     struct nke_order_item item;
     struct conn *c;
     uint32_t dir, len, seq;
+    bool no_verdict;            /* SHIM_F_NO_VERDICT: the shim passed it already */
     uint8_t bytes[];
 };
 
@@ -119,6 +128,15 @@ static void shim_state_update(void)
     uint32_t v = g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
     __atomic_store_n(&g_shim_state->may_defer, v, __ATOMIC_RELEASE);
     __atomic_store_n(&g_shim_state->client, (uint32_t)g_core.client_open, __ATOMIC_RELEASE);
+    bool hold = false;
+    if (v && g_core.capture.mode == NKE_CAPTURE_ALL)
+        hold = true;
+    else if (v && g_core.capture.mode == NKE_CAPTURE_RULES) {
+        hold = g_core.capture.default_action == NKE_RULE_HOLD;
+        for (uint32_t i = 0; i < g_core.capture.nrules && i < NKE_MAX_RULES && !hold; i++)
+            hold = g_core.capture.rules[i].action == NKE_RULE_HOLD;
+    }
+    __atomic_store_n(&g_shim_state->may_hold, (uint32_t)hold, __ATOMIC_RELEASE);
 }
 
 /* Fresh file renamed into place: shims of a previous nke-emud keep their
@@ -140,6 +158,7 @@ static void shim_state_create(const char *dir)
         /* complete before the rename makes it visible to shims */
         ((struct shim_state *)m)->magic = SHIM_STATE_MAGIC;
         ((struct shim_state *)m)->spin_us = g_spin_us;
+        ((struct shim_state *)m)->version = 1;
     }
     if (m == MAP_FAILED || rename(tmp, dst) < 0) {
         LOG("%s: %s (shims will ask for every chunk)", dst, strerror(errno));
@@ -152,7 +171,7 @@ static void shim_state_create(const char *dir)
 }
 /* Closed conns are freed at the end of a loop iteration, because finish()
  * may still be handed a sock_ctx pointing at one. */
-static struct conn *g_graveyard[1024];
+static struct conn *g_graveyard[16384];
 /* Longest the loop leaves shim links unread while the client returns buffers. */
 #define DEFER_MAX_NS 2000000ull
 static int g_ngrave;
@@ -235,10 +254,20 @@ static void outq_free(struct conn *c)
 
 /* The verdict on the DATA `seq` of direction dir; modified bytes in pieces
  * of SHIM_PIECE. Never blocks: what the link cannot take now is queued. */
-static void send_verdict(struct conn *c, uint32_t dir, uint32_t seq, uint32_t action, const uint8_t *b,
+static void send_verdict(struct conn *s, uint32_t dir, uint32_t seq, uint32_t action, const uint8_t *b,
                          uint32_t len)
 {
-    static uint8_t msg[sizeof(struct shim_hdr) + SHIM_PIECE];
+    static uint8_t buf[sizeof(struct shim_mux) + sizeof(struct shim_hdr) + SHIM_PIECE];
+    /* A socket of a mux link: its verdicts go on the link, prefixed. */
+    struct conn *c = s->link ? s->link : s;
+    if (c->dead)
+        return;
+    size_t pre = s->link ? sizeof(struct shim_mux) : 0;
+    if (pre) {
+        struct shim_mux mx = { .sock = s->mux_id };
+        memcpy(buf, &mx, sizeof(mx));
+    }
+    uint8_t *msg = buf + pre;
     uint32_t off = 0;
     do {
         uint32_t n = len - off > SHIM_PIECE ? SHIM_PIECE : len - off;
@@ -249,7 +278,7 @@ static void send_verdict(struct conn *c, uint32_t dir, uint32_t seq, uint32_t ac
             memcpy(msg + sizeof(h), b + off, n);
         off += n;
         if (!c->outq) {
-            ssize_t w = send(c->fd, msg, sizeof(h) + n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            ssize_t w = send(c->fd, buf, pre + sizeof(h) + n, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (w >= 0)
                 continue;
             if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR) {
@@ -257,7 +286,7 @@ static void send_verdict(struct conn *c, uint32_t dir, uint32_t seq, uint32_t ac
                 return;
             }
         }
-        struct outmsg *m = malloc(sizeof(*m) + sizeof(h) + n);
+        struct outmsg *m = malloc(sizeof(*m) + pre + sizeof(h) + n);
         if (!m) {
             /* Out of memory: the shim would wait forever for this verdict,
              * so cut its link instead: it fails open (sends originals). */
@@ -266,8 +295,8 @@ static void send_verdict(struct conn *c, uint32_t dir, uint32_t seq, uint32_t ac
             return;
         }
         m->next = NULL;
-        m->len = sizeof(h) + n;
-        memcpy(m->b, msg, m->len);
+        m->len = pre + sizeof(h) + n;
+        memcpy(m->b, buf, m->len);
         if (c->outq_tail)
             c->outq_tail->next = m;
         else
@@ -283,7 +312,7 @@ static void op_finish(void *platform, void *sock_ctx, void *data_ctx, uint32_t a
     (void)platform; (void)reason;
     struct conn *c = sock_ctx;
     struct held *h = data_ctx;
-    if (c && !c->dead) {
+    if (c && !c->dead && !h->no_verdict) {
         if (action == NKE_ACT_ALLOW_MODIFIED)
             send_verdict(c, h->dir, h->seq, action, staged, staged_len);
         else
@@ -336,8 +365,10 @@ static void ep_mod(struct conn *c, uint32_t events)
 static void conn_close(struct conn *c)
 {
     outq_free(c);
-    epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    if (c->fd >= 0) { /* a mux link's socket has no fd of its own */
+        epoll_ctl(g_ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
     c->fd = -1;
     c->dead = true;
     if (g_ngrave < (int)(sizeof(g_graveyard) / sizeof(g_graveyard[0])))
@@ -733,12 +764,61 @@ static void proc_message(int fd)
 
 /* ---- shim --------------------------------------------------------------- */
 
+#define MUX_SLOT(id) ((id) & 0xFFFFFu)
+
 static void shim_gone(struct conn *c)
 {
     c->dead = true; /* finish() of this socket's held chunks must not write */
     if (c->id.gen)
         nke_core_detach(&g_core, c->id, now_ns());
+    c->id.gen = 0;
+    if (c->mux_link) {
+        /* The link is the detach of every socket it carried. */
+        for (uint32_t i = 0; i < c->nkids; i++)
+            if (c->kids[i])
+                shim_gone(c->kids[i]);
+        free(c->kids);
+        c->kids = NULL;
+        c->nkids = 0;
+    }
+    if (c->link && MUX_SLOT(c->mux_id) < c->link->nkids && c->link->kids[MUX_SLOT(c->mux_id)] == c)
+        c->link->kids[MUX_SLOT(c->mux_id)] = NULL;
     conn_close(c);
+}
+
+/* The socket `id` of mux link l, created if `create` (its ATTACH). The
+ * shim's ids are a slot (low 20 bits, reused) and a generation (the rest),
+ * so a verdict still in flight for a socket that is gone never matches the
+ * next socket of its slot. */
+static struct conn *mux_kid(struct conn *l, uint32_t id, bool create)
+{
+    uint32_t slot = MUX_SLOT(id);
+    if (slot < l->nkids && l->kids[slot] && l->kids[slot]->mux_id == id)
+        return l->kids[slot];
+    if (!create)
+        return NULL;
+    if (slot < l->nkids && l->kids[slot])
+        shim_gone(l->kids[slot]); /* an ATTACH reusing a slot ends its old socket */
+    if (slot >= l->nkids) {
+        uint32_t n = l->nkids ? l->nkids : 64;
+        while (n <= slot)
+            n *= 2;
+        struct conn **k = realloc(l->kids, n * sizeof(*k));
+        if (!k)
+            return NULL;
+        memset(k + l->nkids, 0, (n - l->nkids) * sizeof(*k));
+        l->kids = k;
+        l->nkids = n;
+    }
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kind = K_SHIM;
+    c->fd = -1;
+    c->link = l;
+    c->mux_id = id;
+    l->kids[slot] = c;
+    return c;
 }
 
 /* ALLOW verdicts of chunks passed or reported while one link's messages
@@ -747,19 +827,32 @@ static void shim_gone(struct conn *c)
  * nothing of its direction is kept (the core's order rule queues it behind
  * held data otherwise, and op_finish sends its verdict in turn), so per
  * direction verdicts leave in seq order; the shim applies them in seq order
- * anyway. Loop thread only. */
-static struct shim_hdr g_allow[2 * SHIM_WINDOW_CHUNKS];
+ * anyway. Loop thread only. On a mux link each carries its socket's
+ * prefix. */
+#define ALLOW_BATCH 64
+static struct allow_msg {
+    struct shim_mux mx;
+    struct shim_hdr h;
+} g_allow[ALLOW_BATCH];
+static struct conn *g_allow_sock[ALLOW_BATCH];
 static unsigned g_nallow;
 
 static void allow_flush(struct conn *c)
 {
-    unsigned done = 0;
+    unsigned done = 0, k = 0;
+    for (unsigned i = 0; i < g_nallow; i++) /* a socket detached meanwhile gets none */
+        if (!g_allow_sock[i]->dead) {
+            g_allow_sock[k] = g_allow_sock[i];
+            g_allow[k++] = g_allow[i];
+        }
+    g_nallow = k;
     if (!c->outq && !c->dead && g_nallow) {
-        struct mmsghdr mm[2 * SHIM_WINDOW_CHUNKS];
-        struct iovec iov[2 * SHIM_WINDOW_CHUNKS];
+        struct mmsghdr mm[ALLOW_BATCH];
+        struct iovec iov[ALLOW_BATCH];
         memset(mm, 0, sizeof(mm));
         for (unsigned i = 0; i < g_nallow; i++) {
-            iov[i] = (struct iovec){ &g_allow[i], sizeof(g_allow[i]) };
+            iov[i] = c->mux_link ? (struct iovec){ &g_allow[i], sizeof(g_allow[i]) }
+                                 : (struct iovec){ &g_allow[i].h, sizeof(g_allow[i].h) };
             mm[i].msg_hdr.msg_iov = &iov[i];
             mm[i].msg_hdr.msg_iovlen = 1;
         }
@@ -769,22 +862,18 @@ static void allow_flush(struct conn *c)
     /* What did not go (link full, or an error send_verdict logs) is queued
      * or reported as a single verdict is. */
     for (unsigned i = done; i < g_nallow && !c->dead; i++)
-        send_verdict(c, g_allow[i].direction, g_allow[i].seq, NKE_ACT_ALLOW, NULL, 0);
+        if (!g_allow_sock[i]->dead)
+            send_verdict(g_allow_sock[i], g_allow[i].h.direction, g_allow[i].h.seq, NKE_ACT_ALLOW, NULL, 0);
     g_nallow = 0;
 }
 
-/* One message from a shim link. more: a further read in the same wake-up
- * (non-blocking; false when nothing is left). */
-static bool shim_message(struct conn *c, bool more)
+/* One message of socket c (a plain link, or one socket of a mux link l:
+ * then c may be NULL before its ATTACH). Returns false when the link must
+ * go. */
+static bool shim_handle(struct conn *l, struct conn *c, const uint8_t *in, ssize_t n)
 {
-    static uint8_t in[sizeof(struct shim_exec) + 2 * NKE_BUFFER_SIZE];
-    ssize_t n = recv(c->fd, in, sizeof(in), more ? MSG_DONTWAIT : 0);
-    if (n < 0 && more && (errno == EAGAIN || errno == EWOULDBLOCK))
+    if (n < (ssize_t)sizeof(struct shim_hdr))
         return false;
-    if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
-        shim_gone(c);
-        return false;
-    }
     struct shim_hdr h;
     memcpy(&h, in, sizeof(h));
     uint64_t ns = now_ns();
@@ -823,6 +912,7 @@ static bool shim_message(struct conn *c, bool more)
                 hd->dir = h.direction;
                 hd->len = h.len;
                 hd->seq = h.seq;
+                hd->no_verdict = (h.flags & SHIM_F_NO_VERDICT) != 0;
                 memcpy(hd->bytes, in + sizeof(h), h.len);
                 uint64_t chunk = 0;
                 uint32_t fl = 0;
@@ -838,12 +928,20 @@ static bool shim_message(struct conn *c, bool more)
          * op_finish in stream order (maybe already, for QUEUED). */
         if (res != NKE_DATA_HELD && res != NKE_DATA_QUEUED) {
             free(hd);
-            if (g_nallow == sizeof(g_allow) / sizeof(g_allow[0]))
-                allow_flush(c);
-            g_allow[g_nallow++] = (struct shim_hdr){ .type = SHIM_VERDICT, .direction = h.direction,
-                                                     .action = NKE_ACT_ALLOW, .seq = h.seq };
+            if (!(h.flags & SHIM_F_NO_VERDICT)) {
+                if (g_nallow == ALLOW_BATCH)
+                    allow_flush(l);
+                g_allow_sock[g_nallow] = c;
+                g_allow[g_nallow++] = (struct allow_msg){
+                    .mx = { .sock = c->mux_id },
+                    .h = { .type = SHIM_VERDICT, .direction = h.direction, .action = NKE_ACT_ALLOW, .seq = h.seq }
+                };
+            }
         }
-    } else if (h.type == SHIM_EXEC && (size_t)n >= sizeof(struct shim_exec)) {
+        /* A NO_VERDICT chunk the core held anyway (the rules changed to hold
+         * while it was in flight) was passed by the shim already: its
+         * verdict, when it comes, is not sent (hd->no_verdict). */
+    } else if (h.type == SHIM_EXEC && (size_t)n >= sizeof(struct shim_exec) && !l->mux_link) {
         struct shim_exec e;
         memcpy(&e, in, sizeof(e));
         uint32_t plen = (uint32_t)n - (uint32_t)sizeof(e);
@@ -852,7 +950,7 @@ static bool shim_message(struct conn *c, bool more)
          * once (exec_is_duplicate). */
         if (e.hdr.len == plen && !exec_is_duplicate(SRC_SHIM, e.pid, e.before_ns))
             kev_broadcast_exec(e.pid, e.ppid, e.uid, NKE_EXEC_F_FROM_SHIM, (const char *)in + sizeof(e), plen);
-        shim_gone(c);
+        return false;
     } else if ((h.type == SHIM_BIND || h.type == SHIM_LISTEN) && (size_t)n == sizeof(h) && c->id.gen) {
         nke_core_addrs(&g_core, c->id, h.type == SHIM_BIND ? NKE_NT_BOUND : NKE_NT_LISTEN,
                        h.addr.family ? &h.addr : NULL, NULL, ns);
@@ -860,20 +958,73 @@ static bool shim_message(struct conn *c, bool more)
         struct shim_option o;
         memcpy(&o, in, sizeof(o));
         nke_core_option(&g_core, c->id, (uint32_t)o.level, (uint32_t)o.name, o.is_set != 0, ns);
+    } else if (h.type == SHIM_DETACH && (size_t)n == sizeof(h) && l->mux_link && c != l) {
+        shim_gone(c);
+    } else if (h.type == SHIM_MUX && (size_t)n == sizeof(h) && c == l && !c->id.gen && !l->mux_link) {
+        l->mux_link = true;
     } else {
         LOG("malformed shim message type %u size %zd: link closed (the shim fails open)", h.type, n);
+        return false;
+    }
+    return true;
+}
+
+/* One message from a shim link. more: a further read in the same wake-up
+ * (non-blocking; false when nothing is left). */
+static bool shim_message(struct conn *c, bool more)
+{
+    static uint8_t in[sizeof(struct shim_mux) + sizeof(struct shim_exec) + 2 * NKE_BUFFER_SIZE];
+    ssize_t n = recv(c->fd, in, sizeof(in), more ? MSG_DONTWAIT : 0);
+    if (n < 0 && more && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return false;
+    if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
         shim_gone(c);
+        return false;
+    }
+    struct conn *s = c;
+    const uint8_t *m = in;
+    if (c->mux_link) {
+        struct shim_mux mx;
+        struct shim_hdr h;
+        if ((size_t)n < sizeof(mx) + sizeof(h)) {
+            LOG("short message on mux link fd %d: link closed (the shim fails open)", c->fd);
+            shim_gone(c);
+            return false;
+        }
+        memcpy(&mx, in, sizeof(mx));
+        memcpy(&h, in + sizeof(mx), sizeof(h));
+        m = in + sizeof(mx);
+        n -= (ssize_t)sizeof(mx);
+        s = mux_kid(c, mx.sock, h.type == SHIM_ATTACH);
+        if (!s) {
+            /* A socket nke-emud could not take (no memory) or already gone:
+             * its DATA must still be answered, or the relay waits. */
+            if (h.type == SHIM_DATA && !(h.flags & SHIM_F_NO_VERDICT)) {
+                struct conn tmp = { .kind = K_SHIM, .fd = -1, .link = c, .mux_id = mx.sock };
+                send_verdict(&tmp, h.direction, h.seq, NKE_ACT_ALLOW, NULL, 0);
+            }
+            return true;
+        }
+    }
+    if (!shim_handle(c, s, m, n)) {
+        shim_gone(c);
+        return false;
     }
     return !c->dead;
 }
 
 /* A link's wake-up: reads what it has, up to one window in each direction
- * (more would starve the other links: level-triggered, it comes back), and
- * sends the ALLOW verdicts of those chunks together. */
+ * for a plain link, a batch for a mux link (more would starve the other
+ * links: level-triggered, it comes back), and sends the ALLOW verdicts of
+ * those chunks together. */
 static void shim_messages(struct conn *c)
 {
-    for (unsigned i = 0; i < 2 * SHIM_WINDOW_CHUNKS && shim_message(c, i > 0); i++) {}
-    allow_flush(c);
+    unsigned max = c->mux_link ? ALLOW_BATCH : 2 * SHIM_WINDOW_CHUNKS;
+    for (unsigned i = 0; i < max && shim_message(c, i > 0); i++) {}
+    if (!c->dead)
+        allow_flush(c);
+    else
+        g_nallow = 0;
     /* Few buffers left: the reader is told of the records now (not at the
      * end of the turn) and its releases, once sent, are taken before the
      * next link's data; else the rest of this turn passes its chunks

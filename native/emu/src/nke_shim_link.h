@@ -27,6 +27,16 @@
  * Closing the connection is the socket's detach; emud closing it (death,
  * restart) makes the shim fail open: every chunk still awaiting a verdict
  * is delivered as it was, in order, and nothing more is reported.
+ *
+ * Mux links (added for one relay loop per process): a link whose first
+ * message is SHIM_MUX carries any number of sockets. Every later message on
+ * it, both ways, is a struct shim_mux naming the socket, then one message
+ * as above (ATTACH, DATA, BIND, LISTEN, OPTION; VERDICT from emud). The
+ * shim picks the ids (small integers, reused after the socket's
+ * SHIM_DETACH); an ATTACH starts a socket, SHIM_DETACH (a bare shim_hdr)
+ * ends it, and closing the link ends all of them. DATA with
+ * SHIM_F_NO_VERDICT is reported but never answered: the shim sends it only
+ * while shim_state.may_hold is 0 and has already passed the bytes on.
  */
 #ifndef NKE_SHIM_LINK_H
 #define NKE_SHIM_LINK_H
@@ -44,7 +54,15 @@ enum shim_msg_type {
      * while shim_state.client says a user client is open. */
     SHIM_BIND    = 5,  /* shim: shim_hdr, addr = the local address bound */
     SHIM_LISTEN  = 6,  /* shim: shim_hdr, addr = the local address */
-    SHIM_OPTION  = 7   /* shim: shim_option */
+    SHIM_OPTION  = 7,  /* shim: shim_option */
+    SHIM_MUX     = 8,  /* shim: first message of a mux link (shim_hdr only) */
+    SHIM_DETACH  = 9   /* shim, mux link: the socket is gone (shim_hdr only) */
+};
+
+/* Prefix of every message after SHIM_MUX on a mux link. */
+struct shim_mux {
+    uint32_t sock;        /* the shim's id for the socket */
+    uint32_t _pad0;
 };
 
 /* shim_attach.incoming for a TCP socket that is neither connected nor
@@ -58,6 +76,7 @@ enum shim_msg_type {
 
 #define SHIM_F_MORE 0x1u
 #define SHIM_F_DATAGRAM 0x2u  /* DATA: one UDP datagram (boundaries kept) */
+#define SHIM_F_NO_VERDICT 0x4u /* DATA: report only; already passed, never answered */
 #define SHIM_PIECE (60u * 1024u)   /* modified bytes per VERDICT message */
 #define SHIM_DATA_MAX NKE_BUFFER_SIZE /* bytes per DATA message (one pool buffer) */
 #define SHIM_WINDOW_CHUNKS 4u         /* DATA awaiting verdicts per direction */
@@ -121,7 +140,13 @@ struct shim_state {
     uint32_t may_defer;   /* accessed with __atomic_* */
     uint32_t client;      /* a user client is open (SHIM_BIND/LISTEN/OPTION wanted); __atomic_* */
     uint32_t spin_us;     /* written once before the file is renamed into place */
-    uint32_t _pad[12];
+    /* 1 while a chunk could be held for a verdict (capture ALL, or RULES
+     * with a HOLD rule or default); 0 when chunks are at most reported, so
+     * relays send SHIM_F_NO_VERDICT DATA and do not wait. Only meaningful
+     * with version >= 1 (an older nke-emud leaves both 0). __atomic_*. */
+    uint32_t may_hold;
+    uint32_t version;     /* 1: may_hold is maintained; written before the rename */
+    uint32_t _pad[10];
 };
 
 #endif

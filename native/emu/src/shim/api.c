@@ -11,10 +11,26 @@
 
 int connect(int fd, const struct sockaddr *sa, socklen_t len)
 {
+    struct relay *r = relay_get(fd);
+    if (r) {
+        /* Connecting a relayed socket again (a connect in progress, done
+         * or failed): the real socket answers (EALREADY, EISCONN, the real
+         * result), as the kernel would. */
+        pthread_mutex_lock(&r->lock);
+        bool failed = r->connect_done && !r->connect_ok;
+        pthread_mutex_unlock(&r->lock);
+        int rc = libc_call(connect, r->real_fd, sa, len);
+        int e = errno;
+        if ((rc == 0 || e == EINPROGRESS) && failed)
+            relay_reconnected(r, fd, rc != 0);
+        relay_put(r);
+        errno = e;
+        return rc;
+    }
     int rc = libc_call(connect, fd, sa, len);
     int e = errno;
     if (rc == 0 || e == EINPROGRESS) {
-        relay_start(fd, false);
+        relay_start(fd, false, rc == 0 ? NULL : sa, len);
         ctl_connected(fd);
     }
     errno = e;
@@ -26,7 +42,7 @@ int accept(int fd, struct sockaddr *sa, socklen_t *len)
     int c = libc_call(accept, fd, sa, len);
     if (c >= 0) {
         int e = errno;
-        relay_start(c, true);
+        relay_start(c, true, NULL, 0);
         errno = e;
     }
     return c;
@@ -37,7 +53,7 @@ int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
     int c = libc_call(accept4, fd, sa, len, flags);
     if (c >= 0) {
         int e = errno;
-        relay_start(c, true);
+        relay_start(c, true, NULL, 0);
         errno = e;
     }
     return c;
@@ -111,19 +127,7 @@ int getsockopt(int fd, int level, int name, void *v, socklen_t *l)
         }
         return rc;
     }
-    int rc;
-    if (level == SOL_SOCKET && name == SO_ERROR) {
-        /* The program polled its socketpair end writable; the real connect
-         * may still be in flight. Its answer is the real connect's. */
-        int err = relay_connect_result(r);
-        if (v && l && *l >= sizeof(int)) {
-            memcpy(v, &err, sizeof(int));
-            *l = sizeof(int);
-        }
-        rc = 0;
-    } else {
-        rc = libc_call(getsockopt, r->real_fd, level, name, v, l);
-    }
+    int rc = libc_call(getsockopt, r->real_fd, level, name, v, l);
     int e = errno;
     if (rc == 0)
         relay_opt_note(r, level, name, false);
@@ -138,7 +142,9 @@ int shutdown(int fd, int how)
     if (!r)
         return libc_call(shutdown, fd, how);
     /* Shutting the program's end down makes the relay see EOF and pass
-     * the half-close on after any pending data. */
+     * the half-close on after any pending data; the flag tells that EOF
+     * from a close (an abortive one with SO_LINGER 0 becomes a reset). */
+    atomic_store(&r->prog_shutdown, true);
     int rc = libc_call(shutdown, fd, how);
     relay_put(r);
     return rc;
@@ -152,10 +158,24 @@ int socket(int domain, int type, int proto)
     return fd;
 }
 
+/* On a connected TCP socket the kernel ignores sendto's address; a relayed
+ * one is a Unix socket, which would refuse it (EISCONN). */
+static bool relayed(int fd)
+{
+    struct relay *r = relay_get(fd);
+    if (r)
+        relay_put(r);
+    return r != NULL;
+}
+
 ssize_t sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl)
 {
-    if (!is_udp(fd))
+    relay_reset_check(fd);
+    if (!is_udp(fd)) {
+        if (to && relayed(fd))
+            to = NULL, tl = 0;
         return libc_call(sendto, fd, b, n, flags, to, tl);
+    }
     return udp_sendto(fd, b, n, flags, to, tl);
 }
 
@@ -166,13 +186,22 @@ ssize_t send(int fd, const void *b, size_t n, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
-    if (!is_udp(fd))
+    relay_reset_check(fd);
+    if (!is_udp(fd)) {
+        if (m && m->msg_name && relayed(fd)) {
+            struct msghdr c = *m;
+            c.msg_name = NULL;
+            c.msg_namelen = 0;
+            return libc_call(sendmsg, fd, &c, flags);
+        }
         return libc_call(sendmsg, fd, m, flags);
+    }
     return udp_sendmsg(fd, m, flags);
 }
 
 ssize_t recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from, socklen_t *fl)
 {
+    relay_reset_check(fd);
     if (!is_udp(fd) || (flags & MSG_PEEK))
         return libc_call(recvfrom, fd, b, n, flags, from, fl);
     return udp_recvfrom(fd, b, n, flags, from, fl);
@@ -185,6 +214,7 @@ ssize_t recv(int fd, void *b, size_t n, int flags)
 
 ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
+    relay_reset_check(fd);
     if (!is_udp(fd) || (flags & MSG_PEEK))
         return libc_call(recvmsg, fd, m, flags);
     return udp_recvmsg(fd, m, flags);
@@ -288,6 +318,7 @@ int listen(int fd, int backlog)
 
 ssize_t write(int fd, const void *b, size_t n)
 {
+    relay_reset_check(fd);
     if (!is_udp(fd))
         return libc_call(write, fd, b, n);
     return sendto(fd, b, n, 0, NULL, 0);
@@ -295,6 +326,7 @@ ssize_t write(int fd, const void *b, size_t n)
 
 ssize_t read(int fd, void *b, size_t n)
 {
+    relay_reset_check(fd);
     if (!is_udp(fd))
         return libc_call(read, fd, b, n);
     return recvfrom(fd, b, n, 0, NULL, NULL);
@@ -302,6 +334,7 @@ ssize_t read(int fd, void *b, size_t n)
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
+    relay_reset_check(fd);
     if (!is_udp(fd) || cnt < 0)
         return libc_call(writev, fd, iov, cnt);
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
@@ -310,9 +343,73 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
+    relay_reset_check(fd);
     if (!is_udp(fd) || cnt < 0)
         return libc_call(readv, fd, iov, cnt);
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
     return recvmsg(fd, &m, 0);
 }
 
+
+/* closefrom and close_range (daemons, sshd's re-exec, subprocess): the
+ * program's descriptors in the range are closed (and forgotten); the
+ * shim's own, above fd_floor, are left open, or every relay and link
+ * would die with them. A program holding descriptors above the floor
+ * keeps those open too (the range stops at the floor). */
+#include <sys/syscall.h>
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+static int shim_close_range(unsigned first, unsigned last, int flags)
+{
+    unsigned floor = (unsigned)fd_floor();
+    if (!(flags & CLOSE_RANGE_CLOEXEC))
+        for (unsigned fd = first; fd <= last && fd < MAX_FDS && fd < floor; fd++)
+            fd_forget((int)fd);
+    if (first >= floor)
+        return 0;
+    return (int)syscall(SYS_close_range, first, last < floor ? last : floor - 1, flags);
+}
+
+int close_range(unsigned first, unsigned last, int flags)
+{
+    return shim_close_range(first, last, flags);
+}
+
+void closefrom(int lowfd)
+{
+    if (lowfd < 0)
+        lowfd = 0;
+    if (shim_close_range((unsigned)lowfd, ~0U, 0) < 0) {
+        /* no close_range (old kernel): one by one, below the floor */
+        int floor = fd_floor();
+        for (int fd = lowfd; fd < floor; fd++)
+            close(fd);
+    }
+}
+
+/* Dropping privileges: the process's link to nke-emud is made first
+ * (relay_link_early), so it stays filtered afterwards. */
+int setuid(uid_t u)
+{
+    relay_link_early();
+    return libc_call(setuid, u);
+}
+
+int seteuid(uid_t u)
+{
+    relay_link_early();
+    return libc_call(seteuid, u);
+}
+
+int setreuid(uid_t r, uid_t e)
+{
+    relay_link_early();
+    return libc_call(setreuid, r, e);
+}
+
+int setresuid(uid_t r, uid_t e, uid_t s)
+{
+    relay_link_early();
+    return libc_call(setresuid, r, e, s);
+}

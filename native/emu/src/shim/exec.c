@@ -44,31 +44,52 @@ __attribute__((destructor)) static void shim_dtor(void)
     relay_exit_drain(&until, ms);
 }
 
+/* _exit and _Exit run no destructor, yet every forking server's child
+ * leaves by them: what it queued (a UDP datagram awaiting its verdict, bytes
+ * in its relay loop) is sent first, within the same bound as exit's. Not in
+ * a vfork child (posix_spawn's failure path), whose memory is the parent's. */
+static void exit_drains_now(void)
+{
+    if (getpid() != g_pid)
+        return;
+    long ms;
+    struct timespec until = drain_deadline(&ms);
+    udp_exit_drain(&until, ms);
+    relay_exit_drain(&until, ms);
+}
+
+void _exit(int status)
+{
+    exit_drains_now();
+    sym__exit();
+    p__exit(status);
+    __builtin_unreachable();
+}
+
+void _Exit(int status)
+{
+    exit_drains_now();
+    sym__Exit();
+    p__Exit(status);
+    __builtin_unreachable();
+}
+
 /*
- * Exec drain. exec replaces the image and with it the relay and UDP worker
- * threads, so bytes the program wrote before exec that are still in a relay
- * (queued, held by nke-emud, in the splice pipe, unread in the socketpair) or
- * in a UDP queue would be lost, where the kernel would send them. Before the
- * real exec, exec_drain waits, bounded by drain_deadline, until (a) every
- * queued UDP datagram is sent or dropped and (b) every relay on g_out_relays
- * (sockets still open and sockets the program closed) has an empty OUT side
- * (flushed) or has ended it. Unlike the exit drain it does NOT end OUT of an
- * open socket: the exec may fail and the program go on writing to it. For a
+ * Exec drain. exec replaces the image and with it the relay loop and UDP
+ * worker threads, so bytes the program wrote before exec that are still in
+ * a relay (queued, held by nke-emud, unread in the socketpair) or in a UDP
+ * queue would be lost, where the kernel would send them. Before the real
+ * exec, exec_drain waits, bounded by drain_deadline, until (a) every queued
+ * UDP datagram is sent or dropped and (b) every relay with OUT open
+ * (sockets still open and sockets the program closed) has nothing of the
+ * program's left. Unlike the exit drain it does NOT end OUT of an open
+ * socket: the exec may fail and the program go on writing to it. For a
  * closed socket an empty OUT is enough: its real descriptor is CLOEXEC, so
  * the exec closes it and the kernel sends the FIN after the buffered bytes.
- *
- * Still not like the kernel: a relayed TCP socket the program does not mark
- * CLOEXEC is inherited by the new image as what the program's fd really is,
- * the program's end of an AF_UNIX socketpair. Its relay thread is gone, the
- * relay's end (pair_fd) and the real socket (real_fd, F_DUPFD_CLOEXEC in
- * relay_start) are closed by the exec, so the peer sees the connection
- * closed, and the new image reads whatever the relay had already written
- * into the socketpair, then EOF; its writes fail with EPIPE (SIGPIPE);
- * getpeername/getsockname show AF_UNIX. UDP sockets are inherited as real
- * sockets (only queued datagrams are drained). Data another thread writes
- * during the drain, and every exec in a vfork child (which shares the
- * parent's memory and whose exec does not end the parent's threads), are not
- * waited for.
+ * Relayed sockets the new image inherits are passed on by
+ * relay_exec_prepare (tcp_relay.c). Data another thread writes during the
+ * drain, and every exec in a vfork child (which shares the parent's memory
+ * and whose exec does not end the parent's threads), are not waited for.
  */
 void exec_drain(void)
 {
@@ -104,7 +125,7 @@ static void report_exec_for(int32_t pid, int32_t ppid, const char *path, uint64_
                            .uid = getuid(), .before_ns = before_ns ? before_ns : mono_ns() };
     memcpy(m, &e, sizeof(e));
     memcpy(m + sizeof(e), p, n);
-    send(link, m, sizeof(e) + n, MSG_NOSIGNAL);
+    libc_call(sendto, link, m, sizeof(e) + n, MSG_NOSIGNAL, NULL, 0);
     libc_call(close, link);
 }
 
@@ -113,12 +134,54 @@ static void report_exec(const char *path)
     report_exec_for(getpid(), getppid(), path, 0);
 }
 
+/* envp with `var` (NAME=...) in place of any NAME= it had; NULL: no memory. */
+static char **env_with(char *const envp[], const char *var)
+{
+    size_t n = 0, kl = strcspn(var, "=") + 1;
+    while (envp && envp[n])
+        n++;
+    char **e = malloc((n + 2) * sizeof(*e));
+    if (!e)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], var, kl) != 0)
+            e[k++] = envp[i];
+    e[k++] = (char *)var;
+    e[k] = NULL;
+    return e;
+}
+
+extern char **environ;
+
+/* The exec calls below: drain, report, pass the relayed sockets the new
+ * image inherits (relay_exec_prepare), exec; a failed exec puts the
+ * sockets back. Not in a vfork child (memory shared with the parent). */
+#define EXEC_WITH_INHERIT(envp, call)                                     \
+    do {                                                                  \
+        struct exec_undo *undo_ = NULL;                                   \
+        char *var_ = NULL, **env_ = NULL;                                 \
+        if (!shim_vforked() && (undo_ = malloc(sizeof(*undo_))) &&        \
+            (var_ = relay_exec_prepare(undo_)))                           \
+            env_ = env_with(envp, var_);                                  \
+        char *const *use_ = env_ ? env_ : (envp);                         \
+        int rc_ = (call);                                                 \
+        int e_ = errno;                                                   \
+        if (undo_)                                                        \
+            relay_exec_failed(undo_);                                     \
+        free(env_);                                                       \
+        free(var_);                                                       \
+        free(undo_);                                                      \
+        errno = e_;                                                       \
+        return rc_;                                                       \
+    } while (0)
+
 int execve(const char *path, char *const argv[], char *const envp[])
 {
     exec_drain();
     if (access(path, X_OK) == 0)
         report_exec(path);
-    return libc_call(execve, path, argv, envp);
+    EXEC_WITH_INHERIT(envp, libc_call(execve, path, argv, use_));
 }
 
 /* ---- the rest of the exec family --------------------------------------- */
@@ -155,7 +218,7 @@ int execv(const char *path, char *const argv[])
     exec_drain();
     if (access(path, X_OK) == 0)
         report_exec(path);
-    return libc_call(execv, path, argv);
+    EXEC_WITH_INHERIT(environ, libc_call(execve, path, argv, use_));
 }
 
 int execvpe(const char *file, char *const argv[], char *const envp[])
@@ -164,7 +227,7 @@ int execvpe(const char *file, char *const argv[], char *const envp[])
     char found[PATH_MAX];
     if (path_search(file, found, sizeof(found)))
         report_exec(found);
-    return libc_call(execvpe, file, argv, envp);
+    EXEC_WITH_INHERIT(envp, libc_call(execvpe, file, argv, use_));
 }
 
 int execvp(const char *file, char *const argv[])
@@ -173,7 +236,7 @@ int execvp(const char *file, char *const argv[])
     char found[PATH_MAX];
     if (path_search(file, found, sizeof(found)))
         report_exec(found);
-    return libc_call(execvp, file, argv);
+    EXEC_WITH_INHERIT(environ, libc_call(execvpe, file, argv, use_));
 }
 
 /* execl, execle, execlp: the variadic list becomes an argv on the stack. */
@@ -250,7 +313,7 @@ int fexecve(int fd, char *const argv[], char *const envp[])
     char p[PATH_MAX];
     if (fd_path(fd, p, sizeof(p)) && access(p, X_OK) == 0)
         report_exec(p);
-    return libc_call(fexecve, fd, argv, envp);
+    EXEC_WITH_INHERIT(envp, libc_call(fexecve, fd, argv, use_));
 }
 
 int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
@@ -269,7 +332,7 @@ int execveat(int dirfd, const char *path, char *const argv[], char *const envp[]
         ok = false; /* the kernel refuses it (ELOOP) */
     if (ok && access(full, X_OK) == 0)
         report_exec(full);
-    return libc_call(execveat, dirfd, path, argv, envp, flags);
+    EXEC_WITH_INHERIT(envp, libc_call(execveat, dirfd, path, argv, use_, flags));
 }
 
 /* posix_spawn: the child's exec happens inside libc; it is reported from

@@ -17,22 +17,39 @@ struct ctl_sock *g_ctls[MAX_FDS];
 pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
 pid_t g_pid;
 
-/* A ref on fd's relay, or NULL when fd is not relayed. */
+/* A ref on fd's relay, or NULL when fd is not relayed. An entry whose fd
+ * is no longer the program's end of that relay (closed with the raw system
+ * call, as libuv does, and the number reused) is stale: it is dropped. */
 struct relay *relay_get(int fd)
 {
-    if (fd < 0 || fd >= MAX_FDS)
+    if (fd < 0 || fd >= MAX_FDS || !__atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED))
         return NULL;
     pthread_mutex_lock(&g_fd_lock);
     struct relay *r = g_fds[fd];
     if (r)
         atomic_fetch_add(&r->refs, 1);
     pthread_mutex_unlock(&g_fd_lock);
+    if (r && !relay_is_current(r, fd)) {
+        pthread_mutex_lock(&g_fd_lock);
+        bool mine = g_fds[fd] == r;
+        if (mine)
+            g_fds[fd] = NULL;
+        pthread_mutex_unlock(&g_fd_lock);
+        if (mine)
+            relay_put(r); /* the table's */
+        relay_put(r);
+        return NULL;
+    }
     return r;
 }
 
 void fd_forget(int fd)
 {
-    if (fd < 0 || fd >= MAX_FDS)
+    if (fd < 0 || fd >= MAX_FDS || (!__atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) &&
+                                     !__atomic_load_n(&g_udp[fd], __ATOMIC_RELAXED) &&
+                                     !__atomic_load_n(&g_ctls[fd], __ATOMIC_RELAXED)))
+        return;
+    if (shim_vforked())
         return;
     pthread_mutex_lock(&g_fd_lock);
     struct relay *r = g_fds[fd];
@@ -57,6 +74,16 @@ void fd_copy(int from, int to)
     if (to < 0 || to >= MAX_FDS || from == to)
         return;
     struct relay *r = relay_get(from);
+    if (!r && __atomic_load_n(&g_fds[to], __ATOMIC_RELAXED) == NULL &&
+        !__atomic_load_n(&g_udp[to], __ATOMIC_RELAXED) && !__atomic_load_n(&g_ctls[to], __ATOMIC_RELAXED) &&
+        (from < 0 || from >= MAX_FDS || (!__atomic_load_n(&g_udp[from], __ATOMIC_RELAXED) &&
+                                         !__atomic_load_n(&g_ctls[from], __ATOMIC_RELAXED))))
+        return; /* nothing tracked on either: no lock */
+    if (shim_vforked()) {
+        if (r)
+            relay_put(r);
+        return;
+    }
     pthread_mutex_lock(&g_fd_lock);
     struct udp_state *u = from >= 0 && from < MAX_FDS ? g_udp[from] : NULL;
     struct ctl_sock *k = from >= 0 && from < MAX_FDS ? g_ctls[from] : NULL;
@@ -120,5 +147,6 @@ __attribute__((constructor)) static void shim_ctor(void)
 {
     g_pid = getpid();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    relay_inherit(); /* relayed sockets an exec'ing image passed on */
 }
 

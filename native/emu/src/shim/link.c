@@ -35,7 +35,7 @@ void shim_init(void)
 
 int link_open(void)
 {
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int fd = libc_call(socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -43,7 +43,19 @@ int link_open(void)
     /* Only to a private directory and a listener of our uid or root; else
      * said once on stderr, and the program runs unfiltered (nke_rundir.h). */
     if (nke_rundir_link_connect(fd, sa.sun_path) < 0) {
+        int e = errno;
         libc_call(close, fd);
+        /* nke-emud is there but this process may not reach it (another uid
+         * than the runtime directory's, e.g. after dropping privileges):
+         * say so once, instead of running unfiltered in silence. */
+        static atomic_bool said;
+        if (e == EACCES && !atomic_exchange(&said, true)) /* EPERM: nke_rundir said why */
+            fprintf(stderr,
+                    "nkeshim[%d]: cannot reach nke-emud at %s as uid %u (%s): this process's sockets are not "
+                    "filtered (run it as the runtime directory's owner, or let it fork from a process that "
+                    "was linked before it dropped privileges)\n",
+                    (int)getpid(), g_shim_path, (unsigned)getuid(), strerror(e));
+        errno = e;
         return -1;
     }
     return fd;
@@ -68,7 +80,7 @@ void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a)
 
 int link_attach(int fd, uint8_t family, uint8_t protocol, bool incoming)
 {
-    int link = link_open();
+    int link = fd_high(link_open());
     if (link < 0)
         return -1;
     if (!link_attach_on(link, fd, family, protocol, incoming)) {
@@ -86,12 +98,7 @@ bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool inc
     struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
                              .family = family, .type = protocol == NKE_PROTO_TCP ? 1 : 2,
                              .protocol = protocol, .incoming = incoming };
-    FILE *f = fopen("/proc/self/comm", "re");
-    if (f) {
-        if (fgets(a.comm, sizeof(a.comm), f))
-            a.comm[strcspn(a.comm, "\n")] = 0;
-        fclose(f);
-    }
+    shim_comm(a.comm);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
@@ -107,7 +114,7 @@ bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool inc
     int sz = (int)(2 * SHIM_WINDOW_CHUNKS * (SHIM_DATA_MAX + 4096));
     if (libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
         libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-    return send(link, &a, sizeof(a), MSG_NOSIGNAL) >= 0;
+    return libc_call(sendto, link, &a, sizeof(a), MSG_NOSIGNAL, NULL, 0) >= 0;
 }
 
 const struct shim_state *state_map(void)
@@ -207,7 +214,7 @@ bool udp_may_defer_now(void)
  * failed send ends the link (fail open, nothing more reported). */
 void link_note(int *link, const void *m, size_t n)
 {
-    if (*link >= 0 && send(*link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) {
+    if (*link >= 0 && libc_call(sendto, *link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN) {
         libc_call(close, *link);
         *link = -1;
     }
@@ -223,3 +230,16 @@ void local_addr(int fd, struct nke_addr *a)
         to_nke_addr(&ss, a);
 }
 
+
+/* The process's name as the kernel has it (/proc/self/comm). */
+void shim_comm(char comm[NKE_COMM_LEN])
+{
+    memset(comm, 0, NKE_COMM_LEN);
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = libc_call(read, fd, comm, NKE_COMM_LEN - 1);
+    libc_call(close, fd);
+    if (n > 0)
+        comm[strcspn(comm, "\n")] = 0;
+}

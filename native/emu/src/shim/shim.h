@@ -28,11 +28,12 @@
  *
  * Lock order (a lock may be taken while holding those left of it, never
  * the reverse):
- *   g_drain_lock -> g_fd_lock -> relay->lock / relay->note_lock
+ *   g_fd_lock -> g_loop.lock (tcp_relay.c) -> relay->lock
+ *   ctl_sock->lock -> g_loop.lock
  *   udp_state->lock -> g_udp_drain_lock
- *   ctl_sock->lock and g_gstate_lock are leaves.
- * A relay thread takes only its relay's locks and g_drain_lock (never with
- * another held).
+ *   g_gstate_lock is a leaf.
+ * The relay loop thread takes g_loop.lock and relay->lock briefly, one at
+ * a time.
  */
 #ifndef NKE_SHIM_H
 #define NKE_SHIM_H
@@ -109,6 +110,12 @@ extern int g_debug;
     X(ssize_t, readv, (int, const struct iovec *, int))                                            \
     X(ssize_t, writev, (int, const struct iovec *, int))                                           \
     X(int, execve, (const char *, char *const[], char *const[]))                                   \
+    X(void, _exit, (int))                                                                          \
+    X(int, setuid, (uid_t))                                                                        \
+    X(int, seteuid, (uid_t))                                                                       \
+    X(int, setreuid, (uid_t, uid_t))                                                               \
+    X(int, setresuid, (uid_t, uid_t, uid_t))                                                       \
+    X(void, _Exit, (int))                                                                          \
     X(int, execv, (const char *, char *const[]))                                                   \
     X(int, execvp, (const char *, char *const[]))                                                  \
     X(int, execvpe, (const char *, char *const[], char *const[]))                                  \
@@ -129,53 +136,42 @@ SHIM_LIBC_FUNCS(SHIM_LIBC_DECLARE)
 
 /* ---- state shared between the files ------------------------------------- */
 
-/* Notes (SHIM_OPTION) other threads hand to a relay for its link; the
- * largest note is a shim_option. */
-#define RELAY_NOTES_MAX 32
-struct relay_note {
-    uint32_t len;
-    uint8_t msg[sizeof(struct shim_option)];
-};
-
-/* One relayed socket. Refcounted: one ref per fd-table entry naming it and
- * one for the relay thread; real_fd is closed with the last ref, so a
- * getpeername on the program's fd never hits a reused descriptor. */
+/* One relayed TCP socket (tcp_relay.c has the whole story). Refcounted:
+ * one ref per fd-table entry naming it, one for the loop while it relays;
+ * real_fd is closed with the last ref, so a program thread holding a ref
+ * may use it (getsockname, setsockopt, connect...). */
+struct dir;
 struct relay {
-    pthread_mutex_t lock;     /* protects connect_done, connect_err */
+    pthread_mutex_t lock;     /* protects connect_done, connect_ok, ended */
     pthread_cond_t cond;
     atomic_int refs;
-    int real_fd;              /* the real TCP socket (owned) */
-    int pair_fd;              /* the relay's end of the socketpair (owned by the thread) */
-    int link_fd;              /* shim.sock connection, -1 once nke-emud is gone */
-    bool connect_done;
-    int connect_err;
-    /* nke-emud's shim.state, mapped read-only (NULL: ask for every chunk).
-     * Owned by the relay thread, unmapped when it ends. */
-    const struct shim_state *st;
-    /* The program -> network direction is still moving (set by relay_start,
-     * cleared once by the relay thread under g_drain_lock). */
-    bool out_open;
-    /* Notes for the link, which only the relay thread writes: the program's
-     * threads append under note_lock and write wake_fd (an eventfd the relay
-     * polls); the relay moves them into its outgoing queue under note_lock,
-     * right before it reads the program's bytes, so a note is sent ahead of
-     * every byte written after the call it reports (as the kext sees
-     * sf_setoption before later data). A full queue drops the note. */
-    pthread_mutex_t note_lock;
-    struct relay_note notes[RELAY_NOTES_MAX];
-    unsigned nnotes;          /* protected by note_lock */
-    int wake_fd;              /* eventfd, closed with the last ref (others write it) */
-    /* Set by shim_dtor for a socket still open at exit: the relay ends its
-     * outgoing direction once everything the program wrote is sent. */
-    atomic_bool exit_drain;
-    /* Exec drain (see exec_drain): flush_ask is set by exec_drain (under
-     * g_drain_lock) and read by the relay without a lock, only to skip the
-     * lock while no exec waits; flushed (protected by g_drain_lock) is set by
-     * the relay when OUT is empty while asked, cleared when it is not.
-     * drain_next links the relays with out_open (g_out_relays, same lock). */
-    atomic_bool flush_ask;
-    bool flushed;
-    struct relay *drain_next;
+    int real_fd;              /* the real TCP socket, above the program's range */
+    int pair_fd;              /* the relay's end of the socketpair (loop-owned; -1 once ended) */
+    ino_t prog_ino;           /* identity of the program's end: a table entry whose fd */
+    dev_t prog_dev;           /*   no longer has it is stale (closed behind our back) */
+    uint32_t id;              /* the socket's id on the mux link */
+    uint32_t link_gen;        /* the link it attached on (g_loop.link_gen then) */
+    bool linked;              /* its ATTACH went out */
+    bool connect_done, connect_ok, ended;
+    bool remote;              /* a forked child's copy: another process relays it */
+    bool incoming;            /* accepted (not connected) */
+    atomic_bool prog_shutdown; /* the program called shutdown(): an EOF is not a close */
+    atomic_bool restart_ask;  /* a new connect on it (after a failed one) */
+    atomic_bool reset_swap;   /* reset by the peer: the program's next read/write swaps in real_fd */
+    size_t restart_filler;    /* its filler; under g_loop.lock */
+    /* Loop thread only: */
+    struct relay *next;
+    struct dir *dirs;         /* [0] OUT, [1] IN */
+    int state;
+    size_t filler;            /* bytes the program's end holds until the connect is done */
+    bool rd[2], wr[2], urgent[2], hup[2]; /* edge-triggered readiness, [0] real, [1] pair */
+    bool rdhup[2];            /* a hang-up edge was seen: read to the EOF */
+    bool prog_closed;
+    bool abort;               /* closed with SO_LINGER 0: the peer gets a reset */
+    int reset_err;
+    bool dirty, link_pending;
+    bool out_open, exec_busy;
+    unsigned exec_seen;
 };
 
 /* One outgoing UDP datagram from the program's send call until its real
@@ -234,16 +230,17 @@ struct udp_state {
     struct udp_in_wait *inw;  /* recv threads waiting, in DATA order */
     int async_err;            /* last error of a real send, for the next send call */
     unsigned fork_mark;       /* udp_atfork_child's mark */
+    bool bound;               /* has a local port (checked once before a queued send) */
 };
 
-/* An unconnected TCP socket's link to nke-emud, opened at its first bind,
- * listen or setsockopt while a user client is open (the kext attaches at
- * socket creation; attaching lazily keeps uninteresting sockets free).
- * Refcounted like udp_state; lock serializes sends on link. */
+/* An unconnected TCP socket's identity at nke-emud: attached on the mux
+ * link at its first bind, listen or setsockopt while a user client is open
+ * (the kext attaches at socket creation; attaching lazily keeps
+ * uninteresting sockets free). Refcounted like udp_state. */
 struct ctl_sock {
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;     /* protects id, tried */
     atomic_int refs;
-    int link;                 /* -1: none yet, or nke-emud went away */
+    uint32_t id;              /* 0: none yet, nke-emud absent, or handed to the relay */
     bool tried;
 };
 
@@ -257,6 +254,11 @@ extern struct udp_state *g_udp[MAX_FDS];
 extern struct ctl_sock *g_ctls[MAX_FDS];
 extern pthread_mutex_t g_fd_lock;
 extern pid_t g_pid; /* this process's pid (exec_drain): set by shim_ctor and atfork_child */
+
+/* A vfork child (posix_spawn, CPython's subprocess) shares the parent's
+ * memory until it execs: it must never change the shim's state. Checked
+ * (a getpid call) only where state would change, never on a hot path. */
+static inline bool shim_vforked(void) { return getpid() != g_pid; }
 
 struct relay *relay_get(int fd);
 struct udp_state *udp_get(int fd);
@@ -274,6 +276,7 @@ bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool inc
 void link_note(int *link, const void *m, size_t n);
 void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a);
 void local_addr(int fd, struct nke_addr *a);
+void shim_comm(char comm[NKE_COMM_LEN]);
 const struct shim_state *state_map(void);
 bool client_open_now(void);
 bool udp_may_defer_now(void);
@@ -284,13 +287,42 @@ int verdict_piece(const struct shim_hdr *h, const uint8_t *body, size_t msg_len,
 
 /* ---- tcp_relay.c --------------------------------------------------------- */
 
-void relay_start(int fd, bool incoming);
+void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tolen);
 void relay_put(struct relay *r);
+bool relay_is_current(struct relay *r, int fd);
+void relay_reconnected(struct relay *r, int fd, bool in_progress);
 bool is_tcp_inet(int fd, int *family);
 void relay_opt_note(struct relay *r, int level, int name, bool is_set);
-int relay_connect_result(struct relay *r);
 void relay_atfork_child(void);
+int fd_high(int fd);
+int fd_floor(void);
+void relay_swap(int fd);
+extern atomic_uint g_resets_pending;
+/* The program's read/write on fd: a relayed socket reset by its peer
+ * becomes the real socket first (relay_swap). One load otherwise. */
+static inline void relay_reset_check(int fd)
+{
+    if (__atomic_load_n(&g_resets_pending, __ATOMIC_RELAXED) && fd >= 0 && fd < MAX_FDS &&
+        __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED))
+        relay_swap(fd);
+}
+uint32_t mux_attach_unconnected(int fd, uint8_t family);
+void mux_note(uint32_t id, const void *m, size_t n);
+void mux_detach(uint32_t id);
 void relay_exit_drain(const struct timespec *until, long ms);
+/* exec (tcp_relay.c): what a failed exec puts back */
+#define EXEC_UNDO_MAX 256
+struct exec_undo_item {
+    int fd, saved, fdflags, real;
+};
+struct exec_undo {
+    unsigned n;
+    struct exec_undo_item items[EXEC_UNDO_MAX];
+};
+char *relay_exec_prepare(struct exec_undo *u);
+void relay_exec_failed(struct exec_undo *u);
+void relay_inherit(void);
+void relay_link_early(void);
 void relay_exec_drain(const struct timespec *until, long ms);
 
 /* ---- udp_queue.c --------------------------------------------------------- */
@@ -311,7 +343,7 @@ void udp_exit_drain(const struct timespec *until, long ms);
 
 void ctl_put(struct ctl_sock *k);
 void ctl_connected(int fd);
-int ctl_take_link(int fd);
+uint32_t ctl_take_id(int fd);
 void ctl_option(int fd, int level, int name, bool is_set);
 void ctl_addr_note(int fd, uint32_t type);
 void ctl_atfork_child(void);

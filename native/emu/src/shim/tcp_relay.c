@@ -1,659 +1,175 @@
 /*
- * tcp_relay.c: the TCP relay. Owns every struct relay: relay_start swaps
- * the program's fd for its end of a socketpair and starts the relay thread
- * that moves bytes between the other end and the real socket, asking
- * nke-emud for each piece (DATA / VERDICT on the relay's own link); the
- * notes a relay sends ahead of later data (relay_opt_note); and the TCP
- * half of the exit and exec drains (g_drain_lock, g_out_relays).
+ * tcp_relay.c: the TCP relay, one loop per process. Owns every struct
+ * relay, the loop thread (one epoll over all relays of the process), the
+ * process's mux link to nke-emud (nke_shim_link.h: one SEQPACKET connection
+ * carrying every TCP socket of the process, each under an id), and the TCP
+ * half of the exit and exec drains.
  *
- * Locks: g_drain_lock is taken before g_fd_lock (exit_drain_open_relays);
- * relay->lock and relay->note_lock are leaves. A relay thread takes its
- * relay's locks and g_drain_lock, never two at once.
+ * relay_start swaps the program's fd for its end of a socketpair (same
+ * number, same flags) and hands the relay to the loop, which moves bytes
+ * between the other end and the real socket, asking nke-emud for each
+ * piece while a chunk could be held. Descriptors per relayed connection:
+ * the real socket and the relay's end of the pair, both placed above the
+ * program's range (fd_high), so the program gets the numbers it gets raw.
+ * The loop's own: the epoll, an eventfd, the link (per process).
+ *
+ * Lifetimes: a relay is refcounted, one ref per fd-table entry naming it
+ * and one for the loop while it relays. The loop closes the pair end when
+ * the connection is over; the real socket is closed with the last ref, so
+ * a getpeername on a program fd never hits a reused descriptor. A program
+ * that closes with the raw system call (libuv) leaves its table entry
+ * behind: the entry is recognised as stale by the program end's identity
+ * (st_dev/st_ino) at its next use, or replaced when the number is reused
+ * by accept/connect.
+ *
+ * Locks: g_loop.lock (the loop's hand-over list, slot table, the link and
+ * sends on it from program threads, the drain counters) is taken after
+ * g_fd_lock when both are needed, never before. relay->lock (connect
+ * state) is a leaf. The loop thread takes g_loop.lock only briefly and
+ * never while holding another lock.
  */
 #include "shim.h"
 
-/*
- * Exit drain. In the kernel, bytes a program wrote before it exited still go
- * out; here they may sit in a relay thread (read from the socketpair, held by
- * nke-emud) when exit() would kill it. So the shim's destructor waits,
- * bounded, until every relay has finished its outgoing direction: for a
- * socket the program closed, after the EOF; for one still open at exit,
- * once everything the program wrote is sent (exit_drain: the relay ends OUT
- * when nothing is queued or unread in the socketpair). The program's end is
- * not shut down for this: other threads still run during exit() and would
- * get EPIPE/SIGPIPE writing to it. A program that leaves by _exit() (or a
- * signal) runs no destructor: its relays' bytes are lost, as is anything
- * another thread writes after the relay went idle. g_out_open counts relays
- * with out_open set.
- */
-static pthread_mutex_t g_drain_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t g_drain_cond = PTHREAD_COND_INITIALIZER;
-static unsigned g_out_open;
-/* Every relay with out_open set, for exec_drain (which must reach relays of
- * sockets the program closed too). A relay is on it from relay_start until
- * relay_out_done, while its thread holds a ref. Protected by g_drain_lock. */
-static struct relay *g_out_relays;
-
-static void relay_out_done(struct relay *r)
-{
-    pthread_mutex_lock(&g_drain_lock);
-    if (r->out_open) {
-        r->out_open = false;
-        g_out_open--;
-        for (struct relay **pp = &g_out_relays; *pp; pp = &(*pp)->drain_next)
-            if (*pp == r) {
-                *pp = r->drain_next;
-                break;
-            }
-        r->drain_next = NULL;
-        pthread_cond_broadcast(&g_drain_cond);
-    }
-    pthread_mutex_unlock(&g_drain_lock);
-}
-
-/* The relay's answer to an exec drain: idle says nothing the program wrote
- * is still queued, held, in the pipe or unread in the socketpair. Called by
- * the relay thread only while flush_ask is set; takes g_drain_lock. */
-static void relay_flush_state(struct relay *r, bool idle)
-{
-    pthread_mutex_lock(&g_drain_lock);
-    if (atomic_load(&r->flush_ask) && r->flushed != idle) {
-        r->flushed = idle;
-        if (idle)
-            pthread_cond_broadcast(&g_drain_cond);
-    }
-    pthread_mutex_unlock(&g_drain_lock);
-}
-
-void relay_put(struct relay *r)
-{
-    if (atomic_fetch_sub(&r->refs, 1) == 1) {
-        libc_call(close, r->real_fd);
-        if (r->wake_fd >= 0)
-            libc_call(close, r->wake_fd);
-        pthread_mutex_destroy(&r->note_lock);
-        if (r->st) /* set only when the relay thread never ran */
-            munmap((void *)r->st, sizeof(struct shim_state));
-        pthread_mutex_destroy(&r->lock);
-        pthread_cond_destroy(&r->cond);
-        free(r);
-    }
-}
-
-/* True when nke-emud says no chunk could be held now (or we have no link):
- * the relay then moves bytes itself, with no round trip. */
-static bool relay_may_skip(const struct relay *r)
-{
-    return r->link_fd < 0 || (r->st && __atomic_load_n(&r->st->may_defer, __ATOMIC_ACQUIRE) == 0);
-}
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 
 /* One piece of one direction's stream, from the read that took it off src
- * until its bytes are written to dst. Owned by its dir_state's queue. */
+ * until its bytes are written to dst. Owned by its dir's queue. */
 struct chunk {
     struct chunk *next;
     uint32_t seq;          /* the DATA's seq (unused when never asked) */
     bool sent;             /* DATA is on the link (else still to send) */
     bool decided;          /* verdict known: bytes below are final */
-    bool note;             /* a SHIM_OPTION note: msg is sent, nothing written
-                            * to dst, not counted in the window */
-    uint8_t *msg;          /* shim_hdr + original bytes (owned) */
-    size_t len;            /* original bytes at msg + sizeof(shim_hdr) */
+    bool oob;              /* one urgent byte: written with MSG_OOB, never asked */
+    uint8_t *msg;          /* shim_mux + shim_hdr + original bytes (owned) */
+    size_t len;            /* original bytes at msg + CHUNK_HDR */
     uint8_t *mod;          /* ALLOW_MODIFIED: replacement, being assembled (owned) */
     size_t mod_len;
     uint32_t action;       /* once decided: NKE_ACT_* */
     size_t off;            /* bytes of the final data already written to dst */
     uint64_t t_sent;       /* CLOCK_MONOTONIC ns of the DATA send (stats) */
 };
+#define CHUNK_HDR (sizeof(struct shim_mux) + sizeof(struct shim_hdr))
 
 /* Per direction: OUT reads pair_fd and writes real_fd; IN the reverse.
- * Both fds are non-blocking; only the relay thread touches this. */
-struct dir_state {
-    int src, dst;
+ * Loop thread only. */
+struct dir {
+    int src, dst;          /* which: 0 real, 1 pair */
     uint32_t nke_dir;
     bool eof;              /* src said EOF */
     bool shut;             /* dst shut down for writing (after eof, all written) */
     bool dead;             /* dst failed: everything for it is discarded */
-    bool want_out;         /* dst was full: wait for POLLOUT */
     struct chunk *head, *tail; /* in stream order */
     unsigned nchunks;      /* queued, decided or not (the window) */
     unsigned nwaiting;     /* sent and not yet decided */
+    size_t nbytes;         /* bytes queued */
     uint32_t next_seq;
-    int pipe[2];           /* splice(2) path for unasked bytes; -1 if none */
-    size_t pipe_len;       /* bytes in the pipe not yet written to dst. Only
-                            * filled while the queue is empty, and the queue
-                            * is only fed while it is empty: order is kept. */
 };
 
+/* Bytes a direction reads ahead while its chunks await verdicts: beyond
+ * the window's count, a bound on what the relay holds that the kernel
+ * would not (a writer meets a peer's reset about where it would raw). */
+#define RELAY_AHEAD_MAX (128u << 10)
+
+enum relay_state { R_CONNECTING, R_RELAYING, R_CONNECT_FAILED, R_RESET_WAIT };
+
 /* Verdict latency samples for NKE_SHIM_STATS (the bench): us from DATA sent
- * to its verdict received. Per relay thread, written to the file in batches. */
+ * to its verdict received, written to the file in batches. Loop only. */
 struct lat_stats {
     uint32_t *us;
     size_t n, cap;
 };
 
-/* Appends the samples to $NKE_SHIM_STATS, one number (us) per line, and
- * empties the buffer. Called every 512 samples and at the end (a program
- * may exit before its relay threads end, losing at most the last 511). */
-static void lat_write(struct lat_stats *ls)
+struct loop {
+    pthread_mutex_t lock;  /* see the file comment */
+    bool started;
+    int ep, wake;          /* the loop's epoll and eventfd (-1: none yet) */
+    struct relay *adds;    /* handed over by relay_start, not yet seen by the loop */
+    /* The mux link: fd -1 when none (nke-emud absent or gone). gen counts
+     * links, so a relay knows whether the link it attached on is still the
+     * one. st: that nke-emud's shim.state. Written under lock; the loop
+     * reads link_fd without it (only the loop closes it). */
+    int link_fd;
+    uint32_t link_gen;
+    const struct shim_state *st;
+    bool link_full;        /* loop only: a DATA met EAGAIN */
+    /* Ids on the link: a slot (index in slots[]) and a generation. */
+    struct relay **slots;  /* under lock; the loop reads its own relays' slots */
+    uint32_t *slot_gen;
+    uint32_t nslots, free_slot;
+    /* Drains (exit, exec): relays whose OUT is still moving, and the
+     * requests. Under lock; drain_cond signals changes. */
+    pthread_cond_t drain_cond;
+    unsigned out_open;
+    bool exit_ask;         /* end OUT of open sockets once idle (exit) */
+    unsigned exec_ask;     /* generation of an exec drain's request */
+    unsigned out_busy;     /* relays that answered the exec drain "not idle" */
+    unsigned exec_done;    /* the last exec request every relay has answered */
+    /* Loop thread only: */
+    bool exit_ask_seen;
+    unsigned exec_ask_seen;
+    uint32_t spin_us;
+    struct lat_stats ls;
+    uint8_t *buf;          /* one read's worth (SHIM_DATA_MAX) */
+};
+
+/* Every relay the loop runs (loop thread only). */
+static struct relay *g_loop_relays;
+static const uint8_t g_zeros[16384];
+/* Relays whose program end is to be replaced by the real socket at its next
+ * read or write (relay_swap); lets those calls skip the check otherwise. */
+atomic_uint g_resets_pending;
+
+static struct loop g_loop = { .lock = PTHREAD_MUTEX_INITIALIZER, .drain_cond = PTHREAD_COND_INITIALIZER,
+                              .ep = -1, .wake = -1, .link_fd = -1 };
+
+/* ---- internal descriptors ------------------------------------------------ */
+
+/* Moves an internal descriptor above the program's range: the lowest free
+ * number from half the soft RLIMIT_NOFILE (at most 65536) up, close-on-exec,
+ * through libc's fcntl (never the shim's, which would track the copy). The
+ * kernel hands out the lowest free number, so the program's own numbers
+ * stay those it gets raw until it holds that many descriptors. Returns the
+ * new number, or fd itself when it cannot be moved. */
+int fd_floor(void)
 {
-    const char *path = getenv("NKE_SHIM_STATS");
-    size_t n = ls->n;
-    ls->n = 0;
-    if (!path || !n)
-        return;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    struct rlimit rl;
+    long floor = 512;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        floor = (long)(rl.rlim_cur / 2);
+    if (floor > 65536)
+        floor = 65536;
+    return (int)floor;
+}
+
+int fd_high(int fd)
+{
     if (fd < 0)
-        return;
-    char line[32];
-    for (size_t i = 0; i < n; i++) {
-        int k = snprintf(line, sizeof(line), "%u\n", ls->us[i]);
-        if (write(fd, line, (size_t)k) < 0)
-            break;
-    }
+        return fd;
+    long floor = fd_floor();
+    if (fd >= floor)
+        return fd;
+    int h = libc_call(fcntl, fd, F_DUPFD_CLOEXEC, (int)floor);
+    if (h < 0)
+        return fd; /* no room up there: keep the low number, still correct */
     libc_call(close, fd);
+    return h;
 }
 
-static void chunk_free(struct chunk *c)
-{
-    free(c->msg);
-    free(c->mod);
-    free(c);
-}
+/* ---- relays -------------------------------------------------------------- */
 
-/* The window: reading src stops while it is full or the splice pipe holds
- * bytes dst has not taken (backpressure from a slow reader). */
-static bool dir_may_read(const struct dir_state *d)
+void relay_put(struct relay *r)
 {
-    return !d->eof && !d->dead && d->nchunks < SHIM_WINDOW_CHUNKS && d->pipe_len == 0;
-}
-
-/* Writes what it can of the pipe, then of every decided chunk at the head,
- * in order, without blocking. Sets want_out when dst is full; on a write
- * error marks the direction dead. After EOF with nothing left, passes the
- * half-close on. */
-static void dir_flush(struct dir_state *d)
-{
-    d->want_out = false;
-    while (!d->dead && d->pipe_len) {
-        ssize_t w = splice(d->pipe[0], NULL, d->dst, NULL, d->pipe_len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EAGAIN) {
-            d->want_out = true;
-            return;
-        }
-        if (w <= 0) {
-            d->dead = true;
-            break;
-        }
-        d->pipe_len -= (size_t)w;
+    if (atomic_fetch_sub(&r->refs, 1) == 1) {
+        if (r->real_fd >= 0)
+            libc_call(close, r->real_fd);
+        pthread_mutex_destroy(&r->lock);
+        pthread_cond_destroy(&r->cond);
+        free(r->dirs);
+        free(r);
     }
-    while (d->head && d->head->decided) {
-        struct chunk *c = d->head;
-        const uint8_t *b = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod : c->msg + sizeof(struct shim_hdr);
-        size_t n = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
-        if (c->note)
-            n = 0; /* a note has no bytes for dst */
-        while (!d->dead && c->off < n) {
-            ssize_t w = send(d->dst, b + c->off, n - c->off, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0 && errno == EAGAIN) {
-                d->want_out = true;
-                return;
-            }
-            if (w <= 0) {
-                d->dead = true;
-                break;
-            }
-            c->off += (size_t)w;
-        }
-        d->head = c->next;
-        if (!d->head)
-            d->tail = NULL;
-        if (!c->note)
-            d->nchunks--;
-        chunk_free(c);
-    }
-    if (d->eof && !d->shut && !d->head && d->pipe_len == 0) {
-        /* EOF one way is a half-close the other side must see, once
-         * everything read before it is delivered. */
-        libc_call(shutdown, d->dst, SHUT_WR);
-        d->shut = true;
-    }
-}
-
-/* Sends the DATA of every chunk not yet on the link, in order, without
- * blocking. False when the link failed (the caller fails open). */
-static bool dir_send(struct relay *r, struct dir_state *d, bool *link_full)
-{
-    bool notes = false;
-    for (struct chunk *c = d->head; c; c = c->next) {
-        if (c->sent || c->decided)
-            continue;
-        ssize_t w;
-        do
-            w = send(r->link_fd, c->msg, sizeof(struct shim_hdr) + c->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (w < 0 && errno == EINTR);
-        if (w < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-            *link_full = true; /* the rest waits for POLLOUT, keeping order */
-            return true;
-        }
-        if (w < 0)
-            return false;
-        c->sent = true;
-        c->t_sent = mono_ns();
-        if (c->note) {
-            /* never answered: done once on the link */
-            c->action = NKE_ACT_ALLOW;
-            c->decided = true;
-            notes = true;
-        } else {
-            d->nwaiting++;
-        }
-    }
-    if (notes)
-        dir_flush(d);
-    return true;
-}
-
-/* Called by the relay thread with r->note_lock held: queues the notes the
- * program's threads left, in order, behind what OUT has read so far, and
- * sends them. Without a link they are dropped (nothing is reported). */
-static bool relay_take_notes(struct relay *r, struct dir_state *d, bool *link_full)
-{
-    unsigned n = r->nnotes;
-    r->nnotes = 0;
-    if (n == 0 || r->link_fd < 0)
-        return true;
-    for (unsigned i = 0; i < n; i++) {
-        struct chunk *c = calloc(1, sizeof(*c));
-        uint8_t *m = c ? malloc(r->notes[i].len) : NULL;
-        if (!m) {
-            free(c);
-            break; /* out of memory: the notes are lost, not the data */
-        }
-        memcpy(m, r->notes[i].msg, r->notes[i].len);
-        c->msg = m;
-        c->note = true;
-        c->len = r->notes[i].len - sizeof(struct shim_hdr); /* dir_send sends hdr + len */
-        if (d->tail)
-            d->tail->next = c;
-        else
-            d->head = c;
-        d->tail = c;
-    }
-    return *link_full || dir_send(r, d, link_full);
-}
-
-static void link_lost(struct relay *r, struct dir_state ds[2])
-{
-    SHIM_LOG("nke-emud link lost: failing open");
-    libc_call(close, r->link_fd);
-    r->link_fd = -1;
-    /* Fail open: every chunk not decided yet goes as it was, in order. */
-    for (int i = 0; i < 2; i++) {
-        for (struct chunk *c = ds[i].head; c; c = c->next)
-            if (!c->decided) {
-                free(c->mod);
-                c->mod = NULL;
-                c->mod_len = 0;
-                c->action = NKE_ACT_ALLOW;
-                c->decided = true;
-            }
-        ds[i].nwaiting = 0;
-        dir_flush(&ds[i]);
-    }
-}
-
-/* msg: the relay thread's receive buffer of SHIM_MSG_MAX bytes (not TLS:
- * a large static TLS block shrinks every thread's stack in the program, and
- * node's small-stack threads then fail to start). Reads every verdict the
- * link has now; a verdict may name any waiting chunk of its direction
- * (the client decides in any order), and is applied when all before it are. */
-static void link_verdicts(struct relay *r, struct dir_state ds[2], uint8_t *msg, struct lat_stats *ls)
-{
-    for (;;) {
-        ssize_t n = recv(r->link_fd, msg, SHIM_MSG_MAX, MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        if (n <= 0 || (size_t)n < sizeof(struct shim_hdr)) {
-            link_lost(r, ds);
-            return;
-        }
-        struct shim_hdr h;
-        memcpy(&h, msg, sizeof(h));
-        struct dir_state *d = h.direction == NKE_DIR_OUT ? &ds[0] : h.direction == NKE_DIR_IN ? &ds[1] : NULL;
-        struct chunk *c = NULL;
-        if (d)
-            for (c = d->head; c && !(c->sent && !c->decided && c->seq == h.seq); c = c->next) {}
-        int v = c ? verdict_piece(&h, msg + sizeof(h), (size_t)n, &c->mod, &c->mod_len) : -1;
-        if (v < 0) {
-            SHIM_LOG("bad verdict (type %u dir %u seq %u): failing open", h.type, h.direction, h.seq);
-            link_lost(r, ds);
-            return;
-        }
-        if (v == 0)
-            continue;
-        c->action = h.action;
-        c->decided = true;
-        d->nwaiting--;
-        if (ls->us) {
-                if (ls->n < ls->cap)
-                ls->us[ls->n++] = (uint32_t)((mono_ns() - c->t_sent) / 1000u);
-            if (ls->n >= 512)
-                lat_write(ls);
-        }
-        if (c == d->head)
-            dir_flush(d);
-    }
-}
-
-#define SPLICE_MAX (1u << 20)
-/* Unasked bytes (no round trip: may_defer 0 or no link) with the queue
- * empty: src -> pipe -> dst in the kernel, repeated while both keep up.
- * Returns false when splice does not work for this pair (recv from now on). */
-static bool dir_splice(struct dir_state *d)
-{
-    for (int rounds = 0; rounds < 8 && dir_may_read(d); rounds++) {
-        ssize_t n = splice(d->src, NULL, d->pipe[1], NULL, SPLICE_MAX, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return true;
-        if (n < 0)
-            return false;
-        if (n == 0) {
-            d->eof = true;
-            dir_flush(d);
-            return true;
-        }
-        d->pipe_len += (size_t)n;
-        dir_flush(d);
-    }
-    return true;
-}
-
-/* Reads one piece from src and queues it: decided at once (ALLOW) when no
- * round trip is wanted, else with its DATA sent to nke-emud. False when the
- * link failed (the caller fails open). */
-static bool dir_read(struct relay *r, struct dir_state *d, uint8_t *buf, bool *link_full)
-{
-    bool skip = relay_may_skip(r);
-    if (skip && !d->head && d->pipe[0] >= 0) {
-        if (!dir_splice(d)) {
-            libc_call(close, d->pipe[0]);
-            libc_call(close, d->pipe[1]);
-            d->pipe[0] = d->pipe[1] = -1;
-        }
-        return true;
-    }
-    ssize_t n = recv(d->src, buf, SHIM_DATA_MAX, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return true;
-    if (n <= 0) {
-        d->eof = true;
-        dir_flush(d);
-        return true;
-    }
-    if (skip && !d->head) {
-        /* Nothing queued: straight through; only a remainder dst would
-         * not take now is queued below. */
-        ssize_t w;
-        do
-            w = send(d->dst, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        while (w < 0 && errno == EINTR);
-        if (w < 0 && errno != EAGAIN) {
-            d->dead = true;
-            return true;
-        }
-        if (w == n)
-            return true;
-        if (w > 0) {
-            memmove(buf, buf + w, (size_t)(n - w));
-            n -= w;
-        }
-    }
-    struct chunk *c = calloc(1, sizeof(*c));
-    uint8_t *msg = c ? malloc(sizeof(struct shim_hdr) + (size_t)n) : NULL;
-    if (!msg) {
-        /* No memory to queue it: deliver it now, blocking only this relay. */
-        free(c);
-        for (size_t o = 0; o < (size_t)n && !d->dead;) {
-            ssize_t w = send(d->dst, buf + o, (size_t)n - o, MSG_NOSIGNAL);
-            if (w < 0 && errno == EAGAIN) {
-                struct pollfd p = { d->dst, POLLOUT, 0 };
-                poll(&p, 1, -1);
-            } else if (w <= 0 && errno != EINTR) {
-                d->dead = true;
-            } else if (w > 0) {
-                o += (size_t)w;
-            }
-        }
-        return true;
-    }
-    struct shim_hdr h = { .type = SHIM_DATA, .direction = d->nke_dir, .len = (uint32_t)n, .seq = d->next_seq };
-    memcpy(msg, &h, sizeof(h));
-    memcpy(msg + sizeof(h), buf, (size_t)n);
-    c->msg = msg;
-    c->len = (size_t)n;
-    if (skip) {
-        c->action = NKE_ACT_ALLOW;
-        c->decided = true;
-    } else {
-        c->seq = d->next_seq++;
-    }
-    if (d->tail)
-        d->tail->next = c;
-    else
-        d->head = c;
-    d->tail = c;
-    d->nchunks++;
-    if (skip) {
-        dir_flush(d);
-        return true;
-    }
-    return dir_send(r, d, link_full);
-}
-
-/* Polls without sleeping for up to spin_us while a verdict is awaited and
- * nothing is ready, yielding the CPU between tries (on 2 CPUs the process
- * that decides may need this one). Returns poll's result. */
-static int relay_poll(struct pollfd *p, nfds_t np, bool waiting, uint32_t spin_us)
-{
-    if (waiting && spin_us) {
-        uint64_t end = mono_ns() + (uint64_t)spin_us * 1000u;
-        do {
-            int k = poll(p, np, 0);
-            if (k != 0)
-                return k;
-            sched_yield();
-        } while (mono_ns() < end);
-    }
-    return poll(p, np, -1);
-}
-
-/* Exit drain of a socket still open: nothing of OUT is queued, in the
- * splice pipe, or unread in the socketpair (the program's threads are in
- * exit(), so what it wrote is there). */
-static bool relay_out_idle(const struct relay *r, const struct dir_state *d)
-{
-    int unread = 0;
-    if (d->head || d->pipe_len)
-        return false;
-    return ioctl(r->pair_fd, FIONREAD, &unread) < 0 || unread == 0;
-}
-
-static void *relay_main(void *arg)
-{
-    struct relay *r = arg;
-    /* Wait for the real connect to finish before moving bytes (non-blocking
-     * connect returned EINPROGRESS to the program). */
-    struct pollfd cp[2] = { { r->real_fd, POLLOUT, 0 }, { r->wake_fd, POLLIN, 0 } };
-    for (;;) {
-        int k = poll(cp, r->wake_fd >= 0 ? 2 : 1, -1);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0 || cp[0].revents)
-            break;
-        uint64_t v;
-        if (read(r->wake_fd, &v, sizeof(v)) < 0) {} /* EAGAIN: already cleared */
-        /* exit() during the connect: the kernel would close the socket
-         * unconnected, its unsent bytes with it; the exit need not wait. */
-        if (atomic_load(&r->exit_drain))
-            relay_out_done(r);
-        /* exec during the connect: nothing was sent yet; as at exit, the
-         * exec does not wait for the connect. */
-        if (atomic_load(&r->flush_ask))
-            relay_flush_state(r, true);
-    }
-    int err = 0;
-    socklen_t el = sizeof(err);
-    libc_call(getsockopt, r->real_fd, SOL_SOCKET, SO_ERROR, &err, &el);
-    pthread_mutex_lock(&r->lock);
-    r->connect_done = true;
-    r->connect_err = err;
-    pthread_cond_broadcast(&r->cond);
-    pthread_mutex_unlock(&r->lock);
-
-    struct dir_state ds[2] = { { .src = r->pair_fd, .dst = r->real_fd, .nke_dir = NKE_DIR_OUT, .pipe = { -1, -1 } },
-                               { .src = r->real_fd, .dst = r->pair_fd, .nke_dir = NKE_DIR_IN, .pipe = { -1, -1 } } };
-    for (int i = 0; i < 2; i++)
-        if (pipe2(ds[i].pipe, O_CLOEXEC | O_NONBLOCK) == 0)
-            fcntl(ds[i].pipe[1], F_SETPIPE_SZ, (int)SPLICE_MAX); /* best effort; smaller works */
-        else
-            ds[i].pipe[0] = ds[i].pipe[1] = -1;
-    struct lat_stats ls = { 0 };
-    uint8_t *buf = NULL, *vmsg = NULL;
-    if (err) {
-        SHIM_LOG("connect failed: %s", strerror(err));
-        goto out;
-    }
-    /* Both relay ends non-blocking: this thread never waits on one fd while
-     * another has work (the real socket's file description is ours alone
-     * since the dup3 in relay_start). */
-    fcntl(r->real_fd, F_SETFL, fcntl(r->real_fd, F_GETFL) | O_NONBLOCK);
-    fcntl(r->pair_fd, F_SETFL, fcntl(r->pair_fd, F_GETFL) | O_NONBLOCK);
-    uint32_t spin_us = r->st ? __atomic_load_n(&r->st->spin_us, __ATOMIC_RELAXED) : 0;
-    const char *se = getenv("NKE_SHIM_SPIN_US");
-    if (se && *se)
-        spin_us = (uint32_t)strtoul(se, NULL, 10);
-    if (spin_us > 10000)
-        spin_us = 10000;
-    if (getenv("NKE_SHIM_STATS") && (ls.us = malloc(512 * sizeof(*ls.us))))
-        ls.cap = 512;
-    buf = malloc(SHIM_DATA_MAX);
-    vmsg = malloc(SHIM_MSG_MAX);
-    if (!buf || !vmsg)
-        goto out;
-    bool link_full = false;
-    for (;;) {
-        if (ds[0].dead || (ds[0].shut && !ds[0].head))
-            relay_out_done(r);
-        else if (atomic_load(&r->exit_drain) && relay_out_idle(r, &ds[0]))
-            relay_out_done(r); /* exit drain: all the program wrote is out */
-        else if (atomic_load_explicit(&r->flush_ask, memory_order_relaxed))
-            relay_flush_state(r, relay_out_idle(r, &ds[0])); /* exec drain: OUT stays open */
-        bool done = true;
-        for (int i = 0; i < 2; i++)
-            if (!ds[i].dead && !(ds[i].shut && !ds[i].head))
-                done = false;
-        if (done)
-            break;
-        struct pollfd p[6];
-        int np = 0, in_i[2] = { -1, -1 }, out_i[2] = { -1, -1 }, li = -1, wi = -1;
-        for (int i = 0; i < 2; i++) {
-            struct dir_state *d = &ds[i];
-            if (dir_may_read(d)) {
-                in_i[i] = np;
-                p[np++] = (struct pollfd){ d->src, POLLIN, 0 };
-            }
-            if (d->want_out && !d->dead) {
-                out_i[i] = np;
-                p[np++] = (struct pollfd){ d->dst, POLLOUT, 0 };
-            }
-        }
-        if (r->link_fd >= 0) {
-            li = np;
-            p[np++] = (struct pollfd){ r->link_fd, (short)(POLLIN | (link_full ? POLLOUT : 0)), 0 };
-        }
-        if (np > 0 && r->wake_fd >= 0) {
-            wi = np;
-            p[np++] = (struct pollfd){ r->wake_fd, POLLIN, 0 };
-        }
-        if (np == 0) {
-            /* Nothing can move: a direction with queued bytes whose dst is
-             * dead or whose verdicts can no longer come. Drop them. */
-            break;
-        }
-        bool waiting = ds[0].nwaiting || ds[1].nwaiting;
-        if (relay_poll(p, (nfds_t)np, waiting, spin_us) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (li >= 0 && p[li].revents) {
-            if (p[li].revents & (POLLIN | POLLHUP | POLLERR))
-                link_verdicts(r, ds, vmsg, &ls);
-            if (r->link_fd >= 0 && link_full && (p[li].revents & POLLOUT)) {
-                link_full = false;
-                for (int i = 0; i < 2 && r->link_fd >= 0; i++)
-                    if (!dir_send(r, &ds[i], &link_full)) {
-                        link_lost(r, ds);
-                        link_full = false;
-                    }
-            }
-        }
-        if (wi >= 0 && p[wi].revents) {
-            uint64_t v;
-            if (read(r->wake_fd, &v, sizeof(v)) < 0) {} /* EAGAIN: already cleared */
-        }
-        for (int i = 0; i < 2; i++) {
-            struct dir_state *d = &ds[i];
-            if (out_i[i] >= 0 && p[out_i[i]].revents)
-                dir_flush(d);
-            /* OUT: notes first, then the read, under note_lock: a note left
-             * before the program wrote bytes is on the link before them. */
-            if (i == 0)
-                pthread_mutex_lock(&r->note_lock);
-            bool ok = i != 0 || relay_take_notes(r, d, &link_full);
-            if (ok && in_i[i] >= 0 && p[in_i[i]].revents && dir_may_read(d))
-                ok = dir_read(r, d, buf, &link_full);
-            if (i == 0)
-                pthread_mutex_unlock(&r->note_lock);
-            if (!ok) {
-                link_lost(r, ds);
-                link_full = false;
-            }
-        }
-    }
-out:
-    free(buf);
-    free(vmsg);
-    for (int i = 0; i < 2; i++) {
-        while (ds[i].head) {
-            struct chunk *c = ds[i].head;
-            ds[i].head = c->next;
-            chunk_free(c);
-        }
-        if (ds[i].pipe[0] >= 0) {
-            libc_call(close, ds[i].pipe[0]);
-            libc_call(close, ds[i].pipe[1]);
-        }
-    }
-    lat_write(&ls);
-    free(ls.us);
-    if (r->st)
-        munmap((void *)r->st, sizeof(struct shim_state));
-    r->st = NULL;
-    if (r->link_fd >= 0)
-        libc_call(close, r->link_fd);
-    r->link_fd = -1;
-    libc_call(shutdown, r->real_fd, SHUT_RDWR);
-    libc_call(close, r->pair_fd);
-    relay_out_done(r);
-    relay_put(r);
-    return NULL;
 }
 
 bool is_tcp_inet(int fd, int *family)
@@ -669,250 +185,1465 @@ bool is_tcp_inet(int fd, int *family)
     return dom == AF_INET || dom == AF_INET6;
 }
 
-/* Replaces fd by a relayed socketpair end. Called right after a successful
- * (or in-progress) connect or accept, before the program has seen the fd
- * for readiness. On any failure the fd is left as it was (fail open). */
-void relay_start(int fd, bool incoming)
+bool relay_is_current(struct relay *r, int fd)
 {
-    int family;
-    shim_init();
-    if (g_enabled != 1 || fd < 0 || fd >= MAX_FDS || !is_tcp_inet(fd, &family))
+    struct stat sb;
+    return fstat(fd, &sb) == 0 && sb.st_ino == r->prog_ino && sb.st_dev == r->prog_dev;
+}
+
+/* ---- the mux link ------------------------------------------------------- */
+
+/* Opens the process's mux link if none is open (g_loop.lock held). */
+static void mux_open_locked(void)
+{
+    if (g_loop.link_fd >= 0)
         return;
-    uint8_t fam = family == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET;
-    /* A socket attached unconnected (bind, setsockopt before connect) keeps
-     * its link and identity: its second ATTACH is the connect. */
-    int link = incoming ? -1 : ctl_take_link(fd);
-    if (link >= 0 && !link_attach_on(link, fd, fam, NKE_PROTO_TCP, incoming)) {
-        libc_call(close, link);
-        link = -1;
-    }
+    int link = link_open();
     if (link < 0)
-        link = link_attach(fd, fam, NKE_PROTO_TCP, incoming);
-    if (link < 0)
-        return; /* nke-emud absent: plain socket */
-    int sp[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        return;
+    link = fd_high(link);
+    /* Room for several sockets' windows of DATA, so sends rarely meet
+     * EAGAIN (they then wait for POLLOUT: correct, slower). FORCE works as
+     * root; otherwise net.core.wmem_max caps it. */
+    int sz = 4 << 20;
+    if (libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
+        libc_call(setsockopt, link, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    struct shim_hdr hello = { .type = SHIM_MUX };
+    if (libc_call(sendto, link, &hello, sizeof(hello), MSG_NOSIGNAL, NULL, 0) < 0) {
         libc_call(close, link);
         return;
     }
-    /* Unix-socket buffers of 256 KiB (the kernel doubles it): enough that the
-     * extra hop never starves a bulk transfer, small enough that what is in
-     * flight in it stays in cache. Measured on the bench's 1 GiB transfer
-     * with the C pair: 4 MiB gave ~0.77x raw, 128-512 KiB ~0.9-1.0x. FORCE
-     * works as root; otherwise net.core.wmem_max/rmem_max cap it. */
-    for (int i = 0; i < 2; i++) {
-        int sz = 256 << 10;
-        if (libc_call(setsockopt, sp[i], SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) < 0)
-            libc_call(setsockopt, sp[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-        if (libc_call(setsockopt, sp[i], SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) < 0)
-            libc_call(setsockopt, sp[i], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    g_loop.st = state_map();
+    g_loop.link_gen++;
+    g_loop.link_fd = link;
+    if (g_loop.ep >= 0) {
+        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX - 1 };
+        epoll_ctl(g_loop.ep, EPOLL_CTL_ADD, link, &ev);
     }
-    struct relay *r = calloc(1, sizeof(*r));
-    int real = fcntl(fd, F_DUPFD_CLOEXEC, 10);
-    if (!r || real < 0) {
-        free(r);
-        if (real >= 0) libc_call(close, real);
-        libc_call(close, sp[0]); libc_call(close, sp[1]); libc_call(close, link);
+}
+
+/* Sends one message for socket `id` on the mux link (g_loop.lock held).
+ * Never blocks for long: a full link waits up to 50 ms for an ATTACH or a
+ * DETACH (`must`), else the message is dropped (notes are best effort, as
+ * the kext's are when it cannot allocate). False when nothing was sent. */
+static bool mux_send_locked(uint32_t id, const void *m, size_t n, bool must)
+{
+    if (g_loop.link_fd < 0)
+        return false;
+    struct shim_mux mx = { .sock = id };
+    struct iovec iov[2] = { { &mx, sizeof(mx) }, { (void *)m, n } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    for (int tries = 0;; tries++) {
+        if (libc_call(sendmsg, g_loop.link_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+            return true;
+        if (errno == EINTR)
+            continue;
+        if ((errno != EAGAIN && errno != ENOBUFS) || !must || tries == 50)
+            return false;
+        struct pollfd p = { g_loop.link_fd, POLLOUT, 0 };
+        poll(&p, 1, 1);
+    }
+}
+
+/* A slot for a new socket on the link (g_loop.lock held); its id. */
+static uint32_t slot_take_locked(struct relay *r)
+{
+    if (g_loop.free_slot >= g_loop.nslots) {
+        uint32_t n = g_loop.nslots ? g_loop.nslots * 2 : 256;
+        if (n > (1u << 20))
+            return UINT32_MAX;
+        struct relay **s = realloc(g_loop.slots, n * sizeof(*s));
+        if (!s)
+            return UINT32_MAX;
+        g_loop.slots = s;
+        uint32_t *g = realloc(g_loop.slot_gen, n * sizeof(*g));
+        if (!g)
+            return UINT32_MAX;
+        g_loop.slot_gen = g;
+        for (uint32_t i = g_loop.nslots; i < n; i++) {
+            s[i] = NULL;
+            g[i] = 0;
+        }
+        g_loop.free_slot = g_loop.nslots;
+        g_loop.nslots = n;
+    }
+    uint32_t slot = g_loop.free_slot;
+    g_loop.slots[slot] = r;
+    g_loop.slot_gen[slot]++;
+    /* next free: the lowest one above */
+    uint32_t f = slot + 1;
+    while (f < g_loop.nslots && g_loop.slots[f])
+        f++;
+    g_loop.free_slot = f;
+    return slot | ((g_loop.slot_gen[slot] & 0xFFFu) << 20);
+}
+
+static void slot_put_locked(uint32_t id)
+{
+    uint32_t slot = id & 0xFFFFFu;
+    if (slot < g_loop.nslots) {
+        g_loop.slots[slot] = NULL;
+        if (slot < g_loop.free_slot)
+            g_loop.free_slot = slot;
+    }
+}
+
+/* The relay of `id`, or NULL when that socket is gone (loop thread). */
+static struct relay *slot_relay(uint32_t id)
+{
+    uint32_t slot = id & 0xFFFFFu;
+    if (slot >= g_loop.nslots)
+        return NULL;
+    struct relay *r = g_loop.slots[slot];
+    return r && r->id == id ? r : NULL;
+}
+
+/* A socket of this process attached on the mux link unconnected (bind,
+ * listen, options while a user client is open): its id, 0 when none.
+ * sockctl.c keeps it and hands it to the relay at connect. */
+uint32_t mux_attach_unconnected(int fd, uint8_t family)
+{
+    struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
+                             .family = family, .type = 1, .protocol = NKE_PROTO_TCP,
+                             .incoming = SHIM_ATTACH_UNCONNECTED };
+    shim_comm(a.comm);
+    (void)fd;
+    pthread_mutex_lock(&g_loop.lock);
+    mux_open_locked();
+    uint32_t id = g_loop.link_fd >= 0 ? slot_take_locked(NULL) : UINT32_MAX;
+    if (id != UINT32_MAX && !mux_send_locked(id, &a, sizeof(a), true)) {
+        slot_put_locked(id);
+        id = UINT32_MAX;
+    }
+    pthread_mutex_unlock(&g_loop.lock);
+    /* id 0 is slot 0 generation 0, which slot_take never hands out (the
+     * generation is at least 1) */
+    return id == UINT32_MAX ? 0 : id;
+}
+
+/* A note (BIND, LISTEN, OPTION) for socket id; best effort. */
+void mux_note(uint32_t id, const void *m, size_t n)
+{
+    pthread_mutex_lock(&g_loop.lock);
+    mux_send_locked(id, m, n, false);
+    pthread_mutex_unlock(&g_loop.lock);
+}
+
+/* The socket id is gone (its last name closed, never connected). */
+void mux_detach(uint32_t id)
+{
+    struct shim_hdr h = { .type = SHIM_DETACH };
+    pthread_mutex_lock(&g_loop.lock);
+    mux_send_locked(id, &h, sizeof(h), true);
+    slot_put_locked(id);
+    pthread_mutex_unlock(&g_loop.lock);
+}
+
+/* ---- the loop: moving bytes ----------------------------------------------- */
+
+static int rfd(const struct relay *r, int which) { return which ? r->pair_fd : r->real_fd; }
+static bool linger_zero(int fd);
+
+static void chunk_free(struct chunk *c)
+{
+    free(c->msg);
+    free(c->mod);
+    free(c);
+}
+
+/* Appends the samples to $NKE_SHIM_STATS, one number (us) per line. */
+static void lat_write(struct lat_stats *ls)
+{
+    const char *path = getenv("NKE_SHIM_STATS");
+    size_t n = ls->n;
+    ls->n = 0;
+    if (!path || !n)
+        return;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    char line[32];
+    for (size_t i = 0; i < n; i++) {
+        int k = snprintf(line, sizeof(line), "%u\n", ls->us[i]);
+        if (libc_call(write, fd, line, (size_t)k) < 0)
+            break;
+    }
+    libc_call(close, fd);
+}
+
+/* True when this relay's chunks need no verdict now: no link, or
+ * nke-emud says none could be deferred. */
+static bool relay_may_skip(const struct relay *r)
+{
+    if (!r->linked || r->link_gen != g_loop.link_gen || g_loop.link_fd < 0)
+        return true;
+    return g_loop.st && __atomic_load_n(&g_loop.st->may_defer, __ATOMIC_ACQUIRE) == 0;
+}
+
+/* True when chunks are reported but can never be held: DATA goes with
+ * SHIM_F_NO_VERDICT and the bytes move at once. */
+static bool relay_report_only(const struct relay *r)
+{
+    (void)r;
+    return g_loop.st && __atomic_load_n(&g_loop.st->version, __ATOMIC_RELAXED) >= 1 &&
+           __atomic_load_n(&g_loop.st->may_hold, __ATOMIC_ACQUIRE) == 0;
+}
+
+static bool dir_may_read(const struct relay *r, const struct dir *d)
+{
+    if (d->eof || d->dead || !r->rd[d->src])
+        return false;
+    /* Unasked bytes are only read while nothing waits for dst: the relay
+     * holds at most one read's worth beyond what the socket buffers hold
+     * (a peer's reset then reaches a writer about where it would raw). */
+    if (relay_may_skip(r))
+        return d->head == NULL;
+    return d->nchunks < SHIM_WINDOW_CHUNKS && d->nbytes < RELAY_AHEAD_MAX;
+}
+
+/* A send to dst failed for good. */
+static void dir_dst_failed(struct relay *r, struct dir *d, int err)
+{
+    d->dead = true;
+    if (d->dst == 0 && err != EPIPE) /* the real socket: reset by the peer */
+        r->reset_err = err ? err : ECONNRESET;
+    else if (d->dst == 0)
+        r->reset_err = ECONNRESET;
+}
+
+/* Writes every decided chunk at the head, in order, without blocking. After
+ * EOF with nothing left, passes the half-close on. */
+static void dir_flush(struct relay *r, struct dir *d)
+{
+    int dst = rfd(r, d->dst);
+    while (d->head && d->head->decided) {
+        struct chunk *c = d->head;
+        const uint8_t *b = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod : c->msg + CHUNK_HDR;
+        size_t n = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
+        while (!d->dead && c->off < n) {
+            if (!r->wr[d->dst])
+                return;
+            ssize_t w = libc_call(sendto, dst, b + c->off, n - c->off,
+                                  MSG_NOSIGNAL | MSG_DONTWAIT | (c->oob ? MSG_OOB : 0), NULL, 0);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                r->wr[d->dst] = false;
+                return;
+            }
+            if (w <= 0) {
+                dir_dst_failed(r, d, errno);
+                break;
+            }
+            c->off += (size_t)w;
+        }
+        d->head = c->next;
+        if (!d->head)
+            d->tail = NULL;
+        d->nchunks--;
+        d->nbytes -= c->len;
+        chunk_free(c);
+    }
+    if (d->eof && !d->shut && !d->dead && !d->head && !(d->dst == 0 && r->abort)) {
+        /* EOF one way is a half-close the other side must see, once
+         * everything read before it is delivered. */
+        libc_call(shutdown, dst, SHUT_WR);
+        d->shut = true;
+    }
+}
+
+/* Sends the DATA of every chunk not yet on the link, in order, without
+ * blocking. False when the link failed (the caller fails open). */
+static bool dir_send(struct relay *r, struct dir *d)
+{
+    for (struct chunk *c = d->head; c; c = c->next) {
+        if (c->sent || c->decided)
+            continue;
+        if (g_loop.link_full)
+            return true;
+        ssize_t w;
+        do
+            w = libc_call(sendto, g_loop.link_fd, c->msg, CHUNK_HDR + c->len, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0);
+        while (w < 0 && errno == EINTR);
+        if (w < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
+            g_loop.link_full = true; /* the rest waits for EPOLLOUT, keeping order */
+            r->link_pending = true;
+            return true;
+        }
+        if (w < 0)
+            return false;
+        c->sent = true;
+        c->t_sent = mono_ns();
+        d->nwaiting++;
+    }
+    return true;
+}
+
+/* Queues n bytes of buf as a chunk of d; decided (ALLOW) unless `ask`. */
+static struct chunk *dir_queue(struct relay *r, struct dir *d, const uint8_t *buf, size_t n, bool ask, bool oob)
+{
+    struct chunk *c = calloc(1, sizeof(*c));
+    uint8_t *msg = c ? malloc(CHUNK_HDR + n) : NULL;
+    if (!msg) {
+        free(c);
+        return NULL;
+    }
+    struct shim_mux mx = { .sock = r->id };
+    struct shim_hdr h = { .type = SHIM_DATA, .direction = d->nke_dir, .len = (uint32_t)n, .seq = d->next_seq };
+    memcpy(msg, &mx, sizeof(mx));
+    memcpy(msg + sizeof(mx), &h, sizeof(h));
+    memcpy(msg + CHUNK_HDR, buf, n);
+    c->msg = msg;
+    c->len = n;
+    c->oob = oob;
+    if (ask) {
+        c->seq = d->next_seq++;
+    } else {
+        c->action = NKE_ACT_ALLOW;
+        c->decided = true;
+    }
+    if (d->tail)
+        d->tail->next = c;
+    else
+        d->head = c;
+    d->tail = c;
+    d->nchunks++;
+    d->nbytes += n;
+    return c;
+}
+
+/* Reports n bytes without waiting for an answer (report-only capture). */
+static void dir_report(struct relay *r, struct dir *d, const uint8_t *buf, size_t n)
+{
+    if (g_loop.link_full || n > SHIM_DATA_MAX)
+        return; /* a full link drops the report, never the bytes */
+    uint8_t hdr[CHUNK_HDR];
+    struct shim_mux mx = { .sock = r->id };
+    struct shim_hdr h = { .type = SHIM_DATA, .direction = d->nke_dir, .len = (uint32_t)n,
+                          .flags = SHIM_F_NO_VERDICT, .seq = d->next_seq++ };
+    memcpy(hdr, &mx, sizeof(mx));
+    memcpy(hdr + sizeof(mx), &h, sizeof(h));
+    struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)buf, n } };
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+    if (libc_call(sendmsg, g_loop.link_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+        (errno == EAGAIN || errno == ENOBUFS))
+        g_loop.link_full = true;
+}
+
+/* The urgent byte the peer (or the program) sent with MSG_OOB, if src has
+ * reached its mark: forwarded in stream order with MSG_OOB, never asked. */
+static bool dir_read_oob(struct relay *r, struct dir *d)
+{
+    int src = rfd(r, d->src);
+    int at = 0;
+    if (ioctl(src, SIOCATMARK, &at) < 0 || !at)
+        return false;
+    uint8_t b;
+    ssize_t n = libc_call(recvfrom, src, &b, 1, MSG_OOB | MSG_DONTWAIT, NULL, NULL);
+    r->urgent[d->src] = false;
+    if (n != 1)
+        return false;
+    if (!dir_queue(r, d, &b, 1, false, true))
+        return false;
+    dir_flush(r, d);
+    return true;
+}
+
+/* Reads what src has while the window allows. False when the link failed
+ * (the caller fails open). */
+static bool dir_read(struct relay *r, struct dir *d)
+{
+    uint8_t *buf = g_loop.buf;
+    while (dir_may_read(r, d)) {
+        if (r->urgent[d->src] && dir_read_oob(r, d))
+            continue;
+        int src = rfd(r, d->src);
+        /* While chunks await verdicts, a read takes no more than the
+         * read-ahead bound leaves (RELAY_AHEAD_MAX in all). */
+        size_t want = SHIM_DATA_MAX;
+        if (!relay_may_skip(r) && !relay_report_only(r) && RELAY_AHEAD_MAX - d->nbytes < want)
+            want = RELAY_AHEAD_MAX - d->nbytes;
+        ssize_t n = libc_call(recvfrom, src, buf, want, MSG_DONTWAIT, NULL, NULL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            r->rd[d->src] = false;
+            break;
+        }
+        if (n < 0 && d->src == 0) {
+            /* the real socket reset (ECONNRESET, ETIMEDOUT...) */
+            r->reset_err = errno;
+            d->eof = true;
+            break;
+        }
+        /* A short read took everything there was (edge-triggered epoll
+         * reports the next arrival): no second recv to meet EAGAIN. */
+        if (n > 0 && (size_t)n < want && !r->rdhup[d->src])
+            r->rd[d->src] = false; /* after a hang-up edge, read on to the EOF */
+        if (n <= 0) {
+            d->eof = true;
+            /* EOF with the pair hung up and no shutdown() call seen: the
+             * program closed its end (every copy of it). A bare EOF is a
+             * shutdown(SHUT_WR), maybe made by another process sharing
+             * the socket. */
+            if (d->src == 1 && r->hup[1] && !atomic_load(&r->prog_shutdown)) {
+                r->prog_closed = true;
+                if (linger_zero(r->real_fd))
+                    r->abort = true; /* reset, not FIN (relay_run) */
+            }
+            dir_flush(r, d);
+            break;
+        }
+        if (relay_may_skip(r) || relay_report_only(r)) {
+            if (!relay_may_skip(r))
+                dir_report(r, d, buf, (size_t)n);
+            size_t o = 0;
+            if (!d->head && r->wr[d->dst]) {
+                /* Nothing queued: straight through; only a remainder dst
+                 * would not take now is queued below. */
+                ssize_t w;
+                do
+                    w = libc_call(sendto, rfd(r, d->dst), buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0);
+                while (w < 0 && errno == EINTR);
+                if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                    dir_dst_failed(r, d, errno);
+                    continue;
+                }
+                if (w < 0)
+                    r->wr[d->dst] = false;
+                else
+                    o = (size_t)w;
+                if (o < (size_t)n)
+                    r->wr[d->dst] = false;
+            }
+            if (o < (size_t)n && !dir_queue(r, d, buf + o, (size_t)n - o, false, false)) {
+                d->dead = true; /* out of memory: this direction is lost */
+                break;
+            }
+            continue;
+        }
+        if (!dir_queue(r, d, buf, (size_t)n, true, false)) {
+            d->dead = true;
+            break;
+        }
+        if (!dir_send(r, d))
+            return false;
+    }
+    return true;
+}
+
+/* The link is gone (nke-emud died or a bad verdict): every relay on it
+ * passes everything not decided as it was, in order. */
+static void link_lost(void)
+{
+    SHIM_LOG("nke-emud link lost: failing open");
+    pthread_mutex_lock(&g_loop.lock);
+    if (g_loop.link_fd >= 0) {
+        epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, g_loop.link_fd, NULL);
+        libc_call(close, g_loop.link_fd);
+    }
+    g_loop.link_fd = -1;
+    g_loop.link_full = false;
+    pthread_mutex_unlock(&g_loop.lock);
+    for (struct relay *r = g_loop_relays; r; r = r->next) {
+        r->linked = false;
+        for (int i = 0; i < 2; i++) {
+            struct dir *d = &r->dirs[i];
+            for (struct chunk *c = d->head; c; c = c->next)
+                if (!c->decided) {
+                    free(c->mod);
+                    c->mod = NULL;
+                    c->mod_len = 0;
+                    c->action = NKE_ACT_ALLOW;
+                    c->decided = true;
+                }
+            d->nwaiting = 0;
+        }
+        r->dirty = true;
+    }
+}
+
+/* Reads every verdict the link has now; a verdict may name any waiting
+ * chunk of its socket and direction (the client decides in any order),
+ * and is applied when all before it are. */
+static void link_verdicts(uint8_t *msg)
+{
+    for (;;) {
+        ssize_t n = libc_call(recvfrom, g_loop.link_fd, msg, sizeof(struct shim_mux) + SHIM_MSG_MAX, MSG_DONTWAIT,
+                              NULL, NULL);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n < (ssize_t)(sizeof(struct shim_mux) + sizeof(struct shim_hdr))) {
+            link_lost();
+            return;
+        }
+        struct shim_mux mx;
+        struct shim_hdr h;
+        memcpy(&mx, msg, sizeof(mx));
+        memcpy(&h, msg + sizeof(mx), sizeof(h));
+        struct relay *r = slot_relay(mx.sock);
+        if (!r || !r->dirs)
+            continue; /* that socket is gone: its verdicts no longer matter */
+        struct dir *d = h.direction == NKE_DIR_OUT ? &r->dirs[0] : h.direction == NKE_DIR_IN ? &r->dirs[1] : NULL;
+        struct chunk *c = NULL;
+        if (d)
+            for (c = d->head; c && !(c->sent && !c->decided && c->seq == h.seq); c = c->next) {}
+        int v = c ? verdict_piece(&h, msg + sizeof(mx) + sizeof(h), (size_t)n - sizeof(mx), &c->mod, &c->mod_len)
+                  : -1;
+        if (v < 0) {
+            SHIM_LOG("bad verdict (type %u dir %u seq %u): failing open", h.type, h.direction, h.seq);
+            link_lost();
+            return;
+        }
+        if (v == 0)
+            continue;
+        c->action = h.action;
+        c->decided = true;
+        d->nwaiting--;
+        struct lat_stats *ls = &g_loop.ls;
+        if (ls->us) {
+            if (ls->n < ls->cap)
+                ls->us[ls->n++] = (uint32_t)((mono_ns() - c->t_sent) / 1000u);
+            if (ls->n >= ls->cap)
+                lat_write(ls);
+        }
+        r->dirty = true;
+    }
+}
+
+/* Exit drain of a socket still open: nothing of OUT is queued or unread in
+ * the socketpair (the program's threads are in exit(), so what it wrote is
+ * there). */
+static bool relay_out_idle(const struct relay *r)
+{
+    int unread = 0;
+    if (r->dirs[0].head)
+        return false;
+    return ioctl(r->pair_fd, FIONREAD, &unread) < 0 || unread == 0;
+}
+
+/* The relay's OUT direction is finished (or will never move again). */
+static void relay_out_done(struct relay *r)
+{
+    if (!r->out_open)
+        return;
+    r->out_open = false;
+    pthread_mutex_lock(&g_loop.lock);
+    g_loop.out_open--;
+    if (r->exec_busy) {
+        r->exec_busy = false;
+        g_loop.out_busy--;
+    }
+    pthread_cond_broadcast(&g_loop.drain_cond);
+    pthread_mutex_unlock(&g_loop.lock);
+}
+
+/* Removes the relay from the loop: its pair end is closed (the program
+ * sees EOF or, after a reset, ECONNRESET), its socket is detached from
+ * nke-emud, the loop's ref dropped (the real socket closes with the last
+ * table ref). */
+static void relay_end(struct relay *r)
+{
+    SHIM_LOG("relay %u: end (state %d, out %d/%d/%d, in %d/%d/%d)", r->id, r->state, r->dirs[0].eof, r->dirs[0].shut,
+             r->dirs[0].dead, r->dirs[1].eof, r->dirs[1].shut, r->dirs[1].dead);
+    relay_out_done(r);
+    /* The program end is gone: nothing left to swap. */
+    if (atomic_exchange(&r->reset_swap, false))
+        atomic_fetch_sub(&g_resets_pending, 1);
+    epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, r->real_fd, NULL);
+    epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, r->pair_fd, NULL);
+    libc_call(close, r->pair_fd);
+    r->pair_fd = -1;
+    for (int i = 0; i < 2; i++)
+        while (r->dirs[i].head) {
+            struct chunk *c = r->dirs[i].head;
+            r->dirs[i].head = c->next;
+            chunk_free(c);
+        }
+    pthread_mutex_lock(&r->lock);
+    r->ended = true;
+    r->connect_done = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    struct shim_hdr h = { .type = SHIM_DETACH };
+    pthread_mutex_lock(&g_loop.lock);
+    if (r->linked && r->link_gen == g_loop.link_gen)
+        mux_send_locked(r->id, &h, sizeof(h), true);
+    slot_put_locked(r->id);
+    pthread_mutex_unlock(&g_loop.lock);
+    for (struct relay **pp = &g_loop_relays; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    relay_put(r);
+}
+
+/* Abortive close (the program set SO_LINGER to 0 s and closed): the peer
+ * gets a reset, as from the kernel. connect(AF_UNSPEC) disconnects the
+ * socket with a RST even while another process holds a copy of it. */
+static void relay_abort(struct relay *r)
+{
+    struct sockaddr sa = { .sa_family = AF_UNSPEC };
+    libc_call(connect, r->real_fd, &sa, sizeof(sa));
+}
+
+static bool linger_zero(int fd)
+{
+    struct linger l = { 0 };
+    socklen_t ll = sizeof(l);
+    return libc_call(getsockopt, fd, SOL_SOCKET, SO_LINGER, &l, &ll) == 0 && l.l_onoff && l.l_linger == 0;
+}
+
+/* The real connect finished (or failed): the filler that kept the program's
+ * end from looking writable is taken out, so the program sees the result
+ * when it polls, and asks the real socket (getsockopt SO_ERROR, connect). */
+static void relay_connect_finished(struct relay *r, bool ok)
+{
+    /* The result first, then the filler out: the program wakes only then,
+     * and its next call (a second connect) must see the result. */
+    pthread_mutex_lock(&r->lock);
+    r->connect_done = true;
+    r->connect_ok = ok;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    r->state = ok ? R_RELAYING : R_CONNECT_FAILED;
+    while (r->filler > 0) {
+        ssize_t n = libc_call(recvfrom, r->pair_fd, g_loop.buf, r->filler < SHIM_DATA_MAX ? r->filler : SHIM_DATA_MAX,
+                              MSG_DONTWAIT, NULL, NULL);
+        if (n <= 0)
+            break;
+        r->filler -= (size_t)n;
+    }
+    SHIM_LOG("relay %u: connect %s", r->id, ok ? "done" : "failed");
+    if (ok)
+        r->rd[1] = true; /* what the program wrote meanwhile is waiting in the pair */
+}
+
+static int tcp_state(int fd)
+{
+    struct tcp_info ti;
+    socklen_t l = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (libc_call(getsockopt, fd, IPPROTO_TCP, TCP_INFO, &ti, &l) < 0)
+        return -1;
+    return ti.tcpi_state;
+}
+
+/* Moves what can move on r now, and ends it when it is done. */
+static void relay_run(struct relay *r)
+{
+    r->dirty = false;
+    if (atomic_load(&r->restart_ask)) {
+        pthread_mutex_lock(&g_loop.lock);
+        atomic_store(&r->restart_ask, false);
+        r->filler += r->restart_filler;
+        pthread_mutex_unlock(&g_loop.lock);
+        pthread_mutex_lock(&r->lock);
+        r->connect_done = false;
+        pthread_mutex_unlock(&r->lock);
+        r->state = R_CONNECTING;
+        r->hup[1] = false;
+        SHIM_LOG("relay %u: connecting again", r->id);
+    }
+    if (r->state == R_CONNECTING) {
+        int s = tcp_state(r->real_fd);
+        if (s == TCP_SYN_SENT || s == TCP_SYN_RECV)
+            return;
+        relay_connect_finished(r, s == TCP_ESTABLISHED || s == TCP_CLOSE_WAIT);
+    }
+    if (r->state == R_CONNECT_FAILED) {
+        /* Idle until the program closes its end, or connects again
+         * (relay_reconnect). */
+        if (r->hup[1])
+            relay_end(r);
         return;
     }
-    /* The program's end keeps the program's flags on fd (O_NONBLOCK, CLOEXEC). */
-    int fl = fcntl(fd, F_GETFL);
-    int fdfl = fcntl(fd, F_GETFD);
-    fcntl(sp[0], F_SETFL, fl & O_NONBLOCK);
-    /* The real socket is driven by poll from the relay thread, non-blocking
-     * (relay_main sets it once the connect is done). */
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->cond, NULL);
-    pthread_mutex_init(&r->note_lock, NULL);
-    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); /* -1: no notes, no exit drain of an open socket */
-    atomic_init(&r->exit_drain, false);
-    atomic_init(&r->refs, 2);
-    r->real_fd = real;
-    r->pair_fd = sp[1];
-    r->link_fd = link;
-    r->st = state_map();
-    pthread_mutex_lock(&g_fd_lock);
-    if (libc_call(dup3, sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
-        pthread_mutex_unlock(&g_fd_lock);
-        SHIM_LOG("dup3: %s", strerror(errno));
-        libc_call(close, sp[0]); libc_call(close, sp[1]); libc_call(close, link);
-        atomic_store(&r->refs, 1);
-        relay_put(r); /* closes real, the eventfd, the state mapping */
+    struct dir *out = &r->dirs[0], *in = &r->dirs[1];
+    if (r->state == R_RELAYING && r->reset_err && !in->eof && !in->dead) {
+        /* Reset seen on the socket's state: what arrived before the reset
+         * is still readable; reading past it would take the error the
+         * program is to get, so only FIONREAD's worth is read. */
+        int avail = 0;
+        while (ioctl(r->real_fd, FIONREAD, &avail) == 0 && avail > 0) {
+            ssize_t n = libc_call(recvfrom, r->real_fd, g_loop.buf, (size_t)avail < SHIM_DATA_MAX ? (size_t)avail
+                                  : SHIM_DATA_MAX, MSG_DONTWAIT, NULL, NULL);
+            if (n <= 0 || !dir_queue(r, in, g_loop.buf, (size_t)n, false, false))
+                break;
+        }
+    }
+    if (r->state == R_RELAYING) {
+        for (int i = 0; i < 2 && !r->reset_err; i++) {
+            dir_flush(r, &r->dirs[i]);
+            if (!dir_read(r, &r->dirs[i])) {
+                link_lost();
+                return;
+            }
+            dir_flush(r, &r->dirs[i]);
+        }
+        if (r->hup[1] && !atomic_load(&r->prog_shutdown))
+            r->prog_closed = true;
+        if (r->abort || (r->prog_closed && linger_zero(r->real_fd))) {
+            relay_abort(r);
+            relay_end(r);
+            return;
+        }
+        if (r->prog_closed)
+            in->dead = true; /* nobody reads the pair any more */
+        if (r->reset_err) {
+            /* The peer reset the connection (or the real socket failed).
+             * What arrived before it is delivered; then the program's next
+             * read or write on its fd puts the real socket in its place
+             * (relay_swap) and gets the kernel's own answer (ECONNRESET,
+             * then EPIPE). The pair end is shut for writing, so a reader
+             * waiting in poll wakes up and makes that call; what a writer
+             * puts in the pair meanwhile is taken out and dropped, so it
+             * never blocks. */
+            out->dead = true;
+            in->eof = true; /* dir_flush shuts the pair once what came before is written */
+            dir_flush(r, in);
+            r->state = R_RESET_WAIT;
+            if (!atomic_exchange(&r->reset_swap, true))
+                atomic_fetch_add(&g_resets_pending, 1);
+            relay_out_done(r);
+        }
+    }
+    if (r->state == R_RESET_WAIT) {
+        dir_flush(r, in);
+        for (;;) {
+            ssize_t n = libc_call(recvfrom, r->pair_fd, g_loop.buf, SHIM_DATA_MAX, MSG_DONTWAIT, NULL, NULL);
+            if (n > 0)
+                continue;
+            if (n == 0 || (errno != EAGAIN && errno != EINTR))
+                r->hup[1] = true;
+            if (n < 0 && errno == EINTR)
+                continue;
+            break;
+        }
+        if (r->hup[1])
+            relay_end(r);
         return;
     }
-    libc_call(close, sp[0]);
-    if (g_fds[fd])
-        relay_put(g_fds[fd]);
-    g_fds[fd] = r;
-    pthread_mutex_unlock(&g_fd_lock);
-    /* Blocking sends on the relay side: the relay waits, never the program. */
+    /* Drains: exit ends OUT of open sockets once idle; exec only asks. */
+    if (r->out_open) {
+        bool out_finished = out->dead || (out->shut && !out->head);
+        if (out_finished)
+            relay_out_done(r);
+        else if (g_loop.exit_ask_seen && relay_out_idle(r))
+            relay_out_done(r);
+        else if (r->exec_seen != g_loop.exec_ask_seen) {
+            r->exec_seen = g_loop.exec_ask_seen;
+            bool busy = !relay_out_idle(r);
+            pthread_mutex_lock(&g_loop.lock);
+            if (busy != r->exec_busy) {
+                r->exec_busy = busy;
+                g_loop.out_busy += busy ? 1u : (unsigned)-1;
+                pthread_cond_broadcast(&g_loop.drain_cond);
+            }
+            pthread_mutex_unlock(&g_loop.lock);
+        } else if (r->exec_busy && relay_out_idle(r)) {
+            pthread_mutex_lock(&g_loop.lock);
+            r->exec_busy = false;
+            g_loop.out_busy--;
+            pthread_cond_broadcast(&g_loop.drain_cond);
+            pthread_mutex_unlock(&g_loop.lock);
+        }
+    }
+    bool out_done = out->dead || (out->shut && !out->head);
+    bool in_done = in->dead || (in->shut && !in->head);
+    if (out_done && in_done)
+        relay_end(r);
+}
+
+/* Takes the relays relay_start handed over and the drain requests. */
+static void loop_take_adds(void)
+{
+    pthread_mutex_lock(&g_loop.lock);
+    struct relay *a = g_loop.adds;
+    g_loop.adds = NULL;
+    g_loop.exit_ask_seen = g_loop.exit_ask;
+    g_loop.exec_ask_seen = g_loop.exec_ask;
+    pthread_mutex_unlock(&g_loop.lock);
+    while (a) {
+        struct relay *r = a;
+        a = a->next;
+        r->next = g_loop_relays;
+        g_loop_relays = r;
+        for (int which = 0; which < 2; which++) {
+            struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
+                                      .data.u64 = ((uint64_t)r->id << 1) | (uint64_t)which };
+            epoll_ctl(g_loop.ep, EPOLL_CTL_ADD, rfd(r, which), &ev);
+        }
+        r->dirty = true;
+    }
+    /* a drain request reaches every relay */
+    for (struct relay *r = g_loop_relays; r; r = r->next)
+        if (r->out_open)
+            r->dirty = true;
+}
+
+static void *loop_main(void *arg)
+{
+    (void)arg;
+    uint8_t *vmsg = malloc(sizeof(struct shim_mux) + SHIM_MSG_MAX);
+    g_loop.buf = malloc(SHIM_DATA_MAX);
+    if (!vmsg || !g_loop.buf)
+        return NULL; /* relays stay queued: their programs see no data (never in practice) */
+    if (getenv("NKE_SHIM_STATS") && (g_loop.ls.us = malloc(512 * sizeof(*g_loop.ls.us))))
+        g_loop.ls.cap = 512;
+    struct epoll_event evs[256];
+    for (;;) {
+        bool waiting = false;
+        for (struct relay *r = g_loop_relays; r && !waiting; r = r->next)
+            waiting = r->dirs[0].nwaiting || r->dirs[1].nwaiting;
+        int n;
+        if (waiting && g_loop.spin_us) {
+            /* Polls without sleeping for up to spin_us while a verdict is
+             * awaited, yielding between tries (on 2 CPUs the process that
+             * decides may need this one). */
+            uint64_t end = mono_ns() + (uint64_t)g_loop.spin_us * 1000u;
+            do {
+                n = epoll_wait(g_loop.ep, evs, 256, 0);
+                if (n != 0)
+                    break;
+                sched_yield();
+            } while (mono_ns() < end);
+            if (n == 0)
+                n = epoll_wait(g_loop.ep, evs, 256, -1);
+        } else {
+            n = epoll_wait(g_loop.ep, evs, 256, -1);
+        }
+        if (n < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < n; i++) {
+            uint64_t u = evs[i].data.u64;
+            uint32_t e = evs[i].events;
+            if (u == UINT64_MAX) {
+                uint64_t v;
+                if (libc_call(read, g_loop.wake, &v, sizeof(v)) < 0) {} /* EAGAIN: already cleared */
+                loop_take_adds();
+                continue;
+            }
+            if (u == UINT64_MAX - 1) {
+                if (g_loop.link_fd < 0)
+                    continue;
+                if (e & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    link_verdicts(vmsg);
+                if (g_loop.link_fd >= 0 && (e & EPOLLOUT) && g_loop.link_full) {
+                    g_loop.link_full = false;
+                    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX - 1 };
+                    epoll_ctl(g_loop.ep, EPOLL_CTL_MOD, g_loop.link_fd, &ev);
+                    for (struct relay *r = g_loop_relays; r; r = r->next)
+                        if (r->link_pending) {
+                            r->link_pending = false;
+                            r->dirty = true;
+                            for (int k = 0; k < 2; k++)
+                                if (!dir_send(r, &r->dirs[k]))
+                                    link_lost();
+                        }
+                }
+                continue;
+            }
+            struct relay *r = slot_relay((uint32_t)(u >> 1));
+            if (!r || !r->dirs)
+                continue;
+            int which = (int)(u & 1);
+            if (e & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+                r->rd[which] = true;
+            if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+                r->rdhup[which] = true;
+            if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+                r->wr[which] = true;
+            if (e & EPOLLPRI)
+                r->urgent[which] = true;
+            if (which == 1 && (e & EPOLLHUP))
+                r->hup[1] = true;
+            /* A reset is seen by the socket's state, not SO_ERROR, which
+             * would clear the error the program is to get (relay_swap). */
+            if (which == 0 && (e & EPOLLERR) && r->state == R_RELAYING && tcp_state(r->real_fd) == TCP_CLOSE)
+                r->reset_err = ECONNRESET;
+            r->dirty = true;
+        }
+        if (g_loop.link_full && g_loop.link_fd >= 0) {
+            struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u64 = UINT64_MAX - 1 };
+            epoll_ctl(g_loop.ep, EPOLL_CTL_MOD, g_loop.link_fd, &ev);
+        }
+        struct relay *next;
+        for (struct relay *r = g_loop_relays; r; r = next) {
+            next = r->next;
+            if (r->dirty)
+                relay_run(r);
+        }
+        if (g_loop.exec_done != g_loop.exec_ask_seen) {
+            pthread_mutex_lock(&g_loop.lock);
+            g_loop.exec_done = g_loop.exec_ask_seen;
+            pthread_cond_broadcast(&g_loop.drain_cond);
+            pthread_mutex_unlock(&g_loop.lock);
+        }
+    }
+    free(vmsg);
+    return NULL;
+}
+
+/* Starts the loop thread if this process has none (g_loop.lock held). */
+static bool loop_start_locked(void)
+{
+    if (g_loop.started)
+        return true;
+    int ep = fd_high(epoll_create1(EPOLL_CLOEXEC));
+    int wake = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (ep < 0 || wake < 0) {
+        if (ep >= 0) libc_call(close, ep);
+        if (wake >= 0) libc_call(close, wake);
+        return false;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+    epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+    g_loop.ep = ep;
+    g_loop.wake = wake;
+    if (g_loop.link_fd >= 0) {
+        struct epoll_event lev = { .events = EPOLLIN, .data.u64 = UINT64_MAX - 1 };
+        epoll_ctl(ep, EPOLL_CTL_ADD, g_loop.link_fd, &lev);
+    }
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&at, 256 * 1024);
+    /* The loop must not take the program's signals. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pthread_t t;
-    atomic_init(&r->flush_ask, false);
-    pthread_mutex_lock(&g_drain_lock);
+    int rc = pthread_create(&t, &at, loop_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        libc_call(close, ep);
+        libc_call(close, wake);
+        g_loop.ep = g_loop.wake = -1;
+        return false;
+    }
+    const char *se = getenv("NKE_SHIM_SPIN_US");
+    g_loop.spin_us = se && *se ? (uint32_t)strtoul(se, NULL, 10) : 50;
+    if (g_loop.spin_us > 10000)
+        g_loop.spin_us = 10000;
+    g_loop.started = true;
+    return true;
+}
+
+static void loop_wake(void)
+{
+    uint64_t one = 1;
+    if (libc_call(write, g_loop.wake, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
+}
+
+/* Replaces fd by a relayed socketpair end. Called right after a successful
+ * (or in-progress) connect or accept, before the program has seen the fd
+ * for readiness. On any failure the fd is left as it was (fail open). */
+void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tolen)
+{
+    bool connecting = to != NULL;
+    int family;
+    shim_init();
+    if (g_enabled != 1 || fd < 0 || fd >= MAX_FDS || shim_vforked() || !is_tcp_inet(fd, &family))
+        return;
+    uint8_t fam = family == AF_INET6 ? NKE_AF_INET6 : NKE_AF_INET;
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+        return;
+    /* The program's end sends into a small buffer, so the relay never holds
+     * much more than the real socket's own buffer (a peer's reset reaches a
+     * writer about where it would raw); the relay's end sends into a larger
+     * one, so the extra hop never starves a bulk download. FORCE works as
+     * root; otherwise net.core.wmem_max caps it. */
+    int small = 16 << 10, big = 256 << 10;
+    libc_call(setsockopt, sp[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    if (libc_call(setsockopt, sp[1], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) < 0)
+        libc_call(setsockopt, sp[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    struct relay *r = calloc(1, sizeof(*r));
+    struct dir *dirs = calloc(2, sizeof(*dirs));
+    int real = libc_call(fcntl, fd, F_DUPFD_CLOEXEC, 0);
+    if (!r || !dirs || real < 0) {
+        free(r); free(dirs);
+        if (real >= 0) libc_call(close, real);
+        libc_call(close, sp[0]); libc_call(close, sp[1]);
+        return;
+    }
+    real = fd_high(real);
+    sp[1] = fd_high(sp[1]);
+    /* The program's end keeps the program's flags on fd (O_NONBLOCK, CLOEXEC). */
+    int fl = libc_call(fcntl, fd, F_GETFL);
+    int fdfl = libc_call(fcntl, fd, F_GETFD);
+    libc_call(fcntl, sp[0], F_SETFL, fl & O_NONBLOCK);
+    libc_call(fcntl, real, F_SETFL, libc_call(fcntl, real, F_GETFL) | O_NONBLOCK);
+    libc_call(fcntl, sp[1], F_SETFL, libc_call(fcntl, sp[1], F_GETFL) | O_NONBLOCK);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    atomic_init(&r->refs, 2); /* the table's and the loop's */
+    r->real_fd = real;
+    r->pair_fd = sp[1];
+    r->dirs = dirs;
+    dirs[0] = (struct dir){ .src = 1, .dst = 0, .nke_dir = NKE_DIR_OUT };
+    dirs[1] = (struct dir){ .src = 0, .dst = 1, .nke_dir = NKE_DIR_IN };
+    r->state = connecting ? R_CONNECTING : R_RELAYING;
+    r->incoming = incoming;
+    r->connect_done = !connecting;
+    r->connect_ok = !connecting;
+    if (connecting) {
+        /* Until the real connect is done the program's end must not look
+         * writable (the kernel's connecting socket is not): its send buffer
+         * is filled with bytes the relay takes out and drops when the
+         * connect finishes. */
+        int nb = libc_call(fcntl, sp[0], F_GETFL);
+        libc_call(fcntl, sp[0], F_SETFL, nb | O_NONBLOCK);
+        for (;;) {
+            ssize_t w = libc_call(sendto, sp[0], g_zeros, sizeof(g_zeros), MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
+            if (w <= 0)
+                break;
+            r->filler += (size_t)w;
+        }
+        libc_call(fcntl, sp[0], F_SETFL, nb);
+    }
+    struct stat sb;
+    fstat(sp[0], &sb);
+    r->prog_ino = sb.st_ino;
+    r->prog_dev = sb.st_dev;
     r->out_open = true;
-    g_out_open++;
-    r->drain_next = g_out_relays;
-    g_out_relays = r;
-    pthread_mutex_unlock(&g_drain_lock);
-    if (pthread_create(&t, &at, relay_main, r) != 0) {
-        relay_out_done(r);
-        /* No thread: the bytes would never move. Undo by putting the real
-         * socket back at fd. */
-        pthread_mutex_lock(&g_fd_lock);
-        libc_call(dup3, real, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
-        g_fds[fd] = NULL;
-        pthread_mutex_unlock(&g_fd_lock);
-        libc_call(close, sp[1]); libc_call(close, link);
+
+    /* The attach: a socket attached unconnected (bind, options before
+     * connect) keeps its id and identity; its second ATTACH is the connect. */
+    struct shim_attach a = { .hdr = { .type = SHIM_ATTACH }, .pid = getpid(), .uid = getuid(),
+                             .family = fam, .type = 1, .protocol = NKE_PROTO_TCP, .incoming = incoming };
+    shim_comm(a.comm);
+    local_addr(real, &a.local);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    memset(&ss, 0, sizeof(ss));
+    if (libc_call(getpeername, real, (struct sockaddr *)&ss, &sl) == 0) {
+        to_nke_addr(&ss, &a.remote);
+    } else if (connecting && tolen >= sizeof(struct sockaddr_in)) {
+        /* in progress: the peer is the one connect() named */
+        memset(&ss, 0, sizeof(ss));
+        memcpy(&ss, to, tolen < sizeof(ss) ? tolen : sizeof(ss));
+        to_nke_addr(&ss, &a.remote);
+    }
+    uint32_t prev = incoming ? 0 : ctl_take_id(fd);
+
+    pthread_mutex_lock(&g_loop.lock);
+    if (!loop_start_locked()) {
+        pthread_mutex_unlock(&g_loop.lock);
+        libc_call(close, sp[0]); libc_call(close, sp[1]);
         atomic_store(&r->refs, 1);
         relay_put(r);
-    }
-    pthread_attr_destroy(&at);
-}
-
-/* Hands a note to fd's relay thread, which owns the link (see struct
- * relay). Only while a user client is open, as for unconnected sockets. */
-static void relay_note(struct relay *r, const void *m, size_t n)
-{
-    if (r->wake_fd < 0 || n > sizeof(r->notes[0].msg) || !client_open_now())
+        if (prev)
+            mux_detach(prev);
         return;
-    pthread_mutex_lock(&r->note_lock);
-    bool queued = r->nnotes < RELAY_NOTES_MAX;
-    if (queued) {
-        r->notes[r->nnotes].len = (uint32_t)n;
-        memcpy(r->notes[r->nnotes].msg, m, n);
-        r->nnotes++;
     }
-    pthread_mutex_unlock(&r->note_lock);
-    uint64_t one = 1;
-    if (queued && write(r->wake_fd, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
+    mux_open_locked();
+    if (prev) {
+        uint32_t slot = prev & 0xFFFFFu;
+        if (slot < g_loop.nslots && g_loop.slot_gen && ((g_loop.slot_gen[slot] & 0xFFFu) << 20 | slot) == prev)
+            g_loop.slots[slot] = r;
+        else
+            prev = 0;
+    }
+    r->id = prev ? prev : slot_take_locked(r);
+    if (r->id == UINT32_MAX) {
+        pthread_mutex_unlock(&g_loop.lock);
+        libc_call(close, sp[0]); libc_call(close, sp[1]);
+        atomic_store(&r->refs, 1);
+        relay_put(r);
+        return;
+    }
+    r->linked = mux_send_locked(r->id, &a, sizeof(a), true);
+    r->link_gen = g_loop.link_gen;
+    g_loop.out_open++;
+    pthread_mutex_unlock(&g_loop.lock);
+
+    pthread_mutex_lock(&g_fd_lock);
+    if (libc_call(dup3, sp[0], fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        pthread_mutex_unlock(&g_fd_lock);
+        SHIM_LOG("dup3: %s", strerror(errno));
+        libc_call(close, sp[0]);
+        /* the loop never saw it: end it here */
+        pthread_mutex_lock(&g_loop.lock);
+        g_loop.out_open--;
+        struct shim_hdr h = { .type = SHIM_DETACH };
+        if (r->linked)
+            mux_send_locked(r->id, &h, sizeof(h), true);
+        slot_put_locked(r->id);
+        pthread_mutex_unlock(&g_loop.lock);
+        libc_call(close, sp[1]);
+        atomic_store(&r->refs, 1);
+        relay_put(r);
+        return;
+    }
+    libc_call(close, sp[0]);
+    struct relay *old = g_fds[fd]; /* a stale entry: the number was closed behind our back */
+    g_fds[fd] = r;
+    pthread_mutex_unlock(&g_fd_lock);
+    if (old)
+        relay_put(old);
+    pthread_mutex_lock(&g_loop.lock);
+    r->next = g_loop.adds;
+    g_loop.adds = r;
+    pthread_mutex_unlock(&g_loop.lock);
+    loop_wake();
 }
 
+/* The program connected its relayed socket again (after a failed connect:
+ * the kernel allows it). The relay starts over on the new connection. */
+void relay_reconnected(struct relay *r, int fd, bool in_progress)
+{
+    if (r->remote || r->ended)
+        return;
+    size_t filler = 0;
+    if (in_progress) {
+        int nb = libc_call(fcntl, fd, F_GETFL);
+        libc_call(fcntl, fd, F_SETFL, nb | O_NONBLOCK);
+        for (;;) {
+            ssize_t w = libc_call(sendto, fd, g_zeros, sizeof(g_zeros), MSG_DONTWAIT | MSG_NOSIGNAL, NULL, 0);
+            if (w <= 0)
+                break;
+            filler += (size_t)w;
+        }
+        libc_call(fcntl, fd, F_SETFL, nb);
+    }
+    pthread_mutex_lock(&g_loop.lock);
+    r->restart_filler = filler;
+    atomic_store(&r->restart_ask, true);
+    pthread_mutex_unlock(&g_loop.lock);
+    loop_wake();
+}
+
+/* A note (SHIM_OPTION) on a relayed socket, sent by the calling thread:
+ * the bytes the program writes after the call are read by the loop later,
+ * so they come after it (as the kext sees sf_setoption before later data).
+ * Only while a user client is open, as for unconnected sockets. */
 void relay_opt_note(struct relay *r, int level, int name, bool is_set)
 {
+    if (r->remote || !client_open_now())
+        return;
     struct shim_option m = { .hdr = { .type = SHIM_OPTION, .len = 0 }, .level = level, .name = name,
                              .is_set = is_set ? 1u : 0u };
-    relay_note(r, &m, sizeof(m));
+    pthread_mutex_lock(&g_loop.lock);
+    if (r->linked && r->link_gen == g_loop.link_gen && !r->ended)
+        mux_send_locked(r->id, &m, sizeof(m), false);
+    pthread_mutex_unlock(&g_loop.lock);
 }
 
-/* Asks every relay still named by an fd of the program to end its outgoing
- * direction once idle (exit_drain) and wakes it. Called with g_drain_lock
- * held; takes g_fd_lock (order: drain, then fd). In a forked child the
- * table is empty (atfork_child): a child's exit drains nothing of the
- * parent's. Returns how many relays were asked. */
-static unsigned exit_drain_open_relays(void)
+/* ---- drains and fork ------------------------------------------------------- */
+
+/*
+ * Exit drain. In the kernel, bytes a program wrote before it exited still go
+ * out; here they may sit in the relay loop (read from the socketpair, held
+ * by nke-emud) when exit() would kill it. So the shim's destructor (and
+ * _exit) waits, bounded, until every relay has finished its outgoing
+ * direction: for a socket the program closed, after the EOF; for one still
+ * open at exit, once everything the program wrote is sent (exit_ask: the
+ * relay ends OUT when nothing is queued or unread in the socketpair). The
+ * program's end is not shut down for this: other threads still run during
+ * exit() and would get EPIPE/SIGPIPE writing to it. A forked child's copies
+ * are relayed by the parent: the child's exit waits for nothing of them.
+ */
+void relay_exit_drain(const struct timespec *until, long ms)
 {
-    unsigned n = 0;
-    uint64_t one = 1;
-    pthread_mutex_lock(&g_fd_lock);
-    for (int fd = 0; fd < MAX_FDS; fd++) {
-        struct relay *r = g_fds[fd];
-        if (!r || !r->out_open || r->wake_fd < 0 || atomic_exchange(&r->exit_drain, true))
-            continue;
-        if (write(r->wake_fd, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
-        n++;
+    pthread_mutex_lock(&g_loop.lock);
+    if (!g_loop.started || g_loop.out_open == 0) {
+        pthread_mutex_unlock(&g_loop.lock);
+        return;
     }
-    pthread_mutex_unlock(&g_fd_lock);
-    return n;
+    g_loop.exit_ask = true;
+    loop_wake();
+    SHIM_LOG("exit: waiting for %u relay(s)", g_loop.out_open);
+    while (g_loop.out_open > 0)
+        if (pthread_cond_timedwait(&g_loop.drain_cond, &g_loop.lock, until) == ETIMEDOUT) {
+            SHIM_LOG("exit: %u relay(s) still sending after %ld ms; the rest is lost", g_loop.out_open, ms);
+            break;
+        }
+    pthread_mutex_unlock(&g_loop.lock);
 }
 
-
-/* The real connect's result for the program's getsockopt(SO_ERROR): the
- * program polled its socketpair end writable; the real connect may still be
- * in flight, so this waits for it. SO_ERROR is read-and-clear. */
-int relay_connect_result(struct relay *r)
+/* The TCP half of exec_drain (exec.c): asks every relay with OUT open
+ * whether anything the program wrote is still in it, and waits, bounded by
+ * `until`, until none is. OUT stays open: the exec may fail. */
+void relay_exec_drain(const struct timespec *until, long ms)
 {
-    pthread_mutex_lock(&r->lock);
-    while (!r->connect_done)
-        pthread_cond_wait(&r->cond, &r->lock);
-    int err = r->connect_err;
-    r->connect_err = 0;
-    pthread_mutex_unlock(&r->lock);
-    return err;
+    pthread_mutex_lock(&g_loop.lock);
+    if (!g_loop.started || g_loop.out_open == 0) {
+        pthread_mutex_unlock(&g_loop.lock);
+        return;
+    }
+    unsigned ask = ++g_loop.exec_ask;
+    loop_wake();
+    while ((int)(g_loop.exec_done - ask) < 0 || g_loop.out_busy > 0)
+        if (pthread_cond_timedwait(&g_loop.drain_cond, &g_loop.lock, until) == ETIMEDOUT) {
+            SHIM_LOG("exec: %u relay(s) still sending after %ld ms; the rest is lost if the exec succeeds",
+                     g_loop.out_busy, ms);
+            break;
+        }
+    pthread_mutex_unlock(&g_loop.lock);
 }
 
-/* After fork the child has no relay threads; its copies of the relay fds
- * would keep the parent's connections open, so they are closed. The child's
- * program fds still reach the parent's relays (shared socketpair). */
+/* After fork: the loop thread does not exist in the child. The relays the
+ * child's table names become its copies (remote): the parent's loop relays
+ * their bytes; the child keeps only the real socket, for the calls that
+ * need it (getpeername, setsockopt...). Every other internal descriptor of
+ * the parent's loop is closed here. If the parent had a link, the child
+ * opens its own now, before it can lose the right to (setuid). Nothing
+ * else runs in the child yet: no lock is taken. */
 void relay_atfork_child(void)
 {
-    /* The parent's relay threads do not exist here: nothing to drain. */
-    pthread_mutex_init(&g_drain_lock, NULL);
-    pthread_cond_init(&g_drain_cond, NULL);
-    g_out_open = 0;
-    g_out_relays = NULL; /* the parent's relays, never reached from here */
-    for (int fd = 0; fd < MAX_FDS; fd++) {
+    /* Opened whether or not the parent had one: a child about to drop
+     * privileges (nginx's workers) could not open it later. */
+    bool had_link = g_enabled == 1;
+    /* relays of the loop (and ones still being handed over) */
+    struct relay *lists[2] = { g_loop_relays, g_loop.adds };
+    for (int k = 0; k < 2; k++)
+        for (struct relay *r = lists[k]; r; r = r->next) {
+            if (r->pair_fd >= 0)
+                libc_call(close, r->pair_fd);
+            r->pair_fd = -1;
+            r->remote = true;
+        }
+    /* refs: the child's table entries only */
+    for (int fd = 0; fd < MAX_FDS; fd++)
+        if (g_fds[fd])
+            atomic_store(&g_fds[fd]->refs, 0);
+    for (int fd = 0; fd < MAX_FDS; fd++)
+        if (g_fds[fd]) {
+            atomic_fetch_add(&g_fds[fd]->refs, 1);
+            g_fds[fd]->remote = true;
+            if (g_fds[fd]->pair_fd >= 0) {
+                libc_call(close, g_fds[fd]->pair_fd);
+                g_fds[fd]->pair_fd = -1;
+            }
+        }
+    /* Relays no entry names (the program closed them; the parent drains
+     * them): their real sockets are the parent's business. */
+    for (int k = 0; k < 2; k++)
+        for (struct relay *r = lists[k]; r; r = r->next)
+            if (atomic_load(&r->refs) == 0 && r->real_fd >= 0) {
+                libc_call(close, r->real_fd);
+                r->real_fd = -1;
+            }
+    g_loop_relays = NULL;
+    g_loop.adds = NULL;
+    if (g_loop.ep >= 0)
+        libc_call(close, g_loop.ep);
+    if (g_loop.wake >= 0)
+        libc_call(close, g_loop.wake);
+    if (g_loop.link_fd >= 0)
+        libc_call(close, g_loop.link_fd);
+    g_loop.ep = g_loop.wake = g_loop.link_fd = -1;
+    g_loop.started = false;
+    g_loop.link_full = false;
+    free(g_loop.slots);
+    free(g_loop.slot_gen);
+    g_loop.slots = NULL;
+    g_loop.slot_gen = NULL;
+    g_loop.nslots = g_loop.free_slot = 0;
+    g_loop.out_open = g_loop.out_busy = 0;
+    g_loop.exit_ask = false;
+    g_loop.buf = NULL; /* the parent's loop thread's; a child's loop allocates its own */
+    pthread_mutex_init(&g_loop.lock, NULL);
+    pthread_cond_init(&g_loop.drain_cond, NULL);
+    if (had_link)
+        mux_open_locked();
+}
+
+/* Called by the program's read/write calls on a relayed fd whose peer
+ * reset the connection (g_resets_pending): fd becomes the real socket
+ * itself, which holds the kernel's error for the call about to be made.
+ * Made by the program's own thread, inside its call on fd, so the number
+ * cannot be closed and reused meanwhile. */
+void relay_swap(int fd)
+{
+    struct relay *r = relay_get(fd);
+    if (!r)
+        return;
+    if (atomic_load(&r->reset_swap) && !r->remote && !shim_vforked()) {
+        int fdfl = libc_call(fcntl, fd, F_GETFD);
+        int fl = libc_call(fcntl, fd, F_GETFL);
+        pthread_mutex_lock(&g_fd_lock);
+        bool ok = g_fds[fd] == r &&
+                  libc_call(dup3, r->real_fd, fd, (fdfl > 0 && (fdfl & FD_CLOEXEC)) ? O_CLOEXEC : 0) >= 0;
+        if (ok)
+            g_fds[fd] = NULL;
+        pthread_mutex_unlock(&g_fd_lock);
+        if (ok) {
+            /* the real socket's file status flags are the relay's (non-blocking) */
+            libc_call(fcntl, fd, F_SETFL, fl);
+            relay_put(r); /* the table's */
+        }
+    }
+    relay_put(r);
+}
+
+/* ---- exec: relayed sockets the new image inherits -------------------------- */
+
+/*
+ * exec replaces the image, the relay loop with it. A relayed socket whose
+ * program fd is not close-on-exec goes on in the new image:
+ *  - relayed by another process (a forked child's copy, say sshd's
+ *    re-exec): the new image gets the real socket's copy too, so its
+ *    getpeername, setsockopt... are the real socket's ("r=N:R");
+ *  - relayed by this process's loop: the real socket itself takes the fd's
+ *    place (its bytes were drained first, exec_drain), and the new image's
+ *    shim relays it anew ("s=N:incoming").
+ * NKE_SHIM_INHERIT carries the list; the new image's constructor reads and
+ * removes it (relay_inherit). A failed exec puts everything back.
+ */
+#define INHERIT_ENV "NKE_SHIM_INHERIT"
+
+char *relay_exec_prepare(struct exec_undo *u)
+{
+    memset(u, 0, sizeof(*u));
+    size_t cap = 256, len = 0;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    len = (size_t)snprintf(s, cap, "%s=", INHERIT_ENV);
+    size_t base = len;
+    pthread_mutex_lock(&g_fd_lock);
+    for (int fd = 0; fd < MAX_FDS && u->n < EXEC_UNDO_MAX; fd++) {
         struct relay *r = g_fds[fd];
         if (!r)
             continue;
-        g_fds[fd] = NULL; /* the struct is the parent's thread's; left alone */
-        /* Each relay's descriptors are distinct numbers and nothing opened
-         * since fork, so closing one twice only yields EBADF. */
-        libc_call(close, r->real_fd);
-        libc_call(close, r->pair_fd);
-        if (r->link_fd >= 0)
-            libc_call(close, r->link_fd);
-        if (r->wake_fd >= 0)
-            libc_call(close, r->wake_fd);
+        int fdfl = libc_call(fcntl, fd, F_GETFD);
+        if (fdfl < 0 || (fdfl & FD_CLOEXEC) || !relay_is_current(r, fd) || r->real_fd < 0)
+            continue;
+        char item[64];
+        struct exec_undo_item *it = &u->items[u->n];
+        if (r->remote) {
+            int rfl = libc_call(fcntl, r->real_fd, F_GETFD);
+            if (rfl < 0)
+                continue;
+            libc_call(fcntl, r->real_fd, F_SETFD, rfl & ~FD_CLOEXEC);
+            *it = (struct exec_undo_item){ .fd = r->real_fd, .saved = -1, .fdflags = rfl };
+            snprintf(item, sizeof(item), "r=%d:%d,", fd, r->real_fd);
+        } else {
+            int unread = 0;
+            if (ioctl(fd, FIONREAD, &unread) < 0 || unread > 0)
+                continue; /* the program has bytes to read in the pair: they would be lost */
+            int saved = fd_high(libc_call(fcntl, fd, F_DUPFD_CLOEXEC, 0));
+            if (saved < 0)
+                continue;
+            int fl = libc_call(fcntl, fd, F_GETFL);
+            if (libc_call(dup3, r->real_fd, fd, 0) < 0) {
+                libc_call(close, saved);
+                continue;
+            }
+            /* the program's blocking mode, on the real socket now at fd */
+            libc_call(fcntl, fd, F_SETFL, fl);
+            *it = (struct exec_undo_item){ .fd = fd, .saved = saved, .fdflags = fdfl, .real = r->real_fd };
+            snprintf(item, sizeof(item), "s=%d:%d,", fd, r->incoming ? 1 : 0);
+        }
+        u->n++;
+        size_t il = strlen(item);
+        if (len + il + 1 > cap) {
+            char *t = realloc(s, cap * 2);
+            if (!t)
+                break;
+            s = t;
+            cap *= 2;
+        }
+        memcpy(s + len, item, il + 1);
+        len += il;
     }
+    pthread_mutex_unlock(&g_fd_lock);
+    if (len == base) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }
 
-/* The TCP half of shim_dtor (see "Exit drain" above), bounded by `until`. */
-void relay_exit_drain(const struct timespec *until, long ms)
+void relay_exec_failed(struct exec_undo *u)
 {
-    pthread_mutex_lock(&g_drain_lock);
-    if (g_out_open == 0) {
-        pthread_mutex_unlock(&g_drain_lock);
-        return;
-    }
-    unsigned asked = exit_drain_open_relays();
-    SHIM_LOG("exit: waiting for %u relay(s), %u of sockets still open", g_out_open, asked);
-    while (g_out_open > 0) {
-        if (pthread_cond_timedwait(&g_drain_cond, &g_drain_lock, until) == ETIMEDOUT) {
-            SHIM_LOG("exit: %u relay(s) still sending after %ld ms; the rest is lost", g_out_open, ms);
-            break;
+    for (unsigned i = 0; i < u->n; i++) {
+        struct exec_undo_item *it = &u->items[i];
+        if (it->saved >= 0) {
+            libc_call(dup3, it->saved, it->fd, (it->fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+            libc_call(close, it->saved);
+            libc_call(fcntl, it->real, F_SETFL, libc_call(fcntl, it->real, F_GETFL) | O_NONBLOCK); /* the loop's again */
+        } else {
+            libc_call(fcntl, it->fd, F_SETFD, it->fdflags);
         }
     }
-    pthread_mutex_unlock(&g_drain_lock);
+    u->n = 0;
 }
 
-/* The TCP half of exec_drain (exec.c): asks every relay with OUT open for
- * an empty OUT and waits for it, bounded by `until`. */
-void relay_exec_drain(const struct timespec *until, long ms)
+/* After exec (constructor): the relayed sockets the old image passed. */
+void relay_inherit(void)
 {
-    uint64_t one = 1;
-    unsigned asked = 0, left = 0;
-    pthread_mutex_lock(&g_drain_lock);
-    /* (b) Ask every relay with OUT open, under g_drain_lock: the list and
-     * flushed are protected by it; wake_fd stays open while the relay is on
-     * the list (its thread's ref). A relay with no eventfd cannot be woken
-     * and is not waited for. */
-    for (struct relay *r = g_out_relays; r; r = r->drain_next) {
-        if (r->wake_fd < 0)
+    const char *e = getenv(INHERIT_ENV);
+    if (!e || !*e)
+        return;
+    char *list = strdup(e);
+    unsetenv(INHERIT_ENV);
+    if (!list)
+        return;
+    shim_init();
+    struct relay *by_real[64] = { 0 };
+    int reals[64];
+    int nreal = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int n = -1, x = -1;
+        char kind = 0;
+        if (sscanf(tok, "%c=%d:%d", &kind, &n, &x) != 3 || n < 0 || n >= MAX_FDS)
             continue;
-        r->flushed = false;
-        atomic_store(&r->flush_ask, true);
-        if (write(r->wake_fd, &one, sizeof(one)) < 0) {} /* EAGAIN: a wake is pending anyway */
-        asked++;
+        struct stat sb;
+        int family;
+        if (kind == 's') {
+            if (fstat(n, &sb) == 0 && S_ISSOCK(sb.st_mode))
+                relay_start(n, x == 1, NULL, 0);
+            continue;
+        }
+        if (kind != 'r' || fstat(n, &sb) < 0 || !S_ISSOCK(sb.st_mode) || !is_tcp_inet(x, &family))
+            continue;
+        struct relay *r = NULL;
+        for (int i = 0; i < nreal; i++)
+            if (reals[i] == x)
+                r = by_real[i];
+        if (!r) {
+            r = calloc(1, sizeof(*r));
+            if (!r)
+                continue;
+            pthread_mutex_init(&r->lock, NULL);
+            pthread_cond_init(&r->cond, NULL);
+            r->real_fd = x;
+            r->pair_fd = -1;
+            r->remote = true;
+            r->connect_done = r->connect_ok = true;
+            r->prog_ino = sb.st_ino;
+            r->prog_dev = sb.st_dev;
+            libc_call(fcntl, x, F_SETFD, FD_CLOEXEC);
+            if (nreal < 64) {
+                reals[nreal] = x;
+                by_real[nreal++] = r;
+            }
+        }
+        atomic_fetch_add(&r->refs, 1);
+        pthread_mutex_lock(&g_fd_lock);
+        struct relay *old = g_fds[n];
+        g_fds[n] = r;
+        pthread_mutex_unlock(&g_fd_lock);
+        if (old)
+            relay_put(old);
     }
-    for (;;) {
-        left = 0;
-        for (struct relay *r = g_out_relays; r; r = r->drain_next)
-            if (atomic_load(&r->flush_ask) && !r->flushed)
-                left++;
-        if (!left || pthread_cond_timedwait(&g_drain_cond, &g_drain_lock, until) == ETIMEDOUT)
-            break;
-    }
-    if (left)
-        SHIM_LOG("exec: %u of %u relay(s) still sending after %ld ms; the rest is lost if the exec succeeds",
-                 left, asked, ms);
-    /* The exec may fail: the relays go on as before. */
-    for (struct relay *r = g_out_relays; r; r = r->drain_next) {
-        atomic_store(&r->flush_ask, false);
-        r->flushed = false;
-    }
-    pthread_mutex_unlock(&g_drain_lock);
+    free(list);
+}
+
+/* Before the process changes its uid (setuid and friends): its link to
+ * nke-emud is opened now, while the runtime directory is still reachable. */
+void relay_link_early(void)
+{
+    shim_init();
+    if (g_enabled != 1 || shim_vforked())
+        return;
+    pthread_mutex_lock(&g_loop.lock);
+    mux_open_locked();
+    pthread_mutex_unlock(&g_loop.lock);
+    client_open_now(); /* maps shim.state too */
 }

@@ -160,7 +160,7 @@ static void udp_send_pending_locked(struct udp_state *u)
         size_t n = sizeof(struct shim_hdr) + (d ? d->len : w->len);
         ssize_t r;
         do
-            r = send(u->link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            r = libc_call(sendto, u->link, m, n, MSG_NOSIGNAL | MSG_DONTWAIT, NULL, 0);
         while (r < 0 && errno == EINTR);
         if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
             u->link_full = true;
@@ -231,7 +231,7 @@ static void udp_flush_locked(struct udp_state *u)
 static void udp_read_verdicts_locked(struct udp_state *u, uint8_t *msg)
 {
     while (u->wlink >= 0 && !u->failed) {
-        ssize_t n = recv(u->wlink, msg, SHIM_MSG_MAX, MSG_DONTWAIT);
+        ssize_t n = libc_call(recvfrom, u->wlink, msg, SHIM_MSG_MAX, MSG_DONTWAIT, NULL, NULL);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n < (ssize_t)sizeof(struct shim_hdr)) {
@@ -345,9 +345,9 @@ static bool udp_worker_start_locked(struct udp_state *u, int fd)
     if (u->failed || u->link < 0 || !sym_fcntl())
         return false;
     /* F_DUPFD_CLOEXEC through libc: our fcntl would track the copies. */
-    int sock = p_fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    int wlink = p_fcntl(u->link, F_DUPFD_CLOEXEC, 0);
-    int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int sock = fd_high(p_fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    int wlink = fd_high(p_fcntl(u->link, F_DUPFD_CLOEXEC, 0));
+    int wake = fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     pthread_attr_t at;
     pthread_attr_init(&at);
     pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
@@ -380,7 +380,7 @@ static bool udp_worker_start_locked(struct udp_state *u, int fd)
 
 static bool nonblocking(int fd, int flags)
 {
-    return (flags & MSG_DONTWAIT) || (fcntl(fd, F_GETFL) & O_NONBLOCK);
+    return (flags & MSG_DONTWAIT) || (libc_call(fcntl, fd, F_GETFL) & O_NONBLOCK);
 }
 
 /* An outgoing datagram of a UDP socket. Returns 1 when queued (the call
@@ -421,6 +421,27 @@ static int udp_out(int fd, const void *b, size_t n, int flags, const struct sock
     if (!u->tried)
         udp_attach_locked(u, fd);
     bool judge = n > 0 && n <= NKE_BUFFER_SIZE && udp_may_defer_now();
+    if (judge && !u->bound) {
+        /* The kernel binds an unbound socket to an ephemeral port at its
+         * first send; the real send comes later here, so the bind is done
+         * now, the same one (any address, port 0), and getsockname right
+         * after sendto shows the port as it would raw. */
+        struct sockaddr_storage me;
+        socklen_t ml = sizeof(me);
+        memset(&me, 0, sizeof(me));
+        if (libc_call(getsockname, fd, (struct sockaddr *)&me, &ml) == 0) {
+            bool unbound = me.ss_family == AF_INET ? ((struct sockaddr_in *)&me)->sin_port == 0
+                         : me.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&me)->sin6_port == 0 : false;
+            if (unbound) {
+                struct sockaddr_storage any;
+                memset(&any, 0, sizeof(any));
+                any.ss_family = me.ss_family;
+                libc_call(bind, fd, (struct sockaddr *)&any,
+                          me.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+            }
+            u->bound = true;
+        }
+    }
     for (;;) {
         judge = judge && u->link >= 0 && !u->failed && udp_worker_start_locked(u, fd);
         if (!judge && !u->head)
@@ -632,7 +653,7 @@ void udp_put(struct udp_state *u)
 void udp_track(int fd, int domain)
 {
     shim_init();
-    if (g_enabled != 1)
+    if (g_enabled != 1 || shim_vforked())
         return;
     struct udp_state *u = calloc(1, sizeof(*u));
     if (!u)
@@ -653,6 +674,8 @@ void udp_track(int fd, int domain)
 
 ssize_t udp_sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl)
 {
+    if (shim_vforked())
+        return libc_call(sendto, fd, b, n, flags, to, tl);
     int q = udp_out(fd, b, n, flags, to, tl, NULL, 0);
     if (q != 0)
         return q < 0 ? -1 : (ssize_t)n;
@@ -661,6 +684,8 @@ ssize_t udp_sendto(int fd, const void *b, size_t n, int flags, const struct sock
 
 ssize_t udp_sendmsg(int fd, const struct msghdr *m, int flags)
 {
+    if (shim_vforked())
+        return libc_call(sendmsg, fd, m, flags);
     size_t n = 0;
     for (size_t i = 0; i < m->msg_iovlen; i++)
         n += m->msg_iov[i].iov_len;
@@ -683,6 +708,8 @@ ssize_t udp_sendmsg(int fd, const struct msghdr *m, int flags)
 
 ssize_t udp_recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from, socklen_t *fl)
 {
+    if (shim_vforked())
+        return libc_call(recvfrom, fd, b, n, flags, from, fl);
     uint8_t *tmp = malloc(NKE_BUFFER_SIZE);
     if (!tmp)
         return libc_call(recvfrom, fd, b, n, flags, from, fl);
@@ -724,37 +751,72 @@ ssize_t udp_recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from
 
 ssize_t udp_recvmsg(int fd, struct msghdr *m, int flags)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < m->msg_iovlen; i++)
-        n += m->msg_iov[i].iov_len;
-    uint8_t *flat = malloc(n ? n : 1);
-    if (!flat)
+    if (shim_vforked())
         return libc_call(recvmsg, fd, m, flags);
-    socklen_t nl = m->msg_namelen;
-    ssize_t r = udp_recvfrom(fd, flat, n, flags, m->msg_name, m->msg_name ? &nl : NULL);
-    if (r >= 0) {
-        size_t o = 0, left = (size_t)r < n ? (size_t)r : n;
+    /* The real receive takes the whole datagram (up to the largest UDP
+     * payload) with the program's own ancillary buffer and address, so the
+     * verdict is on what the kernel received and MSG_TRUNC, msg_controllen
+     * and MSG_CTRUNC are the kernel's; only the copy into the program's
+     * buffers is capped at their size. */
+    size_t cap = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        cap += m->msg_iov[i].iov_len;
+    uint8_t *tmp = malloc(NKE_BUFFER_SIZE);
+    if (!tmp)
+        return libc_call(recvmsg, fd, m, flags);
+    for (;;) {
+        struct iovec iov = { tmp, NKE_BUFFER_SIZE };
+        struct msghdr rm = *m;
+        struct sockaddr_storage ss; /* the peer for the DATA when the program wants none */
+        if (!m->msg_name) {
+            rm.msg_name = &ss;
+            rm.msg_namelen = sizeof(ss);
+        }
+        rm.msg_iov = &iov;
+        rm.msg_iovlen = 1;
+        ssize_t r = libc_call(recvmsg, fd, &rm, flags & ~MSG_TRUNC);
+        if (r < 0) {
+            int e = errno;
+            free(tmp);
+            errno = e;
+            return r;
+        }
+        uint8_t *mod;
+        size_t ml;
+        int v = udp_in_verdict(fd, tmp, (size_t)r, rm.msg_name, &mod, &ml);
+        if (v == UDP_DROP) {
+            if (nonblocking(fd, flags)) {
+                free(tmp);
+                errno = EAGAIN;
+                return -1;
+            }
+            continue;
+        }
+        const uint8_t *src = v == UDP_MODIFIED ? mod : tmp;
+        size_t len = v == UDP_MODIFIED ? ml : (size_t)r;
+        size_t left = len < cap ? len : cap, o = 0;
         for (size_t i = 0; i < m->msg_iovlen && left; i++) {
             size_t c = m->msg_iov[i].iov_len < left ? m->msg_iov[i].iov_len : left;
-            memcpy(m->msg_iov[i].iov_base, flat + o, c);
+            memcpy(m->msg_iov[i].iov_base, src + o, c);
             o += c;
             left -= c;
         }
         if (m->msg_name)
-            m->msg_namelen = nl;
-        m->msg_controllen = 0; /* ancillary data is not carried through the verdict */
-        m->msg_flags = (size_t)r > n ? MSG_TRUNC : 0;
+            m->msg_namelen = rm.msg_namelen;
+        m->msg_controllen = rm.msg_controllen;
+        m->msg_flags = (rm.msg_flags & ~MSG_TRUNC) | (len > cap ? MSG_TRUNC : 0);
+        free(mod);
+        free(tmp);
+        return (flags & MSG_TRUNC) ? (ssize_t)len : (ssize_t)(len < cap ? len : cap);
     }
-    int e = errno;
-    free(flat);
-    errno = e;
-    return r;
 }
 
 /* UDP: one verdict per datagram, as sendmsg. Stops at the first failure;
  * like the kernel, returns the count sent, or -1 if the first failed. */
 int udp_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 {
+    if (shim_vforked())
+        return libc_call(sendmmsg, fd, vec, vlen, flags);
     unsigned int i;
     for (i = 0; i < vlen; i++) {
         ssize_t r = udp_sendmsg(fd, &vec[i].msg_hdr, flags);
@@ -774,6 +836,8 @@ int udp_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
  * timeout (checked between datagrams, as the kernel does). */
 int udp_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
 {
+    if (shim_vforked())
+        return libc_call(recvmmsg, fd, vec, vlen, flags, timeout);
     uint64_t deadline = timeout ? mono_ms() + (uint64_t)timeout->tv_sec * 1000u +
                                       (uint64_t)timeout->tv_nsec / 1000000u
                                 : 0;
