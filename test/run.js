@@ -51,8 +51,22 @@ function runSuite(s) {
     };
     child.stdout.on('data', (c) => keep(c, process.stdout));
     child.stderr.on('data', (c) => keep(c, process.stderr));
+    // The suite's own process is done, but a process it started may still hold
+    // its output pipe open: stop the group after a grace period and count it.
+    let leftBehind = false;
+    let grace = null;
+    child.on('exit', () => {
+      grace = setTimeout(() => {
+        leftBehind = true;
+        console.error(`[run] suite ${s.name} exited but left processes running: stopping them`);
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {}
+      }, 10000);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(grace);
       const lines = [...tail.matchAll(/^(\d+) passed, (\d+) failed\s*$/gm)];
       const last = lines[lines.length - 1];
       const passed = last ? Number(last[1]) : 0;
@@ -60,6 +74,9 @@ function runSuite(s) {
       let note = '';
       if (timedOut) {
         note = ' (time limit exceeded)';
+        failed += 1;
+      } else if (leftBehind) {
+        note = ' (left processes running)';
         failed += 1;
       } else if (!last) {
         note = ' (no summary line)';

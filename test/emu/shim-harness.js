@@ -16,11 +16,24 @@ const CLIENT = path.join(build, 'test-client');
 const SHIM = path.join(build, 'libnkeshim.so');
 
 const children = new Set();
+// Every child leads its own process group: a server that forks workers (nginx,
+// sshd) is stopped with all of them, so no orphan keeps a pipe or port open.
+const groups = new Set();
+
+function killGroup(pgid, sig) {
+  try {
+    process.kill(-pgid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Spawns a child; collects stdout lines; `waitLine(re)` resolves on the first matching line. */
 function start(cmd, args, opts = {}) {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
   children.add(p);
+  if (p.pid) groups.add(p.pid);
   p.lines = [];
   p.stderrText = '';
   let buf = '';
@@ -67,12 +80,17 @@ function start(cmd, args, opts = {}) {
 }
 
 function kill(p, sig = 'SIGKILL') {
-  if (p && p.exitCode === null && p.signalCode === null) p.kill(sig);
+  if (p && p.exitCode === null && p.signalCode === null) {
+    if (!(p.pid && killGroup(p.pid, sig))) p.kill(sig);
+  }
   return p ? p.exited : Promise.resolve();
 }
 
 async function killAll() {
   for (const c of [...children]) await kill(c);
+  // Leaders that exited may have left members (workers) behind.
+  for (const g of groups) killGroup(g, 'SIGKILL');
+  groups.clear();
 }
 
 /** A private runtime directory with its nke-emud; `client(args)` adds the test user client. */
