@@ -207,6 +207,65 @@ describe('engine -> capture history: what the filter records become', function (
     assert.doesNotMatch(follow, /hello/);
   });
 
+  it("a gap right before the socket closed: the FIN's sequence number counts it and its comment names it", async () => {
+    reader.feed([
+      rec({
+        kind: 'attach',
+        hdr: hdr(),
+        pid: 778,
+        uid: 0,
+        family: NKE_AF_INET,
+        type: 1,
+        protocol: 6,
+        comm: 'sender',
+      }),
+      rec({
+        kind: 'connect_out',
+        hdr: hdr(),
+        local: parseAddr('127.0.0.1:50001'),
+        remote: parseAddr('127.0.0.1:8080'),
+      }),
+      { data: 'the start', dir: Direction.Out, offset: 0 },
+      rec({
+        kind: 'data_gap',
+        hdr: hdr(),
+        stream_offset: 9n,
+        size: 32768,
+        direction: Direction.Out,
+        reason: GapReason.NoBuffer,
+      }),
+      rec({ kind: 'detach', hdr: hdr(), bytes_in: 0n, bytes_out: 32777n }),
+    ]);
+    const file = path.join(dir, 'tail-gap.pcapng');
+    const r = await engine.exportPcapng(file);
+    assert.equal(r.gaps, 1);
+    const fins = tshark([
+      '-r',
+      file,
+      '-Y',
+      'tcp.flags.fin == 1',
+      '-T',
+      'fields',
+      '-e',
+      'tcp.srcport',
+      '-e',
+      'tcp.seq',
+      '-e',
+      'frame.comment',
+    ])
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('\t'));
+    const out = fins.find((f) => f[0] === '50001')!;
+    const back = fins.find((f) => f[0] === '8080')!;
+    assert.equal(Number(out[1]), 1 + 9 + 32768, 'relative sequence of the FIN: SYN + every byte sent');
+    assert.match(
+      out[2],
+      /^sender \(pid 778\) socket 5:2: closed \(FIN synthesized\) \[32768 bytes before this passed by the filter without a report: no free buffer/,
+    );
+    assert.doesNotMatch(back[2], /bytes before this/, 'the other direction had no hole');
+  });
+
   it("a held chunk the filter released keeps the filter's reason; one still held exports as not sent", async () => {
     reader.feed([
       rec({

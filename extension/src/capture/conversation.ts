@@ -187,8 +187,12 @@ export class TcpConversation {
     return this.hosts.notSent(dir, timeUs, bytes, comment);
   }
 
-  /** FIN from the local end, FIN from the peer, the last ACK. */
-  close(timeUs: number, comment: string): Frame[] {
+  /**
+   * FIN from the local end, FIN from the peer, the last ACK. `notes`: what
+   * each direction's FIN says besides `comment` (a hole right before it has
+   * no data segment after it to explain it).
+   */
+  close(timeUs: number, comment: string, notes: { out: string; in: string } = { out: '', in: '' }): Frame[] {
     if (!this.opened || this.closed) return [];
     this.closed = true;
     const fin1 = this.segment('out', TCP_FIN | TCP_ACK, []);
@@ -197,8 +201,8 @@ export class TcpConversation {
     this.next[1] = (this.next[1] + 1) >>> 0;
     const last = this.segment('out', TCP_ACK, []);
     return [
-      { timeUs, frame: fin1, direction: 'out', comment },
-      { timeUs, frame: fin2, direction: 'in', comment },
+      { timeUs, frame: fin1, direction: 'out', comment: comment + notes.out },
+      { timeUs, frame: fin2, direction: 'in', comment: comment + notes.in },
       { timeUs, frame: last, direction: 'out', comment },
     ];
   }

@@ -324,7 +324,10 @@ export class CaptureExport {
     const s = e.socket!;
     if (e.kind === EntryKind.Close) {
       const c = this.convs.get(s.ref);
-      if (c?.tcp) this.put(s, c.tcp.close(e.timeUs, `${c.prefix}: closed (FIN synthesized)`));
+      if (c?.tcp) {
+        this.put(s, c.tcp.close(e.timeUs, `${c.prefix}: closed (FIN synthesized)`, c.note));
+        c.note = { in: '', out: '' };
+      }
       return;
     }
     const c = this.conversation(s, e);
