@@ -27,12 +27,6 @@ constexpr size_t kMaxBatchBytes = 1024 * 1024;
 // kMaxBatchBytes does it block, and then the filter's queue fills and the
 // filter counts lost notifications (it never blocks the traffic: fail-open).
 constexpr size_t kTsfnQueue = 32;
-// With a capture spill, reported chunks' buffers go back to the filter after
-// this many bytes were written to the history file, not only at the end of a
-// drain: writing a drain of 64 chunks takes tens of milliseconds on a loaded
-// machine, while the filter waits only ~2 ms for a free buffer before it
-// passes a chunk unreported (a gap in the history).
-constexpr size_t kSpillReleaseBytes = 64 * 1024;
 
 // steady_clock: CLOCK_MONOTONIC on Linux, the clock of nke-emud's record
 // times and of Node's process.hrtime (portable; the value is diagnostic only).
@@ -229,9 +223,7 @@ void FilterClient::ReaderLoop() {
     nke_release rel[NKE_RESPONSE_MAX_RELEASES];
   } resp;
   uint32_t nrel = 0;
-  size_t spilled_unreleased = 0;  // bytes written to the spill since the last send_releases()
   auto send_releases = [&]() {
-    spilled_unreleased = 0;
     if (nrel == 0) return;
     Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
     pf.release_calls++;
@@ -270,7 +262,6 @@ void FilterClient::ReaderLoop() {
       left -= take;
     }
     int64_t at = valid ? spill_->Write(pieces, n) : -1;
-    if (at >= 0) spilled_unreleased += d.size;
     uint8_t entry[16];
     memcpy(entry, &d.chunk_id, 8);
     memcpy(entry + 8, &at, 8);
@@ -311,8 +302,7 @@ void FilterClient::ReaderLoop() {
         for (uint32_t i = 0; i < d.nbuffers && i < NKE_CHUNK_MAX_BUFFERS; i++) {
           resp.rel[nrel++] = nke_release{d.chunk_id, d.buffers[i], 0, 0};
         }
-        if (nrel > NKE_RESPONSE_MAX_RELEASES - NKE_CHUNK_MAX_BUFFERS || spilled_unreleased >= kSpillReleaseBytes)
-          send_releases();
+        if (nrel > NKE_RESPONSE_MAX_RELEASES - NKE_CHUNK_MAX_BUFFERS) send_releases();
       }
       pf.records++;
       batch->bytes.insert(batch->bytes.end(), rec, rec + len);
