@@ -266,6 +266,76 @@ describe('engine -> capture history: what the filter records become', function (
     assert.doesNotMatch(back[2], /bytes before this/, 'the other direction had no hole');
   });
 
+  it('an export of selected sockets (the Sockets view selection, nke export --socket) holds only those; --process by name', async () => {
+    const on = (slot: number) => ({ ...hdr(), sock: { slot, gen: 1 } });
+    const open = (slot: number, comm: string, port: number) => [
+      rec({
+        kind: 'attach',
+        hdr: on(slot),
+        pid: 900 + slot,
+        uid: 0,
+        family: NKE_AF_INET,
+        type: 1,
+        protocol: 6,
+        comm,
+      }),
+      rec({
+        kind: 'connect_out',
+        hdr: on(slot),
+        local: parseAddr(`127.0.0.1:${51000 + slot}`),
+        remote: parseAddr(`127.0.0.1:${port}`),
+      }),
+    ];
+    reader.feed([...open(7, 'alpha', 7001), ...open(8, 'beta', 7002)]);
+    // Data records of two sockets: feed() sends them as socket 5:2, so
+    // encode these by hand with their own socket in the header.
+    for (const [slot, text] of [
+      [7, 'for alpha'],
+      [8, 'for beta'],
+    ] as const) {
+      const pos = Buffer.alloc(16);
+      pos.writeBigUInt64LE(BigInt(slot), 0);
+      pos.writeBigInt64LE(BigInt(reader.ring!.captureWrite(Buffer.from(text))), 8);
+      const data = rec({
+        kind: 'data',
+        hdr: on(slot),
+        chunk_id: BigInt(slot),
+        stream_offset: 0n,
+        size: text.length,
+        direction: Direction.Out,
+        nbuffers: 1,
+        deadline_ms: 0,
+        addr: parseAddr('0.0.0.0:0'),
+        buffers: [
+          0,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+          NKE_BUF_NONE,
+        ],
+      });
+      reader.onBatch!(data, 0, 0, pos);
+    }
+    const payloads = (file: string) =>
+      tshark(['-r', file, '-Y', 'tcp.len > 0', '-T', 'fields', '-e', 'tcp.payload'])
+        .split('\n')
+        .filter(Boolean)
+        .map((h) => Buffer.from(h, 'hex').toString());
+    const all = path.join(dir, 'all.pcapng');
+    assert.equal((await engine.exportPcapng(all)).sockets, 2);
+    assert.deepEqual(payloads(all), ['for alpha', 'for beta']);
+    const one = path.join(dir, 'one.pcapng');
+    const r = await engine.exportPcapng(one, { sockets: ['8:1'] });
+    assert.equal(r.sockets, 1);
+    assert.deepEqual(payloads(one), ['for beta']);
+    const byName = path.join(dir, 'by-name.pcapng');
+    assert.equal((await engine.exportPcapng(byName, { process: 'alpha' })).sockets, 1);
+    assert.deepEqual(payloads(byName), ['for alpha']);
+  });
+
   it("a held chunk the filter released keeps the filter's reason; one still held exports as not sent", async () => {
     reader.feed([
       rec({
