@@ -102,6 +102,8 @@ export const NKE_EMU_CTL_SOCK = 'ctl.sock';
 export const NKE_EMU_KEV_SOCK = 'kev.sock';
 export const NKE_EMU_SHIM_SOCK = 'shim.sock';
 export const NKE_EMU_LOCK_FILE = 'nke-emud.lock';
+export const NKE_EMU_LOG_FILE = 'nke-emud.log';
+export const NKE_EMU_LOG_MAX = 4 * 1024 * 1024;
 export const NKE_EMU_MAGIC_REQ = 0x51454b4e;
 export const NKE_EMU_MAGIC_REPLY = 0x50454b4e;
 export const NKE_EMU_KEV_ANY = 0;
@@ -983,6 +985,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_EMU_KEV_SOCK,
   NKE_EMU_SHIM_SOCK,
   NKE_EMU_LOCK_FILE,
+  NKE_EMU_LOG_FILE,
+  NKE_EMU_LOG_MAX,
   NKE_EMU_MAGIC_REQ,
   NKE_EMU_MAGIC_REPLY,
   NKE_EMU_MAX_REQ,

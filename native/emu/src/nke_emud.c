@@ -47,7 +47,38 @@
 #include "nke_shim_link.h"
 #include <sys/file.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "nke-emud[%d] %s: " fmt "\n", (int)getpid(), __func__, ##__VA_ARGS__)
+/* Every message goes to stderr (the console or window that started us) and to
+ * the log file in the runtime directory, so a window that did not start this
+ * nke-emud can still show what it says (NKE: Show Kernel Log). */
+static int g_logfd = -1;
+static void emud_log(const char *func, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define LOG(fmt, ...) emud_log(__func__, fmt, ##__VA_ARGS__)
+
+static void emud_log(const char *func, const char *fmt, ...)
+{
+    char line[2048];
+    int n = snprintf(line, sizeof(line), "nke-emud[%d] %s: ", (int)getpid(), func);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof(line))
+        n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(line) - 1 ? (size_t)n : sizeof(line) - 2;
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr);
+    if (g_logfd >= 0) {
+        struct stat st;
+        /* Bounded: past the limit the file starts over, saying so. */
+        if (fstat(g_logfd, &st) == 0 && st.st_size + (off_t)len > (off_t)NKE_EMU_LOG_MAX &&
+            ftruncate(g_logfd, 0) == 0) {
+            static const char note[] = "nke-emud: log restarted (it reached its size limit)\n";
+            (void)!write(g_logfd, note, sizeof(note) - 1);
+        }
+        (void)!write(g_logfd, line, len);
+    }
+}
 
 #define NSOCKS 4096u
 #define MAX_KEV 64
@@ -1235,6 +1266,20 @@ int main(int argc, char **argv)
         return 2;
     }
     (void)hold_dir_lock(dir);
+    /* Ours alone (we hold the lock): a fresh, private log for this run. */
+    {
+        char lp[PATH_MAX + 32];
+        snprintf(lp, sizeof(lp), "%s/%s", dir, NKE_EMU_LOG_FILE);
+        g_logfd = open(lp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+        struct stat lst;
+        if (g_logfd >= 0 && (fstat(g_logfd, &lst) < 0 || !S_ISREG(lst.st_mode) || lst.st_uid != g_uid ||
+                             fchmod(g_logfd, 0600) < 0)) {
+            close(g_logfd);
+            g_logfd = -1;
+        }
+        if (g_logfd < 0)
+            LOG("no log file %s (messages go to stderr only): %s", lp, strerror(errno ? errno : EPERM));
+    }
 
     g_qfd = memfd_create("nke-queue", MFD_CLOEXEC);
     g_buffd = memfd_create("nke-buffers", MFD_CLOEXEC);
