@@ -49,6 +49,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       return {
         asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
         historyLimit: s.historyLimit,
+        captureHistoryMiB: s.captureHistoryMiB,
         env:
           s.mode === 'emulator'
             ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
@@ -85,6 +86,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       tasks: filterWindow.tasks,
       log,
       extensionRoot: context.extensionPath,
+      selectedSockets: () => trees.sockets.selection,
     }),
     registerStatusBar(model),
     registerFailureNotice(session, log),

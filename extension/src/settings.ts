@@ -14,6 +14,8 @@ export interface NkeSettings {
   emulatorRuntimeDir: string;
   holdTimeoutMs: number;
   historyLimit: number;
+  /** MiB of payload bytes the helper's capture history keeps (pcapng export, Wireshark); 0: none */
+  captureHistoryMiB: number;
   capture: CaptureMode;
   interceptRules: InterceptRule[];
   connectOnStartup: boolean;
@@ -34,6 +36,7 @@ export function readSettings(): NkeSettings {
     emulatorRuntimeDir: c.get<string>('emulatorRuntimeDir', ''),
     holdTimeoutMs: c.get<number>('holdTimeoutMs', 5000),
     historyLimit: c.get<number>('historyLimit', 1000),
+    captureHistoryMiB: c.get<number>('captureHistoryMiB', 64),
     capture: c.get<CaptureMode>('capture', 'report'),
     interceptRules: c.get<InterceptRule[]>('interceptRules', []),
     connectOnStartup: c.get<boolean>('connectOnStartup', false),

@@ -341,7 +341,10 @@ enum nke_data_result {
  * stream order first (nke_order.h: behind kept data it is QUEUED whatever
  * else says), then client presence, capture mode and the byte budget; on
  * buffer pool or chunk table exhaustion it is not held and counted
- * (chunks_passed_pool_full). *chunk_id is set when reported or held. */
+ * (chunks_passed_pool_full). Data the mode wanted reported or held but that
+ * passes unreported (no buffer, or its NKE_NT_DATA record did not fit in the
+ * queue) is announced with an NKE_NT_DATA_GAP record (socket, direction,
+ * stream offset, size). *chunk_id is set when reported or held. */
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id);

@@ -82,6 +82,7 @@ describe('NKE views in the extension host', () => {
       'nke.disconnect',
       'nke.runUnderFilter',
       'nke.exportCapture',
+      'nke.installWiresharkInterface',
       'nke.showKernelLog',
       'nke.pauseInterception',
       'nke.resumeInterception',

@@ -14,7 +14,7 @@ import { printable, timeLeft } from './eventLog';
 import { readOwnerExit, releasedAtExit } from './ownerRecord';
 import { decodeHexDump, encodeEscapedText, encodeHexDump, HexDumpError } from './payloadForms';
 
-function dirOrFail(): string {
+export function dirOrFail(): string {
   try {
     return controlDir(false);
   } catch (e) {
@@ -23,7 +23,7 @@ function dirOrFail(): string {
   }
 }
 
-async function connectOwner(): Promise<MessageConnection | undefined> {
+export async function connectOwner(): Promise<MessageConnection | undefined> {
   dirOrFail(); // a directory that is not private is refused with its reason
   try {
     return await connectControl();

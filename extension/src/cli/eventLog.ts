@@ -100,6 +100,8 @@ export function fmtEvent(ev: HistoryEvent): string {
       return `data ${ev.chunkId} socket ${ev.socketId} ${ev.direction} ${ev.size} bytes${ev.held ? ' held' : ''}`;
     case 'verdict':
       return `verdict ${ev.chunkId} ${ev.action} ${ev.size} bytes`;
+    case 'data-gap':
+      return `gap socket ${ev.socketId} ${ev.direction} ${ev.size} bytes passed unreported (${ev.reason})`;
     case 'released':
       return `released ${ev.chunkId} by the filter: ${RELEASE_EXPLAINED[ev.reason] ?? ev.reason}`;
     case 'exec':

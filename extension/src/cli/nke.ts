@@ -7,6 +7,7 @@ import { commandHelp, type CommandSpec, CliError, ExitCode, mainHelp, parseArgs 
 import { showCommand, stageCommand, statusCommand, verdictCommand } from './askOwner';
 import { runCommand, watchCommand } from './ownFilter';
 import { rulesCommand } from './rulesCommand';
+import { exportCommand, extcapCommand } from './captureCommands';
 
 const COMMANDS: readonly CommandSpec[] = [
   runCommand,
@@ -16,6 +17,8 @@ const COMMANDS: readonly CommandSpec[] = [
   verdictCommand,
   stageCommand,
   rulesCommand,
+  exportCommand,
+  extcapCommand,
 ];
 
 async function main(argv: string[]): Promise<number> {

@@ -32,10 +32,15 @@ import { emulatorLauncher, type FilterAccess, openFilter, programArgv, type Tran
 import { ENDED_KEPT, writeOwnerExit } from './ownerRecord';
 import { readRulesFile } from './rulesFile';
 
+/** Capture history kept by `watch` and `run` unless --capture-mib says otherwise. */
+const DEFAULT_CAPTURE_MIB = 64;
+
 export interface OwnOptions {
   command: 'watch' | 'run';
   rules?: RulesConfig;
   history?: number;
+  /** capture history kept for nke export / Wireshark, in bytes (absent or 0: none) */
+  captureBytes?: number;
   noStart: boolean;
   log: EventLog;
   /** a line for people on stderr ("nke: ...") */
@@ -55,6 +60,7 @@ export interface Owner {
 export async function ownFilter(o: OwnOptions, body: (owner: Owner) => void): Promise<number> {
   const engine = new FilterEngine({
     historyLimit: o.history,
+    captureHistoryBytes: o.captureBytes,
     // The engine's info lines (connected, session) are not news to someone who ran nke.
     log: (level, message) => level !== 'info' && o.say(`${level}: ${message}`),
     addon: o.addon,
@@ -125,6 +131,11 @@ function ownerOptions(execsHelp: string): OptionSpec[] {
     { name: '--execs', value: 'all|tree|none', choices: EXEC_SCOPES, help: execsHelp },
     { name: '--no-start', help: 'fail (exit 3) when no emulator answers instead of starting nke-emud' },
     { name: '--history', value: 'N', help: 'events the live model keeps (default 100000)' },
+    {
+      name: '--capture-mib',
+      value: 'N',
+      help: `capture history kept for nke export and Wireshark, in MiB (default ${DEFAULT_CAPTURE_MIB}; 0: none)`,
+    },
   ];
 }
 
@@ -135,10 +146,18 @@ function prepareOwner(
   defaultOut: NodeJS.WritableStream,
   execs: ExecScope,
   socketOwnersAreRoots: boolean,
-): { log: EventLog; rules?: RulesConfig; history?: number; noStart: boolean; say: (l: string) => void } {
+): {
+  log: EventLog;
+  rules?: RulesConfig;
+  history?: number;
+  captureBytes: number;
+  noStart: boolean;
+  say: (l: string) => void;
+} {
   const rulesFile = args.values.get('--rules');
   const rules = rulesFile === undefined ? undefined : readRulesFile(rulesFile);
   const history = intOption(args, command, '--history', 1, 10_000_000);
+  const captureMiB = intOption(args, command, '--capture-mib', 0, 1024 * 1024) ?? DEFAULT_CAPTURE_MIB;
   const file = args.values.get('--output');
   let out: EventOutput;
   try {
@@ -151,6 +170,7 @@ function prepareOwner(
     log,
     rules,
     history,
+    captureBytes: captureMiB * 2 ** 20,
     noStart: args.flags.has('--no-start'),
     say: (l) => void process.stderr.write(`nke: ${l}\n`),
   };

@@ -1,7 +1,7 @@
 // Serves the helper protocol on the control socket (shared/controlSocket.ts)
-// for one engine, so `nke status|show|verdict|extend` from another terminal
-// reach the helper that owns the filter. Refuses to take over a socket
-// another live helper answers on.
+// for one engine, so `nke status|verdict|export|extcap` from a terminal or
+// from Wireshark reach the helper that owns the filter. Refuses to take over
+// a socket another live helper answers on.
 import fs from 'node:fs';
 import { connectControl, controlDir, controlPaths } from '../shared/controlSocket';
 import { newToken, TokenServer } from '../shared/tokenSocket';
@@ -23,7 +23,9 @@ export async function serveControl(engine: FilterEngine): Promise<ControlServer>
     const other = await connectControl().catch(() => undefined);
     if (other) {
       other.dispose();
-      throw new ControlBusyError(`another nke watch or nke run serves ${paths.socket}`);
+      throw new ControlBusyError(
+        `another nke helper (watch, run or a VS Code window) serves ${paths.socket}`,
+      );
     }
     fs.rmSync(paths.socket, { force: true });
   }

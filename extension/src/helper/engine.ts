@@ -5,6 +5,7 @@
 // wait for verdict().
 import { EventEmitter } from 'node:events';
 import type {
+  CaptureExportResult,
   FilterStateView,
   FilterStatus,
   PendingView,
@@ -13,6 +14,8 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { describeEnded, LiveModel, type PendingEntry, sockKey } from './model';
+import { type CaptureEndpoint, CaptureHistory, Fate, FilterClock } from './captureHistory';
+import { type ExportSelection, exportToFile, streamToFifo } from './captureExport';
 import {
   loadAddon,
   type NativeAddon,
@@ -30,6 +33,9 @@ import {
   rewriteBytes,
 } from './rules';
 import {
+  AF_INET,
+  AF_INET6,
+  type Addr,
   Action,
   CaptureMode,
   DATA_F_HELD,
@@ -42,6 +48,8 @@ import {
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
+  PROTO_TCP,
+  PROTO_UDP,
   RELEASE_REASONS,
   RESPONSE_MAX_RELEASES,
   RESPONSE_MAX_VERDICTS,
@@ -83,7 +91,38 @@ export interface EngineOptions {
   updatesPerSecond?: number;
   addon?: NativeAddon;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** Bytes of payload the capture history keeps (nke.captureHistoryMiB); 0 or absent: none. */
+  captureHistoryBytes?: number;
+  /** Where the history's private spill directory goes (default: the OS temp directory). */
+  captureHistoryDir?: string;
 }
+
+/** A wire address as the capture history keeps it (undefined: none reported). */
+function captureEndpoint(a: Addr | undefined): CaptureEndpoint | undefined {
+  if (!a || (a.family !== AF_INET && a.family !== AF_INET6)) return undefined;
+  return a.family === AF_INET
+    ? { family: 4, addr: a.raw.slice(0, 4), port: a.port }
+    : { family: 6, addr: a.raw.slice(0, 16), port: a.port };
+}
+
+/** chunk id -> ring position of its bytes, from the addon's `captured` list (16 bytes per data record). */
+function capturedPositions(captured: Buffer | undefined): Map<bigint, number> | undefined {
+  if (!captured) return undefined;
+  const m = new Map<bigint, number>();
+  for (let off = 0; off + 16 <= captured.length; off += 16) {
+    m.set(captured.readBigUInt64LE(off), Number(captured.readBigInt64LE(off + 8)));
+  }
+  return m;
+}
+
+const RELEASE_FATES: Record<number, Fate> = {
+  1: Fate.ReleasedSent, // timeout: the original went out
+  2: Fate.ReleasedSent, // client gone: the original went out
+  3: Fate.ReleasedDiscarded, // socket gone
+  4: Fate.InjectFailed,
+};
+
+const nowUs = () => Date.now() * 1000;
 
 type DataNotification = Extract<Notification, { type: NotifyType.Data }>;
 
@@ -211,6 +250,9 @@ export class FilterEngine extends EventEmitter<{
   pending: [PendingEntry];
 }> {
   readonly model: LiveModel;
+  /** payload bytes for export and live capture (absent: nke.captureHistoryMiB is 0) */
+  readonly history?: CaptureHistory;
+  private readonly clock = new FilterClock();
   private rules: CompiledRules = compileRules(DEFAULT_RULES);
   private paused = false;
   private client?: NativeFilterClient;
@@ -233,6 +275,12 @@ export class FilterEngine extends EventEmitter<{
   constructor(opts: EngineOptions = {}) {
     super();
     this.model = new LiveModel(opts.historyLimit, opts.pendingBytesLimit);
+    if (opts.captureHistoryBytes) {
+      this.history = new CaptureHistory({
+        limitBytes: opts.captureHistoryBytes,
+        parentDir: opts.captureHistoryDir,
+      });
+    }
     this.log = opts.log ?? (() => {});
     this.addonOverride = opts.addon;
     this.flushMs = Math.ceil(1000 / (opts.updatesPerSecond ?? 30));
@@ -282,7 +330,47 @@ export class FilterEngine extends EventEmitter<{
       counters: { ...this.model.counters },
       rules: this.rules.config,
       historySize: this.model.historySize,
+      capture: this.history?.status(),
     };
+  }
+
+  private requireHistory(): CaptureHistory {
+    if (!this.history) {
+      throw new EngineError(
+        'NKE_NO_CAPTURE',
+        'this helper keeps no capture history (its size is 0): set nke.captureHistoryMiB, or --capture-mib, above 0 and restart it',
+      );
+    }
+    return this.history;
+  }
+
+  private exportOptions(sel: ExportSelection) {
+    return { ...sel, tool: `NKE Workbench helper (pid ${process.pid})`, transport: this.status().transport };
+  }
+
+  /** The capture history as pcapng in `file` (absolute), streamed. */
+  exportPcapng(
+    file: string,
+    sel: ExportSelection = {},
+    owner?: { uid: number; gid: number },
+  ): Promise<CaptureExportResult> {
+    return exportToFile(this.requireHistory(), file, { ...this.exportOptions(sel), owner });
+  }
+
+  /** Live pcapng into a FIFO (Wireshark's extcap) until `signal` aborts or the reader leaves. */
+  streamCapture(
+    fifo: string,
+    sel: ExportSelection,
+    signal: AbortSignal,
+    fromHistory = false,
+  ): Promise<CaptureExportResult> {
+    return streamToFifo(this.requireHistory(), fifo, this.exportOptions(sel), signal, fromHistory);
+  }
+
+  /** Forgets closed sockets, execs, history events and the capture history (NKE: Clear). */
+  clear(): void {
+    this.model.clear();
+    this.history?.clear();
   }
 
   /** Opens the filter client and the event socket, then installs the rules. */
@@ -294,20 +382,22 @@ export class FilterEngine extends EventEmitter<{
       addon = this.addon;
       client = new addon.FilterClient();
       const reply = client.open(
-        (records, _skipped, wakeNs) => {
+        (records, _skipped, wakeNs, captured) => {
           // Never let an exception escape into the addon's callback: log it,
           // the filter's deadlines release whatever was not answered.
           try {
-            this.onRecords(records, wakeNs);
+            this.onRecords(records, wakeNs, captured);
           } catch (e) {
             this.log('error', `processing notifications failed: ${(e as Error).stack ?? e}`);
           }
         },
         (err) => this.onFilterClosed(err),
-        // Reported chunks' buffers go back from the addon's reader thread.
-        { releaseReported: true },
+        // Reported chunks' buffers go back from the addon's reader thread,
+        // after it wrote their bytes to the capture history's ring.
+        { releaseReported: true, capture: this.history?.spillTarget() },
       );
       this.sessionId = reply.sessionId;
+      this.history?.attachWriter(client);
     } catch (e) {
       const err = e as NativeError;
       this.lastError = { code: err.code ?? 'NKE_SYSTEM', message: err.message };
@@ -357,6 +447,12 @@ export class FilterEngine extends EventEmitter<{
     for (const c of this.carries.values()) clearTimeout(c.timer);
     this.carries.clear();
     this.cutTails.clear();
+    // The filter re-injects every held chunk's original when the client closes.
+    if (this.history) {
+      this.history.releaseAllPending(Fate.ReleasedSent, nowUs());
+      this.history.detachWriter();
+      this.history.flush();
+    }
     this.kev?.close();
     this.kev = undefined;
     this.client?.close();
@@ -420,6 +516,7 @@ export class FilterEngine extends EventEmitter<{
     if (this.flushTimer) clearInterval(this.flushTimer);
     this.flushTimer = undefined;
     this.closeNative();
+    this.history?.dispose();
   }
 
   /** The error for an id that is not pending: how it ended when the model remembers, else that it is unknown. */
@@ -512,6 +609,12 @@ export class FilterEngine extends EventEmitter<{
     this.client.respond(encodeResponse(v, []));
     this.model.removePending(id, action);
     this.model.verdict(id, action, action === 'replace' ? bytes!.length : p.view.size);
+    this.history?.decide(
+      p.chunkId,
+      action === 'replace' ? Fate.Edited : action === 'drop' ? Fate.Dropped : Fate.Allowed,
+      nowUs(),
+      action === 'replace' ? bytes : undefined,
+    );
   }
 
   /** Stages modified bytes, in order, before the ALLOW_MODIFIED verdict that uses them. */
@@ -540,13 +643,15 @@ export class FilterEngine extends EventEmitter<{
    * _wakeNs (when the reader thread woke for it, process.hrtime's clock) is
    * for latency measurement only (test/bench/helper-bench.js wraps this).
    */
-  onRecords(records: Buffer, _wakeNs?: number): void {
+  onRecords(records: Buffer, _wakeNs?: number, captured?: Buffer): void {
     const list: Notification[] = [];
     this.model.counters.malformedRecords += decodeBatch(records, list);
     const verdicts: Verdict[] = [];
     const releases: Release[] = [];
+    const positions = this.history ? capturedPositions(captured) : undefined;
     for (const n of list) {
       this.model.apply(n);
+      if (this.history) this.toHistory(n, positions);
       if (n.type === NotifyType.State) {
         // A verdict that came too late is skipped by the filter and only
         // counted there: the Filter view shows it as soon as it moves.
@@ -573,6 +678,67 @@ export class FilterEngine extends EventEmitter<{
       this.decide(n, verdicts, releases);
     }
     this.answer(verdicts, releases);
+    this.history?.flush();
+  }
+
+  /** One notification into the capture history (after the model took it). */
+  private toHistory(n: Notification, positions: Map<bigint, number> | undefined): void {
+    const h = this.history!;
+    const key = sockKey(n.sock);
+    const t = this.clock.toWallUs(n.timeNs);
+    switch (n.type) {
+      case NotifyType.Attach:
+        h.socketAttached(key, {
+          pid: n.pid,
+          process: n.comm,
+          family: n.family === AF_INET6 ? 6 : 4,
+          protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
+        });
+        return;
+      case NotifyType.Owner:
+        // An accepted socket's process, learned after attach (the kext's sf_accept).
+        h.socketInfo(key, { pid: n.pid, process: n.comm });
+        return;
+      case NotifyType.ConnectIn:
+      case NotifyType.ConnectOut:
+      case NotifyType.Bound:
+      case NotifyType.Listen: {
+        const s = this.model.sockets.get(key);
+        // An adopted socket: what the model knows of it (attach came before this helper).
+        if (s) h.socketInfo(key, { pid: s.view.pid, process: s.view.process });
+        const connect =
+          n.type === NotifyType.ConnectOut ? 'local' : n.type === NotifyType.ConnectIn ? 'remote' : undefined;
+        h.socketAddrs(key, captureEndpoint(n.local), captureEndpoint(n.remote), connect, t);
+        return;
+      }
+      case NotifyType.Detach:
+        h.socketClosed(key, t);
+        return;
+      case NotifyType.Data:
+        h.data(
+          key,
+          {
+            chunkId: n.chunkId,
+            direction: n.direction,
+            flags: n.flags,
+            streamOffset: n.streamOffset,
+            size: n.size,
+            held: (n.flags & DATA_F_HELD) !== 0,
+            peer: captureEndpoint(n.addr),
+          },
+          positions?.get(n.chunkId) ?? -1,
+          t,
+        );
+        return;
+      case NotifyType.DataGap:
+        h.gap(key, n.direction, n.streamOffset, n.size, n.flags, n.reason, t);
+        return;
+      case NotifyType.ChunkReleased:
+        h.decide(n.chunkId, RELEASE_FATES[n.reason] ?? Fate.ReleasedSent, t);
+        return;
+      default:
+        return;
+    }
   }
 
   private decide(n: DataNotification, verdicts: Verdict[], releases: Release[]): void {
@@ -615,6 +781,7 @@ export class FilterEngine extends EventEmitter<{
     verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
     release();
     this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
+    this.history?.decide(n.chunkId, Fate.AutoPassed, nowUs());
   }
 
   /**
@@ -643,6 +810,7 @@ export class FilterEngine extends EventEmitter<{
       verdicts.push({ chunk_id: n.chunkId, sock: n.sock, action: Action.Allow, modified_len: 0 });
       for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
       this.model.verdict(n.chunkId.toString(), 'auto-pass', n.size);
+      this.history?.decide(n.chunkId, Fate.AutoPassed, nowUs());
       return;
     }
     for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
@@ -691,6 +859,7 @@ export class FilterEngine extends EventEmitter<{
         });
       }
       this.answer(v, r);
+      this.history?.flush();
     }, wait);
     timer.unref();
     this.carries.set(flow, { chunks, data: all, rewrite, timer, decideBy });
@@ -756,8 +925,10 @@ export class FilterEngine extends EventEmitter<{
           if (x.chunkId === chunkId) continue;
           v.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
           this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
+          this.history?.decide(x.chunkId, Fate.AutoPassed, nowUs());
         }
         this.answer(v, []);
+        this.history?.flush();
         return;
       }
     }
@@ -781,9 +952,11 @@ export class FilterEngine extends EventEmitter<{
         modified_len: out.length,
       });
       this.model.verdict(first.chunkId.toString(), 'rewrite', out.length);
+      this.history?.decide(first.chunkId, Fate.Rewritten, nowUs(), out);
       for (const x of chunks.slice(1)) {
         // Its bytes are already in `out`, re-injected with the first chunk.
         verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Drop, modified_len: 0 });
+        this.history?.decide(x.chunkId, Fate.Merged, nowUs());
       }
       return;
     }
@@ -796,6 +969,7 @@ export class FilterEngine extends EventEmitter<{
     for (const x of chunks) {
       verdicts.push({ chunk_id: x.chunkId, sock: x.sock, action: Action.Allow, modified_len: 0 });
       this.model.verdict(x.chunkId.toString(), 'auto-pass', x.size);
+      this.history?.decide(x.chunkId, Fate.AutoPassed, nowUs());
     }
   }
 

@@ -369,6 +369,18 @@ export class LiveModel {
         this.record({ kind: 'released', chunkId: id, reason });
         return;
       }
+      case NotifyType.DataGap:
+        // Counted and in the history; the bytes are a gap in the capture history.
+        this.counters.dataGaps = (this.counters.dataGaps ?? 0) + 1;
+        this.counters.dataGapBytes = (this.counters.dataGapBytes ?? 0) + n.size;
+        this.record({
+          kind: 'data-gap',
+          socketId: key,
+          direction: n.direction === DIR_IN ? 'in' : 'out',
+          size: n.size,
+          reason: n.reason === 1 ? 'no-buffer' : n.reason === 2 ? 'queue-full' : `reason ${n.reason}`,
+        });
+        return;
       case NotifyType.State:
       case NotifyType.Option:
         return;

@@ -1,10 +1,10 @@
-// The control socket: how a second `nke` process (status, show, verdict,
-// extend) reaches the helper that owns the filter (`nke watch` / `nke run`).
-// One socket and one token file in a private per-user directory:
+// The control socket: how a second `nke` process (status, verdict, export,
+// Wireshark's extcap) reaches the helper that owns the filter, whether that
+// is `nke watch`/`nke run` or the extension's helper process. One socket
+// and one token file in a private per-user directory:
 //   $NKE_CLI_DIR, else $XDG_RUNTIME_DIR/nke-cli, else $TMPDIR/nke-cli-<uid>
-// The directory must be a real directory of this user (or root) closed to
-// others, checked by both sides (privateDir.ts); the token file is 0600.
-// Node only, no vscode.
+// The directory must be this user's and 0700 (checked by both sides); the
+// token file 0600. Node only, no vscode.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +14,12 @@ import { connectWithToken } from './tokenSocket';
 
 export class ControlDirError extends Error {}
 
-/** The private directory of the control socket; refuses one that is not private to this user. */
+/**
+ * The private directory of the control socket; refuses one that is not a
+ * real directory of this user (or root) closed to others (privateDir.ts):
+ * `status`, `verdict`, `export` and `extcap` send its token to whatever
+ * listens there.
+ */
 export function controlDir(create: boolean): string {
   const dir =
     process.env.NKE_CLI_DIR ??
@@ -22,7 +27,6 @@ export function controlDir(create: boolean): string {
       ? path.join(process.env.XDG_RUNTIME_DIR, 'nke-cli')
       : path.join(os.tmpdir(), `nke-cli-${process.getuid?.() ?? 0}`));
   if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // `status` and `verdict` send the token to whatever listens there.
   const problem = privateDirProblem(
     dir,
     'the nke control directory',

@@ -144,6 +144,9 @@ export interface Counters {
    * carried chunks go first (deadline, socket closing on the kext)
    */
   rewriteMatchesMissed?: number;
+  /** pieces of data the filter passed without reporting them (NKE_NT_DATA_GAP), and their bytes */
+  dataGaps?: number;
+  dataGapBytes?: number;
 }
 
 /** Counters all zero: a fresh model on either side of the link. */
@@ -166,6 +169,8 @@ export const emptyCounters = (): Counters => ({
   pendingOverLimit: 0,
   socketsAdopted: 0,
   rewriteMatchesMissed: 0,
+  dataGaps: 0,
+  dataGapBytes: 0,
 });
 
 export type HistoryEvent =
@@ -207,6 +212,17 @@ export type HistoryEvent =
       size: number;
     }
   | { seq: number; time: number; kind: 'released'; chunkId: string; reason: string }
+  | {
+      seq: number;
+      time: number;
+      /** the filter passed `size` bytes without reporting them (a hole in the capture) */
+      kind: 'data-gap';
+      socketId: string;
+      direction: 'in' | 'out';
+      size: number;
+      /** 'no-buffer' | 'queue-full' */
+      reason: string;
+    }
   | {
       seq: number;
       time: number;
@@ -282,6 +298,36 @@ export interface Snapshot {
   counters: Counters;
   rules: RulesConfig;
   historySize: number;
+  /** the capture history of payload bytes (absent: the helper keeps none) */
+  capture?: CaptureStatus;
+}
+
+/** The helper's capture history (payload bytes for pcapng export and live capture). */
+export interface CaptureStatus {
+  /** ring size in bytes (nke.captureHistoryMiB) */
+  limitBytes: number;
+  /** payload bytes kept now */
+  bytesKept: number;
+  /** index entries (chunks, gaps, socket opens and closes) */
+  entries: number;
+  /** chunks gone, oldest first, to make room */
+  evicted: number;
+  /** holes marked (bytes passed unreported) and their bytes */
+  gaps: number;
+  gapBytes: number;
+  /** why bytes are not being kept (the history file cannot be written) */
+  writeError?: string;
+}
+
+/** What a pcapng export or a live capture stream contained. */
+export interface CaptureExportResult {
+  path: string;
+  packets: number;
+  /** bytes of pcapng written */
+  bytes: number;
+  sockets: number;
+  chunks: number;
+  gaps: number;
 }
 
 /** One batched update (at most ~30 a second). */
@@ -342,6 +388,39 @@ export const GetHistory = new RequestType<{ since?: number; limit?: number }, Hi
 );
 /** Forgets closed sockets, execs and history. */
 export const Clear = new RequestType0<void, void>('nke/clear');
+/**
+ * Writes the capture history as pcapng to `path` (absolute; created 0600 or
+ * truncated), all sockets or the ids given. Streams: the helper's memory
+ * stays flat however large the history.
+ */
+export const ExportPcapng = new RequestType<
+  {
+    path: string;
+    sockets?: string[];
+    process?: string;
+    /** the requesting user: a helper running as root hands them the file */
+    owner?: { uid: number; gid: number };
+  },
+  CaptureExportResult,
+  void
+>('nke/exportPcapng');
+/**
+ * Streams pcapng of what the helper sees, live, into the FIFO at `path`
+ * (Wireshark's extcap --fifo), from now on (fromHistory: from the oldest
+ * entry the history holds). Answers
+ * when the stream ends: its reader closed the FIFO, the client's connection
+ * closed, or the helper stopped.
+ */
+export const StreamCapture = new RequestType<
+  {
+    path: string;
+    sockets?: string[];
+    process?: string;
+    /** begin with what the history holds */ fromHistory?: boolean;
+  },
+  CaptureExportResult,
+  void
+>('nke/streamCapture');
 
 // ---- Notifications (helper -> client) ----------------------------------------
 
@@ -358,4 +437,6 @@ export const enum HelperErrorCode {
   FilterNotConnected = -32002,
   FilterRefused = -32003,
   MessageTooLarge = -32004,
+  /** no capture history (nke.captureHistoryMiB is 0), or the export target cannot be written */
+  CaptureFailed = -32005,
 }

@@ -13,6 +13,8 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
   private visible = false;
   private stale = false;
   private readonly subscription: { dispose(): void };
+  /** What is selected in the view, for commands run from the palette or the view's title bar. */
+  selection: readonly T[] = [];
 
   constructor(
     protected readonly model: WorkbenchModel,
@@ -62,10 +64,13 @@ export function registerModelTreeView<T>(viewId: string, provider: ModelTreeProv
   const view = vscode.window.createTreeView(viewId, {
     treeDataProvider: provider,
     showCollapseAll: viewId === 'nke.execEvents',
+    // Sockets: several can be exported together (NKE: Export Capture).
+    canSelectMany: viewId === 'nke.sockets',
   });
   provider.setVisible(view.visible);
   const visibility = view.onDidChangeVisibility((e) => provider.setVisible(e.visible));
-  return vscode.Disposable.from(visibility, view, provider);
+  const selection = view.onDidChangeSelection((e) => (provider.selection = e.selection));
+  return vscode.Disposable.from(visibility, selection, view, provider);
 }
 
 export function formatBytes(n: number): string {
