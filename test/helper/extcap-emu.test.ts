@@ -116,7 +116,7 @@ describe('Wireshark extcap: the "nke" interface captures live', function () {
         env,
       },
     );
-    assert.equal(r.status, 1);
+    assert.equal(r.status, 4); // ExitCode.noOwner: no helper owns the filter to answer
     assert.match(r.stderr, /no NKE helper is running .*start `nke watch` or connect the workbench/);
   });
 

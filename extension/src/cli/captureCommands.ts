@@ -14,7 +14,7 @@ import {
   personalExtcapDirs,
 } from '../capture/extcap';
 import { connectOwner, dirOrFail } from './askOwner';
-import { CliError, type CommandSpec, ExitCode, UsageError } from './cliArgs';
+import { CliError, commandHelp, type CommandSpec, ExitCode, UsageError } from './cliArgs';
 
 function noHelper(): CliError {
   return new CliError(
@@ -86,6 +86,10 @@ export const extcapCommand: CommandSpec = {
   options: [],
   rawArgs: true,
   async run(_args, argv) {
+    if (argv.length === 1 && (argv[0] === '--help' || argv[0] === '-h')) {
+      process.stdout.write(commandHelp(extcapCommand));
+      return ExitCode.ok;
+    }
     let req;
     try {
       req = parseExtcapArgs([...argv]);
