@@ -245,7 +245,15 @@ static bool mux_send_locked(uint32_t id, const void *m, size_t n, bool must)
     }
 }
 
-/* A slot for a new socket on the link (g_loop.lock held); its id. */
+/* What the slot of a socket attached unconnected holds until its relay
+ * takes it (relay_start): not NULL, so the slot is not handed to another
+ * socket meanwhile (two live sockets under one slot: the put of either
+ * would unlink the other, whose verdicts would then be dropped and its
+ * held bytes wait forever). Its id, 0, is never a socket's. */
+static struct relay g_slot_reserved;
+
+/* A slot for a new socket on the link (g_loop.lock held); its id. r NULL:
+ * reserved for an unconnected socket. */
 static uint32_t slot_take_locked(struct relay *r)
 {
     if (g_loop.free_slot >= g_loop.nslots) {
@@ -268,7 +276,7 @@ static uint32_t slot_take_locked(struct relay *r)
         g_loop.nslots = n;
     }
     uint32_t slot = g_loop.free_slot;
-    g_loop.slots[slot] = r;
+    g_loop.slots[slot] = r ? r : &g_slot_reserved;
     g_loop.slot_gen[slot]++;
     /* next free: the lowest one above */
     uint32_t f = slot + 1;
@@ -278,10 +286,12 @@ static uint32_t slot_take_locked(struct relay *r)
     return slot | ((g_loop.slot_gen[slot] & 0xFFFu) << 20);
 }
 
+/* Frees id's slot, only while the slot is still id's (same generation):
+ * a late put of an id whose slot went on to another socket leaves it. */
 static void slot_put_locked(uint32_t id)
 {
     uint32_t slot = id & 0xFFFFFu;
-    if (slot < g_loop.nslots) {
+    if (slot < g_loop.nslots && ((g_loop.slot_gen[slot] & 0xFFFu) << 20 | slot) == id) {
         g_loop.slots[slot] = NULL;
         if (slot < g_loop.free_slot)
             g_loop.free_slot = slot;
@@ -295,7 +305,7 @@ static struct relay *slot_relay(uint32_t id)
     if (slot >= g_loop.nslots)
         return NULL;
     struct relay *r = g_loop.slots[slot];
-    return r && r->id == id ? r : NULL;
+    return r && r != &g_slot_reserved && r->id == id ? r : NULL;
 }
 
 /* A socket of this process attached on the mux link unconnected (bind,
