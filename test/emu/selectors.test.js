@@ -18,9 +18,16 @@ function constant(text, name) {
   return Number(m[1]);
 }
 const K = {};
-for (const n of ['NKE_ABI_VERSION', 'NKE_SEL_OPEN', 'NKE_SEL_RESPOND', 'NKE_SEL_SET_CAPTURE', 'NKE_SEL_GET_STATE'])
+for (const n of [
+  'NKE_ABI_VERSION',
+  'NKE_SEL_OPEN',
+  'NKE_SEL_RESPOND',
+  'NKE_SEL_SET_CAPTURE',
+  'NKE_SEL_GET_STATE',
+])
   K[n] = constant(abiHeader, n);
-for (const n of ['NKE_OK', 'NKE_ERR_BUSY', 'NKE_ERR_SELECTOR', 'NKE_ERR_NOT_OPEN']) K[n] = constant(abiHeader, n);
+for (const n of ['NKE_OK', 'NKE_ERR_BUSY', 'NKE_ERR_SELECTOR', 'NKE_ERR_NOT_OPEN'])
+  K[n] = constant(abiHeader, n);
 K.SEL_COUNT = constant(abiHeader, 'NKE_SEL_COUNT');
 K.MAGIC_REQ = constant(protoHeader, 'NKE_EMU_MAGIC_REQ');
 const STATE_SIZE = Number(/NKE_ASSERT_SIZE\(struct nke_filter_state, (\d+)\)/.exec(abiHeader)[1]);
@@ -74,16 +81,27 @@ describe('ctl.sock follows the ABI selector contract', function () {
     const args = steps.map(([who, sel, , open]) => `${who}:${sel}${open ? ':open' : ''}`);
     const r = await H.run(
       'python3',
-      ['-c', CTL_CLIENT, path.join(emu.rt, 'ctl.sock'), String(K.MAGIC_REQ), String(K.NKE_ABI_VERSION), ...args],
+      [
+        '-c',
+        CTL_CLIENT,
+        path.join(emu.rt, 'ctl.sock'),
+        String(K.MAGIC_REQ),
+        String(K.NKE_ABI_VERSION),
+        ...args,
+      ],
       process.env,
     );
     assert.equal(r.code, 0, r.stderr);
-    const replies = r.stdout.trim().split('\n').map((l) => l.split(' ').map(Number));
+    const replies = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').map(Number));
     assert.equal(replies.length, steps.length, r.stdout);
     steps.forEach(([who, sel, want], i) => {
       const [status, len] = replies[i];
       assert.equal(status, want, `step ${i}: ${who} selector ${sel} answered ${status}, expected ${want}`);
-      if (sel === K.NKE_SEL_GET_STATE && want === K.NKE_OK) assert.equal(len, STATE_SIZE, `step ${i}: state size`);
+      if (sel === K.NKE_SEL_GET_STATE && want === K.NKE_OK)
+        assert.equal(len, STATE_SIZE, `step ${i}: state size`);
       else if (sel !== K.NKE_SEL_OPEN) assert.equal(len, 0, `step ${i}: a refusal carries no output`);
     });
   });

@@ -59,8 +59,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * Data buffers. The published design has 40 x 64 KiB; 64 buffers give a
- * client that answers in batches room to keep the pipe full.
+ * Data buffers. The published design the project is modelled on
+ * (docs/architecture.md) has 40 x 64 KiB; 64 buffers give a client that
+ * answers in batches room to keep the pipe full.
  */
 #define NKE_BUFFER_COUNT    64u
 #define NKE_BUFFER_SIZE     (64u * 1024u)

@@ -4,10 +4,10 @@
  * symbols (api.c, exec.c) are the library's interface.
  *
  * The shim (LD_PRELOAD) puts the processes started under `nke-emu run`
- * behind nke-emud's filter. Shape (b) of DESIGN.md: when a TCP socket
- * (IPv4/IPv6) connects or is accepted, the program's descriptor is replaced
- * (dup2) by one end of a Unix socketpair; a relay moves bytes between the
- * other end and the real socket, asking nke-emud for a verdict on each
+ * behind nke-emud's filter (docs/architecture.md, The Linux emulator).
+ * When a TCP socket (IPv4/IPv6) connects or is accepted, the program's
+ * descriptor is replaced (dup3) by one end of a Unix socketpair; a relay
+ * moves bytes between the other end and the real socket, asking nke-emud for a verdict on each
  * piece. Readiness (poll/select/epoll/libuv) is then natural. Only calls
  * that need the real socket (getsockname, getpeername, setsockopt,
  * getsockopt, shutdown) are redirected. UDP datagrams get a verdict each
