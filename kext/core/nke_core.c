@@ -281,6 +281,15 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
     c->stats.abi_version = NKE_ABI_VERSION;
 }
 
+int nke_core_selector_check(uint32_t selector, bool caller_is_open_client)
+{
+    if (selector >= NKE_SEL_COUNT)
+        return NKE_ERR_SELECTOR;
+    if (selector == NKE_SEL_OPEN || caller_is_open_client)
+        return NKE_OK;
+    return NKE_ERR_NOT_OPEN;
+}
+
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id)
 {

@@ -255,6 +255,12 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
                    uint32_t kev_vendor_code, uint32_t kev_msg_limit);
 
 /* --- user client --------------------------------------------------------- */
+/* The selector contract (nke_abi.h, above enum nke_selector), checked by
+ * the kext and nke-emud before they dispatch: NKE_ERR_SELECTOR for an
+ * unknown selector, NKE_OK for NKE_SEL_OPEN (nke_core_client_open decides
+ * BUSY), NKE_ERR_NOT_OPEN for any other selector unless the caller is the
+ * open client, NKE_OK then. */
+int nke_core_selector_check(uint32_t selector, bool caller_is_open_client);
 /* NKE_OK, NKE_ERR_BUSY, NKE_ERR_VERSION, NKE_ERR_RESERVED, NKE_ERR_FLAGS. */
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id);

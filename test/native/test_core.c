@@ -1559,6 +1559,21 @@ static void test_capture_classify_rules(void)
     CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
 }
 
+/* The selector contract of nke_abi.h, which the kext and nke-emud both
+ * apply: OPEN from anyone, everything else (GET_STATE too) only from the
+ * open client, an unknown selector refused as such first. */
+static void test_selector_contract(void)
+{
+    for (uint32_t sel = 0; sel < NKE_SEL_COUNT; sel++) {
+        CHECK_EQ(nke_core_selector_check(sel, true), NKE_OK);
+        CHECK_EQ(nke_core_selector_check(sel, false), sel == NKE_SEL_OPEN ? NKE_OK : NKE_ERR_NOT_OPEN);
+    }
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_GET_STATE, false), NKE_ERR_NOT_OPEN);
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_COUNT, true), NKE_ERR_SELECTOR);
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_COUNT, false), NKE_ERR_SELECTOR);
+    CHECK_EQ(nke_core_selector_check(0xFFFFFFFFu, false), NKE_ERR_SELECTOR);
+}
+
 static void test_capture_modes_in_core(void)
 {
     static struct nke_capture_config cfg;
@@ -2214,6 +2229,7 @@ int main(void)
     RUN(test_release_before_verdict);
     RUN(test_capture_validate_errors);
     RUN(test_capture_classify_rules);
+    RUN(test_selector_contract);
     RUN(test_capture_modes_in_core);
     RUN(test_kev_chunker_limits);
     RUN(test_kev_1023_under_224);

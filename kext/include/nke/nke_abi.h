@@ -59,8 +59,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * Data buffers. The published design has 40 x 64 KiB; 64 buffers give a
- * client that answers in batches room to keep the pipe full.
+ * Data buffers. The published design the project is modelled on
+ * (docs/architecture.md) has 40 x 64 KiB; 64 buffers give a client that
+ * answers in batches room to keep the pipe full.
  */
 #define NKE_BUFFER_COUNT    64u
 #define NKE_BUFFER_SIZE     (64u * 1024u)
@@ -147,6 +148,19 @@ enum nke_direction {
 /* User-client methods (IOConnectCallStructMethod selectors)                 */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Who may call which selector, the same for the kext's externalMethod and
+ * nke-emud's ctl.sock (both ask nke_core_selector_check, kext/core):
+ *   - a selector not below NKE_SEL_COUNT: NKE_ERR_SELECTOR, from anyone;
+ *   - NKE_SEL_OPEN: from any permitted client; NKE_ERR_BUSY while another
+ *     client is open (or this one already is), else the open's own errors;
+ *   - every other selector, NKE_SEL_GET_STATE included: only from the open
+ *     client, NKE_ERR_NOT_OPEN from one that has not opened (before its
+ *     OPEN, after a failed OPEN, or while another client is open). The
+ *     counters describe other users' traffic; the addon asks for them only
+ *     once open, and a client learns the filter's version from OPEN's
+ *     reply.
+ */
 enum nke_selector {
     NKE_SEL_OPEN        = 0, /* in nke_open_request, out nke_open_reply */
     NKE_SEL_RESPOND     = 1, /* in nke_response_hdr + verdicts + releases */

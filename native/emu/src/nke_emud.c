@@ -565,10 +565,10 @@ static void ctl_request(struct conn *c)
         r.status = NKE_ERR_SIZE;
         goto reply;
     }
-    if (!g_core.client_open && q.selector != NKE_SEL_OPEN) {
-        r.status = NKE_ERR_NOT_OPEN;
+    /* Who may call what: the ABI's one contract, the kext's too (nke_abi.h) */
+    r.status = (uint32_t)nke_core_selector_check(q.selector, g_core.client_open);
+    if (r.status != NKE_OK)
         goto reply;
-    }
     switch (q.selector) {
     case NKE_SEL_OPEN: {
         struct nke_open_request oq;
@@ -1131,6 +1131,8 @@ static void accept_on(struct conn *l)
     }
 }
 
+/* A request on a ctl.sock connection that is not the user client's (one
+ * made while another was connected). */
 static void busy_request(struct conn *c)
 {
     uint8_t in[NKE_EMU_MAX_REQ + 64];
@@ -1142,7 +1144,11 @@ static void busy_request(struct conn *c)
     struct nke_emu_req q = { 0 };
     if ((size_t)n >= sizeof(q))
         memcpy(&q, in, sizeof(q));
-    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = NKE_ERR_BUSY, .seq = q.seq };
+    /* Not the open client: OPEN is BUSY, the rest as the contract says
+     * (NOT_OPEN, or SELECTOR), as the kext answers a second client. */
+    uint32_t status = q.selector == NKE_SEL_OPEN ? (uint32_t)NKE_ERR_BUSY
+                                                 : (uint32_t)nke_core_selector_check(q.selector, false);
+    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = status, .seq = q.seq };
     send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 

@@ -5,8 +5,9 @@
  * on a link (link_note), parsing verdicts (verdict_piece), and the process's
  * view of nke-emud's shim.state (client_open_now, udp_may_defer_now).
  *
- * Locks: g_gstate_lock (a leaf) serializes remapping shim.state; readers
- * use atomics. Callers serialize sends on a link themselves.
+ * Locks: g_gstate_lock (last in shim.h's lock order) serializes remapping
+ * shim.state; readers use atomics. Callers serialize sends on a link
+ * themselves.
  */
 #include "shim.h"
 #include "nke_rundir.h"
@@ -169,6 +170,8 @@ static const struct shim_state *g_gstate;
 static ino_t g_gstate_ino;
 static uint64_t g_gstate_checked;
 static pthread_mutex_t g_gstate_lock = PTHREAD_MUTEX_INITIALIZER;
+
+pthread_mutex_t *link_state_lock(void) { return &g_gstate_lock; }
 
 bool client_open_now(void)
 {
