@@ -35,14 +35,17 @@ function runSuite(s) {
     // A suite that hangs must fail, not stall CI: stop its whole group.
     const limitMs = (s.limitMin ?? 15) * 60000;
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      console.error(`[run] suite ${s.name} exceeded ${limitMs / 60000} min: stopping it`);
+    const stopGroup = () => {
       try {
         process.kill(-child.pid, 'SIGKILL');
       } catch {
         child.kill('SIGKILL');
       }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      console.error(`[run] suite ${s.name} exceeded ${limitMs / 60000} min: stopping it`);
+      stopGroup();
     }, limitMs);
     let tail = '';
     const keep = (chunk, out) => {
@@ -59,9 +62,7 @@ function runSuite(s) {
       grace = setTimeout(() => {
         leftBehind = true;
         console.error(`[run] suite ${s.name} exited but left processes running: stopping them`);
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {}
+        stopGroup();
       }, 10000);
     });
     child.on('close', (code, signal) => {
