@@ -48,9 +48,21 @@ function runSuite(s) {
       stopGroup();
     }, limitMs);
     let tail = '';
+    // Failed tests' titles, so the summary at the end of a long log names them:
+    // mocha's numbered failure list ("  1) title") and the UI suite's "✗ title".
+    const failures = [];
+    let partial = '';
     const keep = (chunk, out) => {
       out.write(chunk);
-      tail = (tail + chunk.toString()).slice(-4096);
+      const text = chunk.toString();
+      tail = (tail + text).slice(-4096);
+      const lines = (partial + text).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        if (/^\s+\d+\) \S/.test(line) || /^\s*[✗✖] /.test(line)) {
+          if (failures.length < 20) failures.push(line.trim());
+        }
+      }
     };
     child.stdout.on('data', (c) => keep(c, process.stdout));
     child.stderr.on('data', (c) => keep(c, process.stderr));
@@ -86,7 +98,7 @@ function runSuite(s) {
         note = ` (exit ${code ?? signal})`;
         failed += 1;
       }
-      resolve({ name: s.name, passed, failed, ms: Date.now() - t0, note });
+      resolve({ name: s.name, passed, failed, ms: Date.now() - t0, note, failures });
     });
   });
 }
@@ -111,6 +123,8 @@ function runSuite(s) {
     console.log(
       `  ${r.name.padEnd(10)} ${String(r.passed).padStart(5)} passed ${String(r.failed).padStart(4)} failed  ${fmt(r.ms).padStart(7)}${r.note}`,
     );
+    // mocha lists each failure twice (the mark, then the numbered detail): once each
+    for (const f of [...new Set(r.failures)]) console.log(`      ${f}`);
   }
   const passed = results.reduce((a, r) => a + r.passed, 0);
   const failed = results.reduce((a, r) => a + r.failed, 0);
