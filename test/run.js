@@ -49,7 +49,7 @@ function runSuite(s) {
     }, limitMs);
     let tail = '';
     // Failed tests' titles, so the summary at the end of a long log names them:
-    // mocha's numbered failure list ("  1) title") and the UI suite's "✗ title".
+    // every suite marks a failed test with a line "✗ title".
     const failures = [];
     let partial = '';
     const keep = (chunk, out) => {
@@ -59,7 +59,7 @@ function runSuite(s) {
       const lines = (partial + text).split('\n');
       partial = lines.pop();
       for (const line of lines) {
-        if (/^\s+\d+\) \S/.test(line) || /^\s*[✗✖] /.test(line)) {
+        if (/^\s*✗ /.test(line)) {
           if (failures.length < 20) failures.push(line.trim());
         }
       }
@@ -123,8 +123,7 @@ function runSuite(s) {
     console.log(
       `  ${r.name.padEnd(10)} ${String(r.passed).padStart(5)} passed ${String(r.failed).padStart(4)} failed  ${fmt(r.ms).padStart(7)}${r.note}`,
     );
-    // mocha lists each failure twice (the mark, then the numbered detail): once each
-    for (const f of [...new Set(r.failures)]) console.log(`      ${f}`);
+    for (const f of r.failures) console.log(`      ${f}`);
   }
   const passed = results.reduce((a, r) => a + r.passed, 0);
   const failed = results.reduce((a, r) => a + r.failed, 0);
