@@ -9,6 +9,8 @@ import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
+import { PayloadStore } from './payload/payloadStore';
+import { type PayloadProviders, registerPayloadEditing } from './payload/registerPayloadEditing';
 import { readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
@@ -25,6 +27,10 @@ export interface NkeWorkbenchApi {
   readonly session: HelperSession;
   /** Load / Unload / Connect / Show Kernel Log: the backend nke.mode names (emulator or kext). */
   readonly filter: FilterByMode;
+  /** The window's payload store: what every payload document and editor shows. */
+  readonly payloads: PayloadStore;
+  /** The code action and CodeLens providers of payload documents, as registered. */
+  readonly payloadProviders: PayloadProviders;
   /** The registered tree providers, so tests read the very items the views show. */
   readonly trees: {
     readonly filter: FilterTreeProvider;
@@ -65,16 +71,26 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   const filterWindow = registerFilter({ context, session, log });
   const { filter } = filterWindow;
   deactivateFilter = () => filter.dispose();
+  const payloads = new PayloadStore({
+    model,
+    helper: session,
+    holdTimeoutMs: () => readSettings().holdTimeoutMs,
+    editHoldMaxMs: () => readSettings().editHoldMaxMs,
+    log: (m) => log.warn(m),
+    debug: (m) => log.debug(m),
+  });
+  const editing = registerPayloadEditing({ model, payloads, log });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
     execEvents: new ExecTreeProvider(model),
-    pendingPayloads: new PendingPayloadTreeProvider(model),
+    pendingPayloads: new PendingPayloadTreeProvider(model, Date.now, payloads),
   };
 
   context.subscriptions.push(
     session,
     filterWindow.disposable,
+    new vscode.Disposable(() => payloads.dispose()),
     registerModelTreeView('nke.filter', trees.filter),
     registerModelTreeView('nke.sockets', trees.sockets),
     registerModelTreeView('nke.execEvents', trees.execEvents),
@@ -84,17 +100,20 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       session,
       filter,
       tasks: filterWindow.tasks,
+      payloads,
+      selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,
       selectedSockets: () => trees.sockets.selection,
     }),
+    editing.registration,
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
   if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
-  return { model, session, filter, trees };
+  return { model, session, filter, payloads, payloadProviders: editing.providers, trees };
 }
 
 function registerSettingsListener(

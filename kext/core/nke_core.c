@@ -389,7 +389,7 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
         memcpy(&v, p, sizeof(v));
         if (v._pad0[0] | v._pad0[1] | v._pad0[2])
             return NKE_ERR_RESERVED;
-        if (v.action < NKE_ACT_ALLOW || v.action > NKE_ACT_DROP)
+        if (v.action < NKE_ACT_ALLOW || v.action > NKE_ACT_EXTEND)
             return NKE_ERR_ACTION;
         if (!chunk_id_issued(c, v.chunk_id))
             return NKE_ERR_UNKNOWN_CHUNK;
@@ -401,10 +401,16 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
             return NKE_ERR_SOCK;
         if (ch->state == NKE_CHUNK_REPORTED)
             return NKE_ERR_NOT_HELD;
+        /* Extending a decided chunk asks to hold what is already gone. */
+        if (v.action == NKE_ACT_EXTEND && ch->state == NKE_CHUNK_DECIDED)
+            return NKE_ERR_NOT_HELD;
         if (ch->state == NKE_CHUNK_DECIDED || (verdict_seen[ci / 32] & (1u << (ci % 32))))
             return NKE_ERR_DUP_VERDICT;
         verdict_seen[ci / 32] |= 1u << (ci % 32);
-        if (v.action == NKE_ACT_ALLOW_MODIFIED) {
+        if (v.action == NKE_ACT_EXTEND) {
+            if (v.hold_ms == 0 || v.hold_ms > NKE_HOLD_TOTAL_MAX_MS)
+                return NKE_ERR_HOLD_MS;
+        } else if (v.action == NKE_ACT_ALLOW_MODIFIED) {
             if (!ch->staging || ch->staged_len != ch->staged_total ||
                 v.modified_len != ch->staged_total)
                 return NKE_ERR_MODIFIED_LEN;
@@ -476,6 +482,14 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
             continue;
         }
         ch = &c->chunks[ci];
+        if (v.action == NKE_ACT_EXTEND) {
+            /* Still HELD, nothing finished. Never earlier than before, never
+             * past the cap: hold_ms <= NKE_HOLD_TOTAL_MAX_MS (validated). */
+            uint64_t want = ch->held_at_ms + v.hold_ms;
+            if (want > ch->deadline_ms)
+                ch->deadline_ms = want;
+            continue;
+        }
         if (v.action == NKE_ACT_ALLOW_MODIFIED)
             c->stats.chunks_modified++;
         else if (v.action == NKE_ACT_DROP)
@@ -932,6 +946,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         goto keep_or_pass;
     }
     ch->state = NKE_CHUNK_HELD;
+    ch->held_at_ms = now_ms;
     ch->deadline_ms = now_ms + c->capture.hold_timeout_ms;
     ch->data_ctx = data_ctx;
     held_link(c, slot);

@@ -195,6 +195,7 @@ struct nke_chunk {
     uint8_t staging;           /* put_data has begun (staged may be NULL for 0 bytes) */
     uint16_t buffers[NKE_CHUNK_MAX_BUFFERS];
     uint64_t deadline_ms;      /* HELD only */
+    uint64_t held_at_ms;       /* HELD only: when held; EXTEND's hold_ms counts from here */
     void *data_ctx;            /* HELD only */
     void *staged;              /* put_data staging, owned by the platform's allocator */
     uint32_t staged_len, staged_total;
@@ -276,13 +277,17 @@ void nke_core_client_close(struct nke_core *c);
  * (ops->finish, reason 0) and buffers released. Errors, in check order:
  * NOT_OPEN, SIZE (short), VERSION, FLAGS, COUNT, SIZE (size/counts);
  * per verdict RESERVED, ACTION, UNKNOWN_CHUNK (id never issued), SOCK,
- * NOT_HELD (reported only), DUP_VERDICT (twice here or already decided),
- * MODIFIED_LEN; per release RESERVED, BUF_RANGE, UNKNOWN_CHUNK, BUF_DUP,
- * BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
+ * NOT_HELD (reported only; EXTEND: or decided), DUP_VERDICT (twice here or
+ * already decided), MODIFIED_LEN (EXTEND: HOLD_MS, hold_ms 0 or above
+ * NKE_HOLD_TOTAL_MAX_MS); per release RESERVED, BUF_RANGE, UNKNOWN_CHUNK,
+ * BUF_DUP, BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
  * auto-released meanwhile are stale: skipped right after UNKNOWN_CHUNK
  * (before SOCK / DUP_VERDICT / BUF_DUP, so a stale release of a buffer now
  * reused by a live chunk of the same response refuses nothing) and counted
- * in stats.stale_entries. Messages may be unaligned. */
+ * in stats.stale_entries. An EXTEND moves a held chunk's deadline to
+ * held_at_ms + hold_ms when that is later; the platform's timer, armed for
+ * the earlier deadline, finds nothing due then and re-arms from
+ * nke_core_expire's answer. Messages may be unaligned. */
 int nke_core_validate_response(const struct nke_core *c, const void *msg, uint32_t size);
 int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
 /* NKE_SEL_PUT_DATA: nke_put_data_hdr + len bytes. Errors: NOT_OPEN, SIZE,

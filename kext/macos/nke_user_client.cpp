@@ -234,6 +234,9 @@ IOReturn com_nkeworkbench_FilterClient::methodWithInput(uint32_t selector,
     lck_mtx_lock(g_nke.lock);
     switch (selector) {
     case NKE_SEL_RESPOND:
+        /* NKE_ACT_EXTEND only moves deadlines later (capped at
+         * NKE_HOLD_TOTAL_MAX_MS): the timer armed for the earlier one finds
+         * nothing due and re-arms itself from nke_core_expire. */
         r = nke_core_respond(g_nke.core, in, size);
         break;
     case NKE_SEL_PUT_DATA:

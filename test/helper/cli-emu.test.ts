@@ -103,7 +103,10 @@ describe('nke CLI with the emulator', function () {
     // Errors while it runs: an unknown payload id names the cause (exit 5: not held).
     const unknown = run('verdict', '999999999', 'allow');
     assert.equal(unknown.status, 5);
-    assert.match(unknown.stderr, /verdict on 999999999: no pending payload 999999999/);
+    assert.match(
+      unknown.stderr,
+      /verdict on 999999999: payload 999999999 is not held \(the helper does not know it/,
+    );
 
     const edited = path.join(dir, 'edited.txt');
     fs.writeFileSync(edited, 'GET /replaced/by/verdict');

@@ -264,7 +264,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       assert.match(
         late.stderr,
         new RegExp(
-          `chunk ${p.id} is no longer held: it was answered \\(replace\\) at [\\d:]+; nke run \\(pid \\d+\\) exited at`,
+          `payload ${p.id} was already answered \\(Reinject Edited\\) at [\\d:]+; nke run \\(pid \\d+\\) exited at`,
         ),
       );
       // An id that no run held: nothing to ask, exit 4.
@@ -316,7 +316,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       assert.match(
         late.stderr,
         new RegExp(
-          `chunk ${p.id} is no longer held: the filter released it at [\\d:]+: its deadline passed, the original went on`,
+          `payload ${p.id} was already released \\(its deadline passed\\) at [\\d:]+: the filter sent the original bytes`,
         ),
       );
       fs.writeFileSync(flag, '');
@@ -324,7 +324,10 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       assert.equal(r.code, 0, r.stderr);
       assert.match(
         r.stderr,
-        new RegExp(`^released ${p.id} by the filter: its deadline passed, the original went on$`, 'm'),
+        new RegExp(
+          `^released ${p.id} by the filter: its deadline passed, the filter sent the original bytes$`,
+          'm',
+        ),
       );
       assert.equal(server.received().toString(), 'on time', 'the drop came too late: nothing else changed');
     } finally {
@@ -368,7 +371,10 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
     assert.equal((await server.whenBytes(4)).toString(), 'kept');
     const late = await nkeAsync(env, ['verdict', p.id, 'drop']).done;
     assert.equal(late.code, 5, late.stderr);
-    assert.match(late.stderr, new RegExp(`chunk ${p.id} was released when nke run \\(pid \\d+\\) exited at`));
+    assert.match(
+      late.stderr,
+      new RegExp(`payload ${p.id} was released when nke run \\(pid \\d+\\) exited at`),
+    );
   });
 
   it('a rewrite rule whose match is split across two writes 200 ms apart is applied', async () => {

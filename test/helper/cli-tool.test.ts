@@ -372,6 +372,7 @@ describe('nke status text', () => {
           streamOffset: 0,
           remote: { address: '127.0.0.1', port: 8080 },
           deadline: 0,
+          heldAt: 0,
           staged: { size: 20 },
           timeLeftMs: 4200,
         },
@@ -398,7 +399,7 @@ describe('event lines', () => {
     }
     assert.match(
       fmtEvent({ seq: 1, time: 0, kind: 'released', chunkId: '7', reason: 'timeout' }),
-      /its deadline passed, the original went on$/,
+      /its deadline passed, the filter sent the original bytes$/,
     );
   });
 });

@@ -274,7 +274,10 @@ describe('edits staged in the helper', () => {
       () => engine.stageEdit('20', Buffer.alloc(100)),
       /would pass the helper's bound on bytes kept/,
     );
-    assert.throws(() => engine.stageEdit('21', Buffer.from('x')), /no pending payload 21: never held here/);
+    assert.throws(
+      () => engine.stageEdit('21', Buffer.from('x')),
+      /payload 21 is not held \(the helper does not know it/,
+    );
     engine.dispose();
   });
 
@@ -283,17 +286,20 @@ describe('edits staged in the helper', () => {
     engine.verdict('20', 'drop');
     assert.throws(
       () => engine.verdict('20', 'allow'),
-      /: chunk 20 is no longer held: it was answered \(drop\) at \d\d:\d\d:\d\d$/,
+      /: payload 20 was already answered \(Drop\) at \d\d:\d\d:\d\d$/,
     );
     f.feed(f.data(1, 21n, 'late'));
     f.feed(f.released(1, 21n, 1)); // NKE_RELEASE_TIMEOUT
     assert.throws(
       () => engine.getPayload('21'),
-      /chunk 21 is no longer held: the filter released it at \d\d:\d\d:\d\d: its deadline passed, the original went on/,
+      /: payload 21 was already released \(its deadline passed\) at \d\d:\d\d:\d\d: the filter sent the original bytes$/,
     );
     f.feed(f.data(1, 22n, 'closing'));
     f.feed(f.released(1, 22n, 3)); // NKE_RELEASE_SOCKET_GONE
-    assert.throws(() => engine.stageEdit('22', Buffer.from('x')), /its socket was gone, nothing was sent/);
+    assert.throws(
+      () => engine.stageEdit('22', Buffer.from('x')),
+      /\(its socket closed\) at [\d:]+: nothing was sent$/,
+    );
     engine.dispose();
   });
 });

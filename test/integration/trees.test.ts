@@ -62,6 +62,7 @@ const pendingOut = (id: string, size: number, ms: number): PendingView => ({
   local: curlSocket.local,
   remote: curlSocket.remote,
   deadline: Date.now() + ms,
+  heldAt: Date.now(),
 });
 const addPending = (m: WorkbenchModel, p: PendingView) =>
   m.applyUpdate({ ...emptyUpdate(), pendingAdded: [p] });

@@ -629,7 +629,7 @@ REJECT_TEST(test_reject_reserved_verdict, NKE_ERR_RESERVED, {
     m.v[1]._pad0[1] = 1;
 })
 REJECT_TEST(test_reject_reserved_release, NKE_ERR_RESERVED, { GOOD_FIRST; m.r[0]._pad1 = 2; })
-REJECT_TEST(test_reject_action, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 4, 0); })
+REJECT_TEST(test_reject_action, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 9, 0); })
 REJECT_TEST(test_reject_action_zero, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 0, 0); })
 REJECT_TEST(test_reject_sock, NKE_ERR_SOCK, {
     struct nke_sock_id other = r.x->sid;
@@ -711,6 +711,191 @@ static void test_reject_not_open(void)
     r.x->f.unstage_calls = 0;
     memset(&m, 0, sizeof(m));
     expect_reject(&r, &m, resp_build(&m), NKE_ERR_NOT_OPEN);
+    fixture_free(r.x);
+}
+
+/* ======================================================================== */
+/* Responses: EXTEND (time to edit a held chunk)                            */
+/* ======================================================================== */
+
+REJECT_TEST(test_reject_extend_hold_zero, NKE_ERR_HOLD_MS, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, 0);
+})
+REJECT_TEST(test_reject_extend_over_cap, NKE_ERR_HOLD_MS, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, NKE_HOLD_TOTAL_MAX_MS + 1u);
+})
+REJECT_TEST(test_reject_extend_max_u32, NKE_ERR_HOLD_MS, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, 0xFFFFFFFFu);
+})
+REJECT_TEST(test_reject_extend_reported, NKE_ERR_NOT_HELD, {
+    GOOD_FIRST;
+    add_verdict(&m, r.rep, r.x->sid, NKE_ACT_EXTEND, 10000);
+})
+REJECT_TEST(test_reject_extend_unknown_chunk, NKE_ERR_UNKNOWN_CHUNK, {
+    GOOD_FIRST;
+    add_verdict(&m, 1000, r.x->sid, NKE_ACT_EXTEND, 10000);
+})
+REJECT_TEST(test_reject_extend_sock, NKE_ERR_SOCK, {
+    struct nke_sock_id other = r.x->sid;
+    other.gen++;
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, other, NKE_ACT_EXTEND, 10000);
+})
+REJECT_TEST(test_reject_extend_and_verdict, NKE_ERR_DUP_VERDICT, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, 10000);
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW, 0);
+})
+REJECT_TEST(test_reject_action_past_extend, NKE_ERR_ACTION, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND + 1, 0);
+})
+
+/* A decided chunk whose buffers the client still holds: EXTEND is NOT_HELD. */
+static void test_reject_extend_decided(void)
+{
+    static struct resp m;
+    struct rfix r;
+    uint32_t size;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c1, r.x->sid, NKE_ACT_ALLOW, 0);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK(chunk_of(r.x, r.c1) != NULL && chunk_of(r.x, r.c1)->state == NKE_CHUNK_DECIDED);
+    r.x->f.nfinish = 0;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c1, r.x->sid, NKE_ACT_EXTEND, 10000);
+    size = resp_build(&m);
+    expect_reject(&r, &m, size, NKE_ERR_NOT_HELD);
+    fixture_free(r.x);
+}
+
+static void extend(struct fixture *x, uint64_t id, uint32_t hold_ms, int want)
+{
+    static struct resp m;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_EXTEND, hold_ms);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), want);
+}
+
+/* hold_ms counts from the moment of holding; the chunk stays held (no
+ * finish, no notification) until the new deadline, then goes out as it came. */
+static void test_extend_moves_deadline(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL); /* hold timeout 5000 */
+    struct nke_nt_chunk_released rel;
+    struct nke_filter_state st;
+    uint64_t id = hold(x, 0, 10, 1000);
+    x->f.nrecs = 0;
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 6000);
+    extend(x, id, 20000, NKE_OK);
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 21000);
+    CHECK_EQ(chunk_of(x, id)->state, NKE_CHUNK_HELD);
+    CHECK_EQ(x->f.nfinish, 0);
+    CHECK_EQ(x->f.nrecs, 0);
+    /* the old deadline passes: nothing due, the next one is 15 s later */
+    CHECK_EQ(nke_core_expire(&x->c, 6000, 0), 15000);
+    CHECK_EQ(nke_core_expire(&x->c, 20999, 0), 1);
+    CHECK_EQ(x->f.nfinish, 0);
+    /* asking for less never shortens the hold */
+    extend(x, id, 3000, NKE_OK);
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 21000);
+    CHECK_EQ(nke_core_expire(&x->c, 21000, 5), UINT32_MAX);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_ALLOW);
+    CHECK_EQ(x->f.finish[0].reason, NKE_RELEASE_TIMEOUT);
+    CHECK_EQ(x->f.nrecs, 1);
+    memcpy(&rel, x->f.recs[0], sizeof(rel));
+    CHECK_EQ(rel.chunk_id, id);
+    CHECK_EQ(rel.reason, NKE_RELEASE_TIMEOUT);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, 0);
+    CHECK_EQ(st.chunks_auto_released, 1);
+    CHECK_EQ(st.responses_rejected, 0);
+    fixture_free(x);
+}
+
+/* However often a client extends, the total hold stops at the cap. */
+static void test_extend_cap(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t t, id = hold(x, 0, 10, 1000);
+    extend(x, id, NKE_HOLD_TOTAL_MAX_MS, NKE_OK);
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS);
+    for (t = 2000; t < 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS; t += 50000) {
+        CHECK_EQ(nke_core_expire(&x->c, t, 0), 1000 + NKE_HOLD_TOTAL_MAX_MS - t);
+        extend(x, id, NKE_HOLD_TOTAL_MAX_MS, NKE_OK);
+        extend(x, id, NKE_HOLD_TOTAL_MAX_MS + 1u, NKE_ERR_HOLD_MS);
+        CHECK(chunk_of(x, id) != NULL);
+        CHECK_EQ(chunk_of(x, id)->deadline_ms, 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS);
+    }
+    CHECK_EQ(x->f.nfinish, 0);
+    nke_core_expire(&x->c, 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS, 0);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].reason, NKE_RELEASE_TIMEOUT);
+    CHECK(chunk_of(x, id) == NULL);
+    fixture_free(x);
+}
+
+/* A chunk the filter released meanwhile: the EXTEND is stale, skipped and
+ * counted; nothing is finished twice and later ones are unaffected. */
+static void test_extend_released_chunk(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t a = hold(x, 0, 10, 1000), b = hold(x, 1, 10, 1000);
+    static struct resp m;
+    nke_core_expire(&x->c, 6000, 0);
+    CHECK_EQ(x->f.nfinish, 2);
+    CHECK(chunk_of(x, a) == NULL);
+    CHECK_EQ(x->c.stats.stale_entries, 0);
+    extend(x, a, 30000, NKE_OK);
+    CHECK_EQ(x->c.stats.stale_entries, 1);
+    CHECK_EQ(x->f.nfinish, 2);
+    /* the socket closed with a chunk held: released too, EXTEND stale */
+    b = hold(x, 2, 10, 7000);
+    nke_core_detach(&x->c, x->sid, 0);
+    CHECK_EQ(x->f.nfinish, 3);
+    CHECK_EQ(x->f.finish[2].reason, NKE_RELEASE_SOCKET_GONE);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, b, x->sid, NKE_ACT_EXTEND, 30000);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->c.stats.stale_entries, 2);
+    CHECK_EQ(x->f.nfinish, 3);
+    fixture_free(x);
+}
+
+/* EXTEND leaves staged bytes and buffers alone: releases in the same
+ * response go back, and the edit is applied by a later verdict. */
+static void test_extend_with_releases_and_staging(void)
+{
+    static struct resp m;
+    struct rfix r;
+    struct nke_filter_state st;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c3, r.x->sid, NKE_ACT_EXTEND, 60000);
+    add_releases_of(&m, r.x, r.c3);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK(chunk_of(r.x, r.c3) != NULL && chunk_of(r.x, r.c3)->state == NKE_CHUNK_HELD);
+    CHECK_EQ(chunk_of(r.x, r.c3)->deadline_ms, 61000);
+    CHECK_EQ(chunk_of(r.x, r.c3)->staged_len, 5);
+    CHECK_EQ(r.x->f.unstage_calls, 0);
+    nke_core_expire(&r.x->c, 6000, 0); /* c1 and c2 go; c3 stays */
+    CHECK_EQ(r.x->f.nfinish, 2);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c3, r.x->sid, NKE_ACT_ALLOW_MODIFIED, 5);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(r.x->f.nfinish, 3);
+    CHECK_EQ(r.x->f.finish[2].action, NKE_ACT_ALLOW_MODIFIED);
+    CHECK_EQ(r.x->f.finish[2].staged_len, 5);
+    CHECK(memcmp(r.x->f.finish[2].staged, "HELLO", 5) == 0);
+    CHECK(chunk_of(r.x, r.c3) == NULL);
+    nke_core_get_state(&r.x->c, &st);
+    CHECK_EQ(st.chunks_modified, 1);
+    CHECK_EQ(st.chunks_pending, 0);
     fixture_free(r.x);
 }
 
@@ -2206,6 +2391,19 @@ int main(void)
     RUN(test_reject_unknown_chunk);
     RUN(test_reject_unknown_chunk_release);
     RUN(test_reject_not_open);
+    RUN(test_reject_extend_hold_zero);
+    RUN(test_reject_extend_over_cap);
+    RUN(test_reject_extend_max_u32);
+    RUN(test_reject_extend_reported);
+    RUN(test_reject_extend_unknown_chunk);
+    RUN(test_reject_extend_sock);
+    RUN(test_reject_extend_and_verdict);
+    RUN(test_reject_action_past_extend);
+    RUN(test_reject_extend_decided);
+    RUN(test_extend_moves_deadline);
+    RUN(test_extend_cap);
+    RUN(test_extend_released_chunk);
+    RUN(test_extend_with_releases_and_staging);
     RUN(test_apply_allow_modified_drop);
     RUN(test_apply_buffers_hold_data);
     RUN(test_apply_stale_entries_skipped);

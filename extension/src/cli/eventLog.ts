@@ -5,7 +5,7 @@
 // machine (the kernel's process connector reports them all, as root) do not
 // bury the program's own.
 import fs from 'node:fs';
-import { RELEASE_EXPLAINED } from '../helper/wire';
+import { releaseExplained } from '../shared/payloadReasons';
 import type { Endpoint, HistoryEvent, PendingView, UpdateBatch } from '../shared/helperProtocol';
 
 export type ExecScope = 'all' | 'tree' | 'none';
@@ -103,7 +103,7 @@ export function fmtEvent(ev: HistoryEvent): string {
     case 'data-gap':
       return `gap socket ${ev.socketId} ${ev.direction} ${ev.size} bytes passed unreported (${ev.reason})`;
     case 'released':
-      return `released ${ev.chunkId} by the filter: ${RELEASE_EXPLAINED[ev.reason] ?? ev.reason}`;
+      return `released ${ev.chunkId} by the filter: ${releaseExplained(ev.reason)}`;
     case 'exec':
       return `exec ${ev.pid} (parent ${ev.ppid}) ${printable(ev.path)}${ev.complete ? '' : ' [incomplete]'}${ev.truncated ? ' [truncated]' : ''}`;
   }

@@ -7,7 +7,8 @@
 // control socket.
 import fs from 'node:fs';
 import path from 'node:path';
-import { describeEnded, type EndedPending } from '../helper/model';
+import type { EndedPending } from '../helper/model';
+import { noLongerHeld } from '../shared/payloadReasons';
 
 export interface OwnerExitRecord {
   pid: number;
@@ -46,14 +47,14 @@ export function readOwnerExit(dir: string): OwnerExitRecord | undefined {
   }
 }
 
-/** "chunk 17 was released when nke run (pid 4242) exited at 12:03:04: ..." or undefined when the record does not name it. */
+/** "payload 17 was released when nke run (pid 4242) exited at 12:03:04: ..." or undefined when the record does not name it. */
 export function releasedAtExit(r: OwnerExitRecord | undefined, id: string): string | undefined {
   if (!r) return undefined;
   const at = new Date(r.exitedAt).toTimeString().slice(0, 8);
   if (r.pending.includes(id)) {
-    return `chunk ${id} was released when nke ${r.command} (pid ${r.pid}) exited at ${at}: its filter client went away, so the filter sent the original bytes on; nothing can be decided for it any more`;
+    return `payload ${id} was released when nke ${r.command} (pid ${r.pid}) exited at ${at}: its filter client went away, so the filter sent the original bytes on; nothing can be decided for it any more`;
   }
   const ended = Array.isArray(r.ended) ? r.ended.find(([endedId]) => endedId === id) : undefined;
   if (!ended) return undefined;
-  return `${describeEnded(id, ended[1])}; nke ${r.command} (pid ${r.pid}) exited at ${at}`;
+  return `${noLongerHeld(id, ended[1].how, ended[1].at)}; nke ${r.command} (pid ${r.pid}) exited at ${at}`;
 }

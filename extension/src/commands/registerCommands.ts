@@ -12,6 +12,8 @@ import type { NkeTaskProvider } from '../tasks/nkeTaskProvider';
 import type { HelperSession } from '../helperClient/helperSession';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import type { SocketNode } from '../tree/socketTreeProvider';
+import { payloadCommandHandlers } from '../payload/payloadCommands';
+import type { PayloadStore } from '../payload/payloadStore';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 
@@ -22,6 +24,9 @@ export interface CommandDeps {
   filter: FilterByMode;
   /** the `nke` tasks (the walkthrough's buttons run them) */
   tasks: NkeTaskProvider;
+  payloads: PayloadStore;
+  /** The rows selected in Pending Payloads, once a click settled. */
+  selectedPayloads?: () => Promise<readonly PendingView[]>;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
   /** what is selected in the Sockets view (Export Capture from the palette or the view's title) */
@@ -182,12 +187,6 @@ async function setCaptureMode({ session }: CommandDeps, mode?: CaptureMode): Pro
   await session.updateRules({ ...rulesFromSettings(), default: mode });
 }
 
-function payloadsFrom(node?: PendingView, nodes?: PendingView[]): PendingView[] {
-  if (nodes?.length) return nodes;
-  if (node) return [node];
-  throw new Error('select a pending payload in the Pending Payloads view first');
-}
-
 export function registerCommands(deps: CommandDeps): vscode.Disposable {
   const { model, session, log } = deps;
   const filter: FilterBackend = deps.filter;
@@ -219,12 +218,8 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
       log.info('cleared sockets, exec events and pending payloads');
     },
     'nke.showLog': () => log.show(),
-    'nke.reinjectOriginal': async (node?: PendingView, nodes?: PendingView[]) => {
-      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'allow');
-    },
-    'nke.dropPayload': async (node?: PendingView, nodes?: PendingView[]) => {
-      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'drop');
-    },
+    // Open, Reinject Edited / Original, Drop, Revert: from rows, documents and the palette.
+    ...payloadCommandHandlers(deps),
   };
   return vscode.Disposable.from(...Object.entries(handlers).map(([id, h]) => registerNkeCommand(id, h, log)));
 }

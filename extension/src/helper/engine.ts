@@ -13,7 +13,8 @@ import type {
   Snapshot,
   UpdateBatch,
 } from '../shared/helperProtocol';
-import { describeEnded, LiveModel, type PendingEntry, sockKey } from './model';
+import { noLongerHeld } from '../shared/payloadReasons';
+import { LiveModel, type PendingEntry, sockKey } from './model';
 import { type CaptureEndpoint, CaptureHistory, Fate, FilterClock } from './captureHistory';
 import { type ExportSelection, exportToFile, streamToFifo } from './captureExport';
 import {
@@ -45,6 +46,7 @@ import {
   DIR_OUT,
   encodeCaptureConfig,
   type FilterState,
+  HOLD_TOTAL_MAX_MS,
   MODIFIED_MAX_LEN,
   type Notification,
   NotifyType,
@@ -71,6 +73,8 @@ export class EngineError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** Extra facts for the client (e.g. why a payload is gone), sent as the error's data. */
+    readonly data?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -519,23 +523,21 @@ export class FilterEngine extends EventEmitter<{
     this.history?.dispose();
   }
 
-  /** The error for an id that is not pending: how it ended when the model remembers, else that it is unknown. */
-  private notPending(id: string): EngineError {
+  /** The pending entry, or the error that says why there is none (data.reason when the model remembers). */
+  private pendingOrThrow(id: string): PendingEntry {
+    const p = this.model.pending.get(id);
+    if (p) return p;
     const ended = this.model.endedPending.get(id);
-    return new EngineError(
+    throw new EngineError(
       'NKE_UNKNOWN_PAYLOAD',
-      ended
-        ? describeEnded(id, ended)
-        : `no pending payload ${id}: never held here, or it ended too long ago to be remembered`,
+      noLongerHeld(id, ended?.how, ended?.at),
+      ended ? { reason: ended.how } : {},
     );
   }
 
   /** Bytes of a pending chunk, or of its staged edit (a copy of the model's; its shared buffers are long released). */
   getPayload(id: string, staged = false): Buffer {
-    const p = this.model.pending.get(id);
-    if (!p) {
-      throw this.notPending(id);
-    }
+    const p = this.pendingOrThrow(id);
     if (staged && !p.staged) {
       throw new EngineError(
         'NKE_NO_STAGED_EDIT',
@@ -547,10 +549,7 @@ export class FilterEngine extends EventEmitter<{
 
   /** Keeps an edit for a pending chunk (undefined clears it); nothing is sent until a replace verdict. */
   stageEdit(id: string, bytes: Buffer | undefined): PendingView {
-    const p = this.model.pending.get(id);
-    if (!p) {
-      throw this.notPending(id);
-    }
+    const p = this.pendingOrThrow(id);
     if (bytes && bytes.length > MODIFIED_MAX_LEN) {
       throw new EngineError(
         'NKE_BAD_VERDICT',
@@ -566,12 +565,32 @@ export class FilterEngine extends EventEmitter<{
     return { ...p.view };
   }
 
+  /**
+   * Keeps a pending chunk held until heldAt + holdMs (NKE_ACT_EXTEND): the
+   * filter never moves a deadline earlier, and never past its cap on the
+   * total hold. Returns the view with the filter's new deadline.
+   */
+  extendHold(id: string, holdMs: number): PendingView {
+    const p = this.pendingOrThrow(id);
+    if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
+    if (!Number.isInteger(holdMs) || holdMs < 1 || holdMs > HOLD_TOTAL_MAX_MS) {
+      throw new EngineError(
+        'NKE_BAD_VERDICT',
+        `payload ${id}: a hold of ${holdMs} ms is outside 1..${HOLD_TOTAL_MAX_MS} (the filter's cap on a chunk's total hold)`,
+      );
+    }
+    this.client.respond(
+      encodeResponse([{ chunk_id: p.chunkId, sock: p.sock, action: Action.Extend, hold_ms: holdMs }], []),
+    );
+    // The filter's own rule, so the view shows the real deadline: the hold
+    // counts from when the chunk was held and never shrinks.
+    const deadline = Math.max(p.view.deadline, p.view.heldAt + holdMs);
+    return this.model.setPendingDeadline(id, deadline) ?? p.view;
+  }
+
   /** A person's verdict on a pending chunk. */
   verdict(id: string, action: 'allow' | 'drop' | 'replace', bytes?: Buffer): void {
-    const p = this.model.pending.get(id);
-    if (!p) {
-      throw this.notPending(id);
-    }
+    const p = this.pendingOrThrow(id);
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
     if (action === 'replace') {
       bytes ??= p.staged;

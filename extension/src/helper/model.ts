@@ -7,6 +7,7 @@ import type {
   Endpoint,
   ExecView,
   HistoryEvent,
+  PendingRemovalReason,
   PendingView,
   SocketState,
   SocketView,
@@ -22,7 +23,6 @@ import {
   type Notification,
   PROTO_TCP,
   PROTO_UDP,
-  RELEASE_EXPLAINED,
   RELEASE_REASONS,
   SOCK_EVENTS,
   type SockId,
@@ -39,22 +39,13 @@ export const DEFAULT_HISTORY_LIMIT = 100_000;
 const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
 /** Chunks whose end is remembered, so a late verdict is told why (a verdict, a release), not just "unknown". */
-const ENDED_PENDING_KEPT = 1_000;
+const ENDED_PENDING_KEPT = 4_096;
 
 /** How a chunk that was pending ended: a verdict action or a release reason (RELEASE_REASONS), and when. */
 export interface EndedPending {
-  how: string;
+  how: PendingRemovalReason;
   /** wall clock ms */
   at: number;
-}
-
-/** "chunk 17 is no longer held: the filter released it at 12:03:04: its deadline passed, ..." */
-export function describeEnded(id: string, e: EndedPending): string {
-  const at = new Date(e.at).toTimeString().slice(0, 8);
-  const released = RELEASE_EXPLAINED[e.how];
-  return released
-    ? `chunk ${id} is no longer held: the filter released it at ${at}: ${released}`
-    : `chunk ${id} is no longer held: it was answered (${e.how}) at ${at}`;
 }
 
 export interface ExecRecord {
@@ -121,7 +112,11 @@ export class LiveModel {
   private removedSockets = new Set<string>();
   private newExecs: ExecView[] = [];
   private addedPending = new Map<string, PendingView>();
-  private removedPending: { id: string; reason: string }[] = [];
+  private updatedPending = new Set<string>();
+  private removedPending: { id: string; reason: PendingRemovalReason }[] = [];
+  // Why recent payloads stopped being pending (insertion order = age), so a
+  // late verdict or extend is answered "released (its deadline passed)"
+  // rather than "unknown".
   private newEvents: HistoryEvent[] = [];
   private dirty = false;
 
@@ -364,7 +359,7 @@ export class LiveModel {
       case NotifyType.ChunkReleased: {
         this.counters.releasedByFilter++;
         const id = n.chunkId.toString();
-        const reason = RELEASE_REASONS[n.reason] ?? `reason ${n.reason}`;
+        const reason: PendingRemovalReason = RELEASE_REASONS[n.reason] ?? 'released';
         this.removePending(id, reason);
         this.record({ kind: 'released', chunkId: id, reason });
         return;
@@ -389,6 +384,10 @@ export class LiveModel {
 
   /** `data` is the chunk's bytes, already copied out of the shared buffers. */
   addPending(n: Extract<Notification, { type: NotifyType.Data }>, data: Buffer): PendingEntry {
+    // The filter's deadline counts from when it held the chunk; the batch
+    // reached us a few microseconds later, so the countdown from `now` is
+    // the filter's own within that.
+    const now = Date.now();
     const key = sockKey(n.sock);
     const s = this.sockets.get(key);
     const view: PendingView = {
@@ -401,7 +400,8 @@ export class LiveModel {
       streamOffset: n.streamOffset,
       local: s?.view.local,
       remote: n.addr ? endpoint(n.addr) : s?.view.remote,
-      deadline: Date.now() + n.deadlineMs,
+      deadline: now + n.deadlineMs,
+      heldAt: now,
     };
     const e: PendingEntry = { view, chunkId: n.chunkId, sock: n.sock, data };
     this.pending.set(view.id, e);
@@ -412,11 +412,12 @@ export class LiveModel {
     return e;
   }
 
-  removePending(id: string, reason: string): PendingEntry | undefined {
+  removePending(id: string, reason: PendingRemovalReason): PendingEntry | undefined {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
     this.pendingBytes -= e.data.length + (e.staged?.length ?? 0);
+    this.updatedPending.delete(id);
     this.endedPending.set(id, { how: reason, at: Date.now() });
     if (this.endedPending.size > ENDED_PENDING_KEPT) {
       this.endedPending.delete(this.endedPending.keys().next().value as string);
@@ -435,7 +436,24 @@ export class LiveModel {
     e.staged = bytes;
     if (bytes) e.view.staged = { size: bytes.length };
     else delete e.view.staged;
+    this.viewChanged(e.view.id);
     return true;
+  }
+
+  /** The filter now holds a pending payload until `deadline` (an extend was applied). */
+  setPendingDeadline(id: string, deadline: number): PendingView | undefined {
+    const e = this.pending.get(id);
+    if (!e) return undefined;
+    e.view.deadline = deadline;
+    this.viewChanged(id);
+    return e.view;
+  }
+
+  /** A pending view changed after it was announced: the next batch carries it in pendingUpdated. */
+  private viewChanged(id: string): void {
+    // Not sent yet: the added view carries the change already.
+    if (!this.addedPending.has(id)) this.updatedPending.add(id);
+    this.dirty = true;
   }
 
   verdict(
@@ -520,6 +538,7 @@ export class LiveModel {
       socketsRemoved: [...this.removedSockets],
       execs: this.newExecs,
       pendingAdded: [...this.addedPending.values()],
+      pendingUpdated: [...this.updatedPending].map((id) => this.pending.get(id)!.view),
       pendingRemoved: this.removedPending,
       events: this.newEvents,
       counters: { ...this.counters },
@@ -528,6 +547,7 @@ export class LiveModel {
     this.removedSockets = new Set();
     this.newExecs = [];
     this.addedPending = new Map();
+    this.updatedPending = new Set();
     this.removedPending = [];
     this.newEvents = [];
     this.dirty = false;

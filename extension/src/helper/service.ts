@@ -7,7 +7,7 @@ import * as P from '../shared/helperProtocol';
 import { EngineError, type FilterEngine } from './engine';
 import { CaptureTargetError, type ExportSelection } from './captureExport';
 import { RulesError } from './rules';
-import { MODIFIED_MAX_LEN } from './wire';
+import { HOLD_TOTAL_MAX_MS, MODIFIED_MAX_LEN } from './wire';
 
 function invalid(message: string): ResponseError<void> {
   return new ResponseError(ErrorCodes.InvalidParams, message);
@@ -76,7 +76,7 @@ function wrap<T>(fn: () => T): T {
               : e.code === 'NKE_NO_CAPTURE'
                 ? P.HelperErrorCode.CaptureFailed
                 : P.HelperErrorCode.FilterRefused;
-      throw new ResponseError(code, e.message, { code: e.code });
+      throw new ResponseError(code, e.message, { ...e.data, code: e.code });
     }
     if (e instanceof CaptureTargetError) {
       throw new ResponseError(P.HelperErrorCode.CaptureFailed, e.message, { code: e.code });
@@ -158,6 +158,22 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
         }
       } else if (o.base64 !== undefined) throw invalid('nke/verdict: base64 is only for replace');
       engine.verdict(o.id, o.action, bytes);
+    }),
+  );
+  conn.onRequest(P.ExtendHold, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/extendHold');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/extendHold: id must be a decimal string');
+      }
+      if (
+        !Number.isInteger(o.holdMs) ||
+        (o.holdMs as number) < 1 ||
+        (o.holdMs as number) > HOLD_TOTAL_MAX_MS
+      ) {
+        throw invalid(`nke/extendHold: holdMs must be an integer 1..${HOLD_TOTAL_MAX_MS} (ms of total hold)`);
+      }
+      return engine.extendHold(o.id, o.holdMs as number);
     }),
   );
   conn.onRequest(P.GetHistory, (p: unknown) =>

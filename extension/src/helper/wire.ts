@@ -3,6 +3,7 @@
 // header), shaped for the live model: camelCase, printable addresses, plain
 // numbers where they are exact. No offsets are written out here.
 import * as abi from '../shared/abi';
+import type { PendingRemovalReason } from '../shared/helperProtocol';
 
 export {
   emptyRule,
@@ -22,6 +23,7 @@ export {
   NKE_RESPONSE_MAX_RELEASES as RESPONSE_MAX_RELEASES,
   NKE_PUT_DATA_MAX_PIECE as PUT_DATA_MAX_PIECE,
   NKE_MODIFIED_MAX_LEN as MODIFIED_MAX_LEN,
+  NKE_HOLD_TOTAL_MAX_MS as HOLD_TOTAL_MAX_MS,
   NKE_DATA_F_HELD as DATA_F_HELD,
   NKE_DATA_F_HAS_ADDR as DATA_F_HAS_ADDR,
 } from '../shared/abi';
@@ -30,23 +32,14 @@ import { NotifyType, type CaptureMode, type RuleAction } from '../shared/abi';
 export const DIR_IN = abi.Direction.In;
 export const DIR_OUT = abi.Direction.Out;
 
-export const RELEASE_REASONS: Record<number, string> = {
+/** NKE_RELEASE_* as the protocol names them (PendingRemovalReason). */
+export const RELEASE_REASONS: Readonly<Record<number, PendingRemovalReason>> = {
   1: 'timeout',
   2: 'client-gone',
   3: 'socket-gone',
   4: 'inject-failed',
   5: 'budget',
   6: 'socket-closing',
-};
-
-/** What became of a chunk the filter released itself, by reason (RELEASE_REASONS), in words. */
-export const RELEASE_EXPLAINED: Readonly<Record<string, string>> = {
-  timeout: 'its deadline passed, the original went on',
-  'client-gone': 'its filter client went away, the original went on',
-  'socket-gone': 'its socket was gone, nothing was sent',
-  'inject-failed': 're-injecting it failed in the network stack',
-  budget: 'the byte budget was used up, the original went on',
-  'socket-closing': 'its socket was closing (outgoing: the original went on; incoming: discarded)',
 };
 
 export const SOCK_EVENTS: Record<number, string> = {

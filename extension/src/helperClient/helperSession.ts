@@ -17,18 +17,22 @@ import {
   ConnectFilter,
   DisconnectFilter,
   ExportPcapng,
+  ExtendHold,
   FilterClosed,
   type FilterStatus,
   GetPayload,
   GetSnapshot,
   GetStatus,
   Log,
+  type PendingRemovalReason,
+  type PendingView,
   type RulesConfig,
   SetPaused,
   SetRules,
   Update,
   Verdict,
 } from '../shared/helperProtocol';
+import { noLongerHeld } from '../shared/payloadReasons';
 import { HelperClient } from './helperClient';
 import type { HelperPort, PayloadVerdict } from './helperPort';
 
@@ -70,6 +74,24 @@ function filterErrorCode(e: unknown): string | undefined {
   if (!(e instanceof ResponseError)) return undefined;
   const data = e.data as { code?: unknown } | undefined;
   return typeof data?.code === 'string' ? data.code : undefined;
+}
+
+/** A helper ResponseError's data.reason (why a payload is no longer pending). */
+function removalReason(e: unknown): PendingRemovalReason | undefined {
+  if (!(e instanceof ResponseError)) return undefined;
+  const data = e.data as { reason?: unknown } | undefined;
+  return typeof data?.reason === 'string' ? (data.reason as PendingRemovalReason) : undefined;
+}
+
+/** The payload is no longer held: released by the filter or already answered. */
+export class PayloadGoneError extends ActionableError {
+  constructor(
+    readonly payloadId: string,
+    readonly reason: PendingRemovalReason | undefined,
+  ) {
+    super(noLongerHeld(payloadId, reason));
+    this.name = 'PayloadGoneError';
+  }
 }
 
 /** The emulator's endpoint did not answer: NKE: Load Filter can start it. */
@@ -146,6 +168,9 @@ export class HelperSession implements HelperPort {
       }
     }
     this.stopHelper();
+    // The filter released everything held when its client closed; the
+    // helper's last batch saying so may never arrive.
+    this.opts.model.releaseAllPending('client-gone');
     this.opts.model.setLink({
       status: 'disconnected',
       staleReason: undefined,
@@ -175,7 +200,38 @@ export class HelperSession implements HelperPort {
     if (this.conn) await this.setRules(rules);
   }
 
-  async verdict(payloadId: string, verdict: PayloadVerdict): Promise<void> {
+  async verdict(payloadId: string, verdict: PayloadVerdict, bytes?: Uint8Array): Promise<void> {
+    const conn = this.requireLive(payloadId);
+    if ((verdict === 'replace') !== (bytes !== undefined)) {
+      throw new Error(`payload ${payloadId}: the new bytes go with 'replace' and only with it`);
+    }
+    try {
+      await conn.sendRequest(Verdict, {
+        id: payloadId,
+        action: verdict,
+        ...(bytes
+          ? { base64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }
+          : {}),
+      });
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
+  }
+
+  async extendHold(payloadId: string, holdMs: number): Promise<PendingView> {
+    const conn = this.requireLive(payloadId);
+    try {
+      const view = await conn.sendRequest(ExtendHold, { id: payloadId, holdMs });
+      // Shown at once; the helper's next batch carries the same view.
+      this.opts.model.updatePending(view);
+      return view;
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
+  }
+
+  /** The connection, when a held chunk can still be acted on at all. */
+  private requireLive(payloadId: string): MessageConnection {
     const conn = this.require();
     const { status } = this.opts.model.link;
     if (status !== 'connected' && status !== 'paused') {
@@ -186,11 +242,7 @@ export class HelperSession implements HelperPort {
         command: 'nke.connect',
       });
     }
-    try {
-      await conn.sendRequest(Verdict, { id: payloadId, action: verdict });
-    } catch (e) {
-      throw this.explain(e);
-    }
+    return conn;
   }
 
   /** Makes the helper forget closed sockets, execs and history (if one runs). */
@@ -222,8 +274,12 @@ export class HelperSession implements HelperPort {
   }
 
   async payload(payloadId: string): Promise<Buffer> {
-    const r = await this.require().sendRequest(GetPayload, { id: payloadId });
-    return Buffer.from(r.base64, 'base64');
+    try {
+      const r = await this.require().sendRequest(GetPayload, { id: payloadId });
+      return Buffer.from(r.base64, 'base64');
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
   }
 
   /** Stops the helper (it exits when its connection closes); the model says disconnected. */
@@ -301,6 +357,7 @@ export class HelperSession implements HelperPort {
       const why = `the filter connection closed (${code}): ${message}`;
       log.error(why);
       model.markStale(why, 'nke.loadFilter');
+      model.releaseAllPending('filter-gone');
       this.fail({ kind: 'filter-closed', message: why });
     });
     conn.onNotification(Log, ({ level, message }) => log[level](`helper: ${message}`));
@@ -319,6 +376,8 @@ export class HelperSession implements HelperPort {
     const why = `the helper process ended: ${reason}`;
     this.opts.log.error(why);
     this.opts.model.markStale(why, 'nke.restartHelper');
+    // The filter fails open when its client dies: nothing is held any more.
+    this.opts.model.releaseAllPending('client-gone');
     this.fail({ kind: 'helper-exited', message: why });
   }
 
@@ -327,7 +386,7 @@ export class HelperSession implements HelperPort {
   }
 
   /** Turns helper and filter errors into messages with the next step. */
-  private explain(e: unknown): Error {
+  private explain(e: unknown, payloadId?: string): Error {
     if (e instanceof ActionableError) return e;
     const message = e instanceof Error ? e.message : String(e);
     switch (filterErrorCode(e)) {
@@ -345,8 +404,7 @@ export class HelperSession implements HelperPort {
           `${message}: disconnect the other client (nke watch, another window) first`,
         );
       case 'NKE_UNKNOWN_PAYLOAD':
-        // The helper names the chunk and how it ended (answered, or released and why).
-        return new ActionableError(message);
+        return new PayloadGoneError(payloadId ?? '?', removalReason(e));
       case 'NKE_NOT_CONNECTED':
         return new ActionableError(`${message}`, { title: 'Connect', command: 'nke.connect' });
     }

@@ -9,6 +9,7 @@
 // completion and then fires one change event per part it touched.
 import type {
   Counters,
+  PendingRemovalReason,
   RulesConfig,
   ExecView,
   FilterStatus,
@@ -19,7 +20,10 @@ import type {
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
 
-export type { Counters, ExecView, FilterStatus, PendingView, SocketView };
+export type { Counters, ExecView, FilterStatus, PendingRemovalReason, PendingView, SocketView };
+
+/** Pending payloads that left the model in one change, and why. */
+export type PendingRemoval = { id: string; reason: PendingRemovalReason };
 
 /** Where the filter runs: the Linux user-space emulator or the macOS kext. */
 export type FilterMode = 'emulator' | 'kext';
@@ -77,6 +81,7 @@ export class WorkbenchModel {
   private readonly execsById = new Map<string, ExecView>();
   private readonly pendingById = new Map<string, PendingView>();
   private readonly listeners = new Set<(e: ModelChange) => void>();
+  private readonly removalListeners = new Set<(removed: PendingRemoval[]) => void>();
 
   constructor(
     mode: FilterMode,
@@ -90,6 +95,15 @@ export class WorkbenchModel {
   readonly onDidChange: ModelEvent<ModelChange> = (listener) => {
     this.listeners.add(listener);
     return { dispose: () => this.listeners.delete(listener) };
+  };
+
+  /**
+   * Pending payloads removed, with the reason (the filter released them, a
+   * client answered, the link went away). Fires after the 'pending' change.
+   */
+  readonly onDidRemovePending: ModelEvent<PendingRemoval[]> = (listener) => {
+    this.removalListeners.add(listener);
+    return { dispose: () => this.removalListeners.delete(listener) };
   };
 
   get link(): Readonly<LinkState> {
@@ -142,8 +156,26 @@ export class WorkbenchModel {
     this.setLink({ status: 'failed', staleReason: reason, recoverWith });
   }
 
+  /**
+   * Every pending payload is gone at once: the filter released them when its
+   * client (the helper) went away or when the filter itself did. Rows left
+   * behind would count down to "0.0 s left" and offer verdicts nobody can give.
+   */
+  releaseAllPending(reason: PendingRemovalReason): void {
+    if (this.pendingById.size === 0) return;
+    const removed = [...this.pendingById.keys()].map((id) => ({ id, reason }));
+    this.pendingById.clear();
+    this.fire('pending');
+    this.fireRemoved(removed);
+  }
+
   /** Replaces everything with the helper's whole model (on (re)connect). */
   applySnapshot(s: Snapshot): void {
+    // Pending payloads the new snapshot does not have were released meanwhile.
+    const kept = new Set(s.pending.map((p) => p.id));
+    const gone = [...this.pendingById.keys()]
+      .filter((id) => !kept.has(id))
+      .map((id) => ({ id, reason: 'released' as const }));
     this.socketsById.clear();
     this.execsById.clear();
     this.pendingById.clear();
@@ -156,12 +188,14 @@ export class WorkbenchModel {
     });
     this.linkState = { ...this.linkState, rules: s.rules };
     for (const part of ['sockets', 'execs', 'pending'] as const) this.fire(part);
+    this.fireRemoved(gone);
   }
 
   /** Applies one batch of changes from the helper (at most ~30 a second). */
   applyUpdate(b: UpdateBatch): void {
     const touched = this.apply(b);
     for (const part of touched) this.fire(part);
+    this.fireRemoved(b.pendingRemoved);
   }
 
   private apply(b: UpdateBatch): Set<ModelPart> {
@@ -176,8 +210,12 @@ export class WorkbenchModel {
       touched.add('execs');
     }
     for (const p of b.pendingAdded) this.pendingById.set(p.id, { ...p });
+    // Only payloads still here: an update never brings back a removed one.
+    for (const p of b.pendingUpdated ?? []) {
+      if (this.pendingById.has(p.id)) this.pendingById.set(p.id, { ...p });
+    }
     for (const r of b.pendingRemoved) this.pendingById.delete(r.id);
-    if (b.pendingAdded.length || b.pendingRemoved.length) {
+    if (b.pendingAdded.length || b.pendingRemoved.length || b.pendingUpdated?.length) {
       touched.add('pending');
       // The Pending view shows the socket's peer: sockets matter to it too.
     }
@@ -205,6 +243,13 @@ export class WorkbenchModel {
     if (this.trimHistory()) this.fire('execs');
   }
 
+  /** Updates one pending payload (its deadline after an extend) if it is still pending. */
+  updatePending(p: PendingView): void {
+    if (!this.pendingById.has(p.id)) return;
+    this.pendingById.set(p.id, { ...p });
+    this.fire('pending');
+  }
+
   /** Forgets sockets, execs and pending payloads; keeps the link's status. */
   clear(): void {
     this.socketsById.clear();
@@ -226,6 +271,11 @@ export class WorkbenchModel {
 
   private fire(part: ModelPart): void {
     for (const l of [...this.listeners]) l({ part });
+  }
+
+  private fireRemoved(removed: PendingRemoval[]): void {
+    if (!removed.length) return;
+    for (const l of [...this.removalListeners]) l(removed);
   }
 }
 

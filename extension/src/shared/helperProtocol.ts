@@ -114,7 +114,33 @@ export interface PendingView {
   deadline: number;
   /** an edit staged in the helper (nke/stageEdit), sent by a replace verdict without bytes */
   staged?: { size: number };
+  /**
+   * wall clock ms when the filter held it (as the helper saw it): nke/extendHold's
+   * holdMs counts from here, and deadline - heldAt is the hold the filter has now
+   */
+  heldAt: number;
 }
+
+/**
+ * Why a payload is no longer pending: the filter released it (deadline,
+ * client gone, socket gone, inject failed) or a client answered it.
+ */
+export type PendingRemovalReason =
+  | 'timeout'
+  | 'client-gone'
+  | 'socket-gone'
+  | 'inject-failed'
+  /** the filter's byte budget ran out while later data waited behind it */
+  | 'budget'
+  /** the socket was closing: outbound sent as it was, inbound discarded */
+  | 'socket-closing'
+  /** the link to the filter was lost (emulator or kext gone); it fails open */
+  | 'filter-gone'
+  | 'allow'
+  | 'drop'
+  | 'replace'
+  /** the filter released it for a reason this client does not know */
+  | 'released';
 
 /** The helper's own counters: totals since this helper process started. */
 export interface Counters {
@@ -211,7 +237,7 @@ export type HistoryEvent =
       action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass';
       size: number;
     }
-  | { seq: number; time: number; kind: 'released'; chunkId: string; reason: string }
+  | { seq: number; time: number; kind: 'released'; chunkId: string; reason: PendingRemovalReason }
   | {
       seq: number;
       time: number;
@@ -336,7 +362,9 @@ export interface UpdateBatch {
   socketsRemoved: string[];
   execs: ExecView[];
   pendingAdded: PendingView[];
-  pendingRemoved: { id: string; reason: string }[];
+  /** pending payloads already sent whose view changed (an extended deadline) */
+  pendingUpdated?: PendingView[];
+  pendingRemoved: { id: string; reason: PendingRemovalReason }[];
   events: HistoryEvent[];
   counters: Counters;
   filter?: FilterStatus;
@@ -382,6 +410,15 @@ export const Verdict = new RequestType<
   void,
   void
 >('nke/verdict');
+/**
+ * Keeps a pending payload held longer: the filter's deadline becomes heldAt +
+ * holdMs (never earlier than it is; 1..NKE_HOLD_TOTAL_MAX_MS). Answers the
+ * payload's view with its new deadline; UnknownPayload (with the reason in
+ * data.reason) when it is no longer held.
+ */
+export const ExtendHold = new RequestType<{ id: string; holdMs: number }, PendingView, void>(
+  'nke/extendHold',
+);
 /** History events with seq > since (at most limit). */
 export const GetHistory = new RequestType<{ since?: number; limit?: number }, HistoryEvent[], void>(
   'nke/history',
@@ -430,6 +467,15 @@ export const Update = new NotificationType<UpdateBatch>('nke/update');
 export const FilterClosed = new NotificationType<{ code: string; message: string }>('nke/filterClosed');
 /** A line for the extension's log channel. */
 export const Log = new NotificationType<{ level: 'info' | 'warn' | 'error'; message: string }>('nke/log');
+
+/**
+ * `data` of an UnknownPayload error: the payload was known and is gone, and
+ * why (absent when the helper never saw the id, or forgot it).
+ */
+export interface UnknownPayloadData {
+  code: 'NKE_UNKNOWN_PAYLOAD';
+  reason?: PendingRemovalReason;
+}
 
 /** JSON-RPC error codes of this protocol (besides the standard ones). */
 export const enum HelperErrorCode {

@@ -46,8 +46,9 @@ extern "C" {
  *    NKE_EXEC_F_TRUNCATED; stream order and byte budget
  *    (nke_filter_state.bytes_kept, chunks_queued, chunks_passed_budget;
  *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET,
- *    NKE_RELEASE_SOCKET_CLOSING and NKE_NT_DATA_GAP. */
-#define NKE_ABI_VERSION 2u
+ *    NKE_RELEASE_SOCKET_CLOSING and NKE_NT_DATA_GAP.
+ * 3: NKE_ACT_EXTEND (nke_verdict.hold_ms), NKE_HOLD_TOTAL_MAX_MS, NKE_ERR_HOLD_MS. */
+#define NKE_ABI_VERSION 3u
 
 #define NKE_BUNDLE_ID       "com.nkeworkbench.filter"
 #define NKE_SERVICE_CLASS   "com_nkeworkbench_Filter"
@@ -475,12 +476,25 @@ NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
  * before any other check of the entry but its own fields' (reserved bits,
  * action, buffer range): a stale release whose buffer now belongs to a newer
  * chunk, released in the same response, is not a duplicate.
+ *
+ * NKE_ACT_EXTEND is not a verdict: the chunk stays held and only its deadline
+ * moves, to `hold_ms` after the moment the filter held it (so the client can
+ * tell the real deadline without knowing the filter's clock), and never
+ * earlier than it already is. hold_ms is 1..NKE_HOLD_TOTAL_MAX_MS: however
+ * often a client extends, no chunk is held longer than that in total (the
+ * filter still fails open when a person leaves an editor open). One verdict
+ * or extend per chunk per response; an EXTEND on a reported or decided chunk
+ * is NKE_ERR_NOT_HELD.
  */
 enum nke_action {
     NKE_ACT_ALLOW          = 1, /* re-inject the original bytes */
     NKE_ACT_ALLOW_MODIFIED = 2, /* re-inject the bytes staged with NKE_SEL_PUT_DATA */
-    NKE_ACT_DROP           = 3  /* discard */
+    NKE_ACT_DROP           = 3, /* discard */
+    NKE_ACT_EXTEND         = 4  /* keep holding: deadline = held time + hold_ms */
 };
+
+/* Hard cap on the total hold of one chunk (NKE_ACT_EXTEND's hold_ms). */
+#define NKE_HOLD_TOTAL_MAX_MS 600000u
 
 struct nke_response_hdr {
     uint32_t abi_version;
@@ -500,12 +514,17 @@ struct nke_verdict {
     struct nke_sock_id sock;  /* must match the chunk's socket */
     uint8_t  action;          /* enum nke_action */
     uint8_t  _pad0[3];
-    uint32_t modified_len;    /* ALLOW_MODIFIED: total staged bytes; 0 otherwise */
+    union {                   /* the one argument of the action */
+        uint32_t modified_len; /* ALLOW_MODIFIED: total staged bytes; 0 for ALLOW and DROP */
+        uint32_t hold_ms;      /* EXTEND: total hold wanted, ms from when the chunk was held */
+    };
 };
 NKE_ASSERT_SIZE(struct nke_verdict, 24);
 NKE_ASSERT_OFF(struct nke_verdict, sock, 8);
 NKE_ASSERT_OFF(struct nke_verdict, action, 16);
 NKE_ASSERT_OFF(struct nke_verdict, modified_len, 20);
+NKE_ASSERT_OFF(struct nke_verdict, hold_ms, 20);
+NKE_STATIC_ASSERT(sizeof(((struct nke_verdict *)0)->hold_ms) == 4, "ABI size of nke_verdict.hold_ms");
 
 struct nke_release {
     uint64_t chunk_id;        /* the chunk the buffer was announced with */
@@ -603,6 +622,12 @@ NKE_ASSERT_OFF(struct nke_rule, comm, 56);
 #define NKE_MAX_RULES 64u
 #define NKE_HOLD_TIMEOUT_DEFAULT_MS 5000u
 #define NKE_HOLD_TIMEOUT_MAX_MS     600000u
+/* A chunk's first deadline is within the cap that EXTEND is held to. */
+NKE_STATIC_ASSERT(NKE_HOLD_TIMEOUT_MAX_MS <= NKE_HOLD_TOTAL_MAX_MS, "hold timeout within the total hold cap");
+/* The cap is a deadline in ms that fits nke_verdict.hold_ms and is still
+ * fail-open on a human scale: at most an hour. */
+NKE_STATIC_ASSERT(NKE_HOLD_TOTAL_MAX_MS >= 1u && NKE_HOLD_TOTAL_MAX_MS <= 3600000u,
+                  "total hold cap between 1 ms and an hour");
 
 struct nke_capture_config {
     uint32_t abi_version;
@@ -634,7 +659,7 @@ enum nke_error {
     NKE_ERR_RESERVED        = 5,  /* a padding field is not zero */
     NKE_ERR_ACTION          = 6,  /* unknown verdict or rule action */
     NKE_ERR_SOCK            = 7,  /* socket id does not match the chunk */
-    NKE_ERR_NOT_HELD        = 8,  /* verdict for a chunk that was only reported */
+    NKE_ERR_NOT_HELD        = 8,  /* verdict for a chunk that was only reported; EXTEND: or decided */
     NKE_ERR_DUP_VERDICT     = 9,  /* two verdicts for one chunk */
     NKE_ERR_MODIFIED_LEN    = 10, /* modified_len differs from the staged data */
     NKE_ERR_BUF_RANGE       = 11, /* buffer index >= NKE_BUFFER_COUNT */
@@ -651,6 +676,7 @@ enum nke_error {
     NKE_ERR_SELECTOR        = 22, /* unknown method */
     NKE_ERR_NO_MEMORY       = 23,
     NKE_ERR_NOT_OPEN        = 24, /* method before a successful NKE_SEL_OPEN */
+    NKE_ERR_HOLD_MS         = 25, /* EXTEND hold_ms is 0 or above NKE_HOLD_TOTAL_MAX_MS */
     NKE_ERR__COUNT
 };
 

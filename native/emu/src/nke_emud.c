@@ -8,7 +8,10 @@
  * here locks.
  *
  * Usage: nke-emud [--kev-limit N] [--spin-us N]   (the hold deadline is the
- * client's capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS)
+ * client's capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS;
+ * a client's NKE_ACT_EXTEND moves it later, at most NKE_HOLD_TOTAL_MAX_MS
+ * after the hold: the loop takes the next deadline from nke_core_expire on
+ * every turn, so an extended chunk simply is not due when the old one passes)
  *
  * --spin-us N (default 50; 0: off): while data can be held, the loop polls
  * without sleeping for up to N us after the last event, yielding between
