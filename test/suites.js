@@ -32,7 +32,7 @@ module.exports = [
     name: 'helper',
     what: 'addon, helper process, protocol, model, rules, CLI (no emulator needed)',
     cmd: mocha('out/test/helper/**/*.test.js', [
-      // every *emu.test.js runs in helper-emu (it needs the emulator)
+      // every *emu.test.js needs the emulator: suite helper-emu runs them
       '--ignore',
       'out/test/helper/*emu.test.js',
       '--timeout',

@@ -58,6 +58,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       return {
         asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
         historyLimit: s.historyLimit,
+        captureHistoryMiB: s.captureHistoryMiB,
         env:
           s.mode === 'emulator'
             ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
@@ -107,6 +108,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,
+      selectedSockets: () => trees.sockets.selection,
     }),
     editing.registration,
     editor.registration,

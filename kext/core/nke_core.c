@@ -281,6 +281,15 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
     c->stats.abi_version = NKE_ABI_VERSION;
 }
 
+int nke_core_selector_check(uint32_t selector, bool caller_is_open_client)
+{
+    if (selector >= NKE_SEL_COUNT)
+        return NKE_ERR_SELECTOR;
+    if (selector == NKE_SEL_OPEN || caller_is_open_client)
+        return NKE_OK;
+    return NKE_ERR_NOT_OPEN;
+}
+
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id)
 {
@@ -788,6 +797,26 @@ void nke_core_option(struct nke_core *c, struct nke_sock_id id, uint32_t level, 
 /* Data path                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* The data passes although the capture mode wanted it reported or held (no
+ * buffer, or no room for its record): tell the client where the hole is and
+ * how long, so its history marks a gap instead of splicing around it. No
+ * buffer needed; if even this record does not fit, the loss is counted and
+ * the next chunk's stream_offset still shows the hole. */
+static void report_unreported_pass(struct nke_core *c, struct nke_sock_id id, uint8_t direction,
+                                   uint64_t stream_offset, uint32_t size, uint32_t flags,
+                                   uint8_t reason, uint64_t now_ns)
+{
+    struct nke_nt_data_gap rec;
+    memset(&rec, 0, sizeof(rec));
+    hdr_fill(&rec.hdr, NKE_NT_DATA_GAP, sizeof(rec), flags & (NKE_DATA_F_DATAGRAM | NKE_DATA_F_OOB),
+             id, now_ns);
+    rec.stream_offset = stream_offset;
+    rec.size = size;
+    rec.direction = direction;
+    rec.reason = reason;
+    emit_rec(c, &rec, sizeof(rec));
+}
+
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id)
@@ -855,11 +884,13 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     nbuf = (size + NKE_BUFFER_SIZE - 1u) / NKE_BUFFER_SIZE;
     if (!chunk_slot_take(c, &slot, &cid)) {
         c->stats.chunks_passed_pool_full++;
+        report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_NO_BUFFER, now_ns);
         goto keep_or_pass;
     }
     if (nke_pool_alloc(&c->pool, cid, nbuf, bufs) != NKE_OK) {
         chunk_slot_put(c, slot);
         c->stats.chunks_passed_pool_full++;
+        report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_NO_BUFFER, now_ns);
         goto keep_or_pass;
     }
     ch = &c->chunks[slot];
@@ -891,6 +922,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         for (i = 0; i < nbuf; i++)
             (void)nke_pool_free(&c->pool, bufs[i]);
         chunk_slot_put(c, slot);
+        report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_QUEUE_FULL, now_ns);
         goto keep_or_pass;
     }
     /* The id is issued only now: next ids are above it, never reused. */

@@ -256,6 +256,12 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
                    uint32_t kev_vendor_code, uint32_t kev_msg_limit);
 
 /* --- user client --------------------------------------------------------- */
+/* The selector contract (nke_abi.h, above enum nke_selector), checked by
+ * the kext and nke-emud before they dispatch: NKE_ERR_SELECTOR for an
+ * unknown selector, NKE_OK for NKE_SEL_OPEN (nke_core_client_open decides
+ * BUSY), NKE_ERR_NOT_OPEN for any other selector unless the caller is the
+ * open client, NKE_OK then. */
+int nke_core_selector_check(uint32_t selector, bool caller_is_open_client);
 /* NKE_OK, NKE_ERR_BUSY, NKE_ERR_VERSION, NKE_ERR_RESERVED, NKE_ERR_FLAGS. */
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id);
@@ -346,7 +352,10 @@ enum nke_data_result {
  * stream order first (nke_order.h: behind kept data it is QUEUED whatever
  * else says), then client presence, capture mode and the byte budget; on
  * buffer pool or chunk table exhaustion it is not held and counted
- * (chunks_passed_pool_full). *chunk_id is set when reported or held. */
+ * (chunks_passed_pool_full). Data the mode wanted reported or held but that
+ * passes unreported (no buffer, or its NKE_NT_DATA record did not fit in the
+ * queue) is announced with an NKE_NT_DATA_GAP record (socket, direction,
+ * stream offset, size). *chunk_id is set when reported or held. */
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id);

@@ -119,6 +119,8 @@ int main(void)
     struct_end();
     S(nke_nt_chunk_released); F(nke_nt_chunk_released, hdr); F(nke_nt_chunk_released, chunk_id);
     F(nke_nt_chunk_released, reason); F(nke_nt_chunk_released, size); struct_end();
+    S(nke_nt_data_gap); F(nke_nt_data_gap, hdr); F(nke_nt_data_gap, stream_offset); F(nke_nt_data_gap, size);
+    F(nke_nt_data_gap, direction); F(nke_nt_data_gap, reason); F(nke_nt_data_gap, _pad0); struct_end();
     S(nke_filter_state); F(nke_filter_state, abi_version); F(nke_filter_state, flags);
     F(nke_filter_state, capture_mode); F(nke_filter_state, sockets_live); F(nke_filter_state, chunks_pending);
     F(nke_filter_state, buffers_in_use); F(nke_filter_state, sockets_attached); F(nke_filter_state, chunks_held);
@@ -174,7 +176,7 @@ int main(void)
     C(NKE_SEL_COUNT); C(NKE_OPEN_F_NONE);
     C(NKE_NT_ATTACH); C(NKE_NT_DETACH); C(NKE_NT_CONNECT_IN); C(NKE_NT_CONNECT_OUT); C(NKE_NT_BOUND);
     C(NKE_NT_LISTEN); C(NKE_NT_EVENT); C(NKE_NT_DATA); C(NKE_NT_CHUNK_RELEASED); C(NKE_NT_STATE); C(NKE_NT_OPTION);
-    C(NKE_NT_OWNER);
+    C(NKE_NT_OWNER); C(NKE_NT_DATA_GAP); C(NKE_GAP_NO_BUFFER); C(NKE_GAP_QUEUE_FULL);
     C(NKE_EV_CONNECTING); C(NKE_EV_CONNECTED); C(NKE_EV_DISCONNECTING); C(NKE_EV_DISCONNECTED);
     C(NKE_EV_FLUSH_READ); C(NKE_EV_SHUTDOWN); C(NKE_EV_CANTRECVMORE); C(NKE_EV_CANTSENDMORE); C(NKE_EV_CLOSING);
     C(NKE_EV_BOUND);
@@ -201,7 +203,7 @@ int main(void)
     C(NKE_KEV_HEADER_SIZE); C(NKE_KEV_CLASS); C(NKE_KEV_SUBCLASS_EXEC); C(NKE_KEV_EVENT_EXEC);
     C(NKE_KEV_MSG_LIMIT_X86_64); C(NKE_KEV_MSG_LIMIT_ARM64); C(NKE_PATH_MAX); C(NKE_KEV_MAX_CHUNKS);
     C(NKE_EXEC_F_SPAWNER_CONTEXT); C(NKE_EXEC_F_FROM_SHIM); C(NKE_EXEC_F_TRUNCATED); C(NKE_KEV_EXEC_CHUNK_HEADER_SIZE);
-    CS(NKE_EMU_DIR_ENV); CS(NKE_EMU_CTL_SOCK); CS(NKE_EMU_KEV_SOCK); CS(NKE_EMU_SHIM_SOCK); CS(NKE_EMU_LOCK_FILE);
+    CS(NKE_EMU_DIR_ENV); CS(NKE_EMU_CTL_SOCK); CS(NKE_EMU_KEV_SOCK); CS(NKE_EMU_SHIM_SOCK); CS(NKE_EMU_LOCK_FILE); CS(NKE_EMU_LOG_FILE); C(NKE_EMU_LOG_MAX);
     C(NKE_EMU_MAGIC_REQ); C(NKE_EMU_MAGIC_REPLY); C(NKE_EMU_MAX_REQ);
     C(NKE_EMU_KEV_GET_VENDOR); C(NKE_EMU_KEV_SET_FILTER); C(NKE_EMU_KEV_ANY); C(NKE_EMU_KEV_OK);
     C(NKE_EMU_KEV_EPERM); C(NKE_EMU_KEV_ENOENT); C(NKE_EMU_KEV_EINVAL); C(NKE_EMU_KEV_VENDOR_LEN);

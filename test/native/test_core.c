@@ -67,6 +67,7 @@ struct finish_call {
 struct fake {
     struct nke_core *core;  /* finish reports each item done at once (as nke-emud does) */
     bool queue_full;
+    uint32_t max_rec;       /* nonzero: records larger than this do not fit in the queue */
     int nrecs;
     uint8_t recs[MAX_RECS][NKE_NT_MAX_SIZE];
     int nfinish;
@@ -78,7 +79,8 @@ struct fake {
 static bool fake_emit(void *platform, const void *rec, uint32_t size)
 {
     struct fake *f = (struct fake *)platform;
-    if (f->queue_full || f->nrecs >= MAX_RECS || size > NKE_NT_MAX_SIZE)
+    if (f->queue_full || f->nrecs >= MAX_RECS || size > NKE_NT_MAX_SIZE ||
+        (f->max_rec && size > f->max_rec))
         return false;
     memcpy(f->recs[f->nrecs++], rec, size);
     return true;
@@ -1285,6 +1287,23 @@ static void test_client_open_errors(void)
     fixture_free(x);
 }
 
+/* rec is an NKE_NT_DATA_GAP record with these fields. */
+static void check_gap(const uint8_t *rec, struct nke_sock_id sock, uint8_t dir, uint64_t offset,
+                      uint32_t size, uint8_t reason)
+{
+    struct nke_nt_data_gap g;
+    memcpy(&g, rec, sizeof(g));
+    CHECK_EQ(g.hdr.type, NKE_NT_DATA_GAP);
+    CHECK_EQ(g.hdr.size, sizeof(g));
+    CHECK_EQ(g.hdr.sock.slot, sock.slot);
+    CHECK_EQ(g.hdr.sock.gen, sock.gen);
+    CHECK_EQ(g.direction, dir);
+    CHECK_EQ(g.stream_offset, offset);
+    CHECK_EQ(g.size, size);
+    CHECK_EQ(g.reason, reason);
+    CHECK_EQ(g._pad0, 0);
+}
+
 static void test_pool_exhausted_passes(void)
 {
     struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
@@ -1301,7 +1320,9 @@ static void test_pool_exhausted_passes(void)
     nke_core_get_state(&x->c, &st);
     CHECK_EQ(st.chunks_passed_pool_full, 1);
     CHECK_EQ(st.chunks_held, 8);
-    CHECK_EQ(x->f.nrecs, 0);
+    /* no NKE_NT_DATA; the client still learns of the hole */
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_IN, 0, 1, NKE_GAP_NO_BUFFER);
     fixture_free(x);
 }
 
@@ -1501,7 +1522,8 @@ static void test_chunk_table_full_passes(void)
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
              NKE_DATA_PASS);
     CHECK_EQ(id, 0);
-    CHECK_EQ(x->f.nrecs, 0); /* nothing announced */
+    CHECK_EQ(x->f.nrecs, 1); /* no data record, a gap record */
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_IN, 0, 10, NKE_GAP_NO_BUFFER);
     nke_core_get_state(&x->c, &st);
     CHECK_EQ(st.chunks_passed_pool_full, 1);
     CHECK_EQ(st.chunks_pending, NKE_CHUNK_TABLE_SIZE);
@@ -1525,7 +1547,7 @@ static void test_queue_full_passes_and_counts(void)
              NKE_DATA_PASS);
     nke_core_event(&x->c, x->sid, NKE_EV_CONNECTED, 0);
     nke_core_get_state(&x->c, &st);
-    CHECK_EQ(st.notifications_lost, 2);
+    CHECK_EQ(st.notifications_lost, 3); /* the data record, its gap record, the event */
     CHECK_EQ(st.buffers_in_use, 0);
     CHECK_EQ(st.chunks_held, 0);
     fixture_free(x);
@@ -1720,6 +1742,21 @@ static void test_capture_classify_rules(void)
     f.remote.family = 0; /* no address known: address rules cannot match */
     f.remote.addr[2] = 200;
     CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+}
+
+/* The selector contract of nke_abi.h, which the kext and nke-emud both
+ * apply: OPEN from anyone, everything else (GET_STATE too) only from the
+ * open client, an unknown selector refused as such first. */
+static void test_selector_contract(void)
+{
+    for (uint32_t sel = 0; sel < NKE_SEL_COUNT; sel++) {
+        CHECK_EQ(nke_core_selector_check(sel, true), NKE_OK);
+        CHECK_EQ(nke_core_selector_check(sel, false), sel == NKE_SEL_OPEN ? NKE_OK : NKE_ERR_NOT_OPEN);
+    }
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_GET_STATE, false), NKE_ERR_NOT_OPEN);
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_COUNT, true), NKE_ERR_SELECTOR);
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_COUNT, false), NKE_ERR_SELECTOR);
+    CHECK_EQ(nke_core_selector_check(0xFFFFFFFFu, false), NKE_ERR_SELECTOR);
 }
 
 static void test_capture_modes_in_core(void)
@@ -2241,6 +2278,87 @@ static void test_release_before_verdict(void)
     fixture_free(x);
 }
 
+/* ======================================================================== */
+/* Gap records: data passed without a report                                 */
+/* ======================================================================== */
+
+/* The gap sits exactly where the passed bytes were in the stream: the chunks
+ * around it keep their offsets, and a datagram's flag travels with it. */
+static void test_gap_offsets_between_chunks(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_nt_data d;
+    uint64_t id, at;
+    int i;
+    CHECK(hold(x, 0, 100, 0) != 0);                       /* 1 buffer */
+    for (i = 1; i < 8; i++)                                /* 7 x 8 buffers */
+        CHECK(hold(x, i, NKE_CHUNK_MAX_BYTES, 0) != 0);
+    CHECK(hold(x, 8, 6 * NKE_BUFFER_SIZE, 0) != 0);       /* 6: one buffer left */
+    at = 100u + 7u * NKE_CHUNK_MAX_BYTES + 6u * NKE_BUFFER_SIZE;
+    x->f.nrecs = 0;
+    CHECK(hold(x, 9, 2 * NKE_BUFFER_SIZE, 0) == 0);       /* needs 2: not held (queued behind) */
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_OUT, at, 2 * NKE_BUFFER_SIZE, NKE_GAP_NO_BUFFER);
+    at += 2u * NKE_BUFFER_SIZE;
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 300, NKE_DATA_F_DATAGRAM, NULL, &x->data[10],
+                           0, 0, &id),
+             NKE_DATA_HELD);                               /* the last buffer */
+    CHECK_EQ(x->f.nrecs, 1);
+    memcpy(&d, x->f.recs[0], sizeof(d));
+    CHECK_EQ(d.hdr.type, NKE_NT_DATA);
+    CHECK_EQ(d.stream_offset, at);                         /* after the passed bytes */
+    x->f.nrecs = 0;
+    /* No buffer: not reported; behind the held chunks it waits its turn
+     * (stream order), unreported all the same: a gap. */
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 5, NKE_DATA_F_DATAGRAM, NULL, &x->data[11], 0,
+                           0, &id),
+             NKE_DATA_QUEUED);
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_OUT, at + 300, 5, NKE_GAP_NO_BUFFER);
+    {
+        struct nke_nt_data_gap g;
+        memcpy(&g, x->f.recs[0], sizeof(g));
+        CHECK_EQ(g.hdr.flags, NKE_DATA_F_DATAGRAM);
+    }
+    fixture_free(x);
+}
+
+/* No room for the 96-byte data record but room for the 40-byte gap record:
+ * the client hears of the hole, reason QUEUE_FULL. */
+static void test_gap_when_data_record_does_not_fit(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_filter_state st;
+    uint64_t id;
+    x->f.max_rec = sizeof(struct nke_nt_data_gap);
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 77, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_IN, 0, 77, NKE_GAP_QUEUE_FULL);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.notifications_lost, 1);
+    CHECK_EQ(st.buffers_in_use, 0);
+    fixture_free(x);
+}
+
+/* Data nobody asked for (capture nothing, a pass rule, no client) is not a
+ * hole in what was asked for: no gap record. */
+static void test_no_gap_for_data_not_wanted(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_NOTHING);
+    uint64_t id;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 0);
+    nke_core_client_close(&x->c);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 0);
+    fixture_free(x);
+}
+
 int main(void)
 {
     RUN(test_pool_alloc_all_or_none);
@@ -2309,6 +2427,7 @@ int main(void)
     RUN(test_release_before_verdict);
     RUN(test_capture_validate_errors);
     RUN(test_capture_classify_rules);
+    RUN(test_selector_contract);
     RUN(test_capture_modes_in_core);
     RUN(test_kev_chunker_limits);
     RUN(test_kev_1023_under_224);
@@ -2324,6 +2443,9 @@ int main(void)
     RUN(test_kev_conflicting_chunk);
     RUN(test_kev_eviction);
     RUN(test_kev_malformed);
+    RUN(test_gap_offsets_between_chunks);
+    RUN(test_gap_when_data_record_does_not_fit);
+    RUN(test_no_gap_for_data_not_wanted);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

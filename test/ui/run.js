@@ -107,31 +107,6 @@ const steps = [
     },
   ],
   [
-    'editor: NKE: Export Capture writes the capture and opens it',
-    async (page, workspace) => {
-      const target = path.join(workspace, 'nke-capture.json');
-      await wb.runCommand(page, 'NKE: Export Capture');
-      // code-server's save dialog is a quick input prefilled with the
-      // command's default (workspace/nke-capture.json). Typing into it fights
-      // its path completion, so check the prefill and accept it.
-      const input = page.locator(wb.sel.quickInputBox);
-      await input.waitFor();
-      await page.waitForFunction(
-        (sel) => document.querySelector(sel)?.value.endsWith('nke-capture.json'),
-        wb.sel.quickInputBox,
-      );
-      await page.keyboard.press('Enter');
-      await wb.editorTab(page, 'nke-capture.json').waitFor();
-      await wb.activeEditorText(page).locator('text=50312').first().waitFor();
-      const written = JSON.parse(fs.readFileSync(target, 'utf8'));
-      if (written.sockets.length !== 2 || written.pending[0]?.id !== '101') {
-        throw new Error(
-          `capture on disk does not hold the fed model: ${JSON.stringify(written).slice(0, 300)}`,
-        );
-      }
-    },
-  ],
-  [
     'command palette: NKE: Clear empties the views, which fall back to their welcome content',
     async (page) => {
       await wb.runCommand(page, 'NKE: Clear');
@@ -171,6 +146,35 @@ const steps = [
       }
       await wb.runCommand(page, 'NKE: Set Capture Mode');
       await wb.pickQuickItem(page, 'Report');
+    },
+  ],
+  [
+    'NKE: Export Capture writes pcapng of what the filter saw; tshark reads the held chunk as allowed',
+    async (page, workspace) => {
+      const target = path.join(workspace, 'nke-capture.pcapng');
+      await wb.runCommand(page, 'NKE: Export Capture');
+      // code-server's save dialog is a quick input prefilled with the
+      // command's default (workspace/nke-capture.pcapng): accept it.
+      const input = page.locator(wb.sel.quickInputBox);
+      await input.waitFor();
+      await page.waitForFunction(
+        (sel) => document.querySelector(sel)?.value.endsWith('nke-capture.pcapng'),
+        wb.sel.quickInputBox,
+      );
+      await page.keyboard.press('Enter');
+      await wb.notification(page, 'NKE: exported').waitFor();
+      const r = spawnSync(
+        'tshark',
+        ['-r', target, '-q', '-z', 'follow,tcp,ascii,0', '-T', 'fields', '-e', 'frame.comment'],
+        {
+          encoding: 'utf8',
+        },
+      );
+      if (r.status !== 0) throw new Error(`tshark cannot read ${target}: ${r.stderr}`);
+      if (!/python3 \(pid \d+\) socket \d+:\d+ out: held, allowed \(original\)/.test(r.stdout))
+        throw new Error(`no comment names the allowed chunk: ${r.stdout.slice(0, 500)}`);
+      if (!r.stdout.includes('ui-allow!')) throw new Error('the allowed bytes are not in the TCP stream');
+      // The toast stays for the screenshot; the next step dismisses it.
     },
   ],
   // Editing held data: payload documents, code actions, time to edit.

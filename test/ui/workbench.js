@@ -189,11 +189,27 @@ async function openCodeActions(page) {
       if (await lateMenu()) return menu;
       if (round >= 3)
         throw new Error(
-          `no code action menu after ${round} rounds of light bulb and Quick Fix: ${e.message}`,
+          `no code action menu after ${round} rounds of light bulb and Quick Fix: ${e.message}; ${await editorState(page)}`,
         );
       await page.keyboard.press('Escape');
     }
   }
+}
+
+/** What a failed code action step needs to know: focus, read-only, the editor's own message. */
+async function editorState(page) {
+  return page.evaluate(() => {
+    const ed = document.querySelector('.editor-group-container.active .monaco-editor');
+    const ta = ed?.querySelector('textarea');
+    const active = document.activeElement;
+    const msg = document.querySelector('.monaco-editor-overlaymessage')?.textContent;
+    return [
+      `focus: ${active?.tagName}.${String(active?.className).slice(0, 80)}`,
+      `editor focused: ${!!ed?.contains(active)}`,
+      `textarea readonly: ${ta?.readOnly}`,
+      `editor message: ${msg ?? 'none'}`,
+    ].join(', ');
+  });
 }
 
 /** Clicks a tree row on its label (not on the inline actions that show on hover). */

@@ -36,10 +36,17 @@ type NewEvent = HistoryEvent extends infer E
   : never;
 
 export const DEFAULT_HISTORY_LIMIT = 100_000;
-/** Payloads no longer pending whose reason is kept, for errors that say why. */
-const FINISHED_KEPT = 4_096;
 const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
+/** Chunks whose end is remembered, so a late verdict is told why (a verdict, a release), not just "unknown". */
+const ENDED_PENDING_KEPT = 4_096;
+
+/** How a chunk that was pending ended: a verdict action or a release reason (RELEASE_REASONS), and when. */
+export interface EndedPending {
+  how: PendingRemovalReason;
+  /** wall clock ms */
+  at: number;
+}
 
 export interface ExecRecord {
   execId: number;
@@ -71,6 +78,8 @@ export interface PendingEntry {
    * over a verdict never pins the filter's buffer pool.
    */
   data: Buffer;
+  /** an edit staged for it (nke/stageEdit), counted in pendingBytes too */
+  staged?: Buffer;
 }
 
 /** Default bound on the bytes kept for pending payloads (all of them together). */
@@ -89,6 +98,8 @@ export class LiveModel {
   readonly closedSockets = new Map<string, SocketView>(); // insertion order = age
   readonly execs = new Map<string, ExecView>();
   readonly pending = new Map<string, PendingEntry>();
+  /** the last ENDED_PENDING_KEPT chunks that stopped being pending, oldest first */
+  readonly endedPending = new Map<string, EndedPending>();
   counters = emptyCounters();
 
   // History ring: `history[(start + i) % limit]`, i < length.
@@ -106,7 +117,6 @@ export class LiveModel {
   // Why recent payloads stopped being pending (insertion order = age), so a
   // late verdict or extend is answered "released (its deadline passed)"
   // rather than "unknown".
-  private readonly finishedPending = new Map<string, PendingRemovalReason>();
   private newEvents: HistoryEvent[] = [];
   private dirty = false;
 
@@ -354,6 +364,18 @@ export class LiveModel {
         this.record({ kind: 'released', chunkId: id, reason });
         return;
       }
+      case NotifyType.DataGap:
+        // Counted and in the history; the bytes are a gap in the capture history.
+        this.counters.dataGaps = (this.counters.dataGaps ?? 0) + 1;
+        this.counters.dataGapBytes = (this.counters.dataGapBytes ?? 0) + n.size;
+        this.record({
+          kind: 'data-gap',
+          socketId: key,
+          direction: n.direction === DIR_IN ? 'in' : 'out',
+          size: n.size,
+          reason: n.reason === 1 ? 'no-buffer' : n.reason === 2 ? 'queue-full' : `reason ${n.reason}`,
+        });
+        return;
       case NotifyType.State:
       case NotifyType.Option:
         return;
@@ -394,21 +416,28 @@ export class LiveModel {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
-    this.pendingBytes -= e.data.length;
+    this.pendingBytes -= e.data.length + (e.staged?.length ?? 0);
     this.updatedPending.delete(id);
+    this.endedPending.set(id, { how: reason, at: Date.now() });
+    if (this.endedPending.size > ENDED_PENDING_KEPT) {
+      this.endedPending.delete(this.endedPending.keys().next().value as string);
+    }
     // Added and removed within one batch: the client never needs to see it.
     if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
-    this.finishedPending.set(id, reason);
-    if (this.finishedPending.size > FINISHED_KEPT) {
-      this.finishedPending.delete(this.finishedPending.keys().next().value as string);
-    }
     this.dirty = true;
     return e;
   }
 
-  /** Why a payload stopped being pending, while that is remembered (the last FINISHED_KEPT). */
-  finishedReason(id: string): PendingRemovalReason | undefined {
-    return this.finishedPending.get(id);
+  /** Stages an edit for a pending payload (undefined clears it); false when it would pass pendingBytesLimit. */
+  setStaged(e: PendingEntry, bytes: Buffer | undefined): boolean {
+    const delta = (bytes?.length ?? 0) - (e.staged?.length ?? 0);
+    if (delta > 0 && !this.canHoldBytes(delta)) return false;
+    this.pendingBytes += delta;
+    e.staged = bytes;
+    if (bytes) e.view.staged = { size: bytes.length };
+    else delete e.view.staged;
+    this.viewChanged(e.view.id);
+    return true;
   }
 
   /** The filter now holds a pending payload until `deadline` (an extend was applied). */
@@ -416,10 +445,15 @@ export class LiveModel {
     const e = this.pending.get(id);
     if (!e) return undefined;
     e.view.deadline = deadline;
-    // Not sent yet: the added view carries the new deadline already.
+    this.viewChanged(id);
+    return e.view;
+  }
+
+  /** A pending view changed after it was announced: the next batch carries it in pendingUpdated. */
+  private viewChanged(id: string): void {
+    // Not sent yet: the added view carries the change already.
     if (!this.addedPending.has(id)) this.updatedPending.add(id);
     this.dirty = true;
-    return e.view;
   }
 
   verdict(

@@ -104,7 +104,15 @@ export type Notification =
     })
   | (Base & { type: NotifyType.ChunkReleased; chunkId: bigint; reason: number; size: number })
   | (Base & { type: NotifyType.State; state: FilterState })
-  | (Base & { type: NotifyType.Option; level: number; name: number; isSet: boolean });
+  | (Base & { type: NotifyType.Option; level: number; name: number; isSet: boolean })
+  | (Base & {
+      type: NotifyType.DataGap;
+      streamOffset: number;
+      size: number;
+      direction: number;
+      /** enum nke_gap_reason */
+      reason: number;
+    });
 
 export interface FilterState {
   abiVersion: number;
@@ -252,6 +260,17 @@ function adapt(n: abi.Notification): Notification {
         level: n.level,
         name: n.name,
         isSet: n.is_set === 1,
+      };
+    case 'data_gap':
+      return {
+        type: NotifyType.DataGap,
+        flags,
+        sock,
+        timeNs,
+        streamOffset: Number(n.stream_offset),
+        size: n.size,
+        direction: n.direction,
+        reason: n.reason,
       };
   }
 }

@@ -1,5 +1,6 @@
-// What the commands ask of the helper process (see DESIGN.md: the helper owns
-// the addon, the filter connection and the live model feed). HelperSession
+// What the commands ask of the helper process (docs/architecture.md, The data
+// path: the helper owns the addon, the filter connection and the live model
+// feed). HelperSession
 // implements it over HelperClient's JSON-RPC connection.
 import type { FilterStatus, PendingView, RulesConfig } from '../shared/helperProtocol';
 

@@ -12,9 +12,11 @@ import { ResponseError } from 'vscode-jsonrpc';
 import { ActionableError } from '../commands/actionableError';
 import type { WorkbenchModel } from '../model/workbenchModel';
 import {
+  type CaptureExportResult,
   Clear,
   ConnectFilter,
   DisconnectFilter,
+  ExportPcapng,
   ExtendHold,
   FilterClosed,
   type FilterStatus,
@@ -50,6 +52,8 @@ export interface HelperSessionOptions {
     /** macOS kext mode: the helper runs as root through an administrator prompt. */
     asAdministrator: boolean;
     historyLimit: number;
+    /** nke.captureHistoryMiB */
+    captureHistoryMiB?: number;
     /** NKE_EMU_DIR and such, for the helper's addon. */
     env: NodeJS.ProcessEnv;
     /** pushed to the helper before the filter opens */
@@ -246,6 +250,29 @@ export class HelperSession implements HelperPort {
     if (this.conn) await this.conn.sendRequest(Clear);
   }
 
+  /** The helper writes its capture history as pcapng to `file` (all sockets, or these ids). */
+  async exportPcapng(file: string, sockets?: string[]): Promise<CaptureExportResult> {
+    const conn = this.require();
+    try {
+      return await conn.sendRequest(ExportPcapng, {
+        path: file,
+        sockets: sockets?.length ? sockets : undefined,
+        // A root helper (kext mode) gives the file to this user.
+        owner:
+          process.getuid && process.getgid ? { uid: process.getuid(), gid: process.getgid() } : undefined,
+      });
+    } catch (e) {
+      if (filterErrorCode(e) === 'NKE_NO_CAPTURE') {
+        throw new ActionableError(`${(e as Error).message}`, {
+          title: 'Open Settings',
+          command: 'workbench.action.openSettings',
+          args: ['nke.captureHistoryMiB'],
+        });
+      }
+      throw this.explain(e);
+    }
+  }
+
   async payload(payloadId: string): Promise<Buffer> {
     try {
       const r = await this.require().sendRequest(GetPayload, { id: payloadId });
@@ -294,6 +321,10 @@ export class HelperSession implements HelperPort {
       runtime: this.opts.runtime,
       asAdministrator: launch.asAdministrator,
       historyLimit: launch.historyLimit,
+      captureHistoryMiB: launch.captureHistoryMiB,
+      // The control socket is per user: a root helper (kext mode) would
+      // create it where the user's nke and Wireshark cannot reach it.
+      serveControl: !launch.asAdministrator,
       connectFilter: false,
       env: launch.env,
       log: (line) => this.opts.log.info(line),

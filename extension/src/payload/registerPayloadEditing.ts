@@ -68,6 +68,34 @@ function registerReleasedNotice(store: PayloadStore, log: vscode.LogOutputChanne
   return new vscode.Disposable(() => sub.dispose());
 }
 
+/**
+ * The code actions of payload documents, registered again whenever a payload
+ * document becomes the active editor. VS Code's code action model decides
+ * once per model switch whether the editor is read-only, and never again when
+ * that changes: an editor that showed a read-only payload (sent, released)
+ * and is then reused for the next, held payload offers no light bulb and no
+ * Ctrl+. at all. A registry change makes every editor decide again, now.
+ */
+function registerCodeActionsAfterReadOnly(
+  selector: vscode.DocumentSelector,
+  actions: PayloadCodeActionProvider,
+): vscode.Disposable {
+  const register = () =>
+    vscode.languages.registerCodeActionsProvider(selector, actions, {
+      providedCodeActionKinds: PayloadCodeActionProvider.providedCodeActionKinds,
+    });
+  let current = register();
+  const sub = vscode.window.onDidChangeActiveTextEditor((editor) => {
+    if (!editor || !parsePayloadUri(editor.document.uri)) return;
+    current.dispose();
+    current = register();
+  });
+  return new vscode.Disposable(() => {
+    sub.dispose();
+    current.dispose();
+  });
+}
+
 /** The registered providers, so in-host tests read what the editor gets (disabled actions included). */
 export interface PayloadProviders {
   readonly codeActions: PayloadCodeActionProvider;
@@ -91,9 +119,7 @@ export function registerPayloadEditing(deps: {
     diagnostics,
     lenses,
     vscode.languages.registerCodeLensProvider(selector, lenses),
-    vscode.languages.registerCodeActionsProvider(selector, actions, {
-      providedCodeActionKinds: PayloadCodeActionProvider.providedCodeActionKinds,
-    }),
+    registerCodeActionsAfterReadOnly(selector, actions),
     registerHoldsForOpenTabs(payloads),
     registerReleasedNotice(payloads, log),
   );

@@ -104,6 +104,8 @@ export const NKE_EMU_CTL_SOCK = 'ctl.sock';
 export const NKE_EMU_KEV_SOCK = 'kev.sock';
 export const NKE_EMU_SHIM_SOCK = 'shim.sock';
 export const NKE_EMU_LOCK_FILE = 'nke-emud.lock';
+export const NKE_EMU_LOG_FILE = 'nke-emud.log';
+export const NKE_EMU_LOG_MAX = 4 * 1024 * 1024;
 export const NKE_EMU_MAGIC_REQ = 0x51454b4e;
 export const NKE_EMU_MAGIC_REPLY = 0x50454b4e;
 export const NKE_EMU_KEV_ANY = 0;
@@ -154,6 +156,8 @@ export enum NotifyType {
   Option = 11,
   /** An attach record again: the socket's process is now known (accept in another process). */
   Owner = 12,
+  /** nke_nt_data_gap: data the filter passed without reporting it */
+  DataGap = 13,
 }
 
 export enum SockEvent {
@@ -178,6 +182,12 @@ export enum ReleaseReason {
   Budget = 5,
   /** The socket closed or shut its sending side down: outbound sent as it was, inbound dropped. */
   SocketClosing = 6,
+}
+
+/** Why data passed unreported (nke_nt_data_gap.reason). */
+export enum GapReason {
+  NoBuffer = 1,
+  QueueFull = 2,
 }
 
 /** Verdict actions of NKE_SEL_RESPOND. */
@@ -585,6 +595,19 @@ export const NtChunkReleasedLayout = defineStruct({
   ],
 });
 
+export const NtDataGapLayout = defineStruct({
+  name: 'nke_nt_data_gap',
+  size: 40,
+  fields: [
+    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
+    { name: 'stream_offset', offset: 24, type: 'u64' },
+    { name: 'size', offset: 32, type: 'u32' },
+    { name: 'direction', offset: 36, type: 'u8' },
+    { name: 'reason', offset: 37, type: 'u8' },
+    { name: '_pad0', offset: 38, type: 'u16' },
+  ],
+});
+
 export const FilterStateLayout = defineStruct({
   name: 'nke_filter_state',
   size: 144,
@@ -799,6 +822,7 @@ export const ABI_STRUCTS: readonly StructLayout[] = [
   NtOptionLayout,
   NtDataLayout,
   NtChunkReleasedLayout,
+  NtDataGapLayout,
   FilterStateLayout,
   NtStateLayout,
   ResponseHdrLayout,
@@ -870,6 +894,9 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_NT_STATE: NotifyType.State,
   NKE_NT_OPTION: NotifyType.Option,
   NKE_NT_OWNER: NotifyType.Owner,
+  NKE_NT_DATA_GAP: NotifyType.DataGap,
+  NKE_GAP_NO_BUFFER: GapReason.NoBuffer,
+  NKE_GAP_QUEUE_FULL: GapReason.QueueFull,
   NKE_EV_CONNECTING: SockEvent.Connecting,
   NKE_EV_CONNECTED: SockEvent.Connected,
   NKE_EV_DISCONNECTING: SockEvent.Disconnecting,
@@ -967,6 +994,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_EMU_KEV_SOCK,
   NKE_EMU_SHIM_SOCK,
   NKE_EMU_LOCK_FILE,
+  NKE_EMU_LOG_FILE,
+  NKE_EMU_LOG_MAX,
   NKE_EMU_MAGIC_REQ,
   NKE_EMU_MAGIC_REPLY,
   NKE_EMU_MAX_REQ,
@@ -993,6 +1022,7 @@ export type NtEvent = StructValue<typeof NtEventLayout>;
 export type NtOption = StructValue<typeof NtOptionLayout>;
 export type NtData = StructValue<typeof NtDataLayout>;
 export type NtChunkReleased = StructValue<typeof NtChunkReleasedLayout>;
+export type NtDataGap = StructValue<typeof NtDataGapLayout>;
 export type FilterState = StructValue<typeof FilterStateLayout>;
 export type NtState = StructValue<typeof NtStateLayout>;
 export type ResponseHdr = StructValue<typeof ResponseHdrLayout>;
@@ -1245,7 +1275,8 @@ export type Notification =
   | ({ kind: 'data' } & NtData)
   | ({ kind: 'chunk_released' } & NtChunkReleased)
   | ({ kind: 'state' } & NtState)
-  | ({ kind: 'option' } & NtOption);
+  | ({ kind: 'option' } & NtOption)
+  | ({ kind: 'data_gap' } & NtDataGap);
 
 export type NotificationKind = Notification['kind'];
 
@@ -1262,6 +1293,7 @@ const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layo
   [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
   [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
   [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
+  [NotifyType.DataGap]: { kind: 'data_gap', layout: NtDataGapLayout },
 };
 
 /** The record layout of a notification type, or undefined for an unknown type. */
@@ -1311,6 +1343,11 @@ function checkNotification(n: Notification): string | undefined {
     case 'bound':
     case 'listen':
       return checkAddr(n.local, 'local') ?? checkAddr(n.remote, 'remote');
+    case 'data_gap':
+      if (n.direction !== Direction.In && n.direction !== Direction.Out) {
+        return `direction is ${n.direction}, expected ${Direction.In} (in) or ${Direction.Out} (out)`;
+      }
+      return undefined;
     default:
       return undefined;
   }

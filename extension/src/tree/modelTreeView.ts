@@ -13,7 +13,6 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
   private visible = false;
   private stale = false;
   private readonly subscription: { dispose(): void };
-
   constructor(
     protected readonly model: WorkbenchModel,
     private readonly parts: readonly ModelPart[],
@@ -31,7 +30,7 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
     if (visible && this.stale) this.scheduleRefresh();
   }
 
-  /** The rows selected in the view (a row's click command reads them: see PendingPayloadTreeProvider). */
+  /** The rows selected in the view: commands run from the palette or the view's title bar, and a row's click command (see PendingPayloadTreeProvider), read them. */
   selection: readonly T[] = [];
   private selectionWaiters: ((items: readonly T[]) => void)[] = [];
 
@@ -100,6 +99,8 @@ export function registerModelTreeView<T>(viewId: string, provider: ModelTreeProv
   const view = vscode.window.createTreeView(viewId, {
     treeDataProvider: provider,
     showCollapseAll: viewId === 'nke.execEvents',
+    // Sockets: several can be exported together (NKE: Export Capture).
+    canSelectMany: viewId === 'nke.sockets',
   });
   provider.setVisible(view.visible);
   const visibility = view.onDidChangeVisibility((e) => provider.setVisible(e.visible));

@@ -45,8 +45,8 @@ extern "C" {
  * 2: nke_filter_state.stale_entries; exec paths up to NKE_PATH_MAX 4096,
  *    NKE_EXEC_F_TRUNCATED; stream order and byte budget
  *    (nke_filter_state.bytes_kept, chunks_queued, chunks_passed_budget;
- *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET and
- *    NKE_RELEASE_SOCKET_CLOSING.
+ *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET,
+ *    NKE_RELEASE_SOCKET_CLOSING and NKE_NT_DATA_GAP.
  * 3: NKE_ACT_EXTEND (nke_verdict.hold_ms), NKE_HOLD_TOTAL_MAX_MS, NKE_ERR_HOLD_MS. */
 #define NKE_ABI_VERSION 3u
 
@@ -60,8 +60,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * Data buffers. The published design has 40 x 64 KiB; 64 buffers give a
- * client that answers in batches room to keep the pipe full.
+ * Data buffers. The published design the project is modelled on
+ * (docs/architecture.md) has 40 x 64 KiB; 64 buffers give a client that
+ * answers in batches room to keep the pipe full.
  */
 #define NKE_BUFFER_COUNT    64u
 #define NKE_BUFFER_SIZE     (64u * 1024u)
@@ -148,6 +149,19 @@ enum nke_direction {
 /* User-client methods (IOConnectCallStructMethod selectors)                 */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Who may call which selector, the same for the kext's externalMethod and
+ * nke-emud's ctl.sock (both ask nke_core_selector_check, kext/core):
+ *   - a selector not below NKE_SEL_COUNT: NKE_ERR_SELECTOR, from anyone;
+ *   - NKE_SEL_OPEN: from any permitted client; NKE_ERR_BUSY while another
+ *     client is open (or this one already is), else the open's own errors;
+ *   - every other selector, NKE_SEL_GET_STATE included: only from the open
+ *     client, NKE_ERR_NOT_OPEN from one that has not opened (before its
+ *     OPEN, after a failed OPEN, or while another client is open). The
+ *     counters describe other users' traffic; the addon asks for them only
+ *     once open, and a client learns the filter's version from OPEN's
+ *     reply.
+ */
 enum nke_selector {
     NKE_SEL_OPEN        = 0, /* in nke_open_request, out nke_open_reply */
     NKE_SEL_RESPOND     = 1, /* in nke_response_hdr + verdicts + releases */
@@ -207,7 +221,8 @@ enum nke_notify_type {
      * changed: pid, uid and comm replace the attach's (the kext attaches an
      * accepted socket in the kernel's input path and learns the process that
      * accepts it only in sf_accept). Family, type and protocol are unchanged. */
-    NKE_NT_OWNER          = 12
+    NKE_NT_OWNER          = 12,
+    NKE_NT_DATA_GAP       = 13  /* nke_nt_data_gap: data passed without a report */
 };
 
 /* Header of every notification. Records are multiples of 8 bytes. */
@@ -324,6 +339,35 @@ NKE_ASSERT_OFF(struct nke_nt_data, nbuffers, 46);
 NKE_ASSERT_OFF(struct nke_nt_data, deadline_ms, 48);
 NKE_ASSERT_OFF(struct nke_nt_data, addr, 56);
 NKE_ASSERT_OFF(struct nke_nt_data, buffers, 80);
+
+/*
+ * A piece of data the filter passed WITHOUT reporting it although the capture
+ * mode wanted it reported or held: no buffer (pool or chunk table exhausted,
+ * the fail-open rule) or no room for its NKE_NT_DATA record in the queue. No
+ * buffer is used: only where the hole is (socket, direction, stream offset)
+ * and how long, so the client's history marks a gap of `size` bytes instead
+ * of splicing the bytes around it. hdr.flags carries the piece's
+ * NKE_DATA_F_DATAGRAM / _OOB bits.
+ */
+enum nke_gap_reason {
+    NKE_GAP_NO_BUFFER  = 1, /* buffer pool or chunk table exhausted */
+    NKE_GAP_QUEUE_FULL = 2  /* the NKE_NT_DATA record did not fit in the queue */
+};
+
+struct nke_nt_data_gap {
+    struct nke_nt_hdr hdr;
+    uint64_t stream_offset;   /* of the first byte passed, in this socket+direction */
+    uint32_t size;            /* bytes passed unreported */
+    uint8_t  direction;       /* enum nke_direction */
+    uint8_t  reason;          /* enum nke_gap_reason */
+    uint16_t _pad0;
+};
+NKE_ASSERT_SIZE(struct nke_nt_data_gap, 40);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, stream_offset, 24);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, size, 32);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, direction, 36);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, reason, 37);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, _pad0, 38);
 
 enum nke_release_reason {
     NKE_RELEASE_TIMEOUT     = 1, /* deadline passed: original re-injected */
