@@ -83,7 +83,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     debug: (m) => log.debug(m),
   });
   const editing = registerPayloadEditing({ model, payloads, log });
-  const editor = registerPayloadEditor({ model, store: payloads, extensionUri: context.extensionUri, log });
+  const editor = registerPayloadEditor({ store: payloads, extensionUri: context.extensionUri, log });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
@@ -105,6 +105,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       filter,
       tasks: filterWindow.tasks,
       payloads,
+      payloadEditor: editor.provider,
       selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,

@@ -39,7 +39,7 @@ async function waitFor(page, what, fn, ms = 10000) {
 
 const steps = [
   [
-    'payload editor: Open in Payload Editor from a row; header, hex and text panes; bytes edited in hex, a word in text; Ctrl+Enter: the server gets exactly those bytes',
+    'payload editor: Open in Payload Editor from a row; header, hex and text panes; bytes edited in hex (Tab to the ASCII column and back), a word in text; Ctrl+Enter: the server gets exactly those bytes',
     async (page, workspace, ctx) => {
       await closeEditors(page);
       await ctx.setSettings({ 'nke.holdTimeoutMs': 20000 });
@@ -59,6 +59,14 @@ const steps = [
       await hexCell(page, 0).click();
       await page.keyboard.type('505554');
       await hexCell(page, 2).locator('text=54').waitFor();
+      // Tab: to the ASCII column, where a key is a byte; Shift+Tab: back to the hex digits.
+      await page.keyboard.press('Tab');
+      await page.keyboard.type('_');
+      await hexCell(page, 3).locator('text=5F').waitFor();
+      await page.keyboard.press('Shift+Tab');
+      await page.keyboard.press('ArrowLeft');
+      await page.keyboard.type('20');
+      await hexCell(page, 3).locator('text=20').waitFor();
       // Text pane: the word "original" -> "edited".
       const ta = f.locator('textarea.text-pane');
       await waitFor(page, 'text pane after the hex edit', async () =>
@@ -82,7 +90,7 @@ const steps = [
     },
   ],
   [
-    'payload editor: from the text document title button; insert 10 and delete 3: diff marks and size change; undo/redo; Save stages it in the text document; the server gets the new length',
+    'payload editor: from the text document title button; insert 10 (Insert key, no OVR) and delete 3: diff marks and size change; undo/redo; Save stages it in the text document; the server gets the new length',
     async (page, workspace, ctx) => {
       await closeEditors(page);
       const original = 'abcdefghijklmnopqrstuvwxyz';
@@ -97,6 +105,10 @@ const steps = [
       await hexCell(page, 2).click();
       await page.keyboard.press('Insert');
       await f.locator('button[aria-pressed="true"]', { hasText: 'Insert' }).waitFor();
+      // The key was the editor's alone: VS Code's overtype mode (OVR in the status bar) stays off.
+      await page.waitForTimeout(300);
+      if (await page.locator('[id="status.editor.inputMode"]').count())
+        throw new Error('Insert in the payload editor also toggled VS Code overtype mode (OVR)');
       await page.keyboard.type('30313233343536373839');
       // "pqr" (now at 25..27) selected and deleted.
       await hexCell(page, 25).click();

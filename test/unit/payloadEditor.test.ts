@@ -4,6 +4,7 @@ import * as assert from 'node:assert/strict';
 import { applySplice, inverseSplice, spliceError } from '../../extension/src/shared/payloadEditorProtocol';
 import { diffBytes, Mark } from '../../webview/src/byteDiff';
 import { countMatches, findMatch, parsePattern } from '../../webview/src/byteSearch';
+import { countdownFrom, countdownText } from '../../webview/src/countdown';
 import { bytesFromPaste } from '../../webview/src/hexGrid';
 import { inspect } from '../../webview/src/inspector';
 import { spliceBetween } from '../../webview/src/textPane';
@@ -94,5 +95,23 @@ describe('payload editor: splices and paste', () => {
     assert.deepEqual(bytesFromPaste('47 45 54', true), Uint8Array.of(0x47, 0x45, 0x54));
     assert.deepEqual(bytesFromPaste('47 45 54', false), b('47 45 54'));
     assert.deepEqual(bytesFromPaste('GET', true), b('GET'));
+  });
+});
+
+describe('payload editor: the header countdown runs on the extension clock', () => {
+  it('shows the time left the extension computed, whatever the webview clock says', () => {
+    const extensionNow = 1_700_000_000_000;
+    const webviewNow = extensionNow - 3_600_000; // the webview's clock an hour behind
+    const c = countdownFrom(
+      { kind: 'held', deadline: extensionNow + 5000, keptUntil: extensionNow + 70_000, now: extensionNow },
+      webviewNow,
+    );
+    assert.equal(countdownText(c, webviewNow), '5.0 s left · kept held while open, up to 70 s');
+    assert.equal(countdownText(c, webviewNow + 2000), '3.0 s left · kept held while open, up to 68 s');
+    assert.equal(countdownText(c, webviewNow + 80_000), '0.0 s left');
+  });
+  it('says nothing of keeping when no editor keeps it past the deadline', () => {
+    const c = countdownFrom({ kind: 'held', deadline: 10_000, now: 4_000 }, 9_999_000);
+    assert.equal(countdownText(c, 9_999_500), '5.5 s left');
   });
 });

@@ -24,6 +24,11 @@ export class EditorState {
   pane: Pane = 'hex';
   insertMode = false;
   readOnly = false;
+  /**
+   * The document's whole length; more than bytes.length while only its head
+   * is here (a big payload's Init, until its Load): nothing is editable then.
+   */
+  length = 0;
   /** The high nibble was typed at the cursor; the next digit completes the byte. */
   private halfByte = false;
   diff: ByteDiff | undefined;
@@ -41,9 +46,20 @@ export class EditorState {
     for (const l of this.listeners) l(c);
   }
 
-  /** A new document (Init, Reset): bytes replaced, caret kept in range. */
-  load(bytes: Uint8Array, original?: Uint8Array): void {
+  /** Every byte is here and the chunk is held: edits are possible. */
+  get editable(): boolean {
+    return !this.readOnly && this.complete;
+  }
+
+  /** All of the document is here (not only the head of a big payload). */
+  get complete(): boolean {
+    return this.bytes.length === this.length;
+  }
+
+  /** A new document (Init, Load, Reset): bytes replaced, caret kept in range; `length` more: only its head. */
+  load(bytes: Uint8Array, original?: Uint8Array, length = bytes.length): void {
     this.bytes = bytes;
+    this.length = length;
     if (original) this.original = original;
     this.cursor = Math.min(this.cursor, bytes.length);
     this.anchor = undefined;
@@ -55,6 +71,7 @@ export class EditorState {
   /** A splice from the extension (undo, redo). */
   applyRemote(s: ByteSplice): void {
     this.bytes = applySplice(this.bytes, s);
+    this.length = this.bytes.length;
     this.cursor = Math.min(s.offset + s.insert.length, this.bytes.length);
     this.anchor = undefined;
     this.halfByte = false;
@@ -64,8 +81,9 @@ export class EditorState {
 
   /** A local edit: applied here, posted as one undo step. */
   edit(s: ByteSplice, label: string, fromText = false): boolean {
-    if (this.readOnly) return false;
+    if (!this.editable) return false;
     this.bytes = applySplice(this.bytes, s);
+    this.length = this.bytes.length;
     this.post(s, label);
     this.updateDiff(false);
     this.fire({ bytes: true, fromText });
@@ -74,6 +92,10 @@ export class EditorState {
 
   /** The diff now for small payloads; after the frame for big ones (the rows redraw when it is ready). */
   private updateDiff(now: boolean): void {
+    if (!this.complete) {
+      this.diff = undefined; // against the whole bytes only, once the Load is here
+      return;
+    }
     // (now: callers that need the marks at once; big payloads get them after the frame anyway)
     if (now || this.bytes.length + this.original.length < 256 * 1024) {
       this.diff = diffBytes(this.original, this.bytes);
@@ -120,6 +142,13 @@ export class EditorState {
     this.fire({ bytes: false });
   }
 
+  /** Typing goes to the hex digits or to the ASCII column from now on (the caret and selection stay). */
+  switchPane(pane: Pane): void {
+    this.pane = pane;
+    this.halfByte = false;
+    this.fire({ bytes: false });
+  }
+
   toggleInsertMode(): void {
     this.insertMode = !this.insertMode;
     this.halfByte = false;
@@ -137,7 +166,7 @@ export class EditorState {
 
   /** A hex digit typed in the hex pane: high nibble, then low; inserts a byte first in insert mode. */
   typeNibble(d: number): void {
-    if (this.readOnly) return;
+    if (!this.editable) return;
     const [a, b] = this.selection();
     if (b > a) {
       // Typing over a selection replaces it, as in any editor.
@@ -165,7 +194,7 @@ export class EditorState {
 
   /** A character typed in the ASCII column: one byte, overwritten or inserted. */
   typeByte(v: number): void {
-    if (this.readOnly) return;
+    if (!this.editable) return;
     const [a, b] = this.selection();
     const insert = this.insertMode || a >= this.bytes.length;
     const deleteCount = b > a ? b - a : insert ? 0 : 1;

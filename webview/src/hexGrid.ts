@@ -46,6 +46,8 @@ export class HexGrid {
   /** The first byte in view changed (the text pane follows it for big payloads). */
   onScrolled?: (firstByte: number) => void;
   private endRequestedAt?: number;
+  /** Ctrl+End came while only the head was here: to the real end once all of it is. */
+  private endWhenComplete = false;
 
   constructor(private readonly state: EditorState) {
     this.spacer = el('div', { cls: 'spacer' });
@@ -58,14 +60,20 @@ export class HexGrid {
           tabindex: '0',
           role: 'grid',
           'aria-label':
-            'Hex pane: arrows move, hex digits edit, Insert toggles insert mode, Delete and Backspace delete',
+            'Hex pane: arrows move, hex digits edit, Tab moves to the ASCII column and Shift+Tab back, Insert toggles insert mode, Delete and Backspace delete',
         },
       },
       this.spacer,
       this.window,
     );
     this.element.addEventListener('scroll', () => this.queueRender());
-    this.element.addEventListener('keydown', (e) => this.onKey(e));
+    this.element.addEventListener('keydown', (e) => {
+      if (!this.onKey(e)) return;
+      // Handled here, so not VS Code's too: the webview forwards every key that reaches its
+      // window to the workbench's keybindings (Insert would toggle the text editors' overtype).
+      e.preventDefault();
+      e.stopPropagation();
+    });
     this.element.addEventListener('mousedown', (e) => this.onMouse(e, 'down'));
     this.element.addEventListener('mousemove', (e) => this.onMouse(e, 'move'));
     window.addEventListener('mouseup', () => (this.dragging = false));
@@ -84,6 +92,12 @@ export class HexGrid {
       e.clipboardData?.setData('text/plain', text);
     });
     new ResizeObserver(() => this.queueRender()).observe(this.element);
+    state.onChange((c) => {
+      if (!c.bytes || !this.endWhenComplete || !state.complete) return;
+      this.endWhenComplete = false;
+      state.moveTo(state.bytes.length, false);
+      this.reveal();
+    });
   }
 
   private visibleRows(): number {
@@ -93,7 +107,8 @@ export class HexGrid {
   /** Draws now (the first paint, and after each change). */
   render(): void {
     const s = this.state;
-    const total = Math.floor(s.bytes.length / BYTES_PER_ROW) + 1; // +1: the append position
+    // The whole document's rows (+1: the append position), even while only its head is here.
+    const total = Math.floor(s.length / BYTES_PER_ROW) + 1;
     this.spacer.style.height = `${total * ROW_HEIGHT}px`;
     const first = Math.max(0, Math.floor(this.element.scrollTop / ROW_HEIGHT) - OVERSCAN);
     const count = Math.min(total - first, this.visibleRows() + 2 * OVERSCAN);
@@ -109,7 +124,7 @@ export class HexGrid {
       r.row.hidden = false;
       this.fillRow(r, first + i);
     }
-    if (this.endRequestedAt !== undefined && first + count >= total) {
+    if (this.endRequestedAt !== undefined && s.complete && first + count >= total) {
       const t0 = this.endRequestedAt;
       this.endRequestedAt = undefined;
       requestAnimationFrame(() => setTimeout(() => this.onEndPainted?.(performance.now() - t0)));
@@ -151,10 +166,12 @@ export class HexGrid {
       const hexCell = r.hex[i];
       const asciiCell = r.ascii[i];
       hexCell.dataset.i = asciiCell.dataset.i = String(at);
-      if (at > s.bytes.length) {
+      if (at > s.bytes.length || (at === s.bytes.length && !s.complete)) {
+        // Past the end, or not here yet (a big payload's rows past its head, for a moment).
         hexCell.textContent = asciiCell.textContent = '';
         hexCell.className = 'b void';
         asciiCell.className = 'c void';
+        hexCell.title = asciiCell.title = '';
         continue;
       }
       let cls = '';
@@ -170,7 +187,11 @@ export class HexGrid {
         if (mark === Mark.Changed) cls += ' changed';
         else if (mark === Mark.Inserted) cls += ' inserted';
       }
-      if (s.diff?.deletions.has(at)) cls += ' deleted-before';
+      const deleted = s.diff?.deletions.get(at);
+      if (deleted) cls += ' deleted-before';
+      hexCell.title = asciiCell.title = deleted
+        ? `${deleted} original byte${deleted === 1 ? '' : 's'} deleted before this one`
+        : '';
       if (at >= selStart && at < selEnd) cls += ' selected';
       if (match && at >= match.start && at < match.end) cls += ' match';
       if (at === s.cursor) cls += s.pane === 'hex' ? ' cursor focus-pane' : ' cursor';
@@ -206,7 +227,8 @@ export class HexGrid {
     }
   }
 
-  private onKey(e: KeyboardEvent): void {
+  /** One key in the pane; true when it was the editor's (the caller stops it there). */
+  private onKey(e: KeyboardEvent): boolean {
     const s = this.state;
     const mod = e.ctrlKey || e.metaKey;
     const page = this.visibleRows() * BYTES_PER_ROW;
@@ -223,48 +245,50 @@ export class HexGrid {
     };
     const move = moves[e.key];
     if (move && !e.altKey) {
-      e.preventDefault();
-      if (e.key === 'End' && mod) this.endRequestedAt = performance.now();
+      if (e.key === 'End' && mod) {
+        this.endRequestedAt = performance.now();
+        this.endWhenComplete = !s.complete;
+      }
       s.moveTo(move(), e.shiftKey);
       this.reveal();
-      return;
+      return true;
     }
     if (mod && !e.altKey && e.key.toLowerCase() === 'a') {
-      e.preventDefault();
       s.selectRange(0, s.bytes.length);
-      return;
+      return true;
     }
-    if (mod || e.altKey) return; // undo/redo, save, Ctrl+Enter...: the editor's keybindings
+    if (mod || e.altKey) return false; // undo/redo, save, Ctrl+Enter...: the editor's keybindings
+    if (e.key === 'Tab') {
+      // The hex digits and the ASCII column are two stops: Tab from the digits to the
+      // column, Shift+Tab back; past them, focus moves on as usual (no keyboard trap).
+      const to = e.shiftKey ? 'hex' : 'ascii';
+      if (s.pane === to) return false;
+      s.switchPane(to);
+      return true;
+    }
     if (e.key === 'Insert') {
-      e.preventDefault();
       s.toggleInsertMode();
-      return;
+      return true;
     }
-    if (e.key === 'Escape') {
+    if (e.key === 'Escape' && s.anchor !== undefined) {
       s.moveTo(s.cursor, false);
-      return;
+      return true;
     }
     if (e.key === 'Backspace' || e.key === 'Delete') {
-      e.preventDefault();
       s.deleteKey(e.key === 'Backspace');
       this.reveal();
-      return;
+      return true;
     }
-    if (e.key.length !== 1) return;
+    if (e.key.length !== 1) return false;
     if (s.pane === 'hex') {
-      if (!/^[0-9a-fA-F]$/.test(e.key)) return;
-      e.preventDefault();
+      if (!/^[0-9a-fA-F]$/.test(e.key)) return false;
       s.typeNibble(parseInt(e.key, 16));
+    } else if (e.key.charCodeAt(0) > 0x7e) {
+      s.replaceSelection(new TextEncoder().encode(e.key), 'Typing');
     } else {
-      const code = e.key.charCodeAt(0);
-      if (code > 0x7e) {
-        e.preventDefault();
-        s.replaceSelection(new TextEncoder().encode(e.key), 'Typing');
-        return;
-      }
-      e.preventDefault();
-      s.typeByte(code);
+      s.typeByte(e.key.charCodeAt(0));
     }
     this.reveal();
+    return true;
   }
 }

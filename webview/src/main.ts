@@ -11,14 +11,23 @@ import {
   type EditorHeader,
   type FromWebviewMessage,
   MessageType,
+  type PaintMark,
   type ToWebviewMessage,
 } from '../../extension/src/shared/payloadEditorProtocol';
 import { countMatches, findMatch, parsePattern, type SearchMode } from './byteSearch';
+import { type Countdown, countdownFrom, countdownText } from './countdown';
 import { button, el } from './dom';
 import { EditorState } from './editorState';
 import { bytesFromPaste, HexGrid } from './hexGrid';
 import { inspect } from './inspector';
 import { TextPane } from './textPane';
+
+/** The steps to the first paint, on this clock (the extension's bench shows where the time went). */
+const marks: PaintMark[] = [
+  { step: 'webview page started', at: performance.timeOrigin },
+  { step: 'webview script started', at: Date.now() },
+];
+const mark = (step: string) => marks.push({ step, at: Date.now() });
 
 declare function acquireVsCodeApi(): { postMessage(m: FromWebviewMessage): void };
 const vscode = acquireVsCodeApi();
@@ -50,7 +59,8 @@ const header = el('header', {}, title, facts, size, timeLeft);
 const banner = el('div', { cls: 'banner', attrs: { role: 'alert', 'data-testid': 'banner' } });
 banner.hidden = true;
 
-let deadline: { at: number; keptUntil: number } | undefined;
+/** The store's deadlines (extension clock) while held. */
+let deadline: Countdown | undefined;
 let chunk: EditorChunkState = { kind: 'gone', message: 'loading' };
 
 function showHeader(h: EditorHeader): void {
@@ -59,13 +69,7 @@ function showHeader(h: EditorHeader): void {
 }
 
 function tick(): void {
-  if (!deadline) return;
-  const now = performance.now();
-  const left = Math.max(0, deadline.at - now);
-  const kept = Math.max(0, deadline.keptUntil - now);
-  timeLeft.textContent =
-    `${(left / 1000).toFixed(1)} s left` +
-    (kept > left ? ` · kept held while open, up to ${(kept / 1000).toFixed(0)} s` : '');
+  if (deadline) timeLeft.textContent = countdownText(deadline, Date.now());
 }
 setInterval(tick, 100);
 
@@ -77,8 +81,7 @@ function showChunkState(s: EditorChunkState): void {
   banner.hidden = !gone;
   banner.textContent = gone ? `${s.message}. Nothing will be sent from this editor.` : '';
   if (s.kind === 'held') {
-    const now = performance.now();
-    deadline = { at: now + s.msLeft, keptUntil: now + s.keptHeldMs };
+    deadline = countdownFrom(s, Date.now());
     tick();
   } else {
     deadline = undefined;
@@ -93,9 +96,16 @@ const status = el('div', { cls: 'status', attrs: { role: 'status', 'aria-live': 
 function act(action: EditorAction): void {
   if (chunk.kind === 'gone') return;
   if (action === 'reinjectEdited') text.commit();
-  status.textContent = `${action === 'revert' ? 'Reverting' : 'Sending'}…`;
+  status.textContent = `${action === 'revert' ? 'Reverting' : action === 'drop' ? 'Dropping' : 'Sending'}…`;
   post({ type: MessageType.Act, action });
 }
+/** What the status line says once an action went through (a Drop sends nothing). */
+const ACTION_DONE: Record<EditorAction, string> = {
+  reinjectEdited: 'Sent the edited bytes.',
+  reinjectOriginal: 'Sent the original bytes, unchanged.',
+  drop: 'Dropped: nothing was sent, the peer never sees these bytes.',
+  revert: 'Reverted to the original bytes.',
+};
 const isMac = navigator.platform.toUpperCase().includes('MAC');
 const sendButtons = [
   button('send', 'Reinject Edited', `Send the edited bytes (${isMac ? '⌘' : 'Ctrl'}+Enter)`, () =>
@@ -221,8 +231,16 @@ const inspector = el(
 function showDiff(): void {
   const d = state.diff;
   const before = state.original.length;
-  const after = state.bytes.length;
-  size.textContent = before === after ? sizeText(after) : `${sizeText(before)} → ${sizeText(after)}`;
+  const after = state.length;
+  // (the original comes with the whole bytes: until then, the size only)
+  size.textContent =
+    before === after || !state.complete ? sizeText(after) : `${sizeText(before)} → ${sizeText(after)}`;
+  if (!d) {
+    // Only the head is here yet, or a big payload's diff is computed after the first frame.
+    diffSummary.textContent = 'Comparing with the original…';
+    diffSummary.className = 'diff-summary';
+    return;
+  }
   if (!d || (!d.changed && !d.inserted && !d.deleted)) {
     diffSummary.textContent = 'No changes against the original.';
     diffSummary.className = 'diff-summary';
@@ -280,6 +298,12 @@ window.addEventListener('keydown', (e) => {
   }
 });
 
+// Insert belongs to this editor (the hex pane's insert/overwrite): in no part of it is it also
+// VS Code's overtype toggle, which the webview would otherwise get the key forwarded to.
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Insert') e.stopPropagation();
+});
+
 // ---- layout and messages ------------------------------------------------------
 const app = document.getElementById('app')!;
 const panes = el(
@@ -297,30 +321,41 @@ app.className = 'editor';
 app.replaceChildren(header, banner, toolbar, searchBar, replaceBar, diffSummary, panes, status);
 
 grid.onScrolled = (firstByte) => text.followView(firstByte);
-grid.onEndPainted = (ms) => post({ type: MessageType.Painted, what: 'end', ms });
+grid.onEndPainted = (ms) => post({ type: MessageType.Painted, what: 'end', ms, marks: [] });
 
 window.addEventListener('message', (ev: MessageEvent<ToWebviewMessage>) => {
   const m = ev.data;
   switch (m.type) {
     case MessageType.Init: {
       const t0 = performance.now();
+      mark('init received');
+      // Asked for first, so the report runs right after this frame, before the work queued
+      // for after it (a big payload's diff, its text).
+      requestAnimationFrame(() =>
+        setTimeout(() => {
+          mark('frame painted');
+          post({ type: MessageType.Painted, what: 'first', ms: performance.now() - t0, marks });
+          // The text pane after the first paint: encoding and laying out text takes longer than rows.
+          text.start();
+        }),
+      );
       showHeader(m.header);
-      state.load(m.bytes, m.original);
+      state.load(m.bytes, m.original, m.length);
       showChunkState(m.state);
-      grid.render();
       showDiff();
       showInspector();
       grid.element.focus();
-      requestAnimationFrame(() =>
-        setTimeout(() => {
-          post({ type: MessageType.Painted, what: 'first', ms: performance.now() - t0 });
-          // The text pane after the first paint: encoding and laying out 1 MiB of text takes longer.
-          text.refresh();
-        }),
-      );
+      mark('rows drawn');
       return;
     }
+    case MessageType.Load:
+      // The whole document after a head-only Init: editable now, the diff follows.
+      state.load(m.bytes, m.original);
+      mark('whole bytes loaded');
+      return;
     case MessageType.Splice:
+      // Only the head here: the Load on its way was made after this splice and has it.
+      if (!state.complete) return;
       state.applyRemote(m.splice);
       grid.reveal();
       return;
@@ -331,12 +366,9 @@ window.addEventListener('message', (ev: MessageEvent<ToWebviewMessage>) => {
       showChunkState(m.state);
       return;
     case MessageType.ActionResult:
-      status.textContent = m.error
-        ? `Refused: ${m.error}`
-        : m.action === 'revert'
-          ? 'Reverted to the original bytes.'
-          : 'Sent.';
+      status.textContent = m.error ? `Refused: ${m.error}` : ACTION_DONE[m.action];
       return;
   }
 });
 post({ type: MessageType.Ready });
+mark('ready posted');

@@ -20,7 +20,7 @@ export function spliceBetween(from: Uint8Array, to: Uint8Array) {
 }
 
 const WHOLE_TEXT_MAX = 256 * 1024;
-const WINDOW_BYTES = 16 * 1024;
+const WINDOW_BYTES = 8 * 1024;
 
 export class TextPane {
   /** The bytes [start, end) the text shows (all of them up to WHOLE_TEXT_MAX). */
@@ -33,6 +33,8 @@ export class TextPane {
   private readonly error: HTMLDivElement;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stale = true;
+  /** Shown after the first paint only (start()): laying out even 32 KiB of text costs a frame. */
+  private started = false;
 
   constructor(private readonly state: EditorState) {
     this.textarea = el('textarea', {
@@ -60,25 +62,34 @@ export class TextPane {
   /** The text is re-encoded on the next frame (after a hex edit, undo, reset). */
   markStale(): void {
     this.stale = true;
-    requestAnimationFrame(() => this.refresh());
+    // After the next painted frame: the hex rows show first, the text (its layout is slower) a moment later.
+    if (this.started) requestAnimationFrame(() => setTimeout(() => this.refresh()));
+  }
+
+  /** After the hex pane's first paint: the text shows, and follows every change from now on. */
+  start(): void {
+    this.started = true;
+    this.refresh();
   }
 
   refresh(): void {
     if (!this.stale) return;
     this.stale = false;
     const { selectionStart, selectionEnd } = this.textarea;
-    const n = this.state.bytes.length;
+    // The whole length decides (only the head of a big payload may be here yet).
+    const n = this.state.length;
     if (n <= WHOLE_TEXT_MAX) {
       this.window = { start: 0, end: n };
       this.note.textContent = '';
     } else {
       // Start at a line break near the hex pane's view, so the text starts with a whole character.
-      const start = Math.max(0, Math.min(this.viewStart, n - WINDOW_BYTES));
-      this.window = { start, end: Math.min(n, start + WINDOW_BYTES) };
+      const here = this.state.bytes.length;
+      const start = Math.max(0, Math.min(this.viewStart, here - WINDOW_BYTES));
+      this.window = { start, end: Math.min(here, start + WINDOW_BYTES) };
       this.note.textContent = `Text of bytes 0x${start.toString(16).toUpperCase()}–0x${this.window.end.toString(16).toUpperCase()} of ${n} (the payload is too big to show whole; the window follows the hex pane).`;
     }
     this.textarea.value = encodeText(this.state.bytes.subarray(this.window.start, this.window.end));
-    this.textarea.readOnly = this.state.readOnly;
+    this.textarea.readOnly = !this.state.editable;
     this.error.textContent = '';
     if (document.activeElement === this.textarea) {
       this.textarea.setSelectionRange(selectionStart, selectionEnd);
@@ -89,7 +100,7 @@ export class TextPane {
   commit(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.stale || this.state.readOnly) return;
+    if (this.stale || !this.state.editable) return;
     const r = decodeText(this.textarea.value);
     if (!r.ok) {
       this.error.textContent = `Not applied: ${formatSyntaxError(r.errors[0])}`;
@@ -107,7 +118,7 @@ export class TextPane {
   /** The hex pane scrolled: a windowed text follows it (not while the person types in it). */
   followView(firstByte: number): void {
     this.viewStart = firstByte;
-    if (this.state.bytes.length <= WHOLE_TEXT_MAX || document.activeElement === this.textarea) return;
+    if (this.state.length <= WHOLE_TEXT_MAX || document.activeElement === this.textarea) return;
     if (firstByte >= this.window.start && firstByte + 1024 <= this.window.end) return;
     this.viewStart = Math.max(0, firstByte - 1024);
     this.markStale();

@@ -16,17 +16,24 @@ export interface PayloadCommandDeps {
   payloads: PayloadStore;
   /** The rows selected in Pending Payloads once a click settled (a row's click runs nke.openSelectedPayload). */
   selectedPayloads?: () => Promise<readonly PendingView[]>;
+  /** The webview payload editor (Open in Payload Editor). */
+  payloadEditor: PayloadEditorOpener;
+}
+
+/** What Open in Payload Editor needs of the custom editor (payloadEditorProvider.ts). */
+export interface PayloadEditorOpener {
+  open(id: string): Promise<void>;
 }
 
 /** A Pending Payloads row, a payload document, or nothing. */
-export type PayloadTarget = PendingView | vscode.Uri | undefined;
+type PayloadTarget = PendingView | vscode.Uri | undefined;
 
 function isPendingView(x: unknown): x is PendingView {
   return typeof x === 'object' && x !== null && typeof (x as PendingView).id === 'string' && 'socketId' in x;
 }
 
 /** The payload ids a command was given; the active payload editor when none. */
-export function targetIds(target: PayloadTarget, selection?: unknown[]): string[] {
+function targetIds(target: PayloadTarget, selection?: unknown[]): string[] {
   if (selection?.length && selection.every(isPendingView)) return selection.map((p) => p.id);
   if (target instanceof vscode.Uri) {
     const p = parsePayloadUri(target);
@@ -40,7 +47,7 @@ export function targetIds(target: PayloadTarget, selection?: unknown[]): string[
   return [];
 }
 
-export async function pickPending(model: WorkbenchModel, title: string): Promise<string> {
+async function pickPending(model: WorkbenchModel, title: string): Promise<string> {
   const items = model.pending().map((p) => ({
     label: `#${p.id} ${p.process} ${p.direction === 'in' ? '↓ in' : '↑ out'} ${p.size} B`,
     description: p.remote ? `${p.remote.address}:${p.remote.port}` : `socket ${p.socketId}`,
@@ -151,6 +158,11 @@ export function payloadCommandHandlers(deps: PayloadCommandDeps): Record<string,
       return openPayload(deps, 'text', selected[0]);
     },
     'nke.openPayloadHex': (target?: PayloadTarget) => openPayload(deps, 'hex', target),
+    // A row, a payload document's title button, or the palette (a pick).
+    'nke.openPayloadEditor': async (target?: PayloadTarget) => {
+      const [id] = targetIds(target);
+      await deps.payloadEditor.open(id ?? (await pickPending(deps.model, 'NKE: Open in Payload Editor')));
+    },
     'nke.reinjectEdited': (target?: PayloadTarget, selection?: unknown[]) =>
       act(deps, 'reinjectEdited', target, selection),
     'nke.reinjectOriginal': (target?: PayloadTarget, selection?: unknown[]) =>

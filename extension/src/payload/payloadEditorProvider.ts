@@ -17,15 +17,14 @@ import {
   type EditorChunkState,
   type EditorHeader,
   type FromWebviewMessage,
+  INIT_HEAD_BYTES,
   inverseSplice,
   MessageType,
   spliceError,
   type ToWebviewMessage,
 } from '../shared/payloadEditorProtocol';
 import { noLongerHeld } from '../shared/payloadReasons';
-import { registerNkeCommand } from '../commands/commandWrapper';
-import type { WorkbenchModel } from '../model/workbenchModel';
-import { pickPending, type PayloadTarget, targetIds } from './payloadCommands';
+import type { PayloadEditorOpener } from './payloadCommands';
 import { type PayloadAction, type PayloadStore, refusalFor } from './payloadStore';
 import { PAYLOAD_SCHEME, payloadTitle } from './payloadUri';
 
@@ -44,6 +43,14 @@ export function payloadEditorUri(store: PayloadStore, id: string): vscode.Uri {
 export function parsePayloadEditorUri(uri: vscode.Uri): string | undefined {
   if (uri.scheme !== PAYLOAD_SCHEME) return undefined;
   return /^\/(\d+)\/[^/]*\.nkebytes$/.exec(uri.path)?.[1];
+}
+
+/**
+ * `bytes` over a buffer of its own: webview messaging carries a typed array's
+ * whole ArrayBuffer, so a view into a bigger one would carry all of that.
+ */
+function ownBuffer(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -87,15 +94,24 @@ export interface PayloadEditorTiming {
   initToPaintMs?: number;
   /** ms from the key press that scrolled to the end to the painted last row (webview clock) */
   scrollToEndMs?: number;
+  /**
+   * Where Open → first paint went: each step, ms after the Open command; the
+   * extension host's steps and the webview's (their clocks agree on one machine).
+   */
+  steps?: { step: string; ms: number }[];
 }
 
-export class PayloadEditorProvider implements vscode.CustomEditorProvider<PayloadEditorDocument> {
+export class PayloadEditorProvider
+  implements vscode.CustomEditorProvider<PayloadEditorDocument>, PayloadEditorOpener
+{
   private readonly changed = new vscode.EventEmitter<vscode.CustomDocumentEditEvent<PayloadEditorDocument>>();
   readonly onDidChangeCustomDocument = this.changed.event;
   private readonly panels = new Map<PayloadEditorDocument, vscode.WebviewPanel>();
-  /** When the Open command ran, per payload id (for the timing). */
-  private readonly openRequested = new Map<string, number>();
+  /** Since the Open command, per payload id: the extension host's steps (for the timing). */
+  private readonly openTrace = new Map<string, { step: string; at: number }[]>();
   readonly timings: PayloadEditorTiming[] = [];
+  /** Editors whose webview got only the head of the bytes: the Load goes after its first paint. */
+  private readonly awaitingLoad = new Set<PayloadEditorDocument>();
 
   constructor(
     private readonly store: PayloadStore,
@@ -105,9 +121,10 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
 
   /** Opens a payload in the editor (Open in Payload Editor). */
   async open(id: string): Promise<void> {
-    this.openRequested.set(id, Date.now());
+    this.openTrace.set(id, [{ step: 'Open', at: Date.now() }]);
     // Fetched first: a payload released meanwhile says so here, not in an empty editor.
     await this.store.original(id);
+    this.mark(id, 'original fetched');
     await vscode.commands.executeCommand(
       'vscode.openWith',
       payloadEditorUri(this.store, id),
@@ -130,11 +147,13 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
       : await this.store.current(id);
     const doc = new PayloadEditorDocument(uri, id, bytes, this.store.keepHeld(id, 'payload editor'));
     if (context.backupId) doc.saved = await this.store.current(id);
+    this.mark(id, 'document opened');
     return doc;
   }
 
   resolveCustomEditor(doc: PayloadEditorDocument, panel: vscode.WebviewPanel): void {
     this.panels.set(doc, panel);
+    this.mark(doc.id, 'webview panel given');
     panel.webview.options = { enableScripts: true, localResourceRoots: [this.bundleRoot] };
     panel.webview.html = this.html(panel.webview);
     const post = (m: ToWebviewMessage) => void panel.webview.postMessage(m);
@@ -155,15 +174,21 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
         const current = change.staged ?? this.store.originalIfLoaded(doc.id);
         if (current && !doc.dirty && !equalBytes(current, doc.saved)) {
           doc.bytes = doc.saved = current;
-          post({ type: MessageType.Reset, bytes: current });
+          post({ type: MessageType.Reset, bytes: ownBuffer(current) });
         }
       }),
     ];
-    // The countdown runs in the webview; a moved deadline comes as a State message.
+    // The webview counts down to the deadline of the last State; a moved deadline comes as a new State.
     panel.onDidDispose(() => {
       for (const s of subs) s.dispose();
       this.panels.delete(doc);
+      this.awaitingLoad.delete(doc);
     });
+  }
+
+  /** A step of an Open under way (for the timing; nothing when the editor was not opened by open()). */
+  private mark(id: string, step: string): void {
+    this.openTrace.get(id)?.push({ step, at: Date.now() });
   }
 
   private header(id: string): EditorHeader {
@@ -184,7 +209,10 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
     const s = this.store.state(id);
     const times = this.store.holdTimes(id);
     if (s.kind === 'held' && times) {
-      return { kind: 'held', msLeft: times.leftMs, keptHeldMs: times.keptUntilMs ?? 0 };
+      // The store's times as instants of this clock, and this clock's now: the webview's clock may differ.
+      const now = Date.now();
+      const keptUntil = times.keptUntilMs === undefined ? undefined : now + times.keptUntilMs;
+      return { kind: 'held', deadline: now + times.leftMs, keptUntil, now };
     }
     return { kind: 'gone', message: refusalFor(id, s) ?? noLongerHeld(id, undefined) };
   }
@@ -195,15 +223,30 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
     post: (m: ToWebviewMessage) => void,
   ): Promise<void> {
     switch (m.type) {
-      case MessageType.Ready:
-        post({
+      case MessageType.Ready: {
+        this.mark(doc.id, 'webview ready');
+        const panel = this.panels.get(doc);
+        if (!panel) return;
+        // Read once: both messages describe the same bytes, whatever changes after.
+        const bytes = doc.bytes;
+        const original = await this.store.original(doc.id);
+        const whole = bytes.length <= INIT_HEAD_BYTES;
+        const init: ToWebviewMessage = {
           type: MessageType.Init,
           header: this.header(doc.id),
-          original: await this.store.original(doc.id),
-          bytes: doc.bytes,
+          bytes: whole ? ownBuffer(bytes) : bytes.slice(0, INIT_HEAD_BYTES),
+          length: bytes.length,
+          original: whole ? ownBuffer(original) : new Uint8Array(0),
           state: this.chunkState(doc.id),
-        });
+        };
+        this.mark(doc.id, 'init posted');
+        // A head only: the rest once the webview painted it (posted together, the Load held
+        // the Init up on its way). Until then the webview skips Splices: the Load will have them.
+        if (!whole) this.awaitingLoad.add(doc);
+        await panel.webview.postMessage(init);
+        this.mark(doc.id, 'init handed to the workbench');
         return;
+      }
       case MessageType.Edit:
         return this.edit(doc, m.splice, m.label, post);
       case MessageType.Act:
@@ -219,14 +262,28 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
         return;
       case MessageType.Painted: {
         const size = doc.bytes.length;
+        if (m.what === 'first' && this.awaitingLoad.delete(doc)) {
+          const load: ToWebviewMessage = {
+            type: MessageType.Load,
+            bytes: ownBuffer(doc.bytes),
+            original: ownBuffer(await this.store.original(doc.id)),
+          };
+          void this.panels.get(doc)?.webview.postMessage(load);
+        }
         if (m.what === 'first') {
-          const asked = this.openRequested.get(doc.id);
-          this.openRequested.delete(doc.id);
+          const trace = this.openTrace.get(doc.id);
+          this.openTrace.delete(doc.id);
+          const now = Date.now();
+          const asked = trace?.[0].at;
+          const steps = trace && [...trace, ...m.marks, { step: 'painted, reported', at: now }];
           this.timings.push({
             id: doc.id,
             size,
-            openToFirstPaintMs: asked !== undefined ? Date.now() - asked : undefined,
+            openToFirstPaintMs: asked !== undefined ? now - asked : undefined,
             initToPaintMs: m.ms,
+            steps: steps
+              ?.sort((a, b) => a.at - b.at)
+              .map(({ step, at }) => ({ step, ms: at - (asked as number) })),
           });
         } else {
           this.timings.push({ id: doc.id, size, scrollToEndMs: m.ms });
@@ -249,14 +306,14 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
     const refusal = refusalFor(doc.id, this.store.state(doc.id));
     if (refusal) {
       // The webview is read-only once it knows; an edit already on its way is undone there.
-      post({ type: MessageType.Reset, bytes: doc.bytes });
+      post({ type: MessageType.Reset, bytes: ownBuffer(doc.bytes) });
       return;
     }
     const inverse = inverseSplice(doc.bytes, splice);
     doc.bytes = applySplice(doc.bytes, splice);
     const apply = (s: ByteSplice) => {
       doc.bytes = applySplice(doc.bytes, s);
-      post({ type: MessageType.Splice, splice: s });
+      post({ type: MessageType.Splice, splice: { ...s, insert: ownBuffer(s.insert) } });
     };
     this.changed.fire({ document: doc, label, undo: () => apply(inverse), redo: () => apply(splice) });
   }
@@ -296,7 +353,10 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
     doc.bytes = doc.saved = await this.store.current(doc.id);
     const panel = this.panels.get(doc);
     if (panel) {
-      void panel.webview.postMessage({ type: MessageType.Reset, bytes: doc.bytes } as ToWebviewMessage);
+      void panel.webview.postMessage({
+        type: MessageType.Reset,
+        bytes: ownBuffer(doc.bytes),
+      } as ToWebviewMessage);
     }
   }
 
@@ -344,11 +404,10 @@ export class PayloadEditorProvider implements vscode.CustomEditorProvider<Payloa
 }
 
 /**
- * Registers the custom editor and its Open in Payload Editor command (from a
- * Pending Payloads row, a payload document's title bar, or the palette).
+ * Registers the custom editor. Its command, Open in Payload Editor, is in the
+ * command table (registerCommands.ts) with the other payload commands.
  */
 export function registerPayloadEditor(deps: {
-  model: WorkbenchModel;
   store: PayloadStore;
   extensionUri: vscode.Uri;
   log: vscode.LogOutputChannel;
@@ -364,14 +423,6 @@ export function registerPayloadEditor(deps: {
       supportsMultipleEditorsPerDocument: false,
       webviewOptions: { retainContextWhenHidden: false },
     }),
-    registerNkeCommand(
-      'nke.openPayloadEditor',
-      async (target?: PayloadTarget) => {
-        const [id] = targetIds(target);
-        await provider.open(id ?? (await pickPending(deps.model, 'NKE: Open in Payload Editor')));
-      },
-      deps.log,
-    ),
   );
   return { provider, registration };
 }

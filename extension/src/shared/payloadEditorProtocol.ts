@@ -6,11 +6,16 @@
 //
 // Bytes travel as Uint8Array (VS Code's webview messaging carries typed
 // arrays without a JSON detour). Edits are splices, so a keystroke in a
-// 1 MiB payload moves a few bytes, not the payload.
+// 1 MiB payload moves a few bytes, not the payload. A big payload opens with
+// its first INIT_HEAD_BYTES only (enough rows for the first paint), its
+// whole bytes follow in a Load message once those rows were painted: moving
+// 1 MiB from the extension host into the webview takes longer than drawing
+// the rows in view.
 
 export const enum MessageType {
   // extension -> webview
   Init = 'init',
+  Load = 'load',
   Splice = 'splice',
   Reset = 'reset',
   State = 'state',
@@ -46,19 +51,48 @@ export interface EditorHeader {
   remote?: EditorEndpoint;
 }
 
-/** Where the chunk stands: held (with the filter's time left) or not any more (and why). */
+/**
+ * Where the chunk stands: held, or not any more (and why). While held, the
+ * store's deadlines as instants of the extension's clock, with that clock's
+ * `now` when the message was made: the webview counts down against
+ * `now` + its own elapsed time, so a webview clock that differs from the
+ * extension's (another machine, a remote window) shows the same time left.
+ */
 export type EditorChunkState =
-  { kind: 'held'; msLeft: number; keptHeldMs: number } | { kind: 'gone'; message: string };
+  | {
+      kind: 'held';
+      /** the filter releases the chunk unchanged at this instant (extension clock, ms since the epoch) */
+      deadline: number;
+      /** while an editor keeps it held: the latest it is released unchanged (extension clock) */
+      keptUntil?: number;
+      /** the extension's clock when this state was made */
+      now: number;
+    }
+  | { kind: 'gone'; message: string };
 
 export type EditorAction = 'reinjectEdited' | 'reinjectOriginal' | 'drop' | 'revert';
 
-/** The document as it opens, or reopens after the webview was rebuilt. */
+/** A document longer than this opens with this many of its first bytes; the rest comes in a Load. */
+export const INIT_HEAD_BYTES = 32 * 1024;
+
+/** The document as it opens, or reopens after the webview was rebuilt: all of it, or its head and a Load follows. */
 export interface InitMessage {
   type: MessageType.Init;
   header: EditorHeader;
-  original: Uint8Array;
+  /** all the working bytes, or (when `length` is more) the first INIT_HEAD_BYTES of them */
   bytes: Uint8Array;
+  /** the working bytes' whole length */
+  length: number;
+  /** the bytes the filter held; empty until the Load when only the head came */
+  original: Uint8Array;
   state: EditorChunkState;
+}
+
+/** After an Init of only the head, once its rows were painted: all the working bytes (any Splice since included) and the original. */
+export interface LoadMessage {
+  type: MessageType.Load;
+  bytes: Uint8Array;
+  original: Uint8Array;
 }
 
 /** Undo or redo changed the working bytes by this splice. */
@@ -110,10 +144,18 @@ export interface PaintedMessage {
   what: 'first' | 'end';
   /** ms from the message that caused it (Init, or the key press) to the painted frame. */
   ms: number;
+  /** The webview's steps on the way, as instants of its clock (ms since the epoch): where the time went. */
+  marks: PaintMark[];
+}
+
+/** One step of the webview on the way to a paint (script started, Init received, rows drawn...). */
+export interface PaintMark {
+  step: string;
+  at: number;
 }
 
 export type ToWebviewMessage =
-  InitMessage | SpliceMessage | ResetMessage | StateMessage | ActionResultMessage;
+  InitMessage | LoadMessage | SpliceMessage | ResetMessage | StateMessage | ActionResultMessage;
 export type FromWebviewMessage = ReadyMessage | EditMessage | ActMessage | PaintedMessage;
 
 /** Applies a splice to a copy of `bytes` (both sides use it; offsets are checked by the caller). */
