@@ -90,18 +90,25 @@ static bool fd_relayed(int fd)
 
 /* ---- epoll: events kept for the next call ---------------------------------- */
 
-/* The epoll is known by its identity too: a number closed and reused for
- * another epoll gets none of them. */
+/* The epoll is known by its number's generation too (every epoll has the
+ * same inode): a number closed and reused for another epoll gets none of
+ * them. */
 #define KEPT_EPOLLS 4
 struct kept {
     bool used;
     int epfd;
-    dev_t dev;
-    ino_t ino;
+    unsigned gen;
     int n;
     struct epoll_event *ev; /* n events (owned) */
 };
 static __thread struct kept t_kept[KEPT_EPOLLS];
+static atomic_uint g_fd_gen[MAX_FDS]; /* bumped when the number is closed */
+
+void readiness_closed(int fd)
+{
+    if (fd >= 0 && fd < MAX_FDS)
+        atomic_fetch_add_explicit(&g_fd_gen[fd], 1, memory_order_relaxed);
+}
 static __thread int t_nkept;
 
 #define LOOK_MAX 256 /* events a second look takes (the rest: next call) */
@@ -132,8 +139,7 @@ static int merge_events(struct epoll_event *a, int n, int cap, const struct epol
  * no room (the caller then returns them now). */
 static bool keep_events(int epfd, const struct epoll_event *ev, int n)
 {
-    struct stat sb;
-    if (n <= 0 || fstat(epfd, &sb) != 0)
+    if (n <= 0 || epfd < 0 || epfd >= MAX_FDS)
         return false;
     for (int i = 0; i < KEPT_EPOLLS; i++) {
         struct kept *k = &t_kept[i];
@@ -143,7 +149,8 @@ static bool keep_events(int epfd, const struct epoll_event *ev, int n)
         if (!k->ev)
             return false;
         memcpy(k->ev, ev, (size_t)n * sizeof(*ev));
-        *k = (struct kept){ .used = true, .epfd = epfd, .dev = sb.st_dev, .ino = sb.st_ino, .n = n, .ev = k->ev };
+        *k = (struct kept){ .used = true, .epfd = epfd, .gen = atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed),
+                            .n = n, .ev = k->ev };
         t_nkept++;
         return true;
     }
@@ -186,8 +193,7 @@ static int kept_take(int epfd, struct epoll_event *ev, int max)
     k->used = false;
     k->ev = NULL;
     t_nkept--;
-    struct stat sb;
-    if (fstat(epfd, &sb) != 0 || sb.st_dev != c.dev || sb.st_ino != c.ino) {
+    if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen) {
         free(c.ev);
         return -1;
     }

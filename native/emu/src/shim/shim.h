@@ -338,6 +338,7 @@ void relay_swap(int fd);
 extern atomic_uint g_resets_pending;
 bool relay_any(void);
 bool relay_catch_up(void);
+void readiness_closed(int fd); /* readiness.c: fd's number was closed (or dup2'ed over) */
 /* The program's read/write on fd: a relayed socket reset by its peer
  * becomes the real socket first (relay_swap). One load otherwise. */
 static inline void relay_reset_check(int fd)
