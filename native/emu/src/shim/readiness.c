@@ -12,8 +12,10 @@
  * the closed client against --maxclients (the kernel would have woken it
  * with the EOF first, in a pass of its event loop of its own).
  *
- * So when a wait returns while the loop has events it has not handled
- * (relay_catch_up: it waits until they are), the wait looks again. And
+ * So when a wait returns a descriptor the relay does not carry while the
+ * loop has events it has not handled (relay_catch_up: it waits until they
+ * are), the wait looks again (a wait that returns only relayed ones does
+ * not wait: among those the loop's order is the kernel's). And
  * when the program's ready descriptors are both relayed ones and others
  * (the loop may have caught up before the program got a CPU), it gets the
  * relayed ones now and the others from its next call: what the relay
@@ -223,14 +225,16 @@ static int epoll_catch_up(int epfd, struct epoll_event *ev, int max, int n)
 {
     if (!relay_any())
         return n;
+    /* Only a descriptor the relay does not carry can overtake what the
+     * relay owes: among relayed ones the loop's order is the kernel's. */
+    int nr0 = 0;
+    for (int i = 0; i < n; i++)
+        nr0 += event_relayed(epfd, &ev[i]);
+    if (nr0 == n)
+        return n; /* the common case under load: nothing to wait for */
     bool behind = relay_catch_up();
-    if (!behind) {
-        int nr = 0;
-        for (int i = 0; i < n; i++)
-            nr += event_relayed(epfd, &ev[i]);
-        if (nr == 0 || nr == n)
-            return n; /* the common case: nothing to do */
-    }
+    if (!behind && nr0 == 0)
+        return n;
     struct epoll_event *all = malloc((size_t)(n + LOOK_MAX) * sizeof(*all));
     if (!all)
         return n;
@@ -321,6 +325,11 @@ static int poll_catch_up(struct pollfd *fds, nfds_t nfds, int n)
         t_poll_deferred = false;
         return n;
     }
+    bool direct = false; /* only those can overtake what the relay owes */
+    for (nfds_t i = 0; i < nfds && !direct; i++)
+        direct = fds[i].revents && !fd_relayed(fds[i].fd);
+    if (!direct)
+        return n;
     if (relay_catch_up()) {
         short small[64];
         short *first = nfds <= 64 ? small : malloc(nfds * sizeof(*first));
