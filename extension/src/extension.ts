@@ -9,6 +9,7 @@ import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
+import { type PayloadEditorProvider, registerPayloadEditor } from './payload/payloadEditorProvider';
 import { PayloadStore } from './payload/payloadStore';
 import { type PayloadProviders, registerPayloadEditing } from './payload/registerPayloadEditing';
 import { readSettings, rulesFromSettings, rulesSettings } from './settings';
@@ -29,6 +30,8 @@ export interface NkeWorkbenchApi {
   readonly filter: FilterByMode;
   /** The window's payload store: what every payload document and editor shows. */
   readonly payloads: PayloadStore;
+  /** The webview payload editor (its Open → first paint timings, for the bench). */
+  readonly payloadEditor: PayloadEditorProvider;
   /** The code action and CodeLens providers of payload documents, as registered. */
   readonly payloadProviders: PayloadProviders;
   /** The registered tree providers, so tests read the very items the views show. */
@@ -80,6 +83,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     debug: (m) => log.debug(m),
   });
   const editing = registerPayloadEditing({ model, payloads, log });
+  const editor = registerPayloadEditor({ store: payloads, extensionUri: context.extensionUri, log });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
@@ -101,19 +105,29 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       filter,
       tasks: filterWindow.tasks,
       payloads,
+      payloadEditor: editor.provider,
       selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,
       selectedSockets: () => trees.sockets.selection,
     }),
     editing.registration,
+    editor.registration,
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
   if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
-  return { model, session, filter, payloads, payloadProviders: editing.providers, trees };
+  return {
+    model,
+    session,
+    filter,
+    payloads,
+    payloadEditor: editor.provider,
+    payloadProviders: editing.providers,
+    trees,
+  };
 }
 
 function registerSettingsListener(

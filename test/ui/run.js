@@ -14,6 +14,7 @@ const { recordingServer } = require('../support/recordingServer');
 const { loadFilterSteps } = require('./filterSteps');
 const wb = require('./workbench');
 const payloadSteps = require('./payload-steps');
+const webviewSteps = require('./webview-steps');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
 const alwaysShots = process.env.NKE_SCREENSHOTS === '1';
@@ -178,6 +179,8 @@ const steps = [
   ],
   // Editing held data: payload documents, code actions, time to edit.
   ...payloadSteps.steps,
+  // The webview payload editor: one more view of the same held data.
+  ...webviewSteps.steps,
   [
     'a killed helper: an error with Restart, the status bar says failed, nothing shown held; Restart reconnects',
     async (page, workspace, ctx) => {
@@ -230,7 +233,9 @@ function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
     /** Resolves once the settings are in force in the workbench. */
     async setSettings(values) {
       const name = String(++settingsSeq).padStart(4, '0');
-      fs.writeFileSync(path.join(settingsDir, `${name}.json`), JSON.stringify(values));
+      // Written whole, then renamed: the relay polls and must never read half a file.
+      fs.writeFileSync(path.join(settingsDir, `${name}.json.tmp`), JSON.stringify(values));
+      fs.renameSync(path.join(settingsDir, `${name}.json.tmp`), path.join(settingsDir, `${name}.json`));
       for (const t0 = Date.now(); !fs.existsSync(path.join(settingsDir, `${name}.done`));) {
         const failed = path.join(settingsDir, `${name}.failed`);
         if (fs.existsSync(failed))
