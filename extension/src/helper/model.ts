@@ -13,7 +13,7 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
-import { NKE_EXEC_F_TRUNCATED } from '../shared/abi';
+import { NKE_EXEC_F_FROM_SHIM, NKE_EXEC_F_TRUNCATED } from '../shared/abi';
 import {
   AF_INET6,
   type Addr,
@@ -75,6 +75,31 @@ export const DEFAULT_PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
 
 export function sockKey(s: SockId): string {
   return `${s.slot}:${s.gen}`;
+}
+
+/**
+ * A socket's state after one of the filter's socket events (sf_notify):
+ * connected once the handshake is done; closing from the first sign of the
+ * end (a side shut, the peer's EOF, disconnecting) until the detach, which
+ * alone makes it closed. Events that say nothing about the state keep it.
+ */
+export function stateAfterEvent(state: SocketState, event: string | undefined): SocketState {
+  if (state === 'closed') return state;
+  switch (event) {
+    case 'connecting':
+      return state === 'open' || state === 'bound' ? 'connecting' : state;
+    case 'connected':
+      return state === 'closing' ? state : 'connected';
+    case 'disconnecting':
+    case 'disconnected':
+    case 'cantrecvmore':
+    case 'cantsendmore':
+    case 'shutdown':
+    case 'closing':
+      return state === 'listening' ? state : 'closing';
+    default:
+      return state;
+  }
 }
 
 function endpoint(a: Addr): Endpoint | undefined {
@@ -303,16 +328,7 @@ export class LiveModel {
       case NotifyType.Event: {
         const s = this.adopt(key);
         const name = SOCK_EVENTS[n.event];
-        const state: SocketState | undefined =
-          name === 'connected'
-            ? 'connected'
-            : name === 'connecting'
-              ? 'connecting'
-              : name === 'disconnecting' || name === 'closing'
-                ? 'closing'
-                : name === 'disconnected'
-                  ? 'closing'
-                  : undefined;
+        const state = stateAfterEvent(s.view.state, name);
         if (state && state !== s.view.state) {
           s.view.state = state;
           this.touch(key);
@@ -327,6 +343,10 @@ export class LiveModel {
         else this.counters.bytesOut += n.size;
         if (n.direction === DIR_IN) s.view.bytesIn += n.size;
         else s.view.bytesOut += n.size;
+        // Stream bytes move only on a connected TCP socket: a "connected"
+        // note lost on the way (best effort in the emulator) must not leave
+        // it shown as connecting while data flows.
+        if (s.view.state === 'connecting' && s.view.protocol === 'tcp') s.view.state = 'connected';
         this.touch(key);
         this.record({
           kind: 'data',
@@ -417,6 +437,7 @@ export class LiveModel {
       complete: r.complete,
       truncated: (r.flags & NKE_EXEC_F_TRUNCATED) !== 0,
       spawnerContext: (r.flags & 1) !== 0,
+      underShim: (r.flags & NKE_EXEC_F_FROM_SHIM) !== 0,
       time: Date.now(),
     };
     this.counters.execs++;

@@ -88,6 +88,8 @@ export interface ExecView {
   /** the path was longer than the filter carries (NKE_PATH_MAX): this is its start */
   truncated: boolean;
   spawnerContext: boolean;
+  /** emulator: the process runs under the shim (the filter's programs; Exec Events' default scope starts here) */
+  underShim?: boolean;
   time: number;
 }
 

@@ -172,6 +172,7 @@ struct relay {
     bool dirty, link_pending;
     bool out_open, exec_busy;
     unsigned exec_seen;
+    unsigned events_sent;     /* RELAY_EV_* bits: SHIM_EVENT notes already on the link */
 };
 
 /* One outgoing UDP datagram from the program's send call until its real
