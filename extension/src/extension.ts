@@ -9,11 +9,14 @@ import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
-import { readSettings, rulesFromSettings, rulesSettings } from './settings';
+import * as os from 'node:os';
+import { type ExplorerViews, linkExecsToSockets } from './commands/explorerCommands';
+import { FilterOwnership } from './helperClient/filterOwner';
+import { helperLaunchSettings, readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
 import { FilterTreeProvider } from './tree/filterTreeProvider';
-import { registerModelTreeView } from './tree/modelTreeView';
+import { createModelTreeView, registerModelTreeView } from './tree/modelTreeView';
 import { PendingPayloadTreeProvider } from './tree/pendingPayloadTreeProvider';
 import { SocketTreeProvider } from './tree/socketTreeProvider';
 
@@ -42,7 +45,22 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
 
   const settings = readSettings();
   const model = new WorkbenchModel(settings.mode, settings.historyLimit);
+  applyExplorerSettings(model, log);
+  const ownership = new FilterOwnership({
+    // The emulator's runtime directory is private to this user already; the
+    // kext's one filter gets a per-user directory of its own.
+    dir: () => {
+      const s = readSettings();
+      return s.mode === 'emulator'
+        ? emulatorRuntimeDir(s.emulatorRuntimeDir)
+        : path.join(os.tmpdir(), `nke-workbench-${process.getuid?.() ?? 0}`);
+    },
+    describeWindow: () =>
+      `the window on ${vscode.workspace.name ? `workspace "${vscode.workspace.name}"` : 'no folder'} (extension host pid ${process.pid})`,
+    log: (m) => log.info(m),
+  });
   const session = new HelperSession({
+    ownership,
     helperScript: path.join(context.extensionPath, 'dist', 'helper.js'),
     launch: () => {
       const s = readSettings();
@@ -71,13 +89,18 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     pendingPayloads: new PendingPayloadTreeProvider(model),
   };
 
+  const socketsView = createModelTreeView('nke.sockets', trees.sockets);
+  const execView = createModelTreeView('nke.execEvents', trees.execEvents);
+  const views: ExplorerViews = { sockets: socketsView.view, execEvents: execView.view };
+
   context.subscriptions.push(
     session,
     filterWindow.disposable,
     registerModelTreeView('nke.filter', trees.filter),
-    registerModelTreeView('nke.sockets', trees.sockets),
-    registerModelTreeView('nke.execEvents', trees.execEvents),
+    socketsView.disposable,
+    execView.disposable,
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
+    linkExecsToSockets(views, model),
     registerCommands({
       model,
       session,
@@ -85,7 +108,9 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       tasks: filterWindow.tasks,
       log,
       extensionRoot: context.extensionPath,
+      views: () => views,
     }),
+    registerTakeOverNotice(session),
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
@@ -95,12 +120,54 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   return { model, session, filter, trees };
 }
 
+/** nke.execScope and nke.closedSocketsKeptSeconds into the model (a bad value is logged, the old kept). */
+function applyExplorerSettings(model: WorkbenchModel, log: vscode.LogOutputChannel): void {
+  const s = readSettings();
+  model.setExecScope(s.execScope);
+  void vscode.commands.executeCommand('setContext', 'nke.execScope', s.execScope);
+  try {
+    model.setClosedSocketsKeptMs(s.closedSocketsKeptSeconds * 1000);
+  } catch (err) {
+    log.error(`nke.closedSocketsKeptSeconds: ${(err as Error).message}; keeping the previous value`);
+  }
+}
+
+/** Another window took the filter over: say so, and offer to take it back. */
+function registerTakeOverNotice(session: HelperSession): vscode.Disposable {
+  return session.onDidYield((by) => {
+    void vscode.window
+      .showInformationMessage(
+        `NKE: ${by} took over the filter; the views here show the last state. Take Over brings it back.`,
+        'Take Over',
+      )
+      .then((picked) => {
+        if (picked === 'Take Over') void vscode.commands.executeCommand('nke.takeOver');
+      });
+  });
+}
+
 function registerSettingsListener(
   model: WorkbenchModel,
   session: HelperSession,
   log: vscode.LogOutputChannel,
 ): vscode.Disposable {
   return vscode.workspace.onDidChangeConfiguration((e) => {
+    if (e.affectsConfiguration('nke.execScope') || e.affectsConfiguration('nke.closedSocketsKeptSeconds')) {
+      applyExplorerSettings(model, log);
+    }
+    if (helperLaunchSettings.some((k) => e.affectsConfiguration(k)) && session.launchChanged()) {
+      const live = model.link.status === 'connected' || model.link.status === 'paused';
+      log.info(
+        live
+          ? 'a setting the helper starts with changed: it applies at the next Connect (Disconnect, then Connect)'
+          : 'a setting the helper starts with changed: the next Connect starts a new helper with it',
+      );
+      if (live) {
+        void vscode.window.showInformationMessage(
+          'NKE: the changed setting applies at the next Connect (Disconnect, then Connect).',
+        );
+      }
+    }
     if (e.affectsConfiguration('nke.historyLimit')) {
       try {
         model.setHistoryLimit(readSettings().historyLimit);

@@ -25,7 +25,14 @@ const attach: Notification = {
   comm: 'python3',
 };
 const event = (e: number): Notification => ({ ...base, type: NotifyType.Event, event: e });
-const EV = { connecting: 1, connected: 2, disconnecting: 3, disconnected: 4, cantrecvmore: 7, cantsendmore: 8 };
+const EV = {
+  connecting: 1,
+  connected: 2,
+  disconnecting: 3,
+  disconnected: 4,
+  cantrecvmore: 7,
+  cantsendmore: 8,
+};
 
 function states(m: LiveModel, list: Notification[]): string[] {
   const seen: string[] = [];

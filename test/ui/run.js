@@ -58,7 +58,7 @@ const steps = [
     'Sockets view: sockets grouped by process',
     async (page) => {
       await wb.treeRow(page, 'Sockets', 'curl (4242)').waitFor();
-      const row = wb.treeRow(page, 'Sockets', 'TCP 127.0.0.1:50312 → 127.0.0.1:8080');
+      const row = wb.treeRow(page, 'Sockets', '→ 127.0.0.1:8080');
       await row.waitFor();
       const text = await row.innerText();
       if (!text.includes('connected')) throw new Error(`socket row lacks its state: ${JSON.stringify(text)}`);

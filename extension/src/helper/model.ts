@@ -315,6 +315,7 @@ export class LiveModel {
                 ? 'connected'
                 : 'connecting';
         s.view.state = state;
+        if (n.type === NotifyType.ConnectIn) s.view.incoming = true;
         this.touch(key);
         this.record({
           kind: 'socket-state',

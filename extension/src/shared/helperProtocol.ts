@@ -68,6 +68,8 @@ export interface SocketView {
   family: 'ipv4' | 'ipv6';
   protocol: 'tcp' | 'udp' | 'other';
   state: SocketState;
+  /** accepted (CONNECT_IN), not connected by this process */
+  incoming?: boolean;
   local?: Endpoint;
   remote?: Endpoint;
   bytesIn: number;

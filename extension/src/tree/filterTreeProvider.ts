@@ -2,13 +2,28 @@
 // filter's own counters and the helper's counters.
 import * as vscode from 'vscode';
 import type { Counters, WorkbenchModel } from '../model/workbenchModel';
+import type { InterceptRule } from '../shared/helperProtocol';
+import { describeRule } from '../intercept/interceptRules';
 import { ModelTreeProvider } from './modelTreeView';
 
 export interface FilterNode {
   kind:
-    'status' | 'mode' | 'capture' | 'transport' | 'session' | 'error' | 'stale' | 'filterCounter' | 'counter';
+    | 'status'
+    | 'mode'
+    | 'capture'
+    | 'transport'
+    | 'session'
+    | 'error'
+    | 'stale'
+    | 'filterCounter'
+    | 'counter'
+    | 'rules'
+    | 'rule';
   label: string;
   value: string;
+  /** kind 'rule': the intercept rule and its index in nke.interceptRules */
+  rule?: InterceptRule;
+  index?: number;
 }
 
 const counterLabels: [keyof Counters, string][] = [
@@ -32,6 +47,15 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
 
   getChildren(element?: FilterNode): FilterNode[] {
     const link = this.model.link;
+    if (element?.kind === 'rules') {
+      return (link.rules?.intercept ?? []).map((rule, index) => ({
+        kind: 'rule',
+        label: rule.name ?? describeRule(rule),
+        value: rule.name ? `${rule.action} · ${describeRule(rule)}` : rule.action,
+        rule,
+        index,
+      }));
+    }
     // Empty while never connected so the view shows its welcome content.
     if (element || (link.status === 'disconnected' && !link.filter)) return [];
     const nodes: FilterNode[] = [
@@ -46,6 +70,8 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
         value: `${link.rules.default ?? 'report'}${n ? ` + ${n} intercept rule${n > 1 ? 's' : ''}` : ''}`,
       });
     }
+    const rules = link.rules?.intercept?.length ?? 0;
+    if (rules) nodes.push({ kind: 'rules', label: 'Intercept rules', value: String(rules) });
     if (link.staleReason) nodes.push({ kind: 'stale', label: 'Stale', value: link.staleReason });
     const f = link.filter;
     if (f) {
@@ -67,7 +93,21 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   }
 
   getTreeItem(n: FilterNode): vscode.TreeItem {
-    const item = new vscode.TreeItem(n.label);
+    const item = new vscode.TreeItem(
+      n.label,
+      n.kind === 'rules' ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+    );
+    if (n.kind === 'rule' || n.kind === 'rules') {
+      item.id = n.kind === 'rules' ? 'filter:rules' : `filter:rule:${n.index}:${JSON.stringify(n.rule)}`;
+      item.description = n.value;
+      item.tooltip =
+        n.kind === 'rules'
+          ? 'nke.interceptRules, first match wins (NKE: Edit Intercept Rules)'
+          : `${JSON.stringify(n.rule)}\nRemove it with the trash button; NKE: Edit Intercept Rules edits them all.`;
+      item.contextValue = n.kind === 'rules' ? 'filter.rules' : 'interceptRule';
+      item.iconPath = new vscode.ThemeIcon(n.kind === 'rules' ? 'list-filter' : 'debug-breakpoint-data');
+      return item;
+    }
     item.description = n.value;
     item.tooltip =
       n.kind === 'filterCounter'
