@@ -12,6 +12,7 @@ const path = require('node:path');
 const cs = require('../../scripts/lib/codeServer');
 const { recordingServer } = require('../support/recordingServer');
 const { loadFilterSteps } = require('./filterSteps');
+const { explorerSteps } = require('./explorerSteps');
 const wb = require('./workbench');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
@@ -171,6 +172,7 @@ const steps = [
       await wb.pickQuickItem(page, 'Report');
     },
   ],
+  ...explorerSteps,
   [
     'a killed helper: an error with Restart, the status bar says failed; Restart reconnects',
     async (page, workspace, ctx) => {
@@ -201,6 +203,21 @@ function liveContext(runtimeDir, codeServerGroup) {
       programs.push(p);
       return p;
     },
+    /** Any program under the shim (argv[0] looked up in PATH). */
+    runUnderShimArgv(argv) {
+      const p = spawn(launcher, ['run', '--', ...argv], {
+        env: { ...process.env, NKE_EMU_DIR: runtimeDir },
+        stdio: 'ignore',
+      });
+      programs.push(p);
+      return p;
+    },
+    /** A program outside the filter: one of the machine's other execs. */
+    runPlain(argv) {
+      const p = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
+      programs.push(p);
+      return p;
+    },
     recordingServer,
     /** The helper runs in code-server's process group (started by its extension host). */
     helperPid() {
@@ -210,7 +227,7 @@ function liveContext(runtimeDir, codeServerGroup) {
       return Number(line.trim().split(/\s+/)[0]);
     },
     stopPrograms() {
-      for (const p of programs) p.kill('SIGKILL');
+      for (const p of programs.splice(0)) p.kill('SIGKILL');
     },
   };
 }

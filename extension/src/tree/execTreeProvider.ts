@@ -30,7 +30,8 @@ export class ExecTreeProvider extends ModelTreeProvider<ExecView> {
   override describe(): string | undefined {
     const { inScope, hidden } = this.model.execCounts();
     if (this.model.execScope === 'machine') return `machine-wide · ${this.model.execs().length} kept`;
-    return `under the filter: ${inScope} · ${hidden.toLocaleString('en-US')} other execs hidden`;
+    // Short: the header leaves little room at the default sidebar width.
+    return `${inScope} under the filter · ${hidden.toLocaleString('en-US')} hidden`;
   }
 
   getTreeItem(e: ExecView): vscode.TreeItem {

@@ -76,9 +76,14 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   getChildren(element?: SocketNode): SocketNode[] {
     const now = this.now();
     if (!element) {
-      const nodes: SocketNode[] = this.model
-        .socketPids()
-        .map((pid) => ({ kind: 'process', pid, name: this.model.socketsOf(pid)[0].process }));
+      // Processes with live sockets first: the view is about what is alive.
+      const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
+      const pids = this.model.socketPids();
+      const nodes: SocketNode[] = [...pids.filter(live), ...pids.filter((p) => !live(p))].map((pid) => ({
+        kind: 'process',
+        pid,
+        name: this.model.socketsOf(pid)[0].process,
+      }));
       this.scheduleTick(now);
       return nodes;
     }

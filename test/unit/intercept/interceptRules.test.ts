@@ -43,8 +43,9 @@ describe('intercept rules from the views', () => {
     assert.deepEqual(ruleForPort('8080'), { action: 'hold', name: 'remote port 8080', remotePort: 8080 });
     assert.deepEqual(ruleForPort(' local:80 '), { action: 'hold', name: 'local port 80', localPort: 80 });
     assert.deepEqual(ruleForPort('8000-8100').remotePort, [8000, 8100]);
-    for (const bad of ['', 'x', '70000', '9-3', 'local:'])
+    for (const bad of ['', 'x', '70000', '9-3', 'local:']) {
       assert.throws(() => ruleForPort(bad), /is not a port/);
+    }
     assert.throws(() => ruleForSocket({ ...s, local: undefined, remote: undefined }), /has no port yet/);
   });
 

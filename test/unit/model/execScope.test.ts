@@ -67,8 +67,9 @@ describe('Exec Events scope', () => {
   it('machine noise beyond the limit never evicts the processes under the filter', () => {
     const m = new WorkbenchModel('emulator', 10);
     m.applyUpdate({ ...emptyUpdate(), execs: [exec(80, 1, '/opt/app', true)] });
-    for (let i = 0; i < 200; i++)
+    for (let i = 0; i < 200; i++) {
       m.applyUpdate({ ...emptyUpdate(), execs: [exec(1000 + i, 1, '/bin/noise')] });
+    }
     assert.deepEqual(names(m.execTree().all), ['/opt/app']);
     assert.equal(m.execCounts().hidden, 200);
     assert.equal(m.execs().length, 11, 'ten others kept, and the one in scope');
@@ -77,8 +78,9 @@ describe('Exec Events scope', () => {
   it('keeps a parent whose children are kept when the scope is over its limit', () => {
     const m = new WorkbenchModel('emulator', 3);
     m.applyUpdate({ ...emptyUpdate(), execs: [exec(90, 1, '/bin/parent', true)] });
-    for (let i = 0; i < 5; i++)
+    for (let i = 0; i < 5; i++) {
       m.applyUpdate({ ...emptyUpdate(), execs: [exec(91 + i, 90, `/bin/kid${i}`)] });
+    }
     const t = m.execTree();
     assert.deepEqual(names(t.roots), ['/bin/parent']);
     assert.deepEqual(names(t.childrenOf.get(t.roots[0].id)!), ['/bin/kid3', '/bin/kid4']);
