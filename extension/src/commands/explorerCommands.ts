@@ -135,11 +135,26 @@ async function holdPort(d: ExplorerCommandDeps, node?: SocketNode): Promise<void
 }
 
 async function removeRule(d: ExplorerCommandDeps, node?: FilterNode): Promise<void> {
-  if (node?.kind !== 'rule' || !node.rule) {
-    throw new Error('pick an intercept rule in the Filter view first (or NKE: Edit Intercept Rules)');
+  let rule = node?.kind === 'rule' ? node.rule : undefined;
+  let index = node?.index;
+  if (!rule) {
+    // From the palette (or a row the view redrew meanwhile): ask which.
+    const rules = readSettings().interceptRules;
+    if (!rules.length) {
+      void vscode.window.showInformationMessage(
+        'NKE: there are no intercept rules (nke.interceptRules is empty)',
+      );
+      return;
+    }
+    const picked = await vscode.window.showQuickPick(
+      rules.map((r, i) => ({ label: r.name ?? describeRule(r), description: r.action, rule: r, index: i })),
+      { title: 'NKE: Remove Intercept Rule' },
+    );
+    if (!picked) throw new UserCancelled();
+    ({ rule, index } = picked);
   }
-  await saveRules(d.session, withoutRule(readSettings().interceptRules, node.rule, node.index));
-  d.log.info(`intercept rule removed: ${JSON.stringify(node.rule)}`);
+  await saveRules(d.session, withoutRule(readSettings().interceptRules, rule, index));
+  d.log.info(`intercept rule removed: ${JSON.stringify(rule)}`);
 }
 
 /** The handlers, merged into registerCommands' table. */
