@@ -64,10 +64,18 @@ const explorerSteps = [
         await server.whenBytes(10, 60000);
         await wb.runCommand(page, 'NKE: Find Process');
         await page.locator(wb.sel.quickInputBox).fill(`ppid ${p.pid}`);
-        await page.locator(`${wb.sel.quickInputRow}.focused`, { hasText: 'python3' }).waitFor();
+        // Every image of the child has ppid P (python3 may be pyenv's script that
+        // becomes bash ... python3.11): take the row whose name is exactly python3.
+        await page.locator(`${wb.sel.quickInputRow}.focused`).waitFor();
+        for (let i = 0; ; i++) {
+          const name = await page.locator(`${wb.sel.quickInputRow}.focused .label-name`).first().innerText();
+          if (name.trim() === 'python3') break;
+          if (i > 40) throw new Error(`Find Process lists no python3 with ppid ${p.pid}`);
+          await page.keyboard.press('ArrowDown');
+        }
         await page.keyboard.press('Enter');
         const pane = wb.viewPane(page, 'Exec Events');
-        const child = pane.locator('.monaco-list-row.selected', { hasText: 'python3' });
+        const child = pane.locator('.monaco-list-row.selected', { hasText: /^\s*python3\s*pid/ });
         await child.waitFor();
         const childLevel = await level(child);
         // Left moves to the parent (after collapsing the row if it has children: pyenv's python3 has).
@@ -76,7 +84,7 @@ const explorerSteps = [
           await page.keyboard.press('ArrowLeft');
         const parentText = await focused.innerText();
         if (
-          !new RegExp(`^\\s*sh\\s*pid ${p.pid} `).test(parentText) ||
+          !new RegExp(`^\\s*(sh|dash|bash)\\s*pid ${p.pid} `).test(parentText) ||
           (await level(focused)) !== childLevel - 1
         )
           throw new Error(`python3's parent row is ${JSON.stringify(parentText)}, not sh (pid ${p.pid})`);
