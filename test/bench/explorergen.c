@@ -11,7 +11,7 @@
  * Commands on stdin, one a line; each answers one line "ok N" on stdout:
  *   attach N PROCS       N sockets spread over PROCS processes (pids 100000+)
  *   exec N PER_S         N exec reports, children of those processes, PER_S a second
- *   burst N              N DATA chunks of 64 bytes, each on another socket
+ *   burst N              N DATA chunks of 64 bytes, each on another socket (8 per 160 us)
  *   rate PER_S SECS      DATA chunks at PER_S a second for SECS seconds
  */
 #define _GNU_SOURCE
@@ -142,6 +142,11 @@ static void data(uint32_t n)
         memcpy(msg, &h, sizeof(h));
         mux_send(g_next_sock % g_nsocks + 1, msg, sizeof(msg));
         g_next_sock++;
+        /* The filter's 64 shared buffers: a reported chunk holds one until
+         * the addon's reader gives it back; faster than that, chunks pass
+         * pool-full unreported. 20 us apart leaves the reader time. */
+        if (i % 8 == 7)
+            usleep(160);
     }
 }
 
