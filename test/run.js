@@ -35,19 +35,34 @@ function runSuite(s) {
     // A suite that hangs must fail, not stall CI: stop its whole group.
     const limitMs = (s.limitMin ?? 15) * 60000;
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      console.error(`[run] suite ${s.name} exceeded ${limitMs / 60000} min: stopping it`);
+    const stopGroup = () => {
       try {
         process.kill(-child.pid, 'SIGKILL');
       } catch {
         child.kill('SIGKILL');
       }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      console.error(`[run] suite ${s.name} exceeded ${limitMs / 60000} min: stopping it`);
+      stopGroup();
     }, limitMs);
     let tail = '';
+    // Failed tests' titles, so the summary at the end of a long log names them:
+    // every suite marks a failed test with a line "✗ title".
+    const failures = [];
+    let partial = '';
     const keep = (chunk, out) => {
       out.write(chunk);
-      tail = (tail + chunk.toString()).slice(-4096);
+      const text = chunk.toString();
+      tail = (tail + text).slice(-4096);
+      const lines = (partial + text).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
+        if (/^\s*✗ /.test(line)) {
+          if (failures.length < 20) failures.push(line.trim());
+        }
+      }
     };
     child.stdout.on('data', (c) => keep(c, process.stdout));
     child.stderr.on('data', (c) => keep(c, process.stderr));
@@ -59,9 +74,7 @@ function runSuite(s) {
       grace = setTimeout(() => {
         leftBehind = true;
         console.error(`[run] suite ${s.name} exited but left processes running: stopping them`);
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {}
+        stopGroup();
       }, 10000);
     });
     child.on('close', (code, signal) => {
@@ -85,7 +98,7 @@ function runSuite(s) {
         note = ` (exit ${code ?? signal})`;
         failed += 1;
       }
-      resolve({ name: s.name, passed, failed, ms: Date.now() - t0, note });
+      resolve({ name: s.name, passed, failed, ms: Date.now() - t0, note, failures });
     });
   });
 }
@@ -110,6 +123,7 @@ function runSuite(s) {
     console.log(
       `  ${r.name.padEnd(10)} ${String(r.passed).padStart(5)} passed ${String(r.failed).padStart(4)} failed  ${fmt(r.ms).padStart(7)}${r.note}`,
     );
+    for (const f of r.failures) console.log(`      ${f}`);
   }
   const passed = results.reduce((a, r) => a + r.passed, 0);
   const failed = results.reduce((a, r) => a + r.failed, 0);

@@ -32,10 +32,9 @@ module.exports = [
     name: 'helper',
     what: 'addon, helper process, protocol, model, rules, CLI (no emulator needed)',
     cmd: mocha('out/test/helper/**/*.test.js', [
+      // every *emu.test.js needs the emulator: suite helper-emu runs them
       '--ignore',
-      'out/test/helper/emu.test.js',
-      '--ignore',
-      'out/test/helper/cli-emu.test.js',
+      'out/test/helper/*emu.test.js',
       '--timeout',
       '60000',
     ]),

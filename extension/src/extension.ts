@@ -12,6 +12,8 @@ import { WorkbenchModel } from './model/workbenchModel';
 import * as os from 'node:os';
 import { type ExplorerViews, linkExecsToSockets } from './commands/explorerCommands';
 import { FilterOwnership } from './helperClient/filterOwner';
+import { PayloadStore } from './payload/payloadStore';
+import { type PayloadProviders, registerPayloadEditing } from './payload/registerPayloadEditing';
 import { helperLaunchSettings, readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
@@ -28,6 +30,10 @@ export interface NkeWorkbenchApi {
   readonly session: HelperSession;
   /** Load / Unload / Connect / Show Kernel Log: the backend nke.mode names (emulator or kext). */
   readonly filter: FilterByMode;
+  /** The window's payload store: what every payload document and editor shows. */
+  readonly payloads: PayloadStore;
+  /** The code action and CodeLens providers of payload documents, as registered. */
+  readonly payloadProviders: PayloadProviders;
   /** The registered tree providers, so tests read the very items the views show. */
   readonly trees: {
     readonly filter: FilterTreeProvider;
@@ -67,6 +73,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       return {
         asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
         historyLimit: s.historyLimit,
+        captureHistoryMiB: s.captureHistoryMiB,
         env:
           s.mode === 'emulator'
             ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
@@ -82,11 +89,20 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   const filterWindow = registerFilter({ context, session, log });
   const { filter } = filterWindow;
   deactivateFilter = () => filter.dispose();
+  const payloads = new PayloadStore({
+    model,
+    helper: session,
+    holdTimeoutMs: () => readSettings().holdTimeoutMs,
+    editHoldMaxMs: () => readSettings().editHoldMaxMs,
+    log: (m) => log.warn(m),
+    debug: (m) => log.debug(m),
+  });
+  const editing = registerPayloadEditing({ model, payloads, log });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
     execEvents: new ExecTreeProvider(model),
-    pendingPayloads: new PendingPayloadTreeProvider(model),
+    pendingPayloads: new PendingPayloadTreeProvider(model, Date.now, payloads),
   };
 
   const socketsView = createModelTreeView('nke.sockets', trees.sockets);
@@ -96,6 +112,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   context.subscriptions.push(
     session,
     filterWindow.disposable,
+    new vscode.Disposable(() => payloads.dispose()),
     registerModelTreeView('nke.filter', trees.filter),
     socketsView.disposable,
     execView.disposable,
@@ -106,18 +123,22 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       session,
       filter,
       tasks: filterWindow.tasks,
+      payloads,
+      selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,
       views: () => views,
+      selectedSockets: () => trees.sockets.selection,
     }),
     registerTakeOverNotice(session),
+    editing.registration,
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
   if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
-  return { model, session, filter, trees };
+  return { model, session, filter, payloads, payloadProviders: editing.providers, trees };
 }
 
 /** nke.execScope and nke.closedSocketsKeptSeconds into the model (a bad value is logged, the old kept). */

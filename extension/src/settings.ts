@@ -13,7 +13,11 @@ export interface NkeSettings {
   /** The emulator's runtime directory (its sockets); empty = $NKE_EMU_DIR or the emulator's default. */
   emulatorRuntimeDir: string;
   holdTimeoutMs: number;
+  /** How long in total a payload open in an editor is kept held (nke.editHoldMaxMs). */
+  editHoldMaxMs: number;
   historyLimit: number;
+  /** MiB of payload bytes the helper's capture history keeps (pcapng export, Wireshark); 0: none */
+  captureHistoryMiB: number;
   capture: CaptureMode;
   interceptRules: InterceptRule[];
   connectOnStartup: boolean;
@@ -37,7 +41,9 @@ export function readSettings(): NkeSettings {
     emulatorDir: c.get<string>('emulatorDir', ''),
     emulatorRuntimeDir: c.get<string>('emulatorRuntimeDir', ''),
     holdTimeoutMs: c.get<number>('holdTimeoutMs', 5000),
+    editHoldMaxMs: c.get<number>('editHoldMaxMs', 120000),
     historyLimit: c.get<number>('historyLimit', 1000),
+    captureHistoryMiB: c.get<number>('captureHistoryMiB', 64),
     capture: c.get<CaptureMode>('capture', 'report'),
     interceptRules: c.get<InterceptRule[]>('interceptRules', []),
     connectOnStartup: c.get<boolean>('connectOnStartup', false),

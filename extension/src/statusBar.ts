@@ -1,6 +1,7 @@
 // Status bar item: the link's state at a glance, live counters, and how many
-// payloads wait. A failed link (dead helper, lost filter) shows as an error
-// and clicking it restarts the helper.
+// payloads wait and when the filter releases the next one (its real
+// deadline). A failed link (dead helper, lost filter) shows as an error and
+// clicking it restarts the helper.
 import * as vscode from 'vscode';
 import type { WorkbenchModel } from './model/workbenchModel';
 
@@ -15,7 +16,9 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
       // Welcome contents and menus follow the link (package.json `when`).
       void vscode.commands.executeCommand('setContext', 'nke.linkStatus', link.status);
     }
-    const pending = model.pending().length;
+    const held = model.pending();
+    const pending = held.length;
+    const next = pending ? Math.max(0, Math.min(...held.map((p) => p.deadline)) - Date.now()) : 0;
     const live = link.status === 'connected' || link.status === 'paused';
     const icon = {
       connected: '$(plug)',
@@ -26,7 +29,8 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
     }[link.status];
     const sockets = model.sockets().filter((s) => s.state !== 'closed').length;
     const counts = live ? ` · ${sockets} open sockets · ${model.counters.dataChunks} chunks` : '';
-    item.text = `${icon} NKE: ${link.status}${counts}${pending ? ` · ${pending} held` : ''}`;
+    const heldText = pending ? ` · ${pending} held (next released in ${(next / 1000).toFixed(1)} s)` : '';
+    item.text = `${icon} NKE: ${link.status}${counts}${heldText}`;
     item.tooltip =
       `NKE Workbench (${link.mode}): ${link.status}` +
       (link.staleReason
@@ -38,9 +42,22 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
     item.backgroundColor =
       link.status === 'failed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
   };
+  // The countdown ticks once a second, only while something is held.
+  let ticker: ReturnType<typeof setInterval> | undefined;
+  const tick = () => {
+    if (model.pending().length && !ticker) ticker = setInterval(update, 1000);
+    else if (!model.pending().length && ticker) {
+      clearInterval(ticker);
+      ticker = undefined;
+    }
+  };
   update();
+  tick();
   item.show();
   // Counters change with every batch (<= 30/s); the status bar is cheap to set.
-  const sub = model.onDidChange(() => update());
-  return vscode.Disposable.from(item, sub);
+  const sub = model.onDidChange(() => {
+    update();
+    tick();
+  });
+  return vscode.Disposable.from(item, sub, new vscode.Disposable(() => ticker && clearInterval(ticker)));
 }

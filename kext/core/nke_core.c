@@ -281,6 +281,15 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
     c->stats.abi_version = NKE_ABI_VERSION;
 }
 
+int nke_core_selector_check(uint32_t selector, bool caller_is_open_client)
+{
+    if (selector >= NKE_SEL_COUNT)
+        return NKE_ERR_SELECTOR;
+    if (selector == NKE_SEL_OPEN || caller_is_open_client)
+        return NKE_OK;
+    return NKE_ERR_NOT_OPEN;
+}
+
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id)
 {
@@ -380,7 +389,7 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
         memcpy(&v, p, sizeof(v));
         if (v._pad0[0] | v._pad0[1] | v._pad0[2])
             return NKE_ERR_RESERVED;
-        if (v.action < NKE_ACT_ALLOW || v.action > NKE_ACT_DROP)
+        if (v.action < NKE_ACT_ALLOW || v.action > NKE_ACT_EXTEND)
             return NKE_ERR_ACTION;
         if (!chunk_id_issued(c, v.chunk_id))
             return NKE_ERR_UNKNOWN_CHUNK;
@@ -392,10 +401,16 @@ static int response_validate(const struct nke_core *c, const uint8_t *msg, uint3
             return NKE_ERR_SOCK;
         if (ch->state == NKE_CHUNK_REPORTED)
             return NKE_ERR_NOT_HELD;
+        /* Extending a decided chunk asks to hold what is already gone. */
+        if (v.action == NKE_ACT_EXTEND && ch->state == NKE_CHUNK_DECIDED)
+            return NKE_ERR_NOT_HELD;
         if (ch->state == NKE_CHUNK_DECIDED || (verdict_seen[ci / 32] & (1u << (ci % 32))))
             return NKE_ERR_DUP_VERDICT;
         verdict_seen[ci / 32] |= 1u << (ci % 32);
-        if (v.action == NKE_ACT_ALLOW_MODIFIED) {
+        if (v.action == NKE_ACT_EXTEND) {
+            if (v.hold_ms == 0 || v.hold_ms > NKE_HOLD_TOTAL_MAX_MS)
+                return NKE_ERR_HOLD_MS;
+        } else if (v.action == NKE_ACT_ALLOW_MODIFIED) {
             if (!ch->staging || ch->staged_len != ch->staged_total ||
                 v.modified_len != ch->staged_total)
                 return NKE_ERR_MODIFIED_LEN;
@@ -467,6 +482,14 @@ int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size)
             continue;
         }
         ch = &c->chunks[ci];
+        if (v.action == NKE_ACT_EXTEND) {
+            /* Still HELD, nothing finished. Never earlier than before, never
+             * past the cap: hold_ms <= NKE_HOLD_TOTAL_MAX_MS (validated). */
+            uint64_t want = ch->held_at_ms + v.hold_ms;
+            if (want > ch->deadline_ms)
+                ch->deadline_ms = want;
+            continue;
+        }
         if (v.action == NKE_ACT_ALLOW_MODIFIED)
             c->stats.chunks_modified++;
         else if (v.action == NKE_ACT_DROP)
@@ -774,6 +797,26 @@ void nke_core_option(struct nke_core *c, struct nke_sock_id id, uint32_t level, 
 /* Data path                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* The data passes although the capture mode wanted it reported or held (no
+ * buffer, or no room for its record): tell the client where the hole is and
+ * how long, so its history marks a gap instead of splicing around it. No
+ * buffer needed; if even this record does not fit, the loss is counted and
+ * the next chunk's stream_offset still shows the hole. */
+static void report_unreported_pass(struct nke_core *c, struct nke_sock_id id, uint8_t direction,
+                                   uint64_t stream_offset, uint32_t size, uint32_t flags,
+                                   uint8_t reason, uint64_t now_ns)
+{
+    struct nke_nt_data_gap rec;
+    memset(&rec, 0, sizeof(rec));
+    hdr_fill(&rec.hdr, NKE_NT_DATA_GAP, sizeof(rec), flags & (NKE_DATA_F_DATAGRAM | NKE_DATA_F_OOB),
+             id, now_ns);
+    rec.stream_offset = stream_offset;
+    rec.size = size;
+    rec.direction = direction;
+    rec.reason = reason;
+    emit_rec(c, &rec, sizeof(rec));
+}
+
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id)
@@ -841,11 +884,13 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     nbuf = (size + NKE_BUFFER_SIZE - 1u) / NKE_BUFFER_SIZE;
     if (!chunk_slot_take(c, &slot, &cid)) {
         c->stats.chunks_passed_pool_full++;
+        report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_NO_BUFFER, now_ns);
         goto keep_or_pass;
     }
     if (nke_pool_alloc(&c->pool, cid, nbuf, bufs) != NKE_OK) {
         chunk_slot_put(c, slot);
         c->stats.chunks_passed_pool_full++;
+        report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_NO_BUFFER, now_ns);
         goto keep_or_pass;
     }
     ch = &c->chunks[slot];
@@ -877,6 +922,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         for (i = 0; i < nbuf; i++)
             (void)nke_pool_free(&c->pool, bufs[i]);
         chunk_slot_put(c, slot);
+        report_unreported_pass(c, id, direction, stream_offset, size, flags, NKE_GAP_QUEUE_FULL, now_ns);
         goto keep_or_pass;
     }
     /* The id is issued only now: next ids are above it, never reused. */
@@ -900,6 +946,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         goto keep_or_pass;
     }
     ch->state = NKE_CHUNK_HELD;
+    ch->held_at_ms = now_ms;
     ch->deadline_ms = now_ms + c->capture.hold_timeout_ms;
     ch->data_ctx = data_ctx;
     held_link(c, slot);

@@ -195,6 +195,7 @@ struct nke_chunk {
     uint8_t staging;           /* put_data has begun (staged may be NULL for 0 bytes) */
     uint16_t buffers[NKE_CHUNK_MAX_BUFFERS];
     uint64_t deadline_ms;      /* HELD only */
+    uint64_t held_at_ms;       /* HELD only: when held; EXTEND's hold_ms counts from here */
     void *data_ctx;            /* HELD only */
     void *staged;              /* put_data staging, owned by the platform's allocator */
     uint32_t staged_len, staged_total;
@@ -255,6 +256,12 @@ void nke_core_init(struct nke_core *c, const struct nke_core_ops *ops, void *pla
                    uint32_t kev_vendor_code, uint32_t kev_msg_limit);
 
 /* --- user client --------------------------------------------------------- */
+/* The selector contract (nke_abi.h, above enum nke_selector), checked by
+ * the kext and nke-emud before they dispatch: NKE_ERR_SELECTOR for an
+ * unknown selector, NKE_OK for NKE_SEL_OPEN (nke_core_client_open decides
+ * BUSY), NKE_ERR_NOT_OPEN for any other selector unless the caller is the
+ * open client, NKE_OK then. */
+int nke_core_selector_check(uint32_t selector, bool caller_is_open_client);
 /* NKE_OK, NKE_ERR_BUSY, NKE_ERR_VERSION, NKE_ERR_RESERVED, NKE_ERR_FLAGS. */
 int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
                          struct nke_open_reply *reply, uint64_t session_id);
@@ -270,13 +277,17 @@ void nke_core_client_close(struct nke_core *c);
  * (ops->finish, reason 0) and buffers released. Errors, in check order:
  * NOT_OPEN, SIZE (short), VERSION, FLAGS, COUNT, SIZE (size/counts);
  * per verdict RESERVED, ACTION, UNKNOWN_CHUNK (id never issued), SOCK,
- * NOT_HELD (reported only), DUP_VERDICT (twice here or already decided),
- * MODIFIED_LEN; per release RESERVED, BUF_RANGE, UNKNOWN_CHUNK, BUF_DUP,
- * BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
+ * NOT_HELD (reported only; EXTEND: or decided), DUP_VERDICT (twice here or
+ * already decided), MODIFIED_LEN (EXTEND: HOLD_MS, hold_ms 0 or above
+ * NKE_HOLD_TOTAL_MAX_MS); per release RESERVED, BUF_RANGE, UNKNOWN_CHUNK,
+ * BUF_DUP, BUF_FOREIGN, BUF_DOUBLE. Entries naming a chunk that was issued but
  * auto-released meanwhile are stale: skipped right after UNKNOWN_CHUNK
  * (before SOCK / DUP_VERDICT / BUF_DUP, so a stale release of a buffer now
  * reused by a live chunk of the same response refuses nothing) and counted
- * in stats.stale_entries. Messages may be unaligned. */
+ * in stats.stale_entries. An EXTEND moves a held chunk's deadline to
+ * held_at_ms + hold_ms when that is later; the platform's timer, armed for
+ * the earlier deadline, finds nothing due then and re-arms from
+ * nke_core_expire's answer. Messages may be unaligned. */
 int nke_core_validate_response(const struct nke_core *c, const void *msg, uint32_t size);
 int nke_core_respond(struct nke_core *c, const void *msg, uint32_t size);
 /* NKE_SEL_PUT_DATA: nke_put_data_hdr + len bytes. Errors: NOT_OPEN, SIZE,
@@ -341,7 +352,10 @@ enum nke_data_result {
  * stream order first (nke_order.h: behind kept data it is QUEUED whatever
  * else says), then client presence, capture mode and the byte budget; on
  * buffer pool or chunk table exhaustion it is not held and counted
- * (chunks_passed_pool_full). *chunk_id is set when reported or held. */
+ * (chunks_passed_pool_full). Data the mode wanted reported or held but that
+ * passes unreported (no buffer, or its NKE_NT_DATA record did not fit in the
+ * queue) is announced with an NKE_NT_DATA_GAP record (socket, direction,
+ * stream offset, size). *chunk_id is set when reported or held. */
 int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, uint32_t size,
                   uint32_t flags, const struct nke_addr *addr, void *data_ctx, uint64_t now_ms,
                   uint64_t now_ns, uint64_t *chunk_id);

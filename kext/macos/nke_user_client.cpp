@@ -234,6 +234,9 @@ IOReturn com_nkeworkbench_FilterClient::methodWithInput(uint32_t selector,
     lck_mtx_lock(g_nke.lock);
     switch (selector) {
     case NKE_SEL_RESPOND:
+        /* NKE_ACT_EXTEND only moves deadlines later (capped at
+         * NKE_HOLD_TOTAL_MAX_MS): the timer armed for the earlier one finds
+         * nothing due and re-arms itself from nke_core_expire. */
         r = nke_core_respond(g_nke.core, in, size);
         break;
     case NKE_SEL_PUT_DATA:
@@ -280,18 +283,16 @@ IOReturn com_nkeworkbench_FilterClient::externalMethod(uint32_t selector,
     /* struct methods only: scalar arguments are a malformed call */
     if (args->scalarInputCount != 0 || args->scalarOutputCount != 0)
         return NKE_IORETURN(NKE_ERR_SIZE);
+    /* Who may call what: the ABI's one contract, nke-emud's too (nke_abi.h) */
+    int allowed = nke_core_selector_check(selector, filter_->isOwner(this));
+    if (allowed != NKE_OK)
+        return NKE_IORETURN(allowed);
     switch (selector) {
     case NKE_SEL_OPEN:
         return methodOpen(args);
-    case NKE_SEL_RESPOND:
-    case NKE_SEL_PUT_DATA:
-    case NKE_SEL_SET_CAPTURE:
-        if (!filter_->isOwner(this))
-            return NKE_IORETURN(NKE_ERR_NOT_OPEN);
-        return methodWithInput(selector, args);
     case NKE_SEL_GET_STATE:
-        return methodGetState(args); /* read-only counters: any admin client */
-    default:
-        return NKE_IORETURN(NKE_ERR_SELECTOR);
+        return methodGetState(args);
+    default: /* RESPOND, PUT_DATA, SET_CAPTURE */
+        return methodWithInput(selector, args);
     }
 }

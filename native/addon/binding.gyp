@@ -8,6 +8,7 @@
       "sources": [
         "src/addon.cpp",
         "src/filter_client.cpp",
+        "src/capture_spill.cpp",
         "src/kev_socket.cpp",
         "../../kext/core/nke_dq.c",
         "../../kext/core/nke_kev.c"

@@ -254,7 +254,16 @@ async function openDevWorkbench({ prefix, settings = {}, testsPath, env = {}, be
     if (!keep) fs.rmSync(tmp, { recursive: true, force: true });
   };
   try {
-    server = await startCodeServer({ folder: workspace, profile, extensionsDir, logFile: serverLog, env });
+    // The helper's control socket (nke export, Wireshark) in this run's own
+    // directory: tests running side by side never reach each other's helper.
+    const runEnv = { NKE_CLI_DIR: path.join(tmp, 'nke-cli'), ...env };
+    server = await startCodeServer({
+      folder: workspace,
+      profile,
+      extensionsDir,
+      logFile: serverLog,
+      env: runEnv,
+    });
     browser = await launchChromium(path.join(tmp, 'chromium'));
     const page = browser.pages()[0] ?? (await browser.newPage());
     if (beforeGoto) await beforeGoto(page);

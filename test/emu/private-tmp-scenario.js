@@ -173,9 +173,23 @@ async function scenario(mode) {
   return { victim, received: server.got, status, impostor: seen };
 }
 
+function mountOrThrow(args) {
+  const r = spawnSync('mount', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`mount ${args.join(' ')}: ${r.stderr}`);
+}
+
 (async () => {
-  const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'mode=1777', 'tmpfs', '/tmp'], { encoding: 'utf8' });
-  if (mount.status !== 0) throw new Error(`mount tmpfs /tmp: ${mount.stderr}`);
+  // A checkout under /tmp (a clone made there) would vanish under the new
+  // tmpfs with the shim in it: keep it at its path through a bind mount.
+  const underTmp = path.resolve(root).startsWith('/tmp/');
+  const keep = underTmp ? fs.mkdtempSync('/run/nke-scenario-') : undefined;
+  if (keep) mountOrThrow(['--bind', root, keep]);
+  mountOrThrow(['-t', 'tmpfs', '-o', 'mode=1777', 'tmpfs', '/tmp']);
+  if (keep) {
+    fs.mkdirSync(root, { recursive: true });
+    mountOrThrow(['--move', keep, root]);
+    fs.rmdirSync(keep);
+  }
   const result = { fallback };
   for (const mode of ['owner', 'peer']) result[mode] = await scenario(mode);
   process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -91,24 +91,29 @@ describe('nke CLI with the emulator', function () {
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
     const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    // The program's stdout is its own; nke's JSON lines go to stderr with its other messages.
     const lines = () =>
-      out
+      err
         .split('\n')
-        .filter((l) => l)
+        .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as { kind: string; id?: string });
     await waitFor(() => lines().some((l) => l.kind === 'pending'), 15000, 'a pending line');
     const id = lines().find((l) => l.kind === 'pending')!.id!;
 
-    // Errors while it runs: an unknown payload id names the cause.
+    // Errors while it runs: an unknown payload id names the cause (exit 5: not held).
     const unknown = run('verdict', '999999999', 'allow');
-    assert.equal(unknown.status, 1);
-    assert.match(unknown.stderr, /verdict on 999999999 failed: no pending payload 999999999/);
+    assert.equal(unknown.status, 5);
+    assert.match(
+      unknown.stderr,
+      /verdict on 999999999: payload 999999999 is not held \(the helper does not know it/,
+    );
 
     const edited = path.join(dir, 'edited.txt');
     fs.writeFileSync(edited, 'GET /replaced/by/verdict');
     const v = run('verdict', id, 'replace', edited);
     assert.equal(v.status, 0, `${v.stderr}\n--- run stdout:\n${out}\n--- run stderr:\n${err}`);
     assert.equal(await exited, 0, err);
+    assert.equal(out, '', "nothing of nke on the program's stdout");
     assert.equal((await server.whenBytes(24)).toString(), 'GET /replaced/by/verdict');
     const kinds = new Set(lines().map((l) => l.kind));
     for (const k of ['socket-open', 'data', 'verdict', 'exec', 'pending']) {
@@ -116,24 +121,49 @@ describe('nke CLI with the emulator', function () {
     }
   });
 
-  it('a bad rules file fails before the program runs, naming file and cause', () => {
+  it('a bad rules file fails before the program runs, naming file and cause (exit 2)', () => {
     const bad = rulesFile('bad.json', { default: 'maybe' });
     const marker = path.join(dir, 'ran');
     const r = run('run', '--rules', bad, '--', 'touch', marker);
-    assert.equal(r.status, 1);
-    assert.match(r.stderr, /bad\.json/);
+    assert.equal(r.status, 2);
+    assert.match(
+      r.stderr,
+      /bad\.json: rules\.default: is "pass", "report" or "hold"; got a string \("maybe"\)/,
+    );
     assert.equal(fs.existsSync(marker), false);
   });
 
-  it('with no emulator running: status and run exit 1 naming the cause', () => {
+  it('the nke.interceptRules array form is a rules file too', async () => {
+    const server = await recordingServer();
+    const rules = rulesFile('array.json', [{ action: 'hold', remotePort: server.port, direction: 'out' }]);
+    const child = spawn(
+      process.execPath,
+      [nke, 'run', '--json', '--rules', rules, '--', ...HOLDING_SENDER, String(server.port), 'array form'],
+      { env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    await waitFor(() => /"kind":"pending"/.test(err), 15000, 'a pending line');
+    const id = (JSON.parse(err.split('\n').find((l) => l.includes('"kind":"pending"'))!) as { id: string })
+      .id;
+    const v = run('verdict', id, 'drop');
+    assert.equal(v.status, 0, v.stderr);
+    assert.equal(await exited, 0, err);
+    assert.equal(server.received().length, 0, 'dropped');
+  });
+
+  it('with no emulator running and --no-start: status and run exit 3 naming the cause', () => {
     const none = { ...env, NKE_EMU_DIR: path.join(dir, 'no-emu') };
     const run = (...args: string[]) =>
       spawnSync(process.execPath, [nke, ...args], { env: none, encoding: 'utf8' });
     const s = run('status');
-    assert.equal(s.status, 1);
+    assert.equal(s.status, 3);
     assert.match(s.stdout, /NKE_EMU_NOT_RUNNING/);
-    const r = run('run', '--', 'true');
-    assert.equal(r.status, 1);
+    const marker = path.join(dir, 'ran-no-start');
+    const r = run('run', '--no-start', '--', 'touch', marker);
+    assert.equal(r.status, 3);
     assert.match(r.stderr, /cannot connect to the filter: the NKE emulator is not running/);
+    assert.equal(fs.existsSync(marker), false, 'the program did not run');
   });
 });

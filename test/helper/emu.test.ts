@@ -85,8 +85,8 @@ describe('helper with the emulator', function () {
     const id = await pending;
     // Buffers went back in the same response that kept the chunk held.
     const st = engine.status().state!;
-    assert.equal(st.chunksPending, 1);
-    assert.equal(st.buffersInUse, 0);
+    assert.equal(st.now.chunksHeld, 1);
+    assert.equal(st.now.buffersInUse, 0);
     assert.equal(engine.model.pendingBytes, 10);
     assert.equal(engine.getPayload(id).toString(), 'held-bytes');
     engine.verdict(id, 'allow');
@@ -138,16 +138,20 @@ describe('helper with the emulator', function () {
     assert.equal((await prog.done).code, 0);
     assert.equal((await server.whenBytes(msgs.join('').length)).toString(), msgs.join(''));
     await waitFor(
-      () => engine.model.counters.dataChunks >= 1 && engine.status().state!.buffersInUse === 0,
+      () => engine.model.counters.dataChunks >= 1 && engine.status().state!.now.buffersInUse === 0,
       5000,
       'buffers back',
     );
     const st = engine.status().state!;
-    assert.ok(st.chunksReported > before.chunksReported);
-    assert.equal(st.chunksHeld, before.chunksHeld);
-    assert.equal(st.buffersInUse, 0, 'every reported chunk released');
-    assert.equal(st.responsesRejected, before.responsesRejected, 'no release refused (none twice)');
-    assert.equal(st.chunksPassedPoolFull, before.chunksPassedPoolFull);
+    assert.ok(st.sinceStart.chunksReported > before.sinceStart.chunksReported);
+    assert.equal(st.sinceStart.chunksHeld, before.sinceStart.chunksHeld);
+    assert.equal(st.now.buffersInUse, 0, 'every reported chunk released');
+    assert.equal(
+      st.sinceStart.responsesRejected,
+      before.sinceStart.responsesRejected,
+      'no release refused (none twice)',
+    );
+    assert.equal(st.sinceStart.chunksPassedPoolFull, before.sinceStart.chunksPassedPoolFull);
   });
 
   it('a rewrite rule changes every matching chunk', async () => {
@@ -181,7 +185,10 @@ describe('helper with the emulator', function () {
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(server.received().toString(), want);
     assert.equal(engine.model.counters.rewritten, 1);
-    assert.ok(engine.status().state!.chunksDropped >= 1, 'the second chunk went out inside the first');
+    assert.ok(
+      engine.status().state!.sinceStart.chunksDropped >= 1,
+      'the second chunk went out inside the first',
+    );
     server.close();
   });
 

@@ -59,6 +59,12 @@ class Recorder {
       readChunk(buffers, size) {
         return Buffer.from(rec.bufs.get(buffers[0])!.subarray(0, size));
       },
+      captureWrite() {
+        return -1;
+      },
+      captureStatus() {
+        return undefined;
+      },
       respond(m) {
         const r = decodeResponse(m);
         assert.ok(r.ok);

@@ -86,7 +86,7 @@ describe('engine: stale entries in the filter status', () => {
 
     const withFilter = updates.filter((u) => u.filter);
     assert.deepEqual(
-      withFilter.map((u) => u.filter!.state?.staleEntries),
+      withFilter.map((u) => u.filter!.state?.sinceStart.staleEntries),
       [0, 3],
     );
     assert.equal(withFilter[1].filter!.connected, true);

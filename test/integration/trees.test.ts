@@ -64,6 +64,7 @@ const pendingOut = (id: string, size: number, ms: number): PendingView => ({
   local: curlSocket.local,
   remote: curlSocket.remote,
   deadline: Date.now() + ms,
+  heldAt: Date.now(),
 });
 const addPending = (m: WorkbenchModel, p: PendingView) =>
   m.applyUpdate({ ...emptyUpdate(), pendingAdded: [p] });
@@ -84,6 +85,7 @@ describe('NKE views in the extension host', () => {
       'nke.disconnect',
       'nke.runUnderFilter',
       'nke.exportCapture',
+      'nke.installWiresharkInterface',
       'nke.showKernelLog',
       'nke.pauseInterception',
       'nke.resumeInterception',
@@ -172,13 +174,29 @@ describe('NKE views in the extension host', () => {
       ...emptyUpdate({ ...emptyCounters(), heldForPerson: 5, verdictsAllow: 4 }),
       filter: { connected: true, transport: 'emulator', sessionId: '77', paused: false },
     });
-    const items = trees.filter.getChildren().map((n) => trees.filter.getTreeItem(n));
-    const byLabel = Object.fromEntries(items.map((i) => [label(i), i.description]));
+    const top = trees.filter.getChildren();
+    const byLabel = Object.fromEntries(
+      top.map((n) => trees.filter.getTreeItem(n)).map((i) => [label(i), i.description]),
+    );
     assert.equal(byLabel['Status'], 'connected');
     assert.equal(byLabel['Transport'], 'emulator');
     assert.equal(byLabel['Session'], '77');
-    assert.equal(byLabel['Held for you'], '5');
-    assert.equal(byLabel['Allowed'], '4');
+    // What is held now and what was counted since the helper started never share a label.
+    assert.equal(byLabel['Held for you now'], '0 payloads');
+    assert.equal(byLabel['Helper totals'], 'since the helper started');
+    const totals = top.find((n) => n.label === 'Helper totals')!;
+    // Totals start collapsed so what is held now stays in sight; the id keeps a group's state across refreshes.
+    const totalsItem = trees.filter.getTreeItem(totals);
+    assert.equal(totalsItem.collapsibleState, vscode.TreeItemCollapsibleState.Collapsed);
+    assert.equal(totalsItem.id, 'filter.group.Helper totals');
+    const totalByLabel = Object.fromEntries(
+      trees.filter
+        .getChildren(totals)
+        .map((n) => trees.filter.getTreeItem(n))
+        .map((i) => [label(i), i.description]),
+    );
+    assert.equal(totalByLabel['Held for you'], '5');
+    assert.equal(totalByLabel['Allowed'], '4');
   });
 
   it("shows the filter's stale entries: verdicts that came after their chunk's deadline", async () => {
@@ -190,7 +208,27 @@ describe('NKE views in the extension host', () => {
         transport: 'emulator',
         sessionId: '78',
         paused: false,
-        state: { staleEntries: 3 },
+        state: {
+          abiVersion: 2,
+          captureMode: 'rules',
+          now: { socketsLive: 1, chunksHeld: 0, buffersInUse: 0, bytesKept: 0 },
+          sinceStart: {
+            socketsAttached: 4,
+            chunksHeld: 6,
+            bytesHeld: 675,
+            chunksReported: 9,
+            chunksPassedPoolFull: 0,
+            chunksAutoReleased: 3,
+            chunksDropped: 0,
+            chunksModified: 1,
+            chunksQueued: 0,
+            chunksPassedBudget: 0,
+            responsesRejected: 0,
+            notificationsLost: 0,
+            socketsUntracked: 0,
+            staleEntries: 3,
+          },
+        },
       },
     });
     const item = trees.filter
@@ -200,6 +238,15 @@ describe('NKE views in the extension host', () => {
     assert.ok(item, 'a Late answers skipped node');
     assert.equal(item.description, '3');
     assert.match(String(item.tooltip), /already released at its deadline/);
+    // Totals say so: 675 bytes held since the filter started, 0 kept now.
+    const top = trees.filter.getChildren();
+    const now = top.find((n) => n.label === 'Bytes kept by the filter now')!;
+    assert.equal(now.value, '0');
+    const totals = top.find((n) => n.label === 'Filter totals')!;
+    assert.equal(totals.value, 'since the filter started');
+    const bytesHeld = trees.filter.getChildren(totals).find((n) => n.label === 'Bytes held')!;
+    assert.equal(bytesHeld.value, '675');
+    assert.match(String(trees.filter.getTreeItem(bytesHeld).tooltip), /since the filter started/);
   });
 
   it('NKE: Clear empties every view', async () => {

@@ -67,6 +67,7 @@ struct finish_call {
 struct fake {
     struct nke_core *core;  /* finish reports each item done at once (as nke-emud does) */
     bool queue_full;
+    uint32_t max_rec;       /* nonzero: records larger than this do not fit in the queue */
     int nrecs;
     uint8_t recs[MAX_RECS][NKE_NT_MAX_SIZE];
     int nfinish;
@@ -78,7 +79,8 @@ struct fake {
 static bool fake_emit(void *platform, const void *rec, uint32_t size)
 {
     struct fake *f = (struct fake *)platform;
-    if (f->queue_full || f->nrecs >= MAX_RECS || size > NKE_NT_MAX_SIZE)
+    if (f->queue_full || f->nrecs >= MAX_RECS || size > NKE_NT_MAX_SIZE ||
+        (f->max_rec && size > f->max_rec))
         return false;
     memcpy(f->recs[f->nrecs++], rec, size);
     return true;
@@ -627,7 +629,7 @@ REJECT_TEST(test_reject_reserved_verdict, NKE_ERR_RESERVED, {
     m.v[1]._pad0[1] = 1;
 })
 REJECT_TEST(test_reject_reserved_release, NKE_ERR_RESERVED, { GOOD_FIRST; m.r[0]._pad1 = 2; })
-REJECT_TEST(test_reject_action, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 4, 0); })
+REJECT_TEST(test_reject_action, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 9, 0); })
 REJECT_TEST(test_reject_action_zero, NKE_ERR_ACTION, { GOOD_FIRST; add_verdict(&m, r.c2, r.x->sid, 0, 0); })
 REJECT_TEST(test_reject_sock, NKE_ERR_SOCK, {
     struct nke_sock_id other = r.x->sid;
@@ -709,6 +711,191 @@ static void test_reject_not_open(void)
     r.x->f.unstage_calls = 0;
     memset(&m, 0, sizeof(m));
     expect_reject(&r, &m, resp_build(&m), NKE_ERR_NOT_OPEN);
+    fixture_free(r.x);
+}
+
+/* ======================================================================== */
+/* Responses: EXTEND (time to edit a held chunk)                            */
+/* ======================================================================== */
+
+REJECT_TEST(test_reject_extend_hold_zero, NKE_ERR_HOLD_MS, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, 0);
+})
+REJECT_TEST(test_reject_extend_over_cap, NKE_ERR_HOLD_MS, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, NKE_HOLD_TOTAL_MAX_MS + 1u);
+})
+REJECT_TEST(test_reject_extend_max_u32, NKE_ERR_HOLD_MS, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, 0xFFFFFFFFu);
+})
+REJECT_TEST(test_reject_extend_reported, NKE_ERR_NOT_HELD, {
+    GOOD_FIRST;
+    add_verdict(&m, r.rep, r.x->sid, NKE_ACT_EXTEND, 10000);
+})
+REJECT_TEST(test_reject_extend_unknown_chunk, NKE_ERR_UNKNOWN_CHUNK, {
+    GOOD_FIRST;
+    add_verdict(&m, 1000, r.x->sid, NKE_ACT_EXTEND, 10000);
+})
+REJECT_TEST(test_reject_extend_sock, NKE_ERR_SOCK, {
+    struct nke_sock_id other = r.x->sid;
+    other.gen++;
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, other, NKE_ACT_EXTEND, 10000);
+})
+REJECT_TEST(test_reject_extend_and_verdict, NKE_ERR_DUP_VERDICT, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND, 10000);
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_ALLOW, 0);
+})
+REJECT_TEST(test_reject_action_past_extend, NKE_ERR_ACTION, {
+    GOOD_FIRST;
+    add_verdict(&m, r.c2, r.x->sid, NKE_ACT_EXTEND + 1, 0);
+})
+
+/* A decided chunk whose buffers the client still holds: EXTEND is NOT_HELD. */
+static void test_reject_extend_decided(void)
+{
+    static struct resp m;
+    struct rfix r;
+    uint32_t size;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c1, r.x->sid, NKE_ACT_ALLOW, 0);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK(chunk_of(r.x, r.c1) != NULL && chunk_of(r.x, r.c1)->state == NKE_CHUNK_DECIDED);
+    r.x->f.nfinish = 0;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c1, r.x->sid, NKE_ACT_EXTEND, 10000);
+    size = resp_build(&m);
+    expect_reject(&r, &m, size, NKE_ERR_NOT_HELD);
+    fixture_free(r.x);
+}
+
+static void extend(struct fixture *x, uint64_t id, uint32_t hold_ms, int want)
+{
+    static struct resp m;
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, id, x->sid, NKE_ACT_EXTEND, hold_ms);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), want);
+}
+
+/* hold_ms counts from the moment of holding; the chunk stays held (no
+ * finish, no notification) until the new deadline, then goes out as it came. */
+static void test_extend_moves_deadline(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL); /* hold timeout 5000 */
+    struct nke_nt_chunk_released rel;
+    struct nke_filter_state st;
+    uint64_t id = hold(x, 0, 10, 1000);
+    x->f.nrecs = 0;
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 6000);
+    extend(x, id, 20000, NKE_OK);
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 21000);
+    CHECK_EQ(chunk_of(x, id)->state, NKE_CHUNK_HELD);
+    CHECK_EQ(x->f.nfinish, 0);
+    CHECK_EQ(x->f.nrecs, 0);
+    /* the old deadline passes: nothing due, the next one is 15 s later */
+    CHECK_EQ(nke_core_expire(&x->c, 6000, 0), 15000);
+    CHECK_EQ(nke_core_expire(&x->c, 20999, 0), 1);
+    CHECK_EQ(x->f.nfinish, 0);
+    /* asking for less never shortens the hold */
+    extend(x, id, 3000, NKE_OK);
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 21000);
+    CHECK_EQ(nke_core_expire(&x->c, 21000, 5), UINT32_MAX);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].action, NKE_ACT_ALLOW);
+    CHECK_EQ(x->f.finish[0].reason, NKE_RELEASE_TIMEOUT);
+    CHECK_EQ(x->f.nrecs, 1);
+    memcpy(&rel, x->f.recs[0], sizeof(rel));
+    CHECK_EQ(rel.chunk_id, id);
+    CHECK_EQ(rel.reason, NKE_RELEASE_TIMEOUT);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.chunks_pending, 0);
+    CHECK_EQ(st.chunks_auto_released, 1);
+    CHECK_EQ(st.responses_rejected, 0);
+    fixture_free(x);
+}
+
+/* However often a client extends, the total hold stops at the cap. */
+static void test_extend_cap(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t t, id = hold(x, 0, 10, 1000);
+    extend(x, id, NKE_HOLD_TOTAL_MAX_MS, NKE_OK);
+    CHECK_EQ(chunk_of(x, id)->deadline_ms, 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS);
+    for (t = 2000; t < 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS; t += 50000) {
+        CHECK_EQ(nke_core_expire(&x->c, t, 0), 1000 + NKE_HOLD_TOTAL_MAX_MS - t);
+        extend(x, id, NKE_HOLD_TOTAL_MAX_MS, NKE_OK);
+        extend(x, id, NKE_HOLD_TOTAL_MAX_MS + 1u, NKE_ERR_HOLD_MS);
+        CHECK(chunk_of(x, id) != NULL);
+        CHECK_EQ(chunk_of(x, id)->deadline_ms, 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS);
+    }
+    CHECK_EQ(x->f.nfinish, 0);
+    nke_core_expire(&x->c, 1000 + (uint64_t)NKE_HOLD_TOTAL_MAX_MS, 0);
+    CHECK_EQ(x->f.nfinish, 1);
+    CHECK_EQ(x->f.finish[0].reason, NKE_RELEASE_TIMEOUT);
+    CHECK(chunk_of(x, id) == NULL);
+    fixture_free(x);
+}
+
+/* A chunk the filter released meanwhile: the EXTEND is stale, skipped and
+ * counted; nothing is finished twice and later ones are unaffected. */
+static void test_extend_released_chunk(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    uint64_t a = hold(x, 0, 10, 1000), b = hold(x, 1, 10, 1000);
+    static struct resp m;
+    nke_core_expire(&x->c, 6000, 0);
+    CHECK_EQ(x->f.nfinish, 2);
+    CHECK(chunk_of(x, a) == NULL);
+    CHECK_EQ(x->c.stats.stale_entries, 0);
+    extend(x, a, 30000, NKE_OK);
+    CHECK_EQ(x->c.stats.stale_entries, 1);
+    CHECK_EQ(x->f.nfinish, 2);
+    /* the socket closed with a chunk held: released too, EXTEND stale */
+    b = hold(x, 2, 10, 7000);
+    nke_core_detach(&x->c, x->sid, 0);
+    CHECK_EQ(x->f.nfinish, 3);
+    CHECK_EQ(x->f.finish[2].reason, NKE_RELEASE_SOCKET_GONE);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, b, x->sid, NKE_ACT_EXTEND, 30000);
+    CHECK_EQ(nke_core_respond(&x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(x->c.stats.stale_entries, 2);
+    CHECK_EQ(x->f.nfinish, 3);
+    fixture_free(x);
+}
+
+/* EXTEND leaves staged bytes and buffers alone: releases in the same
+ * response go back, and the edit is applied by a later verdict. */
+static void test_extend_with_releases_and_staging(void)
+{
+    static struct resp m;
+    struct rfix r;
+    struct nke_filter_state st;
+    rfix_init(&r);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c3, r.x->sid, NKE_ACT_EXTEND, 60000);
+    add_releases_of(&m, r.x, r.c3);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK(chunk_of(r.x, r.c3) != NULL && chunk_of(r.x, r.c3)->state == NKE_CHUNK_HELD);
+    CHECK_EQ(chunk_of(r.x, r.c3)->deadline_ms, 61000);
+    CHECK_EQ(chunk_of(r.x, r.c3)->staged_len, 5);
+    CHECK_EQ(r.x->f.unstage_calls, 0);
+    nke_core_expire(&r.x->c, 6000, 0); /* c1 and c2 go; c3 stays */
+    CHECK_EQ(r.x->f.nfinish, 2);
+    memset(&m, 0, sizeof(m));
+    add_verdict(&m, r.c3, r.x->sid, NKE_ACT_ALLOW_MODIFIED, 5);
+    CHECK_EQ(nke_core_respond(&r.x->c, m.bytes, resp_build(&m)), NKE_OK);
+    CHECK_EQ(r.x->f.nfinish, 3);
+    CHECK_EQ(r.x->f.finish[2].action, NKE_ACT_ALLOW_MODIFIED);
+    CHECK_EQ(r.x->f.finish[2].staged_len, 5);
+    CHECK(memcmp(r.x->f.finish[2].staged, "HELLO", 5) == 0);
+    CHECK(chunk_of(r.x, r.c3) == NULL);
+    nke_core_get_state(&r.x->c, &st);
+    CHECK_EQ(st.chunks_modified, 1);
+    CHECK_EQ(st.chunks_pending, 0);
     fixture_free(r.x);
 }
 
@@ -1100,6 +1287,23 @@ static void test_client_open_errors(void)
     fixture_free(x);
 }
 
+/* rec is an NKE_NT_DATA_GAP record with these fields. */
+static void check_gap(const uint8_t *rec, struct nke_sock_id sock, uint8_t dir, uint64_t offset,
+                      uint32_t size, uint8_t reason)
+{
+    struct nke_nt_data_gap g;
+    memcpy(&g, rec, sizeof(g));
+    CHECK_EQ(g.hdr.type, NKE_NT_DATA_GAP);
+    CHECK_EQ(g.hdr.size, sizeof(g));
+    CHECK_EQ(g.hdr.sock.slot, sock.slot);
+    CHECK_EQ(g.hdr.sock.gen, sock.gen);
+    CHECK_EQ(g.direction, dir);
+    CHECK_EQ(g.stream_offset, offset);
+    CHECK_EQ(g.size, size);
+    CHECK_EQ(g.reason, reason);
+    CHECK_EQ(g._pad0, 0);
+}
+
 static void test_pool_exhausted_passes(void)
 {
     struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
@@ -1116,7 +1320,9 @@ static void test_pool_exhausted_passes(void)
     nke_core_get_state(&x->c, &st);
     CHECK_EQ(st.chunks_passed_pool_full, 1);
     CHECK_EQ(st.chunks_held, 8);
-    CHECK_EQ(x->f.nrecs, 0);
+    /* no NKE_NT_DATA; the client still learns of the hole */
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_IN, 0, 1, NKE_GAP_NO_BUFFER);
     fixture_free(x);
 }
 
@@ -1316,7 +1522,8 @@ static void test_chunk_table_full_passes(void)
     CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
              NKE_DATA_PASS);
     CHECK_EQ(id, 0);
-    CHECK_EQ(x->f.nrecs, 0); /* nothing announced */
+    CHECK_EQ(x->f.nrecs, 1); /* no data record, a gap record */
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_IN, 0, 10, NKE_GAP_NO_BUFFER);
     nke_core_get_state(&x->c, &st);
     CHECK_EQ(st.chunks_passed_pool_full, 1);
     CHECK_EQ(st.chunks_pending, NKE_CHUNK_TABLE_SIZE);
@@ -1340,7 +1547,7 @@ static void test_queue_full_passes_and_counts(void)
              NKE_DATA_PASS);
     nke_core_event(&x->c, x->sid, NKE_EV_CONNECTED, 0);
     nke_core_get_state(&x->c, &st);
-    CHECK_EQ(st.notifications_lost, 2);
+    CHECK_EQ(st.notifications_lost, 3); /* the data record, its gap record, the event */
     CHECK_EQ(st.buffers_in_use, 0);
     CHECK_EQ(st.chunks_held, 0);
     fixture_free(x);
@@ -1535,6 +1742,21 @@ static void test_capture_classify_rules(void)
     f.remote.family = 0; /* no address known: address rules cannot match */
     f.remote.addr[2] = 200;
     CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+}
+
+/* The selector contract of nke_abi.h, which the kext and nke-emud both
+ * apply: OPEN from anyone, everything else (GET_STATE too) only from the
+ * open client, an unknown selector refused as such first. */
+static void test_selector_contract(void)
+{
+    for (uint32_t sel = 0; sel < NKE_SEL_COUNT; sel++) {
+        CHECK_EQ(nke_core_selector_check(sel, true), NKE_OK);
+        CHECK_EQ(nke_core_selector_check(sel, false), sel == NKE_SEL_OPEN ? NKE_OK : NKE_ERR_NOT_OPEN);
+    }
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_GET_STATE, false), NKE_ERR_NOT_OPEN);
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_COUNT, true), NKE_ERR_SELECTOR);
+    CHECK_EQ(nke_core_selector_check(NKE_SEL_COUNT, false), NKE_ERR_SELECTOR);
+    CHECK_EQ(nke_core_selector_check(0xFFFFFFFFu, false), NKE_ERR_SELECTOR);
 }
 
 static void test_capture_modes_in_core(void)
@@ -2056,6 +2278,87 @@ static void test_release_before_verdict(void)
     fixture_free(x);
 }
 
+/* ======================================================================== */
+/* Gap records: data passed without a report                                 */
+/* ======================================================================== */
+
+/* The gap sits exactly where the passed bytes were in the stream: the chunks
+ * around it keep their offsets, and a datagram's flag travels with it. */
+static void test_gap_offsets_between_chunks(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_nt_data d;
+    uint64_t id, at;
+    int i;
+    CHECK(hold(x, 0, 100, 0) != 0);                       /* 1 buffer */
+    for (i = 1; i < 8; i++)                                /* 7 x 8 buffers */
+        CHECK(hold(x, i, NKE_CHUNK_MAX_BYTES, 0) != 0);
+    CHECK(hold(x, 8, 6 * NKE_BUFFER_SIZE, 0) != 0);       /* 6: one buffer left */
+    at = 100u + 7u * NKE_CHUNK_MAX_BYTES + 6u * NKE_BUFFER_SIZE;
+    x->f.nrecs = 0;
+    CHECK(hold(x, 9, 2 * NKE_BUFFER_SIZE, 0) == 0);       /* needs 2: not held (queued behind) */
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_OUT, at, 2 * NKE_BUFFER_SIZE, NKE_GAP_NO_BUFFER);
+    at += 2u * NKE_BUFFER_SIZE;
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 300, NKE_DATA_F_DATAGRAM, NULL, &x->data[10],
+                           0, 0, &id),
+             NKE_DATA_HELD);                               /* the last buffer */
+    CHECK_EQ(x->f.nrecs, 1);
+    memcpy(&d, x->f.recs[0], sizeof(d));
+    CHECK_EQ(d.hdr.type, NKE_NT_DATA);
+    CHECK_EQ(d.stream_offset, at);                         /* after the passed bytes */
+    x->f.nrecs = 0;
+    /* No buffer: not reported; behind the held chunks it waits its turn
+     * (stream order), unreported all the same: a gap. */
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_OUT, 5, NKE_DATA_F_DATAGRAM, NULL, &x->data[11], 0,
+                           0, &id),
+             NKE_DATA_QUEUED);
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_OUT, at + 300, 5, NKE_GAP_NO_BUFFER);
+    {
+        struct nke_nt_data_gap g;
+        memcpy(&g, x->f.recs[0], sizeof(g));
+        CHECK_EQ(g.hdr.flags, NKE_DATA_F_DATAGRAM);
+    }
+    fixture_free(x);
+}
+
+/* No room for the 96-byte data record but room for the 40-byte gap record:
+ * the client hears of the hole, reason QUEUE_FULL. */
+static void test_gap_when_data_record_does_not_fit(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    struct nke_filter_state st;
+    uint64_t id;
+    x->f.max_rec = sizeof(struct nke_nt_data_gap);
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 77, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 1);
+    check_gap(x->f.recs[0], x->sid, NKE_DIR_IN, 0, 77, NKE_GAP_QUEUE_FULL);
+    nke_core_get_state(&x->c, &st);
+    CHECK_EQ(st.notifications_lost, 1);
+    CHECK_EQ(st.buffers_in_use, 0);
+    fixture_free(x);
+}
+
+/* Data nobody asked for (capture nothing, a pass rule, no client) is not a
+ * hole in what was asked for: no gap record. */
+static void test_no_gap_for_data_not_wanted(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_NOTHING);
+    uint64_t id;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 0);
+    nke_core_client_close(&x->c);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[0], 0, 0, &id),
+             NKE_DATA_PASS);
+    CHECK_EQ(x->f.nrecs, 0);
+    fixture_free(x);
+}
+
 int main(void)
 {
     RUN(test_pool_alloc_all_or_none);
@@ -2088,6 +2391,19 @@ int main(void)
     RUN(test_reject_unknown_chunk);
     RUN(test_reject_unknown_chunk_release);
     RUN(test_reject_not_open);
+    RUN(test_reject_extend_hold_zero);
+    RUN(test_reject_extend_over_cap);
+    RUN(test_reject_extend_max_u32);
+    RUN(test_reject_extend_reported);
+    RUN(test_reject_extend_unknown_chunk);
+    RUN(test_reject_extend_sock);
+    RUN(test_reject_extend_and_verdict);
+    RUN(test_reject_action_past_extend);
+    RUN(test_reject_extend_decided);
+    RUN(test_extend_moves_deadline);
+    RUN(test_extend_cap);
+    RUN(test_extend_released_chunk);
+    RUN(test_extend_with_releases_and_staging);
     RUN(test_apply_allow_modified_drop);
     RUN(test_apply_buffers_hold_data);
     RUN(test_apply_stale_entries_skipped);
@@ -2111,6 +2427,7 @@ int main(void)
     RUN(test_release_before_verdict);
     RUN(test_capture_validate_errors);
     RUN(test_capture_classify_rules);
+    RUN(test_selector_contract);
     RUN(test_capture_modes_in_core);
     RUN(test_kev_chunker_limits);
     RUN(test_kev_1023_under_224);
@@ -2126,6 +2443,9 @@ int main(void)
     RUN(test_kev_conflicting_chunk);
     RUN(test_kev_eviction);
     RUN(test_kev_malformed);
+    RUN(test_gap_offsets_between_chunks);
+    RUN(test_gap_when_data_record_does_not_fit);
+    RUN(test_no_gap_for_data_not_wanted);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

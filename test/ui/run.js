@@ -14,6 +14,7 @@ const { recordingServer } = require('../support/recordingServer');
 const { loadFilterSteps } = require('./filterSteps');
 const { explorerSteps } = require('./explorerSteps');
 const wb = require('./workbench');
+const payloadSteps = require('./payload-steps');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
 const alwaysShots = process.env.NKE_SCREENSHOTS === '1';
@@ -106,31 +107,6 @@ const steps = [
     },
   ],
   [
-    'editor: NKE: Export Capture writes the capture and opens it',
-    async (page, workspace) => {
-      const target = path.join(workspace, 'nke-capture.json');
-      await wb.runCommand(page, 'NKE: Export Capture');
-      // code-server's save dialog is a quick input prefilled with the
-      // command's default (workspace/nke-capture.json). Typing into it fights
-      // its path completion, so check the prefill and accept it.
-      const input = page.locator(wb.sel.quickInputBox);
-      await input.waitFor();
-      await page.waitForFunction(
-        (sel) => document.querySelector(sel)?.value.endsWith('nke-capture.json'),
-        wb.sel.quickInputBox,
-      );
-      await page.keyboard.press('Enter');
-      await wb.editorTab(page, 'nke-capture.json').waitFor();
-      await wb.activeEditorText(page).locator('text=50312').first().waitFor();
-      const written = JSON.parse(fs.readFileSync(target, 'utf8'));
-      if (written.sockets.length !== 2 || written.pending[0]?.id !== '101') {
-        throw new Error(
-          `capture on disk does not hold the fed model: ${JSON.stringify(written).slice(0, 300)}`,
-        );
-      }
-    },
-  ],
-  [
     'command palette: NKE: Clear empties the views, which fall back to their welcome content',
     async (page) => {
       await wb.runCommand(page, 'NKE: Clear');
@@ -174,15 +150,66 @@ const steps = [
   ],
   ...explorerSteps,
   [
-    'a killed helper: an error with Restart, the status bar says failed; Restart reconnects',
+    'NKE: Export Capture writes pcapng of what the filter saw; tshark reads the held chunk as allowed',
+    async (page, workspace) => {
+      const target = path.join(workspace, 'nke-capture.pcapng');
+      await wb.runCommand(page, 'NKE: Export Capture');
+      // code-server's save dialog is a quick input prefilled with the
+      // command's default (workspace/nke-capture.pcapng): accept it.
+      const input = page.locator(wb.sel.quickInputBox);
+      await input.waitFor();
+      await page.waitForFunction(
+        (sel) => document.querySelector(sel)?.value.endsWith('nke-capture.pcapng'),
+        wb.sel.quickInputBox,
+      );
+      await page.keyboard.press('Enter');
+      await wb.notification(page, 'NKE: exported').waitFor();
+      const r = spawnSync(
+        'tshark',
+        ['-r', target, '-q', '-z', 'follow,tcp,ascii,0', '-T', 'fields', '-e', 'frame.comment'],
+        {
+          encoding: 'utf8',
+        },
+      );
+      if (r.status !== 0) throw new Error(`tshark cannot read ${target}: ${r.stderr}`);
+      if (!/python3 \(pid \d+\) socket \d+:\d+ out: held, allowed \(original\)/.test(r.stdout))
+        throw new Error(`no comment names the allowed chunk: ${r.stdout.slice(0, 500)}`);
+      if (!r.stdout.includes('ui-allow!')) throw new Error('the allowed bytes are not in the TCP stream');
+      // The toast stays for the screenshot; the next step dismisses it.
+    },
+  ],
+  // Editing held data: payload documents, code actions, time to edit.
+  ...payloadSteps.steps,
+  [
+    'a killed helper: an error with Restart, the status bar says failed, nothing shown held; Restart reconnects',
     async (page, workspace, ctx) => {
       await wb.dismissNotifications(page);
+      // Something held when the helper dies: the filter releases it (fail-open).
+      await ctx.setSettings({ 'nke.capture': 'hold' });
+      const server = await ctx.recordingServer();
+      ctx.servers.push(server);
+      ctx.runUnderShim(
+        'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"held-at-death")\ntime.sleep(30)',
+        String(server.port),
+      );
+      await wb.treeRow(page, 'Pending Payloads', `127.0.0.1:${server.port}`).waitFor();
+      await page.locator(wb.sel.statusBar, { hasText: '1 held' }).waitFor();
       const pid = ctx.helperPid();
       process.kill(pid, 'SIGKILL');
       const toast = wb.notification(page, 'the helper process ended');
       await toast.waitFor();
       await page.locator(wb.sel.statusBar, { hasText: 'NKE: failed' }).waitFor();
       await wb.treeRow(page, 'Filter', 'Stale').waitFor();
+      // No rows frozen at "0.0 s left", no "held" in the status bar: the filter let them go.
+      await wb.welcome(page, 'Pending Payloads').locator('text=No payloads are held').waitFor();
+      const bar = await page.locator(wb.sel.statusBar).innerText();
+      if (/held/.test(bar)) throw new Error(`status bar still counts held payloads: ${bar}`);
+      for (const t0 = Date.now(); server.received().toString() !== 'held-at-death';) {
+        if (Date.now() - t0 > 10000)
+          throw new Error(`server got ${JSON.stringify(server.received().toString())}`);
+        await page.waitForTimeout(50);
+      }
+      await ctx.setSettings({ 'nke.capture': 'report' });
       await toast.locator('.monaco-button', { hasText: 'Restart' }).click();
       await page.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
       if (ctx.helperPid() === pid) throw new Error('the helper was not replaced');
@@ -190,11 +217,32 @@ const steps = [
   ],
 ];
 
-/** What the live steps need from this process: programs under the shim, a server, the helper's pid. */
-function liveContext(runtimeDir, codeServerGroup) {
+/**
+ * What the live steps need from this process: programs under the shim,
+ * servers, the helper's pid, a scratch dir, and user settings changed
+ * through the extension host's configuration API (test/ui/settings-relay.js).
+ */
+function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
   const launcher = path.join(cs.root, 'native/emu/build/nke-emu');
   const programs = [];
+  let settingsSeq = 0;
   return {
+    tmp,
+    servers: [],
+    /** Resolves once the settings are in force in the workbench. */
+    async setSettings(values) {
+      const name = String(++settingsSeq).padStart(4, '0');
+      fs.writeFileSync(path.join(settingsDir, `${name}.json`), JSON.stringify(values));
+      for (const t0 = Date.now(); !fs.existsSync(path.join(settingsDir, `${name}.done`));) {
+        const failed = path.join(settingsDir, `${name}.failed`);
+        if (fs.existsSync(failed))
+          throw new Error(`setting ${JSON.stringify(values)} failed: ${fs.readFileSync(failed, 'utf8')}`);
+        // One configuration update per setting in the extension host: seconds on a loaded machine.
+        if (Date.now() - t0 > 30000)
+          throw new Error(`the settings relay did not apply ${JSON.stringify(values)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
     runUnderShim(code, ...args) {
       const p = spawn(launcher, ['run', '--', 'python3', '-c', code, ...args], {
         env: { ...process.env, NKE_EMU_DIR: runtimeDir },
@@ -228,6 +276,7 @@ function liveContext(runtimeDir, codeServerGroup) {
     },
     stopPrograms() {
       for (const p of programs.splice(0)) p.kill('SIGKILL');
+      for (const s of this.servers) s.close();
     },
   };
 }
@@ -247,9 +296,11 @@ async function main() {
   let failed = 0;
   let session;
   let ctx;
+  const settingsDir = cs.tempDir('nke-ui-settings-');
   try {
     session = await cs.openDevWorkbench({
       prefix: 'nke-ui-',
+      env: { NKE_UI_SETTINGS_DIR: settingsDir },
       // No emulator answers here: Connect must fail with its clear error.
       settings: (tmp) => ({ 'nke.emulatorRuntimeDir': path.join(tmp, 'no-emulator') }),
       testsPath: path.join(__dirname, 'sample-feed.js'),
@@ -261,7 +312,12 @@ async function main() {
       },
     });
     const { page, workspace } = session;
-    ctx = liveContext(path.join(session.tmp, 'no-emulator'), session.server.child.pid);
+    ctx = liveContext(
+      path.join(session.tmp, 'no-emulator'),
+      session.server.child.pid,
+      session.tmp,
+      settingsDir,
+    );
     for (const [i, [name, fn]] of steps.entries()) {
       const s0 = Date.now();
       let error;
@@ -301,7 +357,12 @@ async function main() {
     console.log(`[ui] ${shots.length} screenshot(s) in ${path.relative(cs.root, shotsDir)}/`);
   }
   ctx?.stopPrograms();
+  if (session && failed && process.env.NKE_UI_KEEP === '1') {
+    session.keepTmp(); // the profile with the extension host's logs
+    console.log(`[ui] profile and logs kept in ${session.tmp}`);
+  }
   if (session) await session.close();
+  fs.rmSync(settingsDir, { recursive: true, force: true });
   console.log(`[ui] ${steps.length} steps in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   console.log(`${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);

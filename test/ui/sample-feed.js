@@ -12,6 +12,7 @@ exports.run = async function run() {
   const ext = vscode.extensions.getExtension('nkeworkbench.nke-workbench');
   if (!ext) throw new Error('nkeworkbench.nke-workbench is not loaded in this extension host');
   const { model } = await ext.activate();
+  require('./settings-relay').start(vscode);
   const now = Date.now();
   const ep = (address, port) => ({ address, port });
   const socket = (id, pid, process, state, local, remote, bytesIn, bytesOut) => ({
@@ -84,6 +85,7 @@ exports.run = async function run() {
         local: ep('127.0.0.1', 50312),
         remote: ep('127.0.0.1', 8080),
         deadline: now + 3600000,
+        heldAt: now,
       },
     ],
     pendingRemoved: [],

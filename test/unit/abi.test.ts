@@ -11,10 +11,12 @@ import {
   CaptureMode,
   Direction,
   FilterStateLayout,
+  GapReason,
   NKE_ABI_VERSION,
   NKE_AF_INET,
   NKE_AF_INET6,
   NKE_BUF_NONE,
+  NKE_DATA_F_DATAGRAM,
   NKE_DATA_F_HAS_ADDR,
   NKE_DATA_F_HELD,
   NKE_KEV_CLASS,
@@ -137,6 +139,14 @@ const samples: Notification[] = [
     protocol: 6,
     comm: 'httpd',
   },
+  {
+    kind: 'data_gap',
+    hdr: hdr({ flags: NKE_DATA_F_DATAGRAM }),
+    stream_offset: 2n ** 40n,
+    size: 65536,
+    direction: Direction.In,
+    reason: GapReason.NoBuffer,
+  },
 ];
 
 function ok<T>(r: { ok: true; value: T } | { ok: false; error: { message: string } }): T {
@@ -155,7 +165,7 @@ describe('abi: notifications', () => {
       assert.deepEqual(back, { ...n, hdr: { ...n.hdr, type: back.hdr.type, size: bytes.length } });
       kinds.add(n.kind);
     }
-    assert.equal(kinds.size, 12, 'one sample per enum nke_notify_type member');
+    assert.equal(kinds.size, 13, 'one sample per enum nke_notify_type member');
   });
 
   it('decodes nke_nt_data from bytes placed at the header offsets (not just its own encoding)', () => {

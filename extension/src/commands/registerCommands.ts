@@ -2,6 +2,8 @@
 // so they work from the palette, a tree item and a multi-selection.
 import * as vscode from 'vscode';
 import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { EXTCAP_INTERFACE, installLauncher, personalExtcapDirs } from '../capture/extcap';
 import { emulatorBinary } from '../filter/emulatorProcess';
 import type { FilterByMode } from '../filter/filterByMode';
 import type { FilterBackend, StepReporter } from '../filter/filterBackend';
@@ -9,6 +11,9 @@ import { isNkeTaskName } from '../tasks/nkeTaskDefinition';
 import type { NkeTaskProvider } from '../tasks/nkeTaskProvider';
 import type { HelperSession } from '../helperClient/helperSession';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
+import type { SocketNode } from '../tree/socketTreeProvider';
+import { payloadCommandHandlers } from '../payload/payloadCommands';
+import type { PayloadStore } from '../payload/payloadStore';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 import { explorerCommandHandlers, type ExplorerViews } from './explorerCommands';
@@ -20,10 +25,15 @@ export interface CommandDeps {
   filter: FilterByMode;
   /** the `nke` tasks (the walkthrough's buttons run them) */
   tasks: NkeTaskProvider;
+  payloads: PayloadStore;
+  /** The rows selected in Pending Payloads, once a click settled. */
+  selectedPayloads?: () => Promise<readonly PendingView[]>;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
   /** The explorer's tree views (Find Process and the Sockets link reveal items in them). */
   views: () => ExplorerViews | undefined;
+  /** what is selected in the Sockets view (Export Capture from the palette or the view's title) */
+  selectedSockets: () => readonly SocketNode[];
 }
 
 /** Says so when a command has nothing to do (the user learns why nothing happened). */
@@ -74,26 +84,65 @@ async function runUnderFilter({ filter: { emulator } }: CommandDeps): Promise<vo
   term.show();
 }
 
-async function exportCapture({ model, log }: CommandDeps): Promise<void> {
+/** Socket ids of the nodes a command got, or of the Sockets view's selection; none: every socket. */
+function socketIds(model: WorkbenchModel, nodes: readonly SocketNode[]): string[] {
+  const ids = new Set<string>();
+  for (const n of nodes) {
+    if (n.kind === 'socket') ids.add(n.socket.id);
+    else for (const s of model.sockets()) if (s.pid === n.pid) ids.add(s.id);
+  }
+  return [...ids];
+}
+
+/**
+ * NKE: Export Capture: the helper writes its capture history as pcapng
+ * (every socket, or the ones selected in the Sockets view / given by the
+ * context menu), streamed to the file, so Wireshark shows what the filter saw.
+ */
+async function exportCapture(
+  { model, session, log, selectedSockets }: CommandDeps,
+  node?: SocketNode,
+  nodes?: SocketNode[],
+): Promise<void> {
+  const picked = nodes?.length ? nodes : node ? [node] : selectedSockets();
+  const ids = socketIds(model, picked);
   const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
   const target = await vscode.window.showSaveDialog({
-    title: 'NKE: Export Capture',
-    filters: { 'NKE capture (JSON)': ['json'] },
-    defaultUri: folder ? vscode.Uri.joinPath(folder, 'nke-capture.json') : undefined,
+    title: ids.length
+      ? `NKE: Export Capture (${ids.length} socket${ids.length > 1 ? 's' : ''})`
+      : 'NKE: Export Capture',
+    filters: { 'pcapng (Wireshark)': ['pcapng'] },
+    defaultUri: folder ? vscode.Uri.joinPath(folder, 'nke-capture.pcapng') : undefined,
   });
   if (!target) throw new UserCancelled();
-  const capture = {
-    exportedAt: new Date().toISOString(),
-    link: model.link,
-    counters: model.counters,
-    sockets: model.sockets(),
-    execs: model.execs(),
-    pending: model.pending(),
-  };
-  await vscode.workspace.fs.writeFile(target, Buffer.from(JSON.stringify(capture, null, 2) + '\n'));
-  log.info(`capture exported to ${target.fsPath}`);
-  // Show what was written: the capture is meant to be read and diffed.
-  await vscode.window.showTextDocument(target, { preview: false });
+  if (target.scheme !== 'file') {
+    throw new Error(
+      `the helper writes the capture itself: choose a file on this machine, not ${target.toString()}`,
+    );
+  }
+  const r = await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: `NKE: exporting to ${target.fsPath}` },
+    () => session.exportPcapng(target.fsPath, ids),
+  );
+  const what =
+    `${r.packets} packets of ${r.sockets} socket${r.sockets === 1 ? '' : 's'}` +
+    (r.gaps ? `, ${r.gaps} gap${r.gaps === 1 ? '' : 's'} marked` : '');
+  log.info(`capture exported to ${r.path}: ${what}, ${r.bytes} bytes`);
+  void vscode.window.showInformationMessage(`NKE: exported ${what} to ${path.basename(r.path)}`);
+}
+
+/** NKE: Install Wireshark Capture Interface: the extcap launcher in the personal extcap folder. */
+async function installWiresharkInterface({ log, extensionRoot }: CommandDeps): Promise<void> {
+  const files = installLauncher(
+    personalExtcapDirs(),
+    process.execPath,
+    path.join(extensionRoot, 'dist', 'nke.js'),
+  );
+  for (const f of files) log.info(`Wireshark extcap launcher written: ${f}`);
+  void vscode.window.showInformationMessage(
+    `NKE: Wireshark now offers the "${EXTCAP_INTERFACE}" interface (NKE filter) through ${files.join(' and ')}. ` +
+      'Restart Wireshark or use Capture → Refresh Interfaces; it streams live while this window is connected.',
+  );
 }
 
 /** One progress notification whose message is the backend's current step. */
@@ -161,12 +210,6 @@ async function setCaptureMode({ session }: CommandDeps, mode?: CaptureMode): Pro
   await session.updateRules({ ...rulesFromSettings(), default: mode });
 }
 
-function payloadsFrom(node?: PendingView, nodes?: PendingView[]): PendingView[] {
-  if (nodes?.length) return nodes;
-  if (node) return [node];
-  throw new Error('select a pending payload in the Pending Payloads view first');
-}
-
 export function registerCommands(deps: CommandDeps): vscode.Disposable {
   const { model, session, log } = deps;
   const filter: FilterBackend = deps.filter;
@@ -194,7 +237,8 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
     },
     'nke.restartHelper': () => session.restart(),
     'nke.runUnderFilter': () => runUnderFilter(deps),
-    'nke.exportCapture': () => exportCapture(deps),
+    'nke.exportCapture': (node?: SocketNode, nodes?: SocketNode[]) => exportCapture(deps, node, nodes),
+    'nke.installWiresharkInterface': () => installWiresharkInterface(deps),
     'nke.showKernelLog': () => filter.log(),
     'nke.openMacSecuritySettings': () => openMacSecuritySettings(),
     'nke.runTask': (name?: string) => runNkeTask(deps, name),
@@ -223,13 +267,9 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
       log.info('cleared sockets, exec events and pending payloads');
     },
     'nke.showLog': () => log.show(),
-    'nke.reinjectOriginal': async (node?: PendingView, nodes?: PendingView[]) => {
-      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'allow');
-    },
-    'nke.dropPayload': async (node?: PendingView, nodes?: PendingView[]) => {
-      for (const p of payloadsFrom(node, nodes)) await session.verdict(p.id, 'drop');
-    },
     ...explorerCommandHandlers({ model, session, log, views: deps.views }),
+    // Open, Reinject Edited / Original, Drop, Revert: from rows, documents and the palette.
+    ...payloadCommandHandlers(deps),
   };
   return vscode.Disposable.from(...Object.entries(handlers).map(([id, h]) => registerNkeCommand(id, h, log)));
 }

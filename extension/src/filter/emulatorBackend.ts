@@ -2,10 +2,12 @@
 // kext): Load makes sure an emulator answers in the runtime directory,
 // starting nke-emud from nke.emulatorDir when none does, then connects the
 // helper. nke-emud's own messages go to their own output channel (the
-// `emulatorOutput` port). No `vscode` import.
+// `emulatorOutput` port): its stderr when this window started it, else its
+// log file in the runtime directory (EmulatorLogTail). No `vscode` import.
 import path from 'node:path';
 import { ActionableError } from '../commands/actionableError';
 import { EmulatorNotRunningError, type HelperSession, type SessionLog } from '../helperClient/helperSession';
+import { EmulatorLogTail } from './emulatorLogTail';
 import { EmulatorProcess, emulatorRuntimeDir } from './emulatorProcess';
 import type { FilterBackend, FilterBackendStatus, StepReporter } from './filterBackend';
 
@@ -24,6 +26,8 @@ export class EmulatorBackend implements FilterBackend {
   readonly kind = 'emulator' as const;
   /** The nke-emud this window started, if any: only that one is ours to stop. */
   private emulator?: EmulatorProcess;
+  /** Follows the log of an emulator someone else started (NKE: Show Kernel Log). */
+  private tail?: EmulatorLogTail;
 
   constructor(private readonly o: EmulatorBackendOptions) {}
 
@@ -53,6 +57,7 @@ export class EmulatorBackend implements FilterBackend {
     }
     if (this.emulator?.running) await this.emulator.stop(); // ours, but its endpoint is gone
     progress.step('starting nke-emud');
+    this.stopTail(); // its stderr comes here from now on
     this.o.emulatorOutput(`starting nke-emud in ${this.runtimeDir()}`);
     this.emulator = await EmulatorProcess.start({
       binDir: this.binDir(),
@@ -98,16 +103,31 @@ export class EmulatorBackend implements FilterBackend {
 
   log(): Promise<void> {
     if (this.emulatorPid === undefined) {
-      // Its stderr is where it was started (npm start prints it in its console).
-      this.o.emulatorOutput(
-        `the emulator in ${this.runtimeDir()} was not started by this window: its messages go to the console that started it (NKE: Load Filter with no emulator running starts one whose messages come here)`,
-      );
+      // Not ours: its stderr is where it was started, but it writes the same
+      // lines to its log file in the runtime directory.
+      const dir = this.runtimeDir();
+      if (this.tail && this.tail.runtimeDir !== dir) {
+        this.stopTail(); // nke.emulatorRuntimeDir changed
+      }
+      if (!this.tail?.running) {
+        this.tail = new EmulatorLogTail({ runtimeDir: dir, line: (l) => this.o.emulatorOutput(l) });
+        this.o.emulatorOutput(
+          `following the log of the emulator in ${dir} (${this.tail.file}; not started by this window)`,
+        );
+        this.tail.start();
+      }
     }
     this.o.showEmulatorOutput();
     return Promise.resolve();
   }
 
+  private stopTail(): void {
+    this.tail?.stop();
+    this.tail = undefined;
+  }
+
   async dispose(): Promise<void> {
+    this.stopTail();
     await this.emulator?.stop();
   }
 }

@@ -2,7 +2,7 @@
 // starts it for NKE: Load Filter: where its runtime directory is, and a
 // daemon that this window started and stops again on Unload / deactivate.
 // No `vscode` import.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ActionableError } from '../commands/actionableError';
@@ -22,6 +22,29 @@ export interface EmulatorOptions {
   binDir: string;
   runtimeDir: string;
   log: (line: string) => void;
+  /**
+   * The starter stops it itself when it is done (the CLI): run it in its own
+   * process group, so a Ctrl-C meant for the program under the filter does
+   * not end the filter first, and on Linux have the kernel end it if the
+   * starter dies without stopping it (setpriv --pdeathsig), so none is left
+   * behind.
+   */
+  tiedToStarter?: boolean;
+}
+
+let pdeathsigWrapper: string[] | null | undefined;
+
+/** ['setpriv', '--pdeathsig', 'TERM', '--'] where util-linux's setpriv has the option; else null. */
+function parentDeathWrapper(): string[] | null {
+  if (pdeathsigWrapper !== undefined) return pdeathsigWrapper;
+  pdeathsigWrapper = null;
+  if (process.platform === 'linux') {
+    const r = spawnSync('setpriv', ['--help'], { encoding: 'utf8', timeout: 5000 });
+    if (r.status === 0 && r.stdout.includes('--pdeathsig')) {
+      pdeathsigWrapper = ['setpriv', '--pdeathsig', 'TERM', '--'];
+    }
+  }
+  return pdeathsigWrapper;
 }
 
 /** An nke-emud this window started; stop() ends it (held data is released by its fail-open policy). */
@@ -69,9 +92,12 @@ export class EmulatorProcess {
     );
     const ctl = path.join(o.runtimeDir, 'ctl.sock');
     const since = Date.now();
-    const child = spawn(daemon, [], {
+    const wrapper = o.tiedToStarter ? parentDeathWrapper() : null;
+    const argv = wrapper ? [...wrapper, daemon] : [daemon];
+    const child = spawn(argv[0], argv.slice(1), {
       env: { ...process.env, NKE_EMU_DIR: o.runtimeDir },
       stdio: ['ignore', 'ignore', 'pipe'],
+      detached: !!o.tiedToStarter,
     });
     let stderr = '';
     child.stderr!.on('data', (d) => {

@@ -1,5 +1,5 @@
-// The one interface the commands use to reach a filter (DESIGN.md: "The
-// filter behind the views: two backends, one interface"): the Linux emulator
+// The one interface the commands use to reach a filter, whichever is behind
+// the views (docs/architecture.md, Components): the Linux emulator
 // (emulatorBackend.ts) or the macOS kext (kextBackend.ts). No `vscode`
 // import: the window's pieces (tasks, progress, output channels) come in as
 // ports, so the backends' decisions are tested without VS Code.

@@ -4,6 +4,12 @@
 // serves the helper protocol for one FilterEngine until that connection ends.
 //
 //   node dist/helper.js --socket PATH --token-file PATH [--history N] [--no-connect]
+//                       [--capture-mib N] [--control]
+//
+// --capture-mib: the capture history of payload bytes (pcapng export, live
+// capture), 0 for none. --control: also serve the control socket, so `nke
+// export`, `nke verdict` and Wireshark's extcap reach this helper (skipped,
+// with a log line, when another helper serves it).
 //
 // The token is passed in a 0600 file inside the extension's 0700 directory
 // (never on the command line, which every user can read with ps) and the
@@ -11,6 +17,7 @@
 import fs from 'node:fs';
 import { Log } from '../shared/helperProtocol';
 import { connectWithToken } from '../shared/tokenSocket';
+import { ControlBusyError, type ControlServer, serveControl } from './controlServer';
 import { FilterEngine } from './engine';
 import { serveHelperProtocol } from './service';
 
@@ -19,10 +26,12 @@ interface Args {
   tokenFile: string;
   history?: number;
   connect: boolean;
+  captureMiB: number;
+  control: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Partial<Args> = { connect: true };
+  const a: Partial<Args> = { connect: true, captureMiB: 0, control: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -36,7 +45,13 @@ function parseArgs(argv: string[]): Args {
       if (!Number.isInteger(a.history) || a.history < 1) {
         throw new Error('--history must be a positive integer');
       }
-    } else if (k === '--no-connect') a.connect = false;
+    } else if (k === '--capture-mib') {
+      a.captureMiB = Number(v());
+      if (!Number.isInteger(a.captureMiB) || a.captureMiB < 0) {
+        throw new Error('--capture-mib must be an integer >= 0');
+      }
+    } else if (k === '--control') a.control = true;
+    else if (k === '--no-connect') a.connect = false;
     else throw new Error(`unknown argument ${k}`);
   }
   if (!a.socket || !a.tokenFile) throw new Error('--socket and --token-file are required');
@@ -48,12 +63,17 @@ async function main(): Promise<void> {
   const token = fs.readFileSync(args.tokenFile, 'utf8').trim();
   fs.rmSync(args.tokenFile, { force: true });
   const { connection, socket } = await connectWithToken(args.socket, token);
+  const log = (level: 'info' | 'warn' | 'error', message: string) =>
+    void connection.sendNotification(Log, { level, message }).catch(() => {});
   const engine = new FilterEngine({
     historyLimit: args.history,
-    log: (level, message) => void connection.sendNotification(Log, { level, message }).catch(() => {}),
+    captureHistoryBytes: args.captureMiB * 2 ** 20,
+    log,
   });
   serveHelperProtocol(connection, engine);
+  let control: ControlServer | undefined;
   const stop = () => {
+    control?.close();
     engine.dispose(); // closes the filter client: the filter releases held chunks
     process.exit(0);
   };
@@ -62,6 +82,20 @@ async function main(): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   connection.listen();
+  if (args.control) {
+    try {
+      control = await serveControl(engine);
+      log(
+        'info',
+        `nke export, nke verdict and Wireshark (nke extcap) reach this helper at ${control.socketPath}`,
+      );
+    } catch (e) {
+      log(
+        e instanceof ControlBusyError ? 'warn' : 'error',
+        `no control socket for nke and Wireshark: ${(e as Error).message}`,
+      );
+    }
+  }
   if (args.connect) {
     try {
       engine.connect();

@@ -7,6 +7,7 @@ import type {
   Endpoint,
   ExecView,
   HistoryEvent,
+  PendingRemovalReason,
   PendingView,
   SocketState,
   SocketView,
@@ -37,6 +38,15 @@ type NewEvent = HistoryEvent extends infer E
 export const DEFAULT_HISTORY_LIMIT = 100_000;
 const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
+/** Chunks whose end is remembered, so a late verdict is told why (a verdict, a release), not just "unknown". */
+const ENDED_PENDING_KEPT = 4_096;
+
+/** How a chunk that was pending ended: a verdict action or a release reason (RELEASE_REASONS), and when. */
+export interface EndedPending {
+  how: PendingRemovalReason;
+  /** wall clock ms */
+  at: number;
+}
 
 export interface ExecRecord {
   execId: number;
@@ -68,6 +78,8 @@ export interface PendingEntry {
    * over a verdict never pins the filter's buffer pool.
    */
   data: Buffer;
+  /** an edit staged for it (nke/stageEdit), counted in pendingBytes too */
+  staged?: Buffer;
 }
 
 /** Default bound on the bytes kept for pending payloads (all of them together). */
@@ -111,6 +123,8 @@ export class LiveModel {
   readonly closedSockets = new Map<string, SocketView>(); // insertion order = age
   readonly execs = new Map<string, ExecView>();
   readonly pending = new Map<string, PendingEntry>();
+  /** the last ENDED_PENDING_KEPT chunks that stopped being pending, oldest first */
+  readonly endedPending = new Map<string, EndedPending>();
   counters = emptyCounters();
 
   // History ring: `history[(start + i) % limit]`, i < length.
@@ -123,7 +137,11 @@ export class LiveModel {
   private removedSockets = new Set<string>();
   private newExecs: ExecView[] = [];
   private addedPending = new Map<string, PendingView>();
-  private removedPending: { id: string; reason: string }[] = [];
+  private updatedPending = new Set<string>();
+  private removedPending: { id: string; reason: PendingRemovalReason }[] = [];
+  // Why recent payloads stopped being pending (insertion order = age), so a
+  // late verdict or extend is answered "released (its deadline passed)"
+  // rather than "unknown".
   private newEvents: HistoryEvent[] = [];
   private dirty = false;
 
@@ -362,11 +380,23 @@ export class LiveModel {
       case NotifyType.ChunkReleased: {
         this.counters.releasedByFilter++;
         const id = n.chunkId.toString();
-        const reason = RELEASE_REASONS[n.reason] ?? `reason ${n.reason}`;
+        const reason: PendingRemovalReason = RELEASE_REASONS[n.reason] ?? 'released';
         this.removePending(id, reason);
         this.record({ kind: 'released', chunkId: id, reason });
         return;
       }
+      case NotifyType.DataGap:
+        // Counted and in the history; the bytes are a gap in the capture history.
+        this.counters.dataGaps = (this.counters.dataGaps ?? 0) + 1;
+        this.counters.dataGapBytes = (this.counters.dataGapBytes ?? 0) + n.size;
+        this.record({
+          kind: 'data-gap',
+          socketId: key,
+          direction: n.direction === DIR_IN ? 'in' : 'out',
+          size: n.size,
+          reason: n.reason === 1 ? 'no-buffer' : n.reason === 2 ? 'queue-full' : `reason ${n.reason}`,
+        });
+        return;
       case NotifyType.State:
       case NotifyType.Option:
         return;
@@ -375,6 +405,10 @@ export class LiveModel {
 
   /** `data` is the chunk's bytes, already copied out of the shared buffers. */
   addPending(n: Extract<Notification, { type: NotifyType.Data }>, data: Buffer): PendingEntry {
+    // The filter's deadline counts from when it held the chunk; the batch
+    // reached us a few microseconds later, so the countdown from `now` is
+    // the filter's own within that.
+    const now = Date.now();
     const key = sockKey(n.sock);
     const s = this.sockets.get(key);
     const view: PendingView = {
@@ -387,7 +421,8 @@ export class LiveModel {
       streamOffset: n.streamOffset,
       local: s?.view.local,
       remote: n.addr ? endpoint(n.addr) : s?.view.remote,
-      deadline: Date.now() + n.deadlineMs,
+      deadline: now + n.deadlineMs,
+      heldAt: now,
     };
     const e: PendingEntry = { view, chunkId: n.chunkId, sock: n.sock, data };
     this.pending.set(view.id, e);
@@ -398,15 +433,48 @@ export class LiveModel {
     return e;
   }
 
-  removePending(id: string, reason: string): PendingEntry | undefined {
+  removePending(id: string, reason: PendingRemovalReason): PendingEntry | undefined {
     const e = this.pending.get(id);
     if (!e) return undefined;
     this.pending.delete(id);
-    this.pendingBytes -= e.data.length;
+    this.pendingBytes -= e.data.length + (e.staged?.length ?? 0);
+    this.updatedPending.delete(id);
+    this.endedPending.set(id, { how: reason, at: Date.now() });
+    if (this.endedPending.size > ENDED_PENDING_KEPT) {
+      this.endedPending.delete(this.endedPending.keys().next().value as string);
+    }
     // Added and removed within one batch: the client never needs to see it.
     if (!this.addedPending.delete(id)) this.removedPending.push({ id, reason });
     this.dirty = true;
     return e;
+  }
+
+  /** Stages an edit for a pending payload (undefined clears it); false when it would pass pendingBytesLimit. */
+  setStaged(e: PendingEntry, bytes: Buffer | undefined): boolean {
+    const delta = (bytes?.length ?? 0) - (e.staged?.length ?? 0);
+    if (delta > 0 && !this.canHoldBytes(delta)) return false;
+    this.pendingBytes += delta;
+    e.staged = bytes;
+    if (bytes) e.view.staged = { size: bytes.length };
+    else delete e.view.staged;
+    this.viewChanged(e.view.id);
+    return true;
+  }
+
+  /** The filter now holds a pending payload until `deadline` (an extend was applied). */
+  setPendingDeadline(id: string, deadline: number): PendingView | undefined {
+    const e = this.pending.get(id);
+    if (!e) return undefined;
+    e.view.deadline = deadline;
+    this.viewChanged(id);
+    return e.view;
+  }
+
+  /** A pending view changed after it was announced: the next batch carries it in pendingUpdated. */
+  private viewChanged(id: string): void {
+    // Not sent yet: the added view carries the change already.
+    if (!this.addedPending.has(id)) this.updatedPending.add(id);
+    this.dirty = true;
   }
 
   verdict(
@@ -492,6 +560,7 @@ export class LiveModel {
       socketsRemoved: [...this.removedSockets],
       execs: this.newExecs,
       pendingAdded: [...this.addedPending.values()],
+      pendingUpdated: [...this.updatedPending].map((id) => this.pending.get(id)!.view),
       pendingRemoved: this.removedPending,
       events: this.newEvents,
       counters: { ...this.counters },
@@ -500,6 +569,7 @@ export class LiveModel {
     this.removedSockets = new Set();
     this.newExecs = [];
     this.addedPending = new Map();
+    this.updatedPending = new Set();
     this.removedPending = [];
     this.newEvents = [];
     this.dirty = false;

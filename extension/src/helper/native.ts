@@ -23,11 +23,24 @@ export interface NativeFilterClient {
    * (not held) chunks itself, at once; the caller must not release them.
    */
   open(
-    /** wakeNs: CLOCK_MONOTONIC (process.hrtime's clock) when the reader thread woke for this batch. */
-    onBatch: (records: Buffer, skipped: number, wakeNs?: number) => void,
+    /**
+     * wakeNs: CLOCK_MONOTONIC (process.hrtime's clock) when the reader thread
+     * woke for this batch. captured (with options.capture): per data record,
+     * in record order, its chunk_id (u64 LE) and where the reader wrote its
+     * bytes in the capture history's ring (i64 LE, -1: not kept), 16 bytes each.
+     */
+    onBatch: (records: Buffer, skipped: number, wakeNs?: number, captured?: Buffer) => void,
     onClosed: (err: NativeError) => void,
-    options?: { releaseReported?: boolean },
+    options?: {
+      releaseReported?: boolean;
+      /** the capture history's ring file: the reader writes every data chunk's bytes there */
+      capture?: { fd: number; size: number; head: number };
+    },
   ): OpenReply;
+  /** Appends bytes (an edit's) to the capture ring; their logical position, or -1 when not kept. */
+  captureWrite(bytes: Buffer): number;
+  /** The capture ring's head and write errors (undefined when opened without one). */
+  captureStatus(): { head: number; writeErrors: number; lastError: string } | undefined;
   /** Copies a chunk's bytes out of the shared buffers. */
   readChunk(buffers: number[], size: number): Buffer;
   respond(message: Buffer): void;

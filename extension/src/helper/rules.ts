@@ -39,6 +39,8 @@ export interface CompiledRewrite {
   rule: RewriteRule;
   find: Buffer;
   replace: Buffer;
+  /** the rule's carry window (RewriteRule.carryMs), if it sets one */
+  carryMs?: number;
 }
 
 export interface CompiledRules {
@@ -64,7 +66,7 @@ function parsePortRange(where: string, v: unknown): [number, number] {
     typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 65535;
   if (ok(v)) return [v, v];
   if (Array.isArray(v) && v.length === 2 && ok(v[0]) && ok(v[1]) && v[0] <= v[1]) return [v[0], v[1]];
-  fail(where, 'a port is 0..65535 or [min, max]');
+  fail(where, `a port is 0..65535 or [min, max] (e.g. 8080 or [8000, 8999]); got ${kindOf(v)}`);
 }
 
 /** "10.0.0.0/8", "::1", "127.0.0.1" -> family, 16 address bytes, prefix bits. */
@@ -113,35 +115,50 @@ const KNOWN_MATCH_KEYS = new Set([
   'remoteAddr',
 ]);
 
-function compileMatch(where: string, m: RuleMatch, action: RuleAction): KernelRule {
-  if (typeof m !== 'object' || m === null) fail(where, 'a rule is an object');
+const INTERCEPT_KEYS = ['action', 'name', ...KNOWN_MATCH_KEYS];
+const REWRITE_KEYS = ['find', 'replace', 'encoding', 'carryMs', 'name', ...KNOWN_MATCH_KEYS];
+
+/** "a string", "an array", "null": what a value is, for errors that say what was found. */
+function kindOf(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'an object' : `a ${typeof v} (${JSON.stringify(v)})`;
+}
+
+function compileMatch(where: string, m: RuleMatch, action: RuleAction, known: readonly string[]): KernelRule {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) {
+    fail(where, `a rule is an object like {"action": "hold", "remotePort": 8080}; got ${kindOf(m)}`);
+  }
   for (const k of Object.keys(m)) {
-    if (!KNOWN_MATCH_KEYS.has(k) && !['action', 'find', 'replace', 'encoding', 'name'].includes(k)) {
-      fail(where, `unknown field "${k}"`);
-    }
+    if (!known.includes(k)) fail(where, `unknown field "${k}" (a rule here has ${known.join(', ')})`);
   }
   const r: KernelRule = emptyRule(action);
   if (m.pid !== undefined) {
-    if (!Number.isInteger(m.pid) || m.pid <= 0) fail(where, 'pid must be a positive integer');
+    if (!Number.isInteger(m.pid) || m.pid <= 0) {
+      fail(`${where}.pid`, `is a positive integer; got ${kindOf(m.pid)}`);
+    }
     r.match |= MATCH.PID;
     r.pid = m.pid;
   }
   if (m.process !== undefined) {
     if (typeof m.process !== 'string' || !m.process || Buffer.byteLength(m.process) >= COMM_LEN) {
-      fail(where, `process is an exact process name of 1..${COMM_LEN - 1} bytes`);
+      fail(
+        `${where}.process`,
+        `is an exact process name of 1..${COMM_LEN - 1} bytes; got ${kindOf(m.process)}`,
+      );
     }
     r.match |= MATCH.COMM;
     r.comm = m.process;
   }
   if (m.direction !== undefined) {
     const d = { in: DIR_IN, out: DIR_OUT, both: DIR_IN | DIR_OUT }[m.direction];
-    if (!d) fail(where, 'direction is "in", "out" or "both"');
+    if (!d) fail(`${where}.direction`, `is "in", "out" or "both"; got ${kindOf(m.direction)}`);
     r.match |= MATCH.DIRECTION;
     r.direction = d;
   }
   if (m.protocol !== undefined) {
     const p = { tcp: PROTO_TCP, udp: PROTO_UDP }[m.protocol];
-    if (!p) fail(where, 'protocol is "tcp" or "udp"');
+    if (!p) fail(`${where}.protocol`, `is "tcp" or "udp"; got ${kindOf(m.protocol)}`);
     r.match |= MATCH.PROTOCOL;
     r.protocol = p;
   }
@@ -190,14 +207,21 @@ export function ruleMatches(r: KernelRule, f: Flow): boolean {
 }
 
 function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
-  if (typeof s !== 'string') fail(where, 'must be a string');
+  if (typeof s !== 'string') {
+    fail(where, `is a string (required); got ${s === undefined ? 'nothing' : kindOf(s)}`);
+  }
   if (encoding === 'hex') {
-    if (!/^([0-9a-fA-F]{2})*$/.test(s)) fail(where, 'is not an even-length hex string');
+    if (!/^([0-9a-fA-F]{2})*$/.test(s)) fail(where, 'is not an even-length hex string (encoding "hex")');
     return Buffer.from(s, 'hex');
   }
-  if (encoding !== undefined && encoding !== 'utf8') fail(where, 'encoding is "utf8" or "hex"');
+  if (encoding !== undefined && encoding !== 'utf8') {
+    fail(where.replace(/\.(find|replace)$/, '.encoding'), `is "utf8" or "hex"; got ${kindOf(encoding)}`);
+  }
   return Buffer.from(s, 'utf8');
 }
+
+/** Upper bound of a rewrite rule's carryMs: the filter's longest hold. */
+export const REWRITE_CARRY_MAX_MS = 600000;
 
 /**
  * Validates a rules config and compiles it. Kernel rule order: rewrite rules
@@ -206,22 +230,38 @@ function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
  */
 export function compileRules(input: unknown): CompiledRules {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new RulesError('rules: expected an object {default, intercept, rewrite, holdTimeoutMs}');
+    throw new RulesError(
+      `rules: expected an object {"default": "report", "intercept": [...], "rewrite": [...], "holdTimeoutMs": 5000} (every field optional); got ${kindOf(input)}`,
+    );
   }
   const cfg = input as RulesConfig;
   for (const k of Object.keys(cfg)) {
     if (!['default', 'intercept', 'rewrite', 'holdTimeoutMs'].includes(k)) {
-      fail('rules', `unknown field "${k}"`);
+      fail('rules', `unknown field "${k}" (the rules object has default, intercept, rewrite, holdTimeoutMs)`);
     }
   }
   const def = cfg.default ?? 'report';
-  if (!(def in ACTIONS)) fail('rules.default', 'is "pass", "report" or "hold"');
+  if (typeof def !== 'string' || !(def in ACTIONS)) {
+    fail('rules.default', `is "pass", "report" or "hold"; got ${kindOf(def)}`);
+  }
   const intercept: InterceptRule[] = cfg.intercept ?? [];
   const rewrite: RewriteRule[] = cfg.rewrite ?? [];
-  if (!Array.isArray(intercept)) fail('rules.intercept', 'must be an array');
-  if (!Array.isArray(rewrite)) fail('rules.rewrite', 'must be an array');
+  if (!Array.isArray(intercept)) {
+    fail(
+      'rules.intercept',
+      `is an array of rules like [{"action": "hold", "remotePort": 8080}]; got ${kindOf(intercept)}`,
+    );
+  }
+  if (!Array.isArray(rewrite)) {
+    fail(
+      'rules.rewrite',
+      `is an array of rules like [{"find": "cat", "replace": "dog"}]; got ${kindOf(rewrite)}`,
+    );
+  }
   const hold = cfg.holdTimeoutMs ?? 0;
-  if (!Number.isInteger(hold) || hold < 0 || hold > 600000) fail('rules.holdTimeoutMs', 'is 0..600000');
+  if (!Number.isInteger(hold) || hold < 0 || hold > 600000) {
+    fail('rules.holdTimeoutMs', `is an integer 0..600000 (ms; 0: the filter's default); got ${kindOf(hold)}`);
+  }
   if (intercept.length + rewrite.length > MAX_RULES) {
     fail('rules', `${intercept.length + rewrite.length} rules; the filter takes at most ${MAX_RULES}`);
   }
@@ -229,16 +269,30 @@ export function compileRules(input: unknown): CompiledRules {
   const kernel: KernelRule[] = [];
   rewrite.forEach((r, i) => {
     const where = `rules.rewrite[${i}]`;
+    const k = compileMatch(where, r, RuleAction.Hold, REWRITE_KEYS);
     const find = bytesOf(`${where}.find`, r.find, r.encoding);
     if (find.length === 0) fail(`${where}.find`, 'must not be empty');
     const replace = bytesOf(`${where}.replace`, r.replace, r.encoding);
-    kernel.push(compileMatch(where, r, RuleAction.Hold));
-    rewrites.push({ rule: r, find, replace });
+    if (
+      r.carryMs !== undefined &&
+      (!Number.isInteger(r.carryMs) || r.carryMs < 0 || r.carryMs > REWRITE_CARRY_MAX_MS)
+    ) {
+      fail(`${where}.carryMs`, `is an integer 0..${REWRITE_CARRY_MAX_MS} (ms); got ${kindOf(r.carryMs)}`);
+    }
+    kernel.push(k);
+    rewrites.push({ rule: r, find, replace, carryMs: r.carryMs });
   });
   intercept.forEach((r, i) => {
     const where = `rules.intercept[${i}]`;
-    if (!(r.action in ACTIONS)) fail(`${where}.action`, 'is "pass", "report" or "hold"');
-    kernel.push(compileMatch(where, r, ACTIONS[r.action]));
+    const k = compileMatch(where, r, RuleAction.Pass, INTERCEPT_KEYS);
+    if (typeof r.action !== 'string' || !(r.action in ACTIONS)) {
+      fail(
+        `${where}.action`,
+        `is "hold", "report" or "pass" (required); got ${r.action === undefined ? 'nothing' : kindOf(r.action)}`,
+      );
+    }
+    k.action = ACTIONS[r.action];
+    kernel.push(k);
   });
   return {
     config: { default: def, intercept, rewrite, holdTimeoutMs: hold },

@@ -5,8 +5,9 @@ import type { MessageConnection } from 'vscode-jsonrpc';
 import { ErrorCodes, ResponseError } from 'vscode-jsonrpc';
 import * as P from '../shared/helperProtocol';
 import { EngineError, type FilterEngine } from './engine';
+import { CaptureTargetError, type ExportSelection } from './captureExport';
 import { RulesError } from './rules';
-import { MODIFIED_MAX_LEN } from './wire';
+import { HOLD_TOTAL_MAX_MS, MODIFIED_MAX_LEN } from './wire';
 
 function invalid(message: string): ResponseError<void> {
   return new ResponseError(ErrorCodes.InvalidParams, message);
@@ -17,6 +18,44 @@ function asObject(p: unknown, method: string): Record<string, unknown> {
     throw invalid(`${method}: params must be an object`);
   }
   return p as Record<string, unknown>;
+}
+
+/** wrap() for a request that answers later: its rejection mapped the same way. */
+function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return wrap(fn).catch((e: unknown) =>
+      wrap(() => {
+        throw e;
+      }),
+    );
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** Socket ids and process name of an export request (each optional). */
+function selection(o: Record<string, unknown>, method: string): ExportSelection {
+  const sel: ExportSelection = {};
+  if (o.sockets !== undefined) {
+    if (!Array.isArray(o.sockets) || !o.sockets.every((x) => typeof x === 'string' && /^\d+:\d+$/.test(x))) {
+      throw invalid(`${method}: sockets must be socket ids like "3:1"`);
+    }
+    sel.sockets = o.sockets as string[];
+  }
+  if (o.process !== undefined) {
+    if (typeof o.process !== 'string' || !o.process) {
+      throw invalid(`${method}: process must be a process name`);
+    }
+    sel.process = o.process;
+  }
+  return sel;
+}
+
+function absolutePath(o: Record<string, unknown>, method: string): string {
+  if (typeof o.path !== 'string' || !o.path.startsWith('/')) {
+    throw invalid(`${method}: path must be an absolute path`);
+  }
+  return o.path;
 }
 
 /** Maps engine and addon errors to JSON-RPC errors that keep their cause. */
@@ -32,10 +71,15 @@ function wrap<T>(fn: () => T): T {
           ? P.HelperErrorCode.UnknownPayload
           : e.code === 'NKE_NOT_CONNECTED'
             ? P.HelperErrorCode.FilterNotConnected
-            : e.code === 'NKE_BAD_VERDICT'
+            : e.code === 'NKE_BAD_VERDICT' || e.code === 'NKE_NO_STAGED_EDIT'
               ? ErrorCodes.InvalidParams
-              : P.HelperErrorCode.FilterRefused;
-      throw new ResponseError(code, e.message, { code: e.code });
+              : e.code === 'NKE_NO_CAPTURE'
+                ? P.HelperErrorCode.CaptureFailed
+                : P.HelperErrorCode.FilterRefused;
+      throw new ResponseError(code, e.message, { ...e.data, code: e.code });
+    }
+    if (e instanceof CaptureTargetError) {
+      throw new ResponseError(P.HelperErrorCode.CaptureFailed, e.message, { code: e.code });
     }
     const err = e as Error & { code?: string };
     throw new ResponseError(P.HelperErrorCode.FilterRefused, err.message, { code: err.code ?? 'NKE_ERROR' });
@@ -75,8 +119,23 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
       if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
         throw invalid('nke/getPayload: id must be a decimal string');
       }
-      const b = engine.getPayload(o.id);
+      if (o.staged !== undefined && typeof o.staged !== 'boolean') {
+        throw invalid('nke/getPayload: staged must be a boolean');
+      }
+      const b = engine.getPayload(o.id, o.staged === true);
       return { id: o.id, size: b.length, base64: b.toString('base64') };
+    }),
+  );
+  conn.onRequest(P.StageEdit, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/stageEdit');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/stageEdit: id must be a decimal string');
+      }
+      if (o.base64 !== undefined && (typeof o.base64 !== 'string' || !BASE64.test(o.base64))) {
+        throw invalid('nke/stageEdit: base64 is the edit, base64-encoded (absent: clear it)');
+      }
+      return engine.stageEdit(o.id, o.base64 === undefined ? undefined : Buffer.from(o.base64, 'base64'));
     }),
   );
   conn.onRequest(P.Verdict, (p: unknown) =>
@@ -89,9 +148,9 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
         throw invalid('nke/verdict: action must be "allow", "drop" or "replace"');
       }
       let bytes: Buffer | undefined;
-      if (o.action === 'replace') {
+      if (o.action === 'replace' && o.base64 !== undefined) {
         if (typeof o.base64 !== 'string' || !BASE64.test(o.base64)) {
-          throw invalid('nke/verdict: replace needs base64 (the new bytes, base64-encoded)');
+          throw invalid('nke/verdict: base64 is the new bytes, base64-encoded (absent: the staged edit)');
         }
         bytes = Buffer.from(o.base64, 'base64');
         if (bytes.length > MODIFIED_MAX_LEN) {
@@ -99,6 +158,22 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
         }
       } else if (o.base64 !== undefined) throw invalid('nke/verdict: base64 is only for replace');
       engine.verdict(o.id, o.action, bytes);
+    }),
+  );
+  conn.onRequest(P.ExtendHold, (p: unknown) =>
+    wrap(() => {
+      const o = asObject(p, 'nke/extendHold');
+      if (typeof o.id !== 'string' || !/^\d+$/.test(o.id)) {
+        throw invalid('nke/extendHold: id must be a decimal string');
+      }
+      if (
+        !Number.isInteger(o.holdMs) ||
+        (o.holdMs as number) < 1 ||
+        (o.holdMs as number) > HOLD_TOTAL_MAX_MS
+      ) {
+        throw invalid(`nke/extendHold: holdMs must be an integer 1..${HOLD_TOTAL_MAX_MS} (ms of total hold)`);
+      }
+      return engine.extendHold(o.id, o.holdMs as number);
     }),
   );
   conn.onRequest(P.GetHistory, (p: unknown) =>
@@ -115,7 +190,40 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
       return engine.model.historySince(since as number, limit as number);
     }),
   );
-  conn.onRequest(P.Clear, () => wrap(() => engine.model.clear()));
+  conn.onRequest(P.Clear, () => wrap(() => engine.clear()));
+  conn.onRequest(P.ExportPcapng, (p: unknown) =>
+    wrapAsync(() => {
+      const o = asObject(p, 'nke/exportPcapng');
+      const sel = selection(o, 'nke/exportPcapng');
+      let owner: { uid: number; gid: number } | undefined;
+      if (o.owner !== undefined) {
+        const w = o.owner as { uid?: unknown; gid?: unknown };
+        if (typeof w !== 'object' || w === null || !Number.isInteger(w.uid) || !Number.isInteger(w.gid)) {
+          throw invalid('nke/exportPcapng: owner must be {uid, gid} integers');
+        }
+        owner = { uid: w.uid as number, gid: w.gid as number };
+      }
+      return engine.exportPcapng(absolutePath(o, 'nke/exportPcapng'), sel, owner);
+    }),
+  );
+  // Live streams end with this connection (the extcap process exits when
+  // Wireshark stops the capture) or when the FIFO's reader goes away.
+  const streams = new AbortController();
+  conn.onRequest(P.StreamCapture, (p: unknown) =>
+    wrapAsync(() => {
+      const o = asObject(p, 'nke/streamCapture');
+      const sel = selection(o, 'nke/streamCapture');
+      if (o.fromHistory !== undefined && typeof o.fromHistory !== 'boolean') {
+        throw invalid('nke/streamCapture: fromHistory must be a boolean');
+      }
+      return engine.streamCapture(
+        absolutePath(o, 'nke/streamCapture'),
+        sel,
+        streams.signal,
+        o.fromHistory === true,
+      );
+    }),
+  );
 
   const onUpdate = (b: P.UpdateBatch) => void conn.sendNotification(P.Update, b).catch(() => {});
   const onClosed = (e: { code: string; message: string }) =>
@@ -123,6 +231,7 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
   engine.on('update', onUpdate);
   engine.on('filterClosed', onClosed);
   return () => {
+    streams.abort();
     engine.off('update', onUpdate);
     engine.off('filterClosed', onClosed);
   };

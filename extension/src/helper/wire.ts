@@ -3,6 +3,7 @@
 // header), shaped for the live model: camelCase, printable addresses, plain
 // numbers where they are exact. No offsets are written out here.
 import * as abi from '../shared/abi';
+import type { PendingRemovalReason } from '../shared/helperProtocol';
 
 export {
   emptyRule,
@@ -22,6 +23,7 @@ export {
   NKE_RESPONSE_MAX_RELEASES as RESPONSE_MAX_RELEASES,
   NKE_PUT_DATA_MAX_PIECE as PUT_DATA_MAX_PIECE,
   NKE_MODIFIED_MAX_LEN as MODIFIED_MAX_LEN,
+  NKE_HOLD_TOTAL_MAX_MS as HOLD_TOTAL_MAX_MS,
   NKE_DATA_F_HELD as DATA_F_HELD,
   NKE_DATA_F_HAS_ADDR as DATA_F_HAS_ADDR,
 } from '../shared/abi';
@@ -30,7 +32,8 @@ import { NotifyType, type CaptureMode, type RuleAction } from '../shared/abi';
 export const DIR_IN = abi.Direction.In;
 export const DIR_OUT = abi.Direction.Out;
 
-export const RELEASE_REASONS: Record<number, string> = {
+/** NKE_RELEASE_* as the protocol names them (PendingRemovalReason). */
+export const RELEASE_REASONS: Readonly<Record<number, PendingRemovalReason>> = {
   1: 'timeout',
   2: 'client-gone',
   3: 'socket-gone',
@@ -101,7 +104,15 @@ export type Notification =
     })
   | (Base & { type: NotifyType.ChunkReleased; chunkId: bigint; reason: number; size: number })
   | (Base & { type: NotifyType.State; state: FilterState })
-  | (Base & { type: NotifyType.Option; level: number; name: number; isSet: boolean });
+  | (Base & { type: NotifyType.Option; level: number; name: number; isSet: boolean })
+  | (Base & {
+      type: NotifyType.DataGap;
+      streamOffset: number;
+      size: number;
+      direction: number;
+      /** enum nke_gap_reason */
+      reason: number;
+    });
 
 export interface FilterState {
   abiVersion: number;
@@ -249,6 +260,17 @@ function adapt(n: abi.Notification): Notification {
         level: n.level,
         name: n.name,
         isSet: n.is_set === 1,
+      };
+    case 'data_gap':
+      return {
+        type: NotifyType.DataGap,
+        flags,
+        sock,
+        timeNs,
+        streamOffset: Number(n.stream_offset),
+        size: n.size,
+        direction: n.direction,
+        reason: n.reason,
       };
   }
 }

@@ -28,6 +28,10 @@ export interface HelperLaunchOptions {
   /** macOS: run the helper as root through an administrator prompt. */
   asAdministrator?: boolean;
   historyLimit?: number;
+  /** MiB of payload the helper's capture history keeps (0: none) */
+  captureHistoryMiB?: number;
+  /** the helper also serves the control socket (nke export/verdict, Wireshark's extcap) */
+  serveControl?: boolean;
   /** false: the helper does not open the filter until asked (nke/connect). */
   connectFilter?: boolean;
   /** ms to wait for the connection back (default 20 s; 120 s with the prompt). */
@@ -135,6 +139,8 @@ export class HelperClient extends EventEmitter<{
     const runtime = this.opts.runtime ?? process.execPath;
     const args = [this.opts.helperScript, '--socket', this.socketPath, '--token-file', tokenFile];
     if (this.opts.historyLimit) args.push('--history', String(this.opts.historyLimit));
+    if (this.opts.captureHistoryMiB) args.push('--capture-mib', String(this.opts.captureHistoryMiB));
+    if (this.opts.serveControl) args.push('--control');
     if (this.opts.connectFilter === false) args.push('--no-connect');
     const env = { ...process.env, ...this.opts.env, ELECTRON_RUN_AS_NODE: '1' };
 

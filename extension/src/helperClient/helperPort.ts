@@ -1,10 +1,11 @@
-// What the commands ask of the helper process (see DESIGN.md: the helper owns
-// the addon, the filter connection and the live model feed). HelperSession
+// What the commands ask of the helper process (docs/architecture.md, The data
+// path: the helper owns the addon, the filter connection and the live model
+// feed). HelperSession
 // implements it over HelperClient's JSON-RPC connection.
-import type { FilterStatus, RulesConfig } from '../shared/helperProtocol';
+import type { FilterStatus, PendingView, RulesConfig } from '../shared/helperProtocol';
 
-/** A person's final word on a held chunk ('replace' comes with the payload editor). */
-export type PayloadVerdict = 'allow' | 'drop';
+/** A person's final word on a held chunk; 'replace' sends edited bytes. */
+export type PayloadVerdict = 'allow' | 'drop' | 'replace';
 
 export interface HelperPort {
   /** Starts the helper if needed, opens the filter and loads the helper's whole model. */
@@ -16,7 +17,10 @@ export interface HelperPort {
   /** Paused: the filter passes everything through without deferring. */
   setPaused(paused: boolean): Promise<void>;
   setRules(rules: RulesConfig): Promise<void>;
-  verdict(payloadId: string, verdict: PayloadVerdict): Promise<void>;
+  /** `bytes` only with 'replace': what is sent in place of the held bytes. */
+  verdict(payloadId: string, verdict: PayloadVerdict, bytes?: Uint8Array): Promise<void>;
   /** The held bytes of a pending payload (fetched only when asked for). */
   payload(payloadId: string): Promise<Buffer>;
+  /** Keeps a payload held until heldAt + holdMs (capped by the filter); its new view. */
+  extendHold(payloadId: string, holdMs: number): Promise<PendingView>;
 }

@@ -12,15 +12,20 @@ import { ResponseError } from 'vscode-jsonrpc';
 import { ActionableError } from '../commands/actionableError';
 import type { WorkbenchModel } from '../model/workbenchModel';
 import {
+  type CaptureExportResult,
   Clear,
   ConnectFilter,
   DisconnectFilter,
+  ExportPcapng,
+  ExtendHold,
   FilterClosed,
   type FilterStatus,
   GetPayload,
   GetSnapshot,
   GetStatus,
   Log,
+  type PendingRemovalReason,
+  type PendingView,
   type RulesConfig,
   SetPaused,
   SetRules,
@@ -28,6 +33,7 @@ import {
   Verdict,
 } from '../shared/helperProtocol';
 import { describeOwner, type FilterOwnership } from './filterOwner';
+import { noLongerHeld } from '../shared/payloadReasons';
 import { HelperClient } from './helperClient';
 import type { HelperPort, PayloadVerdict } from './helperPort';
 
@@ -47,6 +53,8 @@ export interface HelperSessionOptions {
     /** macOS kext mode: the helper runs as root through an administrator prompt. */
     asAdministrator: boolean;
     historyLimit: number;
+    /** nke.captureHistoryMiB */
+    captureHistoryMiB?: number;
     /** NKE_EMU_DIR and such, for the helper's addon. */
     env: NodeJS.ProcessEnv;
     /** pushed to the helper before the filter opens */
@@ -69,6 +77,24 @@ function filterErrorCode(e: unknown): string | undefined {
   if (!(e instanceof ResponseError)) return undefined;
   const data = e.data as { code?: unknown } | undefined;
   return typeof data?.code === 'string' ? data.code : undefined;
+}
+
+/** A helper ResponseError's data.reason (why a payload is no longer pending). */
+function removalReason(e: unknown): PendingRemovalReason | undefined {
+  if (!(e instanceof ResponseError)) return undefined;
+  const data = e.data as { reason?: unknown } | undefined;
+  return typeof data?.reason === 'string' ? (data.reason as PendingRemovalReason) : undefined;
+}
+
+/** The payload is no longer held: released by the filter or already answered. */
+export class PayloadGoneError extends ActionableError {
+  constructor(
+    readonly payloadId: string,
+    readonly reason: PendingRemovalReason | undefined,
+  ) {
+    super(noLongerHeld(payloadId, reason));
+    this.name = 'PayloadGoneError';
+  }
 }
 
 /** The emulator's endpoint did not answer: NKE: Load Filter can start it. */
@@ -247,6 +273,9 @@ export class HelperSession implements HelperPort {
       }
     }
     this.stopHelper();
+    // The filter released everything held when its client closed; the
+    // helper's last batch saying so may never arrive.
+    this.opts.model.releaseAllPending('client-gone');
     this.opts.model.setLink({
       status: 'disconnected',
       staleReason: undefined,
@@ -276,7 +305,38 @@ export class HelperSession implements HelperPort {
     if (this.conn) await this.setRules(rules);
   }
 
-  async verdict(payloadId: string, verdict: PayloadVerdict): Promise<void> {
+  async verdict(payloadId: string, verdict: PayloadVerdict, bytes?: Uint8Array): Promise<void> {
+    const conn = this.requireLive(payloadId);
+    if ((verdict === 'replace') !== (bytes !== undefined)) {
+      throw new Error(`payload ${payloadId}: the new bytes go with 'replace' and only with it`);
+    }
+    try {
+      await conn.sendRequest(Verdict, {
+        id: payloadId,
+        action: verdict,
+        ...(bytes
+          ? { base64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }
+          : {}),
+      });
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
+  }
+
+  async extendHold(payloadId: string, holdMs: number): Promise<PendingView> {
+    const conn = this.requireLive(payloadId);
+    try {
+      const view = await conn.sendRequest(ExtendHold, { id: payloadId, holdMs });
+      // Shown at once; the helper's next batch carries the same view.
+      this.opts.model.updatePending(view);
+      return view;
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
+  }
+
+  /** The connection, when a held chunk can still be acted on at all. */
+  private requireLive(payloadId: string): MessageConnection {
     const conn = this.require();
     const { status } = this.opts.model.link;
     if (status !== 'connected' && status !== 'paused') {
@@ -287,11 +347,7 @@ export class HelperSession implements HelperPort {
         command: 'nke.connect',
       });
     }
-    try {
-      await conn.sendRequest(Verdict, { id: payloadId, action: verdict });
-    } catch (e) {
-      throw this.explain(e, payloadId);
-    }
+    return conn;
   }
 
   /** Makes the helper forget closed sockets, execs and history (if one runs). */
@@ -299,9 +355,36 @@ export class HelperSession implements HelperPort {
     if (this.conn) await this.conn.sendRequest(Clear);
   }
 
+  /** The helper writes its capture history as pcapng to `file` (all sockets, or these ids). */
+  async exportPcapng(file: string, sockets?: string[]): Promise<CaptureExportResult> {
+    const conn = this.require();
+    try {
+      return await conn.sendRequest(ExportPcapng, {
+        path: file,
+        sockets: sockets?.length ? sockets : undefined,
+        // A root helper (kext mode) gives the file to this user.
+        owner:
+          process.getuid && process.getgid ? { uid: process.getuid(), gid: process.getgid() } : undefined,
+      });
+    } catch (e) {
+      if (filterErrorCode(e) === 'NKE_NO_CAPTURE') {
+        throw new ActionableError(`${(e as Error).message}`, {
+          title: 'Open Settings',
+          command: 'workbench.action.openSettings',
+          args: ['nke.captureHistoryMiB'],
+        });
+      }
+      throw this.explain(e);
+    }
+  }
+
   async payload(payloadId: string): Promise<Buffer> {
-    const r = await this.require().sendRequest(GetPayload, { id: payloadId });
-    return Buffer.from(r.base64, 'base64');
+    try {
+      const r = await this.require().sendRequest(GetPayload, { id: payloadId });
+      return Buffer.from(r.base64, 'base64');
+    } catch (e) {
+      throw this.explain(e, payloadId);
+    }
   }
 
   /** Stops the helper (it exits when its connection closes); the model says disconnected. */
@@ -350,6 +433,10 @@ export class HelperSession implements HelperPort {
       runtime: this.opts.runtime,
       asAdministrator: launch.asAdministrator,
       historyLimit: launch.historyLimit,
+      captureHistoryMiB: launch.captureHistoryMiB,
+      // The control socket is per user: a root helper (kext mode) would
+      // create it where the user's nke and Wireshark cannot reach it.
+      serveControl: !launch.asAdministrator,
       connectFilter: false,
       env: launch.env,
       log: (line) => this.opts.log.info(line),
@@ -383,6 +470,7 @@ export class HelperSession implements HelperPort {
       log.error(why);
       this.opts.ownership?.release();
       model.markStale(why, 'nke.loadFilter');
+      model.releaseAllPending('filter-gone');
       this.fail({ kind: 'filter-closed', message: why });
     });
     conn.onNotification(Log, ({ level, message }) => log[level](`helper: ${message}`));
@@ -403,6 +491,8 @@ export class HelperSession implements HelperPort {
     const why = `the helper process ended: ${reason}`;
     this.opts.log.error(why);
     this.opts.model.markStale(why, 'nke.restartHelper');
+    // The filter fails open when its client dies: nothing is held any more.
+    this.opts.model.releaseAllPending('client-gone');
     this.fail({ kind: 'helper-exited', message: why });
   }
 
@@ -429,9 +519,7 @@ export class HelperSession implements HelperPort {
         return new FilterBusyError(message, owner && describeOwner(owner));
       }
       case 'NKE_UNKNOWN_PAYLOAD':
-        return new ActionableError(
-          `payload ${payloadId} is no longer held (released on its deadline or already answered): ${message}`,
-        );
+        return new PayloadGoneError(payloadId ?? '?', removalReason(e));
       case 'NKE_NOT_CONNECTED':
         return new ActionableError(`${message}`, { title: 'Connect', command: 'nke.connect' });
     }

@@ -9,6 +9,7 @@
 // completion and then fires one change event per part it touched.
 import type {
   Counters,
+  PendingRemovalReason,
   RulesConfig,
   ExecView,
   FilterStatus,
@@ -20,10 +21,22 @@ import type {
 import { emptyCounters } from '../shared/helperProtocol';
 import { type ExecScope, ExecStore, type ExecTree } from './execStore';
 
-export type { Counters, ExecScope, ExecTree, ExecView, FilterStatus, PendingView, SocketView };
+export type {
+  Counters,
+  ExecScope,
+  ExecTree,
+  ExecView,
+  FilterStatus,
+  PendingRemovalReason,
+  PendingView,
+  SocketView,
+};
 
 /** How long closed sockets stay in the model by default (nke.closedSocketsKeptSeconds). */
 export const DEFAULT_CLOSED_SOCKETS_KEPT_MS = 300_000;
+
+/** Pending payloads that left the model in one change, and why. */
+export type PendingRemoval = { id: string; reason: PendingRemovalReason };
 
 /** Where the filter runs: the Linux user-space emulator or the macOS kext. */
 export type FilterMode = 'emulator' | 'kext';
@@ -87,6 +100,7 @@ export class WorkbenchModel {
   private readonly listeners = new Set<(e: ModelChange) => void>();
   /** nke.closedSocketsKeptSeconds, in ms: closed sockets older than this are forgotten. */
   private closedKeptMs = DEFAULT_CLOSED_SOCKETS_KEPT_MS;
+  private readonly removalListeners = new Set<(removed: PendingRemoval[]) => void>();
 
   constructor(
     mode: FilterMode,
@@ -102,6 +116,15 @@ export class WorkbenchModel {
   readonly onDidChange: ModelEvent<ModelChange> = (listener) => {
     this.listeners.add(listener);
     return { dispose: () => this.listeners.delete(listener) };
+  };
+
+  /**
+   * Pending payloads removed, with the reason (the filter released them, a
+   * client answered, the link went away). Fires after the 'pending' change.
+   */
+  readonly onDidRemovePending: ModelEvent<PendingRemoval[]> = (listener) => {
+    this.removalListeners.add(listener);
+    return { dispose: () => this.removalListeners.delete(listener) };
   };
 
   get link(): Readonly<LinkState> {
@@ -246,8 +269,26 @@ export class WorkbenchModel {
     this.setLink({ status: 'failed', staleReason: reason, recoverWith });
   }
 
+  /**
+   * Every pending payload is gone at once: the filter released them when its
+   * client (the helper) went away or when the filter itself did. Rows left
+   * behind would count down to "0.0 s left" and offer verdicts nobody can give.
+   */
+  releaseAllPending(reason: PendingRemovalReason): void {
+    if (this.pendingById.size === 0) return;
+    const removed = [...this.pendingById.keys()].map((id) => ({ id, reason }));
+    this.pendingById.clear();
+    this.fire('pending');
+    this.fireRemoved(removed);
+  }
+
   /** Replaces everything with the helper's whole model (on (re)connect). */
   applySnapshot(s: Snapshot): void {
+    // Pending payloads the new snapshot does not have were released meanwhile.
+    const kept = new Set(s.pending.map((p) => p.id));
+    const gone = [...this.pendingById.keys()]
+      .filter((id) => !kept.has(id))
+      .map((id) => ({ id, reason: 'released' as const }));
     this.socketsById.clear();
     this.closedAt.clear();
     this.execStore.clear();
@@ -261,12 +302,14 @@ export class WorkbenchModel {
     });
     this.linkState = { ...this.linkState, rules: s.rules };
     for (const part of ['sockets', 'execs', 'pending'] as const) this.fire(part);
+    this.fireRemoved(gone);
   }
 
   /** Applies one batch of changes from the helper (at most ~30 a second). */
   applyUpdate(b: UpdateBatch): void {
     const touched = this.apply(b);
     for (const part of touched) this.fire(part);
+    this.fireRemoved(b.pendingRemoved);
   }
 
   private apply(b: UpdateBatch): Set<ModelPart> {
@@ -291,8 +334,12 @@ export class WorkbenchModel {
     for (const e of b.execs) this.execStore.add({ ...e });
     if (b.execs.length) touched.add('execs');
     for (const p of b.pendingAdded) this.pendingById.set(p.id, { ...p });
+    // Only payloads still here: an update never brings back a removed one.
+    for (const p of b.pendingUpdated ?? []) {
+      if (this.pendingById.has(p.id)) this.pendingById.set(p.id, { ...p });
+    }
     for (const r of b.pendingRemoved) this.pendingById.delete(r.id);
-    if (b.pendingAdded.length || b.pendingRemoved.length) {
+    if (b.pendingAdded.length || b.pendingRemoved.length || b.pendingUpdated?.length) {
       touched.add('pending');
       // The Pending view shows the socket's peer: sockets matter to it too.
     }
@@ -319,6 +366,13 @@ export class WorkbenchModel {
     if (this.execStore.setLimit(limit)) this.fire('execs');
   }
 
+  /** Updates one pending payload (its deadline after an extend) if it is still pending. */
+  updatePending(p: PendingView): void {
+    if (!this.pendingById.has(p.id)) return;
+    this.pendingById.set(p.id, { ...p });
+    this.fire('pending');
+  }
+
   /** Forgets sockets, execs and pending payloads; keeps the link's status. */
   clear(): void {
     this.socketsById.clear();
@@ -332,6 +386,11 @@ export class WorkbenchModel {
 
   private fire(part: ModelPart): void {
     for (const l of [...this.listeners]) l({ part });
+  }
+
+  private fireRemoved(removed: PendingRemoval[]): void {
+    if (!removed.length) return;
+    for (const l of [...this.removalListeners]) l(removed);
   }
 }
 

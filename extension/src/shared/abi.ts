@@ -27,7 +27,7 @@
 // Constants (#defines of nke_abi.h)
 // ---------------------------------------------------------------------------
 
-export const NKE_ABI_VERSION = 2;
+export const NKE_ABI_VERSION = 3;
 export const NKE_BUNDLE_ID = 'com.nkeworkbench.filter';
 export const NKE_SERVICE_CLASS = 'com_nkeworkbench_Filter';
 export const NKE_KEV_VENDOR = 'com.nkeworkbench';
@@ -81,6 +81,8 @@ export const NKE_MATCH_ALL_FIELDS = 0x1ff;
 export const NKE_MAX_RULES = 64;
 export const NKE_HOLD_TIMEOUT_DEFAULT_MS = 5000;
 export const NKE_HOLD_TIMEOUT_MAX_MS = 600000;
+/** Hard cap on one chunk's total hold (NKE_ACT_EXTEND's hold_ms). */
+export const NKE_HOLD_TOTAL_MAX_MS = 600000;
 
 export const NKE_KEV_HEADER_SIZE = 24;
 export const NKE_KEV_CLASS = 1;
@@ -102,6 +104,8 @@ export const NKE_EMU_CTL_SOCK = 'ctl.sock';
 export const NKE_EMU_KEV_SOCK = 'kev.sock';
 export const NKE_EMU_SHIM_SOCK = 'shim.sock';
 export const NKE_EMU_LOCK_FILE = 'nke-emud.lock';
+export const NKE_EMU_LOG_FILE = 'nke-emud.log';
+export const NKE_EMU_LOG_MAX = 4 * 1024 * 1024;
 export const NKE_EMU_MAGIC_REQ = 0x51454b4e;
 export const NKE_EMU_MAGIC_REPLY = 0x50454b4e;
 export const NKE_EMU_KEV_ANY = 0;
@@ -152,6 +156,8 @@ export enum NotifyType {
   Option = 11,
   /** An attach record again: the socket's process is now known (accept in another process). */
   Owner = 12,
+  /** nke_nt_data_gap: data the filter passed without reporting it */
+  DataGap = 13,
 }
 
 export enum SockEvent {
@@ -178,11 +184,19 @@ export enum ReleaseReason {
   SocketClosing = 6,
 }
 
+/** Why data passed unreported (nke_nt_data_gap.reason). */
+export enum GapReason {
+  NoBuffer = 1,
+  QueueFull = 2,
+}
+
 /** Verdict actions of NKE_SEL_RESPOND. */
 export enum Action {
   Allow = 1,
   AllowModified = 2,
   Drop = 3,
+  /** Not a verdict: keep holding; deadline = when held + hold_ms (never earlier). */
+  Extend = 4,
 }
 
 export enum CaptureMode {
@@ -224,7 +238,8 @@ export enum NkeError {
   Selector = 22,
   NoMemory = 23,
   NotOpen = 24,
-  _Count = 25,
+  HoldMs = 25,
+  _Count = 26,
 }
 
 export enum EmuKevOp {
@@ -244,11 +259,11 @@ const NKE_ERROR_MESSAGES: Readonly<Record<number, string>> = {
     'unknown flag bits set: the client is newer than the filter; rebuild and reload the filter',
   [NkeError.Reserved]: 'a padding/reserved field is not zero: client encoder bug; padding must be zero',
   [NkeError.Action]:
-    'unknown verdict or rule action: use Allow, AllowModified or Drop (rules: Pass, Report, Hold)',
+    'unknown verdict or rule action: use Allow, AllowModified, Drop or Extend (rules: Pass, Report, Hold)',
   [NkeError.Sock]:
     'socket id does not match the chunk: the verdict names the wrong socket (or a reused slot); check the notification it answers',
   [NkeError.NotHeld]:
-    'verdict for a chunk that was only reported, not held: reported chunks need only their buffers released',
+    'verdict for a chunk that was only reported, not held (or an Extend of a decided chunk): reported chunks need only their buffers released',
   [NkeError.DupVerdict]: 'two verdicts for the same chunk in one response: send one verdict per chunk',
   [NkeError.ModifiedLen]:
     'modified_len differs from the bytes staged with put-data: stage all modified bytes before the AllowModified verdict',
@@ -272,6 +287,7 @@ const NKE_ERROR_MESSAGES: Readonly<Record<number, string>> = {
     'unknown user-client method: the client is newer than the filter; rebuild and reload the filter',
   [NkeError.NoMemory]: 'the filter is out of memory: free held chunks or reload the filter',
   [NkeError.NotOpen]: 'method called before a successful open: open the filter first',
+  [NkeError.HoldMs]: `Extend with hold_ms 0 or above the total hold cap (${NKE_HOLD_TOTAL_MAX_MS} ms): ask for 1..${NKE_HOLD_TOTAL_MAX_MS} ms`,
 };
 
 /** A human-readable message for a user-client status code, known or not. */
@@ -579,6 +595,19 @@ export const NtChunkReleasedLayout = defineStruct({
   ],
 });
 
+export const NtDataGapLayout = defineStruct({
+  name: 'nke_nt_data_gap',
+  size: 40,
+  fields: [
+    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
+    { name: 'stream_offset', offset: 24, type: 'u64' },
+    { name: 'size', offset: 32, type: 'u32' },
+    { name: 'direction', offset: 36, type: 'u8' },
+    { name: 'reason', offset: 37, type: 'u8' },
+    { name: '_pad0', offset: 38, type: 'u16' },
+  ],
+});
+
 export const FilterStateLayout = defineStruct({
   name: 'nke_filter_state',
   size: 144,
@@ -793,6 +822,7 @@ export const ABI_STRUCTS: readonly StructLayout[] = [
   NtOptionLayout,
   NtDataLayout,
   NtChunkReleasedLayout,
+  NtDataGapLayout,
   FilterStateLayout,
   NtStateLayout,
   ResponseHdrLayout,
@@ -864,6 +894,9 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_NT_STATE: NotifyType.State,
   NKE_NT_OPTION: NotifyType.Option,
   NKE_NT_OWNER: NotifyType.Owner,
+  NKE_NT_DATA_GAP: NotifyType.DataGap,
+  NKE_GAP_NO_BUFFER: GapReason.NoBuffer,
+  NKE_GAP_QUEUE_FULL: GapReason.QueueFull,
   NKE_EV_CONNECTING: SockEvent.Connecting,
   NKE_EV_CONNECTED: SockEvent.Connected,
   NKE_EV_DISCONNECTING: SockEvent.Disconnecting,
@@ -891,6 +924,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_ACT_ALLOW: Action.Allow,
   NKE_ACT_ALLOW_MODIFIED: Action.AllowModified,
   NKE_ACT_DROP: Action.Drop,
+  NKE_ACT_EXTEND: Action.Extend,
+  NKE_HOLD_TOTAL_MAX_MS,
   NKE_RESPONSE_MAX_VERDICTS,
   NKE_RESPONSE_MAX_RELEASES,
   NKE_RESPONSE_MAX_SIZE,
@@ -940,6 +975,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_ERR_SELECTOR: NkeError.Selector,
   NKE_ERR_NO_MEMORY: NkeError.NoMemory,
   NKE_ERR_NOT_OPEN: NkeError.NotOpen,
+  NKE_ERR_HOLD_MS: NkeError.HoldMs,
   NKE_ERR__COUNT: NkeError._Count,
   NKE_KEV_HEADER_SIZE,
   NKE_KEV_CLASS,
@@ -958,6 +994,8 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_EMU_KEV_SOCK,
   NKE_EMU_SHIM_SOCK,
   NKE_EMU_LOCK_FILE,
+  NKE_EMU_LOG_FILE,
+  NKE_EMU_LOG_MAX,
   NKE_EMU_MAGIC_REQ,
   NKE_EMU_MAGIC_REPLY,
   NKE_EMU_MAX_REQ,
@@ -984,6 +1022,7 @@ export type NtEvent = StructValue<typeof NtEventLayout>;
 export type NtOption = StructValue<typeof NtOptionLayout>;
 export type NtData = StructValue<typeof NtDataLayout>;
 export type NtChunkReleased = StructValue<typeof NtChunkReleasedLayout>;
+export type NtDataGap = StructValue<typeof NtDataGapLayout>;
 export type FilterState = StructValue<typeof FilterStateLayout>;
 export type NtState = StructValue<typeof NtStateLayout>;
 export type ResponseHdr = StructValue<typeof ResponseHdrLayout>;
@@ -1236,7 +1275,8 @@ export type Notification =
   | ({ kind: 'data' } & NtData)
   | ({ kind: 'chunk_released' } & NtChunkReleased)
   | ({ kind: 'state' } & NtState)
-  | ({ kind: 'option' } & NtOption);
+  | ({ kind: 'option' } & NtOption)
+  | ({ kind: 'data_gap' } & NtDataGap);
 
 export type NotificationKind = Notification['kind'];
 
@@ -1253,6 +1293,7 @@ const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layo
   [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
   [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
   [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
+  [NotifyType.DataGap]: { kind: 'data_gap', layout: NtDataGapLayout },
 };
 
 /** The record layout of a notification type, or undefined for an unknown type. */
@@ -1302,6 +1343,11 @@ function checkNotification(n: Notification): string | undefined {
     case 'bound':
     case 'listen':
       return checkAddr(n.local, 'local') ?? checkAddr(n.remote, 'remote');
+    case 'data_gap':
+      if (n.direction !== Direction.In && n.direction !== Direction.Out) {
+        return `direction is ${n.direction}, expected ${Direction.In} (in) or ${Direction.Out} (out)`;
+      }
+      return undefined;
     default:
       return undefined;
   }
@@ -1458,7 +1504,12 @@ export function encodeOpenRequest(req: { client_pid: number; flags?: number }): 
   });
 }
 
-export type VerdictInput = Omit<Verdict, 'modified_len'> & { modified_len?: number };
+/**
+ * One entry of a response. modified_len (AllowModified) and hold_ms (Extend)
+ * are the two names of one u32 in C (a union in nke_verdict), so the layout
+ * table has one field there: `modified_len`, which carries hold_ms for Extend.
+ */
+export type VerdictInput = Omit<Verdict, 'modified_len'> & { modified_len?: number; hold_ms?: number };
 export type ReleaseInput = Release;
 
 /**
@@ -1492,16 +1543,34 @@ export function encodeResponse(
   );
   let off = ResponseHdrLayout.size;
   verdicts.forEach((vd, i) => {
-    if (vd.action !== Action.Allow && vd.action !== Action.AllowModified && vd.action !== Action.Drop) {
+    if (
+      vd.action !== Action.Allow &&
+      vd.action !== Action.AllowModified &&
+      vd.action !== Action.Drop &&
+      vd.action !== Action.Extend
+    ) {
       throw new AbiError(
-        `response: verdicts[${i}].action is ${vd.action}; use Action.Allow, AllowModified or Drop`,
+        `response: verdicts[${i}].action is ${vd.action}; use Action.Allow, AllowModified, Drop or Extend`,
       );
     }
     const modified_len = vd.modified_len ?? 0;
     if (vd.action !== Action.AllowModified && modified_len !== 0) {
       throw new AbiError(`response: verdicts[${i}].modified_len must be 0 unless action is AllowModified`);
     }
-    encodeStruct(VerdictLayout, { ...vd, modified_len }, out, off);
+    let arg = modified_len;
+    if (vd.action === Action.Extend) {
+      const hold = vd.hold_ms;
+      if (hold === undefined || !Number.isInteger(hold) || hold < 1 || hold > NKE_HOLD_TOTAL_MAX_MS) {
+        throw new AbiError(
+          `response: verdicts[${i}].hold_ms is ${hold}; Extend needs 1..${NKE_HOLD_TOTAL_MAX_MS} (ms of total hold)`,
+        );
+      }
+      arg = hold;
+    } else if (vd.hold_ms !== undefined) {
+      throw new AbiError(`response: verdicts[${i}].hold_ms is only for action Extend`);
+    }
+    const { hold_ms: _hold, ...fields } = vd;
+    encodeStruct(VerdictLayout, { ...fields, modified_len: arg }, out, off);
     off += VerdictLayout.size;
   });
   releases.forEach((rl, i) => {

@@ -39,6 +39,14 @@ export interface RewriteRule extends RuleMatch {
   replace: string;
   encoding?: 'utf8' | 'hex';
   name?: string;
+  /**
+   * How long (ms) bytes at the end of a chunk that may begin a match wait for
+   * the stream's next chunk. Absent: until that chunk comes, the socket
+   * closes, or shortly before the chunk's deadline, so a match split across
+   * writes is found whatever the pause between them. A window shorter than a
+   * pause misses the match (counted in rewriteMatchesMissed, and logged).
+   */
+  carryMs?: number;
 }
 
 export interface RulesConfig {
@@ -108,8 +116,37 @@ export interface PendingView {
   remote?: Endpoint;
   /** wall clock ms when the filter re-injects the original on its own */
   deadline: number;
+  /** an edit staged in the helper (nke/stageEdit), sent by a replace verdict without bytes */
+  staged?: { size: number };
+  /**
+   * wall clock ms when the filter held it (as the helper saw it): nke/extendHold's
+   * holdMs counts from here, and deadline - heldAt is the hold the filter has now
+   */
+  heldAt: number;
 }
 
+/**
+ * Why a payload is no longer pending: the filter released it (deadline,
+ * client gone, socket gone, inject failed) or a client answered it.
+ */
+export type PendingRemovalReason =
+  | 'timeout'
+  | 'client-gone'
+  | 'socket-gone'
+  | 'inject-failed'
+  /** the filter's byte budget ran out while later data waited behind it */
+  | 'budget'
+  /** the socket was closing: outbound sent as it was, inbound discarded */
+  | 'socket-closing'
+  /** the link to the filter was lost (emulator or kext gone); it fails open */
+  | 'filter-gone'
+  | 'allow'
+  | 'drop'
+  | 'replace'
+  /** the filter released it for a reason this client does not know */
+  | 'released';
+
+/** The helper's own counters: totals since this helper process started. */
 export interface Counters {
   notifications: number;
   malformedRecords: number;
@@ -131,6 +168,15 @@ export interface Counters {
   pendingOverLimit?: number;
   /** sockets first seen after attach (attached before this helper connected) */
   socketsAdopted: number;
+  /**
+   * matches of a rewrite rule that went out unrewritten: the rest of a match
+   * split across chunks came after the rule's carryMs, or the filter let the
+   * carried chunks go first (deadline, socket closing on the kext)
+   */
+  rewriteMatchesMissed?: number;
+  /** pieces of data the filter passed without reporting them (NKE_NT_DATA_GAP), and their bytes */
+  dataGaps?: number;
+  dataGapBytes?: number;
 }
 
 /** Counters all zero: a fresh model on either side of the link. */
@@ -152,6 +198,9 @@ export const emptyCounters = (): Counters => ({
   historyDropped: 0,
   pendingOverLimit: 0,
   socketsAdopted: 0,
+  rewriteMatchesMissed: 0,
+  dataGaps: 0,
+  dataGapBytes: 0,
 });
 
 export type HistoryEvent =
@@ -192,7 +241,18 @@ export type HistoryEvent =
       action: 'allow' | 'drop' | 'replace' | 'rewrite' | 'auto-pass';
       size: number;
     }
-  | { seq: number; time: number; kind: 'released'; chunkId: string; reason: string }
+  | { seq: number; time: number; kind: 'released'; chunkId: string; reason: PendingRemovalReason }
+  | {
+      seq: number;
+      time: number;
+      /** the filter passed `size` bytes without reporting them (a hole in the capture) */
+      kind: 'data-gap';
+      socketId: string;
+      direction: 'in' | 'out';
+      size: number;
+      /** 'no-buffer' | 'queue-full' */
+      reason: string;
+    }
   | {
       seq: number;
       time: number;
@@ -205,13 +265,56 @@ export type HistoryEvent =
       truncated: boolean;
     };
 
+/**
+ * The filter's own state record (nke_filter_state), named for what each
+ * number counts: what the filter holds right now, and totals since the
+ * filter started (the kext loaded, or nke-emud started), across all clients.
+ */
+export interface FilterStateView {
+  abiVersion: number;
+  captureMode: 'nothing' | 'all' | 'rules' | 'unknown';
+  now: {
+    /** sockets attached now */
+    socketsLive: number;
+    /** chunks held now, awaiting a verdict */
+    chunksHeld: number;
+    /** data buffers in use now */
+    buffersInUse: number;
+    /** bytes the filter keeps now: held, queued behind held data, staged edits, being re-injected */
+    bytesKept: number;
+  };
+  sinceStart: {
+    socketsAttached: number;
+    chunksHeld: number;
+    bytesHeld: number;
+    chunksReported: number;
+    /** passed untouched because no buffer was free (fail-open) */
+    chunksPassedPoolFull: number;
+    /** released by the filter itself (deadline, client gone, socket gone) */
+    chunksAutoReleased: number;
+    chunksDropped: number;
+    chunksModified: number;
+    /** would have passed, waited behind held data of their socket (stream order) */
+    chunksQueued: number;
+    /** not held because the byte budget was used up */
+    chunksPassedBudget: number;
+    responsesRejected: number;
+    /** notifications lost because the queue was full */
+    notificationsLost: number;
+    /** sockets not filtered because the socket table was full */
+    socketsUntracked: number;
+    /** verdicts and releases skipped because their chunk was already released: answers that came too late */
+    staleEntries: number;
+  };
+}
+
 export interface FilterStatus {
   connected: boolean;
   /** 'emulator' or 'iokit' */
   transport: string;
   sessionId?: string;
-  /** the filter's own counters (nke_filter_state), when connected */
-  state?: Record<string, number>;
+  /** the filter's own state, when connected */
+  state?: FilterStateView;
   /** why the filter is not connected, when it is not */
   error?: { code: string; message: string };
   paused: boolean;
@@ -225,6 +328,36 @@ export interface Snapshot {
   counters: Counters;
   rules: RulesConfig;
   historySize: number;
+  /** the capture history of payload bytes (absent: the helper keeps none) */
+  capture?: CaptureStatus;
+}
+
+/** The helper's capture history (payload bytes for pcapng export and live capture). */
+export interface CaptureStatus {
+  /** ring size in bytes (nke.captureHistoryMiB) */
+  limitBytes: number;
+  /** payload bytes kept now */
+  bytesKept: number;
+  /** index entries (chunks, gaps, socket opens and closes) */
+  entries: number;
+  /** chunks gone, oldest first, to make room */
+  evicted: number;
+  /** holes marked (bytes passed unreported) and their bytes */
+  gaps: number;
+  gapBytes: number;
+  /** why bytes are not being kept (the history file cannot be written) */
+  writeError?: string;
+}
+
+/** What a pcapng export or a live capture stream contained. */
+export interface CaptureExportResult {
+  path: string;
+  packets: number;
+  /** bytes of pcapng written */
+  bytes: number;
+  sockets: number;
+  chunks: number;
+  gaps: number;
 }
 
 /** One batched update (at most ~30 a second). */
@@ -233,7 +366,9 @@ export interface UpdateBatch {
   socketsRemoved: string[];
   execs: ExecView[];
   pendingAdded: PendingView[];
-  pendingRemoved: { id: string; reason: string }[];
+  /** pending payloads already sent whose view changed (an extended deadline) */
+  pendingUpdated?: PendingView[];
+  pendingRemoved: { id: string; reason: PendingRemovalReason }[];
   events: HistoryEvent[];
   counters: Counters;
   filter?: FilterStatus;
@@ -262,22 +397,71 @@ export const DisconnectFilter = new RequestType0<FilterStatus, void>('nke/discon
 export const SetRules = new RequestType<{ rules: RulesConfig }, void, void>('nke/setRules');
 /** Paused: nothing is held, held chunks pass at once. */
 export const SetPaused = new RequestType<{ paused: boolean }, void, void>('nke/setPaused');
-/** Bytes of a pending payload (base64); error for an unknown id. */
-export const GetPayload = new RequestType<{ id: string }, { id: string; size: number; base64: string }, void>(
-  'nke/getPayload',
-);
-/** Final verdict on a pending payload; replace carries the new bytes (base64). */
+/** Bytes of a pending payload (base64), or of its staged edit with staged; error for an unknown id. */
+export const GetPayload = new RequestType<
+  { id: string; staged?: boolean },
+  { id: string; size: number; base64: string },
+  void
+>('nke/getPayload');
+/**
+ * Keeps an edit for a pending payload in the helper (nothing is sent):
+ * base64 absent clears it. Answers the payload's view (its `staged`).
+ */
+export const StageEdit = new RequestType<{ id: string; base64?: string }, PendingView, void>('nke/stageEdit');
+/** Final verdict on a pending payload; replace carries the new bytes (base64), or sends the staged edit without them. */
 export const Verdict = new RequestType<
   { id: string; action: 'allow' | 'drop' | 'replace'; base64?: string },
   void,
   void
 >('nke/verdict');
+/**
+ * Keeps a pending payload held longer: the filter's deadline becomes heldAt +
+ * holdMs (never earlier than it is; 1..NKE_HOLD_TOTAL_MAX_MS). Answers the
+ * payload's view with its new deadline; UnknownPayload (with the reason in
+ * data.reason) when it is no longer held.
+ */
+export const ExtendHold = new RequestType<{ id: string; holdMs: number }, PendingView, void>(
+  'nke/extendHold',
+);
 /** History events with seq > since (at most limit). */
 export const GetHistory = new RequestType<{ since?: number; limit?: number }, HistoryEvent[], void>(
   'nke/history',
 );
 /** Forgets closed sockets, execs and history. */
 export const Clear = new RequestType0<void, void>('nke/clear');
+/**
+ * Writes the capture history as pcapng to `path` (absolute; created 0600 or
+ * truncated), all sockets or the ids given. Streams: the helper's memory
+ * stays flat however large the history.
+ */
+export const ExportPcapng = new RequestType<
+  {
+    path: string;
+    sockets?: string[];
+    process?: string;
+    /** the requesting user: a helper running as root hands them the file */
+    owner?: { uid: number; gid: number };
+  },
+  CaptureExportResult,
+  void
+>('nke/exportPcapng');
+/**
+ * Streams pcapng of what the helper sees, live, into the FIFO at `path`
+ * (Wireshark's extcap --fifo), from now on (fromHistory: from the oldest
+ * entry the history holds). Answers
+ * when the stream ends: its reader closed the FIFO, the client's connection
+ * closed, or the helper stopped.
+ */
+export const StreamCapture = new RequestType<
+  {
+    path: string;
+    sockets?: string[];
+    process?: string;
+    /** begin with what the history holds */ fromHistory?: boolean;
+  },
+  CaptureExportResult,
+  void
+>('nke/streamCapture');
 
 // ---- Notifications (helper -> client) ----------------------------------------
 
@@ -288,10 +472,21 @@ export const FilterClosed = new NotificationType<{ code: string; message: string
 /** A line for the extension's log channel. */
 export const Log = new NotificationType<{ level: 'info' | 'warn' | 'error'; message: string }>('nke/log');
 
+/**
+ * `data` of an UnknownPayload error: the payload was known and is gone, and
+ * why (absent when the helper never saw the id, or forgot it).
+ */
+export interface UnknownPayloadData {
+  code: 'NKE_UNKNOWN_PAYLOAD';
+  reason?: PendingRemovalReason;
+}
+
 /** JSON-RPC error codes of this protocol (besides the standard ones). */
 export const enum HelperErrorCode {
   UnknownPayload = -32001,
   FilterNotConnected = -32002,
   FilterRefused = -32003,
   MessageTooLarge = -32004,
+  /** no capture history (nke.captureHistoryMiB is 0), or the export target cannot be written */
+  CaptureFailed = -32005,
 }

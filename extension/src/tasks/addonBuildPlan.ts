@@ -40,6 +40,7 @@ export const addonSources = {
   cxx: [
     'native/addon/src/addon.cpp',
     'native/addon/src/filter_client.cpp',
+    'native/addon/src/capture_spill.cpp',
     'native/addon/src/kev_socket.cpp',
     'native/addon/src/transport_macos.cpp',
   ],

@@ -1,5 +1,8 @@
-// The Filter view: the link's state, mode, transport and session, the
-// filter's own counters and the helper's counters.
+// The Filter view: the link's state, mode, transport and session; what is
+// held right now; then totals, each labelled for what it counts: the
+// filter's since it started, the helper's since it started. A number that
+// reads like "now" but is a total misled people (675 bytes "held" with
+// nothing pending), so the two never share a label.
 import * as vscode from 'vscode';
 import type { Counters, WorkbenchModel } from '../model/workbenchModel';
 import type { InterceptRule } from '../shared/helperProtocol';
@@ -15,26 +18,32 @@ export interface FilterNode {
     | 'session'
     | 'error'
     | 'stale'
+    | 'now'
     | 'filterCounter'
     | 'counter'
+    | 'group'
     | 'rules'
     | 'rule';
   label: string;
   value: string;
+  tooltip?: string;
+  children?: FilterNode[];
   /** kind 'rule': the intercept rule and its index in nke.interceptRules */
   rule?: InterceptRule;
   index?: number;
 }
 
+/** The helper's counters: totals since the helper process started. */
 const counterLabels: [keyof Counters, string][] = [
   ['dataChunks', 'Data chunks seen'],
   ['heldForPerson', 'Held for you'],
   ['autoPassed', 'Passed by rules'],
   ['rewritten', 'Rewritten by rules'],
+  ['rewriteMatchesMissed', 'Rewrite matches missed'],
   ['verdictsAllow', 'Allowed'],
   ['verdictsReplace', 'Allowed modified'],
   ['verdictsDrop', 'Dropped'],
-  ['releasedByFilter', 'Released on deadline'],
+  ['releasedByFilter', 'Released by the filter'],
   ['bytesIn', 'Bytes in'],
   ['bytesOut', 'Bytes out'],
   ['execs', 'Exec events'],
@@ -42,7 +51,7 @@ const counterLabels: [keyof Counters, string][] = [
 
 export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   constructor(model: WorkbenchModel) {
-    super(model, ['filter']);
+    super(model, ['filter', 'pending']);
   }
 
   getChildren(element?: FilterNode): FilterNode[] {
@@ -56,8 +65,9 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
         index,
       }));
     }
+    if (element) return element.children ?? [];
     // Empty while never connected so the view shows its welcome content.
-    if (element || (link.status === 'disconnected' && !link.filter)) return [];
+    if (link.status === 'disconnected' && !link.filter) return [];
     const nodes: FilterNode[] = [
       { kind: 'status', label: 'Status', value: link.status },
       { kind: 'mode', label: 'Mode', value: link.mode },
@@ -80,24 +90,77 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       if (f.error) {
         nodes.push({ kind: 'error', label: 'Error', value: `${f.error.code}: ${f.error.message}` });
       }
+    }
+    const pending = this.model.pending();
+    nodes.push({
+      kind: 'now',
+      label: 'Held for you now',
+      value: `${pending.length} payload${pending.length === 1 ? '' : 's'}`,
+      tooltip: 'Payloads held right now, waiting for your verdict (Pending Payloads)',
+    });
+    const now = f?.state?.now;
+    if (now) {
+      nodes.push({
+        kind: 'now',
+        label: 'Bytes kept by the filter now',
+        value: String(now.bytesKept),
+        tooltip:
+          'Bytes the filter keeps right now: held chunks, data queued behind them, staged edits, bytes being re-injected',
+      });
+    }
+    const total = f?.state?.sinceStart;
+    if (total) {
       // The filter's own count of verdicts and releases it skipped because
       // their chunk was already released (deadline): answers that came too late.
-      const stale = f.state?.staleEntries;
-      if (stale !== undefined) {
-        nodes.push({ kind: 'filterCounter', label: 'Late answers skipped', value: String(stale) });
-      }
+      nodes.push({
+        kind: 'filterCounter',
+        label: 'Late answers skipped',
+        value: String(total.staleEntries),
+        tooltip: `Late answers skipped: ${total.staleEntries} since the filter started (stale entries: verdicts and releases the filter skipped, their chunk was already released at its deadline)`,
+      });
+      const filterTotals: [number, string][] = [
+        [total.chunksHeld, 'Chunks held'],
+        [total.bytesHeld, 'Bytes held'],
+        [total.chunksReported, 'Chunks reported'],
+        [total.chunksAutoReleased, 'Released by the filter'],
+        [total.chunksPassedPoolFull, 'Passed, no buffer free'],
+        [total.chunksPassedBudget, 'Passed, byte budget used up'],
+        [total.chunksQueued, 'Queued behind held data'],
+        [total.notificationsLost, 'Notifications lost'],
+      ];
+      nodes.push({
+        kind: 'group',
+        label: 'Filter totals',
+        value: 'since the filter started',
+        children: filterTotals.map(([v, label]) => ({
+          kind: 'filterCounter',
+          label,
+          value: String(v),
+          tooltip: `${label}: ${v} since the filter started (all its clients)`,
+        })),
+      });
     }
     const c = this.model.counters;
-    for (const [key, label] of counterLabels) nodes.push({ kind: 'counter', label, value: String(c[key]) });
+    nodes.push({
+      kind: 'group',
+      label: 'Helper totals',
+      value: 'since the helper started',
+      children: counterLabels.map(([key, label]) => ({
+        kind: 'counter',
+        label,
+        value: String(c[key] ?? 0),
+        tooltip: `${label}: ${c[key] ?? 0} since the helper started`,
+      })),
+    });
     return nodes;
   }
 
   getTreeItem(n: FilterNode): vscode.TreeItem {
-    const item = new vscode.TreeItem(
-      n.label,
-      n.kind === 'rules' ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
-    );
     if (n.kind === 'rule' || n.kind === 'rules') {
+      const item = new vscode.TreeItem(
+        n.label,
+        n.kind === 'rules' ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+      );
       item.id = n.kind === 'rules' ? 'filter:rules' : `filter:rule:${n.index}:${JSON.stringify(n.rule)}`;
       item.description = n.value;
       item.tooltip =
@@ -108,11 +171,15 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       item.iconPath = new vscode.ThemeIcon(n.kind === 'rules' ? 'list-filter' : 'debug-breakpoint-data');
       return item;
     }
+    // Totals start collapsed: what is held now stays in sight in a small pane.
+    // The id keeps a group open or closed across the view's refreshes.
+    const item = new vscode.TreeItem(
+      n.label,
+      n.children ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.None,
+    );
+    if (n.children) item.id = `filter.group.${n.label}`;
     item.description = n.value;
-    item.tooltip =
-      n.kind === 'filterCounter'
-        ? `${n.label}: ${n.value} (stale entries: verdicts and releases the filter skipped, their chunk was already released at its deadline)`
-        : `${n.label}: ${n.value}`;
+    item.tooltip = n.tooltip ?? `${n.label}: ${n.value}`;
     item.contextValue = `filter.${n.kind}`;
     if (n.kind === 'status') {
       item.iconPath = new vscode.ThemeIcon(

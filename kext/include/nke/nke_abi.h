@@ -45,9 +45,10 @@ extern "C" {
  * 2: nke_filter_state.stale_entries; exec paths up to NKE_PATH_MAX 4096,
  *    NKE_EXEC_F_TRUNCATED; stream order and byte budget
  *    (nke_filter_state.bytes_kept, chunks_queued, chunks_passed_budget;
- *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET and
- *    NKE_RELEASE_SOCKET_CLOSING. */
-#define NKE_ABI_VERSION 2u
+ *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET,
+ *    NKE_RELEASE_SOCKET_CLOSING and NKE_NT_DATA_GAP.
+ * 3: NKE_ACT_EXTEND (nke_verdict.hold_ms), NKE_HOLD_TOTAL_MAX_MS, NKE_ERR_HOLD_MS. */
+#define NKE_ABI_VERSION 3u
 
 #define NKE_BUNDLE_ID       "com.nkeworkbench.filter"
 #define NKE_SERVICE_CLASS   "com_nkeworkbench_Filter"
@@ -59,8 +60,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * Data buffers. The published design has 40 x 64 KiB; 64 buffers give a
- * client that answers in batches room to keep the pipe full.
+ * Data buffers. The published design the project is modelled on
+ * (docs/architecture.md) has 40 x 64 KiB; 64 buffers give a client that
+ * answers in batches room to keep the pipe full.
  */
 #define NKE_BUFFER_COUNT    64u
 #define NKE_BUFFER_SIZE     (64u * 1024u)
@@ -147,6 +149,19 @@ enum nke_direction {
 /* User-client methods (IOConnectCallStructMethod selectors)                 */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Who may call which selector, the same for the kext's externalMethod and
+ * nke-emud's ctl.sock (both ask nke_core_selector_check, kext/core):
+ *   - a selector not below NKE_SEL_COUNT: NKE_ERR_SELECTOR, from anyone;
+ *   - NKE_SEL_OPEN: from any permitted client; NKE_ERR_BUSY while another
+ *     client is open (or this one already is), else the open's own errors;
+ *   - every other selector, NKE_SEL_GET_STATE included: only from the open
+ *     client, NKE_ERR_NOT_OPEN from one that has not opened (before its
+ *     OPEN, after a failed OPEN, or while another client is open). The
+ *     counters describe other users' traffic; the addon asks for them only
+ *     once open, and a client learns the filter's version from OPEN's
+ *     reply.
+ */
 enum nke_selector {
     NKE_SEL_OPEN        = 0, /* in nke_open_request, out nke_open_reply */
     NKE_SEL_RESPOND     = 1, /* in nke_response_hdr + verdicts + releases */
@@ -206,7 +221,8 @@ enum nke_notify_type {
      * changed: pid, uid and comm replace the attach's (the kext attaches an
      * accepted socket in the kernel's input path and learns the process that
      * accepts it only in sf_accept). Family, type and protocol are unchanged. */
-    NKE_NT_OWNER          = 12
+    NKE_NT_OWNER          = 12,
+    NKE_NT_DATA_GAP       = 13  /* nke_nt_data_gap: data passed without a report */
 };
 
 /* Header of every notification. Records are multiples of 8 bytes. */
@@ -324,6 +340,35 @@ NKE_ASSERT_OFF(struct nke_nt_data, deadline_ms, 48);
 NKE_ASSERT_OFF(struct nke_nt_data, addr, 56);
 NKE_ASSERT_OFF(struct nke_nt_data, buffers, 80);
 
+/*
+ * A piece of data the filter passed WITHOUT reporting it although the capture
+ * mode wanted it reported or held: no buffer (pool or chunk table exhausted,
+ * the fail-open rule) or no room for its NKE_NT_DATA record in the queue. No
+ * buffer is used: only where the hole is (socket, direction, stream offset)
+ * and how long, so the client's history marks a gap of `size` bytes instead
+ * of splicing the bytes around it. hdr.flags carries the piece's
+ * NKE_DATA_F_DATAGRAM / _OOB bits.
+ */
+enum nke_gap_reason {
+    NKE_GAP_NO_BUFFER  = 1, /* buffer pool or chunk table exhausted */
+    NKE_GAP_QUEUE_FULL = 2  /* the NKE_NT_DATA record did not fit in the queue */
+};
+
+struct nke_nt_data_gap {
+    struct nke_nt_hdr hdr;
+    uint64_t stream_offset;   /* of the first byte passed, in this socket+direction */
+    uint32_t size;            /* bytes passed unreported */
+    uint8_t  direction;       /* enum nke_direction */
+    uint8_t  reason;          /* enum nke_gap_reason */
+    uint16_t _pad0;
+};
+NKE_ASSERT_SIZE(struct nke_nt_data_gap, 40);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, stream_offset, 24);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, size, 32);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, direction, 36);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, reason, 37);
+NKE_ASSERT_OFF(struct nke_nt_data_gap, _pad0, 38);
+
 enum nke_release_reason {
     NKE_RELEASE_TIMEOUT     = 1, /* deadline passed: original re-injected */
     NKE_RELEASE_CLIENT_GONE = 2, /* client closed or died: original re-injected */
@@ -431,12 +476,25 @@ NKE_ASSERT_OFF(struct nke_nt_state, state, 24);
  * before any other check of the entry but its own fields' (reserved bits,
  * action, buffer range): a stale release whose buffer now belongs to a newer
  * chunk, released in the same response, is not a duplicate.
+ *
+ * NKE_ACT_EXTEND is not a verdict: the chunk stays held and only its deadline
+ * moves, to `hold_ms` after the moment the filter held it (so the client can
+ * tell the real deadline without knowing the filter's clock), and never
+ * earlier than it already is. hold_ms is 1..NKE_HOLD_TOTAL_MAX_MS: however
+ * often a client extends, no chunk is held longer than that in total (the
+ * filter still fails open when a person leaves an editor open). One verdict
+ * or extend per chunk per response; an EXTEND on a reported or decided chunk
+ * is NKE_ERR_NOT_HELD.
  */
 enum nke_action {
     NKE_ACT_ALLOW          = 1, /* re-inject the original bytes */
     NKE_ACT_ALLOW_MODIFIED = 2, /* re-inject the bytes staged with NKE_SEL_PUT_DATA */
-    NKE_ACT_DROP           = 3  /* discard */
+    NKE_ACT_DROP           = 3, /* discard */
+    NKE_ACT_EXTEND         = 4  /* keep holding: deadline = held time + hold_ms */
 };
+
+/* Hard cap on the total hold of one chunk (NKE_ACT_EXTEND's hold_ms). */
+#define NKE_HOLD_TOTAL_MAX_MS 600000u
 
 struct nke_response_hdr {
     uint32_t abi_version;
@@ -456,12 +514,17 @@ struct nke_verdict {
     struct nke_sock_id sock;  /* must match the chunk's socket */
     uint8_t  action;          /* enum nke_action */
     uint8_t  _pad0[3];
-    uint32_t modified_len;    /* ALLOW_MODIFIED: total staged bytes; 0 otherwise */
+    union {                   /* the one argument of the action */
+        uint32_t modified_len; /* ALLOW_MODIFIED: total staged bytes; 0 for ALLOW and DROP */
+        uint32_t hold_ms;      /* EXTEND: total hold wanted, ms from when the chunk was held */
+    };
 };
 NKE_ASSERT_SIZE(struct nke_verdict, 24);
 NKE_ASSERT_OFF(struct nke_verdict, sock, 8);
 NKE_ASSERT_OFF(struct nke_verdict, action, 16);
 NKE_ASSERT_OFF(struct nke_verdict, modified_len, 20);
+NKE_ASSERT_OFF(struct nke_verdict, hold_ms, 20);
+NKE_STATIC_ASSERT(sizeof(((struct nke_verdict *)0)->hold_ms) == 4, "ABI size of nke_verdict.hold_ms");
 
 struct nke_release {
     uint64_t chunk_id;        /* the chunk the buffer was announced with */
@@ -559,6 +622,12 @@ NKE_ASSERT_OFF(struct nke_rule, comm, 56);
 #define NKE_MAX_RULES 64u
 #define NKE_HOLD_TIMEOUT_DEFAULT_MS 5000u
 #define NKE_HOLD_TIMEOUT_MAX_MS     600000u
+/* A chunk's first deadline is within the cap that EXTEND is held to. */
+NKE_STATIC_ASSERT(NKE_HOLD_TIMEOUT_MAX_MS <= NKE_HOLD_TOTAL_MAX_MS, "hold timeout within the total hold cap");
+/* The cap is a deadline in ms that fits nke_verdict.hold_ms and is still
+ * fail-open on a human scale: at most an hour. */
+NKE_STATIC_ASSERT(NKE_HOLD_TOTAL_MAX_MS >= 1u && NKE_HOLD_TOTAL_MAX_MS <= 3600000u,
+                  "total hold cap between 1 ms and an hour");
 
 struct nke_capture_config {
     uint32_t abi_version;
@@ -590,7 +659,7 @@ enum nke_error {
     NKE_ERR_RESERVED        = 5,  /* a padding field is not zero */
     NKE_ERR_ACTION          = 6,  /* unknown verdict or rule action */
     NKE_ERR_SOCK            = 7,  /* socket id does not match the chunk */
-    NKE_ERR_NOT_HELD        = 8,  /* verdict for a chunk that was only reported */
+    NKE_ERR_NOT_HELD        = 8,  /* verdict for a chunk that was only reported; EXTEND: or decided */
     NKE_ERR_DUP_VERDICT     = 9,  /* two verdicts for one chunk */
     NKE_ERR_MODIFIED_LEN    = 10, /* modified_len differs from the staged data */
     NKE_ERR_BUF_RANGE       = 11, /* buffer index >= NKE_BUFFER_COUNT */
@@ -607,6 +676,7 @@ enum nke_error {
     NKE_ERR_SELECTOR        = 22, /* unknown method */
     NKE_ERR_NO_MEMORY       = 23,
     NKE_ERR_NOT_OPEN        = 24, /* method before a successful NKE_SEL_OPEN */
+    NKE_ERR_HOLD_MS         = 25, /* EXTEND hold_ms is 0 or above NKE_HOLD_TOTAL_MAX_MS */
     NKE_ERR__COUNT
 };
 

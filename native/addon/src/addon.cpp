@@ -17,7 +17,7 @@ const char *ErrorName(uint32_t err) {
       "NKE_ERR_BUF_DUP",  "NKE_ERR_BUF_DOUBLE",  "NKE_ERR_BUF_FOREIGN",  "NKE_ERR_PUT_OFFSET",
       "NKE_ERR_PUT_LEN",  "NKE_ERR_UNKNOWN_CHUNK", "NKE_ERR_MODE",       "NKE_ERR_RULE",
       "NKE_ERR_NOT_PERMITTED", "NKE_ERR_BUSY",   "NKE_ERR_SELECTOR",     "NKE_ERR_NO_MEMORY",
-      "NKE_ERR_NOT_OPEN"};
+      "NKE_ERR_NOT_OPEN", "NKE_ERR_HOLD_MS"};
   static_assert(sizeof(names) / sizeof(names[0]) == NKE_ERR__COUNT, "one name per nke_error");
   return err < NKE_ERR__COUNT ? names[err] : "NKE_ERR_UNKNOWN";
 }
@@ -48,7 +48,8 @@ const char *ErrorMeaning(uint32_t err) {
       "another client is connected",
       "unknown method",
       "out of memory",
-      "method before a successful open"};
+      "method before a successful open",
+      "extend hold_ms is 0 or above the total hold cap"};
   static_assert(sizeof(meanings) / sizeof(meanings[0]) == NKE_ERR__COUNT, "one per nke_error");
   return err < NKE_ERR__COUNT ? meanings[err] : "unknown error";
 }

@@ -57,6 +57,10 @@ struct FilterClient::Message {
   uint32_t skipped = 0;        // kBatch: malformed entries dropped from this batch
   uint64_t wake_ns = 0;        // kBatch: CLOCK_MONOTONIC when the reader woke for it
   std::string code, message;   // kClosed: why the reader stopped
+  // kBatch with a capture spill: per data record, in record order, its
+  // chunk_id (u64) and the logical spill position of its bytes (i64, -1
+  // when they were not kept): 16 bytes each, little-endian.
+  std::vector<uint8_t> captured;
 };
 
 Napi::Function FilterClient::Init(Napi::Env env) {
@@ -69,6 +73,8 @@ Napi::Function FilterClient::Init(Napi::Env env) {
                          InstanceMethod<&FilterClient::SetCapture>("setCapture"),
                          InstanceMethod<&FilterClient::GetState>("getState"),
                          InstanceMethod<&FilterClient::Close>("close"),
+                         InstanceMethod<&FilterClient::CaptureWrite>("captureWrite"),
+                         InstanceMethod<&FilterClient::CaptureStatus>("captureStatus"),
                          InstanceAccessor<&FilterClient::IsOpen>("isOpen"),
                      });
 }
@@ -89,12 +95,34 @@ Napi::Value FilterClient::Open(const Napi::CallbackInfo &info) {
   if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsFunction())
     throw Napi::TypeError::New(env, "open(onBatch: Function, onClosed: Function, options?: object) expected");
   bool release_reported = false;
+  std::shared_ptr<CaptureSpill> spill;
   if (info.Length() > 2 && !info[2].IsUndefined()) {
     if (!info[2].IsObject()) throw Napi::TypeError::New(env, "open: options must be an object");
     Napi::Value v = info[2].As<Napi::Object>().Get("releaseReported");
     if (!v.IsUndefined()) {
       if (!v.IsBoolean()) throw Napi::TypeError::New(env, "open: options.releaseReported must be a boolean");
       release_reported = v.As<Napi::Boolean>().Value();
+    }
+    // capture: {fd, size, head}: the capture history's ring file (see capture_spill.h).
+    Napi::Value c = info[2].As<Napi::Object>().Get("capture");
+    if (!c.IsUndefined()) {
+      auto num = [&](const char *k) -> double {
+        Napi::Value x = c.IsObject() ? c.As<Napi::Object>().Get(k) : Napi::Value();
+        if (x.IsEmpty() || !x.IsNumber())
+          throw Napi::TypeError::New(env, std::string("open: options.capture.") + k + " must be a number");
+        double d = x.As<Napi::Number>().DoubleValue();
+        if (!(d >= 0) || d != double(uint64_t(d)) || d > 9007199254740991.0)
+          throw Napi::RangeError::New(env, std::string("open: options.capture.") + k +
+                                               " must be an integer >= 0");
+        return d;
+      };
+      double fd = num("fd"), size = num("size"), head = num("head");
+      if (size < 1 || fd > 0x7fffffff)
+        throw Napi::RangeError::New(env, "open: options.capture needs an open fd and size >= 1");
+      spill = std::make_shared<CaptureSpill>(int(fd), uint64_t(size), uint64_t(head));
+      if (!spill->ok())
+        throw MakeError(env, "NKE_CAPTURE_FILE", "open: cannot use the capture history file descriptor " +
+                                                      std::to_string(int(fd)) + ": " + strerror(errno));
     }
   }
   if (transport_) throw MakeError(env, "NKE_ALREADY_OPEN", "the filter client is already open");
@@ -114,6 +142,7 @@ Napi::Value FilterClient::Open(const Napi::CallbackInfo &info) {
   Ref();
   stop_ = false;
   release_reported_ = release_reported;
+  spill_ = std::move(spill);
   reader_ = std::thread(&FilterClient::ReaderLoop, this);
 
   Napi::Object o = Napi::Object::New(env);
@@ -182,7 +211,7 @@ void FilterClient::ReaderLoop() {
     return kSent;
   };
   auto closed = [&](const std::string &code, const std::string &message) {
-    auto *m = new Message{Message::kClosed, {}, 0, 0, code, message};
+    auto *m = new Message{Message::kClosed, {}, 0, 0, code, message, {}};
     if (tsfn_.BlockingCall(m) != napi_ok) delete m;
   };
 
@@ -213,6 +242,32 @@ void FilterClient::ReaderLoop() {
   };
 
 
+  // With a capture spill: the chunk's bytes go to the history file now, while
+  // its buffers are still the client's (before the release just below for a
+  // reported chunk; a held one's are released by JS later). Its position is
+  // handed to JS with the batch. A record whose buffer list is out of range
+  // (a hostile queue) has nothing read: -1.
+  const uint8_t *pool = transport_->Buffers();
+  auto capture = [&](const uint8_t *r) {
+    nke_nt_data d;
+    memcpy(&d, r, sizeof(d));
+    CaptureSpill::Piece pieces[NKE_CHUNK_MAX_BUFFERS];
+    size_t n = 0, left = d.size;
+    bool valid = d.nbuffers >= 1 && d.nbuffers <= NKE_CHUNK_MAX_BUFFERS &&
+                 uint64_t(d.size) <= uint64_t(d.nbuffers) * NKE_BUFFER_SIZE;
+    for (uint32_t i = 0; valid && i < d.nbuffers && left > 0; i++) {
+      if (d.buffers[i] >= NKE_BUFFER_COUNT) valid = false;
+      size_t take = std::min<size_t>(left, NKE_BUFFER_SIZE);
+      pieces[n++] = CaptureSpill::Piece{pool + size_t(d.buffers[i]) * NKE_BUFFER_SIZE, take};
+      left -= take;
+    }
+    int64_t at = valid ? spill_->Write(pieces, n) : -1;
+    uint8_t entry[16];
+    memcpy(entry, &d.chunk_id, 8);
+    memcpy(entry + 8, &at, 8);
+    batch->captured.insert(batch->captured.end(), entry, entry + 16);
+  };
+
   while (!stop_) {
     // The filter signals only on empty -> non-empty: drain completely.
     Clock::time_point t_drain = prof ? Clock::now() : Clock::time_point{};
@@ -239,6 +294,7 @@ void FilterClient::ReaderLoop() {
         batch->skipped++;
         continue;
       }
+      if (spill_ && h.type == NKE_NT_DATA && len >= sizeof(nke_nt_data)) capture(rec);
       if (release_reported_ && h.type == NKE_NT_DATA && !(h.flags & NKE_DATA_F_HELD) &&
           len >= sizeof(nke_nt_data)) {
         nke_nt_data d;
@@ -294,14 +350,48 @@ void FilterClient::Deliver(Napi::Env env, Napi::Function onBatch, FilterClient *
     // batch (kBatchBytes, up to kMaxBatchBytes when JS was behind) costs
     // nothing next to the hop to JS.
     Napi::Buffer<uint8_t> b = Napi::Buffer<uint8_t>::Copy(env, m->bytes.data(), m->bytes.size());
-    onBatch.Call({b, Napi::Number::New(env, m->skipped), Napi::Number::New(env, double(m->wake_ns))});
+    Napi::Value captured = env.Undefined();
+    if (!m->captured.empty())
+      captured = Napi::Buffer<uint8_t>::Copy(env, m->captured.data(), m->captured.size());
+    onBatch.Call(
+        {b, Napi::Number::New(env, m->skipped), Napi::Number::New(env, double(m->wake_ns)), captured});
     return;
   }
   if (!self->on_closed_.IsEmpty())
     self->on_closed_.Call({MakeError(env, m->code, m->message).Value()});
 }
 
-void FilterClient::Stop() { StopReader(transport_, stop_, tsfn_, reader_); }
+void FilterClient::Stop() {
+  StopReader(transport_, stop_, tsfn_, reader_);
+  spill_.reset();  // the reader has joined: nothing writes through it any more
+}
+
+// captureWrite(bytes: Buffer): number — appends bytes (an edit's) to the
+// capture history's ring, at the same head the reader thread writes at;
+// returns their logical position, or -1 when they were not kept (too large
+// for the ring, or the write failed: captureStatus() says why).
+Napi::Value FilterClient::CaptureWrite(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer())
+    throw Napi::TypeError::New(env, "captureWrite(bytes: Buffer) expected");
+  RequireOpen(env);
+  if (!spill_) throw MakeError(env, "NKE_NO_CAPTURE", "the filter client was opened without a capture history");
+  Napi::Buffer<uint8_t> b = info[0].As<Napi::Buffer<uint8_t>>();
+  CaptureSpill::Piece piece{b.Data(), b.Length()};
+  return Napi::Number::New(env, double(spill_->Write(&piece, 1)));
+}
+
+// captureStatus(): {head, writeErrors, lastError} of the capture history's
+// ring (undefined without one).
+Napi::Value FilterClient::CaptureStatus(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!spill_) return env.Undefined();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("head", double(spill_->Head()));
+  o.Set("writeErrors", double(spill_->write_errors()));
+  o.Set("lastError", spill_->last_error());
+  return o;
+}
 
 // readChunk(buffers: number[], size: number): Buffer — copies a chunk's bytes
 // out of the shared buffers (valid until the chunk's buffers are released).

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "capture_spill.h"
 #include "transport.h"
 
 namespace nke {
@@ -34,6 +35,8 @@ class FilterClient : public Napi::ObjectWrap<FilterClient> {
   Napi::Value GetState(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value IsOpen(const Napi::CallbackInfo &info);
+  Napi::Value CaptureWrite(const Napi::CallbackInfo &info);
+  Napi::Value CaptureStatus(const Napi::CallbackInfo &info);
 
   void ReaderLoop();
   void Stop();
@@ -49,6 +52,10 @@ class FilterClient : public Napi::ObjectWrap<FilterClient> {
   // open()'s releaseReported: written before the reader thread starts (its
   // constructor orders the write before the thread's reads), then read-only.
   bool release_reported_ = false;
+  // open()'s capture option: where every data chunk's bytes go (the capture
+  // history). Set before the reader starts, reset after it joined; the
+  // reader and the JS thread (captureWrite) both write through it.
+  std::shared_ptr<CaptureSpill> spill_;
   Napi::FunctionReference on_closed_;  // JS thread only
 };
 

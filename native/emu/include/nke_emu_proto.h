@@ -31,6 +31,10 @@ extern "C" {
 #define NKE_EMU_KEV_SOCK     "kev.sock"
 #define NKE_EMU_SHIM_SOCK    "shim.sock"
 #define NKE_EMU_LOCK_FILE    "nke-emud.lock"
+/* nke-emud's own messages (0600, started afresh by each nke-emud, bounded):
+ * what the workbench shows for an emulator another window or a console started. */
+#define NKE_EMU_LOG_FILE     "nke-emud.log"
+#define NKE_EMU_LOG_MAX      (4u << 20)
 
 #define NKE_EMU_MAGIC_REQ    0x51454b4eu /* "NKEQ" */
 #define NKE_EMU_MAGIC_REPLY  0x50454b4eu /* "NKEP" */

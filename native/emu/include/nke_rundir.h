@@ -60,6 +60,15 @@ NKE_RUNDIR_API bool nke_rundir_check_peer(int fd, uid_t uid, const char *what, c
  * (ENOENT, ECONNREFUSED: nothing listens there; why[0] = 0). */
 NKE_RUNDIR_API int nke_rundir_connect(int fd, const char *sock_path, char *why, size_t cap);
 
+/* Opens a file nke-emud shares read-only (shim.state) without trusting
+ * what may have been put in its place: its directory passes
+ * nke_rundir_check_dir, and the file is opened O_NOFOLLOW | O_NONBLOCK (a
+ * FIFO or symlink never blocks or redirects the caller) and must be a
+ * regular file of uid or root of at least min_size bytes. An fd (O_RDONLY,
+ * O_CLOEXEC), or -1 with errno (EPERM when something is there but not
+ * trusted). */
+NKE_RUNDIR_API int nke_rundir_open_shared(const char *path, uid_t uid, size_t min_size);
+
 /* nke_rundir_connect for libnkeshim.so: on EPERM also says why on stderr,
  * once per process ("<program> runs unfiltered"). The shim then fails open
  * as when no nke-emud runs. */

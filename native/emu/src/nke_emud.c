@@ -8,7 +8,10 @@
  * here locks.
  *
  * Usage: nke-emud [--kev-limit N] [--spin-us N]   (the hold deadline is the
- * client's capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS)
+ * client's capture config hold_timeout_ms, default NKE_HOLD_TIMEOUT_DEFAULT_MS;
+ * a client's NKE_ACT_EXTEND moves it later, at most NKE_HOLD_TOTAL_MAX_MS
+ * after the hold: the loop takes the next deadline from nke_core_expire on
+ * every turn, so an extended chunk simply is not due when the old one passes)
  *
  * --spin-us N (default 50; 0: off): while data can be held, the loop polls
  * without sleeping for up to N us after the last event, yielding between
@@ -47,7 +50,38 @@
 #include "nke_shim_link.h"
 #include <sys/file.h>
 
-#define LOG(fmt, ...) fprintf(stderr, "nke-emud[%d] %s: " fmt "\n", (int)getpid(), __func__, ##__VA_ARGS__)
+/* Every message goes to stderr (the console or window that started us) and to
+ * the log file in the runtime directory, so a window that did not start this
+ * nke-emud can still show what it says (NKE: Show Kernel Log). */
+static int g_logfd = -1;
+static void emud_log(const char *func, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define LOG(fmt, ...) emud_log(__func__, fmt, ##__VA_ARGS__)
+
+static void emud_log(const char *func, const char *fmt, ...)
+{
+    char line[2048];
+    int n = snprintf(line, sizeof(line), "nke-emud[%d] %s: ", (int)getpid(), func);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < sizeof(line))
+        n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof(line) - 1 ? (size_t)n : sizeof(line) - 2;
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr);
+    if (g_logfd >= 0) {
+        struct stat st;
+        /* Bounded: past the limit the file starts over, saying so. */
+        if (fstat(g_logfd, &st) == 0 && st.st_size + (off_t)len > (off_t)NKE_EMU_LOG_MAX &&
+            ftruncate(g_logfd, 0) == 0) {
+            static const char note[] = "nke-emud: log restarted (it reached its size limit)\n";
+            (void)!write(g_logfd, note, sizeof(note) - 1);
+        }
+        (void)!write(g_logfd, line, len);
+    }
+}
 
 /* Sockets tracked at once: a busy machine (or the explorer bench's 10 000)
  * has more than a few thousand; beyond this they pass untracked (counted). */
@@ -537,10 +571,10 @@ static void ctl_request(struct conn *c)
         r.status = NKE_ERR_SIZE;
         goto reply;
     }
-    if (!g_core.client_open && q.selector != NKE_SEL_OPEN) {
-        r.status = NKE_ERR_NOT_OPEN;
+    /* Who may call what: the ABI's one contract, the kext's too (nke_abi.h) */
+    r.status = (uint32_t)nke_core_selector_check(q.selector, g_core.client_open);
+    if (r.status != NKE_OK)
         goto reply;
-    }
     switch (q.selector) {
     case NKE_SEL_OPEN: {
         struct nke_open_request oq;
@@ -1144,6 +1178,8 @@ static void accept_on(struct conn *l)
     }
 }
 
+/* A request on a ctl.sock connection that is not the user client's (one
+ * made while another was connected). */
 static void busy_request(struct conn *c)
 {
     uint8_t in[NKE_EMU_MAX_REQ + 64];
@@ -1155,7 +1191,11 @@ static void busy_request(struct conn *c)
     struct nke_emu_req q = { 0 };
     if ((size_t)n >= sizeof(q))
         memcpy(&q, in, sizeof(q));
-    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = NKE_ERR_BUSY, .seq = q.seq };
+    /* Not the open client: OPEN is BUSY, the rest as the contract says
+     * (NOT_OPEN, or SELECTOR), as the kext answers a second client. */
+    uint32_t status = q.selector == NKE_SEL_OPEN ? (uint32_t)NKE_ERR_BUSY
+                                                 : (uint32_t)nke_core_selector_check(q.selector, false);
+    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = status, .seq = q.seq };
     send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
@@ -1280,6 +1320,20 @@ int main(int argc, char **argv)
     }
     (void)hold_dir_lock(dir);
     snprintf(g_rundir, sizeof(g_rundir), "%s", dir);
+    /* Ours alone (we hold the lock): a fresh, private log for this run. */
+    {
+        char lp[PATH_MAX + 32];
+        snprintf(lp, sizeof(lp), "%s/%s", dir, NKE_EMU_LOG_FILE);
+        g_logfd = open(lp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+        struct stat lst;
+        if (g_logfd >= 0 && (fstat(g_logfd, &lst) < 0 || !S_ISREG(lst.st_mode) || lst.st_uid != g_uid ||
+                             fchmod(g_logfd, 0600) < 0)) {
+            close(g_logfd);
+            g_logfd = -1;
+        }
+        if (g_logfd < 0)
+            LOG("no log file %s (messages go to stderr only): %s", lp, strerror(errno ? errno : EPERM));
+    }
 
     g_qfd = memfd_create("nke-queue", MFD_CLOEXEC);
     g_buffd = memfd_create("nke-buffers", MFD_CLOEXEC);

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,32 @@ int nke_rundir_connect(int fd, const char *sock_path, char *why, size_t cap)
     if (!nke_rundir_check_peer(fd, uid, sock_path, why, cap))
         return -1;
     return 0;
+}
+
+int nke_rundir_open_shared(const char *path, uid_t uid, size_t min_size)
+{
+    char dir[PATH_MAX], why[NKE_RUNDIR_WHY_MAX];
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    if (!slash || dl == 0 || dl >= sizeof(dir)) {
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(dir, path, dl);
+    dir[dl] = '\0';
+    if (!nke_rundir_check_dir(dir, uid, why, sizeof(why)))
+        return -1;
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_uid != uid && st.st_uid != 0) ||
+        (size_t)st.st_size < min_size) {
+        syscall(SYS_close, fd);
+        errno = EPERM;
+        return -1;
+    }
+    return fd;
 }
 
 int nke_rundir_link_connect(int fd, const char *sock_path)

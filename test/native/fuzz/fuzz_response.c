@@ -10,9 +10,13 @@
  * time passing, detach, client close/reopen, capture changes, the close
  * flush (release_socket), and a platform whose re-injections stay in flight
  * until a later operation reports them done.
+ * Structured verdicts include NKE_ACT_EXTEND with hold_ms around the
+ * bounds (0, the hold timeout, the cap and past it).
  * Invariants checked after every operation:
  *  - validate_response and respond agree; a rejected response leaves the
  *    core byte-identical (but for responses_rejected) and calls no op;
+ *  - a held chunk's deadline never moves earlier and never past
+ *    held_at_ms + NKE_HOLD_TOTAL_MAX_MS (the cap on its total hold);
  *  - stale entries (a chunk the filter issued and released since, with
  *    well-formed fields) change nothing: a structured response is judged
  *    the same with them and without them (the rule a released chunk's
@@ -84,6 +88,8 @@ static struct nke_sock_id SIDS[NSID];
 static struct nke_sock_id SID; /* SIDS[0], the socket most operations use */
 static uint64_t NOW;
 static uint32_t NEXT_DATA;
+/* Per chunk slot: the id and deadline seen at the last check. */
+static uint64_t SEEN_ID[NKE_CHUNK_TABLE_SIZE], SEEN_DEADLINE[NKE_CHUNK_TABLE_SIZE];
 /* The starting state, built once (see the speed note above). */
 static bool START_BUILT;
 static struct plat START_P;
@@ -272,6 +278,12 @@ NO_COVERAGE static void check_invariants(void)
         if (ch->state == NKE_CHUNK_HELD) {
             size_t d = (size_t)((struct nke_order_item *)ch->data_ctx - P.items);
             REQUIRE(d < NDATA && P.held[d] && !P.finished[d]);
+            REQUIRE(ch->deadline_ms >= ch->held_at_ms);
+            REQUIRE(ch->deadline_ms <= ch->held_at_ms + NKE_HOLD_TOTAL_MAX_MS);
+            if (SEEN_ID[i] == ch->id)
+                REQUIRE(ch->deadline_ms >= SEEN_DEADLINE[i]);
+            SEEN_ID[i] = ch->id;
+            SEEN_DEADLINE[i] = ch->deadline_ms;
             held++;
             if (ch->staging)
                 kept += ch->staged_total;
@@ -428,14 +440,18 @@ NO_TRACE static void structured_response(const uint8_t **pd, size_t *ps)
         memset(&v, 0, sizeof(v));
         if (s >= 3) {
             v.chunk_id = pick_chunk(d[0]);
-            v.action = (uint8_t)(d[1] % 4u);
+            v.action = (uint8_t)(d[1] % 5u); /* 0 (invalid) .. NKE_ACT_EXTEND */
             v.sock = SID;
             if ((ci = find_chunk(v.chunk_id)) >= 0) {
                 v.sock = C.chunks[ci].sock;
                 if (v.action == NKE_ACT_ALLOW_MODIFIED)
                     v.modified_len = C.chunks[ci].staged_total;
             }
-            if (d[2] & 1)
+            if (v.action == NKE_ACT_EXTEND) {
+                static const uint32_t bounds[8] = {0u, 1u, 49u, 50u, 51u, NKE_HOLD_TOTAL_MAX_MS,
+                                                   NKE_HOLD_TOTAL_MAX_MS + 1u, 0xFFFFFFFFu};
+                v.hold_ms = (d[2] & 1) ? bounds[(d[2] >> 1) % 8u] : (uint32_t)(d[2] >> 1) * 40u;
+            } else if (d[2] & 1)
                 v.modified_len += d[2] >> 1u;
             if (d[2] == 0xFF)
                 v._pad0[0] = 1;
@@ -593,6 +609,7 @@ NO_COVERAGE static void free_left_staged(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     restore_start();
+    memset(SEEN_ID, 0, sizeof(SEEN_ID));
 
     while (size > 0) {
         uint8_t op = data[0];

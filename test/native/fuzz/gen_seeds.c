@@ -47,6 +47,13 @@ int main(int argc, char **argv)
          * were skipped first. */
         const uint8_t s3[] = {0x6D, 0x04, 1, 1, 2, 5, 1, 0, 1, 6, 5, 0};
         write_seed(argv[1], "response", "stale_release_reused_buffer", s3, sizeof(s3));
+        {
+            /* EXTEND chunks 1 and 2 (to 2 s, and to the cap), time passes
+             * beyond their first deadline (0xF5: op 5, NOW += 30 * 4 ms,
+             * twice), then a verdict on one of them. */
+            const uint8_t s4[] = {1, 2, 0, 1, 4, 100, 2, 4, 11, 0xF5, 0xF5, 1, 1, 0, 1, 1, 0};
+            write_seed(argv[1], "response", "extend", s4, sizeof(s4));
+        }
         n = 0;
         buf[n++] = 0; /* raw response: header only */
         buf[n++] = 16;

@@ -43,6 +43,7 @@ const pending: PendingView = {
   size: 3,
   streamOffset: 0,
   deadline: 1,
+  heldAt: 0,
 };
 
 describe('WorkbenchModel', () => {

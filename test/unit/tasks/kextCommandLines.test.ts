@@ -181,9 +181,10 @@ describe('addon build on macOS', () => {
         `xcrun clang ${t} -std=c11 -O2 -Wall -Wextra ${inc} -c kext/core/nke_kev.c -o ${o}/nke_kev.o'`,
         `xcrun clang++ ${t} ${cxx} -c native/addon/src/addon.cpp -o ${o}/addon.o'`,
         `xcrun clang++ ${t} ${cxx} -c native/addon/src/filter_client.cpp -o ${o}/filter_client.o'`,
+        `xcrun clang++ ${t} ${cxx} -c native/addon/src/capture_spill.cpp -o ${o}/capture_spill.o'`,
         `xcrun clang++ ${t} ${cxx} -c native/addon/src/kev_socket.cpp -o ${o}/kev_socket.o'`,
         `xcrun clang++ ${t} ${cxx} -c native/addon/src/transport_macos.cpp -o ${o}/transport_macos.o'`,
-        `xcrun clang++ ${t} -bundle -undefined dynamic_lookup -framework IOKit -framework CoreFoundation -o '/Users/dev/Library/Application Support/Code/nke/addon/nke_addon.node' ${['nke_dq', 'nke_kev', 'addon', 'filter_client', 'kev_socket', 'transport_macos'].map((n) => `${o}/${n}.o'`).join(' ')}`,
+        `xcrun clang++ ${t} -bundle -undefined dynamic_lookup -framework IOKit -framework CoreFoundation -o '/Users/dev/Library/Application Support/Code/nke/addon/nke_addon.node' ${['nke_dq', 'nke_kev', 'addon', 'filter_client', 'capture_spill', 'kev_socket', 'transport_macos'].map((n) => `${o}/${n}.o'`).join(' ')}`,
         `echo 'NKE: built /Users/dev/Library/Application Support/Code/nke/addon/nke_addon.node'`,
       ].join('\n'),
     );

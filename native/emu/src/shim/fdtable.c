@@ -3,11 +3,9 @@
  * relay, UDP state or control link that number names, one ref each), the
  * dup/close bookkeeping on them, and the process's fork handlers.
  *
- * Locks: g_fd_lock protects the three tables. It is taken after
- * g_drain_lock (tcp_relay.c) and before any relay, UDP or control lock;
- * refs are dropped (relay_put, udp_put, ctl_put) after it is released.
- * atfork_prepare holds it across fork, so the child's tables are a
- * consistent copy.
+ * Locks: g_fd_lock protects the three tables; it is first in the shim's
+ * lock order (shim.h). Refs are dropped (relay_put, udp_put, ctl_put)
+ * after it is released. The fork handlers take every shim lock (below).
  */
 #include "shim.h"
 
@@ -15,6 +13,7 @@ struct relay *g_fds[MAX_FDS];
 struct udp_state *g_udp[MAX_FDS];
 struct ctl_sock *g_ctls[MAX_FDS];
 pthread_mutex_t g_fd_lock = PTHREAD_MUTEX_INITIALIZER;
+int g_fd_top;
 pid_t g_pid;
 
 /* A ref on fd's relay, or NULL when fd is not relayed. An entry whose fd
@@ -97,6 +96,7 @@ void fd_copy(int from, int to)
     g_fds[to] = r;
     __atomic_store_n(&g_udp[to], u, __ATOMIC_RELEASE);
     g_ctls[to] = k;
+    fd_table_note_locked(to);
     pthread_mutex_unlock(&g_fd_lock);
     if (old)
         relay_put(old);
@@ -128,24 +128,100 @@ bool is_udp(int fd)
     return __atomic_load_n(&g_udp[fd], __ATOMIC_ACQUIRE) != NULL;
 }
 
-/* After fork: each area forgets what belongs to the parent's threads
- * (tcp_relay.c, sockctl.c, udp_queue.c). Nothing else runs in the child
- * yet, so no lock is taken. */
+/*
+ * Fork. The child has only the thread that forked: a lock another thread
+ * held at that moment would stay held in the child for ever (its next
+ * socket call waits on it), and what the lock protects could be half
+ * changed (a link being opened, a queue being linked). So atfork_prepare
+ * takes every shim lock in the lock order of shim.h, which waits until no
+ * other thread is inside any of them: g_fd_lock, then the lock of every
+ * ctl_sock, udp_state and relay the tables name (each once; they never
+ * nest, and the tables cannot change meanwhile), then g_loop.lock,
+ * g_udp_drain_lock and g_gstate_lock. atfork_parent releases them in
+ * reverse. atfork_child first releases the per-socket ones (the areas'
+ * resets below forget some of those objects), lets each area forget what
+ * belongs to the parent's threads and initialise its condition variables
+ * afresh (the waiters were parent threads) with the global locks still
+ * held, then releases those in reverse. The forking thread is the only
+ * one in the child, so unlocking there what it locked in the parent is
+ * sound (normal mutexes; no owner check).
+ * Not reached by vfork or posix_spawn (no atfork handlers run there).
+ */
+static pthread_mutex_t *g_global_locks[3]; /* lock order 3, 4, 5: set by shim_ctor */
+
+#define FORK_HOLD(obj)                         \
+    do {                                       \
+        if ((obj) && !(obj)->fork_held) {      \
+            pthread_mutex_lock(&(obj)->lock);  \
+            (obj)->fork_held = true;           \
+        }                                      \
+    } while (0)
+#define FORK_RELEASE(obj)                      \
+    do {                                       \
+        if ((obj) && (obj)->fork_held) {       \
+            (obj)->fork_held = false;          \
+            pthread_mutex_unlock(&(obj)->lock); \
+        }                                      \
+    } while (0)
+
+/* g_fd_lock held. */
+static void socket_locks_take(void)
+{
+    for (int fd = 0; fd < g_fd_top; fd++) {
+        FORK_HOLD(g_ctls[fd]);
+        FORK_HOLD(g_udp[fd]);
+        FORK_HOLD(g_fds[fd]);
+    }
+}
+
+static void socket_locks_release(void)
+{
+    for (int fd = 0; fd < g_fd_top; fd++) {
+        FORK_RELEASE(g_ctls[fd]);
+        FORK_RELEASE(g_udp[fd]);
+        FORK_RELEASE(g_fds[fd]);
+    }
+}
+
+static void global_locks_release(void)
+{
+    for (int i = 2; i >= 0; i--)
+        pthread_mutex_unlock(g_global_locks[i]);
+    pthread_mutex_unlock(&g_fd_lock);
+}
+
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&g_fd_lock);
+    socket_locks_take();
+    for (int i = 0; i < 3; i++)
+        pthread_mutex_lock(g_global_locks[i]);
+}
+
+static void atfork_parent(void)
+{
+    for (int i = 2; i >= 0; i--)
+        pthread_mutex_unlock(g_global_locks[i]);
+    socket_locks_release();
+    pthread_mutex_unlock(&g_fd_lock);
+}
+
 static void atfork_child(void)
 {
+    g_pid = getpid();
+    socket_locks_release();
     relay_atfork_child();
     ctl_atfork_child();
     udp_atfork_child(); /* shim-udp: UDP workers and queues */
-    g_pid = getpid();
-    pthread_mutex_init(&g_fd_lock, NULL);
+    global_locks_release();
 }
-
-static void atfork_prepare(void) { pthread_mutex_lock(&g_fd_lock); }
-static void atfork_parent(void) { pthread_mutex_unlock(&g_fd_lock); }
 
 __attribute__((constructor)) static void shim_ctor(void)
 {
     g_pid = getpid();
+    g_global_locks[0] = relay_loop_lock();
+    g_global_locks[1] = udp_drain_lock();
+    g_global_locks[2] = link_state_lock();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     relay_inherit(); /* relayed sockets an exec'ing image passed on */
 }

@@ -5,8 +5,9 @@
  * on a link (link_note), parsing verdicts (verdict_piece), and the process's
  * view of nke-emud's shim.state (client_open_now, udp_may_defer_now).
  *
- * Locks: g_gstate_lock (a leaf) serializes remapping shim.state; readers
- * use atomics. Callers serialize sends on a link themselves.
+ * Locks: g_gstate_lock (last in shim.h's lock order) serializes remapping
+ * shim.state; readers use atomics. Callers serialize sends on a link
+ * themselves.
  */
 #include "shim.h"
 #include "nke_rundir.h"
@@ -20,14 +21,11 @@ void shim_init(void)
     if (g_enabled >= 0)
         return;
     g_debug = getenv("NKE_SHIM_DEBUG") != NULL;
-    const char *e = getenv(NKE_EMU_DIR_ENV);
     char dir[PATH_MAX];
-    if (e && *e)
-        snprintf(dir, sizeof(dir), "%s", e);
-    else if ((e = getenv("XDG_RUNTIME_DIR")) && *e)
-        snprintf(dir, sizeof(dir), "%s/nke-emu", e);
-    else
-        snprintf(dir, sizeof(dir), "/tmp/nke-emu-%u", (unsigned)getuid());
+    if (!nke_rundir_resolve(dir, sizeof(dir))) {
+        g_enabled = 0; /* the path does not fit: no nke-emud can listen there */
+        return;
+    }
     snprintf(g_state_path, sizeof(g_state_path), "%s/%s", dir, NKE_EMU_SHIM_STATE);
     int n = snprintf(g_shim_path, sizeof(g_shim_path), "%s/%s", dir, NKE_EMU_SHIM_SOCK);
     g_enabled = (n > 0 && (size_t)n < sizeof(g_shim_path) && getenv("NKE_SHIM_OFF") == NULL) ? 1 : 0;
@@ -117,9 +115,16 @@ bool link_attach_on(int link, int fd, uint8_t family, uint8_t protocol, bool inc
     return libc_call(sendto, link, &a, sizeof(a), MSG_NOSIGNAL, NULL, 0) >= 0;
 }
 
+/* shim.state, opened only when its directory is private and it is a
+ * regular file of ours or root's (a FIFO put there would block open()). */
+static int state_open(void)
+{
+    return nke_rundir_open_shared(g_state_path, getuid(), sizeof(struct shim_state));
+}
+
 const struct shim_state *state_map(void)
 {
-    int fd = open(g_state_path, O_RDONLY | O_CLOEXEC);
+    int fd = state_open();
     if (fd < 0)
         return NULL;
     void *m = mmap(NULL, sizeof(struct shim_state), PROT_READ, MAP_SHARED, fd, 0);
@@ -166,6 +171,8 @@ static ino_t g_gstate_ino;
 static uint64_t g_gstate_checked;
 static pthread_mutex_t g_gstate_lock = PTHREAD_MUTEX_INITIALIZER;
 
+pthread_mutex_t *link_state_lock(void) { return &g_gstate_lock; }
+
 bool client_open_now(void)
 {
     shim_init();
@@ -180,7 +187,7 @@ bool client_open_now(void)
     __atomic_store_n(&g_gstate_checked, now, __ATOMIC_RELAXED);
     struct stat sb;
     if (stat(g_state_path, &sb) == 0 && (!g_gstate || sb.st_ino != g_gstate_ino)) {
-        int fd = open(g_state_path, O_RDONLY | O_CLOEXEC);
+        int fd = state_open();
         if (fd >= 0) {
             struct stat fb;
             void *m = fstat(fd, &fb) == 0 ? mmap(NULL, sizeof(struct shim_state), PROT_READ, MAP_SHARED, fd, 0)

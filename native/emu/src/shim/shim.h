@@ -4,10 +4,10 @@
  * symbols (api.c, exec.c) are the library's interface.
  *
  * The shim (LD_PRELOAD) puts the processes started under `nke-emu run`
- * behind nke-emud's filter. Shape (b) of DESIGN.md: when a TCP socket
- * (IPv4/IPv6) connects or is accepted, the program's descriptor is replaced
- * (dup2) by one end of a Unix socketpair; a relay moves bytes between the
- * other end and the real socket, asking nke-emud for a verdict on each
+ * behind nke-emud's filter (docs/architecture.md, The Linux emulator).
+ * When a TCP socket (IPv4/IPv6) connects or is accepted, the program's
+ * descriptor is replaced (dup3) by one end of a Unix socketpair; a relay
+ * moves bytes between the other end and the real socket, asking nke-emud for a verdict on each
  * piece. Readiness (poll/select/epoll/libuv) is then natural. Only calls
  * that need the real socket (getsockname, getpeername, setsockopt,
  * getsockopt, shutdown) are redirected. UDP datagrams get a verdict each
@@ -26,14 +26,28 @@
  *
  * Fail open: no shim.sock, or nke-emud dying, means bytes flow unchanged.
  *
- * Lock order (a lock may be taken while holding those left of it, never
- * the reverse):
- *   g_fd_lock -> g_loop.lock (tcp_relay.c) -> relay->lock
- *   ctl_sock->lock -> g_loop.lock
- *   udp_state->lock -> g_udp_drain_lock
- *   g_gstate_lock is a leaf.
- * The relay loop thread takes g_loop.lock and relay->lock briefly, one at
- * a time.
+ * Lock order. Every lock of the shim, in the one order in which they may
+ * nest: a lock may be taken while holding those above it, never one above
+ * while holding one below. fork's prepare handler (fdtable.c) takes all of
+ * them in this order, so it waits until no other thread is inside any of
+ * them and the child starts from consistent state, holding none.
+ *   1. g_fd_lock (fdtable.c): the fd tables. The areas release it before
+ *      they take a per-socket lock (the fork handler alone takes those
+ *      under it, to keep the tables still); relay_start takes g_loop.lock
+ *      under it.
+ *   2. the per-socket locks, ctl_sock->lock, udp_state->lock and
+ *      relay->lock: never two at once (fork takes every one the tables
+ *      name, each once: nothing waits for a second one while holding one).
+ *   3. g_loop.lock (tcp_relay.c): the relay loop's hand-over list, slots,
+ *      mux link and drain counters. Taken under ctl_sock->lock
+ *      (mux_attach_unconnected opens the link under it), never while
+ *      holding relay->lock or the other way round.
+ *   4. g_udp_drain_lock (udp_queue.c): the UDP exit drain's count, taken
+ *      under udp_state->lock.
+ *   5. g_gstate_lock (link.c): remapping shim.state, taken under
+ *      udp_state->lock (udp_may_defer_now).
+ * The relay loop thread takes g_loop.lock and a relay->lock briefly, one
+ * at a time. Lock-free: libc.c's symbol pointers, the atomics.
  */
 #ifndef NKE_SHIM_H
 #define NKE_SHIM_H
@@ -173,6 +187,7 @@ struct relay {
     bool out_open, exec_busy;
     unsigned exec_seen;
     unsigned events_sent;     /* RELAY_EV_* bits: SHIM_EVENT notes already on the link */
+    bool fork_held;           /* lock taken by atfork_prepare (fdtable.c, under g_fd_lock) */
 };
 
 /* One outgoing UDP datagram from the program's send call until its real
@@ -232,6 +247,7 @@ struct udp_state {
     int async_err;            /* last error of a real send, for the next send call */
     unsigned fork_mark;       /* udp_atfork_child's mark */
     bool bound;               /* has a local port (checked once before a queued send) */
+    bool fork_held;           /* lock taken by atfork_prepare (fdtable.c, under g_fd_lock) */
 };
 
 /* An unconnected TCP socket's identity at nke-emud: attached on the mux
@@ -243,6 +259,7 @@ struct ctl_sock {
     atomic_int refs;
     uint32_t id;              /* 0: none yet, nke-emud absent, or handed to the relay */
     bool tried;
+    bool fork_held;           /* lock taken by atfork_prepare (fdtable.c, under g_fd_lock) */
 };
 
 /* ---- fdtable.c ----------------------------------------------------------- */
@@ -254,6 +271,16 @@ extern struct relay *g_fds[MAX_FDS];
 extern struct udp_state *g_udp[MAX_FDS];
 extern struct ctl_sock *g_ctls[MAX_FDS];
 extern pthread_mutex_t g_fd_lock;
+/* One above the highest fd the tables have ever named (never lowered):
+ * the bound of every walk over them (fork, exec), so a process with few
+ * descriptors does not pay for 65536 entries on each fork. Written under
+ * g_fd_lock by fd_table_note_locked. */
+extern int g_fd_top;
+static inline void fd_table_note_locked(int fd)
+{
+    if (fd >= g_fd_top)
+        g_fd_top = fd + 1;
+}
 extern pid_t g_pid; /* this process's pid (exec_drain): set by shim_ctor and atfork_child */
 
 /* A vfork child (posix_spawn, CPython's subprocess) shares the parent's
@@ -279,6 +306,7 @@ void to_nke_addr(const struct sockaddr_storage *ss, struct nke_addr *a);
 void local_addr(int fd, struct nke_addr *a);
 void shim_comm(char comm[NKE_COMM_LEN]);
 const struct shim_state *state_map(void);
+pthread_mutex_t *link_state_lock(void); /* g_gstate_lock, for fork (lock order 5) */
 bool client_open_now(void);
 bool udp_may_defer_now(void);
 int verdict_piece(const struct shim_hdr *h, const uint8_t *body, size_t msg_len, uint8_t **mod,
@@ -295,6 +323,7 @@ void relay_reconnected(struct relay *r, int fd, bool in_progress);
 bool is_tcp_inet(int fd, int *family);
 void relay_opt_note(struct relay *r, int level, int name, bool is_set);
 void relay_atfork_child(void);
+pthread_mutex_t *relay_loop_lock(void); /* g_loop.lock, for fork (lock order 3) */
 int fd_high(int fd);
 int fd_floor(void);
 void relay_swap(int fd);
@@ -338,6 +367,7 @@ ssize_t udp_recvmsg(int fd, struct msghdr *m, int flags);
 int udp_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags);
 int udp_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout);
 void udp_atfork_child(void);
+pthread_mutex_t *udp_drain_lock(void); /* g_udp_drain_lock, for fork (lock order 4) */
 void udp_exit_drain(const struct timespec *until, long ms);
 
 /* ---- sockctl.c ----------------------------------------------------------- */

@@ -7,8 +7,9 @@
  * the relay when the socket connects (ctl_take_id). UDP sockets' notes go
  * on their own link (with_link).
  *
- * Locks: ctl_sock->lock is a leaf; g_fd_lock is released before it (or a
- * udp_state->lock) is taken.
+ * Locks (their order: shim.h): g_fd_lock is released before a
+ * ctl_sock->lock (or a udp_state->lock) is taken; g_loop.lock is taken
+ * under ctl_sock->lock (mux_attach_unconnected, mux_note).
  */
 #include "shim.h"
 
@@ -114,6 +115,7 @@ static bool with_link(int fd, bool create, void (*fn)(int *link, uint32_t id, bo
             return false;
         }
         g_ctls[fd] = k;
+        fd_table_note_locked(fd);
         pthread_mutex_unlock(&g_fd_lock);
     }
     pthread_mutex_lock(&k->lock);
@@ -183,6 +185,6 @@ void ctl_addr_note(int fd, uint32_t type)
  * child forgets them (the parent's refs stay with the parent). */
 void ctl_atfork_child(void)
 {
-    for (int fd = 0; fd < MAX_FDS; fd++)
+    for (int fd = 0; fd < g_fd_top; fd++)
         g_ctls[fd] = NULL;
 }

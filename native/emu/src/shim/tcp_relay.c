@@ -22,11 +22,12 @@
  * (st_dev/st_ino) at its next use, or replaced when the number is reused
  * by accept/connect.
  *
- * Locks: g_loop.lock (the loop's hand-over list, slot table, the link and
- * sends on it from program threads, the drain counters) is taken after
- * g_fd_lock when both are needed, never before. relay->lock (connect
- * state) is a leaf. The loop thread takes g_loop.lock only briefly and
- * never while holding another lock.
+ * Locks (their order: shim.h): g_loop.lock (the loop's hand-over list,
+ * slot table, the link and sends on it from program threads, the drain
+ * counters) is taken after g_fd_lock when both are needed, never before.
+ * relay->lock (connect state) is never held with g_loop.lock. The loop
+ * thread takes g_loop.lock only briefly and never while holding another
+ * lock.
  */
 #include "shim.h"
 
@@ -245,7 +246,15 @@ static bool mux_send_locked(uint32_t id, const void *m, size_t n, bool must)
     }
 }
 
-/* A slot for a new socket on the link (g_loop.lock held); its id. */
+/* What the slot of a socket attached unconnected holds until its relay
+ * takes it (relay_start): not NULL, so the slot is not handed to another
+ * socket meanwhile (two live sockets under one slot: the put of either
+ * would unlink the other, whose verdicts would then be dropped and its
+ * held bytes wait forever). Its id, 0, is never a socket's. */
+static struct relay g_slot_reserved;
+
+/* A slot for a new socket on the link (g_loop.lock held); its id. r NULL:
+ * reserved for an unconnected socket. */
 static uint32_t slot_take_locked(struct relay *r)
 {
     if (g_loop.free_slot >= g_loop.nslots) {
@@ -268,7 +277,7 @@ static uint32_t slot_take_locked(struct relay *r)
         g_loop.nslots = n;
     }
     uint32_t slot = g_loop.free_slot;
-    g_loop.slots[slot] = r;
+    g_loop.slots[slot] = r ? r : &g_slot_reserved;
     g_loop.slot_gen[slot]++;
     /* next free: the lowest one above */
     uint32_t f = slot + 1;
@@ -278,10 +287,12 @@ static uint32_t slot_take_locked(struct relay *r)
     return slot | ((g_loop.slot_gen[slot] & 0xFFFu) << 20);
 }
 
+/* Frees id's slot, only while the slot is still id's (same generation):
+ * a late put of an id whose slot went on to another socket leaves it. */
 static void slot_put_locked(uint32_t id)
 {
     uint32_t slot = id & 0xFFFFFu;
-    if (slot < g_loop.nslots) {
+    if (slot < g_loop.nslots && ((g_loop.slot_gen[slot] & 0xFFFu) << 20 | slot) == id) {
         g_loop.slots[slot] = NULL;
         if (slot < g_loop.free_slot)
             g_loop.free_slot = slot;
@@ -295,7 +306,7 @@ static struct relay *slot_relay(uint32_t id)
     if (slot >= g_loop.nslots)
         return NULL;
     struct relay *r = g_loop.slots[slot];
-    return r && r->id == id ? r : NULL;
+    return r && r != &g_slot_reserved && r->id == id ? r : NULL;
 }
 
 /* A socket of this process attached on the mux link unconnected (bind,
@@ -1338,6 +1349,7 @@ void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tol
     libc_call(close, sp[0]);
     struct relay *old = g_fds[fd]; /* a stale entry: the number was closed behind our back */
     g_fds[fd] = r;
+    fd_table_note_locked(fd);
     pthread_mutex_unlock(&g_fd_lock);
     if (old)
         relay_put(old);
@@ -1442,13 +1454,16 @@ void relay_exec_drain(const struct timespec *until, long ms)
     pthread_mutex_unlock(&g_loop.lock);
 }
 
+pthread_mutex_t *relay_loop_lock(void) { return &g_loop.lock; }
+
 /* After fork: the loop thread does not exist in the child. The relays the
  * child's table names become its copies (remote): the parent's loop relays
  * their bytes; the child keeps only the real socket, for the calls that
  * need it (getpeername, setsockopt...). Every other internal descriptor of
  * the parent's loop is closed here. If the parent had a link, the child
- * opens its own now, before it can lose the right to (setuid). Nothing
- * else runs in the child yet: no lock is taken. */
+ * opens its own now, before it can lose the right to (setuid). Called
+ * with g_loop.lock held since atfork_prepare (fdtable.c): the state below
+ * is as the last thread to hold it left it. */
 void relay_atfork_child(void)
 {
     /* Opened whether or not the parent had one: a child about to drop
@@ -1464,10 +1479,10 @@ void relay_atfork_child(void)
             r->remote = true;
         }
     /* refs: the child's table entries only */
-    for (int fd = 0; fd < MAX_FDS; fd++)
+    for (int fd = 0; fd < g_fd_top; fd++)
         if (g_fds[fd])
             atomic_store(&g_fds[fd]->refs, 0);
-    for (int fd = 0; fd < MAX_FDS; fd++)
+    for (int fd = 0; fd < g_fd_top; fd++)
         if (g_fds[fd]) {
             atomic_fetch_add(&g_fds[fd]->refs, 1);
             g_fds[fd]->remote = true;
@@ -1503,7 +1518,7 @@ void relay_atfork_child(void)
     g_loop.out_open = g_loop.out_busy = 0;
     g_loop.exit_ask = false;
     g_loop.buf = NULL; /* the parent's loop thread's; a child's loop allocates its own */
-    pthread_mutex_init(&g_loop.lock, NULL);
+    /* Parent threads that waited on it (drains) are not here. */
     pthread_cond_init(&g_loop.drain_cond, NULL);
     if (had_link)
         mux_open_locked();
@@ -1563,7 +1578,7 @@ char *relay_exec_prepare(struct exec_undo *u)
     len = (size_t)snprintf(s, cap, "%s=", INHERIT_ENV);
     size_t base = len;
     pthread_mutex_lock(&g_fd_lock);
-    for (int fd = 0; fd < MAX_FDS && u->n < EXEC_UNDO_MAX; fd++) {
+    for (int fd = 0; fd < g_fd_top && u->n < EXEC_UNDO_MAX; fd++) {
         struct relay *r = g_fds[fd];
         if (!r)
             continue;
@@ -1685,6 +1700,7 @@ void relay_inherit(void)
         pthread_mutex_lock(&g_fd_lock);
         struct relay *old = g_fds[n];
         g_fds[n] = r;
+        fd_table_note_locked(n);
         pthread_mutex_unlock(&g_fd_lock);
         if (old)
             relay_put(old);

@@ -5,8 +5,9 @@
  * receive counterparts; and the UDP half of the exit and exec drains
  * (g_udp_drain_lock).
  *
- * Locks: udp_state->lock, then g_udp_drain_lock (udp_queued_add). g_fd_lock
- * is never taken while a udp_state->lock is held (udp_get takes the ref
+ * Locks (their order: shim.h): udp_state->lock, then g_udp_drain_lock
+ * (udp_queued_add) or g_gstate_lock (udp_may_defer_now). g_fd_lock is
+ * never taken while a udp_state->lock is held (udp_get takes the ref
  * first).
  */
 #include "shim.h"
@@ -570,23 +571,25 @@ out:
     return verdict;
 }
 
+pthread_mutex_t *udp_drain_lock(void) { return &g_udp_drain_lock; }
+
 /* After fork: the parent's worker does not exist here and its queued
  * datagrams are the parent's to send. Each of the child's UDP states is
  * reset to "never attached": its first datagram attaches a link of its own
- * (the child's pid). Nothing else runs in the child yet (no locks taken). */
+ * (the child's pid). Nothing else runs in the child yet, and the state is
+ * consistent: atfork_prepare (fdtable.c) took every lock first. Condition
+ * variables are initialised afresh (their waiters were parent threads). */
 void udp_atfork_child(void)
 {
     static unsigned mark;
     mark++;
-    pthread_mutex_init(&g_udp_drain_lock, NULL);
     pthread_cond_init(&g_udp_drain_cond, NULL);
     g_udp_queued = 0;
-    for (int fd = 0; fd < MAX_FDS; fd++) {
+    for (int fd = 0; fd < g_fd_top; fd++) {
         struct udp_state *u = g_udp[fd];
         if (!u || u->fork_mark == mark)
             continue; /* shared by several fds: reset once */
         u->fork_mark = mark;
-        pthread_mutex_init(&u->lock, NULL);
         pthread_cond_init(&u->cond, NULL);
         while (u->head) {
             struct udp_dgram *d = u->head;
@@ -667,6 +670,7 @@ void udp_track(int fd, int domain)
     pthread_mutex_lock(&g_fd_lock);
     struct udp_state *old = g_udp[fd];
     __atomic_store_n(&g_udp[fd], u, __ATOMIC_RELEASE);
+    fd_table_note_locked(fd);
     pthread_mutex_unlock(&g_fd_lock);
     if (old) /* fd number reused without our close(): forget the stale one */
         udp_put(old);

@@ -1,0 +1,108 @@
+// The selector contract of nke_abi.h (above enum nke_selector), as nke-emud
+// answers it on ctl.sock: OPEN from anyone (BUSY while another client is
+// open), every other selector, GET_STATE included, only from the open client
+// (NOT_OPEN otherwise), an unknown selector refused as such. The kext's
+// externalMethod applies the same check (nke_core_selector_check, unit-tested
+// in test/native/test_core.c). Constants are read from the C header.
+'use strict';
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const H = require('./shim-harness');
+
+const abiHeader = fs.readFileSync(path.join(H.root, 'kext/include/nke/nke_abi.h'), 'utf8');
+const protoHeader = fs.readFileSync(path.join(H.root, 'native/emu/include/nke_emu_proto.h'), 'utf8');
+function constant(text, name) {
+  const m = new RegExp(`\\b${name}\\s*=?\\s*(0x[0-9a-fA-F]+|\\d+)u?\\b`).exec(text);
+  assert.ok(m, `${name} not found in the C headers`);
+  return Number(m[1]);
+}
+const K = {};
+for (const n of [
+  'NKE_ABI_VERSION',
+  'NKE_SEL_OPEN',
+  'NKE_SEL_RESPOND',
+  'NKE_SEL_SET_CAPTURE',
+  'NKE_SEL_GET_STATE',
+])
+  K[n] = constant(abiHeader, n);
+for (const n of ['NKE_OK', 'NKE_ERR_BUSY', 'NKE_ERR_SELECTOR', 'NKE_ERR_NOT_OPEN'])
+  K[n] = constant(abiHeader, n);
+K.SEL_COUNT = constant(abiHeader, 'NKE_SEL_COUNT');
+K.MAGIC_REQ = constant(protoHeader, 'NKE_EMU_MAGIC_REQ');
+const STATE_SIZE = Number(/NKE_ASSERT_SIZE\(struct nke_filter_state, (\d+)\)/.exec(abiHeader)[1]);
+
+// Two ctl.sock connections, A first (nke-emud's user client once it opens)
+// and B; each argv step "A:sel[:open]" sends one request and prints
+// "status len" for its reply.
+const CTL_CLIENT = `
+import os, socket, struct, sys
+path, magic, abi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+conns = {}
+for step in sys.argv[4:]:
+    who, sel = step.split(':')[0], int(step.split(':')[1])
+    if who not in conns:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(path)
+        conns[who] = s
+    body = struct.pack('<IIiI', abi, 0, os.getpid(), 0) if step.endswith(':open') else b''
+    conns[who].send(struct.pack('<IIII', magic, sel, 7, len(body)) + body)
+    reply = conns[who].recv(4096)
+    _, status, seq, n = struct.unpack('<IIII', reply[:16])
+    print(status, n, flush=True)
+`;
+
+describe('ctl.sock follows the ABI selector contract', function () {
+  this.timeout(60000);
+  let emu;
+  beforeEach(async function () {
+    emu = await H.emulator();
+  });
+  afterEach(async function () {
+    await H.killAll();
+    await emu.close();
+  });
+
+  it('GET_STATE and the rest only from the open client; OPEN from anyone; an unknown selector is SELECTOR', async function () {
+    const steps = [
+      ['A', K.NKE_SEL_GET_STATE, K.NKE_ERR_NOT_OPEN], // before OPEN (the kext once answered it)
+      ['A', K.NKE_SEL_RESPOND, K.NKE_ERR_NOT_OPEN],
+      ['A', K.SEL_COUNT, K.NKE_ERR_SELECTOR], // unknown, before OPEN
+      ['A', K.NKE_SEL_OPEN, K.NKE_OK, 'open'],
+      ['A', K.NKE_SEL_GET_STATE, K.NKE_OK],
+      ['A', K.NKE_SEL_OPEN, K.NKE_ERR_BUSY, 'open'], // already open
+      ['A', K.SEL_COUNT + 7, K.NKE_ERR_SELECTOR],
+      ['B', K.NKE_SEL_GET_STATE, K.NKE_ERR_NOT_OPEN], // another client is open
+      ['B', K.NKE_SEL_SET_CAPTURE, K.NKE_ERR_NOT_OPEN],
+      ['B', K.SEL_COUNT, K.NKE_ERR_SELECTOR],
+      ['B', K.NKE_SEL_OPEN, K.NKE_ERR_BUSY, 'open'],
+      ['A', K.NKE_SEL_GET_STATE, K.NKE_OK], // B changed nothing for A
+    ];
+    const args = steps.map(([who, sel, , open]) => `${who}:${sel}${open ? ':open' : ''}`);
+    const r = await H.run(
+      'python3',
+      [
+        '-c',
+        CTL_CLIENT,
+        path.join(emu.rt, 'ctl.sock'),
+        String(K.MAGIC_REQ),
+        String(K.NKE_ABI_VERSION),
+        ...args,
+      ],
+      process.env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const replies = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').map(Number));
+    assert.equal(replies.length, steps.length, r.stdout);
+    steps.forEach(([who, sel, want], i) => {
+      const [status, len] = replies[i];
+      assert.equal(status, want, `step ${i}: ${who} selector ${sel} answered ${status}, expected ${want}`);
+      if (sel === K.NKE_SEL_GET_STATE && want === K.NKE_OK)
+        assert.equal(len, STATE_SIZE, `step ${i}: state size`);
+      else if (sel !== K.NKE_SEL_OPEN) assert.equal(len, 0, `step ${i}: a refusal carries no output`);
+    });
+  });
+});
