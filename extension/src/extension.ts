@@ -153,16 +153,20 @@ function applyExplorerSettings(model: WorkbenchModel, log: vscode.LogOutputChann
   }
 }
 
-/** Another window took the filter over: say so, and offer to take it back. */
+/**
+ * Another window took the filter over: say so and offer Take Back. This
+ * window never reconnects on its own (the two would take the filter from
+ * each other in turn); only a person's Take Back or Connect does.
+ */
 function registerTakeOverNotice(session: HelperSession): vscode.Disposable {
   return session.onDidYield((by) => {
     void vscode.window
-      .showInformationMessage(
-        `NKE: ${by} took over the filter; the views here show the last state. Take Over brings it back.`,
-        'Take Over',
+      .showWarningMessage(
+        `NKE: ${by} took over the filter. This window stays disconnected (its views show the last state) until you take it back.`,
+        'Take Back',
       )
       .then((picked) => {
-        if (picked === 'Take Over') void vscode.commands.executeCommand('nke.takeOver');
+        if (picked === 'Take Back') void vscode.commands.executeCommand('nke.takeOver');
       });
   });
 }

@@ -117,8 +117,9 @@ describe('NKE views in the extension host', () => {
     const items = trees.sockets.getChildren(roots[0]).map((n) => trees.sockets.getTreeItem(n));
     // Short enough for the default sidebar width; both addresses are in the tooltip.
     assert.deepEqual(items.map(label), ['→ 127.0.0.1:8080', 'UDP6 :5353']);
-    assert.equal(items[0].description, 'connected · ↓2.0K ↑77');
+    assert.equal(items[0].description, 'connected');
     assert.match(String(items[0].tooltip), /^TCP 127\.0\.0\.1:50312 → 127\.0\.0\.1:8080: connected/);
+    assert.match(String(items[0].tooltip), /↓2\.0 KiB ↑77 B; socket /); // the bytes moved to the tooltip
     assert.equal(items[0].contextValue, 'socket');
   });
 

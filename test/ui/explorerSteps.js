@@ -40,6 +40,28 @@ function client(port, { first, everyMs = 0, closeAfterS = 3600 }) {
   ].join('\n');
 }
 
+/**
+ * Scrolls a view to its first rows: processes with live sockets come
+ * first, and a reveal from Exec Events (selecting a process) may have
+ * scrolled Sockets down to that process.
+ */
+async function scrollToTop(page, viewName) {
+  // Home in a focused tree focuses its first row and scrolls to it.
+  await wb.viewPane(page, viewName).locator('.monaco-list').first().focus();
+  await page.keyboard.press('Home');
+}
+
+/** A quick pick shown by the command just run (it came without its row), within a moment. */
+async function pickerShown(page) {
+  return page
+    .locator(wb.sel.quickInput)
+    .waitFor({ state: 'visible', timeout: 1500 })
+    .then(
+      () => true,
+      () => false,
+    );
+}
+
 const explorerSteps = [
   [
     "Exec Events: a program run under the filter shows with its parent; the machine's other execs only with Show Every Exec",
@@ -57,35 +79,38 @@ const explorerSteps = [
         const p = ctx.runUnderShimArgv([
           'sh',
           '-c',
-          `python3 -c "$0"; true`,
+          `${ctx.python} -c "$0"; true`,
           client(server.port, { first: 'exec-scope' }),
         ]);
-        // python3 may be a pyenv shim (bash scripts) on a loaded machine: give it time.
         await server.whenBytes(10, 60000);
         await wb.runCommand(page, 'NKE: Find Process');
         await page.locator(wb.sel.quickInputBox).fill(`ppid ${p.pid}`);
-        // Every image of the child has ppid P (python3 may be pyenv's script that
-        // becomes bash ... python3.11): take the row whose name is exactly python3.
         await page.locator(`${wb.sel.quickInputRow}.focused`).waitFor();
-        for (let i = 0; ; i++) {
-          const name = await page.locator(`${wb.sel.quickInputRow}.focused .label-name`).first().innerText();
-          if (name.trim() === 'python3') break;
-          if (i > 40) throw new Error(`Find Process lists no python3 with ppid ${p.pid}`);
-          await page.keyboard.press('ArrowDown');
-        }
         await page.keyboard.press('Enter');
         const pane = wb.viewPane(page, 'Exec Events');
-        const child = pane.locator('.monaco-list-row.selected', { hasText: /^\s*python3\s*pid/ });
-        await child.waitFor();
-        const childLevel = await level(child);
-        // Left moves to the parent (after collapsing the row if it has children: pyenv's python3 has).
+        const selected = pane.locator('.monaco-list-row.selected').first();
+        await selected.waitFor();
+        const picked = await selected.innerText();
+        const childPid = Number(/pid (\d+) /.exec(picked)?.[1]);
+        if (!/^\s*python3(\.\d+)?\s*pid \d+/.test(picked) || !childPid || childPid === p.pid)
+          throw new Error(`Find Process revealed ${JSON.stringify(picked)}, not sh's python3`);
+        // The real parent: Left walks up the tree (a collapse first on a
+        // row with children); rows of the same pid are its earlier images
+        // (a re-exec chain), the first row of another pid is the parent.
         const focused = pane.locator('.monaco-list-row.focused');
-        for (let i = 0; i < 2 && (await level(focused)) === childLevel; i++)
+        const childLevel = await level(focused);
+        let parentText = '';
+        for (let i = 0; i < 40; i++) {
           await page.keyboard.press('ArrowLeft');
-        const parentText = await focused.innerText();
+          const t = await focused.innerText();
+          if (!new RegExp(`pid ${childPid} `).test(t)) {
+            parentText = t;
+            break;
+          }
+        }
         if (
           !new RegExp(`^\\s*(sh|dash|bash)\\s*pid ${p.pid} `).test(parentText) ||
-          (await level(focused)) !== childLevel - 1
+          (await level(focused)) >= childLevel
         )
           throw new Error(`python3's parent row is ${JSON.stringify(parentText)}, not sh (pid ${p.pid})`);
         const header = wb.viewPane(page, 'Exec Events').locator('.pane-header');
@@ -94,10 +119,22 @@ const explorerSteps = [
           throw new Error("the machine's other exec shows in the default scope");
         await readmeShot(page, 'ui-explorer-execs.png');
         await wb.runCommand(page, 'NKE: Show Every Exec on the Machine');
-        await header.locator('text=/machine-wide/').waitFor();
-        if (root) await wb.treeRow(page, 'Exec Events', 'nke-ui-machine-noise').first().waitFor();
-        else console.log('      (not root: no process connector, so no machine-wide execs to show)');
-        await wb.runCommand(page, 'NKE: Show Only Execs Under the Filter');
+        try {
+          await header.locator('text=/machine-wide/').waitFor();
+          if (root) {
+            // Machine-wide, a busy machine has thousands of rows: Find Process finds it.
+            await wb.runCommand(page, 'NKE: Find Process');
+            await page.locator(wb.sel.quickInputBox).fill('nke-ui-machine-noise');
+            await page.locator(wb.sel.quickInputRow, { hasText: 'nke-ui-machine-noise' }).first().waitFor();
+            await page.keyboard.press('Enter');
+            await wb
+              .viewPane(page, 'Exec Events')
+              .locator('.monaco-list-row.selected', { hasText: 'nke-ui-machine-noise' })
+              .waitFor();
+          } else console.log('      (not root: no process connector, so no machine-wide execs to show)');
+        } finally {
+          await wb.runCommand(page, 'NKE: Show Only Execs Under the Filter');
+        }
         await header.locator('text=/ hidden/').waitFor();
       } finally {
         server.close();
@@ -112,6 +149,7 @@ const explorerSteps = [
       const server = await ctx.recordingServer();
       try {
         const p = ctx.runUnderShim(client(server.port, { first: 'states', closeAfterS: 3 }));
+        await scrollToTop(page, 'Sockets');
         const row = wb.treeRow(page, 'Sockets', `→ 127.0.0.1:${server.port}`);
         await row.filter({ hasText: 'connected' }).waitFor();
         await server.whenBytes(6);
@@ -121,6 +159,7 @@ const explorerSteps = [
         await proc.waitFor();
         const group = wb.treeRow(page, 'Sockets', 'closed (1)');
         await until(page, 'the closed group under the process', async () => {
+          await scrollToTop(page, 'Sockets');
           const rows = wb.viewPane(page, 'Sockets').locator('.monaco-list-row');
           const texts = await rows.allInnerTexts();
           const at = texts.findIndex((t) => t.includes(`python3 (${p.pid})`));
@@ -143,9 +182,14 @@ const explorerSteps = [
       try {
         ctx.runUnderShim(client(mine.port, { first: 'mine', everyMs: 1000 }));
         ctx.runUnderShim(client(demo.port, { first: 'demo', everyMs: 200 }));
+        await scrollToTop(page, 'Sockets');
         const row = wb.treeRow(page, 'Sockets', `→ 127.0.0.1:${mine.port}`);
         await row.filter({ hasText: 'connected' }).waitFor();
         await wb.pickMenuItem(await wb.openContextMenu(row), "Hold This Socket's Data");
+        // A redraw of the busy Sockets view between the right-click and the
+        // pick drops the row's handle in VS Code: the command then asks
+        // which socket (it never guesses).
+        if (await pickerShown(page)) await wb.pickQuickItem(page, `127.0.0.1:${mine.port}`);
         const held = wb.treeRow(page, 'Pending Payloads', `↑ out 4 B 127.0.0.1:${mine.port}`);
         await held.first().waitFor();
         const rule = wb.treeRow(page, 'Filter', `127.0.0.1:${mine.port}`);
@@ -159,13 +203,7 @@ const explorerSteps = [
         await wb.pickMenuItem(await wb.openContextMenu(rule), 'Remove Intercept Rule');
         // A refresh of the Filter view between the right-click and the pick
         // can leave the command without its row: it then asks which rule.
-        if (
-          await page
-            .locator(wb.sel.quickInput)
-            .isVisible()
-            .catch(() => false)
-        )
-          await wb.pickQuickItem(page, `127.0.0.1:${mine.port}`);
+        if (await pickerShown(page)) await wb.pickQuickItem(page, `127.0.0.1:${mine.port}`);
         await rule.waitFor({ state: 'detached' });
         await held
           .first()
@@ -177,18 +215,22 @@ const explorerSteps = [
             }
           });
       } finally {
+        ctx.stopPrograms();
         mine.close();
         demo.close();
       }
     },
   ],
   [
-    'a second tab is told which window holds the filter; Take Over moves the live views to it, and back',
+    'a second tab is told which window holds the filter; Take Over moves the live views to it; the first stays off until Take Back',
     async (page, workspace, ctx) => {
       ctx.stopPrograms();
+      await wb.dismissNotifications(page);
       const second = await page.context().newPage();
       second.setDefaultTimeout(20000);
       const server = await ctx.recordingServer();
+      const later = await ctx.recordingServer();
+      const takenOver = (p) => p.locator(wb.sel.statusBar, { hasText: 'NKE: taken over by another window' });
       try {
         await second.goto(page.url());
         await wb.waitForWorkbench(second, 'NKE: disconnected', 90000);
@@ -197,23 +239,37 @@ const explorerSteps = [
         await toast.waitFor();
         await toast.locator('.monaco-button', { hasText: 'Take Over' }).click();
         await second.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
-        await page.locator(wb.sel.statusBar, { hasText: 'NKE: disconnected' }).waitFor();
-        await wb.notification(page, 'took over the filter').waitFor();
+        // The first tab says who took the filter and offers it back; it does not reconnect.
+        await takenOver(page).waitFor();
+        const notice = wb.notification(page, 'took over the filter');
+        await notice.waitFor();
+        await wb.treeRow(page, 'Filter', 'Taken over').waitFor();
         await wb.openViewContainer(second, 'NKE Workbench');
         ctx.runUnderShim(client(server.port, { first: 'second-tab', everyMs: 500 }));
         await server.whenBytes(10, 60000);
         await wb.treeRow(second, 'Sockets', `→ 127.0.0.1:${server.port}`).waitFor();
-        // And back: the first tab takes it over again (the suite goes on there).
-        await wb
-          .notification(page, 'took over the filter')
-          .locator('.monaco-button', { hasText: 'Take Over' })
-          .click();
+        // While the second tab works, the first stays off the filter (no fight back).
+        const ticks = server.received().length;
+        await second.waitForTimeout(3000);
+        if (!(server.received().length > ticks)) throw new Error("the program's bytes stopped");
+        if (!(await takenOver(page).count()))
+          throw new Error('the first tab left its taken-over state by itself');
+        await second.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor({ timeout: 1000 });
+        // Take Back: the first tab holds the filter again, the second says so.
+        await notice.locator('.monaco-button', { hasText: 'Take Back' }).click();
         await page.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
-        await second.locator(wb.sel.statusBar, { hasText: 'NKE: disconnected' }).waitFor();
-        await wb.treeRow(page, 'Sockets', `→ 127.0.0.1:${server.port}`).waitFor();
+        await takenOver(second).waitFor();
+        await wb.notification(second, 'took over the filter').waitFor();
+        // The program kept its socket across both take-overs; a new one shows with its process.
+        const p = ctx.runUnderShim(client(later.port, { first: 'after-take-back', everyMs: 500 }));
+        await wb.treeRow(page, 'Sockets', `→ 127.0.0.1:${later.port}`).waitFor();
+        await wb.treeRow(page, 'Sockets', `python3 (${p.pid})`).waitFor();
+        await readmeShot(page, 'ui-explorer-take-back.png');
         await wb.dismissNotifications(page);
       } finally {
+        ctx.stopPrograms(); // the steps after this one count what is held: nothing of ours
         server.close();
+        later.close();
         await second.close();
       }
     },

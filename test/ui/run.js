@@ -148,7 +148,6 @@ const steps = [
       await wb.pickQuickItem(page, 'Report');
     },
   ],
-  ...explorerSteps,
   [
     'NKE: Export Capture writes pcapng of what the filter saw; tshark reads the held chunk as allowed',
     async (page, workspace) => {
@@ -180,6 +179,9 @@ const steps = [
   ],
   // Editing held data: payload documents, code actions, time to edit.
   ...payloadSteps.steps,
+  // The event explorer; its last step takes the filter to a second tab and
+  // back, which starts a new helper (the capture history above is gone then).
+  ...explorerSteps,
   [
     'a killed helper: an error with Restart, the status bar says failed, nothing shown held; Restart reconnects',
     async (page, workspace, ctx) => {
@@ -224,6 +226,10 @@ const steps = [
  */
 function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
   const launcher = path.join(cs.root, 'native/emu/build/nke-emu');
+  // The system's python3 itself: a python3 found in PATH may be a version
+  // manager's shim (pyenv: bash scripts that exec the real one), whose
+  // wrapper processes would show in Exec Events and in Find Process.
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
   const programs = [];
   let settingsSeq = 0;
   return {
@@ -243,8 +249,9 @@ function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
         await new Promise((r) => setTimeout(r, 50));
       }
     },
+    python,
     runUnderShim(code, ...args) {
-      const p = spawn(launcher, ['run', '--', 'python3', '-c', code, ...args], {
+      const p = spawn(launcher, ['run', '--', python, '-c', code, ...args], {
         env: { ...process.env, NKE_EMU_DIR: runtimeDir },
         stdio: 'ignore',
       });

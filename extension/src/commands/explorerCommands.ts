@@ -13,12 +13,13 @@ import {
   withoutRule,
   withRuleFirst,
 } from '../intercept/interceptRules';
-import type { ExecView, WorkbenchModel } from '../model/workbenchModel';
+import type { ExecView, SocketView, WorkbenchModel } from '../model/workbenchModel';
+import { plural } from '../shared/plural';
 import { readSettings, rulesFromSettings } from '../settings';
 import type { InterceptRule } from '../shared/helperProtocol';
 import { execName } from '../tree/execTreeProvider';
 import type { FilterNode } from '../tree/filterTreeProvider';
-import type { SocketNode } from '../tree/socketTreeProvider';
+import { formatEndpoint, type SocketNode, socketLabel } from '../tree/socketTreeProvider';
 import { type CommandHandler, UserCancelled } from './commandWrapper';
 
 export interface ExplorerViews {
@@ -58,19 +59,64 @@ async function addRule(d: ExplorerCommandDeps, rule: InterceptRule): Promise<voi
   );
 }
 
-function socketOf(node?: SocketNode) {
+/**
+ * The socket a command is for: its row, else the one selected, else the
+ * person picks one. A row's command can come without its row: a busy
+ * Sockets view redraws every ~100 ms and VS Code drops the row's handle
+ * until the redraw is done, so a right-click then arrives here as if from
+ * the palette.
+ */
+async function socketFor(d: ExplorerCommandDeps, title: string, node?: SocketNode): Promise<SocketView> {
   if (node?.kind === 'socket') return node.socket;
-  throw new Error("pick a socket in the Sockets view first (right-click it: Hold This Socket's Data)");
+  const selected = d.views()?.sockets.selection.filter((n) => n.kind === 'socket');
+  if (selected?.length === 1 && selected[0].kind === 'socket') return selected[0].socket;
+  const live = d.model.sockets().filter((s) => s.state !== 'closed');
+  if (!live.length) {
+    throw new Error("no socket is open: Hold This Socket's Data needs a live socket in the Sockets view");
+  }
+  const picked = await vscode.window.showQuickPick(
+    live.map((socket) => ({
+      socket,
+      label: socketLabel(socket),
+      description: `${socket.process} (${socket.pid}) · ${socket.state}`,
+      detail: `${formatEndpoint(socket.local) ?? '(unbound)'} · socket ${socket.id}`,
+    })),
+    { title: `NKE: ${title}: which socket?`, matchOnDescription: true, matchOnDetail: true },
+  );
+  if (!picked) throw new UserCancelled();
+  return picked.socket;
 }
 
-function processOf(d: ExplorerCommandDeps, node?: SocketNode | ExecView): { pid: number; name: string } {
+/** The process a command is for: its row (a process, a socket or an exec), else the selection, else the person picks one. */
+async function processFor(
+  d: ExplorerCommandDeps,
+  node?: SocketNode | ExecView,
+): Promise<{ pid: number; name: string }> {
   if (node && 'kind' in node) {
     if (node.kind === 'process') return { pid: node.pid, name: node.name };
     if (node.kind === 'socket') return { pid: node.socket.pid, name: node.socket.process };
   } else if (node && 'path' in node) return { pid: node.pid, name: execName(node) };
   const selected = d.views()?.sockets.selection[0];
-  if (selected && selected.kind !== 'closed') return processOf(d, selected);
-  throw new Error('pick a process or one of its sockets in the Sockets view first');
+  if (selected && selected.kind !== 'closed') return processFor(d, selected);
+  const pids = d.model.socketPids();
+  if (!pids.length) {
+    throw new Error("no process has a socket yet: Hold This Process's Data needs one in the Sockets view");
+  }
+  const picked = await vscode.window.showQuickPick(
+    pids.map((pid) => {
+      const sockets = d.model.socketsOf(pid);
+      const open = sockets.filter((s) => s.state !== 'closed').length;
+      return {
+        pid,
+        name: sockets[0].process,
+        label: `${sockets[0].process} (${pid})`,
+        description: plural(open, 'open socket'),
+      };
+    }),
+    { title: "NKE: Hold This Process's Data: which process?", matchOnDescription: true },
+  );
+  if (!picked) throw new UserCancelled();
+  return { pid: picked.pid, name: picked.name };
 }
 
 async function findProcess(d: ExplorerCommandDeps): Promise<void> {
@@ -163,9 +209,17 @@ export function explorerCommandHandlers(d: ExplorerCommandDeps): Record<string, 
     'nke.findProcess': () => findProcess(d),
     'nke.showAllExecs': () => setExecScope('machine'),
     'nke.showExecsUnderFilter': () => setExecScope('underFilter'),
-    'nke.holdSocket': (node?: SocketNode) => addRule(d, ruleForSocket(socketOf(node))),
-    'nke.holdProcess': (node?: SocketNode | ExecView) => {
-      const p = processOf(d, node);
+    'nke.holdSocket': async (node?: SocketNode) => {
+      const s = await socketFor(d, "Hold This Socket's Data", node);
+      if (s.attachedEarlier && !s.local && !s.remote) {
+        throw new Error(
+          `socket ${s.id} was opened before this window connected: its process and ports are not known here, so no rule can name it; Hold Port… holds a port's data`,
+        );
+      }
+      return addRule(d, ruleForSocket(s));
+    },
+    'nke.holdProcess': async (node?: SocketNode | ExecView) => {
+      const p = await processFor(d, node);
       return addRule(d, ruleForProcess(p.pid, p.name));
     },
     'nke.holdPort': (node?: SocketNode) => holdPort(d, node),

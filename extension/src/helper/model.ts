@@ -224,6 +224,7 @@ export class LiveModel {
           bytesIn: 0,
           bytesOut: 0,
           openedAt: Date.now(),
+          attachedEarlier: true,
         },
         familyCode: 0,
         protocolCode: 0,
@@ -279,6 +280,7 @@ export class LiveModel {
         s.view.pid = n.pid;
         s.view.uid = n.uid;
         s.view.process = n.comm;
+        delete s.view.attachedEarlier; // its process is known now
         this.touch(key);
         return;
       }
@@ -385,10 +387,23 @@ export class LiveModel {
         this.record({ kind: 'released', chunkId: id, reason });
         return;
       }
-      case NotifyType.DataGap:
+      case NotifyType.DataGap: {
         // Counted and in the history; the bytes are a gap in the capture history.
         this.counters.dataGaps = (this.counters.dataGaps ?? 0) + 1;
         this.counters.dataGapBytes = (this.counters.dataGapBytes ?? 0) + n.size;
+        // The filter passed these bytes unreported (no buffer free): they
+        // went over the socket all the same, so its byte counts and the
+        // helper's include them (a busy machine's Sockets view under-counted
+        // by every chunk passed pool-full).
+        const s = this.adopt(key);
+        if (n.direction === DIR_IN) {
+          this.counters.bytesIn += n.size;
+          s.view.bytesIn += n.size;
+        } else {
+          this.counters.bytesOut += n.size;
+          s.view.bytesOut += n.size;
+        }
+        this.touch(key);
         this.record({
           kind: 'data-gap',
           socketId: key,
@@ -397,6 +412,7 @@ export class LiveModel {
           reason: n.reason === 1 ? 'no-buffer' : n.reason === 2 ? 'queue-full' : `reason ${n.reason}`,
         });
         return;
+      }
       case NotifyType.State:
       case NotifyType.Option:
         return;

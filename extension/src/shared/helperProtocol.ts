@@ -84,6 +84,12 @@ export interface SocketView {
   bytesOut: number;
   openedAt: number;
   closedAt?: number;
+  /**
+   * Attached before this helper connected (another window or an earlier
+   * helper held the filter then): the filter reports a socket's process
+   * and addresses only when it attaches, so they are not known here.
+   */
+  attachedEarlier?: boolean;
 }
 
 export interface ExecView {

@@ -5,6 +5,7 @@
 import * as vscode from 'vscode';
 import type { ExecView, WorkbenchModel } from '../model/workbenchModel';
 import { ModelTreeProvider } from './modelTreeView';
+import { plural } from '../shared/plural';
 
 /** The last path component: what a person calls the program. */
 export function execName(e: ExecView): string {
@@ -29,9 +30,11 @@ export class ExecTreeProvider extends ModelTreeProvider<ExecView> {
   /** The view's description: the scope, and how many execs it hides. */
   override describe(): string | undefined {
     const { inScope, hidden } = this.model.execCounts();
-    if (this.model.execScope === 'machine') return `machine-wide · ${this.model.execs().length} kept`;
+    if (this.model.execScope === 'machine') {
+      return `machine-wide · ${this.model.execs().length.toLocaleString('en-US')} kept`;
+    }
     // Short: the header leaves little room at the default sidebar width.
-    return `${inScope} under the filter · ${hidden.toLocaleString('en-US')} hidden`;
+    return `${inScope.toLocaleString('en-US')} under the filter · ${hidden.toLocaleString('en-US')} hidden`;
   }
 
   getTreeItem(e: ExecView): vscode.TreeItem {
@@ -52,7 +55,7 @@ export class ExecTreeProvider extends ModelTreeProvider<ExecView> {
         : ['Path incomplete: a piece of the kernel event never arrived; the gaps show as \ufffd.']),
       ...(e.truncated ? ['Path truncated: longer than the filter carries; this is its start.'] : []),
       ...(e.underShim ? ['Runs under the emulated filter (its shim).'] : []),
-      ...(sockets ? [`${sockets} socket${sockets > 1 ? 's' : ''} in the Sockets view`] : []),
+      ...(sockets ? [`${plural(sockets, 'socket')} in the Sockets view`] : []),
       new Date(e.time).toISOString(),
     ].join('\n');
     item.contextValue = 'exec';

@@ -8,6 +8,7 @@ import type { Counters, WorkbenchModel } from '../model/workbenchModel';
 import type { InterceptRule } from '../shared/helperProtocol';
 import { describeRule } from '../intercept/interceptRules';
 import { ModelTreeProvider } from './modelTreeView';
+import { plural } from '../shared/plural';
 
 export interface FilterNode {
   kind:
@@ -77,7 +78,7 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       nodes.push({
         kind: 'capture',
         label: 'Capture',
-        value: `${link.rules.default ?? 'report'}${n ? ` + ${n} intercept rule${n > 1 ? 's' : ''}` : ''}`,
+        value: `${link.rules.default ?? 'report'}${n ? ` + ${plural(n, 'intercept rule')}` : ''}`,
       });
     }
     const rules = link.rules?.intercept?.length ?? 0;
@@ -87,7 +88,14 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
     if (f) {
       nodes.push({ kind: 'transport', label: 'Transport', value: f.transport });
       if (f.sessionId) nodes.push({ kind: 'session', label: 'Session', value: f.sessionId });
-      if (f.error) {
+      if (f.error?.code === 'NKE_TAKEN_OVER') {
+        nodes.push({
+          kind: 'error',
+          label: 'Taken over',
+          value: f.error.message,
+          tooltip: `${f.error.message}. This window stays off the filter until NKE: Take Over (Take Back) brings it here again.`,
+        });
+      } else if (f.error) {
         nodes.push({ kind: 'error', label: 'Error', value: `${f.error.code}: ${f.error.message}` });
       }
     }
@@ -95,7 +103,7 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
     nodes.push({
       kind: 'now',
       label: 'Held for you now',
-      value: `${pending.length} payload${pending.length === 1 ? '' : 's'}`,
+      value: plural(pending.length, 'payload'),
       tooltip: 'Payloads held right now, waiting for your verdict (Pending Payloads)',
     });
     const now = f?.state?.now;

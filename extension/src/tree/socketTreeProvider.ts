@@ -9,11 +9,15 @@ import * as vscode from 'vscode';
 import type { Endpoint } from '../shared/helperProtocol';
 import type { SocketView, WorkbenchModel } from '../model/workbenchModel';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
+import { plural } from '../shared/plural';
 
 export type SocketNode =
   | { kind: 'process'; pid: number; name: string }
   | { kind: 'socket'; socket: SocketView }
   | { kind: 'closed'; pid: number; count: number };
+
+const attachedEarlierNote =
+  "Opened before this window connected to the filter (another window held it, or an earlier helper): the filter names a socket's process and addresses only when it attaches. Its bytes and state from now on are real.";
 
 /** How long a closed socket stays in place before it moves into "closed (N)". */
 export const recentlyClosedMs = 5000;
@@ -40,6 +44,7 @@ function protoName(s: SocketView): string {
 
 /** The socket's row label: its peer and which way it was made (the protocol when not TCP). */
 export function socketLabel(s: SocketView): string {
+  if (s.attachedEarlier && !s.remote && !s.local) return `socket ${s.id}`;
   const proto = s.protocol === 'tcp' ? '' : `${protoName(s)} `;
   const remote = formatEndpoint(s.remote);
   const localPort = s.local ? `:${s.local.port}` : '(unbound)';
@@ -77,9 +82,14 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     const now = this.now();
     if (!element) {
       // Processes with live sockets first: the view is about what is alive.
+      // Then the others, the one whose socket closed last first (a program
+      // that just ended is what a person looks for, not one from minutes ago).
       const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
+      const lastClosed = (pid: number) =>
+        Math.max(0, ...this.model.socketsOf(pid).map((s) => this.model.closedSince(s.id) ?? s.closedAt ?? 0));
       const pids = this.model.socketPids();
-      const nodes: SocketNode[] = [...pids.filter(live), ...pids.filter((p) => !live(p))].map((pid) => ({
+      const ended = pids.filter((p) => !live(p)).sort((a, b) => lastClosed(b) - lastClosed(a));
+      const nodes: SocketNode[] = [...pids.filter(live), ...ended].map((pid) => ({
         kind: 'process',
         pid,
         name: this.model.socketsOf(pid)[0].process,
@@ -184,16 +194,21 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
 
   getTreeItem(n: SocketNode): vscode.TreeItem {
     if (n.kind === 'process') {
-      const item = new vscode.TreeItem(`${n.name} (${n.pid})`, vscode.TreeItemCollapsibleState.Expanded);
+      const unknown = n.pid === 0 && !n.name;
+      const item = new vscode.TreeItem(
+        unknown ? 'process not known' : `${n.name} (${n.pid})`,
+        vscode.TreeItemCollapsibleState.Expanded,
+      );
       item.id = `process:${n.pid}`;
       const r = this.rate(n.pid);
       const live = this.model.socketsOf(n.pid).filter((s) => s.state !== 'closed').length;
       item.description = `${live} open · ↓${shortBytes(Math.round(r.rateIn))}/s ↑${shortBytes(Math.round(r.rateOut))}/s`;
       const chain = this.model.ancestry(n.pid);
       item.tooltip = [
-        `${n.name} (pid ${n.pid}): ${live} open socket${live === 1 ? '' : 's'}`,
+        `${n.name} (pid ${n.pid}): ${plural(live, 'open socket')}`,
         `now ↓${formatBytes(Math.round(r.rateIn))}/s ↑${formatBytes(Math.round(r.rateOut))}/s; in all ↓${formatBytes(r.bytesIn)} ↑${formatBytes(r.bytesOut)}`,
         ...(chain.length ? [chain.map((e) => `${e.path} (pid ${e.pid})`).join('\n  ← ')] : []),
+        ...(unknown ? [attachedEarlierNote] : []),
       ].join('\n');
       item.contextValue = 'process';
       item.iconPath = new vscode.ThemeIcon('server-process');
@@ -210,7 +225,10 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     const s = n.socket;
     const item = new vscode.TreeItem(socketLabel(s));
     item.id = `socket:${s.id}`;
-    item.description = `${s.state} · ↓${shortBytes(s.bytesIn)} ↑${shortBytes(s.bytesOut)}`;
+    // The state only: with the peer it fits the default sidebar width at
+    // this depth (with the bytes too it was cut off); the bytes are in the
+    // tooltip and the process row shows its rates.
+    item.description = s.state;
     const local = formatEndpoint(s.local) ?? '(unbound)';
     const remote = formatEndpoint(s.remote);
     const chain = this.model.ancestry(s.pid);
@@ -220,6 +238,7 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
       ...(chain.length
         ? [`${chain[0].path}`, ...chain.slice(1).map((e) => `  ← ${e.path} (pid ${e.pid})`)]
         : ['(no exec of this process seen)']),
+      ...(s.attachedEarlier ? [attachedEarlierNote] : []),
     ].join('\n');
     item.contextValue = s.state === 'closed' ? 'closedSocket' : 'socket';
     item.iconPath = new vscode.ThemeIcon(
