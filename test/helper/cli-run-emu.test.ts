@@ -277,6 +277,67 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
     }
   });
 
+  it('nke extend keeps a held chunk past its deadline; the cap and a bad duration are refused before anything is sent', async () => {
+    const server = await recordingServer();
+    const rules = path.join(dir, 'hold-short.json');
+    const holdTimeoutMs = 3000;
+    fs.writeFileSync(
+      rules,
+      JSON.stringify({
+        default: 'pass',
+        holdTimeoutMs,
+        intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
+      }),
+    );
+    const run = nkeAsync(env, [
+      'run',
+      '--rules',
+      rules,
+      '--',
+      ...SENDER(30),
+      String(server.port),
+      'extend-me',
+    ]);
+    try {
+      const p = await firstPending(env, run);
+      const firstDeadline = Date.now() + p.timeLeftMs;
+      const ok = await nkeAsync(env, ['extend', p.id, '15s']).done;
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(
+        ok.stderr,
+        new RegExp(`^nke: chunk ${p.id}: held until \\d\\d:\\d\\d:\\d\\d \\(1[0-5]\\.\\d s left\\)`),
+      );
+      const bad = await nkeAsync(env, ['extend', p.id, 'soon']).done;
+      assert.equal(bad.code, 2, bad.stderr);
+      assert.match(
+        bad.stderr,
+        /DURATION is how long from now to keep chunk \d+ held: 90, 90s, 2m or 1500ms; got soon/,
+      );
+      const over = await nkeAsync(env, ['extend', p.id, '11m']).done;
+      assert.equal(over.code, 1, over.stderr);
+      assert.match(over.stderr, /at most 10 minutes in all, so it can be kept at most [\d.]+ s more/);
+      // Past its first deadline: still held, nothing at the server.
+      await new Promise((r) => setTimeout(r, Math.max(0, firstDeadline - Date.now()) + 1000));
+      const still = await nkeAsync(env, ['status', '--json']).done;
+      const listed = (JSON.parse(still.stdout.toString()) as { pending: PendingLine[] }).pending;
+      assert.ok(
+        listed.some((q) => q.id === p.id),
+        `chunk ${p.id} is still held: ${still.stdout.toString()}`,
+      );
+      assert.equal(server.received().length, 0, 'nothing reached the server while held');
+      const v = await nkeAsync(env, ['verdict', p.id, 'allow']).done;
+      assert.equal(v.code, 0, v.stderr);
+      assert.equal((await server.whenBytes('extend-me'.length)).toString(), 'extend-me');
+      // Answered: extend says so, exit 5.
+      const late = await nkeAsync(env, ['extend', p.id, '10s']).done;
+      assert.equal(late.code, 5, late.stderr);
+      assert.match(late.stderr, new RegExp(`payload ${p.id} was already answered \\(Reinject Original\\)`));
+    } finally {
+      run.proc.kill('SIGTERM');
+      await run.done;
+    }
+  });
+
   it("a verdict after the chunk's deadline, while nke run goes on, says the filter released it at its deadline", async () => {
     const server = await recordingServer();
     const rules = path.join(dir, 'hold-briefly.json');

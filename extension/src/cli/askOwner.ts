@@ -8,6 +8,7 @@ import { ResponseError } from 'vscode-jsonrpc';
 import { FilterEngine } from '../helper/engine';
 import { connectControl, controlDir, ControlDirError } from '../shared/controlSocket';
 import * as P from '../shared/helperProtocol';
+import { NKE_HOLD_TOTAL_MAX_MS } from '../shared/abi';
 import { resolveEmulatorRuntimeDir } from '../shared/privateDir';
 import { CliError, type CommandSpec, ExitCode, UsageError } from './cliArgs';
 import { printable, timeLeft } from './eventLog';
@@ -341,3 +342,60 @@ export const stageCommand: CommandSpec = {
     return ExitCode.ok;
   },
 };
+
+// ---- extend ---------------------------------------------------------------------
+
+/** "90", "90s", "2m", "1500ms": a duration in ms. */
+function parseDuration(text: string | undefined): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text ?? '');
+  if (!m) return undefined;
+  const unit = m[2] === 'ms' ? 1 : m[2] === 'm' ? 60000 : 1000;
+  return Math.round(Number(m[1]) * unit);
+}
+
+export const extendCommand: CommandSpec = {
+  name: 'extend',
+  summary: 'keep a held chunk held longer (time to edit it)',
+  usage: 'nke extend ID DURATION',
+  description:
+    'Asks the filter to hold chunk ID until DURATION from now (90, 90s, 2m or 1500ms; plain\n' +
+    'numbers are seconds) instead of releasing it unchanged at its deadline. The filter never\n' +
+    `moves a deadline earlier and never holds a chunk more than ${NKE_HOLD_TOTAL_MAX_MS / 60000} minutes in all since it\n` +
+    'was held; the new deadline is printed. A chunk no longer held exits 5 and says why.',
+  options: [],
+  async run(args) {
+    const [rawId, rawDuration, ...extra] = args.positional;
+    const id = checkId('extend', rawId);
+    if (extra.length) throw new UsageError(`nke extend: unexpected argument ${extra[0]}`);
+    const ms = parseDuration(rawDuration);
+    if (ms === undefined || ms < 1) {
+      throw new UsageError(
+        `nke extend: DURATION is how long from now to keep chunk ${id} held: 90, 90s, 2m or 1500ms; got ${rawDuration ?? 'nothing'}`,
+      );
+    }
+    const view = await withOwner(id, async (c) => {
+      const held = (await c.sendRequest(P.GetSnapshot)).pending.find((p) => p.id === id);
+      // The ABI counts a hold from when the chunk was held; a person counts from now.
+      // Not held: the helper says why (answered, released and how).
+      const holdMs = held ? Date.now() + ms - held.heldAt : Math.min(ms, NKE_HOLD_TOTAL_MAX_MS);
+      if (held && holdMs > NKE_HOLD_TOTAL_MAX_MS) {
+        throw new CliError(
+          `nke extend: chunk ${id} was held ${timeLeftSince(held.heldAt)} ago; the filter holds a chunk at most ${NKE_HOLD_TOTAL_MAX_MS / 60000} minutes in all, so it can be kept at most ${((held.heldAt + NKE_HOLD_TOTAL_MAX_MS - Date.now()) / 1000).toFixed(1)} s more`,
+        );
+      }
+      try {
+        return await c.sendRequest(P.ExtendHold, { id, holdMs: Math.max(1, Math.round(holdMs)) });
+      } catch (e) {
+        throw chunkError(id, 'extending', e);
+      }
+    });
+    process.stderr.write(
+      `nke: chunk ${id}: held until ${new Date(view.deadline).toTimeString().slice(0, 8)} (${timeLeft(view.deadline)} left), then released unchanged unless answered\n`,
+    );
+    return ExitCode.ok;
+  },
+};
+
+function timeLeftSince(at: number): string {
+  return `${((Date.now() - at) / 1000).toFixed(1)} s`;
+}

@@ -13,7 +13,7 @@ export const ExitCode = {
   usage: 2,
   /** the filter could not be reached or started (emulator not running with --no-start, kext not loaded, another client holds it, not permitted) */
   filterUnavailable: 3,
-  /** no `nke watch` or `nke run` (or a VS Code window's helper) is running to answer (show, verdict, stage, export, extcap) */
+  /** no `nke watch` or `nke run` (or a VS Code window's helper) is running to answer (show, verdict, stage, extend, export, extcap) */
   noOwner: 4,
   /** the chunk is no longer held (answered already, its deadline passed, its socket closed, its client went away) */
   released: 5,
@@ -29,7 +29,7 @@ export const EXIT_CODES_HELP = `exit status:
   2    bad command line or rules file: nothing was done
   3    the filter could not be reached or started (emulator not running and --no-start,
        kext not loaded, another client holds the filter, not permitted)
-  4    no nke watch or nke run is running to answer (show, verdict, stage, export, extcap)
+  4    no nke watch or nke run is running to answer (show, verdict, stage, extend, export, extcap)
   5    the chunk is no longer held (answered already, deadline passed, socket closed,
        its client went away)
   6    the filter went away while nke watch ran

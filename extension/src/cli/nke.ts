@@ -4,7 +4,7 @@
 // command ends with an exit status (cliArgs.ts ExitCode, listed by
 // `nke --help`) or a CliError whose message goes to stderr.
 import { commandHelp, type CommandSpec, CliError, ExitCode, mainHelp, parseArgs } from './cliArgs';
-import { showCommand, stageCommand, statusCommand, verdictCommand } from './askOwner';
+import { extendCommand, showCommand, stageCommand, statusCommand, verdictCommand } from './askOwner';
 import { runCommand, watchCommand } from './ownFilter';
 import { rulesCommand } from './rulesCommand';
 import { exportCommand, extcapCommand } from './captureCommands';
@@ -16,6 +16,7 @@ const COMMANDS: readonly CommandSpec[] = [
   showCommand,
   verdictCommand,
   stageCommand,
+  extendCommand,
   rulesCommand,
   exportCommand,
   extcapCommand,

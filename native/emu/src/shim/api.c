@@ -61,6 +61,7 @@ int accept4(int fd, struct sockaddr *sa, socklen_t *len, int flags)
 
 int close(int fd)
 {
+    readiness_closed(fd);
     fd_forget(fd);
     return libc_call(close, fd);
 }
@@ -68,16 +69,20 @@ int close(int fd)
 int dup2(int from, int to)
 {
     int rc = libc_call(dup2, from, to);
-    if (rc >= 0 && from != to)
+    if (rc >= 0 && from != to) {
+        readiness_closed(to);
         fd_copy(from, to);
+    }
     return rc;
 }
 
 int dup3(int from, int to, int flags)
 {
     int rc = libc_call(dup3, from, to, flags);
-    if (rc >= 0)
+    if (rc >= 0) {
+        readiness_closed(to);
         fd_copy(from, to);
+    }
     return rc;
 }
 
@@ -364,8 +369,10 @@ static int shim_close_range(unsigned first, unsigned last, int flags)
 {
     unsigned floor = (unsigned)fd_floor();
     if (!(flags & CLOSE_RANGE_CLOEXEC))
-        for (unsigned fd = first; fd <= last && fd < MAX_FDS && fd < floor; fd++)
+        for (unsigned fd = first; fd <= last && fd < MAX_FDS && fd < floor; fd++) {
+            readiness_closed((int)fd);
             fd_forget((int)fd);
+        }
     if (first >= floor)
         return 0;
     return (int)syscall(SYS_close_range, first, last < floor ? last : floor - 1, flags);

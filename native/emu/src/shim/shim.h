@@ -19,6 +19,8 @@
  *   link.c       the link to nke-emud (shim.sock, shim.state)
  *   tcp_relay.c  the TCP relay
  *   udp_queue.c  UDP: queued verdicts
+ *   readiness.c  poll/epoll: readiness the program sees never runs ahead
+ *                of what the relay has yet to deliver
  *   sockctl.c    bind/listen/options of sockets not relayed
  *   exec.c       exec and spawn: reports, exit and exec drains
  *   api.c        the thin public symbols: straight to libc when the fd is
@@ -61,6 +63,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -69,6 +72,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -119,6 +123,11 @@ extern int g_debug;
     X(ssize_t, recvmsg, (int, struct msghdr *, int))                                               \
     X(int, sendmmsg, (int, struct mmsghdr *, unsigned int, int))                                   \
     X(int, recvmmsg, (int, struct mmsghdr *, unsigned int, int, struct timespec *))                \
+    X(int, poll, (struct pollfd *, nfds_t, int))                                                   \
+    X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))            \
+    X(int, epoll_ctl, (int, int, int, struct epoll_event *))                                       \
+    X(int, epoll_wait, (int, struct epoll_event *, int, int))                                      \
+    X(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))                   \
     X(ssize_t, read, (int, void *, size_t))                                                        \
     X(ssize_t, write, (int, const void *, size_t))                                                 \
     X(ssize_t, readv, (int, const struct iovec *, int))                                            \
@@ -328,6 +337,9 @@ int fd_high(int fd);
 int fd_floor(void);
 void relay_swap(int fd);
 extern atomic_uint g_resets_pending;
+bool relay_any(void);
+bool relay_catch_up(void);
+void readiness_closed(int fd); /* readiness.c: fd's number was closed (or dup2'ed over) */
 /* The program's read/write on fd: a relayed socket reset by its peer
  * becomes the real socket first (relay_swap). One load otherwise. */
 static inline void relay_reset_check(int fd)

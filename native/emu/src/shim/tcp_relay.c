@@ -31,10 +31,10 @@
  */
 #include "shim.h"
 
+#include <linux/futex.h>
 #include <netinet/tcp.h>
-#include <signal.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 /* One piece of one direction's stream, from the read that took it off src
  * until its bytes are written to dst. Owned by its dir's queue. */
@@ -108,6 +108,13 @@ struct loop {
     unsigned exec_ask;     /* generation of an exec drain's request */
     unsigned out_busy;     /* relays that answered the exec drain "not idle" */
     unsigned exec_done;    /* the last exec request every relay has answered */
+    /* Passes (relay_catch_up): odd while the loop handles what one
+     * epoll_wait returned, even between; the loop wakes the program
+     * threads waiting for a pass to end (pass_waiters) with a futex. live:
+     * relays handed to the loop and not ended. Atomics, no lock. */
+    atomic_uint pass;
+    atomic_uint pass_waiters;
+    atomic_uint live;
     /* Loop thread only: */
     bool exit_ask_seen;
     unsigned exec_ask_seen;
@@ -219,7 +226,7 @@ static void mux_open_locked(void)
     g_loop.link_fd = link;
     if (g_loop.ep >= 0) {
         struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX - 1 };
-        epoll_ctl(g_loop.ep, EPOLL_CTL_ADD, link, &ev);
+        libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_ADD, link, &ev);
     }
 }
 
@@ -242,7 +249,7 @@ static bool mux_send_locked(uint32_t id, const void *m, size_t n, bool must)
         if ((errno != EAGAIN && errno != ENOBUFS) || !must || tries == 50)
             return false;
         struct pollfd p = { g_loop.link_fd, POLLOUT, 0 };
-        poll(&p, 1, 1);
+        libc_call(poll, &p, 1, 1);
     }
 }
 
@@ -682,7 +689,7 @@ static void link_lost(void)
     SHIM_LOG("nke-emud link lost: failing open");
     pthread_mutex_lock(&g_loop.lock);
     if (g_loop.link_fd >= 0) {
-        epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, g_loop.link_fd, NULL);
+        libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_DEL, g_loop.link_fd, NULL);
         libc_call(close, g_loop.link_fd);
     }
     g_loop.link_fd = -1;
@@ -813,8 +820,8 @@ static void relay_end(struct relay *r)
     /* The program end is gone: nothing left to swap. */
     if (atomic_exchange(&r->reset_swap, false))
         atomic_fetch_sub(&g_resets_pending, 1);
-    epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, r->real_fd, NULL);
-    epoll_ctl(g_loop.ep, EPOLL_CTL_DEL, r->pair_fd, NULL);
+    libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_DEL, r->real_fd, NULL);
+    libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_DEL, r->pair_fd, NULL);
     libc_call(close, r->pair_fd);
     r->pair_fd = -1;
     for (int i = 0; i < 2; i++)
@@ -839,6 +846,7 @@ static void relay_end(struct relay *r)
             *pp = r->next;
             break;
         }
+    atomic_fetch_sub(&g_loop.live, 1);
     relay_put(r);
 }
 
@@ -1038,7 +1046,7 @@ static void loop_take_adds(void)
         for (int which = 0; which < 2; which++) {
             struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
                                       .data.u64 = ((uint64_t)r->id << 1) | (uint64_t)which };
-            epoll_ctl(g_loop.ep, EPOLL_CTL_ADD, rfd(r, which), &ev);
+            libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_ADD, rfd(r, which), &ev);
         }
         r->dirty = true;
     }
@@ -1062,25 +1070,36 @@ static void *loop_main(void *arg)
         bool waiting = false;
         for (struct relay *r = g_loop_relays; r && !waiting; r = r->next)
             waiting = r->dirs[0].nwaiting || r->dirs[1].nwaiting;
-        int n;
+        /* Waits for events without taking them (poll on the epoll), then
+         * takes them inside a pass: an event is either still in the epoll
+         * (readable) or in the pass under way (odd), never in between, so
+         * relay_catch_up cannot mistake a loop about to work for an idle one. */
+        struct pollfd pe = { g_loop.ep, POLLIN, 0 };
+        int k;
         if (waiting && g_loop.spin_us) {
             /* Polls without sleeping for up to spin_us while a verdict is
              * awaited, yielding between tries (on 2 CPUs the process that
              * decides may need this one). */
             uint64_t end = mono_ns() + (uint64_t)g_loop.spin_us * 1000u;
             do {
-                n = epoll_wait(g_loop.ep, evs, 256, 0);
-                if (n != 0)
+                k = libc_call(poll, &pe, 1, 0);
+                if (k != 0)
                     break;
                 sched_yield();
             } while (mono_ns() < end);
-            if (n == 0)
-                n = epoll_wait(g_loop.ep, evs, 256, -1);
+            if (k == 0)
+                k = libc_call(poll, &pe, 1, -1);
         } else {
-            n = epoll_wait(g_loop.ep, evs, 256, -1);
+            k = libc_call(poll, &pe, 1, -1);
         }
-        if (n < 0 && errno != EINTR)
+        if (k < 0 && errno != EINTR)
             break;
+        if (k <= 0)
+            continue;
+        atomic_fetch_add(&g_loop.pass, 1); /* odd: a pass begins */
+        int n = libc_call(epoll_wait, g_loop.ep, evs, 256, 0);
+        if (n < 0)
+            n = 0;
         for (int i = 0; i < n; i++) {
             uint64_t u = evs[i].data.u64;
             uint32_t e = evs[i].events;
@@ -1098,7 +1117,7 @@ static void *loop_main(void *arg)
                 if (g_loop.link_fd >= 0 && (e & EPOLLOUT) && g_loop.link_full) {
                     g_loop.link_full = false;
                     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX - 1 };
-                    epoll_ctl(g_loop.ep, EPOLL_CTL_MOD, g_loop.link_fd, &ev);
+                    libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_MOD, g_loop.link_fd, &ev);
                     for (struct relay *r = g_loop_relays; r; r = r->next)
                         if (r->link_pending) {
                             r->link_pending = false;
@@ -1132,7 +1151,7 @@ static void *loop_main(void *arg)
         }
         if (g_loop.link_full && g_loop.link_fd >= 0) {
             struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u64 = UINT64_MAX - 1 };
-            epoll_ctl(g_loop.ep, EPOLL_CTL_MOD, g_loop.link_fd, &ev);
+            libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_MOD, g_loop.link_fd, &ev);
         }
         struct relay *next;
         for (struct relay *r = g_loop_relays; r; r = next) {
@@ -1146,6 +1165,10 @@ static void *loop_main(void *arg)
             pthread_cond_broadcast(&g_loop.drain_cond);
             pthread_mutex_unlock(&g_loop.lock);
         }
+        /* even: the pass is over; what it read is in the pairs */
+        atomic_fetch_add(&g_loop.pass, 1);
+        if (atomic_load(&g_loop.pass_waiters))
+            syscall(SYS_futex, &g_loop.pass, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     }
     free(vmsg);
     return NULL;
@@ -1164,12 +1187,12 @@ static bool loop_start_locked(void)
         return false;
     }
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
-    epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev);
+    libc_call(epoll_ctl, ep, EPOLL_CTL_ADD, wake, &ev);
     g_loop.ep = ep;
     g_loop.wake = wake;
     if (g_loop.link_fd >= 0) {
         struct epoll_event lev = { .events = EPOLLIN, .data.u64 = UINT64_MAX - 1 };
-        epoll_ctl(ep, EPOLL_CTL_ADD, g_loop.link_fd, &lev);
+        libc_call(epoll_ctl, ep, EPOLL_CTL_ADD, g_loop.link_fd, &lev);
     }
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -1356,6 +1379,7 @@ void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tol
     pthread_mutex_lock(&g_loop.lock);
     r->next = g_loop.adds;
     g_loop.adds = r;
+    atomic_fetch_add(&g_loop.live, 1);
     pthread_mutex_unlock(&g_loop.lock);
     loop_wake();
 }
@@ -1399,6 +1423,69 @@ void relay_opt_note(struct relay *r, int level, int name, bool is_set)
     if (r->linked && r->link_gen == g_loop.link_gen && !r->ended)
         mux_send_locked(r->id, &m, sizeof(m), false);
     pthread_mutex_unlock(&g_loop.lock);
+}
+
+/* ---- catching up: what the program's wait calls see ------------------------ */
+
+/* How long a program thread waits for the loop to catch up before it goes
+ * on without (fail open: the order is then the scheduler's, as before). */
+#define CATCH_UP_MAX_MS 50
+
+/*
+ * Called by the program's poll/epoll wrappers (readiness.c) when its wait
+ * returned something. In the kernel a peer's FIN or bytes are readable the
+ * moment they arrive; here they become so only when the loop has moved
+ * them into the socketpair, so a program woken by a socket the shim does
+ * not relay (a listening socket: accept is direct) could act on a later
+ * event before an earlier one it cannot see yet (redis counts a closed
+ * client against maxclients until it reads that client's EOF). So: when
+ * the loop has events it has not handled (its epoll is readable, or it is
+ * inside a pass), wait until those are handled: the pass under way and, if
+ * the epoll was readable, the next one. Bytes held for a verdict stay held:
+ * this waits for the loop, never for nke-emud or the user client. True
+ * when it waited (the caller looks again); false when the loop was idle,
+ * there is none, or this is a shim thread.
+ */
+bool relay_any(void)
+{
+    return atomic_load_explicit(&g_loop.live, memory_order_relaxed) != 0 && !shim_vforked();
+}
+
+bool relay_catch_up(void)
+{
+    if (!atomic_load_explicit(&g_loop.live, memory_order_relaxed) || !g_loop.started || g_loop.ep < 0 ||
+        shim_vforked())
+        return false;
+    /* What is in the epoll now is taken by the next pass to begin; what
+     * the loop took already is in the pass under way (the loop's order:
+     * poll, pass odd, take, handle, pass even). Read in that order. */
+    struct pollfd p = { g_loop.ep, POLLIN, 0 };
+    bool pending = libc_call(poll, &p, 1, 0) > 0;
+    unsigned s = atomic_load(&g_loop.pass);
+    if (!(s & 1u) && !pending)
+        return false;
+    unsigned target = (s & 1u) ? (pending ? s + 3 : s + 1) : s + 2;
+    uint64_t until = mono_ns() + (uint64_t)CATCH_UP_MAX_MS * 1000000u;
+    atomic_fetch_add(&g_loop.pass_waiters, 1);
+    for (;;) {
+        unsigned cur = atomic_load(&g_loop.pass);
+        if ((int)(cur - target) >= 0)
+            break;
+        /* between passes with nothing in the epoll: everything was taken
+         * (only ever inside a pass) and handled; caught up */
+        if (!(cur & 1u) && libc_call(poll, &p, 1, 0) == 0 && atomic_load(&g_loop.pass) == cur)
+            break;
+        uint64_t now = mono_ns();
+        if (now >= until) {
+            SHIM_LOG("the relay loop did not catch up in %d ms: going on", CATCH_UP_MAX_MS);
+            break;
+        }
+        struct timespec ts = { .tv_sec = (time_t)((until - now) / 1000000000u),
+                               .tv_nsec = (long)((until - now) % 1000000000u) };
+        syscall(SYS_futex, &g_loop.pass, FUTEX_WAIT_PRIVATE, cur, &ts, NULL, 0);
+    }
+    atomic_fetch_sub(&g_loop.pass_waiters, 1);
+    return true;
 }
 
 /* ---- drains and fork ------------------------------------------------------- */
@@ -1517,6 +1604,9 @@ void relay_atfork_child(void)
     g_loop.nslots = g_loop.free_slot = 0;
     g_loop.out_open = g_loop.out_busy = 0;
     g_loop.exit_ask = false;
+    atomic_store(&g_loop.live, 0);
+    atomic_store(&g_loop.pass, 0);
+    atomic_store(&g_loop.pass_waiters, 0);
     g_loop.buf = NULL; /* the parent's loop thread's; a child's loop allocates its own */
     /* Parent threads that waited on it (drains) are not here. */
     pthread_cond_init(&g_loop.drain_cond, NULL);

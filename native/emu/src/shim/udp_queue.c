@@ -299,7 +299,7 @@ static void *udp_worker(void *arg)
             p[np++] = (struct pollfd){ u->sock, POLLOUT, 0 };
         }
         pthread_mutex_unlock(&u->lock);
-        int k = poll(p, (nfds_t)np, -1);
+        int k = libc_call(poll, p, (nfds_t)np, -1);
         pthread_mutex_lock(&u->lock);
         if (k <= 0)
             continue;
@@ -857,7 +857,7 @@ int udp_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, stru
                 break;
             struct pollfd p = { fd, POLLIN, 0 };
             if (!(f & MSG_DONTWAIT) && !nonblocking(fd, f) &&
-                poll(&p, 1, (int)(deadline - now)) <= 0)
+                libc_call(poll, &p, 1, (int)(deadline - now)) <= 0)
                 break;
         }
         ssize_t r = udp_recvmsg(fd, &vec[i].msg_hdr, f);

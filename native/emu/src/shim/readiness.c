@@ -1,0 +1,400 @@
+/*
+ * readiness.c: the program's poll and epoll waits, kept in the kernel's
+ * order of events.
+ *
+ * A relayed socket's events (a peer's FIN, its bytes) reach the program's
+ * end of the socketpair only when the relay loop has moved them; a socket
+ * the shim does not relay (a listening socket, a pipe, a UDP socket) is
+ * ready the moment the kernel says so. When the loop lags (a loaded
+ * machine: it waits for a CPU), a program could act on a later event
+ * before an earlier one it cannot see yet: accept a new connection before
+ * it reads the EOF of a client that closed first. redis then still counts
+ * the closed client against --maxclients (the kernel would have woken it
+ * with the EOF first, in a pass of its event loop of its own).
+ *
+ * So when a wait returns a descriptor the relay does not carry while the
+ * loop has events it has not handled (relay_catch_up: it waits until they
+ * are), the wait looks again (a wait that returns only relayed ones does
+ * not wait: among those the loop's order is the kernel's). And
+ * when the program's ready descriptors are both relayed ones and others
+ * (the loop may have caught up before the program got a CPU), it gets the
+ * relayed ones now and the others from its next call: what the relay
+ * delivers is older than it looks, and a kernel may always report an
+ * event a moment later.
+ *  - epoll: the others are kept for the same thread's next call on that
+ *    epoll (edge-triggered or one-shot ones are never lost). A call that
+ *    hands kept events over keeps none: an event waits one call at most.
+ *    Which registration is which descriptor: epoll_ctl notes it (a lossy
+ *    table: a registration it does not know counts as not relayed, and a
+ *    wrong guess only changes which call reports an event).
+ *  - poll/ppoll: level-triggered, so the others are simply left to the
+ *    next call; never two calls in a row.
+ * Bytes held for a verdict stay held: this waits for the relay loop, never
+ * for nke-emud or the user client.
+ *
+ * select/pselect are not interposed (their order is the scheduler's). The
+ * loop's thread and the UDP workers call libc directly (libc_call).
+ *
+ * Locks: none. Kept events are the calling thread's own (thread-local);
+ * the registration table is written and read with relaxed atomics (a torn
+ * entry is a wrong guess, see above). fork needs nothing: the child has
+ * its parent's epolls, registrations and the forking thread's kept events.
+ */
+#include "shim.h"
+
+/* ---- which descriptor a registration is (epoll_ctl) ---------------------- */
+
+#define REG_SLOTS 8192 /* direct-mapped by (epfd, data); collisions forget */
+struct reg {
+    atomic_ullong data;
+    atomic_int epfd; /* epfd + 1; 0: never set, -1: being written */
+    atomic_int fd;
+};
+static struct reg g_regs[REG_SLOTS];
+
+static unsigned reg_slot(int epfd, uint64_t data)
+{
+    uint64_t h = (data ^ ((uint64_t)(unsigned)epfd << 32)) * 0x9E3779B97F4A7C15ull;
+    return (unsigned)(h >> 51) & (REG_SLOTS - 1);
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    int rc = libc_call(epoll_ctl, epfd, op, fd, ev);
+    if (rc == 0 && ev && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD)) {
+        struct reg *g = &g_regs[reg_slot(epfd, ev->data.u64)];
+        atomic_store_explicit(&g->epfd, -1, memory_order_relaxed);
+        atomic_store_explicit(&g->data, ev->data.u64, memory_order_relaxed);
+        atomic_store_explicit(&g->fd, fd, memory_order_relaxed);
+        atomic_store_explicit(&g->epfd, epfd + 1, memory_order_release);
+    }
+    return rc;
+}
+
+/* True when the event's registration is (as far as the table knows) a
+ * relayed socket's program end. */
+static bool event_relayed(int epfd, const struct epoll_event *e)
+{
+    struct reg *g = &g_regs[reg_slot(epfd, e->data.u64)];
+    if (atomic_load_explicit(&g->epfd, memory_order_acquire) != epfd + 1)
+        return false;
+    int fd = atomic_load_explicit(&g->fd, memory_order_relaxed);
+    if (atomic_load_explicit(&g->data, memory_order_relaxed) != e->data.u64 ||
+        atomic_load_explicit(&g->epfd, memory_order_relaxed) != epfd + 1)
+        return false;
+    return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
+}
+
+static bool fd_relayed(int fd)
+{
+    return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
+}
+
+/* ---- epoll: events kept for the next call ---------------------------------- */
+
+/* The epoll is known by its number's generation too (every epoll has the
+ * same inode): a number closed and reused for another epoll gets none of
+ * them. */
+#define KEPT_EPOLLS 4
+struct kept {
+    bool used;
+    int epfd;
+    unsigned gen;
+    int n;
+    struct epoll_event *ev; /* n events (owned) */
+};
+static __thread struct kept t_kept[KEPT_EPOLLS];
+static atomic_uint g_fd_gen[MAX_FDS]; /* bumped when the number is closed */
+
+void readiness_closed(int fd)
+{
+    if (fd >= 0 && fd < MAX_FDS)
+        atomic_fetch_add_explicit(&g_fd_gen[fd], 1, memory_order_relaxed);
+}
+static __thread int t_nkept;
+
+#define LOOK_MAX 256 /* events a second look takes (the rest: next call) */
+
+static int find_event(const struct epoll_event *ev, int n, uint64_t data)
+{
+    for (int i = 0; i < n; i++)
+        if (ev[i].data.u64 == data)
+            return i;
+    return -1;
+}
+
+/* Adds the events of b not in a (by registration) to a, or-ing the bits of
+ * those in both; at most cap in all. The count. */
+static int merge_events(struct epoll_event *a, int n, int cap, const struct epoll_event *b, int m)
+{
+    for (int i = 0; i < m; i++) {
+        int j = find_event(a, n, b[i].data.u64);
+        if (j >= 0)
+            a[j].events |= b[i].events;
+        else if (n < cap)
+            a[n++] = b[i];
+    }
+    return n;
+}
+
+/* Keeps n events for this thread's next call on epfd. False when there is
+ * no room (the caller then returns them now). */
+static bool keep_events(int epfd, const struct epoll_event *ev, int n)
+{
+    if (n <= 0 || epfd < 0 || epfd >= MAX_FDS)
+        return false;
+    for (int i = 0; i < KEPT_EPOLLS; i++) {
+        struct kept *k = &t_kept[i];
+        if (k->used)
+            continue;
+        k->ev = malloc((size_t)n * sizeof(*ev));
+        if (!k->ev)
+            return false;
+        memcpy(k->ev, ev, (size_t)n * sizeof(*ev));
+        *k = (struct kept){ .used = true, .epfd = epfd, .gen = atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed),
+                            .n = n, .ev = k->ev };
+        t_nkept++;
+        return true;
+    }
+    return false;
+}
+
+/* Puts the relayed events of ev first, each kind in its order. */
+static void relayed_first(int epfd, struct epoll_event *ev, int n)
+{
+    struct epoll_event tmp[LOOK_MAX];
+    int nt = 0, w = 0;
+    for (int i = 0; i < n; i++)
+        nt += !event_relayed(epfd, &ev[i]);
+    if (nt == 0 || nt == n || nt > LOOK_MAX)
+        return;
+    nt = 0;
+    for (int i = 0; i < n; i++) {
+        if (event_relayed(epfd, &ev[i]))
+            ev[w++] = ev[i];
+        else
+            tmp[nt++] = ev[i];
+    }
+    memcpy(ev + w, tmp, (size_t)nt * sizeof(*ev));
+}
+
+/* The events kept for epfd, with what a look without waiting finds now
+ * (after the loop has caught up), relayed ones first; none is kept again
+ * but what does not fit. -1: none kept. */
+static int kept_take(int epfd, struct epoll_event *ev, int max)
+{
+    if (!t_nkept)
+        return -1;
+    struct kept *k = NULL;
+    for (int i = 0; i < KEPT_EPOLLS && !k; i++)
+        if (t_kept[i].used && t_kept[i].epfd == epfd)
+            k = &t_kept[i];
+    if (!k)
+        return -1;
+    struct kept c = *k;
+    k->used = false;
+    k->ev = NULL;
+    t_nkept--;
+    if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen) {
+        free(c.ev);
+        return -1;
+    }
+    int n = c.n < max ? c.n : max;
+    memcpy(ev, c.ev, (size_t)n * sizeof(*ev));
+    if (c.n > n)
+        keep_events(epfd, c.ev + n, c.n - n);
+    free(c.ev);
+    if (n < max) {
+        /* a look takes only what fits: an edge it takes is reported */
+        relay_catch_up();
+        struct epoll_event now[LOOK_MAX];
+        int room = max - n < LOOK_MAX ? max - n : LOOK_MAX;
+        int m = libc_call(epoll_wait, epfd, now, room, 0);
+        if (m > 0)
+            n = merge_events(ev, n, max, now, m);
+    }
+    relayed_first(epfd, ev, n);
+    return n;
+}
+
+/* The first look found n events. If the relay loop had events it had not
+ * handled, look again once it has; then, when relayed descriptors and
+ * others are both ready, report the relayed ones now and keep the others
+ * for the next call (see the file comment). */
+static int epoll_catch_up(int epfd, struct epoll_event *ev, int max, int n)
+{
+    if (!relay_any())
+        return n;
+    /* Only a descriptor the relay does not carry can overtake what the
+     * relay owes: among relayed ones the loop's order is the kernel's. */
+    int nr0 = 0;
+    for (int i = 0; i < n; i++)
+        nr0 += event_relayed(epfd, &ev[i]);
+    if (nr0 == n)
+        return n; /* the common case under load: nothing to wait for */
+    bool behind = relay_catch_up();
+    if (!behind && nr0 == 0)
+        return n;
+    struct epoll_event *all = malloc((size_t)(n + LOOK_MAX) * sizeof(*all));
+    if (!all)
+        return n;
+    memcpy(all, ev, (size_t)n * sizeof(*ev));
+    int na = n;
+    if (behind) {
+        struct epoll_event now[LOOK_MAX];
+        int m = libc_call(epoll_wait, epfd, now, max < LOOK_MAX ? max : LOOK_MAX, 0);
+        if (m > 0)
+            na = merge_events(all, n, n + m, now, m);
+    }
+    int nr = 0;
+    for (int i = 0; i < na; i++)
+        nr += event_relayed(epfd, &all[i]);
+    int out = 0;
+    if (nr > 0 && nr < na) {
+        /* relayed ones now (in order), the others from the next call */
+        struct epoll_event *others = malloc((size_t)na * sizeof(*others));
+        int no = 0;
+        for (int i = 0; others && i < na; i++) {
+            if (event_relayed(epfd, &all[i]) && out < max)
+                ev[out++] = all[i];
+            else
+                others[no++] = all[i];
+        }
+        bool kept = others && keep_events(epfd, others, no);
+        free(others);
+        if (kept) {
+            free(all);
+            return out;
+        }
+    }
+    /* one kind only (or no room to keep): all of it now; what does not
+     * fit waits for the next call */
+    out = na < max ? na : max;
+    memcpy(ev, all, (size_t)out * sizeof(*ev));
+    if (na > out)
+        keep_events(epfd, all + out, na - out);
+    free(all);
+    return out;
+}
+
+int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    if (max > 0) {
+        int k = kept_take(epfd, ev, max);
+        if (k >= 0)
+            return k;
+    }
+    int n = libc_call(epoll_wait, epfd, ev, max, timeout);
+    if (n > 0) {
+        int e = errno;
+        n = epoll_catch_up(epfd, ev, max, n);
+        errno = e;
+    }
+    return n;
+}
+
+int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+    if (max > 0) {
+        int k = kept_take(epfd, ev, max);
+        if (k >= 0)
+            return k;
+    }
+    int n = libc_call(epoll_pwait, epfd, ev, max, timeout, mask);
+    if (n > 0) {
+        int e = errno;
+        n = epoll_catch_up(epfd, ev, max, n);
+        errno = e;
+    }
+    return n;
+}
+
+/* ---- poll ------------------------------------------------------------------- */
+
+static __thread bool t_poll_deferred; /* the last call left others to this one */
+
+/* poll's second look, if the loop had events to handle; then, when both
+ * relayed and other descriptors are ready, only the relayed ones are
+ * reported: the others are still ready at the next call (level-triggered),
+ * which reports everything. */
+static int poll_catch_up(struct pollfd *fds, nfds_t nfds, int n)
+{
+    if (!relay_any())
+        return n;
+    if (t_poll_deferred) {
+        t_poll_deferred = false;
+        return n;
+    }
+    bool direct = false; /* only those can overtake what the relay owes */
+    for (nfds_t i = 0; i < nfds && !direct; i++)
+        direct = fds[i].revents && !fd_relayed(fds[i].fd);
+    if (!direct)
+        return n;
+    if (relay_catch_up()) {
+        short small[64];
+        short *first = nfds <= 64 ? small : malloc(nfds * sizeof(*first));
+        if (first) {
+            for (nfds_t i = 0; i < nfds; i++) {
+                first[i] = fds[i].revents;
+                fds[i].revents = 0;
+            }
+            int m = libc_call(poll, fds, nfds, 0);
+            if (m <= 0) /* taken meanwhile by another thread, or EINTR: the first look stands */
+                for (nfds_t i = 0; i < nfds; i++)
+                    fds[i].revents = first[i];
+            else
+                n = m;
+            if (first != small)
+                free(first);
+        }
+    }
+    int nr = 0, no = 0;
+    for (nfds_t i = 0; i < nfds; i++)
+        if (fds[i].revents)
+            fd_relayed(fds[i].fd) ? nr++ : no++;
+    if (!nr || !no)
+        return n;
+    for (nfds_t i = 0; i < nfds; i++)
+        if (fds[i].revents && !fd_relayed(fds[i].fd))
+            fds[i].revents = 0;
+    t_poll_deferred = true;
+    return nr;
+}
+
+int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+{
+    int n = libc_call(poll, fds, nfds, timeout);
+    if (n > 0) {
+        int e = errno;
+        n = poll_catch_up(fds, nfds, n);
+        errno = e;
+    }
+    return n;
+}
+
+int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *t, const sigset_t *mask)
+{
+    int n = libc_call(ppoll, fds, nfds, t, mask);
+    if (n > 0) {
+        int e = errno;
+        n = poll_catch_up(fds, nfds, n);
+        errno = e;
+    }
+    return n;
+}
+
+/* The _FORTIFY_SOURCE entries (a program built with it calls these when
+ * the array's size is known): the same check as glibc's, then poll. */
+int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < nfds)
+        abort();
+    return poll(fds, nfds, timeout);
+}
+
+int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *t, const sigset_t *mask, size_t fdslen)
+{
+    if (fdslen / sizeof(*fds) < nfds)
+        abort();
+    return ppoll(fds, nfds, t, mask);
+}

@@ -1,0 +1,122 @@
+// A peer's FIN reaches a program under the shim in the kernel's order: a
+// peer that closes its connections and then connects again is seen to have
+// closed them before the new connection is accepted. In the kernel the FIN
+// is readable the moment it arrives; under the shim it comes through the
+// relay loop, while a listening socket is the kernel's own, so a lagging
+// loop once let redis accept 60 new clients while it still counted the 60
+// that had closed (servers.test.js, --maxclients 100). The assertion is an
+// order, not a time, so a slow machine cannot make it fail: the server
+// (python, selectors = epoll, one thread, like redis) counts the EOFs it has
+// read when it accepts each connection.
+'use strict';
+const assert = require('node:assert/strict');
+const H = require('./shim-harness');
+
+const SERVER = `
+import selectors, socket
+sel = selectors.DefaultSelector()
+ls = socket.socket()
+ls.bind(('127.0.0.1', 0))
+ls.listen(512)
+ls.setblocking(False)
+sel.register(ls, selectors.EVENT_READ, None)
+print(ls.getsockname()[1], flush=True)
+eofs = 0
+seen = {}  # connection -> EOFs read before it was accepted
+while True:
+    for key, _ in sel.select():
+        if key.data is None:
+            while True:
+                try:
+                    c, _ = ls.accept()
+                except BlockingIOError:
+                    break
+                c.setblocking(False)
+                seen[c] = eofs
+                sel.register(c, selectors.EVENT_READ, 'conn')
+            continue
+        s = key.fileobj
+        try:
+            b = s.recv(4096)
+        except (BlockingIOError, ConnectionResetError):
+            continue
+        if not b:
+            eofs += 1
+            sel.unregister(s)
+            s.close()
+        elif b.startswith(b'PING'):
+            s.sendall(b'PONG\\n')
+        elif b.startswith(b'SEEN'):
+            s.sendall(b'%d\\n' % seen[s])
+`;
+
+// Per round: N connections, a PING/PONG on each (so each is accepted,
+// relayed and idle), all closed, then one more connection asks how many
+// EOFs the server had read when it accepted that one.
+const PEER = `
+import socket, sys
+port, n, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+def line(s):
+    b = b''
+    while not b.endswith(b'\\n'):
+        d = s.recv(64)
+        if not d:
+            raise SystemExit('server closed early')
+        b += d
+    return b.decode().strip()
+closed = 0
+for r in range(rounds):
+    conns = [socket.create_connection(('127.0.0.1', port)) for _ in range(n)]
+    for c in conns:
+        c.sendall(b'PING\\n')
+    for c in conns:
+        assert line(c) == 'PONG'
+    for c in conns:
+        c.close()
+    closed += n
+    q = socket.create_connection(('127.0.0.1', port))
+    q.sendall(b'SEEN\\n')
+    print('closed %d seen %s' % (closed, line(q)), flush=True)
+    q.close()
+    closed += 1
+`;
+
+const MODES = [
+  { name: 'raw (the kernel)', shim: false, client: false },
+  { name: 'under the shim', shim: true, client: false },
+  { name: 'under the shim, client attached', shim: true, client: true },
+];
+
+describe('a peer closing connections, then connecting again: the EOFs come first', function () {
+  this.timeout(120000);
+  let emu;
+  beforeEach(async function () {
+    emu = await H.emulator();
+  });
+  afterEach(async function () {
+    await H.killAll();
+    await emu.close();
+  });
+
+  for (const mode of MODES) {
+    it(`40 connections closed, then one opened, 8 rounds: every EOF is read before the new one is accepted (${mode.name})`, async function () {
+      if (mode.client) await emu.client();
+      const env = mode.shim ? emu.env() : { ...process.env, LD_PRELOAD: '' };
+      const srv = H.start('python3', ['-c', SERVER], { env });
+      const port = (await srv.waitLine(/^\d+$/)).trim();
+      const r = await H.run(
+        'python3',
+        ['-c', PEER, port, '40', '8'],
+        { ...process.env, LD_PRELOAD: '' },
+        90000,
+      );
+      assert.equal(r.code, 0, `peer: ${r.stderr}\nserver: ${srv.stderrText}`);
+      const rounds = r.stdout.trim().split('\n');
+      assert.equal(rounds.length, 8, r.stdout);
+      for (const l of rounds) {
+        const [, closed, seen] = l.match(/^closed (\d+) seen (\d+)$/);
+        assert.equal(Number(seen), Number(closed), `EOFs read before the next accept: ${r.stdout}`);
+      }
+    });
+  }
+});
