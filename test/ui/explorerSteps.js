@@ -73,6 +73,7 @@ const explorerSteps = [
       fs.copyFileSync('/bin/true', noise);
       fs.chmodSync(noise, 0o755);
       const root = process.getuid?.() === 0;
+      let childPid = 0;
       try {
         ctx.runPlain([noise]);
         // sh stays the parent of python3 (the trailing `true` keeps sh from exec'ing it).
@@ -91,7 +92,7 @@ const explorerSteps = [
         const selected = pane.locator('.monaco-list-row.selected').first();
         await selected.waitFor();
         const picked = await selected.innerText();
-        const childPid = Number(/pid (\d+) /.exec(picked)?.[1]);
+        childPid = Number(/pid (\d+) /.exec(picked)?.[1]);
         if (!/^\s*python3(\.\d+)?\s*pid \d+/.test(picked) || !childPid || childPid === p.pid)
           throw new Error(`Find Process revealed ${JSON.stringify(picked)}, not sh's python3`);
         // The real parent: Left walks up the tree (a collapse first on a
@@ -137,6 +138,14 @@ const explorerSteps = [
         }
         await header.locator('text=/ hidden/').waitFor();
       } finally {
+        // python3 is sh's child: killing the program (sh) would leave it running.
+        if (childPid) {
+          try {
+            process.kill(childPid, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
         server.close();
         fs.rmSync(path.dirname(noise), { recursive: true, force: true });
       }
