@@ -114,7 +114,8 @@ describe('NKE views in the extension host', () => {
       roots.map((r) => label(trees.sockets.getTreeItem(r))),
       ['curl (4242)'],
     );
-    const items = trees.sockets.getChildren(roots[0]).map((n) => trees.sockets.getTreeItem(n));
+    const nodes = trees.sockets.getChildren(roots[0]);
+    const items = nodes.map((n) => trees.sockets.resolveTreeItem(trees.sockets.getTreeItem(n), n));
     // Short enough for the default sidebar width; both addresses are in the tooltip.
     assert.deepEqual(items.map(label), ['→ 127.0.0.1:8080', 'UDP6 :5353']);
     assert.equal(items[0].description, 'connected');

@@ -238,7 +238,9 @@ function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
     /** Resolves once the settings are in force in the workbench. */
     async setSettings(values) {
       const name = String(++settingsSeq).padStart(4, '0');
-      fs.writeFileSync(path.join(settingsDir, `${name}.json`), JSON.stringify(values));
+      // Written whole, then renamed: the relay polls for *.json and once read a half-written file.
+      fs.writeFileSync(path.join(settingsDir, `${name}.tmp`), JSON.stringify(values));
+      fs.renameSync(path.join(settingsDir, `${name}.tmp`), path.join(settingsDir, `${name}.json`));
       for (const t0 = Date.now(); !fs.existsSync(path.join(settingsDir, `${name}.done`));) {
         const failed = path.join(settingsDir, `${name}.failed`);
         if (fs.existsSync(failed))

@@ -192,6 +192,45 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     return sample;
   }
 
+  /**
+   * The tooltip, made when VS Code shows it (hover), not at each refresh:
+   * an ancestry per row made the refresh of 10 000 sockets too slow.
+   */
+  resolveTreeItem(item: vscode.TreeItem, n: SocketNode): vscode.TreeItem {
+    item.tooltip = this.tooltip(n);
+    return item;
+  }
+
+  /** What the tooltip of a row says (both addresses, bytes, the process's path and ancestry). */
+  tooltip(n: SocketNode): string {
+    if (n.kind === 'process') {
+      const r = this.rate(n.pid);
+      const live = this.model.socketsOf(n.pid).filter((s) => s.state !== 'closed').length;
+      const chain = this.model.ancestry(n.pid);
+      return [
+        `${n.name} (pid ${n.pid}): ${plural(live, 'open socket')}`,
+        `now ↓${formatBytes(Math.round(r.rateIn))}/s ↑${formatBytes(Math.round(r.rateOut))}/s; in all ↓${formatBytes(r.bytesIn)} ↑${formatBytes(r.bytesOut)}`,
+        ...(chain.length ? [chain.map((e) => `${e.path} (pid ${e.pid})`).join('\n  ← ')] : []),
+        ...(n.pid === 0 && !n.name ? [attachedEarlierNote] : []),
+      ].join('\n');
+    }
+    if (n.kind === 'closed') {
+      return `Sockets of pid ${n.pid} that closed more than ${recentlyClosedMs / 1000} s ago; forgotten after nke.closedSocketsKeptSeconds`;
+    }
+    const s = n.socket;
+    const local = formatEndpoint(s.local) ?? '(unbound)';
+    const remote = formatEndpoint(s.remote);
+    const chain = this.model.ancestry(s.pid);
+    return [
+      `${protoName(s)} ${local}${remote ? ` ${s.incoming ? '←' : '→'} ${remote}` : ''}: ${s.state}`,
+      `↓${formatBytes(s.bytesIn)} ↑${formatBytes(s.bytesOut)}; socket ${s.id} of ${s.process} (pid ${s.pid}, uid ${s.uid})`,
+      ...(chain.length
+        ? [`${chain[0].path}`, ...chain.slice(1).map((e) => `  ← ${e.path} (pid ${e.pid})`)]
+        : ['(no exec of this process seen)']),
+      ...(s.attachedEarlier ? [attachedEarlierNote] : []),
+    ].join('\n');
+  }
+
   getTreeItem(n: SocketNode): vscode.TreeItem {
     if (n.kind === 'process') {
       const unknown = n.pid === 0 && !n.name;
@@ -203,13 +242,6 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
       const r = this.rate(n.pid);
       const live = this.model.socketsOf(n.pid).filter((s) => s.state !== 'closed').length;
       item.description = `${live} open · ↓${shortBytes(Math.round(r.rateIn))}/s ↑${shortBytes(Math.round(r.rateOut))}/s`;
-      const chain = this.model.ancestry(n.pid);
-      item.tooltip = [
-        `${n.name} (pid ${n.pid}): ${plural(live, 'open socket')}`,
-        `now ↓${formatBytes(Math.round(r.rateIn))}/s ↑${formatBytes(Math.round(r.rateOut))}/s; in all ↓${formatBytes(r.bytesIn)} ↑${formatBytes(r.bytesOut)}`,
-        ...(chain.length ? [chain.map((e) => `${e.path} (pid ${e.pid})`).join('\n  ← ')] : []),
-        ...(unknown ? [attachedEarlierNote] : []),
-      ].join('\n');
       item.contextValue = 'process';
       item.iconPath = new vscode.ThemeIcon('server-process');
       return item;
@@ -217,7 +249,6 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     if (n.kind === 'closed') {
       const item = new vscode.TreeItem(`closed (${n.count})`, vscode.TreeItemCollapsibleState.Collapsed);
       item.id = `closed:${n.pid}`;
-      item.tooltip = `Sockets of pid ${n.pid} that closed more than ${recentlyClosedMs / 1000} s ago; forgotten after nke.closedSocketsKeptSeconds`;
       item.contextValue = 'closedSockets';
       item.iconPath = new vscode.ThemeIcon('history');
       return item;
@@ -229,17 +260,6 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     // this depth (with the bytes too it was cut off); the bytes are in the
     // tooltip and the process row shows its rates.
     item.description = s.state;
-    const local = formatEndpoint(s.local) ?? '(unbound)';
-    const remote = formatEndpoint(s.remote);
-    const chain = this.model.ancestry(s.pid);
-    item.tooltip = [
-      `${protoName(s)} ${local}${remote ? ` ${s.incoming ? '←' : '→'} ${remote}` : ''}: ${s.state}`,
-      `↓${formatBytes(s.bytesIn)} ↑${formatBytes(s.bytesOut)}; socket ${s.id} of ${s.process} (pid ${s.pid}, uid ${s.uid})`,
-      ...(chain.length
-        ? [`${chain[0].path}`, ...chain.slice(1).map((e) => `  ← ${e.path} (pid ${e.pid})`)]
-        : ['(no exec of this process seen)']),
-      ...(s.attachedEarlier ? [attachedEarlierNote] : []),
-    ].join('\n');
     item.contextValue = s.state === 'closed' ? 'closedSocket' : 'socket';
     item.iconPath = new vscode.ThemeIcon(
       s.state === 'closed' ? 'debug-disconnect' : s.state === 'listening' ? 'radio-tower' : 'plug',
