@@ -3,10 +3,13 @@
 //   extension host  extension/src/extension.ts   -> dist/extension.js
 //   helper process  extension/src/helper/main.ts -> dist/helper.js
 //   headless CLI    extension/src/cli/nke.ts     -> dist/nke.js
-//   webview         webview/src/main.ts          -> dist/webview.js (browser)
 // and every test file (test/**/*.test.ts, test/integration/index.ts) into out/.
+// The browser side, the payload editor webview (webview/src/main.ts, its CSS
+// and codicon font), is bundled by webpack into dist/webview/
+// (webview/webpack.config.js).
 // Types are checked separately by `tsc --noEmit` (npm run typecheck / lint).
 import * as esbuild from 'esbuild';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,18 +35,27 @@ const runtimes = [
   { in: 'extension/src/extension.ts', out: 'dist/extension.js', ...node },
   { in: 'extension/src/helper/main.ts', out: 'dist/helper.js', ...node },
   { in: 'extension/src/cli/nke.ts', out: 'dist/nke.js', ...node, banner: { js: '#!/usr/bin/env node' } },
-  {
-    in: 'webview/src/main.ts',
-    out: 'dist/webview.js',
-    bundle: true,
-    platform: 'browser',
-    format: 'iife',
-    target: 'es2022',
-    sourcemap: production ? false : 'linked',
-    minify: production,
-    logLevel: 'warning',
-  },
 ];
+
+const require = createRequire(import.meta.url);
+const webpackConfig = require(path.join(root, 'webview', 'webpack.config.js'))({ production });
+
+/** Runs webpack on the webview once (or watches); resolves when the first build is done. */
+function bundleWebview() {
+  const webpack = require('webpack');
+  const compiler = webpack(webpackConfig);
+  return new Promise((resolve, reject) => {
+    const done = (err, stats) => {
+      if (err) return reject(err);
+      const info = stats.toString({ preset: 'errors-warnings', colors: false });
+      if (stats.hasErrors()) return reject(new Error(`webpack (webview): ${info}`));
+      if (stats.hasWarnings()) console.warn(info);
+      resolve();
+    };
+    if (watch) compiler.watch({}, done);
+    else compiler.run((err, stats) => compiler.close(() => done(err, stats)));
+  });
+}
 
 function findTests(dir, found = []) {
   if (!fs.existsSync(dir)) return found;
@@ -76,13 +88,14 @@ if (!production) {
 
 if (watch) {
   for (const c of configs) await (await esbuild.context(c)).watch();
+  await bundleWebview();
   console.log('[build] watching for changes');
 } else {
   const t0 = Date.now();
-  await Promise.all(configs.map((c) => esbuild.build(c)));
+  await Promise.all([...configs.map((c) => esbuild.build(c)), bundleWebview()]);
   const nke = path.join(root, 'dist/nke.js');
   if (fs.existsSync(nke)) fs.chmodSync(nke, 0o755);
   console.log(
-    `[build] ${configs.length} bundles in ${Date.now() - t0} ms${production ? ' (production)' : ''}`,
+    `[build] ${configs.length} esbuild bundles and the webpack webview in ${Date.now() - t0} ms${production ? ' (production)' : ''}`,
   );
 }

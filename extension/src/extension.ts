@@ -12,6 +12,7 @@ import { WorkbenchModel } from './model/workbenchModel';
 import * as os from 'node:os';
 import { type ExplorerViews, linkExecsToSockets } from './commands/explorerCommands';
 import { FilterOwnership } from './helperClient/filterOwner';
+import { type PayloadEditorProvider, registerPayloadEditor } from './payload/payloadEditorProvider';
 import { PayloadStore } from './payload/payloadStore';
 import { type PayloadProviders, registerPayloadEditing } from './payload/registerPayloadEditing';
 import { helperLaunchSettings, readSettings, rulesFromSettings, rulesSettings } from './settings';
@@ -32,6 +33,8 @@ export interface NkeWorkbenchApi {
   readonly filter: FilterByMode;
   /** The window's payload store: what every payload document and editor shows. */
   readonly payloads: PayloadStore;
+  /** The webview payload editor (its Open → first paint timings, for the bench). */
+  readonly payloadEditor: PayloadEditorProvider;
   /** The code action and CodeLens providers of payload documents, as registered. */
   readonly payloadProviders: PayloadProviders;
   /** The registered tree providers, so tests read the very items the views show. */
@@ -98,6 +101,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     debug: (m) => log.debug(m),
   });
   const editing = registerPayloadEditing({ model, payloads, log });
+  const editor = registerPayloadEditor({ store: payloads, extensionUri: context.extensionUri, log });
   const trees = {
     filter: new FilterTreeProvider(model),
     sockets: new SocketTreeProvider(model),
@@ -124,6 +128,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       filter,
       tasks: filterWindow.tasks,
       payloads,
+      payloadEditor: editor.provider,
       selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,
@@ -132,13 +137,22 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     }),
     registerTakeOverNotice(session),
     editing.registration,
+    editor.registration,
     registerStatusBar(model),
     registerFailureNotice(session, log),
     registerSettingsListener(model, session, log),
   );
   log.info(`NKE Workbench activated (mode ${settings.mode})`);
   if (settings.connectOnStartup) void vscode.commands.executeCommand('nke.connect');
-  return { model, session, filter, payloads, payloadProviders: editing.providers, trees };
+  return {
+    model,
+    session,
+    filter,
+    payloads,
+    payloadEditor: editor.provider,
+    payloadProviders: editing.providers,
+    trees,
+  };
 }
 
 /** nke.execScope and nke.closedSocketsKeptSeconds into the model (a bad value is logged, the old kept). */

@@ -276,4 +276,4 @@ const steps = [
   ],
 ];
 
-module.exports = { steps };
+module.exports = { steps, holdChunk, serverGets, closeEditors, TAIL };

@@ -15,6 +15,7 @@ const { loadFilterSteps } = require('./filterSteps');
 const { explorerSteps } = require('./explorerSteps');
 const wb = require('./workbench');
 const payloadSteps = require('./payload-steps');
+const webviewSteps = require('./webview-steps');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
 const alwaysShots = process.env.NKE_SCREENSHOTS === '1';
@@ -179,6 +180,8 @@ const steps = [
   ],
   // Editing held data: payload documents, code actions, time to edit.
   ...payloadSteps.steps,
+  // The webview payload editor: one more view of the same held data.
+  ...webviewSteps.steps,
   // The event explorer; its last step takes the filter to a second tab and
   // back, which starts a new helper (the capture history above is gone then).
   ...explorerSteps,
@@ -238,9 +241,9 @@ function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
     /** Resolves once the settings are in force in the workbench. */
     async setSettings(values) {
       const name = String(++settingsSeq).padStart(4, '0');
-      // Written whole, then renamed: the relay polls for *.json and once read a half-written file.
-      fs.writeFileSync(path.join(settingsDir, `${name}.tmp`), JSON.stringify(values));
-      fs.renameSync(path.join(settingsDir, `${name}.tmp`), path.join(settingsDir, `${name}.json`));
+      // Written whole, then renamed: the relay polls and must never read half a file.
+      fs.writeFileSync(path.join(settingsDir, `${name}.json.tmp`), JSON.stringify(values));
+      fs.renameSync(path.join(settingsDir, `${name}.json.tmp`), path.join(settingsDir, `${name}.json`));
       for (const t0 = Date.now(); !fs.existsSync(path.join(settingsDir, `${name}.done`));) {
         const failed = path.join(settingsDir, `${name}.failed`);
         if (fs.existsSync(failed))

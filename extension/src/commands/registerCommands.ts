@@ -12,7 +12,7 @@ import type { NkeTaskProvider } from '../tasks/nkeTaskProvider';
 import type { HelperSession } from '../helperClient/helperSession';
 import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import type { SocketNode } from '../tree/socketTreeProvider';
-import { payloadCommandHandlers } from '../payload/payloadCommands';
+import { type PayloadEditorOpener, payloadCommandHandlers } from '../payload/payloadCommands';
 import type { PayloadStore } from '../payload/payloadStore';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
@@ -26,6 +26,8 @@ export interface CommandDeps {
   /** the `nke` tasks (the walkthrough's buttons run them) */
   tasks: NkeTaskProvider;
   payloads: PayloadStore;
+  /** the webview payload editor (Open in Payload Editor) */
+  payloadEditor: PayloadEditorOpener;
   /** The rows selected in Pending Payloads, once a click settled. */
   selectedPayloads?: () => Promise<readonly PendingView[]>;
   log: vscode.LogOutputChannel;
@@ -268,7 +270,7 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
     },
     'nke.showLog': () => log.show(),
     ...explorerCommandHandlers({ model, session, log, views: deps.views }),
-    // Open, Reinject Edited / Original, Drop, Revert: from rows, documents and the palette.
+    // Open (text, hex, payload editor), Reinject Edited / Original, Drop, Revert: from rows, documents and the palette.
     ...payloadCommandHandlers(deps),
   };
   return vscode.Disposable.from(...Object.entries(handlers).map(([id, h]) => registerNkeCommand(id, h, log)));

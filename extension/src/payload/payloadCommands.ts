@@ -16,6 +16,13 @@ export interface PayloadCommandDeps {
   payloads: PayloadStore;
   /** The rows selected in Pending Payloads once a click settled (a row's click runs nke.openSelectedPayload). */
   selectedPayloads?: () => Promise<readonly PendingView[]>;
+  /** The webview payload editor (Open in Payload Editor). */
+  payloadEditor: PayloadEditorOpener;
+}
+
+/** What Open in Payload Editor needs of the custom editor (payloadEditorProvider.ts). */
+export interface PayloadEditorOpener {
+  open(id: string): Promise<void>;
 }
 
 /** A Pending Payloads row, a payload document, or nothing. */
@@ -151,6 +158,11 @@ export function payloadCommandHandlers(deps: PayloadCommandDeps): Record<string,
       return openPayload(deps, 'text', selected[0]);
     },
     'nke.openPayloadHex': (target?: PayloadTarget) => openPayload(deps, 'hex', target),
+    // A row, a payload document's title button, or the palette (a pick).
+    'nke.openPayloadEditor': async (target?: PayloadTarget) => {
+      const [id] = targetIds(target);
+      await deps.payloadEditor.open(id ?? (await pickPending(deps.model, 'NKE: Open in Payload Editor')));
+    },
     'nke.reinjectEdited': (target?: PayloadTarget, selection?: unknown[]) =>
       act(deps, 'reinjectEdited', target, selection),
     'nke.reinjectOriginal': (target?: PayloadTarget, selection?: unknown[]) =>
