@@ -8,7 +8,7 @@
 //   - execs, including one of a program whose path is longer than one kernel
 //     event message (224 bytes on x86_64), so exec paths arrive in chunks.
 //
-//   node scripts/demo-workload.js --runner native/emu/build/nke-emu [--interval-ms 2000]
+//   node scripts/demo-workload.js --runner native/emu/build/nke-emu [--interval-ms 2000] [--port N]
 //   node scripts/demo-workload.js serve --port N     (the server, used internally)
 //
 // Runs until SIGINT/SIGTERM, then stops its children.
@@ -103,7 +103,8 @@ async function drive(runner, intervalMs) {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 
-  const port = await freePort();
+  // start.js picks the port so its settings can name the demo (report-only rules).
+  const port = Number(arg('--port', '0')) || (await freePort());
   const server = under([process.execPath, __filename, 'serve', '--port', String(port)], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });

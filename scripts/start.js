@@ -113,11 +113,38 @@ async function startEmulator(env) {
   startGroup(
     'demo workload',
     process.execPath,
-    [path.join(root, 'scripts', 'demo-workload.js'), '--runner', runner],
+    [path.join(root, 'scripts', 'demo-workload.js'), '--runner', runner, '--port', String(demoPort)],
     {
       env: { ...process.env, ...env },
     },
   );
+}
+
+/** The demo's server port: chosen here, so the settings can name it. */
+let demoPort = 0;
+const demoRuleName = 'npm start demo workload';
+
+/**
+ * The demo's traffic is reported, never held, unless a rule before these
+ * names it (rules made from the views go first): "Hold everything" then
+ * holds a person's own programs, not ten demo requests at any time.
+ */
+function demoRules(port) {
+  return [
+    { action: 'report', localPort: port, name: `${demoRuleName}: its server (report only)` },
+    { action: 'report', remotePort: port, name: `${demoRuleName}: its clients (report only)` },
+  ];
+}
+
+/** The rules a person made in an earlier run (the profile's settings are rewritten at each start). */
+function ownInterceptRules() {
+  try {
+    const file = path.join(state, 'code-server', 'user-data', 'User', 'settings.json');
+    const rules = JSON.parse(fs.readFileSync(file, 'utf8'))['nke.interceptRules'];
+    return Array.isArray(rules) ? rules.filter((r) => !String(r?.name ?? '').startsWith(demoRuleName)) : [];
+  } catch {
+    return [];
+  }
 }
 
 async function main() {
@@ -131,11 +158,15 @@ async function main() {
     `${path.relative(root, vsix)}: ${checkVsix(vsix)} entries, ${(fs.statSync(vsix).size / 1024).toFixed(1)} KiB`,
   );
   step('code-server (install on first run)', () => cs.ensureCodeServer());
+  demoPort = await cs.freePort();
 
   // Persistent profile: settings and UI state survive restarts of npm start.
   // The extension connects to the emulator started below as the window
   // opens (through its helper process), so the demo's sockets show live.
-  const profile = cs.makeProfile(path.join(state, 'code-server'), { 'nke.connectOnStartup': true });
+  const profile = cs.makeProfile(path.join(state, 'code-server'), {
+    'nke.connectOnStartup': true,
+    'nke.interceptRules': [...ownInterceptRules(), ...demoRules(demoPort)],
+  });
   const extensionsDir = path.join(state, 'code-server', 'extensions');
   fs.mkdirSync(extensionsDir, { recursive: true });
   step('install the .vsix into code-server', () => cs.installExtension(vsix, profile, extensionsDir));

@@ -9,14 +9,17 @@ import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
 import { HelperSession } from './helperClient/helperSession';
 import { WorkbenchModel } from './model/workbenchModel';
+import * as os from 'node:os';
+import { type ExplorerViews, linkExecsToSockets } from './commands/explorerCommands';
+import { FilterOwnership } from './helperClient/filterOwner';
 import { type PayloadEditorProvider, registerPayloadEditor } from './payload/payloadEditorProvider';
 import { PayloadStore } from './payload/payloadStore';
 import { type PayloadProviders, registerPayloadEditing } from './payload/registerPayloadEditing';
-import { readSettings, rulesFromSettings, rulesSettings } from './settings';
+import { helperLaunchSettings, readSettings, rulesFromSettings, rulesSettings } from './settings';
 import { registerStatusBar } from './statusBar';
 import { ExecTreeProvider } from './tree/execTreeProvider';
 import { FilterTreeProvider } from './tree/filterTreeProvider';
-import { registerModelTreeView } from './tree/modelTreeView';
+import { createModelTreeView, registerModelTreeView } from './tree/modelTreeView';
 import { PendingPayloadTreeProvider } from './tree/pendingPayloadTreeProvider';
 import { SocketTreeProvider } from './tree/socketTreeProvider';
 
@@ -51,7 +54,22 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
 
   const settings = readSettings();
   const model = new WorkbenchModel(settings.mode, settings.historyLimit);
+  applyExplorerSettings(model, log);
+  const ownership = new FilterOwnership({
+    // The emulator's runtime directory is private to this user already; the
+    // kext's one filter gets a per-user directory of its own.
+    dir: () => {
+      const s = readSettings();
+      return s.mode === 'emulator'
+        ? emulatorRuntimeDir(s.emulatorRuntimeDir)
+        : path.join(os.tmpdir(), `nke-workbench-${process.getuid?.() ?? 0}`);
+    },
+    describeWindow: () =>
+      `the window on ${vscode.workspace.name ? `workspace "${vscode.workspace.name}"` : 'no folder'} (extension host pid ${process.pid})`,
+    log: (m) => log.info(m),
+  });
   const session = new HelperSession({
+    ownership,
     helperScript: path.join(context.extensionPath, 'dist', 'helper.js'),
     launch: () => {
       const s = readSettings();
@@ -91,14 +109,19 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     pendingPayloads: new PendingPayloadTreeProvider(model, Date.now, payloads),
   };
 
+  const socketsView = createModelTreeView('nke.sockets', trees.sockets);
+  const execView = createModelTreeView('nke.execEvents', trees.execEvents);
+  const views: ExplorerViews = { sockets: socketsView.view, execEvents: execView.view };
+
   context.subscriptions.push(
     session,
     filterWindow.disposable,
     new vscode.Disposable(() => payloads.dispose()),
     registerModelTreeView('nke.filter', trees.filter),
-    registerModelTreeView('nke.sockets', trees.sockets),
-    registerModelTreeView('nke.execEvents', trees.execEvents),
+    socketsView.disposable,
+    execView.disposable,
     registerModelTreeView('nke.pendingPayloads', trees.pendingPayloads),
+    linkExecsToSockets(views, model),
     registerCommands({
       model,
       session,
@@ -109,8 +132,10 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       selectedPayloads: () => trees.pendingPayloads.settledSelection(),
       log,
       extensionRoot: context.extensionPath,
+      views: () => views,
       selectedSockets: () => trees.sockets.selection,
     }),
+    registerTakeOverNotice(session),
     editing.registration,
     editor.registration,
     registerStatusBar(model),
@@ -130,12 +155,58 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
   };
 }
 
+/** nke.execScope and nke.closedSocketsKeptSeconds into the model (a bad value is logged, the old kept). */
+function applyExplorerSettings(model: WorkbenchModel, log: vscode.LogOutputChannel): void {
+  const s = readSettings();
+  model.setExecScope(s.execScope);
+  void vscode.commands.executeCommand('setContext', 'nke.execScope', s.execScope);
+  try {
+    model.setClosedSocketsKeptMs(s.closedSocketsKeptSeconds * 1000);
+  } catch (err) {
+    log.error(`nke.closedSocketsKeptSeconds: ${(err as Error).message}; keeping the previous value`);
+  }
+}
+
+/**
+ * Another window took the filter over: say so and offer Take Back. This
+ * window never reconnects on its own (the two would take the filter from
+ * each other in turn); only a person's Take Back or Connect does.
+ */
+function registerTakeOverNotice(session: HelperSession): vscode.Disposable {
+  return session.onDidYield((by) => {
+    void vscode.window
+      .showWarningMessage(
+        `NKE: ${by} took over the filter. This window stays disconnected (its views show the last state) until you take it back.`,
+        'Take Back',
+      )
+      .then((picked) => {
+        if (picked === 'Take Back') void vscode.commands.executeCommand('nke.takeOver');
+      });
+  });
+}
+
 function registerSettingsListener(
   model: WorkbenchModel,
   session: HelperSession,
   log: vscode.LogOutputChannel,
 ): vscode.Disposable {
   return vscode.workspace.onDidChangeConfiguration((e) => {
+    if (e.affectsConfiguration('nke.execScope') || e.affectsConfiguration('nke.closedSocketsKeptSeconds')) {
+      applyExplorerSettings(model, log);
+    }
+    if (helperLaunchSettings.some((k) => e.affectsConfiguration(k)) && session.launchChanged()) {
+      const live = model.link.status === 'connected' || model.link.status === 'paused';
+      log.info(
+        live
+          ? 'a setting the helper starts with changed: it applies at the next Connect (Disconnect, then Connect)'
+          : 'a setting the helper starts with changed: the next Connect starts a new helper with it',
+      );
+      if (live) {
+        void vscode.window.showInformationMessage(
+          'NKE: the changed setting applies at the next Connect (Disconnect, then Connect).',
+        );
+      }
+    }
     if (e.affectsConfiguration('nke.historyLimit')) {
       try {
         model.setHistoryLimit(readSettings().historyLimit);

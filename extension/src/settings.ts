@@ -1,6 +1,6 @@
 // Typed access to the nke.* settings declared in package.json.
 import * as vscode from 'vscode';
-import type { FilterMode } from './model/workbenchModel';
+import type { ExecScope, FilterMode } from './model/workbenchModel';
 import type { InterceptRule, RulesConfig } from './shared/helperProtocol';
 
 /** What happens to data no intercept rule matches (RulesConfig.default). */
@@ -28,6 +28,10 @@ export interface NkeSettings {
   kextBundleId: string;
   /** Folder whose Makefile builds the emulator; empty = the extension's own native/emu. */
   emulatorSourceDir: string;
+  /** Exec Events: the processes under the filter (and their descendants), or every exec on the machine. */
+  execScope: ExecScope;
+  /** Closed sockets are forgotten this long after they closed. */
+  closedSocketsKeptSeconds: number;
 }
 
 export function readSettings(): NkeSettings {
@@ -47,6 +51,8 @@ export function readSettings(): NkeSettings {
     kextBundle: c.get<string>('kextBundle', 'build/NKEFilter.kext'),
     kextBundleId: c.get<string>('kextBundleId', 'com.nkeworkbench.filter'),
     emulatorSourceDir: c.get<string>('emulatorSourceDir', ''),
+    execScope: c.get<ExecScope>('execScope', 'underFilter') === 'machine' ? 'machine' : 'underFilter',
+    closedSocketsKeptSeconds: c.get<number>('closedSocketsKeptSeconds', 300),
   };
 }
 
@@ -57,3 +63,6 @@ export function rulesFromSettings(s: NkeSettings = readSettings()): RulesConfig 
 
 /** Settings whose change must reach a running helper. */
 export const rulesSettings = ['nke.capture', 'nke.interceptRules', 'nke.holdTimeoutMs'];
+
+/** Settings the helper process starts with: a change applies at the next Connect (a new helper). */
+export const helperLaunchSettings = ['nke.mode', 'nke.emulatorRuntimeDir', 'nke.historyLimit'];

@@ -4,6 +4,7 @@
 // clicking it restarts the helper.
 import * as vscode from 'vscode';
 import type { WorkbenchModel } from './model/workbenchModel';
+import { plural } from './shared/plural';
 
 export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('nke.status', vscode.StatusBarAlignment.Left, 50);
@@ -28,17 +29,31 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
       failed: '$(error)',
     }[link.status];
     const sockets = model.sockets().filter((s) => s.state !== 'closed').length;
-    const counts = live ? ` · ${sockets} open sockets · ${model.counters.dataChunks} chunks` : '';
+    const counts = live
+      ? ` · ${plural(sockets, 'open socket')} · ${plural(model.counters.dataChunks, 'chunk')}`
+      : '';
     const heldText = pending ? ` · ${pending} held (next released in ${(next / 1000).toFixed(1)} s)` : '';
-    item.text = `${icon} NKE: ${link.status}${counts}${heldText}`;
+    // Another window took the filter over: this one stays off it until asked (Take Back).
+    const takenOverBy =
+      link.status === 'disconnected' && link.filter?.error?.code === 'NKE_TAKEN_OVER'
+        ? link.filter.error.message
+        : undefined;
+    item.text = takenOverBy
+      ? `${icon} NKE: taken over by another window`
+      : `${icon} NKE: ${link.status}${counts}${heldText}`;
     item.tooltip =
       `NKE Workbench (${link.mode}): ${link.status}` +
       (link.staleReason
         ? `\n${link.staleReason}\nThe views show the last state. Click to ${link.recoverWith === 'nke.loadFilter' ? 'load the filter again' : 'restart the helper'}.`
         : '') +
-      (live ? `\n${model.counters.bytesIn} bytes in, ${model.counters.bytesOut} bytes out` : '');
+      (live ? `\n${model.counters.bytesIn} bytes in, ${model.counters.bytesOut} bytes out` : '') +
+      (takenOverBy ? `\n${takenOverBy}; the views show the last state. Click to take it back.` : '');
     item.command =
-      link.status === 'failed' ? (link.recoverWith ?? 'nke.restartHelper') : 'workbench.view.extension.nke';
+      link.status === 'failed'
+        ? (link.recoverWith ?? 'nke.restartHelper')
+        : takenOverBy
+          ? 'nke.takeOver'
+          : 'workbench.view.extension.nke';
     item.backgroundColor =
       link.status === 'failed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
   };

@@ -63,11 +63,13 @@ function feed(m: LiveModel, ...recs: Buffer[]): Notification[] {
 describe('helper live model', () => {
   it('tracks a socket from attach to detach with addresses and bytes', () => {
     const m = new LiveModel();
-    feed(m, attach(1, 1, 42, 'curl'), connectOut(1, 1, 8080), data(1, 1, 7n, 300, false));
+    feed(m, attach(1, 1, 42, 'curl'), connectOut(1, 1, 8080));
     const s = m.sockets.get('1:1')!.view;
+    assert.equal(s.state, 'connecting');
+    feed(m, data(1, 1, 7n, 300, false));
     assert.equal(s.process, 'curl');
     assert.equal(s.pid, 42);
-    assert.equal(s.state, 'connecting');
+    assert.equal(s.state, 'connected', 'stream bytes flow only on a connected socket');
     assert.deepEqual(s.remote, { address: '127.0.0.1', port: 8080 });
     assert.equal(s.bytesOut, 300);
     feed(m, detach(1, 1));

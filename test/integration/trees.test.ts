@@ -47,6 +47,8 @@ const addExec = (m: WorkbenchModel, e: Pick<ExecView, 'pid' | 'ppid' | 'uid' | '
         complete: true,
         truncated: false,
         spawnerContext: false,
+        // run under the filter: in Exec Events' default scope
+        underShim: true,
         time: Date.now(),
       },
     ],
@@ -112,9 +114,13 @@ describe('NKE views in the extension host', () => {
       roots.map((r) => label(trees.sockets.getTreeItem(r))),
       ['curl (4242)'],
     );
-    const items = trees.sockets.getChildren(roots[0]).map((n) => trees.sockets.getTreeItem(n));
-    assert.deepEqual(items.map(label), ['TCP 127.0.0.1:50312 → 127.0.0.1:8080', 'UDP6 [::1]:5353']);
-    assert.equal(items[0].description, 'connected · ↓2.0 KiB ↑77 B');
+    const nodes = trees.sockets.getChildren(roots[0]);
+    const items = nodes.map((n) => trees.sockets.resolveTreeItem(trees.sockets.getTreeItem(n), n));
+    // Short enough for the default sidebar width; both addresses are in the tooltip.
+    assert.deepEqual(items.map(label), ['→ 127.0.0.1:8080', 'UDP6 :5353']);
+    assert.equal(items[0].description, 'connected');
+    assert.match(String(items[0].tooltip), /^TCP 127\.0\.0\.1:50312 → 127\.0\.0\.1:8080: connected/);
+    assert.match(String(items[0].tooltip), /↓2\.0 KiB ↑77 B; socket /); // the bytes moved to the tooltip
     assert.equal(items[0].contextValue, 'socket');
   });
 

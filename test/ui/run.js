@@ -12,6 +12,7 @@ const path = require('node:path');
 const cs = require('../../scripts/lib/codeServer');
 const { recordingServer } = require('../support/recordingServer');
 const { loadFilterSteps } = require('./filterSteps');
+const { explorerSteps } = require('./explorerSteps');
 const wb = require('./workbench');
 const payloadSteps = require('./payload-steps');
 const webviewSteps = require('./webview-steps');
@@ -60,7 +61,7 @@ const steps = [
     'Sockets view: sockets grouped by process',
     async (page) => {
       await wb.treeRow(page, 'Sockets', 'curl (4242)').waitFor();
-      const row = wb.treeRow(page, 'Sockets', 'TCP 127.0.0.1:50312 → 127.0.0.1:8080');
+      const row = wb.treeRow(page, 'Sockets', '→ 127.0.0.1:8080');
       await row.waitFor();
       const text = await row.innerText();
       if (!text.includes('connected')) throw new Error(`socket row lacks its state: ${JSON.stringify(text)}`);
@@ -181,6 +182,9 @@ const steps = [
   ...payloadSteps.steps,
   // The webview payload editor: one more view of the same held data.
   ...webviewSteps.steps,
+  // The event explorer; its last step takes the filter to a second tab and
+  // back, which starts a new helper (the capture history above is gone then).
+  ...explorerSteps,
   [
     'a killed helper: an error with Restart, the status bar says failed, nothing shown held; Restart reconnects',
     async (page, workspace, ctx) => {
@@ -225,6 +229,10 @@ const steps = [
  */
 function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
   const launcher = path.join(cs.root, 'native/emu/build/nke-emu');
+  // The system's python3 itself: a python3 found in PATH may be a version
+  // manager's shim (pyenv: bash scripts that exec the real one), whose
+  // wrapper processes would show in Exec Events and in Find Process.
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
   const programs = [];
   let settingsSeq = 0;
   return {
@@ -246,11 +254,27 @@ function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
         await new Promise((r) => setTimeout(r, 50));
       }
     },
+    python,
     runUnderShim(code, ...args) {
-      const p = spawn(launcher, ['run', '--', 'python3', '-c', code, ...args], {
+      const p = spawn(launcher, ['run', '--', python, '-c', code, ...args], {
         env: { ...process.env, NKE_EMU_DIR: runtimeDir },
         stdio: 'ignore',
       });
+      programs.push(p);
+      return p;
+    },
+    /** Any program under the shim (argv[0] looked up in PATH). */
+    runUnderShimArgv(argv) {
+      const p = spawn(launcher, ['run', '--', ...argv], {
+        env: { ...process.env, NKE_EMU_DIR: runtimeDir },
+        stdio: 'ignore',
+      });
+      programs.push(p);
+      return p;
+    },
+    /** A program outside the filter: one of the machine's other execs. */
+    runPlain(argv) {
+      const p = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
       programs.push(p);
       return p;
     },
@@ -263,7 +287,7 @@ function liveContext(runtimeDir, codeServerGroup, tmp, settingsDir) {
       return Number(line.trim().split(/\s+/)[0]);
     },
     stopPrograms() {
-      for (const p of programs) p.kill('SIGKILL');
+      for (const p of programs.splice(0)) p.kill('SIGKILL');
       for (const s of this.servers) s.close();
     },
   };

@@ -37,6 +37,8 @@ exports.run = async function run() {
     path,
     complete: true,
     spawnerContext: false,
+    // run under the filter: in Exec Events' default scope
+    underShim: true,
     time: now,
   });
   const counters = Object.fromEntries(

@@ -16,6 +16,7 @@ import { type PayloadEditorOpener, payloadCommandHandlers } from '../payload/pay
 import type { PayloadStore } from '../payload/payloadStore';
 import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
+import { explorerCommandHandlers, type ExplorerViews } from './explorerCommands';
 
 export interface CommandDeps {
   model: WorkbenchModel;
@@ -31,8 +32,22 @@ export interface CommandDeps {
   selectedPayloads?: () => Promise<readonly PendingView[]>;
   log: vscode.LogOutputChannel;
   extensionRoot: string;
+  /** The explorer's tree views (Find Process and the Sockets link reveal items in them). */
+  views: () => ExplorerViews | undefined;
   /** what is selected in the Sockets view (Export Capture from the palette or the view's title) */
   selectedSockets: () => readonly SocketNode[];
+}
+
+/** Says so when a command has nothing to do (the user learns why nothing happened). */
+function noOp(message: string): void {
+  void vscode.window.showInformationMessage(`NKE: ${message}`);
+}
+
+/** "the emulator, session 3": what this window is connected to, for the no-op messages. */
+function connectedTo(model: WorkbenchModel): string | undefined {
+  const { status, filter, mode } = model.link;
+  if (status !== 'connected' && status !== 'paused') return undefined;
+  return `${mode === 'kext' ? 'the kext' : 'the emulator'}${filter?.sessionId ? `, session ${filter.sessionId}` : ''}`;
 }
 
 async function runUnderFilter({ filter: { emulator } }: CommandDeps): Promise<void> {
@@ -53,10 +68,18 @@ async function runUnderFilter({ filter: { emulator } }: CommandDeps): Promise<vo
     placeHolder: 'curl -s http://example.com/',
   });
   if (!commandLine) throw new UserCancelled();
+  // The terminal stays open after the program exits (its output is what
+  // the person wanted to see) until a key is pressed. The wrapping sh is not
+  // under the shim: only the program's own sockets and execs are filtered.
+  const keepOpen = [
+    '"$0" run -- sh -c "$1"; status=$?',
+    `printf '\\r\\n[NKE: the program exited with status %s. Press any key to close this terminal.]' "$status"`,
+    'stty -icanon -echo 2>/dev/null; dd bs=1 count=1 >/dev/null 2>&1',
+  ].join('; ');
   const term = vscode.window.createTerminal({
     name: `NKE: ${commandLine}`,
-    shellPath: runner,
-    shellArgs: ['run', '--', 'sh', '-c', commandLine],
+    shellPath: '/bin/sh',
+    shellArgs: ['-c', keepOpen, runner, commandLine],
     // The same runtime directory the helper connects to.
     env: { NKE_EMU_DIR: emulator.runtimeDir() },
   });
@@ -193,11 +216,27 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
   const { model, session, log } = deps;
   const filter: FilterBackend = deps.filter;
   const handlers: Record<string, CommandHandler> = {
-    'nke.loadFilter': () => withSteps(`NKE: Load Filter (${filter.kind})`, (steps) => filter.load(steps)),
+    'nke.loadFilter': () => {
+      const to = connectedTo(model);
+      if (to) return noOp(`already connected to ${to}: the filter is loaded (Unload Filter stops it)`);
+      return withSteps(`NKE: Load Filter (${filter.kind})`, (steps) => filter.load(steps));
+    },
     'nke.unloadFilter': () =>
       withSteps(`NKE: Unload Filter (${filter.kind})`, (steps) => filter.unload(steps)),
-    'nke.connect': () => filter.connect(),
-    'nke.disconnect': () => session.disconnect(),
+    'nke.connect': () => {
+      const to = connectedTo(model);
+      if (to) {
+        const later = session.launchChanged()
+          ? '; changed settings apply at the next Connect (Disconnect first)'
+          : '';
+        return noOp(`already connected to ${to}${later}`);
+      }
+      return filter.connect();
+    },
+    'nke.disconnect': () => {
+      if (!session.isConnected) return noOp('not connected: nothing to disconnect');
+      return session.disconnect();
+    },
     'nke.restartHelper': () => session.restart(),
     'nke.runUnderFilter': () => runUnderFilter(deps),
     'nke.exportCapture': (node?: SocketNode, nodes?: SocketNode[]) => exportCapture(deps, node, nodes),
@@ -211,8 +250,18 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
         'nkeworkbench.nke-workbench#nke.gettingStarted',
         false,
       ),
-    'nke.pauseInterception': () => session.setPaused(true),
-    'nke.resumeInterception': () => session.setPaused(false),
+    'nke.pauseInterception': () => {
+      if (model.link.status === 'paused') {
+        return noOp('interception is already paused (Resume Interception holds again)');
+      }
+      return session.setPaused(true);
+    },
+    'nke.resumeInterception': () => {
+      if (model.link.status === 'connected') {
+        return noOp('interception is not paused: data the rules hold is held');
+      }
+      return session.setPaused(false);
+    },
     'nke.setCaptureMode': (mode?: CaptureMode) => setCaptureMode(deps, mode),
     'nke.clear': async () => {
       await session.clear();
@@ -220,6 +269,7 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
       log.info('cleared sockets, exec events and pending payloads');
     },
     'nke.showLog': () => log.show(),
+    ...explorerCommandHandlers({ model, session, log, views: deps.views }),
     // Open (text, hex, payload editor), Reinject Edited / Original, Drop, Revert: from rows, documents and the palette.
     ...payloadCommandHandlers(deps),
   };

@@ -14,7 +14,7 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
-import { NKE_EXEC_F_TRUNCATED } from '../shared/abi';
+import { NKE_EXEC_F_FROM_SHIM, NKE_EXEC_F_TRUNCATED } from '../shared/abi';
 import {
   AF_INET6,
   type Addr,
@@ -87,6 +87,31 @@ export const DEFAULT_PENDING_BYTES_LIMIT = 64 * 1024 * 1024;
 
 export function sockKey(s: SockId): string {
   return `${s.slot}:${s.gen}`;
+}
+
+/**
+ * A socket's state after one of the filter's socket events (sf_notify):
+ * connected once the handshake is done; closing from the first sign of the
+ * end (a side shut, the peer's EOF, disconnecting) until the detach, which
+ * alone makes it closed. Events that say nothing about the state keep it.
+ */
+export function stateAfterEvent(state: SocketState, event: string | undefined): SocketState {
+  if (state === 'closed') return state;
+  switch (event) {
+    case 'connecting':
+      return state === 'open' || state === 'bound' ? 'connecting' : state;
+    case 'connected':
+      return state === 'closing' ? state : 'connected';
+    case 'disconnecting':
+    case 'disconnected':
+    case 'cantrecvmore':
+    case 'cantsendmore':
+    case 'shutdown':
+    case 'closing':
+      return state === 'listening' ? state : 'closing';
+    default:
+      return state;
+  }
 }
 
 function endpoint(a: Addr): Endpoint | undefined {
@@ -199,6 +224,7 @@ export class LiveModel {
           bytesIn: 0,
           bytesOut: 0,
           openedAt: Date.now(),
+          attachedEarlier: true,
         },
         familyCode: 0,
         protocolCode: 0,
@@ -254,6 +280,7 @@ export class LiveModel {
         s.view.pid = n.pid;
         s.view.uid = n.uid;
         s.view.process = n.comm;
+        delete s.view.attachedEarlier; // its process is known now
         this.touch(key);
         return;
       }
@@ -308,6 +335,7 @@ export class LiveModel {
                 ? 'connected'
                 : 'connecting';
         s.view.state = state;
+        if (n.type === NotifyType.ConnectIn) s.view.incoming = true;
         this.touch(key);
         this.record({
           kind: 'socket-state',
@@ -321,16 +349,7 @@ export class LiveModel {
       case NotifyType.Event: {
         const s = this.adopt(key);
         const name = SOCK_EVENTS[n.event];
-        const state: SocketState | undefined =
-          name === 'connected'
-            ? 'connected'
-            : name === 'connecting'
-              ? 'connecting'
-              : name === 'disconnecting' || name === 'closing'
-                ? 'closing'
-                : name === 'disconnected'
-                  ? 'closing'
-                  : undefined;
+        const state = stateAfterEvent(s.view.state, name);
         if (state && state !== s.view.state) {
           s.view.state = state;
           this.touch(key);
@@ -345,6 +364,10 @@ export class LiveModel {
         else this.counters.bytesOut += n.size;
         if (n.direction === DIR_IN) s.view.bytesIn += n.size;
         else s.view.bytesOut += n.size;
+        // Stream bytes move only on a connected TCP socket: a "connected"
+        // note lost on the way (best effort in the emulator) must not leave
+        // it shown as connecting while data flows.
+        if (s.view.state === 'connecting' && s.view.protocol === 'tcp') s.view.state = 'connected';
         this.touch(key);
         this.record({
           kind: 'data',
@@ -364,10 +387,23 @@ export class LiveModel {
         this.record({ kind: 'released', chunkId: id, reason });
         return;
       }
-      case NotifyType.DataGap:
+      case NotifyType.DataGap: {
         // Counted and in the history; the bytes are a gap in the capture history.
         this.counters.dataGaps = (this.counters.dataGaps ?? 0) + 1;
         this.counters.dataGapBytes = (this.counters.dataGapBytes ?? 0) + n.size;
+        // The filter passed these bytes unreported (no buffer free): they
+        // went over the socket all the same, so its byte counts and the
+        // helper's include them (a busy machine's Sockets view under-counted
+        // by every chunk passed pool-full).
+        const s = this.adopt(key);
+        if (n.direction === DIR_IN) {
+          this.counters.bytesIn += n.size;
+          s.view.bytesIn += n.size;
+        } else {
+          this.counters.bytesOut += n.size;
+          s.view.bytesOut += n.size;
+        }
+        this.touch(key);
         this.record({
           kind: 'data-gap',
           socketId: key,
@@ -376,6 +412,7 @@ export class LiveModel {
           reason: n.reason === 1 ? 'no-buffer' : n.reason === 2 ? 'queue-full' : `reason ${n.reason}`,
         });
         return;
+      }
       case NotifyType.State:
       case NotifyType.Option:
         return;
@@ -485,6 +522,7 @@ export class LiveModel {
       complete: r.complete,
       truncated: (r.flags & NKE_EXEC_F_TRUNCATED) !== 0,
       spawnerContext: (r.flags & 1) !== 0,
+      underShim: (r.flags & NKE_EXEC_F_FROM_SHIM) !== 0,
       time: Date.now(),
     };
     this.counters.execs++;

@@ -32,6 +32,7 @@ import {
   Update,
   Verdict,
 } from '../shared/helperProtocol';
+import { describeOwner, type FilterOwnership } from './filterOwner';
 import { noLongerHeld } from '../shared/payloadReasons';
 import { HelperClient } from './helperClient';
 import type { HelperPort, PayloadVerdict } from './helperPort';
@@ -61,6 +62,8 @@ export interface HelperSessionOptions {
   };
   model: WorkbenchModel;
   log: SessionLog;
+  /** Which window holds the filter (owner file, take-over requests); none: no coordination. */
+  ownership?: FilterOwnership;
 }
 
 /** Why the helper or the filter went away, for the window to show with Restart. */
@@ -105,12 +108,31 @@ export class EmulatorNotRunningError extends ActionableError {
   }
 }
 
+/** The filter serves another client: another window named in the owner file, or nke watch. */
+export class FilterBusyError extends ActionableError {
+  constructor(
+    message: string,
+    readonly ownerWindow?: string,
+  ) {
+    super(
+      ownerWindow
+        ? `the filter is in use by another window: ${ownerWindow}. Take Over moves it (and the live views) here`
+        : `${message}: disconnect the other client (nke watch, nke run, another window) first`,
+      ownerWindow ? { title: 'Take Over', command: 'nke.takeOver' } : undefined,
+    );
+    this.name = 'FilterBusyError';
+  }
+}
+
 export class HelperSession implements HelperPort {
   private client?: HelperClient;
   private conn?: MessageConnection;
   private generation = 0;
   private readonly failureListeners = new Set<(f: SessionFailure) => void>();
+  private readonly yieldListeners = new Set<(by: string) => void>();
   private starting?: Promise<MessageConnection>;
+  /** The launch settings the running helper was started with (a change restarts it at the next Connect). */
+  private launchKey?: string;
 
   constructor(private readonly opts: HelperSessionOptions) {}
 
@@ -128,8 +150,32 @@ export class HelperSession implements HelperPort {
     return { dispose: () => this.failureListeners.delete(listener) };
   }
 
+  /** Fires when another window took the filter over from this one (by: that window). */
+  onDidYield(listener: (by: string) => void): { dispose(): void } {
+    this.yieldListeners.add(listener);
+    return { dispose: () => this.yieldListeners.delete(listener) };
+  }
+
+  /** The launch settings differ from the running helper's: true when a new helper is needed. */
+  launchChanged(): boolean {
+    return this.launchKey !== undefined && this.launchKey !== JSON.stringify(this.launchSettings());
+  }
+
+  private launchSettings() {
+    const { asAdministrator, historyLimit, env } = this.opts.launch();
+    return { asAdministrator, historyLimit, env };
+  }
+
   async connect(): Promise<FilterStatus> {
     const { model } = this.opts;
+    const live = model.link.status === 'connected' || model.link.status === 'paused';
+    if (this.conn && !live && this.launchChanged()) {
+      // Settings the helper starts with (nke.emulatorRuntimeDir, nke.mode,
+      // nke.historyLimit) changed since it started, and it holds no filter:
+      // a new one takes them, so a changed setting applies at this Connect.
+      this.opts.log.info('the helper settings changed since it started: starting a new helper for them');
+      this.stopHelper();
+    }
     model.setLink({
       status: 'connecting',
       staleReason: model.link.staleReason,
@@ -139,14 +185,27 @@ export class HelperSession implements HelperPort {
       const conn = await this.helper();
       const status = await conn.sendRequest(ConnectFilter);
       await this.resync(conn);
+      await this.claimFilter(conn);
       return status;
     } catch (e) {
+      const err = this.explain(e);
       model.setLink({
         status: model.stale ? 'failed' : 'disconnected',
         staleReason: model.link.staleReason,
         recoverWith: model.link.recoverWith,
+        // The Filter view says who holds the filter instead of staying empty.
+        ...(err instanceof FilterBusyError
+          ? {
+              filter: {
+                connected: false,
+                transport: model.link.filter?.transport ?? 'unknown',
+                paused: false,
+                error: { code: 'NKE_BUSY', message: err.ownerWindow ?? err.message },
+              },
+            }
+          : {}),
       });
-      throw this.explain(e);
+      throw err;
     }
   }
 
@@ -156,6 +215,52 @@ export class HelperSession implements HelperPort {
     this.opts.log.info('restarting the helper process');
     this.stopHelper();
     return this.connect();
+  }
+
+  /** Records this window as the filter's owner, answering take-over requests. */
+  private async claimFilter(conn: MessageConnection): Promise<void> {
+    const own = this.opts.ownership;
+    if (!own) return;
+    try {
+      await own.claim(async (by) => {
+        if (conn !== this.conn) return;
+        await this.disconnect();
+        this.opts.model.setLink({
+          status: 'disconnected',
+          filter: {
+            connected: false,
+            transport: this.opts.model.link.filter?.transport ?? 'unknown',
+            paused: false,
+            error: { code: 'NKE_TAKEN_OVER', message: `taken over by ${by}` },
+          },
+        });
+        for (const l of [...this.yieldListeners]) l(by);
+      });
+    } catch (e) {
+      // Not fatal: this window works; another one cannot ask it to let go.
+      this.opts.log.warn(`cannot record this window as the filter's owner: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * NKE: Take Over: asks the window that holds the filter to let go, then
+   * connects here (the filter takes the next client once the other
+   * helper's connection closed).
+   */
+  async takeOver(): Promise<FilterStatus> {
+    const owner = this.opts.ownership?.currentOwner();
+    if (owner) {
+      this.opts.log.info(`asking ${describeOwner(owner)} to let go of the filter`);
+      await this.opts.ownership!.requestTakeOver(owner);
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.connect();
+      } catch (e) {
+        if (!(e instanceof FilterBusyError) || attempt >= 20) throw e;
+        await new Promise((r) => setTimeout(r, 150)); // the old client is still closing
+      }
+    }
   }
 
   async disconnect(): Promise<void> {
@@ -291,8 +396,10 @@ export class HelperSession implements HelperPort {
     this.generation++;
     this.conn = undefined;
     this.starting = undefined;
+    this.launchKey = undefined;
     this.client?.stop();
     this.client = undefined;
+    this.opts.ownership?.release();
   }
 
   private require(): MessageConnection {
@@ -316,6 +423,11 @@ export class HelperSession implements HelperPort {
 
   private async startHelper(gen: number): Promise<MessageConnection> {
     const launch = this.opts.launch();
+    this.launchKey = JSON.stringify({
+      asAdministrator: launch.asAdministrator,
+      historyLimit: launch.historyLimit,
+      env: launch.env,
+    });
     const client = new HelperClient({
       helperScript: this.opts.helperScript,
       runtime: this.opts.runtime,
@@ -356,6 +468,7 @@ export class HelperSession implements HelperPort {
       if (gen !== this.generation) return;
       const why = `the filter connection closed (${code}): ${message}`;
       log.error(why);
+      this.opts.ownership?.release();
       model.markStale(why, 'nke.loadFilter');
       model.releaseAllPending('filter-gone');
       this.fail({ kind: 'filter-closed', message: why });
@@ -373,6 +486,8 @@ export class HelperSession implements HelperPort {
     this.conn?.dispose();
     this.conn = undefined;
     this.generation++;
+    this.launchKey = undefined;
+    this.opts.ownership?.release();
     const why = `the helper process ended: ${reason}`;
     this.opts.log.error(why);
     this.opts.model.markStale(why, 'nke.restartHelper');
@@ -399,10 +514,10 @@ export class HelperSession implements HelperPort {
           command: 'workbench.action.openSettings',
           args: ['nke.emulatorRuntimeDir'],
         });
-      case 'NKE_BUSY':
-        return new ActionableError(
-          `${message}: disconnect the other client (nke watch, another window) first`,
-        );
+      case 'NKE_BUSY': {
+        const owner = this.opts.ownership?.currentOwner();
+        return new FilterBusyError(message, owner && describeOwner(owner));
+      }
       case 'NKE_UNKNOWN_PAYLOAD':
         return new PayloadGoneError(payloadId ?? '?', removalReason(e));
       case 'NKE_NOT_CONNECTED':

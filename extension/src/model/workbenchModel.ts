@@ -19,8 +19,21 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
+import { type ExecScope, ExecStore, type ExecTree } from './execStore';
 
-export type { Counters, ExecView, FilterStatus, PendingRemovalReason, PendingView, SocketView };
+export type {
+  Counters,
+  ExecScope,
+  ExecTree,
+  ExecView,
+  FilterStatus,
+  PendingRemovalReason,
+  PendingView,
+  SocketView,
+};
+
+/** How long closed sockets stay in the model by default (nke.closedSocketsKeptSeconds). */
+export const DEFAULT_CLOSED_SOCKETS_KEPT_MS = 300_000;
 
 /** Pending payloads that left the model in one change, and why. */
 export type PendingRemoval = { id: string; reason: PendingRemovalReason };
@@ -77,18 +90,26 @@ export class WorkbenchModel {
   private linkState: LinkState;
   private counterValues: Counters = emptyCounters();
   private readonly socketsById = new Map<string, SocketView>();
-  /** By exec id, in order of arrival (Map keeps insertion order). */
-  private readonly execsById = new Map<string, ExecView>();
+  /** Closed sockets by the time they closed (oldest first), for aging them out. */
+  private readonly closedAt = new Map<string, number>();
+  /** Sockets by owner pid, rebuilt when the sockets changed (the Sockets view asks per process). */
+  private socketsByPidCache?: Map<number, SocketView[]>;
+  private readonly execStore: ExecStore;
+  private scope: ExecScope = 'underFilter';
   private readonly pendingById = new Map<string, PendingView>();
   private readonly listeners = new Set<(e: ModelChange) => void>();
+  /** nke.closedSocketsKeptSeconds, in ms: closed sockets older than this are forgotten. */
+  private closedKeptMs = DEFAULT_CLOSED_SOCKETS_KEPT_MS;
   private readonly removalListeners = new Set<(removed: PendingRemoval[]) => void>();
 
   constructor(
     mode: FilterMode,
-    /** Oldest exec events beyond this many are dropped (nke.historyLimit). */
-    private historyLimit: number,
+    /** Oldest exec events beyond this many are dropped (nke.historyLimit), in each scope. */
+    historyLimit: number,
+    private readonly now: () => number = Date.now,
   ) {
     checkLimit(historyLimit);
+    this.execStore = new ExecStore(historyLimit);
     this.linkState = { status: 'disconnected', mode };
   }
 
@@ -128,9 +149,101 @@ export class WorkbenchModel {
     return this.socketsById.get(id);
   }
 
-  /** Exec events, oldest first, at most historyLimit of them. */
+  /** Sockets of one process (live and closed), in order of arrival. */
+  socketsOf(pid: number): SocketView[] {
+    if (!this.socketsByPidCache) {
+      const m = new Map<number, SocketView[]>();
+      for (const s of this.socketsById.values()) {
+        let l = m.get(s.pid);
+        if (!l) m.set(s.pid, (l = []));
+        l.push(s);
+      }
+      this.socketsByPidCache = m;
+    }
+    return this.socketsByPidCache.get(pid) ?? [];
+  }
+
+  /** Pids owning at least one socket, ascending. */
+  socketPids(): number[] {
+    this.socketsOf(0);
+    return [...this.socketsByPidCache!.keys()].sort((a, b) => a - b);
+  }
+
+  /** Exec events, oldest first: every one kept, in and out of the scope (at most historyLimit of each). */
   execs(): ExecView[] {
-    return [...this.execsById.values()];
+    return this.execStore.all();
+  }
+
+  /** What Exec Events shows: nke.execScope. */
+  get execScope(): ExecScope {
+    return this.scope;
+  }
+
+  setExecScope(scope: ExecScope): void {
+    if (scope === this.scope) return;
+    this.scope = scope;
+    this.fire('execs');
+  }
+
+  /** The process tree Exec Events shows (the current scope), built once per change. */
+  execTree(): ExecTree {
+    return this.execStore.tree(this.scope);
+  }
+
+  /** Execs outside the scope the filter reported since Clear, and those in it kept now. */
+  execCounts(): { inScope: number; hidden: number } {
+    return { inScope: this.execStore.scopedCount, hidden: this.execStore.hiddenCount };
+  }
+
+  isExecInScope(e: ExecView): boolean {
+    return this.execStore.isInScope(e);
+  }
+
+  /** The newest exec of a pid, and its ancestors by ppid (nearest first, at most `depth`). */
+  ancestry(pid: number, depth = 8): ExecView[] {
+    const chain: ExecView[] = [];
+    const seen = new Set<number>();
+    for (let p = pid; chain.length < depth && p > 0 && !seen.has(p);) {
+      seen.add(p);
+      const e = this.execStore.latestOfPid(p);
+      if (!e) break;
+      chain.push(e);
+      p = e.ppid;
+    }
+    return chain;
+  }
+
+  /** When a closed socket closed (the Sockets view groups the older ones). */
+  closedSince(id: string): number | undefined {
+    return this.closedAt.get(id);
+  }
+
+  setClosedSocketsKeptMs(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) {
+      throw new RangeError(`closed sockets kept for ${ms} ms: must be >= 0`);
+    }
+    this.closedKeptMs = ms;
+    if (this.pruneClosed()) this.fire('sockets');
+  }
+
+  /** Forgets closed sockets older than nke.closedSocketsKeptSeconds; true when some went. */
+  pruneClosed(): boolean {
+    const limit = this.now() - this.closedKeptMs;
+    let pruned = false;
+    for (const [id, at] of this.closedAt) {
+      if (at > limit) break; // oldest first
+      this.closedAt.delete(id);
+      this.socketsById.delete(id);
+      pruned = true;
+    }
+    if (pruned) this.socketsByPidCache = undefined;
+    return pruned;
+  }
+
+  /** When the oldest closed socket is to be forgotten (a timer's deadline), if any is kept. */
+  nextClosedExpiry(): number | undefined {
+    for (const at of this.closedAt.values()) return at + this.closedKeptMs;
+    return undefined;
   }
 
   pending(): PendingView[] {
@@ -177,7 +290,8 @@ export class WorkbenchModel {
       .filter((id) => !kept.has(id))
       .map((id) => ({ id, reason: 'released' as const }));
     this.socketsById.clear();
-    this.execsById.clear();
+    this.closedAt.clear();
+    this.execStore.clear();
     this.pendingById.clear();
     this.apply({
       ...emptyUpdate(s.counters),
@@ -200,15 +314,25 @@ export class WorkbenchModel {
 
   private apply(b: UpdateBatch): Set<ModelPart> {
     const touched = new Set<ModelPart>(['filter']);
-    for (const s of b.sockets) this.socketsById.set(s.id, { ...s });
-    for (const id of b.socketsRemoved) this.socketsById.delete(id);
-    if (b.sockets.length || b.socketsRemoved.length) touched.add('sockets');
-    // An exec may come again (its path completed); it keeps its place.
-    for (const e of b.execs) this.execsById.set(e.id, { ...e });
-    if (b.execs.length) {
-      this.trimHistory();
-      touched.add('execs');
+    for (const s of b.sockets) {
+      this.socketsById.set(s.id, { ...s });
+      if (s.state === 'closed') {
+        if (!this.closedAt.has(s.id)) this.closedAt.set(s.id, s.closedAt ?? this.now());
+      } else this.closedAt.delete(s.id);
+      // A socket's owner is a process under the filter: its execs join the scope.
+      if (this.execStore.noteSocketOwner(s.pid)) touched.add('execs');
     }
+    for (const id of b.socketsRemoved) {
+      this.socketsById.delete(id);
+      this.closedAt.delete(id);
+    }
+    if (b.sockets.length || b.socketsRemoved.length || this.pruneClosed()) {
+      this.socketsByPidCache = undefined;
+      touched.add('sockets');
+    }
+    // An exec may come again (its path completed); it keeps its place.
+    for (const e of b.execs) this.execStore.add({ ...e });
+    if (b.execs.length) touched.add('execs');
     for (const p of b.pendingAdded) this.pendingById.set(p.id, { ...p });
     // Only payloads still here: an update never brings back a removed one.
     for (const p of b.pendingUpdated ?? []) {
@@ -239,8 +363,7 @@ export class WorkbenchModel {
 
   setHistoryLimit(limit: number): void {
     checkLimit(limit);
-    this.historyLimit = limit;
-    if (this.trimHistory()) this.fire('execs');
+    if (this.execStore.setLimit(limit)) this.fire('execs');
   }
 
   /** Updates one pending payload (its deadline after an extend) if it is still pending. */
@@ -253,20 +376,12 @@ export class WorkbenchModel {
   /** Forgets sockets, execs and pending payloads; keeps the link's status. */
   clear(): void {
     this.socketsById.clear();
-    this.execsById.clear();
+    this.closedAt.clear();
+    this.socketsByPidCache = undefined;
+    this.execStore.clear();
     this.pendingById.clear();
     this.counterValues = emptyCounters();
     for (const part of ['filter', 'sockets', 'execs', 'pending'] as const) this.fire(part);
-  }
-
-  private trimHistory(): boolean {
-    let excess = this.execsById.size - this.historyLimit;
-    if (excess <= 0) return false;
-    for (const id of this.execsById.keys()) {
-      if (excess-- <= 0) break;
-      this.execsById.delete(id);
-    }
-    return true;
   }
 
   private fire(part: ModelPart): void {

@@ -76,12 +76,20 @@ export interface SocketView {
   family: 'ipv4' | 'ipv6';
   protocol: 'tcp' | 'udp' | 'other';
   state: SocketState;
+  /** accepted (CONNECT_IN), not connected by this process */
+  incoming?: boolean;
   local?: Endpoint;
   remote?: Endpoint;
   bytesIn: number;
   bytesOut: number;
   openedAt: number;
   closedAt?: number;
+  /**
+   * Attached before this helper connected (another window or an earlier
+   * helper held the filter then): the filter reports a socket's process
+   * and addresses only when it attaches, so they are not known here.
+   */
+  attachedEarlier?: boolean;
 }
 
 export interface ExecView {
@@ -96,6 +104,8 @@ export interface ExecView {
   /** the path was longer than the filter carries (NKE_PATH_MAX): this is its start */
   truncated: boolean;
   spawnerContext: boolean;
+  /** emulator: the process runs under the shim (the filter's programs; Exec Events' default scope starts here) */
+  underShim?: boolean;
   time: number;
 }
 

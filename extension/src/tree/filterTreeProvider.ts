@@ -5,7 +5,10 @@
 // nothing pending), so the two never share a label.
 import * as vscode from 'vscode';
 import type { Counters, WorkbenchModel } from '../model/workbenchModel';
+import type { InterceptRule } from '../shared/helperProtocol';
+import { describeRule } from '../intercept/interceptRules';
 import { ModelTreeProvider } from './modelTreeView';
+import { plural } from '../shared/plural';
 
 export interface FilterNode {
   kind:
@@ -19,11 +22,16 @@ export interface FilterNode {
     | 'now'
     | 'filterCounter'
     | 'counter'
-    | 'group';
+    | 'group'
+    | 'rules'
+    | 'rule';
   label: string;
   value: string;
   tooltip?: string;
   children?: FilterNode[];
+  /** kind 'rule': the intercept rule and its index in nke.interceptRules */
+  rule?: InterceptRule;
+  index?: number;
 }
 
 /** The helper's counters: totals since the helper process started. */
@@ -48,8 +56,17 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   }
 
   getChildren(element?: FilterNode): FilterNode[] {
-    if (element) return element.children ?? [];
     const link = this.model.link;
+    if (element?.kind === 'rules') {
+      return (link.rules?.intercept ?? []).map((rule, index) => ({
+        kind: 'rule',
+        label: rule.name ?? describeRule(rule),
+        value: rule.name ? `${rule.action} · ${describeRule(rule)}` : rule.action,
+        rule,
+        index,
+      }));
+    }
+    if (element) return element.children ?? [];
     // Empty while never connected so the view shows its welcome content.
     if (link.status === 'disconnected' && !link.filter) return [];
     const nodes: FilterNode[] = [
@@ -61,15 +78,24 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
       nodes.push({
         kind: 'capture',
         label: 'Capture',
-        value: `${link.rules.default ?? 'report'}${n ? ` + ${n} intercept rule${n > 1 ? 's' : ''}` : ''}`,
+        value: `${link.rules.default ?? 'report'}${n ? ` + ${plural(n, 'intercept rule')}` : ''}`,
       });
     }
+    const rules = link.rules?.intercept?.length ?? 0;
+    if (rules) nodes.push({ kind: 'rules', label: 'Intercept rules', value: String(rules) });
     if (link.staleReason) nodes.push({ kind: 'stale', label: 'Stale', value: link.staleReason });
     const f = link.filter;
     if (f) {
       nodes.push({ kind: 'transport', label: 'Transport', value: f.transport });
       if (f.sessionId) nodes.push({ kind: 'session', label: 'Session', value: f.sessionId });
-      if (f.error) {
+      if (f.error?.code === 'NKE_TAKEN_OVER') {
+        nodes.push({
+          kind: 'error',
+          label: 'Taken over',
+          value: f.error.message,
+          tooltip: `${f.error.message}. This window stays off the filter until NKE: Take Over (Take Back) brings it here again.`,
+        });
+      } else if (f.error) {
         nodes.push({ kind: 'error', label: 'Error', value: `${f.error.code}: ${f.error.message}` });
       }
     }
@@ -77,7 +103,7 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
     nodes.push({
       kind: 'now',
       label: 'Held for you now',
-      value: `${pending.length} payload${pending.length === 1 ? '' : 's'}`,
+      value: plural(pending.length, 'payload'),
       tooltip: 'Payloads held right now, waiting for your verdict (Pending Payloads)',
     });
     const now = f?.state?.now;
@@ -138,6 +164,21 @@ export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {
   }
 
   getTreeItem(n: FilterNode): vscode.TreeItem {
+    if (n.kind === 'rule' || n.kind === 'rules') {
+      const item = new vscode.TreeItem(
+        n.label,
+        n.kind === 'rules' ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None,
+      );
+      item.id = n.kind === 'rules' ? 'filter:rules' : `filter:rule:${n.index}:${JSON.stringify(n.rule)}`;
+      item.description = n.value;
+      item.tooltip =
+        n.kind === 'rules'
+          ? 'nke.interceptRules, first match wins (NKE: Edit Intercept Rules)'
+          : `${JSON.stringify(n.rule)}\nRemove it with the trash button; NKE: Edit Intercept Rules edits them all.`;
+      item.contextValue = n.kind === 'rules' ? 'filter.rules' : 'interceptRule';
+      item.iconPath = new vscode.ThemeIcon(n.kind === 'rules' ? 'list-filter' : 'debug-breakpoint-data');
+      return item;
+    }
     // Totals start collapsed: what is held now stays in sight in a small pane.
     // The id keeps a group open or closed across the view's refreshes.
     const item = new vscode.TreeItem(

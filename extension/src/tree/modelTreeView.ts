@@ -13,6 +13,10 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
   private visible = false;
   private stale = false;
   private readonly subscription: { dispose(): void };
+  private readonly refreshed = new vscode.EventEmitter<void>();
+  /** Fires after each refresh was announced (the view's description follows). */
+  readonly onDidRefresh = this.refreshed.event;
+
   constructor(
     protected readonly model: WorkbenchModel,
     private readonly parts: readonly ModelPart[],
@@ -24,6 +28,11 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
 
   abstract getTreeItem(element: T): vscode.TreeItem;
   abstract getChildren(element?: T): T[];
+
+  /** The view's description (shown next to its title), if it has one. */
+  describe(): string | undefined {
+    return undefined;
+  }
 
   setVisible(visible: boolean): void {
     this.visible = visible;
@@ -84,6 +93,7 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
       this.timer = undefined;
       this.stale = false;
       this.changed.fire(undefined);
+      this.refreshed.fire();
     }, refreshDelayMs);
   }
 
@@ -91,21 +101,33 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
     if (this.timer) clearTimeout(this.timer);
     this.subscription.dispose();
     this.changed.dispose();
+    this.refreshed.dispose();
   }
 }
 
 /** Creates the view for a provider and keeps the provider told of its visibility. */
-export function registerModelTreeView<T>(viewId: string, provider: ModelTreeProvider<T>): vscode.Disposable {
+export function createModelTreeView<T>(
+  viewId: string,
+  provider: ModelTreeProvider<T>,
+): { view: vscode.TreeView<T>; disposable: vscode.Disposable } {
   const view = vscode.window.createTreeView(viewId, {
     treeDataProvider: provider,
-    showCollapseAll: viewId === 'nke.execEvents',
+    showCollapseAll: viewId === 'nke.execEvents' || viewId === 'nke.sockets',
     // Sockets: several can be exported together (NKE: Export Capture).
     canSelectMany: viewId === 'nke.sockets',
   });
   provider.setVisible(view.visible);
+  const describe = () => (view.description = provider.describe());
+  describe();
   const visibility = view.onDidChangeVisibility((e) => provider.setVisible(e.visible));
   const selection = view.onDidChangeSelection((e) => provider.setSelection(e.selection));
-  return vscode.Disposable.from(visibility, selection, view, provider);
+  const refreshed = provider.onDidRefresh(describe);
+  return { view, disposable: vscode.Disposable.from(visibility, selection, refreshed, view, provider) };
+}
+
+/** Creates the view for a provider and keeps the provider told of its visibility. */
+export function registerModelTreeView<T>(viewId: string, provider: ModelTreeProvider<T>): vscode.Disposable {
+  return createModelTreeView(viewId, provider).disposable;
 }
 
 export function formatBytes(n: number): string {

@@ -83,7 +83,9 @@ static void emud_log(const char *func, const char *fmt, ...)
     }
 }
 
-#define NSOCKS 4096u
+/* Sockets tracked at once: a busy machine (or the explorer bench's 10 000)
+ * has more than a few thousand; beyond this they pass untracked (counted). */
+#define NSOCKS 16384u
 #define MAX_KEV 64
 #define KEV_VENDOR_CODE 1000u
 
@@ -148,6 +150,7 @@ static uint32_t g_exec_id, g_kev_id;
 static uint64_t g_kev_lost, g_refused, g_session;
 static int g_nrefused_open; /* K_REFUSED_* connections open */
 static uid_t g_uid;
+static char g_rundir[PATH_MAX]; /* the runtime directory this nke-emud serves */
 static int g_proc_fd = -1; /* process-events connector, or -1: shim reports only */
 static struct shim_state *g_shim_state; /* shim.state mapping (only this thread writes) */
 static uint32_t g_spin_us = 50;
@@ -740,6 +743,44 @@ static bool exec_is_duplicate(uint8_t src, int32_t pid, uint64_t exec_ns)
     return false;
 }
 
+/* Whether the process just exec'd runs under this emulator's shim: its
+ * environment preloads libnkeshim.so and names this runtime directory (or
+ * none, so the shim's default, which is ours when it resolves the same).
+ * The connector's report of such an exec can reach us before the shim's
+ * own (which then is the duplicate): the views scope Exec Events to the
+ * processes under the filter by this flag, so it must not depend on which
+ * report came first. Only the first 256 KiB of the environment are read. */
+static bool proc_under_shim(int32_t pid)
+{
+    static char env[256 * 1024];
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/environ", (int)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    size_t n = 0;
+    for (ssize_t r; n < sizeof(env) - 1 && (r = read(fd, env + n, sizeof(env) - 1 - n)) != 0;) {
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    env[n] = 0;
+    bool preloaded = false, other_dir = false;
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1) {
+        const char *e = env + i;
+        if (strncmp(e, "LD_PRELOAD=", 11) == 0 && strstr(e + 11, "libnkeshim.so"))
+            preloaded = true;
+        else if (strncmp(e, NKE_EMU_DIR_ENV "=", sizeof(NKE_EMU_DIR_ENV)) == 0 &&
+                 strcmp(e + sizeof(NKE_EMU_DIR_ENV), g_rundir) != 0)
+            other_dir = true;
+    }
+    return preloaded && !other_dir;
+}
+
 /* One exec seen by the kernel: ppid from /proc/PID/stat (after the last ')'
  * of comm, which may hold spaces and parentheses), uid from /proc/PID/status
  * (real uid), path from /proc/PID/exe. A process gone already is skipped. */
@@ -773,7 +814,7 @@ static void proc_exec(int32_t pid, uint64_t exec_ns)
         fclose(f);
     }
     if (!exec_is_duplicate(SRC_PROC, pid, exec_ns))
-        kev_broadcast_exec(pid, ppid, uid, 0, path, (uint32_t)pl);
+        kev_broadcast_exec(pid, ppid, uid, proc_under_shim(pid) ? NKE_EXEC_F_FROM_SHIM : 0, path, (uint32_t)pl);
 }
 
 static void proc_message(int fd)
@@ -992,6 +1033,9 @@ static bool shim_handle(struct conn *l, struct conn *c, const uint8_t *in, ssize
         struct shim_option o;
         memcpy(&o, in, sizeof(o));
         nke_core_option(&g_core, c->id, (uint32_t)o.level, (uint32_t)o.name, o.is_set != 0, ns);
+    } else if (h.type == SHIM_EVENT && (size_t)n == sizeof(h) && c->id.gen) {
+        if (h.action >= NKE_EV_CONNECTING && h.action <= NKE_EV_BOUND)
+            nke_core_event(&g_core, c->id, h.action, ns);
     } else if (h.type == SHIM_DETACH && (size_t)n == sizeof(h) && l->mux_link && c != l) {
         shim_gone(c);
     } else if (h.type == SHIM_MUX && (size_t)n == sizeof(h) && c == l && !c->id.gen && !l->mux_link) {
@@ -1275,6 +1319,7 @@ int main(int argc, char **argv)
         return 2;
     }
     (void)hold_dir_lock(dir);
+    snprintf(g_rundir, sizeof(g_rundir), "%s", dir);
     /* Ours alone (we hold the lock): a fresh, private log for this run. */
     {
         char lp[PATH_MAX + 32];

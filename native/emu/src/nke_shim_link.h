@@ -56,7 +56,11 @@ enum shim_msg_type {
     SHIM_LISTEN  = 6,  /* shim: shim_hdr, addr = the local address */
     SHIM_OPTION  = 7,  /* shim: shim_option */
     SHIM_MUX     = 8,  /* shim: first message of a mux link (shim_hdr only) */
-    SHIM_DETACH  = 9   /* shim, mux link: the socket is gone (shim_hdr only) */
+    SHIM_DETACH  = 9,  /* shim, mux link: the socket is gone (shim_hdr only) */
+    /* A relayed socket's state changed as the kernel's sf_notify would
+     * report it (connected, a side shut, a failed connect): shim_hdr only,
+     * action = enum nke_sock_event. Never answered; best effort. */
+    SHIM_EVENT   = 10
 };
 
 /* Prefix of every message after SHIM_MUX on a mux link. */

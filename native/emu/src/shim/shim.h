@@ -195,6 +195,7 @@ struct relay {
     bool dirty, link_pending;
     bool out_open, exec_busy;
     unsigned exec_seen;
+    unsigned events_sent;     /* RELAY_EV_* bits: SHIM_EVENT notes already on the link */
     bool fork_held;           /* lock taken by atfork_prepare (fdtable.c, under g_fd_lock) */
 };
 

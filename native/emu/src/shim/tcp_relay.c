@@ -357,6 +357,38 @@ void mux_detach(uint32_t id)
     pthread_mutex_unlock(&g_loop.lock);
 }
 
+/* SHIM_EVENT notes, each sent at most once per relay: the socket's state as
+ * the kernel's sf_notify reports it (connected; the peer's EOF; the
+ * program's shutdown or close; a failed connect), so the views can tell a
+ * connecting socket from one that carries data, and one being closed. */
+enum {
+    RELAY_EV_CONNECTED = 1u,
+    RELAY_EV_CANTRECVMORE = 2u,
+    RELAY_EV_CANTSENDMORE = 4u,
+    RELAY_EV_DISCONNECTED = 8u
+};
+
+/* Sends SHIM_EVENT for the bits of `want` not yet sent (g_loop.lock held). */
+static void relay_events_locked(struct relay *r, unsigned want)
+{
+    static const struct { unsigned bit; uint32_t ev; } map[] = {
+        { RELAY_EV_CONNECTED, NKE_EV_CONNECTED },
+        { RELAY_EV_CANTRECVMORE, NKE_EV_CANTRECVMORE },
+        { RELAY_EV_CANTSENDMORE, NKE_EV_CANTSENDMORE },
+        { RELAY_EV_DISCONNECTED, NKE_EV_DISCONNECTED },
+    };
+    want &= ~r->events_sent;
+    if (!want || !r->linked || r->link_gen != g_loop.link_gen || r->ended)
+        return;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (!(want & map[i].bit))
+            continue;
+        struct shim_hdr h = { .type = SHIM_EVENT, .action = map[i].ev };
+        if (mux_send_locked(r->id, &h, sizeof(h), false))
+            r->events_sent |= map[i].bit;
+    }
+}
+
 /* ---- the loop: moving bytes ----------------------------------------------- */
 
 static int rfd(const struct relay *r, int which) { return which ? r->pair_fd : r->real_fd; }
@@ -756,6 +788,25 @@ static void relay_out_done(struct relay *r)
     pthread_mutex_unlock(&g_loop.lock);
 }
 
+/* The events the relay's state calls for now (loop thread). */
+static void relay_events(struct relay *r)
+{
+    unsigned want = 0;
+    if (r->state == R_RELAYING || r->state == R_RESET_WAIT)
+        want |= RELAY_EV_CONNECTED;
+    if (r->state == R_CONNECT_FAILED)
+        want |= RELAY_EV_DISCONNECTED;
+    if (r->dirs[1].eof)
+        want |= RELAY_EV_CANTRECVMORE;
+    if (r->dirs[0].eof)
+        want |= RELAY_EV_CANTSENDMORE;
+    if (!(want & ~r->events_sent))
+        return;
+    pthread_mutex_lock(&g_loop.lock);
+    relay_events_locked(r, want);
+    pthread_mutex_unlock(&g_loop.lock);
+}
+
 /* Removes the relay from the loop: its pair end is closed (the program
  * sees EOF or, after a reset, ECONNRESET), its socket is detached from
  * nke-emud, the loop's ref dropped (the real socket closes with the last
@@ -764,6 +815,7 @@ static void relay_end(struct relay *r)
 {
     SHIM_LOG("relay %u: end (state %d, out %d/%d/%d, in %d/%d/%d)", r->id, r->state, r->dirs[0].eof, r->dirs[0].shut,
              r->dirs[0].dead, r->dirs[1].eof, r->dirs[1].shut, r->dirs[1].dead);
+    relay_events(r); /* the last state before the detach */
     relay_out_done(r);
     /* The program end is gone: nothing left to swap. */
     if (atomic_exchange(&r->reset_swap, false))
@@ -871,6 +923,7 @@ static void relay_run(struct relay *r)
             return;
         relay_connect_finished(r, s == TCP_ESTABLISHED || s == TCP_CLOSE_WAIT);
     }
+    relay_events(r);
     if (r->state == R_CONNECT_FAILED) {
         /* Idle until the program closes its end, or connects again
          * (relay_reconnect). */
@@ -939,6 +992,7 @@ static void relay_run(struct relay *r)
                 continue;
             break;
         }
+        relay_events(r);
         if (r->hup[1])
             relay_end(r);
         return;
@@ -968,6 +1022,7 @@ static void relay_run(struct relay *r)
             pthread_mutex_unlock(&g_loop.lock);
         }
     }
+    relay_events(r);
     bool out_done = out->dead || (out->shut && !out->head);
     bool in_done = in->dead || (in->shut && !in->head);
     if (out_done && in_done)
@@ -1291,6 +1346,8 @@ void relay_start(int fd, bool incoming, const struct sockaddr *to, socklen_t tol
     }
     r->linked = mux_send_locked(r->id, &a, sizeof(a), true);
     r->link_gen = g_loop.link_gen;
+    if (!connecting)
+        relay_events_locked(r, RELAY_EV_CONNECTED); /* accepted, or connected already */
     g_loop.out_open++;
     pthread_mutex_unlock(&g_loop.lock);
 
