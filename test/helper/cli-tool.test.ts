@@ -209,7 +209,7 @@ describe('how nke reaches the filter', () => {
   });
 
   /** A stand-in addon that speaks IOKit: the kext's path, which cannot run on Linux. */
-  function iokitAddon(open: () => void): NativeAddon {
+  function iokitAddon(open: () => void, setCapture: () => void = () => {}): NativeAddon {
     let isOpen = false;
     const client = {
       get isOpen() {
@@ -222,7 +222,7 @@ describe('how nke reaches the filter', () => {
       },
       respond() {},
       putData() {},
-      setCapture() {},
+      setCapture,
       getState: () => Buffer.alloc(0),
       readChunk: () => Buffer.alloc(0),
       close() {
@@ -304,6 +304,48 @@ describe('how nke reaches the filter', () => {
     );
     assert.equal(fs.existsSync(marker), false);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('when the filter refuses the rules, nke run exits 3 with its reason, closes the filter and runs nothing', async () => {
+    const dir = makePrivateDir('nke-kext-path-');
+    const saved = process.env.NKE_CLI_DIR;
+    process.env.NKE_CLI_DIR = path.join(dir, 'cli');
+    const marker = path.join(dir, 'ran');
+    const addon = iokitAddon(
+      () => {},
+      () => {
+        throw Object.assign(new Error('setCapture refused by the filter: ABI version differs'), {
+          code: 'NKE_ERR_VERSION',
+        });
+      },
+    );
+    try {
+      await assert.rejects(
+        runProgram({
+          command: 'run',
+          cmd: ['touch', marker],
+          noStart: true,
+          log: memoryLog().log,
+          say: () => {},
+          addon,
+        }),
+        (e: CliError) => {
+          assert.equal(e.exitCode, ExitCode.filterUnavailable);
+          assert.match(
+            e.message,
+            /the filter refused the rules: setCapture refused by the filter: ABI version differs/,
+          );
+          return true;
+        },
+      );
+      assert.equal(fs.existsSync(marker), false, 'the program was not started');
+      const client = new (addon.FilterClient as unknown as new () => NativeFilterClient)();
+      assert.equal(client.isOpen, false, 'the filter client was closed (fail-open)');
+    } finally {
+      process.env.NKE_CLI_DIR = saved;
+      if (saved === undefined) delete process.env.NKE_CLI_DIR;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -412,7 +412,15 @@ export class FilterEngine extends EventEmitter<{
     try {
       this.installCapture();
     } catch (e) {
-      this.log('error', `installing the rules failed: ${(e as Error).message}`);
+      // Connected but not filtering as asked would be a lie: close (the
+      // filter releases what it holds) and say why.
+      const err = e as NativeError;
+      this.closeNative();
+      this.lastError = {
+        code: err.code ?? 'NKE_SYSTEM',
+        message: `the filter refused the rules: ${err.message}`,
+      };
+      throw new EngineError(this.lastError.code, this.lastError.message);
     }
     this.openKev(addon);
     this.startFlushing();
