@@ -1,4 +1,6 @@
-// HelperPort over HelperClient: starts the helper process on first use, keeps
+// What the commands ask of the helper process (docs/architecture.md, The data
+// path: the helper owns the addon, the filter connection and the live model
+// feed), over HelperClient: starts the helper process on first use, keeps
 // its JSON-RPC connection, and feeds the WorkbenchModel from it (a snapshot on
 // every (re)connect, then the helper's update batches as they come). When the
 // helper dies the model keeps its last state marked stale and onDidFail
@@ -35,7 +37,6 @@ import {
 import { describeOwner, type FilterOwnership } from './filterOwner';
 import { noLongerHeld } from '../shared/payloadReasons';
 import { HelperClient } from './helperClient';
-import type { HelperPort, PayloadVerdict } from './helperPort';
 
 export interface SessionLog {
   info(message: string): void;
@@ -124,7 +125,10 @@ export class FilterBusyError extends ActionableError {
   }
 }
 
-export class HelperSession implements HelperPort {
+/** A person's final word on a held chunk; 'replace' sends edited bytes. */
+export type PayloadVerdict = 'allow' | 'drop' | 'replace';
+
+export class HelperSession {
   private client?: HelperClient;
   private conn?: MessageConnection;
   private generation = 0;
@@ -166,6 +170,7 @@ export class HelperSession implements HelperPort {
     return { asAdministrator, historyLimit, env };
   }
 
+  /** Starts the helper if needed, opens the filter and loads the helper's whole model. */
   async connect(): Promise<FilterStatus> {
     const { model } = this.opts;
     const live = model.link.status === 'connected' || model.link.status === 'paused';
@@ -209,6 +214,7 @@ export class HelperSession implements HelperPort {
     }
   }
 
+  /** Replaces a dead (or live) helper with a new one and reconnects. */
   async restart(): Promise<FilterStatus> {
     // A new helper with a new token (and, as root, a new prompt); the old
     // one's late events are ignored from here on (generation).
@@ -263,6 +269,7 @@ export class HelperSession implements HelperPort {
     }
   }
 
+  /** Closes the filter (it re-injects everything held) and stops the helper. */
   async disconnect(): Promise<void> {
     const conn = this.conn;
     if (conn) {
@@ -284,6 +291,7 @@ export class HelperSession implements HelperPort {
     });
   }
 
+  /** Paused: the filter passes everything through without deferring. */
   async setPaused(paused: boolean): Promise<void> {
     const conn = this.require();
     await conn.sendRequest(SetPaused, { paused });
@@ -305,6 +313,7 @@ export class HelperSession implements HelperPort {
     if (this.conn) await this.setRules(rules);
   }
 
+  /** `bytes` only with 'replace': what is sent in place of the held bytes. */
   async verdict(payloadId: string, verdict: PayloadVerdict, bytes?: Uint8Array): Promise<void> {
     const conn = this.requireLive(payloadId);
     if ((verdict === 'replace') !== (bytes !== undefined)) {
@@ -323,6 +332,7 @@ export class HelperSession implements HelperPort {
     }
   }
 
+  /** Keeps a payload held until heldAt + holdMs (capped by the filter); its new view. */
   async extendHold(payloadId: string, holdMs: number): Promise<PendingView> {
     const conn = this.requireLive(payloadId);
     try {
@@ -378,6 +388,7 @@ export class HelperSession implements HelperPort {
     }
   }
 
+  /** The held bytes of a pending payload (fetched only when asked for). */
   async payload(payloadId: string): Promise<Buffer> {
     try {
       const r = await this.require().sendRequest(GetPayload, { id: payloadId });
