@@ -117,6 +117,14 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
   });
   afterEach(() => closeRecordingServers());
 
+  /** `nke run --rules F -- ...program`, F holding (for holdTimeoutMs) what goes to `port`; everything else passes. */
+  function runHolding(port: number, holdTimeoutMs: number, program: string[], direction?: 'out') {
+    const rules = path.join(dir, `hold-${port}.json`);
+    const hold = { action: 'hold', remotePort: port, ...(direction && { direction }) };
+    fs.writeFileSync(rules, JSON.stringify({ default: 'pass', holdTimeoutMs, intercept: [hold] }));
+    return nkeAsync(env, ['run', '--rules', rules, '--', ...program]);
+  }
+
   it("nke run -- curl -s URL: stdout is byte-exact the server's body, events on stderr; -o FILE --json: one JSON object a line", async () => {
     const body = crypto.randomBytes(300 * 1024);
     const server = await bodyServer(body);
@@ -279,25 +287,13 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
 
   it('nke extend keeps a held chunk past its deadline; the cap and a bad duration are refused before anything is sent', async () => {
     const server = await recordingServer();
-    const rules = path.join(dir, 'hold-short.json');
     const holdTimeoutMs = 3000;
-    fs.writeFileSync(
-      rules,
-      JSON.stringify({
-        default: 'pass',
-        holdTimeoutMs,
-        intercept: [{ action: 'hold', remotePort: server.port, direction: 'out' }],
-      }),
+    const run = runHolding(
+      server.port,
+      holdTimeoutMs,
+      [...SENDER(30), String(server.port), 'extend-me'],
+      'out',
     );
-    const run = nkeAsync(env, [
-      'run',
-      '--rules',
-      rules,
-      '--',
-      ...SENDER(30),
-      String(server.port),
-      'extend-me',
-    ]);
     try {
       const p = await firstPending(env, run);
       const firstDeadline = Date.now() + p.timeLeftMs;
@@ -340,21 +336,8 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
 
   it("a verdict after the chunk's deadline, while nke run goes on, says the filter released it at its deadline", async () => {
     const server = await recordingServer();
-    const rules = path.join(dir, 'hold-briefly.json');
-    fs.writeFileSync(
-      rules,
-      JSON.stringify({
-        default: 'pass',
-        holdTimeoutMs: 1500,
-        intercept: [{ action: 'hold', remotePort: server.port }],
-      }),
-    );
     const flag = path.join(dir, 'seen-released');
-    const run = nkeAsync(env, [
-      'run',
-      '--rules',
-      rules,
-      '--',
+    const run = runHolding(server.port, 1500, [
       'python3',
       '-c',
       'import os,socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(b"on time")\n' +
@@ -399,26 +382,13 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
 
   it('a chunk still held when nke run exits: a later verdict says it was released when that run exited', async () => {
     const server = await recordingServer();
-    const rules = path.join(dir, 'hold-all.json');
-    fs.writeFileSync(
-      rules,
-      JSON.stringify({
-        default: 'pass',
-        holdTimeoutMs: 60000,
-        intercept: [{ action: 'hold', remotePort: server.port }],
-      }),
-    );
     // The program starts a sender in the background and exits once the test
     // saw its chunk held; the sender keeps its socket open meanwhile.
     const flag = path.join(dir, 'seen-held');
     const sender = `${SENDER(3)
       .map((a) => `'${a.replace(/'/g, "'\\''")}'`)
       .join(' ')} ${server.port} kept`;
-    const run = nkeAsync(env, [
-      'run',
-      '--rules',
-      rules,
-      '--',
+    const run = runHolding(server.port, 60000, [
       'sh',
       '-c',
       `${sender} & while [ ! -e ${flag} ]; do sleep 0.05; done`,
