@@ -89,14 +89,7 @@ const MODES = [
 
 describe('a peer closing connections, then connecting again: the EOFs come first', function () {
   this.timeout(120000);
-  let emu;
-  beforeEach(async function () {
-    emu = await H.emulator();
-  });
-  afterEach(async function () {
-    await H.killAll();
-    await emu.close();
-  });
+  const emu = H.useEmulator();
 
   for (const mode of MODES) {
     it(`40 connections closed, then one opened, 8 rounds: every EOF is read before the new one is accepted (${mode.name})`, async function () {

@@ -28,14 +28,7 @@ os.execv(sys.executable, [sys.executable, '-c', os.environ['EXEC_SRC'], sys.argv
 
 describe('processes under the shim (exec, fork, _exit)', function () {
   this.timeout(120000);
-  let emu;
-  beforeEach(async function () {
-    emu = await H.emulator();
-  });
-  afterEach(async function () {
-    await H.killAll();
-    await emu.close();
-  });
+  const emu = H.useEmulator();
 
   for (const fork of [false, true])
     for (const withClient of [false, true])

@@ -54,14 +54,7 @@ for step in sys.argv[4:]:
 
 describe('ctl.sock follows the ABI selector contract', function () {
   this.timeout(60000);
-  let emu;
-  beforeEach(async function () {
-    emu = await H.emulator();
-  });
-  afterEach(async function () {
-    await H.killAll();
-    await emu.close();
-  });
+  const emu = H.useEmulator();
 
   it('GET_STATE and the rest only from the open client; OPEN from anyone; an unknown selector is SELECTOR', async function () {
     const steps = [

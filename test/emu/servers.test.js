@@ -49,14 +49,7 @@ function fdsOf(port) {
 
 describe('real servers under the shim (descriptors, fd numbers, connect semantics)', function () {
   this.timeout(240000);
-  let emu;
-  beforeEach(async function () {
-    emu = await H.emulator();
-  });
-  afterEach(async function () {
-    await H.killAll();
-    await emu.close();
-  });
+  const emu = H.useEmulator();
 
   for (const withClient of CLIENT_MODES) {
     it(`a node HTTP server serves 20 000 connections with its descriptor count flat (±10)${withClient ? ', client attached' : ''}`, async function () {

@@ -116,6 +116,23 @@ async function emulator() {
   };
 }
 
+/**
+ * In a describe block: a fresh emulator for each test (beforeEach), every
+ * program killed and the emulator closed after it (afterEach). The handle
+ * returned carries the current test's emulator (rt, env(), client(), ...).
+ */
+function useEmulator() {
+  const handle = {};
+  beforeEach(async function () {
+    Object.assign(handle, await emulator());
+  });
+  afterEach(async function () {
+    await killAll();
+    await handle.close();
+  });
+  return handle;
+}
+
 /** Runs a program to completion; resolves { code, stdout, stderr }. */
 function run(cmd, args, env, ms = 30000) {
   return new Promise((resolve, reject) => {
@@ -164,4 +181,17 @@ async function until(cond, ms, what) {
   }
 }
 
-module.exports = { start, kill, killAll, emulator, run, freePort, have, until, SHIM, build, root };
+module.exports = {
+  start,
+  kill,
+  killAll,
+  emulator,
+  useEmulator,
+  run,
+  freePort,
+  have,
+  until,
+  SHIM,
+  build,
+  root,
+};
