@@ -12,25 +12,18 @@ import {
   recordingServer,
   root,
   startEmulator,
+  sender,
   waitFor,
 } from './emu-support';
 
 const nke = path.join(root, 'dist/nke.js');
-// A real client program: python sends each argument as one write, 100 ms apart.
-const SENDER = [
-  'python3',
-  '-c',
-  'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor a in sys.argv[2:]:\n s.sendall(a.encode()); time.sleep(0.1)\ns.close()',
-];
+// Each argument one write, 100 ms apart.
+const SENDER = sender(0.1);
 
-// Sends one write and keeps the socket open 3 s: a held chunk of a socket
-// closed before its verdict is discarded by the filter (NKE_RELEASE_SOCKET_GONE),
-// and the verdict here comes from a second process started after the hold.
-const HOLDING_SENDER = [
-  'python3',
-  '-c',
-  'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(sys.argv[2].encode()); time.sleep(3)\ns.close()',
-];
+// One write, the socket kept open 3 s: a held chunk of a socket closed before
+// its verdict is discarded by the filter (NKE_RELEASE_SOCKET_GONE), and the
+// verdict here comes from a second process started after the hold.
+const HOLDING_SENDER = sender(3);
 
 describe('nke CLI with the emulator', function () {
   this.timeout(60000);

@@ -12,7 +12,14 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
-import { closeRecordingServers, type Emulator, recordingServer, root, startEmulator } from './emu-support';
+import {
+  closeRecordingServers,
+  type Emulator,
+  recordingServer,
+  root,
+  sender,
+  startEmulator,
+} from './emu-support';
 
 const nke = path.join(root, 'dist/nke.js');
 
@@ -93,13 +100,6 @@ function alive(pid: number): boolean {
     return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
-
-// Sends each argument as one write, `gap` seconds apart, then closes.
-const SENDER = (gap: number) => [
-  'python3',
-  '-c',
-  `import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor a in sys.argv[2:]:\n s.sendall(a.encode()); time.sleep(${gap})\ns.close()`,
-];
 
 describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it holds', function () {
   this.timeout(90000);
@@ -291,7 +291,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
     const run = runHolding(
       server.port,
       holdTimeoutMs,
-      [...SENDER(30), String(server.port), 'extend-me'],
+      [...sender(30), String(server.port), 'extend-me'],
       'out',
     );
     try {
@@ -385,13 +385,13 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
     // The program starts a sender in the background and exits once the test
     // saw its chunk held; the sender keeps its socket open meanwhile.
     const flag = path.join(dir, 'seen-held');
-    const sender = `${SENDER(3)
+    const senderLine = `${sender(3)
       .map((a) => `'${a.replace(/'/g, "'\\''")}'`)
       .join(' ')} ${server.port} kept`;
     const run = runHolding(server.port, 60000, [
       'sh',
       '-c',
-      `${sender} & while [ ! -e ${flag} ]; do sleep 0.05; done`,
+      `${senderLine} & while [ ! -e ${flag} ]; do sleep 0.05; done`,
     ]);
     // A failure before the flag must not leave this run holding the filter for the next tests.
     const p = await firstPending(env, run).finally(() => fs.writeFileSync(flag, ''));
@@ -420,7 +420,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       '--rules',
       rules,
       '--',
-      ...SENDER(0.2),
+      ...sender(0.2),
       String(server.port),
       'user=x pass',
       'word=y ',

@@ -71,6 +71,19 @@ export function runUnder(
   return { proc, done };
 }
 
+/**
+ * A real client program: python3 connects to 127.0.0.1:argv[1], sends each
+ * further argument as one write, `gapSeconds` apart (also after the last one,
+ * so the socket stays open that long), then closes.
+ */
+export function sender(gapSeconds: number): string[] {
+  return [
+    'python3',
+    '-c',
+    `import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor a in sys.argv[2:]:\n s.sendall(a.encode()); time.sleep(${gapSeconds})\ns.close()`,
+  ];
+}
+
 export { closeRecordingServers, recordingServer } from '../support/recordingServer';
 
 export { waitFor };

@@ -15,16 +15,13 @@ import {
   recordingServer,
   root,
   runUnder,
+  sender,
   startEmulator,
   waitFor,
 } from './emu-support';
 
 // A real client program: python sends each argument as one write, 100 ms apart.
-const SENDER = [
-  'python3',
-  '-c',
-  'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor a in sys.argv[2:]:\n s.sendall(a.encode()); time.sleep(0.1)\ns.close()',
-];
+const SENDER = sender(0.1);
 
 /** Rules that hold every outgoing chunk to `port` and pass the rest; connects the engine. */
 function holdOutgoingTo(engine: FilterEngine, port: number): void {
