@@ -10,22 +10,15 @@ import {
   withRuleFirst,
 } from '../../../extension/src/intercept/interceptRules';
 import { compileRules } from '../../../extension/src/helper/rules';
-import type { SocketView } from '../../../extension/src/shared/helperProtocol';
+import { socketView } from '../fixtures/views';
 
-const s: SocketView = {
+const s = socketView({
   id: '3:7',
   pid: 4242,
   uid: 0,
-  process: 'curl',
-  family: 'ipv4',
-  protocol: 'tcp',
-  state: 'connected',
   local: { address: '127.0.0.1', port: 50312 },
   remote: { address: '127.0.0.1', port: 8080 },
-  bytesIn: 0,
-  bytesOut: 0,
-  openedAt: 0,
-};
+});
 
 describe('intercept rules from the views', () => {
   it('Hold This Socket: its pid, protocol and both ports; the helper accepts it', () => {

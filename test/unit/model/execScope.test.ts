@@ -3,7 +3,8 @@
 // never evicts them; a socket brings its process in; parents stay.
 import * as assert from 'node:assert/strict';
 import { emptyUpdate, WorkbenchModel } from '../../../extension/src/model/workbenchModel';
-import type { ExecView, SocketView } from '../../../extension/src/shared/helperProtocol';
+import type { ExecView } from '../../../extension/src/shared/helperProtocol';
+import { socketView } from '../fixtures/views';
 
 let nextId = 1;
 const exec = (pid: number, ppid: number, path: string, underShim = false): ExecView => ({
@@ -18,18 +19,8 @@ const exec = (pid: number, ppid: number, path: string, underShim = false): ExecV
   underShim,
   time: 0,
 });
-const socket = (pid: number): SocketView => ({
-  id: `9:${pid}`,
-  pid,
-  uid: 0,
-  process: 'python3',
-  family: 'ipv4',
-  protocol: 'tcp',
-  state: 'connected',
-  bytesIn: 0,
-  bytesOut: 0,
-  openedAt: 0,
-});
+const socket = (pid: number) =>
+  socketView({ id: `9:${pid}`, pid, uid: 0, process: 'python3', local: undefined, remote: undefined });
 const names = (l: ExecView[]) => l.map((e) => e.path);
 
 describe('Exec Events scope', () => {

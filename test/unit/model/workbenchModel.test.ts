@@ -7,22 +7,10 @@ import {
   type ModelPart,
   WorkbenchModel,
 } from '../../../extension/src/model/workbenchModel';
-import type { ExecView, PendingView, SocketView } from '../../../extension/src/shared/helperProtocol';
+import type { ExecView, PendingView } from '../../../extension/src/shared/helperProtocol';
+import { socketView } from '../fixtures/views';
 
-const socket: SocketView = {
-  id: '1:1',
-  pid: 10,
-  uid: 1000,
-  process: 'curl',
-  family: 'ipv4',
-  protocol: 'tcp',
-  state: 'connected',
-  local: { address: '127.0.0.1', port: 4000 },
-  remote: { address: '127.0.0.1', port: 80 },
-  bytesIn: 0,
-  bytesOut: 0,
-  openedAt: 0,
-};
+const socket = socketView();
 const exec = (id: number, pid: number, complete = true): ExecView => ({
   id: String(id),
   pid,
