@@ -24,6 +24,8 @@
  *  - epoll: the others are kept for the same thread's next call on that
  *    epoll (edge-triggered or one-shot ones are never lost). A call that
  *    hands kept events over keeps none: an event waits one call at most.
+ *    An event of a descriptor closed (or dup2'ed over) since it was kept
+ *    is dropped: the kernel removed that registration with the close.
  *    Which registration is which descriptor: epoll_ctl notes it (a lossy
  *    table: a registration it does not know counts as not relayed, and a
  *    wrong guess only changes which call reports an event).
@@ -85,6 +87,20 @@ static bool event_relayed(int epfd, const struct epoll_event *e)
     return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
 }
 
+/* The descriptor an event's registration names, as far as the table
+ * knows (-1: not known). */
+static int event_fd(int epfd, const struct epoll_event *e)
+{
+    struct reg *g = &g_regs[reg_slot(epfd, e->data.u64)];
+    if (atomic_load_explicit(&g->epfd, memory_order_acquire) != epfd + 1)
+        return -1;
+    int fd = atomic_load_explicit(&g->fd, memory_order_relaxed);
+    if (atomic_load_explicit(&g->data, memory_order_relaxed) != e->data.u64 ||
+        atomic_load_explicit(&g->epfd, memory_order_relaxed) != epfd + 1)
+        return -1;
+    return fd >= 0 && fd < MAX_FDS ? fd : -1;
+}
+
 static bool fd_relayed(int fd)
 {
     return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
@@ -102,6 +118,13 @@ struct kept {
     unsigned gen;
     int n;
     struct epoll_event *ev; /* n events (owned) */
+    /* Per event, the descriptor its registration names (-1: not known) and
+     * that number's generation then: an event of a descriptor closed
+     * meanwhile is dropped when taken (the kernel removes a closed
+     * descriptor's registration; reporting it would be spurious, and a
+     * number reused since is another file). Owned, n each. */
+    int *fd;
+    unsigned *fd_gen;
 };
 static __thread struct kept t_kept[KEPT_EPOLLS];
 static atomic_uint g_fd_gen[MAX_FDS]; /* bumped when the number is closed */
@@ -147,12 +170,22 @@ static bool keep_events(int epfd, const struct epoll_event *ev, int n)
         struct kept *k = &t_kept[i];
         if (k->used)
             continue;
-        k->ev = malloc((size_t)n * sizeof(*ev));
-        if (!k->ev)
+        struct epoll_event *copy = malloc((size_t)n * sizeof(*ev));
+        int *fds = malloc((size_t)n * sizeof(*fds));
+        unsigned *gens = malloc((size_t)n * sizeof(*gens));
+        if (!copy || !fds || !gens) {
+            free(copy);
+            free(fds);
+            free(gens);
             return false;
-        memcpy(k->ev, ev, (size_t)n * sizeof(*ev));
+        }
+        memcpy(copy, ev, (size_t)n * sizeof(*ev));
+        for (int j = 0; j < n; j++) {
+            fds[j] = event_fd(epfd, &ev[j]);
+            gens[j] = fds[j] >= 0 ? atomic_load_explicit(&g_fd_gen[fds[j]], memory_order_relaxed) : 0;
+        }
         *k = (struct kept){ .used = true, .epfd = epfd, .gen = atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed),
-                            .n = n, .ev = k->ev };
+                            .n = n, .ev = copy, .fd = fds, .fd_gen = gens };
         t_nkept++;
         return true;
     }
@@ -195,10 +228,22 @@ static int kept_take(int epfd, struct epoll_event *ev, int max)
     k->used = false;
     k->ev = NULL;
     t_nkept--;
-    if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen) {
+    k->fd = NULL;
+    k->fd_gen = NULL;
+    if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen)
+        c.n = 0;
+    int w = 0;
+    for (int j = 0; j < c.n; j++)
+        if (c.fd[j] < 0 || atomic_load_explicit(&g_fd_gen[c.fd[j]], memory_order_relaxed) == c.fd_gen[j])
+            c.ev[w++] = c.ev[j]; /* else: closed since it was kept */
+    free(c.fd);
+    free(c.fd_gen);
+    if (w == 0) {
+        /* nothing left to report: the call waits as if none were kept */
         free(c.ev);
         return -1;
     }
+    c.n = w;
     int n = c.n < max ? c.n : max;
     memcpy(ev, c.ev, (size_t)n * sizeof(*ev));
     if (c.n > n)
