@@ -37,7 +37,9 @@
  * select/pselect are not interposed (their order is the scheduler's). The
  * loop's thread and the UDP workers call libc directly (libc_call).
  *
- * Locks: none. Kept events are the calling thread's own (thread-local);
+ * Locks: g_orphan_lock alone (events of threads that exited, taken by the
+ * next call on their epoll; shim.h lock order 6). Kept events are the
+ * calling thread's own (thread-local);
  * the registration table is written and read with relaxed atomics (a torn
  * entry is a wrong guess, see above). fork needs nothing: the child has
  * its parent's epolls, registrations and the forking thread's kept events.
@@ -136,6 +138,77 @@ void readiness_closed(int fd)
 }
 static __thread int t_nkept;
 
+/* Events a thread kept and never took because it exited: any thread's next
+ * call on that epoll takes them (an edge-triggered or one-shot event is
+ * reported once by the kernel; left with a dead thread it was lost). A
+ * call already waiting when the thread exits is not woken for them: they
+ * come with the next call that starts. A list
+ * of heap copies; g_norphans lets a call skip the lock when it is empty. */
+struct orphan {
+    struct orphan *next;
+    struct kept k;
+};
+static pthread_mutex_t g_orphan_lock = PTHREAD_MUTEX_INITIALIZER; /* protects g_orphans */
+static struct orphan *g_orphans;
+static atomic_int g_norphans;
+static pthread_key_t g_kept_key;
+static pthread_once_t g_kept_once = PTHREAD_ONCE_INIT;
+static __thread bool t_kept_keyed;
+
+pthread_mutex_t *readiness_orphan_lock(void) { return &g_orphan_lock; }
+
+/* The exiting thread's kept events go to the orphan list (a key's
+ * destructor runs while the thread's own variables still exist). */
+static void kept_orphan(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < KEPT_EPOLLS && t_nkept; i++) {
+        struct kept *k = &t_kept[i];
+        if (!k->used)
+            continue;
+        /* bounded: orphans of epolls nobody waits on again are never taken */
+        struct orphan *o = atomic_load_explicit(&g_norphans, memory_order_relaxed) < 64 ? malloc(sizeof(*o)) : NULL;
+        if (o) {
+            o->k = *k;
+            pthread_mutex_lock(&g_orphan_lock);
+            o->next = g_orphans;
+            g_orphans = o;
+            atomic_fetch_add_explicit(&g_norphans, 1, memory_order_relaxed);
+            pthread_mutex_unlock(&g_orphan_lock);
+        } else {
+            free(k->ev);
+            free(k->fd);
+            free(k->fd_gen);
+        }
+        k->used = false;
+        t_nkept--;
+    }
+}
+
+static void kept_key_make(void) { (void)pthread_key_create(&g_kept_key, kept_orphan); }
+
+/* Moves an orphan of epfd into *out (the caller's, as its own kept events
+ * are). False when there is none. */
+static bool orphan_take(int epfd, struct kept *out)
+{
+    if (!atomic_load_explicit(&g_norphans, memory_order_relaxed))
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&g_orphan_lock);
+    for (struct orphan **pp = &g_orphans; *pp; pp = &(*pp)->next)
+        if ((*pp)->k.epfd == epfd) {
+            struct orphan *o = *pp;
+            *pp = o->next;
+            *out = o->k;
+            free(o);
+            atomic_fetch_sub_explicit(&g_norphans, 1, memory_order_relaxed);
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&g_orphan_lock);
+    return found;
+}
+
 #define LOOK_MAX 256 /* events a second look takes (the rest: next call) */
 
 static int find_event(const struct epoll_event *ev, int n, uint64_t data)
@@ -166,6 +239,11 @@ static bool keep_events(int epfd, const struct epoll_event *ev, int n)
 {
     if (n <= 0 || epfd < 0 || epfd >= MAX_FDS)
         return false;
+    if (!t_kept_keyed) {
+        /* so that this thread's exit hands what it keeps on (kept_orphan) */
+        pthread_once(&g_kept_once, kept_key_make);
+        t_kept_keyed = pthread_setspecific(g_kept_key, (void *)1) == 0;
+    }
     for (int i = 0; i < KEPT_EPOLLS; i++) {
         struct kept *k = &t_kept[i];
         if (k->used)
@@ -216,20 +294,21 @@ static void relayed_first(int epfd, struct epoll_event *ev, int n)
  * but what does not fit. -1: none kept. */
 static int kept_take(int epfd, struct epoll_event *ev, int max)
 {
-    if (!t_nkept)
-        return -1;
     struct kept *k = NULL;
-    for (int i = 0; i < KEPT_EPOLLS && !k; i++)
+    for (int i = 0; i < KEPT_EPOLLS && !k && t_nkept; i++)
         if (t_kept[i].used && t_kept[i].epfd == epfd)
             k = &t_kept[i];
-    if (!k)
+    struct kept c;
+    if (k) {
+        c = *k;
+        k->used = false;
+        k->ev = NULL;
+        k->fd = NULL;
+        k->fd_gen = NULL;
+        t_nkept--;
+    } else if (!orphan_take(epfd, &c)) {
         return -1;
-    struct kept c = *k;
-    k->used = false;
-    k->ev = NULL;
-    t_nkept--;
-    k->fd = NULL;
-    k->fd_gen = NULL;
+    }
     if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen)
         c.n = 0;
     int w = 0;
