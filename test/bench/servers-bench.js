@@ -293,8 +293,17 @@ async function main() {
           // nke watch wrote a line per chunk reported and per gap (bytes the
           // filter passed unreported: pool or queue full): the cost of speed
           // in fidelity, shown beside it.
-          await sleep(300); // its last batch (the helper batches ~30 a second)
-          const text = fs.readFileSync(path.join(dir, 'watch.out'), 'latin1');
+          // its last lines: the helper batches ~30 times a second, and on a
+          // loaded machine it may be seconds behind; wait until the file
+          // stops growing (at most 10 s)
+          const out = path.join(dir, 'watch.out');
+          for (let last = -1, t0 = Date.now(); Date.now() - t0 < 10000;) {
+            await sleep(500);
+            const size = fs.statSync(out).size;
+            if (size === last) break;
+            last = size;
+          }
+          const text = fs.readFileSync(out, 'latin1');
           reported += (text.match(/^data /gm) || []).length;
           gaps += (text.match(/^gap /gm) || []).length;
           await setMode('raw'); // a new helper (and a fresh watch.out) for the next run
