@@ -94,7 +94,10 @@ async function setMode(mode) {
     helper = startProc(
       'node',
       [path.join(root, 'dist/nke.js'), 'watch'],
-      { ...process.env, NKE_EMU_DIR: rt },
+      // its own control directory: the default is one per user, and any
+      // other nke watch/run of this user (another engineer's tests) makes
+      // this one exit "busy"
+      { ...process.env, NKE_EMU_DIR: rt, NKE_CLI_DIR: path.join(dir, 'cli') },
       path.join(dir, 'watch.out'),
     );
     // shim.state's client word (offset 8) says when it is attached
@@ -102,7 +105,9 @@ async function setMode(mode) {
       () => fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(8) === 1,
       20000,
       'nke watch attached',
-    );
+    ).catch((e) => {
+      throw new Error(`${e.message}; nke watch said: ${helper.out || '(nothing)'}`);
+    });
   } else if (fs.existsSync(path.join(rt, 'shim.state'))) {
     await waitFor(
       () => fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(8) === 0,

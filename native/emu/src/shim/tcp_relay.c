@@ -267,7 +267,7 @@ static void report_flush_locked(void)
             g_loop.link_full = true;
         break;
     }
-    g_rep.n = 0;
+    __atomic_store_n(&g_rep.n, 0, __ATOMIC_RELAXED);
     g_rep.used = 0;
 }
 
@@ -794,7 +794,7 @@ static void link_lost(void)
 {
     SHIM_LOG("nke-emud link lost: failing open");
     pthread_mutex_lock(&g_loop.lock);
-    g_rep.n = 0; /* reports for a link that is gone */
+    __atomic_store_n(&g_rep.n, 0, __ATOMIC_RELAXED); /* reports for a link that is gone */
     g_rep.used = 0;
     if (g_loop.link_fd >= 0) {
         libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_DEL, g_loop.link_fd, NULL);
@@ -1716,7 +1716,7 @@ void relay_atfork_child(void)
     g_loop.ep = g_loop.wake = g_loop.link_fd = -1;
     g_loop.started = false;
     g_loop.link_full = false;
-    g_rep.n = 0; /* the parent's reports, for the parent's link */
+    __atomic_store_n(&g_rep.n, 0, __ATOMIC_RELAXED); /* the parent's reports, for the parent's link */
     g_rep.used = 0;
     free(g_loop.slots);
     free(g_loop.slot_gen);
