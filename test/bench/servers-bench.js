@@ -358,5 +358,6 @@ main()
   .catch(async (e) => {
     console.error(`servers-bench: ${e.stack || e}`);
     for (const k of [...kids]) await stopProc(k);
+    fs.rmSync(dir, { recursive: true, force: true });
     process.exit(1);
   });
