@@ -280,29 +280,45 @@ describe('how nke reaches the filter', () => {
     }
   });
 
-  it('on macOS without the kext, nke run exits 3 saying how to load it, and runs nothing', async () => {
-    const dir = makePrivateDir('nke-kext-path-');
+  /** `nke run -- touch MARKER` against `addon`: it exits 3 with a message matching `why`, and the program never ran. */
+  async function assertRunRefused(
+    dir: string,
+    addon: NativeAddon,
+    why: RegExp,
+    noStart: boolean,
+  ): Promise<void> {
     const marker = path.join(dir, 'ran');
     await assert.rejects(
       runProgram({
         command: 'run',
         cmd: ['touch', marker],
-        noStart: false,
+        noStart,
         log: memoryLog().log,
         say: () => {},
-        addon: iokitAddon(() => {
-          throw Object.assign(new Error('the NKE kext is not loaded (no com_nkeworkbench_Filter service)'), {
-            code: 'NKE_NOT_LOADED',
-          });
-        }),
+        addon,
       }),
       (e: CliError) => {
         assert.equal(e.exitCode, ExitCode.filterUnavailable);
-        assert.match(e.message, /cannot connect to the filter: the NKE kext is not loaded .*load it first/);
+        assert.match(e.message, why);
         return true;
       },
     );
-    assert.equal(fs.existsSync(marker), false);
+    assert.equal(fs.existsSync(marker), false, 'the program was not started');
+  }
+
+  it('on macOS without the kext, nke run exits 3 saying how to load it, and runs nothing', async () => {
+    const dir = makePrivateDir('nke-kext-path-');
+    const addon = iokitAddon(() => {
+      throw Object.assign(new Error('the NKE kext is not loaded (no com_nkeworkbench_Filter service)'), {
+        code: 'NKE_NOT_LOADED',
+      });
+    });
+    await assertRunRefused(
+      dir,
+      addon,
+      /cannot connect to the filter: the NKE kext is not loaded .*load it first/,
+      false,
+    );
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -310,7 +326,6 @@ describe('how nke reaches the filter', () => {
     const dir = makePrivateDir('nke-kext-path-');
     const saved = process.env.NKE_CLI_DIR;
     process.env.NKE_CLI_DIR = path.join(dir, 'cli');
-    const marker = path.join(dir, 'ran');
     const addon = iokitAddon(
       () => {},
       () => {
@@ -320,25 +335,12 @@ describe('how nke reaches the filter', () => {
       },
     );
     try {
-      await assert.rejects(
-        runProgram({
-          command: 'run',
-          cmd: ['touch', marker],
-          noStart: true,
-          log: memoryLog().log,
-          say: () => {},
-          addon,
-        }),
-        (e: CliError) => {
-          assert.equal(e.exitCode, ExitCode.filterUnavailable);
-          assert.match(
-            e.message,
-            /the filter refused the rules: setCapture refused by the filter: ABI version differs/,
-          );
-          return true;
-        },
+      await assertRunRefused(
+        dir,
+        addon,
+        /the filter refused the rules: setCapture refused by the filter: ABI version differs/,
+        true,
       );
-      assert.equal(fs.existsSync(marker), false, 'the program was not started');
       const client = new (addon.FilterClient as unknown as new () => NativeFilterClient)();
       assert.equal(client.isOpen, false, 'the filter client was closed (fail-open)');
     } finally {
