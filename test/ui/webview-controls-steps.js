@@ -66,7 +66,8 @@ const steps = [
       }
       for (const b of ['Reinject Original', 'Drop']) {
         const look = await buttonLook(page, b);
-        if (look.disabled || look.opacity !== 1) throw new Error(`${b} with no edit: ${JSON.stringify(look)}`);
+        if (look.disabled || look.opacity !== 1)
+          throw new Error(`${b} with no edit: ${JSON.stringify(look)}`);
       }
       await f.locator('.hex-grid .b[data-i="0"]').click();
       await page.keyboard.press('Control+Enter');
@@ -79,7 +80,9 @@ const steps = [
         const touched = new Set();
         const mo = new MutationObserver((records) => {
           for (const r of records) {
-            const cell = (r.target.nodeType === 1 ? r.target : r.target.parentElement)?.closest('.b, .c, .off');
+            const cell = (r.target.nodeType === 1 ? r.target : r.target.parentElement)?.closest(
+              '.b, .c, .off',
+            );
             touched.add(cell ?? r.target);
           }
         });
@@ -87,10 +90,13 @@ const steps = [
         grid.dispatchEvent(new KeyboardEvent('keydown', { key: '4', bubbles: true, cancelable: true }));
         await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 50)));
         mo.disconnect();
-        return [...touched].map((n) => (n.dataset?.i !== undefined ? `${n.className}@${n.dataset.i}` : n.nodeName));
+        return [...touched].map((n) =>
+          n.dataset?.i !== undefined ? `${n.className}@${n.dataset.i}` : n.nodeName,
+        );
       });
       // Byte 0 in both columns (text and marks) and the cells around the caret: a handful.
-      if (changed.length > 8) throw new Error(`one keystroke rewrote ${changed.length} nodes: ${changed.join(', ')}`);
+      if (changed.length > 8)
+        throw new Error(`one keystroke rewrote ${changed.length} nodes: ${changed.join(', ')}`);
       await f.locator('.hex-grid .b[data-i="0"]', { hasText: '43' }).waitFor();
 
       // An edit: both enabled, the primary looks primary.
@@ -114,7 +120,8 @@ const steps = [
       await wb.editorTab(page, '.nkepayload').click();
       await wb.codeLens(page, 'Sent: Drop').waitFor({ timeout: 3000 });
       const lensMs = Date.now() - t0;
-      if (lensMs > 1500) throw new Error(`the CodeLens said "Sent: Drop" ${lensMs} ms after the tab was shown`);
+      if (lensMs > 1500)
+        throw new Error(`the CodeLens said "Sent: Drop" ${lensMs} ms after the tab was shown`);
     },
   ],
   [
@@ -126,14 +133,20 @@ const steps = [
       await wb.pickMenuItem(menu, 'Open in Payload Editor');
       const f = frame(page);
       await f.locator('.hex-grid .b[data-i="0"]').waitFor();
-      // 1 MiB of filler and a needle at its end, through the Replace bar (as text).
+      // 1 MiB of filler and a needle at its end.
       const needle = 'NEEDLE-AT-THE-END';
       const filler = 'abcdefghijklmnop'.repeat((1 << 20) / 16);
+      // Pasted over the whole (Ctrl+A) in the hex pane: text that is not hex pairs is its UTF-8.
+      // (Through a paste event: the test's clipboard is the page's; the editor's own paste path runs.)
       await f.locator('.hex-grid').focus();
       await page.keyboard.press('Control+a');
-      await f.locator('#replace-hex').uncheck();
-      await f.locator('.replace-bar input[type="text"]').fill(filler + needle);
-      await f.locator('.replace-bar button', { hasText: 'Replace' }).click();
+      await f.locator('.hex-grid').evaluate((g, text) => {
+        const data = new DataTransfer();
+        data.setData('text/plain', text);
+        g.dispatchEvent(
+          new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }),
+        );
+      }, filler + needle);
       const end = (1 << 20) + needle.length;
       await f.locator('header .size', { hasText: `${end} B` }).waitFor();
       await f.locator('.hex-grid').evaluate((g) => (g.scrollTop = 0));
@@ -141,7 +154,9 @@ const steps = [
       await search.fill(needle);
       await search.press('Enter');
       const at = 1 << 20;
-      await f.locator('.search-info', { hasText: `at 0x${at.toString(16).toUpperCase()} · 1 match` }).waitFor();
+      await f
+        .locator('.search-info', { hasText: `at 0x${at.toString(16).toUpperCase()} · 1 match` })
+        .waitFor();
       // Scrolled to: the needle's first byte is drawn, in view, selected and marked.
       const cell = f.locator(`.hex-grid .b[data-i="${at}"]`);
       await cell.waitFor();

@@ -172,7 +172,8 @@ const steps = [
         scripts: Array.from(document.scripts)
           .filter((s) => s.src || /pwned|onerror/.test(s.textContent))
           .map((s) => s.src || s.textContent.slice(0, 80)),
-        ours: Array.from(document.scripts).filter((s) => s.nonce && /acquireVsCodeApi/.test(s.textContent)).length,
+        ours: Array.from(document.scripts).filter((s) => s.nonce && /acquireVsCodeApi/.test(s.textContent))
+          .length,
         csp:
           document.querySelector('meta[http-equiv="Content-Security-Policy"]')?.getAttribute('content') ?? '',
       }));

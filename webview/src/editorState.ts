@@ -63,8 +63,8 @@ export class EditorState {
   /** True when the working bytes differ from the original (false while only the first screen is here). */
   get edited(): boolean {
     if (!this.complete || this.bytes.length !== this.original.length) return this.complete;
-    if (this.diff && this.diffOf === this.bytes)
-      return this.diff.changed + this.diff.inserted + this.diff.deleted > 0;
+    const d = this.diffOf === this.bytes ? this.diff : undefined;
+    if (d) return d.changed + d.inserted + d.deleted > 0;
     for (let i = 0; i < this.bytes.length; i++) if (this.bytes[i] !== this.original[i]) return true;
     return false;
   }

@@ -100,6 +100,8 @@ export interface PayloadEditorTiming {
   scriptToPaintMs?: number;
   /** ms from the key press that scrolled to the end to the painted last row (webview clock) */
   scrollToEndMs?: number;
+  /** ms from the Open command to the report of the painted last row (that key pressed after the first paint) */
+  openToEndMs?: number;
   /**
    * Where Open → first paint went: each step, ms after the Open command; the
    * extension host's steps and the webview's (their clocks agree on one machine).
@@ -116,6 +118,8 @@ export class PayloadEditorProvider
   /** Since the Open command, per payload id: the extension host's steps (for the timing). */
   private readonly openTrace = new Map<string, { step: string; at: number }[]>();
   readonly timings: PayloadEditorTiming[] = [];
+  /** When the Open command ran, per payload id (Open → scrolled to the end). */
+  private readonly openedAt = new Map<string, number>();
 
   constructor(
     private readonly store: PayloadStore,
@@ -125,7 +129,9 @@ export class PayloadEditorProvider
 
   /** Opens a payload in the editor (Open in Payload Editor). */
   async open(id: string): Promise<void> {
-    this.openTrace.set(id, [{ step: 'Open', at: Date.now() }]);
+    const at = Date.now();
+    this.openTrace.set(id, [{ step: 'Open', at }]);
+    this.openedAt.set(id, at);
     // Fetched first: a payload released meanwhile says so here, not in an empty editor.
     await this.store.original(id);
     this.mark(id, 'original fetched');
@@ -194,6 +200,7 @@ export class PayloadEditorProvider
     panel.onDidDispose(() => {
       for (const s of subs) s.dispose();
       this.panels.delete(doc);
+      this.openedAt.delete(doc.id);
     });
   }
 
@@ -283,7 +290,13 @@ export class PayloadEditorProvider
               .map(({ step, at }) => ({ step, ms: at - (asked as number) })),
           });
         } else {
-          this.timings.push({ id: doc.id, size, scrollToEndMs: m.ms });
+          const opened = this.openedAt.get(doc.id);
+          this.timings.push({
+            id: doc.id,
+            size,
+            scrollToEndMs: m.ms,
+            openToEndMs: opened === undefined ? undefined : Date.now() - opened,
+          });
         }
         this.log.debug(`payload editor ${doc.id}: ${m.what} paint, ${size} bytes, ${m.ms.toFixed(1)} ms`);
         return;
@@ -333,8 +346,21 @@ export class PayloadEditorProvider
     if (refusal) throw new Error(refusal);
     if (action === 'reinjectEdited' && doc.dirty) {
       // Saved first, as the documents do: the store, the text and hex documents and the row show what was sent.
-      const saved = await vscode.workspace.save(doc.uri);
-      if (!saved) throw new Error(`payload ${doc.id} was not sent: saving the edit failed`);
+      // A save of the workbench's own under way (auto-save, a backup) cancels this one ("Canceled"):
+      // the edit is then staged here, which is all a save of this editor does.
+      const saved = await vscode.workspace.save(doc.uri).then(
+        (uri) => uri !== undefined,
+        (e: Error) => {
+          this.log.warn(
+            `payload editor ${doc.id}: saving before Reinject Edited: ${e.message}; staged directly`,
+          );
+          return false;
+        },
+      );
+      if (!saved || doc.dirty) {
+        this.store.stage(doc.id, doc.bytes, STAGED_BY);
+        doc.saved = doc.bytes;
+      }
     }
     const storeAction: PayloadAction = action;
     await this.store.act(doc.id, storeAction, action === 'reinjectEdited' ? doc.bytes : undefined);
