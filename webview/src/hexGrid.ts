@@ -130,16 +130,25 @@ export class HexGrid {
 
   /** Draws now (the first paint, and after each change). */
   render(): void {
+    this.renderQueued = false;
     const s = this.state;
     // The whole document's rows (+1: the append position), even while only its head is here.
     const total = Math.floor(s.length / BYTES_PER_ROW) + 1;
     const height = `${total * ROW_HEIGHT}px`;
     if (this.spacerHeight !== height) this.spacer.style.height = this.spacerHeight = height;
-    const first = Math.max(0, Math.floor(this.element.scrollTop / ROW_HEIGHT) - OVERSCAN);
-    const count = Math.min(total - first, this.visibleRows() + 2 * OVERSCAN);
+    // The first draw (the page's first screen) asks nothing of the layout, which would lay
+    // the page out once more before its first frame: not scrolled yet, and no taller than the
+    // window; no rows above or below the view to spare yet.
+    const firstDraw = this.pool.length === 0;
+    const scrollTop = firstDraw ? 0 : this.element.scrollTop;
+    const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - (firstDraw ? 0 : OVERSCAN));
+    const count = Math.min(
+      total - first,
+      firstDraw ? Math.ceil(window.innerHeight / ROW_HEIGHT) : this.visibleRows() + 2 * OVERSCAN,
+    );
     const shift = `translateY(${first * ROW_HEIGHT}px)`;
     if (this.windowShift !== shift) this.window.style.transform = this.windowShift = shift;
-    this.onScrolled?.(Math.floor(this.element.scrollTop / ROW_HEIGHT) * BYTES_PER_ROW);
+    this.onScrolled?.(Math.floor(scrollTop / ROW_HEIGHT) * BYTES_PER_ROW);
     while (this.pool.length < count) this.pool.push(this.makeRow());
     // Rows are recycled by position: scrolled by one row, each shows its neighbour's bytes,
     // and a cell is written only where its text or marks differ from what it showed.
@@ -160,7 +169,8 @@ export class HexGrid {
     if (this.renderQueued) return;
     this.renderQueued = true;
     requestAnimationFrame(() => {
-      this.renderQueued = false;
+      // Drawn since (render() called directly, as for the first screen): nothing left to draw.
+      if (!this.renderQueued) return;
       this.render();
     });
   }

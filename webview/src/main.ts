@@ -426,7 +426,6 @@ function show(
   showChunkState(s);
   showDiff();
   showInspector();
-  grid.render();
 }
 
 // The first screen comes with the page (JSON, never run): drawn now, before the first frame,
