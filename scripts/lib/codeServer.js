@@ -233,10 +233,11 @@ module.exports = {
  * The start sequence both test launchers share: a temp dir with a workspace,
  * a fresh profile and extensions dir, code-server on a free port, headless
  * Chromium on the workbench with this repository as the development
- * extension and `testsPath` as its extensionTestsPath. Returns the pieces
+ * extension and `testsPath` as its extensionTestsPath; `extensions`: VSIX
+ * files installed in that profile first. Returns the pieces
  * and close() (browser, server, then the temp dir unless keepTmp()).
  */
-async function openDevWorkbench({ prefix, settings = {}, testsPath, env = {}, beforeGoto }) {
+async function openDevWorkbench({ prefix, settings = {}, testsPath, env = {}, beforeGoto, extensions = [] }) {
   ensureCodeServer();
   const tmp = tempDir(prefix);
   const workspace = path.join(tmp, 'workspace');
@@ -244,6 +245,8 @@ async function openDevWorkbench({ prefix, settings = {}, testsPath, env = {}, be
   const profile = makeProfile(tmp, typeof settings === 'function' ? settings(tmp) : settings);
   const extensionsDir = path.join(tmp, 'extensions');
   fs.mkdirSync(extensionsDir);
+  // VSIXs installed in this profile only (the webview bench's floor editor).
+  for (const vsix of extensions) installExtension(vsix, profile, extensionsDir);
   const serverLog = path.join(tmp, 'code-server.log');
   let server;
   let browser;

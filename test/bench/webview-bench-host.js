@@ -3,10 +3,13 @@
 // real chunk of python3 under the shim, stages an edit of the size under test
 // (the filter holds at most a buffer's worth; a 1 MiB payload is an edit),
 // opens it in the payload editor and reports the editor's own timings
-// (PayloadEditorProvider.timings) through files in $NKE_BENCH_DIR:
-//   run-N.open.json  written once the first paint was reported (the driver
-//                    then presses Ctrl+End in the webview)
-//   run-N.json       both timings of run N; done.json / failed.txt at the end.
+// (PayloadEditorProvider.timings); then opens a one-line file as many times in
+// the bench's floor editor (test/bench/floor-editor, installed in this profile
+// only) the same way (vscode.openWith): VS Code's own cost of a custom editor.
+// Through files in $NKE_BENCH_DIR:
+//   run-N.opening    written just before the Open (the driver then waits for
+//                    the editor's rows and presses Ctrl+End at once)
+//   run-N.json       the timings of run N; done.json / failed.txt at the end.
 'use strict';
 const vscode = require('vscode');
 const fs = require('node:fs');
@@ -29,6 +32,7 @@ async function until(what, fn, ms = 60000) {
 exports.run = async function run() {
   try {
     const api = await vscode.extensions.getExtension('nkeworkbench.nke-workbench').activate();
+    const floor = await vscode.extensions.getExtension('nkebench.nke-bench-floor-editor').activate();
     const config = vscode.workspace.getConfiguration();
     await config.update('nke.holdTimeoutMs', 60000, vscode.ConfigurationTarget.Global);
     await vscode.commands.executeCommand('nke.loadFilter');
@@ -60,20 +64,26 @@ exports.run = async function run() {
         const bytes = new Uint8Array(size).map((_, i) => 0x20 + (i % 95));
         api.payloads.stage(view.id, bytes);
         const seen = api.payloadEditor.timings.length;
+        n++;
+        write(`run-${n}.opening`, { kind: 'payload', size });
         await vscode.commands.executeCommand('nke.openPayloadEditor', view);
         const first = await until('the first paint', () =>
           api.payloadEditor.timings
             .slice(seen)
             .find((t) => t.id === view.id && t.openToFirstPaintMs !== undefined),
         );
-        n++;
-        write(`run-${n}.open.json`, first);
         const end = await until('the paint after Ctrl+End', () =>
           api.payloadEditor.timings
             .slice(seen)
             .find((t) => t.id === view.id && t.scrollToEndMs !== undefined),
         );
-        write(`run-${n}.json`, { size, ...first, scrollToEndMs: end.scrollToEndMs });
+        write(`run-${n}.json`, {
+          kind: 'payload',
+          size,
+          ...first,
+          scrollToEndMs: end.scrollToEndMs,
+          openToEndMs: end.openToEndMs,
+        });
         await api.payloads.act(view.id, 'drop');
         await vscode.commands.executeCommand('workbench.action.closeAllEditors');
         child.kill('SIGKILL');
@@ -81,6 +91,18 @@ exports.run = async function run() {
     }
     server.close();
     await config.update('nke.capture', 'report', vscode.ConfigurationTarget.Global);
+    // The floor: the same Open, of an editor that paints one line and does nothing else.
+    for (let r = 0; r < runs; r++) {
+      const file = vscode.Uri.file(path.join(dir, `floor-${r}.nkefloor`));
+      fs.writeFileSync(file.fsPath, 'floor\n');
+      const seen = floor.timings.length;
+      n++;
+      write(`run-${n}.opening`, { kind: 'floor' });
+      await floor.open(file);
+      const t = await until('the floor editor paint', () => floor.timings[seen]);
+      write(`run-${n}.json`, { kind: 'floor', ...t });
+      await vscode.commands.executeCommand('workbench.action.closeAllEditors');
+    }
     write('done.json', { runs: n });
   } catch (e) {
     fs.writeFileSync(path.join(dir, 'failed.txt'), String(e && e.stack ? e.stack : e));

@@ -5,23 +5,29 @@
 // since the filter holds at most a buffer), NKE_BENCH_EDITOR_RUNS times (5):
 //   Open → first paint   the Open in Payload Editor command, until the webview
 //                        reported its first painted rows (extension host clock:
-//                        includes the webview's load and one message back)
-//   scrolled to end      Ctrl+End in the hex pane until the frame showing the
-//                        last row was painted (webview clock)
-// and where Open → first paint went (each step's median ms after Open).
-// Sizes: 26 B (the baseline: two rows), 4 KiB (a screenful of rows, nothing
-// to scroll) and 1 MiB (65 537 rows, of which the editor draws the ones in
-// view). Every Open → first paint includes VS Code's own start of a webview
-// (its frame, service worker and page: "webview page started" in the steps
-// table), some 200 to 600 ms here before a line of ours runs, whatever the
-// size; the targets are what the editor controls, for 1 MiB (issue #14:
-// first paint under 200 ms):
-//   in the webview   Init received → first frame painted < 200 ms
-//   against size     Open → first paint ≤ the 26-byte baseline's of the same run + 200 ms
+//                        includes VS Code's start of the webview and one message)
+//   in the webview       the page's script start → its first painted frame
+//   Open → end           Open until the frame showing the last row was
+//                        reported, Ctrl+End pressed as soon as the rows showed
+//                        (includes the driver's key press and, for 1 MiB, the
+//                        whole bytes arriving after the first screen)
+//   Ctrl+End → end       the key press to that frame (webview clock)
+// Sizes: 26 B (two rows), 4 KiB (a screenful) and 1 MiB (65 537 rows, of
+// which the editor draws the ones in view).
+// VS Code's floor, in the same run: a one-line custom editor
+// (test/bench/floor-editor, packaged and installed in this profile only)
+// opened the same way, vscode.openWith, until its page reported its first
+// painted frame. What VS Code takes to give any custom editor a webview
+// (editor input, iframe, service worker, page) is in that number; the payload
+// editor's own cost is what it takes over it. Target (issue #14): the 1 MiB
+// payload's first paint under 200 ms over the floor.
+// The machine's load (1-minute average) is printed at the start and the end.
 // Ends with `N passed, N failed`.
 'use strict';
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
+const { spawnSync } = require('node:child_process');
 const cs = require('../../scripts/lib/codeServer');
 
 const runs = Number(process.env.NKE_BENCH_EDITOR_RUNS || 5);
@@ -33,6 +39,28 @@ function median(xs) {
   return s[Math.floor(s.length / 2)];
 }
 
+/** The floor editor as a VSIX (vsce, a devDependency), for this run's profile only. */
+function packageFloorEditor(dir) {
+  const out = path.join(dir, 'floor-editor.vsix');
+  const r = spawnSync(
+    process.execPath,
+    [
+      path.join(cs.root, 'node_modules/@vscode/vsce/vsce'),
+      'package',
+      '--allow-missing-repository',
+      '--skip-license',
+      '-o',
+      out,
+    ],
+    { cwd: path.join(__dirname, 'floor-editor'), encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`packaging the floor editor failed:\n${r.stdout}${r.stderr}`);
+  return out;
+}
+
+const load = () => os.loadavg()[0].toFixed(1);
+const ms = (x) => (x === undefined || Number.isNaN(x) ? '—' : `${x.toFixed(0)} ms`);
+
 async function main() {
   if (!fs.existsSync(path.join(cs.root, 'dist/webview/webview.js'))) {
     console.log('dist/webview/webview.js not found: run npm run build first');
@@ -43,57 +71,81 @@ async function main() {
   let session;
   let failed = 0;
   let passed = 0;
+  const loadAtStart = load();
   try {
+    const floorVsix = packageFloorEditor(benchDir);
     session = await cs.openDevWorkbench({
       prefix: 'nke-webview-bench-',
-      settings: (tmp) => ({ 'nke.emulatorRuntimeDir': path.join(tmp, 'emu') }),
+      settings: (tmp) => ({
+        'nke.emulatorRuntimeDir': path.join(tmp, 'emu'),
+        'remote.autoForwardPorts': false,
+      }),
       env: {
         NKE_BENCH_DIR: benchDir,
         NKE_BENCH_SIZES: JSON.stringify(sizes),
         NKE_BENCH_RUNS_EDITOR: String(runs),
         NKE_ROOT: cs.root,
       },
+      extensions: [floorVsix],
       testsPath: path.join(__dirname, 'webview-bench-host.js'),
       beforeGoto: (page) => page.setDefaultTimeout(120000),
     });
     const { page } = session;
     const results = [];
-    for (let n = 1; n <= runs * sizes.length; n++) {
-      const open = path.join(benchDir, `run-${n}.open.json`);
-      for (const t0 = Date.now(); !fs.existsSync(open);) {
-        const f = path.join(benchDir, 'failed.txt');
-        if (fs.existsSync(f)) throw new Error(`in the extension host: ${fs.readFileSync(f, 'utf8')}`);
-        if (Date.now() - t0 > 180000) throw new Error(`run ${n}: the editor reported no first paint`);
-        await new Promise((r) => setTimeout(r, 50));
+    const waitFile = async (name, what, limit) => {
+      const f = path.join(benchDir, name);
+      for (const t0 = Date.now(); !fs.existsSync(f);) {
+        const failedFile = path.join(benchDir, 'failed.txt');
+        if (fs.existsSync(failedFile))
+          throw new Error(`in the extension host: ${fs.readFileSync(failedFile, 'utf8')}`);
+        if (Date.now() - t0 > limit) throw new Error(what);
+        await new Promise((r) => setTimeout(r, 10));
       }
-      const grid = page
-        .frameLocator('iframe.webview.ready')
-        .frameLocator('iframe#active-frame')
-        .locator('.hex-grid');
-      await grid.focus();
-      await page.keyboard.press('Control+End');
-      const done = path.join(benchDir, `run-${n}.json`);
-      for (const t0 = Date.now(); !fs.existsSync(done);) {
-        if (Date.now() - t0 > 60000) throw new Error(`run ${n}: no paint reported after Ctrl+End`);
-        await new Promise((r) => setTimeout(r, 50));
+      return JSON.parse(fs.readFileSync(f, 'utf8'));
+    };
+    for (let n = 1; n <= runs * (sizes.length + 1); n++) {
+      const opening = await waitFile(`run-${n}.opening`, `run ${n} never opened`, 180000);
+      if (opening.kind === 'payload') {
+        // Ctrl+End as soon as the rows show: Open → end is what a person pressing it at once waits.
+        const grid = page
+          .frameLocator('iframe.webview.ready')
+          .frameLocator('iframe#active-frame')
+          .locator('.hex-grid');
+        await grid.locator('.b[data-i="0"]').waitFor();
+        await grid.focus();
+        await page.keyboard.press('Control+End');
       }
-      results.push(JSON.parse(fs.readFileSync(done, 'utf8')));
+      results.push(await waitFile(`run-${n}.json`, `run ${n}: no paint reported`, 60000));
     }
+    const payload = (size) => results.filter((r) => r.kind === 'payload' && r.size === size);
+    const floorRuns = results.filter((r) => r.kind === 'floor');
+    const floor = {
+      open: median(floorRuns.map((r) => r.openToPaintMs)),
+      script: median(floorRuns.map((r) => r.scriptToPaintMs)),
+    };
     console.log(
-      '| payload | Open → first paint, median (runs) | Init → painted in the webview | Ctrl+End → last row painted |',
+      `load (1 min average) at the start: ${loadAtStart}; ${runs} runs each; medians (each run in brackets)`,
     );
-    console.log('|---|---|---|---|');
+    console.log('');
+    console.log(
+      '| editor | Open → first paint | over the floor | in the webview (script → paint) | Open → end | over the floor | Ctrl+End → end |',
+    );
+    console.log('|---|---|---|---|---|---|---|');
+    console.log(
+      `| VS Code's floor (one-line custom editor) | ${ms(floor.open)} (${floorRuns.map((r) => r.openToPaintMs).join(', ')}) | — | ${floor.script.toFixed(1)} ms | ${ms(floor.open)} | — | — |`,
+    );
     const medians = {};
     for (const size of sizes) {
-      const rs = results.filter((r) => r.size === size);
+      const rs = payload(size);
       const m = {
         open: median(rs.map((r) => r.openToFirstPaintMs)),
-        init: median(rs.map((r) => r.initToPaintMs)),
-        end: median(rs.map((r) => r.scrollToEndMs)),
+        script: median(rs.map((r) => r.scriptToPaintMs)),
+        end: median(rs.map((r) => r.openToEndMs)),
+        key: median(rs.map((r) => r.scrollToEndMs)),
       };
       medians[size] = m;
       console.log(
-        `| ${size} B | ${m.open.toFixed(0)} ms (${rs.map((r) => r.openToFirstPaintMs.toFixed(0)).join(', ')}) | ${m.init.toFixed(1)} ms | ${m.end.toFixed(1)} ms |`,
+        `| payload ${size} B | ${ms(m.open)} (${rs.map((r) => r.openToFirstPaintMs).join(', ')}) | +${ms(m.open - floor.open)} | ${m.script.toFixed(1)} ms | ${ms(m.end)} (${rs.map((r) => r.openToEndMs).join(', ')}) | +${ms(m.end - floor.open)} | ${m.key.toFixed(1)} ms |`,
       );
     }
     // Where Open → first paint went: each step's median ms after Open, per size.
@@ -101,9 +153,7 @@ async function main() {
     for (const r of results)
       for (const st of r.steps ?? []) if (!stepNames.includes(st.step)) stepNames.push(st.step);
     const stepMs = (size, name) =>
-      median(
-        results.filter((r) => r.size === size).map((r) => r.steps?.find((x) => x.step === name)?.ms ?? NaN),
-      );
+      median(payload(size).map((r) => r.steps?.find((x) => x.step === name)?.ms ?? NaN));
     stepNames.sort((a, b) => stepMs(1 << 20, a) - stepMs(1 << 20, b));
     console.log('');
     console.log(`| step (ms after Open, median) | ${sizes.map((z) => `${z} B`).join(' | ')} |`);
@@ -111,24 +161,21 @@ async function main() {
     for (const name of stepNames) {
       console.log(`| ${name} | ${sizes.map((z) => stepMs(z, name).toFixed(0)).join(' | ')} |`);
     }
+    console.log('');
+    console.log(`load (1 min average) at the end: ${load()}`);
     const big = medians[1 << 20];
-    const base = medians[26];
-    const screen = medians[4096];
-    console.log(
-      `1 MiB against the baselines of this run: Open → first paint ×${(big.open / base.open).toFixed(2)} of 26 B, ×${(big.open / screen.open).toFixed(2)} of 4 KiB; in the webview ×${(big.init / base.init).toFixed(2)} of 26 B, ×${(big.init / screen.init).toFixed(2)} of 4 KiB`,
-    );
     const check = (ok, what) => {
       if (ok) passed++;
       else failed++;
       console.log(`${ok ? 'ok' : 'MISSED'}: ${what}`);
     };
     check(
-      big.init < TARGET_FIRST_PAINT_MS,
-      `1 MiB in the webview, Init → first frame painted ${big.init.toFixed(0)} ms (target < ${TARGET_FIRST_PAINT_MS} ms)`,
+      big.open - floor.open < TARGET_FIRST_PAINT_MS,
+      `1 MiB Open → first paint ${ms(big.open)}, ${ms(big.open - floor.open)} over VS Code's floor of ${ms(floor.open)} (target < ${TARGET_FIRST_PAINT_MS} ms over)`,
     );
     check(
-      big.open - base.open < TARGET_FIRST_PAINT_MS,
-      `1 MiB Open → first paint ${big.open.toFixed(0)} ms, ${(big.open - base.open).toFixed(0)} ms over the 26-byte baseline's ${base.open.toFixed(0)} ms (target < ${TARGET_FIRST_PAINT_MS} ms over)`,
+      big.script < TARGET_FIRST_PAINT_MS,
+      `1 MiB in the webview, script start → first frame painted ${big.script.toFixed(0)} ms (target < ${TARGET_FIRST_PAINT_MS} ms)`,
     );
   } catch (e) {
     failed++;

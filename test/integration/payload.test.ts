@@ -390,4 +390,32 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     assert.ok(s.kind === 'released' || s.kind === 'unknown');
     await vscode.commands.executeCommand('nke.connect');
   });
+
+  it('Drop from the payload editor (webview) while the text document is open: its CodeLens says so at once, no tick later', async () => {
+    const { server, view, sendTail } = await heldChunk(Buffer.from('lens-follows-the-editor'));
+    const doc = await open(view, 'text');
+    await vscode.commands.executeCommand('nke.openPayloadEditor', view);
+    await until('the payload editor painted', () =>
+      api.payloadEditor.timings.find((t) => t.id === view.id && t.openToFirstPaintMs !== undefined),
+    );
+    let changes = 0;
+    const sub = api.payloadProviders.codeLenses.onDidChangeCodeLenses(() => changes++);
+    try {
+      await sendTail();
+      // What the editor's Drop button runs: the store's action, the only place that sends.
+      await api.payloads.act(view.id, 'drop');
+      // No wait: the change was announced as the action completed, and the lens reads the new state.
+      assert.ok(changes > 0, 'no CodeLens change announced by the Drop');
+      const lens = await vscode.commands.executeCommand<vscode.CodeLens[]>(
+        'vscode.executeCodeLensProvider',
+        doc.uri,
+      );
+      assert.match(lens[0].command!.title, /Sent: Drop/);
+      await server.whenBytes(TAIL.length);
+      assert.equal(server.received().toString(), TAIL);
+    } finally {
+      sub.dispose();
+      await closeAllEditors();
+    }
+  });
 });

@@ -16,6 +16,7 @@ const { explorerSteps } = require('./explorerSteps');
 const wb = require('./workbench');
 const payloadSteps = require('./payload-steps');
 const webviewSteps = require('./webview-steps');
+const webviewControlsSteps = require('./webview-controls-steps');
 
 const shotsDir = path.join(cs.root, 'test-results', 'ui');
 const alwaysShots = process.env.NKE_SCREENSHOTS === '1';
@@ -182,6 +183,7 @@ const steps = [
   ...payloadSteps.steps,
   // The webview payload editor: one more view of the same held data.
   ...webviewSteps.steps,
+  ...webviewControlsSteps.steps,
   // The event explorer; its last step takes the filter to a second tab and
   // back, which starts a new helper (the capture history above is gone then).
   ...explorerSteps,
@@ -314,7 +316,12 @@ async function main() {
       prefix: 'nke-ui-',
       env: { NKE_UI_SETTINGS_DIR: settingsDir },
       // No emulator answers here: Connect must fail with its clear error.
-      settings: (tmp) => ({ 'nke.emulatorRuntimeDir': path.join(tmp, 'no-emulator') }),
+      settings: (tmp) => ({
+        'nke.emulatorRuntimeDir': path.join(tmp, 'no-emulator'),
+        // The servers and programs the steps start listen on many ports: code-server would
+        // forward each and toast about it over the views under test.
+        'remote.autoForwardPorts': false,
+      }),
       testsPath: path.join(__dirname, 'sample-feed.js'),
       beforeGoto: (page) => {
         page.setDefaultTimeout(stepTimeout);

@@ -167,14 +167,17 @@ const steps = [
       const found = await body.evaluate((b) => ({
         pwned: b.dataset.pwned ?? null,
         imgs: document.querySelectorAll('img').length,
-        // Ours (webview.js) and VS Code's own (acquireVsCodeApi, inline): none from the payload.
+        // Ours (inline, by nonce), our first-screen data (JSON, never run) and VS Code's own
+        // (acquireVsCodeApi, inline): none loaded from elsewhere, none with the payload's text.
         scripts: Array.from(document.scripts)
-          .filter((s) => s.src || /pwned/.test(s.textContent))
-          .map((s) => s.src.split('/').pop()),
+          .filter((s) => s.src || /pwned|onerror/.test(s.textContent))
+          .map((s) => s.src || s.textContent.slice(0, 80)),
+        ours: Array.from(document.scripts).filter((s) => s.nonce && /acquireVsCodeApi/.test(s.textContent))
+          .length,
         csp:
           document.querySelector('meta[http-equiv="Content-Security-Policy"]')?.getAttribute('content') ?? '',
       }));
-      if (found.pwned !== null || found.imgs !== 0 || found.scripts.join() !== 'webview.js')
+      if (found.pwned !== null || found.imgs !== 0 || found.scripts.length || found.ours < 1)
         throw new Error(`the payload became page content: ${JSON.stringify(found)}`);
       if (!/script-src 'nonce-[^']+'/.test(found.csp) || /unsafe/.test(found.csp))
         throw new Error(`no strict CSP: ${found.csp}`);
@@ -209,9 +212,12 @@ const steps = [
       await wb.runCommand(page, 'NKE: Disconnect');
       await f.locator('.banner', { hasText: "the filter's client went away" }).waitFor();
       await f.locator('header .time-left', { hasText: 'not held' }).waitFor();
-      for (const b of ['Reinject Edited', 'Reinject Original', 'Drop'])
+      for (const b of ['Reinject Edited', 'Reinject Original', 'Drop', 'Revert', 'Overwrite'])
         if (!(await f.locator('.toolbar button', { hasText: b }).isDisabled()))
           throw new Error(`${b} is enabled`);
+      // Read-only: nothing to replace with, nor a mode to type in.
+      for (const c of ['.replace-bar button', '.replace-bar input[type="text"]', '#replace-hex'])
+        if (!(await f.locator(c).isDisabled())) throw new Error(`${c} is enabled in a read-only editor`);
       await serverGets(page, h.server, 'released-under-the-editor');
       await closeEditors(page);
       await wb.dismissNotifications(page);

@@ -25,3 +25,8 @@ export function button(icon: string, label: string, title: string, onClick: () =
   b.addEventListener('click', onClick);
   return b;
 }
+
+/** Sets a node's text only when it differs (a draw writes only what changed). */
+export function setText(node: Node, text: string): void {
+  if (node.textContent !== text) node.textContent = text;
+}

@@ -31,7 +31,11 @@ export class EditorState {
   length = 0;
   /** The high nibble was typed at the cursor; the next digit completes the byte. */
   private halfByte = false;
+  /** Edits made here since the last load (an Init does not undo them: the extension has them). */
+  localEdits = 0;
   diff: ByteDiff | undefined;
+  /** The bytes `diff` was computed for (a big payload's diff lags its edits by a frame). */
+  private diffOf: Uint8Array | undefined;
   match: { start: number; end: number } | undefined;
   private readonly listeners: ((c: Change) => void)[] = [];
   private diffQueued = false;
@@ -56,11 +60,30 @@ export class EditorState {
     return this.bytes.length === this.length;
   }
 
-  /** A new document (Init, Load, Reset): bytes replaced, caret kept in range; `length` more: only its head. */
+  /** True when the working bytes differ from the original (false while only the first screen is here). */
+  get edited(): boolean {
+    if (!this.complete || this.bytes.length !== this.original.length) return this.complete;
+    const d = this.diffOf === this.bytes ? this.diff : undefined;
+    if (d) return d.changed + d.inserted + d.deleted > 0;
+    for (let i = 0; i < this.bytes.length; i++) if (this.bytes[i] !== this.original[i]) return true;
+    return false;
+  }
+
+  /** The original (and header facts) came again with bytes this one already edited past: only the original is taken. */
+  loadOriginal(original: Uint8Array): void {
+    this.original = original;
+    this.diffOf = undefined;
+    this.updateDiff(false);
+    this.fire({ bytes: true });
+  }
+
+  /** A new document (Init, Reset): bytes replaced, caret kept in range; `length` more: only its head. */
   load(bytes: Uint8Array, original?: Uint8Array, length = bytes.length): void {
     this.bytes = bytes;
     this.length = length;
+    this.localEdits = 0;
     if (original) this.original = original;
+    this.diffOf = undefined;
     this.cursor = Math.min(this.cursor, bytes.length);
     this.anchor = undefined;
     this.halfByte = false;
@@ -84,6 +107,7 @@ export class EditorState {
     if (!this.editable) return false;
     this.bytes = applySplice(this.bytes, s);
     this.length = this.bytes.length;
+    this.localEdits++;
     this.post(s, label);
     this.updateDiff(false);
     this.fire({ bytes: true, fromText });
@@ -99,6 +123,7 @@ export class EditorState {
     // (now: callers that need the marks at once; big payloads get them after the frame anyway)
     if (now || this.bytes.length + this.original.length < 256 * 1024) {
       this.diff = diffBytes(this.original, this.bytes);
+      this.diffOf = this.bytes;
       return;
     }
     if (this.diffQueued) return;
@@ -108,6 +133,7 @@ export class EditorState {
       setTimeout(() => {
         this.diffQueued = false;
         this.diff = diffBytes(this.original, this.bytes);
+        this.diffOf = this.bytes;
         this.fire({ bytes: false });
       }),
     );
@@ -150,6 +176,7 @@ export class EditorState {
   }
 
   toggleInsertMode(): void {
+    if (!this.editable) return; // read-only: there is no typing to insert or overwrite
     this.insertMode = !this.insertMode;
     this.halfByte = false;
     this.fire({ bytes: false });

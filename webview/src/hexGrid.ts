@@ -18,11 +18,33 @@ function printable(b: number): string {
   return b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.';
 }
 
+/**
+ * One cell as last drawn. A draw compares with it and writes only what
+ * differs: a keystroke or a scroll by a row touches the cells that changed,
+ * not the 16 x (rows in view) x 4 properties of a full redraw.
+ */
+interface Cell {
+  el: HTMLSpanElement;
+  text: string;
+  cls: string;
+  title: string;
+  at: number;
+}
+
 interface RowElements {
   row: HTMLDivElement;
   offset: HTMLSpanElement;
-  hex: HTMLSpanElement[];
-  ascii: HTMLSpanElement[];
+  offsetText: string;
+  hidden: boolean;
+  hex: Cell[];
+  ascii: Cell[];
+}
+
+function draw(c: Cell, text: string, cls: string, title: string, at: number): void {
+  if (c.text !== text) c.el.textContent = c.text = text;
+  if (c.cls !== cls) c.el.className = c.cls = cls;
+  if (c.title !== title) c.el.title = c.title = title;
+  if (c.at !== at) c.el.dataset.i = String((c.at = at));
 }
 
 /** Bytes from pasted text: hex pairs ("47 45 54", "474554") when it is only that, else its UTF-8. */
@@ -40,6 +62,8 @@ export class HexGrid {
   private readonly window: HTMLDivElement;
   private readonly pool: RowElements[] = [];
   private renderQueued = false;
+  private spacerHeight = '';
+  private windowShift = '';
   private dragging = false;
   /** Called after a frame was painted that showed the last row, with the time since `endRequestedAt`. */
   onEndPainted?: (ms: number) => void;
@@ -106,23 +130,33 @@ export class HexGrid {
 
   /** Draws now (the first paint, and after each change). */
   render(): void {
+    this.renderQueued = false;
     const s = this.state;
     // The whole document's rows (+1: the append position), even while only its head is here.
     const total = Math.floor(s.length / BYTES_PER_ROW) + 1;
-    this.spacer.style.height = `${total * ROW_HEIGHT}px`;
-    const first = Math.max(0, Math.floor(this.element.scrollTop / ROW_HEIGHT) - OVERSCAN);
-    const count = Math.min(total - first, this.visibleRows() + 2 * OVERSCAN);
-    this.window.style.transform = `translateY(${first * ROW_HEIGHT}px)`;
-    this.onScrolled?.(Math.floor(this.element.scrollTop / ROW_HEIGHT) * BYTES_PER_ROW);
+    const height = `${total * ROW_HEIGHT}px`;
+    if (this.spacerHeight !== height) this.spacer.style.height = this.spacerHeight = height;
+    // The first draw (the page's first screen) asks nothing of the layout, which would lay
+    // the page out once more before its first frame: not scrolled yet, and no taller than the
+    // window; no rows above or below the view to spare yet.
+    const firstDraw = this.pool.length === 0;
+    const scrollTop = firstDraw ? 0 : this.element.scrollTop;
+    const first = Math.max(0, Math.floor(scrollTop / ROW_HEIGHT) - (firstDraw ? 0 : OVERSCAN));
+    const count = Math.min(
+      total - first,
+      firstDraw ? Math.ceil(window.innerHeight / ROW_HEIGHT) : this.visibleRows() + 2 * OVERSCAN,
+    );
+    const shift = `translateY(${first * ROW_HEIGHT}px)`;
+    if (this.windowShift !== shift) this.window.style.transform = this.windowShift = shift;
+    this.onScrolled?.(Math.floor(scrollTop / ROW_HEIGHT) * BYTES_PER_ROW);
     while (this.pool.length < count) this.pool.push(this.makeRow());
+    // Rows are recycled by position: scrolled by one row, each shows its neighbour's bytes,
+    // and a cell is written only where its text or marks differ from what it showed.
     for (let i = 0; i < this.pool.length; i++) {
       const r = this.pool[i];
-      if (i >= count) {
-        r.row.hidden = true;
-        continue;
-      }
-      r.row.hidden = false;
-      this.fillRow(r, first + i);
+      const hidden = i >= count;
+      if (r.hidden !== hidden) r.row.hidden = r.hidden = hidden;
+      if (!hidden) this.fillRow(r, first + i);
     }
     if (this.endRequestedAt !== undefined && s.complete && first + count >= total) {
       const t0 = this.endRequestedAt;
@@ -135,7 +169,8 @@ export class HexGrid {
     if (this.renderQueued) return;
     this.renderQueued = true;
     requestAnimationFrame(() => {
-      this.renderQueued = false;
+      // Drawn since (render() called directly, as for the first screen): nothing left to draw.
+      if (!this.renderQueued) return;
       this.render();
     });
   }
@@ -144,60 +179,68 @@ export class HexGrid {
     const offset = el('span', { cls: 'off' });
     const hexBox = el('span', { cls: 'hex' });
     const asciiBox = el('span', { cls: 'ascii' });
-    const hex: HTMLSpanElement[] = [];
-    const ascii: HTMLSpanElement[] = [];
+    const hex: Cell[] = [];
+    const ascii: Cell[] = [];
+    const cell = (box: HTMLSpanElement, cls: string): Cell => ({
+      el: box.appendChild(el('span', { cls })),
+      text: '',
+      cls,
+      title: '',
+      at: -1,
+    });
     for (let i = 0; i < BYTES_PER_ROW; i++) {
-      hex.push(hexBox.appendChild(el('span', { cls: 'b' })));
-      ascii.push(asciiBox.appendChild(el('span', { cls: 'c' })));
+      hex.push(cell(hexBox, 'b'));
+      ascii.push(cell(asciiBox, 'c'));
     }
     const row = el('div', { cls: 'row', attrs: { role: 'row' } }, offset, hexBox, asciiBox);
     this.window.appendChild(row);
-    return { row, offset, hex, ascii };
+    return { row, offset, offsetText: '', hidden: false, hex, ascii };
   }
 
   private fillRow(r: RowElements, rowIndex: number): void {
     const s = this.state;
     const base = rowIndex * BYTES_PER_ROW;
-    r.offset.textContent = base.toString(16).padStart(8, '0').toUpperCase();
+    const offsetText = base.toString(16).padStart(8, '0').toUpperCase();
+    if (r.offsetText !== offsetText) r.offset.textContent = r.offsetText = offsetText;
     const [selStart, selEnd] = s.selection();
     const match = s.match;
     for (let i = 0; i < BYTES_PER_ROW; i++) {
       const at = base + i;
-      const hexCell = r.hex[i];
-      const asciiCell = r.ascii[i];
-      hexCell.dataset.i = asciiCell.dataset.i = String(at);
       if (at > s.bytes.length || (at === s.bytes.length && !s.complete)) {
-        // Past the end, or not here yet (a big payload's rows past its head, for a moment).
-        hexCell.textContent = asciiCell.textContent = '';
-        hexCell.className = 'b void';
-        asciiCell.className = 'c void';
-        hexCell.title = asciiCell.title = '';
+        // Past the end, or not here yet (a big payload's rows past its first screen, for a moment).
+        draw(r.hex[i], '', 'b void', '', at);
+        draw(r.ascii[i], '', 'c void', '', at);
         continue;
       }
       let cls = '';
+      let hexText = '__';
+      let asciiText = ' ';
       if (at === s.bytes.length) {
-        hexCell.textContent = '__';
-        asciiCell.textContent = ' ';
         cls = ' end';
       } else {
         const b = s.bytes[at];
-        hexCell.textContent = hex2(b);
-        asciiCell.textContent = printable(b);
+        hexText = hex2(b);
+        asciiText = printable(b);
         const mark = s.diff?.marks[at];
         if (mark === Mark.Changed) cls += ' changed';
         else if (mark === Mark.Inserted) cls += ' inserted';
       }
       const deleted = s.diff?.deletions.get(at);
       if (deleted) cls += ' deleted-before';
-      hexCell.title = asciiCell.title = deleted
+      const title = deleted
         ? `${deleted} original byte${deleted === 1 ? '' : 's'} deleted before this one`
         : '';
       if (at >= selStart && at < selEnd) cls += ' selected';
       if (match && at >= match.start && at < match.end) cls += ' match';
       if (at === s.cursor) cls += s.pane === 'hex' ? ' cursor focus-pane' : ' cursor';
-      hexCell.className = 'b' + cls + (at === s.cursor && s.pane !== 'hex' ? ' other' : '');
-      asciiCell.className =
-        'c' + cls.replace(' focus-pane', '') + (at === s.cursor && s.pane === 'ascii' ? ' focus-pane' : '');
+      draw(r.hex[i], hexText, 'b' + cls + (at === s.cursor && s.pane !== 'hex' ? ' other' : ''), title, at);
+      draw(
+        r.ascii[i],
+        asciiText,
+        'c' + cls.replace(' focus-pane', '') + (at === s.cursor && s.pane === 'ascii' ? ' focus-pane' : ''),
+        title,
+        at,
+      );
     }
   }
 

@@ -2,13 +2,15 @@
 // inspector, diff summary and search, over one EditorState. Talks to the
 // extension only through the messages of payloadEditorProtocol.ts. Every
 // string from the payload or the traced process is set as textContent.
-import '@vscode/codicons/dist/codicon.css';
+import './codicons.css';
 import './style.css';
 import {
   type EditorAction,
   type EditorChunkState,
   type EditorEndpoint,
   type EditorHeader,
+  FIRST_SCREEN_ELEMENT_ID,
+  type FirstScreen,
   type FromWebviewMessage,
   MessageType,
   type PaintMark,
@@ -16,13 +18,14 @@ import {
 } from '../../extension/src/shared/payloadEditorProtocol';
 import { countMatches, findMatch, parsePattern, type SearchMode } from './byteSearch';
 import { type Countdown, countdownFrom, countdownText } from './countdown';
-import { button, el } from './dom';
+import { button, el, setText } from './dom';
 import { EditorState } from './editorState';
 import { bytesFromPaste, HexGrid } from './hexGrid';
 import { inspect } from './inspector';
 import { TextPane } from './textPane';
 
 /** The steps to the first paint, on this clock (the extension's bench shows where the time went). */
+const scriptStart = performance.now();
 const marks: PaintMark[] = [
   { step: 'webview page started', at: performance.timeOrigin },
   { step: 'webview script started', at: Date.now() },
@@ -69,7 +72,7 @@ function showHeader(h: EditorHeader): void {
 }
 
 function tick(): void {
-  if (deadline) timeLeft.textContent = countdownText(deadline, Date.now());
+  if (deadline) setText(timeLeft, countdownText(deadline, Date.now()));
 }
 setInterval(tick, 100);
 
@@ -87,8 +90,32 @@ function showChunkState(s: EditorChunkState): void {
     deadline = undefined;
     timeLeft.textContent = 'not held';
   }
-  for (const b of sendButtons) b.disabled = gone;
+  updateControls();
   grid.render();
+}
+
+/**
+ * What can be done now, on the controls: nothing that sends or edits once the
+ * chunk is gone (read-only); Reinject Edited and Revert only with an edit to
+ * send or undo. Disabled controls are disabled, not only greyed (a click or
+ * Ctrl+Enter on them does nothing).
+ */
+function updateControls(): void {
+  const gone = chunk.kind === 'gone';
+  const edited = state.edited;
+  const set = (c: HTMLButtonElement | HTMLInputElement, disabled: boolean) => {
+    if (c.disabled !== disabled) c.disabled = disabled;
+  };
+  set(reinjectEditedButton, gone || !edited);
+  reinjectEditedButton.title = gone
+    ? 'Nothing can be sent: the chunk is no longer held'
+    : edited
+      ? REINJECT_EDITED_TITLE
+      : 'Nothing edited yet: Reinject Original sends the bytes unchanged';
+  set(reinjectOriginalButton, gone);
+  set(dropButton, gone);
+  set(revertButton, gone || !edited);
+  for (const c of [modeButton, replaceButton, replaceInput, replaceAsHex]) set(c, !state.editable);
 }
 
 // ---- actions -----------------------------------------------------------------
@@ -96,6 +123,18 @@ const status = el('div', { cls: 'status', attrs: { role: 'status', 'aria-live': 
 function act(action: EditorAction): void {
   if (chunk.kind === 'gone') return;
   if (action === 'reinjectEdited') text.commit();
+  // Ctrl+Enter comes here whatever the button says: a disabled action is not taken.
+  const b = {
+    reinjectEdited: reinjectEditedButton,
+    reinjectOriginal: reinjectOriginalButton,
+    drop: dropButton,
+    revert: revertButton,
+  }[action];
+  updateControls();
+  if (b.disabled) {
+    status.textContent = b.title;
+    return;
+  }
   status.textContent = `${action === 'revert' ? 'Reverting' : action === 'drop' ? 'Dropping' : 'Sending'}…`;
   post({ type: MessageType.Act, action });
 }
@@ -107,16 +146,24 @@ const ACTION_DONE: Record<EditorAction, string> = {
   revert: 'Reverted to the original bytes.',
 };
 const isMac = navigator.platform.toUpperCase().includes('MAC');
-const sendButtons = [
-  button('send', 'Reinject Edited', `Send the edited bytes (${isMac ? '⌘' : 'Ctrl'}+Enter)`, () =>
-    act('reinjectEdited'),
-  ),
-  button('check', 'Reinject Original', 'Send the bytes the filter held, unchanged', () =>
-    act('reinjectOriginal'),
-  ),
-  button('trash', 'Drop', 'Send nothing: the peer never sees these bytes', () => act('drop')),
-  button('discard', 'Revert', 'Back to the original bytes (undoable)', () => act('revert')),
-];
+const REINJECT_EDITED_TITLE = `Send the edited bytes (${isMac ? '⌘' : 'Ctrl'}+Enter)`;
+const reinjectEditedButton = button('send', 'Reinject Edited', REINJECT_EDITED_TITLE, () =>
+  act('reinjectEdited'),
+);
+reinjectEditedButton.classList.add('primary');
+const reinjectOriginalButton = button(
+  'check',
+  'Reinject Original',
+  'Send the bytes the filter held, unchanged',
+  () => act('reinjectOriginal'),
+);
+const dropButton = button('trash', 'Drop', 'Send nothing: the peer never sees these bytes', () =>
+  act('drop'),
+);
+const revertButton = button('discard', 'Revert', 'Back to the original bytes (undoable)', () =>
+  act('revert'),
+);
+const sendButtons = [reinjectEditedButton, reinjectOriginalButton, dropButton, revertButton];
 const modeButton = button('edit', 'Overwrite', 'Insert or overwrite hex digits (Insert key)', () => {
   state.toggleInsertMode();
   grid.element.focus();
@@ -179,10 +226,19 @@ for (const m of ['text', 'hex'] as const) {
   searchMode.appendChild(el('option', { text: m, attrs: { value: m } }));
 }
 const searchInfo = el('span', { cls: 'search-info', attrs: { 'aria-live': 'polite' } });
+/** A search asked for before the whole payload was here (its direction), run once it is. */
+let findWhenWhole: boolean | undefined;
+/** Finds in all of the working bytes (not the rows drawn: those are only the ones in view). */
 function find(backwards: boolean): void {
   const p = parsePattern(searchInput.value, searchMode.value as SearchMode);
   if (!p.ok) {
     searchInfo.textContent = p.error;
+    return;
+  }
+  if (!state.complete) {
+    // Only the first screen is here: the search runs on the whole payload once the Init brought it.
+    findWhenWhole = backwards;
+    searchInfo.textContent = 'searching the whole payload…';
     return;
   }
   const [a] = state.selection();
@@ -221,6 +277,7 @@ const diffSummary = el('div', {
   attrs: { 'data-testid': 'diff-summary', 'aria-live': 'polite' },
 });
 const inspectorBody = el('tbody');
+const inspectorRows: { tr: HTMLTableRowElement; th: HTMLTableCellElement; td: HTMLTableCellElement }[] = [];
 const inspector = el(
   'aside',
   { cls: 'inspector', attrs: { 'aria-label': 'Data inspector' } },
@@ -233,16 +290,18 @@ function showDiff(): void {
   const before = state.original.length;
   const after = state.length;
   // (the original comes with the whole bytes: until then, the size only)
-  size.textContent =
-    before === after || !state.complete ? sizeText(after) : `${sizeText(before)} → ${sizeText(after)}`;
+  setText(
+    size,
+    before === after || !state.complete ? sizeText(after) : `${sizeText(before)} → ${sizeText(after)}`,
+  );
   if (!d) {
     // Only the head is here yet, or a big payload's diff is computed after the first frame.
-    diffSummary.textContent = 'Comparing with the original…';
+    setText(diffSummary, 'Comparing with the original…');
     diffSummary.className = 'diff-summary';
     return;
   }
   if (!d || (!d.changed && !d.inserted && !d.deleted)) {
-    diffSummary.textContent = 'No changes against the original.';
+    setText(diffSummary, 'No changes against the original.');
     diffSummary.className = 'diff-summary';
     return;
   }
@@ -251,22 +310,33 @@ function showDiff(): void {
   if (delta) {
     t += ` Size ${before} B → ${after} B (${delta > 0 ? '+' : ''}${delta}). On TCP the peer receives ${Math.abs(delta)} byte${Math.abs(delta) === 1 ? '' : 's'} ${delta > 0 ? 'more' : 'fewer'} than the sender wrote: a length the protocol announced (Content-Length, a length prefix) must change with it.`;
   }
-  diffSummary.textContent = t;
+  setText(diffSummary, t);
   diffSummary.className = delta ? 'diff-summary resized' : 'diff-summary';
 }
 
 function showInspector(): void {
   const [a, b] = state.selection();
-  inspectorBody.replaceChildren(
-    ...inspect(state.bytes, a, b - a).map((r) =>
-      el('tr', {}, el('th', { text: r.label, attrs: { scope: 'row' } }), el('td', { text: r.value })),
-    ),
-  );
-  replaceWhat.textContent =
+  // Rows kept and rewritten where their text changed (moving the caret changes a few values).
+  const rows = inspect(state.bytes, a, b - a);
+  while (inspectorRows.length < rows.length) {
+    const th = el('th', { attrs: { scope: 'row' } });
+    const td = el('td');
+    inspectorRows.push({ tr: inspectorBody.appendChild(el('tr', {}, th, td)), th, td });
+  }
+  inspectorRows.forEach((r, i) => {
+    const row = rows[i];
+    if (r.tr.hidden !== !row) r.tr.hidden = !row;
+    if (!row) return;
+    if (r.th.textContent !== row.label) r.th.textContent = row.label;
+    if (r.td.textContent !== row.value) r.td.textContent = row.value;
+  });
+  setText(
+    replaceWhat,
     b > a
       ? `Replace ${b - a} B at 0x${a.toString(16).toUpperCase()} with`
-      : `Insert at 0x${a.toString(16).toUpperCase()}`;
-  modeButton.querySelector('.label')!.textContent = state.insertMode ? 'Insert' : 'Overwrite';
+      : `Insert at 0x${a.toString(16).toUpperCase()}`,
+  );
+  setText(modeButton.querySelector('.label')!, state.insertMode ? 'Insert' : 'Overwrite');
   modeButton.setAttribute('aria-pressed', String(state.insertMode));
 }
 
@@ -279,6 +349,7 @@ state.onChange(() => {
     sideQueued = false;
     showDiff();
     showInspector();
+    updateControls();
   });
 });
 
@@ -321,40 +392,88 @@ app.className = 'editor';
 app.replaceChildren(header, banner, toolbar, searchBar, replaceBar, diffSummary, panes, status);
 
 grid.onScrolled = (firstByte) => text.followView(firstByte);
-grid.onEndPainted = (ms) => post({ type: MessageType.Painted, what: 'end', ms, marks: [] });
+grid.onEndPainted = (ms) => {
+  const at = Date.now();
+  post({
+    type: MessageType.Painted,
+    what: 'end',
+    ms,
+    marks: [
+      { step: 'end key', at: at - ms },
+      { step: 'last row painted', at },
+    ],
+  });
+};
+
+/** The bytes of base64 text (the page's first screen). */
+function fromBase64(b64: string): Uint8Array {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** The header, state and bytes of a document (the page's first screen, an Init). */
+function show(
+  h: EditorHeader,
+  s: EditorChunkState,
+  bytes: Uint8Array,
+  original: Uint8Array | undefined,
+  length: number,
+): void {
+  showHeader(h);
+  state.load(bytes, original, length);
+  showChunkState(s);
+  showDiff();
+  showInspector();
+}
+
+// The first screen comes with the page (JSON, never run): drawn now, before the first frame,
+// with no message either way; the whole document is asked for once that frame is painted.
+const firstData = document.getElementById(FIRST_SCREEN_ELEMENT_ID)?.textContent;
+if (firstData) {
+  const first = JSON.parse(firstData) as FirstScreen;
+  const head = fromBase64(first.head);
+  show(
+    first.header,
+    first.state,
+    head,
+    first.original ? fromBase64(first.original) : undefined,
+    first.length,
+  );
+  mark('rows drawn');
+}
+grid.element.focus();
+requestAnimationFrame(() =>
+  setTimeout(() => {
+    mark('frame painted');
+    post({ type: MessageType.Painted, what: 'first', ms: performance.now() - scriptStart, marks });
+    post({ type: MessageType.Ready });
+    // The text pane after the first paint: encoding and laying out text takes longer than rows.
+    text.start();
+  }),
+);
 
 window.addEventListener('message', (ev: MessageEvent<ToWebviewMessage>) => {
   const m = ev.data;
   switch (m.type) {
-    case MessageType.Init: {
-      const t0 = performance.now();
-      mark('init received');
-      // Asked for first, so the report runs right after this frame, before the work queued
-      // for after it (a big payload's diff, its text).
-      requestAnimationFrame(() =>
-        setTimeout(() => {
-          mark('frame painted');
-          post({ type: MessageType.Painted, what: 'first', ms: performance.now() - t0, marks });
-          // The text pane after the first paint: encoding and laying out text takes longer than rows.
-          text.start();
-        }),
-      );
-      showHeader(m.header);
-      state.load(m.bytes, m.original, m.length);
-      showChunkState(m.state);
-      showDiff();
-      showInspector();
-      grid.element.focus();
-      mark('rows drawn');
-      return;
-    }
-    case MessageType.Load:
-      // The whole document after a head-only Init: editable now, the diff follows.
-      state.load(m.bytes, m.original);
+    case MessageType.Init:
+      // The whole document: editable now (a big one's diff follows after a frame). Edits made
+      // since a whole first screen are the extension's already, after the bytes of this Init.
+      if (state.complete && state.localEdits) {
+        showHeader(m.header);
+        showChunkState(m.state);
+        state.loadOriginal(m.original);
+      } else show(m.header, m.state, m.bytes, m.original, m.bytes.length);
       mark('whole bytes loaded');
+      if (findWhenWhole !== undefined) {
+        const backwards = findWhenWhole;
+        findWhenWhole = undefined;
+        find(backwards);
+      }
       return;
     case MessageType.Splice:
-      // Only the head here: the Load on its way was made after this splice and has it.
+      // Only the first screen here: the Init on its way was made after this splice and has it.
       if (!state.complete) return;
       state.applyRemote(m.splice);
       grid.reveal();
@@ -370,5 +489,3 @@ window.addEventListener('message', (ev: MessageEvent<ToWebviewMessage>) => {
       return;
   }
 });
-post({ type: MessageType.Ready });
-mark('ready posted');

@@ -19,6 +19,31 @@ export function spliceBetween(from: Uint8Array, to: Uint8Array) {
   return { offset: p, deleteCount: from.length - p - s, insert: to.slice(p, to.length - s) };
 }
 
+/**
+ * Puts `text` in the textarea by replacing only the part that differs (a hex
+ * keystroke changes a few characters of the text, not 256 KiB of it); the
+ * caret and selection move with the text around them.
+ */
+export function replaceChangedText(ta: HTMLTextAreaElement, text: string): void {
+  const old = ta.value;
+  if (old === text) return;
+  const { start, deleteCount, insert } = changedRange(old, text);
+  ta.setRangeText(insert, start, start + deleteCount, 'preserve');
+}
+
+/** Where `to` differs from `from`: the characters between their common prefix and suffix. */
+export function changedRange(
+  from: string,
+  to: string,
+): { start: number; deleteCount: number; insert: string } {
+  let p = 0;
+  const n = Math.min(from.length, to.length);
+  while (p < n && from.charCodeAt(p) === to.charCodeAt(p)) p++;
+  let q = 0;
+  while (q < n - p && from.charCodeAt(from.length - 1 - q) === to.charCodeAt(to.length - 1 - q)) q++;
+  return { start: p, deleteCount: from.length - p - q, insert: to.slice(p, to.length - q) };
+}
+
 const WHOLE_TEXT_MAX = 256 * 1024;
 const WINDOW_BYTES = 8 * 1024;
 
@@ -75,7 +100,6 @@ export class TextPane {
   refresh(): void {
     if (!this.stale) return;
     this.stale = false;
-    const { selectionStart, selectionEnd } = this.textarea;
     // The whole length decides (only the head of a big payload may be here yet).
     const n = this.state.length;
     if (n <= WHOLE_TEXT_MAX) {
@@ -88,12 +112,12 @@ export class TextPane {
       this.window = { start, end: Math.min(here, start + WINDOW_BYTES) };
       this.note.textContent = `Text of bytes 0x${start.toString(16).toUpperCase()}–0x${this.window.end.toString(16).toUpperCase()} of ${n} (the payload is too big to show whole; the window follows the hex pane).`;
     }
-    this.textarea.value = encodeText(this.state.bytes.subarray(this.window.start, this.window.end));
+    replaceChangedText(
+      this.textarea,
+      encodeText(this.state.bytes.subarray(this.window.start, this.window.end)),
+    );
     this.textarea.readOnly = !this.state.editable;
-    this.error.textContent = '';
-    if (document.activeElement === this.textarea) {
-      this.textarea.setSelectionRange(selectionStart, selectionEnd);
-    }
+    if (this.error.textContent) this.error.textContent = '';
   }
 
   /** Typing becomes an edit of the bytes (one undo step per pause). */

@@ -6,9 +6,12 @@
 // that sends. While the editor is open the store keeps the chunk held.
 //
 // The webview runs payload bytes (hostile) through textContent only, under a
-// Content Security Policy that admits our one script (nonce) and the files of
-// dist/webview/, nothing else (see html()).
+// Content Security Policy that admits our one script and style (nonce, both
+// inline in the page with its first screen) and the font of dist/webview/,
+// nothing else (see page()).
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import {
   applySplice,
@@ -16,8 +19,11 @@ import {
   type EditorAction,
   type EditorChunkState,
   type EditorHeader,
+  FIRST_SCREEN_BYTES,
+  FIRST_SCREEN_ELEMENT_ID,
+  type FirstScreen,
+  firstScreenJson,
   type FromWebviewMessage,
-  INIT_HEAD_BYTES,
   inverseSplice,
   MessageType,
   spliceError,
@@ -90,10 +96,12 @@ export interface PayloadEditorTiming {
   size: number;
   /** ms from the Open command to the webview's report of its first painted rows */
   openToFirstPaintMs?: number;
-  /** ms the webview took from Init to the painted frame */
-  initToPaintMs?: number;
+  /** ms inside the webview: its script's start to the painted first screen */
+  scriptToPaintMs?: number;
   /** ms from the key press that scrolled to the end to the painted last row (webview clock) */
   scrollToEndMs?: number;
+  /** ms from the Open command to the report of the painted last row (that key pressed after the first paint) */
+  openToEndMs?: number;
   /**
    * Where Open → first paint went: each step, ms after the Open command; the
    * extension host's steps and the webview's (their clocks agree on one machine).
@@ -110,8 +118,8 @@ export class PayloadEditorProvider
   /** Since the Open command, per payload id: the extension host's steps (for the timing). */
   private readonly openTrace = new Map<string, { step: string; at: number }[]>();
   readonly timings: PayloadEditorTiming[] = [];
-  /** Editors whose webview got only the head of the bytes: the Load goes after its first paint. */
-  private readonly awaitingLoad = new Set<PayloadEditorDocument>();
+  /** When the Open command ran, per payload id (Open → scrolled to the end). */
+  private readonly openedAt = new Map<string, number>();
 
   constructor(
     private readonly store: PayloadStore,
@@ -121,7 +129,9 @@ export class PayloadEditorProvider
 
   /** Opens a payload in the editor (Open in Payload Editor). */
   async open(id: string): Promise<void> {
-    this.openTrace.set(id, [{ step: 'Open', at: Date.now() }]);
+    const at = Date.now();
+    this.openTrace.set(id, [{ step: 'Open', at }]);
+    this.openedAt.set(id, at);
     // Fetched first: a payload released meanwhile says so here, not in an empty editor.
     await this.store.original(id);
     this.mark(id, 'original fetched');
@@ -155,7 +165,8 @@ export class PayloadEditorProvider
     this.panels.set(doc, panel);
     this.mark(doc.id, 'webview panel given');
     panel.webview.options = { enableScripts: true, localResourceRoots: [this.bundleRoot] };
-    panel.webview.html = this.html(panel.webview);
+    panel.webview.html = this.page(panel.webview, doc);
+    this.mark(doc.id, 'page made');
     const post = (m: ToWebviewMessage) => void panel.webview.postMessage(m);
     const subs: { dispose(): void }[] = [
       panel.webview.onDidReceiveMessage((m: FromWebviewMessage) =>
@@ -178,11 +189,18 @@ export class PayloadEditorProvider
         }
       }),
     ];
+    // A hidden editor's webview is gone (no retained context) and is rebuilt from its page when
+    // shown again: the page then carries the first screen of the bytes as they are by then.
+    subs.push(
+      panel.onDidChangeViewState(() => {
+        if (!panel.visible) panel.webview.html = this.page(panel.webview, doc);
+      }),
+    );
     // The webview counts down to the deadline of the last State; a moved deadline comes as a new State.
     panel.onDidDispose(() => {
       for (const s of subs) s.dispose();
       this.panels.delete(doc);
-      this.awaitingLoad.delete(doc);
+      this.openedAt.delete(doc.id);
     });
   }
 
@@ -227,22 +245,16 @@ export class PayloadEditorProvider
         this.mark(doc.id, 'webview ready');
         const panel = this.panels.get(doc);
         if (!panel) return;
-        // Read once: both messages describe the same bytes, whatever changes after.
-        const bytes = doc.bytes;
         const original = await this.store.original(doc.id);
-        const whole = bytes.length <= INIT_HEAD_BYTES;
+        // Read after the wait: a Splice posted meanwhile was skipped by the webview (not whole yet).
+        const bytes = doc.bytes;
         const init: ToWebviewMessage = {
           type: MessageType.Init,
           header: this.header(doc.id),
-          bytes: whole ? ownBuffer(bytes) : bytes.slice(0, INIT_HEAD_BYTES),
-          length: bytes.length,
-          original: whole ? ownBuffer(original) : new Uint8Array(0),
+          bytes: ownBuffer(bytes),
+          original: ownBuffer(original),
           state: this.chunkState(doc.id),
         };
-        this.mark(doc.id, 'init posted');
-        // A head only: the rest once the webview painted it (posted together, the Load held
-        // the Init up on its way). Until then the webview skips Splices: the Load will have them.
-        if (!whole) this.awaitingLoad.add(doc);
         await panel.webview.postMessage(init);
         this.mark(doc.id, 'init handed to the workbench');
         return;
@@ -262,14 +274,6 @@ export class PayloadEditorProvider
         return;
       case MessageType.Painted: {
         const size = doc.bytes.length;
-        if (m.what === 'first' && this.awaitingLoad.delete(doc)) {
-          const load: ToWebviewMessage = {
-            type: MessageType.Load,
-            bytes: ownBuffer(doc.bytes),
-            original: ownBuffer(await this.store.original(doc.id)),
-          };
-          void this.panels.get(doc)?.webview.postMessage(load);
-        }
         if (m.what === 'first') {
           const trace = this.openTrace.get(doc.id);
           this.openTrace.delete(doc.id);
@@ -280,13 +284,19 @@ export class PayloadEditorProvider
             id: doc.id,
             size,
             openToFirstPaintMs: asked !== undefined ? now - asked : undefined,
-            initToPaintMs: m.ms,
+            scriptToPaintMs: m.ms,
             steps: steps
               ?.sort((a, b) => a.at - b.at)
               .map(({ step, at }) => ({ step, ms: at - (asked as number) })),
           });
         } else {
-          this.timings.push({ id: doc.id, size, scrollToEndMs: m.ms });
+          const opened = this.openedAt.get(doc.id);
+          this.timings.push({
+            id: doc.id,
+            size,
+            scrollToEndMs: m.ms,
+            openToEndMs: opened === undefined ? undefined : Date.now() - opened,
+          });
         }
         this.log.debug(`payload editor ${doc.id}: ${m.what} paint, ${size} bytes, ${m.ms.toFixed(1)} ms`);
         return;
@@ -327,14 +337,30 @@ export class PayloadEditorProvider
       // Back to the bytes the filter held, as one undoable edit.
       const original = await this.store.original(doc.id);
       const all = { offset: 0, deleteCount: doc.bytes.length, insert: original.slice() };
-      return this.edit(doc, all, 'Revert', post);
+      this.edit(doc, all, 'Revert', post);
+      // The webview made no edit of its own here: it is told, as of an undo.
+      post({ type: MessageType.Splice, splice: all });
+      return;
     }
     const refusal = refusalFor(doc.id, this.store.state(doc.id));
     if (refusal) throw new Error(refusal);
     if (action === 'reinjectEdited' && doc.dirty) {
       // Saved first, as the documents do: the store, the text and hex documents and the row show what was sent.
-      const saved = await vscode.workspace.save(doc.uri);
-      if (!saved) throw new Error(`payload ${doc.id} was not sent: saving the edit failed`);
+      // A save of the workbench's own under way (auto-save, a backup) cancels this one ("Canceled"):
+      // the edit is then staged here, which is all a save of this editor does.
+      const saved = await vscode.workspace.save(doc.uri).then(
+        (uri) => uri !== undefined,
+        (e: Error) => {
+          this.log.warn(
+            `payload editor ${doc.id}: saving before Reinject Edited: ${e.message}; staged directly`,
+          );
+          return false;
+        },
+      );
+      if (!saved || doc.dirty) {
+        this.store.stage(doc.id, doc.bytes, STAGED_BY);
+        doc.saved = doc.bytes;
+      }
     }
     const storeAction: PayloadAction = action;
     await this.store.act(doc.id, storeAction, action === 'reinjectEdited' ? doc.bytes : undefined);
@@ -371,15 +397,41 @@ export class PayloadEditorProvider
     };
   }
 
-  /** The page: our script by nonce, our CSS and fonts from the bundle folder, nothing inline, nothing else. */
-  private html(webview: vscode.Webview): string {
+  /**
+   * The page: its first screen (FirstScreen, as data), our script and style
+   * inline under one nonce, the font from the bundle folder; nothing else may
+   * load or run. Inline, the page paints without fetching a file first.
+   */
+  private page(webview: vscode.Webview, doc: PayloadEditorDocument): string {
     const nonce = crypto.randomBytes(18).toString('base64');
-    const asset = (f: string) => webview.asWebviewUri(vscode.Uri.joinPath(this.bundleRoot, f)).toString();
+    const root = this.bundleRoot.fsPath;
+    const read = (f: string) => fs.readFileSync(path.join(root, f), 'utf8');
+    // An inline block ends at the first "</script" or "</style" in it, wherever that is.
+    const script = read('webview.js').replace(/<\/(script)/gi, '<\\/$1');
+    // The font is the bundle's file (a relative url() would resolve against the page, not the bundle).
+    const style = read('webview.css')
+      .replace(/url\((['"]?)([\w.-]+\.(?:ttf|woff2?))(?:\?[^'")]*)?\1\)/g, (_, q: string, f: string) => {
+        const uri = webview.asWebviewUri(vscode.Uri.joinPath(this.bundleRoot, f)).toString();
+        return `url(${q || '"'}${uri}${q || '"'})`;
+      })
+      .replace(/<\/(style)/gi, '<\\/$1');
+    const bytes = doc.bytes;
+    const whole = bytes.length <= FIRST_SCREEN_BYTES;
+    const original = whole ? this.store.originalIfLoaded(doc.id) : undefined;
+    const first: FirstScreen = {
+      header: this.header(doc.id),
+      state: this.chunkState(doc.id),
+      length: bytes.length,
+      head: Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, FIRST_SCREEN_BYTES)).toString(
+        'base64',
+      ),
+      original:
+        original && Buffer.from(original.buffer, original.byteOffset, original.length).toString('base64'),
+    };
     const csp = [
       "default-src 'none'",
-      `style-src ${webview.cspSource}`,
+      `style-src 'nonce-${nonce}'`,
       `font-src ${webview.cspSource}`,
-      `img-src ${webview.cspSource}`,
       `script-src 'nonce-${nonce}'`,
     ].join('; ');
     return `<!DOCTYPE html>
@@ -388,12 +440,13 @@ export class PayloadEditorProvider
 <meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="${csp}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="${asset('webview.css')}">
+<style nonce="${nonce}">${style}</style>
 <title>Payload editor</title>
 </head>
 <body>
-<div id="app" class="loading">Loading the payload…</div>
-<script nonce="${nonce}" src="${asset('webview.js')}"></script>
+<div id="app" class="editor"></div>
+<script type="application/json" id="${FIRST_SCREEN_ELEMENT_ID}">${firstScreenJson(first)}</script>
+<script nonce="${nonce}">${script}</script>
 </body>
 </html>`;
   }

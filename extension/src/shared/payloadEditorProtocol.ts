@@ -6,16 +6,17 @@
 //
 // Bytes travel as Uint8Array (VS Code's webview messaging carries typed
 // arrays without a JSON detour). Edits are splices, so a keystroke in a
-// 1 MiB payload moves a few bytes, not the payload. A big payload opens with
-// its first INIT_HEAD_BYTES only (enough rows for the first paint), its
-// whole bytes follow in a Load message once those rows were painted: moving
-// 1 MiB from the extension host into the webview takes longer than drawing
-// the rows in view.
+// 1 MiB payload moves a few bytes, not the payload. The page itself carries
+// its first screen (FirstScreen: the header, the state and the first
+// FIRST_SCREEN_BYTES, in the HTML with the script and the style), so the
+// rows are painted before any message went either way; the whole bytes come
+// in the Init the webview asks for (Ready) once that frame was painted:
+// moving 1 MiB from the extension host into the webview takes longer than
+// drawing the rows in view.
 
 export const enum MessageType {
   // extension -> webview
   Init = 'init',
-  Load = 'load',
   Splice = 'splice',
   Reset = 'reset',
   State = 'state',
@@ -72,27 +73,40 @@ export type EditorChunkState =
 
 export type EditorAction = 'reinjectEdited' | 'reinjectOriginal' | 'drop' | 'revert';
 
-/** A document longer than this opens with this many of its first bytes; the rest comes in a Load. */
-export const INIT_HEAD_BYTES = 32 * 1024;
+/**
+ * The page carries this many of the first working bytes (256 rows: a screen
+ * however tall), and all of them with the original when the payload is no
+ * longer: editable from the first frame.
+ */
+export const FIRST_SCREEN_BYTES = 4096;
 
-/** The document as it opens, or reopens after the webview was rebuilt: all of it, or its head and a Load follows. */
+/** Id of the page's data block (`<script type="application/json">`, never run) holding the FirstScreen. */
+export const FIRST_SCREEN_ELEMENT_ID = 'nke-first-screen';
+
+/**
+ * What the page carries to paint its first screen without a message: JSON,
+ * bytes as base64 (so no payload byte is ever markup in the page).
+ */
+export interface FirstScreen {
+  header: EditorHeader;
+  state: EditorChunkState;
+  /** the working bytes' whole length */
+  length: number;
+  /** base64 of the first FIRST_SCREEN_BYTES working bytes (all of them when `length` is no more) */
+  head: string;
+  /** base64 of the original when the head is all of the working bytes, else undefined (it comes in the Init) */
+  original?: string;
+}
+
+/** The whole document, as it opens (after the first screen) or reopens after the webview was rebuilt. */
 export interface InitMessage {
   type: MessageType.Init;
   header: EditorHeader;
-  /** all the working bytes, or (when `length` is more) the first INIT_HEAD_BYTES of them */
+  /** all the working bytes */
   bytes: Uint8Array;
-  /** the working bytes' whole length */
-  length: number;
-  /** the bytes the filter held; empty until the Load when only the head came */
+  /** the bytes the filter held */
   original: Uint8Array;
   state: EditorChunkState;
-}
-
-/** After an Init of only the head, once its rows were painted: all the working bytes (any Splice since included) and the original. */
-export interface LoadMessage {
-  type: MessageType.Load;
-  bytes: Uint8Array;
-  original: Uint8Array;
 }
 
 /** Undo or redo changed the working bytes by this splice. */
@@ -120,7 +134,7 @@ export interface ActionResultMessage {
   error?: string;
 }
 
-/** The webview's script runs and wants its document. */
+/** The webview painted its first screen and wants the whole document (an Init). */
 export interface ReadyMessage {
   type: MessageType.Ready;
 }
@@ -138,24 +152,24 @@ export interface ActMessage {
   action: EditorAction;
 }
 
-/** The rows were painted: after Init ('first') or after scrolling to the last row ('end'). */
+/** The rows were painted: the page's first screen ('first') or after scrolling to the last row ('end'). */
 export interface PaintedMessage {
   type: MessageType.Painted;
   what: 'first' | 'end';
-  /** ms from the message that caused it (Init, or the key press) to the painted frame. */
+  /** ms from what caused it (the script's start, or the key press) to the painted frame. */
   ms: number;
   /** The webview's steps on the way, as instants of its clock (ms since the epoch): where the time went. */
   marks: PaintMark[];
 }
 
-/** One step of the webview on the way to a paint (script started, Init received, rows drawn...). */
+/** One step of the webview on the way to a paint (script started, rows drawn, frame painted...). */
 export interface PaintMark {
   step: string;
   at: number;
 }
 
 export type ToWebviewMessage =
-  InitMessage | LoadMessage | SpliceMessage | ResetMessage | StateMessage | ActionResultMessage;
+  InitMessage | SpliceMessage | ResetMessage | StateMessage | ActionResultMessage;
 export type FromWebviewMessage = ReadyMessage | EditMessage | ActMessage | PaintedMessage;
 
 /** Applies a splice to a copy of `bytes` (both sides use it; offsets are checked by the caller). */
@@ -186,4 +200,16 @@ export function spliceError(length: number, s: ByteSplice): string | undefined {
     s.offset + s.deleteCount <= length &&
     s.insert instanceof Uint8Array;
   return ok ? undefined : `edit at ${s.offset} (${s.deleteCount} deleted) does not fit ${length} bytes`;
+}
+
+/**
+ * The FirstScreen as the text of the page's data block: JSON with `<`, `>`
+ * and `&` as \u escapes, so no string in it (a process name is hostile) can
+ * close the block or open markup; JSON.parse gives the same value back.
+ */
+export function firstScreenJson(first: FirstScreen): string {
+  return JSON.stringify(first).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
