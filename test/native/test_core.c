@@ -1630,8 +1630,8 @@ static void test_capture_validate_errors(void)
     cfg_init(&cfg, NKE_CAPTURE_RULES, 3);
     CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_ACTION);
     cfg_init(&cfg, NKE_CAPTURE_RULES, 0);
-    cfg._pad0 = 1;
-    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_RESERVED);
+    cfg.tag = 0xFFFFFFFFu; /* the client's name for the config: any value */
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_OK);
     cfg_init(&cfg, NKE_CAPTURE_RULES, 0);
     cfg.nrules = NKE_MAX_RULES + 1;
     CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_COUNT);
@@ -1707,25 +1707,25 @@ static void test_capture_classify_rules(void)
     f.remote.addr[0] = 10;
     f.remote.addr[1] = 1;
     f.remote.addr[2] = 200;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);     /* first match wins */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);     /* first match wins */
     f.remote.addr[1] = 2;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);   /* prefix misses -> comm */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_REPORT);   /* prefix misses -> comm */
     f.remote.addr[1] = 1;
     f.direction = NKE_DIR_IN;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);   /* direction misses */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_REPORT);   /* direction misses */
     strcpy(f.comm, "wget");
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);     /* default */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);     /* default */
     f.pid = 7;
     f.local.port = 2000;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);
     f.local.port = 2001;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
     cfg.default_action = NKE_RULE_REPORT;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_REPORT);
     cfg.mode = NKE_CAPTURE_ALL;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);
     cfg.mode = NKE_CAPTURE_NOTHING;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
     /* odd prefix length: 10.1.128.0/17 */
     cfg_init(&cfg, NKE_CAPTURE_RULES, NKE_RULE_PASS);
     cfg.nrules = 1;
@@ -1736,12 +1736,12 @@ static void test_capture_classify_rules(void)
     cfg.rules[0].remote_addr[2] = 128;
     cfg.rules[0].remote_prefix = 17;
     f.remote.addr[2] = 200;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);
     f.remote.addr[2] = 127;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
     f.remote.family = 0; /* no address known: address rules cannot match */
     f.remote.addr[2] = 200;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
 }
 
 /* The selector contract of nke_abi.h, which the kext and nke-emud both
