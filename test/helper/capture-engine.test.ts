@@ -18,7 +18,8 @@ import {
   NKE_AF_INET,
   NKE_BUF_NONE,
   NKE_DATA_F_HELD,
-  parseAddr,  NKE_RULE_DEFAULT,
+  parseAddr,
+  NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
 import { RingWriter } from './ringWriter';
 

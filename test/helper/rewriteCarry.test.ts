@@ -18,7 +18,8 @@ import {
   NKE_BUF_NONE,
   NKE_DATA_F_HELD,
   PutDataHdrLayout,
-  SockEvent,  NKE_RULE_DEFAULT,
+  SockEvent,
+  NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
 
 const hdr = (slot: number, flags = 0) => ({ type: 0, size: 0, flags, sock: { slot, gen: 1 }, time_ns: 0n });

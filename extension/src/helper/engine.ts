@@ -505,7 +505,13 @@ export class FilterEngine extends EventEmitter<{
     const k = this.rules.kernel;
     const cfg = this.paused
       ? encodeCaptureConfig(CaptureMode.Nothing, RuleAction.Pass, 0, [])
-      : encodeCaptureConfig(k.mode, k.defaultAction, k.holdTimeoutMs, k.rules, this.installed.install(this.rules));
+      : encodeCaptureConfig(
+          k.mode,
+          k.defaultAction,
+          k.holdTimeoutMs,
+          k.rules,
+          this.installed.install(this.rules),
+        );
     this.client!.setCapture(cfg);
   }
 
