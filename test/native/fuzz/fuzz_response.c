@@ -118,9 +118,16 @@ static uint32_t INPUTS;
 
 NO_TRACE static bool p_emit(void *p, const void *rec, uint32_t size)
 {
+    const struct nke_nt_hdr *h = rec;
     (void)p;
-    (void)rec;
     REQUIRE(size <= NKE_NT_MAX_SIZE && size % 8 == 0);
+    /* a data record names the config in force and why: these configs
+     * have no rules, so always their default */
+    if (h->type == NKE_NT_DATA) {
+        const struct nke_nt_data *d = rec;
+        REQUIRE(size == sizeof(*d));
+        REQUIRE(d->capture_tag == C.capture.tag && d->rule == NKE_RULE_DEFAULT);
+    }
     P.ops_called++;
     return true;
 }
@@ -188,7 +195,7 @@ static const struct nke_core_ops OPS = {p_emit, p_copy, p_finish, p_stage, p_uns
 
 /* A config of only its header (no rules: the core takes the size in use).
  * Marks the capture changed for restore_start. */
-NO_TRACE static void set_capture(uint32_t mode, uint32_t default_action)
+NO_TRACE static void set_capture(uint32_t mode, uint32_t default_action, uint32_t tag)
 {
     /* zero but for the header fields set here (the whole struct is 5.6 KB) */
     static struct nke_capture_config cfg;
@@ -197,6 +204,7 @@ NO_TRACE static void set_capture(uint32_t mode, uint32_t default_action)
     cfg.default_action = default_action;
     cfg.hold_timeout_ms = 50;
     cfg.nrules = 0;
+    cfg.tag = tag;
     CAPTURE_CHANGED = true;
     REQUIRE(nke_core_set_capture(&C, &cfg, (uint32_t)offsetof(struct nke_capture_config, rules)) ==
             NKE_OK);
@@ -209,7 +217,7 @@ NO_TRACE static void open_client(void)
     memset(&req, 0, sizeof(req));
     req.abi_version = NKE_ABI_VERSION;
     REQUIRE(nke_core_client_open(&C, &req, &rep, 1) == NKE_OK);
-    set_capture(NKE_CAPTURE_ALL, NKE_RULE_PASS);
+    set_capture(NKE_CAPTURE_ALL, NKE_RULE_PASS, 1);
 }
 
 NO_TRACE static void attach(int k)
@@ -801,7 +809,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 open_client();
             } else {
                 /* switch between holding everything and reporting only */
-                set_capture((op & 0x40) ? NKE_CAPTURE_RULES : NKE_CAPTURE_ALL, NKE_RULE_REPORT);
+                set_capture((op & 0x40) ? NKE_CAPTURE_RULES : NKE_CAPTURE_ALL, NKE_RULE_REPORT, op);
             }
             break;
         case 8: /* the close flush of one socket direction */
@@ -817,7 +825,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 10: /* capture NOTHING, or a reporting-only default: later data may only queue */
             set_capture((op & 0x80) ? NKE_CAPTURE_NOTHING : NKE_CAPTURE_RULES,
-                        (op & 0x40) ? NKE_RULE_PASS : NKE_RULE_REPORT);
+                        (op & 0x40) ? NKE_RULE_PASS : NKE_RULE_REPORT, op);
             break;
         case 11: { /* the other socket, and the pieces of a cut write */
             uint8_t dir = (op & 0x10) ? NKE_DIR_IN : NKE_DIR_OUT;
