@@ -829,6 +829,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     uint16_t bufs[NKE_CHUNK_MAX_BUFFERS];
     uint64_t stream_offset, cid;
     uint32_t action = NKE_RULE_PASS, nbuf, i, slot;
+    uint16_t rule = NKE_RULE_DEFAULT;
     bool held, pending, announced = false;
 
     if (chunk_id)
@@ -864,7 +865,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         flow.family = s->info.family;
         flow.local = s->local;
         flow.remote = (addr && (flags & NKE_DATA_F_HAS_ADDR)) ? *addr : s->remote;
-        action = nke_capture_classify(&c->capture, &flow);
+        action = nke_capture_classify(&c->capture, &flow, &rule);
     }
     /* What may not be held is still worth showing. */
     if (action == NKE_RULE_HOLD &&
@@ -912,6 +913,8 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
     rec.direction = direction;
     rec.nbuffers = (uint16_t)nbuf;
     rec.deadline_ms = held ? c->capture.hold_timeout_ms : 0u;
+    rec.capture_tag = c->capture.tag;
+    rec.rule = rule;
     if (addr && (flags & NKE_DATA_F_HAS_ADDR))
         rec.addr = *addr;
     memcpy(rec.buffers, bufs, sizeof(rec.buffers));

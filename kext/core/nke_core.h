@@ -103,15 +103,17 @@ struct nke_flow {
 
 /* NKE_OK or the distinct error for a malformed config: NKE_ERR_SIZE (size
  * below the header + nrules rules, or above the struct), NKE_ERR_VERSION,
- * NKE_ERR_RESERVED, NKE_ERR_MODE (unknown mode, or hold_timeout_ms above
+ * NKE_ERR_MODE (unknown mode, or hold_timeout_ms above
  * NKE_HOLD_TIMEOUT_MAX_MS: the ABI has no code of its own for it),
  * NKE_ERR_ACTION, NKE_ERR_COUNT; per rule NKE_ERR_FLAGS (unknown match bits),
  * NKE_ERR_ACTION, NKE_ERR_RESERVED, NKE_ERR_RULE (comm unterminated or empty
  * when matched, direction/protocol/family invalid, port min > max, prefix too
  * long). Address rules match only flows whose address family is known. */
 int nke_capture_validate(const struct nke_capture_config *cfg, uint32_t size);
-/* enum nke_rule_action for a flow under a validated config. */
-uint32_t nke_capture_classify(const struct nke_capture_config *cfg, const struct nke_flow *f);
+/* enum nke_rule_action for a flow under a validated config; *rule (may be
+ * NULL) is the index of the rule that decided, or NKE_RULE_DEFAULT. */
+uint32_t nke_capture_classify(const struct nke_capture_config *cfg, const struct nke_flow *f,
+                              uint16_t *rule);
 
 /* ======================================================================== */
 /* The filter core                                                           */

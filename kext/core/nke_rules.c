@@ -62,8 +62,6 @@ int nke_capture_validate(const struct nke_capture_config *cfg, uint32_t size)
         return NKE_ERR_SIZE;
     if (cfg->abi_version != NKE_ABI_VERSION)
         return NKE_ERR_VERSION;
-    if (cfg->_pad0 != 0)
-        return NKE_ERR_RESERVED;
     if (cfg->mode > NKE_CAPTURE_RULES)
         return NKE_ERR_MODE;
     if (cfg->default_action > NKE_RULE_HOLD)
@@ -132,17 +130,24 @@ static bool rule_match(const struct nke_rule *r, const struct nke_flow *f)
     return true;
 }
 
-uint32_t nke_capture_classify(const struct nke_capture_config *cfg, const struct nke_flow *f)
+uint32_t nke_capture_classify(const struct nke_capture_config *cfg, const struct nke_flow *f,
+                              uint16_t *rule)
 {
     uint32_t i, n;
+    if (rule)
+        *rule = NKE_RULE_DEFAULT;
     switch (cfg->mode) {
     case NKE_CAPTURE_ALL:
         return NKE_RULE_HOLD;
     case NKE_CAPTURE_RULES:
         n = cfg->nrules > NKE_MAX_RULES ? NKE_MAX_RULES : cfg->nrules;
-        for (i = 0; i < n; i++)
-            if (rule_match(&cfg->rules[i], f))
+        for (i = 0; i < n; i++) {
+            if (rule_match(&cfg->rules[i], f)) {
+                if (rule)
+                    *rule = (uint16_t)i;
                 return cfg->rules[i].action;
+            }
+        }
         return cfg->default_action;
     default:
         return NKE_RULE_PASS;

@@ -94,6 +94,9 @@ function batch() {
           direction: Direction.Out,
           nbuffers: 1,
           deadline_ms: 0,
+          // the first config the engine sends is tag 1; no rule of it held these
+          capture_tag: 1,
+          rule: 0xffff,
           addr: noAddr,
           buffers: [s % 64, 0, 0, 0, 0, 0, 0, 0],
         }),

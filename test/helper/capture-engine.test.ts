@@ -19,6 +19,7 @@ import {
   NKE_BUF_NONE,
   NKE_DATA_F_HELD,
   parseAddr,
+  NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
 import { RingWriter } from './ringWriter';
 
@@ -27,6 +28,10 @@ const rec = (n: Parameters<typeof encodeNotification>[0]) => Buffer.from(encodeN
 
 /** The addon's part the engine uses, writing chunk bytes to the ring as the reader thread does. */
 class Reader {
+  /** Of the last config the engine sent: its tag, and the rule a data record names as the
+   * filter would (these tests' rules match every flow, so the first; the default when none). */
+  captureTag = 0;
+  firstRule = NKE_RULE_DEFAULT;
   onBatch?: (records: Buffer, skipped: number, wakeNs?: number, captured?: Buffer) => void;
   ring?: RingWriter;
   verdicts: { chunk: bigint; action: number }[] = [];
@@ -51,7 +56,10 @@ class Reader {
         }
       },
       putData() {},
-      setCapture() {},
+      setCapture(m) {
+        r.captureTag = m.readUInt32LE(20);
+        r.firstRule = m.readUInt32LE(16) > 0 ? 0 : NKE_RULE_DEFAULT;
+      },
       getState: () => Buffer.alloc(0),
       close() {},
       captureWrite: (b) => r.ring!.captureWrite(b),
@@ -91,6 +99,8 @@ class Reader {
         direction: it.dir,
         nbuffers: 1,
         deadline_ms: it.held ? 5000 : 0,
+        capture_tag: this.captureTag,
+        rule: this.firstRule,
         addr: parseAddr('0.0.0.0:0'),
         buffers: [
           0,
@@ -305,6 +315,8 @@ describe('engine -> capture history: what the filter records become', function (
         direction: Direction.Out,
         nbuffers: 1,
         deadline_ms: 0,
+        capture_tag: reader.captureTag,
+        rule: NKE_RULE_DEFAULT,
         addr: parseAddr('0.0.0.0:0'),
         buffers: [
           0,

@@ -15,6 +15,7 @@ import {
   NKE_BUF_NONE,
   NKE_DATA_F_HELD,
   PutDataHdrLayout,
+  NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
 
 const hdr = (slot: number, flags = 0) => ({ type: 0, size: 0, flags, sock: { slot, gen: 1 }, time_ns: 0n });
@@ -40,6 +41,10 @@ function detach(slot: number): Buffer {
 
 /** The stand-in filter: buffers by index, every respond/putData recorded. */
 class Recorder {
+  /** Of the last config the engine sent: its tag, and the rule a data record names as the
+   * filter would (these tests' rules match every flow, so the first; the default when none). */
+  captureTag = 0;
+  firstRule = NKE_RULE_DEFAULT;
   bufs = new Map<number, Buffer>();
   verdicts: { chunk: bigint; action: number; len: number }[] = [];
   releases: { chunk: bigint; buffer: number }[] = [];
@@ -80,7 +85,10 @@ class Recorder {
           Buffer.concat([rec.staged.get(id) ?? Buffer.alloc(0), m.subarray(PutDataHdrLayout.size)]),
         );
       },
-      setCapture() {},
+      setCapture(m) {
+        rec.captureTag = m.readUInt32LE(20);
+        rec.firstRule = m.readUInt32LE(16) > 0 ? 0 : NKE_RULE_DEFAULT;
+      },
       getState() {
         return Buffer.alloc(0);
       },
@@ -113,6 +121,8 @@ class Recorder {
         direction: Direction.Out,
         nbuffers: 1,
         deadline_ms: 5000,
+        capture_tag: this.captureTag,
+        rule: this.firstRule,
         addr: none,
         buffers: [
           idx,

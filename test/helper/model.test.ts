@@ -36,7 +36,7 @@ function connectOut(slot: number, gen: number, port: number): Buffer {
   return b;
 }
 function data(slot: number, gen: number, chunk: bigint, size: number, held: boolean): Buffer {
-  const b = hdr(NotifyType.Data, 96, slot, gen, held ? 1 : 0);
+  const b = hdr(NotifyType.Data, 104, slot, gen, held ? 1 : 0);
   b.writeBigUInt64LE(chunk, 24);
   b.writeUInt32LE(size, 40);
   b[44] = 2;

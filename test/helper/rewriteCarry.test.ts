@@ -19,6 +19,7 @@ import {
   NKE_DATA_F_HELD,
   PutDataHdrLayout,
   SockEvent,
+  NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
 
 const hdr = (slot: number, flags = 0) => ({ type: 0, size: 0, flags, sock: { slot, gen: 1 }, time_ns: 0n });
@@ -27,6 +28,10 @@ const rec = (n: Parameters<typeof encodeNotification>[0]) => Buffer.from(encodeN
 
 /** The filter, as far as the engine can tell: buffers by index, every answer recorded. */
 class StandIn {
+  /** Of the last config the engine sent: its tag, and the rule a data record names as the
+   * filter would (these tests' rules match every flow, so the first; the default when none). */
+  captureTag = 0;
+  firstRule = NKE_RULE_DEFAULT;
   bufs = new Map<number, Buffer>();
   verdicts = new Map<bigint, { action: number; len: number }>();
   staged = new Map<bigint, Buffer>();
@@ -58,7 +63,10 @@ class StandIn {
           Buffer.concat([self.staged.get(id) ?? Buffer.alloc(0), m.subarray(PutDataHdrLayout.size)]),
         );
       },
-      setCapture() {},
+      setCapture(m: Buffer) {
+        self.captureTag = m.readUInt32LE(20);
+        self.firstRule = m.readUInt32LE(16) > 0 ? 0 : NKE_RULE_DEFAULT;
+      },
       getState: () => Buffer.alloc(0),
       close() {},
     } as unknown as NativeFilterClient;
@@ -105,6 +113,8 @@ class StandIn {
       direction: Direction.Out,
       nbuffers: 1,
       deadline_ms: deadlineMs,
+      capture_tag: this.captureTag,
+      rule: this.firstRule,
       addr: none,
       buffers: [idx, ...Array(7).fill(NKE_BUF_NONE)],
     });

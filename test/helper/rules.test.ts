@@ -1,68 +1,20 @@
-// Rules: validation errors name the field; compiled kernel rules and the
-// helper's own matching agree on which chunk is held for a person, rewritten
-// or passed.
+// Rules: validation errors name the field; the helper acts on the rule the
+// filter names, in the config it names by tag.
 import assert from 'node:assert/strict';
 import {
   compileRules,
   decideHeld,
-  type Flow,
+  InstalledConfigs,
   parseCidr,
   rewriteBytes,
   RulesError,
 } from '../../extension/src/helper/rules';
-import {
-  AF_INET,
-  DIR_IN,
-  DIR_OUT,
-  encodeCaptureConfig,
-  PROTO_TCP,
-  PROTO_UDP,
-  RuleAction,
-} from '../../extension/src/helper/wire';
-
-function flow(over: Partial<Flow> = {}): Flow {
-  const local = new Uint8Array(16);
-  local.set([127, 0, 0, 1]);
-  const remote = new Uint8Array(16);
-  remote.set([10, 1, 2, 3]);
-  return {
-    pid: 100,
-    comm: 'curl',
-    direction: DIR_OUT,
-    protocol: PROTO_TCP,
-    family: AF_INET,
-    localAddr: local,
-    localPort: 40000,
-    remoteAddr: remote,
-    remotePort: 8080,
-    ...over,
-  };
-}
+import { encodeCaptureConfig, NKE_RULE_DEFAULT, RuleAction } from '../../extension/src/helper/wire';
 
 describe('helper rules', () => {
-  it('holds for a person only what an intercept hold rule matches', () => {
-    const r = compileRules({
-      default: 'pass',
-      intercept: [{ action: 'hold', process: 'curl', remotePort: [8000, 8999], direction: 'out' }],
-    });
-    assert.equal(decideHeld(r, flow()).kind, 'person');
-    assert.equal(decideHeld(r, flow({ direction: DIR_IN })).kind, 'pass');
-    assert.equal(decideHeld(r, flow({ comm: 'wget' })).kind, 'pass');
-    assert.equal(decideHeld(r, flow({ remotePort: 9000 })).kind, 'pass');
-  });
-
-  it('matches addresses by prefix and protocol', () => {
-    const r = compileRules({
-      default: 'pass',
-      intercept: [{ action: 'hold', remoteAddr: '10.0.0.0/8', protocol: 'udp' }],
-    });
-    assert.equal(decideHeld(r, flow({ protocol: PROTO_UDP })).kind, 'person');
-    assert.equal(decideHeld(r, flow()).kind, 'pass');
-    const other = new Uint8Array(16);
-    other.set([11, 0, 0, 1]);
-    assert.equal(decideHeld(r, flow({ protocol: PROTO_UDP, remoteAddr: other })).kind, 'pass');
-  });
-
+  // Which chunk is held, and what the helper then does with it: the shared
+  // table test/shared/rule-cases.json (rule-cases.test.ts here, test_rule_cases.c
+  // for the filter).
   it('puts rewrite rules first so their chunks are held and edited', () => {
     const r = compileRules({
       default: 'report',
@@ -71,10 +23,30 @@ describe('helper rules', () => {
     });
     assert.equal(r.kernel.rules.length, 2);
     assert.equal(r.kernel.rules[0].action, RuleAction.Hold);
-    const d = decideHeld(r, flow());
+    const d = decideHeld(r, 0);
     assert.equal(d.kind, 'rewrite');
-    assert.equal(decideHeld(r, flow({ remotePort: 1 })).kind, 'person');
-    assert.equal(decideHeld(r, flow({ remotePort: 1, comm: 'x' })).kind, 'pass');
+    assert.equal(d.kind === 'rewrite' && d.rewrite.find.toString(), 'GET');
+  });
+
+  it('a chunk held under a config the helper no longer knows, or a rule it does not have, goes to a person', () => {
+    const r = compileRules({ default: 'pass', intercept: [{ action: 'pass', pid: 1 }] });
+    assert.equal(decideHeld(undefined, 0).kind, 'person');
+    assert.equal(decideHeld(r, 5).kind, 'person');
+    assert.equal(decideHeld(r, 0).kind, 'pass');
+    assert.equal(decideHeld(r, NKE_RULE_DEFAULT).kind, 'pass');
+  });
+
+  it('keeps the last 16 configs by tag, never tag 0', () => {
+    const configs = new InstalledConfigs();
+    const all = Array.from({ length: 20 }, (_, i) => compileRules({ holdTimeoutMs: i }));
+    const tags = all.map((r) => configs.install(r));
+    assert.deepEqual(
+      tags,
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    assert.equal(configs.get(0), undefined);
+    for (let i = 0; i < 4; i++) assert.equal(configs.get(tags[i]), undefined, `tag ${tags[i]} forgotten`);
+    for (let i = 4; i < 20; i++) assert.equal(configs.get(tags[i]), all[i]);
   });
 
   it('rewrites every occurrence, including growing and shrinking', () => {
@@ -125,12 +97,14 @@ describe('helper rules', () => {
       r.kernel.defaultAction,
       r.kernel.holdTimeoutMs,
       r.kernel.rules,
+      0xa1b2c3d4,
     );
     assert.equal(b.length, 24 + 88 * 64);
     assert.equal(b.readUInt32LE(4), 2); // RULES
     assert.equal(b.readUInt32LE(8), RuleAction.Hold);
     assert.equal(b.readUInt32LE(12), 1500);
     assert.equal(b.readUInt32LE(16), 1);
+    assert.equal(b.readUInt32LE(20), 0xa1b2c3d4); // tag
     assert.equal(b.readUInt32LE(24), 0x001 | 0x010); // PID | LOCAL_PORT
     assert.equal(b[28], RuleAction.Pass);
     assert.equal(b.readInt32LE(32), 7);

@@ -88,6 +88,8 @@ describe('socket state from the filter notifications', () => {
       size: 3,
       direction: 2,
       deadlineMs: 0,
+      captureTag: 0,
+      rule: 0xffff,
       addr: undefined,
       buffers: [],
     });

@@ -115,8 +115,8 @@ int main(void)
     F(nke_nt_option, is_set); F(nke_nt_option, _pad0); struct_end();
     S(nke_nt_data); F(nke_nt_data, hdr); F(nke_nt_data, chunk_id); F(nke_nt_data, stream_offset);
     F(nke_nt_data, size); F(nke_nt_data, direction); F(nke_nt_data, _pad0); F(nke_nt_data, nbuffers);
-    F(nke_nt_data, deadline_ms); F(nke_nt_data, _pad1); F(nke_nt_data, addr); A(nke_nt_data, buffers);
-    struct_end();
+    F(nke_nt_data, deadline_ms); F(nke_nt_data, capture_tag); F(nke_nt_data, addr); A(nke_nt_data, buffers);
+    F(nke_nt_data, rule); A(nke_nt_data, _pad1); struct_end();
     S(nke_nt_chunk_released); F(nke_nt_chunk_released, hdr); F(nke_nt_chunk_released, chunk_id);
     F(nke_nt_chunk_released, reason); F(nke_nt_chunk_released, size); struct_end();
     S(nke_nt_data_gap); F(nke_nt_data_gap, hdr); F(nke_nt_data_gap, stream_offset); F(nke_nt_data_gap, size);
@@ -147,7 +147,7 @@ int main(void)
     A(nke_rule, comm); struct_end();
     S(nke_capture_config); F(nke_capture_config, abi_version); F(nke_capture_config, mode);
     F(nke_capture_config, default_action); F(nke_capture_config, hold_timeout_ms); F(nke_capture_config, nrules);
-    F(nke_capture_config, _pad0); A(nke_capture_config, rules); struct_end();
+    F(nke_capture_config, tag); A(nke_capture_config, rules); struct_end();
     S(nke_kern_event_msg); F(nke_kern_event_msg, total_size); F(nke_kern_event_msg, vendor_code);
     F(nke_kern_event_msg, kev_class); F(nke_kern_event_msg, kev_subclass); F(nke_kern_event_msg, id);
     F(nke_kern_event_msg, event_code); struct_end();
@@ -188,7 +188,7 @@ int main(void)
     C(NKE_RESPONSE_MAX_VERDICTS); C(NKE_RESPONSE_MAX_RELEASES); C(NKE_RESPONSE_MAX_SIZE);
     C(NKE_PUT_DATA_MAX_PIECE); C(NKE_MODIFIED_MAX_LEN);
     C(NKE_CAPTURE_NOTHING); C(NKE_CAPTURE_ALL); C(NKE_CAPTURE_RULES);
-    C(NKE_RULE_PASS); C(NKE_RULE_REPORT); C(NKE_RULE_HOLD);
+    C(NKE_RULE_PASS); C(NKE_RULE_REPORT); C(NKE_RULE_HOLD); C(NKE_RULE_DEFAULT);
     C(NKE_MATCH_PID); C(NKE_MATCH_COMM); C(NKE_MATCH_DIRECTION); C(NKE_MATCH_PROTOCOL); C(NKE_MATCH_LOCAL_PORT);
     C(NKE_MATCH_REMOTE_PORT); C(NKE_MATCH_LOCAL_ADDR); C(NKE_MATCH_REMOTE_ADDR); C(NKE_MATCH_FAMILY);
     C(NKE_MATCH_ALL_FIELDS);

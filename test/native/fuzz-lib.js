@@ -17,7 +17,7 @@ const fuzzOut = path.join(outDir, 'fuzz');
 const committedCorpus = path.join(__dirname, 'fuzz', 'corpus');
 // args: the response target's inputs are sequences of whole core calls, each
 // followed by a full invariant check; 64 bytes hold a dozen of them (enough
-// for data, deadline, reuse and a mixed response) and keep a run near 100 000
+// for data, deadline, reuse and a mixed response) and keep a run near 85 000
 // executions a second on one core.
 const targets = [
   {

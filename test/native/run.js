@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Suite `native`: builds and runs the kext/core unit tests (test_core.c and
-// test_order.c) twice each (plain -O2 with the default cc, and clang with
+// Suite `native`: builds and runs the kext/core unit tests (test_core.c,
+// test_order.c, and test_rule_cases.c on test/shared/rule-cases.json) twice each (plain -O2 with the default cc, and clang with
 // ASan+UBSan), then a short fuzz smoke of
 // every libFuzzer target (10 s each under CI=true, 5 s otherwise). Ends with
 // one `N passed, N failed` line summed over all of it.
@@ -25,9 +25,18 @@ if (build.status !== 0) {
   console.log('native unit tests: build failed');
   failed += 1;
 } else {
-  for (const bin of ['test_core', 'test_core_san', 'test_order', 'test_order_san']) {
+  for (const bin of [
+    'test_core',
+    'test_core_san',
+    'test_order',
+    'test_order_san',
+    'test_rule_cases',
+    'test_rule_cases_san',
+  ]) {
     console.log(`--- ${bin}`);
-    const r = spawnSync(path.join(fuzz.outDir, bin), [], { encoding: 'utf8' });
+    const r = spawnSync(path.join(fuzz.outDir, bin), [path.join(here, '..', 'shared', 'rule-cases.json')], {
+      encoding: 'utf8',
+    });
     process.stdout.write(r.stdout);
     process.stderr.write(r.stderr);
     const s = summaryOf(r.stdout);

@@ -950,6 +950,61 @@ static void test_apply_allow_modified_drop(void)
     fixture_free(x);
 }
 
+/* The filter says why (issue #21): every data record names the config it
+ * was decided under (its tag) and the rule of it that matched first, or
+ * NKE_RULE_DEFAULT; the helper acts on that and matches nothing itself. */
+static void test_data_record_names_rule_and_config(void)
+{
+    struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
+    static struct nke_capture_config cfg;
+    struct nke_nt_data d;
+    uint64_t id;
+    /* mode ALL: held by no rule */
+    CHECK(hold(x, 0, 10, 5) != 0);
+    memcpy(&d, x->f.recs[0], sizeof(d));
+    CHECK_EQ(d.rule, NKE_RULE_DEFAULT);
+    CHECK_EQ(d.capture_tag, 0);
+    /* rules: a pid rule that misses, a report rule on the process, then hold everything */
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.abi_version = NKE_ABI_VERSION;
+    cfg.mode = NKE_CAPTURE_RULES;
+    cfg.default_action = NKE_RULE_HOLD;
+    cfg.tag = 0xC0FFEEu;
+    cfg.nrules = 2;
+    cfg.rules[0].match = NKE_MATCH_PID;
+    cfg.rules[0].pid = 1;
+    cfg.rules[0].action = NKE_RULE_HOLD;
+    cfg.rules[1].match = NKE_MATCH_COMM;
+    strcpy(cfg.rules[1].comm, "curl");
+    cfg.rules[1].action = NKE_RULE_REPORT;
+    CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_OK);
+    x->f.nrecs = 0;
+    CHECK_EQ(nke_core_data(&x->c, x->sid, NKE_DIR_IN, 10, 0, NULL, &x->data[1], 5, 5000000u, &id),
+             NKE_DATA_REPORTED);
+    memcpy(&d, x->f.recs[0], sizeof(d));
+    CHECK_EQ(d.rule, 1);
+    CHECK_EQ(d.capture_tag, 0xC0FFEEu);
+    CHECK(!(d.hdr.flags & NKE_DATA_F_HELD));
+    /* no rule matches: the default holds it, and says so */
+    cfg.nrules = 1;
+    cfg.tag = 7;
+    CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_OK);
+    CHECK(hold(x, 2, 10, 6) != 0);
+    memcpy(&d, x->f.recs[1], sizeof(d));
+    CHECK_EQ(d.rule, NKE_RULE_DEFAULT);
+    CHECK_EQ(d.capture_tag, 7);
+    CHECK(d.hdr.flags & NKE_DATA_F_HELD);
+    /* the process's pid is the filter's own: a pid rule matches it */
+    cfg.rules[0].pid = 500;
+    cfg.tag = 8;
+    CHECK_EQ(nke_core_set_capture(&x->c, &cfg, sizeof(cfg)), NKE_OK);
+    CHECK(hold(x, 3, 10, 7) != 0);
+    memcpy(&d, x->f.recs[2], sizeof(d));
+    CHECK_EQ(d.rule, 0);
+    CHECK_EQ(d.capture_tag, 8);
+    fixture_free(x);
+}
+
 static void test_apply_buffers_hold_data(void)
 {
     struct fixture *x = fixture_new(NKE_CAPTURE_ALL);
@@ -1630,8 +1685,8 @@ static void test_capture_validate_errors(void)
     cfg_init(&cfg, NKE_CAPTURE_RULES, 3);
     CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_ACTION);
     cfg_init(&cfg, NKE_CAPTURE_RULES, 0);
-    cfg._pad0 = 1;
-    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_RESERVED);
+    cfg.tag = 0xFFFFFFFFu; /* the client's name for the config: any value */
+    CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_OK);
     cfg_init(&cfg, NKE_CAPTURE_RULES, 0);
     cfg.nrules = NKE_MAX_RULES + 1;
     CHECK_EQ(nke_capture_validate(&cfg, sizeof(cfg)), NKE_ERR_COUNT);
@@ -1707,25 +1762,25 @@ static void test_capture_classify_rules(void)
     f.remote.addr[0] = 10;
     f.remote.addr[1] = 1;
     f.remote.addr[2] = 200;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);     /* first match wins */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);     /* first match wins */
     f.remote.addr[1] = 2;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);   /* prefix misses -> comm */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_REPORT);   /* prefix misses -> comm */
     f.remote.addr[1] = 1;
     f.direction = NKE_DIR_IN;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);   /* direction misses */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_REPORT);   /* direction misses */
     strcpy(f.comm, "wget");
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);     /* default */
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);     /* default */
     f.pid = 7;
     f.local.port = 2000;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);
     f.local.port = 2001;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
     cfg.default_action = NKE_RULE_REPORT;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_REPORT);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_REPORT);
     cfg.mode = NKE_CAPTURE_ALL;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);
     cfg.mode = NKE_CAPTURE_NOTHING;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
     /* odd prefix length: 10.1.128.0/17 */
     cfg_init(&cfg, NKE_CAPTURE_RULES, NKE_RULE_PASS);
     cfg.nrules = 1;
@@ -1736,12 +1791,12 @@ static void test_capture_classify_rules(void)
     cfg.rules[0].remote_addr[2] = 128;
     cfg.rules[0].remote_prefix = 17;
     f.remote.addr[2] = 200;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_HOLD);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_HOLD);
     f.remote.addr[2] = 127;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
     f.remote.family = 0; /* no address known: address rules cannot match */
     f.remote.addr[2] = 200;
-    CHECK_EQ(nke_capture_classify(&cfg, &f), NKE_RULE_PASS);
+    CHECK_EQ(nke_capture_classify(&cfg, &f, NULL), NKE_RULE_PASS);
 }
 
 /* The selector contract of nke_abi.h, which the kext and nke-emud both
@@ -2446,6 +2501,7 @@ int main(void)
     RUN(test_gap_offsets_between_chunks);
     RUN(test_gap_when_data_record_does_not_fit);
     RUN(test_no_gap_for_data_not_wanted);
+    RUN(test_data_record_names_rule_and_config);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

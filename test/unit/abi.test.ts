@@ -98,6 +98,8 @@ const samples: Notification[] = [
     direction: Direction.Out,
     nbuffers: 2,
     deadline_ms: 5000,
+    capture_tag: 0xfedcba98,
+    rule: 63,
     addr: v4('192.0.2.1:53'),
     buffers: [5, 63, NKE_BUF_NONE, 0, 0, 0, 0, 0],
   },
@@ -169,10 +171,10 @@ describe('abi: notifications', () => {
   });
 
   it('decodes nke_nt_data from bytes placed at the header offsets (not just its own encoding)', () => {
-    const buf = new Uint8Array(96);
+    const buf = new Uint8Array(104);
     const dv = new DataView(buf.buffer);
     dv.setUint16(0, NotifyType.Data, true);
-    dv.setUint16(2, 96, true);
+    dv.setUint16(2, 104, true);
     dv.setUint32(4, NKE_DATA_F_HELD, true);
     dv.setUint32(8, 12, true); // sock.slot
     dv.setUint32(12, 34, true); // sock.gen
@@ -183,7 +185,9 @@ describe('abi: notifications', () => {
     dv.setUint8(44, Direction.In);
     dv.setUint16(46, 1, true); // nbuffers
     dv.setUint32(48, 4999, true); // deadline_ms
+    dv.setUint32(52, 0x01020304, true); // capture_tag
     dv.setUint16(80, 17, true); // buffers[0]
+    dv.setUint16(96, 5, true); // rule
     for (let i = 1; i < 8; i++) dv.setUint16(80 + 2 * i, NKE_BUF_NONE, true);
     const n = ok(decodeNotification(buf));
     assert.equal(n.kind, 'data');
@@ -195,6 +199,8 @@ describe('abi: notifications', () => {
     assert.equal(n.size, 100);
     assert.equal(n.direction, Direction.In);
     assert.equal(n.deadline_ms, 4999);
+    assert.equal(n.capture_tag, 0x01020304);
+    assert.equal(n.rule, 5);
     assert.deepEqual(n.buffers, [17, ...new Array(7).fill(NKE_BUF_NONE)]);
   });
 
@@ -230,9 +236,9 @@ describe('abi: notifications', () => {
       'a size field that disagrees with the type',
       (b) => (new DataView(b.buffer, b.byteOffset).setUint16(2, 88, true), b),
       'bad_size',
-      /data \(type 8\) says size 88, the ABI size is 96/,
+      /data \(type 8\) says size 88, the ABI size is 104/,
     ],
-    ['a truncated body', (b) => b.subarray(0, 95), 'truncated', /data needs 96 bytes, 95 left/],
+    ['a truncated body', (b) => b.subarray(0, 103), 'truncated', /data needs 104 bytes, 103 left/],
     [
       'a buffer index past the pool',
       (b) => (new DataView(b.buffer, b.byteOffset).setUint16(82, 64, true), b),
@@ -263,7 +269,7 @@ describe('abi: notifications', () => {
       assert.match(r.error.message, message);
       // Past the header, the error carries its type and size fields so a
       // reader can log the record it skipped.
-      if (code !== 'truncated' || /needs 96/.test(r.error.message)) {
+      if (code !== 'truncated' || /needs 104/.test(r.error.message)) {
         assert.ok(r.error.type !== undefined && r.error.size !== undefined, 'type/size on the error');
       }
     });
@@ -290,7 +296,7 @@ describe('abi: notifications', () => {
         const t = 1 + (rnd() % 11);
         buf[0] = t;
         buf[1] = 0;
-        const size = [0, 72, 40, 72, 72, 72, 72, 32, 96, 40, 144, 40][t];
+        const size = [0, 72, 40, 72, 72, 72, 72, 32, 104, 40, 144, 40][t];
         buf[2] = size & 0xff;
         buf[3] = size >> 8;
       }

@@ -30,7 +30,7 @@ import {
   decideHeld,
   DEFAULT_RULES,
   type CompiledRewrite,
-  type Flow,
+  InstalledConfigs,
   rewriteBytes,
 } from './rules';
 import {
@@ -258,6 +258,8 @@ export class FilterEngine extends EventEmitter<{
   readonly history?: CaptureHistory;
   private readonly clock = new FilterClock();
   private rules: CompiledRules = compileRules(DEFAULT_RULES);
+  /** The configs sent to the filter, by tag: a held chunk is decided by the one it names. */
+  private readonly installed = new InstalledConfigs();
   private paused = false;
   private client?: NativeFilterClient;
   private kev?: NativeKevSocket;
@@ -503,7 +505,13 @@ export class FilterEngine extends EventEmitter<{
     const k = this.rules.kernel;
     const cfg = this.paused
       ? encodeCaptureConfig(CaptureMode.Nothing, RuleAction.Pass, 0, [])
-      : encodeCaptureConfig(k.mode, k.defaultAction, k.holdTimeoutMs, k.rules);
+      : encodeCaptureConfig(
+          k.mode,
+          k.defaultAction,
+          k.holdTimeoutMs,
+          k.rules,
+          this.installed.install(this.rules),
+        );
     this.client!.setCapture(cfg);
   }
 
@@ -649,22 +657,6 @@ export class FilterEngine extends EventEmitter<{
     for (const piece of encodePutDataPieces(chunkId, sock, bytes)) this.client!.putData(toBuffer(piece));
   }
 
-  private flowOf(n: DataNotification): Flow {
-    const s = this.model.sockets.get(sockKey(n.sock));
-    const remote = n.addr;
-    return {
-      pid: s?.view.pid ?? 0,
-      comm: s?.view.process ?? '',
-      direction: n.direction,
-      protocol: s?.protocolCode ?? 0,
-      family: s?.familyCode ?? 0,
-      localAddr: s?.localRaw ?? new Uint8Array(16),
-      localPort: s?.view.local?.port ?? 0,
-      remoteAddr: remote?.raw ?? s?.remoteRaw ?? new Uint8Array(16),
-      remotePort: remote?.port ?? s?.view.remote?.port ?? 0,
-    };
-  }
-
   /**
    * One batch from the reader thread: decode, model, decide, answer once.
    * _wakeNs (when the reader thread woke for it, process.hrtime's clock) is
@@ -769,7 +761,10 @@ export class FilterEngine extends EventEmitter<{
   }
 
   private decide(n: DataNotification, verdicts: Verdict[], releases: Release[]): void {
-    const decision = this.paused ? { kind: 'pass' as const } : decideHeld(this.rules, this.flowOf(n));
+    // The filter says which rule of which config held it: no second matcher here.
+    const decision = this.paused
+      ? { kind: 'pass' as const }
+      : decideHeld(this.installed.get(n.captureTag), n.rule);
     const release = () => {
       for (const b of n.buffers) releases.push({ chunk_id: n.chunkId, buffer: b });
     };

@@ -1,7 +1,10 @@
 // Intercept and rewrite rules: parsed from JSON (the extension's settings or
-// `nke run --rules FILE`), compiled into the filter's capture config so data
-// no one wants never leaves the kernel, and matched again here to decide, per
-// held chunk, whether a person must see it or the helper answers at once.
+// `nke run --rules FILE`) and compiled into the filter's capture config so
+// data no one wants never leaves the kernel. Matching is the filter's alone
+// (nke_capture_classify in kext/core): each data notification names the
+// config (its tag) and the rule of it that decided, and decideHeld acts on
+// that rule, per held chunk: a person must see it, or the helper answers at
+// once.
 import type { InterceptRule, RewriteRule, RulesConfig, RuleMatch } from '../shared/helperProtocol';
 import {
   AF_INET,
@@ -13,6 +16,7 @@ import {
   emptyRule,
   MATCH,
   MAX_RULES,
+  NKE_RULE_DEFAULT,
   PROTO_TCP,
   PROTO_UDP,
   RuleAction,
@@ -21,19 +25,6 @@ import {
 import { isIP } from 'node:net';
 
 export class RulesError extends Error {}
-
-/** What a rule sees of a chunk (the socket's identity from the live model). */
-export interface Flow {
-  pid: number;
-  comm: string;
-  direction: number; // DIR_IN / DIR_OUT
-  protocol: number;
-  family: number;
-  localAddr: Uint8Array;
-  localPort: number;
-  remoteAddr: Uint8Array;
-  remotePort: number;
-}
 
 export interface CompiledRewrite {
   rule: RewriteRule;
@@ -94,14 +85,6 @@ export function parseCidr(where: string, s: unknown): { family: number; addr: Ui
     });
   }
   return { family: v === 4 ? AF_INET : AF_INET6, addr, prefix };
-}
-
-function prefixMatch(a: Uint8Array, b: Uint8Array, bits: number): boolean {
-  for (let i = 0; i < 16 && bits > 0; i++, bits -= 8) {
-    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((a[i] & mask) !== (b[i] & mask)) return false;
-  }
-  return true;
 }
 
 const KNOWN_MATCH_KEYS = new Set([
@@ -186,24 +169,6 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction, known: re
     }
   }
   return r;
-}
-
-/** Same semantics as nke_capture_classify's per-rule test in kext/core. */
-export function ruleMatches(r: KernelRule, f: Flow): boolean {
-  if (r.match & MATCH.PID && r.pid !== f.pid) return false;
-  if (r.match & MATCH.COMM && r.comm !== f.comm) return false;
-  if (r.match & MATCH.DIRECTION && !(r.direction & f.direction)) return false;
-  if (r.match & MATCH.PROTOCOL && r.protocol !== f.protocol) return false;
-  if (r.match & MATCH.FAMILY && r.family !== f.family) return false;
-  if (r.match & MATCH.LOCAL_PORT && (f.localPort < r.local_port_min || f.localPort > r.local_port_max)) {
-    return false;
-  }
-  if (r.match & MATCH.REMOTE_PORT && (f.remotePort < r.remote_port_min || f.remotePort > r.remote_port_max)) {
-    return false;
-  }
-  if (r.match & MATCH.LOCAL_ADDR && !prefixMatch(r.local_addr, f.localAddr, r.local_prefix)) return false;
-  if (r.match & MATCH.REMOTE_ADDR && !prefixMatch(r.remote_addr, f.remoteAddr, r.remote_prefix)) return false;
-  return true;
 }
 
 function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
@@ -317,21 +282,53 @@ export function rewriteBytes(data: Buffer, find: Buffer, replace: Buffer): Buffe
 }
 
 /**
- * What the helper does with a held chunk: the index of the first matching
- * kernel rule tells why the filter held it. A rewrite rule -> edit and pass;
- * an intercept 'hold' rule -> wait for a person; anything else (held by the
- * default action, or the rules changed meanwhile) -> a person too when the
- * default is 'hold', else pass at once.
+ * What the helper does with a held chunk, from the rule the filter says
+ * decided it (nke_nt_data.rule) in the config it was decided under: a
+ * rewrite rule -> edit and pass; an intercept 'hold' rule -> wait for a
+ * person; held by the default action -> a person when the default is
+ * 'hold', else pass at once. A config the helper no longer knows (more than
+ * INSTALLED_CONFIGS_KEPT changes ago) or a rule index it does not have: a
+ * person, since the filter did hold it and only a person can tell.
  */
 export type HeldDecision =
   { kind: 'rewrite'; rewrite: CompiledRewrite } | { kind: 'person' } | { kind: 'pass' };
 
-export function decideHeld(rules: CompiledRules, flow: Flow): HeldDecision {
-  const k = rules.kernel.rules;
-  for (let i = 0; i < k.length; i++) {
-    if (!ruleMatches(k[i], flow)) continue;
-    if (i < rules.rewrites.length) return { kind: 'rewrite', rewrite: rules.rewrites[i] };
-    return k[i].action === RuleAction.Hold ? { kind: 'person' } : { kind: 'pass' };
+export function decideHeld(rules: CompiledRules | undefined, rule: number): HeldDecision {
+  if (!rules) return { kind: 'person' };
+  if (rule === NKE_RULE_DEFAULT) {
+    return rules.kernel.defaultAction === RuleAction.Hold ? { kind: 'person' } : { kind: 'pass' };
   }
-  return rules.kernel.defaultAction === RuleAction.Hold ? { kind: 'person' } : { kind: 'pass' };
+  if (rule < rules.rewrites.length) return { kind: 'rewrite', rewrite: rules.rewrites[rule] };
+  const k = rules.kernel.rules[rule];
+  if (!k) return { kind: 'person' };
+  return k.action === RuleAction.Hold ? { kind: 'person' } : { kind: 'pass' };
+}
+
+/** Configs kept by tag: a chunk held under an older config can still be in the queue. */
+export const INSTALLED_CONFIGS_KEPT = 16;
+
+/**
+ * The rules of the last INSTALLED_CONFIGS_KEPT capture configs sent to the
+ * filter, by the tag each was sent with (nke_capture_config.tag; the filter
+ * echoes it in every data notification it decides). Tag 0 is never given:
+ * it is the filter's own config (nothing captured) before a client sets one.
+ */
+export class InstalledConfigs {
+  private readonly byTag = new Map<number, CompiledRules>();
+  private nextTag = 1;
+
+  /** Records rules as the config about to be sent; returns its tag. */
+  install(rules: CompiledRules): number {
+    const tag = this.nextTag;
+    this.nextTag = tag >= 0xffffffff ? 1 : tag + 1;
+    this.byTag.delete(tag);
+    this.byTag.set(tag, rules);
+    // A Map iterates in insertion order: the first key is the oldest.
+    while (this.byTag.size > INSTALLED_CONFIGS_KEPT) this.byTag.delete(this.byTag.keys().next().value!);
+    return tag;
+  }
+
+  get(tag: number): CompiledRules | undefined {
+    return this.byTag.get(tag);
+  }
 }

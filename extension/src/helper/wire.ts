@@ -18,6 +18,7 @@ export {
   NKE_PROTO_UDP as PROTO_UDP,
   NKE_COMM_LEN as COMM_LEN,
   NKE_MAX_RULES as MAX_RULES,
+  NKE_RULE_DEFAULT,
   NKE_BUFFER_COUNT as BUFFER_COUNT,
   NKE_RESPONSE_MAX_VERDICTS as RESPONSE_MAX_VERDICTS,
   NKE_RESPONSE_MAX_RELEASES as RESPONSE_MAX_RELEASES,
@@ -101,6 +102,10 @@ export type Notification =
       deadlineMs: number;
       addr: Addr | undefined;
       buffers: number[];
+      /** the tag of the capture config that decided (nke_capture_config.tag) */
+      captureTag: number;
+      /** index of the deciding rule in that config, or abi.NKE_RULE_DEFAULT */
+      rule: number;
     })
   | (Base & { type: NotifyType.ChunkReleased; chunkId: bigint; reason: number; size: number })
   | (Base & { type: NotifyType.State; state: FilterState })
@@ -238,6 +243,8 @@ function adapt(n: abi.Notification): Notification {
         deadlineMs: n.deadline_ms,
         addr: flags & abi.NKE_DATA_F_HAS_ADDR ? addr(n.addr) : undefined,
         buffers: n.buffers.slice(0, n.nbuffers),
+        captureTag: n.capture_tag,
+        rule: n.rule,
       };
     case 'chunk_released':
       return {
@@ -292,14 +299,21 @@ export const MATCH = {
   FAMILY: abi.NKE_MATCH_FAMILY,
 } as const;
 
-/** nke_capture_config (the whole fixed-size struct). */
+/** nke_capture_config (the whole fixed-size struct); `tag` names it in the data notifications it decides. */
 export function encodeCaptureConfig(
   mode: CaptureMode,
   defaultAction: RuleAction,
   holdTimeoutMs: number,
   rules: KernelRule[],
+  tag = 0,
 ): Buffer {
   return toBuffer(
-    abi.encodeCaptureConfig({ mode, default_action: defaultAction, hold_timeout_ms: holdTimeoutMs, rules }),
+    abi.encodeCaptureConfig({
+      mode,
+      default_action: defaultAction,
+      hold_timeout_ms: holdTimeoutMs,
+      tag,
+      rules,
+    }),
   );
 }

@@ -27,7 +27,7 @@
 // Constants (#defines of nke_abi.h)
 // ---------------------------------------------------------------------------
 
-export const NKE_ABI_VERSION = 3;
+export const NKE_ABI_VERSION = 4;
 export const NKE_BUNDLE_ID = 'com.nkeworkbench.filter';
 export const NKE_SERVICE_CLASS = 'com_nkeworkbench_Filter';
 export const NKE_KEV_VENDOR = 'com.nkeworkbench';
@@ -80,6 +80,8 @@ export const NKE_MATCH_ALL_FIELDS = 0x1ff;
 
 export const NKE_MAX_RULES = 64;
 export const NKE_HOLD_TIMEOUT_DEFAULT_MS = 5000;
+/** nke_nt_data.rule when no rule decided: the config's default action did. */
+export const NKE_RULE_DEFAULT = 0xffff;
 export const NKE_HOLD_TIMEOUT_MAX_MS = 600000;
 /** Hard cap on one chunk's total hold (NKE_ACT_EXTEND's hold_ms). */
 export const NKE_HOLD_TOTAL_MAX_MS = 600000;
@@ -568,7 +570,7 @@ export const NtOptionLayout = defineStruct({
 
 export const NtDataLayout = defineStruct({
   name: 'nke_nt_data',
-  size: 96,
+  size: 104,
   fields: [
     { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
     { name: 'chunk_id', offset: 24, type: 'u64' },
@@ -578,9 +580,11 @@ export const NtDataLayout = defineStruct({
     { name: '_pad0', offset: 45, type: 'u8' },
     { name: 'nbuffers', offset: 46, type: 'u16' },
     { name: 'deadline_ms', offset: 48, type: 'u32' },
-    { name: '_pad1', offset: 52, type: 'u32' },
+    { name: 'capture_tag', offset: 52, type: 'u32' },
     { name: 'addr', offset: 56, type: 'struct', struct: AddrLayout },
     { name: 'buffers', offset: 80, type: 'u16', length: NKE_CHUNK_MAX_BUFFERS },
+    { name: 'rule', offset: 96, type: 'u16' },
+    { name: '_pad1', offset: 98, type: 'u16', length: 3 },
   ],
 });
 
@@ -725,7 +729,7 @@ export const CaptureConfigLayout = defineStruct({
     { name: 'default_action', offset: 8, type: 'u32' },
     { name: 'hold_timeout_ms', offset: 12, type: 'u32' },
     { name: 'nrules', offset: 16, type: 'u32' },
-    { name: '_pad0', offset: 20, type: 'u32' },
+    { name: 'tag', offset: 20, type: 'u32' },
     { name: 'rules', offset: 24, type: 'struct', struct: RuleLayout, length: NKE_MAX_RULES },
   ],
 });
@@ -937,6 +941,7 @@ export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
   NKE_RULE_PASS: RuleAction.Pass,
   NKE_RULE_REPORT: RuleAction.Report,
   NKE_RULE_HOLD: RuleAction.Hold,
+  NKE_RULE_DEFAULT,
   NKE_MATCH_PID,
   NKE_MATCH_COMM,
   NKE_MATCH_DIRECTION,
@@ -1678,6 +1683,8 @@ export function encodeCaptureConfig(cfg: {
   mode: CaptureMode;
   default_action?: RuleAction;
   hold_timeout_ms?: number;
+  /** echoed in every data notification decided under this config (nke_nt_data.capture_tag) */
+  tag?: number;
   rules?: readonly RuleInput[];
 }): Uint8Array {
   const rules = cfg.rules ?? [];
@@ -1712,6 +1719,7 @@ export function encodeCaptureConfig(cfg: {
     default_action: cfg.default_action ?? RuleAction.Pass,
     hold_timeout_ms: hold,
     nrules: full.length,
+    tag: cfg.tag ?? 0,
     rules: full,
   });
 }

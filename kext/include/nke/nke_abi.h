@@ -47,8 +47,10 @@ extern "C" {
  *    (nke_filter_state.bytes_kept, chunks_queued, chunks_passed_budget;
  *    NKE_KEPT_BYTES_MAX), NKE_NT_OWNER, NKE_RELEASE_BUDGET,
  *    NKE_RELEASE_SOCKET_CLOSING and NKE_NT_DATA_GAP.
- * 3: NKE_ACT_EXTEND (nke_verdict.hold_ms), NKE_HOLD_TOTAL_MAX_MS, NKE_ERR_HOLD_MS. */
-#define NKE_ABI_VERSION 3u
+ * 3: NKE_ACT_EXTEND (nke_verdict.hold_ms), NKE_HOLD_TOTAL_MAX_MS, NKE_ERR_HOLD_MS.
+ * 4: the filter says why: nke_nt_data.rule and .capture_tag (96 -> 104
+ *    bytes), nke_capture_config.tag (was _pad0), NKE_RULE_DEFAULT. */
+#define NKE_ABI_VERSION 4u
 
 #define NKE_BUNDLE_ID       "com.nkeworkbench.filter"
 #define NKE_SERVICE_CLASS   "com_nkeworkbench_Filter"
@@ -317,6 +319,13 @@ NKE_ASSERT_OFF(struct nke_nt_option, is_set, 32);
 #define NKE_DATA_F_OOB      0x4u  /* out-of-band data */
 #define NKE_DATA_F_HAS_ADDR 0x8u  /* `addr` is the datagram's peer (sendto/recvfrom) */
 
+/* Why the filter reported or held a chunk, so a client never decides it
+ * again by matching rules of its own (which drift from the filter's): the
+ * config that was in force (its `tag`) and the rule of that config that
+ * matched first (its index), or NKE_RULE_DEFAULT when no rule did (the
+ * config's default_action, or mode ALL). A chunk the rules wanted held but
+ * that could only be reported (NKE_CORE_DATA_F_NO_HOLD, the byte budget)
+ * names the same rule without NKE_DATA_F_HELD. */
 struct nke_nt_data {
     struct nke_nt_hdr hdr;
     uint64_t chunk_id;        /* unique per filter session, never reused */
@@ -326,19 +335,23 @@ struct nke_nt_data {
     uint8_t  _pad0;
     uint16_t nbuffers;        /* entries used in buffers[] */
     uint32_t deadline_ms;     /* when held: ms until auto-release; 0 otherwise */
-    uint32_t _pad1;
+    uint32_t capture_tag;     /* nke_capture_config.tag of the config that decided */
     struct nke_addr addr;     /* with NKE_DATA_F_HAS_ADDR */
     uint16_t buffers[NKE_CHUNK_MAX_BUFFERS]; /* terminated by NKE_BUF_NONE when short */
+    uint16_t rule;            /* index in that config's rules[], or NKE_RULE_DEFAULT */
+    uint16_t _pad1[3];
 };
-NKE_ASSERT_SIZE(struct nke_nt_data, 96);
+NKE_ASSERT_SIZE(struct nke_nt_data, 104);
 NKE_ASSERT_OFF(struct nke_nt_data, chunk_id, 24);
 NKE_ASSERT_OFF(struct nke_nt_data, stream_offset, 32);
 NKE_ASSERT_OFF(struct nke_nt_data, size, 40);
 NKE_ASSERT_OFF(struct nke_nt_data, direction, 44);
 NKE_ASSERT_OFF(struct nke_nt_data, nbuffers, 46);
 NKE_ASSERT_OFF(struct nke_nt_data, deadline_ms, 48);
+NKE_ASSERT_OFF(struct nke_nt_data, capture_tag, 52);
 NKE_ASSERT_OFF(struct nke_nt_data, addr, 56);
 NKE_ASSERT_OFF(struct nke_nt_data, buffers, 80);
+NKE_ASSERT_OFF(struct nke_nt_data, rule, 96);
 
 /*
  * A piece of data the filter passed WITHOUT reporting it although the capture
@@ -574,6 +587,8 @@ enum nke_rule_action {
     NKE_RULE_REPORT = 1,      /* copied to buffers and reported, not held */
     NKE_RULE_HOLD   = 2       /* held for a verdict */
 };
+/* nke_nt_data.rule when no rule decided: the default action did. */
+#define NKE_RULE_DEFAULT 0xFFFFu
 
 /* Which fields of a rule take part in matching. */
 #define NKE_MATCH_PID         0x001u
@@ -635,7 +650,7 @@ struct nke_capture_config {
     uint32_t default_action;  /* enum nke_rule_action, for RULES when nothing matches */
     uint32_t hold_timeout_ms; /* deadline of a held chunk; 0 = NKE_HOLD_TIMEOUT_DEFAULT_MS */
     uint32_t nrules;
-    uint32_t _pad0;
+    uint32_t tag;             /* the client's name for this config, echoed in nke_nt_data.capture_tag */
     struct nke_rule rules[NKE_MAX_RULES];
 };
 NKE_ASSERT_SIZE(struct nke_capture_config, 24 + 88 * 64);
@@ -643,6 +658,7 @@ NKE_ASSERT_OFF(struct nke_capture_config, mode, 4);
 NKE_ASSERT_OFF(struct nke_capture_config, default_action, 8);
 NKE_ASSERT_OFF(struct nke_capture_config, hold_timeout_ms, 12);
 NKE_ASSERT_OFF(struct nke_capture_config, nrules, 16);
+NKE_ASSERT_OFF(struct nke_capture_config, tag, 20);
 NKE_ASSERT_OFF(struct nke_capture_config, rules, 24);
 
 /* ------------------------------------------------------------------------ */
