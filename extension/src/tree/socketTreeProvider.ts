@@ -5,9 +5,17 @@
 // seconds, then moves into its process's "closed (N)" group; the model
 // forgets it after nke.closedSocketsKeptSeconds. A process row shows its
 // live byte rates.
+//
+// Rows are stable objects, one per process, socket and closed group, kept
+// while the model keeps what they show, so a change redraws the rows it
+// touched (a busy machine moves bytes on thousands of sockets a second):
+// bytes alone redraw their process rows once a second (the rates), a
+// socket's state its own row, a socket added, removed or aged out its
+// process row; only a process that appears, goes, or has no live socket
+// any more reorders the whole tree.
 import * as vscode from 'vscode';
 import type { Endpoint } from '../shared/helperProtocol';
-import type { SocketView, WorkbenchModel } from '../model/workbenchModel';
+import type { ModelChange, SocketView, WorkbenchModel } from '../model/workbenchModel';
 import { formatBytes, ModelTreeProvider } from './modelTreeView';
 import { plural } from '../shared/plural';
 
@@ -61,9 +69,22 @@ interface RateSample {
   rateOut: number;
 }
 
+type ProcessNode = Extract<SocketNode, { kind: 'process' }>;
+type SocketRow = Extract<SocketNode, { kind: 'socket' }>;
+type ClosedNode = Extract<SocketNode, { kind: 'closed' }>;
+
 export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   private readonly rates = new Map<number, RateSample>();
   private ticker: ReturnType<typeof setTimeout> | undefined;
+  private readonly processRows = new Map<number, ProcessNode>();
+  private readonly socketRows = new Map<string, SocketRow>();
+  private readonly closedRows = new Map<number, ClosedNode>();
+  /** pids shown at the root by the last getChildren(), and whether each had a live socket */
+  private rootLive = new Map<number, boolean>();
+  /** pids whose sockets' bytes moved since their row was last drawn */
+  private readonly bytesMoved = new Set<number>();
+  /** when the ticker fires */
+  private tickAt = 0;
 
   constructor(
     model: WorkbenchModel,
@@ -78,32 +99,99 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     return now - at < recentlyClosedMs;
   }
 
+  /** The row of a process (the same object while it has sockets in the model). */
+  processNode(pid: number): SocketNode {
+    let n = this.processRows.get(pid);
+    if (!n) this.processRows.set(pid, (n = { kind: 'process', pid, name: '' }));
+    n.name = this.model.socketsOf(pid)[0]?.process ?? n.name;
+    return n;
+  }
+
+  private socketNode(socket: SocketView): SocketRow {
+    let n = this.socketRows.get(socket.id);
+    if (!n) this.socketRows.set(socket.id, (n = { kind: 'socket', socket }));
+    n.socket = socket;
+    return n;
+  }
+
+  private closedNode(pid: number, count: number): ClosedNode {
+    let n = this.closedRows.get(pid);
+    if (!n) this.closedRows.set(pid, (n = { kind: 'closed', pid, count }));
+    n.count = count;
+    return n;
+  }
+
+  /** Forgets the rows of sockets and processes the model no longer has. */
+  private pruneRows(): void {
+    for (const [id, n] of this.socketRows) if (this.model.socket(id) !== n.socket) this.socketRows.delete(id);
+    for (const pid of this.processRows.keys()) {
+      if (!this.model.socketsOf(pid).length) {
+        this.processRows.delete(pid);
+        this.closedRows.delete(pid);
+        this.rates.delete(pid);
+      }
+    }
+  }
+
+  protected override rowsFor(e: ModelChange): SocketNode[] | undefined {
+    if (e.part !== 'sockets') return []; // execs: only tooltips (made on hover) show them
+    const c = e.sockets;
+    if (!c || c.reset) {
+      this.processRows.clear();
+      this.socketRows.clear();
+      this.closedRows.clear();
+      return undefined;
+    }
+    const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
+    // A process appeared, went, or has no live socket any more (or again): the order changes.
+    for (const pid of c.liveness) {
+      if (this.rootLive.get(pid) !== (this.model.socketsOf(pid).length ? live(pid) : undefined)) {
+        return undefined;
+      }
+    }
+    const rows = new Set<SocketNode>();
+    for (const pid of [...c.structural, ...c.liveness]) {
+      const n = this.processRows.get(pid);
+      if (n) rows.add(n);
+    }
+    for (const s of c.changed) {
+      if (rows.has(this.processRows.get(s.pid)!)) continue; // redrawn with its process
+      const n = this.socketRows.get(s.id);
+      if (n) rows.add(n);
+    }
+    for (const pid of c.bytes) this.bytesMoved.add(pid);
+    if (c.bytes.size || c.changed.size || c.structural.size) this.scheduleTick(this.now());
+    return [...rows];
+  }
+
   getChildren(element?: SocketNode): SocketNode[] {
     const now = this.now();
     if (!element) {
       // Processes with live sockets first: the view is about what is alive.
       // Then the others, the one whose socket closed last first (a program
       // that just ended is what a person looks for, not one from minutes ago).
+      this.pruneRows();
       const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
       const lastClosed = (pid: number) =>
         Math.max(0, ...this.model.socketsOf(pid).map((s) => this.model.closedSince(s.id) ?? s.closedAt ?? 0));
       const pids = this.model.socketPids();
+      const livePids = pids.filter(live);
       const ended = pids.filter((p) => !live(p)).sort((a, b) => lastClosed(b) - lastClosed(a));
-      const nodes: SocketNode[] = [...pids.filter(live), ...ended].map((pid) => ({
-        kind: 'process',
-        pid,
-        name: this.model.socketsOf(pid)[0].process,
-      }));
+      this.rootLive = new Map([
+        ...livePids.map((p) => [p, true] as const),
+        ...ended.map((p) => [p, false] as const),
+      ]);
+      const nodes = [...livePids, ...ended].map((pid) => this.processNode(pid));
       this.scheduleTick(now);
       return nodes;
     }
     if (element.kind === 'process') {
       const all = this.model.socketsOf(element.pid);
-      const shown: SocketNode[] = all
-        .filter((s) => this.isRecent(s, now))
-        .map((socket) => ({ kind: 'socket', socket }));
+      const shown: SocketNode[] = [];
+      for (const s of all) if (this.isRecent(s, now)) shown.push(this.socketNode(s));
       const closed = all.length - shown.length;
-      if (closed) shown.push({ kind: 'closed', pid: element.pid, count: closed });
+      if (closed) shown.push(this.closedNode(element.pid, closed));
+      this.bytesMoved.delete(element.pid);
       return shown;
     }
     if (element.kind === 'closed') {
@@ -111,7 +199,7 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
         .socketsOf(element.pid)
         .filter((s) => !this.isRecent(s, now))
         .reverse() // newest first
-        .map((socket) => ({ kind: 'socket', socket }));
+        .map((socket) => this.socketNode(socket));
     }
     return [];
   }
@@ -119,41 +207,89 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   getParent(n: SocketNode): SocketNode | undefined {
     if (n.kind === 'process') return undefined;
     const pid = n.kind === 'socket' ? n.socket.pid : n.pid;
-    const proc: SocketNode = { kind: 'process', pid, name: this.model.socketsOf(pid)[0]?.process ?? '' };
     if (n.kind === 'socket' && !this.isRecent(n.socket, this.now())) {
-      return { kind: 'closed', pid, count: 0 };
+      return this.closedRows.get(pid) ?? this.closedNode(pid, 0);
     }
-    return proc;
+    return this.processNode(pid);
   }
 
-  /** The next moment the tree changes on its own (a socket moves into "closed (N)", one ages out, rates move). */
+  /**
+   * The next moment the tree changes on its own (a socket moves into
+   * "closed (N)", one ages out, rates move), and what to redraw then.
+   */
   private scheduleTick(now: number): void {
-    if (this.ticker) clearTimeout(this.ticker);
-    this.ticker = undefined;
-    if (!this.isVisible()) return;
+    if (!this.isVisible()) {
+      if (this.ticker) clearTimeout(this.ticker);
+      this.ticker = undefined;
+      return;
+    }
     let next = Infinity;
+    const recentPids = new Set<number>();
     for (const pid of this.model.socketPids()) {
       for (const s of this.model.socketsOf(pid)) {
         if (s.state !== 'closed') continue;
         const at = this.model.closedSince(s.id) ?? s.closedAt ?? 0;
-        if (now - at < recentlyClosedMs) next = Math.min(next, at + recentlyClosedMs);
+        if (now - at < recentlyClosedMs) {
+          next = Math.min(next, at + recentlyClosedMs);
+          recentPids.add(pid);
+        }
       }
     }
     const expiry = this.model.nextClosedExpiry();
     if (expiry !== undefined) next = Math.min(next, expiry);
-    if ([...this.rates.values()].some((r) => r.rateIn || r.rateOut)) {
-      next = Math.min(next, now + rateSampleMs);
-    }
+    const moving = () =>
+      this.bytesMoved.size > 0 || [...this.rates.values()].some((r) => r.rateIn || r.rateOut);
+    if (moving()) next = Math.min(next, now + rateSampleMs);
+    // A ticker due sooner stays (batches come 30 times a second: each must not push it back).
+    const at = Math.max(50, next - now + 20) + now;
+    if (this.ticker && this.tickAt <= at) return;
+    if (this.ticker) clearTimeout(this.ticker);
+    this.ticker = undefined;
     if (next === Infinity) return;
-    this.ticker = setTimeout(
-      () => {
-        this.ticker = undefined;
-        // Pruning fires no model event by itself: the refresh shows it.
-        this.model.pruneClosed();
-        this.requestRefresh();
-      },
-      Math.max(50, next - now + 20),
-    );
+    this.tickAt = at;
+    this.ticker = setTimeout(() => {
+      this.ticker = undefined;
+      const t = this.now();
+      const rows = new Set<SocketNode>();
+      // Sockets closed long enough ago move into their process's "closed (N)".
+      for (const pid of recentPids) {
+        const moved = this.model
+          .socketsOf(pid)
+          .some(
+            (s) =>
+              s.state === 'closed' &&
+              t - (this.model.closedSince(s.id) ?? s.closedAt ?? 0) >= recentlyClosedMs,
+          );
+        const n = this.processRows.get(pid);
+        if (moved && n) rows.add(n);
+      }
+      // Aged out of the model: their processes' rows (or the whole tree, when a process goes).
+      const pruned = {
+        structural: new Set<number>(),
+        changed: new Set<SocketView>(),
+        bytes: new Set<number>(),
+        liveness: new Set<number>(),
+      };
+      if (this.model.pruneClosed(pruned)) {
+        for (const pid of pruned.structural) {
+          const n = this.processRows.get(pid);
+          if (!this.model.socketsOf(pid).length || !n) {
+            this.requestRefresh();
+            return;
+          }
+          rows.add(n);
+        }
+      }
+      // Rates: the processes whose bytes moved, and those whose rate falls back to 0.
+      for (const [pid, r] of this.rates) if (r.rateIn || r.rateOut) this.bytesMoved.add(pid);
+      for (const pid of this.bytesMoved) {
+        const n = this.processRows.get(pid);
+        if (n) rows.add(n);
+      }
+      this.bytesMoved.clear();
+      if (rows.size) this.requestRefresh([...rows]);
+      this.scheduleTick(t);
+    }, at - now);
   }
 
   override setVisible(visible: boolean): void {
