@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Suite `native`: builds and runs the kext/core unit tests (test_core.c and
+// Suite `native`: builds and runs the kext/core unit tests (test_core.c, test_replay.c and
 // test_order.c) twice each (plain -O2 with the default cc, and clang with
 // ASan+UBSan), then a short fuzz smoke of
 // every libFuzzer target (10 s each under CI=true, 5 s otherwise). Ends with
@@ -25,7 +25,7 @@ if (build.status !== 0) {
   console.log('native unit tests: build failed');
   failed += 1;
 } else {
-  for (const bin of ['test_core', 'test_core_san', 'test_order', 'test_order_san']) {
+  for (const bin of ['test_core', 'test_core_san', 'test_order', 'test_order_san', 'test_replay', 'test_replay_san']) {
     console.log(`--- ${bin}`);
     const r = spawnSync(path.join(fuzz.outDir, bin), [], { encoding: 'utf8' });
     process.stdout.write(r.stdout);
