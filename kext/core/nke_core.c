@@ -136,14 +136,39 @@ static void replay_continue(struct nke_core *c, uint64_t now_ns)
     c->replay_next = 0;
 }
 
+/* Marks a live socket for replay: what the client has to be told of it. */
+static void replay_mark(struct nke_core *c, struct nke_sock *s, uint32_t slot)
+{
+    s->flags |= NKE_SOCK_REPLAY_ATTACH;
+    if ((s->flags & (NKE_SOCK_CONNECTED | NKE_SOCK_LISTENING)) || s->local.family || s->remote.family)
+        s->flags |= NKE_SOCK_REPLAY_ADDRS;
+    /* An outgoing connection's handshake done: its connect record alone says connecting. */
+    if ((s->flags & NKE_SOCK_ESTABLISHED) && !(s->flags & (NKE_SOCK_INCOMING | NKE_SOCK_LISTENING)))
+        s->flags |= NKE_SOCK_REPLAY_CONNECTED;
+    if (s->flags & NKE_SOCK_DETACHING)
+        s->flags |= NKE_SOCK_REPLAY_CLOSING;
+    if (c->replay_next == 0 || slot < c->replay_next)
+        c->replay_next = slot;
+}
+
 static void emit_rec(struct nke_core *c, const void *rec, uint32_t size)
 {
     const struct nke_nt_hdr *h = (const struct nke_nt_hdr *)rec;
     /* No client, no queue to fill: nothing is lost by not emitting. */
     if (!c->client_open)
         return;
-    if (!replay_before(c, h->sock, h->time_ns) || !c->ops->emit(c->platform, rec, size))
-        c->stats.notifications_lost++;
+    if (replay_before(c, h->sock, h->time_ns) && c->ops->emit(c->platform, rec, size))
+        return;
+    c->stats.notifications_lost++;
+    /* A socket's attach, owner, addresses or state lost to a full queue
+     * comes again as a replay once there is room, so the client's view of
+     * the socket stays whole (its data records are gone: gaps). */
+    if (h->type == NKE_NT_ATTACH || h->type == NKE_NT_OWNER ||
+        (h->type >= NKE_NT_CONNECT_IN && h->type <= NKE_NT_EVENT)) {
+        struct nke_sock *s = nke_core_sock(c, h->sock);
+        if (s != NULL)
+            replay_mark(c, s, h->sock.slot);
+    }
 }
 
 static bool sock_id_eq(struct nke_sock_id a, struct nke_sock_id b)
@@ -399,18 +424,8 @@ int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
         uint32_t i;
         for (i = 1; i < c->nsocks; i++) {
             struct nke_sock *s = &c->socks[i];
-            if (!(s->flags & NKE_SOCK_LIVE))
-                continue;
-            s->flags |= NKE_SOCK_REPLAY_ATTACH;
-            if ((s->flags & (NKE_SOCK_CONNECTED | NKE_SOCK_LISTENING)) || s->local.family || s->remote.family)
-                s->flags |= NKE_SOCK_REPLAY_ADDRS;
-            /* An outgoing connection's handshake done: its connect record alone says connecting. */
-            if ((s->flags & NKE_SOCK_ESTABLISHED) && !(s->flags & (NKE_SOCK_INCOMING | NKE_SOCK_LISTENING)))
-                s->flags |= NKE_SOCK_REPLAY_CONNECTED;
-            if (s->flags & NKE_SOCK_DETACHING)
-                s->flags |= NKE_SOCK_REPLAY_CLOSING;
-            if (c->replay_next == 0)
-                c->replay_next = i;
+            if (s->flags & NKE_SOCK_LIVE)
+                replay_mark(c, s, i);
         }
     }
     memset(&c->capture, 0, sizeof(c->capture));

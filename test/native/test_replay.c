@@ -297,12 +297,59 @@ static void test_replay_restarts_for_next_client(void)
     nke_core_client_close(&g_core);
 }
 
+/* Attaches lost to a full queue while the client is open come again once
+ * there is room: none is missing, each before the socket's next record. */
+static void test_lost_attach_replayed(void)
+{
+    uint32_t i;
+    setup(0);
+    open_client();
+    g_fake.room = 0; /* the client is behind: nothing fits */
+    for (i = 0; i < 100; i++) {
+        struct nke_sock_info info;
+        struct nke_addr local, remote;
+        memset(&info, 0, sizeof(info));
+        info.pid = (int32_t)(1000 + i % 10);
+        info.family = NKE_AF_INET;
+        info.type = 1;
+        info.protocol = NKE_PROTO_TCP;
+        g_ids[i] = nke_core_attach(&g_core, &info, NULL, 1);
+        memset(&local, 0, sizeof(local));
+        memset(&remote, 0, sizeof(remote));
+        local.family = remote.family = NKE_AF_INET;
+        local.port = (uint16_t)(10000 + i);
+        remote.port = 80;
+        if (i % 3 == 0)
+            nke_core_addrs(&g_core, g_ids[i], NKE_NT_LISTEN, &local, NULL, 2);
+        else
+            nke_core_addrs(&g_core, g_ids[i], i % 3 == 1 ? NKE_NT_CONNECT_OUT : NKE_NT_CONNECT_IN, &local,
+                           &remote, 2);
+        if (i % 3 == 1 && i % 2 == 0)
+            nke_core_event(&g_core, g_ids[i], NKE_EV_CONNECTED, 3);
+        if (i % 3 != 0 && i % 5 == 0)
+            nke_core_event(&g_core, g_ids[i], NKE_EV_CLOSING, 3);
+    }
+    CHECK_EQ(g_fake.nrecs, 0);
+    g_fake.room = 30;
+    /* the socket of slot 50 speaks first: its replay comes before its event */
+    nke_core_event(&g_core, g_ids[50], NKE_EV_FLUSH_READ, 4);
+    while (g_core.replay_next != 0) {
+        g_fake.queued = 0;
+        nke_core_expire(&g_core, 10, 10);
+    }
+    CHECK_EQ(tally(), 0);
+    for (i = 0; i < 100; i++)
+        check_socket(i);
+    nke_core_client_close(&g_core);
+}
+
 int main(void)
 {
     RUN(test_replay_whole);
     RUN(test_replay_paced_and_ordered);
     RUN(test_replay_detach_before_turn);
     RUN(test_replay_restarts_for_next_client);
+    RUN(test_lost_attach_replayed);
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed ? 1 : 0;
 }

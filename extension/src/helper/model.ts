@@ -262,6 +262,9 @@ export class LiveModel {
     const key = sockKey(n.sock);
     switch (n.type) {
       case NotifyType.Attach: {
+        // The filter's replay of a socket this helper knows already (one of
+        // its records was lost to a full queue): its bytes and age stay.
+        const known = this.sockets.get(key);
         const view: SocketView = {
           id: key,
           pid: n.pid,
@@ -270,9 +273,9 @@ export class LiveModel {
           family: n.family === AF_INET6 ? 'ipv6' : 'ipv4',
           protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
           state: 'open',
-          bytesIn: 0,
-          bytesOut: 0,
-          openedAt: Date.now(),
+          bytesIn: known?.view.bytesIn ?? 0,
+          bytesOut: known?.view.bytesOut ?? 0,
+          openedAt: known?.view.openedAt ?? Date.now(),
         };
         this.sockets.set(key, {
           view,
