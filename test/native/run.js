@@ -25,7 +25,14 @@ if (build.status !== 0) {
   console.log('native unit tests: build failed');
   failed += 1;
 } else {
-  for (const bin of ['test_core', 'test_core_san', 'test_order', 'test_order_san', 'test_replay', 'test_replay_san']) {
+  for (const bin of [
+    'test_core',
+    'test_core_san',
+    'test_order',
+    'test_order_san',
+    'test_replay',
+    'test_replay_san',
+  ]) {
     console.log(`--- ${bin}`);
     const r = spawnSync(path.join(fuzz.outDir, bin), [], { encoding: 'utf8' });
     process.stdout.write(r.stdout);
