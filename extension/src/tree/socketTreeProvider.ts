@@ -16,7 +16,7 @@
 import * as vscode from 'vscode';
 import type { Endpoint } from '../shared/helperProtocol';
 import type { ModelChange, SocketView, WorkbenchModel } from '../model/workbenchModel';
-import { formatBytes, ModelTreeProvider } from './modelTreeView';
+import { formatBytes, ModelTreeProvider, refreshDelayMs } from './modelTreeView';
 import { plural } from '../shared/plural';
 
 export type SocketNode =
@@ -85,6 +85,15 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   private readonly bytesMoved = new Set<number>();
   /** when the ticker fires */
   private tickAt = 0;
+  /** when process rows were last redrawn for their rates */
+  private ratesDrawnAt = 0;
+  /**
+   * Socket rows' items as last made, by socket id: a row whose socket did
+   * not change (the model says which did) is not made again when its
+   * process row is redrawn, so redrawing a process of a thousand sockets
+   * costs a thousand lookups.
+   */
+  private readonly items = new Map<string, vscode.TreeItem>();
 
   constructor(
     model: WorkbenchModel,
@@ -123,7 +132,12 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
 
   /** Forgets the rows of sockets and processes the model no longer has. */
   private pruneRows(): void {
-    for (const [id, n] of this.socketRows) if (this.model.socket(id) !== n.socket) this.socketRows.delete(id);
+    for (const [id, n] of this.socketRows) {
+      if (this.model.socket(id) !== n.socket) {
+        this.socketRows.delete(id);
+        this.items.delete(id);
+      }
+    }
     for (const pid of this.processRows.keys()) {
       if (!this.model.socketsOf(pid).length) {
         this.processRows.delete(pid);
@@ -140,8 +154,10 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
       this.processRows.clear();
       this.socketRows.clear();
       this.closedRows.clear();
+      this.items.clear();
       return undefined;
     }
+    for (const s of c.changed) this.items.delete(s.id);
     const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
     // A process appeared, went, or has no live socket any more (or again): the order changes.
     for (const pid of c.liveness) {
@@ -237,9 +253,11 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     }
     const expiry = this.model.nextClosedExpiry();
     if (expiry !== undefined) next = Math.min(next, expiry);
+    // Rates: soon after bytes start to move (a burst after a quiet spell shows
+    // at once), then once a sample interval while they keep moving.
     const moving = () =>
       this.bytesMoved.size > 0 || [...this.rates.values()].some((r) => r.rateIn || r.rateOut);
-    if (moving()) next = Math.min(next, now + rateSampleMs);
+    if (moving()) next = Math.min(next, Math.max(now + refreshDelayMs, this.ratesDrawnAt + rateSampleMs));
     // A ticker due sooner stays (batches come 30 times a second: each must not push it back).
     const at = Math.max(50, next - now + 20) + now;
     if (this.ticker && this.tickAt <= at) return;
@@ -286,6 +304,7 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
         const n = this.processRows.get(pid);
         if (n) rows.add(n);
       }
+      if (this.bytesMoved.size) this.ratesDrawnAt = t;
       this.bytesMoved.clear();
       if (rows.size) this.requestRefresh([...rows]);
       this.scheduleTick(t);
@@ -333,8 +352,13 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
    * an ancestry per row made the refresh of 10 000 sockets too slow.
    */
   resolveTreeItem(item: vscode.TreeItem, n: SocketNode): vscode.TreeItem {
-    item.tooltip = this.tooltip(n);
-    return item;
+    // A copy: socket rows' items are kept between redraws, and a tooltip on
+    // one would be shown stale at the next hover (VS Code resolves only
+    // items without one).
+    const resolved = new vscode.TreeItem(item.label ?? '', item.collapsibleState);
+    Object.assign(resolved, item);
+    resolved.tooltip = this.tooltip(n);
+    return resolved;
   }
 
   /** What the tooltip of a row says (both addresses, bytes, the process's path and ancestry). */
@@ -390,7 +414,10 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
       return item;
     }
     const s = n.socket;
+    const kept = this.items.get(s.id);
+    if (kept) return kept;
     const item = new vscode.TreeItem(socketLabel(s));
+    this.items.set(s.id, item);
     item.id = `socket:${s.id}`;
     // The state only: with the peer it fits the default sidebar width at
     // this depth (with the bytes too it was cut off); the bytes are in the
