@@ -31,6 +31,13 @@ const attachedEarlierNote =
 export const recentlyClosedMs = 5000;
 /** Rates are sampled at most this often (and refreshed this often while bytes move). */
 const rateSampleMs = 1000;
+/**
+ * Socket rows VS Code is asked to send again, a second, for rates: a
+ * process row redrawn is redrawn with all its children, so on a machine
+ * with thousands of sockets the processes take turns (oldest drawn first)
+ * and each one's rate is a few seconds old at most.
+ */
+export const rateRowsPerSecond = 2000;
 
 /** "127.0.0.1:80", "[::1]:53"; undefined when the filter has not seen it yet. */
 export function formatEndpoint(e: Endpoint | undefined): string | undefined {
@@ -77,7 +84,8 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   private readonly rates = new Map<number, RateSample>();
   private ticker: ReturnType<typeof setTimeout> | undefined;
   private readonly processRows = new Map<number, ProcessNode>();
-  private readonly socketRows = new Map<string, SocketRow>();
+  /** a socket's row, by the model's object for it (the same while the socket lives there) */
+  private socketRows = new WeakMap<SocketView, SocketRow>();
   private readonly closedRows = new Map<number, ClosedNode>();
   /** pids shown at the root by the last getChildren(), and whether each had a live socket */
   private rootLive = new Map<number, boolean>();
@@ -88,12 +96,12 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   /** when process rows were last redrawn for their rates */
   private ratesDrawnAt = 0;
   /**
-   * Socket rows' items as last made, by socket id: a row whose socket did
+   * Socket rows' items as last made, by row: a row whose socket did
    * not change (the model says which did) is not made again when its
    * process row is redrawn, so redrawing a process of a thousand sockets
    * costs a thousand lookups.
    */
-  private readonly items = new Map<string, vscode.TreeItem>();
+  private items = new WeakMap<SocketNode, vscode.TreeItem>();
 
   constructor(
     model: WorkbenchModel,
@@ -117,9 +125,8 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   }
 
   private socketNode(socket: SocketView): SocketRow {
-    let n = this.socketRows.get(socket.id);
-    if (!n) this.socketRows.set(socket.id, (n = { kind: 'socket', socket }));
-    n.socket = socket;
+    let n = this.socketRows.get(socket);
+    if (!n) this.socketRows.set(socket, (n = { kind: 'socket', socket }));
     return n;
   }
 
@@ -132,12 +139,6 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
 
   /** Forgets the rows of sockets and processes the model no longer has. */
   private pruneRows(): void {
-    for (const [id, n] of this.socketRows) {
-      if (this.model.socket(id) !== n.socket) {
-        this.socketRows.delete(id);
-        this.items.delete(id);
-      }
-    }
     for (const pid of this.processRows.keys()) {
       if (!this.model.socketsOf(pid).length) {
         this.processRows.delete(pid);
@@ -152,12 +153,15 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     const c = e.sockets;
     if (!c || c.reset) {
       this.processRows.clear();
-      this.socketRows.clear();
+      this.socketRows = new WeakMap();
       this.closedRows.clear();
-      this.items.clear();
+      this.items = new WeakMap();
       return undefined;
     }
-    for (const s of c.changed) this.items.delete(s.id);
+    for (const s of c.changed) {
+      const row = this.socketRows.get(s);
+      if (row) this.items.delete(row);
+    }
     const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
     // A process appeared, went, or has no live socket any more (or again): the order changes.
     for (const pid of c.liveness) {
@@ -172,7 +176,7 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     }
     for (const s of c.changed) {
       if (rows.has(this.processRows.get(s.pid)!)) continue; // redrawn with its process
-      const n = this.socketRows.get(s.id);
+      const n = this.socketRows.get(s);
       if (n) rows.add(n);
     }
     for (const pid of c.bytes) this.bytesMoved.add(pid);
@@ -298,14 +302,26 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
           rows.add(n);
         }
       }
-      // Rates: the processes whose bytes moved, and those whose rate falls back to 0.
+      // Rates: the processes whose bytes moved, and those whose rate falls
+      // back to 0, within the budget of rows (the longest undrawn first).
       for (const [pid, r] of this.rates) if (r.rateIn || r.rateOut) this.bytesMoved.add(pid);
-      for (const pid of this.bytesMoved) {
+      const due = [...this.bytesMoved].sort(
+        (a, b) => (this.rates.get(a)?.at ?? 0) - (this.rates.get(b)?.at ?? 0),
+      );
+      let budget = (rateRowsPerSecond * rateSampleMs) / 1000;
+      for (const pid of due) {
         const n = this.processRows.get(pid);
-        if (n) rows.add(n);
+        if (!n) {
+          this.bytesMoved.delete(pid);
+          continue;
+        }
+        const cost = this.model.socketsOf(pid).length + 1;
+        if (cost > budget && budget < (rateRowsPerSecond * rateSampleMs) / 1000) break; // next turn
+        budget -= cost;
+        rows.add(n);
+        this.bytesMoved.delete(pid);
       }
-      if (this.bytesMoved.size) this.ratesDrawnAt = t;
-      this.bytesMoved.clear();
+      if (rows.size) this.ratesDrawnAt = t;
       if (rows.size) this.requestRefresh([...rows]);
       this.scheduleTick(t);
     }, at - now);
@@ -414,10 +430,10 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
       return item;
     }
     const s = n.socket;
-    const kept = this.items.get(s.id);
+    const kept = this.items.get(n);
     if (kept) return kept;
     const item = new vscode.TreeItem(socketLabel(s));
-    this.items.set(s.id, item);
+    this.items.set(n, item);
     item.id = `socket:${s.id}`;
     // The state only: with the peer it fits the default sidebar width at
     // this depth (with the bytes too it was cut off); the bytes are in the
