@@ -111,7 +111,11 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
 
   const socketsView = createModelTreeView('nke.sockets', trees.sockets);
   const execView = createModelTreeView('nke.execEvents', trees.execEvents);
-  const views: ExplorerViews = { sockets: socketsView.view, execEvents: execView.view };
+  const views: ExplorerViews = {
+    sockets: socketsView.view,
+    execEvents: execView.view,
+    processRow: (pid) => trees.sockets.processNode(pid),
+  };
 
   context.subscriptions.push(
     session,

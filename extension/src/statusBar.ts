@@ -6,6 +6,9 @@ import * as vscode from 'vscode';
 import type { WorkbenchModel } from './model/workbenchModel';
 import { plural } from './shared/plural';
 
+/** The status bar is redrawn at most 4 times a second. */
+export const redrawMs = 250;
+
 export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
   const item = vscode.window.createStatusBarItem('nke.status', vscode.StatusBarAlignment.Left, 50);
   item.name = 'NKE Workbench';
@@ -69,10 +72,35 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
   update();
   tick();
   item.show();
-  // Counters change with every batch (<= 30/s); the status bar is cheap to set.
-  const sub = model.onDidChange(() => {
+  // Counters change with every batch (up to 30 a second, several parts
+  // each): the item is redrawn at most every redrawMs, and always with the
+  // last state (a change inside the interval redraws at its end).
+  let lastDrawn = 0;
+  let redraw: ReturnType<typeof setTimeout> | undefined;
+  const draw = () => {
+    redraw = undefined;
+    lastDrawn = Date.now();
     update();
     tick();
+  };
+  const sub = model.onDidChange(() => {
+    // A new link status shows at once (menus and welcome views follow it).
+    if (model.link.status !== shownStatus) {
+      if (redraw) clearTimeout(redraw);
+      draw();
+      return;
+    }
+    if (redraw) return;
+    const wait = lastDrawn + redrawMs - Date.now();
+    if (wait <= 0) draw();
+    else redraw = setTimeout(draw, wait);
   });
-  return vscode.Disposable.from(item, sub, new vscode.Disposable(() => ticker && clearInterval(ticker)));
+  return vscode.Disposable.from(
+    item,
+    sub,
+    new vscode.Disposable(() => {
+      if (ticker) clearInterval(ticker);
+      if (redraw) clearTimeout(redraw);
+    }),
+  );
 }

@@ -43,15 +43,6 @@ NKE_STATIC_ASSERT(((NKE_CORE_DATA_F_KEEP | NKE_CORE_DATA_F_NO_HOLD) &
 /* Helpers                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static void emit_rec(struct nke_core *c, const void *rec, uint32_t size)
-{
-    /* No client, no queue to fill: nothing is lost by not emitting. */
-    if (!c->client_open)
-        return;
-    if (!c->ops->emit(c->platform, rec, size))
-        c->stats.notifications_lost++;
-}
-
 static void hdr_fill(struct nke_nt_hdr *h, uint16_t type, uint16_t size, uint32_t flags,
                      struct nke_sock_id sock, uint64_t now_ns)
 {
@@ -60,6 +51,124 @@ static void hdr_fill(struct nke_nt_hdr *h, uint16_t type, uint16_t size, uint32_
     h->flags = flags;
     h->sock = sock;
     h->time_ns = now_ns;
+}
+
+/* One socket's replay, stage by stage (a stage whose record did not fit
+ * stays for the next try): false when the queue is full. */
+static bool replay_sock(struct nke_core *c, struct nke_sock *s, struct nke_sock_id id, uint64_t now_ns)
+{
+    if (s->flags & NKE_SOCK_REPLAY_ATTACH) {
+        struct nke_nt_attach rec;
+        memset(&rec, 0, sizeof(rec));
+        hdr_fill(&rec.hdr, NKE_NT_ATTACH, sizeof(rec), 0, id, now_ns);
+        rec.pid = s->info.pid;
+        rec.uid = s->info.uid;
+        rec.family = s->info.family;
+        rec.type = s->info.type;
+        rec.protocol = s->info.protocol;
+        memcpy(rec.comm, s->info.comm, NKE_COMM_LEN);
+        if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
+            return false;
+        s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_ATTACH;
+    }
+    if (s->flags & NKE_SOCK_REPLAY_ADDRS) {
+        struct nke_nt_addrs rec;
+        uint16_t type = (s->flags & NKE_SOCK_LISTENING)   ? NKE_NT_LISTEN
+                        : (s->flags & NKE_SOCK_CONNECTED) ? ((s->flags & NKE_SOCK_INCOMING) ? NKE_NT_CONNECT_IN
+                                                                                            : NKE_NT_CONNECT_OUT)
+                                                          : NKE_NT_BOUND;
+        memset(&rec, 0, sizeof(rec));
+        hdr_fill(&rec.hdr, type, sizeof(rec), 0, id, now_ns);
+        rec.local = s->local;
+        rec.remote = s->remote;
+        if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
+            return false;
+        s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_ADDRS;
+    }
+    if (s->flags & NKE_SOCK_REPLAY_CONNECTED) {
+        struct nke_nt_event rec;
+        memset(&rec, 0, sizeof(rec));
+        hdr_fill(&rec.hdr, NKE_NT_EVENT, sizeof(rec), 0, id, now_ns);
+        rec.event = NKE_EV_CONNECTED;
+        if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
+            return false;
+        s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_CONNECTED;
+    }
+    if (s->flags & NKE_SOCK_REPLAY_CLOSING) {
+        struct nke_nt_event rec;
+        memset(&rec, 0, sizeof(rec));
+        hdr_fill(&rec.hdr, NKE_NT_EVENT, sizeof(rec), 0, id, now_ns);
+        rec.event = NKE_EV_CLOSING;
+        if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
+            return false;
+        s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_CLOSING;
+    }
+    return true;
+}
+
+/* Before any record of a socket: its replay, if the client has not had it
+ * yet (so the client never sees a socket's data or state before its
+ * attach). False when the replay did not fit: the record must not go
+ * either, or it would overtake it. */
+static bool replay_before(struct nke_core *c, struct nke_sock_id id, uint64_t now_ns)
+{
+    struct nke_sock *s;
+    if (c->replay_next == 0 || id.slot == 0)
+        return true;
+    s = nke_core_sock(c, id);
+    if (s == NULL || !(s->flags & NKE_SOCK_REPLAY_ANY))
+        return true;
+    return replay_sock(c, s, id, now_ns);
+}
+
+/* Goes on with the replay from where it stopped, as far as the queue takes it. */
+static void replay_continue(struct nke_core *c, uint64_t now_ns)
+{
+    while (c->replay_next != 0 && c->replay_next < c->nsocks) {
+        struct nke_sock *s = &c->socks[c->replay_next];
+        if ((s->flags & NKE_SOCK_LIVE) && (s->flags & NKE_SOCK_REPLAY_ANY)) {
+            struct nke_sock_id id = {c->replay_next, s->gen};
+            if (!replay_sock(c, s, id, now_ns))
+                return;
+        }
+        c->replay_next++;
+    }
+    c->replay_next = 0;
+}
+
+/* Marks a live socket for replay: what the client has to be told of it. */
+static void replay_mark(struct nke_core *c, struct nke_sock *s, uint32_t slot)
+{
+    s->flags |= NKE_SOCK_REPLAY_ATTACH;
+    if ((s->flags & (NKE_SOCK_CONNECTED | NKE_SOCK_LISTENING)) || s->local.family || s->remote.family)
+        s->flags |= NKE_SOCK_REPLAY_ADDRS;
+    /* An outgoing connection's handshake done: its connect record alone says connecting. */
+    if ((s->flags & NKE_SOCK_ESTABLISHED) && !(s->flags & (NKE_SOCK_INCOMING | NKE_SOCK_LISTENING)))
+        s->flags |= NKE_SOCK_REPLAY_CONNECTED;
+    if (s->flags & NKE_SOCK_DETACHING)
+        s->flags |= NKE_SOCK_REPLAY_CLOSING;
+    if (c->replay_next == 0 || slot < c->replay_next)
+        c->replay_next = slot;
+}
+
+static void emit_rec(struct nke_core *c, const void *rec, uint32_t size)
+{
+    const struct nke_nt_hdr *h = (const struct nke_nt_hdr *)rec;
+    /* No client, no queue to fill: nothing is lost by not emitting. */
+    if (!c->client_open)
+        return;
+    if (replay_before(c, h->sock, h->time_ns) && c->ops->emit(c->platform, rec, size))
+        return;
+    c->stats.notifications_lost++;
+    /* A socket's attach, owner, addresses or state lost to a full queue
+     * comes again as a replay once there is room, so the client's view of
+     * the socket stays whole (its data records are gone: gaps). */
+    if (h->type == NKE_NT_ATTACH || h->type == NKE_NT_OWNER ||
+        (h->type >= NKE_NT_CONNECT_IN && h->type <= NKE_NT_EVENT)) {
+        struct nke_sock *s = nke_core_sock(c, h->sock);
+        if (s != NULL)
+            replay_mark(c, s, h->sock.slot);
+    }
 }
 
 static bool sock_id_eq(struct nke_sock_id a, struct nke_sock_id b)
@@ -308,6 +417,17 @@ int nke_core_client_open(struct nke_core *c, const struct nke_open_request *req,
 
     c->client_open = true;
     c->session_id = session_id;
+    /* Attach replay: the new client is told of every socket attached
+     * before it, as the queue takes them (nke_core_expire goes on). */
+    c->replay_next = 0;
+    {
+        uint32_t i;
+        for (i = 1; i < c->nsocks; i++) {
+            struct nke_sock *s = &c->socks[i];
+            if (s->flags & NKE_SOCK_LIVE)
+                replay_mark(c, s, i);
+        }
+    }
     memset(&c->capture, 0, sizeof(c->capture));
     c->capture.abi_version = NKE_ABI_VERSION;
     c->capture.mode = NKE_CAPTURE_NOTHING;
@@ -341,6 +461,9 @@ void nke_core_client_close(struct nke_core *c)
         }
     }
     c->client_open = false;
+    for (i = 1; c->replay_next != 0 && i < c->nsocks; i++)
+        c->socks[i].flags &= ~(uint32_t)NKE_SOCK_REPLAY_ANY;
+    c->replay_next = 0;
     memset(&c->capture, 0, sizeof(c->capture));
     c->capture.abi_version = NKE_ABI_VERSION;
     c->capture.mode = NKE_CAPTURE_NOTHING;
@@ -752,6 +875,8 @@ void nke_core_addrs(struct nke_core *c, struct nke_sock_id id, uint16_t type,
         s->remote = *remote;
     if (type == NKE_NT_CONNECT_IN || type == NKE_NT_CONNECT_OUT)
         s->flags |= NKE_SOCK_CONNECTED;
+    if (type == NKE_NT_CONNECT_IN)
+        s->flags |= NKE_SOCK_INCOMING | NKE_SOCK_ESTABLISHED;
     else if (type == NKE_NT_LISTEN)
         s->flags |= NKE_SOCK_LISTENING;
     memset(&rec, 0, sizeof(rec));
@@ -768,9 +893,9 @@ void nke_core_event(struct nke_core *c, struct nke_sock_id id, uint32_t event, u
     if (s == NULL)
         return;
     if (event == NKE_EV_CONNECTED)
-        s->flags |= NKE_SOCK_CONNECTED;
+        s->flags |= NKE_SOCK_CONNECTED | NKE_SOCK_ESTABLISHED;
     else if (event == NKE_EV_DISCONNECTED)
-        s->flags &= ~(uint32_t)NKE_SOCK_CONNECTED;
+        s->flags &= ~(uint32_t)(NKE_SOCK_CONNECTED | NKE_SOCK_ESTABLISHED);
     else if (event == NKE_EV_CLOSING)
         s->flags |= NKE_SOCK_DETACHING;
     memset(&rec, 0, sizeof(rec));
@@ -847,6 +972,10 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         s->offset_out += size;
         s->bytes_out += size;
     }
+    /* Stream bytes move on a TCP socket only once it is connected (a lost
+     * connected event must not leave a replay saying connecting). */
+    if (size && s->info.protocol == NKE_PROTO_TCP && (s->flags & NKE_SOCK_CONNECTED))
+        s->flags |= NKE_SOCK_ESTABLISHED;
     /* Stream order before anything else: behind kept or in-flight data of
      * this socket direction, the piece is kept too, whatever would
      * otherwise let it pass (nke_order.h). */
@@ -919,7 +1048,7 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
         rec.addr = *addr;
     memcpy(rec.buffers, bufs, sizeof(rec.buffers));
 
-    if (!c->ops->emit(c->platform, &rec, sizeof(rec))) {
+    if (!replay_before(c, id, now_ns) || !c->ops->emit(c->platform, &rec, sizeof(rec))) {
         /* The client will never hear of this chunk: undo. */
         c->stats.notifications_lost++;
         for (i = 0; i < nbuf; i++)
@@ -1024,6 +1153,11 @@ uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns)
 {
     uint64_t next = UINT32_MAX;
     uint32_t i;
+    if (c->client_open && c->replay_next != 0) {
+        replay_continue(c, now_ns);
+        if (c->replay_next != 0)
+            next = 2; /* the queue is full: again once the client read some */
+    }
     /* O(held), not O(table): only the held list is walked. */
     for (i = c->held_head; i != NKE_CHUNK_NONE;) {
         struct nke_chunk *ch = &c->chunks[i];

@@ -213,8 +213,22 @@ enum nke_sock_state_flags {
     /* The platform may not defer this socket's data (kext: an in-kernel
      * socket, or one with SO_UPCALLCLOSEWAIT): its data is reported at most,
      * never held or queued. */
-    NKE_SOCK_NO_DEFER   = 0x10
+    NKE_SOCK_NO_DEFER   = 0x10,
+    /* Accepted (NKE_NT_CONNECT_IN), not connected by its process. */
+    NKE_SOCK_INCOMING   = 0x20,
+    /* Attach replay (nke_core_client_open): what of this socket a client
+     * that opened after it attached has still to be told. Each is cleared
+     * once its record is in the queue. */
+    NKE_SOCK_REPLAY_ATTACH = 0x40,
+    NKE_SOCK_REPLAY_ADDRS  = 0x80,
+    NKE_SOCK_REPLAY_CONNECTED = 0x100,
+    NKE_SOCK_REPLAY_CLOSING   = 0x200,
+    /* The handshake is done (NKE_EV_CONNECTED, or accepted): CONNECTED alone
+     * is set from the connect call on. */
+    NKE_SOCK_ESTABLISHED   = 0x400
 };
+#define NKE_SOCK_REPLAY_ANY \
+    (NKE_SOCK_REPLAY_ATTACH | NKE_SOCK_REPLAY_ADDRS | NKE_SOCK_REPLAY_CONNECTED | NKE_SOCK_REPLAY_CLOSING)
 
 struct nke_sock {
     uint32_t gen;              /* generation; kept when the slot is freed, bumped on reuse */
@@ -249,6 +263,8 @@ struct nke_core {
     uint16_t held_head, held_tail;                 /* HELD chunks, oldest first */
     struct nke_capture_config capture;
     struct nke_filter_state stats;
+    /* Attach replay: the next slot to replay (0: done). */
+    uint32_t replay_next;
 };
 
 /* `socks` must hold `nsocks` zeroed entries (slot 0 is never used, so a zero
@@ -364,8 +380,12 @@ int nke_core_data(struct nke_core *c, struct nke_sock_id id, uint8_t direction, 
 
 /* Re-injects (original) every held chunk whose deadline passed
  * (NKE_RELEASE_TIMEOUT), emits NKE_NT_CHUNK_RELEASED and reclaims its
- * buffers (the client loses them, per the ABI). Returns ms until the next
- * deadline, or UINT32_MAX. */
+ * buffers (the client loses them, per the ABI). Also goes on with the
+ * attach replay: a client that opens is told of every socket attached
+ * before it (NKE_NT_ATTACH, then its addresses and a closing event as the
+ * filter knows them), as the queue takes them; a socket's replay always
+ * comes before any other record of it. Returns ms until the next deadline
+ * (a few while the replay waits for room in the queue), or UINT32_MAX. */
 uint32_t nke_core_expire(struct nke_core *c, uint64_t now_ms, uint64_t now_ns);
 
 /* Releases every held chunk of one socket direction now, with `action`

@@ -44,14 +44,16 @@ async function main() {
   if (!out.ok) throw new Error(`the bench failed in the extension host:\n${out.error}`);
   const r = out.results;
   const f = (x) => x.toFixed(1);
-  console.log(`[explorer] ${((Date.now() - t0) / 1000).toFixed(0)} s in all`);
+  console.log(
+    `[explorer] ${((Date.now() - t0) / 1000).toFixed(0)} s in all (load average at the end ${require('node:os').loadavg()[0].toFixed(1)})`,
+  );
   console.log(`  ${r.socketsIn.sockets} live sockets in the model in ${f(r.socketsIn.ms)} ms`);
   console.log(
     `  ${r.execsIn.execs} exec events in ${f(r.execsIn.ms)} ms (${r.execsIn.kept} kept: nke.historyLimit)`,
   );
   for (const [k, w] of Object.entries(r.walk)) {
     console.log(
-      `  ${k} refresh, whole visible part (${w.items} items): median ${f(w.medianMs)} ms, max ${f(w.maxMs)} ms`,
+      `  ${k} refresh, whole visible part (${w.items} items): median ${f(w.medianMs)} ms, max ${f(w.maxMs)} ms (host CPU median ${f(w.cpuMedianMs)} ms)`,
     );
   }
   console.log(

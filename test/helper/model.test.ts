@@ -154,10 +154,9 @@ describe('helper live model', () => {
     assert.equal(m.isDirty, false);
     feed(m, data(2, 1, 1n, 10, false));
     const u2 = m.takeUpdate();
-    assert.deepEqual(
-      u2.sockets.map((s) => s.id),
-      ['2:1'],
-    );
+    // only socket 2:1, and only its bytes (protocol 2's tuple)
+    assert.deepEqual(u2.sockets, []);
+    assert.deepEqual(u2.bytes, [['2:1', 0, 10]]);
   });
 
   it('adopts sockets attached before the helper connected (restarted helper)', () => {

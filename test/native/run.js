@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Suite `native`: builds and runs the kext/core unit tests (test_core.c,
-// test_order.c, and test_rule_cases.c on test/shared/rule-cases.json) twice each (plain -O2 with the default cc, and clang with
+// test_order.c, test_replay.c, and test_rule_cases.c on test/shared/rule-cases.json) twice each (plain -O2 with the default cc, and clang with
 // ASan+UBSan), then a short fuzz smoke of
 // every libFuzzer target (10 s each under CI=true, 5 s otherwise). Ends with
 // one `N passed, N failed` line summed over all of it.
@@ -32,6 +32,8 @@ if (build.status !== 0) {
     'test_order_san',
     'test_rule_cases',
     'test_rule_cases_san',
+    'test_replay',
+    'test_replay_san',
   ]) {
     console.log(`--- ${bin}`);
     const r = spawnSync(path.join(fuzz.outDir, bin), [path.join(here, '..', 'shared', 'rule-cases.json')], {

@@ -254,7 +254,7 @@ const explorerSteps = [
         await notice.waitFor();
         await wb.treeRow(page, 'Filter', 'Taken over').waitFor();
         await wb.openViewContainer(second, 'NKE Workbench');
-        ctx.runUnderShim(client(server.port, { first: 'second-tab', everyMs: 500 }));
+        const meanwhile = ctx.runUnderShim(client(server.port, { first: 'second-tab', everyMs: 500 }));
         await server.whenBytes(10, 60000);
         await wb.treeRow(second, 'Sockets', `→ 127.0.0.1:${server.port}`).waitFor();
         // While the second tab works, the first stays off the filter (no fight back).
@@ -269,6 +269,9 @@ const explorerSteps = [
         await page.locator(wb.sel.statusBar, { hasText: 'NKE: connected' }).waitFor();
         await takenOver(second).waitFor();
         await wb.notification(second, 'took over the filter').waitFor();
+        // The socket opened while the second tab held the filter: the filter's
+        // attach replay names its process here (not "process not known").
+        await wb.treeRow(page, 'Sockets', `python3 (${meanwhile.pid})`).waitFor();
         // The program kept its socket across both take-overs; a new one shows with its process.
         const p = ctx.runUnderShim(client(later.port, { first: 'after-take-back', everyMs: 500 }));
         await wb.treeRow(page, 'Sockets', `→ 127.0.0.1:${later.port}`).waitFor();

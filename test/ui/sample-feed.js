@@ -89,7 +89,6 @@ exports.run = async function run() {
       },
     ],
     pendingRemoved: [],
-    events: [],
     counters,
   });
   console.log('[nke-ui] sample data fed');

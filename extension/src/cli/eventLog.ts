@@ -6,7 +6,8 @@
 // bury the program's own.
 import fs from 'node:fs';
 import { releaseExplained } from '../shared/payloadReasons';
-import type { Endpoint, HistoryEvent, PendingView, UpdateBatch } from '../shared/helperProtocol';
+import type { Endpoint, HistoryEvent, PendingView } from '../shared/helperProtocol';
+import type { ModelUpdate } from '../helper/model';
 
 export type ExecScope = 'all' | 'tree' | 'none';
 export const EXEC_SCOPES: readonly ExecScope[] = ['all', 'tree', 'none'];
@@ -164,7 +165,7 @@ export class EventLog {
     return this.tree.admitExec(ev.pid, ev.ppid);
   }
 
-  onUpdate(b: UpdateBatch): void {
+  onUpdate(b: ModelUpdate): void {
     if (this.socketOwnersAreRoots) for (const s of b.sockets) this.tree.add(s.pid);
     for (const ev of b.events) {
       if (!this.wants(ev)) continue;

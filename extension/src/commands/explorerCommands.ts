@@ -25,6 +25,8 @@ import { type CommandHandler, UserCancelled } from './commandWrapper';
 export interface ExplorerViews {
   execEvents: vscode.TreeView<ExecView>;
   sockets: vscode.TreeView<SocketNode>;
+  /** the Sockets view's own row of a process (rows are stable objects) */
+  processRow?: (pid: number) => SocketNode;
 }
 
 export interface ExplorerCommandDeps {
@@ -246,9 +248,10 @@ export function linkExecsToSockets(views: ExplorerViews, model: WorkbenchModel):
     const exec = e.selection[0];
     if (!exec || !model.socketsOf(exec.pid).length || !views.sockets.visible) return;
     const name = model.socketsOf(exec.pid)[0].process;
-    void views.sockets.reveal(
-      { kind: 'process', pid: exec.pid, name },
-      { expand: true, select: true, focus: false },
-    );
+    void views.sockets.reveal(views.processRow?.(exec.pid) ?? { kind: 'process', pid: exec.pid, name }, {
+      expand: true,
+      select: true,
+      focus: false,
+    });
   });
 }

@@ -264,9 +264,13 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
     },
     'nke.setCaptureMode': (mode?: CaptureMode) => setCaptureMode(deps, mode),
     'nke.clear': async () => {
+      const live = session.isConnected;
       await session.clear();
-      model.clear();
-      log.info('cleared sockets, exec events and pending payloads');
+      log.info(
+        live
+          ? 'cleared closed sockets, exec events and history; live sockets and held payloads stay'
+          : 'cleared sockets, exec events and pending payloads',
+      );
     },
     'nke.showLog': () => log.show(),
     ...explorerCommandHandlers({ model, session, log, views: deps.views }),

@@ -11,10 +11,9 @@ import type {
   PendingView,
   RulesConfig,
   Snapshot,
-  UpdateBatch,
 } from '../shared/helperProtocol';
 import { noLongerHeld } from '../shared/payloadReasons';
-import { LiveModel, type PendingEntry, sockKey } from './model';
+import { LiveModel, type ModelUpdate, type PendingEntry, sockKey } from './model';
 import { type CaptureEndpoint, CaptureHistory, Fate, FilterClock } from './captureHistory';
 import { type ExportSelection, exportToFile, streamToFifo } from './captureExport';
 import {
@@ -249,7 +248,7 @@ function lastMatchEnd(data: Buffer, find: Buffer): number {
 }
 
 export class FilterEngine extends EventEmitter<{
-  update: [UpdateBatch];
+  update: [ModelUpdate];
   filterClosed: [{ code: string; message: string }];
   pending: [PendingEntry];
 }> {

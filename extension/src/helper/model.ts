@@ -9,6 +9,7 @@ import type {
   HistoryEvent,
   PendingRemovalReason,
   PendingView,
+  SocketBytes,
   SocketState,
   SocketView,
   UpdateBatch,
@@ -40,6 +41,15 @@ const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
 /** Chunks whose end is remembered, so a late verdict is told why (a verdict, a release), not just "unknown". */
 const ENDED_PENDING_KEPT = 4_096;
+
+/**
+ * One flush of the model: the batch the clients get, plus the history events
+ * recorded since the last one (the CLI's event log writes them; the RPC
+ * batch leaves them out: nke/history serves them to whoever asks).
+ */
+export interface ModelUpdate extends UpdateBatch {
+  events: HistoryEvent[];
+}
 
 /** How a chunk that was pending ended: a verdict action or a release reason (RELEASE_REASONS), and when. */
 export interface EndedPending {
@@ -134,6 +144,8 @@ export class LiveModel {
 
   // Changes since the last takeUpdate().
   private dirtySockets = new Set<string>();
+  /** live sockets whose byte counts alone changed: sent as compact tuples */
+  private bytesDirty = new Set<string>();
   private removedSockets = new Set<string>();
   private newExecs: ExecView[] = [];
   private addedPending = new Map<string, PendingView>();
@@ -204,6 +216,12 @@ export class LiveModel {
     this.dirty = true;
   }
 
+  /** The socket's bytes moved (and nothing else, unless touch() says so too). */
+  private touchBytes(key: string): void {
+    this.bytesDirty.add(key);
+    this.dirty = true;
+  }
+
   /**
    * The socket of a notification; one attached before this helper connected
    * (a restarted helper) is adopted with what is known so far, so the model
@@ -233,6 +251,7 @@ export class LiveModel {
       };
       this.sockets.set(key, s);
       this.counters.socketsAdopted++;
+      this.touch(key); // new to the clients: sent whole
     }
     return s;
   }
@@ -243,6 +262,9 @@ export class LiveModel {
     const key = sockKey(n.sock);
     switch (n.type) {
       case NotifyType.Attach: {
+        // The filter's replay of a socket this helper knows already (one of
+        // its records was lost to a full queue): its bytes and age stay.
+        const known = this.sockets.get(key);
         const view: SocketView = {
           id: key,
           pid: n.pid,
@@ -251,9 +273,9 @@ export class LiveModel {
           family: n.family === AF_INET6 ? 'ipv6' : 'ipv4',
           protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
           state: 'open',
-          bytesIn: 0,
-          bytesOut: 0,
-          openedAt: Date.now(),
+          bytesIn: known?.view.bytesIn ?? 0,
+          bytesOut: known?.view.bytesOut ?? 0,
+          openedAt: known?.view.openedAt ?? Date.now(),
         };
         this.sockets.set(key, {
           view,
@@ -367,8 +389,10 @@ export class LiveModel {
         // Stream bytes move only on a connected TCP socket: a "connected"
         // note lost on the way (best effort in the emulator) must not leave
         // it shown as connecting while data flows.
-        if (s.view.state === 'connecting' && s.view.protocol === 'tcp') s.view.state = 'connected';
-        this.touch(key);
+        if (s.view.state === 'connecting' && s.view.protocol === 'tcp') {
+          s.view.state = 'connected';
+          this.touch(key);
+        } else this.touchBytes(key);
         this.record({
           kind: 'data',
           socketId: key,
@@ -403,7 +427,7 @@ export class LiveModel {
           this.counters.bytesOut += n.size;
           s.view.bytesOut += n.size;
         }
-        this.touch(key);
+        this.touchBytes(key);
         this.record({
           kind: 'data-gap',
           socketId: key,
@@ -565,14 +589,21 @@ export class LiveModel {
     this.dirty = true;
   }
 
-  takeUpdate(): UpdateBatch {
+  takeUpdate(): ModelUpdate {
     const sockets: SocketView[] = [];
     for (const k of this.dirtySockets) {
       const v = this.sockets.get(k)?.view ?? this.closedSockets.get(k);
       if (v) sockets.push(v);
     }
-    const batch: UpdateBatch = {
+    const bytes: SocketBytes[] = [];
+    for (const k of this.bytesDirty) {
+      if (this.dirtySockets.has(k)) continue; // its whole view goes
+      const v = this.sockets.get(k)?.view;
+      if (v) bytes.push([k, v.bytesIn, v.bytesOut]);
+    }
+    const batch: ModelUpdate = {
       sockets,
+      ...(bytes.length ? { bytes } : {}),
       socketsRemoved: [...this.removedSockets],
       execs: this.newExecs,
       pendingAdded: [...this.addedPending.values()],
@@ -582,6 +613,7 @@ export class LiveModel {
       counters: { ...this.counters },
     };
     this.dirtySockets = new Set();
+    this.bytesDirty = new Set();
     this.removedSockets = new Set();
     this.newExecs = [];
     this.addedPending = new Map();

@@ -6,6 +6,7 @@ import { ErrorCodes, ResponseError } from 'vscode-jsonrpc';
 import * as P from '../shared/helperProtocol';
 import { EngineError, type FilterEngine } from './engine';
 import { CaptureTargetError, type ExportSelection } from './captureExport';
+import type { ModelUpdate } from './model';
 import { RulesError } from './rules';
 import { HOLD_TOTAL_MAX_MS, MODIFIED_MAX_LEN } from './wire';
 
@@ -225,7 +226,9 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
     }),
   );
 
-  const onUpdate = (b: P.UpdateBatch) => void conn.sendNotification(P.Update, b).catch(() => {});
+  // The history events stay here (nke/history serves them): the extension never shows them.
+  const onUpdate = ({ events: _events, ...batch }: ModelUpdate) =>
+    void conn.sendNotification(P.Update, batch satisfies P.UpdateBatch).catch(() => {});
   const onClosed = (e: { code: string; message: string }) =>
     void conn.sendNotification(P.FilterClosed, e).catch(() => {});
   engine.on('update', onUpdate);

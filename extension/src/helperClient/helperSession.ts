@@ -360,9 +360,19 @@ export class HelperSession {
     return conn;
   }
 
-  /** Makes the helper forget closed sockets, execs and history (if one runs). */
+  /**
+   * NKE: Clear: the helper forgets closed sockets, execs and history, and
+   * the model is loaded again from it: live sockets and held payloads stay.
+   * Without a helper the model alone is cleared.
+   */
   async clear(): Promise<void> {
-    if (this.conn) await this.conn.sendRequest(Clear);
+    const conn = this.conn;
+    if (!conn) {
+      this.opts.model.clear();
+      return;
+    }
+    await conn.sendRequest(Clear);
+    await this.resync(conn);
   }
 
   /** The helper writes its capture history as pcapng to `file` (all sockets, or these ids). */

@@ -66,8 +66,28 @@ export interface LinkState {
 
 export type ModelPart = 'filter' | 'sockets' | 'execs' | 'pending';
 
+/**
+ * What changed among the sockets in one 'sockets' change, so a view can
+ * redraw those rows only. SocketView objects stay the same objects while a
+ * socket lives in the model (updated in place).
+ */
+export interface SocketChanges {
+  /** the whole socket list was replaced (snapshot, Clear, reset): nothing kept is the same object */
+  reset?: boolean;
+  /** sockets added, removed, pruned, or given another owner: their processes' rows change */
+  structural: Set<number>;
+  /** sockets whose state or addresses changed in place (same owner) */
+  changed: Set<SocketView>;
+  /** pids whose sockets' byte counts alone moved */
+  bytes: Set<number>;
+  /** pids that went from no live socket to some, or back (the process order changes) */
+  liveness: Set<number>;
+}
+
 export interface ModelChange {
   part: ModelPart;
+  /** with part 'sockets': what changed (absent: assume everything) */
+  sockets?: SocketChanges;
 }
 
 /** Same shape as vscode.Event, so views can subscribe without adapters. */
@@ -82,8 +102,14 @@ export const emptyUpdate = (counters: Counters = emptyCounters()): UpdateBatch =
   execs: [],
   pendingAdded: [],
   pendingRemoved: [],
-  events: [],
   counters,
+});
+
+const noSocketChanges = (): SocketChanges => ({
+  structural: new Set(),
+  changed: new Set(),
+  bytes: new Set(),
+  liveness: new Set(),
 });
 
 export class WorkbenchModel {
@@ -226,18 +252,45 @@ export class WorkbenchModel {
     if (this.pruneClosed()) this.fire('sockets');
   }
 
-  /** Forgets closed sockets older than nke.closedSocketsKeptSeconds; true when some went. */
-  pruneClosed(): boolean {
+  /**
+   * Forgets closed sockets older than nke.closedSocketsKeptSeconds; true
+   * when some went (their pids added to `into`, when given).
+   */
+  pruneClosed(into?: SocketChanges): boolean {
     const limit = this.now() - this.closedKeptMs;
     let pruned = false;
     for (const [id, at] of this.closedAt) {
       if (at > limit) break; // oldest first
       this.closedAt.delete(id);
+      const s = this.socketsById.get(id);
       this.socketsById.delete(id);
+      if (s) this.noteRemoved(s, into);
       pruned = true;
     }
-    if (pruned) this.socketsByPidCache = undefined;
     return pruned;
+  }
+
+  /** A socket left socketsById: the per-pid index follows. */
+  private noteRemoved(s: SocketView, into?: SocketChanges): void {
+    const list = this.socketsByPidCache?.get(s.pid);
+    if (list) {
+      const i = list.indexOf(s);
+      if (i >= 0) list.splice(i, 1);
+      if (!list.length) this.socketsByPidCache!.delete(s.pid);
+    }
+    into?.structural.add(s.pid);
+    into?.liveness.add(s.pid);
+  }
+
+  /** A socket joined socketsById (or changed owner): the per-pid index follows. */
+  private noteAdded(s: SocketView, into?: SocketChanges): void {
+    if (this.socketsByPidCache) {
+      let l = this.socketsByPidCache.get(s.pid);
+      if (!l) this.socketsByPidCache.set(s.pid, (l = []));
+      l.push(s);
+    }
+    into?.structural.add(s.pid);
+    into?.liveness.add(s.pid);
   }
 
   /** When the oldest closed socket is to be forgotten (a timer's deadline), if any is kept. */
@@ -291,6 +344,7 @@ export class WorkbenchModel {
       .map((id) => ({ id, reason: 'released' as const }));
     this.socketsById.clear();
     this.closedAt.clear();
+    this.socketsByPidCache = undefined;
     this.execStore.clear();
     this.pendingById.clear();
     this.apply({
@@ -301,33 +355,59 @@ export class WorkbenchModel {
       filter: s.filter,
     });
     this.linkState = { ...this.linkState, rules: s.rules };
-    for (const part of ['sockets', 'execs', 'pending'] as const) this.fire(part);
+    this.fire('sockets', { ...noSocketChanges(), reset: true });
+    for (const part of ['execs', 'pending'] as const) this.fire(part);
     this.fireRemoved(gone);
   }
 
   /** Applies one batch of changes from the helper (at most ~30 a second). */
   applyUpdate(b: UpdateBatch): void {
-    const touched = this.apply(b);
-    for (const part of touched) this.fire(part);
+    const changes = noSocketChanges();
+    const touched = this.apply(b, changes);
+    for (const part of touched) this.fire(part, part === 'sockets' ? changes : undefined);
     this.fireRemoved(b.pendingRemoved);
   }
 
-  private apply(b: UpdateBatch): Set<ModelPart> {
+  private apply(b: UpdateBatch, changes = noSocketChanges()): Set<ModelPart> {
     const touched = new Set<ModelPart>(['filter']);
     for (const s of b.sockets) {
-      this.socketsById.set(s.id, { ...s });
+      const old = this.socketsById.get(s.id);
+      if (!old) {
+        const v = { ...s };
+        this.socketsById.set(s.id, v);
+        this.noteAdded(v, changes);
+      } else if (old.pid !== s.pid) {
+        // Another owner (accepted by another process): it moves between process rows.
+        this.noteRemoved(old, changes);
+        replaceView(old, s);
+        this.noteAdded(old, changes);
+      } else {
+        if ((old.state === 'closed') !== (s.state === 'closed')) changes.liveness.add(s.pid);
+        // In place: the rows VS Code knows keep their element.
+        replaceView(old, s);
+        changes.changed.add(old);
+      }
       if (s.state === 'closed') {
         if (!this.closedAt.has(s.id)) this.closedAt.set(s.id, s.closedAt ?? this.now());
       } else this.closedAt.delete(s.id);
       // A socket's owner is a process under the filter: its execs join the scope.
       if (this.execStore.noteSocketOwner(s.pid)) touched.add('execs');
     }
+    for (const [id, bytesIn, bytesOut] of b.bytes ?? []) {
+      const v = this.socketsById.get(id);
+      if (!v) continue; // not (yet) known here: its whole view comes with the snapshot
+      v.bytesIn = bytesIn;
+      v.bytesOut = bytesOut;
+      changes.bytes.add(v.pid);
+    }
     for (const id of b.socketsRemoved) {
+      const v = this.socketsById.get(id);
       this.socketsById.delete(id);
       this.closedAt.delete(id);
+      if (v) this.noteRemoved(v, changes);
     }
-    if (b.sockets.length || b.socketsRemoved.length || this.pruneClosed()) {
-      this.socketsByPidCache = undefined;
+    const pruned = this.pruneClosed(changes);
+    if (b.sockets.length || b.socketsRemoved.length || b.bytes?.length || pruned) {
       touched.add('sockets');
     }
     // An exec may come again (its path completed); it keeps its place.
@@ -381,17 +461,25 @@ export class WorkbenchModel {
     this.execStore.clear();
     this.pendingById.clear();
     this.counterValues = emptyCounters();
-    for (const part of ['filter', 'sockets', 'execs', 'pending'] as const) this.fire(part);
+    this.fire('sockets', { ...noSocketChanges(), reset: true });
+    for (const part of ['filter', 'execs', 'pending'] as const) this.fire(part);
   }
 
-  private fire(part: ModelPart): void {
-    for (const l of [...this.listeners]) l({ part });
+  private fire(part: ModelPart, sockets?: SocketChanges): void {
+    const e: ModelChange = sockets ? { part, sockets } : { part };
+    for (const l of [...this.listeners]) l(e);
   }
 
   private fireRemoved(removed: PendingRemoval[]): void {
     if (!removed.length) return;
     for (const l of [...this.removalListeners]) l(removed);
   }
+}
+
+/** Makes `v` say what `s` says, keeping `v` the same object (optional fields absent in `s` go). */
+function replaceView(v: SocketView, s: SocketView): void {
+  for (const k of Object.keys(v) as (keyof SocketView)[]) if (!(k in s)) delete v[k];
+  Object.assign(v, s);
 }
 
 function checkLimit(limit: number): void {

@@ -7,8 +7,11 @@
 // line `NKE-TOKEN <token>\n` (tokenSocket.ts); only then do messages flow.
 import { NotificationType, RequestType, RequestType0 } from 'vscode-jsonrpc';
 
-/** Bumped on any incompatible change of this file. */
-export const HELPER_PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any incompatible change of this file. 2: byte-count changes go
+ * as `bytes` tuples, and batches carry no history events (nke/history has them).
+ */
+export const HELPER_PROTOCOL_VERSION = 2;
 
 // ---- Rules -----------------------------------------------------------------
 
@@ -366,16 +369,25 @@ export interface CaptureExportResult {
   gaps: number;
 }
 
+/**
+ * A live socket whose bytes moved and nothing else: [id, bytesIn, bytesOut]
+ * (totals, not deltas). On a busy machine nearly every change is one of
+ * these, so they go compact instead of as whole SocketViews.
+ */
+export type SocketBytes = [id: string, bytesIn: number, bytesOut: number];
+
 /** One batched update (at most ~30 a second). */
 export interface UpdateBatch {
+  /** sockets new or changed beyond their bytes (state, addresses, owner) */
   sockets: SocketView[];
+  /** sockets already sent whose byte counts alone changed (absent: none) */
+  bytes?: SocketBytes[];
   socketsRemoved: string[];
   execs: ExecView[];
   pendingAdded: PendingView[];
   /** pending payloads already sent whose view changed (an extended deadline) */
   pendingUpdated?: PendingView[];
   pendingRemoved: { id: string; reason: PendingRemovalReason }[];
-  events: HistoryEvent[];
   counters: Counters;
   filter?: FilterStatus;
 }

@@ -1,8 +1,11 @@
 // Shared plumbing for the four NKE views: a TreeView over one part of the
 // model whose refresh is event-driven, debounced, and deferred while the view
-// is hidden (polling or refreshing hidden trees burns CPU for nothing).
+// is hidden (polling or refreshing hidden trees burns CPU for nothing). A
+// provider that knows which rows a change touched (rowsFor) redraws those
+// rows only: on a busy machine a whole-tree refresh per batch is most of the
+// extension host's work, and it replaces the rows under a person's click.
 import * as vscode from 'vscode';
-import type { ModelPart, WorkbenchModel } from '../model/workbenchModel';
+import type { ModelChange, ModelPart, WorkbenchModel } from '../model/workbenchModel';
 
 export const refreshDelayMs = 100;
 
@@ -12,6 +15,8 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
   private timer: ReturnType<typeof setTimeout> | undefined;
   private visible = false;
   private stale = false;
+  /** rows to redraw at the next refresh; undefined with `stale`: the whole tree */
+  private staleRows: Set<T> | undefined;
   private readonly subscription: { dispose(): void };
   private readonly refreshed = new vscode.EventEmitter<void>();
   /** Fires after each refresh was announced (the view's description follows). */
@@ -22,8 +27,20 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
     private readonly parts: readonly ModelPart[],
   ) {
     this.subscription = model.onDidChange((e) => {
-      if (this.parts.includes(e.part)) this.scheduleRefresh();
+      if (!this.parts.includes(e.part)) return;
+      const rows = this.rowsFor(e);
+      if (rows === undefined) this.scheduleRefresh();
+      else if (rows.length) this.scheduleRefresh(rows);
     });
+  }
+
+  /**
+   * The rows a model change redraws: undefined for the whole tree (the
+   * default), [] for none. Rows are the provider's own element objects, the
+   * same ones getChildren returned (VS Code finds a row by its element).
+   */
+  protected rowsFor(_e: ModelChange): T[] | undefined {
+    return undefined;
   }
 
   abstract getTreeItem(element: T): vscode.TreeItem;
@@ -72,9 +89,10 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
     return this.visible;
   }
 
-  /** Asks for a (debounced) refresh that is not caused by a model change. */
-  protected requestRefresh(): void {
-    this.scheduleRefresh();
+  /** Asks for a (debounced) refresh that is not caused by a model change: of these rows, or the whole tree. */
+  protected requestRefresh(rows?: T[]): void {
+    if (rows && !rows.length) return;
+    this.scheduleRefresh(rows);
   }
 
   /**
@@ -86,13 +104,20 @@ export abstract class ModelTreeProvider<T> implements vscode.TreeDataProvider<T>
     if (this.visible && !this.timer && rows.length) this.changed.fire(rows);
   }
 
-  private scheduleRefresh(): void {
+  private scheduleRefresh(rows?: T[]): void {
+    if (!rows) this.staleRows = undefined;
+    else if (!this.stale) this.staleRows = new Set(rows);
+    else if (this.staleRows) for (const r of rows) this.staleRows.add(r);
     this.stale = true;
+    // Hidden: the whole tree when it shows again (rows may be gone by then).
+    if (!this.visible) this.staleRows = undefined;
     if (!this.visible || this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.stale = false;
-      this.changed.fire(undefined);
+      const rows = this.staleRows;
+      this.staleRows = undefined;
+      this.changed.fire(rows ? [...rows] : undefined);
       this.refreshed.fire();
     }, refreshDelayMs);
   }

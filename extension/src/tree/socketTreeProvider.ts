@@ -5,10 +5,18 @@
 // seconds, then moves into its process's "closed (N)" group; the model
 // forgets it after nke.closedSocketsKeptSeconds. A process row shows its
 // live byte rates.
+//
+// Rows are stable objects, one per process, socket and closed group, kept
+// while the model keeps what they show, so a change redraws the rows it
+// touched (a busy machine moves bytes on thousands of sockets a second):
+// bytes alone redraw their process rows once a second (the rates), a
+// socket's state its own row, a socket added, removed or aged out its
+// process row; only a process that appears, goes, or has no live socket
+// any more reorders the whole tree.
 import * as vscode from 'vscode';
 import type { Endpoint } from '../shared/helperProtocol';
-import type { SocketView, WorkbenchModel } from '../model/workbenchModel';
-import { formatBytes, ModelTreeProvider } from './modelTreeView';
+import type { ModelChange, SocketView, WorkbenchModel } from '../model/workbenchModel';
+import { formatBytes, ModelTreeProvider, refreshDelayMs } from './modelTreeView';
 import { plural } from '../shared/plural';
 
 export type SocketNode =
@@ -23,6 +31,13 @@ const attachedEarlierNote =
 export const recentlyClosedMs = 5000;
 /** Rates are sampled at most this often (and refreshed this often while bytes move). */
 const rateSampleMs = 1000;
+/**
+ * Socket rows VS Code is asked to send again, a second, for rates: a
+ * process row redrawn is redrawn with all its children, so on a machine
+ * with thousands of sockets the processes take turns (oldest drawn first)
+ * and each one's rate is a few seconds old at most.
+ */
+export const rateRowsPerSecond = 2000;
 
 /** "127.0.0.1:80", "[::1]:53"; undefined when the filter has not seen it yet. */
 export function formatEndpoint(e: Endpoint | undefined): string | undefined {
@@ -61,9 +76,32 @@ interface RateSample {
   rateOut: number;
 }
 
+type ProcessNode = Extract<SocketNode, { kind: 'process' }>;
+type SocketRow = Extract<SocketNode, { kind: 'socket' }>;
+type ClosedNode = Extract<SocketNode, { kind: 'closed' }>;
+
 export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   private readonly rates = new Map<number, RateSample>();
   private ticker: ReturnType<typeof setTimeout> | undefined;
+  private readonly processRows = new Map<number, ProcessNode>();
+  /** a socket's row, by the model's object for it (the same while the socket lives there) */
+  private socketRows = new WeakMap<SocketView, SocketRow>();
+  private readonly closedRows = new Map<number, ClosedNode>();
+  /** pids shown at the root by the last getChildren(), and whether each had a live socket */
+  private rootLive = new Map<number, boolean>();
+  /** pids whose sockets' bytes moved since their row was last drawn */
+  private readonly bytesMoved = new Set<number>();
+  /** when the ticker fires */
+  private tickAt = 0;
+  /** when process rows were last redrawn for their rates */
+  private ratesDrawnAt = 0;
+  /**
+   * Socket rows' items as last made, by row: a row whose socket did
+   * not change (the model says which did) is not made again when its
+   * process row is redrawn, so redrawing a process of a thousand sockets
+   * costs a thousand lookups.
+   */
+  private items = new WeakMap<SocketNode, vscode.TreeItem>();
 
   constructor(
     model: WorkbenchModel,
@@ -78,32 +116,102 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
     return now - at < recentlyClosedMs;
   }
 
+  /** The row of a process (the same object while it has sockets in the model). */
+  processNode(pid: number): SocketNode {
+    let n = this.processRows.get(pid);
+    if (!n) this.processRows.set(pid, (n = { kind: 'process', pid, name: '' }));
+    n.name = this.model.socketsOf(pid)[0]?.process ?? n.name;
+    return n;
+  }
+
+  private socketNode(socket: SocketView): SocketRow {
+    let n = this.socketRows.get(socket);
+    if (!n) this.socketRows.set(socket, (n = { kind: 'socket', socket }));
+    return n;
+  }
+
+  private closedNode(pid: number, count: number): ClosedNode {
+    let n = this.closedRows.get(pid);
+    if (!n) this.closedRows.set(pid, (n = { kind: 'closed', pid, count }));
+    n.count = count;
+    return n;
+  }
+
+  /** Forgets the rows of sockets and processes the model no longer has. */
+  private pruneRows(): void {
+    for (const pid of this.processRows.keys()) {
+      if (!this.model.socketsOf(pid).length) {
+        this.processRows.delete(pid);
+        this.closedRows.delete(pid);
+        this.rates.delete(pid);
+      }
+    }
+  }
+
+  protected override rowsFor(e: ModelChange): SocketNode[] | undefined {
+    if (e.part !== 'sockets') return []; // execs: only tooltips (made on hover) show them
+    const c = e.sockets;
+    if (!c || c.reset) {
+      this.processRows.clear();
+      this.socketRows = new WeakMap();
+      this.closedRows.clear();
+      this.items = new WeakMap();
+      return undefined;
+    }
+    for (const s of c.changed) {
+      const row = this.socketRows.get(s);
+      if (row) this.items.delete(row);
+    }
+    const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
+    // A process appeared, went, or has no live socket any more (or again): the order changes.
+    for (const pid of c.liveness) {
+      if (this.rootLive.get(pid) !== (this.model.socketsOf(pid).length ? live(pid) : undefined)) {
+        return undefined;
+      }
+    }
+    const rows = new Set<SocketNode>();
+    for (const pid of [...c.structural, ...c.liveness]) {
+      const n = this.processRows.get(pid);
+      if (n) rows.add(n);
+    }
+    for (const s of c.changed) {
+      if (rows.has(this.processRows.get(s.pid)!)) continue; // redrawn with its process
+      const n = this.socketRows.get(s);
+      if (n) rows.add(n);
+    }
+    for (const pid of c.bytes) this.bytesMoved.add(pid);
+    if (c.bytes.size || c.changed.size || c.structural.size) this.scheduleTick(this.now());
+    return [...rows];
+  }
+
   getChildren(element?: SocketNode): SocketNode[] {
     const now = this.now();
     if (!element) {
       // Processes with live sockets first: the view is about what is alive.
       // Then the others, the one whose socket closed last first (a program
       // that just ended is what a person looks for, not one from minutes ago).
+      this.pruneRows();
       const live = (pid: number) => this.model.socketsOf(pid).some((s) => s.state !== 'closed');
       const lastClosed = (pid: number) =>
         Math.max(0, ...this.model.socketsOf(pid).map((s) => this.model.closedSince(s.id) ?? s.closedAt ?? 0));
       const pids = this.model.socketPids();
+      const livePids = pids.filter(live);
       const ended = pids.filter((p) => !live(p)).sort((a, b) => lastClosed(b) - lastClosed(a));
-      const nodes: SocketNode[] = [...pids.filter(live), ...ended].map((pid) => ({
-        kind: 'process',
-        pid,
-        name: this.model.socketsOf(pid)[0].process,
-      }));
+      this.rootLive = new Map([
+        ...livePids.map((p) => [p, true] as const),
+        ...ended.map((p) => [p, false] as const),
+      ]);
+      const nodes = [...livePids, ...ended].map((pid) => this.processNode(pid));
       this.scheduleTick(now);
       return nodes;
     }
     if (element.kind === 'process') {
       const all = this.model.socketsOf(element.pid);
-      const shown: SocketNode[] = all
-        .filter((s) => this.isRecent(s, now))
-        .map((socket) => ({ kind: 'socket', socket }));
+      const shown: SocketNode[] = [];
+      for (const s of all) if (this.isRecent(s, now)) shown.push(this.socketNode(s));
       const closed = all.length - shown.length;
-      if (closed) shown.push({ kind: 'closed', pid: element.pid, count: closed });
+      if (closed) shown.push(this.closedNode(element.pid, closed));
+      this.bytesMoved.delete(element.pid);
       return shown;
     }
     if (element.kind === 'closed') {
@@ -111,7 +219,7 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
         .socketsOf(element.pid)
         .filter((s) => !this.isRecent(s, now))
         .reverse() // newest first
-        .map((socket) => ({ kind: 'socket', socket }));
+        .map((socket) => this.socketNode(socket));
     }
     return [];
   }
@@ -119,41 +227,104 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
   getParent(n: SocketNode): SocketNode | undefined {
     if (n.kind === 'process') return undefined;
     const pid = n.kind === 'socket' ? n.socket.pid : n.pid;
-    const proc: SocketNode = { kind: 'process', pid, name: this.model.socketsOf(pid)[0]?.process ?? '' };
     if (n.kind === 'socket' && !this.isRecent(n.socket, this.now())) {
-      return { kind: 'closed', pid, count: 0 };
+      return this.closedRows.get(pid) ?? this.closedNode(pid, 0);
     }
-    return proc;
+    return this.processNode(pid);
   }
 
-  /** The next moment the tree changes on its own (a socket moves into "closed (N)", one ages out, rates move). */
+  /**
+   * The next moment the tree changes on its own (a socket moves into
+   * "closed (N)", one ages out, rates move), and what to redraw then.
+   */
   private scheduleTick(now: number): void {
-    if (this.ticker) clearTimeout(this.ticker);
-    this.ticker = undefined;
-    if (!this.isVisible()) return;
+    if (!this.isVisible()) {
+      if (this.ticker) clearTimeout(this.ticker);
+      this.ticker = undefined;
+      return;
+    }
     let next = Infinity;
+    const recentPids = new Set<number>();
     for (const pid of this.model.socketPids()) {
       for (const s of this.model.socketsOf(pid)) {
         if (s.state !== 'closed') continue;
         const at = this.model.closedSince(s.id) ?? s.closedAt ?? 0;
-        if (now - at < recentlyClosedMs) next = Math.min(next, at + recentlyClosedMs);
+        if (now - at < recentlyClosedMs) {
+          next = Math.min(next, at + recentlyClosedMs);
+          recentPids.add(pid);
+        }
       }
     }
     const expiry = this.model.nextClosedExpiry();
     if (expiry !== undefined) next = Math.min(next, expiry);
-    if ([...this.rates.values()].some((r) => r.rateIn || r.rateOut)) {
-      next = Math.min(next, now + rateSampleMs);
-    }
+    // Rates: soon after bytes start to move (a burst after a quiet spell shows
+    // at once), then once a sample interval while they keep moving.
+    const moving = () =>
+      this.bytesMoved.size > 0 || [...this.rates.values()].some((r) => r.rateIn || r.rateOut);
+    if (moving()) next = Math.min(next, Math.max(now + refreshDelayMs, this.ratesDrawnAt + rateSampleMs));
+    // A ticker due sooner stays (batches come 30 times a second: each must not push it back).
+    const at = Math.max(50, next - now + 20) + now;
+    if (this.ticker && this.tickAt <= at) return;
+    if (this.ticker) clearTimeout(this.ticker);
+    this.ticker = undefined;
     if (next === Infinity) return;
-    this.ticker = setTimeout(
-      () => {
-        this.ticker = undefined;
-        // Pruning fires no model event by itself: the refresh shows it.
-        this.model.pruneClosed();
-        this.requestRefresh();
-      },
-      Math.max(50, next - now + 20),
-    );
+    this.tickAt = at;
+    this.ticker = setTimeout(() => {
+      this.ticker = undefined;
+      const t = this.now();
+      const rows = new Set<SocketNode>();
+      // Sockets closed long enough ago move into their process's "closed (N)".
+      for (const pid of recentPids) {
+        const moved = this.model
+          .socketsOf(pid)
+          .some(
+            (s) =>
+              s.state === 'closed' &&
+              t - (this.model.closedSince(s.id) ?? s.closedAt ?? 0) >= recentlyClosedMs,
+          );
+        const n = this.processRows.get(pid);
+        if (moved && n) rows.add(n);
+      }
+      // Aged out of the model: their processes' rows (or the whole tree, when a process goes).
+      const pruned = {
+        structural: new Set<number>(),
+        changed: new Set<SocketView>(),
+        bytes: new Set<number>(),
+        liveness: new Set<number>(),
+      };
+      if (this.model.pruneClosed(pruned)) {
+        for (const pid of pruned.structural) {
+          const n = this.processRows.get(pid);
+          if (!this.model.socketsOf(pid).length || !n) {
+            this.requestRefresh();
+            return;
+          }
+          rows.add(n);
+        }
+      }
+      // Rates: the processes whose bytes moved, and those whose rate falls
+      // back to 0, within the budget of rows (the longest undrawn first).
+      for (const [pid, r] of this.rates) if (r.rateIn || r.rateOut) this.bytesMoved.add(pid);
+      const due = [...this.bytesMoved].sort(
+        (a, b) => (this.rates.get(a)?.at ?? 0) - (this.rates.get(b)?.at ?? 0),
+      );
+      let budget = (rateRowsPerSecond * rateSampleMs) / 1000;
+      for (const pid of due) {
+        const n = this.processRows.get(pid);
+        if (!n) {
+          this.bytesMoved.delete(pid);
+          continue;
+        }
+        const cost = this.model.socketsOf(pid).length + 1;
+        if (cost > budget && budget < (rateRowsPerSecond * rateSampleMs) / 1000) break; // next turn
+        budget -= cost;
+        rows.add(n);
+        this.bytesMoved.delete(pid);
+      }
+      if (rows.size) this.ratesDrawnAt = t;
+      if (rows.size) this.requestRefresh([...rows]);
+      this.scheduleTick(t);
+    }, at - now);
   }
 
   override setVisible(visible: boolean): void {
@@ -197,8 +368,13 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
    * an ancestry per row made the refresh of 10 000 sockets too slow.
    */
   resolveTreeItem(item: vscode.TreeItem, n: SocketNode): vscode.TreeItem {
-    item.tooltip = this.tooltip(n);
-    return item;
+    // A copy: socket rows' items are kept between redraws, and a tooltip on
+    // one would be shown stale at the next hover (VS Code resolves only
+    // items without one).
+    const resolved = new vscode.TreeItem(item.label ?? '', item.collapsibleState);
+    Object.assign(resolved, item);
+    resolved.tooltip = this.tooltip(n);
+    return resolved;
   }
 
   /** What the tooltip of a row says (both addresses, bytes, the process's path and ancestry). */
@@ -254,7 +430,10 @@ export class SocketTreeProvider extends ModelTreeProvider<SocketNode> {
       return item;
     }
     const s = n.socket;
+    const kept = this.items.get(n);
+    if (kept) return kept;
     const item = new vscode.TreeItem(socketLabel(s));
+    this.items.set(n, item);
     item.id = `socket:${s.id}`;
     // The state only: with the peer it fits the default sidebar width at
     // this depth (with the bytes too it was cut off); the bytes are in the
