@@ -9,6 +9,7 @@ import { FilterEngine } from '../../extension/src/helper/engine';
 import { LiveModel } from '../../extension/src/helper/model';
 import { serveHelperProtocol } from '../../extension/src/helper/service';
 import { decodeBatch, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { NKE_RULE_DEFAULT, NtDataLayout } from '../../extension/src/shared/abi';
 import * as P from '../../extension/src/shared/helperProtocol';
 
 /** Raw records in the ABI layout, as the addon hands them over. */
@@ -42,13 +43,14 @@ function connectOut(slot: number, port: number): Buffer {
   return b;
 }
 function data(slot: number, chunk: bigint, size: number, dir: 1 | 2): Buffer {
-  const b = hdr(NotifyType.Data, 96, slot, 1, 0);
+  const b = hdr(NotifyType.Data, NtDataLayout.size, slot, 1, 0);
   b.writeBigUInt64LE(chunk, 24);
   b.writeUInt32LE(size, 40);
   b[44] = dir;
   b.writeUInt16LE(1, 46);
   b.writeUInt16LE(3, 80);
   for (let i = 1; i < 8; i++) b.writeUInt16LE(0xffff, 80 + 2 * i);
+  b.writeUInt16LE(NKE_RULE_DEFAULT, 96);
   return b;
 }
 function feed(m: LiveModel, ...recs: Buffer[]): void {
