@@ -2,8 +2,9 @@
 // after a helper restart) carry pid 0 and no process name in the helper's
 // model, so pid and process rules, matched again in TypeScript, stopped
 // holding their chunks for a person. The filter knows the process; it now
-// says which rule held a chunk, and the helper acts on that. Against the
-// real emulator and a real python3 client.
+// says which rule held a chunk, and the helper acts on that; and since the
+// attach replay it also tells a newly connected helper who owns each live
+// socket. Against the real emulator and a real python3 client.
 import assert from 'node:assert/strict';
 import { FilterEngine } from '../../extension/src/helper/engine';
 import {
@@ -84,16 +85,16 @@ describe('helper with the emulator: rules on sockets it adopted', function () {
       intercept: [{ action: 'hold', process: 'python3' }],
     }));
     assert.equal(r.payload, 'for-a-person ');
-    // Adopted: the helper never saw the attach, its model has no process.
+    // Attached before the helper connected: the filter's replay names its owner.
     assert.ok(r.socket, 'the socket is in the model');
-    assert.equal(r.socket.view.pid, 0);
-    assert.equal(r.socket.view.process, '');
+    assert.equal(r.socket.view.pid, r.pid);
+    assert.match(r.socket.view.process, /python3/);
   });
 
   it('a pid rule holds the chunks of an adopted socket for a person', async () => {
     const r = await heldForPerson((pid) => ({ default: 'report', intercept: [{ action: 'hold', pid }] }));
     assert.equal(r.payload, 'for-a-person ');
     assert.ok(r.socket, 'the socket is in the model');
-    assert.equal(r.socket.view.pid, 0);
+    assert.equal(r.socket.view.pid, r.pid);
   });
 });
