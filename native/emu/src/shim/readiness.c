@@ -24,6 +24,8 @@
  *  - epoll: the others are kept for the same thread's next call on that
  *    epoll (edge-triggered or one-shot ones are never lost). A call that
  *    hands kept events over keeps none: an event waits one call at most.
+ *    An event of a descriptor closed (or dup2'ed over) since it was kept
+ *    is dropped: the kernel removed that registration with the close.
  *    Which registration is which descriptor: epoll_ctl notes it (a lossy
  *    table: a registration it does not know counts as not relayed, and a
  *    wrong guess only changes which call reports an event).
@@ -35,7 +37,9 @@
  * select/pselect are not interposed (their order is the scheduler's). The
  * loop's thread and the UDP workers call libc directly (libc_call).
  *
- * Locks: none. Kept events are the calling thread's own (thread-local);
+ * Locks: g_orphan_lock alone (events of threads that exited, taken by the
+ * next call on their epoll; shim.h lock order 6). Kept events are the
+ * calling thread's own (thread-local);
  * the registration table is written and read with relaxed atomics (a torn
  * entry is a wrong guess, see above). fork needs nothing: the child has
  * its parent's epolls, registrations and the forking thread's kept events.
@@ -85,6 +89,20 @@ static bool event_relayed(int epfd, const struct epoll_event *e)
     return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
 }
 
+/* The descriptor an event's registration names, as far as the table
+ * knows (-1: not known). */
+static int event_fd(int epfd, const struct epoll_event *e)
+{
+    struct reg *g = &g_regs[reg_slot(epfd, e->data.u64)];
+    if (atomic_load_explicit(&g->epfd, memory_order_acquire) != epfd + 1)
+        return -1;
+    int fd = atomic_load_explicit(&g->fd, memory_order_relaxed);
+    if (atomic_load_explicit(&g->data, memory_order_relaxed) != e->data.u64 ||
+        atomic_load_explicit(&g->epfd, memory_order_relaxed) != epfd + 1)
+        return -1;
+    return fd >= 0 && fd < MAX_FDS ? fd : -1;
+}
+
 static bool fd_relayed(int fd)
 {
     return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
@@ -102,6 +120,13 @@ struct kept {
     unsigned gen;
     int n;
     struct epoll_event *ev; /* n events (owned) */
+    /* Per event, the descriptor its registration names (-1: not known) and
+     * that number's generation then: an event of a descriptor closed
+     * meanwhile is dropped when taken (the kernel removes a closed
+     * descriptor's registration; reporting it would be spurious, and a
+     * number reused since is another file). Owned, n each. */
+    int *fd;
+    unsigned *fd_gen;
 };
 static __thread struct kept t_kept[KEPT_EPOLLS];
 static atomic_uint g_fd_gen[MAX_FDS]; /* bumped when the number is closed */
@@ -112,6 +137,77 @@ void readiness_closed(int fd)
         atomic_fetch_add_explicit(&g_fd_gen[fd], 1, memory_order_relaxed);
 }
 static __thread int t_nkept;
+
+/* Events a thread kept and never took because it exited: any thread's next
+ * call on that epoll takes them (an edge-triggered or one-shot event is
+ * reported once by the kernel; left with a dead thread it was lost). A
+ * call already waiting when the thread exits is not woken for them: they
+ * come with the next call that starts. A list
+ * of heap copies; g_norphans lets a call skip the lock when it is empty. */
+struct orphan {
+    struct orphan *next;
+    struct kept k;
+};
+static pthread_mutex_t g_orphan_lock = PTHREAD_MUTEX_INITIALIZER; /* protects g_orphans */
+static struct orphan *g_orphans;
+static atomic_int g_norphans;
+static pthread_key_t g_kept_key;
+static pthread_once_t g_kept_once = PTHREAD_ONCE_INIT;
+static __thread bool t_kept_keyed;
+
+pthread_mutex_t *readiness_orphan_lock(void) { return &g_orphan_lock; }
+
+/* The exiting thread's kept events go to the orphan list (a key's
+ * destructor runs while the thread's own variables still exist). */
+static void kept_orphan(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < KEPT_EPOLLS && t_nkept; i++) {
+        struct kept *k = &t_kept[i];
+        if (!k->used)
+            continue;
+        /* bounded: orphans of epolls nobody waits on again are never taken */
+        struct orphan *o = atomic_load_explicit(&g_norphans, memory_order_relaxed) < 64 ? malloc(sizeof(*o)) : NULL;
+        if (o) {
+            o->k = *k;
+            pthread_mutex_lock(&g_orphan_lock);
+            o->next = g_orphans;
+            g_orphans = o;
+            atomic_fetch_add_explicit(&g_norphans, 1, memory_order_relaxed);
+            pthread_mutex_unlock(&g_orphan_lock);
+        } else {
+            free(k->ev);
+            free(k->fd);
+            free(k->fd_gen);
+        }
+        k->used = false;
+        t_nkept--;
+    }
+}
+
+static void kept_key_make(void) { (void)pthread_key_create(&g_kept_key, kept_orphan); }
+
+/* Moves an orphan of epfd into *out (the caller's, as its own kept events
+ * are). False when there is none. */
+static bool orphan_take(int epfd, struct kept *out)
+{
+    if (!atomic_load_explicit(&g_norphans, memory_order_relaxed))
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&g_orphan_lock);
+    for (struct orphan **pp = &g_orphans; *pp; pp = &(*pp)->next)
+        if ((*pp)->k.epfd == epfd) {
+            struct orphan *o = *pp;
+            *pp = o->next;
+            *out = o->k;
+            free(o);
+            atomic_fetch_sub_explicit(&g_norphans, 1, memory_order_relaxed);
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&g_orphan_lock);
+    return found;
+}
 
 #define LOOK_MAX 256 /* events a second look takes (the rest: next call) */
 
@@ -143,16 +239,31 @@ static bool keep_events(int epfd, const struct epoll_event *ev, int n)
 {
     if (n <= 0 || epfd < 0 || epfd >= MAX_FDS)
         return false;
+    if (!t_kept_keyed) {
+        /* so that this thread's exit hands what it keeps on (kept_orphan) */
+        pthread_once(&g_kept_once, kept_key_make);
+        t_kept_keyed = pthread_setspecific(g_kept_key, (void *)1) == 0;
+    }
     for (int i = 0; i < KEPT_EPOLLS; i++) {
         struct kept *k = &t_kept[i];
         if (k->used)
             continue;
-        k->ev = malloc((size_t)n * sizeof(*ev));
-        if (!k->ev)
+        struct epoll_event *copy = malloc((size_t)n * sizeof(*ev));
+        int *fds = malloc((size_t)n * sizeof(*fds));
+        unsigned *gens = malloc((size_t)n * sizeof(*gens));
+        if (!copy || !fds || !gens) {
+            free(copy);
+            free(fds);
+            free(gens);
             return false;
-        memcpy(k->ev, ev, (size_t)n * sizeof(*ev));
+        }
+        memcpy(copy, ev, (size_t)n * sizeof(*ev));
+        for (int j = 0; j < n; j++) {
+            fds[j] = event_fd(epfd, &ev[j]);
+            gens[j] = fds[j] >= 0 ? atomic_load_explicit(&g_fd_gen[fds[j]], memory_order_relaxed) : 0;
+        }
         *k = (struct kept){ .used = true, .epfd = epfd, .gen = atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed),
-                            .n = n, .ev = k->ev };
+                            .n = n, .ev = copy, .fd = fds, .fd_gen = gens };
         t_nkept++;
         return true;
     }
@@ -183,22 +294,35 @@ static void relayed_first(int epfd, struct epoll_event *ev, int n)
  * but what does not fit. -1: none kept. */
 static int kept_take(int epfd, struct epoll_event *ev, int max)
 {
-    if (!t_nkept)
-        return -1;
     struct kept *k = NULL;
-    for (int i = 0; i < KEPT_EPOLLS && !k; i++)
+    for (int i = 0; i < KEPT_EPOLLS && !k && t_nkept; i++)
         if (t_kept[i].used && t_kept[i].epfd == epfd)
             k = &t_kept[i];
-    if (!k)
+    struct kept c;
+    if (k) {
+        c = *k;
+        k->used = false;
+        k->ev = NULL;
+        k->fd = NULL;
+        k->fd_gen = NULL;
+        t_nkept--;
+    } else if (!orphan_take(epfd, &c)) {
         return -1;
-    struct kept c = *k;
-    k->used = false;
-    k->ev = NULL;
-    t_nkept--;
-    if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen) {
+    }
+    if (atomic_load_explicit(&g_fd_gen[epfd], memory_order_relaxed) != c.gen)
+        c.n = 0;
+    int w = 0;
+    for (int j = 0; j < c.n; j++)
+        if (c.fd[j] < 0 || atomic_load_explicit(&g_fd_gen[c.fd[j]], memory_order_relaxed) == c.fd_gen[j])
+            c.ev[w++] = c.ev[j]; /* else: closed since it was kept */
+    free(c.fd);
+    free(c.fd_gen);
+    if (w == 0) {
+        /* nothing left to report: the call waits as if none were kept */
         free(c.ev);
         return -1;
     }
+    c.n = w;
     int n = c.n < max ? c.n : max;
     memcpy(ev, c.ev, (size_t)n * sizeof(*ev));
     if (c.n > n)
