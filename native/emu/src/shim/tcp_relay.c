@@ -551,7 +551,16 @@ static void dir_dst_failed(struct relay *r, struct dir *d, int err)
 }
 
 /* Writes every decided chunk at the head, in order, without blocking. After
- * EOF with nothing left, passes the half-close on. */
+ * EOF with nothing left, passes the half-close on.
+ *
+ * The real socket is written whenever its send buffer has room, not only
+ * after the kernel's EPOLLOUT: a send() is taken while sk_wmem_queued <
+ * sk_sndbuf, but poll reports writable only once a third of the buffer is
+ * free (sk_stream_is_writeable), and a send buffer that grows (TCP's
+ * autotuning) raises no event at all. A raw writer retrying its send
+ * fills that room; a relay that waited for EPOLLOUT held what it had read
+ * ahead of it (the read-ahead counts that room as the socket's) and the
+ * writer got ~20 KiB more in than the relay may hold. */
 static void dir_flush(struct relay *r, struct dir *d)
 {
     int dst = rfd(r, d->dst);
@@ -560,7 +569,7 @@ static void dir_flush(struct relay *r, struct dir *d)
         const uint8_t *b = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod : c->msg + CHUNK_HDR;
         size_t n = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
         while (!d->dead && c->off < n) {
-            if (!r->wr[d->dst])
+            if (!r->wr[d->dst] && !(d->dst == 0 && real_send_room(r) > 0))
                 return;
             ssize_t w = libc_call(sendto, dst, b + c->off, n - c->off,
                                   MSG_NOSIGNAL | MSG_DONTWAIT | (c->oob ? MSG_OOB : 0), NULL, 0);
