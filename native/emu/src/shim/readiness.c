@@ -26,9 +26,11 @@
  *    hands kept events over keeps none: an event waits one call at most.
  *    An event of a descriptor closed (or dup2'ed over) since it was kept
  *    is dropped: the kernel removed that registration with the close.
- *    Which registration is which descriptor: epoll_ctl notes it (a lossy
- *    table: a registration it does not know counts as not relayed, and a
- *    wrong guess only changes which call reports an event).
+ *    Which registration is which descriptor: epoll_ctl notes it (exact
+ *    for every registration but a third epoll of one descriptor or a full
+ *    probe path; one the tables do not know counts as not relayed, and its
+ *    event then keeps the kernel's order with the others, so a relayed
+ *    one may again come after an accept: see the tables below).
  *  - poll/ppoll: level-triggered, so the others are simply left to the
  *    next call; never two calls in a row.
  * Bytes held for a verdict stay held: this waits for the relay loop, never
@@ -48,10 +50,38 @@
 
 /* ---- which descriptor a registration is (epoll_ctl) ---------------------- */
 
-#define REG_SLOTS 8192 /* direct-mapped by (epfd, data); collisions forget */
+/*
+ * An event carries the registration's data, not its descriptor. Most
+ * programs put the descriptor in data.fd (python, redis, libuv) and leave
+ * the upper 32 bits of data.u64 as they were on the stack, so data is
+ * not a key that maps to a descriptor by itself; others put a pointer in
+ * it (nginx). Two tables:
+ *  - per descriptor, its registrations (epoll, data), two epolls at most
+ *    (a third replaces the second): exact, written by epoll_ctl, cleared
+ *    by EPOLL_CTL_DEL and by close;
+ *  - for data that is not the descriptor, an open-addressing table from
+ *    (epoll, data) to the descriptor, each hit checked against the first
+ *    table (an entry that fails the check is stale and may be reused).
+ * A direct-mapped (epoll, data) table alone forgot one of two colliding
+ * registrations: with python's stack garbage in the upper bits, a round
+ * of 40 connections collided about one time in five, the forgotten
+ * socket's EOF counted as not relayed and was reported with the listening
+ * socket, after it (eof-latency.test.js). Lookups take no lock; entries
+ * are written with relaxed atomics behind a release of their epoll field
+ * (a torn read is a wrong guess: it only changes which call reports an
+ * event).
+ */
+struct fdreg {
+    atomic_int epfd; /* epfd + 1; 0: none, -1: being written */
+    atomic_ullong data;
+};
+static struct fdreg g_fdregs[MAX_FDS][2];
+
+#define REG_SLOTS 16384 /* (epoll, data) -> fd for data that is not the fd */
+#define REG_PROBES 32
 struct reg {
     atomic_ullong data;
-    atomic_int epfd; /* epfd + 1; 0: never set, -1: being written */
+    atomic_int epfd; /* epfd + 1; 0: never used, -1: being written */
     atomic_int fd;
 };
 static struct reg g_regs[REG_SLOTS];
@@ -59,48 +89,117 @@ static struct reg g_regs[REG_SLOTS];
 static unsigned reg_slot(int epfd, uint64_t data)
 {
     uint64_t h = (data ^ ((uint64_t)(unsigned)epfd << 32)) * 0x9E3779B97F4A7C15ull;
-    return (unsigned)(h >> 51) & (REG_SLOTS - 1);
+    return (unsigned)(h >> 50) & (REG_SLOTS - 1);
+}
+
+/* True when fd is registered on epfd with data (first table). */
+static bool fdreg_has(int epfd, uint64_t data, int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return false;
+    for (int k = 0; k < 2; k++) {
+        struct fdreg *f = &g_fdregs[fd][k];
+        if (atomic_load_explicit(&f->epfd, memory_order_acquire) == epfd + 1 &&
+            atomic_load_explicit(&f->data, memory_order_relaxed) == data &&
+            atomic_load_explicit(&f->epfd, memory_order_relaxed) == epfd + 1)
+            return true;
+    }
+    return false;
+}
+
+static void fdreg_set(int epfd, int fd, uint64_t data)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    struct fdreg *f = &g_fdregs[fd][1];
+    for (int k = 1; k >= 0; k--) { /* the entry of this epoll, else a free one, else the second */
+        int e = atomic_load_explicit(&g_fdregs[fd][k].epfd, memory_order_relaxed);
+        if (e == epfd + 1) {
+            f = &g_fdregs[fd][k];
+            break;
+        }
+        if (e == 0)
+            f = &g_fdregs[fd][k];
+    }
+    atomic_store_explicit(&f->epfd, -1, memory_order_relaxed);
+    atomic_store_explicit(&f->data, data, memory_order_relaxed);
+    atomic_store_explicit(&f->epfd, epfd + 1, memory_order_release);
+}
+
+static void fdreg_clear(int epfd, int fd)
+{
+    if (fd < 0 || fd >= MAX_FDS)
+        return;
+    for (int k = 0; k < 2; k++)
+        if (epfd < 0 || atomic_load_explicit(&g_fdregs[fd][k].epfd, memory_order_relaxed) == epfd + 1)
+            atomic_store_explicit(&g_fdregs[fd][k].epfd, 0, memory_order_release);
+}
+
+/* Notes (epfd, data) -> fd in the second table: the slot already naming
+ * it, else the first free or stale one on its probe path. */
+static void reg_note(int epfd, int fd, uint64_t data)
+{
+    unsigned h = reg_slot(epfd, data);
+    for (int i = 0; i < REG_PROBES; i++) {
+        struct reg *g = &g_regs[(h + (unsigned)i) & (REG_SLOTS - 1)];
+        int e = atomic_load_explicit(&g->epfd, memory_order_acquire);
+        uint64_t d = atomic_load_explicit(&g->data, memory_order_relaxed);
+        bool same = e == epfd + 1 && d == data;
+        bool reusable = e == 0 || (e > 0 && !fdreg_has(e - 1, d, atomic_load_explicit(&g->fd, memory_order_relaxed)));
+        if (!same && !reusable)
+            continue;
+        if (!atomic_compare_exchange_strong_explicit(&g->epfd, &e, -1, memory_order_acq_rel, memory_order_relaxed))
+            continue; /* another thread took it meanwhile */
+        atomic_store_explicit(&g->data, data, memory_order_relaxed);
+        atomic_store_explicit(&g->fd, fd, memory_order_relaxed);
+        atomic_store_explicit(&g->epfd, epfd + 1, memory_order_release);
+        return;
+    }
+    /* no room on the path: its events count as not relayed (a guess) */
 }
 
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     int rc = libc_call(epoll_ctl, epfd, op, fd, ev);
     if (rc == 0 && ev && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD)) {
-        struct reg *g = &g_regs[reg_slot(epfd, ev->data.u64)];
-        atomic_store_explicit(&g->epfd, -1, memory_order_relaxed);
-        atomic_store_explicit(&g->data, ev->data.u64, memory_order_relaxed);
-        atomic_store_explicit(&g->fd, fd, memory_order_relaxed);
-        atomic_store_explicit(&g->epfd, epfd + 1, memory_order_release);
+        fdreg_set(epfd, fd, ev->data.u64);
+        if ((uint32_t)ev->data.u64 != (uint32_t)fd)
+            reg_note(epfd, fd, ev->data.u64);
+    } else if (rc == 0 && op == EPOLL_CTL_DEL) {
+        fdreg_clear(epfd, fd);
     }
     return rc;
 }
 
-/* True when the event's registration is (as far as the table knows) a
+/* The descriptor an event's registration names, as far as the tables
+ * know (-1: not known). */
+static int event_fd(int epfd, const struct epoll_event *e)
+{
+    uint64_t data = e->data.u64;
+    int cand = (int)(uint32_t)data; /* data.fd */
+    if (fdreg_has(epfd, data, cand))
+        return cand;
+    unsigned h = reg_slot(epfd, data);
+    for (int i = 0; i < REG_PROBES; i++) {
+        struct reg *g = &g_regs[(h + (unsigned)i) & (REG_SLOTS - 1)];
+        int ge = atomic_load_explicit(&g->epfd, memory_order_acquire);
+        if (ge == 0)
+            return -1; /* the end of the probe path */
+        if (ge != epfd + 1 || atomic_load_explicit(&g->data, memory_order_relaxed) != data)
+            continue;
+        int fd = atomic_load_explicit(&g->fd, memory_order_relaxed);
+        if (fdreg_has(epfd, data, fd))
+            return fd;
+    }
+    return -1;
+}
+
+/* True when the event's registration is (as far as the tables know) a
  * relayed socket's program end. */
 static bool event_relayed(int epfd, const struct epoll_event *e)
 {
-    struct reg *g = &g_regs[reg_slot(epfd, e->data.u64)];
-    if (atomic_load_explicit(&g->epfd, memory_order_acquire) != epfd + 1)
-        return false;
-    int fd = atomic_load_explicit(&g->fd, memory_order_relaxed);
-    if (atomic_load_explicit(&g->data, memory_order_relaxed) != e->data.u64 ||
-        atomic_load_explicit(&g->epfd, memory_order_relaxed) != epfd + 1)
-        return false;
-    return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
-}
-
-/* The descriptor an event's registration names, as far as the table
- * knows (-1: not known). */
-static int event_fd(int epfd, const struct epoll_event *e)
-{
-    struct reg *g = &g_regs[reg_slot(epfd, e->data.u64)];
-    if (atomic_load_explicit(&g->epfd, memory_order_acquire) != epfd + 1)
-        return -1;
-    int fd = atomic_load_explicit(&g->fd, memory_order_relaxed);
-    if (atomic_load_explicit(&g->data, memory_order_relaxed) != e->data.u64 ||
-        atomic_load_explicit(&g->epfd, memory_order_relaxed) != epfd + 1)
-        return -1;
-    return fd >= 0 && fd < MAX_FDS ? fd : -1;
+    int fd = event_fd(epfd, e);
+    return fd >= 0 && __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED) != NULL;
 }
 
 static bool fd_relayed(int fd)
@@ -133,8 +232,10 @@ static atomic_uint g_fd_gen[MAX_FDS]; /* bumped when the number is closed */
 
 void readiness_closed(int fd)
 {
-    if (fd >= 0 && fd < MAX_FDS)
+    if (fd >= 0 && fd < MAX_FDS) {
         atomic_fetch_add_explicit(&g_fd_gen[fd], 1, memory_order_relaxed);
+        fdreg_clear(-1, fd); /* the kernel drops the registrations with the file */
+    }
 }
 static __thread int t_nkept;
 
