@@ -1571,8 +1571,9 @@ void relay_opt_note(struct relay *r, int level, int name, bool is_set)
  * inside a pass), wait until those are handled: the pass under way and, if
  * the epoll was readable, the next one. Bytes held for a verdict stay held:
  * this waits for the loop, never for nke-emud or the user client. True
- * when it waited (the caller looks again); false when the loop was idle,
- * there is none, or this is a shim thread.
+ * when it waited; false when the loop was idle, there is none, or this is
+ * a shim thread. The callers look again either way (an idle loop may have
+ * delivered something since the program's wait returned).
  */
 bool relay_any(void)
 {
