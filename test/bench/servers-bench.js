@@ -37,11 +37,16 @@ function freePort() {
   });
 }
 
-function startProc(cmd, args, env) {
-  const p = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+// outFile: stdout goes there, not into this process (nke watch writes a
+// line a chunk: tens of MB a run, which this process would otherwise read
+// and keep, on the CPUs the measured server needs).
+function startProc(cmd, args, env, outFile) {
+  const out = outFile ? fs.openSync(outFile, 'w') : 'pipe';
+  const p = spawn(cmd, args, { env, stdio: ['ignore', out, 'pipe'] });
+  if (outFile) fs.closeSync(out);
   kids.add(p);
   p.out = '';
-  p.stdout.on('data', (d) => (p.out += d));
+  p.stdout?.on('data', (d) => (p.out += d));
   p.stderr.on('data', (d) => (p.out += d));
   p.on('exit', () => kids.delete(p));
   return p;
@@ -86,16 +91,23 @@ async function setMode(mode) {
   await stopProc(helper);
   helper = null;
   if (mode === 'shim, helper (report)') {
-    helper = startProc('node', [path.join(root, 'dist/nke.js'), 'watch'], {
-      ...process.env,
-      NKE_EMU_DIR: rt,
-    });
+    helper = startProc(
+      'node',
+      [path.join(root, 'dist/nke.js'), 'watch'],
+      // its own control directory: the default is one per user, and any
+      // other nke watch/run of this user (another engineer's tests) makes
+      // this one exit "busy"
+      { ...process.env, NKE_EMU_DIR: rt, NKE_CLI_DIR: path.join(dir, 'cli') },
+      path.join(dir, 'watch.out'),
+    );
     // shim.state's client word (offset 8) says when it is attached
     await waitFor(
       () => fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(8) === 1,
       20000,
       'nke watch attached',
-    );
+    ).catch((e) => {
+      throw new Error(`${e.message}; nke watch said: ${helper.out || '(nothing)'}`);
+    });
   } else if (fs.existsSync(path.join(rt, 'shim.state'))) {
     await waitFor(
       () => fs.readFileSync(path.join(rt, 'shim.state')).readUInt32LE(8) === 0,
@@ -251,7 +263,12 @@ function median(a) {
 }
 
 async function main() {
-  console.log(`servers under the shim: ${os.cpus().length} CPUs, ${RUNS} interleaved runs per mode, median`);
+  console.log(
+    `servers under the shim: ${os.cpus().length} CPUs, ${RUNS} interleaved runs per mode, median; load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
   if (!workloads.length) {
     console.log('no server to measure: bash scripts/setup-system.sh installs redis, nginx, wrk and ab');
     return 0;
@@ -266,6 +283,8 @@ async function main() {
   let fail = 0;
   for (const w of workloads) {
     const R = Object.fromEntries(MODES.map((m) => [m, []]));
+    let reported = 0;
+    let gaps = 0;
     for (let i = 0; i < RUNS; i++)
       for (const mode of MODES) {
         await setMode(mode);
@@ -274,6 +293,25 @@ async function main() {
           R[mode].push(await w.run(s.port));
         } finally {
           await stopProc(s.p);
+        }
+        if (mode === 'shim, helper (report)') {
+          // nke watch wrote a line per chunk reported and per gap (bytes the
+          // filter passed unreported: pool or queue full): the cost of speed
+          // in fidelity, shown beside it.
+          // its last lines: the helper batches ~30 times a second, and on a
+          // loaded machine it may be seconds behind; wait until the file
+          // stops growing (at most 10 s)
+          const out = path.join(dir, 'watch.out');
+          for (let last = -1, t0 = Date.now(); Date.now() - t0 < 10000;) {
+            await sleep(500);
+            const size = fs.statSync(out).size;
+            if (size === last) break;
+            last = size;
+          }
+          const text = fs.readFileSync(out, 'latin1');
+          reported += (text.match(/^data /gm) || []).length;
+          gaps += (text.match(/^gap /gm) || []).length;
+          await setMode('raw'); // a new helper (and a fresh watch.out) for the next run
         }
       }
     const raw = median(R.raw);
@@ -289,6 +327,9 @@ async function main() {
         `  ${mode.padEnd(24)} ${m.toFixed(0).padStart(9)}  (${ratio.toFixed(2)}x raw)${t !== null ? `  target >= ${t}: ${ok ? 'met' : 'NOT met'}` : ''}`,
       );
     }
+    console.log(
+      `  report mode, all runs: ${reported} chunks reported, ${gaps} passed unreported (gap records, ${((100 * gaps) / Math.max(1, reported + gaps)).toFixed(1)} %)`,
+    );
   }
   console.log('\ndescriptors and threads per relayed connection (redis-server, 50 idle connections):');
   for (const mode of MODES) {
@@ -298,6 +339,12 @@ async function main() {
     );
   }
   await setMode('raw');
+  console.log(
+    `\nload average at the end: ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
   console.log(`\n${pass} passed, ${fail} failed`);
   return fail ? 1 : 0;
 }
@@ -311,5 +358,6 @@ main()
   .catch(async (e) => {
     console.error(`servers-bench: ${e.stack || e}`);
     for (const k of [...kids]) await stopProc(k);
+    fs.rmSync(dir, { recursive: true, force: true });
     process.exit(1);
   });

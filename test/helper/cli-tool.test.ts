@@ -244,7 +244,7 @@ describe('how nke reaches the filter', () => {
 
   function memoryLog(): { log: EventLog; lines: string[] } {
     const lines: string[] = [];
-    const out: EventOutput = { write: (l) => void lines.push(l), close: async () => {} };
+    const out: EventOutput = { write: (l) => void lines.push(...l.split('\n')), close: async () => {} };
     return { log: new EventLog(out, true, 'tree'), lines };
   }
 

@@ -120,6 +120,7 @@ export function fmtPending(p: PendingView, now = Date.now()): string {
 
 /** Where the lines go: a stream we do not own (stderr, stdout) or a file we opened. */
 export interface EventOutput {
+  /** One line, or several joined with newlines; the output ends it with one. */
   write(line: string): void;
   close(): Promise<void>;
 }
@@ -167,13 +168,19 @@ export class EventLog {
 
   onUpdate(b: ModelUpdate): void {
     if (this.socketOwnersAreRoots) for (const s of b.sockets) this.tree.add(s.pid);
+    // One write for the batch: stdout to a pipe or file is a write system
+    // call per call, and a busy filter has thousands of lines a second (in
+    // report mode one a chunk); a call a line took a CPU from the programs
+    // being watched.
+    const lines: string[] = [];
     for (const ev of b.events) {
       if (!this.wants(ev)) continue;
-      this.out.write(this.json ? JSON.stringify(ev) : fmtEvent(ev));
+      lines.push(this.json ? JSON.stringify(ev) : fmtEvent(ev));
     }
     for (const p of b.pendingAdded) {
-      this.out.write(this.json ? JSON.stringify({ kind: 'pending', ...p }) : fmtPending(p));
+      lines.push(this.json ? JSON.stringify({ kind: 'pending', ...p }) : fmtPending(p));
     }
+    if (lines.length) this.out.write(lines.join('\n'));
   }
 
   /** A line of this tool's own (the program's exit, the filter going away), in the log's format. */

@@ -197,6 +197,7 @@ void FilterClient::ReaderLoop() {
   // kMaxBatchBytes: then the filter's own queue takes the overflow (and
   // counts what it loses). Returns kSent, kKept or kAborted (close()).
   enum { kSent, kKept, kAborted };
+  size_t stage_from = 0;  // batch->captured entries from here hold stage offsets (see commit)
   auto flush = [&](bool wait) -> int {
     if (batch->bytes.empty() && batch->skipped == 0) return kSent;
     Clock::time_point t = prof ? Clock::now() : Clock::time_point{};
@@ -208,6 +209,7 @@ void FilterClient::ReaderLoop() {
     batch = std::make_unique<Message>();
     batch->kind = Message::kBatch;
     batch->wake_ns = wake_ns;
+    stage_from = 0;
     return kSent;
   };
   auto closed = [&](const std::string &code, const std::string &message) {
@@ -242,29 +244,55 @@ void FilterClient::ReaderLoop() {
   };
 
 
-  // With a capture spill: the chunk's bytes go to the history file now, while
-  // its buffers are still the client's (before the release just below for a
-  // reported chunk; a held one's are released by JS later). Its position is
+  // With a capture spill: the chunk's bytes are copied out of the shared
+  // buffers now, while they are still the client's (before the release just
+  // below for a reported chunk; a held one's are released by JS later), into
+  // a staging buffer; commit() sends the releases first and then writes what
+  // was staged to the history file with one write, before the batch goes to
+  // JS. A write a chunk (pwrite, tens of microseconds each on a busy disk)
+  // kept the buffers of the whole drain out of the pool meanwhile, and the
+  // filter passed chunks unreported (pool full). Each record's position is
   // handed to JS with the batch. A record whose buffer list is out of range
   // (a hostile queue) has nothing read: -1.
   const uint8_t *pool = transport_->Buffers();
+  std::vector<uint8_t> stage;   // bytes copied, not yet written to the spill
+  const size_t stage_limit = spill_ ? size_t(std::min<uint64_t>(4u << 20, std::max<uint64_t>(spill_->size() / 4, 1))) : 0;
+  auto commit = [&]() {
+    send_releases();
+    if (!spill_) return;
+    int64_t at = -1;
+    if (!stage.empty()) {
+      CaptureSpill::Piece piece{stage.data(), stage.size()};
+      at = spill_->Write(&piece, 1);
+    }
+    for (size_t k = stage_from; k + 16 <= batch->captured.size(); k += 16) {
+      int64_t off;
+      memcpy(&off, &batch->captured[k + 8], 8);
+      int64_t pos = off < 0 || at < 0 ? -1 : at + off;
+      memcpy(&batch->captured[k + 8], &pos, 8);
+    }
+    stage.clear();
+    stage_from = batch->captured.size();
+  };
   auto capture = [&](const uint8_t *r) {
     nke_nt_data d;
     memcpy(&d, r, sizeof(d));
-    CaptureSpill::Piece pieces[NKE_CHUNK_MAX_BUFFERS];
-    size_t n = 0, left = d.size;
     bool valid = d.nbuffers >= 1 && d.nbuffers <= NKE_CHUNK_MAX_BUFFERS &&
                  uint64_t(d.size) <= uint64_t(d.nbuffers) * NKE_BUFFER_SIZE;
-    for (uint32_t i = 0; valid && i < d.nbuffers && left > 0; i++) {
+    for (uint32_t i = 0; valid && i < d.nbuffers; i++)
       if (d.buffers[i] >= NKE_BUFFER_COUNT) valid = false;
+    if (valid && !stage.empty() && stage.size() + d.size > stage_limit) commit();
+    int64_t off = valid ? int64_t(stage.size()) : -1;
+    size_t left = valid ? d.size : 0;
+    for (uint32_t i = 0; i < d.nbuffers && left > 0; i++) {
       size_t take = std::min<size_t>(left, NKE_BUFFER_SIZE);
-      pieces[n++] = CaptureSpill::Piece{pool + size_t(d.buffers[i]) * NKE_BUFFER_SIZE, take};
+      const uint8_t *src = pool + size_t(d.buffers[i]) * NKE_BUFFER_SIZE;
+      stage.insert(stage.end(), src, src + take);
       left -= take;
     }
-    int64_t at = valid ? spill_->Write(pieces, n) : -1;
     uint8_t entry[16];
     memcpy(entry, &d.chunk_id, 8);
-    memcpy(entry + 8, &at, 8);
+    memcpy(entry + 8, &off, 8);
     batch->captured.insert(batch->captured.end(), entry, entry + 16);
   };
 
@@ -280,6 +308,7 @@ void FilterClient::ReaderLoop() {
         continue;
       }
       if (r == NKE_DQ_CORRUPT) {
+        commit();
         flush(true);
         closed("NKE_QUEUE_CORRUPT", "the notification queue is corrupt (head/tail/size out of range)");
         return;
@@ -307,12 +336,12 @@ void FilterClient::ReaderLoop() {
       pf.records++;
       batch->bytes.insert(batch->bytes.end(), rec, rec + len);
       if (batch->bytes.size() >= kBatchBytes) {
-        send_releases();
+        commit();
         if (flush(batch->bytes.size() >= kMaxBatchBytes) == kAborted) return;
       }
     }
     if (prof) pf.drain += since(t_drain);
-    send_releases();
+    commit();
     int f = flush(false);
     if (f == kAborted) return;
     Clock::time_point t_wait = prof ? Clock::now() : Clock::time_point{};

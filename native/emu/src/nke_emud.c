@@ -209,8 +209,15 @@ static void shim_state_create(const char *dir)
 /* Closed conns are freed at the end of a loop iteration, because finish()
  * may still be handed a sock_ctx pointing at one. */
 static struct conn *g_graveyard[16384];
-/* Longest the loop leaves shim links unread while the client returns buffers. */
+/* Longest the loop leaves shim links unread while the client returns
+ * buffers: 2 ms while a chunk could be held (a relay may be waiting for a
+ * verdict behind those links), 20 ms when chunks are at most reported
+ * (relays pass the bytes at once and wait for nothing; the links' 4 MiB
+ * buffers take the reports meanwhile). On a loaded machine the client's
+ * reader thread often waits longer than 2 ms for a CPU; each chunk that
+ * came meanwhile passed unreported (a gap in the client's history). */
 #define DEFER_MAX_NS 2000000ull
+#define DEFER_REPORT_MAX_NS 20000000ull
 static int g_ngrave;
 
 static uint64_t now_ns(void)
@@ -1421,7 +1428,8 @@ int main(int argc, char **argv)
              * turn's links wait for
              * the next epoll_wait (level-triggered, they are reported again),
              * whose turn takes the client's releases first. For at most
-             * DEFER_MAX_NS per shortage, and not when held chunks fill the
+             * DEFER_MAX_NS per shortage (DEFER_REPORT_MAX_NS while nothing can
+             * be held), and not when held chunks fill the
              * pool (a person may take minutes): then chunks pass pool-full,
              * the traffic never stops for the filter. */
             if (c->kind == K_SHIM && g_ctl && g_core.pool.nfree < NKE_BUFFER_COUNT / 4 &&
@@ -1429,12 +1437,15 @@ int main(int argc, char **argv)
                 uint64_t t = now_ns();
                 if (!defer_since)
                     defer_since = t;
-                if (t - defer_since < DEFER_MAX_NS) {
+                uint64_t max = g_shim_state && !__atomic_load_n(&g_shim_state->may_hold, __ATOMIC_RELAXED)
+                                   ? DEFER_REPORT_MAX_NS
+                                   : DEFER_MAX_NS;
+                if (t - defer_since < max) {
                     /* Sleep until the client sends something (or the bound):
                      * spinning on epoll_wait here took the CPU the client
                      * needed to send its releases. */
                     queue_signal();
-                    uint64_t left = DEFER_MAX_NS - (t - defer_since);
+                    uint64_t left = max - (t - defer_since);
                     struct timespec ts = { (time_t)(left / 1000000000ull), (long)(left % 1000000000ull) };
                     struct pollfd p = { .fd = g_ctl->fd, .events = POLLIN };
                     ppoll(&p, 1, &ts, NULL);

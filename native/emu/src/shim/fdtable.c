@@ -147,7 +147,7 @@ bool is_udp(int fd)
  * sound (normal mutexes; no owner check).
  * Not reached by vfork or posix_spawn (no atfork handlers run there).
  */
-static pthread_mutex_t *g_global_locks[3]; /* lock order 3, 4, 5: set by shim_ctor */
+static pthread_mutex_t *g_global_locks[4]; /* lock order 3, 4, 5, 6: set by shim_ctor */
 
 #define FORK_HOLD(obj)                         \
     do {                                       \
@@ -185,7 +185,7 @@ static void socket_locks_release(void)
 
 static void global_locks_release(void)
 {
-    for (int i = 2; i >= 0; i--)
+    for (int i = 3; i >= 0; i--)
         pthread_mutex_unlock(g_global_locks[i]);
     pthread_mutex_unlock(&g_fd_lock);
 }
@@ -194,13 +194,13 @@ static void atfork_prepare(void)
 {
     pthread_mutex_lock(&g_fd_lock);
     socket_locks_take();
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         pthread_mutex_lock(g_global_locks[i]);
 }
 
 static void atfork_parent(void)
 {
-    for (int i = 2; i >= 0; i--)
+    for (int i = 3; i >= 0; i--)
         pthread_mutex_unlock(g_global_locks[i]);
     socket_locks_release();
     pthread_mutex_unlock(&g_fd_lock);
@@ -222,6 +222,7 @@ __attribute__((constructor)) static void shim_ctor(void)
     g_global_locks[0] = relay_loop_lock();
     g_global_locks[1] = udp_drain_lock();
     g_global_locks[2] = link_state_lock();
+    g_global_locks[3] = readiness_orphan_lock();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     relay_inherit(); /* relayed sockets an exec'ing image passed on */
 }

@@ -48,6 +48,8 @@
  *      under udp_state->lock.
  *   5. g_gstate_lock (link.c): remapping shim.state, taken under
  *      udp_state->lock (udp_may_defer_now).
+ *   6. g_orphan_lock (readiness.c): epoll events kept for a thread that
+ *      exited; taken alone.
  * The relay loop thread takes g_loop.lock and a relay->lock briefly, one
  * at a time. Lock-free: libc.c's symbol pointers, the atomics.
  */
@@ -340,6 +342,7 @@ extern atomic_uint g_resets_pending;
 bool relay_any(void);
 bool relay_catch_up(void);
 void readiness_closed(int fd); /* readiness.c: fd's number was closed (or dup2'ed over) */
+pthread_mutex_t *readiness_orphan_lock(void); /* g_orphan_lock, for fork (lock order 6) */
 /* The program's read/write on fd: a relayed socket reset by its peer
  * becomes the real socket first (relay_swap). One load otherwise. */
 static inline void relay_reset_check(int fd)

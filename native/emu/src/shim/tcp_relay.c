@@ -32,6 +32,7 @@
 #include "shim.h"
 
 #include <linux/futex.h>
+#include <linux/sock_diag.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -230,6 +231,58 @@ static void mux_open_locked(void)
     }
 }
 
+/* Reports of the loop's pass (DATA with SHIM_F_NO_VERDICT: the bytes are
+ * passed already), sent together with one sendmmsg at the end of the pass
+ * instead of one sendmsg a chunk: in report-only capture that was a third
+ * of the loop's system calls, and nke-emud woke for each. Under
+ * g_loop.lock, so every other message on the link (mux_send_locked, from
+ * any thread) and every DATA asking for a verdict (dir_send) goes after
+ * the reports before it: the link keeps the order in which things
+ * happened. The loop appends; whoever sends next flushes. */
+#define REPORT_BATCH 64
+#define REPORT_BUF_BYTES (512u << 10)
+static struct {
+    struct mmsghdr mm[REPORT_BATCH];
+    struct iovec iov[REPORT_BATCH];
+    unsigned n;            /* reports waiting (written under g_loop.lock) */
+    size_t used;           /* bytes of buf they take */
+    uint8_t *buf;          /* REPORT_BUF_BYTES, the loop's (NULL: send each at once) */
+} g_rep;
+
+/* Sends the waiting reports (g_loop.lock held). What a full link does not
+ * take is dropped, as a single report was: the bytes have passed, only
+ * their report is lost (never the bytes). */
+static void report_flush_locked(void)
+{
+    unsigned done = 0;
+    while (g_loop.link_fd >= 0 && done < g_rep.n) {
+        int k = libc_call(sendmmsg, g_loop.link_fd, g_rep.mm + done, g_rep.n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k > 0) {
+            done += (unsigned)k;
+            continue;
+        }
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == ENOBUFS))
+            g_loop.link_full = true;
+        break;
+    }
+    __atomic_store_n(&g_rep.n, 0, __ATOMIC_RELAXED);
+    g_rep.used = 0;
+}
+
+/* The loop thread, before a send of its own without the lock (dir_send)
+ * and at the end of each pass. n only grows on the loop thread, so a 0 read
+ * here is true. */
+static void report_flush(void)
+{
+    if (!__atomic_load_n(&g_rep.n, __ATOMIC_RELAXED))
+        return;
+    pthread_mutex_lock(&g_loop.lock);
+    report_flush_locked();
+    pthread_mutex_unlock(&g_loop.lock);
+}
+
 /* Sends one message for socket `id` on the mux link (g_loop.lock held).
  * Never blocks for long: a full link waits up to 50 ms for an ATTACH or a
  * DETACH (`must`), else the message is dropped (notes are best effort, as
@@ -238,6 +291,7 @@ static bool mux_send_locked(uint32_t id, const void *m, size_t n, bool must)
 {
     if (g_loop.link_fd < 0)
         return false;
+    report_flush_locked(); /* what happened before this goes first */
     struct shim_mux mx = { .sock = id };
     struct iovec iov[2] = { { &mx, sizeof(mx) }, { (void *)m, n } };
     struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
@@ -439,16 +493,51 @@ static bool relay_report_only(const struct relay *r)
            __atomic_load_n(&g_loop.st->may_hold, __ATOMIC_ACQUIRE) == 0;
 }
 
-static bool dir_may_read(const struct relay *r, const struct dir *d)
+/* Bytes the real socket's send buffer has room for now, as the kernel
+ * counts them (sk_sndbuf - sk_wmem_queued; may be negative: the last write
+ * may pass the limit). A socket the kernel will not say this of: no bound. */
+static long real_send_room(const struct relay *r)
+{
+    uint32_t mi[SK_MEMINFO_VARS];
+    socklen_t l = sizeof(mi);
+    if (libc_call(getsockopt, r->real_fd, SOL_SOCKET, SO_MEMINFO, mi, &l) < 0 ||
+        l < sizeof(uint32_t) * (SK_MEMINFO_WMEM_QUEUED + 1))
+        return LONG_MAX;
+    return (long)mi[SK_MEMINFO_SNDBUF] - (long)mi[SK_MEMINFO_WMEM_QUEUED];
+}
+
+/* Least a held direction reads when nothing of it is queued, whatever the
+ * room: its write then meets the full buffer (EAGAIN), and the kernel's
+ * EPOLLOUT says when there is room again. */
+#define RELAY_AHEAD_MIN (16u << 10)
+
+/* How many bytes the next read of d may take (0: none now). */
+static size_t dir_read_want(const struct relay *r, const struct dir *d)
 {
     if (d->eof || d->dead || !r->rd[d->src])
-        return false;
-    /* Unasked bytes are only read while nothing waits for dst: the relay
-     * holds at most one read's worth beyond what the socket buffers hold
-     * (a peer's reset then reaches a writer about where it would raw). */
-    if (relay_may_skip(r))
-        return d->head == NULL;
-    return d->nchunks < SHIM_WINDOW_CHUNKS && d->nbytes < RELAY_AHEAD_MAX;
+        return 0;
+    /* Unasked bytes (no client, or reported only) are only read while
+     * nothing waits for dst: the relay holds at most one read's worth
+     * beyond what the socket buffers hold (a peer's reset then reaches a
+     * writer about where it would raw). */
+    if (relay_may_skip(r) || relay_report_only(r))
+        return d->head == NULL ? SHIM_DATA_MAX : 0;
+    if (d->nchunks >= SHIM_WINDOW_CHUNKS || d->nbytes >= RELAY_AHEAD_MAX)
+        return 0;
+    size_t want = RELAY_AHEAD_MAX - d->nbytes < SHIM_DATA_MAX ? RELAY_AHEAD_MAX - d->nbytes : SHIM_DATA_MAX;
+    if (d->dst == 0) {
+        /* Held bytes going out count against the real socket's send
+         * buffer, as the program's own bytes would raw: the relay reads
+         * ahead only what that buffer still has room for. A writer whose
+         * peer stops reading then meets the kernel's limit (and a reset)
+         * about where it would raw, not the relay's read-ahead later. */
+        long room = real_send_room(r) - (long)d->nbytes;
+        if (room < (long)want)
+            want = room > 0 ? (size_t)room : 0;
+        if (!d->head && want < RELAY_AHEAD_MIN)
+            want = RELAY_AHEAD_MIN;
+    }
+    return want;
 }
 
 /* A send to dst failed for good. */
@@ -462,7 +551,16 @@ static void dir_dst_failed(struct relay *r, struct dir *d, int err)
 }
 
 /* Writes every decided chunk at the head, in order, without blocking. After
- * EOF with nothing left, passes the half-close on. */
+ * EOF with nothing left, passes the half-close on.
+ *
+ * The real socket is written whenever its send buffer has room, not only
+ * after the kernel's EPOLLOUT: a send() is taken while sk_wmem_queued <
+ * sk_sndbuf, but poll reports writable only once a third of the buffer is
+ * free (sk_stream_is_writeable), and a send buffer that grows (TCP's
+ * autotuning) raises no event at all. A raw writer retrying its send
+ * fills that room; a relay that waited for EPOLLOUT held what it had read
+ * ahead of it (the read-ahead counts that room as the socket's) and the
+ * writer got ~20 KiB more in than the relay may hold. */
 static void dir_flush(struct relay *r, struct dir *d)
 {
     int dst = rfd(r, d->dst);
@@ -471,7 +569,7 @@ static void dir_flush(struct relay *r, struct dir *d)
         const uint8_t *b = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod : c->msg + CHUNK_HDR;
         size_t n = c->action == NKE_ACT_ALLOW_MODIFIED ? c->mod_len : c->action == NKE_ACT_DROP ? 0 : c->len;
         while (!d->dead && c->off < n) {
-            if (!r->wr[d->dst])
+            if (!r->wr[d->dst] && !(d->dst == 0 && real_send_room(r) > 0))
                 return;
             ssize_t w = libc_call(sendto, dst, b + c->off, n - c->off,
                                   MSG_NOSIGNAL | MSG_DONTWAIT | (c->oob ? MSG_OOB : 0), NULL, 0);
@@ -506,6 +604,7 @@ static void dir_flush(struct relay *r, struct dir *d)
  * blocking. False when the link failed (the caller fails open). */
 static bool dir_send(struct relay *r, struct dir *d)
 {
+    report_flush(); /* reports of earlier bytes (capture changed meanwhile) first */
     for (struct chunk *c = d->head; c; c = c->next) {
         if (c->sent || c->decided)
             continue;
@@ -562,22 +661,42 @@ static struct chunk *dir_queue(struct relay *r, struct dir *d, const uint8_t *bu
     return c;
 }
 
-/* Reports n bytes without waiting for an answer (report-only capture). */
+/* Reports n bytes without waiting for an answer (report-only capture):
+ * queued in g_rep, sent at the end of the pass (or before the next message
+ * on the link). */
 static void dir_report(struct relay *r, struct dir *d, const uint8_t *buf, size_t n)
 {
     if (g_loop.link_full || n > SHIM_DATA_MAX)
         return; /* a full link drops the report, never the bytes */
-    uint8_t hdr[CHUNK_HDR];
     struct shim_mux mx = { .sock = r->id };
     struct shim_hdr h = { .type = SHIM_DATA, .direction = d->nke_dir, .len = (uint32_t)n,
                           .flags = SHIM_F_NO_VERDICT, .seq = d->next_seq++ };
-    memcpy(hdr, &mx, sizeof(mx));
-    memcpy(hdr + sizeof(mx), &h, sizeof(h));
-    struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)buf, n } };
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-    if (libc_call(sendmsg, g_loop.link_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
-        (errno == EAGAIN || errno == ENOBUFS))
-        g_loop.link_full = true;
+    pthread_mutex_lock(&g_loop.lock);
+    if (g_rep.n == REPORT_BATCH || g_rep.used + CHUNK_HDR + n > REPORT_BUF_BYTES)
+        report_flush_locked();
+    if (g_rep.buf && g_loop.link_fd >= 0) {
+        uint8_t *m = g_rep.buf + g_rep.used;
+        memcpy(m, &mx, sizeof(mx));
+        memcpy(m + sizeof(mx), &h, sizeof(h));
+        memcpy(m + CHUNK_HDR, buf, n);
+        unsigned i = g_rep.n;
+        g_rep.iov[i] = (struct iovec){ m, CHUNK_HDR + n };
+        memset(&g_rep.mm[i], 0, sizeof(g_rep.mm[i]));
+        g_rep.mm[i].msg_hdr.msg_iov = &g_rep.iov[i];
+        g_rep.mm[i].msg_hdr.msg_iovlen = 1;
+        g_rep.used += CHUNK_HDR + n;
+        __atomic_store_n(&g_rep.n, i + 1, __ATOMIC_RELAXED);
+    } else if (g_loop.link_fd >= 0) {
+        uint8_t hdr[CHUNK_HDR];
+        memcpy(hdr, &mx, sizeof(mx));
+        memcpy(hdr + sizeof(mx), &h, sizeof(h));
+        struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)buf, n } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        if (libc_call(sendmsg, g_loop.link_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+            (errno == EAGAIN || errno == ENOBUFS))
+            g_loop.link_full = true;
+    }
+    pthread_mutex_unlock(&g_loop.lock);
 }
 
 /* The urgent byte the peer (or the program) sent with MSG_OOB, if src has
@@ -604,15 +723,11 @@ static bool dir_read_oob(struct relay *r, struct dir *d)
 static bool dir_read(struct relay *r, struct dir *d)
 {
     uint8_t *buf = g_loop.buf;
-    while (dir_may_read(r, d)) {
+    size_t want;
+    while ((want = dir_read_want(r, d)) > 0) {
         if (r->urgent[d->src] && dir_read_oob(r, d))
             continue;
         int src = rfd(r, d->src);
-        /* While chunks await verdicts, a read takes no more than the
-         * read-ahead bound leaves (RELAY_AHEAD_MAX in all). */
-        size_t want = SHIM_DATA_MAX;
-        if (!relay_may_skip(r) && !relay_report_only(r) && RELAY_AHEAD_MAX - d->nbytes < want)
-            want = RELAY_AHEAD_MAX - d->nbytes;
         ssize_t n = libc_call(recvfrom, src, buf, want, MSG_DONTWAIT, NULL, NULL);
         if (n < 0 && errno == EINTR)
             continue;
@@ -688,6 +803,8 @@ static void link_lost(void)
 {
     SHIM_LOG("nke-emud link lost: failing open");
     pthread_mutex_lock(&g_loop.lock);
+    __atomic_store_n(&g_rep.n, 0, __ATOMIC_RELAXED); /* reports for a link that is gone */
+    g_rep.used = 0;
     if (g_loop.link_fd >= 0) {
         libc_call(epoll_ctl, g_loop.ep, EPOLL_CTL_DEL, g_loop.link_fd, NULL);
         libc_call(close, g_loop.link_fd);
@@ -784,6 +901,7 @@ static void relay_out_done(struct relay *r)
         r->exec_busy = false;
         g_loop.out_busy--;
     }
+    report_flush_locked(); /* a drain may let the process go: reports first */
     pthread_cond_broadcast(&g_loop.drain_cond);
     pthread_mutex_unlock(&g_loop.lock);
 }
@@ -1011,6 +1129,7 @@ static void relay_run(struct relay *r)
             if (busy != r->exec_busy) {
                 r->exec_busy = busy;
                 g_loop.out_busy += busy ? 1u : (unsigned)-1;
+                report_flush_locked(); /* a drain may let the process go: reports first */
                 pthread_cond_broadcast(&g_loop.drain_cond);
             }
             pthread_mutex_unlock(&g_loop.lock);
@@ -1018,6 +1137,7 @@ static void relay_run(struct relay *r)
             pthread_mutex_lock(&g_loop.lock);
             r->exec_busy = false;
             g_loop.out_busy--;
+            report_flush_locked(); /* a drain may let the process go: reports first */
             pthread_cond_broadcast(&g_loop.drain_cond);
             pthread_mutex_unlock(&g_loop.lock);
         }
@@ -1061,6 +1181,10 @@ static void *loop_main(void *arg)
     (void)arg;
     uint8_t *vmsg = malloc(sizeof(struct shim_mux) + SHIM_MSG_MAX);
     g_loop.buf = malloc(SHIM_DATA_MAX);
+    pthread_mutex_lock(&g_loop.lock);
+    if (!g_rep.buf)
+        g_rep.buf = malloc(REPORT_BUF_BYTES); /* NULL: reports go one at a time */
+    pthread_mutex_unlock(&g_loop.lock);
     if (!vmsg || !g_loop.buf)
         return NULL; /* relays stay queued: their programs see no data (never in practice) */
     if (getenv("NKE_SHIM_STATS") && (g_loop.ls.us = malloc(512 * sizeof(*g_loop.ls.us))))
@@ -1159,9 +1283,11 @@ static void *loop_main(void *arg)
             if (r->dirty)
                 relay_run(r);
         }
+        report_flush(); /* the pass's reports, before anyone is told it is over */
         if (g_loop.exec_done != g_loop.exec_ask_seen) {
             pthread_mutex_lock(&g_loop.lock);
             g_loop.exec_done = g_loop.exec_ask_seen;
+            report_flush_locked(); /* a drain may let the process go: reports first */
             pthread_cond_broadcast(&g_loop.drain_cond);
             pthread_mutex_unlock(&g_loop.lock);
         }
@@ -1445,8 +1571,9 @@ void relay_opt_note(struct relay *r, int level, int name, bool is_set)
  * inside a pass), wait until those are handled: the pass under way and, if
  * the epoll was readable, the next one. Bytes held for a verdict stay held:
  * this waits for the loop, never for nke-emud or the user client. True
- * when it waited (the caller looks again); false when the loop was idle,
- * there is none, or this is a shim thread.
+ * when it waited; false when the loop was idle, there is none, or this is
+ * a shim thread. The callers look again either way (an idle loop may have
+ * delivered something since the program's wait returned).
  */
 bool relay_any(void)
 {
@@ -1599,6 +1726,8 @@ void relay_atfork_child(void)
     g_loop.ep = g_loop.wake = g_loop.link_fd = -1;
     g_loop.started = false;
     g_loop.link_full = false;
+    __atomic_store_n(&g_rep.n, 0, __ATOMIC_RELAXED); /* the parent's reports, for the parent's link */
+    g_rep.used = 0;
     free(g_loop.slots);
     free(g_loop.slot_gen);
     g_loop.slots = NULL;
