@@ -209,7 +209,12 @@ const steps = [
       await wb.treeRow(page, 'Filter', 'Stale').waitFor();
       // No rows frozen at "0.0 s left", no "held" in the status bar: the filter let them go.
       await wb.welcome(page, 'Pending Payloads').locator('text=No payloads are held').waitFor();
-      const bar = await page.locator(wb.sel.statusBar).innerText();
+      // The status bar is redrawn at most every 250 ms: give it one second.
+      let bar = '';
+      for (const t0 = Date.now(); Date.now() - t0 < 1000; await page.waitForTimeout(100)) {
+        bar = await page.locator(wb.sel.statusBar).innerText();
+        if (!/held/.test(bar)) break;
+      }
       if (/held/.test(bar)) throw new Error(`status bar still counts held payloads: ${bar}`);
       for (const t0 = Date.now(); server.received().toString() !== 'held-at-death';) {
         if (Date.now() - t0 > 10000)
