@@ -18,7 +18,12 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 
 const dir = process.env.NKE_BENCH_DIR;
-const write = (name, v) => fs.writeFileSync(path.join(dir, name), JSON.stringify(v));
+/** Written whole, then renamed: the bench polls for the name and must never read half a file. */
+const write = (name, v) => {
+  const tmp = path.join(dir, `.${name}.tmp`);
+  fs.writeFileSync(tmp, JSON.stringify(v));
+  fs.renameSync(tmp, path.join(dir, name));
+};
 
 async function until(what, fn, ms = 60000) {
   for (const t0 = Date.now(); Date.now() - t0 < ms;) {
