@@ -217,7 +217,10 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       `// hold what goes to the test server\n{ "default": "pass", "holdTimeoutMs": 60000,\n  "intercept": [ { "action": "hold", "remotePort": ${server.port}, "direction": "out" }, ] }\n`,
     );
     const original = 'GET /original HTTP/1.0\r\n\r\n';
-    // One write, then the socket stays open until the answer has gone through.
+    // One write, then the socket stays open until the answer has gone
+    // through (the test makes `done`; 30 s at most), however slow the
+    // machine: a close would release the chunk before the test answers it.
+    const done = path.join(dir, 'answered');
     const run = nkeAsync(env, [
       'run',
       '--rules',
@@ -225,9 +228,10 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       '--',
       'python3',
       '-c',
-      'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(sys.argv[2].encode()); time.sleep(4)\ns.close()',
+      'import os,socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(sys.argv[2].encode())\nfor _ in range(300):\n  if os.path.exists(sys.argv[3]): break\n  time.sleep(0.1)\ns.close()',
       String(server.port),
       original,
+      done,
     ]);
     try {
       const p = await firstPending(env, run);
@@ -259,6 +263,7 @@ describe('nke CLI as a tool: clean stdio, starts what it needs, shows what it ho
       assert.equal(v.code, 0, v.stderr);
       const want = 'GET /Original HTTP/1.0!!\r\n\r\n';
       assert.equal((await server.whenBytes(want.length)).toString(), want);
+      fs.writeFileSync(done, '');
       const r = await run.done;
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, new RegExp(`^pending ${p.id}: out ${original.length} bytes`, 'm'));
