@@ -53,6 +53,23 @@ static void hdr_fill(struct nke_nt_hdr *h, uint16_t type, uint16_t size, uint32_
     h->time_ns = now_ns;
 }
 
+/* A replay stage that is one state event: emitted when `stage` is still
+ * owed, the stage cleared once it fit; false when the queue is full. */
+static bool replay_event(struct nke_core *c, struct nke_sock *s, struct nke_sock_id id, uint64_t now_ns,
+                         uint32_t stage, uint32_t event)
+{
+    struct nke_nt_event rec;
+    if (!(s->flags & stage))
+        return true;
+    memset(&rec, 0, sizeof(rec));
+    hdr_fill(&rec.hdr, NKE_NT_EVENT, sizeof(rec), 0, id, now_ns);
+    rec.event = event;
+    if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
+        return false;
+    s->flags &= ~stage;
+    return true;
+}
+
 /* One socket's replay, stage by stage (a stage whose record did not fit
  * stays for the next try): false when the queue is full. */
 static bool replay_sock(struct nke_core *c, struct nke_sock *s, struct nke_sock_id id, uint64_t now_ns)
@@ -85,25 +102,8 @@ static bool replay_sock(struct nke_core *c, struct nke_sock *s, struct nke_sock_
             return false;
         s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_ADDRS;
     }
-    if (s->flags & NKE_SOCK_REPLAY_CONNECTED) {
-        struct nke_nt_event rec;
-        memset(&rec, 0, sizeof(rec));
-        hdr_fill(&rec.hdr, NKE_NT_EVENT, sizeof(rec), 0, id, now_ns);
-        rec.event = NKE_EV_CONNECTED;
-        if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
-            return false;
-        s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_CONNECTED;
-    }
-    if (s->flags & NKE_SOCK_REPLAY_CLOSING) {
-        struct nke_nt_event rec;
-        memset(&rec, 0, sizeof(rec));
-        hdr_fill(&rec.hdr, NKE_NT_EVENT, sizeof(rec), 0, id, now_ns);
-        rec.event = NKE_EV_CLOSING;
-        if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
-            return false;
-        s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_CLOSING;
-    }
-    return true;
+    return replay_event(c, s, id, now_ns, NKE_SOCK_REPLAY_CONNECTED, NKE_EV_CONNECTED) &&
+           replay_event(c, s, id, now_ns, NKE_SOCK_REPLAY_CLOSING, NKE_EV_CLOSING);
 }
 
 /* Before any record of a socket: its replay, if the client has not had it
