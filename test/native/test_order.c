@@ -15,37 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_passed, g_failed, g_cur_failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            g_cur_failed++;                                                          \
-            fprintf(stderr, "  %s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-#define CHECK_EQ(a, b)                                                                      \
-    do {                                                                                    \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                               \
-        if (va_ != vb_) {                                                                   \
-            g_cur_failed++;                                                                 \
-            fprintf(stderr, "  %s:%d: CHECK_EQ failed: %s == %lld, expected %s == %lld\n", \
-                    __FILE__, __LINE__, #a, va_, #b, vb_);                                  \
-        }                                                                                   \
-    } while (0)
-
-#define RUN(fn)                                  \
-    do {                                         \
-        g_cur_failed = 0;                        \
-        fn();                                    \
-        if (g_cur_failed) {                      \
-            g_failed++;                          \
-            printf("FAIL %s\n", #fn);            \
-        } else {                                 \
-            g_passed++;                          \
-            printf("ok   %s\n", #fn);            \
-        }                                        \
-    } while (0)
+#include "check.h"
 
 /* ======================================================================== */
 /* Fake platform                                                             */
