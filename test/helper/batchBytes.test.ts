@@ -8,40 +8,12 @@ import { createMessageConnection, StreamMessageReader, StreamMessageWriter } fro
 import { FilterEngine } from '../../extension/src/helper/engine';
 import { LiveModel } from '../../extension/src/helper/model';
 import { serveHelperProtocol } from '../../extension/src/helper/service';
-import { decodeBatch, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { NotifyType } from '../../extension/src/helper/wire';
 import { NKE_RULE_DEFAULT, NtDataLayout } from '../../extension/src/shared/abi';
 import * as P from '../../extension/src/shared/helperProtocol';
+import { attach, connectOut, feed, hdr } from './rawRecords';
 
-/** Raw records in the ABI layout, as the addon hands them over. */
-function hdr(type: number, size: number, slot: number, gen: number, flags = 0): Buffer {
-  const b = Buffer.alloc(size);
-  b.writeUInt16LE(type, 0);
-  b.writeUInt16LE(size, 2);
-  b.writeUInt32LE(flags, 4);
-  b.writeUInt32LE(slot, 8);
-  b.writeUInt32LE(gen, 12);
-  b.writeBigUInt64LE(123n, 16);
-  return b;
-}
-function attach(slot: number, pid: number): Buffer {
-  const b = hdr(NotifyType.Attach, 72, slot, 1);
-  b.writeInt32LE(pid, 24);
-  b[32] = 2;
-  b[33] = 1;
-  b[34] = 6;
-  b.write('curl', 40);
-  return b;
-}
-function connectOut(slot: number, port: number): Buffer {
-  const b = hdr(NotifyType.ConnectOut, 72, slot, 1);
-  b[24] = 2;
-  b.writeUInt16LE(40000, 26);
-  Buffer.from([127, 0, 0, 1]).copy(b, 32);
-  b[48] = 2;
-  b.writeUInt16LE(port, 50);
-  Buffer.from([127, 0, 0, 1]).copy(b, 56);
-  return b;
-}
+/** A data record of ABI 4, reported (not held), decided by the default. */
 function data(slot: number, chunk: bigint, size: number, dir: 1 | 2): Buffer {
   const b = hdr(NotifyType.Data, NtDataLayout.size, slot, 1, 0);
   b.writeBigUInt64LE(chunk, 24);
@@ -53,16 +25,11 @@ function data(slot: number, chunk: bigint, size: number, dir: 1 | 2): Buffer {
   b.writeUInt16LE(NKE_RULE_DEFAULT, 96);
   return b;
 }
-function feed(m: LiveModel, ...recs: Buffer[]): void {
-  const list: Notification[] = [];
-  assert.equal(decodeBatch(Buffer.concat(recs), list), 0);
-  for (const n of list) m.apply(n);
-}
 
 describe('helper protocol 2: byte counts as tuples, no history events on the wire', () => {
   it('bytes alone: a tuple with the totals; with a state change: the whole view', () => {
     const m = new LiveModel();
-    feed(m, attach(3, 77), connectOut(3, 80), attach(4, 77), connectOut(4, 81));
+    feed(m, attach(3, 1, 77, 'curl'), connectOut(3, 1, 80), attach(4, 1, 77, 'curl'), connectOut(4, 1, 81));
     const first = m.takeUpdate();
     assert.deepEqual(
       first.sockets.map((s) => s.id),
@@ -110,7 +77,7 @@ describe('helper protocol 2: byte counts as tuples, no history events on the wir
     try {
       const hello = await clientSide.sendRequest(P.Hello);
       assert.equal(hello.protocolVersion, 2);
-      feed(engine.model, attach(5, 9), connectOut(5, 443), data(5, 1n, 10, 2));
+      feed(engine.model, attach(5, 1, 9, 'curl'), connectOut(5, 1, 443), data(5, 1n, 10, 2));
       engine.flushUpdates();
       feed(engine.model, data(5, 2n, 20, 2));
       engine.flushUpdates();

@@ -3,38 +3,8 @@
 import assert from 'node:assert/strict';
 import { LiveModel } from '../../extension/src/helper/model';
 import { decodeBatch, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { attach, connectOut, feed, hdr } from './rawRecords';
 
-/** Builds raw records in the ABI layout (what the addon hands over). */
-function hdr(type: number, size: number, slot: number, gen: number, flags = 0): Buffer {
-  const b = Buffer.alloc(size);
-  b.writeUInt16LE(type, 0);
-  b.writeUInt16LE(size, 2);
-  b.writeUInt32LE(flags, 4);
-  b.writeUInt32LE(slot, 8);
-  b.writeUInt32LE(gen, 12);
-  b.writeBigUInt64LE(123n, 16);
-  return b;
-}
-function attach(slot: number, gen: number, pid: number, comm: string): Buffer {
-  const b = hdr(NotifyType.Attach, 72, slot, gen);
-  b.writeInt32LE(pid, 24);
-  b.writeUInt32LE(1000, 28);
-  b[32] = 2;
-  b[33] = 1;
-  b[34] = 6;
-  b.write(comm, 40);
-  return b;
-}
-function connectOut(slot: number, gen: number, port: number): Buffer {
-  const b = hdr(NotifyType.ConnectOut, 72, slot, gen);
-  b[24] = 2;
-  b.writeUInt16LE(40000, 26);
-  Buffer.from([127, 0, 0, 1]).copy(b, 32);
-  b[48] = 2;
-  b.writeUInt16LE(port, 50);
-  Buffer.from([127, 0, 0, 1]).copy(b, 56);
-  return b;
-}
 function data(slot: number, gen: number, chunk: bigint, size: number, held: boolean): Buffer {
   const b = hdr(NotifyType.Data, 104, slot, gen, held ? 1 : 0);
   b.writeBigUInt64LE(chunk, 24);
@@ -51,13 +21,6 @@ function detach(slot: number, gen: number): Buffer {
   b.writeBigUInt64LE(10n, 24);
   b.writeBigUInt64LE(20n, 32);
   return b;
-}
-
-function feed(m: LiveModel, ...recs: Buffer[]): Notification[] {
-  const list: Notification[] = [];
-  assert.equal(decodeBatch(Buffer.concat(recs), list), 0);
-  for (const n of list) m.apply(n);
-  return list;
 }
 
 describe('helper live model', () => {
