@@ -53,6 +53,20 @@ static void hdr_fill(struct nke_nt_hdr *h, uint16_t type, uint16_t size, uint32_
     h->time_ns = now_ns;
 }
 
+/* The attach record of a socket: at attach, and again in a client's replay. */
+static void attach_fill(struct nke_nt_attach *rec, const struct nke_sock *s, struct nke_sock_id id,
+                        uint64_t now_ns)
+{
+    memset(rec, 0, sizeof(*rec));
+    hdr_fill(&rec->hdr, NKE_NT_ATTACH, sizeof(*rec), 0, id, now_ns);
+    rec->pid = s->info.pid;
+    rec->uid = s->info.uid;
+    rec->family = s->info.family;
+    rec->type = s->info.type;
+    rec->protocol = s->info.protocol;
+    memcpy(rec->comm, s->info.comm, NKE_COMM_LEN);
+}
+
 /* A replay stage that is one state event: emitted when `stage` is still
  * owed, the stage cleared once it fit; false when the queue is full. */
 static bool replay_event(struct nke_core *c, struct nke_sock *s, struct nke_sock_id id, uint64_t now_ns,
@@ -76,14 +90,7 @@ static bool replay_sock(struct nke_core *c, struct nke_sock *s, struct nke_sock_
 {
     if (s->flags & NKE_SOCK_REPLAY_ATTACH) {
         struct nke_nt_attach rec;
-        memset(&rec, 0, sizeof(rec));
-        hdr_fill(&rec.hdr, NKE_NT_ATTACH, sizeof(rec), 0, id, now_ns);
-        rec.pid = s->info.pid;
-        rec.uid = s->info.uid;
-        rec.family = s->info.family;
-        rec.type = s->info.type;
-        rec.protocol = s->info.protocol;
-        memcpy(rec.comm, s->info.comm, NKE_COMM_LEN);
+        attach_fill(&rec, s, id, now_ns);
         if (!c->ops->emit(c->platform, &rec, sizeof(rec)))
             return false;
         s->flags &= ~(uint32_t)NKE_SOCK_REPLAY_ATTACH;
@@ -816,14 +823,7 @@ struct nke_sock_id nke_core_attach(struct nke_core *c, const struct nke_sock_inf
     id.slot = slot;
     id.gen = s->gen;
 
-    memset(&rec, 0, sizeof(rec));
-    hdr_fill(&rec.hdr, NKE_NT_ATTACH, sizeof(rec), 0, id, now_ns);
-    rec.pid = s->info.pid;
-    rec.uid = s->info.uid;
-    rec.family = s->info.family;
-    rec.type = s->info.type;
-    rec.protocol = s->info.protocol;
-    memcpy(rec.comm, s->info.comm, NKE_COMM_LEN);
+    attach_fill(&rec, s, id, now_ns);
     emit_rec(c, &rec, sizeof(rec));
     return id;
 }
