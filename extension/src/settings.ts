@@ -2,9 +2,7 @@
 import * as vscode from 'vscode';
 import type { ExecScope, FilterMode } from './model/workbenchModel';
 import type { InterceptRule, RulesConfig } from './shared/helperProtocol';
-
-/** What happens to data no intercept rule matches (RulesConfig.default). */
-export type CaptureMode = 'hold' | 'report' | 'pass';
+import { DEFAULT_ACTION, type RuleActionName } from './shared/ruleFields';
 
 export interface NkeSettings {
   mode: FilterMode;
@@ -18,7 +16,8 @@ export interface NkeSettings {
   historyLimit: number;
   /** MiB of payload bytes the helper's capture history keeps (pcapng export, Wireshark); 0: none */
   captureHistoryMiB: number;
-  capture: CaptureMode;
+  /** nke.capture: what happens to data no intercept rule matches (RulesConfig.default; not the ABI's CaptureMode) */
+  capture: RuleActionName;
   interceptRules: InterceptRule[];
   connectOnStartup: boolean;
   /** Folder with the kext's Makefile; empty = the extension's own kext/. */
@@ -44,7 +43,7 @@ export function readSettings(): NkeSettings {
     editHoldMaxMs: c.get<number>('editHoldMaxMs', 120000),
     historyLimit: c.get<number>('historyLimit', 1000),
     captureHistoryMiB: c.get<number>('captureHistoryMiB', 64),
-    capture: c.get<CaptureMode>('capture', 'report'),
+    capture: c.get<RuleActionName>('capture', DEFAULT_ACTION),
     interceptRules: c.get<InterceptRule[]>('interceptRules', []),
     connectOnStartup: c.get<boolean>('connectOnStartup', false),
     kextDir: c.get<string>('kextDir', ''),

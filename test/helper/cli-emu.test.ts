@@ -121,7 +121,7 @@ describe('nke CLI with the emulator', function () {
     assert.equal(r.status, 2);
     assert.match(
       r.stderr,
-      /bad\.json: rules\.default: is "pass", "report" or "hold"; got a string \("maybe"\)/,
+      /bad\.json: rules\.default: is "hold", "report" or "pass"; got a string \("maybe"\)/,
     );
     assert.equal(fs.existsSync(marker), false);
   });

@@ -159,7 +159,7 @@ describe('rules files: JSON with comments, the array form, errors that name fiel
       '{"rewrite": [{"find": "a", "replace": "b", "carryMs": -1}]}',
       /rules\.rewrite\[0\]\.carryMs: is an integer 0\.\.600000 \(ms\); got a number \(-1\)/,
     );
-    bad('{"default": "drop"}', /rules\.default: is "pass", "report" or "hold"; got a string \("drop"\)/);
+    bad('{"default": "drop"}', /rules\.default: is "hold", "report" or "pass"; got a string \("drop"\)/);
     bad('"hold"', /rules: expected an object \{"default": "report", .*got a string \("hold"\)/);
     bad(
       '{"intercept": [{"action": "hold", "direction": "up"}]}',

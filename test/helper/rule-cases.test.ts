@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { compileRules, decideHeld } from '../../extension/src/helper/rules';
-import { emptyRule, NKE_RULE_DEFAULT, RuleAction, type Rule } from '../../extension/src/shared/abi';
+import { emptyRule, NKE_RULE_DEFAULT, type Rule } from '../../extension/src/shared/abi';
+import { RULE_ACTIONS, type RuleActionName } from '../../extension/src/shared/ruleFields';
 
 interface RuleCase {
   what: string;
@@ -15,12 +16,6 @@ interface RuleCase {
   kernel: { default: string; rules: Record<string, number | string | number[]>[] };
   expect: { action: string; rule: number | 'default'; helper: 'person' | 'pass' | 'rewrite' };
 }
-
-const ACTION: Record<string, RuleAction> = {
-  pass: RuleAction.Pass,
-  report: RuleAction.Report,
-  hold: RuleAction.Hold,
-};
 
 // out/test/helper at run time, test/helper in the source tree: the table is found from the project root.
 function tablePath(): string {
@@ -53,7 +48,11 @@ describe('shared rule table (test/shared/rule-cases.json): the helper half', () 
   for (const c of table.cases) {
     it(c.what, () => {
       const compiled = compileRules(c.rules);
-      assert.equal(compiled.kernel.defaultAction, ACTION[c.kernel.default], 'default action');
+      assert.equal(
+        compiled.kernel.defaultAction,
+        RULE_ACTIONS[c.kernel.default as RuleActionName].code,
+        'default action',
+      );
       assert.deepEqual(
         compiled.kernel.rules.map((r) => ({
           ...r,

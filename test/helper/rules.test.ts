@@ -5,11 +5,11 @@ import {
   compileRules,
   decideHeld,
   InstalledConfigs,
-  parseCidr,
   rewriteBytes,
   RulesError,
 } from '../../extension/src/helper/rules';
 import { encodeCaptureConfig, NKE_RULE_DEFAULT, RuleAction } from '../../extension/src/helper/wire';
+import { parseCidr } from '../../extension/src/shared/ruleFields';
 
 describe('helper rules', () => {
   // Which chunk is held, and what the helper then does with it: the shared

@@ -14,7 +14,8 @@ import type { PendingView, WorkbenchModel } from '../model/workbenchModel';
 import type { SocketNode } from '../tree/socketTreeProvider';
 import { type PayloadEditorOpener, payloadCommandHandlers } from '../payload/payloadCommands';
 import type { PayloadStore } from '../payload/payloadStore';
-import { type CaptureMode, readSettings, rulesFromSettings } from '../settings';
+import { readSettings, rulesFromSettings } from '../settings';
+import { isRuleAction, quotedList, RULE_ACTION_NAMES, type RuleActionName } from '../shared/ruleFields';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 import { explorerCommandHandlers, type ExplorerViews } from './explorerCommands';
 
@@ -174,30 +175,33 @@ async function runNkeTask({ tasks }: CommandDeps, name?: unknown): Promise<void>
   await vscode.tasks.executeTask(tasks.task(name));
 }
 
-const captureChoices: (vscode.QuickPickItem & { mode: CaptureMode })[] = [
-  {
-    mode: 'report',
+/** The default actions offered by NKE: Set Capture Mode, in the order shown (one per action). */
+const captureChoiceText: Record<RuleActionName, vscode.QuickPickItem> = {
+  report: {
     label: 'Report',
     detail: 'Show all traffic; hold nothing (intercept rules still hold what they match)',
   },
-  {
-    mode: 'hold',
+  hold: {
     label: 'Hold everything',
     detail: 'Every chunk waits for Allow or Drop (released unchanged after nke.holdTimeoutMs)',
   },
-  {
-    mode: 'pass',
+  pass: {
     label: 'Pass',
     detail: 'Show sockets only; data is neither held nor reported unless a rule says so',
   },
-];
+};
+const captureChoices = (Object.keys(captureChoiceText) as RuleActionName[]).map((mode) => ({
+  ...captureChoiceText[mode],
+  mode,
+}));
 
-/** Sets nke.capture (palette: a pick; tests and keybindings: the mode as argument). */
-async function setCaptureMode({ session }: CommandDeps, mode?: CaptureMode): Promise<void> {
-  if (mode !== undefined && !captureChoices.some((c) => c.mode === mode)) {
-    throw new Error(`unknown capture mode ${JSON.stringify(mode)}: use "report", "hold" or "pass"`);
+/** Sets nke.capture, the default action (palette: a pick; tests and keybindings: the action as argument). */
+async function setCaptureMode({ session }: CommandDeps, given?: unknown): Promise<void> {
+  if (given !== undefined && !isRuleAction(given)) {
+    throw new Error(`unknown capture mode ${JSON.stringify(given)}: use ${quotedList(RULE_ACTION_NAMES)}`);
   }
-  if (mode === undefined) {
+  let mode: RuleActionName;
+  if (given === undefined) {
     const current = readSettings().capture;
     const picked = await vscode.window.showQuickPick(
       captureChoices.map((c) => ({ ...c, description: c.mode === current ? '(current)' : undefined })),
@@ -205,6 +209,8 @@ async function setCaptureMode({ session }: CommandDeps, mode?: CaptureMode): Pro
     );
     if (!picked) throw new UserCancelled();
     mode = picked.mode;
+  } else {
+    mode = given;
   }
   await vscode.workspace.getConfiguration('nke').update('capture', mode, vscode.ConfigurationTarget.Global);
   // Sent here too (the settings listener also sends them) so that the mode is
@@ -262,7 +268,7 @@ export function registerCommands(deps: CommandDeps): vscode.Disposable {
       }
       return session.setPaused(false);
     },
-    'nke.setCaptureMode': (mode?: CaptureMode) => setCaptureMode(deps, mode),
+    'nke.setCaptureMode': (mode?: unknown) => setCaptureMode(deps, mode),
     'nke.clear': async () => {
       const live = session.isConnected;
       await session.clear();

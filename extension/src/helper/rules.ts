@@ -5,26 +5,20 @@
 // config (its tag) and the rule of it that decided, and decideHeld acts on
 // that rule, per held chunk: a person must see it, or the helper answers at
 // once.
-import type { InterceptRule, RewriteRule, RulesConfig, RuleMatch } from '../shared/helperProtocol';
+import type { InterceptRule, RewriteRule, RulesConfig } from '../shared/helperProtocol';
 import {
-  AF_INET,
-  AF_INET6,
-  CaptureMode,
-  DIR_IN,
-  DIR_OUT,
-  type KernelRule,
-  emptyRule,
-  MATCH,
-  MAX_RULES,
-  NKE_RULE_DEFAULT,
-  PROTO_TCP,
-  PROTO_UDP,
-  RuleAction,
-  COMM_LEN,
-} from './wire';
-import { isIP } from 'node:net';
+  checkAction,
+  compileMatch,
+  DEFAULT_ACTION,
+  fail,
+  INTERCEPT_RULE_KEYS,
+  kindOf,
+  RULE_FIELD_NAMES,
+  RulesError,
+} from '../shared/ruleFields';
+import { CaptureMode, type KernelRule, emptyRule, MAX_RULES, NKE_RULE_DEFAULT, RuleAction } from './wire';
 
-export class RulesError extends Error {}
+export { RulesError };
 
 export interface CompiledRewrite {
   rule: RewriteRule;
@@ -40,136 +34,9 @@ export interface CompiledRules {
   kernel: { mode: CaptureMode; defaultAction: RuleAction; holdTimeoutMs: number; rules: KernelRule[] };
 }
 
-export const DEFAULT_RULES: RulesConfig = { default: 'report', intercept: [], rewrite: [] };
+export const DEFAULT_RULES: RulesConfig = { default: DEFAULT_ACTION, intercept: [], rewrite: [] };
 
-const ACTIONS: Record<string, RuleAction> = {
-  pass: RuleAction.Pass,
-  report: RuleAction.Report,
-  hold: RuleAction.Hold,
-};
-
-function fail(where: string, msg: string): never {
-  throw new RulesError(`${where}: ${msg}`);
-}
-
-function parsePortRange(where: string, v: unknown): [number, number] {
-  const ok = (p: unknown): p is number =>
-    typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 65535;
-  if (ok(v)) return [v, v];
-  if (Array.isArray(v) && v.length === 2 && ok(v[0]) && ok(v[1]) && v[0] <= v[1]) return [v[0], v[1]];
-  fail(where, `a port is 0..65535 or [min, max] (e.g. 8080 or [8000, 8999]); got ${kindOf(v)}`);
-}
-
-/** "10.0.0.0/8", "::1", "127.0.0.1" -> family, 16 address bytes, prefix bits. */
-export function parseCidr(where: string, s: unknown): { family: number; addr: Uint8Array; prefix: number } {
-  if (typeof s !== 'string') fail(where, 'an address is a string like "127.0.0.1" or "10.0.0.0/8"');
-  const [ip, bits] = s.split('/');
-  const v = isIP(ip);
-  if (!v) fail(where, `"${ip}" is not an IP address`);
-  const max = v === 4 ? 32 : 128;
-  const prefix = bits === undefined ? max : Number(bits);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) {
-    fail(where, `prefix /${bits} out of 0..${max}`);
-  }
-  const addr = new Uint8Array(16);
-  if (v === 4) ip.split('.').forEach((p, i) => (addr[i] = Number(p)));
-  else {
-    const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-    const h = head ? head.split(':') : [];
-    const t = tail ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-    groups.forEach((g, i) => {
-      const n = parseInt(g || '0', 16);
-      addr[2 * i] = n >> 8;
-      addr[2 * i + 1] = n & 0xff;
-    });
-  }
-  return { family: v === 4 ? AF_INET : AF_INET6, addr, prefix };
-}
-
-const KNOWN_MATCH_KEYS = new Set([
-  'pid',
-  'process',
-  'direction',
-  'protocol',
-  'localPort',
-  'remotePort',
-  'localAddr',
-  'remoteAddr',
-]);
-
-const INTERCEPT_KEYS = ['action', 'name', ...KNOWN_MATCH_KEYS];
-const REWRITE_KEYS = ['find', 'replace', 'encoding', 'carryMs', 'name', ...KNOWN_MATCH_KEYS];
-
-/** "a string", "an array", "null": what a value is, for errors that say what was found. */
-function kindOf(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'object' ? 'an object' : `a ${typeof v} (${JSON.stringify(v)})`;
-}
-
-function compileMatch(where: string, m: RuleMatch, action: RuleAction, known: readonly string[]): KernelRule {
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) {
-    fail(where, `a rule is an object like {"action": "hold", "remotePort": 8080}; got ${kindOf(m)}`);
-  }
-  for (const k of Object.keys(m)) {
-    if (!known.includes(k)) fail(where, `unknown field "${k}" (a rule here has ${known.join(', ')})`);
-  }
-  const r: KernelRule = emptyRule(action);
-  if (m.pid !== undefined) {
-    if (!Number.isInteger(m.pid) || m.pid <= 0) {
-      fail(`${where}.pid`, `is a positive integer; got ${kindOf(m.pid)}`);
-    }
-    r.match |= MATCH.PID;
-    r.pid = m.pid;
-  }
-  if (m.process !== undefined) {
-    if (typeof m.process !== 'string' || !m.process || Buffer.byteLength(m.process) >= COMM_LEN) {
-      fail(
-        `${where}.process`,
-        `is an exact process name of 1..${COMM_LEN - 1} bytes; got ${kindOf(m.process)}`,
-      );
-    }
-    r.match |= MATCH.COMM;
-    r.comm = m.process;
-  }
-  if (m.direction !== undefined) {
-    const d = { in: DIR_IN, out: DIR_OUT, both: DIR_IN | DIR_OUT }[m.direction];
-    if (!d) fail(`${where}.direction`, `is "in", "out" or "both"; got ${kindOf(m.direction)}`);
-    r.match |= MATCH.DIRECTION;
-    r.direction = d;
-  }
-  if (m.protocol !== undefined) {
-    const p = { tcp: PROTO_TCP, udp: PROTO_UDP }[m.protocol];
-    if (!p) fail(`${where}.protocol`, `is "tcp" or "udp"; got ${kindOf(m.protocol)}`);
-    r.match |= MATCH.PROTOCOL;
-    r.protocol = p;
-  }
-  if (m.localPort !== undefined) {
-    [r.local_port_min, r.local_port_max] = parsePortRange(`${where}.localPort`, m.localPort);
-    r.match |= MATCH.LOCAL_PORT;
-  }
-  if (m.remotePort !== undefined) {
-    [r.remote_port_min, r.remote_port_max] = parsePortRange(`${where}.remotePort`, m.remotePort);
-    r.match |= MATCH.REMOTE_PORT;
-  }
-  for (const side of ['local', 'remote'] as const) {
-    const v = side === 'local' ? m.localAddr : m.remoteAddr;
-    if (v === undefined) continue;
-    const c = parseCidr(`${where}.${side}Addr`, v);
-    if (r.family && r.family !== c.family) fail(where, 'localAddr and remoteAddr of different families');
-    r.family = c.family;
-    r.match |= MATCH.FAMILY | (side === 'local' ? MATCH.LOCAL_ADDR : MATCH.REMOTE_ADDR);
-    if (side === 'local') {
-      r.local_addr = c.addr;
-      r.local_prefix = c.prefix;
-    } else {
-      r.remote_addr = c.addr;
-      r.remote_prefix = c.prefix;
-    }
-  }
-  return r;
-}
+const REWRITE_KEYS = ['find', 'replace', 'encoding', 'carryMs', 'name', ...RULE_FIELD_NAMES];
 
 function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
   if (typeof s !== 'string') {
@@ -205,10 +72,8 @@ export function compileRules(input: unknown): CompiledRules {
       fail('rules', `unknown field "${k}" (the rules object has default, intercept, rewrite, holdTimeoutMs)`);
     }
   }
-  const def = cfg.default ?? 'report';
-  if (typeof def !== 'string' || !(def in ACTIONS)) {
-    fail('rules.default', `is "pass", "report" or "hold"; got ${kindOf(def)}`);
-  }
+  const def = cfg.default ?? DEFAULT_ACTION;
+  const defaultAction = checkAction('rules.default', def);
   const intercept: InterceptRule[] = cfg.intercept ?? [];
   const rewrite: RewriteRule[] = cfg.rewrite ?? [];
   if (!Array.isArray(intercept)) {
@@ -234,7 +99,7 @@ export function compileRules(input: unknown): CompiledRules {
   const kernel: KernelRule[] = [];
   rewrite.forEach((r, i) => {
     const where = `rules.rewrite[${i}]`;
-    const k = compileMatch(where, r, RuleAction.Hold, REWRITE_KEYS);
+    const k = compileMatch(where, r, emptyRule(RuleAction.Hold), REWRITE_KEYS);
     const find = bytesOf(`${where}.find`, r.find, r.encoding);
     if (find.length === 0) fail(`${where}.find`, 'must not be empty');
     const replace = bytesOf(`${where}.replace`, r.replace, r.encoding);
@@ -249,20 +114,14 @@ export function compileRules(input: unknown): CompiledRules {
   });
   intercept.forEach((r, i) => {
     const where = `rules.intercept[${i}]`;
-    const k = compileMatch(where, r, RuleAction.Pass, INTERCEPT_KEYS);
-    if (typeof r.action !== 'string' || !(r.action in ACTIONS)) {
-      fail(
-        `${where}.action`,
-        `is "hold", "report" or "pass" (required); got ${r.action === undefined ? 'nothing' : kindOf(r.action)}`,
-      );
-    }
-    k.action = ACTIONS[r.action];
+    const k = compileMatch(where, r, emptyRule(), INTERCEPT_RULE_KEYS);
+    k.action = checkAction(`${where}.action`, r.action, true);
     kernel.push(k);
   });
   return {
     config: { default: def, intercept, rewrite, holdTimeoutMs: hold },
     rewrites,
-    kernel: { mode: CaptureMode.Rules, defaultAction: ACTIONS[def], holdTimeoutMs: hold, rules: kernel },
+    kernel: { mode: CaptureMode.Rules, defaultAction, holdTimeoutMs: hold, rules: kernel },
   };
 }
 

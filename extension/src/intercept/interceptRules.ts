@@ -5,8 +5,9 @@
 // match wins, so it beats broader rules after it (such as the report-only
 // rules `npm start` adds for its demo workload).
 import type { InterceptRule, SocketView } from '../shared/helperProtocol';
+import { checkPortRange, type PortRange } from '../shared/ruleFields';
 
-const portText = (p: number | [number, number]) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : String(p));
+const portText = (p: PortRange) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : String(p));
 
 /** One line for people: what a rule matches, e.g. "pid 42 · local :5000 · remote 127.0.0.1:8080". */
 export function describeRule(r: InterceptRule): string {
@@ -66,8 +67,12 @@ export function ruleForPort(spec: string): InterceptRule {
   if (!m) throw bad();
   const lo = Number(m[2]);
   const hi = m[3] === undefined ? lo : Number(m[3]);
-  if (lo > 65535 || hi > 65535 || lo > hi) throw bad();
-  const port: number | [number, number] = lo === hi ? lo : [lo, hi];
+  const port: PortRange = lo === hi ? lo : [lo, hi];
+  try {
+    checkPortRange('port', port);
+  } catch {
+    throw bad();
+  }
   const side = (m[1] ?? 'remote').toLowerCase() as 'local' | 'remote';
   const rule: InterceptRule = { action: 'hold', name: `${side} port ${portText(port)}` };
   if (side === 'local') rule.localPort = port;

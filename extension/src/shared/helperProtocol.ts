@@ -1,11 +1,13 @@
 // The JSON-RPC protocol between the helper process (owner of the filter
 // client and the live model) and its clients: the extension, and the CLI's
 // `nke verdict`/`nke status` talking to a running `nke watch`/`nke run`.
-// Defined once here; imports no runtime but vscode-jsonrpc's types.
+// Defined once here; imports no runtime but vscode-jsonrpc's types (the rule
+// fields' types come from the table in ruleFields.ts, as types only).
 //
 // Authentication happens before any JSON-RPC: the connecting side writes one
 // line `NKE-TOKEN <token>\n` (tokenSocket.ts); only then do messages flow.
 import { NotificationType, RequestType, RequestType0 } from 'vscode-jsonrpc';
+import type { RuleActionName, RuleMatch } from './ruleFields';
 
 /**
  * Bumped on any incompatible change of this file. 2: byte-count changes go
@@ -15,24 +17,12 @@ export const HELPER_PROTOCOL_VERSION = 2;
 
 // ---- Rules -----------------------------------------------------------------
 
-/** Fields a rule matches on; every field given must match. */
-export interface RuleMatch {
-  pid?: number;
-  /** exact process name (comm) */
-  process?: string;
-  direction?: 'in' | 'out' | 'both';
-  protocol?: 'tcp' | 'udp';
-  /** a port or an inclusive [min, max] */
-  localPort?: number | [number, number];
-  remotePort?: number | [number, number];
-  /** "127.0.0.1", "10.0.0.0/8", "::1/128" */
-  localAddr?: string;
-  remoteAddr?: string;
-}
+/** Fields a rule matches on; every field given must match: derived from the table RULE_FIELDS. */
+export type { RuleMatch, RuleActionName } from './ruleFields';
 
 /** hold: a person decides; report: seen, not held; pass: not even reported. */
 export interface InterceptRule extends RuleMatch {
-  action: 'hold' | 'report' | 'pass';
+  action: RuleActionName;
   name?: string;
 }
 
@@ -54,7 +44,7 @@ export interface RewriteRule extends RuleMatch {
 
 export interface RulesConfig {
   /** for data no rule matches */
-  default?: 'hold' | 'report' | 'pass';
+  default?: RuleActionName;
   intercept?: InterceptRule[];
   rewrite?: RewriteRule[];
   /** deadline of a held chunk before the filter re-injects it; 0 = filter default */
