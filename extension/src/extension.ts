@@ -3,7 +3,8 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { registerCommands } from './commands/registerCommands';
-import { emulatorRuntimeDir } from './filter/emulatorProcess';
+import { NKE_EMU_DIR_ENV } from './shared/abi';
+import { resolveEmulatorRuntimeDir } from './shared/privateDir';
 import type { FilterByMode } from './filter/filterByMode';
 import { macAddonPath, registerFilter } from './filter/registerFilter';
 import { registerFailureNotice } from './helperClient/failureNotice';
@@ -61,7 +62,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
     dir: () => {
       const s = readSettings();
       return s.mode === 'emulator'
-        ? emulatorRuntimeDir(s.emulatorRuntimeDir)
+        ? resolveEmulatorRuntimeDir(s.emulatorRuntimeDir)
         : path.join(os.tmpdir(), `nke-workbench-${process.getuid?.() ?? 0}`);
     },
     describeWindow: () =>
@@ -79,7 +80,7 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
         captureHistoryMiB: s.captureHistoryMiB,
         env:
           s.mode === 'emulator'
-            ? { NKE_EMU_DIR: emulatorRuntimeDir(s.emulatorRuntimeDir) }
+            ? { [NKE_EMU_DIR_ENV]: resolveEmulatorRuntimeDir(s.emulatorRuntimeDir) }
             : process.platform === 'darwin'
               ? { NKE_ADDON: macAddonPath(context) } // built on this Mac by the addon task
               : {},

@@ -24,9 +24,10 @@ describe('privateDir: which directories may hold our endpoints', () => {
   afterEach(() => fs.rmSync(base, { recursive: true, force: true }));
 
   it('resolves like nke_rundir_resolve: NKE_EMU_DIR, XDG_RUNTIME_DIR/nke-emu, /tmp/nke-emu-<uid>', () => {
-    assert.equal(resolveEmulatorRuntimeDir({ NKE_EMU_DIR: '/a', XDG_RUNTIME_DIR: '/b' }), '/a');
-    assert.equal(resolveEmulatorRuntimeDir({ XDG_RUNTIME_DIR: '/run/user/7' }), '/run/user/7/nke-emu');
-    assert.equal(resolveEmulatorRuntimeDir({}), `/tmp/nke-emu-${process.getuid!()}`);
+    assert.equal(resolveEmulatorRuntimeDir('/s', { NKE_EMU_DIR: '/a', XDG_RUNTIME_DIR: '/b' }), '/s');
+    assert.equal(resolveEmulatorRuntimeDir('', { NKE_EMU_DIR: '/a', XDG_RUNTIME_DIR: '/b' }), '/a');
+    assert.equal(resolveEmulatorRuntimeDir('', { XDG_RUNTIME_DIR: '/run/user/7' }), '/run/user/7/nke-emu');
+    assert.equal(resolveEmulatorRuntimeDir('', {}), `/tmp/nke-emu-${process.getuid!()}`);
   });
 
   it('accepts a 0700 directory of ours, and one that does not exist yet', () => {

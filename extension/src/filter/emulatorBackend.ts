@@ -8,7 +8,8 @@ import path from 'node:path';
 import { ActionableError } from '../commands/actionableError';
 import { EmulatorNotRunningError, type HelperSession, type SessionLog } from '../helperClient/helperSession';
 import { EmulatorLogTail } from './emulatorLogTail';
-import { EmulatorProcess, emulatorRuntimeDir } from './emulatorProcess';
+import { EmulatorProcess } from './emulatorProcess';
+import { resolveEmulatorRuntimeDir } from '../shared/privateDir';
 import type { FilterBackend, FilterBackendStatus, StepReporter } from './filterBackend';
 
 export interface EmulatorBackendOptions {
@@ -38,7 +39,7 @@ export class EmulatorBackend implements FilterBackend {
 
   /** Where the emulator's sockets are; the helper and Run Program Under Filter use the same. */
   runtimeDir(): string {
-    return emulatorRuntimeDir(this.o.settings().emulatorRuntimeDir);
+    return resolveEmulatorRuntimeDir(this.o.settings().emulatorRuntimeDir);
   }
 
   /** The pid of the nke-emud this window started (tests and the log). */

@@ -6,20 +6,13 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ActionableError } from '../commands/actionableError';
-import { assertPrivateDir, resolveEmulatorRuntimeDir } from '../shared/privateDir';
-
-/**
- * The runtime directory nke-emud, the shim and the addon agree on
- * (native/emu/include/nke_rundir.h): the setting if given, else
- * $NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid>.
- */
-export function emulatorRuntimeDir(setting: string, env: NodeJS.ProcessEnv = process.env): string {
-  return setting || resolveEmulatorRuntimeDir(env);
-}
+import { NKE_EMU_CTL_SOCK, NKE_EMU_DIR_ENV } from '../shared/abi';
+import { assertPrivateDir } from '../shared/privateDir';
 
 export interface EmulatorOptions {
   /** folder with nke-emud, nke-emu, libnkeshim.so */
   binDir: string;
+  /** resolveEmulatorRuntimeDir (privateDir.ts) */
   runtimeDir: string;
   log: (line: string) => void;
   /**
@@ -90,12 +83,12 @@ export class EmulatorProcess {
       "the emulator's runtime directory",
       'set nke.emulatorRuntimeDir (or NKE_EMU_DIR) to a directory of your own',
     );
-    const ctl = path.join(o.runtimeDir, 'ctl.sock');
+    const ctl = path.join(o.runtimeDir, NKE_EMU_CTL_SOCK);
     const since = Date.now();
     const wrapper = o.tiedToStarter ? parentDeathWrapper() : null;
     const argv = wrapper ? [...wrapper, daemon] : [daemon];
     const child = spawn(argv[0], argv.slice(1), {
-      env: { ...process.env, NKE_EMU_DIR: o.runtimeDir },
+      env: { ...process.env, [NKE_EMU_DIR_ENV]: o.runtimeDir },
       stdio: ['ignore', 'ignore', 'pipe'],
       detached: !!o.tiedToStarter,
     });

@@ -11,7 +11,7 @@ import { type KextTarget } from '../tasks/kextCommandLines';
 import { macOsOfThisMachine, NkeTaskProvider, registerNkeTasks } from '../tasks/nkeTaskProvider';
 import { runTaskToEnd } from '../tasks/taskRunner';
 import { EmulatorBackend } from './emulatorBackend';
-import { emulatorRuntimeDir } from './emulatorProcess';
+import { resolveEmulatorRuntimeDir } from '../shared/privateDir';
 import { FilterByMode } from './filterByMode';
 import { type CommandResult, KextBackend } from './kextBackend';
 
@@ -81,7 +81,7 @@ export function registerFilter(o: {
     kext,
     emulatorSourceDir: () => readSettings().emulatorSourceDir || path.join(root, 'native', 'emu'),
     emulatorBinDir: () => emulator.binDir(),
-    emulatorRuntimeDir: () => emulatorRuntimeDir(readSettings().emulatorRuntimeDir),
+    emulatorRuntimeDir: () => resolveEmulatorRuntimeDir(readSettings().emulatorRuntimeDir),
     addonOutDir,
   });
   const kextBackend = new KextBackend({

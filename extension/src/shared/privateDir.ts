@@ -11,10 +11,18 @@
 // anyone's.
 import fs from 'node:fs';
 import path from 'node:path';
+import { NKE_EMU_DIR_ENV } from './abi';
 
-/** $NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid> (nke_rundir_resolve). */
-export function resolveEmulatorRuntimeDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.NKE_EMU_DIR) return env.NKE_EMU_DIR;
+/**
+ * The emulator's runtime directory, the one function that says where it is
+ * on the TypeScript side (the extension, its helper's environment, the CLI;
+ * in C nke_rundir_resolve, for nke-emud, the shim and the addon): `setting`
+ * (nke.emulatorRuntimeDir) when given, else $NKE_EMU_DIR, else
+ * $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid>.
+ */
+export function resolveEmulatorRuntimeDir(setting = '', env: NodeJS.ProcessEnv = process.env): string {
+  if (setting) return setting;
+  if (env[NKE_EMU_DIR_ENV]) return env[NKE_EMU_DIR_ENV];
   if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'nke-emu');
   return `/tmp/nke-emu-${process.getuid?.() ?? 0}`;
 }

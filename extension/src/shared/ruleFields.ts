@@ -169,8 +169,9 @@ function words<W extends string>(
   return {
     schema: { type: 'string', enum: names, ...schema },
     check(where: string, v: unknown): W {
-      if (typeof v !== 'string' || !names.includes(v as W))
+      if (typeof v !== 'string' || !names.includes(v as W)) {
         fail(where, `is ${quotedList(names)}; got ${kindOf(v)}`);
+      }
       return v as W;
     },
     encode: (r: Rule, v: W) => set(r, codes[v]),
