@@ -28,6 +28,8 @@ import {
   RulesError,
   ruleSettingsSchema,
 } from '../../extension/src/shared/ruleFields';
+import { describeRule } from '../../extension/src/intercept/interceptRules';
+import type { InterceptRule } from '../../extension/src/shared/helperProtocol';
 
 // out/test/unit at run time, test/unit in the source tree: package.json is found from the project root.
 function packageJson(): { contributes: { configuration: { properties: Record<string, unknown> } } } {
@@ -221,6 +223,14 @@ describe('rule field table (ruleFields.ts)', () => {
       [],
       'nke_rule fields no entry of RULE_FIELDS writes',
     );
+  });
+
+  it("the Filter view's label of a rule shows every field (describeRule)", () => {
+    for (const name of RULE_FIELD_NAMES) {
+      const [v] = CASES[name].good[0];
+      const label = describeRule({ action: 'hold', [name]: v } as InterceptRule);
+      assert.notEqual(label, 'all traffic', `${name} ${JSON.stringify(v)}`);
+    }
   });
 
   it('localAddr and remoteAddr of different families are refused; the same family gives both', () => {

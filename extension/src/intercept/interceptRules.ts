@@ -5,9 +5,21 @@
 // match wins, so it beats broader rules after it (such as the report-only
 // rules `npm start` adds for its demo workload).
 import type { InterceptRule, SocketView } from '../shared/helperProtocol';
-import { checkPortRange, type PortRange } from '../shared/ruleFields';
+import { checkPortRange, type PortRange, RULE_FIELD_NAMES, type RuleFieldName } from '../shared/ruleFields';
 
 const portText = (p: PortRange) => (Array.isArray(p) ? `${p[0]}-${p[1]}` : String(p));
+
+/** The fields describeRule words itself; any other field of the table is shown as `name value`. */
+const WORDED: readonly RuleFieldName[] = [
+  'process',
+  'pid',
+  'protocol',
+  'localAddr',
+  'localPort',
+  'remoteAddr',
+  'remotePort',
+  'direction',
+];
 
 /** One line for people: what a rule matches, e.g. "pid 42 · local :5000 · remote 127.0.0.1:8080". */
 export function describeRule(r: InterceptRule): string {
@@ -24,6 +36,9 @@ export function describeRule(r: InterceptRule): string {
     );
   }
   if (r.direction && r.direction !== 'both') parts.push(r.direction === 'in' ? 'incoming' : 'outgoing');
+  for (const name of RULE_FIELD_NAMES) {
+    if (!WORDED.includes(name) && r[name] !== undefined) parts.push(`${name} ${JSON.stringify(r[name])}`);
+  }
   return parts.length ? parts.join(' · ') : 'all traffic';
 }
 

@@ -7,7 +7,7 @@
 // The RuleMatch type of the helper protocol is derived from the table.
 // The actions ("hold", "report", "pass") are defined here once too.
 //
-// Adding a rule field (docs/architecture.md, "Adding a rule field"): the C
+// Adding a rule field (docs/architecture.md, Adding a rule field): the C
 // header's struct nke_rule and NKE_MATCH_* bit, kext/core's validator and
 // matcher (nke_rules.c, and struct nke_flow in nke_core.h), and one entry of
 // RULE_FIELDS here, then `npm run rules:schema`. A C field or bit without its
