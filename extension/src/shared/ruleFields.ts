@@ -116,17 +116,16 @@ export function checkPortRange(where: string, v: unknown): [number, number] {
   fail(where, `a port is 0..65535 or [min, max] (e.g. 8080 or [8000, 8999]); got ${kindOf(v)}`);
 }
 
-const portBounds = (v: PortRange): [number, number] => (typeof v === 'number' ? [v, v] : v);
-
 /** "10.0.0.0/8", "::1", "127.0.0.1" -> family, 16 address bytes, prefix bits. Throws RulesError naming `where`. */
 export function parseCidr(where: string, s: unknown): { family: number; addr: Uint8Array; prefix: number } {
   if (typeof s !== 'string') fail(where, 'an address is a string like "127.0.0.1" or "10.0.0.0/8"');
   const slash = s.indexOf('/');
   const ip = slash < 0 ? s : s.slice(0, slash);
   const bits = slash < 0 ? undefined : s.slice(slash + 1);
+  // A scope (fe80::1%4) names an interface, which no rule matches on.
+  if (ip.includes('%')) fail(where, `"${ip}" is not an IP address (a rule takes no %scope)`);
   let parsed: ReturnType<typeof parseIp>;
   try {
-    if (ip.includes('%')) throw new AbiError('scope');
     parsed = parseIp(ip);
   } catch (e) {
     if (!(e instanceof AbiError)) throw e;
@@ -198,6 +197,22 @@ const ADDR_SCHEMA: JsonSchema = {
   pattern: '^[0-9A-Fa-f.:]+(/\\d{1,3})?$',
   description: 'an address or CIDR: 127.0.0.1, 10.0.0.0/8, ::1/128',
 };
+
+function portField(side: 'local' | 'remote', description: string) {
+  return field<PortRange>({
+    schema: portSchema(description),
+    bits: side === 'local' ? NKE_MATCH_LOCAL_PORT : NKE_MATCH_REMOTE_PORT,
+    check(where, v) {
+      checkPortRange(where, v);
+      return v as PortRange;
+    },
+    encode(r, v) {
+      const [min, max] = typeof v === 'number' ? [v, v] : v;
+      if (side === 'local') [r.local_port_min, r.local_port_max] = [min, max];
+      else [r.remote_port_min, r.remote_port_max] = [min, max];
+    },
+  });
+}
 
 function addrField(side: 'local' | 'remote') {
   return field<string>({
@@ -272,28 +287,8 @@ export const RULE_FIELDS = {
     ...words({ tcp: NKE_PROTO_TCP, udp: NKE_PROTO_UDP }, {}, (r, p) => (r.protocol = p)),
     bits: NKE_MATCH_PROTOCOL,
   }),
-  localPort: field<PortRange>({
-    schema: portSchema("the socket's own port, or [min, max]"),
-    bits: NKE_MATCH_LOCAL_PORT,
-    check(where, v) {
-      checkPortRange(where, v);
-      return v as PortRange;
-    },
-    encode(r, v) {
-      [r.local_port_min, r.local_port_max] = portBounds(v);
-    },
-  }),
-  remotePort: field<PortRange>({
-    schema: portSchema("the peer's port, or [min, max]"),
-    bits: NKE_MATCH_REMOTE_PORT,
-    check(where, v) {
-      checkPortRange(where, v);
-      return v as PortRange;
-    },
-    encode(r, v) {
-      [r.remote_port_min, r.remote_port_max] = portBounds(v);
-    },
-  }),
+  localPort: portField('local', "the socket's own port, or [min, max]"),
+  remotePort: portField('remote', "the peer's port, or [min, max]"),
   localAddr: addrField('local'),
   remoteAddr: addrField('remote'),
 };
