@@ -4,7 +4,9 @@
 // (nke_capture_classify in kext/core): each data notification names the
 // config (its tag) and the rule of it that decided, and decideHeld acts on
 // that rule, per held chunk: a person must see it, or the helper answers at
-// once.
+// once. The fields a rule matches on are checked and encoded by the table in
+// shared/ruleFields.ts; this file adds the rules object, rewrite rules and
+// the kernel's rule order.
 import type { InterceptRule, RewriteRule, RulesConfig } from '../shared/helperProtocol';
 import {
   checkAction,
@@ -16,7 +18,16 @@ import {
   RULE_FIELD_NAMES,
   RulesError,
 } from '../shared/ruleFields';
-import { CaptureMode, type KernelRule, emptyRule, MAX_RULES, NKE_RULE_DEFAULT, RuleAction } from './wire';
+import {
+  CaptureMode,
+  emptyRule,
+  NKE_HOLD_TIMEOUT_MAX_MS,
+  NKE_HOLD_TOTAL_MAX_MS,
+  NKE_MAX_RULES,
+  NKE_RULE_DEFAULT,
+  type Rule,
+  RuleAction,
+} from '../shared/abi';
 
 export { RulesError };
 
@@ -31,7 +42,7 @@ export interface CompiledRewrite {
 export interface CompiledRules {
   config: RulesConfig;
   rewrites: CompiledRewrite[];
-  kernel: { mode: CaptureMode; defaultAction: RuleAction; holdTimeoutMs: number; rules: KernelRule[] };
+  kernel: { mode: CaptureMode; defaultAction: RuleAction; holdTimeoutMs: number; rules: Rule[] };
 }
 
 export const DEFAULT_RULES: RulesConfig = { default: DEFAULT_ACTION, intercept: [], rewrite: [] };
@@ -53,7 +64,7 @@ function bytesOf(where: string, s: unknown, encoding: unknown): Buffer {
 }
 
 /** Upper bound of a rewrite rule's carryMs: the filter's longest hold. */
-export const REWRITE_CARRY_MAX_MS = 600000;
+export const REWRITE_CARRY_MAX_MS = NKE_HOLD_TOTAL_MAX_MS;
 
 /**
  * Validates a rules config and compiles it. Kernel rule order: rewrite rules
@@ -89,14 +100,17 @@ export function compileRules(input: unknown): CompiledRules {
     );
   }
   const hold = cfg.holdTimeoutMs ?? 0;
-  if (!Number.isInteger(hold) || hold < 0 || hold > 600000) {
-    fail('rules.holdTimeoutMs', `is an integer 0..600000 (ms; 0: the filter's default); got ${kindOf(hold)}`);
+  if (!Number.isInteger(hold) || hold < 0 || hold > NKE_HOLD_TIMEOUT_MAX_MS) {
+    fail(
+      'rules.holdTimeoutMs',
+      `is an integer 0..${NKE_HOLD_TIMEOUT_MAX_MS} (ms; 0: the filter's default); got ${kindOf(hold)}`,
+    );
   }
-  if (intercept.length + rewrite.length > MAX_RULES) {
-    fail('rules', `${intercept.length + rewrite.length} rules; the filter takes at most ${MAX_RULES}`);
+  if (intercept.length + rewrite.length > NKE_MAX_RULES) {
+    fail('rules', `${intercept.length + rewrite.length} rules; the filter takes at most ${NKE_MAX_RULES}`);
   }
   const rewrites: CompiledRewrite[] = [];
-  const kernel: KernelRule[] = [];
+  const kernel: Rule[] = [];
   rewrite.forEach((r, i) => {
     const where = `rules.rewrite[${i}]`;
     const k = compileMatch(where, r, emptyRule(RuleAction.Hold), REWRITE_KEYS);
