@@ -34,6 +34,7 @@ import {
   FilterStateLayout,
   NKE_ABI_VERSION,
   NKE_AF_INET,
+  NKE_AF_INET6,
   NKE_BUFFER_COUNT,
   NKE_BUFFER_SIZE,
   NKE_CHUNK_MAX_BUFFERS,
@@ -64,7 +65,6 @@ import {
   RuleLayout,
   SockIdLayout,
   VerdictLayout,
-  NKE_AF_INET6,
 } from './abi.generated';
 import type {
   EmuKevCtlLayout,
