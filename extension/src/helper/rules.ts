@@ -7,21 +7,28 @@
 // once.
 import type { InterceptRule, RewriteRule, RulesConfig, RuleMatch } from '../shared/helperProtocol';
 import {
-  AF_INET,
-  AF_INET6,
+  NKE_AF_INET as AF_INET,
+  NKE_AF_INET6 as AF_INET6,
   CaptureMode,
-  DIR_IN,
-  DIR_OUT,
-  type KernelRule,
+  Direction,
+  type Rule as KernelRule,
   emptyRule,
-  MATCH,
-  MAX_RULES,
+  NKE_MATCH_COMM,
+  NKE_MATCH_DIRECTION,
+  NKE_MATCH_FAMILY,
+  NKE_MATCH_LOCAL_ADDR,
+  NKE_MATCH_LOCAL_PORT,
+  NKE_MATCH_PID,
+  NKE_MATCH_PROTOCOL,
+  NKE_MATCH_REMOTE_ADDR,
+  NKE_MATCH_REMOTE_PORT,
+  NKE_MAX_RULES as MAX_RULES,
   NKE_RULE_DEFAULT,
-  PROTO_TCP,
-  PROTO_UDP,
+  NKE_PROTO_TCP as PROTO_TCP,
+  NKE_PROTO_UDP as PROTO_UDP,
   RuleAction,
-  COMM_LEN,
-} from './wire';
+  NKE_COMM_LEN as COMM_LEN,
+} from '../shared/abi';
 import { isIP } from 'node:net';
 
 export class RulesError extends Error {}
@@ -120,7 +127,7 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction, known: re
     if (!Number.isInteger(m.pid) || m.pid <= 0) {
       fail(`${where}.pid`, `is a positive integer; got ${kindOf(m.pid)}`);
     }
-    r.match |= MATCH.PID;
+    r.match |= NKE_MATCH_PID;
     r.pid = m.pid;
   }
   if (m.process !== undefined) {
@@ -130,28 +137,28 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction, known: re
         `is an exact process name of 1..${COMM_LEN - 1} bytes; got ${kindOf(m.process)}`,
       );
     }
-    r.match |= MATCH.COMM;
+    r.match |= NKE_MATCH_COMM;
     r.comm = m.process;
   }
   if (m.direction !== undefined) {
-    const d = { in: DIR_IN, out: DIR_OUT, both: DIR_IN | DIR_OUT }[m.direction];
+    const d = { in: Direction.In, out: Direction.Out, both: Direction.In | Direction.Out }[m.direction];
     if (!d) fail(`${where}.direction`, `is "in", "out" or "both"; got ${kindOf(m.direction)}`);
-    r.match |= MATCH.DIRECTION;
+    r.match |= NKE_MATCH_DIRECTION;
     r.direction = d;
   }
   if (m.protocol !== undefined) {
     const p = { tcp: PROTO_TCP, udp: PROTO_UDP }[m.protocol];
     if (!p) fail(`${where}.protocol`, `is "tcp" or "udp"; got ${kindOf(m.protocol)}`);
-    r.match |= MATCH.PROTOCOL;
+    r.match |= NKE_MATCH_PROTOCOL;
     r.protocol = p;
   }
   if (m.localPort !== undefined) {
     [r.local_port_min, r.local_port_max] = parsePortRange(`${where}.localPort`, m.localPort);
-    r.match |= MATCH.LOCAL_PORT;
+    r.match |= NKE_MATCH_LOCAL_PORT;
   }
   if (m.remotePort !== undefined) {
     [r.remote_port_min, r.remote_port_max] = parsePortRange(`${where}.remotePort`, m.remotePort);
-    r.match |= MATCH.REMOTE_PORT;
+    r.match |= NKE_MATCH_REMOTE_PORT;
   }
   for (const side of ['local', 'remote'] as const) {
     const v = side === 'local' ? m.localAddr : m.remoteAddr;
@@ -159,7 +166,7 @@ function compileMatch(where: string, m: RuleMatch, action: RuleAction, known: re
     const c = parseCidr(`${where}.${side}Addr`, v);
     if (r.family && r.family !== c.family) fail(where, 'localAddr and remoteAddr of different families');
     r.family = c.family;
-    r.match |= MATCH.FAMILY | (side === 'local' ? MATCH.LOCAL_ADDR : MATCH.REMOTE_ADDR);
+    r.match |= NKE_MATCH_FAMILY | (side === 'local' ? NKE_MATCH_LOCAL_ADDR : NKE_MATCH_REMOTE_ADDR);
     if (side === 'local') {
       r.local_addr = c.addr;
       r.local_prefix = c.prefix;
