@@ -37,9 +37,23 @@ if (fs.existsSync(path.join(root, 'native/addon/binding.gyp'))) {
   // Use the headers installed next to this node (e.g. /usr/include/node) when
   // present: node-gyp would otherwise download them, which fails offline.
   const prefix = path.resolve(path.dirname(process.execPath), '..');
-  const gypArgs = ['rebuild', '-j', jobs];
+  // `rebuild` cleans first: the addon would be missing for the whole build,
+  // and a bench or a CLI running meanwhile fails to load it. Configure only
+  // when there is no configuration yet or binding.gyp changed; `build` then
+  // relinks only what changed, and the old addon stays until the new one is
+  // written.
+  const addonDir = path.join(root, 'native/addon');
+  const made = path.join(addonDir, 'build/Makefile');
+  const config = path.join(addonDir, 'build/config.gypi');
+  const configured =
+    fs.existsSync(made) &&
+    fs.existsSync(config) &&
+    fs.statSync(made).mtimeMs >= fs.statSync(path.join(addonDir, 'binding.gyp')).mtimeMs &&
+    // configured for this node (another node's module version needs rebuild)
+    fs.readFileSync(config, 'utf8').includes(`"node_module_version": ${process.versions.modules},`);
+  const gypArgs = [configured ? 'build' : 'rebuild', '-j', jobs];
   if (!process.env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include/node/common.gypi'))) {
     gypArgs.push(`--nodedir=${prefix}`);
   }
-  run(process.execPath, [nodeGyp, ...gypArgs], path.join(root, 'native/addon'));
+  run(process.execPath, [nodeGyp, ...gypArgs], addonDir);
 }

@@ -8,16 +8,22 @@
 // and codicon font), is bundled by webpack into dist/webview/
 // (webview/webpack.config.js).
 // Types are checked separately by `tsc --noEmit` (npm run typecheck / lint).
+// First of all, the TS ABI tables are generated from the C headers
+// (scripts/gen-abi.mjs -> extension/src/shared/abi.generated.ts); --watch
+// regenerates them when a header changes.
 import * as esbuild from 'esbuild';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { generate as generateAbi, HEADERS as ABI_HEADERS } from './gen-abi.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
 const production = args.has('--production');
 const watch = args.has('--watch');
+
+if (generateAbi()) console.log('[build] wrote extension/src/shared/abi.generated.ts from the C headers');
 
 const node = {
   bundle: true,
@@ -87,6 +93,15 @@ if (!production) {
 }
 
 if (watch) {
+  for (const h of ABI_HEADERS) {
+    fs.watchFile(path.join(root, h), { interval: 1000 }, () => {
+      try {
+        if (generateAbi()) console.log(`[build] ${h} changed: regenerated the TS ABI tables`);
+      } catch (e) {
+        console.error(`[build] ${e.message}`);
+      }
+    });
+  }
   for (const c of configs) await (await esbuild.context(c)).watch();
   await bundleWebview();
   console.log('[build] watching for changes');

@@ -33,7 +33,7 @@ export function registerStatusBar(model: WorkbenchModel): vscode.Disposable {
     }[link.status];
     const sockets = model.sockets().filter((s) => s.state !== 'closed').length;
     const counts = live
-      ? ` · ${plural(sockets, 'open socket')} · ${plural(model.counters.dataChunks, 'chunk')}`
+      ? ` · ${plural(sockets, 'open socket')} · ${plural(model.counters.dataChunks, 'chunk')} seen`
       : '';
     const heldText = pending ? ` · ${pending} held (next released in ${(next / 1000).toFixed(1)} s)` : '';
     // Another window took the filter over: this one stays off it until asked (Take Back).

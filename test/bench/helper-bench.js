@@ -33,11 +33,21 @@ const events = argv.includes('--events') ? Number(argv[argv.indexOf('--events') 
 // records are fed where the addon's reader would deliver them).
 // Three levels below the root, where emu-support expects to sit (out/test/helper).
 const out = path.join(root, 'out/test/bench', `helper-bench-${process.pid}.js`);
+// The ABI tables the sources import are generated from the C headers.
+const gen = require('node:child_process').spawnSync(
+  process.execPath,
+  [path.join(root, 'scripts/gen-abi.mjs')],
+  {
+    stdio: 'inherit',
+  },
+);
+if (gen.status !== 0) process.exit(1);
 esbuild.buildSync({
   stdin: {
     contents:
       "export * from './extension/src/helper/engine'; export * from './test/helper/emu-support';" +
-      " export { encodeNotification, decodeNotification, NKE_DATA_F_HELD, NKE_AF_INET, Direction } from './extension/src/shared/abi';",
+      " export { decodeNotification, NKE_DATA_F_HELD, NKE_AF_INET, Direction } from './extension/src/shared/abi';" +
+      " export { encodeNotification } from './test/shared/abiTestCodecs';",
     resolveDir: root,
     loader: 'ts',
   },
@@ -64,7 +74,7 @@ fs.rmSync(out, { force: true });
 
 // One batch: 64 sockets attach, each sends 8 data chunks (half held, half
 // reported), then detach: 64 * 10 = 640 records, ~56 KiB like the addon's
-// 64 KiB batches. Layouts from shared/abi.ts (the one place they live).
+// 64 KiB batches. Layouts from shared/abi.ts (generated from the C headers).
 let chunk = 1n;
 const hdr = (slot, flags = 0) => ({ type: 0, size: 0, flags, sock: { slot, gen: 1 }, time_ns: 0n });
 const noAddr = { family: 0, port: 0, scope_id: 0, addr: new Uint8Array(16) };

@@ -8,7 +8,7 @@ import { createMessageConnection, StreamMessageReader, StreamMessageWriter } fro
 import { FilterEngine } from '../../extension/src/helper/engine';
 import { LiveModel } from '../../extension/src/helper/model';
 import { serveHelperProtocol } from '../../extension/src/helper/service';
-import { NotifyType } from '../../extension/src/helper/wire';
+import { NotifyType } from '../../extension/src/shared/abi';
 import { NKE_RULE_DEFAULT, NtDataLayout } from '../../extension/src/shared/abi';
 import * as P from '../../extension/src/shared/helperProtocol';
 import { attach, connectOut, feed, hdr } from './rawRecords';

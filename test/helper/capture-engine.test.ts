@@ -13,14 +13,13 @@ import { FilterEngine } from '../../extension/src/helper/engine';
 import type { NativeAddon, NativeFilterClient } from '../../extension/src/helper/native';
 import {
   Direction,
-  encodeNotification,
   GapReason,
   NKE_AF_INET,
   NKE_BUF_NONE,
   NKE_DATA_F_HELD,
-  parseAddr,
   NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
+import { encodeNotification, parseAddr } from '../shared/abiTestCodecs';
 import { RingWriter } from './ringWriter';
 
 const hdr = (flags = 0) => ({ type: 0, size: 0, flags, sock: { slot: 5, gen: 2 }, time_ns: 0n });

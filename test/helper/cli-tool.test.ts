@@ -18,7 +18,7 @@ import { decodeHexDump, encodeHexDump, HexDumpError } from '../../extension/src/
 import { RULES_EXAMPLE, rulesFromText } from '../../extension/src/cli/rulesFile';
 import type { NativeAddon, NativeFilterClient } from '../../extension/src/helper/native';
 import { compileRules } from '../../extension/src/helper/rules';
-import { RELEASE_REASONS } from '../../extension/src/helper/wire';
+import { RELEASE_REASONS } from '../../extension/src/helper/model';
 import { JsoncError, parseJsonc } from '../../extension/src/shared/jsonc';
 import { NKE_ABI_VERSION } from '../../extension/src/shared/abi';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';

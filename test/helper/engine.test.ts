@@ -8,15 +8,14 @@ import { carryLength, FilterEngine } from '../../extension/src/helper/engine';
 import type { NativeAddon, NativeFilterClient } from '../../extension/src/helper/native';
 import {
   Action,
-  decodeResponse,
   Direction,
-  encodeNotification,
   NKE_AF_INET,
   NKE_BUF_NONE,
   NKE_DATA_F_HELD,
   PutDataHdrLayout,
   NKE_RULE_DEFAULT,
 } from '../../extension/src/shared/abi';
+import { decodeResponse, encodeNotification } from '../shared/abiTestCodecs';
 
 const hdr = (slot: number, flags = 0) => ({ type: 0, size: 0, flags, sock: { slot, gen: 1 }, time_ns: 0n });
 const none = { family: 0, port: 0, scope_id: 0, addr: new Uint8Array(16) };

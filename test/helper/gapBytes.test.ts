@@ -3,7 +3,8 @@
 // helper's include them, and the socket is in the next batch to the views.
 import assert from 'node:assert/strict';
 import { LiveModel } from '../../extension/src/helper/model';
-import { DIR_IN, DIR_OUT, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { Direction, NotifyType } from '../../extension/src/shared/abi';
+import type { Notification } from '../../extension/src/helper/model';
 
 const sock = { slot: 9, gen: 1 };
 const base = { sock, timeNs: 0, flags: 0 };
@@ -31,8 +32,8 @@ describe('bytes passed unreported (data gaps)', () => {
     const m = new LiveModel();
     m.apply(attach);
     m.takeUpdate();
-    m.apply(gap(DIR_OUT, 700));
-    m.apply(gap(DIR_IN, 300));
+    m.apply(gap(Direction.Out, 700));
+    m.apply(gap(Direction.In, 300));
     const s = m.sockets.get('9:1')!.view;
     assert.equal(s.bytesOut, 700);
     assert.equal(s.bytesIn, 300);

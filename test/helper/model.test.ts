@@ -2,7 +2,8 @@
 // long paths and parentage, history stays bounded, updates carry only changes.
 import assert from 'node:assert/strict';
 import { LiveModel } from '../../extension/src/helper/model';
-import { decodeBatch, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { NotifyType } from '../../extension/src/shared/abi';
+import { decodeBatch, type Notification } from '../../extension/src/helper/model';
 import { attach, connectOut, feed, hdr } from './rawRecords';
 
 function data(slot: number, gen: number, chunk: bigint, size: number, held: boolean): Buffer {

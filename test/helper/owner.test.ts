@@ -4,7 +4,8 @@
 // views and helper-side rules see the server process, not kernel_task.
 import assert from 'node:assert/strict';
 import { LiveModel } from '../../extension/src/helper/model';
-import { decodeBatch, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { NotifyType } from '../../extension/src/shared/abi';
+import { decodeBatch, type Notification } from '../../extension/src/helper/model';
 
 function record(type: number, size: number, slot: number, gen: number): Buffer {
   const b = Buffer.alloc(size);

@@ -2,7 +2,8 @@
 // the helper, for the helper's model tests; and feeding them to a model.
 import assert from 'node:assert/strict';
 import type { LiveModel } from '../../extension/src/helper/model';
-import { decodeBatch, type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { NotifyType } from '../../extension/src/shared/abi';
+import { decodeBatch, type Notification } from '../../extension/src/helper/model';
 
 /** Builds raw records in the ABI layout (what the addon hands over). */
 export function hdr(type: number, size: number, slot: number, gen: number, flags = 0): Buffer {

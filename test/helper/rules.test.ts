@@ -8,7 +8,7 @@ import {
   rewriteBytes,
   RulesError,
 } from '../../extension/src/helper/rules';
-import { encodeCaptureConfig, NKE_RULE_DEFAULT, RuleAction } from '../../extension/src/helper/wire';
+import { encodeCaptureConfig, NKE_RULE_DEFAULT, RuleAction } from '../../extension/src/shared/abi';
 import { parseCidr } from '../../extension/src/shared/ruleFields';
 
 describe('helper rules', () => {
@@ -92,12 +92,14 @@ describe('helper rules', () => {
       holdTimeoutMs: 1500,
       intercept: [{ action: 'pass', pid: 7, localPort: 22 }],
     });
-    const b = encodeCaptureConfig(
-      r.kernel.mode,
-      r.kernel.defaultAction,
-      r.kernel.holdTimeoutMs,
-      r.kernel.rules,
-      0xa1b2c3d4,
+    const b = Buffer.from(
+      encodeCaptureConfig({
+        mode: r.kernel.mode,
+        default_action: r.kernel.defaultAction,
+        hold_timeout_ms: r.kernel.holdTimeoutMs,
+        tag: 0xa1b2c3d4,
+        rules: r.kernel.rules,
+      }),
     );
     assert.equal(b.length, 24 + 88 * 64);
     assert.equal(b.readUInt32LE(4), 2); // RULES

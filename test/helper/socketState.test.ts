@@ -3,7 +3,8 @@
 // sockets, whatever order of events the filter sends for each.
 import assert from 'node:assert/strict';
 import { LiveModel, stateAfterEvent } from '../../extension/src/helper/model';
-import { type Notification, NotifyType } from '../../extension/src/helper/wire';
+import { NotifyType } from '../../extension/src/shared/abi';
+import type { Notification } from '../../extension/src/helper/model';
 
 const sock = { slot: 4, gen: 2 };
 const base = { sock, timeNs: 0, flags: 0 };

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { FilterEngine } from '../../extension/src/helper/engine';
 import type { NativeAddon, NativeFilterClient } from '../../extension/src/helper/native';
 import type { UpdateBatch } from '../../extension/src/shared/helperProtocol';
-import { encodeNotification, NKE_ABI_VERSION } from '../../extension/src/shared/abi';
+import { NKE_ABI_VERSION } from '../../extension/src/shared/abi';
+import { encodeNotification } from '../shared/abiTestCodecs';
 
 function stateRecord(stale: bigint, held: bigint): Buffer {
   return Buffer.from(

@@ -3,14 +3,8 @@
 // what the filter would refuse (0, past the total hold cap, hold_ms with
 // another action) naming the entry.
 import { strict as assert } from 'node:assert';
-import {
-  Action,
-  decodeResponse,
-  describeNkeError,
-  encodeResponse,
-  NKE_HOLD_TOTAL_MAX_MS,
-  NkeError,
-} from '../../extension/src/shared/abi';
+import { Action, encodeResponse, NKE_HOLD_TOTAL_MAX_MS, NkeError } from '../../extension/src/shared/abi';
+import { decodeResponse, describeNkeError } from '../shared/abiTestCodecs';
 
 const sock = { slot: 3, gen: 7 };
 

@@ -34,27 +34,29 @@ import {
   type NkeAddr,
   type Notification,
   type NtHdr,
-  decodeExecChunkEvent,
   decodeFilterState,
-  decodeKernEventMsg,
   decodeNotification,
-  decodeOpenReply,
-  decodeResponse,
   decodeStruct,
-  describeNkeError,
   encodeCaptureConfig,
-  encodeExecChunkEvent,
-  encodeNotification,
-  encodeOpenRequest,
   encodePutData,
   encodePutDataPieces,
   encodeResponse,
   encodeStruct,
+} from '../../extension/src/shared/abi';
+import {
+  decodeExecChunkEvent,
+  decodeKernEventMsg,
+  decodeOpenReply,
+  decodeResponse,
+  describeNkeError,
+  encodeExecChunkEvent,
+  encodeNotification,
+  encodeOpenRequest,
   formatAddr,
   parseAddr,
   parseIp,
   parseU64,
-} from '../../extension/src/shared/abi';
+} from '../shared/abiTestCodecs';
 
 const hdr = (over: Partial<NtHdr> = {}): NtHdr => ({
   type: 0,

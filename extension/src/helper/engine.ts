@@ -33,37 +33,38 @@ import {
   rewriteBytes,
 } from './rules';
 import {
-  AF_INET,
-  AF_INET6,
   type Addr,
-  Action,
-  CaptureMode,
-  DATA_F_HELD,
   decodeBatch,
   decodeFilterState,
-  DIR_IN,
-  DIR_OUT,
-  encodeCaptureConfig,
   type FilterState,
-  HOLD_TOTAL_MAX_MS,
-  MODIFIED_MAX_LEN,
   type Notification,
-  NotifyType,
-  PROTO_TCP,
-  PROTO_UDP,
   RELEASE_REASONS,
-  RESPONSE_MAX_RELEASES,
-  RESPONSE_MAX_VERDICTS,
-  RuleAction,
-  toBuffer,
-} from './wire';
+} from './model';
 import {
+  Action,
+  CaptureMode,
+  Direction,
+  encodeCaptureConfig,
   encodePutDataPieces,
   encodeResponse as encodeResponseBytes,
+  NKE_AF_INET,
+  NKE_AF_INET6,
+  NKE_DATA_F_HELD,
+  NKE_HOLD_TOTAL_MAX_MS,
+  NKE_MODIFIED_MAX_LEN,
+  NKE_PROTO_TCP,
+  NKE_PROTO_UDP,
+  NKE_RESPONSE_MAX_RELEASES,
+  NKE_RESPONSE_MAX_VERDICTS,
+  NotifyType,
+  RuleAction,
   SockEvent,
   type ReleaseInput as Release,
   type VerdictInput as Verdict,
 } from '../shared/abi';
+
+/** Wraps an encoder's bytes for the addon (a view, no copy). */
+const toBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 /** NKE_SEL_RESPOND bytes for the addon (the one encoder: shared/abi.ts). */
 const encodeResponse = (v: readonly Verdict[], r: readonly Release[]) => toBuffer(encodeResponseBytes(v, r));
@@ -102,8 +103,8 @@ export interface EngineOptions {
 
 /** A wire address as the capture history keeps it (undefined: none reported). */
 function captureEndpoint(a: Addr | undefined): CaptureEndpoint | undefined {
-  if (!a || (a.family !== AF_INET && a.family !== AF_INET6)) return undefined;
-  return a.family === AF_INET
+  if (!a || (a.family !== NKE_AF_INET && a.family !== NKE_AF_INET6)) return undefined;
+  return a.family === NKE_AF_INET
     ? { family: 4, addr: a.raw.slice(0, 4), port: a.port }
     : { family: 6, addr: a.raw.slice(0, 16), port: a.port };
 }
@@ -172,14 +173,14 @@ const CARRY_DEADLINE_MARGIN_MS = 250;
 function directionsEnded(event: number): number[] {
   switch (event) {
     case SockEvent.CantSendMore:
-      return [DIR_OUT];
+      return [Direction.Out];
     case SockEvent.CantRecvMore:
-      return [DIR_IN];
+      return [Direction.In];
     case SockEvent.Disconnecting:
     case SockEvent.Disconnected:
     case SockEvent.Shutdown:
     case SockEvent.Closing:
-      return [DIR_IN, DIR_OUT];
+      return [Direction.In, Direction.Out];
     default:
       return [];
   }
@@ -502,16 +503,22 @@ export class FilterEngine extends EventEmitter<{
 
   private installCapture(): void {
     const k = this.rules.kernel;
+    // nke_capture_config (the whole fixed-size struct); `tag` names it in the data notifications it decides.
     const cfg = this.paused
-      ? encodeCaptureConfig(CaptureMode.Nothing, RuleAction.Pass, 0, [])
-      : encodeCaptureConfig(
-          k.mode,
-          k.defaultAction,
-          k.holdTimeoutMs,
-          k.rules,
-          this.installed.install(this.rules),
-        );
-    this.client!.setCapture(cfg);
+      ? encodeCaptureConfig({
+          mode: CaptureMode.Nothing,
+          default_action: RuleAction.Pass,
+          hold_timeout_ms: 0,
+          tag: 0,
+        })
+      : encodeCaptureConfig({
+          mode: k.mode,
+          default_action: k.defaultAction,
+          hold_timeout_ms: k.holdTimeoutMs,
+          tag: this.installed.install(this.rules),
+          rules: k.rules,
+        });
+    this.client!.setCapture(toBuffer(cfg));
   }
 
   private startFlushing(): void {
@@ -565,10 +572,10 @@ export class FilterEngine extends EventEmitter<{
   /** Keeps an edit for a pending chunk (undefined clears it); nothing is sent until a replace verdict. */
   stageEdit(id: string, bytes: Buffer | undefined): PendingView {
     const p = this.pendingOrThrow(id);
-    if (bytes && bytes.length > MODIFIED_MAX_LEN) {
+    if (bytes && bytes.length > NKE_MODIFIED_MAX_LEN) {
       throw new EngineError(
         'NKE_BAD_VERDICT',
-        `an edit of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`,
+        `an edit of ${bytes.length} bytes exceeds ${NKE_MODIFIED_MAX_LEN}`,
       );
     }
     if (!this.model.setStaged(p, bytes)) {
@@ -588,10 +595,10 @@ export class FilterEngine extends EventEmitter<{
   extendHold(id: string, holdMs: number): PendingView {
     const p = this.pendingOrThrow(id);
     if (!this.client?.isOpen) throw new EngineError('NKE_NOT_CONNECTED', 'the filter is not connected');
-    if (!Number.isInteger(holdMs) || holdMs < 1 || holdMs > HOLD_TOTAL_MAX_MS) {
+    if (!Number.isInteger(holdMs) || holdMs < 1 || holdMs > NKE_HOLD_TOTAL_MAX_MS) {
       throw new EngineError(
         'NKE_BAD_VERDICT',
-        `payload ${id}: a hold of ${holdMs} ms is outside 1..${HOLD_TOTAL_MAX_MS} (the filter's cap on a chunk's total hold)`,
+        `payload ${id}: a hold of ${holdMs} ms is outside 1..${NKE_HOLD_TOTAL_MAX_MS} (the filter's cap on a chunk's total hold)`,
       );
     }
     this.client.respond(
@@ -615,10 +622,10 @@ export class FilterEngine extends EventEmitter<{
           `replace needs the new bytes, and payload ${id} has no staged edit (nke stage ${id} FILE)`,
         );
       }
-      if (bytes.length > MODIFIED_MAX_LEN) {
+      if (bytes.length > NKE_MODIFIED_MAX_LEN) {
         throw new EngineError(
           'NKE_BAD_VERDICT',
-          `replacement of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`,
+          `replacement of ${bytes.length} bytes exceeds ${NKE_MODIFIED_MAX_LEN}`,
         );
       }
     }
@@ -679,7 +686,7 @@ export class FilterEngine extends EventEmitter<{
       if (n.type === NotifyType.Detach || n.type === NotifyType.Event) {
         // The socket is closing or gone: no more data completes a match, so
         // what is carried for it is decided now, with the bytes it has.
-        const ended = n.type === NotifyType.Detach ? [DIR_IN, DIR_OUT] : directionsEnded(n.event);
+        const ended = n.type === NotifyType.Detach ? [Direction.In, Direction.Out] : directionsEnded(n.event);
         for (const dir of ended) {
           const flow = `${sockKey(n.sock)}/${dir}`;
           this.flushCarry(flow, verdicts, releases);
@@ -692,7 +699,7 @@ export class FilterEngine extends EventEmitter<{
       if (n.type !== NotifyType.Data) continue;
       // Reported only: nothing to decide; the addon's reader already gave
       // its buffers back (open's releaseReported).
-      if (!(n.flags & DATA_F_HELD)) continue;
+      if (!(n.flags & NKE_DATA_F_HELD)) continue;
       this.decide(n, verdicts, releases);
     }
     this.answer(verdicts, releases);
@@ -709,8 +716,8 @@ export class FilterEngine extends EventEmitter<{
         h.socketAttached(key, {
           pid: n.pid,
           process: n.comm,
-          family: n.family === AF_INET6 ? 6 : 4,
-          protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
+          family: n.family === NKE_AF_INET6 ? 6 : 4,
+          protocol: n.protocol === NKE_PROTO_TCP ? 'tcp' : n.protocol === NKE_PROTO_UDP ? 'udp' : 'other',
         });
         return;
       case NotifyType.Owner:
@@ -741,7 +748,7 @@ export class FilterEngine extends EventEmitter<{
             flags: n.flags,
             streamOffset: n.streamOffset,
             size: n.size,
-            held: (n.flags & DATA_F_HELD) !== 0,
+            held: (n.flags & NKE_DATA_F_HELD) !== 0,
             peer: captureEndpoint(n.addr),
           },
           positions?.get(n.chunkId) ?? -1,
@@ -848,7 +855,7 @@ export class FilterEngine extends EventEmitter<{
       this.decideTogether(chunks, all, rewrite, verdicts);
       return;
     }
-    if (chunks.length >= CARRY_MAX_CHUNKS || all.length + rewrite.find.length > MODIFIED_MAX_LEN) {
+    if (chunks.length >= CARRY_MAX_CHUNKS || all.length + rewrite.find.length > NKE_MODIFIED_MAX_LEN) {
       // No room to carry more: decided now, and a match finishing in the next chunk is reported if it comes.
       this.decideTogether(chunks, all, rewrite, verdicts);
       this.cutTails.set(flow, {
@@ -963,7 +970,7 @@ export class FilterEngine extends EventEmitter<{
     verdicts: Verdict[],
   ): void {
     const out = rewriteBytes(all, rewrite.find, rewrite.replace);
-    if (out && out.length <= MODIFIED_MAX_LEN) {
+    if (out && out.length <= NKE_MODIFIED_MAX_LEN) {
       const first = chunks[0];
       this.stage(first.chunkId, first.sock, out);
       verdicts.push({
@@ -984,7 +991,7 @@ export class FilterEngine extends EventEmitter<{
     if (out) {
       this.log(
         'warn',
-        `rewrite of ${all.length} bytes grows past ${MODIFIED_MAX_LEN}: passing the originals`,
+        `rewrite of ${all.length} bytes grows past ${NKE_MODIFIED_MAX_LEN}: passing the originals`,
       );
     }
     for (const x of chunks) {
@@ -1000,8 +1007,8 @@ export class FilterEngine extends EventEmitter<{
     let vi = 0;
     let ri = 0;
     while (vi < verdicts.length || ri < releases.length) {
-      const v = verdicts.slice(vi, vi + RESPONSE_MAX_VERDICTS);
-      const r = releases.slice(ri, ri + RESPONSE_MAX_RELEASES);
+      const v = verdicts.slice(vi, vi + NKE_RESPONSE_MAX_VERDICTS);
+      const r = releases.slice(ri, ri + NKE_RESPONSE_MAX_RELEASES);
       vi += v.length;
       ri += r.length;
       try {

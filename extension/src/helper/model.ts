@@ -15,19 +15,277 @@ import type {
   UpdateBatch,
 } from '../shared/helperProtocol';
 import { emptyCounters } from '../shared/helperProtocol';
-import { NKE_EXEC_F_FROM_SHIM, NKE_EXEC_F_TRUNCATED } from '../shared/abi';
 import {
-  AF_INET6,
-  type Addr,
-  DIR_IN,
+  decodeFilterState as decodeAbiFilterState,
+  decodeNotificationBatch,
+  Direction,
+  type FilterState as AbiFilterState,
+  formatIp,
+  NKE_AF_INET6,
+  NKE_DATA_F_HAS_ADDR,
+  NKE_EXEC_F_FROM_SHIM,
+  NKE_EXEC_F_TRUNCATED,
+  NKE_PROTO_TCP,
+  NKE_PROTO_UDP,
+  type NkeAddr,
+  type Notification as AbiNotification,
   NotifyType,
-  type Notification,
-  PROTO_TCP,
-  PROTO_UDP,
-  RELEASE_REASONS,
-  SOCK_EVENTS,
+  ReleaseReason,
+  SockEvent,
   type SockId,
-} from './wire';
+} from '../shared/abi';
+
+// ---------------------------------------------------------------------------
+// The model's input: the filter's notifications (shared/abi.ts decodes them)
+// in the model's shape: camelCase, printable addresses, plain numbers where
+// they are exact.
+// ---------------------------------------------------------------------------
+
+/** NKE_RELEASE_* as the protocol names them (PendingRemovalReason). */
+export const RELEASE_REASONS: Readonly<Record<number, PendingRemovalReason>> = {
+  [ReleaseReason.Timeout]: 'timeout',
+  [ReleaseReason.ClientGone]: 'client-gone',
+  [ReleaseReason.SocketGone]: 'socket-gone',
+  [ReleaseReason.InjectFail]: 'inject-failed',
+  [ReleaseReason.Budget]: 'budget',
+  [ReleaseReason.SocketClosing]: 'socket-closing',
+};
+
+/** NKE_EV_* as history events and stateAfterEvent name them. */
+const SOCK_EVENTS: Readonly<Record<number, string>> = {
+  [SockEvent.Connecting]: 'connecting',
+  [SockEvent.Connected]: 'connected',
+  [SockEvent.Disconnecting]: 'disconnecting',
+  [SockEvent.Disconnected]: 'disconnected',
+  [SockEvent.FlushRead]: 'flush-read',
+  [SockEvent.Shutdown]: 'shutdown',
+  [SockEvent.CantRecvMore]: 'cantrecvmore',
+  [SockEvent.CantSendMore]: 'cantsendmore',
+  [SockEvent.Closing]: 'closing',
+  [SockEvent.Bound]: 'bound',
+};
+
+export interface Addr {
+  family: number; // AF_INET, AF_INET6 or 0
+  port: number;
+  address: string; // printable; '' when family is 0
+  raw: Uint8Array; // 16 bytes, network order
+}
+
+interface Base {
+  sock: SockId;
+  /** filter's monotonic clock; a Number (exact for 104 days of uptime) to avoid a BigInt per record */
+  timeNs: number;
+  flags: number;
+}
+
+export type Notification =
+  | (Base & {
+      /** Owner: the socket's process is now known to be this one (pid, uid, comm replace the attach's). */
+      type: NotifyType.Attach | NotifyType.Owner;
+      pid: number;
+      uid: number;
+      family: number;
+      sockType: number;
+      protocol: number;
+      comm: string;
+    })
+  | (Base & { type: NotifyType.Detach; bytesIn: bigint; bytesOut: bigint })
+  | (Base & {
+      type: NotifyType.ConnectIn | NotifyType.ConnectOut | NotifyType.Bound | NotifyType.Listen;
+      local: Addr;
+      remote: Addr;
+    })
+  | (Base & { type: NotifyType.Event; event: number })
+  | (Base & {
+      type: NotifyType.Data;
+      chunkId: bigint;
+      streamOffset: number;
+      size: number;
+      direction: number;
+      deadlineMs: number;
+      addr: Addr | undefined;
+      buffers: number[];
+      /** the tag of the capture config that decided (nke_capture_config.tag) */
+      captureTag: number;
+      /** index of the deciding rule in that config, or NKE_RULE_DEFAULT */
+      rule: number;
+    })
+  | (Base & { type: NotifyType.ChunkReleased; chunkId: bigint; reason: number; size: number })
+  | (Base & { type: NotifyType.State; state: FilterState })
+  | (Base & { type: NotifyType.Option; level: number; name: number; isSet: boolean })
+  | (Base & {
+      type: NotifyType.DataGap;
+      streamOffset: number;
+      size: number;
+      direction: number;
+      /** enum nke_gap_reason */
+      reason: number;
+    });
+
+export interface FilterState {
+  abiVersion: number;
+  flags: number;
+  captureMode: number;
+  socketsLive: number;
+  chunksPending: number;
+  buffersInUse: number;
+  socketsAttached: number;
+  chunksHeld: number;
+  chunksReported: number;
+  chunksPassedPoolFull: number;
+  chunksAutoReleased: number;
+  chunksDropped: number;
+  chunksModified: number;
+  bytesHeld: number;
+  responsesRejected: number;
+  notificationsLost: number;
+  socketsUntracked: number;
+  /** Verdicts and releases the filter skipped: their chunk was already released (deadline). */
+  staleEntries: number;
+  /** bytes the filter keeps right now (held, queued behind held, staged, being re-injected) */
+  bytesKept: number;
+  /** chunks that waited behind held data of their socket to keep the stream order */
+  chunksQueued: number;
+  /** chunks not held because the byte budget was used up */
+  chunksPassedBudget: number;
+}
+
+function addr(a: NkeAddr): Addr {
+  return {
+    family: a.family,
+    port: a.port,
+    address: a.family ? formatIp(a.family, a.addr) : '',
+    raw: a.addr,
+  };
+}
+
+function state(s: AbiFilterState): FilterState {
+  const n = (v: bigint) => Number(v);
+  return {
+    abiVersion: s.abi_version,
+    flags: s.flags,
+    captureMode: s.capture_mode,
+    socketsLive: s.sockets_live,
+    chunksPending: s.chunks_pending,
+    buffersInUse: s.buffers_in_use,
+    socketsAttached: n(s.sockets_attached),
+    chunksHeld: n(s.chunks_held),
+    chunksReported: n(s.chunks_reported),
+    chunksPassedPoolFull: n(s.chunks_passed_pool_full),
+    chunksAutoReleased: n(s.chunks_auto_released),
+    chunksDropped: n(s.chunks_dropped),
+    chunksModified: n(s.chunks_modified),
+    bytesHeld: n(s.bytes_held),
+    responsesRejected: n(s.responses_rejected),
+    notificationsLost: n(s.notifications_lost),
+    socketsUntracked: n(s.sockets_untracked),
+    staleEntries: n(s.stale_entries),
+    bytesKept: n(s.bytes_kept),
+    chunksQueued: n(s.chunks_queued),
+    chunksPassedBudget: n(s.chunks_passed_budget),
+  };
+}
+
+export function decodeFilterState(b: Uint8Array): FilterState {
+  const r = decodeAbiFilterState(b);
+  if (!r.ok) throw new Error(r.error.message);
+  return state(r.value);
+}
+
+/** One batch from FilterClient (framing and decoding: shared/abi.ts decodeNotificationBatch), adapted for the model. */
+export function decodeBatch(b: Uint8Array, out: Notification[]): number {
+  const { notifications, malformed } = decodeNotificationBatch(b);
+  for (const n of notifications) out.push(adaptNotification(n));
+  return malformed;
+}
+
+/** One decoded ABI record as the model reads it (test/unit/abi-layout.test.ts checks it reads every field). */
+export function adaptNotification(n: AbiNotification): Notification {
+  const { flags, sock } = n.hdr;
+  const timeNs = Number(n.hdr.time_ns);
+  switch (n.kind) {
+    case 'attach':
+    case 'owner':
+      return {
+        type: n.kind === 'owner' ? NotifyType.Owner : NotifyType.Attach,
+        flags,
+        sock,
+        timeNs,
+        pid: n.pid,
+        uid: n.uid,
+        family: n.family,
+        sockType: n.type,
+        protocol: n.protocol,
+        comm: n.comm,
+      };
+    case 'detach':
+      return { type: NotifyType.Detach, flags, sock, timeNs, bytesIn: n.bytes_in, bytesOut: n.bytes_out };
+    case 'connect_in':
+    case 'connect_out':
+    case 'bound':
+    case 'listen':
+      return {
+        type: n.hdr.type as NotifyType.ConnectIn,
+        flags,
+        sock,
+        timeNs,
+        local: addr(n.local),
+        remote: addr(n.remote),
+      };
+    case 'event':
+      return { type: NotifyType.Event, flags, sock, timeNs, event: n.event };
+    case 'data':
+      return {
+        type: NotifyType.Data,
+        flags,
+        sock,
+        timeNs,
+        chunkId: n.chunk_id,
+        streamOffset: Number(n.stream_offset),
+        size: n.size,
+        direction: n.direction,
+        deadlineMs: n.deadline_ms,
+        addr: flags & NKE_DATA_F_HAS_ADDR ? addr(n.addr) : undefined,
+        buffers: n.buffers.slice(0, n.nbuffers),
+        captureTag: n.capture_tag,
+        rule: n.rule,
+      };
+    case 'chunk_released':
+      return {
+        type: NotifyType.ChunkReleased,
+        flags,
+        sock,
+        timeNs,
+        chunkId: n.chunk_id,
+        reason: n.reason,
+        size: n.size,
+      };
+    case 'state':
+      return { type: NotifyType.State, flags, sock, timeNs, state: state(n.state) };
+    case 'option':
+      return {
+        type: NotifyType.Option,
+        flags,
+        sock,
+        timeNs,
+        level: n.level,
+        name: n.name,
+        isSet: n.is_set === 1,
+      };
+    case 'data_gap':
+      return {
+        type: NotifyType.DataGap,
+        flags,
+        sock,
+        timeNs,
+        streamOffset: Number(n.stream_offset),
+        size: n.size,
+        direction: n.direction,
+        reason: n.reason,
+      };
+  }
+}
 
 /** A history event before it gets its sequence number and time. */
 type NewEvent = HistoryEvent extends infer E
@@ -270,8 +528,8 @@ export class LiveModel {
           pid: n.pid,
           uid: n.uid,
           process: n.comm,
-          family: n.family === AF_INET6 ? 'ipv6' : 'ipv4',
-          protocol: n.protocol === PROTO_TCP ? 'tcp' : n.protocol === PROTO_UDP ? 'udp' : 'other',
+          family: n.family === NKE_AF_INET6 ? 'ipv6' : 'ipv4',
+          protocol: n.protocol === NKE_PROTO_TCP ? 'tcp' : n.protocol === NKE_PROTO_UDP ? 'udp' : 'other',
           state: 'open',
           bytesIn: known?.view.bytesIn ?? 0,
           bytesOut: known?.view.bytesOut ?? 0,
@@ -336,7 +594,7 @@ export class LiveModel {
         const s = this.adopt(key);
         if (!s.familyCode && (n.local.family || n.remote.family)) {
           s.familyCode = n.local.family || n.remote.family;
-          s.view.family = s.familyCode === AF_INET6 ? 'ipv6' : 'ipv4';
+          s.view.family = s.familyCode === NKE_AF_INET6 ? 'ipv6' : 'ipv4';
         }
         if (n.local.family) {
           s.view.local = endpoint(n.local);
@@ -382,9 +640,9 @@ export class LiveModel {
       case NotifyType.Data: {
         this.counters.dataChunks++;
         const s = this.adopt(key);
-        if (n.direction === DIR_IN) this.counters.bytesIn += n.size;
+        if (n.direction === Direction.In) this.counters.bytesIn += n.size;
         else this.counters.bytesOut += n.size;
-        if (n.direction === DIR_IN) s.view.bytesIn += n.size;
+        if (n.direction === Direction.In) s.view.bytesIn += n.size;
         else s.view.bytesOut += n.size;
         // Stream bytes move only on a connected TCP socket: a "connected"
         // note lost on the way (best effort in the emulator) must not leave
@@ -397,7 +655,7 @@ export class LiveModel {
           kind: 'data',
           socketId: key,
           chunkId: n.chunkId.toString(),
-          direction: n.direction === DIR_IN ? 'in' : 'out',
+          direction: n.direction === Direction.In ? 'in' : 'out',
           size: n.size,
           held: (n.flags & 1) !== 0,
         });
@@ -420,7 +678,7 @@ export class LiveModel {
         // helper's include them (a busy machine's Sockets view under-counted
         // by every chunk passed pool-full).
         const s = this.adopt(key);
-        if (n.direction === DIR_IN) {
+        if (n.direction === Direction.In) {
           this.counters.bytesIn += n.size;
           s.view.bytesIn += n.size;
         } else {
@@ -431,7 +689,7 @@ export class LiveModel {
         this.record({
           kind: 'data-gap',
           socketId: key,
-          direction: n.direction === DIR_IN ? 'in' : 'out',
+          direction: n.direction === Direction.In ? 'in' : 'out',
           size: n.size,
           reason: n.reason === 1 ? 'no-buffer' : n.reason === 2 ? 'queue-full' : `reason ${n.reason}`,
         });
@@ -456,7 +714,7 @@ export class LiveModel {
       socketId: key,
       pid: s?.view.pid ?? 0,
       process: s?.view.process ?? '',
-      direction: n.direction === DIR_IN ? 'in' : 'out',
+      direction: n.direction === Direction.In ? 'in' : 'out',
       size: n.size,
       streamOffset: n.streamOffset,
       local: s?.view.local,

@@ -8,7 +8,7 @@ import { EngineError, type FilterEngine } from './engine';
 import { CaptureTargetError, type ExportSelection } from './captureExport';
 import type { ModelUpdate } from './model';
 import { RulesError } from './rules';
-import { HOLD_TOTAL_MAX_MS, MODIFIED_MAX_LEN } from './wire';
+import { NKE_HOLD_TOTAL_MAX_MS, NKE_MODIFIED_MAX_LEN } from '../shared/abi';
 
 function invalid(message: string): ResponseError<void> {
   return new ResponseError(ErrorCodes.InvalidParams, message);
@@ -154,8 +154,8 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
           throw invalid('nke/verdict: base64 is the new bytes, base64-encoded (absent: the staged edit)');
         }
         bytes = Buffer.from(o.base64, 'base64');
-        if (bytes.length > MODIFIED_MAX_LEN) {
-          throw invalid(`nke/verdict: replacement of ${bytes.length} bytes exceeds ${MODIFIED_MAX_LEN}`);
+        if (bytes.length > NKE_MODIFIED_MAX_LEN) {
+          throw invalid(`nke/verdict: replacement of ${bytes.length} bytes exceeds ${NKE_MODIFIED_MAX_LEN}`);
         }
       } else if (o.base64 !== undefined) throw invalid('nke/verdict: base64 is only for replace');
       engine.verdict(o.id, o.action, bytes);
@@ -170,9 +170,11 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
       if (
         !Number.isInteger(o.holdMs) ||
         (o.holdMs as number) < 1 ||
-        (o.holdMs as number) > HOLD_TOTAL_MAX_MS
+        (o.holdMs as number) > NKE_HOLD_TOTAL_MAX_MS
       ) {
-        throw invalid(`nke/extendHold: holdMs must be an integer 1..${HOLD_TOTAL_MAX_MS} (ms of total hold)`);
+        throw invalid(
+          `nke/extendHold: holdMs must be an integer 1..${NKE_HOLD_TOTAL_MAX_MS} (ms of total hold)`,
+        );
       }
       return engine.extendHold(o.id, o.holdMs as number);
     }),

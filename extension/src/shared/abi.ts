@@ -1,306 +1,82 @@
-// TypeScript mirror of the kext ABI (kext/include/nke/nke_abi.h) and of the
-// emulator's endpoint structs (native/emu/include/nke_emu_proto.h). Those C
-// headers are the truth; test/unit/abi-layout.test.ts compiles
-// test/native/abi-layout.c against them and compares every size, offset,
-// field type and constant with the tables below, so this file cannot drift.
+// The hand-written half of the TypeScript view of the kext ABI
+// (kext/include/nke/nke_abi.h) and of the emulator's endpoint structs
+// (native/emu/include/nke_emu_proto.h): the codec. The other half, every
+// constant, enum and struct layout, is generated from those headers by the
+// C compiler at build time (scripts/gen-abi.mjs -> ./abi.generated.ts) and
+// re-exported here, so there is one import for both. No number of the ABI is
+// written in this file; test/unit/abi-layout.test.ts checks that the
+// generated module is the headers' and that the decoders read every field.
 //
-// Imports nothing (no `vscode`, no Node built-ins): the extension host, the
-// helper process, the webview and plain mocha all load it.
+// Imports nothing at run time (no `vscode`, no Node built-ins): the extension
+// host, the helper process, the webview and plain mocha all load it.
 //
-// Layout lives in exactly one place on the TS side: the `*Layout` tables.
-// Every decoder and encoder is derived from them (decodeStruct/encodeStruct),
-// and the TS value types are derived from them too (StructValue<L>), so a
-// field renamed or retyped in a table changes the types the compiler checks.
+// Every decoder and encoder is derived from the layout tables
+// (decodeStruct/encodeStruct), and the TS value types are derived from them
+// too (StructValue<L>), so a field renamed or retyped in the header changes
+// the types the compiler checks.
 //
 // Conventions:
 //  - Field names are the C names (snake_case), so code reads like the header.
 //  - Padding fields (`_pad*`) are written as zero and not exposed on decode.
 //  - Every u64 (chunk ids, session id, counters, time_ns) is a `bigint`: exact
-//    over the whole range. Where a u64 must cross JSON, send
-//    `value.toString()` (decimal) and read it back with parseU64().
+//    over the whole range.
 //  - Little-endian throughout (the ABI's host order on x86_64 and arm64).
 //  - Decoders of bytes that come from the filter return a DecodeResult value
 //    (never throw, whatever the bytes); encoders and parsers of values our own
 //    code builds throw AbiError with a message naming the field.
+//  - Encoders and decoders used only by tests live in test/shared/abiTestCodecs.ts.
+import {
+  Action,
+  AddrLayout,
+  CaptureConfigLayout,
+  CaptureMode,
+  Direction,
+  FilterStateLayout,
+  NKE_ABI_VERSION,
+  NKE_AF_INET,
+  NKE_AF_INET6,
+  NKE_BUFFER_COUNT,
+  NKE_BUFFER_SIZE,
+  NKE_CHUNK_MAX_BUFFERS,
+  NKE_DATA_F_HAS_ADDR,
+  NKE_HOLD_TIMEOUT_MAX_MS,
+  NKE_HOLD_TOTAL_MAX_MS,
+  NKE_MATCH_ALL_FIELDS,
+  NKE_MAX_RULES,
+  NKE_MODIFIED_MAX_LEN,
+  NKE_PUT_DATA_MAX_PIECE,
+  NKE_RESPONSE_MAX_RELEASES,
+  NKE_RESPONSE_MAX_VERDICTS,
+  NotifyType,
+  NtAddrsLayout,
+  NtAttachLayout,
+  NtChunkReleasedLayout,
+  NtDataGapLayout,
+  NtDataLayout,
+  NtDetachLayout,
+  NtEventLayout,
+  NtHdrLayout,
+  NtOptionLayout,
+  NtStateLayout,
+  PutDataHdrLayout,
+  ReleaseLayout,
+  ResponseHdrLayout,
+  RuleAction,
+  RuleLayout,
+  SockIdLayout,
+  VerdictLayout,
+} from './abi.generated';
+import type {
+  EmuKevCtlLayout,
+  EmuReplyLayout,
+  EmuReqLayout,
+  KernEventMsgLayout,
+  KevExecChunkLayout,
+  OpenReplyLayout,
+  OpenRequestLayout,
+} from './abi.generated';
 
-// ---------------------------------------------------------------------------
-// Constants (#defines of nke_abi.h)
-// ---------------------------------------------------------------------------
-
-export const NKE_ABI_VERSION = 4;
-export const NKE_BUNDLE_ID = 'com.nkeworkbench.filter';
-export const NKE_SERVICE_CLASS = 'com_nkeworkbench_Filter';
-export const NKE_KEV_VENDOR = 'com.nkeworkbench';
-
-export const NKE_BUFFER_COUNT = 64;
-export const NKE_BUFFER_SIZE = 64 * 1024;
-export const NKE_CHUNK_MAX_BUFFERS = 8;
-export const NKE_CHUNK_MAX_BYTES = NKE_CHUNK_MAX_BUFFERS * NKE_BUFFER_SIZE;
-export const NKE_BUF_NONE = 0xffff;
-export const NKE_QUEUE_DATA_SIZE = 256 * 1024;
-export const NKE_DQ_ENTRY_HEADER_SIZE = 4;
-export const NKE_DQ_MEMORY_HEADER_SIZE = 12;
-export const NKE_QUEUE_MAP_SIZE = NKE_QUEUE_DATA_SIZE + 4096;
-
-export const NKE_AF_INET = 2;
-export const NKE_AF_INET6 = 30;
-export const NKE_PROTO_TCP = 6;
-export const NKE_PROTO_UDP = 17;
-export const NKE_COMM_LEN = 32;
-
-export const NKE_OPEN_F_NONE = 0;
-
-export const NKE_DATA_F_HELD = 0x1;
-export const NKE_DATA_F_DATAGRAM = 0x2;
-export const NKE_DATA_F_OOB = 0x4;
-export const NKE_DATA_F_HAS_ADDR = 0x8;
-
-export const NKE_STATE_F_CLIENT = 0x1;
-export const NKE_STATE_F_CAPTURE = 0x2;
-
-export const NKE_NT_MAX_SIZE = 168;
-/** Most bytes the filter keeps at once for the client (held, queued behind held, staged, re-injecting). */
-export const NKE_KEPT_BYTES_MAX = 32 * 1024 * 1024;
-
-export const NKE_RESPONSE_MAX_VERDICTS = 256;
-export const NKE_RESPONSE_MAX_RELEASES = NKE_BUFFER_COUNT * 2;
-export const NKE_PUT_DATA_MAX_PIECE = 60 * 1024;
-export const NKE_MODIFIED_MAX_LEN = 16 * 1024 * 1024;
-
-export const NKE_MATCH_PID = 0x001;
-export const NKE_MATCH_COMM = 0x002;
-export const NKE_MATCH_DIRECTION = 0x004;
-export const NKE_MATCH_PROTOCOL = 0x008;
-export const NKE_MATCH_LOCAL_PORT = 0x010;
-export const NKE_MATCH_REMOTE_PORT = 0x020;
-export const NKE_MATCH_LOCAL_ADDR = 0x040;
-export const NKE_MATCH_REMOTE_ADDR = 0x080;
-export const NKE_MATCH_FAMILY = 0x100;
-export const NKE_MATCH_ALL_FIELDS = 0x1ff;
-
-export const NKE_MAX_RULES = 64;
-export const NKE_HOLD_TIMEOUT_DEFAULT_MS = 5000;
-/** nke_nt_data.rule when no rule decided: the config's default action did. */
-export const NKE_RULE_DEFAULT = 0xffff;
-export const NKE_HOLD_TIMEOUT_MAX_MS = 600000;
-/** Hard cap on one chunk's total hold (NKE_ACT_EXTEND's hold_ms). */
-export const NKE_HOLD_TOTAL_MAX_MS = 600000;
-
-export const NKE_KEV_HEADER_SIZE = 24;
-export const NKE_KEV_CLASS = 1;
-export const NKE_KEV_SUBCLASS_EXEC = 1;
-export const NKE_KEV_EVENT_EXEC = 1;
-export const NKE_KEV_MSG_LIMIT_X86_64 = 224;
-export const NKE_KEV_MSG_LIMIT_ARM64 = 288;
-/** Exec paths up to the larger host limit (Linux 4096, NUL included); longer ones arrive cut, NKE_EXEC_F_TRUNCATED. */
-export const NKE_PATH_MAX = 4096;
-export const NKE_KEV_MAX_CHUNKS = 64;
-export const NKE_EXEC_F_SPAWNER_CONTEXT = 0x1;
-export const NKE_EXEC_F_FROM_SHIM = 0x2;
-export const NKE_EXEC_F_TRUNCATED = 0x4;
-export const NKE_KEV_EXEC_CHUNK_HEADER_SIZE = 24;
-
-// nke_emu_proto.h
-export const NKE_EMU_DIR_ENV = 'NKE_EMU_DIR';
-export const NKE_EMU_CTL_SOCK = 'ctl.sock';
-export const NKE_EMU_KEV_SOCK = 'kev.sock';
-export const NKE_EMU_SHIM_SOCK = 'shim.sock';
-export const NKE_EMU_LOCK_FILE = 'nke-emud.lock';
-export const NKE_EMU_LOG_FILE = 'nke-emud.log';
-export const NKE_EMU_LOG_MAX = 4 * 1024 * 1024;
-export const NKE_EMU_MAGIC_REQ = 0x51454b4e;
-export const NKE_EMU_MAGIC_REPLY = 0x50454b4e;
-export const NKE_EMU_KEV_ANY = 0;
-export const NKE_EMU_KEV_OK = 0;
-export const NKE_EMU_KEV_EPERM = 1;
-export const NKE_EMU_KEV_ENOENT = 2;
-export const NKE_EMU_KEV_EINVAL = 22;
-export const NKE_EMU_KEV_VENDOR_LEN = 200;
-
-// ---------------------------------------------------------------------------
-// Enums (enum ... of nke_abi.h / nke_emu_proto.h)
-// ---------------------------------------------------------------------------
-
-/** clientMemoryForType() types / the emulator's memfds. */
-export enum MemoryType {
-  Queue = 0,
-  BufferPool = 1,
-  /** + i: data buffer i alone. */
-  BufferBase = 0x100,
-}
-
-export enum Direction {
-  In = 1,
-  Out = 2,
-}
-
-/** IOConnectCallStructMethod selectors. */
-export enum Selector {
-  Open = 0,
-  Respond = 1,
-  PutData = 2,
-  SetCapture = 3,
-  GetState = 4,
-  Count = 5,
-}
-
-export enum NotifyType {
-  Attach = 1,
-  Detach = 2,
-  ConnectIn = 3,
-  ConnectOut = 4,
-  Bound = 5,
-  Listen = 6,
-  Event = 7,
-  Data = 8,
-  ChunkReleased = 9,
-  State = 10,
-  Option = 11,
-  /** An attach record again: the socket's process is now known (accept in another process). */
-  Owner = 12,
-  /** nke_nt_data_gap: data the filter passed without reporting it */
-  DataGap = 13,
-}
-
-export enum SockEvent {
-  Connecting = 1,
-  Connected = 2,
-  Disconnecting = 3,
-  Disconnected = 4,
-  FlushRead = 5,
-  Shutdown = 6,
-  CantRecvMore = 7,
-  CantSendMore = 8,
-  Closing = 9,
-  Bound = 10,
-}
-
-export enum ReleaseReason {
-  Timeout = 1,
-  ClientGone = 2,
-  SocketGone = 3,
-  InjectFail = 4,
-  /** The byte budget ran out while later data of the socket waited behind the chunk. */
-  Budget = 5,
-  /** The socket closed or shut its sending side down: outbound sent as it was, inbound dropped. */
-  SocketClosing = 6,
-}
-
-/** Why data passed unreported (nke_nt_data_gap.reason). */
-export enum GapReason {
-  NoBuffer = 1,
-  QueueFull = 2,
-}
-
-/** Verdict actions of NKE_SEL_RESPOND. */
-export enum Action {
-  Allow = 1,
-  AllowModified = 2,
-  Drop = 3,
-  /** Not a verdict: keep holding; deadline = when held + hold_ms (never earlier). */
-  Extend = 4,
-}
-
-export enum CaptureMode {
-  Nothing = 0,
-  All = 1,
-  Rules = 2,
-}
-
-export enum RuleAction {
-  Pass = 0,
-  Report = 1,
-  Hold = 2,
-}
-
-/** Status codes of the user client (enum nke_error). */
-export enum NkeError {
-  Ok = 0,
-  Version = 1,
-  Size = 2,
-  Count = 3,
-  Flags = 4,
-  Reserved = 5,
-  Action = 6,
-  Sock = 7,
-  NotHeld = 8,
-  DupVerdict = 9,
-  ModifiedLen = 10,
-  BufRange = 11,
-  BufDup = 12,
-  BufDouble = 13,
-  BufForeign = 14,
-  PutOffset = 15,
-  PutLen = 16,
-  UnknownChunk = 17,
-  Mode = 18,
-  Rule = 19,
-  NotPermitted = 20,
-  Busy = 21,
-  Selector = 22,
-  NoMemory = 23,
-  NotOpen = 24,
-  HoldMs = 25,
-  _Count = 26,
-}
-
-export enum EmuKevOp {
-  GetVendor = 1,
-  SetFilter = 2,
-}
-
-/** What each user-client status means and what to do about it. */
-const NKE_ERROR_MESSAGES: Readonly<Record<number, string>> = {
-  [NkeError.Ok]: 'success',
-  [NkeError.Version]:
-    'ABI version mismatch between the client and the loaded filter: rebuild and reload the kext (or restart the emulator) from this workspace',
-  [NkeError.Size]:
-    'message size does not match its verdict/release/rule counts: the client encoder and the filter disagree on the ABI; rebuild both',
-  [NkeError.Count]: `too many entries in one message (at most ${NKE_RESPONSE_MAX_VERDICTS} verdicts, ${NKE_RESPONSE_MAX_RELEASES} releases, ${NKE_MAX_RULES} rules): split the response or reduce the rules`,
-  [NkeError.Flags]:
-    'unknown flag bits set: the client is newer than the filter; rebuild and reload the filter',
-  [NkeError.Reserved]: 'a padding/reserved field is not zero: client encoder bug; padding must be zero',
-  [NkeError.Action]:
-    'unknown verdict or rule action: use Allow, AllowModified, Drop or Extend (rules: Pass, Report, Hold)',
-  [NkeError.Sock]:
-    'socket id does not match the chunk: the verdict names the wrong socket (or a reused slot); check the notification it answers',
-  [NkeError.NotHeld]:
-    'verdict for a chunk that was only reported, not held (or an Extend of a decided chunk): reported chunks need only their buffers released',
-  [NkeError.DupVerdict]: 'two verdicts for the same chunk in one response: send one verdict per chunk',
-  [NkeError.ModifiedLen]:
-    'modified_len differs from the bytes staged with put-data: stage all modified bytes before the AllowModified verdict',
-  [NkeError.BufRange]: `buffer index out of range (>= ${NKE_BUFFER_COUNT}): release only buffers announced in a data notification`,
-  [NkeError.BufDup]: 'the same buffer is listed twice in one response: release each buffer once',
-  [NkeError.BufDouble]: 'buffer of this chunk already released: release each buffer once',
-  [NkeError.BufForeign]:
-    'buffer does not belong to the chunk named: pair each release with the chunk that announced it',
-  [NkeError.PutOffset]:
-    'put-data piece out of order: offset must equal the bytes staged so far for this chunk',
-  [NkeError.PutLen]: `put-data beyond total_len or limits (piece <= ${NKE_PUT_DATA_MAX_PIECE} bytes, total <= ${NKE_MODIFIED_MAX_LEN} bytes): shorten the edit or split it`,
-  [NkeError.UnknownChunk]:
-    'put-data for a chunk that is not held (auto-released or already answered): the edit came too late; raise the hold timeout',
-  [NkeError.Mode]: 'unknown capture mode: use Nothing, All or Rules',
-  [NkeError.Rule]:
-    'malformed capture rule (port range min > max, prefix too long, or comm not NUL-terminated): fix the rule',
-  [NkeError.NotPermitted]:
-    'not permitted: the filter only accepts an administrator (root) client, or the emulator a client of its own uid; run the helper with the right privileges',
-  [NkeError.Busy]: 'another client is already connected to the filter: disconnect it (one client at a time)',
-  [NkeError.Selector]:
-    'unknown user-client method: the client is newer than the filter; rebuild and reload the filter',
-  [NkeError.NoMemory]: 'the filter is out of memory: free held chunks or reload the filter',
-  [NkeError.NotOpen]: 'method called before a successful open: open the filter first',
-  [NkeError.HoldMs]: `Extend with hold_ms 0 or above the total hold cap (${NKE_HOLD_TOTAL_MAX_MS} ms): ask for 1..${NKE_HOLD_TOTAL_MAX_MS} ms`,
-};
-
-/** A human-readable message for a user-client status code, known or not. */
-export function describeNkeError(code: number): string {
-  const name = NkeError[code];
-  const msg = NKE_ERROR_MESSAGES[code];
-  if (name === undefined || msg === undefined || code === NkeError._Count) {
-    return `unknown filter status ${code}: the filter is newer than this client; update the extension`;
-  }
-  return `NKE_ERR ${name} (${code}): ${msg}`;
-}
+export * from './abi.generated';
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -337,7 +113,7 @@ export class AbiError extends Error {
 }
 
 // ---------------------------------------------------------------------------
-// Layout tables
+// Layout tables (the tables themselves: ./abi.generated.ts)
 // ---------------------------------------------------------------------------
 
 export type ScalarType = 'u8' | 'u16' | 'u32' | 'i32' | 'u64';
@@ -351,6 +127,8 @@ export interface FieldLayout {
   readonly length?: number;
   /** The nested struct's layout, for type 'struct'. */
   readonly struct?: StructLayout;
+  /** The other members of a C union that shares this field's bytes (nke_verdict: hold_ms). */
+  readonly aliases?: readonly string[];
 }
 
 export interface StructLayout {
@@ -383,32 +161,6 @@ export function fieldSize(f: FieldLayout): number {
   return fieldElementSize(f) * (f.length ?? 1);
 }
 
-/**
- * Declares a layout and checks at load time that its fields tile the struct
- * exactly (no gap, no overlap, nothing past the end). The C side has explicit
- * padding, so every byte belongs to exactly one named field; a table that
- * does not tile is a typo here, caught before any byte is decoded.
- */
-function defineStruct<const L extends StructLayout>(layout: L): L {
-  let next = 0;
-  for (const f of layout.fields) {
-    if (f.offset !== next) {
-      throw new AbiError(
-        `layout ${layout.name}: field ${f.name} at offset ${f.offset}, expected ${next} (gap or overlap)`,
-      );
-    }
-    const align = fieldElementSize(f) >= 8 ? 8 : fieldElementSize(f);
-    if (f.type !== 'struct' && f.offset % align !== 0) {
-      throw new AbiError(`layout ${layout.name}: field ${f.name} misaligned at ${f.offset}`);
-    }
-    next += fieldSize(f);
-  }
-  if (next !== layout.size) {
-    throw new AbiError(`layout ${layout.name}: fields cover ${next} bytes, size is ${layout.size}`);
-  }
-  return layout;
-}
-
 // Type of a decoded field / struct, derived from the layout tables.
 type ScalarValue<T> = T extends 'u64' ? bigint : number;
 type FieldValue<F> = F extends { type: 'struct'; struct: infer S extends StructLayout; length: number }
@@ -430,588 +182,6 @@ export type StructValue<L extends StructLayout> = {
   -readonly [
     F in L['fields'][number] as F['name'] extends `_pad${string}` ? never : F['name']
   ]: FieldValue<F>;
-};
-
-export const DqEntryLayout = defineStruct({
-  name: 'nke_dq_entry',
-  size: 8,
-  fields: [
-    { name: 'size', offset: 0, type: 'u32' },
-    { name: 'data', offset: 4, type: 'u8', length: 4 },
-  ],
-});
-
-export const DqMemoryLayout = defineStruct({
-  name: 'nke_dq_memory',
-  size: 20,
-  fields: [
-    { name: 'queue_size', offset: 0, type: 'u32' },
-    { name: 'head', offset: 4, type: 'u32' },
-    { name: 'tail', offset: 8, type: 'u32' },
-    { name: 'queue', offset: 12, type: 'struct', struct: DqEntryLayout, length: 1 },
-  ],
-});
-
-export const SockIdLayout = defineStruct({
-  name: 'nke_sock_id',
-  size: 8,
-  fields: [
-    { name: 'slot', offset: 0, type: 'u32' },
-    { name: 'gen', offset: 4, type: 'u32' },
-  ],
-});
-
-export const AddrLayout = defineStruct({
-  name: 'nke_addr',
-  size: 24,
-  fields: [
-    { name: 'family', offset: 0, type: 'u8' },
-    { name: '_pad0', offset: 1, type: 'u8' },
-    { name: 'port', offset: 2, type: 'u16' },
-    { name: 'scope_id', offset: 4, type: 'u32' },
-    { name: 'addr', offset: 8, type: 'u8', length: 16 },
-  ],
-});
-
-export const OpenRequestLayout = defineStruct({
-  name: 'nke_open_request',
-  size: 16,
-  fields: [
-    { name: 'abi_version', offset: 0, type: 'u32' },
-    { name: 'flags', offset: 4, type: 'u32' },
-    { name: 'client_pid', offset: 8, type: 'i32' },
-    { name: '_pad0', offset: 12, type: 'u32' },
-  ],
-});
-
-export const OpenReplyLayout = defineStruct({
-  name: 'nke_open_reply',
-  size: 32,
-  fields: [
-    { name: 'abi_version', offset: 0, type: 'u32' },
-    { name: 'buffer_count', offset: 4, type: 'u32' },
-    { name: 'buffer_size', offset: 8, type: 'u32' },
-    { name: 'queue_data_size', offset: 12, type: 'u32' },
-    { name: 'kev_vendor_code', offset: 16, type: 'u32' },
-    { name: 'kev_msg_limit', offset: 20, type: 'u32' },
-    { name: 'session_id', offset: 24, type: 'u64' },
-  ],
-});
-
-export const NtHdrLayout = defineStruct({
-  name: 'nke_nt_hdr',
-  size: 24,
-  fields: [
-    { name: 'type', offset: 0, type: 'u16' },
-    { name: 'size', offset: 2, type: 'u16' },
-    { name: 'flags', offset: 4, type: 'u32' },
-    { name: 'sock', offset: 8, type: 'struct', struct: SockIdLayout },
-    { name: 'time_ns', offset: 16, type: 'u64' },
-  ],
-});
-
-export const NtAttachLayout = defineStruct({
-  name: 'nke_nt_attach',
-  size: 72,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'pid', offset: 24, type: 'i32' },
-    { name: 'uid', offset: 28, type: 'u32' },
-    { name: 'family', offset: 32, type: 'u8' },
-    { name: 'type', offset: 33, type: 'u8' },
-    { name: 'protocol', offset: 34, type: 'u8' },
-    { name: '_pad0', offset: 35, type: 'u8' },
-    { name: '_pad1', offset: 36, type: 'u32' },
-    { name: 'comm', offset: 40, type: 'char', length: NKE_COMM_LEN },
-  ],
-});
-
-export const NtDetachLayout = defineStruct({
-  name: 'nke_nt_detach',
-  size: 40,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'bytes_in', offset: 24, type: 'u64' },
-    { name: 'bytes_out', offset: 32, type: 'u64' },
-  ],
-});
-
-export const NtAddrsLayout = defineStruct({
-  name: 'nke_nt_addrs',
-  size: 72,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'local', offset: 24, type: 'struct', struct: AddrLayout },
-    { name: 'remote', offset: 48, type: 'struct', struct: AddrLayout },
-  ],
-});
-
-export const NtEventLayout = defineStruct({
-  name: 'nke_nt_event',
-  size: 32,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'event', offset: 24, type: 'u32' },
-    { name: '_pad0', offset: 28, type: 'u32' },
-  ],
-});
-
-export const NtOptionLayout = defineStruct({
-  name: 'nke_nt_option',
-  size: 40,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'level', offset: 24, type: 'u32' },
-    { name: 'name', offset: 28, type: 'u32' },
-    { name: 'is_set', offset: 32, type: 'u32' },
-    { name: '_pad0', offset: 36, type: 'u32' },
-  ],
-});
-
-export const NtDataLayout = defineStruct({
-  name: 'nke_nt_data',
-  size: 104,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'chunk_id', offset: 24, type: 'u64' },
-    { name: 'stream_offset', offset: 32, type: 'u64' },
-    { name: 'size', offset: 40, type: 'u32' },
-    { name: 'direction', offset: 44, type: 'u8' },
-    { name: '_pad0', offset: 45, type: 'u8' },
-    { name: 'nbuffers', offset: 46, type: 'u16' },
-    { name: 'deadline_ms', offset: 48, type: 'u32' },
-    { name: 'capture_tag', offset: 52, type: 'u32' },
-    { name: 'addr', offset: 56, type: 'struct', struct: AddrLayout },
-    { name: 'buffers', offset: 80, type: 'u16', length: NKE_CHUNK_MAX_BUFFERS },
-    { name: 'rule', offset: 96, type: 'u16' },
-    { name: '_pad1', offset: 98, type: 'u16', length: 3 },
-  ],
-});
-
-export const NtChunkReleasedLayout = defineStruct({
-  name: 'nke_nt_chunk_released',
-  size: 40,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'chunk_id', offset: 24, type: 'u64' },
-    { name: 'reason', offset: 32, type: 'u32' },
-    { name: 'size', offset: 36, type: 'u32' },
-  ],
-});
-
-export const NtDataGapLayout = defineStruct({
-  name: 'nke_nt_data_gap',
-  size: 40,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'stream_offset', offset: 24, type: 'u64' },
-    { name: 'size', offset: 32, type: 'u32' },
-    { name: 'direction', offset: 36, type: 'u8' },
-    { name: 'reason', offset: 37, type: 'u8' },
-    { name: '_pad0', offset: 38, type: 'u16' },
-  ],
-});
-
-export const FilterStateLayout = defineStruct({
-  name: 'nke_filter_state',
-  size: 144,
-  fields: [
-    { name: 'abi_version', offset: 0, type: 'u32' },
-    { name: 'flags', offset: 4, type: 'u32' },
-    { name: 'capture_mode', offset: 8, type: 'u32' },
-    { name: 'sockets_live', offset: 12, type: 'u32' },
-    { name: 'chunks_pending', offset: 16, type: 'u32' },
-    { name: 'buffers_in_use', offset: 20, type: 'u32' },
-    { name: 'sockets_attached', offset: 24, type: 'u64' },
-    { name: 'chunks_held', offset: 32, type: 'u64' },
-    { name: 'chunks_reported', offset: 40, type: 'u64' },
-    { name: 'chunks_passed_pool_full', offset: 48, type: 'u64' },
-    { name: 'chunks_auto_released', offset: 56, type: 'u64' },
-    { name: 'chunks_dropped', offset: 64, type: 'u64' },
-    { name: 'chunks_modified', offset: 72, type: 'u64' },
-    { name: 'bytes_held', offset: 80, type: 'u64' },
-    { name: 'responses_rejected', offset: 88, type: 'u64' },
-    { name: 'notifications_lost', offset: 96, type: 'u64' },
-    { name: 'sockets_untracked', offset: 104, type: 'u64' },
-    { name: 'stale_entries', offset: 112, type: 'u64' },
-    { name: 'bytes_kept', offset: 120, type: 'u64' },
-    { name: 'chunks_queued', offset: 128, type: 'u64' },
-    { name: 'chunks_passed_budget', offset: 136, type: 'u64' },
-  ],
-});
-
-export const NtStateLayout = defineStruct({
-  name: 'nke_nt_state',
-  size: 168,
-  fields: [
-    { name: 'hdr', offset: 0, type: 'struct', struct: NtHdrLayout },
-    { name: 'state', offset: 24, type: 'struct', struct: FilterStateLayout },
-  ],
-});
-
-export const ResponseHdrLayout = defineStruct({
-  name: 'nke_response_hdr',
-  size: 16,
-  fields: [
-    { name: 'abi_version', offset: 0, type: 'u32' },
-    { name: 'size', offset: 4, type: 'u32' },
-    { name: 'nverdicts', offset: 8, type: 'u16' },
-    { name: 'nreleases', offset: 10, type: 'u16' },
-    { name: 'flags', offset: 12, type: 'u32' },
-  ],
-});
-
-export const VerdictLayout = defineStruct({
-  name: 'nke_verdict',
-  size: 24,
-  fields: [
-    { name: 'chunk_id', offset: 0, type: 'u64' },
-    { name: 'sock', offset: 8, type: 'struct', struct: SockIdLayout },
-    { name: 'action', offset: 16, type: 'u8' },
-    { name: '_pad0', offset: 17, type: 'u8', length: 3 },
-    { name: 'modified_len', offset: 20, type: 'u32' },
-  ],
-});
-
-export const ReleaseLayout = defineStruct({
-  name: 'nke_release',
-  size: 16,
-  fields: [
-    { name: 'chunk_id', offset: 0, type: 'u64' },
-    { name: 'buffer', offset: 8, type: 'u16' },
-    { name: '_pad0', offset: 10, type: 'u16' },
-    { name: '_pad1', offset: 12, type: 'u32' },
-  ],
-});
-
-export const PutDataHdrLayout = defineStruct({
-  name: 'nke_put_data_hdr',
-  size: 32,
-  fields: [
-    { name: 'chunk_id', offset: 0, type: 'u64' },
-    { name: 'sock', offset: 8, type: 'struct', struct: SockIdLayout },
-    { name: 'total_len', offset: 16, type: 'u32' },
-    { name: 'offset', offset: 20, type: 'u32' },
-    { name: 'len', offset: 24, type: 'u32' },
-    { name: '_pad0', offset: 28, type: 'u32' },
-  ],
-});
-
-export const RuleLayout = defineStruct({
-  name: 'nke_rule',
-  size: 88,
-  fields: [
-    { name: 'match', offset: 0, type: 'u32' },
-    { name: 'action', offset: 4, type: 'u8' },
-    { name: 'direction', offset: 5, type: 'u8' },
-    { name: 'protocol', offset: 6, type: 'u8' },
-    { name: 'family', offset: 7, type: 'u8' },
-    { name: 'pid', offset: 8, type: 'i32' },
-    { name: 'local_port_min', offset: 12, type: 'u16' },
-    { name: 'local_port_max', offset: 14, type: 'u16' },
-    { name: 'remote_port_min', offset: 16, type: 'u16' },
-    { name: 'remote_port_max', offset: 18, type: 'u16' },
-    { name: 'local_prefix', offset: 20, type: 'u8' },
-    { name: 'remote_prefix', offset: 21, type: 'u8' },
-    { name: '_pad0', offset: 22, type: 'u16' },
-    { name: 'local_addr', offset: 24, type: 'u8', length: 16 },
-    { name: 'remote_addr', offset: 40, type: 'u8', length: 16 },
-    { name: 'comm', offset: 56, type: 'char', length: NKE_COMM_LEN },
-  ],
-});
-
-export const CaptureConfigLayout = defineStruct({
-  name: 'nke_capture_config',
-  size: 24 + 88 * NKE_MAX_RULES,
-  fields: [
-    { name: 'abi_version', offset: 0, type: 'u32' },
-    { name: 'mode', offset: 4, type: 'u32' },
-    { name: 'default_action', offset: 8, type: 'u32' },
-    { name: 'hold_timeout_ms', offset: 12, type: 'u32' },
-    { name: 'nrules', offset: 16, type: 'u32' },
-    { name: 'tag', offset: 20, type: 'u32' },
-    { name: 'rules', offset: 24, type: 'struct', struct: RuleLayout, length: NKE_MAX_RULES },
-  ],
-});
-
-export const KernEventMsgLayout = defineStruct({
-  name: 'nke_kern_event_msg',
-  size: NKE_KEV_HEADER_SIZE,
-  fields: [
-    { name: 'total_size', offset: 0, type: 'u32' },
-    { name: 'vendor_code', offset: 4, type: 'u32' },
-    { name: 'kev_class', offset: 8, type: 'u32' },
-    { name: 'kev_subclass', offset: 12, type: 'u32' },
-    { name: 'id', offset: 16, type: 'u32' },
-    { name: 'event_code', offset: 20, type: 'u32' },
-  ],
-});
-
-export const KevExecChunkLayout = defineStruct({
-  name: 'nke_kev_exec_chunk',
-  size: NKE_KEV_EXEC_CHUNK_HEADER_SIZE,
-  fields: [
-    { name: 'exec_id', offset: 0, type: 'u32' },
-    { name: 'pid', offset: 4, type: 'i32' },
-    { name: 'ppid', offset: 8, type: 'i32' },
-    { name: 'uid', offset: 12, type: 'u32' },
-    { name: 'total_len', offset: 16, type: 'u16' },
-    { name: 'offset', offset: 18, type: 'u16' },
-    { name: 'chunk_index', offset: 20, type: 'u8' },
-    { name: 'chunk_count', offset: 21, type: 'u8' },
-    { name: 'flags', offset: 22, type: 'u16' },
-  ],
-});
-
-export const EmuReqLayout = defineStruct({
-  name: 'nke_emu_req',
-  size: 16,
-  fields: [
-    { name: 'magic', offset: 0, type: 'u32' },
-    { name: 'selector', offset: 4, type: 'u32' },
-    { name: 'seq', offset: 8, type: 'u32' },
-    { name: 'len', offset: 12, type: 'u32' },
-  ],
-});
-
-export const EmuReplyLayout = defineStruct({
-  name: 'nke_emu_reply',
-  size: 16,
-  fields: [
-    { name: 'magic', offset: 0, type: 'u32' },
-    { name: 'status', offset: 4, type: 'u32' },
-    { name: 'seq', offset: 8, type: 'u32' },
-    { name: 'len', offset: 12, type: 'u32' },
-  ],
-});
-
-export const EmuKevCtlLayout = defineStruct({
-  name: 'nke_emu_kev_ctl',
-  size: 232,
-  fields: [
-    { name: 'magic', offset: 0, type: 'u32' },
-    { name: 'op', offset: 4, type: 'u32' },
-    { name: 'status', offset: 8, type: 'u32' },
-    { name: 'vendor_code', offset: 12, type: 'u32' },
-    { name: 'kev_class', offset: 16, type: 'u32' },
-    { name: 'kev_subclass', offset: 20, type: 'u32' },
-    { name: 'msg_limit', offset: 24, type: 'u32' },
-    { name: '_pad0', offset: 28, type: 'u32' },
-    { name: 'vendor_string', offset: 32, type: 'char', length: NKE_EMU_KEV_VENDOR_LEN },
-  ],
-});
-
-export const EmuRefusalLayout = defineStruct({
-  name: 'nke_emu_refusal',
-  size: 8,
-  fields: [
-    { name: 'peer_uid', offset: 0, type: 'u32' },
-    { name: 'filter_uid', offset: 4, type: 'u32' },
-  ],
-});
-
-/** Every struct that crosses a boundary, for the conformance test and tools. */
-export const ABI_STRUCTS: readonly StructLayout[] = [
-  DqEntryLayout,
-  DqMemoryLayout,
-  SockIdLayout,
-  AddrLayout,
-  OpenRequestLayout,
-  OpenReplyLayout,
-  NtHdrLayout,
-  NtAttachLayout,
-  NtDetachLayout,
-  NtAddrsLayout,
-  NtEventLayout,
-  NtOptionLayout,
-  NtDataLayout,
-  NtChunkReleasedLayout,
-  NtDataGapLayout,
-  FilterStateLayout,
-  NtStateLayout,
-  ResponseHdrLayout,
-  VerdictLayout,
-  ReleaseLayout,
-  PutDataHdrLayout,
-  RuleLayout,
-  CaptureConfigLayout,
-  KernEventMsgLayout,
-  KevExecChunkLayout,
-  EmuReqLayout,
-  EmuReplyLayout,
-  EmuKevCtlLayout,
-  EmuRefusalLayout,
-];
-
-/** Derived sizes that the header computes with sizeof (checked against C too). */
-export const NKE_RESPONSE_MAX_SIZE =
-  ResponseHdrLayout.size +
-  NKE_RESPONSE_MAX_VERDICTS * VerdictLayout.size +
-  NKE_RESPONSE_MAX_RELEASES * ReleaseLayout.size;
-export const NKE_EMU_MAX_REQ = EmuReqLayout.size + PutDataHdrLayout.size + NKE_PUT_DATA_MAX_PIECE;
-
-/**
- * Every constant and enum member of the two headers by its C name. The
- * conformance test compares this map with the C program's output in both
- * directions, so a constant added on one side only fails the unit suite.
- */
-export const ABI_CONSTANTS: Readonly<Record<string, number | string>> = {
-  NKE_ABI_VERSION,
-  NKE_BUNDLE_ID,
-  NKE_SERVICE_CLASS,
-  NKE_KEV_VENDOR,
-  NKE_BUFFER_COUNT,
-  NKE_BUFFER_SIZE,
-  NKE_CHUNK_MAX_BUFFERS,
-  NKE_CHUNK_MAX_BYTES,
-  NKE_BUF_NONE,
-  NKE_QUEUE_DATA_SIZE,
-  NKE_MEM_QUEUE: MemoryType.Queue,
-  NKE_MEM_BUFFER_POOL: MemoryType.BufferPool,
-  NKE_MEM_BUFFER_BASE: MemoryType.BufferBase,
-  NKE_DQ_ENTRY_HEADER_SIZE,
-  NKE_DQ_MEMORY_HEADER_SIZE,
-  NKE_QUEUE_MAP_SIZE,
-  NKE_AF_INET,
-  NKE_AF_INET6,
-  NKE_PROTO_TCP,
-  NKE_PROTO_UDP,
-  NKE_COMM_LEN,
-  NKE_DIR_IN: Direction.In,
-  NKE_DIR_OUT: Direction.Out,
-  NKE_SEL_OPEN: Selector.Open,
-  NKE_SEL_RESPOND: Selector.Respond,
-  NKE_SEL_PUT_DATA: Selector.PutData,
-  NKE_SEL_SET_CAPTURE: Selector.SetCapture,
-  NKE_SEL_GET_STATE: Selector.GetState,
-  NKE_SEL_COUNT: Selector.Count,
-  NKE_OPEN_F_NONE,
-  NKE_NT_ATTACH: NotifyType.Attach,
-  NKE_NT_DETACH: NotifyType.Detach,
-  NKE_NT_CONNECT_IN: NotifyType.ConnectIn,
-  NKE_NT_CONNECT_OUT: NotifyType.ConnectOut,
-  NKE_NT_BOUND: NotifyType.Bound,
-  NKE_NT_LISTEN: NotifyType.Listen,
-  NKE_NT_EVENT: NotifyType.Event,
-  NKE_NT_DATA: NotifyType.Data,
-  NKE_NT_CHUNK_RELEASED: NotifyType.ChunkReleased,
-  NKE_NT_STATE: NotifyType.State,
-  NKE_NT_OPTION: NotifyType.Option,
-  NKE_NT_OWNER: NotifyType.Owner,
-  NKE_NT_DATA_GAP: NotifyType.DataGap,
-  NKE_GAP_NO_BUFFER: GapReason.NoBuffer,
-  NKE_GAP_QUEUE_FULL: GapReason.QueueFull,
-  NKE_EV_CONNECTING: SockEvent.Connecting,
-  NKE_EV_CONNECTED: SockEvent.Connected,
-  NKE_EV_DISCONNECTING: SockEvent.Disconnecting,
-  NKE_EV_DISCONNECTED: SockEvent.Disconnected,
-  NKE_EV_FLUSH_READ: SockEvent.FlushRead,
-  NKE_EV_SHUTDOWN: SockEvent.Shutdown,
-  NKE_EV_CANTRECVMORE: SockEvent.CantRecvMore,
-  NKE_EV_CANTSENDMORE: SockEvent.CantSendMore,
-  NKE_EV_CLOSING: SockEvent.Closing,
-  NKE_EV_BOUND: SockEvent.Bound,
-  NKE_DATA_F_HELD,
-  NKE_DATA_F_DATAGRAM,
-  NKE_DATA_F_OOB,
-  NKE_DATA_F_HAS_ADDR,
-  NKE_RELEASE_TIMEOUT: ReleaseReason.Timeout,
-  NKE_RELEASE_CLIENT_GONE: ReleaseReason.ClientGone,
-  NKE_RELEASE_SOCKET_GONE: ReleaseReason.SocketGone,
-  NKE_RELEASE_INJECT_FAIL: ReleaseReason.InjectFail,
-  NKE_RELEASE_BUDGET: ReleaseReason.Budget,
-  NKE_RELEASE_SOCKET_CLOSING: ReleaseReason.SocketClosing,
-  NKE_STATE_F_CLIENT,
-  NKE_STATE_F_CAPTURE,
-  NKE_NT_MAX_SIZE,
-  NKE_KEPT_BYTES_MAX,
-  NKE_ACT_ALLOW: Action.Allow,
-  NKE_ACT_ALLOW_MODIFIED: Action.AllowModified,
-  NKE_ACT_DROP: Action.Drop,
-  NKE_ACT_EXTEND: Action.Extend,
-  NKE_HOLD_TOTAL_MAX_MS,
-  NKE_RESPONSE_MAX_VERDICTS,
-  NKE_RESPONSE_MAX_RELEASES,
-  NKE_RESPONSE_MAX_SIZE,
-  NKE_PUT_DATA_MAX_PIECE,
-  NKE_MODIFIED_MAX_LEN,
-  NKE_CAPTURE_NOTHING: CaptureMode.Nothing,
-  NKE_CAPTURE_ALL: CaptureMode.All,
-  NKE_CAPTURE_RULES: CaptureMode.Rules,
-  NKE_RULE_PASS: RuleAction.Pass,
-  NKE_RULE_REPORT: RuleAction.Report,
-  NKE_RULE_HOLD: RuleAction.Hold,
-  NKE_RULE_DEFAULT,
-  NKE_MATCH_PID,
-  NKE_MATCH_COMM,
-  NKE_MATCH_DIRECTION,
-  NKE_MATCH_PROTOCOL,
-  NKE_MATCH_LOCAL_PORT,
-  NKE_MATCH_REMOTE_PORT,
-  NKE_MATCH_LOCAL_ADDR,
-  NKE_MATCH_REMOTE_ADDR,
-  NKE_MATCH_FAMILY,
-  NKE_MATCH_ALL_FIELDS,
-  NKE_MAX_RULES,
-  NKE_HOLD_TIMEOUT_DEFAULT_MS,
-  NKE_HOLD_TIMEOUT_MAX_MS,
-  NKE_OK: NkeError.Ok,
-  NKE_ERR_VERSION: NkeError.Version,
-  NKE_ERR_SIZE: NkeError.Size,
-  NKE_ERR_COUNT: NkeError.Count,
-  NKE_ERR_FLAGS: NkeError.Flags,
-  NKE_ERR_RESERVED: NkeError.Reserved,
-  NKE_ERR_ACTION: NkeError.Action,
-  NKE_ERR_SOCK: NkeError.Sock,
-  NKE_ERR_NOT_HELD: NkeError.NotHeld,
-  NKE_ERR_DUP_VERDICT: NkeError.DupVerdict,
-  NKE_ERR_MODIFIED_LEN: NkeError.ModifiedLen,
-  NKE_ERR_BUF_RANGE: NkeError.BufRange,
-  NKE_ERR_BUF_DUP: NkeError.BufDup,
-  NKE_ERR_BUF_DOUBLE: NkeError.BufDouble,
-  NKE_ERR_BUF_FOREIGN: NkeError.BufForeign,
-  NKE_ERR_PUT_OFFSET: NkeError.PutOffset,
-  NKE_ERR_PUT_LEN: NkeError.PutLen,
-  NKE_ERR_UNKNOWN_CHUNK: NkeError.UnknownChunk,
-  NKE_ERR_MODE: NkeError.Mode,
-  NKE_ERR_RULE: NkeError.Rule,
-  NKE_ERR_NOT_PERMITTED: NkeError.NotPermitted,
-  NKE_ERR_BUSY: NkeError.Busy,
-  NKE_ERR_SELECTOR: NkeError.Selector,
-  NKE_ERR_NO_MEMORY: NkeError.NoMemory,
-  NKE_ERR_NOT_OPEN: NkeError.NotOpen,
-  NKE_ERR_HOLD_MS: NkeError.HoldMs,
-  NKE_ERR__COUNT: NkeError._Count,
-  NKE_KEV_HEADER_SIZE,
-  NKE_KEV_CLASS,
-  NKE_KEV_SUBCLASS_EXEC,
-  NKE_KEV_EVENT_EXEC,
-  NKE_KEV_MSG_LIMIT_X86_64,
-  NKE_KEV_MSG_LIMIT_ARM64,
-  NKE_PATH_MAX,
-  NKE_KEV_MAX_CHUNKS,
-  NKE_EXEC_F_SPAWNER_CONTEXT,
-  NKE_EXEC_F_FROM_SHIM,
-  NKE_EXEC_F_TRUNCATED,
-  NKE_KEV_EXEC_CHUNK_HEADER_SIZE,
-  NKE_EMU_DIR_ENV,
-  NKE_EMU_CTL_SOCK,
-  NKE_EMU_KEV_SOCK,
-  NKE_EMU_SHIM_SOCK,
-  NKE_EMU_LOCK_FILE,
-  NKE_EMU_LOG_FILE,
-  NKE_EMU_LOG_MAX,
-  NKE_EMU_MAGIC_REQ,
-  NKE_EMU_MAGIC_REPLY,
-  NKE_EMU_MAX_REQ,
-  NKE_EMU_KEV_GET_VENDOR: EmuKevOp.GetVendor,
-  NKE_EMU_KEV_SET_FILTER: EmuKevOp.SetFilter,
-  NKE_EMU_KEV_ANY,
-  NKE_EMU_KEV_OK,
-  NKE_EMU_KEV_EPERM,
-  NKE_EMU_KEV_ENOENT,
-  NKE_EMU_KEV_EINVAL,
-  NKE_EMU_KEV_VENDOR_LEN,
 };
 
 // Struct value types, derived from the tables.
@@ -1041,6 +211,32 @@ export type KevExecChunk = StructValue<typeof KevExecChunkLayout>;
 export type EmuReq = StructValue<typeof EmuReqLayout>;
 export type EmuReply = StructValue<typeof EmuReplyLayout>;
 export type EmuKevCtl = StructValue<typeof EmuKevCtlLayout>;
+
+/** The field of `layout` named `name`; throws when the header has no such field. */
+export function fieldOf(layout: StructLayout, name: string): FieldLayout {
+  const f = layout.fields.find((x) => x.name === name);
+  if (!f) throw new AbiError(`${layout.name} has no field ${name}`);
+  return f;
+}
+
+/** A value of `layout` with every field zero ('' for strings, fresh arrays each call). */
+export function zeroStruct<L extends StructLayout>(layout: L): StructValue<L> {
+  const out: Record<string, unknown> = {};
+  for (const f of layout.fields) {
+    if (f.name.startsWith('_pad')) continue;
+    const n = f.length;
+    if (f.type === 'struct') {
+      const s = f.struct as StructLayout;
+      out[f.name] = n === undefined ? zeroStruct(s) : Array.from({ length: n }, () => zeroStruct(s));
+    } else if (f.type === 'char') out[f.name] = '';
+    else if (f.type === 'u8' && n !== undefined) out[f.name] = new Uint8Array(n);
+    else {
+      const zero = f.type === 'u64' ? 0n : 0;
+      out[f.name] = n === undefined ? zero : new Array<number | bigint>(n).fill(zero);
+    }
+  }
+  return out as StructValue<L>;
+}
 
 // ---------------------------------------------------------------------------
 // Generic codec, driven by the tables
@@ -1285,26 +481,31 @@ export type Notification =
 
 export type NotificationKind = Notification['kind'];
 
-const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layout: StructLayout }>> = {
-  [NotifyType.Attach]: { kind: 'attach', layout: NtAttachLayout },
-  [NotifyType.Detach]: { kind: 'detach', layout: NtDetachLayout },
-  [NotifyType.ConnectIn]: { kind: 'connect_in', layout: NtAddrsLayout },
-  [NotifyType.ConnectOut]: { kind: 'connect_out', layout: NtAddrsLayout },
-  [NotifyType.Bound]: { kind: 'bound', layout: NtAddrsLayout },
-  [NotifyType.Listen]: { kind: 'listen', layout: NtAddrsLayout },
-  [NotifyType.Event]: { kind: 'event', layout: NtEventLayout },
-  [NotifyType.Data]: { kind: 'data', layout: NtDataLayout },
-  [NotifyType.ChunkReleased]: { kind: 'chunk_released', layout: NtChunkReleasedLayout },
-  [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
-  [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
-  [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
-  [NotifyType.DataGap]: { kind: 'data_gap', layout: NtDataGapLayout },
-};
+/** Each notification type (enum nke_notify_type) with its kind and record layout. */
+export const NOTIFICATION_KINDS: Readonly<Record<number, { kind: NotificationKind; layout: StructLayout }>> =
+  {
+    [NotifyType.Attach]: { kind: 'attach', layout: NtAttachLayout },
+    [NotifyType.Detach]: { kind: 'detach', layout: NtDetachLayout },
+    [NotifyType.ConnectIn]: { kind: 'connect_in', layout: NtAddrsLayout },
+    [NotifyType.ConnectOut]: { kind: 'connect_out', layout: NtAddrsLayout },
+    [NotifyType.Bound]: { kind: 'bound', layout: NtAddrsLayout },
+    [NotifyType.Listen]: { kind: 'listen', layout: NtAddrsLayout },
+    [NotifyType.Event]: { kind: 'event', layout: NtEventLayout },
+    [NotifyType.Data]: { kind: 'data', layout: NtDataLayout },
+    [NotifyType.ChunkReleased]: { kind: 'chunk_released', layout: NtChunkReleasedLayout },
+    [NotifyType.State]: { kind: 'state', layout: NtStateLayout },
+    [NotifyType.Option]: { kind: 'option', layout: NtOptionLayout },
+    [NotifyType.Owner]: { kind: 'owner', layout: NtAttachLayout },
+    [NotifyType.DataGap]: { kind: 'data_gap', layout: NtDataGapLayout },
+  };
 
-/** The record layout of a notification type, or undefined for an unknown type. */
-export function notificationLayout(type: number): StructLayout | undefined {
-  return NOTIFICATION_KINDS[type]?.layout;
-}
+// nke_nt_hdr.type and .size: read before the record's type (hence layout) is known.
+const HDR_TYPE = fieldOf(NtHdrLayout, 'type');
+const HDR_SIZE = fieldOf(NtHdrLayout, 'size');
+const hdrType = (v: DataView, off: number) =>
+  readScalar(v, off + HDR_TYPE.offset, HDR_TYPE.type as ScalarType) as number;
+const hdrSize = (v: DataView, off: number) =>
+  readScalar(v, off + HDR_SIZE.offset, HDR_SIZE.type as ScalarType) as number;
 
 function fail<T>(
   code: DecodeErrorCode,
@@ -1382,8 +583,8 @@ export function decodeNotification(buf: Bytes, offset = 0): DecodeResult<Notific
       `notification at ${offset}: ${avail} bytes left, a header needs ${NtHdrLayout.size}`,
     );
   }
-  const type = v.getUint16(offset, true);
-  const size = v.getUint16(offset + 2, true);
+  const type = hdrType(v, offset);
+  const size = hdrSize(v, offset);
   const known = NOTIFICATION_KINDS[type];
   if (!known) {
     return fail(
@@ -1417,7 +618,6 @@ export function decodeNotification(buf: Bytes, offset = 0): DecodeResult<Notific
   return { ok: true, value };
 }
 
-/** Encodes a notification record (the emulator tests and fuzzers use it); hdr.type/size are set from kind. */
 /**
  * Splits a batch of notification records (consecutive queue entries, as the
  * addon hands them over) and decodes each. Malformed records are counted,
@@ -1431,30 +631,22 @@ export function decodeNotificationBatch(buf: Bytes): { notifications: Notificati
   let off = 0;
   while (off + NtHdrLayout.size <= v.byteLength) {
     const r = decodeNotification(v, off);
-    const size = v.getUint16(off + 2, true); // nke_nt_hdr.size
+    const size = hdrSize(v, off);
     if (r.ok) notifications.push(r.value);
     else malformed++;
+    // "Records are multiples of 8 bytes" (nke_nt_hdr in the header).
     if (size < NtHdrLayout.size || size % 8 !== 0) return { notifications, malformed: malformed + 1 };
     off += size;
   }
   return { notifications, malformed };
 }
 
-export function encodeNotification(n: Notification): Uint8Array {
-  const entry = Object.entries(NOTIFICATION_KINDS).find(([, k]) => k.kind === n.kind);
-  if (!entry) {
-    throw new AbiError(`unknown notification kind ${JSON.stringify((n as { kind: unknown }).kind)}`);
-  }
-  const [type, { layout }] = entry;
-  const rec = { ...n, hdr: { ...n.hdr, type: Number(type), size: layout.size } };
-  return encodeStruct(layout, rec as never);
-}
-
 // ---------------------------------------------------------------------------
 // Replies (filter -> client)
 // ---------------------------------------------------------------------------
 
-function decodeFixed<L extends StructLayout>(
+/** One struct at `offset` as a DecodeResult (truncated input is an error value, not a throw). */
+export function decodeFixed<L extends StructLayout>(
   layout: L,
   buf: Bytes,
   offset: number,
@@ -1477,20 +669,6 @@ function decodeFixed<L extends StructLayout>(
   return { ok: true, value: readStructAt(v, offset, layout) as StructValue<L> };
 }
 
-/** Output of NKE_SEL_OPEN. The caller compares abi_version with NKE_ABI_VERSION. */
-export function decodeOpenReply(buf: Bytes, offset = 0): DecodeResult<OpenReply> {
-  const r = decodeFixed(OpenReplyLayout, buf, offset);
-  if (!r.ok) return r;
-  if (r.value.abi_version !== NKE_ABI_VERSION) {
-    return fail(
-      'bad_field',
-      offset,
-      `open reply: filter ABI version ${r.value.abi_version}, this client speaks ${NKE_ABI_VERSION}; rebuild and reload the filter`,
-    );
-  }
-  return r;
-}
-
 /** Output of NKE_SEL_GET_STATE. */
 export function decodeFilterState(buf: Bytes, offset = 0): DecodeResult<FilterState> {
   return decodeFixed(FilterStateLayout, buf, offset);
@@ -1499,15 +677,6 @@ export function decodeFilterState(buf: Bytes, offset = 0): DecodeResult<FilterSt
 // ---------------------------------------------------------------------------
 // Requests (client -> filter)
 // ---------------------------------------------------------------------------
-
-/** Input of NKE_SEL_OPEN. */
-export function encodeOpenRequest(req: { client_pid: number; flags?: number }): Uint8Array {
-  return encodeStruct(OpenRequestLayout, {
-    abi_version: NKE_ABI_VERSION,
-    flags: req.flags ?? NKE_OPEN_F_NONE,
-    client_pid: req.client_pid,
-  });
-}
 
 /**
  * One entry of a response. modified_len (AllowModified) and hold_ms (Extend)
@@ -1588,35 +757,6 @@ export function encodeResponse(
   return out;
 }
 
-/** Decodes a response message (the emulator side and tests); validates sizes and counts. */
-export function decodeResponse(
-  buf: Bytes,
-): DecodeResult<{ hdr: ResponseHdr; verdicts: Verdict[]; releases: Release[] }> {
-  const h = decodeFixed(ResponseHdrLayout, buf, 0);
-  if (!h.ok) return h;
-  const hdr = h.value;
-  const v = toView(buf);
-  const want =
-    ResponseHdrLayout.size + hdr.nverdicts * VerdictLayout.size + hdr.nreleases * ReleaseLayout.size;
-  if (hdr.size !== want || v.byteLength < want) {
-    return fail(
-      'bad_size',
-      0,
-      `response: size field ${hdr.size}, ${hdr.nverdicts} verdicts + ${hdr.nreleases} releases need ${want}, buffer has ${v.byteLength}`,
-    );
-  }
-  const verdicts: Verdict[] = [];
-  const releases: Release[] = [];
-  let off = ResponseHdrLayout.size;
-  for (let i = 0; i < hdr.nverdicts; i++, off += VerdictLayout.size) {
-    verdicts.push(readStructAt(v, off, VerdictLayout) as Verdict);
-  }
-  for (let i = 0; i < hdr.nreleases; i++, off += ReleaseLayout.size) {
-    releases.push(readStructAt(v, off, ReleaseLayout) as Release);
-  }
-  return { ok: true, value: { hdr, verdicts, releases } };
-}
-
 /**
  * Input of NKE_SEL_PUT_DATA: header followed by `data` (one piece of at most
  * NKE_PUT_DATA_MAX_PIECE bytes at `offset` of the modified data).
@@ -1659,23 +799,7 @@ export type RuleInput = Partial<Rule> & Pick<Rule, 'match' | 'action'>;
 
 /** A rule that matches everything and does `action`: every other field zero (fresh arrays each call). */
 export function emptyRule(action: RuleAction = RuleAction.Pass): Rule {
-  return {
-    match: 0,
-    action,
-    direction: 0,
-    protocol: 0,
-    family: 0,
-    pid: 0,
-    local_port_min: 0,
-    local_port_max: 0,
-    remote_port_min: 0,
-    remote_port_max: 0,
-    local_prefix: 0,
-    remote_prefix: 0,
-    local_addr: new Uint8Array(16),
-    remote_addr: new Uint8Array(16),
-    comm: '',
-  };
+  return { ...zeroStruct(RuleLayout), action };
 }
 
 /** Input of NKE_SEL_SET_CAPTURE (the full fixed-size struct, nrules filled in). */
@@ -1725,120 +849,6 @@ export function encodeCaptureConfig(cfg: {
 }
 
 // ---------------------------------------------------------------------------
-// Kernel events (exec monitor)
-// ---------------------------------------------------------------------------
-
-export interface KernEvent {
-  msg: KernEventMsg;
-  /** Event data after the 24-byte header (a view into the input). */
-  data: Uint8Array;
-}
-
-/** One kern_event_msg as read from the event socket (one datagram). */
-export function decodeKernEventMsg(buf: Bytes): DecodeResult<KernEvent> {
-  const h = decodeFixed(KernEventMsgLayout, buf, 0);
-  if (!h.ok) return h;
-  const v = toView(buf);
-  const msg = h.value;
-  if (msg.total_size < NKE_KEV_HEADER_SIZE || msg.total_size > v.byteLength) {
-    return fail(
-      'bad_size',
-      0,
-      `kern_event_msg: total_size ${msg.total_size}, datagram has ${v.byteLength} bytes (header ${NKE_KEV_HEADER_SIZE})`,
-    );
-  }
-  const data = new Uint8Array(
-    v.buffer,
-    v.byteOffset + NKE_KEV_HEADER_SIZE,
-    msg.total_size - NKE_KEV_HEADER_SIZE,
-  );
-  return { ok: true, value: { msg, data } };
-}
-
-export interface ExecChunkEvent {
-  msg: KernEventMsg;
-  chunk: KevExecChunk;
-  /** This piece of the path (no NUL), a view into the input. */
-  piece: Uint8Array;
-}
-
-/**
- * One NKE_KEV_EVENT_EXEC message: header, nke_kev_exec_chunk and its piece
- * of the path. Checks class/subclass/code and that the piece lies inside
- * total_len, so a reassembler can copy it without further bounds checks.
- */
-export function decodeExecChunkEvent(buf: Bytes): DecodeResult<ExecChunkEvent> {
-  const m = decodeKernEventMsg(buf);
-  if (!m.ok) return m;
-  const { msg, data } = m.value;
-  if (
-    msg.kev_class !== NKE_KEV_CLASS ||
-    msg.kev_subclass !== NKE_KEV_SUBCLASS_EXEC ||
-    msg.event_code !== NKE_KEV_EVENT_EXEC
-  ) {
-    return fail(
-      'bad_class',
-      0,
-      `kern_event_msg: class ${msg.kev_class}/${msg.kev_subclass} code ${msg.event_code} is not an exec event (${NKE_KEV_CLASS}/${NKE_KEV_SUBCLASS_EXEC} code ${NKE_KEV_EVENT_EXEC})`,
-    );
-  }
-  if (data.length < KevExecChunkLayout.size) {
-    return fail(
-      'truncated',
-      0,
-      `exec event: ${data.length} data bytes, the chunk header needs ${KevExecChunkLayout.size}`,
-    );
-  }
-  const chunk = readStructAt(toView(data), 0, KevExecChunkLayout) as KevExecChunk;
-  const piece = data.subarray(KevExecChunkLayout.size);
-  if (
-    chunk.chunk_count < 1 ||
-    chunk.chunk_count > NKE_KEV_MAX_CHUNKS ||
-    chunk.chunk_index >= chunk.chunk_count
-  ) {
-    return fail(
-      'bad_field',
-      0,
-      `exec event ${chunk.exec_id}: chunk ${chunk.chunk_index} of ${chunk.chunk_count} (count must be 1..${NKE_KEV_MAX_CHUNKS})`,
-    );
-  }
-  if (chunk.total_len >= NKE_PATH_MAX || chunk.offset + piece.length > chunk.total_len) {
-    return fail(
-      'bad_field',
-      0,
-      `exec event ${chunk.exec_id}: piece ${chunk.offset}+${piece.length} outside path length ${chunk.total_len} (< ${NKE_PATH_MAX})`,
-    );
-  }
-  return { ok: true, value: { msg, chunk, piece } };
-}
-
-/** Builds one exec kern_event_msg (the inverse of decodeExecChunkEvent; tests and emulators). */
-export function encodeExecChunkEvent(
-  msg: Omit<KernEventMsg, 'total_size'>,
-  chunk: KevExecChunk,
-  piece: Uint8Array,
-): Uint8Array {
-  const total = NKE_KEV_HEADER_SIZE + KevExecChunkLayout.size + piece.length;
-  const out = new Uint8Array(total);
-  encodeStruct(KernEventMsgLayout, { ...msg, total_size: total }, out, 0);
-  encodeStruct(KevExecChunkLayout, chunk, out, NKE_KEV_HEADER_SIZE);
-  out.set(piece, NKE_KEV_HEADER_SIZE + KevExecChunkLayout.size);
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// u64 across JSON
-// ---------------------------------------------------------------------------
-
-/** Parses a decimal u64 (as sent across JSON) exactly; throws AbiError otherwise. */
-export function parseU64(text: string): bigint {
-  if (!/^(0|[1-9][0-9]{0,19})$/.test(text)) throw new AbiError(`not a decimal u64: ${JSON.stringify(text)}`);
-  const v = BigInt(text);
-  if (v > 0xffffffffffffffffn) throw new AbiError(`u64 out of range: ${text}`);
-  return v;
-}
-
-// ---------------------------------------------------------------------------
 // Addresses
 // ---------------------------------------------------------------------------
 
@@ -1876,125 +886,4 @@ export function formatIp(family: number, addr: Uint8Array, scopeId = 0): string 
   if (family === NKE_AF_INET6) return scopeId ? `${formatIPv6(addr)}%${scopeId}` : formatIPv6(addr);
   if (family === 0) return '';
   return `<family ${family}>`;
-}
-
-/** "127.0.0.1:80", "[::1]:443", "[fe80::1%4]:22"; "" when family is 0 (no address). */
-export function formatAddr(a: NkeAddr): string {
-  if (a.family === NKE_AF_INET) return `${formatIp(a.family, a.addr)}:${a.port}`;
-  if (a.family === NKE_AF_INET6) return `[${formatIp(a.family, a.addr, a.scope_id)}]:${a.port}`;
-  return formatIp(a.family, a.addr);
-}
-
-function parseIPv4(s: string): Uint8Array | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i])) return undefined;
-    const n = Number(parts[i]);
-    if (n > 255) return undefined;
-    out[i] = n;
-  }
-  return out;
-}
-
-function parseIPv6(s: string): Uint8Array | undefined {
-  let text = s;
-  // A trailing dotted IPv4 (::ffff:1.2.3.4) stands for the last two groups:
-  // rewrite it as hex groups and parse the rest uniformly.
-  const lastColon = text.lastIndexOf(':');
-  if (lastColon >= 0 && text.includes('.', lastColon)) {
-    const v4 = parseIPv4(text.slice(lastColon + 1));
-    if (!v4) return undefined;
-    const hi = ((v4[0] << 8) | v4[1]).toString(16);
-    const lo = ((v4[2] << 8) | v4[3]).toString(16);
-    text = `${text.slice(0, lastColon + 1)}${hi}:${lo}`;
-  }
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const parse = (h: string): number[] | undefined => {
-    if (h === '') return [];
-    const out: number[] = [];
-    for (const g of h.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-      out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const head = parse(halves[0]);
-  const rest = halves.length === 2 ? parse(halves[1]) : [];
-  if (!head || !rest) return undefined;
-  let groups: number[];
-  if (halves.length === 2) {
-    const zeros = 8 - head.length - rest.length;
-    if (zeros < 1) return undefined;
-    groups = [...head, ...new Array<number>(zeros).fill(0), ...rest];
-  } else {
-    groups = head;
-    if (groups.length !== 8) return undefined;
-  }
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 0xff;
-  });
-  return out;
-}
-
-/**
- * Parses an IP address alone ("10.0.0.1", "::1", "fe80::1%4") into the ABI's
- * family + 16-byte network-order array. Throws AbiError on anything else.
- */
-export function parseIp(text: string): { family: number; addr: Uint8Array; scope_id: number } {
-  const addr = new Uint8Array(16);
-  const v4 = parseIPv4(text);
-  if (v4) {
-    addr.set(v4);
-    return { family: NKE_AF_INET, addr, scope_id: 0 };
-  }
-  const pct = text.indexOf('%');
-  const ipText = pct < 0 ? text : text.slice(0, pct);
-  let scope_id = 0;
-  if (pct >= 0) {
-    const scope = text.slice(pct + 1);
-    if (!/^[0-9]{1,10}$/.test(scope) || Number(scope) > 0xffffffff) {
-      throw new AbiError(`IPv6 scope must be a numeric interface index: ${JSON.stringify(text)}`);
-    }
-    scope_id = Number(scope);
-  }
-  const v6 = parseIPv6(ipText);
-  if (!v6) throw new AbiError(`not an IPv4 or IPv6 address: ${JSON.stringify(text)}`);
-  return { family: NKE_AF_INET6, addr: v6, scope_id };
-}
-
-/** Parses "127.0.0.1:80" or "[::1]:443" / "[fe80::1%4]:22" into an nke_addr. Throws AbiError otherwise. */
-export function parseAddr(text: string): NkeAddr {
-  let host: string;
-  let portText: string;
-  if (text.startsWith('[')) {
-    const close = text.indexOf(']');
-    if (close < 0 || text[close + 1] !== ':') {
-      throw new AbiError(`expected "[ipv6]:port", got ${JSON.stringify(text)}`);
-    }
-    host = text.slice(1, close);
-    portText = text.slice(close + 2);
-  } else {
-    const colon = text.lastIndexOf(':');
-    if (colon < 0 || text.indexOf(':') !== colon) {
-      throw new AbiError(`expected "a.b.c.d:port" or "[ipv6]:port", got ${JSON.stringify(text)}`);
-    }
-    host = text.slice(0, colon);
-    portText = text.slice(colon + 1);
-  }
-  if (!/^(0|[1-9][0-9]{0,4})$/.test(portText) || Number(portText) > 65535) {
-    throw new AbiError(`port must be 0..65535 in ${JSON.stringify(text)}`);
-  }
-  const ip = parseIp(host);
-  if (ip.family === NKE_AF_INET6 && !text.startsWith('[')) {
-    throw new AbiError(`IPv6 address needs brackets: "[${host}]:${portText}"`);
-  }
-  if (ip.family === NKE_AF_INET && text.startsWith('[')) {
-    throw new AbiError(`IPv4 address must not be bracketed: "${host}:${portText}"`);
-  }
-  return { family: ip.family, port: Number(portText), scope_id: ip.scope_id, addr: ip.addr };
 }

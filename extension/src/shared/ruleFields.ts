@@ -11,8 +11,9 @@
 // header's struct nke_rule and NKE_MATCH_* bit, kext/core's validator and
 // matcher (nke_rules.c, and struct nke_flow in nke_core.h), and one entry of
 // RULE_FIELDS here, then `npm run rules:schema`. A C field or bit without its
-// entry here fails test/unit/ruleFields.test.ts (every NKE_MATCH_* bit is
-// some field's) and the ABI conformance test (the layout of struct nke_rule).
+// entry here fails test/unit/ruleFields.test.ts (every NKE_MATCH_* bit and
+// every field of struct nke_rule, as abi.generated.ts has them, is some
+// entry's).
 //
 // No vscode and no Node import: the extension, the helper and the CLI use it.
 import {
@@ -31,10 +32,10 @@ import {
   NKE_PROTO_UDP,
   AbiError,
   Direction,
-  parseIp,
   RuleAction,
   type Rule,
 } from './abi';
+import { parseIp } from './ipText';
 
 /** A rule or rules config that does not validate; the message names the field (`rules.intercept[2].remotePort: ...`). */
 export class RulesError extends Error {}

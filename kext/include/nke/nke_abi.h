@@ -3,8 +3,9 @@
  *
  * THE single definition of everything that crosses the boundary between the
  * kext (or its Linux emulator) and the user client (the native addon). The
- * TypeScript mirror in extension/src/shared/abi.ts is checked against this
- * file by test/native/abi-layout: change both or the build fails.
+ * TypeScript side takes every constant, enum and struct layout from this
+ * file: the build compiles a program against it (scripts/gen-abi.mjs) and
+ * writes extension/src/shared/abi.generated.ts from what the compiler says.
  *
  * Rules for this file:
  *  - fixed-width fields only, explicit padding (`_pad*`, always zero on the
