@@ -11,6 +11,7 @@
 // anyone's.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { NkeErrorCode } from './helperProtocol';
 
 /** $NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid> (nke_rundir_resolve). */
 export function resolveEmulatorRuntimeDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -20,7 +21,7 @@ export function resolveEmulatorRuntimeDir(env: NodeJS.ProcessEnv = process.env):
 }
 
 export class PrivateDirError extends Error {
-  readonly code = 'NKE_NOT_PRIVATE';
+  readonly code: NkeErrorCode = 'NKE_NOT_PRIVATE';
 }
 
 /** "uid 65534 (nobody)", or "uid 1234" when /etc/passwd does not name it. */
