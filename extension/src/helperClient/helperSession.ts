@@ -33,6 +33,7 @@ import {
   type RulesConfig,
   SetPaused,
   SetRules,
+  type UnknownPayloadData,
   Update,
   Verdict,
 } from '../shared/helperProtocol';
@@ -83,7 +84,8 @@ function filterErrorCode(e: unknown): NkeErrorCode | undefined {
 /** A helper ResponseError's data.reason (why a payload is no longer pending). */
 function removalReason(e: unknown): PendingRemovalReason | undefined {
   if (!(e instanceof ResponseError)) return undefined;
-  const data = e.data as { reason?: unknown } | undefined;
+  // data is UnknownPayloadData when the helper knew why; checked, as anything from the wire.
+  const data = e.data as { [K in keyof UnknownPayloadData]?: unknown } | undefined;
   return typeof data?.reason === 'string' ? (data.reason as PendingRemovalReason) : undefined;
 }
 
