@@ -76,7 +76,6 @@ export function activate(context: vscode.ExtensionContext): NkeWorkbenchApi {
       const s = readSettings();
       return {
         asAdministrator: process.platform === 'darwin' && s.mode === 'kext',
-        historyLimit: s.historyLimit,
         captureHistoryMiB: s.captureHistoryMiB,
         env:
           s.mode === 'emulator'

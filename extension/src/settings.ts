@@ -63,5 +63,10 @@ export function rulesFromSettings(s: NkeSettings = readSettings()): RulesConfig 
 /** Settings whose change must reach a running helper. */
 export const rulesSettings = ['nke.capture', 'nke.interceptRules', 'nke.holdTimeoutMs'];
 
-/** Settings the helper process starts with: a change applies at the next Connect (a new helper). */
-export const helperLaunchSettings = ['nke.mode', 'nke.emulatorRuntimeDir', 'nke.historyLimit'];
+/**
+ * Settings the helper process starts with: a change applies at the next
+ * Connect (a new helper). Not nke.historyLimit: it counts the exec events
+ * this window keeps and applies at once; the helper's event ring has its own
+ * limit (--event-ring).
+ */
+export const helperLaunchSettings = ['nke.mode', 'nke.emulatorRuntimeDir'];

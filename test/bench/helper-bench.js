@@ -135,7 +135,7 @@ const rss = process.memoryUsage().rss / (1024 * 1024);
 const modelRate = Math.round((n / ms) * 1000);
 console.log(`helper model alone: ${n} notifications in ${ms.toFixed(0)} ms = ${modelRate} /s`);
 console.log(
-  `history ${engine.model.historySize} events kept (limit ${engine.model.historyLimit}), ${engine.model.counters.historyDropped} dropped`,
+  `event ring ${engine.model.eventRingSize} events kept (limit ${engine.model.eventRingLimit}), ${engine.model.eventsDropped} dropped`,
 );
 console.log(`RSS after ${n} events: ${rss.toFixed(1)} MB`);
 engine.dispose();

@@ -11,57 +11,15 @@ const dgram = require('node:dgram');
 const os = require('node:os');
 const path = require('node:path');
 
-const root = path.resolve(__dirname, '../..');
-const build = path.join(root, 'native/emu/build');
-const EMUD = path.join(build, 'nke-emud');
-const CLIENT = path.join(build, 'test-client');
-const SHIM = path.join(build, 'libnkeshim.so');
+const H = require('./shim-harness');
+
+const EMUD = path.join(H.build, 'nke-emud');
+const CLIENT = path.join(H.build, 'test-client');
+const { SHIM, build, start, kill } = H;
 const MMSG = path.join(build, 'mmsg-test');
 
+// Programs runShimmed spawns itself (H.killAll stops those of H.start): killed after each test.
 const children = new Set();
-
-/** Spawns a child, collects its stdout lines and resolves `ready()` on a line starting with `marker`. */
-function start(cmd, args, opts = {}) {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
-  children.add(p);
-  p.lines = [];
-  p.stderrText = '';
-  let buf = '';
-  const waiters = [];
-  p.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      p.lines.push(line);
-      for (const w of [...waiters])
-        if (w.test(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-    }
-  });
-  p.stderr.on('data', (d) => (p.stderrText += d));
-  p.exited = new Promise((res) =>
-    p.on('exit', (code, sig) => {
-      children.delete(p);
-      res({ code, sig });
-    }),
-  );
-  p.waitLine = (re, ms = 10000) =>
-    new Promise((resolve, reject) => {
-      const hit = p.lines.find((l) => re.test(l));
-      if (hit) return resolve(hit);
-      const w = { test: (l) => re.test(l), resolve };
-      waiters.push(w);
-      setTimeout(
-        () => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)),
-        ms,
-      );
-    });
-  return p;
-}
 
 /** Resolves once `p` has printed `n` lines matching `re` (exactly n after a grace period is the caller's check). */
 async function waitCount(p, re, n, ms = 5000) {
@@ -70,11 +28,6 @@ async function waitCount(p, re, n, ms = 5000) {
   while ((c = p.lines.filter((l) => re.test(l)).length) < n && Date.now() - t0 < ms)
     await new Promise((r) => setTimeout(r, 10));
   assert.equal(c, n, `${re}: ${c} lines, expected ${n}`);
-}
-
-function kill(p, sig = 'SIGTERM') {
-  if (p && p.exitCode === null && p.signalCode === null) p.kill(sig);
-  return p ? p.exited : Promise.resolve();
 }
 
 let dir;
@@ -218,7 +171,8 @@ describe('Linux emulator (nke-emud + libnkeshim.so)', function () {
     await startDaemon();
   });
   afterEach(async function () {
-    for (const c of [...children]) await kill(c, 'SIGKILL');
+    for (const c of [...children]) c.kill('SIGKILL');
+    await H.killAll();
     closeServers();
     fs.rmSync(dir, { recursive: true, force: true });
   });

@@ -15,14 +15,13 @@ const FORKS = 200;
 
 describe('fork under the shim while other threads use sockets', function () {
   this.timeout(180000);
-  let emu;
+  const emu = H.useEmulator();
   let echo;
   let sink;
   let lines;
   let datagrams;
 
   beforeEach(async function () {
-    emu = await H.emulator();
     lines = new Set();
     datagrams = new Set();
     echo = net.createServer((s) => {
@@ -47,8 +46,6 @@ describe('fork under the shim while other threads use sockets', function () {
   afterEach(async function () {
     echo.close();
     sink.close();
-    await H.killAll();
-    await emu.close();
   });
 
   async function forkStress() {

@@ -42,21 +42,16 @@ const ROUNDS = 3000;
 
 describe('mux link ids of sockets attached before connect', function () {
   this.timeout(180000);
-  let emu;
+  const emu = H.useEmulator();
   let echo;
   beforeEach(async function () {
-    emu = await H.emulator();
     echo = net.createServer((s) => {
       s.on('data', (d) => s.write(d));
       s.on('error', () => {});
     });
     await new Promise((r) => echo.listen(0, '127.0.0.1', r));
   });
-  afterEach(async function () {
-    echo.close();
-    await H.killAll();
-    await emu.close();
-  });
+  afterEach(() => echo.close());
 
   it(`3 threads x ${ROUNDS} sockets (option, connect, echo) with every chunk held and passed: no verdict lost`, async function () {
     const client = await emu.client(['--out', 'pass', '--in', 'pass']);

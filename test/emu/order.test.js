@@ -11,68 +11,12 @@
 // under the real shim and checks the bytes a real server received.
 'use strict';
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
+const H = require('./shim-harness');
 
-const root = path.resolve(__dirname, '../..');
-const build = path.join(root, 'native/emu/build');
-const EMUD = path.join(build, 'nke-emud');
-const CLIENT = path.join(build, 'test-client');
-const SHIM = path.join(build, 'libnkeshim.so');
 const FAKE_SHIM = path.join(__dirname, 'fake_shim.py');
-
-const children = new Set();
-
-/** Spawns a child and collects its stdout lines; `waitLine(re)` resolves with the first match. */
-function start(cmd, args, opts = {}) {
-  const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
-  children.add(p);
-  p.lines = [];
-  p.stderrText = '';
-  let buf = '';
-  const waiters = [];
-  p.stdout.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      p.lines.push(line);
-      for (const w of [...waiters])
-        if (w.re.test(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
-    }
-  });
-  p.stderr.on('data', (d) => (p.stderrText += d));
-  p.stdin.on('error', () => {});
-  p.exited = new Promise((res) =>
-    p.on('exit', (code, sig) => {
-      children.delete(p);
-      res({ code, sig });
-    }),
-  );
-  p.waitLine = (re, ms = 10000) =>
-    new Promise((resolve, reject) => {
-      const hit = p.lines.find((l) => re.test(l));
-      if (hit) return resolve(hit);
-      waiters.push({ re, resolve });
-      setTimeout(
-        () => reject(new Error(`${cmd}: no line matching ${re} in ${ms} ms; stderr: ${p.stderrText}`)),
-        ms,
-      );
-    });
-  return p;
-}
-
-function kill(p, sig = 'SIGTERM') {
-  if (p && p.exitCode === null && p.signalCode === null) p.kill(sig);
-  return p ? p.exited : Promise.resolve();
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -101,31 +45,16 @@ function verdicts(shim, dir) {
 
 describe('emulator stream order (kext/core order rule in nke-emud)', function () {
   this.timeout(60000);
-  let dir;
-  let rt;
-  let emud;
-
   before(function () {
-    for (const f of [EMUD, CLIENT, SHIM]) assert.ok(fs.existsSync(f), `${f} missing: run make -C native/emu`);
+    for (const f of ['nke-emud', 'test-client', 'libnkeshim.so'].map((n) => path.join(H.build, n)))
+      assert.ok(fs.existsSync(f), `${f} missing: run make -C native/emu`);
   });
-  beforeEach(async function () {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-order-test-'));
-    rt = path.join(dir, 'rt');
-    emud = start(EMUD, [], { env: { ...process.env, NKE_EMU_DIR: rt } });
-    await emud.waitLine(/^nke-emud ready/);
-  });
-  afterEach(async function () {
-    for (const c of [...children]) await kill(c, 'SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  async function client(args) {
-    const c = start(CLIENT, ['--dir', rt, ...args]);
-    await c.waitLine(/^ready/);
-    return c;
-  }
+  const emu = H.useEmulator();
+  const client = (args) => emu.client(args);
   async function fakeShim() {
-    const s = start('python3', [FAKE_SHIM, rt]);
+    // It reads its commands (send) on stdin.
+    const s = H.start('python3', [FAKE_SHIM, emu.rt], { stdio: ['pipe', 'pipe', 'pipe'] });
+    s.stdin.on('error', () => {});
     await s.waitLine(/^ready$/);
     s.send = (line) => s.stdin.write(`${line}\n`);
     return s;
@@ -221,7 +150,7 @@ describe('emulator stream order (kext/core order rule in nke-emud)', function ()
     await sleep(300);
     assert.deepEqual(verdicts(shim), [], shim.lines.join('\n'));
     // Without a client: everything held goes as it was, the queued one last.
-    await kill(c, 'SIGKILL');
+    await H.kill(c, 'SIGKILL');
     await lines(shim, /^verdict out /, 65);
     const v = verdicts(shim, 'out');
     assert.deepEqual(
@@ -244,7 +173,7 @@ describe('emulator stream order (kext/core order rule in nke-emud)', function ()
     await c.waitLine(/^held-total 1$/);
     // Racing the client's death: nke-emud sees these before or after it,
     // held (client still there) or not (client gone); either way behind 0.
-    const died = kill(c, 'SIGKILL');
+    const died = H.kill(c, 'SIGKILL');
     for (let i = 1; i <= 5; i++) shim.send(`data out ${i} 100`);
     await died;
     await lines(shim, /^verdict out /, 6);
@@ -285,8 +214,8 @@ for p in ['one.', 'two.', 'three.']:
 s.shutdown(socket.SHUT_WR)
 print(s.recv(10).decode())
 `;
-    const prog = start('python3', ['-c', script, String(srv.address().port)], {
-      env: { ...process.env, LD_PRELOAD: SHIM, NKE_EMU_DIR: rt },
+    const prog = H.start('python3', ['-c', script, String(srv.address().port)], {
+      env: emu.env(),
     });
     await prog.waitLine(/^ok$/, 20000);
     srv.close();

@@ -32,29 +32,78 @@ K.SEL_COUNT = constant(abiHeader, 'NKE_SEL_COUNT');
 K.MAGIC_REQ = constant(protoHeader, 'NKE_EMU_MAGIC_REQ');
 const STATE_SIZE = Number(/NKE_ASSERT_SIZE\(struct nke_filter_state, (\d+)\)/.exec(abiHeader)[1]);
 
-// Two ctl.sock connections, A first (nke-emud's user client once it opens)
-// and B; each argv step "A:sel[:open]" sends one request and prints
-// "status len" for its reply.
+// ctl.sock connections by name (A, B, ...), each made at its first step;
+// each argv step "A:sel[:open]" sends one request and prints "status len"
+// for its reply; "A:close" closes A. nke-emud sees a close in its own time:
+// the first OPEN after a close is asked again while it answers BUSY, for 10 s
+// at most (a BUSY that stays is printed as it is).
 const CTL_CLIENT = `
-import os, socket, struct, sys
-path, magic, abi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import os, socket, struct, sys, time
+path, magic, abi, busy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 conns = {}
-for step in sys.argv[4:]:
-    who, sel = step.split(':')[0], int(step.split(':')[1])
+closed = False
+def ask(who, sel, body):
+    conns[who].send(struct.pack('<IIII', magic, sel, 7, len(body)) + body)
+    _, status, seq, n = struct.unpack('<IIII', conns[who].recv(4096)[:16])
+    return status, n
+for step in sys.argv[5:]:
+    who = step.split(':')[0]
+    if step.endswith(':close'):
+        conns.pop(who).close()
+        closed = True
+        continue
+    sel = int(step.split(':')[1])
     if who not in conns:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         s.connect(path)
         conns[who] = s
-    body = struct.pack('<IIiI', abi, 0, os.getpid(), 0) if step.endswith(':open') else b''
-    conns[who].send(struct.pack('<IIII', magic, sel, 7, len(body)) + body)
-    reply = conns[who].recv(4096)
-    _, status, seq, n = struct.unpack('<IIII', reply[:16])
+    is_open = step.endswith(':open')
+    body = struct.pack('<IIiI', abi, 0, os.getpid(), 0) if is_open else b''
+    status, n = ask(who, sel, body)
+    end = time.monotonic() + 10
+    while is_open and closed and status == busy and time.monotonic() < end:
+        time.sleep(0.02)
+        status, n = ask(who, sel, body)
+    if is_open:
+        closed = False
     print(status, n, flush=True)
 `;
 
 describe('ctl.sock follows the ABI selector contract', function () {
   this.timeout(60000);
   const emu = H.useEmulator();
+
+  /** Runs the steps [who, selector | 'close', expected status, 'open'?] on ctl.sock and checks each reply. */
+  async function ctlSteps(steps) {
+    const args = steps.map(([who, sel, , open]) => `${who}:${sel}${open ? ':open' : ''}`);
+    const r = await H.run(
+      'python3',
+      [
+        '-c',
+        CTL_CLIENT,
+        path.join(emu.rt, 'ctl.sock'),
+        String(K.MAGIC_REQ),
+        String(K.NKE_ABI_VERSION),
+        String(K.NKE_ERR_BUSY),
+        ...args,
+      ],
+      process.env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const replies = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').map(Number));
+    const asked = steps.filter(([, sel]) => sel !== 'close');
+    assert.equal(replies.length, asked.length, r.stdout);
+    asked.forEach(([who, sel, want], i) => {
+      const [status, len] = replies[i];
+      assert.equal(status, want, `step ${i}: ${who} selector ${sel} answered ${status}, expected ${want}`);
+      if (sel === K.NKE_SEL_GET_STATE && want === K.NKE_OK)
+        assert.equal(len, STATE_SIZE, `step ${i}: state size`);
+      else if (sel !== K.NKE_SEL_OPEN) assert.equal(len, 0, `step ${i}: a refusal carries no output`);
+    });
+  }
 
   it('GET_STATE and the rest only from the open client; OPEN from anyone; an unknown selector is SELECTOR', async function () {
     const steps = [
@@ -71,31 +120,25 @@ describe('ctl.sock follows the ABI selector contract', function () {
       ['B', K.NKE_SEL_OPEN, K.NKE_ERR_BUSY, 'open'],
       ['A', K.NKE_SEL_GET_STATE, K.NKE_OK], // B changed nothing for A
     ];
-    const args = steps.map(([who, sel, , open]) => `${who}:${sel}${open ? ':open' : ''}`);
-    const r = await H.run(
-      'python3',
-      [
-        '-c',
-        CTL_CLIENT,
-        path.join(emu.rt, 'ctl.sock'),
-        String(K.MAGIC_REQ),
-        String(K.NKE_ABI_VERSION),
-        ...args,
-      ],
-      process.env,
-    );
-    assert.equal(r.code, 0, r.stderr);
-    const replies = r.stdout
-      .trim()
-      .split('\n')
-      .map((l) => l.split(' ').map(Number));
-    assert.equal(replies.length, steps.length, r.stdout);
-    steps.forEach(([who, sel, want], i) => {
-      const [status, len] = replies[i];
-      assert.equal(status, want, `step ${i}: ${who} selector ${sel} answered ${status}, expected ${want}`);
-      if (sel === K.NKE_SEL_GET_STATE && want === K.NKE_OK)
-        assert.equal(len, STATE_SIZE, `step ${i}: state size`);
-      else if (sel !== K.NKE_SEL_OPEN) assert.equal(len, 0, `step ${i}: a refusal carries no output`);
-    });
+    await ctlSteps(steps);
+  });
+
+  // The kext's owner is the client whose OPEN succeeded: a connection that
+  // never opens holds nothing, and once the open client closes any other
+  // may open (nke-emud once made the first connection the owner at connect).
+  it('the open client is the one whose OPEN succeeded, not the first to connect', async function () {
+    await ctlSteps([
+      ['A', K.NKE_SEL_GET_STATE, K.NKE_ERR_NOT_OPEN], // A connects first, opens nothing
+      ['B', K.NKE_SEL_OPEN, K.NKE_OK, 'open'],
+      ['B', K.NKE_SEL_GET_STATE, K.NKE_OK],
+      ['A', K.NKE_SEL_OPEN, K.NKE_ERR_BUSY, 'open'],
+      ['A', K.NKE_SEL_GET_STATE, K.NKE_ERR_NOT_OPEN],
+      ['B', 'close'],
+      ['A', K.NKE_SEL_OPEN, K.NKE_OK, 'open'], // B gone: A, connected all along, may open
+      ['A', K.NKE_SEL_GET_STATE, K.NKE_OK],
+      ['C', K.NKE_SEL_OPEN, K.NKE_ERR_BUSY, 'open'],
+      ['A', 'close'],
+      ['C', K.NKE_SEL_OPEN, K.NKE_OK, 'open'],
+    ]);
   });
 });

@@ -7,14 +7,7 @@
 // socket. Against the real emulator and a real python3 client.
 import assert from 'node:assert/strict';
 import { FilterEngine } from '../../extension/src/helper/engine';
-import {
-  closeRecordingServers,
-  type Emulator,
-  recordingServer,
-  runUnder,
-  startEmulator,
-  waitFor,
-} from './emu-support';
+import { closeRecordingServers, recordingServer, runUnder, useEmulator, waitFor } from './emu-support';
 
 /**
  * python3 connects to 127.0.0.1:argv[1] (the socket is attached now, while
@@ -31,18 +24,7 @@ function lateSender(waitS: number): string[] {
 
 describe('helper with the emulator: rules on sockets it adopted', function () {
   this.timeout(60000);
-  let emu: Emulator;
-  let saved: string | undefined;
-  before(async () => {
-    emu = await startEmulator();
-    saved = process.env.NKE_EMU_DIR;
-    process.env.NKE_EMU_DIR = emu.dir;
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env.NKE_EMU_DIR;
-    else process.env.NKE_EMU_DIR = saved;
-    await emu?.stop();
-  });
+  const emu = useEmulator();
   let engine: FilterEngine | undefined;
   afterEach(() => {
     engine?.dispose();

@@ -76,7 +76,7 @@ describe('helper protocol 2: byte counts as tuples, no history events on the wir
     clientSide.listen();
     try {
       const hello = await clientSide.sendRequest(P.Hello);
-      assert.equal(hello.protocolVersion, 2);
+      assert.equal(hello.protocolVersion, P.HELPER_PROTOCOL_VERSION);
       feed(engine.model, attach(5, 1, 9, 'curl'), connectOut(5, 1, 443), data(5, 1n, 10, 2));
       engine.flushUpdates();
       feed(engine.model, data(5, 2n, 20, 2));

@@ -16,15 +16,7 @@ import { serveControl } from '../../extension/src/helper/controlServer';
 import { FilterEngine } from '../../extension/src/helper/engine';
 import type { PendingEntry } from '../../extension/src/helper/model';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
-import {
-  closeRecordingServers,
-  type Emulator,
-  recordingServer,
-  root,
-  runUnder,
-  startEmulator,
-  waitFor,
-} from './emu-support';
+import { closeRecordingServers, recordingServer, root, runUnder, useEmulator, waitFor } from './emu-support';
 import { expertErrors, fields, followTcp } from './tshark';
 
 const nke = path.join(root, 'dist/nke.js');
@@ -98,27 +90,19 @@ function httpServer(): Promise<{ port: number; received: () => Buffer; close: ()
 
 describe('capture history exported as pcapng (tshark reads it back)', function () {
   this.timeout(90000);
-  let emu: Emulator;
+  const emu = useEmulator(); // the addon in this process finds the same emulator
   let dir: string;
-  let saved: { emu?: string; cli?: string };
+  let savedCliDir: string | undefined;
   let engine: FilterEngine;
   let control: ControlServer | undefined;
-  before(async () => {
-    emu = await startEmulator();
+  before(() => {
     dir = makePrivateDir('nke-capture-test-');
-    saved = { emu: process.env.NKE_EMU_DIR, cli: process.env.NKE_CLI_DIR };
-    process.env.NKE_EMU_DIR = emu.dir; // the addon in this process finds the same emulator
+    savedCliDir = process.env.NKE_CLI_DIR;
     process.env.NKE_CLI_DIR = path.join(dir, 'cli'); // this test's own control socket
   });
-  after(async () => {
-    for (const [k, v] of [
-      ['NKE_EMU_DIR', saved.emu],
-      ['NKE_CLI_DIR', saved.cli],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-    await emu?.stop();
+  after(() => {
+    if (savedCliDir === undefined) delete process.env.NKE_CLI_DIR;
+    else process.env.NKE_CLI_DIR = savedCliDir;
     fs.rmSync(dir, { recursive: true, force: true });
   });
   beforeEach(() => {

@@ -185,7 +185,7 @@ describe('engine -> capture history: what the filter records become', function (
     assert.equal(engine.model.counters.dataGaps, 1);
     assert.ok(
       engine.model
-        .historySince(0)
+        .eventsSince(0)
         .some(
           (e) => e.kind === 'data-gap' && e.size === 4096 && e.reason === 'no-buffer' && e.socketId === '5:2',
         ),

@@ -6,15 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
-import {
-  closeRecordingServers,
-  type Emulator,
-  recordingServer,
-  root,
-  startEmulator,
-  sender,
-  waitFor,
-} from './emu-support';
+import { closeRecordingServers, recordingServer, root, useEmulator, sender, waitFor } from './emu-support';
 
 const nke = path.join(root, 'dist/nke.js');
 // Each argument one write, 100 ms apart.
@@ -27,18 +19,14 @@ const HOLDING_SENDER = sender(3);
 
 describe('nke CLI with the emulator', function () {
   this.timeout(60000);
-  let emu: Emulator;
+  const emu = useEmulator();
   let dir: string;
   let env: NodeJS.ProcessEnv;
-  before(async () => {
-    emu = await startEmulator();
+  before(() => {
     dir = makePrivateDir('nke-cli-emu-');
     env = { ...process.env, NKE_EMU_DIR: emu.dir, NKE_CLI_DIR: path.join(dir, 'cli') };
   });
-  after(async () => {
-    await emu?.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
   afterEach(() => closeRecordingServers());
   const run = (...args: string[]) => spawnSync(process.execPath, [nke, ...args], { env, encoding: 'utf8' });
   const rulesFile = (name: string, rules: unknown) => {

@@ -384,7 +384,6 @@ describe('nke status text', () => {
       sessionId: '3',
       paused: false,
       state: {
-        abiVersion: 2,
         captureMode: 'rules',
         now: { socketsLive: 1, chunksHeld: 1, buffersInUse: 0, bytesKept: 13 },
         sinceStart: {

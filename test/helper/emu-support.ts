@@ -55,6 +55,28 @@ export async function startEmulator(): Promise<Emulator> {
   };
 }
 
+/**
+ * In a describe block: one emulator for the block (before), stopped after
+ * it; while it runs, NKE_EMU_DIR names it, so the addon in this process (an
+ * engine, `nke`, a helper it starts) finds the same emulator. The handle
+ * is filled in by the before hook.
+ */
+export function useEmulator(): Emulator {
+  const emu = {} as Emulator;
+  let saved: string | undefined;
+  before(async () => {
+    Object.assign(emu, await startEmulator());
+    saved = process.env.NKE_EMU_DIR;
+    process.env.NKE_EMU_DIR = emu.dir;
+  });
+  after(async () => {
+    if (saved === undefined) delete process.env.NKE_EMU_DIR;
+    else process.env.NKE_EMU_DIR = saved;
+    await emu.stop?.();
+  });
+  return emu;
+}
+
 /** Runs argv under the emulator's launcher; resolves with exit code and output. */
 export function runUnder(
   emu: Emulator,

@@ -11,12 +11,11 @@ import { HelperClient } from '../../extension/src/helperClient/helperClient';
 import * as P from '../../extension/src/shared/helperProtocol';
 import {
   closeRecordingServers,
-  type Emulator,
   recordingServer,
   root,
   runUnder,
   sender,
-  startEmulator,
+  useEmulator,
   waitFor,
 } from './emu-support';
 
@@ -36,18 +35,7 @@ function firstPendingId(engine: FilterEngine): Promise<string> {
 
 describe('helper with the emulator', function () {
   this.timeout(60000);
-  let emu: Emulator;
-  let saved: string | undefined;
-  before(async () => {
-    emu = await startEmulator();
-    saved = process.env.NKE_EMU_DIR;
-    process.env.NKE_EMU_DIR = emu.dir; // the addon in this process finds the same emulator
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env.NKE_EMU_DIR;
-    else process.env.NKE_EMU_DIR = saved;
-    await emu?.stop();
-  });
+  const emu = useEmulator();
 
   let engine: FilterEngine;
   beforeEach(() => {

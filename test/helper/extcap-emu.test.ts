@@ -14,11 +14,11 @@ import { FilterEngine } from '../../extension/src/helper/engine';
 import { makePrivateDir } from '../../extension/src/shared/tokenSocket';
 import {
   closeRecordingServers,
-  type Emulator,
   recordingServer,
   root,
   runUnder,
-  startEmulator,
+  sender,
+  useEmulator,
   waitFor,
 } from './emu-support';
 import { expertErrors, fields, followTcp } from './tshark';
@@ -26,46 +26,34 @@ import { expertErrors, fields, followTcp } from './tshark';
 const nke = path.join(root, 'dist/nke.js');
 
 // Each argument is one write, 100 ms apart, then close.
-const SENDER = [
-  'python3',
-  '-c',
-  'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\nfor a in sys.argv[2:]:\n s.sendall(a.encode()); time.sleep(0.1)\ns.close()',
-];
+const SENDER = sender(0.1);
 
 describe('Wireshark extcap: the "nke" interface captures live', function () {
   this.timeout(120000);
-  let emu: Emulator;
+  const emu = useEmulator();
   let dir: string;
   let home: string;
   let env: NodeJS.ProcessEnv;
-  let saved: { emu?: string; cli?: string };
+  let savedCliDir: string | undefined;
   let engine: FilterEngine | undefined;
   let control: ControlServer | undefined;
   let capture: ChildProcess | undefined;
-  before(async () => {
-    emu = await startEmulator();
+  before(() => {
     dir = makePrivateDir('nke-extcap-test-');
     home = path.join(dir, 'home');
     fs.mkdirSync(home, { mode: 0o700 });
-    saved = { emu: process.env.NKE_EMU_DIR, cli: process.env.NKE_CLI_DIR };
-    process.env.NKE_EMU_DIR = emu.dir;
+    savedCliDir = process.env.NKE_CLI_DIR;
     process.env.NKE_CLI_DIR = path.join(dir, 'cli');
     // tshark with a home of its own: only this test's launcher is personal.
     env = { ...process.env, HOME: home, XDG_CONFIG_HOME: path.join(home, '.config') };
   });
-  after(async () => {
+  after(() => {
     capture?.kill('SIGKILL');
     control?.close();
     engine?.dispose();
     closeRecordingServers();
-    for (const [k, v] of [
-      ['NKE_EMU_DIR', saved.emu],
-      ['NKE_CLI_DIR', saved.cli],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-    await emu?.stop();
+    if (savedCliDir === undefined) delete process.env.NKE_CLI_DIR;
+    else process.env.NKE_CLI_DIR = savedCliDir;
     fs.rmSync(dir, { recursive: true, force: true });
   });
 

@@ -11,33 +11,22 @@ import { NKE_HOLD_TOTAL_MAX_MS } from '../../extension/src/shared/abi';
 import * as P from '../../extension/src/shared/helperProtocol';
 import {
   closeRecordingServers,
-  type Emulator,
   recordingServer,
   root,
   runUnder,
-  startEmulator,
+  sender,
+  useEmulator,
   waitFor,
 } from './emu-support';
 
-// Sends its argument, then keeps the connection open.
-const SENDER = [
-  'python3',
-  '-c',
-  'import socket,sys,time\ns=socket.create_connection(("127.0.0.1",int(sys.argv[1])))\ns.sendall(sys.argv[2].encode())\ntime.sleep(20)',
-];
+// Sends its argument, then keeps the connection open for 20 s.
+const SENDER = sender(20);
 
 describe('helper: extending a held chunk (real helper process and emulator)', function () {
   this.timeout(60000);
-  let emu: Emulator;
+  const emu = useEmulator();
   let client: HelperClient;
   const programs: ReturnType<typeof runUnder>[] = [];
-
-  before(async () => {
-    emu = await startEmulator();
-  });
-  after(async () => {
-    await emu?.stop();
-  });
   beforeEach(async () => {
     client = new HelperClient({ helperScript: path.join(root, 'dist/helper.js'), env: emu.env });
     await client.start();

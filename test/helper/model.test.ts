@@ -95,17 +95,17 @@ describe('helper live model', () => {
     assert.equal(m.counters.execsIncomplete, 1);
   });
 
-  it('bounds history to its limit and counts what it dropped', () => {
+  it('bounds the event ring to its limit and counts what it dropped', () => {
     const m = new LiveModel(100);
     for (let i = 1; i <= 250; i++) feed(m, attach(i, 1, i, 'p'));
-    assert.equal(m.historySize, 100);
-    assert.equal(m.counters.historyDropped, 150);
-    const h = m.historySince(0, 1000);
+    assert.equal(m.eventRingSize, 100);
+    assert.equal(m.eventsDropped, 150);
+    const h = m.eventsSince(0, 1000);
     assert.equal(h.length, 100);
     assert.equal(h[0].seq, 151);
     assert.equal(h[99].seq, 250);
     assert.deepEqual(
-      m.historySince(240, 1000).map((e) => e.seq),
+      m.eventsSince(240, 1000).map((e) => e.seq),
       [241, 242, 243, 244, 245, 246, 247, 248, 249, 250],
     );
   });

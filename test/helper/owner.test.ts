@@ -65,6 +65,6 @@ describe('helper model: socket owner learned at accept (NKE_NT_OWNER)', () => {
     assert.deepEqual(s.remote, { address: '127.0.0.1', port: 50123 });
     assert.deepEqual(s.local, { address: '127.0.0.1', port: 8080 });
     // no second socket-open in the history
-    assert.equal(m.historySince(0, 100).filter((e) => e.kind === 'socket-open').length, 1);
+    assert.equal(m.eventsSince(0, 100).filter((e) => e.kind === 'socket-open').length, 1);
   });
 });

@@ -5,14 +5,7 @@
 // known"). Many sockets: more than the notification queue holds at once.
 import assert from 'node:assert/strict';
 import { FilterEngine } from '../../extension/src/helper/engine';
-import {
-  closeRecordingServers,
-  type Emulator,
-  recordingServer,
-  runUnder,
-  startEmulator,
-  waitFor,
-} from './emu-support';
+import { closeRecordingServers, recordingServer, runUnder, useEmulator, waitFor } from './emu-support';
 
 /** python3 opens `n` connections to 127.0.0.1:port, then sleeps with them open. */
 function opener(port: number, n: number): string[] {
@@ -30,18 +23,7 @@ function opener(port: number, n: number): string[] {
 
 describe('attach replay: a helper that connects late knows the live sockets', function () {
   this.timeout(60000);
-  let emu: Emulator;
-  let saved: string | undefined;
-  before(async () => {
-    emu = await startEmulator();
-    saved = process.env.NKE_EMU_DIR;
-    process.env.NKE_EMU_DIR = emu.dir;
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env.NKE_EMU_DIR;
-    else process.env.NKE_EMU_DIR = saved;
-    await emu?.stop();
-  });
+  const emu = useEmulator();
   afterEach(() => closeRecordingServers());
 
   it('every live socket comes with its process, addresses and state, none adopted', async () => {

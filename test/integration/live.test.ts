@@ -7,53 +7,36 @@
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { NkeWorkbenchApi } from '../../extension/src/extension';
 import type { PendingView } from '../../extension/src/shared/helperProtocol';
 import type { SocketNode } from '../../extension/src/tree/socketTreeProvider';
-import { closeRecordingServers, recordingServer } from '../support/recordingServer';
-
-const extensionId = 'nkeworkbench.nke-workbench';
-
-function label(item: vscode.TreeItem): string {
-  return typeof item.label === 'string' ? item.label : (item.label?.label ?? '');
-}
-
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 15000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { recordingServer } from '../support/recordingServer';
+import { label, until, useLiveSession } from './liveSession';
 
 /** A TCP server that records every byte per connection. */
 describe('live: extension + helper + real emulator', function () {
   this.timeout(60000);
-  let api: NkeWorkbenchApi;
-  let tmp: string;
-  let runtimeDir: string;
-  let launcher: string;
-  const programs: ChildProcess[] = [];
+  const live = useLiveSession(
+    'nke-live-',
+    { holdTimeoutMs: 30000, capture: 'report' },
+    { loadFilter: false },
+  );
   const config = () => vscode.workspace.getConfiguration('nke');
 
   /** Runs python3 code under the emulator's shim: its sockets go through the filter. */
   function runUnderShim(code: string, ...args: string[]): ChildProcess {
-    const p = spawn(launcher, ['run', '--', 'python3', '-c', code, ...args], {
-      env: { ...process.env, NKE_EMU_DIR: runtimeDir },
+    const p = spawn(live.launcher, ['run', '--', 'python3', '-c', code, ...args], {
+      env: { ...process.env, NKE_EMU_DIR: live.runtimeDir },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    programs.push(p);
+    live.programs.push(p);
     return p;
   }
 
   /** The socket items under the process rows, as the Sockets view shows them. */
   function socketItems(): { node: SocketNode; label: string }[] {
-    const t = api.trees.sockets;
+    const t = live.api.trees.sockets;
     return t
       .getChildren()
       .flatMap((proc) => t.getChildren(proc))
@@ -61,43 +44,17 @@ describe('live: extension + helper + real emulator', function () {
   }
 
   function pendingItems(): PendingView[] {
-    return api.trees.pendingPayloads.getChildren();
+    return live.api.trees.pendingPayloads.getChildren();
   }
 
-  before(async () => {
-    const ext = vscode.extensions.getExtension<NkeWorkbenchApi>(extensionId);
-    assert.ok(ext, `${extensionId} is not loaded in this extension host`);
-    api = await ext.activate();
-    launcher = path.join(ext.extensionPath, 'native/emu/build/nke-emu');
-    assert.ok(fs.existsSync(launcher), `${launcher} is not built (npm run build)`);
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-live-'));
-    runtimeDir = path.join(tmp, 'run');
-    await config().update('emulatorRuntimeDir', runtimeDir, vscode.ConfigurationTarget.Global);
-    await config().update('holdTimeoutMs', 30000, vscode.ConfigurationTarget.Global);
-    await config().update('capture', 'report', vscode.ConfigurationTarget.Global);
-  });
-
-  afterEach(() => {
-    for (const p of programs.splice(0)) p.kill('SIGKILL');
-    closeRecordingServers();
-  });
-
-  after(async () => {
-    await vscode.commands.executeCommand('nke.unloadFilter');
-    for (const k of ['emulatorRuntimeDir', 'holdTimeoutMs', 'capture']) {
-      await config().update(k, undefined, vscode.ConfigurationTarget.Global);
-    }
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
-
   it('NKE: Load Filter starts nke-emud in the runtime dir and connects the helper to it', async () => {
-    assert.ok(!fs.existsSync(path.join(runtimeDir, 'ctl.sock')), 'no emulator before Load Filter');
+    assert.ok(!fs.existsSync(path.join(live.runtimeDir, 'ctl.sock')), 'no emulator before Load Filter');
     await vscode.commands.executeCommand('nke.loadFilter');
-    assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
-    assert.ok(api.filter.emulatorPid, 'the extension started nke-emud');
-    assert.ok(fs.existsSync(path.join(runtimeDir, 'ctl.sock')));
-    assert.ok(api.session.helperPid, 'a helper process runs');
-    const t = api.trees.filter;
+    assert.equal(live.api.model.link.status, 'connected', `link: ${JSON.stringify(live.api.model.link)}`);
+    assert.ok(live.api.filter.emulatorPid, 'the extension started nke-emud');
+    assert.ok(fs.existsSync(path.join(live.runtimeDir, 'ctl.sock')));
+    assert.ok(live.api.session.helperPid, 'a helper process runs');
+    const t = live.api.trees.filter;
     const rows = Object.fromEntries(t.getChildren().map((n) => [n.label, n.value]));
     assert.equal(rows['Status'], 'connected');
     assert.equal(rows['Transport'], 'emulator');
@@ -114,9 +71,9 @@ describe('live: extension + helper + real emulator', function () {
         socketItems().find((i) => i.label.endsWith(`→ 127.0.0.1:${server.port}`)),
       );
       assert.equal(row.label, `→ 127.0.0.1:${server.port}`);
-      const procRow = api.trees.sockets
+      const procRow = live.api.trees.sockets
         .getChildren()
-        .map((n) => label(api.trees.sockets.getTreeItem(n)))
+        .map((n) => label(live.api.trees.sockets.getTreeItem(n)))
         .find((l) => l.startsWith('python3'));
       assert.ok(procRow, 'the process row names python3');
       await until(
@@ -141,7 +98,7 @@ describe('live: extension + helper + real emulator', function () {
       );
       assert.equal(p.size, 13);
       assert.equal(p.direction, 'out');
-      const item = api.trees.pendingPayloads.getTreeItem(p);
+      const item = live.api.trees.pendingPayloads.getTreeItem(p);
       assert.equal(label(item), `↑ out 13 B 127.0.0.1:${server.port}`);
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(server.received().length, 0, 'held bytes must not reach the server before Allow');
@@ -187,7 +144,7 @@ describe('live: extension + helper + real emulator', function () {
       await config().update('interceptRules', [rule], vscode.ConfigurationTarget.Global);
       // The settings listener sends the rules; wait until the helper has them.
       const t0 = Date.now();
-      while (!(await api.session.rules()).intercept?.some((r) => r.remotePort === held.port)) {
+      while (!(await live.api.session.rules()).intercept?.some((r) => r.remotePort === held.port)) {
         if (Date.now() - t0 > 10000) throw new Error('the helper never got the rule from the settings');
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -221,12 +178,12 @@ describe('live: extension + helper + real emulator', function () {
       );
       await until('the first chunk held', () => pendingItems().find((x) => x.remote?.port === server.port));
       await vscode.commands.executeCommand('nke.pauseInterception');
-      assert.equal(api.model.link.status, 'paused');
+      assert.equal(live.api.model.link.status, 'paused');
       await until('the held chunk released by the pause', () => server.received().toString() === 'one');
       await until('the second chunk through, not held', () => server.received().toString() === 'onetwo');
       assert.ok(!pendingItems().some((x) => x.remote?.port === server.port));
       await vscode.commands.executeCommand('nke.resumeInterception');
-      assert.equal(api.model.link.status, 'connected');
+      assert.equal(live.api.model.link.status, 'connected');
     } finally {
       server.close();
       await vscode.commands.executeCommand('nke.setCaptureMode', 'report');
@@ -234,16 +191,16 @@ describe('live: extension + helper + real emulator', function () {
   });
 
   it('the emulator dying marks the views stale; Load Filter starts a new one and reconnects', async () => {
-    const old = api.filter.emulatorPid;
+    const old = live.api.filter.emulatorPid;
     assert.ok(old);
     process.kill(old, 'SIGKILL');
-    await until('the failed state', () => api.model.link.status === 'failed');
-    assert.match(api.model.link.staleReason ?? '', /filter connection closed/);
-    assert.equal(api.model.link.recoverWith, 'nke.loadFilter');
+    await until('the failed state', () => live.api.model.link.status === 'failed');
+    assert.match(live.api.model.link.staleReason ?? '', /filter connection closed/);
+    assert.equal(live.api.model.link.recoverWith, 'nke.loadFilter');
     await vscode.commands.executeCommand('nke.loadFilter');
-    assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
-    assert.ok(api.filter.emulatorPid && api.filter.emulatorPid !== old, 'a new nke-emud');
-    assert.equal(api.model.stale, false);
+    assert.equal(live.api.model.link.status, 'connected', `link: ${JSON.stringify(live.api.model.link)}`);
+    assert.ok(live.api.filter.emulatorPid && live.api.filter.emulatorPid !== old, 'a new nke-emud');
+    assert.equal(live.api.model.stale, false);
   });
 
   it('a killed helper shows the failed state with the last data; Restart reconnects and rebuilds', async () => {
@@ -257,21 +214,21 @@ describe('live: extension + helper + real emulator', function () {
       const mine = () => socketItems().find((i) => i.label.endsWith(`→ 127.0.0.1:${server.port}`));
       const first = await until('the ticking socket in the Sockets tree', mine);
       const socketId = first.node.kind === 'socket' ? first.node.socket.id : '';
-      const pid = api.session.helperPid;
+      const pid = live.api.session.helperPid;
       assert.ok(pid);
       process.kill(pid, 'SIGKILL');
-      await until('the failed state', () => api.model.link.status === 'failed');
-      assert.match(api.model.link.staleReason ?? '', /helper process ended/);
-      assert.equal(api.model.link.recoverWith, 'nke.restartHelper');
+      await until('the failed state', () => live.api.model.link.status === 'failed');
+      assert.match(live.api.model.link.staleReason ?? '', /helper process ended/);
+      assert.equal(live.api.model.link.recoverWith, 'nke.restartHelper');
       assert.ok(mine(), 'the stale model keeps its last sockets');
-      const rows = Object.fromEntries(api.trees.filter.getChildren().map((n) => [n.label, n.value]));
+      const rows = Object.fromEntries(live.api.trees.filter.getChildren().map((n) => [n.label, n.value]));
       assert.equal(rows['Status'], 'failed');
       assert.match(rows['Stale'], /helper process ended/);
 
       await vscode.commands.executeCommand('nke.restartHelper');
-      assert.equal(api.model.link.status, 'connected', `link: ${JSON.stringify(api.model.link)}`);
-      assert.equal(api.model.stale, false);
-      assert.notEqual(api.session.helperPid, pid, 'a new helper process');
+      assert.equal(live.api.model.link.status, 'connected', `link: ${JSON.stringify(live.api.model.link)}`);
+      assert.equal(live.api.model.stale, false);
+      assert.notEqual(live.api.session.helperPid, pid, 'a new helper process');
       const before = server.received().length;
       // The new helper adopts the socket from its traffic: same filter
       // socket id (process and addresses are known only from the socket's
@@ -286,11 +243,11 @@ describe('live: extension + helper + real emulator', function () {
   });
 
   it('NKE: Disconnect stops the helper; the views fall back to disconnected', async () => {
-    const pid = api.session.helperPid;
+    const pid = live.api.session.helperPid;
     assert.ok(pid);
     await vscode.commands.executeCommand('nke.disconnect');
-    assert.equal(api.model.link.status, 'disconnected');
-    assert.equal(api.session.isConnected, false);
+    assert.equal(live.api.model.link.status, 'disconnected');
+    assert.equal(live.api.session.isConnected, false);
     await until('the helper process to exit', () => {
       try {
         process.kill(pid, 0);
@@ -299,6 +256,6 @@ describe('live: extension + helper + real emulator', function () {
         return true;
       }
     });
-    assert.deepEqual(api.trees.filter.getChildren(), []);
+    assert.deepEqual(live.api.trees.filter.getChildren(), []);
   });
 });

@@ -4,17 +4,15 @@
 // go through real TextDocuments and saves; the code actions, CodeLens and
 // diagnostics are what VS Code's own commands return for those documents.
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { NkeWorkbenchApi } from '../../extension/src/extension';
 import type { PendingView } from '../../extension/src/shared/helperProtocol';
 import { encodeHex, encodeText } from '../../extension/src/shared/payloadCodecs';
-import { closeRecordingServers, recordingServer } from '../support/recordingServer';
+import { recordingServer } from '../support/recordingServer';
+import { until, useLiveSession } from './liveSession';
 
-const extensionId = 'nkeworkbench.nke-workbench';
 const TAIL = '|tail-unchanged|';
 
 // Connects, sends argv[2] (hex), waits until the file argv[3] exists, then
@@ -27,16 +25,6 @@ const SENDER =
   'while not os.path.exists(sys.argv[3]): time.sleep(0.02)\n' +
   's.sendall(sys.argv[4].encode())\n' +
   'time.sleep(30)';
-
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 15000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -51,27 +39,29 @@ async function closeAllEditors(): Promise<void> {
 
 describe('payload documents: edit held data in the editor (real emulator)', function () {
   this.timeout(90000);
-  let api: NkeWorkbenchApi;
-  let tmp: string;
-  let launcher: string;
-  let runtimeDir: string;
+  // Registered first, so it runs before the session's clean-up kills the programs.
+  afterEach(() => closeAllEditors());
+  const live = useLiveSession(
+    'nke-payload-',
+    { holdTimeoutMs: 5000, editHoldMaxMs: 60000, capture: undefined },
+    { loadFilter: true },
+  );
   let n = 0;
-  const programs: ChildProcess[] = [];
   const config = () => vscode.workspace.getConfiguration('nke');
 
   /** A held chunk of `bytes` to a fresh server; the tail follows once release() is called. */
   async function heldChunk(bytes: Buffer, tail = TAIL) {
     const server = await recordingServer();
-    const go = path.join(tmp, `go-${++n}`);
+    const go = path.join(live.tmp, `go-${++n}`);
     await vscode.commands.executeCommand('nke.setCaptureMode', 'hold');
     const p = spawn(
-      launcher,
+      live.launcher,
       ['run', '--', 'python3', '-c', SENDER, String(server.port), bytes.toString('hex'), go, tail],
-      { env: { ...process.env, NKE_EMU_DIR: runtimeDir }, stdio: 'ignore' },
+      { env: { ...process.env, NKE_EMU_DIR: live.runtimeDir }, stdio: 'ignore' },
     );
-    programs.push(p);
+    live.programs.push(p);
     const view = await until('the held chunk in Pending Payloads', () =>
-      api.trees.pendingPayloads.getChildren().find((x) => x.remote?.port === server.port),
+      live.api.trees.pendingPayloads.getChildren().find((x) => x.remote?.port === server.port),
     );
     // The tail is not held: it waits behind the held chunk in the stream.
     await vscode.commands.executeCommand('nke.setCaptureMode', 'report');
@@ -116,7 +106,7 @@ describe('payload documents: edit held data in the editor (real emulator)', func
   function allCodeActions(doc: vscode.TextDocument, line = 0): vscode.CodeAction[] {
     const range = new vscode.Range(line, 0, line, 0);
     const diagnostics = vscode.languages.getDiagnostics(doc.uri).filter((d) => d.range.start.line === line);
-    return api.payloadProviders.codeActions.provideCodeActions(doc, range, {
+    return live.api.payloadProviders.codeActions.provideCodeActions(doc, range, {
       diagnostics,
       only: undefined,
       triggerKind: vscode.CodeActionTriggerKind.Invoke,
@@ -129,34 +119,6 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     assert.equal(a.disabled, undefined, `${title} is enabled`);
     await vscode.commands.executeCommand(a.command.command, ...(a.command.arguments ?? []));
   }
-
-  before(async () => {
-    const ext = vscode.extensions.getExtension<NkeWorkbenchApi>(extensionId);
-    assert.ok(ext);
-    api = await ext.activate();
-    launcher = path.join(ext.extensionPath, 'native/emu/build/nke-emu');
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-payload-'));
-    runtimeDir = path.join(tmp, 'run');
-    await config().update('emulatorRuntimeDir', runtimeDir, vscode.ConfigurationTarget.Global);
-    await config().update('holdTimeoutMs', 5000, vscode.ConfigurationTarget.Global);
-    await config().update('editHoldMaxMs', 60000, vscode.ConfigurationTarget.Global);
-    await vscode.commands.executeCommand('nke.loadFilter');
-    assert.equal(api.model.link.status, 'connected', JSON.stringify(api.model.link));
-  });
-
-  afterEach(async () => {
-    await closeAllEditors();
-    for (const p of programs.splice(0)) p.kill('SIGKILL');
-    closeRecordingServers();
-  });
-
-  after(async () => {
-    await vscode.commands.executeCommand('nke.unloadFilter');
-    for (const k of ['emulatorRuntimeDir', 'holdTimeoutMs', 'editHoldMaxMs', 'capture']) {
-      await config().update(k, undefined, vscode.ConfigurationTarget.Global);
-    }
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
 
   it('the text document names the chunk in its tab and shows the bytes losslessly; hex shows the dump', async () => {
     const bytes = Buffer.from('GET /a HTTP/1.0\r\n\r\n\x00\xff');
@@ -180,12 +142,12 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     const edited = 'GET /edited/and/much/longer HTTP/1.0\r\nX-Edited: yes\r\n\r\n';
     await replaceAll(text, encodeText(Buffer.from(edited)));
     assert.ok(await text.save());
-    assert.equal(Buffer.from(api.payloads.staged(view.id)!).toString(), edited);
+    assert.equal(Buffer.from(live.api.payloads.staged(view.id)!).toString(), edited);
     await until(
       'the hex document to show the staged edit',
       () => hex.getText() === encodeHex(Buffer.from(edited)),
     );
-    const item = api.trees.pendingPayloads.getTreeItem(api.model.pendingPayload(view.id)!);
+    const item = live.api.trees.pendingPayloads.getTreeItem(live.api.model.pendingPayload(view.id)!);
     assert.match(
       String(item.description),
       new RegExp(`edited 26 B → ${edited.length} B \\(\\+${edited.length - 26}\\)`),
@@ -197,7 +159,7 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     assert.equal((await server.whenBytes(want.length)).toString(), want);
     await sleep(200);
     assert.equal(server.received().toString(), want);
-    assert.equal(api.payloads.state(view.id).kind, 'sent');
+    assert.equal(live.api.payloads.state(view.id).kind, 'sent');
   });
 
   it('a shorter edit through the hex document, unsaved: Reinject Edited saves it first and sends it', async () => {
@@ -209,7 +171,7 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     await vscode.commands.executeCommand('nke.reinjectEdited', hex.uri);
     assert.equal((await server.whenBytes(5 + TAIL.length)).toString(), 'short' + TAIL);
     assert.ok(!hex.isDirty, 'saved before sending');
-    assert.equal(Buffer.from(api.payloads.staged(view.id)!).toString(), 'short');
+    assert.equal(Buffer.from(live.api.payloads.staged(view.id)!).toString(), 'short');
   });
 
   it('a hex line typed without its ASCII gutter: saved, staged and sent; the document keeps what was typed', async () => {
@@ -266,9 +228,9 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     assert.equal(saved, undefined, 'the save of an invalid dump is refused');
     await sleep(500);
     assert.equal(server.received().length, 0, 'nothing sent for an invalid dump');
-    assert.ok(api.model.pendingPayload(view.id), 'still pending');
-    assert.equal(api.payloads.state(view.id).kind, 'held');
-    assert.equal(api.payloads.staged(view.id), undefined, 'nothing staged from an invalid dump');
+    assert.ok(live.api.model.pendingPayload(view.id), 'still pending');
+    assert.equal(live.api.payloads.state(view.id).kind, 'held');
+    assert.equal(live.api.payloads.staged(view.id), undefined, 'nothing staged from an invalid dump');
   });
 
   it('Reinject Original and Drop from the code actions, checked at the server', async () => {
@@ -317,19 +279,23 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     await config().update('holdTimeoutMs', 800, vscode.ConfigurationTarget.Global);
     await config().update('editHoldMaxMs', 4000, vscode.ConfigurationTarget.Global);
     try {
-      await until('the helper to hold for 800 ms', () => api.model.link.rules?.holdTimeoutMs === 800, 10000);
+      await until(
+        'the helper to hold for 800 ms',
+        () => live.api.model.link.rules?.holdTimeoutMs === 800,
+        10000,
+      );
       const { server, view } = await heldChunk(Buffer.from('released-unchanged'), '');
       const doc = await open(view, 'text');
       await replaceAll(doc, 'an edit never sent');
       await sleep(Math.max(0, view.heldAt + 3 * 800 + 300 - Date.now()));
       assert.ok(
-        api.model.pendingPayload(view.id),
-        `still held after 3x the hold timeout (kept: ${api.payloads.keptHeld()}, view ${JSON.stringify(view)}, now ${Date.now()}, state ${JSON.stringify(api.payloads.state(view.id))})`,
+        live.api.model.pendingPayload(view.id),
+        `still held after 3x the hold timeout (kept: ${live.api.payloads.keptHeld()}, view ${JSON.stringify(view)}, now ${Date.now()}, state ${JSON.stringify(live.api.payloads.state(view.id))})`,
       );
       assert.equal(server.received().length, 0);
-      const live = api.model.pendingPayload(view.id)!;
-      assert.ok(live.deadline > view.deadline, 'the deadline moved');
-      assert.ok(live.deadline - live.heldAt <= 4000, 'never past editHoldMaxMs');
+      const kept = live.api.model.pendingPayload(view.id)!;
+      assert.ok(kept.deadline > view.deadline, 'the deadline moved');
+      assert.ok(kept.deadline - kept.heldAt <= 4000, 'never past editHoldMaxMs');
       const lenses = await vscode.commands.executeCommand<vscode.CodeLens[]>(
         'vscode.executeCodeLensProvider',
         doc.uri,
@@ -339,7 +305,7 @@ describe('payload documents: edit held data in the editor (real emulator)', func
       const at = Date.now() - view.heldAt;
       assert.equal(server.received().toString(), 'released-unchanged');
       assert.ok(at >= 3900 && at < 7000, `released ${at} ms after it was held`);
-      await until('the store to say released', () => api.payloads.state(view.id).kind === 'released');
+      await until('the store to say released', () => live.api.payloads.state(view.id).kind === 'released');
       const stat = await vscode.workspace.fs.stat(doc.uri);
       assert.equal(stat.permissions, vscode.FilePermission.Readonly);
       const lens = await vscode.commands.executeCommand<vscode.CodeLens[]>(
@@ -356,7 +322,7 @@ describe('payload documents: edit held data in the editor (real emulator)', func
         assert.match(a.disabled?.reason ?? '', /was already released \(its deadline passed\)/, a.title);
       }
       await assert.rejects(
-        api.payloads.act(view.id, 'reinjectEdited'),
+        live.api.payloads.act(view.id, 'reinjectEdited'),
         new RegExp(`payload ${view.id} was already released \\(its deadline passed\\)`),
       );
       await vscode.commands.executeCommand('nke.reinjectEdited', doc.uri);
@@ -371,11 +337,15 @@ describe('payload documents: edit held data in the editor (real emulator)', func
   it('a payload not open in an editor is released at its plain deadline (nothing keeps it)', async () => {
     await config().update('holdTimeoutMs', 600, vscode.ConfigurationTarget.Global);
     try {
-      await until('the helper to hold for 600 ms', () => api.model.link.rules?.holdTimeoutMs === 600, 10000);
+      await until(
+        'the helper to hold for 600 ms',
+        () => live.api.model.link.rules?.holdTimeoutMs === 600,
+        10000,
+      );
       const { server, view } = await heldChunk(Buffer.from('not-open'), '');
       await server.whenBytes(8, 5000);
       assert.ok(Date.now() - view.heldAt < 2500);
-      await until('the row to go', () => !api.model.pendingPayload(view.id));
+      await until('the row to go', () => !live.api.model.pendingPayload(view.id));
     } finally {
       await config().update('holdTimeoutMs', 5000, vscode.ConfigurationTarget.Global);
     }
@@ -383,10 +353,10 @@ describe('payload documents: edit held data in the editor (real emulator)', func
 
   it('Disconnect: the Pending view and the status bar drop what the filter released at once', async () => {
     const { view } = await heldChunk(Buffer.from('held-at-disconnect'), '');
-    assert.ok(api.model.pendingPayload(view.id));
+    assert.ok(live.api.model.pendingPayload(view.id));
     await vscode.commands.executeCommand('nke.disconnect');
-    assert.deepEqual(api.trees.pendingPayloads.getChildren(), []);
-    const s = api.payloads.state(view.id);
+    assert.deepEqual(live.api.trees.pendingPayloads.getChildren(), []);
+    const s = live.api.payloads.state(view.id);
     assert.ok(s.kind === 'released' || s.kind === 'unknown');
     await vscode.commands.executeCommand('nke.connect');
   });
@@ -396,14 +366,14 @@ describe('payload documents: edit held data in the editor (real emulator)', func
     const doc = await open(view, 'text');
     await vscode.commands.executeCommand('nke.openPayloadEditor', view);
     await until('the payload editor painted', () =>
-      api.payloadEditor.timings.find((t) => t.id === view.id && t.openToFirstPaintMs !== undefined),
+      live.api.payloadEditor.timings.find((t) => t.id === view.id && t.openToFirstPaintMs !== undefined),
     );
     let changes = 0;
-    const sub = api.payloadProviders.codeLenses.onDidChangeCodeLenses(() => changes++);
+    const sub = live.api.payloadProviders.codeLenses.onDidChangeCodeLenses(() => changes++);
     try {
       await sendTail();
       // What the editor's Drop button runs: the store's action, the only place that sends.
-      await api.payloads.act(view.id, 'drop');
+      await live.api.payloads.act(view.id, 'drop');
       // No wait: the change was announced as the action completed, and the lens reads the new state.
       assert.ok(changes > 0, 'no CodeLens change announced by the Drop');
       const lens = await vscode.commands.executeCommand<vscode.CodeLens[]>(

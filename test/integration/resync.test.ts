@@ -6,41 +6,18 @@
 // of the old helper's closed ones.
 import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { NkeWorkbenchApi } from '../../extension/src/extension';
-import { closeRecordingServers, recordingServer } from '../support/recordingServer';
-
-const extensionId = 'nkeworkbench.nke-workbench';
-
-function label(item: vscode.TreeItem): string {
-  return typeof item.label === 'string' ? item.label : (item.label?.label ?? '');
-}
-
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 15000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { recordingServer } from '../support/recordingServer';
+import { label, until, useLiveSession } from './liveSession';
 
 describe('resync: Clear and a new helper show the live sockets, not the old state', function () {
   this.timeout(60000);
-  let api: NkeWorkbenchApi;
-  let tmp: string;
-  let launcher: string;
-  const programs: ChildProcess[] = [];
-  const config = () => vscode.workspace.getConfiguration('nke');
+  const live = useLiveSession('nke-resync-', { capture: 'report' }, { loadFilter: true });
 
   /** python3 under the shim: connects to port, sends, then sleeps `seconds` (0: closes at once). */
   function client(port: number, seconds: number): ChildProcess {
     const p = spawn(
-      launcher,
+      live.launcher,
       [
         'run',
         '--',
@@ -50,15 +27,15 @@ describe('resync: Clear and a new helper show the live sockets, not the old stat
         String(port),
         String(seconds),
       ],
-      { env: { ...process.env, NKE_EMU_DIR: path.join(tmp, 'run') }, stdio: 'ignore' },
+      { env: { ...process.env, NKE_EMU_DIR: live.runtimeDir }, stdio: 'ignore' },
     );
-    programs.push(p);
+    live.programs.push(p);
     return p;
   }
 
   /** The Sockets view's rows as VS Code asks for them: process label -> socket labels with state. */
   function rows(): Map<string, string[]> {
-    const t = api.trees.sockets;
+    const t = live.api.trees.sockets;
     const out = new Map<string, string[]>();
     for (const proc of t.getChildren()) {
       out.set(
@@ -73,39 +50,13 @@ describe('resync: Clear and a new helper show the live sockets, not the old stat
       socks.filter((s) => s.includes(`127.0.0.1:${port}`)).map((s) => `${proc}: ${s}`),
     );
 
-  before(async () => {
-    const ext = vscode.extensions.getExtension<NkeWorkbenchApi>(extensionId);
-    assert.ok(ext);
-    api = await ext.activate();
-    launcher = path.join(ext.extensionPath, 'native/emu/build/nke-emu');
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nke-resync-'));
-    await config().update('emulatorRuntimeDir', path.join(tmp, 'run'), vscode.ConfigurationTarget.Global);
-    await config().update('capture', 'report', vscode.ConfigurationTarget.Global);
-    await vscode.commands.executeCommand('workbench.view.extension.nke');
-    await vscode.commands.executeCommand('nke.loadFilter');
-    assert.equal(api.model.link.status, 'connected');
-  });
-
-  afterEach(() => {
-    for (const p of programs.splice(0)) p.kill('SIGKILL');
-    closeRecordingServers();
-  });
-
-  after(async () => {
-    await vscode.commands.executeCommand('nke.unloadFilter');
-    for (const k of ['emulatorRuntimeDir', 'capture']) {
-      await config().update(k, undefined, vscode.ConfigurationTarget.Global);
-    }
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
-
   it('NKE: Clear: the live socket stays in the Sockets view, the closed one goes', async () => {
     const liveServer = await recordingServer();
     const closedServer = await recordingServer();
     client(liveServer.port, 40);
     client(closedServer.port, 0);
     await until('both sockets in the model, one closed', () => {
-      const socks = api.model.sockets();
+      const socks = live.api.model.sockets();
       return (
         socks.some((s) => s.remote?.port === liveServer.port && s.state !== 'closed') &&
         socks.some((s) => s.remote?.port === closedServer.port && s.state === 'closed')
@@ -113,10 +64,10 @@ describe('resync: Clear and a new helper show the live sockets, not the old stat
     });
     await vscode.commands.executeCommand('nke.clear');
     assert.ok(
-      api.model.sockets().some((s) => s.remote?.port === liveServer.port && s.state !== 'closed'),
-      `the live socket is in the model after Clear: ${JSON.stringify(api.model.sockets())}`,
+      live.api.model.sockets().some((s) => s.remote?.port === liveServer.port && s.state !== 'closed'),
+      `the live socket is in the model after Clear: ${JSON.stringify(live.api.model.sockets())}`,
     );
-    assert.equal(api.model.sockets().filter((s) => s.remote?.port === closedServer.port).length, 0);
+    assert.equal(live.api.model.sockets().filter((s) => s.remote?.port === closedServer.port).length, 0);
     const shown = await until('the live socket in the Sockets view after Clear', () => {
       const r = rowsTo(liveServer.port);
       return r.length ? r : undefined;
@@ -132,18 +83,18 @@ describe('resync: Clear and a new helper show the live sockets, not the old stat
     client(liveServer.port, 40);
     client(closedServer.port, 0);
     await until('both sockets in the model, one closed', () => {
-      const socks = api.model.sockets();
+      const socks = live.api.model.sockets();
       return (
         socks.some((s) => s.remote?.port === liveServer.port && s.state === 'connected') &&
         socks.some((s) => s.remote?.port === closedServer.port && s.state === 'closed')
       );
     });
-    const id = api.model.sockets().find((s) => s.remote?.port === liveServer.port)!.id;
-    const oldHelper = api.session.helperPid;
+    const id = live.api.model.sockets().find((s) => s.remote?.port === liveServer.port)!.id;
+    const oldHelper = live.api.session.helperPid;
     await vscode.commands.executeCommand('nke.restartHelper');
-    assert.notEqual(api.session.helperPid, oldHelper);
+    assert.notEqual(live.api.session.helperPid, oldHelper);
     assert.equal(
-      api.model.sockets().filter((s) => s.remote?.port === closedServer.port).length,
+      live.api.model.sockets().filter((s) => s.remote?.port === closedServer.port).length,
       0,
       "the old helper's closed socket is gone",
     );
@@ -156,7 +107,7 @@ describe('resync: Clear and a new helper show the live sockets, not the old stat
       10000,
     );
     assert.match(shown[0], /^python3 \(\d+\): → 127\.0\.0\.1:\d+ connected$/);
-    const s = api.model.socket(id);
+    const s = live.api.model.socket(id);
     assert.ok(s, 'the same filter socket id');
     assert.equal(s.process, 'python3');
     assert.equal(s.attachedEarlier, undefined, 'known from the replay, not adopted from traffic');

@@ -12,18 +12,10 @@ import * as vscode from 'vscode';
 import type { NkeWorkbenchApi } from '../../extension/src/extension';
 import { nkeTaskLabels, nkeTaskNames, needsMacOs } from '../../extension/src/tasks/nkeTaskDefinition';
 import { runTaskToEnd } from '../../extension/src/tasks/taskRunner';
+import { extensionId, until as untilEvery } from './liveSession';
 
-const extensionId = 'nkeworkbench.nke-workbench';
-
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 20000): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Polls every 100 ms, for 20 s by default (a task's build takes a while). */
+const until = <T>(what: string, fn: () => T | undefined | false, ms = 20000) => untilEvery(what, fn, ms, 100);
 
 async function nkeTask(name: string): Promise<vscode.Task> {
   const all = await vscode.tasks.fetchTasks({ type: 'nke' });

@@ -46,7 +46,6 @@ const addExec = (m: WorkbenchModel, e: Pick<ExecView, 'pid' | 'ppid' | 'uid' | '
         id: String(nextExec++),
         complete: true,
         truncated: false,
-        spawnerContext: false,
         // run under the filter: in Exec Events' default scope
         underShim: true,
         time: Date.now(),
@@ -211,7 +210,6 @@ describe('NKE views in the extension host', () => {
         sessionId: '78',
         paused: false,
         state: {
-          abiVersion: 2,
           captureMode: 'rules',
           now: { socketsLive: 1, chunksHeld: 0, buffersInUse: 0, bytesKept: 0 },
           sinceStart: {

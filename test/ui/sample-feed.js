@@ -36,14 +36,12 @@ exports.run = async function run() {
     uid: 1000,
     path,
     complete: true,
-    spawnerContext: false,
     // run under the filter: in Exec Events' default scope
     underShim: true,
     time: now,
   });
   const counters = Object.fromEntries(
     [
-      'notifications',
       'malformedRecords',
       'dataChunks',
       'bytesIn',
@@ -57,7 +55,6 @@ exports.run = async function run() {
       'releasedByFilter',
       'execs',
       'execsIncomplete',
-      'historyDropped',
       'socketsAdopted',
     ].map((k) => [k, 0]),
   );

@@ -7,17 +7,7 @@
 'use strict';
 const wb = require('./workbench');
 const { holdChunk, serverGets, closeEditors, TAIL } = require('./payload-steps');
-const { frame } = require('./webview-steps');
-
-async function waitFor(page, what, fn, ms = 10000) {
-  let last;
-  for (const t0 = Date.now(); Date.now() - t0 < ms;) {
-    last = await fn();
-    if (last === true) return;
-    await page.waitForTimeout(100);
-  }
-  throw new Error(`${what}: ${JSON.stringify(last)}`);
-}
+const { frame, hexCell, openFromRow, waitFor } = require('./webview-steps');
 
 /** How a button looks: disabled (the property), its opacity, cursor and background. */
 async function buttonLook(page, label) {
@@ -50,7 +40,7 @@ const steps = [
       await wb.activeEditorText(page).locator('text=controls-unedited').waitFor();
       await wb.editorTitleAction(page, 'Open in Payload Editor').click();
       const f = frame(page);
-      await f.locator('.hex-grid .b[data-i="0"]').waitFor();
+      await hexCell(page, 0).waitFor();
       const labels = await tabLabels(page);
       const text = labels.find((l) => l.endsWith('.nkepayload'));
       const editor = labels.find((l) => l.endsWith('.nkebytes'));
@@ -69,7 +59,7 @@ const steps = [
         if (look.disabled || look.opacity !== 1)
           throw new Error(`${b} with no edit: ${JSON.stringify(look)}`);
       }
-      await f.locator('.hex-grid .b[data-i="0"]').click();
+      await hexCell(page, 0).click();
       await page.keyboard.press('Control+Enter');
       await page.waitForTimeout(500);
       if (h.server.received().length) throw new Error('Ctrl+Enter with nothing edited sent bytes');
@@ -127,10 +117,8 @@ const steps = [
     async (page, workspace, ctx) => {
       await closeEditors(page);
       const h = await holdChunk(page, ctx, Buffer.from('search-me'));
-      const menu = await wb.openContextMenu(h.row);
-      await wb.pickMenuItem(menu, 'Open in Payload Editor');
+      await openFromRow(page, h.row);
       const f = frame(page);
-      await f.locator('.hex-grid .b[data-i="0"]').waitFor();
       // 1 MiB of filler and a needle at its end.
       const needle = 'NEEDLE-AT-THE-END';
       const filler = 'abcdefghijklmnop'.repeat((1 << 20) / 16);

@@ -228,4 +228,4 @@ const steps = [
   ],
 ];
 
-module.exports = { steps, frame };
+module.exports = { steps, frame, hexCell, openFromRow, waitFor };

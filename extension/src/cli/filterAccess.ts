@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { EmulatorProcess } from '../filter/emulatorProcess';
 import { EngineError, type FilterEngine } from '../helper/engine';
+import type { NkeErrorCode } from '../shared/helperProtocol';
 import { resolveEmulatorRuntimeDir } from '../shared/privateDir';
 import { CliError, ExitCode } from './cliArgs';
 
@@ -16,7 +17,7 @@ export type Transport = 'emulator' | 'iokit';
 /** What to do after the first attempt to open the filter failed with `code`. */
 export function nextStepAfterFailure(
   transport: Transport,
-  code: string,
+  code: NkeErrorCode,
   noStart: boolean,
 ): 'start-emulator' | 'give-up' {
   // Only a directory where no emulator answers gets one of ours: a refused
@@ -29,7 +30,7 @@ export function nextStepAfterFailure(
 /** Why the filter is unavailable, and what to do, for the error `nke` exits 3 with. */
 export function unavailableMessage(
   transport: Transport,
-  code: string,
+  code: NkeErrorCode,
   cause: string,
   runtimeDir: string,
   noStart: boolean,
@@ -85,7 +86,9 @@ export interface FilterAccess {
   close(): Promise<void>;
 }
 
-function connectOnce(engine: FilterEngine): { ok: true } | { ok: false; code: string; message: string } {
+function connectOnce(
+  engine: FilterEngine,
+): { ok: true } | { ok: false; code: NkeErrorCode; message: string } {
   try {
     engine.connect();
     return { ok: true };

@@ -38,7 +38,7 @@ const DEFAULT_CAPTURE_MIB = 64;
 export interface OwnOptions {
   command: 'watch' | 'run';
   rules?: RulesConfig;
-  history?: number;
+  eventRing?: number;
   /** capture history kept for nke export / Wireshark, in bytes (absent or 0: none) */
   captureBytes?: number;
   noStart: boolean;
@@ -59,7 +59,7 @@ export interface Owner {
 /** Runs the engine in this process with a control socket; resolves with the exit status once stopped. */
 export async function ownFilter(o: OwnOptions, body: (owner: Owner) => void): Promise<number> {
   const engine = new FilterEngine({
-    historyLimit: o.history,
+    eventRingLimit: o.eventRing,
     captureHistoryBytes: o.captureBytes,
     // The engine's info lines (connected, session) are not news to someone who ran nke.
     log: (level, message) => level !== 'info' && o.say(`${level}: ${message}`),
@@ -130,7 +130,11 @@ function ownerOptions(execsHelp: string): OptionSpec[] {
     },
     { name: '--execs', value: 'all|tree|none', choices: EXEC_SCOPES, help: execsHelp },
     { name: '--no-start', help: 'fail (exit 3) when no emulator answers instead of starting nke-emud' },
-    { name: '--history', value: 'N', help: 'events the live model keeps (default 100000)' },
+    {
+      name: '--event-ring',
+      value: 'N',
+      help: "events the helper's ring keeps for nke/history (default 100000)",
+    },
     {
       name: '--capture-mib',
       value: 'N',
@@ -149,14 +153,14 @@ function prepareOwner(
 ): {
   log: EventLog;
   rules?: RulesConfig;
-  history?: number;
+  eventRing?: number;
   captureBytes: number;
   noStart: boolean;
   say: (l: string) => void;
 } {
   const rulesFile = args.values.get('--rules');
   const rules = rulesFile === undefined ? undefined : readRulesFile(rulesFile);
-  const history = intOption(args, command, '--history', 1, 10_000_000);
+  const eventRing = intOption(args, command, '--event-ring', 1, 10_000_000);
   const captureMiB = intOption(args, command, '--capture-mib', 0, 1024 * 1024) ?? DEFAULT_CAPTURE_MIB;
   const file = args.values.get('--output');
   let out: EventOutput;
@@ -169,7 +173,7 @@ function prepareOwner(
   return {
     log,
     rules,
-    history,
+    eventRing,
     captureBytes: captureMiB * 2 ** 20,
     noStart: args.flags.has('--no-start'),
     say: (l) => void process.stderr.write(`nke: ${l}\n`),

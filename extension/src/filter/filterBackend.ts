@@ -33,6 +33,3 @@ export interface FilterBackend {
   /** Stops what this window started (deactivation). */
   dispose(): Promise<void>;
 }
-
-/** A StepReporter that only logs (tests, headless use). */
-export const silentSteps: StepReporter = { step: () => {} };

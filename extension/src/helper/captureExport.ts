@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { CaptureExportResult } from '../shared/helperProtocol';
+import type { CaptureExportResult, NkeErrorCode } from '../shared/helperProtocol';
 import { type Direction, type Frame, TcpConversation, UdpFlow } from '../capture/conversation';
 import type { Endpoint } from '../capture/packets';
 import { LINKTYPE_ETHERNET, PcapngWriter } from '../capture/pcapng';
@@ -455,7 +455,7 @@ export function exportCapture(
 /** A refused export target or a missing history: the message says what to do. */
 export class CaptureTargetError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: NkeErrorCode,
     message: string,
   ) {
     super(message);

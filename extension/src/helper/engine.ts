@@ -6,8 +6,10 @@
 import { EventEmitter } from 'node:events';
 import type {
   CaptureExportResult,
+  FilterError,
   FilterStateView,
   FilterStatus,
+  NkeErrorCode,
   PendingView,
   RulesConfig,
   Snapshot,
@@ -71,7 +73,7 @@ const encodeResponse = (v: readonly Verdict[], r: readonly Release[]) => toBuffe
 
 export class EngineError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: NkeErrorCode,
     message: string,
     /** Extra facts for the client (e.g. why a payload is gone), sent as the error's data. */
     readonly data?: Record<string, unknown>,
@@ -81,7 +83,8 @@ export class EngineError extends Error {
 }
 
 export interface EngineOptions {
-  historyLimit?: number;
+  /** Events the model's ring keeps for nke/history (default DEFAULT_EVENT_RING_LIMIT). */
+  eventRingLimit?: number;
   /** Bound on the bytes kept for pending payloads (default 64 MiB); beyond it held chunks pass. */
   pendingBytesLimit?: number;
   /**
@@ -189,7 +192,6 @@ function directionsEnded(event: number): number[] {
 /** The filter's state record, grouped by what each number counts (now, or since the filter started). */
 export function filterStateView(s: FilterState): FilterStateView {
   return {
-    abiVersion: s.abiVersion,
     captureMode:
       s.captureMode === CaptureMode.Nothing
         ? 'nothing'
@@ -250,7 +252,7 @@ function lastMatchEnd(data: Buffer, find: Buffer): number {
 
 export class FilterEngine extends EventEmitter<{
   update: [ModelUpdate];
-  filterClosed: [{ code: string; message: string }];
+  filterClosed: [FilterError];
   pending: [PendingEntry];
 }> {
   readonly model: LiveModel;
@@ -264,7 +266,7 @@ export class FilterEngine extends EventEmitter<{
   private client?: NativeFilterClient;
   private kev?: NativeKevSocket;
   private sessionId?: bigint;
-  private lastError?: { code: string; message: string };
+  private lastError?: FilterError;
   private lastState?: FilterState;
   /** The filter's state record changed what the views show (stale entries): send status with the next update. */
   private filterStateChanged = false;
@@ -280,7 +282,7 @@ export class FilterEngine extends EventEmitter<{
 
   constructor(opts: EngineOptions = {}) {
     super();
-    this.model = new LiveModel(opts.historyLimit, opts.pendingBytesLimit);
+    this.model = new LiveModel(opts.eventRingLimit, opts.pendingBytesLimit);
     if (opts.captureHistoryBytes) {
       this.history = new CaptureHistory({
         limitBytes: opts.captureHistoryBytes,
@@ -335,7 +337,6 @@ export class FilterEngine extends EventEmitter<{
       pending: [...this.model.pending.values()].map((p) => p.view),
       counters: { ...this.model.counters },
       rules: this.rules.config,
-      historySize: this.model.historySize,
       capture: this.history?.status(),
     };
   }
@@ -388,10 +389,12 @@ export class FilterEngine extends EventEmitter<{
       addon = this.addon;
       client = new addon.FilterClient();
       const reply = client.open(
-        (records, _skipped, wakeNs, captured) => {
+        (records, skipped, wakeNs, captured) => {
           // Never let an exception escape into the addon's callback: log it,
           // the filter's deadlines release whatever was not answered.
           try {
+            // Records the reader passed over (too large, size not as its header says).
+            this.model.countMalformed(skipped);
             this.onRecords(records, wakeNs, captured);
           } catch (e) {
             this.log('error', `processing notifications failed: ${(e as Error).stack ?? e}`);
@@ -670,7 +673,7 @@ export class FilterEngine extends EventEmitter<{
    */
   onRecords(records: Buffer, _wakeNs?: number, captured?: Buffer): void {
     const list: Notification[] = [];
-    this.model.counters.malformedRecords += decodeBatch(records, list);
+    this.model.countMalformed(decodeBatch(records, list));
     const verdicts: Verdict[] = [];
     const releases: Release[] = [];
     const positions = this.history ? capturedPositions(captured) : undefined;

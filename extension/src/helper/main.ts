@@ -3,10 +3,11 @@
 // it connects back to the extension's socket, proves the one-time token, and
 // serves the helper protocol for one FilterEngine until that connection ends.
 //
-//   node dist/helper.js --socket PATH --token-file PATH [--history N] [--no-connect]
+//   node dist/helper.js --socket PATH --token-file PATH [--event-ring N] [--no-connect]
 //                       [--capture-mib N] [--control]
 //
-// --capture-mib: the capture history of payload bytes (pcapng export, live
+// --event-ring: events the model's ring keeps for nke/history (default
+// 100000). --capture-mib: the capture history of payload bytes (pcapng export, live
 // capture), 0 for none. --control: also serve the control socket, so `nke
 // export`, `nke verdict` and Wireshark's extcap reach this helper (skipped,
 // with a log line, when another helper serves it).
@@ -24,7 +25,7 @@ import { serveHelperProtocol } from './service';
 interface Args {
   socket: string;
   tokenFile: string;
-  history?: number;
+  eventRing?: number;
   connect: boolean;
   captureMiB: number;
   control: boolean;
@@ -40,10 +41,10 @@ function parseArgs(argv: string[]): Args {
     };
     if (k === '--socket') a.socket = v();
     else if (k === '--token-file') a.tokenFile = v();
-    else if (k === '--history') {
-      a.history = Number(v());
-      if (!Number.isInteger(a.history) || a.history < 1) {
-        throw new Error('--history must be a positive integer');
+    else if (k === '--event-ring') {
+      a.eventRing = Number(v());
+      if (!Number.isInteger(a.eventRing) || a.eventRing < 1) {
+        throw new Error('--event-ring must be a positive integer');
       }
     } else if (k === '--capture-mib') {
       a.captureMiB = Number(v());
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
   const log = (level: 'info' | 'warn' | 'error', message: string) =>
     void connection.sendNotification(Log, { level, message }).catch(() => {});
   const engine = new FilterEngine({
-    historyLimit: args.history,
+    eventRingLimit: args.eventRing,
     captureHistoryBytes: args.captureMiB * 2 ** 20,
     log,
   });

@@ -1,8 +1,10 @@
 // The helper's live model: sockets, exec tree, pending payloads, counters and
 // a bounded history. Fed by the engine with decoded notifications and exec
 // records; collects what changed since the last flush so updates go out in
-// batches. Memory is bounded: history is a ring of `historyLimit` events,
-// closed sockets and execs are capped too.
+// batches. Memory is bounded: the events (socket opens, data, verdicts...)
+// are a ring of `eventRingLimit` (nke/history serves it; not the extension's
+// nke.historyLimit, which counts exec events kept in the window), closed
+// sockets and execs are capped too.
 import type {
   Endpoint,
   ExecView,
@@ -294,7 +296,8 @@ type NewEvent = HistoryEvent extends infer E
     : never
   : never;
 
-export const DEFAULT_HISTORY_LIMIT = 100_000;
+/** Events the helper's ring keeps by default (nke watch/run --event-ring N; helper --event-ring N). */
+export const DEFAULT_EVENT_RING_LIMIT = 100_000;
 const CLOSED_SOCKETS_KEPT = 1_000;
 const EXECS_KEPT = 10_000;
 /** Chunks whose end is remembered, so a late verdict is told why (a verdict, a release), not just "unknown". */
@@ -395,9 +398,11 @@ export class LiveModel {
   readonly endedPending = new Map<string, EndedPending>();
   counters = emptyCounters();
 
-  // History ring: `history[(start + i) % limit]`, i < length.
-  private history: HistoryEvent[] = [];
-  private historyStart = 0;
+  // Event ring: `eventRing[(eventRingStart + i) % eventRingLimit]`, i < length.
+  private eventRing: HistoryEvent[] = [];
+  private eventRingStart = 0;
+  /** events the ring let go, oldest first, to make room */
+  eventsDropped = 0;
   private seq = 0;
 
   // Changes since the last takeUpdate().
@@ -419,11 +424,11 @@ export class LiveModel {
   pendingBytes = 0;
 
   constructor(
-    public historyLimit = DEFAULT_HISTORY_LIMIT,
+    public eventRingLimit = DEFAULT_EVENT_RING_LIMIT,
     public pendingBytesLimit = DEFAULT_PENDING_BYTES_LIMIT,
   ) {
-    if (!Number.isInteger(historyLimit) || historyLimit < 1) {
-      throw new RangeError('history limit must be >= 1');
+    if (!Number.isInteger(eventRingLimit) || eventRingLimit < 1) {
+      throw new RangeError('the event ring limit must be >= 1');
     }
     if (!Number.isInteger(pendingBytesLimit) || pendingBytesLimit < 0) {
       throw new RangeError('pending bytes limit must be an integer >= 0');
@@ -439,8 +444,9 @@ export class LiveModel {
     return this.dirty;
   }
 
-  get historySize(): number {
-    return this.history.length;
+  /** Events in the ring now. */
+  get eventRingSize(): number {
+    return this.eventRing.length;
   }
 
   private record(e: NewEvent): void {
@@ -448,22 +454,23 @@ export class LiveModel {
     const ev = e as HistoryEvent;
     ev.seq = ++this.seq;
     ev.time = Date.now();
-    if (this.history.length < this.historyLimit) this.history.push(ev);
+    if (this.eventRing.length < this.eventRingLimit) this.eventRing.push(ev);
     else {
-      this.history[this.historyStart] = ev;
-      this.historyStart = (this.historyStart + 1) % this.historyLimit;
-      this.counters.historyDropped++;
+      this.eventRing[this.eventRingStart] = ev;
+      this.eventRingStart = (this.eventRingStart + 1) % this.eventRingLimit;
+      this.eventsDropped++;
     }
     // Bound the pending batch too: a client that never drains must not grow us.
-    if (this.newEvents.length < this.historyLimit) this.newEvents.push(ev);
+    if (this.newEvents.length < this.eventRingLimit) this.newEvents.push(ev);
     this.dirty = true;
   }
 
-  historySince(since = 0, limit = 1000): HistoryEvent[] {
+  /** The ring's events with seq > since, oldest first, at most `limit` (nke/history). */
+  eventsSince(since = 0, limit = 1000): HistoryEvent[] {
     const out: HistoryEvent[] = [];
-    const n = this.history.length;
+    const n = this.eventRing.length;
     for (let i = 0; i < n && out.length < limit; i++) {
-      const ev = this.history[(this.historyStart + i) % n];
+      const ev = this.eventRing[(this.eventRingStart + i) % n];
       if (ev.seq > since) out.push(ev);
     }
     return out;
@@ -514,9 +521,15 @@ export class LiveModel {
     return s;
   }
 
+  /** Records passed over as malformed (by the addon's reader, or by decodeBatch): counted and sent. */
+  countMalformed(n: number): void {
+    if (n <= 0) return;
+    this.counters.malformedRecords += n;
+    this.dirty = true;
+  }
+
   /** Applies one notification to sockets and counters (not data decisions). */
   apply(n: Notification): void {
-    this.counters.notifications++;
     const key = sockKey(n.sock);
     switch (n.type) {
       case NotifyType.Attach: {
@@ -803,7 +816,6 @@ export class LiveModel {
       path: r.complete ? r.path.toString('utf8') : r.path.toString('latin1').replace(/\0/g, '\ufffd'),
       complete: r.complete,
       truncated: (r.flags & NKE_EXEC_F_TRUNCATED) !== 0,
-      spawnerContext: (r.flags & 1) !== 0,
       underShim: (r.flags & NKE_EXEC_F_FROM_SHIM) !== 0,
       time: Date.now(),
     };
@@ -834,8 +846,8 @@ export class LiveModel {
     for (const k of this.closedSockets.keys()) this.removedSockets.add(k);
     this.closedSockets.clear();
     this.execs.clear();
-    this.history = [];
-    this.historyStart = 0;
+    this.eventRing = [];
+    this.eventRingStart = 0;
     this.dirty = true;
   }
 

@@ -4,6 +4,7 @@
 // overrides it (tests, packaged layouts).
 import fs from 'node:fs';
 import path from 'node:path';
+import type { NkeErrorCode } from '../shared/helperProtocol';
 
 export interface OpenReply {
   abiVersion: number;
@@ -74,8 +75,9 @@ export interface NativeKevSocket {
   stats(): { messages: number; duplicates: number; malformed: number; evicted: number };
 }
 
+/** An error of the addon: its code is one of the protocol's (NKE_ERROR_CODES, or the filter's NKE_ERR_ name). */
 export interface NativeError extends Error {
-  code: string;
+  code: NkeErrorCode;
 }
 
 export interface NativeAddon {

@@ -59,6 +59,15 @@ function absolutePath(o: Record<string, unknown>, method: string): string {
   return o.path;
 }
 
+/** The JSON-RPC error of an engine error, by its code; any other code: FilterRefused. */
+const RPC_ERROR_OF: Partial<Record<P.NkeErrorCode, number>> = {
+  NKE_UNKNOWN_PAYLOAD: P.HelperErrorCode.UnknownPayload,
+  NKE_NOT_CONNECTED: P.HelperErrorCode.FilterNotConnected,
+  NKE_BAD_VERDICT: ErrorCodes.InvalidParams,
+  NKE_NO_STAGED_EDIT: ErrorCodes.InvalidParams,
+  NKE_NO_CAPTURE: P.HelperErrorCode.CaptureFailed,
+};
+
 /** Maps engine and addon errors to JSON-RPC errors that keep their cause. */
 function wrap<T>(fn: () => T): T {
   try {
@@ -67,23 +76,16 @@ function wrap<T>(fn: () => T): T {
     if (e instanceof ResponseError) throw e;
     if (e instanceof RulesError) throw invalid(e.message);
     if (e instanceof EngineError) {
-      const code =
-        e.code === 'NKE_UNKNOWN_PAYLOAD'
-          ? P.HelperErrorCode.UnknownPayload
-          : e.code === 'NKE_NOT_CONNECTED'
-            ? P.HelperErrorCode.FilterNotConnected
-            : e.code === 'NKE_BAD_VERDICT' || e.code === 'NKE_NO_STAGED_EDIT'
-              ? ErrorCodes.InvalidParams
-              : e.code === 'NKE_NO_CAPTURE'
-                ? P.HelperErrorCode.CaptureFailed
-                : P.HelperErrorCode.FilterRefused;
+      const code = RPC_ERROR_OF[e.code] ?? P.HelperErrorCode.FilterRefused;
       throw new ResponseError(code, e.message, { ...e.data, code: e.code });
     }
     if (e instanceof CaptureTargetError) {
       throw new ResponseError(P.HelperErrorCode.CaptureFailed, e.message, { code: e.code });
     }
-    const err = e as Error & { code?: string };
-    throw new ResponseError(P.HelperErrorCode.FilterRefused, err.message, { code: err.code ?? 'NKE_ERROR' });
+    const err = e as Error & { code?: unknown };
+    throw new ResponseError(P.HelperErrorCode.FilterRefused, err.message, {
+      code: P.asNkeErrorCode(err.code) ?? ('NKE_ERROR' satisfies P.NkeErrorCode),
+    });
   }
 }
 
@@ -94,8 +96,6 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
   conn.onRequest(P.Hello, () => ({
     protocolVersion: P.HELPER_PROTOCOL_VERSION,
     pid: process.pid,
-    uid: process.getuid?.() ?? -1,
-    platform: process.platform,
   }));
   conn.onRequest(P.GetStatus, () => wrap(() => engine.status()));
   conn.onRequest(P.GetSnapshot, () => wrap(() => engine.snapshot()));
@@ -190,7 +190,7 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
       if (!Number.isInteger(limit) || (limit as number) < 1 || (limit as number) > 100000) {
         throw invalid('nke/history: limit must be 1..100000');
       }
-      return engine.model.historySince(since as number, limit as number);
+      return engine.model.eventsSince(since as number, limit as number);
     }),
   );
   conn.onRequest(P.Clear, () => wrap(() => engine.clear()));
@@ -231,8 +231,7 @@ export function serveHelperProtocol(conn: MessageConnection, engine: FilterEngin
   // The history events stay here (nke/history serves them): the extension never shows them.
   const onUpdate = ({ events: _events, ...batch }: ModelUpdate) =>
     void conn.sendNotification(P.Update, batch satisfies P.UpdateBatch).catch(() => {});
-  const onClosed = (e: { code: string; message: string }) =>
-    void conn.sendNotification(P.FilterClosed, e).catch(() => {});
+  const onClosed = (e: P.FilterError) => void conn.sendNotification(P.FilterClosed, e).catch(() => {});
   engine.on('update', onUpdate);
   engine.on('filterClosed', onClosed);
   return () => {

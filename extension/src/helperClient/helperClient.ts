@@ -27,7 +27,6 @@ export interface HelperLaunchOptions {
   runtime?: string;
   /** macOS: run the helper as root through an administrator prompt. */
   asAdministrator?: boolean;
-  historyLimit?: number;
   /** MiB of payload the helper's capture history keeps (0: none) */
   captureHistoryMiB?: number;
   /** the helper also serves the control socket (nke export/verdict, Wireshark's extcap) */
@@ -138,7 +137,6 @@ export class HelperClient extends EventEmitter<{
   private launch(tokenFile: string, onFail: (e: Error) => void): void {
     const runtime = this.opts.runtime ?? process.execPath;
     const args = [this.opts.helperScript, '--socket', this.socketPath, '--token-file', tokenFile];
-    if (this.opts.historyLimit) args.push('--history', String(this.opts.historyLimit));
     if (this.opts.captureHistoryMiB) args.push('--capture-mib', String(this.opts.captureHistoryMiB));
     if (this.opts.serveControl) args.push('--control');
     if (this.opts.connectFilter === false) args.push('--no-connect');

@@ -14,6 +14,7 @@ import { ResponseError } from 'vscode-jsonrpc';
 import { ActionableError } from '../commands/actionableError';
 import type { WorkbenchModel } from '../model/workbenchModel';
 import {
+  asNkeErrorCode,
   type CaptureExportResult,
   Clear,
   ConnectFilter,
@@ -26,11 +27,13 @@ import {
   GetSnapshot,
   GetStatus,
   Log,
+  type NkeErrorCode,
   type PendingRemovalReason,
   type PendingView,
   type RulesConfig,
   SetPaused,
   SetRules,
+  type UnknownPayloadData,
   Update,
   Verdict,
 } from '../shared/helperProtocol';
@@ -53,7 +56,6 @@ export interface HelperSessionOptions {
   launch: () => {
     /** macOS kext mode: the helper runs as root through an administrator prompt. */
     asAdministrator: boolean;
-    historyLimit: number;
     /** nke.captureHistoryMiB */
     captureHistoryMiB?: number;
     /** NKE_EMU_DIR and such, for the helper's addon. */
@@ -73,17 +75,17 @@ export interface SessionFailure {
   message: string;
 }
 
-/** A filter-side error code carried in a helper ResponseError's data. */
-function filterErrorCode(e: unknown): string | undefined {
+/** The error code carried in a helper ResponseError's data (NKE_ERROR_CODES). */
+function filterErrorCode(e: unknown): NkeErrorCode | undefined {
   if (!(e instanceof ResponseError)) return undefined;
-  const data = e.data as { code?: unknown } | undefined;
-  return typeof data?.code === 'string' ? data.code : undefined;
+  return asNkeErrorCode((e.data as { code?: unknown } | undefined)?.code);
 }
 
 /** A helper ResponseError's data.reason (why a payload is no longer pending). */
 function removalReason(e: unknown): PendingRemovalReason | undefined {
   if (!(e instanceof ResponseError)) return undefined;
-  const data = e.data as { reason?: unknown } | undefined;
+  // data is UnknownPayloadData when the helper knew why; checked, as anything from the wire.
+  const data = e.data as { [K in keyof UnknownPayloadData]?: unknown } | undefined;
   return typeof data?.reason === 'string' ? (data.reason as PendingRemovalReason) : undefined;
 }
 
@@ -166,8 +168,8 @@ export class HelperSession {
   }
 
   private launchSettings() {
-    const { asAdministrator, historyLimit, env } = this.opts.launch();
-    return { asAdministrator, historyLimit, env };
+    const { asAdministrator, env } = this.opts.launch();
+    return { asAdministrator, env };
   }
 
   /** Starts the helper if needed, opens the filter and loads the helper's whole model. */
@@ -175,8 +177,8 @@ export class HelperSession {
     const { model } = this.opts;
     const live = model.link.status === 'connected' || model.link.status === 'paused';
     if (this.conn && !live && this.launchChanged()) {
-      // Settings the helper starts with (nke.emulatorRuntimeDir, nke.mode,
-      // nke.historyLimit) changed since it started, and it holds no filter:
+      // Settings the helper starts with (nke.emulatorRuntimeDir, nke.mode)
+      // changed since it started, and it holds no filter:
       // a new one takes them, so a changed setting applies at this Connect.
       this.opts.log.info('the helper settings changed since it started: starting a new helper for them');
       this.stopHelper();
@@ -444,16 +446,11 @@ export class HelperSession {
 
   private async startHelper(gen: number): Promise<MessageConnection> {
     const launch = this.opts.launch();
-    this.launchKey = JSON.stringify({
-      asAdministrator: launch.asAdministrator,
-      historyLimit: launch.historyLimit,
-      env: launch.env,
-    });
+    this.launchKey = JSON.stringify({ asAdministrator: launch.asAdministrator, env: launch.env });
     const client = new HelperClient({
       helperScript: this.opts.helperScript,
       runtime: this.opts.runtime,
       asAdministrator: launch.asAdministrator,
-      historyLimit: launch.historyLimit,
       captureHistoryMiB: launch.captureHistoryMiB,
       // The control socket is per user: a root helper (kext mode) would
       // create it where the user's nke and Wireshark cannot reach it.

@@ -21,16 +21,8 @@ import type {
 import { emptyCounters } from '../shared/helperProtocol';
 import { type ExecScope, ExecStore, type ExecTree } from './execStore';
 
-export type {
-  Counters,
-  ExecScope,
-  ExecTree,
-  ExecView,
-  FilterStatus,
-  PendingRemovalReason,
-  PendingView,
-  SocketView,
-};
+// The protocol types the views take from here (the model holds them as they come).
+export type { Counters, ExecScope, ExecView, PendingView, SocketView };
 
 /** How long closed sockets stay in the model by default (nke.closedSocketsKeptSeconds). */
 export const DEFAULT_CLOSED_SOCKETS_KEPT_MS = 300_000;

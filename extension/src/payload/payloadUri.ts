@@ -11,11 +11,6 @@ export const PAYLOAD_SCHEME = 'nke-payload';
 
 export type PayloadDocKind = 'text' | 'hex';
 
-export const PAYLOAD_LANGUAGE: Record<PayloadDocKind, string> = {
-  text: 'nke-payload-text',
-  hex: 'nke-payload-hex',
-};
-
 const EXTENSION: Record<PayloadDocKind, string> = { text: '.nkepayload', hex: '.nkehex' };
 
 /**

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { MessageConnection } from 'vscode-jsonrpc';
+import type { NkeErrorCode } from './helperProtocol';
 import { privateDirProblem } from './privateDir';
 import { connectWithToken } from './tokenSocket';
 
@@ -49,7 +50,7 @@ export async function connectControl(): Promise<MessageConnection | undefined> {
     connection.listen();
     return connection;
   } catch (e) {
-    if ((e as { code?: string }).code === 'NKE_NO_HELPER') return undefined; // stale socket of a dead helper
+    if ((e as { code?: NkeErrorCode }).code === 'NKE_NO_HELPER') return undefined; // stale socket of a dead helper
     throw e;
   }
 }

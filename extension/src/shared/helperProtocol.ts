@@ -12,8 +12,11 @@ import type { RuleActionName, RuleMatch } from './ruleFields';
 /**
  * Bumped on any incompatible change of this file. 2: byte-count changes go
  * as `bytes` tuples, and batches carry no history events (nke/history has them).
+ * 3: what no client read is gone (hello's uid and platform, the snapshot's
+ * historySize, the state's abiVersion, an exec's spawnerContext, the
+ * notifications and historyDropped counters); error codes are NkeErrorCode.
  */
-export const HELPER_PROTOCOL_VERSION = 2;
+export const HELPER_PROTOCOL_VERSION = 3;
 
 // ---- Rules -----------------------------------------------------------------
 
@@ -96,7 +99,6 @@ export interface ExecView {
   complete: boolean;
   /** the path was longer than the filter carries (NKE_PATH_MAX): this is its start */
   truncated: boolean;
-  spawnerContext: boolean;
   /** emulator: the process runs under the shim (the filter's programs; Exec Events' default scope starts here) */
   underShim?: boolean;
   time: number;
@@ -147,7 +149,11 @@ export type PendingRemovalReason =
 
 /** The helper's own counters: totals since this helper process started. */
 export interface Counters {
-  notifications: number;
+  /**
+   * notification records passed over as malformed: those the addon's reader
+   * skipped (larger than a record may be, or a header whose size is wrong)
+   * and those the helper could not decode
+   */
   malformedRecords: number;
   dataChunks: number;
   bytesIn: number;
@@ -161,7 +167,6 @@ export interface Counters {
   releasedByFilter: number;
   execs: number;
   execsIncomplete: number;
-  historyDropped: number;
   /** chunks a rule would have held for a person but passed because the bytes
    * kept for pending payloads were at their limit (helper pendingBytesLimit) */
   pendingOverLimit?: number;
@@ -180,7 +185,6 @@ export interface Counters {
 
 /** Counters all zero: a fresh model on either side of the link. */
 export const emptyCounters = (): Counters => ({
-  notifications: 0,
   malformedRecords: 0,
   dataChunks: 0,
   bytesIn: 0,
@@ -194,7 +198,6 @@ export const emptyCounters = (): Counters => ({
   releasedByFilter: 0,
   execs: 0,
   execsIncomplete: 0,
-  historyDropped: 0,
   pendingOverLimit: 0,
   socketsAdopted: 0,
   rewriteMatchesMissed: 0,
@@ -270,7 +273,6 @@ export type HistoryEvent =
  * filter started (the kext loaded, or nke-emud started), across all clients.
  */
 export interface FilterStateView {
-  abiVersion: number;
   captureMode: 'nothing' | 'all' | 'rules' | 'unknown';
   now: {
     /** sockets attached now */
@@ -315,7 +317,7 @@ export interface FilterStatus {
   /** the filter's own state, when connected */
   state?: FilterStateView;
   /** why the filter is not connected, when it is not */
-  error?: { code: string; message: string };
+  error?: FilterError;
   paused: boolean;
 }
 
@@ -326,7 +328,6 @@ export interface Snapshot {
   pending: PendingView[];
   counters: Counters;
   rules: RulesConfig;
-  historySize: number;
   /** the capture history of payload bytes (absent: the helper keeps none) */
   capture?: CaptureStatus;
 }
@@ -386,9 +387,8 @@ export interface UpdateBatch {
 
 export interface HelloResult {
   protocolVersion: number;
+  /** the helper's pid (nke status names the process that holds the filter) */
   pid: number;
-  uid: number;
-  platform: string;
 }
 
 /** Identifies the helper; the first request a client sends. */
@@ -476,7 +476,7 @@ export const StreamCapture = new RequestType<
 /** Batched model changes. */
 export const Update = new NotificationType<UpdateBatch>('nke/update');
 /** The filter connection ended on its own (emulator stopped, kext unloaded). */
-export const FilterClosed = new NotificationType<{ code: string; message: string }>('nke/filterClosed');
+export const FilterClosed = new NotificationType<FilterError>('nke/filterClosed');
 /** A line for the extension's log channel. */
 export const Log = new NotificationType<{ level: 'info' | 'warn' | 'error'; message: string }>('nke/log');
 
@@ -487,6 +487,72 @@ export const Log = new NotificationType<{ level: 'info' | 'warn' | 'error'; mess
 export interface UnknownPayloadData {
   code: 'NKE_UNKNOWN_PAYLOAD';
   reason?: PendingRemovalReason;
+}
+
+/**
+ * Every string error code of this boundary, and what it means: the code of
+ * an error's `data.code` (ResponseError), of FilterStatus.error and of
+ * FilterClosed, and of the errors the helper, the addon and the extension's
+ * own links raise. Written here once: producers and matchers use the
+ * NkeErrorCode type, so a misspelt code fails type-checking, and a unit test
+ * (test/unit/errorCodes.test.ts) checks every code the addon's sources throw
+ * is in this table.
+ */
+export const NKE_ERROR_CODES = {
+  // ---- the filter link (the addon: native/addon/src) ----
+  NKE_BUSY: 'another client has the filter open (another window, nke watch or nke run)',
+  NKE_EMU_NOT_RUNNING: "nothing answers on the emulator's ctl.sock: nke-emud is not running there",
+  NKE_NOT_LOADED: 'the kext is not loaded (no service, or its kernel-event vendor is not registered)',
+  NKE_NOT_PERMITTED: 'the filter refused this client: not root (kext), or another user (emulator)',
+  NKE_NOT_PRIVATE: "a runtime directory or listener that is not this user's private one",
+  NKE_BAD_PATH: 'a path the helper cannot use (not absolute, or too long for a socket address)',
+  NKE_VERSION: "the filter's ABI version or geometry differs from the addon's",
+  NKE_PROTOCOL: 'the filter sent a malformed or short reply',
+  NKE_GONE: 'the filter went away (emulator stopped, kext unloaded, its socket closed)',
+  NKE_NOT_OPEN: 'the filter client is closed',
+  NKE_ALREADY_OPEN: 'the filter client (or event socket) is already open',
+  NKE_TOO_LARGE: 'a request larger than the filter accepts',
+  NKE_QUEUE_CORRUPT: "the notification queue's head, tail or size is out of range",
+  NKE_BAD_VENDOR: 'a kernel-event vendor string of the wrong length',
+  NKE_VENDOR_NOT_REGISTERED: 'the emulator has no kernel-event vendor of that name',
+  NKE_CAPTURE_FILE: "the capture history's file descriptor cannot be used",
+  NKE_SYSTEM: 'a system call failed (the message names it)',
+  NKE_ADDON_MISSING: 'the native addon is not built',
+  // ---- the helper (engine, capture export) ----
+  NKE_NOT_CONNECTED: "the helper's filter client is not connected",
+  NKE_UNKNOWN_PAYLOAD: 'no payload is held under this id (data.reason: why it is gone, when known)',
+  NKE_NO_STAGED_EDIT: 'the payload has no staged edit',
+  NKE_BAD_VERDICT: 'a verdict, edit or hold the filter would refuse (size, range, the pending bound)',
+  NKE_NO_CAPTURE: 'no capture history is kept (its size is 0)',
+  NKE_EXPORT_FILE: 'the pcapng export file cannot be created or written',
+  NKE_FIFO: "the live capture's FIFO cannot be used",
+  NKE_ERROR: 'an error that carried no code of its own',
+  // ---- the extension's and the CLI's own links ----
+  NKE_TAKEN_OVER: 'another window took the filter over from this one',
+  NKE_NO_HELPER: 'nothing listens on the helper or control socket',
+  NKE_REFUSED: 'the other end of a token socket refused the token, or did not answer',
+} as const satisfies Record<string, string>;
+
+/**
+ * The filter's own refusal (enum nke_error of nke_abi.h, by the name the
+ * addon gives it: "NKE_ERR_VERSION"); the ABI header is where those live.
+ */
+export type FilterErrorName = `NKE_ERR_${string}`;
+
+export type NkeErrorCode = keyof typeof NKE_ERROR_CODES | FilterErrorName;
+
+/** `code` as an NkeErrorCode, when it is one (codes read from an error's data or the addon). */
+export function asNkeErrorCode(code: unknown): NkeErrorCode | undefined {
+  if (typeof code !== 'string') return undefined;
+  return Object.hasOwn(NKE_ERROR_CODES, code) || /^NKE_ERR_[A-Z_]+$/.test(code)
+    ? (code as NkeErrorCode)
+    : undefined;
+}
+
+/** Why the filter is not connected, or why its connection ended. */
+export interface FilterError {
+  code: NkeErrorCode;
+  message: string;
 }
 
 /** JSON-RPC error codes of this protocol (besides the standard ones). */

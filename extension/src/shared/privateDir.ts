@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { NKE_EMU_DIR_ENV } from './abi';
+import type { NkeErrorCode } from './helperProtocol';
 
 /**
  * The emulator's runtime directory, the one function that says where it is
@@ -28,7 +29,7 @@ export function resolveEmulatorRuntimeDir(setting = '', env: NodeJS.ProcessEnv =
 }
 
 export class PrivateDirError extends Error {
-  readonly code = 'NKE_NOT_PRIVATE';
+  readonly code: NkeErrorCode = 'NKE_NOT_PRIVATE';
 }
 
 /** "uid 65534 (nobody)", or "uid 1234" when /etc/passwd does not name it. */

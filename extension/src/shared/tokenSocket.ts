@@ -17,6 +17,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
+import type { NkeErrorCode } from './helperProtocol';
 import {
   createMessageConnection,
   type MessageConnection,
@@ -231,7 +232,7 @@ export class TokenServer extends EventEmitter<{
 }
 
 export class RefusedError extends Error {
-  readonly code = 'NKE_REFUSED';
+  readonly code: NkeErrorCode = 'NKE_REFUSED';
 }
 
 /** Connects, proves the token, and returns the JSON-RPC connection (not yet listening). */
@@ -244,7 +245,9 @@ export async function connectWithToken(
     s.once('error', (e: NodeJS.ErrnoException) =>
       reject(
         e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-          ? Object.assign(new Error(`nothing listens on ${socketPath}`), { code: 'NKE_NO_HELPER' })
+          ? Object.assign(new Error(`nothing listens on ${socketPath}`), {
+              code: 'NKE_NO_HELPER' satisfies NkeErrorCode,
+            })
           : e,
       ),
     );

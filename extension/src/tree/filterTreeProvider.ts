@@ -48,6 +48,12 @@ const counterLabels: [keyof Counters, string][] = [
   ['bytesIn', 'Bytes in'],
   ['bytesOut', 'Bytes out'],
   ['execs', 'Exec events'],
+  ['execsIncomplete', 'Exec paths with gaps'],
+  ['socketsAdopted', 'Sockets attached before the helper'],
+  // What the helper saw but could not show or hold: never silent.
+  ['pendingOverLimit', "Passed, helper's pending bytes full"],
+  ['dataGaps', 'Data passed unreported'],
+  ['malformedRecords', 'Malformed records skipped'],
 ];
 
 export class FilterTreeProvider extends ModelTreeProvider<FilterNode> {

@@ -6,7 +6,8 @@
  *
  * Endpoints, in a 0700 runtime directory:
  *   $NKE_EMU_DIR, else $XDG_RUNTIME_DIR/nke-emu, else /tmp/nke-emu-<uid>
- *     ctl.sock   user client (one at a time), SOCK_SEQPACKET
+ *     ctl.sock   user client, SOCK_SEQPACKET: any number connect, one is open
+ *                at a time (the one whose OPEN succeeded, until it closes)
  *     kev.sock   kernel-event sockets (any number), SOCK_SEQPACKET
  *     shim.sock  the LD_PRELOAD shim's link (private to native/emu)
  *     nke-emud.lock  held (flock) by the one nke-emud serving the directory,

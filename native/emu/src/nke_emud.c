@@ -143,7 +143,11 @@ static struct nke_sock *g_socks;
 static int g_ep = -1;
 static int g_qfd = -1, g_buffd = -1, g_evfd = -1;
 static struct nke_dq_memory *g_queue;
-static struct conn *g_ctl;          /* the one user client, or NULL */
+/* The open user client: the ctl.sock connection whose OPEN succeeded, until
+ * it closes (NULL: none is open). As the kext's owner, it is made at a
+ * successful OPEN, not at connect: any connection may OPEN while none is
+ * open. */
+static struct conn *g_ctl;
 static struct conn *g_kev[MAX_KEV];
 static uint32_t g_kev_limit = NKE_KEV_MSG_LIMIT_X86_64;
 static uint32_t g_exec_id, g_kev_id;
@@ -543,8 +547,14 @@ static void kev_request(struct conn *c)
 
 /* ---- ctl ---------------------------------------------------------------- */
 
+/* A ctl.sock connection closed (or its reply could not be sent): the open
+ * client's closing releases everything held; any other just goes. */
 static void ctl_gone(struct conn *c)
 {
+    if (c != g_ctl) {
+        conn_close(c);
+        return;
+    }
     nke_core_client_close(&g_core);
     g_ctl = NULL;
     conn_close(c);
@@ -579,7 +589,7 @@ static void ctl_request(struct conn *c)
         goto reply;
     }
     /* Who may call what: the ABI's one contract, the kext's too (nke_abi.h) */
-    r.status = (uint32_t)nke_core_selector_check(q.selector, g_core.client_open);
+    r.status = (uint32_t)nke_core_selector_check(q.selector, c == g_ctl);
     if (r.status != NKE_OK)
         goto reply;
     switch (q.selector) {
@@ -592,6 +602,7 @@ static void ctl_request(struct conn *c)
         }
         memcpy(&oq, arg, sizeof(oq));
         if (g_core.client_open) {
+            /* Another connection is the open client (or this one already is). */
             r.status = NKE_ERR_BUSY;
             break;
         }
@@ -600,6 +611,7 @@ static void ctl_request(struct conn *c)
         while (read(g_evfd, &drain, sizeof(drain)) > 0) {}
         r.status = (uint32_t)nke_core_client_open(&g_core, &oq, &orp, ++g_session);
         if (r.status == NKE_OK) {
+            g_ctl = c;
             memcpy(out + sizeof(r), &orp, sizeof(orp));
             olen = sizeof(orp);
             fds[0] = g_qfd; fds[1] = g_buffd; fds[2] = g_evfd;
@@ -1155,13 +1167,8 @@ static void accept_on(struct conn *l)
         }
         c->fd = fd;
         if (l->kind == K_LISTEN_CTL) {
+            /* Not the user client yet: it becomes that at a successful OPEN. */
             c->kind = K_CTL;
-            if (g_ctl) {
-                /* One client at a time: answer its OPEN with BUSY, then it closes. */
-                LOG("second user client while one is open: its OPEN gets NKE_ERR_BUSY");
-            } else {
-                g_ctl = c;
-            }
         } else if (l->kind == K_LISTEN_KEV) {
             c->kind = K_KEV;
             int k;
@@ -1183,27 +1190,6 @@ static void accept_on(struct conn *l)
         }
         ep_add(c);
     }
-}
-
-/* A request on a ctl.sock connection that is not the user client's (one
- * made while another was connected). */
-static void busy_request(struct conn *c)
-{
-    uint8_t in[NKE_EMU_MAX_REQ + 64];
-    ssize_t n = recv(c->fd, in, sizeof(in), 0);
-    if (n <= 0) {
-        conn_close(c);
-        return;
-    }
-    struct nke_emu_req q = { 0 };
-    if ((size_t)n >= sizeof(q))
-        memcpy(&q, in, sizeof(q));
-    /* Not the open client: OPEN is BUSY, the rest as the contract says
-     * (NOT_OPEN, or SELECTOR), as the kext answers a second client. */
-    uint32_t status = q.selector == NKE_SEL_OPEN ? (uint32_t)NKE_ERR_BUSY
-                                                 : (uint32_t)nke_core_selector_check(q.selector, false);
-    struct nke_emu_reply r = { .magic = NKE_EMU_MAGIC_REPLY, .status = status, .seq = q.seq };
-    send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /* A refused peer's request (nke_emu_proto.h, Refusal): answered, never
@@ -1454,7 +1440,7 @@ int main(int argc, char **argv)
             }
             switch (c->kind) {
             case K_LISTEN_CTL: case K_LISTEN_KEV: case K_LISTEN_SHIM: accept_on(c); break;
-            case K_CTL: if (c == g_ctl) ctl_request(c); else busy_request(c); break;
+            case K_CTL: ctl_request(c); break;
             case K_KEV: kev_request(c); break;
             case K_REFUSED_CTL: case K_REFUSED_KEV: refused_request(c); break;
             case K_SHIM:

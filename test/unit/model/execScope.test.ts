@@ -15,7 +15,6 @@ const exec = (pid: number, ppid: number, path: string, underShim = false): ExecV
   path,
   complete: true,
   truncated: false,
-  spawnerContext: false,
   underShim,
   time: 0,
 });

@@ -75,7 +75,6 @@ describe('WorkbenchModel: pending payloads over time', () => {
       pending: [],
       counters: emptyUpdate().counters,
       rules: {},
-      historySize: 0,
     });
     assert.deepEqual(removed[1], [{ id: '3', reason: 'released' }]);
   });

@@ -97,7 +97,6 @@ describe('the model under byte tuples: sockets in place, changes named', () => {
         pending: [],
         counters: emptyUpdate().counters,
         rules: {},
-        historySize: 0,
       }),
     );
     assert.equal(c.reset, true);

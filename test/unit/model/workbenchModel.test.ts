@@ -19,7 +19,6 @@ const exec = (id: number, pid: number, complete = true): ExecView => ({
   path: `/p${pid}`,
   complete,
   truncated: false,
-  spawnerContext: false,
   time: 0,
 });
 const pending: PendingView = {
@@ -96,7 +95,6 @@ describe('WorkbenchModel', () => {
       pending: [],
       counters: { ...emptyCounters(), dataChunks: 5 },
       rules: {},
-      historySize: 0,
     });
     assert.equal(m.stale, false);
     assert.equal(m.link.status, 'connected');
