@@ -6,6 +6,7 @@
 import { strict as assert } from 'node:assert';
 import { emptyUpdate, WorkbenchModel } from '../../extension/src/model/workbenchModel';
 import {
+  KEEP_AHEAD_MIN_MS,
   PayloadActionError,
   type PayloadHelperPort,
   PayloadStore,
@@ -61,7 +62,8 @@ class FakeHelper implements PayloadHelperPort {
   }
 }
 
-function setup(holdTimeoutMs = 400, editHoldMaxMs = 1000) {
+/** keepAheadMinMs 0: steps of exactly holdTimeoutMs, as the step tests count them (KEEP_AHEAD_MIN_MS has its own test). */
+function setup(holdTimeoutMs = 400, editHoldMaxMs = 1000, keepAheadMinMs?: number) {
   const model = new WorkbenchModel('emulator', 10);
   model.setLink({ status: 'connected' });
   const helper = new FakeHelper(model);
@@ -70,6 +72,7 @@ function setup(holdTimeoutMs = 400, editHoldMaxMs = 1000) {
     helper,
     holdTimeoutMs: () => holdTimeoutMs,
     editHoldMaxMs: () => editHoldMaxMs,
+    keepAheadMinMs: keepAheadMinMs ?? 0,
   });
   const add = (id: string, data: string, holdMs = holdTimeoutMs) => {
     helper.data.set(id, bytes(data));
@@ -225,6 +228,26 @@ describe('payload store: one store, many views', () => {
     const n = helper.extends.length;
     await sleep(300);
     assert.equal(helper.extends.length, n, 'no more extends once at the maximum');
+    lease.dispose();
+    store.dispose();
+  });
+
+  it('with a short hold timeout an open payload is kept KEEP_AHEAD_MIN_MS ahead: a stalled host does not lose it', async () => {
+    const { model, helper, store, add } = setup(200, 60000, KEEP_AHEAD_MIN_MS);
+    add('6', 'x');
+    const lease = store.keepHeld('6', 'editor');
+    await sleep(100);
+    const first = helper.extends[0];
+    assert.ok(first, 'extended at once');
+    const view = model.pendingPayload('6')!;
+    assert.ok(
+      view.deadline - Date.now() > KEEP_AHEAD_MIN_MS - 500,
+      `held ${view.deadline - Date.now()} ms ahead, not just the 200 ms timeout`,
+    );
+    // A step later nothing is asked again: the deadline is still far.
+    const n = helper.extends.length;
+    await sleep(300);
+    assert.equal(helper.extends.length, n);
     lease.dispose();
     store.dispose();
   });

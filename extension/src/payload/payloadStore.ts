@@ -77,6 +77,9 @@ export type PayloadState =
   | { kind: 'sent'; action: PayloadAction; size?: number; view?: PendingView }
   | { kind: 'unknown' };
 
+/** An open payload stays held at least this long ahead of now (see keepAheadMinMs). */
+export const KEEP_AHEAD_MIN_MS = 3000;
+
 /** What the store needs of the helper (HelperSession implements it). */
 export interface PayloadHelperPort {
   payload(id: string): Promise<Uint8Array>;
@@ -91,6 +94,14 @@ export interface PayloadStoreOptions {
   holdTimeoutMs: () => number;
   /** nke.editHoldMaxMs: the most an open payload is held in total (clamped to the ABI cap). */
   editHoldMaxMs: () => number;
+  /**
+   * The least an open payload is kept held ahead of now (default
+   * KEEP_AHEAD_MIN_MS): with a short nke.holdTimeoutMs, a step ahead of only
+   * that long let a stall of the extension host (a busy machine, a long
+   * synchronous task) outlast the deadline, and the filter released a chunk
+   * someone was editing.
+   */
+  keepAheadMinMs?: number;
   now?: () => number;
   /** Failures of keeping a payload held (the store goes on trying). */
   log?: (message: string) => void;
@@ -295,7 +306,8 @@ export class PayloadStore {
   /**
    * Registers `holder` (an editor tab, the webview) as showing the payload.
    * While one is registered the store keeps the chunk held: each step asks
-   * the filter for holdTimeoutMs more from now, up to editHoldMaxMs in total
+   * the filter for holdTimeoutMs more from now (at least keepAheadMinMs), up
+   * to editHoldMaxMs in total
    * (the filter's own cap, NKE_HOLD_TOTAL_MAX_MS, above that). Dispose to let
    * it go: the chunk then keeps the deadline it has.
    */
@@ -394,16 +406,16 @@ export class PayloadStore {
   /** One step of keeping open payloads held (see keepHeld). */
   private async extendDue(): Promise<void> {
     const now = this.now();
-    const timeout = this.opts.holdTimeoutMs();
+    const ahead = Math.max(this.opts.holdTimeoutMs(), this.opts.keepAheadMinMs ?? KEEP_AHEAD_MIN_MS);
     const max = this.editHoldMaxMs();
     for (const [id, e] of this.entries) {
       if (e.holders.size === 0 || e.gone || e.extending || e.inFlight) continue;
       const view = this.opts.model.pendingPayload(id);
       if (!view) continue;
       const have = view.deadline - view.heldAt;
-      const want = Math.min(Math.ceil(now - view.heldAt + timeout), max);
-      // Only when it matters: past a quarter of the timeout, and not beyond the maximum.
-      if (want <= have || view.deadline - now > timeout * 0.75) continue;
+      const want = Math.min(Math.ceil(now - view.heldAt + ahead), max);
+      // Only when it matters: a quarter of the way used up, and not beyond the maximum.
+      if (want <= have || view.deadline - now > ahead * 0.75) continue;
       e.extending = true;
       try {
         const v = await this.opts.helper.extendHold(id, want);
