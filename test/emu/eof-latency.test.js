@@ -11,6 +11,7 @@
 'use strict';
 const assert = require('node:assert/strict');
 const H = require('./shim-harness');
+const { PEER } = require('./eof-order-peer');
 
 const SERVER = `
 import selectors, socket
@@ -48,37 +49,6 @@ while True:
             s.sendall(b'PONG\\n')
         elif b.startswith(b'SEEN'):
             s.sendall(b'%d\\n' % seen[s])
-`;
-
-// Per round: N connections, a PING/PONG on each (so each is accepted,
-// relayed and idle), all closed, then one more connection asks how many
-// EOFs the server had read when it accepted that one.
-const PEER = `
-import socket, sys
-port, n, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-def line(s):
-    b = b''
-    while not b.endswith(b'\\n'):
-        d = s.recv(64)
-        if not d:
-            raise SystemExit('server closed early')
-        b += d
-    return b.decode().strip()
-closed = 0
-for r in range(rounds):
-    conns = [socket.create_connection(('127.0.0.1', port)) for _ in range(n)]
-    for c in conns:
-        c.sendall(b'PING\\n')
-    for c in conns:
-        assert line(c) == 'PONG'
-    for c in conns:
-        c.close()
-    closed += n
-    q = socket.create_connection(('127.0.0.1', port))
-    q.sendall(b'SEEN\\n')
-    print('closed %d seen %s' % (closed, line(q)), flush=True)
-    q.close()
-    closed += 1
 `;
 
 const MODES = [

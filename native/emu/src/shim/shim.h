@@ -19,7 +19,7 @@
  *   link.c       the link to nke-emud (shim.sock, shim.state)
  *   tcp_relay.c  the TCP relay
  *   udp_queue.c  UDP: queued verdicts
- *   readiness.c  poll/epoll: readiness the program sees never runs ahead
+ *   readiness.c  poll/select/epoll: readiness the program sees never runs ahead
  *                of what the relay has yet to deliver
  *   sockctl.c    bind/listen/options of sockets not relayed
  *   exec.c       exec and spawn: reports, exit and exec drains
@@ -78,6 +78,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -130,6 +131,9 @@ extern int g_debug;
     X(int, epoll_ctl, (int, int, int, struct epoll_event *))                                       \
     X(int, epoll_wait, (int, struct epoll_event *, int, int))                                      \
     X(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))                   \
+    X(int, epoll_pwait2, (int, struct epoll_event *, int, const struct timespec *, const sigset_t *)) \
+    X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))                          \
+    X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *)) \
     X(ssize_t, read, (int, void *, size_t))                                                        \
     X(ssize_t, write, (int, const void *, size_t))                                                 \
     X(ssize_t, readv, (int, const struct iovec *, int))                                            \
