@@ -468,7 +468,7 @@ static int epoll_catch_up(int epfd, struct epoll_event *ev, int max, int n)
     int nr0 = 0;
     for (int i = 0; i < n; i++)
         nr0 += event_relayed(epfd, &ev[i]);
-    if (nr0 == n)
+    if (nr0 == n || shim_vforked())
         return n; /* the common case under load: nothing to wait for */
     /* Wait for what the loop has not handled, then look again, whether
      * it waited or not: the loop may have caught up after the kernel took
@@ -592,7 +592,7 @@ static int poll_catch_up(struct pollfd *fds, nfds_t nfds, int n)
     bool direct = false; /* only those can overtake what the relay owes */
     for (nfds_t i = 0; i < nfds && !direct; i++)
         direct = fds[i].revents && !fd_relayed(fds[i].fd);
-    if (!direct)
+    if (!direct || shim_vforked())
         return n;
     relay_catch_up(); /* then look again, waited or not (see epoll_catch_up) */
     {
@@ -742,7 +742,7 @@ static int select_catch_up(struct sel_look *l, int n)
         return n;
     }
     sel_count(l, &nr, &no);
-    if (!no)
+    if (!no || shim_vforked())
         return n; /* only relayed ones: among those the loop's order is the kernel's */
     relay_catch_up(); /* then look again, waited or not (see epoll_catch_up) */
     unsigned long first_small[3][SEL_SMALL];
