@@ -187,6 +187,8 @@ struct relay {
     atomic_bool prog_shutdown; /* the program called shutdown(): an EOF is not a close */
     atomic_bool restart_ask;  /* a new connect on it (after a failed one) */
     atomic_bool reset_swap;   /* reset by the peer: the program's next read/write swaps in real_fd */
+    int taken_err;            /* the reset's error a relay call on real_fd took (0: none); written
+                               * by the loop before reset_swap is set, read by the swap */
     size_t restart_filler;    /* its filler; under g_loop.lock */
     /* Loop thread only: */
     struct relay *next;
@@ -341,19 +343,22 @@ void relay_atfork_child(void);
 pthread_mutex_t *relay_loop_lock(void); /* g_loop.lock, for fork (lock order 3) */
 int fd_high(int fd);
 int fd_floor(void);
-void relay_swap(int fd);
+int relay_swap(int fd);
 extern atomic_uint g_resets_pending;
 bool relay_any(void);
 bool relay_catch_up(void);
 void readiness_closed(int fd); /* readiness.c: fd's number was closed (or dup2'ed over) */
 pthread_mutex_t *readiness_orphan_lock(void); /* g_orphan_lock, for fork (lock order 6) */
 /* The program's read/write on fd: a relayed socket reset by its peer
- * becomes the real socket first (relay_swap). One load otherwise. */
-static inline void relay_reset_check(int fd)
+ * becomes the real socket first (relay_swap). One load otherwise. -1 (errno
+ * set): the call is to fail with the reset's error, which the relay took
+ * from the real socket (the kernel hands it out once). */
+static inline int relay_reset_check(int fd)
 {
     if (__atomic_load_n(&g_resets_pending, __ATOMIC_RELAXED) && fd >= 0 && fd < MAX_FDS &&
         __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED))
-        relay_swap(fd);
+        return relay_swap(fd);
+    return 0;
 }
 uint32_t mux_attach_unconnected(int fd, uint8_t family);
 void mux_note(uint32_t id, const void *m, size_t n);

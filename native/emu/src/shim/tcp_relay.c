@@ -553,6 +553,11 @@ static size_t dir_read_want(const struct relay *r, const struct dir *d)
 static void dir_dst_failed(struct relay *r, struct dir *d, int err)
 {
     d->dead = true;
+    /* A send that failed with the reset's error took it from the socket
+     * (EPIPE: there was none left to take): the program's next call gets
+     * it, as its own send would have raw (relay_swap). */
+    if (d->dst == 0 && err && err != EPIPE && !r->taken_err)
+        r->taken_err = err;
     if (d->dst == 0 && err != EPIPE) /* the real socket: reset by the peer */
         r->reset_err = err ? err : ECONNRESET;
     else if (d->dst == 0)
@@ -757,8 +762,11 @@ static bool dir_read(struct relay *r, struct dir *d)
             break;
         }
         if (n < 0 && d->src == 0) {
-            /* the real socket reset (ECONNRESET, ETIMEDOUT...) */
+            /* the real socket reset (ECONNRESET, ETIMEDOUT...): this recv
+             * took the error the program is to get (relay_swap) */
             r->reset_err = errno;
+            if (!r->taken_err)
+                r->taken_err = errno;
             d->eof = true;
             break;
         }
@@ -1773,11 +1781,12 @@ void relay_atfork_child(void)
  * itself, which holds the kernel's error for the call about to be made.
  * Made by the program's own thread, inside its call on fd, so the number
  * cannot be closed and reused meanwhile. */
-void relay_swap(int fd)
+int relay_swap(int fd)
 {
+    int rc = 0;
     struct relay *r = relay_get(fd);
     if (!r)
-        return;
+        return 0;
     if (atomic_load(&r->reset_swap) && !r->remote && !shim_vforked()) {
         int fdfl = libc_call(fcntl, fd, F_GETFD);
         int fl = libc_call(fcntl, fd, F_GETFL);
@@ -1790,10 +1799,18 @@ void relay_swap(int fd)
         if (ok) {
             /* the real socket's file status flags are the relay's (non-blocking) */
             libc_call(fcntl, fd, F_SETFL, fl);
+            /* The relay's own call took the reset's error from the socket:
+             * this call fails with it, as the program's first call after a
+             * reset does raw (the socket then says EOF or EPIPE). */
+            if (r->taken_err) {
+                errno = r->taken_err;
+                rc = -1;
+            }
             relay_put(r); /* the table's */
         }
     }
     relay_put(r);
+    return rc;
 }
 
 /* ---- exec: relayed sockets the new image inherits -------------------------- */
