@@ -11,7 +11,7 @@
 'use strict';
 const assert = require('node:assert/strict');
 const H = require('./shim-harness');
-const { PEER } = require('./eof-order-peer');
+const { PEER, MODES } = require('./eof-order-peer');
 
 const SERVER = `
 import selectors, socket
@@ -50,12 +50,6 @@ while True:
         elif b.startswith(b'SEEN'):
             s.sendall(b'%d\\n' % seen[s])
 `;
-
-const MODES = [
-  { name: 'raw (the kernel)', shim: false, client: false },
-  { name: 'under the shim', shim: true, client: false },
-  { name: 'under the shim, client attached', shim: true, client: true },
-];
 
 describe('a peer closing connections, then connecting again: the EOFs come first', function () {
   this.timeout(120000);

@@ -37,4 +37,11 @@ for r in range(rounds):
     closed += 1
 `;
 
-module.exports = { PEER };
+// The three ways the server runs in those tests.
+const MODES = [
+  { name: 'raw (the kernel)', shim: false, client: false },
+  { name: 'under the shim', shim: true, client: false },
+  { name: 'under the shim, client attached', shim: true, client: true },
+];
+
+module.exports = { PEER, MODES };

@@ -12,15 +12,9 @@
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const H = require('./shim-harness');
-const { PEER } = require('./eof-order-peer');
+const { PEER, MODES } = require('./eof-order-peer');
 
 const SERVER = path.join(H.build, 'waits-test');
-
-const MODES = [
-  { name: 'raw (the kernel)', shim: false, client: false },
-  { name: 'under the shim', shim: true, client: false },
-  { name: 'under the shim, client attached', shim: true, client: true },
-];
 
 describe('select, pselect and epoll_pwait2: a peer closing connections, then connecting again: the EOFs come first', function () {
   this.timeout(120000);

@@ -518,14 +518,16 @@ static int epoll_catch_up(int epfd, struct epoll_event *ev, int max, int n)
     return out;
 }
 
-int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+/* The three epoll waits: events kept for this call (-1: none; the wait
+ * then goes to the kernel), and what the kernel's wait returned, after the
+ * catch-up (errno kept). */
+static int epoll_kept(int epfd, struct epoll_event *ev, int max)
 {
-    if (max > 0) {
-        int k = kept_take(epfd, ev, max);
-        if (k >= 0)
-            return k;
-    }
-    int n = libc_call(epoll_wait, epfd, ev, max, timeout);
+    return max > 0 ? kept_take(epfd, ev, max) : -1;
+}
+
+static int epoll_waited(int epfd, struct epoll_event *ev, int max, int n)
+{
     if (n > 0) {
         int e = errno;
         n = epoll_catch_up(epfd, ev, max, n);
@@ -534,20 +536,16 @@ int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
     return n;
 }
 
+int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    int k = epoll_kept(epfd, ev, max);
+    return k >= 0 ? k : epoll_waited(epfd, ev, max, libc_call(epoll_wait, epfd, ev, max, timeout));
+}
+
 int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
-    if (max > 0) {
-        int k = kept_take(epfd, ev, max);
-        if (k >= 0)
-            return k;
-    }
-    int n = libc_call(epoll_pwait, epfd, ev, max, timeout, mask);
-    if (n > 0) {
-        int e = errno;
-        n = epoll_catch_up(epfd, ev, max, n);
-        errno = e;
-    }
-    return n;
+    int k = epoll_kept(epfd, ev, max);
+    return k >= 0 ? k : epoll_waited(epfd, ev, max, libc_call(epoll_pwait, epfd, ev, max, timeout, mask));
 }
 
 /* epoll_pwait with a timespec (glibc 2.35; Linux 5.11): the same rule. */
@@ -557,18 +555,8 @@ int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespe
         errno = ENOSYS; /* a libc without it: the program's own fallback runs */
         return -1;
     }
-    if (max > 0) {
-        int k = kept_take(epfd, ev, max);
-        if (k >= 0)
-            return k;
-    }
-    int n = p_epoll_pwait2(epfd, ev, max, t, mask);
-    if (n > 0) {
-        int e = errno;
-        n = epoll_catch_up(epfd, ev, max, n);
-        errno = e;
-    }
-    return n;
+    int k = epoll_kept(epfd, ev, max);
+    return k >= 0 ? k : epoll_waited(epfd, ev, max, p_epoll_pwait2(epfd, ev, max, t, mask));
 }
 
 /* ---- poll ------------------------------------------------------------------- */
@@ -785,32 +773,30 @@ static int select_catch_up(struct sel_look *l, int n)
     return nr;
 }
 
+/* After the kernel's select or pselect returned n (the look prepared
+ * or not): the catch-up, errno kept. */
+static int sel_waited(struct sel_look *l, bool look, int n)
+{
+    if (look) {
+        int e = errno;
+        if (n > 0)
+            n = select_catch_up(l, n);
+        free(l->heap);
+        errno = e;
+    }
+    return n;
+}
+
 int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv)
 {
     struct sel_look l;
     bool look = sel_prepare(&l, nfds, r, w, x);
-    int n = libc_call(select, nfds, r, w, x, tv);
-    if (look) {
-        int e = errno;
-        if (n > 0)
-            n = select_catch_up(&l, n);
-        free(l.heap);
-        errno = e;
-    }
-    return n;
+    return sel_waited(&l, look, libc_call(select, nfds, r, w, x, tv));
 }
 
 int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *t, const sigset_t *mask)
 {
     struct sel_look l;
     bool look = sel_prepare(&l, nfds, r, w, x);
-    int n = libc_call(pselect, nfds, r, w, x, t, mask);
-    if (look) {
-        int e = errno;
-        if (n > 0)
-            n = select_catch_up(&l, n);
-        free(l.heap);
-        errno = e;
-    }
-    return n;
+    return sel_waited(&l, look, libc_call(pselect, nfds, r, w, x, t, mask));
 }
