@@ -689,8 +689,11 @@ static void dir_report(struct relay *r, struct dir *d, const uint8_t *buf, size_
     pthread_mutex_lock(&g_loop.lock);
     if (g_rep.buf && g_loop.link_fd >= 0) {
         struct iovec *cur = g_rep.n ? &g_rep.iov[g_rep.n - 1] : NULL;
-        if (!cur || cur->iov_len + CHUNK_HDR + n > SHIM_REPORTS_MAX || g_rep.entries == SHIM_REPORTS_ENTRIES) {
-            /* a new message: its own header first */
+        /* The messages lie one after the other in buf: the report goes
+         * into the last one while that has room and so has buf, else into
+         * a new one (after a flush when buf or the batch is full). */
+        if (!cur || cur->iov_len + CHUNK_HDR + n > SHIM_REPORTS_MAX || g_rep.entries == SHIM_REPORTS_ENTRIES ||
+            g_rep.used + CHUNK_HDR + n > REPORT_BUF_BYTES) {
             if (g_rep.n == REPORT_BATCH || g_rep.used + 2 * CHUNK_HDR + n > REPORT_BUF_BYTES)
                 report_flush_locked();
             cur = &g_rep.iov[g_rep.n];
