@@ -44,4 +44,14 @@ const MODES = [
   { name: 'under the shim, client attached', shim: true, client: true },
 ];
 
-module.exports = { PEER, MODES };
+// The peer's output: 8 rounds, each with every EOF read before the accept.
+function checkRounds(assert, stdout, rounds = 8) {
+  const lines = stdout.trim().split('\n');
+  assert.equal(lines.length, rounds, stdout);
+  for (const l of lines) {
+    const [, closed, seen] = l.match(/^closed (\d+) seen (\d+)$/);
+    assert.equal(Number(seen), Number(closed), `EOFs read before the next accept: ${stdout}`);
+  }
+}
+
+module.exports = { PEER, MODES, checkRounds };

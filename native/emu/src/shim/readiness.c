@@ -700,8 +700,9 @@ static bool sel_prepare(struct sel_look *l, int nfds, fd_set *r, fd_set *w, fd_s
     return true;
 }
 
-/* The ready bits in the program's sets, of relayed descriptors and others. */
-static void sel_count(const struct sel_look *l, int *nr, int *no)
+/* Counts the ready bits in the program's sets, of relayed descriptors and
+ * of others; clear_others: the others' bits are cleared as they are counted. */
+static void sel_scan(struct sel_look *l, int *nr, int *no, bool clear_others)
 {
     *nr = *no = 0;
     for (int k = 0; k < 3; k++) {
@@ -710,12 +711,15 @@ static void sel_count(const struct sel_look *l, int *nr, int *no)
         for (size_t i = 0; i < l->words; i++) {
             unsigned long b = l->sets[k][i];
             while (b) {
-                int fd = (int)(i * SEL_LBITS) + __builtin_ctzl(b);
+                int bit = __builtin_ctzl(b);
                 b &= b - 1;
-                if (fd_relayed(fd))
+                if (fd_relayed((int)(i * SEL_LBITS) + bit)) {
                     (*nr)++;
-                else
+                } else {
                     (*no)++;
+                    if (clear_others)
+                        l->sets[k][i] &= ~(1ul << bit);
+                }
             }
         }
     }
@@ -729,7 +733,7 @@ static int select_catch_up(struct sel_look *l, int n)
         t_poll_deferred = false;
         return n;
     }
-    sel_count(l, &nr, &no);
+    sel_scan(l, &nr, &no, false);
     if (!no || shim_vforked())
         return n; /* only relayed ones: among those the loop's order is the kernel's */
     relay_catch_up(); /* then look again, waited or not (see epoll_catch_up) */
@@ -752,23 +756,11 @@ static int select_catch_up(struct sel_look *l, int n)
         }
         if (first != &first_small[0][0])
             free(first);
-        sel_count(l, &nr, &no);
+        sel_scan(l, &nr, &no, false);
     }
     if (!nr || !no)
         return n;
-    for (int k = 0; k < 3; k++) {
-        if (!l->sets[k])
-            continue;
-        for (size_t i = 0; i < l->words; i++) {
-            unsigned long b = l->sets[k][i];
-            while (b) {
-                int bit = __builtin_ctzl(b);
-                b &= b - 1;
-                if (!fd_relayed((int)(i * SEL_LBITS) + bit))
-                    l->sets[k][i] &= ~(1ul << bit);
-            }
-        }
-    }
+    sel_scan(l, &nr, &no, true);
     t_poll_deferred = true;
     return nr;
 }
