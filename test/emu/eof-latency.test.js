@@ -11,6 +11,7 @@
 'use strict';
 const assert = require('node:assert/strict');
 const H = require('./shim-harness');
+const { PEER, MODES, checkRounds } = require('./eof-order-peer');
 
 const SERVER = `
 import selectors, socket
@@ -50,43 +51,6 @@ while True:
             s.sendall(b'%d\\n' % seen[s])
 `;
 
-// Per round: N connections, a PING/PONG on each (so each is accepted,
-// relayed and idle), all closed, then one more connection asks how many
-// EOFs the server had read when it accepted that one.
-const PEER = `
-import socket, sys
-port, n, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-def line(s):
-    b = b''
-    while not b.endswith(b'\\n'):
-        d = s.recv(64)
-        if not d:
-            raise SystemExit('server closed early')
-        b += d
-    return b.decode().strip()
-closed = 0
-for r in range(rounds):
-    conns = [socket.create_connection(('127.0.0.1', port)) for _ in range(n)]
-    for c in conns:
-        c.sendall(b'PING\\n')
-    for c in conns:
-        assert line(c) == 'PONG'
-    for c in conns:
-        c.close()
-    closed += n
-    q = socket.create_connection(('127.0.0.1', port))
-    q.sendall(b'SEEN\\n')
-    print('closed %d seen %s' % (closed, line(q)), flush=True)
-    q.close()
-    closed += 1
-`;
-
-const MODES = [
-  { name: 'raw (the kernel)', shim: false, client: false },
-  { name: 'under the shim', shim: true, client: false },
-  { name: 'under the shim, client attached', shim: true, client: true },
-];
-
 describe('a peer closing connections, then connecting again: the EOFs come first', function () {
   this.timeout(120000);
   const emu = H.useEmulator();
@@ -104,12 +68,7 @@ describe('a peer closing connections, then connecting again: the EOFs come first
         90000,
       );
       assert.equal(r.code, 0, `peer: ${r.stderr}\nserver: ${srv.stderrText}`);
-      const rounds = r.stdout.trim().split('\n');
-      assert.equal(rounds.length, 8, r.stdout);
-      for (const l of rounds) {
-        const [, closed, seen] = l.match(/^closed (\d+) seen (\d+)$/);
-        assert.equal(Number(seen), Number(closed), `EOFs read before the next accept: ${r.stdout}`);
-      }
+      checkRounds(assert, r.stdout);
     });
   }
 });

@@ -162,13 +162,10 @@ static uint32_t g_spin_us = 50;
 /* Publishes whether any chunk could be deferred now, so relays skip the
  * round trip when none can. Called after every user-client request and
  * when the client goes. */
+static bool g_may_hold; /* what shim.state's may_hold says (the loop's spin too) */
 static void shim_state_update(void)
 {
-    if (!g_shim_state)
-        return;
     uint32_t v = g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
-    __atomic_store_n(&g_shim_state->may_defer, v, __ATOMIC_RELEASE);
-    __atomic_store_n(&g_shim_state->client, (uint32_t)g_core.client_open, __ATOMIC_RELEASE);
     bool hold = false;
     if (v && g_core.capture.mode == NKE_CAPTURE_ALL)
         hold = true;
@@ -177,6 +174,11 @@ static void shim_state_update(void)
         for (uint32_t i = 0; i < g_core.capture.nrules && i < NKE_MAX_RULES && !hold; i++)
             hold = g_core.capture.rules[i].action == NKE_RULE_HOLD;
     }
+    g_may_hold = hold;
+    if (!g_shim_state)
+        return;
+    __atomic_store_n(&g_shim_state->may_defer, v, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_shim_state->client, (uint32_t)g_core.client_open, __ATOMIC_RELEASE);
     __atomic_store_n(&g_shim_state->may_hold, (uint32_t)hold, __ATOMIC_RELEASE);
 }
 
@@ -1066,11 +1068,45 @@ static bool shim_handle(struct conn *l, struct conn *c, const uint8_t *in, ssize
     return true;
 }
 
+/* A SHIM_REPORTS message of mux link l (nke_shim_link.h): each entry is
+ * handled as the DATA message it would have been alone. A malformed one
+ * ends the link, as any malformed message does. */
+static bool shim_reports(struct conn *l, const uint8_t *p, size_t n, uint32_t len)
+{
+    const size_t hl = sizeof(struct shim_mux) + sizeof(struct shim_hdr);
+    if (len != n)
+        goto bad;
+    for (unsigned k = 0; n > 0; k++) {
+        struct shim_mux mx;
+        struct shim_hdr h;
+        if (n < hl || k == SHIM_REPORTS_ENTRIES)
+            goto bad;
+        memcpy(&mx, p, sizeof(mx));
+        memcpy(&h, p + sizeof(mx), sizeof(h));
+        if (h.type != SHIM_DATA || !(h.flags & SHIM_F_NO_VERDICT) || h.len > n - hl || mx.sock == 0)
+            goto bad;
+        /* a socket gone (or never taken): a report needs no answer */
+        struct conn *s = mux_kid(l, mx.sock, false);
+        if (s && !shim_handle(l, s, p + sizeof(mx), (ssize_t)(sizeof(h) + h.len))) {
+            shim_gone(l);
+            return false;
+        }
+        p += hl + h.len;
+        n -= hl + h.len;
+    }
+    return !l->dead;
+bad:
+    LOG("malformed reports message on mux link fd %d: link closed (the shim fails open)", l->fd);
+    shim_gone(l);
+    return false;
+}
+
 /* One message from a shim link. more: a further read in the same wake-up
  * (non-blocking; false when nothing is left). */
 static bool shim_message(struct conn *c, bool more)
 {
     static uint8_t in[sizeof(struct shim_mux) + sizeof(struct shim_exec) + 2 * NKE_BUFFER_SIZE];
+    _Static_assert(SHIM_REPORTS_MAX <= sizeof(in), "a SHIM_REPORTS message fits the receive buffer");
     ssize_t n = recv(c->fd, in, sizeof(in), more ? MSG_DONTWAIT : 0);
     if (n < 0 && more && (errno == EAGAIN || errno == EWOULDBLOCK))
         return false;
@@ -1092,6 +1128,8 @@ static bool shim_message(struct conn *c, bool more)
         memcpy(&h, in + sizeof(mx), sizeof(h));
         m = in + sizeof(mx);
         n -= (ssize_t)sizeof(mx);
+        if (mx.sock == 0 && h.type == SHIM_REPORTS)
+            return shim_reports(c, m + sizeof(h), (size_t)n - sizeof(h), h.len);
         s = mux_kid(c, mx.sock, h.type == SHIM_ATTACH);
         if (!s) {
             /* A socket nke-emud could not take (no memory) or already gone:
@@ -1117,7 +1155,12 @@ static bool shim_message(struct conn *c, bool more)
 static void shim_messages(struct conn *c)
 {
     unsigned max = c->mux_link ? ALLOW_BATCH : 2 * SHIM_WINDOW_CHUNKS;
-    for (unsigned i = 0; i < max && shim_message(c, i > 0); i++) {}
+    /* A SHIM_REPORTS message carries many chunks: stop once buffers run
+     * short, so the loop's deferral (main) takes the client's releases
+     * before more of them pass pool-full. */
+    for (unsigned i = 0; i < max && shim_message(c, i > 0); i++)
+        if (g_ctl && g_core.pool.nfree < NKE_BUFFER_COUNT / 4)
+            break;
     if (!c->dead)
         allow_flush(c);
     else
@@ -1382,9 +1425,14 @@ int main(int argc, char **argv)
         queue_signal(); /* what expire / the state record enqueued, before sleeping */
         struct epoll_event evs[64];
         /* Spin only while data can be held (a verdict round trip may be in
-         * progress) and something happened within the last spin_us. */
+         * progress) and something happened within the last spin_us. Not
+         * while chunks are at most reported: no relay waits for an answer
+         * then, and on 2 CPUs the spin took the time the program, its
+         * relay and the client's reader needed (report mode). Without
+         * shim.state the relays ask for every chunk: spin as for a hold. */
         int n = 0;
-        bool spin = g_spin_us && g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING;
+        bool spin = g_spin_us && g_core.client_open && g_core.capture.mode != NKE_CAPTURE_NOTHING &&
+                    (g_may_hold || !g_shim_state);
         while (spin && (n = epoll_wait(g_ep, evs, 64, 0)) == 0 && now_ns() - last_event < g_spin_us * 1000ull)
             sched_yield();
         if (n == 0)

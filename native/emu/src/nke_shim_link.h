@@ -36,7 +36,8 @@
  * SHIM_DETACH); an ATTACH starts a socket, SHIM_DETACH (a bare shim_hdr)
  * ends it, and closing the link ends all of them. DATA with
  * SHIM_F_NO_VERDICT is reported but never answered: the shim sends it only
- * while shim_state.may_hold is 0 and has already passed the bytes on.
+ * while shim_state.may_hold is 0 and has already passed the bytes on;
+ * several of them go in one SHIM_REPORTS message.
  */
 #ifndef NKE_SHIM_LINK_H
 #define NKE_SHIM_LINK_H
@@ -60,7 +61,15 @@ enum shim_msg_type {
     /* A relayed socket's state changed as the kernel's sf_notify would
      * report it (connected, a side shut, a failed connect): shim_hdr only,
      * action = enum nke_sock_event. Never answered; best effort. */
-    SHIM_EVENT   = 10
+    SHIM_EVENT   = 10,
+    /* Mux link, socket id 0: several reports in one message (the relay
+     * loop's pass), len bytes of entries, each a shim_mux + a shim_hdr
+     * (SHIM_DATA with SHIM_F_NO_VERDICT) + its bytes, in the order they
+     * happened. At most SHIM_REPORTS_MAX bytes in all and
+     * SHIM_REPORTS_ENTRIES entries: a pass costs the link a message per
+     * few chunks, not one a chunk, and nke-emud, whose pool holds 64
+     * buffers, can still stop between messages when they run short. */
+    SHIM_REPORTS = 11
 };
 
 /* Prefix of every message after SHIM_MUX on a mux link. */
@@ -84,6 +93,8 @@ struct shim_mux {
 #define SHIM_PIECE (60u * 1024u)   /* modified bytes per VERDICT message */
 #define SHIM_DATA_MAX NKE_BUFFER_SIZE /* bytes per DATA message (one pool buffer) */
 #define SHIM_WINDOW_CHUNKS 4u         /* DATA awaiting verdicts per direction */
+#define SHIM_REPORTS_MAX (2u * NKE_BUFFER_SIZE) /* bytes of a SHIM_REPORTS message, headers included */
+#define SHIM_REPORTS_ENTRIES 8u                 /* reports in one SHIM_REPORTS message, at most */
 
 struct shim_hdr {
     uint32_t type;        /* enum shim_msg_type */

@@ -175,7 +175,8 @@ static bool relayed(int fd)
 
 ssize_t sendto(int fd, const void *b, size_t n, int flags, const struct sockaddr *to, socklen_t tl)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd)) {
         if (to && relayed(fd))
             to = NULL, tl = 0;
@@ -191,7 +192,8 @@ ssize_t send(int fd, const void *b, size_t n, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd)) {
         if (m && m->msg_name && relayed(fd)) {
             struct msghdr c = *m;
@@ -206,7 +208,8 @@ ssize_t sendmsg(int fd, const struct msghdr *m, int flags)
 
 ssize_t recvfrom(int fd, void *b, size_t n, int flags, struct sockaddr *from, socklen_t *fl)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd) || (flags & MSG_PEEK))
         return libc_call(recvfrom, fd, b, n, flags, from, fl);
     return udp_recvfrom(fd, b, n, flags, from, fl);
@@ -219,7 +222,8 @@ ssize_t recv(int fd, void *b, size_t n, int flags)
 
 ssize_t recvmsg(int fd, struct msghdr *m, int flags)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd) || (flags & MSG_PEEK))
         return libc_call(recvmsg, fd, m, flags);
     return udp_recvmsg(fd, m, flags);
@@ -323,7 +327,8 @@ int listen(int fd, int backlog)
 
 ssize_t write(int fd, const void *b, size_t n)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd))
         return libc_call(write, fd, b, n);
     return sendto(fd, b, n, 0, NULL, 0);
@@ -331,7 +336,8 @@ ssize_t write(int fd, const void *b, size_t n)
 
 ssize_t read(int fd, void *b, size_t n)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd))
         return libc_call(read, fd, b, n);
     return recvfrom(fd, b, n, 0, NULL, NULL);
@@ -339,7 +345,8 @@ ssize_t read(int fd, void *b, size_t n)
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd) || cnt < 0)
         return libc_call(writev, fd, iov, cnt);
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };
@@ -348,7 +355,8 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
 
 ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-    relay_reset_check(fd);
+    if (relay_reset_check(fd) < 0)
+        return -1;
     if (!is_udp(fd) || cnt < 0)
         return libc_call(readv, fd, iov, cnt);
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt };

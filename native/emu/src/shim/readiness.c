@@ -1,6 +1,6 @@
 /*
- * readiness.c: the program's poll and epoll waits, kept in the kernel's
- * order of events.
+ * readiness.c: the program's poll, select and epoll waits, kept in the
+ * kernel's order of events.
  *
  * A relayed socket's events (a peer's FIN, its bytes) reach the program's
  * end of the socketpair only when the relay loop has moved them; a socket
@@ -35,11 +35,12 @@
  *    one may again come after an accept: see the tables below).
  *  - poll/ppoll: level-triggered, so the others are simply left to the
  *    next call; never two calls in a row.
+ *  - select/pselect: level-triggered as poll, the same rule (the sets the
+ *    program passed are copied before the wait, for the second look).
+ *  - epoll_pwait2 is epoll_pwait with a timespec.
  * Bytes held for a verdict stay held: this waits for the relay loop, never
  * for nke-emud or the user client.
- *
- * select/pselect are not interposed (their order is the scheduler's). The
- * loop's thread and the UDP workers call libc directly (libc_call).
+ * The loop's thread and the UDP workers call libc directly (libc_call).
  *
  * Locks: g_orphan_lock alone (events of threads that exited, taken by the
  * next call on their epoll; shim.h lock order 6). Kept events are the
@@ -467,7 +468,7 @@ static int epoll_catch_up(int epfd, struct epoll_event *ev, int max, int n)
     int nr0 = 0;
     for (int i = 0; i < n; i++)
         nr0 += event_relayed(epfd, &ev[i]);
-    if (nr0 == n)
+    if (nr0 == n || shim_vforked())
         return n; /* the common case under load: nothing to wait for */
     /* Wait for what the loop has not handled, then look again, whether
      * it waited or not: the loop may have caught up after the kernel took
@@ -517,41 +518,52 @@ static int epoll_catch_up(int epfd, struct epoll_event *ev, int max, int n)
     return out;
 }
 
-int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+/* The three epoll waits: events kept for this call (-1: none; the wait
+ * then goes to the kernel), and what the kernel's wait returned, after the
+ * catch-up (errno kept). */
+static int epoll_kept(int epfd, struct epoll_event *ev, int max)
 {
-    if (max > 0) {
-        int k = kept_take(epfd, ev, max);
-        if (k >= 0)
-            return k;
-    }
-    int n = libc_call(epoll_wait, epfd, ev, max, timeout);
+    return max > 0 ? kept_take(epfd, ev, max) : -1;
+}
+
+static int epoll_waited(int epfd, struct epoll_event *ev, int max, int n)
+{
     if (n > 0) {
         int e = errno;
         n = epoll_catch_up(epfd, ev, max, n);
         errno = e;
     }
     return n;
+}
+
+int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    int k = epoll_kept(epfd, ev, max);
+    return k >= 0 ? k : epoll_waited(epfd, ev, max, libc_call(epoll_wait, epfd, ev, max, timeout));
 }
 
 int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
-    if (max > 0) {
-        int k = kept_take(epfd, ev, max);
-        if (k >= 0)
-            return k;
+    int k = epoll_kept(epfd, ev, max);
+    return k >= 0 ? k : epoll_waited(epfd, ev, max, libc_call(epoll_pwait, epfd, ev, max, timeout, mask));
+}
+
+/* epoll_pwait with a timespec (glibc 2.35; Linux 5.11): the same rule. */
+int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *t, const sigset_t *mask)
+{
+    if (!sym_epoll_pwait2()) {
+        errno = ENOSYS; /* a libc without it: the program's own fallback runs */
+        return -1;
     }
-    int n = libc_call(epoll_pwait, epfd, ev, max, timeout, mask);
-    if (n > 0) {
-        int e = errno;
-        n = epoll_catch_up(epfd, ev, max, n);
-        errno = e;
-    }
-    return n;
+    int k = epoll_kept(epfd, ev, max);
+    return k >= 0 ? k : epoll_waited(epfd, ev, max, p_epoll_pwait2(epfd, ev, max, t, mask));
 }
 
 /* ---- poll ------------------------------------------------------------------- */
 
-static __thread bool t_poll_deferred; /* the last call left others to this one */
+/* The thread's last poll, ppoll, select or pselect left the descriptors
+ * not relayed to this one. */
+static __thread bool t_poll_deferred;
 
 /* poll's second look, if the loop had events to handle; then, when both
  * relayed and other descriptors are ready, only the relayed ones are
@@ -568,7 +580,7 @@ static int poll_catch_up(struct pollfd *fds, nfds_t nfds, int n)
     bool direct = false; /* only those can overtake what the relay owes */
     for (nfds_t i = 0; i < nfds && !direct; i++)
         direct = fds[i].revents && !fd_relayed(fds[i].fd);
-    if (!direct)
+    if (!direct || shim_vforked())
         return n;
     relay_catch_up(); /* then look again, waited or not (see epoll_catch_up) */
     {
@@ -638,4 +650,145 @@ int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *t, const
     if (fdslen / sizeof(*fds) < nfds)
         abort();
     return ppoll(fds, nfds, t, mask);
+}
+
+/* ---- select / pselect --------------------------------------------------------- */
+
+/*
+ * Level-triggered like poll, and the same rule: when a wait returns a
+ * descriptor the relay does not carry, wait for the loop to catch up and
+ * look again (with the sets the program passed, timeout 0); when relayed
+ * descriptors and others are both ready, report the relayed ones now and
+ * the others (still ready) from the next call. The sets are read as the
+ * kernel reads them, nfds bits in whole longs (a program may pass sets
+ * larger than fd_set for nfds above FD_SETSIZE); bits are tested by hand,
+ * not with FD_ISSET (fortified, it aborts above FD_SETSIZE).
+ */
+#define SEL_LBITS (8 * sizeof(unsigned long))
+#define SEL_SMALL (FD_SETSIZE / SEL_LBITS)
+
+struct sel_look {
+    int nfds;
+    size_t words;                /* longs per set */
+    unsigned long *sets[3];      /* the program's read, write, except sets (NULL: none) */
+    unsigned long *asked[3];     /* what it asked, copied before the wait */
+    unsigned long small[3][SEL_SMALL];
+    unsigned long *heap;
+};
+
+/* Copies what the program asks before its wait, when the relay carries
+ * something (else the wait is libc's alone). False: no catch-up. */
+static bool sel_prepare(struct sel_look *l, int nfds, fd_set *r, fd_set *w, fd_set *x)
+{
+    if (nfds <= 0 || !relay_any())
+        return false;
+    l->nfds = nfds;
+    l->words = ((size_t)nfds + SEL_LBITS - 1) / SEL_LBITS;
+    l->heap = NULL;
+    fd_set *in[3] = { r, w, x };
+    if (l->words > SEL_SMALL) {
+        l->heap = malloc(3 * l->words * sizeof(unsigned long));
+        if (!l->heap)
+            return false;
+    }
+    for (int k = 0; k < 3; k++) {
+        l->sets[k] = (unsigned long *)in[k];
+        l->asked[k] = l->heap ? l->heap + (size_t)k * l->words : l->small[k];
+        if (in[k])
+            memcpy(l->asked[k], in[k], l->words * sizeof(unsigned long));
+    }
+    return true;
+}
+
+/* Counts the ready bits in the program's sets, of relayed descriptors and
+ * of others; clear_others: the others' bits are cleared as they are counted. */
+static void sel_scan(struct sel_look *l, int *nr, int *no, bool clear_others)
+{
+    *nr = *no = 0;
+    for (int k = 0; k < 3; k++) {
+        if (!l->sets[k])
+            continue;
+        for (size_t i = 0; i < l->words; i++) {
+            unsigned long b = l->sets[k][i];
+            while (b) {
+                int bit = __builtin_ctzl(b);
+                b &= b - 1;
+                if (fd_relayed((int)(i * SEL_LBITS) + bit)) {
+                    (*nr)++;
+                } else {
+                    (*no)++;
+                    if (clear_others)
+                        l->sets[k][i] &= ~(1ul << bit);
+                }
+            }
+        }
+    }
+}
+
+/* The wait returned n ready bits (the program's sets hold them). */
+static int select_catch_up(struct sel_look *l, int n)
+{
+    int nr, no;
+    if (t_poll_deferred) {
+        t_poll_deferred = false;
+        return n;
+    }
+    sel_scan(l, &nr, &no, false);
+    if (!no || shim_vforked())
+        return n; /* only relayed ones: among those the loop's order is the kernel's */
+    relay_catch_up(); /* then look again, waited or not (see epoll_catch_up) */
+    unsigned long first_small[3][SEL_SMALL];
+    unsigned long *first = l->words <= SEL_SMALL ? &first_small[0][0] : malloc(3 * l->words * sizeof(unsigned long));
+    if (first) {
+        for (int k = 0; k < 3; k++)
+            if (l->sets[k]) {
+                memcpy(first + (size_t)k * l->words, l->sets[k], l->words * sizeof(unsigned long));
+                memcpy(l->sets[k], l->asked[k], l->words * sizeof(unsigned long));
+            }
+        struct timeval zero = { 0, 0 };
+        int m = libc_call(select, l->nfds, (fd_set *)l->sets[0], (fd_set *)l->sets[1], (fd_set *)l->sets[2], &zero);
+        if (m <= 0) { /* EINTR, or taken meanwhile by another thread: the first look stands */
+            for (int k = 0; k < 3; k++)
+                if (l->sets[k])
+                    memcpy(l->sets[k], first + (size_t)k * l->words, l->words * sizeof(unsigned long));
+        } else {
+            n = m;
+        }
+        if (first != &first_small[0][0])
+            free(first);
+        sel_scan(l, &nr, &no, false);
+    }
+    if (!nr || !no)
+        return n;
+    sel_scan(l, &nr, &no, true);
+    t_poll_deferred = true;
+    return nr;
+}
+
+/* After the kernel's select or pselect returned n (the look prepared
+ * or not): the catch-up, errno kept. */
+static int sel_waited(struct sel_look *l, bool look, int n)
+{
+    if (look) {
+        int e = errno;
+        if (n > 0)
+            n = select_catch_up(l, n);
+        free(l->heap);
+        errno = e;
+    }
+    return n;
+}
+
+int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv)
+{
+    struct sel_look l;
+    bool look = sel_prepare(&l, nfds, r, w, x);
+    return sel_waited(&l, look, libc_call(select, nfds, r, w, x, tv));
+}
+
+int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *t, const sigset_t *mask)
+{
+    struct sel_look l;
+    bool look = sel_prepare(&l, nfds, r, w, x);
+    return sel_waited(&l, look, libc_call(pselect, nfds, r, w, x, t, mask));
 }

@@ -19,7 +19,7 @@
  *   link.c       the link to nke-emud (shim.sock, shim.state)
  *   tcp_relay.c  the TCP relay
  *   udp_queue.c  UDP: queued verdicts
- *   readiness.c  poll/epoll: readiness the program sees never runs ahead
+ *   readiness.c  poll/select/epoll: readiness the program sees never runs ahead
  *                of what the relay has yet to deliver
  *   sockctl.c    bind/listen/options of sockets not relayed
  *   exec.c       exec and spawn: reports, exit and exec drains
@@ -78,6 +78,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -130,6 +131,9 @@ extern int g_debug;
     X(int, epoll_ctl, (int, int, int, struct epoll_event *))                                       \
     X(int, epoll_wait, (int, struct epoll_event *, int, int))                                      \
     X(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))                   \
+    X(int, epoll_pwait2, (int, struct epoll_event *, int, const struct timespec *, const sigset_t *)) \
+    X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))                          \
+    X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *)) \
     X(ssize_t, read, (int, void *, size_t))                                                        \
     X(ssize_t, write, (int, const void *, size_t))                                                 \
     X(ssize_t, readv, (int, const struct iovec *, int))                                            \
@@ -183,6 +187,8 @@ struct relay {
     atomic_bool prog_shutdown; /* the program called shutdown(): an EOF is not a close */
     atomic_bool restart_ask;  /* a new connect on it (after a failed one) */
     atomic_bool reset_swap;   /* reset by the peer: the program's next read/write swaps in real_fd */
+    int taken_err;            /* the reset's error a relay call on real_fd took (0: none); written
+                               * by the loop before reset_swap is set, read by the swap */
     size_t restart_filler;    /* its filler; under g_loop.lock */
     /* Loop thread only: */
     struct relay *next;
@@ -337,19 +343,22 @@ void relay_atfork_child(void);
 pthread_mutex_t *relay_loop_lock(void); /* g_loop.lock, for fork (lock order 3) */
 int fd_high(int fd);
 int fd_floor(void);
-void relay_swap(int fd);
+int relay_swap(int fd);
 extern atomic_uint g_resets_pending;
 bool relay_any(void);
 bool relay_catch_up(void);
 void readiness_closed(int fd); /* readiness.c: fd's number was closed (or dup2'ed over) */
 pthread_mutex_t *readiness_orphan_lock(void); /* g_orphan_lock, for fork (lock order 6) */
 /* The program's read/write on fd: a relayed socket reset by its peer
- * becomes the real socket first (relay_swap). One load otherwise. */
-static inline void relay_reset_check(int fd)
+ * becomes the real socket first (relay_swap). One load otherwise. -1 (errno
+ * set): the call is to fail with the reset's error, which the relay took
+ * from the real socket (the kernel hands it out once). */
+static inline int relay_reset_check(int fd)
 {
     if (__atomic_load_n(&g_resets_pending, __ATOMIC_RELAXED) && fd >= 0 && fd < MAX_FDS &&
         __atomic_load_n(&g_fds[fd], __ATOMIC_RELAXED))
-        relay_swap(fd);
+        return relay_swap(fd);
+    return 0;
 }
 uint32_t mux_attach_unconnected(int fd, uint8_t family);
 void mux_note(uint32_t id, const void *m, size_t n);

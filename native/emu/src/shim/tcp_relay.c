@@ -232,19 +232,23 @@ static void mux_open_locked(void)
 }
 
 /* Reports of the loop's pass (DATA with SHIM_F_NO_VERDICT: the bytes are
- * passed already), sent together with one sendmmsg at the end of the pass
- * instead of one sendmsg a chunk: in report-only capture that was a third
- * of the loop's system calls, and nke-emud woke for each. Under
- * g_loop.lock, so every other message on the link (mux_send_locked, from
- * any thread) and every DATA asking for a verdict (dir_send) goes after
- * the reports before it: the link keeps the order in which things
- * happened. The loop appends; whoever sends next flushes. */
+ * passed already), sent together at the end of the pass instead of one
+ * sendmsg a chunk: in report-only capture that was a third of the loop's
+ * system calls, and nke-emud woke for each. They go packed in SHIM_REPORTS
+ * messages (nke_shim_link.h), up to SHIM_REPORTS_MAX bytes each, and the
+ * messages with one sendmmsg: one message a pass, not one a chunk, so the
+ * kernel allocates and nke-emud receives one buffer for the pass's
+ * reports. Under g_loop.lock, so every other message on the link
+ * (mux_send_locked, from any thread) and every DATA asking for a verdict
+ * (dir_send) goes after the reports before it: the link keeps the order in
+ * which things happened. The loop appends; whoever sends next flushes. */
 #define REPORT_BATCH 64
 #define REPORT_BUF_BYTES (512u << 10)
 static struct {
     struct mmsghdr mm[REPORT_BATCH];
     struct iovec iov[REPORT_BATCH];
-    unsigned n;            /* reports waiting (written under g_loop.lock) */
+    unsigned n;            /* SHIM_REPORTS messages begun (written under g_loop.lock) */
+    unsigned entries;      /* reports in the last of them */
     size_t used;           /* bytes of buf they take */
     uint8_t *buf;          /* REPORT_BUF_BYTES, the loop's (NULL: send each at once) */
 } g_rep;
@@ -255,6 +259,11 @@ static struct {
 static void report_flush_locked(void)
 {
     unsigned done = 0;
+    for (unsigned i = 0; i < g_rep.n; i++) {
+        memset(&g_rep.mm[i], 0, sizeof(g_rep.mm[i]));
+        g_rep.mm[i].msg_hdr.msg_iov = &g_rep.iov[i];
+        g_rep.mm[i].msg_hdr.msg_iovlen = 1;
+    }
     while (g_loop.link_fd >= 0 && done < g_rep.n) {
         int k = libc_call(sendmmsg, g_loop.link_fd, g_rep.mm + done, g_rep.n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) {
@@ -544,6 +553,11 @@ static size_t dir_read_want(const struct relay *r, const struct dir *d)
 static void dir_dst_failed(struct relay *r, struct dir *d, int err)
 {
     d->dead = true;
+    /* A send that failed with the reset's error took it from the socket
+     * (EPIPE: there was none left to take): the program's next call gets
+     * it, as its own send would have raw (relay_swap). */
+    if (d->dst == 0 && err && err != EPIPE && !r->taken_err)
+        r->taken_err = err;
     if (d->dst == 0 && err != EPIPE) /* the real socket: reset by the peer */
         r->reset_err = err ? err : ECONNRESET;
     else if (d->dst == 0)
@@ -662,8 +676,9 @@ static struct chunk *dir_queue(struct relay *r, struct dir *d, const uint8_t *bu
 }
 
 /* Reports n bytes without waiting for an answer (report-only capture):
- * queued in g_rep, sent at the end of the pass (or before the next message
- * on the link). */
+ * appended to the pass's SHIM_REPORTS message in g_rep (a new one when it
+ * is full), sent at the end of the pass (or before the next message on the
+ * link). */
 static void dir_report(struct relay *r, struct dir *d, const uint8_t *buf, size_t n)
 {
     if (g_loop.link_full || n > SHIM_DATA_MAX)
@@ -672,20 +687,34 @@ static void dir_report(struct relay *r, struct dir *d, const uint8_t *buf, size_
     struct shim_hdr h = { .type = SHIM_DATA, .direction = d->nke_dir, .len = (uint32_t)n,
                           .flags = SHIM_F_NO_VERDICT, .seq = d->next_seq++ };
     pthread_mutex_lock(&g_loop.lock);
-    if (g_rep.n == REPORT_BATCH || g_rep.used + CHUNK_HDR + n > REPORT_BUF_BYTES)
-        report_flush_locked();
     if (g_rep.buf && g_loop.link_fd >= 0) {
+        struct iovec *cur = g_rep.n ? &g_rep.iov[g_rep.n - 1] : NULL;
+        /* The messages lie one after the other in buf: the report goes
+         * into the last one while that has room and so has buf, else into
+         * a new one (after a flush when buf or the batch is full). */
+        if (!cur || cur->iov_len + CHUNK_HDR + n > SHIM_REPORTS_MAX || g_rep.entries == SHIM_REPORTS_ENTRIES ||
+            g_rep.used + CHUNK_HDR + n > REPORT_BUF_BYTES) {
+            if (g_rep.n == REPORT_BATCH || g_rep.used + 2 * CHUNK_HDR + n > REPORT_BUF_BYTES)
+                report_flush_locked();
+            cur = &g_rep.iov[g_rep.n];
+            *cur = (struct iovec){ g_rep.buf + g_rep.used, CHUNK_HDR };
+            struct shim_mux bmx = { .sock = 0 };
+            struct shim_hdr bh = { .type = SHIM_REPORTS };
+            memcpy(cur->iov_base, &bmx, sizeof(bmx));
+            memcpy((uint8_t *)cur->iov_base + sizeof(bmx), &bh, sizeof(bh));
+            g_rep.used += CHUNK_HDR;
+            g_rep.entries = 0;
+            __atomic_store_n(&g_rep.n, g_rep.n + 1, __ATOMIC_RELAXED);
+        }
         uint8_t *m = g_rep.buf + g_rep.used;
         memcpy(m, &mx, sizeof(mx));
         memcpy(m + sizeof(mx), &h, sizeof(h));
         memcpy(m + CHUNK_HDR, buf, n);
-        unsigned i = g_rep.n;
-        g_rep.iov[i] = (struct iovec){ m, CHUNK_HDR + n };
-        memset(&g_rep.mm[i], 0, sizeof(g_rep.mm[i]));
-        g_rep.mm[i].msg_hdr.msg_iov = &g_rep.iov[i];
-        g_rep.mm[i].msg_hdr.msg_iovlen = 1;
         g_rep.used += CHUNK_HDR + n;
-        __atomic_store_n(&g_rep.n, i + 1, __ATOMIC_RELAXED);
+        cur->iov_len += CHUNK_HDR + n;
+        g_rep.entries++;
+        uint32_t len = (uint32_t)(cur->iov_len - CHUNK_HDR);
+        memcpy((uint8_t *)cur->iov_base + sizeof(mx) + offsetof(struct shim_hdr, len), &len, sizeof(len));
     } else if (g_loop.link_fd >= 0) {
         uint8_t hdr[CHUNK_HDR];
         memcpy(hdr, &mx, sizeof(mx));
@@ -736,8 +765,11 @@ static bool dir_read(struct relay *r, struct dir *d)
             break;
         }
         if (n < 0 && d->src == 0) {
-            /* the real socket reset (ECONNRESET, ETIMEDOUT...) */
+            /* the real socket reset (ECONNRESET, ETIMEDOUT...): this recv
+             * took the error the program is to get (relay_swap) */
             r->reset_err = errno;
+            if (!r->taken_err)
+                r->taken_err = errno;
             d->eof = true;
             break;
         }
@@ -1577,7 +1609,9 @@ void relay_opt_note(struct relay *r, int level, int name, bool is_set)
  */
 bool relay_any(void)
 {
-    return atomic_load_explicit(&g_loop.live, memory_order_relaxed) != 0 && !shim_vforked();
+    /* one load: called on every wait that returns; the callers check
+     * shim_vforked (a system call) only where they would change state */
+    return atomic_load_explicit(&g_loop.live, memory_order_relaxed) != 0;
 }
 
 bool relay_catch_up(void)
@@ -1750,11 +1784,12 @@ void relay_atfork_child(void)
  * itself, which holds the kernel's error for the call about to be made.
  * Made by the program's own thread, inside its call on fd, so the number
  * cannot be closed and reused meanwhile. */
-void relay_swap(int fd)
+int relay_swap(int fd)
 {
+    int rc = 0;
     struct relay *r = relay_get(fd);
     if (!r)
-        return;
+        return 0;
     if (atomic_load(&r->reset_swap) && !r->remote && !shim_vforked()) {
         int fdfl = libc_call(fcntl, fd, F_GETFD);
         int fl = libc_call(fcntl, fd, F_GETFL);
@@ -1767,10 +1802,18 @@ void relay_swap(int fd)
         if (ok) {
             /* the real socket's file status flags are the relay's (non-blocking) */
             libc_call(fcntl, fd, F_SETFL, fl);
+            /* The relay's own call took the reset's error from the socket:
+             * this call fails with it, as the program's first call after a
+             * reset does raw (the socket then says EOF or EPIPE). */
+            if (r->taken_err) {
+                errno = r->taken_err;
+                rc = -1;
+            }
             relay_put(r); /* the table's */
         }
     }
     relay_put(r);
+    return rc;
 }
 
 /* ---- exec: relayed sockets the new image inherits -------------------------- */
