@@ -259,7 +259,8 @@ export class PayloadStore {
     const now = this.now();
     const times: HoldTimes = { leftMs: Math.max(0, s.view.deadline - now) };
     const latest = s.view.heldAt + this.editHoldMaxMs();
-    if ((this.entries.get(id)?.holders.size ?? 0) > 0 && latest > s.view.deadline) {
+    // At the cap (deadline == latest) it is still kept while open: say so.
+    if ((this.entries.get(id)?.holders.size ?? 0) > 0 && latest >= s.view.deadline) {
       times.keptUntilMs = latest - now;
     }
     return times;
