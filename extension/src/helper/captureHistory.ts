@@ -23,6 +23,7 @@
 // native/addon/src/capture_spill.h for when bytes read back are intact).
 import fs from 'node:fs';
 import path from 'node:path';
+import type { CaptureStatus } from '../shared/helperProtocol';
 import { makePrivateDir } from '../shared/tokenSocket';
 
 export const enum EntryKind {
@@ -132,19 +133,6 @@ export interface CaptureHistoryOptions {
   parentDir?: string;
   /** index entries kept at most (default: from limitBytes) */
   maxEntries?: number;
-}
-
-export interface CaptureHistoryStatus {
-  limitBytes: number;
-  /** payload bytes the ring holds now */
-  bytesKept: number;
-  entries: number;
-  /** data entries evicted so far (oldest first) */
-  evicted: number;
-  gaps: number;
-  gapBytes: number;
-  /** the spill write error, when writes fail (disk full) */
-  writeError?: string;
 }
 
 /** Index entries per MiB of ring when no cap is given: room for 512-byte chunks on average. */
@@ -317,7 +305,7 @@ export class CaptureHistory {
     return this.next;
   }
 
-  status(): CaptureHistoryStatus {
+  status(): CaptureStatus {
     const st = this.writer?.captureStatus();
     const head = st?.head ?? this.idleHead;
     return {
