@@ -27,7 +27,12 @@ describe('select, pselect and epoll_pwait2: a peer closing connections, then con
         const env = mode.shim ? emu.env() : { ...process.env, LD_PRELOAD: '' };
         const srv = H.start(SERVER, [wait], { env });
         const port = (await srv.waitLine(/^\d+$/)).trim();
-        const r = await H.run('python3', ['-c', PEER, port, '40', '8'], { ...process.env, LD_PRELOAD: '' }, 90000);
+        const r = await H.run(
+          'python3',
+          ['-c', PEER, port, '40', '8'],
+          { ...process.env, LD_PRELOAD: '' },
+          90000,
+        );
         assert.equal(r.code, 0, `peer: ${r.stderr}\nserver: ${srv.stderrText}`);
         checkRounds(assert, r.stdout);
       });
