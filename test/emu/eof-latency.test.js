@@ -9,9 +9,8 @@
 // (python, selectors = epoll, one thread, like redis) counts the EOFs it has
 // read when it accepts each connection.
 'use strict';
-const assert = require('node:assert/strict');
 const H = require('./shim-harness');
-const { PEER, MODES, checkRounds } = require('./eof-order-peer');
+const { MODES, eofOrderRounds } = require('./eof-order-peer');
 
 const SERVER = `
 import selectors, socket
@@ -57,18 +56,7 @@ describe('a peer closing connections, then connecting again: the EOFs come first
 
   for (const mode of MODES) {
     it(`40 connections closed, then one opened, 8 rounds: every EOF is read before the new one is accepted (${mode.name})`, async function () {
-      if (mode.client) await emu.client();
-      const env = mode.shim ? emu.env() : { ...process.env, LD_PRELOAD: '' };
-      const srv = H.start('python3', ['-c', SERVER], { env });
-      const port = (await srv.waitLine(/^\d+$/)).trim();
-      const r = await H.run(
-        'python3',
-        ['-c', PEER, port, '40', '8'],
-        { ...process.env, LD_PRELOAD: '' },
-        90000,
-      );
-      assert.equal(r.code, 0, `peer: ${r.stderr}\nserver: ${srv.stderrText}`);
-      checkRounds(assert, r.stdout);
+      await eofOrderRounds(H, emu, mode, 'python3', ['-c', SERVER]);
     });
   }
 });

@@ -5,6 +5,7 @@
 // accepted the round's last connection, N how many the peer had closed by
 // then; the kernel's order makes them equal.
 'use strict';
+const assert = require('node:assert/strict');
 
 // Per round: N connections, a PING/PONG on each (so each is accepted,
 // relayed and idle), all closed, then one more connection asks how many
@@ -45,7 +46,7 @@ const MODES = [
 ];
 
 // The peer's output: 8 rounds, each with every EOF read before the accept.
-function checkRounds(assert, stdout, rounds = 8) {
+function checkRounds(stdout, rounds = 8) {
   const lines = stdout.trim().split('\n');
   assert.equal(lines.length, rounds, stdout);
   for (const l of lines) {
@@ -54,4 +55,17 @@ function checkRounds(assert, stdout, rounds = 8) {
   }
 }
 
-module.exports = { PEER, MODES, checkRounds };
+// One test of the order: starts the server (cmd, args) raw or under the
+// shim as `mode` says, runs the unshimmed peer for 8 rounds of 40
+// connections against the port the server prints, and checks every round.
+async function eofOrderRounds(H, emu, mode, cmd, args) {
+  if (mode.client) await emu.client();
+  const env = mode.shim ? emu.env() : { ...process.env, LD_PRELOAD: '' };
+  const srv = H.start(cmd, args, { env });
+  const port = (await srv.waitLine(/^\d+$/)).trim();
+  const r = await H.run('python3', ['-c', PEER, port, '40', '8'], { ...process.env, LD_PRELOAD: '' }, 90000);
+  assert.equal(r.code, 0, `peer: ${r.stderr}\nserver: ${srv.stderrText}`);
+  checkRounds(r.stdout);
+}
+
+module.exports = { MODES, eofOrderRounds };
