@@ -81,6 +81,11 @@ function filterErrorCode(e: unknown): NkeErrorCode | undefined {
   return asNkeErrorCode((e.data as { code?: unknown } | undefined)?.code);
 }
 
+/** What a running helper keeps of its launch settings: a change needs a new helper. */
+function launchKeyOf(l: { asAdministrator: boolean; env: NodeJS.ProcessEnv }): string {
+  return JSON.stringify({ asAdministrator: l.asAdministrator, env: l.env });
+}
+
 /** A helper ResponseError's data.reason (why a payload is no longer pending). */
 function removalReason(e: unknown): PendingRemovalReason | undefined {
   if (!(e instanceof ResponseError)) return undefined;
@@ -164,12 +169,7 @@ export class HelperSession {
 
   /** The launch settings differ from the running helper's: true when a new helper is needed. */
   launchChanged(): boolean {
-    return this.launchKey !== undefined && this.launchKey !== JSON.stringify(this.launchSettings());
-  }
-
-  private launchSettings() {
-    const { asAdministrator, env } = this.opts.launch();
-    return { asAdministrator, env };
+    return this.launchKey !== undefined && this.launchKey !== launchKeyOf(this.opts.launch());
   }
 
   /** Starts the helper if needed, opens the filter and loads the helper's whole model. */
@@ -446,7 +446,7 @@ export class HelperSession {
 
   private async startHelper(gen: number): Promise<MessageConnection> {
     const launch = this.opts.launch();
-    this.launchKey = JSON.stringify({ asAdministrator: launch.asAdministrator, env: launch.env });
+    this.launchKey = launchKeyOf(launch);
     const client = new HelperClient({
       helperScript: this.opts.helperScript,
       runtime: this.opts.runtime,
