@@ -15,7 +15,13 @@ import type { SocketNode } from '../tree/socketTreeProvider';
 import { type PayloadEditorOpener, payloadCommandHandlers } from '../payload/payloadCommands';
 import type { PayloadStore } from '../payload/payloadStore';
 import { readSettings, rulesFromSettings } from '../settings';
-import { isRuleAction, quotedList, RULE_ACTION_NAMES, type RuleActionName } from '../shared/ruleFields';
+import {
+  isRuleAction,
+  quotedList,
+  RULE_ACTION_NAMES,
+  RULE_ACTIONS,
+  type RuleActionName,
+} from '../shared/ruleFields';
 import { ActionableError, type CommandHandler, registerNkeCommand, UserCancelled } from './commandWrapper';
 import { explorerCommandHandlers, type ExplorerViews } from './explorerCommands';
 
@@ -175,23 +181,15 @@ async function runNkeTask({ tasks }: CommandDeps, name?: unknown): Promise<void>
   await vscode.tasks.executeTask(tasks.task(name));
 }
 
-/** The default actions offered by NKE: Set Capture Mode, in the order shown (one per action). */
-const captureChoiceText: Record<RuleActionName, vscode.QuickPickItem> = {
-  report: {
-    label: 'Report',
-    detail: 'Show all traffic; hold nothing (intercept rules still hold what they match)',
-  },
-  hold: {
-    label: 'Hold everything',
-    detail: 'Every chunk waits for Allow or Drop (released unchanged after nke.holdTimeoutMs)',
-  },
-  pass: {
-    label: 'Pass',
-    detail: 'Show sockets only; data is neither held nor reported unless a rule says so',
-  },
+/** The default actions offered by NKE: Set Capture Mode, in the order shown; each described by RULE_ACTIONS. */
+const captureChoiceLabel: Record<RuleActionName, string> = {
+  report: 'Report',
+  hold: 'Hold everything',
+  pass: 'Pass',
 };
-const captureChoices = (Object.keys(captureChoiceText) as RuleActionName[]).map((mode) => ({
-  ...captureChoiceText[mode],
+const captureChoices = (Object.keys(captureChoiceLabel) as RuleActionName[]).map((mode) => ({
+  label: captureChoiceLabel[mode],
+  detail: RULE_ACTIONS[mode].default,
   mode,
 }));
 
